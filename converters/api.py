@@ -1,0 +1,87 @@
+"""The converter's public contract: a build request in, accepted per-target artifacts out.
+
+``edgeops build`` (edgeops/cli) calls :func:`converters.build.build_artifacts` with a
+:class:`BuildRequest`; each target profile's ``format`` selects a backend registered with
+:func:`register_backend` (``onnx`` in converters/onnx_backend, ``tflite`` in converters/tflite).
+A backend returns a :class:`BuiltArtifact` only after the artifact has been loaded in its real
+runtime and compared with the FP32 source model; anything else raises an
+:class:`edgeops.errors.EdgeOpsError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from converters.profiles import TargetProfile
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendContext",
+    "BuildRequest",
+    "BuiltArtifact",
+    "ProgressFn",
+    "register_backend",
+]
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    model: Path
+    name: str
+    version: str
+    targets: tuple[str, ...]
+    precision: str | None = None                       # None: each profile's default
+    calibration: Path | None = None
+    validation: Path | None = None
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    max_accuracy_drop: float = 0.01                    # relative, on the chosen metric
+    calibration_method: str = "minmax"                 # minmax | entropy | percentile
+    keep_io_layout: bool = False                       # TFLite: keep ONNX NCHW I/O
+    golden_samples: int = 4
+    threads: int = 1                                   # latency measurement threads
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuiltArtifact:
+    """An accepted artifact on disk, with what the manifest needs to describe it."""
+
+    target: str
+    path: Path
+    format: str
+    runtime: str
+    providers: tuple[str, ...]
+    precision: str
+    golden_path: Path                                  # npz: input/<name>, output/<name>
+    metrics: dict[str, Any]                            # latency, size, accuracy vs FP32
+    tolerance: dict[str, float]                        # for on-device golden checks
+    details: dict[str, Any] = field(default_factory=dict)  # quantisation choices, float nodes
+
+
+@dataclass
+class BackendContext:
+    """What a backend gets: the request, its profile, a scratch dir and shared helpers."""
+
+    request: BuildRequest
+    profile: TargetProfile
+    precision: str
+    workdir: Path
+    progress: ProgressFn
+    shared: dict[str, Any] = field(default_factory=dict)  # cached FP32 model, data, ref outputs
+
+
+class Backend(Protocol):
+    def __call__(self, ctx: BackendContext) -> BuiltArtifact: ...
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(fmt: str, backend: Backend) -> None:
+    BACKENDS[fmt] = backend

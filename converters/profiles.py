@@ -1,0 +1,80 @@
+"""Target profiles as data: what each hardware class gets, in one documented registry.
+
+A profile names the artifact format, the runtime and execution providers that load it, the
+precisions it accepts (the first is the default) and the facts about the hardware that the
+passes read (ISA features, whether shapes must be static). Adding a target means adding a
+``TargetProfile`` here (or calling :func:`register` from a plug-in), not branching elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from edgeops.errors import UsageError
+
+__all__ = ["PROFILES", "TargetProfile", "get_profile", "register"]
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    name: str
+    description: str
+    format: str                       # "onnx" | "tflite"
+    runtime: str                      # "onnxruntime" | "litert"
+    providers: tuple[str, ...]        # execution providers / delegates, in preference order
+    precisions: tuple[str, ...]       # accepted --precision values; the first is the default
+    hardware: str                     # hardware class for blessing (hardware_tests)
+    static_shapes: bool = False       # dynamic dims must be fixed with --input-shape
+    options: Mapping[str, Any] = field(default_factory=dict)  # facts passes read (isa, quant...)
+
+    @property
+    def default_precision(self) -> str:
+        return self.precisions[0]
+
+
+_REGISTRY: dict[str, TargetProfile] = {}
+
+
+def register(profile: TargetProfile) -> TargetProfile:
+    if profile.name in _REGISTRY:
+        raise ValueError(f"target profile {profile.name!r} registered twice")
+    _REGISTRY[profile.name] = profile
+    return profile
+
+
+def get_profile(name: str) -> TargetProfile:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UsageError(f"unknown target '{name}'",
+                         hint=f"known targets: {', '.join(sorted(_REGISTRY))} "
+                              "(see `edgeops targets`)") from None
+
+
+PROFILES: Mapping[str, TargetProfile] = MappingProxyType(_REGISTRY)
+
+register(TargetProfile(
+    name="x86-cpu", format="onnx", runtime="onnxruntime", providers=("CPUExecutionProvider",),
+    precisions=("int8", "fp32", "int8-dynamic"), hardware="x86_64",
+    description="ONNX for ONNX Runtime's CPU provider on x86-64 (INT8 QDQ, VNNI-aware)",
+    options={"isa": "x86_64"}))
+register(TargetProfile(
+    name="arm64-cpu", format="onnx", runtime="onnxruntime", providers=("CPUExecutionProvider",),
+    precisions=("int8", "fp32", "int8-dynamic"), hardware="aarch64",
+    description="ONNX for ONNX Runtime's CPU provider on ARM64 (INT8 QDQ, dot-product aware)",
+    options={"isa": "arm64"}))
+register(TargetProfile(
+    name="cuda-gpu", format="onnx", runtime="onnxruntime",
+    providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+    precisions=("fp16", "fp32"), hardware="cuda",
+    description="FP16 ONNX for the CUDA and TensorRT providers (I/O kept FP32)",
+    options={"keep_io_types": True}))
+register(TargetProfile(
+    name="qnn-npu", format="onnx", runtime="onnxruntime",
+    providers=("QNNExecutionProvider", "CPUExecutionProvider"),
+    precisions=("int8", "int16"), hardware="qnn",
+    description="QDQ ONNX shaped for Qualcomm's QNN provider (uint8/uint16 activations)",
+    static_shapes=True, options={"activation_type": "uint8"}))

@@ -1,0 +1,1 @@
+"""The ``edgeops`` command line: a thin click shell over the library packages."""

@@ -1,0 +1,46 @@
+"""The fleet protocol (docs/PROTOCOL.md): topic tree, message schemas, signed commands.
+
+Pure data and functions, no sockets: paho lives behind one adapter per side (fleet, agent).
+"""
+
+from edgeops.protocol import topics
+from edgeops.protocol.commands import (
+    COMMAND_KINDS,
+    Command,
+    CommandRejected,
+    SignedCommand,
+    check_command,
+)
+from edgeops.protocol.messages import (
+    PROTOCOL_VERSION,
+    Chunk,
+    DevicePhase,
+    FetchRequest,
+    MessageError,
+    StateReport,
+    StatusMessage,
+    TelemetryBatch,
+    decode_chunk,
+    decode_json,
+    encode_chunk,
+)
+
+__all__ = [
+    "COMMAND_KINDS",
+    "PROTOCOL_VERSION",
+    "Chunk",
+    "Command",
+    "CommandRejected",
+    "DevicePhase",
+    "FetchRequest",
+    "MessageError",
+    "SignedCommand",
+    "StateReport",
+    "StatusMessage",
+    "TelemetryBatch",
+    "check_command",
+    "decode_chunk",
+    "decode_json",
+    "encode_chunk",
+    "topics",
+]
