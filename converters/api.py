@@ -19,11 +19,13 @@ from converters.profiles import TargetProfile
 
 __all__ = [
     "BACKENDS",
+    "BACKEND_MODULES",
     "Backend",
     "BackendContext",
     "BuildRequest",
     "BuiltArtifact",
     "ProgressFn",
+    "get_backend",
     "register_backend",
 ]
 
@@ -82,6 +84,18 @@ class Backend(Protocol):
 
 BACKENDS: dict[str, Backend] = {}
 
+# Backends import heavy toolchains, so each lives in its own module, imported on first use.
+BACKEND_MODULES: dict[str, str] = {"onnx": "converters.onnx_backend", "tflite": "converters.tflite"}
+
 
 def register_backend(fmt: str, backend: Backend) -> None:
     BACKENDS[fmt] = backend
+
+
+def get_backend(fmt: str) -> Backend:
+    """The backend for an artifact format; its module registers it on import."""
+    if fmt not in BACKENDS:
+        import importlib
+
+        importlib.import_module(BACKEND_MODULES[fmt])
+    return BACKENDS[fmt]

@@ -78,3 +78,18 @@ register(TargetProfile(
     precisions=("int8", "int16"), hardware="qnn",
     description="QDQ ONNX shaped for Qualcomm's QNN provider (uint8/uint16 activations)",
     static_shapes=True, options={"activation_type": "uint8"}))
+register(TargetProfile(
+    name="tflite-cpu", format="tflite", runtime="litert", providers=("XNNPACK",),
+    precisions=("fp32", "fp16", "int8-dynamic"), hardware="arm-litert",
+    description="TFLite flatbuffer for LiteRT on ARM CPUs (XNNPACK), written without TensorFlow",
+    options={"quantization": "dynamic-range"}))
+register(TargetProfile(
+    name="edgetpu", format="tflite", runtime="litert", providers=("EdgeTPUDelegate", "XNNPACK"),
+    precisions=("int8",), hardware="edgetpu", static_shapes=True,
+    description="Full-integer INT8 TFLite (int8 I/O) for Coral Edge TPU; per-tensor quantisation",
+    options={"per_channel": False, "io_dtype": "int8", "npu": "edgetpu"}))
+register(TargetProfile(
+    name="ethos-u", format="tflite", runtime="litert", providers=("EthosUDelegate", "XNNPACK"),
+    precisions=("int8",), hardware="ethos-u", static_shapes=True,
+    description="Full-integer INT8 TFLite (int8 I/O) for Arm Ethos-U microNPUs",
+    options={"per_channel": "conv-only", "io_dtype": "int8", "npu": "ethos-u"}))
