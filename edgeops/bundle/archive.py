@@ -18,7 +18,7 @@ import hashlib
 import io
 import os
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -80,6 +80,11 @@ def write_bundle(out: Path, manifest: Manifest, files: Mapping[str, Path],
         for path in sorted(files):
             with open(files[path], "rb") as f:
                 tar.addfile(_tarinfo(path, declared[path].size, mtime), f)
+        data_end = tar.offset
+        tar.close()
+        # Keep the end-of-archive marker but drop tar's record padding, so any cut of the
+        # file is detectable (see _check_end_of_archive).
+        raw.truncate(data_end + 2 * tarfile.BLOCKSIZE)
     return out
 
 
@@ -118,7 +123,13 @@ class Bundle:
         return dest
 
     def extract(self, directory: Path) -> list[Path]:
-        """Write manifest, signatures and every file under ``directory`` (all verified)."""
+        """Write manifest, signatures and every file under ``directory`` (all verified).
+
+        Every file is checked before the first one is written, so a bad bundle leaves
+        ``directory`` as it was.
+        """
+        for ref in self.manifest.files():
+            self._copy(ref, None)
         written = []
         for ref in self.manifest.files():
             written.append(self.extract_file(ref.path, directory / ref.path))
@@ -176,6 +187,7 @@ def read_bundle(path: Path, limits: Limits = DEFAULT_LIMITS) -> Bundle:
                 members[ti.name] = ti
                 if ti.offset_data + ti.size > size:
                     raise InvalidBundleError(f"bundle is truncated inside {ti.name}")
+            _check_end_of_archive(path, members.values(), size)
             manifest_bytes = _read_member(tar, members, MANIFEST_NAME, limits.max_manifest_bytes)
             sig_bytes = _read_member(tar, members, SIGNATURES_NAME, limits.max_manifest_bytes)
     except (tarfile.TarError, EOFError, OSError) as exc:
@@ -188,10 +200,26 @@ def read_bundle(path: Path, limits: Limits = DEFAULT_LIMITS) -> Bundle:
     extra = set(members) - declared - {MANIFEST_NAME, SIGNATURES_NAME}
     if extra:
         raise InvalidBundleError(f"bundle holds files the manifest does not list: {sorted(extra)}")
+    absent = sorted(declared - set(members))
+    if absent:
+        raise InvalidBundleError(f"bundle is truncated or incomplete: missing {absent}",
+                                 hint="fetch or build the bundle again")
     for ref in manifest.files():
         if ref.size > limits.max_artifact_bytes:
             raise InvalidBundleError(f"{ref.path} declares {ref.size} bytes, over the limit")
     return Bundle(path, manifest, manifest_bytes, sigs, members)
+
+
+def _check_end_of_archive(path: Path, members: Iterable[tarfile.TarInfo], size: int) -> None:
+    """A complete tar ends with two zero blocks after the last member; a cut file does not."""
+    end = max((ti.offset_data + -(-ti.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+               for ti in members), default=0)
+    with open(path, "rb") as f:
+        f.seek(end)
+        marker = f.read(2 * tarfile.BLOCKSIZE)
+    if len(marker) < 2 * tarfile.BLOCKSIZE or marker.strip(b"\0"):
+        raise InvalidBundleError(f"{path} is truncated (no end-of-archive marker)",
+                                 hint="fetch or build the bundle again")
 
 
 def _check_member(ti: tarfile.TarInfo, seen: Mapping[str, tarfile.TarInfo], limits: Limits) -> None:

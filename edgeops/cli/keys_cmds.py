@@ -1,0 +1,98 @@
+"""``edgeops keys``: create, list and rotate the signing keys under ``$EDGEOPS_HOME/keys``."""
+
+from __future__ import annotations
+
+import click
+
+from edgeops.cli.common import emit, json_option, passphrase_from_env
+from edgeops.errors import KeyError_, UsageError
+from edgeops.keys import OFFLINE_ROLES, ROLES, KeyStore
+from edgeops.trust import create_root, root_path, rotate_root
+
+__all__ = ["keys"]
+
+
+@click.group()
+def keys() -> None:
+    """Create, list and rotate signing keys.
+
+    \b
+    Offline keys (root, targets) are encrypted with a passphrase; online keys
+    (snapshot, timestamp, manager) are for the fleet manager.
+    Example:
+      EDGEOPS_KEY_PASSPHRASE=... edgeops keys init
+      edgeops keys list --json
+    """
+
+
+@keys.command("init")
+@click.option("--force", is_flag=True, help="Replace existing keys (old ones are kept as .old).")
+@json_option
+def init(force: bool, as_json: bool) -> None:
+    """Create the offline and online keys and the fleet's TUF root.
+
+    \b
+    Example:
+      EDGEOPS_HOME=./fleet-keys EDGEOPS_KEY_PASSPHRASE=secret edgeops keys init
+    """
+    store = KeyStore()
+    if store.exists() and not force:
+        raise UsageError(f"keys already exist in {store.dir}",
+                         hint="use `edgeops keys list`, or --force to replace them")
+    passphrase = passphrase_from_env(confirm=True, prompt="Passphrase for the offline keys")
+    if not passphrase:
+        raise KeyError_("the passphrase for the offline keys is empty",
+                        hint="set a non-empty EDGEOPS_KEY_PASSPHRASE")
+    for role in ROLES:
+        store.generate(role, passphrase if role in OFFLINE_ROLES else None)
+    create_root(store, passphrase)
+    infos = store.list()
+    emit(as_json, {"home": str(store.home), "root": str(root_path(store)),
+                   "keys": [{"role": k.role, "keyid": k.keyid} for k in infos]},
+         lambda: "\n".join([f"created keys in {store.dir}"]
+                           + [f"  {k.role:<10} {k.keyid[:16]}" for k in infos]
+                           + [f"trust root: {root_path(store)}"]))
+
+
+@keys.command("list")
+@json_option
+def list_(as_json: bool) -> None:
+    """List the keys, their ids and whether they are encrypted.
+
+    \b
+    Example:
+      edgeops keys list
+    """
+    store = KeyStore()
+    infos = store.list()
+    if not infos:
+        raise KeyError_(f"no keys in {store.dir}")
+    emit(as_json, [{"role": k.role, "keyid": k.keyid, "scheme": k.scheme,
+                    "encrypted": k.encrypted, "private": str(k.private_path)} for k in infos],
+         lambda: "\n".join(f"{k.role:<10} {k.keyid}  {k.scheme}"
+                           f"{'  (encrypted)' if k.encrypted else ''}" for k in infos))
+
+
+@keys.command("rotate")
+@click.argument("role", type=click.Choice(ROLES))
+@json_option
+def rotate(role: str, as_json: bool) -> None:
+    """Replace one role's key and sign a new TUF root naming it.
+
+    The old key is kept beside the new one (``.old``); a new root version is signed by the
+    root key (and, when the root key itself rotates, by the old root key too), so devices can
+    walk the chain.
+
+    \b
+    Example:
+      edgeops keys rotate timestamp
+    """
+    store = KeyStore()
+    if not store.exists():
+        raise KeyError_(f"no keys in {store.dir}")
+    passphrase = passphrase_from_env(prompt="Passphrase for the offline keys")
+    store.signer("root", passphrase)  # fail on a wrong passphrase before changing anything
+    new = store.generate(role, passphrase if role in OFFLINE_ROLES else None)
+    root = rotate_root(store, passphrase)
+    emit(as_json, {"role": role, "keyid": new.keyid, "root_version": root.signed.version},
+         f"rotated {role}: new key {new.keyid[:16]}, trust root version {root.signed.version}")
