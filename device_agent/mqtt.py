@@ -1,0 +1,275 @@
+"""The agent's one paho adapter: connect, stay connected, publish, and queue what arrives.
+
+Everything paho-specific lives here so the rest of the agent deals in topics and bytes. Why the
+shape: paho's client mixes sockets, locks and callbacks; keeping it behind one small class lets
+the daemon be a plain consumer of a bounded queue, and lets many agents share one process for
+the fleet simulator (no module state, one network thread per connection).
+
+Behaviour that the fleet relies on (docs/PROTOCOL.md, docs/AGENT_NET.md):
+
+- a retained ``status`` with ``online: true`` on every connect, a Last Will with
+  ``online: false``, and a clean ``online: false`` on :meth:`MqttConnection.stop`;
+- reconnect with exponential backoff and *full jitter* (bounded), so thousands of devices do not
+  reconnect in lockstep after a broker restart;
+- QoS 1 for everything, subscriptions restored after every reconnect, a persistent session;
+- callbacks only enqueue (bounded; overflow is counted, never blocks the network thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edgeops.errors import ConfigError
+from edgeops.protocol import topics
+
+__all__ = ["Backoff", "BrokerSettings", "Inbound", "MqttConnection", "TlsFiles", "parse_broker_url"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: delay = uniform(0, min(max_s, base_s * 2**n)).
+
+    Full jitter (rather than "exponential plus a little noise") spreads a fleet's reconnects
+    evenly over the whole window, which is what keeps a restarted broker from being flattened.
+    """
+
+    base_s: float = 0.5
+    max_s: float = 60.0
+
+    def ceiling(self, attempt: int) -> float:
+        """The upper bound of the delay before reconnect ``attempt`` (0-based)."""
+        return min(self.max_s, self.base_s * (2.0 ** min(attempt, 62)))
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, self.ceiling(attempt))
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """CA bundle and, for mutual TLS, the device certificate and key (paths as strings)."""
+
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where and how to connect; built from the agent config's ``broker`` section."""
+
+    host: str
+    port: int
+    tls: TlsFiles | None = None
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = 30
+    mqtt_version: int = 5                  # 5 or 3 (3.1.1)
+    session_expiry_s: int = 7 * 24 * 3600  # keep QoS 1 commands for offline devices a week
+    backoff: Backoff = Backoff()
+    inbound_queue_max: int = 1024          # messages; overflow is dropped and counted
+    connect_timeout_s: float = 10.0
+
+
+def parse_broker_url(url: str, *, tls: TlsFiles | None = None, username: str | None = None,
+                     password: str | None = None, keepalive_s: int = 30) -> BrokerSettings:
+    """``mqtt://host:port`` (plain) or ``mqtts://host:port`` (TLS, needs ``tls``)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(f"broker url {url!r} is not mqtt://HOST:PORT or mqtts://HOST:PORT",
+                          hint="set broker.url in the agent config")
+    if parts.scheme == "mqtts" and tls is None:
+        raise ConfigError(f"broker url {url!r} asks for TLS but broker.tls is not set",
+                          hint="set broker.tls.ca (and cert/key for mutual TLS)")
+    port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    return BrokerSettings(host=parts.hostname, port=port, tls=tls, username=username,
+                          password=password, keepalive_s=keepalive_s)
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One received message, as handed from paho's thread to the agent's."""
+
+    topic: str
+    payload: bytes
+    retained: bool
+
+
+class MqttConnection:
+    """One device's connection to the broker, with its own network thread.
+
+    ``status_payload(online)`` builds the retained status message (the daemon owns the clock and
+    the schema); it is called for the Last Will at construction and on every (dis)connect.
+    """
+
+    def __init__(self, device_id: str, settings: BrokerSettings,
+                 status_payload: Callable[[bool], bytes], *,
+                 rng: random.Random | None = None, client_id: str | None = None) -> None:
+        self.device_id = device_id
+        self.settings = settings
+        self._status_payload = status_payload
+        self._status_topic = topics.device_topic(device_id, "status")
+        self._rng = rng or random.Random()
+        self._inbox: queue.Queue[Inbound] = queue.Queue(settings.inbound_queue_max)
+        self._subs: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connected = threading.Event()
+        self.generation = 0           # +1 per successful connect: lets downloads resume
+        self.dropped_inbound = 0      # messages lost because the inbox was full
+        self.attempts = 0             # consecutive failed connects (backoff exponent)
+        self.last_error: str | None = None
+        self.delays: list[float] = []  # recent backoff delays, for tests and diagnostics
+
+        v5 = settings.mqtt_version == 5
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"edgeops-agent-{device_id}",
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            clean_session=None if v5 else False)
+        self._client.enable_logger(log)
+        self._client.connect_timeout = settings.connect_timeout_s
+        if settings.username is not None:
+            self._client.username_pw_set(settings.username, settings.password)
+        if settings.tls is not None:
+            self._client.tls_set(ca_certs=settings.tls.ca, certfile=settings.tls.cert,
+                                 keyfile=settings.tls.key, cert_reqs=ssl.CERT_REQUIRED,
+                                 tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        self._client.will_set(self._status_topic, status_payload(False), qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the network thread; it connects (and reconnects) in the background."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.device_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Say ``online: false`` (retained), disconnect cleanly, join the network thread."""
+        if self._thread is None:
+            return
+        if self.connected.is_set():
+            info = self._client.publish(self._status_topic, self._status_payload(False),
+                                        qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout_s)
+            except (RuntimeError, ValueError):
+                pass  # connection dropped meanwhile: the Last Will says the same thing
+        self._stop.set()
+        self._client.disconnect()
+        self._thread.join(timeout_s + self.settings.keepalive_s)
+        self._thread = None
+        self.connected.clear()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self.connected.wait(timeout_s)
+
+    # -- traffic ---------------------------------------------------------------------------
+    def subscribe(self, topic_filter: str) -> None:
+        """Subscribe at QoS 1 now (if connected) and after every reconnect."""
+        with self._lock:
+            self._subs.add(topic_filter)
+        if self.connected.is_set():
+            self._client.subscribe(topic_filter, qos=1)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        with self._lock:
+            self._subs.discard(topic_filter)
+        if self.connected.is_set():
+            self._client.unsubscribe(topic_filter)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> paho.MQTTMessageInfo:
+        """Publish at QoS 1. While offline paho queues it and sends it after reconnecting."""
+        return self._client.publish(topic, payload, qos=1, retain=retain)
+
+    def get(self, timeout_s: float | None = None) -> Inbound | None:
+        """The next received message, or None after ``timeout_s``."""
+        try:
+            return self._inbox.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    # -- network thread --------------------------------------------------------------------
+    def _connect_properties(self) -> Properties | None:
+        if self.settings.mqtt_version != 5:
+            return None
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.settings.session_expiry_s
+        return props
+
+    def _run(self) -> None:
+        s = self.settings
+        while not self._stop.is_set():
+            try:
+                if s.mqtt_version == 5:
+                    self._client.connect(s.host, s.port, s.keepalive_s, clean_start=False,
+                                         properties=self._connect_properties())
+                else:
+                    self._client.connect(s.host, s.port, s.keepalive_s)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                self.last_error = f"connect to {s.host}:{s.port} failed: {exc}"
+                self._wait_backoff()
+                continue
+            rc = paho.MQTT_ERR_SUCCESS
+            while not self._stop.is_set() and rc == paho.MQTT_ERR_SUCCESS:
+                rc = self._client.loop(timeout=1.0)
+            self.connected.clear()
+            if not self._stop.is_set():
+                self._wait_backoff()
+        # let paho flush the DISCONNECT packet queued by stop()
+        for _ in range(5):
+            if self._client.loop(timeout=0.1) != paho.MQTT_ERR_SUCCESS:
+                break
+
+    def _wait_backoff(self) -> None:
+        delay = self.settings.backoff.delay(self.attempts, self._rng)
+        self.attempts += 1
+        self.delays = [*self.delays[-31:], delay]
+        self._stop.wait(delay)
+
+    # -- paho callbacks (network thread): only record and enqueue ---------------------------
+    def _on_connect(self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any,
+                    _props: Any) -> None:
+        if reason.is_failure:
+            self.last_error = f"broker refused the connection: {reason}"
+            return
+        self.attempts = 0
+        self.generation += 1
+        with self._lock:
+            subs = sorted(self._subs)
+        if subs:
+            client.subscribe([(t, 1) for t in subs])
+        client.publish(self._status_topic, self._status_payload(True), qos=1, retain=True)
+        self.connected.set()
+
+    def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any,
+                       _props: Any) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            self.last_error = f"disconnected: {reason}"
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        try:
+            self._inbox.put_nowait(Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)))
+        except queue.Full:
+            self.dropped_inbound += 1
