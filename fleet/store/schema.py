@@ -1,0 +1,134 @@
+"""The fleet schema as ordered migrations, written once for SQLite and PostgreSQL.
+
+Each migration is SQL with three placeholders the dialect fills in: ``{blob}`` (BLOB/BYTEA),
+``{real}`` (REAL/DOUBLE PRECISION) and ``{serial_pk}`` (an auto-increment primary key). Applied
+migrations are recorded in ``schema_migrations``; a database newer than this code is refused.
+Add a migration by appending to :data:`MIGRATIONS`, never by editing an applied one.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+_V1 = """
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    device_class TEXT NOT NULL,
+    target TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '{{}}',
+    agent_version TEXT NOT NULL DEFAULT '',
+    installed TEXT NOT NULL DEFAULT '{{}}',
+    active TEXT,
+    active_name TEXT,
+    active_version TEXT,
+    online INTEGER NOT NULL DEFAULT 0,
+    status_ts {real} NOT NULL DEFAULT 0,
+    last_seen {real},
+    enrolled_at {real} NOT NULL,
+    last_state_seq BIGINT NOT NULL DEFAULT -1
+);
+CREATE TABLE device_tags (
+    device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (device_id, key)
+);
+CREATE INDEX device_tags_kv ON device_tags (key, value);
+CREATE TABLE telemetry (
+    id {serial_pk},
+    device_id TEXT NOT NULL,
+    ts {real} NOT NULL,
+    kind TEXT NOT NULL,
+    seq BIGINT NOT NULL DEFAULT 0,
+    deployment_id TEXT,
+    n_count BIGINT,
+    n_errors BIGINT,
+    p95_ms {real},
+    data TEXT NOT NULL
+);
+CREATE INDEX telemetry_device_ts ON telemetry (device_id, ts);
+CREATE TABLE blobs (
+    sha256 TEXT PRIMARY KEY,
+    size BIGINT NOT NULL,
+    added_at {real} NOT NULL
+);
+CREATE TABLE bundles (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    manifest {blob} NOT NULL,
+    signatures {blob} NOT NULL,
+    published_at {real} NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE bundle_files (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    PRIMARY KEY (name, version, path)
+);
+CREATE TABLE deployments (
+    id TEXT PRIMARY KEY,
+    bundle_name TEXT NOT NULL,
+    bundle_version TEXT NOT NULL,
+    selector TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    status TEXT NOT NULL,
+    phase_index INTEGER NOT NULL DEFAULT 0,
+    phase_started_at {real} NOT NULL,
+    created_at {real} NOT NULL,
+    updated_at {real} NOT NULL,
+    reason TEXT,
+    created_by TEXT
+);
+CREATE TABLE deployment_devices (
+    deployment_id TEXT NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
+    device_id TEXT NOT NULL,
+    wave INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    target TEXT NOT NULL,
+    updated_at {real} NOT NULL,
+    notified_at {real},
+    reason TEXT,
+    previous TEXT,
+    command {blob},
+    PRIMARY KEY (deployment_id, device_id)
+);
+CREATE INDEX deployment_devices_device ON deployment_devices (device_id);
+CREATE TABLE tokens (
+    token_hash TEXT PRIMARY KEY,
+    token_id TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at {real} NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE blessings (
+    bundle_name TEXT NOT NULL,
+    bundle_version TEXT NOT NULL,
+    hardware TEXT NOT NULL,
+    passed INTEGER NOT NULL,
+    report TEXT NOT NULL,
+    created_at {real} NOT NULL,
+    PRIMARY KEY (bundle_name, bundle_version, hardware)
+);
+CREATE TABLE tuf_metadata (
+    filename TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    data {blob} NOT NULL,
+    created_at {real} NOT NULL
+);
+CREATE TABLE command_seq (
+    device_id TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL
+);
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
