@@ -22,7 +22,12 @@ import numpy as np
 
 from edgeops.errors import BadContentError
 
-__all__ = ["InputSpec", "Preprocessing", "SampleSet", "load_samples"]
+__all__ = ["LABELS_KEY", "InputSpec", "Preprocessing", "SampleSet", "load_labels", "load_samples",
+           "validate_samples"]
+
+# Validation data may carry ground truth under this key (class index per sample) unless the
+# model has an input of that name.
+LABELS_KEY = "labels"
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm"}
 
@@ -58,7 +63,7 @@ class SampleSet:
     arrays: dict[str, np.ndarray]
 
     def __len__(self) -> int:
-        return next(iter(self.arrays.values())).shape[0]
+        return int(next(iter(self.arrays.values())).shape[0])
 
     def sample(self, i: int) -> dict[str, np.ndarray]:
         """One sample with a batch axis of 1 (as the model is fed)."""
@@ -94,8 +99,8 @@ def _load_images(directory: Path, pre: Preprocessing, spec: InputSpec) -> dict[s
     out = []
     for f in files:
         img = Image.open(f).convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        a = np.asarray(img, dtype=np.float32) * pre.scale
-        a = (a - np.array(pre.mean, np.float32)) / np.array(pre.std, np.float32)
+        a = np.asarray(img, dtype=np.float32) * np.float32(pre.scale)
+        a = ((a - np.array(pre.mean, np.float32)) / np.array(pre.std, np.float32)).astype(np.float32)
         out.append(a.transpose(2, 0, 1) if pre.layout == "NCHW" else a)
     return {spec.name: np.stack(out).astype(spec.dtype)} if out else {}
 
@@ -116,7 +121,28 @@ def load_samples(path: Path, inputs: Sequence[InputSpec], *, what: str = "calibr
             raise DataError(f"{what} directory {path} holds no .npy files")
     else:
         arrays = _load_npz(path)
+    if LABELS_KEY in arrays and LABELS_KEY not in {s.name for s in inputs}:
+        arrays = {k: v for k, v in arrays.items() if k != LABELS_KEY}
     return validate_samples(arrays, inputs, what=what)
+
+
+def load_labels(path: Path, inputs: Sequence[InputSpec]) -> np.ndarray | None:
+    """Class indices stored under ``labels`` next to the inputs, if any (npz or labels.npy)."""
+    path = Path(path)
+    if LABELS_KEY in {s.name for s in inputs}:
+        return None
+    if path.is_dir():
+        f = path / f"{LABELS_KEY}.npy"
+        labels = np.load(f, allow_pickle=False) if f.is_file() else None
+    elif path.is_file():
+        labels = _load_npz(path).get(LABELS_KEY)
+    else:
+        return None
+    if labels is None:
+        return None
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: '{LABELS_KEY}' must be a 1-D integer array (class per sample)")
+    return np.asarray(labels)
 
 
 def validate_samples(arrays: Mapping[str, np.ndarray], inputs: Sequence[InputSpec], *,

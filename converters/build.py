@@ -1,0 +1,189 @@
+"""Orchestrate a build: check everything first, then let each target's backend produce.
+
+Order matters for the "nothing half-written" promise: targets and precisions are resolved, the
+model is loaded and checked (every offending node named at once), calibration and validation
+data are loaded and matched against the inputs, and the FP32 reference is computed, all before
+a single backend runs. Backends work in a scratch directory; only accepted artifacts leave it.
+
+What a backend finds in ``ctx.shared`` (documented contract, also used by converters/tflite):
+
+``"model"``        onnx.ModelProto of the checked source (original opset; backends that need a
+                   newer one call :func:`converters.onnx_utils.upgraded`)
+``"model_path"``   Path of the source model on disk (use it for models over 2 GB)
+``"source"``       :class:`converters.model_check.SourceModel`
+``"inputs"``       list[InputSpec] with ``--input-shape`` applied
+``"calibration"``  SampleSet (real data, or seeded synthetic samples)
+``"validation"``   SampleSet
+``"labels"``       np.ndarray | None, class index per validation sample
+``"reference"``    dict[str, np.ndarray]: FP32 source outputs on the validation samples
+``"synthetic"``    bool: True when no data was given and samples were generated
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.api import BackendContext, BuildRequest, BuiltArtifact, ProgressFn, get_backend
+from converters.data import InputSpec, SampleSet, load_labels, load_samples
+from converters.model_check import SourceModel, load_source
+from converters.profiles import TargetProfile, get_profile
+from converters.validate import model_inputs, run_onnx, synthetic_samples
+from edgeops.errors import UsageError
+
+__all__ = ["BuildOutcome", "build", "build_artifacts", "resolve_targets"]
+
+SYNTHETIC_CALIBRATION_SAMPLES = 32
+SYNTHETIC_VALIDATION_SAMPLES = 16
+MAX_VALIDATION_SAMPLES = 200        # accuracy metrics; more adds time, not much confidence
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass
+class BuildOutcome:
+    """Everything the packaging step needs: accepted artifacts plus what the manifest states."""
+
+    source: SourceModel
+    inputs: list[InputSpec]
+    outputs: list[tuple[str, str, tuple[int | str, ...]]]
+    artifacts: list[BuiltArtifact]
+    baseline: dict[str, Any]
+    data: dict[str, Any]                     # where samples came from, counts, warnings
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_targets(request: BuildRequest) -> list[tuple[TargetProfile, str]]:
+    """Profiles and precisions, checked before anything runs (unknown target: exit 2)."""
+    if not request.targets:
+        raise UsageError("no --target given", hint="see `edgeops targets`")
+    if request.calibration_method not in CALIBRATION_METHODS:
+        raise UsageError(f"unknown calibration method '{request.calibration_method}'",
+                         hint=f"use one of {', '.join(CALIBRATION_METHODS)}")
+    if not 0.0 <= request.max_accuracy_drop < 1.0:
+        raise UsageError("--max-accuracy-drop must be in [0, 1) (0.01 = 1% relative)")
+    out = []
+    for name in dict.fromkeys(request.targets):
+        profile = get_profile(name)
+        precision = request.precision or profile.default_precision
+        if precision not in profile.precisions:
+            raise UsageError(f"target {name} does not offer precision '{precision}'",
+                             hint=f"{name} offers: {', '.join(profile.precisions)}")
+        out.append((profile, precision))
+    return out
+
+
+def _outputs(model: Any) -> list[tuple[str, str, tuple[int | str, ...]]]:
+    import onnx
+
+    outs = []
+    for vi in model.graph.output:
+        tt = vi.type.tensor_type
+        dims: list[int | str] = []
+        for i, d in enumerate(tt.shape.dim):
+            dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or f"d{i}"))
+        dtype = str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))) \
+            if tt.elem_type else "unknown"
+        outs.append((vi.name, dtype, tuple(dims)))
+    return outs
+
+
+def _baseline(samples: SampleSet) -> dict[str, Any]:
+    """Per-input feature statistics for on-device drift detection.
+
+    Channel axis: axis 1 of the sample (NCHW images, [batch, features] tables); a rank-1 sample
+    is one feature. Values are rounded to 6 significant digits so builds stay byte-identical.
+    """
+    out: dict[str, Any] = {}
+    for name, a in sorted(samples.arrays.items()):
+        if not np.issubdtype(a.dtype, np.number) or a.ndim < 2:
+            continue
+        x = a.astype(np.float64)
+        axes = tuple(i for i in range(x.ndim) if i != 1)
+        stats = {"mean": x.mean(axis=axes), "std": x.std(axis=axes),
+                 "min": x.min(axis=axes), "max": x.max(axis=axes)}
+        out[name] = {"axis": 1, "samples": len(samples),
+                     **{k: [float(f"{v:.6g}") for v in s.tolist()] for k, s in stats.items()}}
+    return out
+
+
+def _load_data(request: BuildRequest, inputs: list[InputSpec], progress: ProgressFn
+               ) -> tuple[SampleSet, SampleSet, np.ndarray | None, dict[str, Any]]:
+    info: dict[str, Any] = {}
+    cal = val = None
+    labels = None
+    if request.calibration is not None:
+        cal = load_samples(request.calibration, inputs, what="calibration")
+        info["calibration"] = {"source": Path(request.calibration).name, "samples": len(cal)}
+    if request.validation is not None:
+        labels = load_labels(request.validation, inputs)
+        val = load_samples(request.validation, inputs, what="validation")
+        info["validation"] = {"source": Path(request.validation).name, "samples": len(val)}
+    if cal is None and val is None:
+        progress("no --calibration/--validation: using seeded synthetic samples")
+        cal = synthetic_samples(inputs, SYNTHETIC_CALIBRATION_SAMPLES, seed=0)
+        val = synthetic_samples(inputs, SYNTHETIC_VALIDATION_SAMPLES, seed=1)
+        info["synthetic"] = True
+        info["calibration"] = {"source": "synthetic(seed=0)", "samples": len(cal)}
+        info["validation"] = {"source": "synthetic(seed=1)", "samples": len(val)}
+    elif val is None:
+        assert cal is not None
+        val = cal
+        info["validation"] = {**info["calibration"], "note": "calibration data reused"}
+    elif cal is None:
+        cal = val
+        info["calibration"] = {**info["validation"], "note": "validation data reused"}
+    if len(val) > MAX_VALIDATION_SAMPLES:
+        val = val.head(MAX_VALIDATION_SAMPLES)
+        labels = labels[:MAX_VALIDATION_SAMPLES] if labels is not None else None
+        info["validation"]["used"] = MAX_VALIDATION_SAMPLES
+    return cal, val, labels, info
+
+
+def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOutcome:
+    """Check everything, then run each target's backend; artifacts land under ``workdir``."""
+    targets = resolve_targets(request)
+    progress(f"checking {request.model}")
+    source = load_source(request.model)
+    inputs = model_inputs(source.model, request.input_shapes)
+    for profile, _ in targets:
+        if profile.static_shapes:
+            dyn = [s.name for s in inputs if any(d is None for d in s.shape[1:])]
+            if dyn:
+                raise UsageError(f"target {profile.name} needs static shapes; inputs {dyn} "
+                                 "have dynamic dims",
+                                 hint="fix them with --input-shape NAME=1x3x224x224")
+    cal, val, labels, info = _load_data(request, inputs, progress)
+    progress(f"FP32 reference on {len(val)} validation samples")
+    reference = run_onnx(source.path, val, threads=request.threads)
+    shared: dict[str, Any] = {
+        "model": source.model, "model_path": source.path, "source": source, "inputs": inputs,
+        "calibration": cal, "validation": val, "labels": labels, "reference": reference,
+        "synthetic": bool(info.get("synthetic")),
+    }
+    warnings: list[str] = []
+    artifacts = []
+    for profile, precision in targets:
+        if info.get("synthetic") and precision.startswith("int"):
+            warnings.append(f"{profile.name}: {precision} calibrated on synthetic data; "
+                            "accuracy on real inputs is unknown (pass --calibration)")
+        progress(f"{profile.name}: building {precision}")
+        tdir = workdir / profile.name
+        tdir.mkdir(parents=True, exist_ok=True)
+        ctx = BackendContext(request=request, profile=profile, precision=precision,
+                             workdir=tdir, progress=progress, shared=shared)
+        artifacts.append(get_backend(profile.format)(ctx))
+    stats_src = cal if request.calibration is not None or request.validation is None else val
+    return BuildOutcome(source=source, inputs=inputs, outputs=_outputs(source.model),
+                        artifacts=artifacts, baseline=_baseline(stats_src), data=info,
+                        warnings=warnings)
+
+
+def build_artifacts(request: BuildRequest, progress: ProgressFn,
+                    workdir: Path | None = None) -> list[BuiltArtifact]:
+    """The contract entry point: accepted artifacts (in ``workdir`` or a fresh temp dir)."""
+    wd = workdir or Path(tempfile.mkdtemp(prefix="edgeops-build-"))
+    return build(request, progress, wd).artifacts

@@ -1,0 +1,162 @@
+"""Turn a build outcome into the signed bundle plus its JSON and Markdown reports.
+
+Reproducibility: building twice from the same inputs gives byte-identical bundles. So the
+manifest only holds what is deterministic on one machine (sizes, accuracy metrics, tolerances,
+quantisation choices); run-to-run latency stays in the reports unless ``sign_latency`` is set,
+in which case the manifest carries a coarse ``latency_budget_ms`` (2 x p95 rounded up to 1-2-5),
+which may change between builds only when p95 crosses a grid step. No timestamp unless given.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from converters.api import BuildRequest, BuiltArtifact
+from converters.build import BuildOutcome
+from converters.onnx_backend import _nice_ceil
+from edgeops.bundle import ArtifactEntry, Manifest, TensorSpec, file_ref, write_bundle
+from edgeops.fsutil import atomic_write
+
+__all__ = ["manifest_for", "provenance", "render_markdown", "report_for", "write_outputs"]
+
+
+def _git_commit(cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def provenance(cwd: Path | None = None) -> dict[str, Any]:
+    import numpy
+    import onnx
+    import onnxruntime
+
+    import edgeops
+
+    prov: dict[str, Any] = {"edgeops": edgeops.__version__, "onnx": onnx.__version__,
+                            "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__,
+                            "python": platform.python_version()}
+    commit = _git_commit(cwd or Path.cwd())
+    if commit:
+        prov["git_commit"] = commit
+    return prov
+
+
+def _manifest_metrics(a: BuiltArtifact, sign_latency: bool) -> dict[str, Any]:
+    m = {k: v for k, v in a.metrics.items() if k != "latency"}
+    lat = a.metrics.get("latency")
+    if sign_latency and lat:
+        m["latency_budget_ms"] = _nice_ceil(2 * lat["p95_ms"])
+        m["latency_threads"] = lat["threads"]
+    return m
+
+
+def manifest_for(request: BuildRequest, outcome: BuildOutcome, *, created: str | None = None,
+                 sign_latency: bool = False, cwd: Path | None = None) -> Manifest:
+    src = outcome.source
+    entries = []
+    for a in outcome.artifacts:
+        entries.append(ArtifactEntry(
+            target=a.target, file=file_ref(f"artifacts/{a.target}/{a.path.name}", a.path),
+            format=a.format, runtime=a.runtime, providers=a.providers, precision=a.precision,
+            golden=file_ref(f"artifacts/{a.target}/golden.npz", a.golden_path),
+            metrics=_manifest_metrics(a, sign_latency), tolerance=a.tolerance,
+            details=a.details))
+    inputs = tuple(TensorSpec(s.name, str(s.dtype),
+                              tuple(d if d is not None else _dim_name(src.model, s.name, i)
+                                    for i, d in enumerate(s.shape)))
+                   for s in outcome.inputs)
+    outputs = tuple(TensorSpec(n, dt, shape) for n, dt, shape in outcome.outputs)
+    return Manifest(
+        name=request.name, version=request.version, source_sha256=src.sha256,
+        inputs=inputs, outputs=outputs, artifacts=tuple(entries),
+        provenance=provenance(cwd),
+        source={"filename": src.path.name, "size": src.size, "opset": src.opset,
+                "producer": src.producer, "external_data": src.external_data},
+        baseline=outcome.baseline, created=created)
+
+
+def _dim_name(model: Any, name: str, index: int) -> str:
+    vi = next(v for v in model.graph.input if v.name == name)
+    d = vi.type.tensor_type.shape.dim[index]
+    return d.dim_param or ("batch" if index == 0 else f"dim{index}")
+
+
+def report_for(request: BuildRequest, outcome: BuildOutcome, bundle: Path) -> dict[str, Any]:
+    return {
+        "name": request.name, "version": request.version, "bundle": bundle.name,
+        "source": {"file": outcome.source.path.name, "sha256": outcome.source.sha256,
+                   "opset": outcome.source.opset, "producer": outcome.source.producer,
+                   "size_bytes": outcome.source.size},
+        "data": outcome.data, "warnings": outcome.warnings,
+        "max_accuracy_drop": request.max_accuracy_drop,
+        "targets": {a.target: {"precision": a.precision, "providers": list(a.providers),
+                               "metrics": a.metrics, "tolerance": a.tolerance,
+                               "details": a.details} for a in outcome.artifacts},
+    }
+
+
+def _fmt_size(n: int) -> str:
+    return f"{n / 1024**2:.2f} MiB" if n >= 1024**2 else f"{n / 1024:.1f} KiB"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """A pull-request-comment-sized summary: one row per target, then the float nodes."""
+    lines = [f"### edgeops build: {report['name']} {report['version']}", "",
+             f"Source `{report['source']['file']}` (opset {report['source']['opset']}, "
+             f"{_fmt_size(report['source']['size_bytes'])}, sha256 "
+             f"`{report['source']['sha256'][:12]}`)", ""]
+    for w in report["warnings"]:
+        lines.append(f"> **warning:** {w}")
+    if report["warnings"]:
+        lines.append("")
+    lines += ["| target | precision | size | p50 ms | p95 ms | speedup vs FP32 | gate metric "
+              "| drop | cosine min | calibration |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for t, r in report["targets"].items():
+        m, d = r["metrics"], r["details"]
+        lat, acc = m.get("latency", {}), m["accuracy"]
+        cal = d.get("calibration", {})
+        cal_s = f"{cal.get('method', '-')} × {cal.get('samples', '-')}" if cal else "-"
+        lines.append(
+            f"| {t} | {r['precision']} | {_fmt_size(m['size_bytes'])} | {lat.get('p50_ms', '-')} "
+            f"| {lat.get('p95_ms', '-')} | {lat.get('speedup_vs_fp32', '-')}× "
+            f"| {acc['gate_metric']} | {acc['drop']:.2%} | "
+            f"{acc['summary']['cosine_min']:.5f} | {cal_s} |")
+    threads = {r["metrics"].get("latency", {}).get("threads") for r in report["targets"].values()}
+    lines += ["", f"Latency on the build machine, {', '.join(map(str, threads))} thread(s), "
+              "batch 1."]
+    for t, r in report["targets"].items():
+        floats = r["details"].get("float_nodes") or {}
+        if floats:
+            lines += ["", f"<details><summary>{t}: {len(floats)} node(s) kept in float</summary>",
+                      "", *(f"- `{n}`: {why}" for n, why in sorted(floats.items())), "",
+                      "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(request: BuildRequest, outcome: BuildOutcome, out_dir: Path,
+                  signers: Sequence[Any], *, created: str | None = None,
+                  sign_latency: bool = False) -> dict[str, Path]:
+    """Bundle first (atomic), then the reports (atomic); returns the three paths."""
+    manifest = manifest_for(request, outcome, created=created, sign_latency=sign_latency)
+    files = {}
+    for a in outcome.artifacts:
+        files[f"artifacts/{a.target}/{a.path.name}"] = a.path
+        files[f"artifacts/{a.target}/golden.npz"] = a.golden_path
+    bundle = out_dir / manifest.bundle_filename
+    write_bundle(bundle, manifest, files, signers)
+    report = report_for(request, outcome, bundle)
+    stem = f"{request.name}-{request.version}"
+    rj, rm = out_dir / f"{stem}.report.json", out_dir / f"{stem}.report.md"
+    atomic_write(rj, json.dumps(report, indent=2, sort_keys=True).encode() + b"\n")
+    atomic_write(rm, render_markdown(report).encode())
+    return {"bundle": bundle, "report_json": rj, "report_md": rm}

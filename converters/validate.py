@@ -1,0 +1,256 @@
+"""Shared validation helpers: run an artifact, time it, compare it with FP32, gate it.
+
+Every backend (ONNX here, TFLite in converters/tflite) accepts an artifact only after running it
+in its real runtime on validation samples and comparing the outputs with the FP32 source model's.
+These helpers are that common ground, so both backends measure and gate the same way.
+
+Golden files (``write_golden``) are what devices replay after install. Layout of the npz:
+``input/<name>`` holds the samples (first axis = samples, each fed as a batch of one), and
+``output/<name>`` the artifact's outputs on them, stacked with :func:`stack_outputs`: when each
+sample's output has a leading batch axis of 1 the outputs are concatenated on it (so
+``output[i]`` is sample i's output without its batch axis), otherwise they are stacked on a new
+first axis (``output[i]`` is sample i's whole output). :func:`sample_output` applies that rule to
+one run's output so a device can compare like with like.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.data import InputSpec, SampleSet
+from converters.metrics import compare_outputs, relative_drop
+from edgeops.errors import AccuracyGateError, UsageError
+from edgeops.fsutil import atomic_open
+
+__all__ = [
+    "DEFAULT_DYNAMIC_DIM",
+    "accuracy_report",
+    "check_gate",
+    "concrete_shape",
+    "gate_drop",
+    "latency_ms",
+    "model_inputs",
+    "run_onnx",
+    "sample_output",
+    "stack_outputs",
+    "synthetic_samples",
+    "write_golden",
+]
+
+# Dims named in the model but not fixed by --input-shape: batch becomes 1; others must be given.
+DEFAULT_DYNAMIC_DIM = 1
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)   # fixed zip timestamps keep golden files byte-identical
+
+
+def _ort_dtype(elem_type: int) -> np.dtype[Any]:
+    import onnx
+
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+
+
+def model_inputs(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None = None
+                 ) -> list[InputSpec]:
+    """The model's real inputs (initialisers excluded), with ``--input-shape`` overrides applied.
+
+    Dynamic dims are ``None`` unless an override fixes them. An override for an unknown input or
+    with the wrong rank is a :class:`UsageError`.
+    """
+    input_shapes = dict(input_shapes or {})
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    specs: list[InputSpec] = []
+    for vi in graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dims: list[int | None] = []
+        for d in tt.shape.dim:
+            dims.append(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None)
+        if vi.name in input_shapes:
+            want = tuple(input_shapes.pop(vi.name))
+            if len(want) != len(dims):
+                raise UsageError(f"--input-shape {vi.name}={'x'.join(map(str, want))} has rank "
+                                 f"{len(want)}, the model's input has rank {len(dims)}")
+            for got, fixed in zip(dims, want, strict=True):
+                if got is not None and got != fixed:
+                    raise UsageError(f"--input-shape {vi.name}: dim {fixed} contradicts the "
+                                     f"model's fixed dim {got}")
+            dims = list(want)
+        specs.append(InputSpec(vi.name, _ort_dtype(tt.elem_type), tuple(dims)))
+    if input_shapes:
+        raise UsageError(f"--input-shape names unknown inputs {sorted(input_shapes)}",
+                         hint=f"the model's inputs are {[s.name for s in specs]}")
+    return specs
+
+
+def concrete_shape(spec: InputSpec) -> tuple[int, ...]:
+    """The shape one sample is fed with: batch 1, every other dim fixed or an error."""
+    shape: list[int] = []
+    for i, d in enumerate(spec.shape):
+        if d is not None:
+            shape.append(d)
+        elif i == 0:
+            shape.append(DEFAULT_DYNAMIC_DIM)
+        else:
+            raise UsageError(f"input '{spec.name}' has a dynamic dim {i} and no data fixes it",
+                             hint=f"pass --input-shape {spec.name}=1x... or give --calibration "
+                                  "/ --validation data")
+    return tuple(shape)
+
+
+def synthetic_samples(inputs: Sequence[InputSpec], n: int, seed: int = 0) -> SampleSet:
+    """Deterministic stand-in samples (seeded): normal floats, small non-negative integers."""
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    for spec in inputs:
+        shape = (n, *concrete_shape(spec)[1:])
+        if np.issubdtype(spec.dtype, np.floating):
+            arrays[spec.name] = rng.standard_normal(shape, dtype=np.float32).astype(spec.dtype)
+        elif spec.dtype == np.bool_:
+            arrays[spec.name] = rng.integers(0, 2, shape).astype(np.bool_)
+        else:
+            arrays[spec.name] = rng.integers(0, 8, shape).astype(spec.dtype)
+    return SampleSet(arrays)
+
+
+def stack_outputs(per_sample: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack one output over samples (see the module docstring for the rule)."""
+    if all(a.ndim >= 1 and a.shape[0] == 1 for a in per_sample):
+        return np.concatenate(per_sample, axis=0)
+    return np.stack(per_sample, axis=0)
+
+
+def sample_output(run_output: np.ndarray, golden: np.ndarray, index: int) -> np.ndarray:
+    """What of one run's output matches ``golden[index]`` under :func:`stack_outputs`."""
+    if run_output.ndim >= 1 and run_output.shape[0] == 1 \
+            and golden[index].shape == run_output.shape[1:]:
+        out: np.ndarray = run_output[0]
+        return out
+    return run_output
+
+
+def _session(model: Path | bytes, providers: Sequence[str], threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    available = set(ort.get_available_providers())
+    use = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+    src = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(src, so, providers=use)
+
+
+def run_onnx(model: Path | bytes, samples: SampleSet,
+             providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 1
+             ) -> dict[str, np.ndarray]:
+    """Run every sample (batch of one) through ONNX Runtime; outputs stacked over samples.
+
+    Providers missing from this onnxruntime build are skipped (CPU is the fallback), so a CUDA
+    profile's artifact is still loaded and checked on a CPU-only build machine.
+    """
+    sess = _session(model, providers, threads)
+    names = [o.name for o in sess.get_outputs()]
+    per: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for feed in samples.iter_samples():
+        for n, v in zip(names, sess.run(names, feed), strict=True):
+            per[n].append(np.asarray(v))
+    return {n: stack_outputs(v) for n, v in per.items()}
+
+
+def latency_ms(run_once: Callable[[], object], *, warmup: int = 3, runs: int = 30
+               ) -> dict[str, float]:
+    """Wall-clock latency of ``run_once`` in milliseconds: p50, p95, mean and the run count."""
+    for _ in range(warmup):
+        run_once()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run_once()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    a = np.asarray(times)
+    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+            "mean": float(a.mean()), "runs": float(runs)}
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def accuracy_report(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
+                    labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Per-output metrics and a summary (worst case over outputs) of candidate vs reference.
+
+    ``labels`` (class index per sample) adds top-1 accuracy of both models on the first
+    classifier-shaped output. Infinite values (SNR of identical outputs) become ``None`` so the
+    report stays JSON.
+    """
+    per = compare_outputs(reference, candidate)
+    outputs = {m.name: {k: (_finite(v) if isinstance(v, float) else v)
+                        for k, v in m.to_dict().items()} for m in per}
+    summary: dict[str, Any] = {
+        "cosine_min": min(m.cosine for m in per),
+        "max_abs_error": max(m.max_abs_error for m in per),
+        "snr_db_min": _finite(min(m.snr_db for m in per)),
+    }
+    top1 = [m.top1_agreement for m in per if m.top1_agreement is not None]
+    if top1:
+        summary["top1_agreement"] = min(top1)
+    if labels is not None:
+        cls = next((n for n, m in zip(reference, per, strict=False)
+                    if m.top1_agreement is not None), None)
+        if cls is not None:
+            lab = np.asarray(labels).reshape(-1)
+            summary["top1_accuracy_reference"] = float(
+                (np.asarray(reference[cls]).argmax(axis=1) == lab).mean())
+            summary["top1_accuracy"] = float(
+                (np.asarray(candidate[cls]).argmax(axis=1) == lab).mean())
+    return {"outputs": outputs, "summary": summary}
+
+
+def gate_drop(report: Mapping[str, Any]) -> tuple[str, float]:
+    """The metric the gate reads and its relative drop vs FP32.
+
+    Labels given: top-1 accuracy. Classifier outputs: top-1 agreement. Otherwise: cosine
+    similarity (a drop of 0.01 means cosine 0.99).
+    """
+    s = report["summary"]
+    if "top1_accuracy" in s:
+        return "top1_accuracy", relative_drop(s["top1_accuracy_reference"], s["top1_accuracy"])
+    if "top1_agreement" in s:
+        return "top1_agreement", relative_drop(1.0, s["top1_agreement"])
+    return "cosine", relative_drop(1.0, s["cosine_min"])
+
+
+def check_gate(report: Mapping[str, Any], max_drop: float, target: str) -> None:
+    """Raise :class:`AccuracyGateError` naming the target and metric when the drop is too big."""
+    metric, drop = gate_drop(report)
+    if drop > max_drop:
+        raise AccuracyGateError(
+            f"target {target}: {metric} dropped {drop:.2%} vs FP32, over the "
+            f"{max_drop:.2%} budget")
+
+
+def write_golden(path: Path, inputs: Mapping[str, np.ndarray],
+                 outputs: Mapping[str, np.ndarray]) -> None:
+    """Write the golden npz atomically and byte-deterministically (fixed zip timestamps)."""
+    with atomic_open(Path(path)) as f:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+            for prefix, arrays in (("input", inputs), ("output", outputs)):
+                for name in sorted(arrays):
+                    arr = io.BytesIO()
+                    np.lib.format.write_array(arr, np.ascontiguousarray(arrays[name]),
+                                              allow_pickle=False)
+                    z.writestr(zipfile.ZipInfo(f"{prefix}/{name}.npy", _ZIP_EPOCH),
+                               arr.getvalue())
+        f.write(buf.getvalue())

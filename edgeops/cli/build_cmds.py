@@ -1,0 +1,159 @@
+"""``edgeops targets`` and ``edgeops build``: a thin shell over converters.build and .package.
+
+Everything is checked before anything is written: name, version, targets, precision, keys,
+model and data. The build runs in a scratch directory; the bundle and reports are written
+atomically into ``--out`` only once every artifact has been accepted.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeops.cli.common import emit, json_option, passphrase_from_env, progress_printer
+from edgeops.errors import InvalidBundleError, KeyError_, UsageError
+
+__all__ = ["build", "targets"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+@click.command("targets")
+@json_option
+def targets(as_json: bool) -> None:
+    """List the target profiles and what each one produces.
+
+    \b
+    Example:
+      edgeops targets
+      edgeops targets --json
+    """
+    from converters.profiles import PROFILES
+
+    rows: list[dict[str, Any]] = [{"name": p.name, "format": p.format, "runtime": p.runtime,
+             "providers": list(p.providers), "precisions": list(p.precisions),
+             "default_precision": p.default_precision, "hardware": p.hardware,
+             "static_shapes": p.static_shapes, "description": p.description,
+             "options": dict(p.options)} for p in sorted(PROFILES.values(), key=lambda p: p.name)]
+
+    def text() -> str:
+        w = max(len(r["name"]) for r in rows)
+        return "\n".join(f"{r['name']:<{w}}  {r['format']:<6}  "
+                         f"{'/'.join(r['precisions']):<26}  {r['description']}" for r in rows)
+
+    emit(as_json, rows, text)
+
+
+def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    out: dict[str, tuple[int, ...]] = {}
+    for v in values:
+        name, sep, dims = v.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or any(d <= 0 for d in shape):
+            raise UsageError(f"--input-shape '{v}' is not NAME=DxDx...",
+                             hint="e.g. --input-shape input=1x3x224x224")
+        out[name] = shape
+    return out
+
+
+def _signer() -> Any:
+    from edgeops.keys import KeyStore
+
+    store = KeyStore()
+    if not (store.dir / "targets.pem").exists():
+        raise KeyError_(f"no targets signing key in {store.dir}",
+                        hint="run `edgeops keys init` first (or set EDGEOPS_HOME)")
+    return store.signer("targets", passphrase_from_env())
+
+
+@click.command("build")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Bundle name (lower-case, e.g. vehicle-classifier).")
+@click.option("--version", "version", required=True, help="Semantic version, e.g. 1.0.0.")
+@click.option("--target", "target_names", multiple=True, required=True,
+              help="Target profile (repeatable); see `edgeops targets`.")
+@click.option("--precision", default=None,
+              help="Precision for every target (default: each profile's first).")
+@click.option("--calibration", type=click.Path(path_type=Path), default=None,
+              help=".npz (arrays keyed by input name, samples first) or a directory of .npy.")
+@click.option("--validation", type=click.Path(path_type=Path), default=None,
+              help="Same forms as --calibration; may hold 'labels' (class per sample).")
+@click.option("--input-shape", "input_shapes", multiple=True,
+              help="Fix an input's shape: NAME=1x3x224x224 (repeatable).")
+@click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True,
+              help="Relative drop allowed on the gate metric vs FP32 (0.01 = 1%).")
+@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]),
+              default="minmax", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="Threads for latency measurement.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("out"),
+              show_default=True, help="Output directory.")
+@click.option("--timestamp", default=None,
+              help="Creation time written into the manifest (default: none, reproducible).")
+@click.option("--sign-latency", is_flag=True,
+              help="Put a coarse latency budget into the signed manifest (see docs).")
+@json_option
+def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
+          precision: str | None, calibration: Path | None, validation: Path | None,
+          input_shapes: tuple[str, ...], max_accuracy_drop: float, calibration_method: str,
+          threads: int, out_dir: Path, timestamp: str | None, sign_latency: bool,
+          as_json: bool) -> None:
+    """Convert a trained ONNX model into a signed bundle of per-target artifacts.
+
+    Writes OUT/NAME-VERSION.edgebundle, OUT/NAME-VERSION.report.json and
+    OUT/NAME-VERSION.report.md, and prints the bundle path.
+
+    \b
+    Example:
+      edgeops build model.onnx --name vehicle-classifier --version 1.0.0 \\
+          --target x86-cpu --target cuda-gpu --calibration cal.npz --validation val.npz
+      edgeops build model.onnx --name m --version 1.0.0 --target x86-cpu --precision fp32
+    """
+    from converters.api import BuildRequest
+    from edgeops.bundle.manifest import parse_version
+
+    if not _NAME.match(name):
+        raise UsageError(f"--name '{name}' is invalid",
+                         hint="use lower-case letters, digits, '.', '_' or '-' (max 64)")
+    try:
+        parse_version(version)
+    except InvalidBundleError as exc:
+        raise UsageError(exc.message, hint=exc.hint) from None
+    if threads < 1:
+        raise UsageError("--threads must be at least 1")
+    request = BuildRequest(
+        model=model, name=name, version=version, targets=target_names, precision=precision,
+        calibration=calibration, validation=validation, input_shapes=_parse_shapes(input_shapes),
+        max_accuracy_drop=max_accuracy_drop, calibration_method=calibration_method,
+        threads=threads)
+    from converters.build import resolve_targets
+
+    resolve_targets(request)
+    signer = _signer()
+    progress = progress_printer(as_json)
+    from converters.build import build as run_build
+    from converters.package import write_outputs
+
+    work = Path(tempfile.mkdtemp(prefix="edgeops-build-"))
+    try:
+        outcome = run_build(request, progress, work)
+        paths = write_outputs(request, outcome, out_dir, [signer], created=timestamp,
+                              sign_latency=sign_latency)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for w in outcome.warnings:
+        if not as_json:
+            click.echo(f"warning: {w}", err=True)
+    emit(as_json, {"bundle": str(paths["bundle"]), "report_json": str(paths["report_json"]),
+                   "report_md": str(paths["report_md"]), "warnings": outcome.warnings,
+                   "targets": {a.target: {"precision": a.precision, "metrics": a.metrics}
+                               for a in outcome.artifacts}},
+         str(paths["bundle"]))
