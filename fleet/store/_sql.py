@@ -5,6 +5,8 @@ worker and the rollout loop share one store). SQL uses ``?`` placeholders and ne
 ``?`` or ``%``; the PostgreSQL backend rewrites placeholders for psycopg.
 """
 
+# ruff: noqa: S608 - SQL text is assembled only from constant fragments and "?" placeholders;
+# every value is bound as a parameter.
 from __future__ import annotations
 
 import contextlib
