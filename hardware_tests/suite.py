@@ -1,0 +1,187 @@
+"""Opening a bundle for the suite: which artifact to test, its file, its golden samples.
+
+Everything that can go wrong with the *input* (unreadable bundle, no artifact for this target,
+altered artifact, no golden samples) is turned into one :class:`~edgeops.errors.EdgeOpsError`
+with a message the checks show verbatim, so a bad bundle is a clear failure and never a crash.
+The pytest plugin (``conftest.py``) only wires these into fixtures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import platform
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from edgeops.bundle import ArtifactEntry, Bundle, TensorSpec, read_bundle
+from edgeops.config import DEFAULT_LIMITS
+from edgeops.errors import BadContentError, EdgeOpsError, InvalidBundleError, UsageError
+from hardware_tests.settings import HardwareSettings, default_target
+
+__all__ = [
+    "Golden",
+    "RssTracker",
+    "SuiteContext",
+    "hardware_class",
+    "load_golden",
+    "open_suite",
+    "output_names",
+    "synthetic_inputs",
+]
+
+
+def hardware_class(target: str) -> str:
+    """The hardware class a target's blessing applies to (``TargetProfile.hardware``)."""
+    from converters.profiles import PROFILES
+
+    profile = PROFILES.get(target)
+    return profile.hardware if profile is not None else f"unknown:{target}"
+
+
+@dataclass(frozen=True)
+class Golden:
+    """Golden inputs and the artifact's own outputs for them, as the build machine recorded."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+
+
+def load_golden(data: bytes, where: str, max_bytes: int = DEFAULT_LIMITS.max_golden_bytes
+                ) -> Golden:
+    """Parse a golden ``.npz`` (``input/<name>``, ``output/<name>``); no pickles accepted."""
+    if len(data) > max_bytes:
+        raise InvalidBundleError(f"{where} is {len(data)} bytes, over the {max_bytes} limit")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: np.array(npz[k]) for k in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise InvalidBundleError(f"{where} is not a readable .npz file ({exc})") from None
+    inputs = {k.removeprefix("input/"): v for k, v in arrays.items() if k.startswith("input/")}
+    outputs = {k.removeprefix("output/"): v for k, v in arrays.items() if k.startswith("output/")}
+    if not inputs or not outputs:
+        raise InvalidBundleError(f"{where} holds no golden samples "
+                                 f"(needs input/<name> and output/<name> arrays)")
+    return Golden(inputs, outputs)
+
+
+def synthetic_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs of the declared shapes (dynamic dims as 1) for timing when golden data is absent."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for spec in specs:
+        shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in spec.shape)
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            out[spec.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            out[spec.name] = np.zeros(shape, dtype)
+    return out
+
+
+class RssTracker:
+    """Resident memory of this process, sampled after each inference, relative to a baseline."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        self.baseline = self.now()
+        self.peak = self.baseline
+
+    def now(self) -> int:
+        return int(self._proc.memory_info().rss)
+
+    def sample(self) -> int:
+        rss = self.now()
+        self.peak = max(self.peak, rss)
+        return rss
+
+    @property
+    def peak_growth_mib(self) -> float:
+        return (self.peak - self.baseline) / 2**20
+
+
+@dataclass
+class SuiteContext:
+    """The bundle under test and the artifact this machine should run."""
+
+    bundle_path: Path
+    settings: HardwareSettings
+    bundle: Bundle | None = None
+    problem: EdgeOpsError | None = None          # why the bundle could not be opened
+    target: str | None = None
+    provider: str | None = None
+    trusted_key: Path | None = None
+    manifest_sha256: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def hardware(self) -> str:
+        return hardware_class(self.target) if self.target else "unknown"
+
+    def require_bundle(self) -> Bundle:
+        if self.bundle is None:
+            assert self.problem is not None
+            raise self.problem
+        return self.bundle
+
+    def artifact(self) -> ArtifactEntry:
+        bundle = self.require_bundle()
+        if self.target is None:
+            raise UsageError(f"no target profile matches this machine ({platform.machine()})",
+                             hint="pass --target PROFILE (see `edgeops targets`)")
+        entry = bundle.manifest.artifact_for(self.target)
+        if entry is None:
+            have = ", ".join(a.target for a in bundle.manifest.artifacts)
+            raise BadContentError(
+                f"bundle {bundle.manifest.name} {bundle.manifest.version} has no artifact for "
+                f"target {self.target} (it has: {have})",
+                hint=f"build it with `edgeops build --target {self.target}` or pass --target")
+        return entry
+
+    def golden(self) -> Golden:
+        entry = self.artifact()
+        if entry.golden is None:
+            raise BadContentError(
+                f"manifest has no golden samples for target {entry.target}",
+                hint="rebuild with `edgeops build` (it records golden inputs and outputs)")
+        return load_golden(self.require_bundle().read_file(entry.golden.path), entry.golden.path)
+
+    def extract_artifact(self, directory: Path) -> Path:
+        """Copy the artifact out, checking its size and SHA-256 (altered → VerificationError)."""
+        entry = self.artifact()
+        return self.require_bundle().extract_file(entry.file.path,
+                                                  directory / Path(entry.file.path).name)
+
+
+def open_suite(bundle_path: Path, settings: HardwareSettings, target: str | None = None,
+               provider: str | None = None, trusted_key: Path | None = None) -> SuiteContext:
+    """Open ``bundle_path`` and choose the target; a bad bundle is recorded, not raised."""
+    ctx = SuiteContext(Path(bundle_path), settings, target=target, provider=provider,
+                       trusted_key=trusted_key)
+    try:
+        ctx.bundle = read_bundle(ctx.bundle_path)
+    except EdgeOpsError as exc:
+        ctx.problem = exc
+        return ctx
+    ctx.manifest_sha256 = hashlib.sha256(ctx.bundle.manifest_bytes).hexdigest()
+    if target is None:
+        try:
+            import onnxruntime as ort
+
+            available: Sequence[str] = ort.get_available_providers()
+        except ImportError:
+            available = ()
+        ctx.target = default_target(platform.machine(), available,
+                                    [a.target for a in ctx.bundle.manifest.artifacts])
+        ctx.notes.append(f"target {ctx.target} chosen for this {platform.machine()} machine")
+    return ctx
+
+
+def output_names(ctx: SuiteContext) -> list[str]:
+    """The manifest's output names, in order (LiteRT may rename tensors)."""
+    return [t.name for t in ctx.require_bundle().manifest.outputs]
