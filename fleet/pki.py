@@ -1,0 +1,587 @@
+"""The fleet's device PKI: a small X.509 CA that gives every device its own TLS identity.
+
+Why it exists: the broker ACL (``fleet/broker_config.py``) keys every permission on the
+certificate's common name, so the certificate *is* the device's identity on the wire. The
+device generates its key itself and sends only a CSR, so its private key never leaves it; a
+one-time enrolment token (stored only as a SHA-256 hash, single use, expiring) authorises the
+first certificate, and the device's current key authorises each renewal before expiry.
+Revocation produces a CRL that Mosquitto (``crlfile``) and the manager both check.
+
+Layout under ``$EDGEOPS_HOME/ca`` (directory 0700)::
+
+    ca.key      EC P-256 private key of the CA (0600; optionally passphrase-encrypted)
+    ca.crt      self-signed CA certificate, given to devices and the broker
+    issued.json every certificate issued: serial, identity, validity, revocation
+    tokens.json enrolment tokens: sha256 of the token, device id, expiry, used time
+    crl.pem     the current certificate revocation list
+
+The certificate logic (:func:`build_ca_certificate`, :func:`sign_csr`, :func:`build_crl`,
+:func:`check_certificate`) is pure: keys, bytes and a clock in, objects out. :class:`FleetCA`
+does the file handling around it, under a file lock so concurrent enrolments cannot reuse a
+token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from edgeops.config import edgeops_home
+from edgeops.errors import BadContentError, ConfigError, UsageError, VerificationError
+from edgeops.fsutil import atomic_write
+from edgeops.protocol.topics import valid_device_id
+
+__all__ = [
+    "MANAGER_IDENTITY",
+    "CertificateRecord",
+    "EnrolmentError",
+    "FleetCA",
+    "PkiLimits",
+    "build_ca_certificate",
+    "build_crl",
+    "certificate_identity",
+    "check_certificate",
+    "generate_key",
+    "hash_token",
+    "key_pem",
+    "load_csr",
+    "make_csr",
+    "needs_renewal",
+    "sign_csr",
+]
+
+log = logging.getLogger(__name__)
+
+MANAGER_IDENTITY = "manager@edgeops"
+"""The manager's certificate CN. '@' is not allowed in device ids, so no device can claim it."""
+
+_PRIVATE = 0o600
+
+
+class EnrolmentError(VerificationError):
+    """An enrolment or renewal request was refused (bad token, bad CSR, revoked, expired)."""
+
+    default_hint = "ask the fleet operator for a new token: `edgeops fleet ca token DEVICE_ID`"
+
+
+@dataclass(frozen=True)
+class PkiLimits:
+    """Lifetimes and bounds of the fleet PKI. Units are in the names."""
+
+    ca_lifetime_days: int = 3650
+    device_cert_lifetime_days: int = 90
+    manager_cert_lifetime_days: int = 365
+    server_cert_lifetime_days: int = 365
+    renew_before_days: int = 30
+    token_ttl_s: int = 24 * 3600
+    crl_lifetime_days: int = 7
+    max_csr_bytes: int = 16 * 1024
+    max_request_bytes: int = 64 * 1024
+
+
+DEFAULT_PKI_LIMITS = PkiLimits()
+
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+_ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def generate_key() -> ec.EllipticCurvePrivateKey:
+    """EC P-256: supported by every TLS stack the fleet meets (OpenSSL, mbedTLS, EMQX)."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
+    enc: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase
+        else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256-bit random strings, so an unsalted SHA-256 is enough to store them."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _hash_for(key: PrivateKey) -> hashes.SHA256 | None:
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def build_ca_certificate(key: PrivateKey, name: str, now: datetime,
+                         lifetime: timedelta) -> x509.Certificate:
+    """A self-signed CA that may sign leaf certificates only (path length 0)."""
+    pub = key.public_key()
+    ski = x509.SubjectKeyIdentifier.from_public_key(pub)
+    return (x509.CertificateBuilder()
+            .subject_name(_name(name)).issuer_name(_name(name))
+            .public_key(pub).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + lifetime)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(ski, critical=False)
+            .sign(key, _hash_for(key)))
+
+
+def load_csr(data: bytes, limits: PkiLimits = DEFAULT_PKI_LIMITS) -> x509.CertificateSigningRequest:
+    """Parse and check a CSR: size-bounded, self-signature valid, an accepted key type."""
+    if len(data) > limits.max_csr_bytes:
+        raise EnrolmentError(f"CSR of {len(data)} bytes exceeds the {limits.max_csr_bytes}-byte "
+                             "limit", hint="send one PEM certificate request")
+    try:
+        csr = x509.load_pem_x509_csr(data)
+    except ValueError:
+        raise EnrolmentError("the CSR is not a PEM certificate signing request",
+                             hint="generate it with `edgeops fleet device-enroll`") from None
+    if not csr.is_signature_valid:
+        raise EnrolmentError("the CSR's signature does not verify",
+                             hint="the request was altered; generate a new one")
+    pub = csr.public_key()
+    ok = isinstance(pub, ed25519.Ed25519PublicKey) or (
+        isinstance(pub, ec.EllipticCurvePublicKey) and isinstance(pub.curve, _ALLOWED_CURVES))
+    if not ok:
+        raise EnrolmentError("the CSR's key type is not accepted",
+                             hint="use an EC P-256/P-384 or Ed25519 key")
+    return csr
+
+
+def _csr_cn(csr: x509.CertificateSigningRequest) -> str | None:
+    attrs = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = attrs[0].value if attrs else None
+    return value if isinstance(value, str) else None
+
+
+def sign_csr(ca_key: PrivateKey, ca_cert: x509.Certificate, csr: x509.CertificateSigningRequest,
+             identity: str, now: datetime, lifetime: timedelta, *, server_names: Sequence[str]
+             = ()) -> x509.Certificate:
+    """Issue a leaf certificate with CN ``identity`` for the CSR's key.
+
+    Client certificates (devices, the manager) get ``clientAuth``; with ``server_names`` the
+    certificate is a TLS server certificate (the broker) with those DNS names / IPs as SANs.
+    The CSR's requested subject and extensions are ignored: the CA decides the name.
+    """
+    not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
+    b = (x509.CertificateBuilder()
+         .subject_name(_name(identity)).issuer_name(ca_cert.subject)
+         .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now - timedelta(minutes=5)).not_valid_after(not_after)
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                      key_encipherment=False, data_encipherment=False,
+                                      key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                      encipher_only=False, decipher_only=False), critical=True)
+         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+             ca_cert.public_key()), critical=False))  # type: ignore[arg-type]
+    if server_names:
+        sans: list[x509.GeneralName] = []
+        for n in server_names:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(n)))
+            except ValueError:
+                sans.append(x509.DNSName(n))
+        b = (b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                            critical=False))
+    else:
+        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                            critical=False)
+    return b.sign(ca_key, _hash_for(ca_key))
+
+
+def build_crl(ca_key: PrivateKey, ca_cert: x509.Certificate,
+              revoked: Sequence[tuple[int, datetime]], now: datetime, lifetime: timedelta,
+              number: int) -> x509.CertificateRevocationList:
+    b = (x509.CertificateRevocationListBuilder()
+         .issuer_name(ca_cert.subject).last_update(now - timedelta(minutes=5))
+         .next_update(now + lifetime)
+         .add_extension(x509.CRLNumber(number), critical=False))
+    for serial, when in revoked:
+        b = b.add_revoked_certificate(x509.RevokedCertificateBuilder()
+                                      .serial_number(serial).revocation_date(when).build())
+    return b.sign(ca_key, _hash_for(ca_key))
+
+
+def certificate_identity(cert: x509.Certificate) -> str:
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = attrs[0].value if attrs else ""
+    return value if isinstance(value, str) else value.decode()
+
+
+def check_certificate(cert: x509.Certificate, ca_cert: x509.Certificate,
+                      crl: x509.CertificateRevocationList | None, now: datetime) -> str:
+    """The manager's acceptance rule for a client certificate; returns its identity (CN)."""
+    if cert.issuer != ca_cert.subject:
+        raise EnrolmentError("the certificate was not issued by this fleet's CA")
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise EnrolmentError("the certificate's signature does not verify against the fleet CA"
+                             ) from None
+    if not (cert.not_valid_before_utc <= now < cert.not_valid_after_utc):
+        raise EnrolmentError("the certificate has expired or is not yet valid",
+                             hint="enrol the device again with a new token")
+    if crl is not None and crl.get_revoked_certificate_by_serial_number(cert.serial_number):
+        raise EnrolmentError("the certificate has been revoked",
+                             hint="a revoked device must be re-enrolled by an operator")
+    return certificate_identity(cert)
+
+
+def needs_renewal(cert: x509.Certificate, now: datetime,
+                  limits: PkiLimits = DEFAULT_PKI_LIMITS) -> bool:
+    return cert.not_valid_after_utc - now <= timedelta(days=limits.renew_before_days)
+
+
+def make_csr(key: PrivateKey, identity: str) -> bytes:
+    csr = x509.CertificateSigningRequestBuilder().subject_name(_name(identity)).sign(
+        key, _hash_for(key))
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass
+class CertificateRecord:
+    """One issued certificate, as kept in ``issued.json`` (no key material)."""
+
+    serial: int
+    identity: str
+    kind: str  # "device", "manager" or "server"
+    not_before: str
+    not_after: str
+    fingerprint_sha256: str
+    revoked_at: str | None = None
+    reason: str | None = None
+
+
+class FleetCA:
+    """The CA's files and the operations on them. Key material is never logged."""
+
+    def __init__(self, directory: Path | None = None,
+                 limits: PkiLimits = DEFAULT_PKI_LIMITS) -> None:
+        self.dir = Path(directory) if directory is not None else edgeops_home() / "ca"
+        self.limits = limits
+        self.key_path = self.dir / "ca.key"
+        self.cert_path = self.dir / "ca.crt"
+        self.issued_path = self.dir / "issued.json"
+        self.tokens_path = self.dir / "tokens.json"
+        self.crl_path = self.dir / "crl.pem"
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self.key_path.exists() and self.cert_path.exists()
+
+    def init(self, name: str = "edgeops fleet CA", passphrase: bytes | None = None,
+             now: datetime | None = None, force: bool = False) -> x509.Certificate:
+        if self.exists() and not force:
+            raise UsageError(f"a fleet CA already exists in {self.dir}",
+                             hint="pass --force to replace it (every device must re-enrol)")
+        now = now or _now()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        key = generate_key()
+        cert = build_ca_certificate(key, name, now, timedelta(days=self.limits.ca_lifetime_days))
+        atomic_write(self.key_path, key_pem(key, passphrase), mode=_PRIVATE)
+        atomic_write(self.cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        atomic_write(self.issued_path, b"[]\n", mode=_PRIVATE)
+        atomic_write(self.tokens_path, b"[]\n", mode=_PRIVATE)
+        self._write_crl(key, cert, [], now)
+        log.info("created fleet CA %s in %s", name, self.dir)
+        return cert
+
+    def certificate(self) -> x509.Certificate:
+        try:
+            return x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+        except FileNotFoundError:
+            raise ConfigError(f"no fleet CA in {self.dir}",
+                              hint="run `edgeops fleet ca init`") from None
+
+    def _key(self, passphrase: bytes | None) -> PrivateKey:
+        try:
+            pem = self.key_path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"no fleet CA key in {self.dir}",
+                              hint="run `edgeops fleet ca init`") from None
+        encrypted = b"ENCRYPTED" in pem
+        if encrypted and not passphrase:
+            passphrase = os.environ.get("EDGEOPS_CA_PASSPHRASE", "").encode() or None
+            if not passphrase:
+                raise ConfigError("the fleet CA key is encrypted and no passphrase was given",
+                                  hint="set EDGEOPS_CA_PASSPHRASE")
+        try:
+            key = serialization.load_pem_private_key(pem, passphrase if encrypted else None)
+        except (ValueError, TypeError):
+            raise ConfigError("cannot load the fleet CA key: wrong passphrase?",
+                              hint="check EDGEOPS_CA_PASSPHRASE") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise ConfigError("the fleet CA key is of an unsupported type")
+        return key
+
+    # -- state files -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time across processes (HTTP workers, CLI)."""
+        self.certificate()  # fail clearly if there is no CA
+        with open(self.dir / ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _read(self, path: Path) -> list[dict[str, Any]]:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return []
+        except ValueError:
+            raise ConfigError(f"{path} is corrupt", hint="restore it from a backup") from None
+        if not isinstance(data, list):
+            raise ConfigError(f"{path} is corrupt", hint="restore it from a backup")
+        return data
+
+    def _write(self, path: Path, data: list[dict[str, Any]]) -> None:
+        atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode() + b"\n",
+                     mode=_PRIVATE)
+
+    def records(self) -> list[CertificateRecord]:
+        return [CertificateRecord(**r) for r in self._read(self.issued_path)]
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def create_token(self, device_id: str, ttl_s: int | None = None,
+                     now: datetime | None = None) -> str:
+        """A one-time enrolment token for ``device_id``; only its hash is stored."""
+        if not valid_device_id(device_id):
+            raise UsageError(f"invalid device id {device_id!r}",
+                             hint="use letters, digits, '.', '_' and '-' (max 128)")
+        now = now or _now()
+        ttl = self.limits.token_ttl_s if ttl_s is None else ttl_s
+        if ttl <= 0:
+            raise UsageError("the token lifetime must be positive")
+        token = secrets.token_urlsafe(32)
+        with self._locked():
+            tokens = [t for t in self._read(self.tokens_path)
+                      if t["used_at"] is None and t["expires"] > now.timestamp()]
+            tokens.append({"sha256": hash_token(token), "device_id": device_id,
+                           "expires": (now + timedelta(seconds=ttl)).timestamp(),
+                           "used_at": None})
+            self._write(self.tokens_path, tokens)
+        log.info("created an enrolment token for %s (valid %d s)", device_id, ttl)
+        return token
+
+    def _consume_token(self, token: str, now: datetime) -> str:
+        """Mark the token used and return its device id. Caller holds the lock."""
+        digest = hash_token(token)
+        tokens = self._read(self.tokens_path)
+        match = next((t for t in tokens if hmac.compare_digest(t["sha256"], digest)), None)
+        if match is None:
+            raise EnrolmentError("the enrolment token is not known to this fleet")
+        if match["used_at"] is not None:
+            raise EnrolmentError("the enrolment token has already been used")
+        if match["expires"] <= now.timestamp():
+            raise EnrolmentError("the enrolment token has expired")
+        match["used_at"] = now.timestamp()
+        self._write(self.tokens_path, tokens)
+        return str(match["device_id"])
+
+    # -- issuing -----------------------------------------------------------------------------
+
+    def _record(self, cert: x509.Certificate, kind: str) -> None:
+        records = self._read(self.issued_path)
+        records.append(asdict(CertificateRecord(
+            serial=cert.serial_number, identity=certificate_identity(cert), kind=kind,
+            not_before=cert.not_valid_before_utc.isoformat(),
+            not_after=cert.not_valid_after_utc.isoformat(),
+            fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex())))
+        self._write(self.issued_path, records)
+
+    def issue(self, csr_pem: bytes, identity: str, *, kind: str = "device",
+              server_names: Sequence[str] = (), passphrase: bytes | None = None,
+              now: datetime | None = None) -> x509.Certificate:
+        """Sign a CSR for ``identity`` (operator path; devices normally use :meth:`enroll`)."""
+        if kind == "device" and not valid_device_id(identity):
+            raise UsageError(f"invalid device id {identity!r}",
+                             hint="use letters, digits, '.', '_' and '-' (max 128)")
+        if kind not in ("device", "manager", "server"):
+            raise UsageError(f"unknown certificate kind {kind!r}")
+        now = now or _now()
+        csr = load_csr(csr_pem, self.limits)
+        days = {"device": self.limits.device_cert_lifetime_days,
+                "manager": self.limits.manager_cert_lifetime_days,
+                "server": self.limits.server_cert_lifetime_days}[kind]
+        with self._locked():
+            key = self._key(passphrase)
+            cert = sign_csr(key, self.certificate(), csr, identity, now, timedelta(days=days),
+                            server_names=server_names if kind == "server" else ())
+            self._record(cert, kind)
+        log.info("issued %s certificate serial %x for %s", kind, cert.serial_number, identity)
+        return cert
+
+    def issue_with_key(self, identity: str, out_dir: Path, *, kind: str,
+                       server_names: Sequence[str] = (), passphrase: bytes | None = None,
+                       now: datetime | None = None, basename: str | None = None
+                       ) -> tuple[Path, Path]:
+        """For identities that live beside the CA (manager, broker): key made here, 0600."""
+        key = generate_key()
+        name = basename or kind
+        cert = self.issue(make_csr(key, identity), identity, kind=kind,
+                          server_names=server_names, passphrase=passphrase, now=now)
+        key_path, cert_path = Path(out_dir) / f"{name}.key", Path(out_dir) / f"{name}.crt"
+        atomic_write(key_path, key_pem(key), mode=_PRIVATE)
+        atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        return key_path, cert_path
+
+    def enroll(self, csr_pem: bytes, token: str, *, passphrase: bytes | None = None,
+               now: datetime | None = None) -> x509.Certificate:
+        """A device's first certificate: the token names the device and is used up."""
+        now = now or _now()
+        csr = load_csr(csr_pem, self.limits)
+        with self._locked():
+            device_id = self._consume_token(token, now)
+            cn = _csr_cn(csr)
+            if cn is not None and cn != device_id:
+                raise EnrolmentError(f"the CSR asks for {cn!r} but the token is for another "
+                                     "device", hint="enrol with the device id the token names")
+            key = self._key(passphrase)
+            cert = sign_csr(key, self.certificate(), csr, device_id, now,
+                            timedelta(days=self.limits.device_cert_lifetime_days))
+            self._record(cert, "device")
+        log.info("enrolled %s: certificate serial %x", device_id, cert.serial_number)
+        return cert
+
+    def renew(self, csr_pem: bytes, current_pem: bytes, proof: bytes, *,
+              passphrase: bytes | None = None, now: datetime | None = None) -> x509.Certificate:
+        """A new certificate for a device that proves it holds its current, valid key.
+
+        ``proof`` is the current key's signature over the new CSR's PEM bytes, so a stolen copy
+        of the (public) current certificate is not enough to renew it.
+        """
+        now = now or _now()
+        csr = load_csr(csr_pem, self.limits)
+        try:
+            current = x509.load_pem_x509_certificate(current_pem)
+        except ValueError:
+            raise EnrolmentError("the current certificate is not PEM") from None
+        identity = check_certificate(current, self.certificate(), self.crl(), now)
+        if not valid_device_id(identity):
+            raise EnrolmentError("only device certificates renew over the enrolment API")
+        if not needs_renewal(current, now, self.limits):
+            raise EnrolmentError("the certificate is not yet due for renewal",
+                                 hint=f"renewal opens {self.limits.renew_before_days} days "
+                                 "before expiry")
+        pub = current.public_key()
+        try:
+            if isinstance(pub, ed25519.Ed25519PublicKey):
+                pub.verify(proof, csr_pem)
+            elif isinstance(pub, ec.EllipticCurvePublicKey):
+                pub.verify(proof, csr_pem, ec.ECDSA(hashes.SHA256()))
+            else:
+                raise EnrolmentError("the current certificate's key type is not accepted")
+        except InvalidSignature:
+            raise EnrolmentError("the renewal proof does not verify with the current key"
+                                 ) from None
+        cn = _csr_cn(csr)
+        if cn is not None and cn != identity:
+            raise EnrolmentError(f"the CSR asks for {cn!r} but the certificate is {identity!r}")
+        with self._locked():
+            key = self._key(passphrase)
+            cert = sign_csr(key, self.certificate(), csr, identity, now,
+                            timedelta(days=self.limits.device_cert_lifetime_days))
+            self._record(cert, "device")
+        log.info("renewed %s: certificate serial %x", identity, cert.serial_number)
+        return cert
+
+    # -- revocation --------------------------------------------------------------------------
+
+    def revoke(self, what: str, *, reason: str | None = None, passphrase: bytes | None = None,
+               now: datetime | None = None) -> list[CertificateRecord]:
+        """Revoke every valid certificate of an identity, or one serial (hex, ``0x`` prefix)."""
+        now = now or _now()
+        with self._locked():
+            records = self._read(self.issued_path)
+            serial: int | None = None
+            if what.lower().startswith("0x"):
+                try:
+                    serial = int(what, 16)
+                except ValueError:
+                    raise UsageError(f"invalid serial {what!r}") from None
+            hit = [r for r in records if r["revoked_at"] is None and (
+                r["serial"] == serial if serial is not None else r["identity"] == what)]
+            if not hit:
+                raise UsageError(f"no unrevoked certificate for {what!r}",
+                                 hint="see `edgeops fleet ca list`")
+            for r in hit:
+                r["revoked_at"] = now.isoformat()
+                r["reason"] = reason
+            self._write(self.issued_path, records)
+            self._write_crl(self._key(passphrase), self.certificate(), records, now)
+        log.info("revoked %d certificate(s) of %s", len(hit), what)
+        return [CertificateRecord(**r) for r in hit]
+
+    def _write_crl(self, key: PrivateKey, cert: x509.Certificate,
+                   records: list[dict[str, Any]], now: datetime) -> x509.CertificateRevocationList:
+        revoked = [(int(r["serial"]), datetime.fromisoformat(r["revoked_at"]))
+                   for r in records if r["revoked_at"] is not None]
+        number = 1
+        with contextlib.suppress(ConfigError):
+            old = self.crl()
+            if old is not None:
+                ext = old.extensions.get_extension_for_class(x509.CRLNumber)
+                number = ext.value.crl_number + 1
+        crl = build_crl(key, cert, revoked, now, timedelta(days=self.limits.crl_lifetime_days),
+                        number)
+        atomic_write(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+        return crl
+
+    def refresh_crl(self, passphrase: bytes | None = None,
+                    now: datetime | None = None) -> x509.CertificateRevocationList:
+        """Re-sign the CRL (it expires after ``crl_lifetime_days``; run this from cron)."""
+        with self._locked():
+            return self._write_crl(self._key(passphrase), self.certificate(),
+                                   self._read(self.issued_path), now or _now())
+
+    def crl(self) -> x509.CertificateRevocationList | None:
+        try:
+            data = self.crl_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return x509.load_pem_x509_crl(data)
+        except ValueError:
+            raise ConfigError(f"{self.crl_path} is corrupt",
+                              hint="run `edgeops fleet ca crl` to re-sign it") from None
+
+    def check(self, cert_pem: bytes, now: datetime | None = None) -> str:
+        """Manager-side check of a presented client certificate (chain, expiry, CRL)."""
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+        except ValueError:
+            raise BadContentError("the client certificate is not PEM") from None
+        return check_certificate(cert, self.certificate(), self.crl(), now or _now())

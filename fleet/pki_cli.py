@@ -1,0 +1,262 @@
+"""Command line for the fleet PKI: ``edgeops fleet ca ...``, ``broker-config``, device enrol.
+
+A thin shell over :mod:`fleet.pki`, :mod:`fleet.broker_config` and
+:mod:`device_agent.enroll`; the fleet group adds ``ca`` and ``broker-config``, and
+``device_enroll`` is the device-side command (exposed as ``edgeops agent enroll`` or
+``edgeops fleet device-enroll``). Tokens are printed once, on stdout, and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from edgeops.cli.common import emit, json_option
+from edgeops.errors import UsageError
+from fleet.pki import MANAGER_IDENTITY, FleetCA
+
+__all__ = ["broker_config", "ca", "device_enroll"]
+
+_CA_DIR = click.option("--ca-dir", type=click.Path(file_okay=False, path_type=Path),
+                       envvar="EDGEOPS_CA_DIR", default=None,
+                       help="CA directory (default $EDGEOPS_HOME/ca).")
+
+
+def _parse_duration(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return int(text[:-1]) * units[text[-1]]
+        return int(text)
+    except ValueError:
+        raise UsageError(f"invalid duration {text!r}", hint="use e.g. 30m, 24h or 7d") from None
+
+
+@click.group()
+def ca() -> None:
+    """Manage the fleet's certificate authority (device identities for mutual TLS).
+
+    \b
+    Example:
+      edgeops fleet ca init
+      edgeops fleet ca token cam-17 --ttl 24h
+      edgeops fleet ca revoke cam-17
+    """
+
+
+@ca.command("init")
+@_CA_DIR
+@click.option("--name", default="edgeops fleet CA", show_default=True,
+              help="Common name of the CA certificate.")
+@click.option("--force", is_flag=True, help="Replace an existing CA (devices must re-enrol).")
+@json_option
+def ca_init(ca_dir: Path | None, name: str, force: bool, as_json: bool) -> None:
+    """Create the fleet CA (key 0600, certificate, empty CRL).
+
+    \b
+    Example:
+      edgeops fleet ca init --ca-dir /var/lib/edgeops/ca
+    """
+    store = FleetCA(ca_dir)
+    cert = store.init(name, force=force)
+    emit(as_json, {"ca_dir": str(store.dir), "certificate": str(store.cert_path),
+                   "not_after": cert.not_valid_after_utc.isoformat()},
+         f"fleet CA created in {store.dir} (certificate {store.cert_path})")
+
+
+@ca.command("token")
+@_CA_DIR
+@click.argument("device_id")
+@click.option("--ttl", default="24h", show_default=True, help="Token lifetime (30m, 24h, 7d).")
+@json_option
+def ca_token(ca_dir: Path | None, device_id: str, ttl: str, as_json: bool) -> None:
+    """Mint a one-time enrolment token for DEVICE_ID (stored only as a hash).
+
+    \b
+    Example:
+      edgeops fleet ca token cam-17 --ttl 2h
+    """
+    seconds = _parse_duration(ttl)
+    token = FleetCA(ca_dir).create_token(device_id, seconds)
+    emit(as_json, {"device_id": device_id, "token": token, "ttl_s": seconds},
+         f"{token}\n(one-time token for {device_id}, valid {ttl}; it is shown only once)")
+
+
+@ca.command("issue")
+@_CA_DIR
+@click.argument("identity", required=False)
+@click.option("--csr", "csr_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Sign this CSR (a device enrolled out of band).")
+@click.option("--manager", is_flag=True,
+              help=f"Issue the manager's identity ({MANAGER_IDENTITY}), key made here.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Certificate file (with --csr) or directory (with --manager).")
+@json_option
+def ca_issue(ca_dir: Path | None, identity: str | None, csr_path: Path | None, manager: bool,
+             out: Path, as_json: bool) -> None:
+    """Issue a certificate: for a device CSR, or the manager's own client identity.
+
+    \b
+    Example:
+      edgeops fleet ca issue cam-17 --csr cam-17.csr --out cam-17.crt
+      edgeops fleet ca issue --manager --out /etc/edgeops/manager-tls
+    """
+    store = FleetCA(ca_dir)
+    if manager == (csr_path is not None):
+        raise UsageError("give exactly one of --csr or --manager")
+    if manager:
+        key, cert = store.issue_with_key(MANAGER_IDENTITY, out, kind="manager")
+        (out / "ca.crt").write_bytes(store.cert_path.read_bytes())
+        emit(as_json, {"identity": MANAGER_IDENTITY, "key": str(key), "certificate": str(cert)},
+             f"manager identity {MANAGER_IDENTITY}: {cert} (key {key}, mode 0600)")
+        return
+    if not identity:
+        raise UsageError("name the device the CSR is for", hint="edgeops fleet ca issue ID --csr")
+    assert csr_path is not None
+    from cryptography.hazmat.primitives import serialization
+
+    from edgeops.fsutil import atomic_write
+
+    cert_obj = store.issue(csr_path.read_bytes(), identity)
+    atomic_write(out, cert_obj.public_bytes(serialization.Encoding.PEM))
+    emit(as_json, {"identity": identity, "certificate": str(out),
+                   "serial": format(cert_obj.serial_number, "x"),
+                   "not_after": cert_obj.not_valid_after_utc.isoformat()},
+         f"issued {identity}: {out}")
+
+
+@ca.command("revoke")
+@_CA_DIR
+@click.argument("what")
+@click.option("--reason", default=None, help="Free text kept in the CA's records.")
+@click.option("--crl-out", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
+              help="Also copy the new CRL here (e.g. the broker's crl.pem); repeatable.")
+@json_option
+def ca_revoke(ca_dir: Path | None, what: str, reason: str | None, crl_out: tuple[Path, ...],
+              as_json: bool) -> None:
+    """Revoke a device (every certificate of that id) or one serial (0x...).
+
+    The broker refuses the certificate once it reloads its crlfile (SIGHUP or restart).
+
+    \b
+    Example:
+      edgeops fleet ca revoke cam-17 --crl-out /etc/mosquitto/edgeops/crl.pem
+    """
+    from edgeops.fsutil import atomic_write
+
+    store = FleetCA(ca_dir)
+    done = store.revoke(what, reason=reason)
+    for dest in crl_out:
+        atomic_write(dest, store.crl_path.read_bytes())
+    emit(as_json, {"revoked": [format(r.serial, "x") for r in done], "crl": str(store.crl_path)},
+         f"revoked {len(done)} certificate(s) of {what}; CRL: {store.crl_path}")
+
+
+@ca.command("crl")
+@_CA_DIR
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also copy the re-signed CRL here.")
+@json_option
+def ca_crl(ca_dir: Path | None, out: Path | None, as_json: bool) -> None:
+    """Re-sign the CRL (it expires after 7 days: run from cron) and optionally copy it.
+
+    \b
+    Example:
+      edgeops fleet ca crl --out /etc/mosquitto/edgeops/crl.pem
+    """
+    from edgeops.fsutil import atomic_write
+
+    store = FleetCA(ca_dir)
+    crl = store.refresh_crl()
+    if out is not None:
+        atomic_write(out, store.crl_path.read_bytes())
+    revoked = [format(r.serial_number, "x") for r in crl]
+    emit(as_json, {"crl": str(store.crl_path), "revoked": revoked,
+                   "next_update": crl.next_update_utc.isoformat() if crl.next_update_utc
+                   else None},
+         f"CRL {store.crl_path}: {len(revoked)} revoked")
+
+
+@ca.command("list")
+@_CA_DIR
+@json_option
+def ca_list(ca_dir: Path | None, as_json: bool) -> None:
+    """List issued certificates.
+
+    \b
+    Example:
+      edgeops fleet ca list --json
+    """
+    from dataclasses import asdict
+
+    records = FleetCA(ca_dir).records()
+
+    def text() -> str:
+        rows = [f"{r.serial:x}  {r.kind:8} {r.identity:24} until {r.not_after}"
+                + (f"  REVOKED {r.revoked_at}" if r.revoked_at else "") for r in records]
+        return "\n".join(rows) or "no certificates issued"
+
+    emit(as_json, [asdict(r) | {"serial": format(r.serial, "x")} for r in records], text)
+
+
+@click.command("broker-config")
+@_CA_DIR
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for mosquitto.conf, acl, certificates and crl.pem.")
+@click.option("--hostname", "hostnames", multiple=True,
+              default=("localhost", "127.0.0.1", "::1"), show_default=True,
+              help="Broker names for its server certificate; repeatable.")
+@click.option("--port", default=8883, show_default=True, type=int)
+@click.option("--bind", default=None, help="Address to listen on (default all).")
+@click.option("--user", default="mosquitto", show_default=True,
+              help="Account Mosquitto drops to; its key is handed to it.")
+@json_option
+def broker_config(ca_dir: Path | None, out: Path, hostnames: tuple[str, ...], port: int,
+                  bind: str | None, user: str, as_json: bool) -> None:
+    """Write a Mosquitto configuration: mutual TLS, certificate CN as username, fleet ACL.
+
+    \b
+    Example:
+      edgeops fleet broker-config --out /etc/mosquitto/edgeops --hostname mqtt.city.example
+      mosquitto -c /etc/mosquitto/edgeops/mosquitto.conf
+    """
+    from fleet.broker_config import write_broker_config
+
+    files = write_broker_config(FleetCA(ca_dir), out, hostnames=hostnames, port=port, bind=bind,
+                                user=user)
+    emit(as_json, {k: str(v) for k, v in vars(files).items()},
+         f"wrote {files.conf} (acl {files.acl}); run: mosquitto -c {files.conf}")
+
+
+@click.command("enroll")
+@click.option("--fleet", "fleet_url", required=True, envvar="EDGEOPS_FLEET_URL",
+              help="Fleet manager URL, e.g. http://manager:8080.")
+@click.option("--device-id", required=True, help="This device's id (the token names it).")
+@click.option("--token", default=None, envvar="EDGEOPS_ENROLL_TOKEN",
+              help="One-time enrolment token (prefer the env var: no shell history).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for device.key (0600), device.crt and ca.pem.")
+@click.option("--renew", is_flag=True, help="Renew the certificate in --out with its key.")
+@json_option
+def device_enroll(fleet_url: str, device_id: str, token: str | None, out: Path, renew: bool,
+                  as_json: bool) -> None:
+    """On the device: make a key here, send a CSR, store the certificate (key never leaves).
+
+    \b
+    Example:
+      EDGEOPS_ENROLL_TOKEN=... edgeops agent enroll --fleet http://mgr:8080 \\
+          --device-id cam-17 --out /etc/edgeops
+    """
+    from device_agent.enroll import renew_certificate, request_certificate
+
+    if renew:
+        files = renew_certificate(fleet_url, out)
+    else:
+        files = request_certificate(fleet_url, token or os.environ.get("EDGEOPS_ENROLL_TOKEN", ""),
+                                    out, device_id)
+    emit(as_json, {"device_id": files.device_id, "key": str(files.key),
+                   "certificate": str(files.cert), "ca": str(files.ca),
+                   "not_after": files.not_after.isoformat()},
+         f"{files.device_id}: certificate {files.cert} valid until {files.not_after}")

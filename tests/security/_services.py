@@ -1,0 +1,273 @@
+"""Real services for the attack suite: Mosquitto running the *generated* configuration, a real
+uvicorn server for the PKI routes, and MQTT 5 test clients that report what the broker did.
+
+Reusable by other test directories: ``SecureBroker`` starts ``mosquitto -c`` on a config written
+by :func:`fleet.broker_config.write_broker_config` (free loopback port, real TLS);
+``MqttProbe`` is a paho MQTT 5 client that records connection results, PUBACK reason codes and
+received messages. With ``EDGEOPS_REQUIRE_SERVICES=1`` a missing mosquitto fails, never skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from starlette.applications import Starlette
+
+from fleet.broker_config import BrokerFiles, copy_crl, write_broker_config
+from fleet.pki import FleetCA
+
+__all__ = ["Identity", "MqttProbe", "SecureBroker", "find_mosquitto", "free_port", "serve_app",
+           "tls_alert"]
+
+
+def find_mosquitto() -> str:
+    path = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)),
+        None)
+    if path is None:
+        if os.environ.get("EDGEOPS_REQUIRE_SERVICES") == "1":
+            pytest.fail("mosquitto is required (EDGEOPS_REQUIRE_SERVICES=1) but not installed")
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Identity:
+    """TLS client material for one MQTT client (None fields: connect without them)."""
+
+    name: str
+    ca: Path
+    cert: Path | None
+    key: Path | None
+
+
+class SecureBroker:
+    """``mosquitto -c <generated mosquitto.conf>`` on 127.0.0.1, log captured to a file."""
+
+    def __init__(self, ca: FleetCA, directory: Path) -> None:
+        self.binary = find_mosquitto()
+        self.ca = ca
+        self.port = free_port()
+        self.files: BrokerFiles = write_broker_config(
+            ca, directory, hostnames=("localhost", "127.0.0.1"), port=self.port,
+            bind="127.0.0.1", user=getpass.getuser())
+        self.log_path = directory / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.files.conf)], stdout=log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log()}")
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=0.2):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not start: {self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def reload_crl(self) -> None:
+        """What an operator does after ``ca revoke``: copy the CRL, then restart the broker."""
+        copy_crl(self.ca, self.files.directory)
+        self.stop()
+        self.start()
+
+    def sighup(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def identity(self, name: str, cert: Path | None, key: Path | None) -> Identity:
+        return Identity(name, self.files.ca, cert, key)
+
+
+@dataclass
+class MqttProbe:
+    """A paho MQTT 5 client that records everything the broker tells it."""
+
+    identity: Identity
+    port: int
+    client_id: str
+    connected: threading.Event = field(default_factory=threading.Event)
+    disconnected: threading.Event = field(default_factory=threading.Event)
+    connect_error: str | None = None
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+    puback: dict[int, str] = field(default_factory=dict)
+    suback: dict[int, list[str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    client: mqtt.Client | None = None
+
+    def connect(self, timeout_s: float = 5.0) -> bool:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                        protocol=mqtt.MQTTv5)
+        c.tls_set(ca_certs=str(self.identity.ca),
+                  certfile=str(self.identity.cert) if self.identity.cert else None,
+                  keyfile=str(self.identity.key) if self.identity.key else None)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
+        self.client = c
+        try:
+            c.connect("127.0.0.1", self.port, keepalive=30)
+        except (OSError, ValueError) as exc:
+            # The broker refused the TLS handshake (no cert, revoked, expired, foreign CA).
+            self.connect_error = f"{type(exc).__name__}: {exc}"
+            return False
+        c.loop_start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.connected.is_set():
+                return True
+            if self.disconnected.is_set():
+                break
+            time.sleep(0.02)
+        c.loop_stop()
+        with contextlib.suppress(Exception):
+            c.disconnect()
+        self.connect_error = self.connect_error or "no CONNACK (connection closed by broker)"
+        return False
+
+    def _on_connect(self, c: mqtt.Client, u: object, flags: object, rc: object,
+                    props: object) -> None:
+        if getattr(rc, "is_failure", False):
+            self.connect_error = str(rc)
+            self.disconnected.set()
+        else:
+            self.connected.set()
+
+    def _on_disconnect(self, c: mqtt.Client, u: object, flags: object, rc: object,
+                       props: object) -> None:
+        self.connect_error = self.connect_error or f"disconnected: {rc}"
+        self.disconnected.set()
+
+    def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload))
+
+    def _on_publish(self, c: mqtt.Client, u: object, mid: int, rc: object, props: object) -> None:
+        with self._lock:
+            self.puback[mid] = str(rc)
+
+    def _on_subscribe(self, c: mqtt.Client, u: object, mid: int, rcs: list[object],
+                      props: object) -> None:
+        with self._lock:
+            self.suback[mid] = [str(r) for r in rcs]
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False,
+                timeout_s: float = 5.0) -> str:
+        """Publish at QoS 1 and return the broker's PUBACK reason ('Success', 'Not authorized')."""
+        assert self.client is not None
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if info.mid in self.puback:
+                    return self.puback[info.mid]
+            time.sleep(0.02)
+        return "no PUBACK"
+
+    def subscribe(self, topic_filter: str, timeout_s: float = 5.0) -> list[str]:
+        assert self.client is not None
+        _, mid = self.client.subscribe(topic_filter, qos=1)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if mid in self.suback:
+                    return self.suback[mid]
+            time.sleep(0.02)
+        return ["no SUBACK"]
+
+    def received(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return [p for t, p in self.messages if t == topic]
+
+    def wait_for(self, topic: str, timeout_s: float = 5.0) -> list[bytes]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            got = self.received(topic)
+            if got:
+                return got
+            time.sleep(0.02)
+        return []
+
+    def close(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.disconnect()
+            self.client.loop_stop()
+
+
+def tls_alert(identity: Identity, port: int) -> str | None:
+    """The broker's TLS verdict on this identity, read from the handshake alert (TLS 1.2, where
+    a refused client certificate fails the handshake itself); None when it is accepted."""
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(identity.ca))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if identity.cert is not None and identity.key is not None:
+        ctx.load_cert_chain(str(identity.cert), str(identity.key))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1"):
+            return None
+    except ssl.SSLError as exc:
+        return str(exc.reason or exc)
+
+
+@contextlib.contextmanager
+def serve_app(app: Starlette) -> Iterator[str]:
+    """Run a Starlette app under a real uvicorn on a free loopback port; yield its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not server.started:
+        raise RuntimeError("uvicorn did not start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
