@@ -1,0 +1,338 @@
+"""Everything devices send the manager, decoded, checked and routed: status, state, telemetry,
+fetch.
+
+Why it exists: the broker lets any connected client publish bytes on a device's topic, and the
+manager must survive whatever arrives. Every message goes through :mod:`edgeops.protocol`
+(size limit, JSON schema, version, the type the topic allows), the device id in the topic must
+equal the one in the payload, unknown devices are logged and dropped, replayed and out-of-order
+state reports are ignored (the store compares ``seq``), and exact redeliveries of a telemetry
+batch (QoS 1 is at-least-once) are dropped. Nothing here raises for bad input: each message
+yields an :class:`Outcome` and is logged; the caller acknowledges it either way.
+
+Telemetry is buffered and written in batches (one transaction per ``telemetry_batch_rows`` or
+``telemetry_flush_s``), which is what makes thousands of messages per second possible; the
+worker acknowledges telemetry messages only after :meth:`Ingest.flush` has persisted them.
+
+No MQTT client in here: the worker feeds (topic, payload) pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from edgeops.config import DEFAULT_LIMITS
+from edgeops.protocol import (
+    FetchRequest,
+    MessageError,
+    StateReport,
+    StatusMessage,
+    TelemetryBatch,
+    decode_json,
+    topics,
+)
+from fleet.delivery import DeliveryRejected
+
+__all__ = [
+    "FetchSink",
+    "Ingest",
+    "IngestConfig",
+    "IngestStore",
+    "Outcome",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    BUFFERED = "buffered"          # telemetry waiting for the next flush
+    DUPLICATE = "duplicate"        # exact redelivery of something already taken
+    STALE = "stale"                # state seq not above the last stored / status older
+    UNKNOWN_DEVICE = "unknown-device"
+    MALFORMED = "malformed"        # bad JSON, schema, version, size, type for topic
+    MISMATCH = "mismatch"          # device id in topic and payload differ
+    REFUSED = "refused"            # a fetch the delivery refused (unknown artifact, target)
+    IGNORED = "ignored"            # not a topic the manager consumes
+
+
+class _Device(Protocol):
+    @property
+    def target(self) -> str: ...
+
+
+class IngestStore(Protocol):
+    """The slice of :class:`fleet.store.Store` that ingest writes to."""
+
+    def get_device(self, device_id: str) -> Any: ...
+
+    def set_status(self, device_id: str, online: bool, ts: float,
+                   agent_version: str = "") -> bool: ...
+
+    def record_state(self, report: StateReport) -> bool: ...
+
+    def insert_telemetry(self, rows: Sequence[Any]) -> int: ...
+
+    def mark_seen(self, seen: Mapping[str, float]) -> None: ...
+
+
+class FetchSink(Protocol):
+    """Where fetch requests go (fleet.delivery.ChunkDelivery)."""
+
+    def submit(self, req: FetchRequest, device_target: str | None) -> int: ...
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Sizes in bytes, times in seconds, counts in rows/entries."""
+
+    max_payload_bytes: int = DEFAULT_LIMITS.max_mqtt_payload_bytes
+    telemetry_batch_rows: int = 5000     # flush when this many rows are buffered
+    telemetry_flush_s: float = 0.1       # ... or when the oldest buffered row is this old
+    device_cache_ttl_s: float = 30.0     # how long a known device's target is trusted
+    unknown_cache_ttl_s: float = 5.0     # newly enrolled devices are seen within this
+    device_cache_max: int = 100_000
+    dedupe_per_device: int = 64          # recent telemetry payload digests remembered
+
+
+@dataclass
+class IngestStats:
+    counts: dict[str, int] = field(default_factory=dict)
+    telemetry_rows: int = 0
+    telemetry_messages: int = 0
+    flushes: int = 0
+
+    def bump(self, kind: str, outcome: Outcome) -> None:
+        key = f"{kind}:{outcome.value}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
+_EXPECT: dict[str, type] = {"status": StatusMessage, "state": StateReport,
+                            "telemetry": TelemetryBatch, "fetch": FetchRequest}
+
+
+class Ingest:
+    """Decode, validate and route one message at a time; telemetry is flushed in batches.
+
+    Not thread-safe: one consumer thread per worker calls :meth:`handle` and :meth:`flush`.
+    ``on_state(report)`` and ``on_status(device_id, online)`` (the rollout engine) are called
+    only for reports the store accepted.
+    """
+
+    def __init__(self, store: IngestStore, *, delivery: FetchSink | None = None,
+                 on_state: Callable[[StateReport], None] | None = None,
+                 on_status: Callable[[str, bool], None] | None = None,
+                 row_factory: Callable[..., Any] | None = None,
+                 config: IngestConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.delivery = delivery
+        self.on_state = on_state
+        self.on_status = on_status
+        self.config = config or IngestConfig()
+        self._clock = clock
+        self._row = row_factory or _default_row_factory()
+        self._devices: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+        self._recent: dict[str, deque[int]] = {}
+        self._rows: list[Any] = []
+        self._seen: dict[str, float] = {}
+        self._first_buffered: float | None = None
+        self.stats = IngestStats()
+
+    # -- one message -----------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes) -> Outcome:
+        parsed = topics.parse_device_topic(topic)
+        if parsed is None or parsed.channel not in _EXPECT:
+            self.stats.bump("other", Outcome.IGNORED)
+            log.debug("ignored message on %s", topic)
+            return Outcome.IGNORED
+        kind = parsed.channel
+        outcome = self._handle(kind, parsed.device_id, payload)
+        self.stats.bump(kind, outcome)
+        return outcome
+
+    def _handle(self, kind: str, device_id: str, payload: bytes) -> Outcome:
+        if kind == "status" and not payload:
+            return Outcome.IGNORED          # a cleared retained message
+        try:
+            msg = decode_json(payload, self.config.max_payload_bytes, expect=_EXPECT[kind])
+        except MessageError as exc:
+            log.warning("dropped %s from %s: %s", kind, device_id, exc.message)
+            return Outcome.MALFORMED
+        problem = _storable(msg, payload)
+        if problem is not None:
+            log.warning("dropped %s from %s: %s", kind, device_id, problem)
+            return Outcome.MALFORMED
+        if msg.device_id != device_id:
+            log.warning("dropped %s on the topic of %s claiming to be %r", kind, device_id,
+                        msg.device_id)
+            return Outcome.MISMATCH
+        target = self._device_target(device_id)
+        if target is None:
+            log.warning("dropped %s from unknown device %s", kind, device_id)
+            return Outcome.UNKNOWN_DEVICE
+        if isinstance(msg, TelemetryBatch):
+            return self._telemetry(msg, payload)
+        if isinstance(msg, StateReport):
+            return self._state(msg)
+        if isinstance(msg, StatusMessage):
+            return self._status(msg)
+        assert isinstance(msg, FetchRequest)
+        return self._fetch(msg, target)
+
+    def _state(self, report: StateReport) -> Outcome:
+        if not self.store.record_state(report):
+            log.info("ignored state seq %d from %s (replayed or out of order)", report.seq,
+                     report.device_id)
+            return Outcome.STALE
+        if self.on_state is not None:
+            try:
+                self.on_state(report)
+            except Exception:  # the engine's bug must not stop ingest; the state is stored
+                log.exception("rollout engine failed on state %d from %s", report.seq,
+                              report.device_id)
+        return Outcome.ACCEPTED
+
+    def _status(self, msg: StatusMessage) -> Outcome:
+        if not self.store.set_status(msg.device_id, msg.online, msg.ts, msg.agent_version):
+            return Outcome.STALE
+        if self.on_status is not None:
+            try:
+                self.on_status(msg.device_id, msg.online)
+            except Exception:  # see _state
+                log.exception("rollout engine failed on status of %s", msg.device_id)
+        return Outcome.ACCEPTED
+
+    def _fetch(self, req: FetchRequest, target: str) -> Outcome:
+        if self.delivery is None:
+            return Outcome.IGNORED
+        try:
+            self.delivery.submit(req, target)
+        except DeliveryRejected as exc:
+            log.warning("refused fetch: %s", exc.message)
+            return Outcome.REFUSED
+        return Outcome.ACCEPTED
+
+    def _telemetry(self, batch: TelemetryBatch, payload: bytes) -> Outcome:
+        digest = hash(payload)
+        recent = self._recent.get(batch.device_id)
+        if recent is None:
+            recent = self._recent[batch.device_id] = deque(maxlen=self.config.dedupe_per_device)
+        elif digest in recent:
+            return Outcome.DUPLICATE
+        recent.append(digest)
+        last_ts = 0.0
+        for rec in batch.records:
+            data = {k: v for k, v in rec.items() if k not in ("kind", "ts", "deployment_id")}
+            dep = rec.get("deployment_id")
+            ts = float(rec["ts"])
+            last_ts = max(last_ts, ts)
+            self._rows.append(self._row(device_id=batch.device_id, ts=ts, kind=rec["kind"],
+                                        data=data, seq=batch.seq,
+                                        deployment_id=dep if isinstance(dep, str) else None))
+        if batch.dropped:
+            log.info("device %s reports %d telemetry records dropped by its queue",
+                     batch.device_id, batch.dropped)
+        if last_ts:
+            self._seen[batch.device_id] = max(self._seen.get(batch.device_id, 0.0), last_ts)
+        self.stats.telemetry_messages += 1
+        if self._first_buffered is None:
+            self._first_buffered = self._clock()
+        return Outcome.BUFFERED
+
+    # -- batching --------------------------------------------------------------------------
+    def flush_due(self) -> bool:
+        if not self._rows and not self._seen:
+            return False
+        if len(self._rows) >= self.config.telemetry_batch_rows:
+            return True
+        first = self._first_buffered
+        return first is not None and self._clock() - first >= self.config.telemetry_flush_s
+
+    def buffered_rows(self) -> int:
+        return len(self._rows)
+
+    def flush(self) -> int:
+        """Persist buffered telemetry in one transaction; raises if the store fails (the
+        caller then does not acknowledge, so the broker redelivers)."""
+        rows, seen = self._rows, self._seen
+        if rows:
+            self.store.insert_telemetry(rows)
+        if seen:
+            self.store.mark_seen(seen)
+        self._rows, self._seen, self._first_buffered = [], {}, None
+        self.stats.telemetry_rows += len(rows)
+        self.stats.flushes += 1
+        return len(rows)
+
+    def forget_buffer(self) -> None:
+        """Drop what is buffered after a failed flush (it will be redelivered)."""
+        for row in self._rows:
+            self._recent.pop(getattr(row, "device_id", ""), None)
+        self._rows, self._seen, self._first_buffered = [], {}, None
+
+    # -- device lookups --------------------------------------------------------------------
+    def _device_target(self, device_id: str) -> str | None:
+        now = self._clock()
+        hit = self._devices.get(device_id)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        dev = self.store.get_device(device_id)
+        target: str | None = str(dev.target) if dev is not None else None
+        ttl = self.config.device_cache_ttl_s if target else self.config.unknown_cache_ttl_s
+        self._devices[device_id] = (target, now + ttl)
+        self._devices.move_to_end(device_id)
+        while len(self._devices) > self.config.device_cache_max:
+            self._devices.popitem(last=False)
+        return target
+
+    def forget_device(self, device_id: str) -> None:
+        """Drop a cached lookup (after enrolment or removal)."""
+        self._devices.pop(device_id, None)
+
+
+_INT64 = 2**63
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and abs(
+        v) < _INT64
+
+
+def _storable(msg: Any, payload: bytes) -> str | None:
+    """What the JSON schema allows but a database column does not: NUL characters (PostgreSQL
+    text), NaN/Infinity (JSON extensions Python accepts) and integers beyond 64 bits. Rejecting
+    them here keeps one bad message from poisoning a whole telemetry transaction."""
+    if b"\\u0000" in payload:
+        return "message contains a NUL character"
+    if isinstance(msg, StatusMessage):
+        return None if _finite(msg.ts) else "status ts is not a finite number"
+    if isinstance(msg, StateReport):
+        if not (_finite(msg.ts) and _finite(msg.seq)):
+            return "state seq/ts out of range"
+        return None
+    if isinstance(msg, TelemetryBatch):
+        if not (_finite(msg.seq) and _finite(msg.dropped)):
+            return "telemetry seq/dropped out of range"
+        for rec in msg.records:
+            if not _finite(rec["ts"]):
+                return "telemetry record ts is not a finite number"
+            for k in ("count", "errors", "p50_ms", "p95_ms", "p99_ms"):
+                v = rec.get(k)
+                if v is not None and isinstance(v, int | float) and not _finite(v):
+                    return f"telemetry record {k} out of range"
+            if len(rec["kind"]) > 64:
+                return "telemetry record kind is too long"
+    return None
+
+
+def _default_row_factory() -> Callable[..., Any]:
+    from fleet.store.models import TelemetryRow
+
+    return TelemetryRow

@@ -1,0 +1,198 @@
+"""Chunk planning and the fan-out carousel: pure logic, fed with a clock."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeops.protocol import FetchRequest, decode_chunk
+from fleet.delivery import (
+    ArtifactInfo,
+    ChunkDelivery,
+    DeliveryConfig,
+    DeliveryRejected,
+    FanOut,
+    chunk_count,
+    plan_fetch,
+    read_chunk,
+)
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+def info(sha: str = SHA_A, size: int = 1000, targets: frozenset[str] | None = None
+         ) -> ArtifactInfo:
+    return ArtifactInfo(sha, size, Path("/nonexistent"), targets)
+
+
+def drain(f: FanOut, now: float) -> list[tuple[str, int]]:
+    out = []
+    while (item := f.next(now)) is not None:
+        out.append((item[0].sha256, item[1]))
+    return out
+
+
+@pytest.mark.parametrize(("size", "chunk", "count"), [(0, 10, 1), (1, 10, 1), (10, 10, 1),
+                                                      (11, 10, 2), (100, 10, 10)])
+def test_chunk_count(size: int, chunk: int, count: int) -> None:
+    assert chunk_count(size, chunk) == count
+
+
+@given(data=st.binary(max_size=5000), chunk=st.integers(1, 700))
+@settings(max_examples=60, deadline=None)
+def test_chunks_reassemble_to_the_artifact(data: bytes, chunk: int) -> None:
+    sha = hashlib.sha256(data).hexdigest()
+    art = ArtifactInfo(sha, len(data), Path("x"))
+    f = io.BytesIO(data)
+    n = chunk_count(len(data), chunk)
+    frames = [decode_chunk(read_chunk(f, art, i, chunk), chunk) for i in range(n)]
+    assert all(c.count == n and c.total_size == len(data) and c.artifact == sha for c in frames)
+    assert b"".join(c.data for c in sorted(frames, key=lambda c: c.index)) == data
+
+
+def test_read_chunk_refuses_a_truncated_file_on_disk() -> None:
+    art = ArtifactInfo("c" * 64, 100, Path("x"))
+    with pytest.raises(DeliveryRejected, match="shorter"):
+        read_chunk(io.BytesIO(b"x" * 50), art, 0, 64)
+
+
+def test_plan_all_and_missing_ranges() -> None:
+    req = FetchRequest("cam-1", SHA_A)
+    assert plan_fetch(req, info(size=1000), "x86-cpu", 100) == (10, set(range(10)))
+    req = FetchRequest("cam-1", SHA_A, ((2, 4), (8, 50)))
+    assert plan_fetch(req, info(size=1000), "x86-cpu", 100) == (10, {2, 3, 8, 9})
+
+
+def test_plan_refuses_unknown_artifact() -> None:
+    with pytest.raises(DeliveryRejected, match="unknown artifact"):
+        plan_fetch(FetchRequest("cam-1", SHA_A), None, "x86-cpu", 100)
+
+
+def test_plan_refuses_artifact_for_another_target() -> None:
+    art = info(targets=frozenset({"rpi5-tflite"}))
+    with pytest.raises(DeliveryRejected, match="built for rpi5-tflite"):
+        plan_fetch(FetchRequest("cam-1", SHA_A), art, "x86-cpu", 100)
+    # the right target, and target-free files (manifest, signatures), are served
+    assert plan_fetch(FetchRequest("cam-1", SHA_A), art, "rpi5-tflite", 100)[0] == 10
+    assert plan_fetch(FetchRequest("cam-1", SHA_A), info(), "anything", 100)[0] == 10
+
+
+def test_plan_refuses_ranges_beyond_the_artifact() -> None:
+    with pytest.raises(DeliveryRejected, match="10 chunks"):
+        plan_fetch(FetchRequest("cam-1", SHA_A, ((10, 12),)), info(size=1000), "x86-cpu", 100)
+
+
+def test_requests_in_one_window_share_one_pass() -> None:
+    f = FanOut(batch_window_s=0.5)
+    for _ in range(200):   # 200 devices asking for everything
+        f.add(info(), 10, range(10), now=0.0)
+    assert f.next(0.1) is None            # still inside the batching window
+    assert f.wait_s(0.1) == pytest.approx(0.4)
+    sent = drain(f, 0.6)
+    assert sent == [(SHA_A, i) for i in range(10)]
+    assert f.wait_s(1.0) is None
+
+
+def test_late_joiner_gets_the_rest_then_the_wrap() -> None:
+    f = FanOut(batch_window_s=0.0)
+    f.add(info(), 10, range(10), now=0.0)
+    first = [f.next(0.0) for _ in range(4)]
+    assert [i for _, i in first] == [0, 1, 2, 3]   # type: ignore[misc]
+    f.add(info(), 10, range(10), now=0.0)          # a second device joins mid-pass
+    rest = drain(f, 0.0)
+    assert [i for _, i in rest] == [4, 5, 6, 7, 8, 9, 0, 1, 2, 3]
+    # egress: 14 chunks for two devices instead of 20
+
+
+def test_resume_only_sends_missing_ranges() -> None:
+    f = FanOut(batch_window_s=0.0)
+    f.add(info(), 10, {3, 4, 7}, now=0.0)
+    assert [i for _, i in drain(f, 0.0)] == [3, 4, 7]
+
+
+def test_artifacts_take_turns() -> None:
+    f = FanOut(batch_window_s=0.0)
+    f.add(info(SHA_A), 3, range(3), now=0.0)
+    f.add(info(SHA_B), 3, range(3), now=0.0)
+    order = [s[0][0] for s in drain(f, 0.0)]
+    assert order == ["a", "b", "a", "b", "a", "b"]
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.sets(st.integers(0, 19), max_size=20)),
+                max_size=12))
+@settings(max_examples=80, deadline=None)
+def test_every_requested_chunk_is_sent_and_never_twice_per_request(
+        reqs: list[tuple[int, set[int]]]) -> None:
+    """Whatever the interleaving, the union of requests is sent, each chunk at most once per
+    time it was asked for while not pending."""
+    f = FanOut(batch_window_s=0.0)
+    wanted: set[int] = set()
+    sent: list[int] = []
+    for steps, idx in reqs:
+        f.add(info(), 20, idx, now=0.0)
+        wanted |= idx
+        for _ in range(steps):
+            item = f.next(0.0)
+            if item is not None:
+                sent.append(item[1])
+    sent += [i for _, i in drain(f, 0.0)]
+    assert set(sent) == wanted
+    assert len(sent) <= sum(len(i) for _, i in reqs)
+
+
+class _Catalog:
+    def __init__(self, arts: dict[str, ArtifactInfo]) -> None:
+        self.arts = arts
+
+    def artifact(self, sha256: str) -> ArtifactInfo | None:
+        return self.arts.get(sha256)
+
+
+def test_delivery_window_bounds_unacknowledged_publishes(tmp_path: Path) -> None:
+    """With acknowledgements withheld, no more than max_inflight_chunks go out."""
+    data = bytes(range(256)) * 40   # 10 KiB → 10 chunks of 1 KiB
+    path = tmp_path / "art"
+    path.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    published: list[int] = []
+
+    def publish(topic: str, frame: bytes) -> int:
+        published.append(len(published) + 1)
+        return len(published)
+
+    d = ChunkDelivery(_Catalog({sha: ArtifactInfo(sha, len(data), path)}), publish,
+                      DeliveryConfig(chunk_bytes=1024, batch_window_s=0.0,
+                                     max_inflight_chunks=3, max_bytes_per_s=0))
+    d.start()
+    try:
+        d.submit(FetchRequest("cam-1", sha), "x86-cpu")
+        _wait(lambda: len(published) == 3)
+        assert len(published) == 3 and d.pending_chunks(sha) == 7
+        for mid in list(published):
+            d.published(mid)
+        _wait(lambda: len(published) == 6)
+        for mid in range(4, 11):
+            d.published(mid)
+            _wait(lambda m=mid: len(published) >= min(10, m + 3))   # type: ignore[misc]
+        _wait(d.idle)
+        assert len(published) == 10 and d.idle()
+        assert d.stats.chunks_published == 10
+    finally:
+        d.stop()
+
+
+def _wait(pred: object, timeout_s: float = 5.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():   # type: ignore[operator]
+            return
+        time.sleep(0.005)
+    raise AssertionError("condition not reached")
