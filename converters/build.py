@@ -167,7 +167,7 @@ def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOu
     warnings: list[str] = []
     artifacts = []
     for profile, precision in targets:
-        if info.get("synthetic") and precision.startswith("int"):
+        if info.get("synthetic") and precision in ("int8", "int16"):
             warnings.append(f"{profile.name}: {precision} calibrated on synthetic data; "
                             "accuracy on real inputs is unknown (pass --calibration)")
         progress(f"{profile.name}: building {precision}")

@@ -1,0 +1,79 @@
+"""Streaming calibration: activation ranges from many samples in bounded memory.
+
+ONNX Runtime's calibrators keep every intermediate output of every sample they are fed before
+reducing them. Fed the whole calibration set at once, that is (samples x activations) floats
+and blows up on large models. Here the set is fed in chunks of ``CHUNK_SAMPLES``; after each
+chunk the calibrator reduces to ranges (MinMax) or merges into its histograms (Entropy,
+Percentile) and drops the raw activations, so peak memory is one chunk's activations.
+The ranges are saved as ONNX Runtime's calibration cache, so the several quantisations one
+build tries (performance- and accuracy-aware passes) calibrate only once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.data import SampleSet
+from edgeops.errors import ConversionError
+
+__all__ = ["CHUNK_SAMPLES", "METHODS", "calibrate"]
+
+CHUNK_SAMPLES = 16
+PERCENTILE = 99.999
+
+
+def _method(name: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
+METHODS = ("minmax", "entropy", "percentile")
+
+
+class _ChunkReader:
+    """A CalibrationDataReader over samples ``[start, end)`` of a SampleSet, one at a time."""
+
+    def __init__(self, samples: SampleSet, start: int, end: int) -> None:
+        self._samples, self._i, self._end = samples, start, end
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._i >= self._end:
+            return None
+        s = self._samples.sample(self._i)
+        self._i += 1
+        return s
+
+    def __len__(self) -> int:
+        return self._end - self._i
+
+
+def calibrate(model_path: Path, samples: SampleSet, method: str, workdir: Path,
+              *, symmetric: bool = False) -> tuple[Path, Any]:
+    """Ranges for every tensor, saved as an ORT calibration cache; returns (cache, method)."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    cal_method = _method(method)
+    extra: dict[str, Any] = {"symmetric": symmetric}
+    if method == "percentile":
+        extra["percentile"] = PERCENTILE
+    calibrator = create_calibrator(Path(model_path), None,
+                                   augmented_model_path=str(workdir / "augmented.onnx"),
+                                   calibrate_method=cal_method, extra_options=extra)
+    try:
+        for start in range(0, len(samples), CHUNK_SAMPLES):
+            calibrator.collect_data(_ChunkReader(samples, start,
+                                                 min(start + CHUNK_SAMPLES, len(samples))))
+        ranges = calibrator.compute_data()
+    except ValueError as exc:
+        raise ConversionError(f"calibration failed: {exc}",
+                              hint="check the calibration data (--calibration)") from None
+    finally:
+        (workdir / "augmented.onnx").unlink(missing_ok=True)
+    cache = workdir / f"calibration-{method}.json"
+    save_tensors_data(ranges, cache)
+    return cache, cal_method

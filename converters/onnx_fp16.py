@@ -1,0 +1,37 @@
+"""FP16 pass for GPU targets: half the bytes, I/O kept FP32, numerically unsafe ops kept FP32.
+
+Ops whose FP16 result overflows or loses too much (exponentials, reductions that sum many
+values, normalisations, index arithmetic) stay FP32 with casts around them, on top of
+ONNX Runtime's own block list of ops that have no FP16 kernels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from converters.api import BackendContext
+from converters.onnx_utils import save_model
+
+__all__ = ["UNSAFE_FP16_OPS", "convert_fp16"]
+
+UNSAFE_FP16_OPS = ("Exp", "Log", "Pow", "Softmax", "LogSoftmax", "ReduceSum", "ReduceMean",
+                   "ReduceProd", "ReduceL2", "ReduceLogSumExp", "LayerNormalization",
+                   "InstanceNormalization", "Range", "CumSum", "Erf", "Sqrt", "Reciprocal",
+                   "Div", "Loop", "If", "Scan")
+
+
+def convert_fp16(ctx: BackendContext) -> tuple[Path, dict[str, Any]]:
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    keep_io = bool(ctx.profile.options.get("keep_io_types", True))
+    block = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(UNSAFE_FP16_OPS))
+    model = convert_float_to_float16(ctx.shared["model"], keep_io_types=keep_io,
+                                     op_block_list=block)
+    kept = sorted({n.op_type for n in ctx.shared["model"].graph.node if n.op_type in block})
+    out = save_model(model, ctx.workdir / "model.onnx")
+    return out, {"pass": "fp16", "io_types": "fp32" if keep_io else "fp16",
+                 "float_nodes": {n.name or f"{n.op_type}#{i}": "numerically unsafe in fp16"
+                                 for i, n in enumerate(ctx.shared["model"].graph.node)
+                                 if n.op_type in kept},
+                 "fp32_op_types": kept}

@@ -1,0 +1,332 @@
+"""Static (QDQ) and dynamic INT8 / INT16 quantisation, performance- and accuracy-aware.
+
+The pipeline for static precisions:
+
+1. plan (pure, :func:`plan_for`): activation/weight types, per-channel, ``reduce_range`` from
+   the target's ISA facts (VNNI or not on x86, dot-product on ARM, QNN's uint8/uint16);
+2. prepare: upgrade to opset 13+ (DequantizeLinear ``axis``), shape inference and basic graph
+   optimisation, name every node;
+3. calibrate once, streaming (converters/onnx_calibrate);
+4. performance-aware: node groups whose quantisation makes the model slower *on this machine*
+   stay float (converters/onnx_perf, measured, cached per machine so rebuilds are identical);
+5. accuracy-aware: while the gate fails, keep the most sensitive nodes in float
+   (converters/onnx_sensitivity) doubling their number; give up naming them.
+
+Every candidate is written, loaded and run by :func:`converters.onnx_backend.accept`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from converters.api import BackendContext, BuiltArtifact
+from converters.onnx_utils import fix_batch, model_opset, save_model, upgraded
+from edgeops.errors import AccuracyGateError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["QuantPlan", "cpu_facts", "plan_for", "quantise"]
+
+MIN_QDQ_OPSET = 13
+QNN_INT16_OPSET = 21          # uint16 QuantizeLinear in the default domain
+SENSITIVITY_SAMPLES = 8
+MAX_FLOAT_FRACTION = 0.5      # beyond this, INT8 is not worth shipping: fail the gate instead
+_COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """How a target is quantised, and why (recorded in the manifest's details)."""
+
+    activation_type: str          # "uint8" | "int8" | "uint16"
+    weight_type: str              # "int8" | "uint8"
+    per_channel: bool
+    reduce_range: bool
+    activation_symmetric: bool
+    qnn: bool
+    reason: str
+
+
+def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
+    """ISA facts of this (build) machine, from /proc/cpuinfo flags."""
+    import platform
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    return {"machine": platform.machine(),
+            "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}),
+            "avx512": "avx512f" in flags, "avx2": "avx2" in flags,
+            "arm_dotprod": "asimddp" in flags}
+
+
+def plan_for(profile_name: str, options: dict[str, Any], precision: str,
+             facts: dict[str, Any]) -> QuantPlan:
+    """Pure: the quantisation plan for a profile, precision and ISA facts."""
+    if options.get("activation_type") or profile_name.startswith("qnn"):
+        act = "uint16" if precision == "int16" else "uint8"
+        return QuantPlan(act, "uint8", per_channel=True, reduce_range=False,
+                         activation_symmetric=False, qnn=True,
+                         reason=f"QNN HTP runs asymmetric {act} activations with uint8 "
+                                "weights; ORT's QNN overrides applied")
+    isa = options.get("isa", facts.get("machine"))
+    if isa in ("arm64", "aarch64"):
+        return QuantPlan("int8", "int8", per_channel=True, reduce_range=False,
+                         activation_symmetric=False, qnn=False,
+                         reason="ARM64: s8s8 QDQ maps onto sdot/smmla dot-product kernels; "
+                                "no saturation, full 8-bit range")
+    vnni = bool(options.get("vnni", facts.get("vnni")))
+    if vnni:
+        return QuantPlan("uint8", "int8", per_channel=True, reduce_range=False,
+                         activation_symmetric=False, qnn=False,
+                         reason="x86 with VNNI: u8s8 runs on vpdpbusd without intermediate "
+                                "saturation; full 8-bit weights")
+    return QuantPlan("uint8", "int8", per_channel=True, reduce_range=True,
+                     activation_symmetric=False, qnn=False,
+                     reason="x86 without VNNI: u8s8 uses vpmaddubsw, whose int16 pairs can "
+                            "saturate; weights kept to 7 bits (reduce_range)")
+
+
+def _qtype(name: str) -> Any:
+    from onnxruntime.quantization import QuantType
+
+    return {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8,
+            "uint16": QuantType.QUInt16}[name]
+
+
+def prepare(ctx: BackendContext, min_opset: int) -> Path:
+    """Opset-upgraded, shape-inferred, basic-optimised source with every node named."""
+    import onnx
+
+    model = upgraded(ctx.shared, min_opset)
+    if ctx.profile.static_shapes:
+        from converters.validate import concrete_shape
+
+        model = fix_batch(model, {s.name: concrete_shape(s) for s in ctx.shared["inputs"]})
+    named = onnx.ModelProto()
+    named.CopyFrom(model)
+    seen: set[str] = set()
+    for i, n in enumerate(named.graph.node):
+        if not n.name or n.name in seen:
+            n.name = f"{n.op_type}_{i}"
+        seen.add(n.name)
+    raw = save_model(named, ctx.workdir / "source.onnx")
+    out = ctx.workdir / "prepared.onnx"
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    for kw in ({}, {"skip_symbolic_shape": True}, {"skip_symbolic_shape": True,
+                                                    "skip_optimization": True}):
+        try:
+            with contextlib.redirect_stdout(None):
+                quant_pre_process(str(raw), str(out), **kw)
+            m = onnx.load(str(out))
+            onnx.checker.check_model(m)
+            break
+        except Exception as exc:  # pre-processing is an optimisation; fall back step by step
+            log.debug("quant_pre_process %s failed: %s", kw, exc)
+            continue
+    else:
+        return raw
+    # ORT's optimiser may drop names: name again so exclusions can refer to them.
+    seen.clear()
+    changed = False
+    for i, n in enumerate(m.graph.node):
+        if not n.name or n.name in seen:
+            n.name = f"{n.op_type}_{i}"
+            changed = True
+        seen.add(n.name)
+    if changed:
+        save_model(m, out)
+    return out
+
+
+def _quantise_static(src: Path, cache: Path, method: Any, plan: QuantPlan, exclude: set[str],
+                     out: Path) -> Path:
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    extra: dict[str, Any] = {"ActivationSymmetric": plan.activation_symmetric,
+                             "WeightSymmetric": plan.weight_type == "int8"}
+    op_types = None
+    if plan.qnn:
+        # ORT's QNN helper computes the overrides QNN needs (fixed Sigmoid/Tanh scales,
+        # shared scales across Concat, int32 bias, ...); calibration still comes from our cache.
+        from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
+        cfg = get_qnn_qdq_config(str(src), _NullReader(), calibrate_method=method,
+                                 activation_type=_qtype(plan.activation_type),
+                                 weight_type=_qtype(plan.weight_type), per_channel=True,
+                                 nodes_to_exclude=sorted(exclude))
+        extra = dict(cfg.extra_options)
+        op_types = cfg.op_types_to_quantize
+    with _quiet():
+        quantize_static(str(src), str(out), calibration_data_reader=None,
+                        quant_format=QuantFormat.QDQ, per_channel=plan.per_channel,
+                        reduce_range=plan.reduce_range,
+                        activation_type=_qtype(plan.activation_type),
+                        weight_type=_qtype(plan.weight_type), op_types_to_quantize=op_types,
+                        nodes_to_exclude=sorted(exclude), calibrate_method=method,
+                        extra_options=extra, calibration_cache_path=str(cache))
+    return out
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ORT's quantiser logs advice on the root logger; our report says what matters."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+class _NullReader:
+    def get_next(self) -> None:
+        return None
+
+
+def model_opset_path(path: Path) -> int:
+    import onnx
+
+    return model_opset(onnx.load(str(path), load_external_data=False))
+
+
+def _quantised_nodes(path: Path) -> set[str]:
+    """Names of original nodes that consume dequantised inputs in a QDQ model."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    producers = {o: n for n in m.graph.node for o in n.output}
+    out = set()
+    for n in m.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
+               for i in n.input):
+            out.add(n.name)
+    return out
+
+
+def quantise(ctx: BackendContext) -> BuiltArtifact:
+    from converters.onnx_backend import accept
+
+    if ctx.precision == "int8-dynamic":
+        return _dynamic(ctx, accept)
+    facts = cpu_facts()
+    plan = plan_for(ctx.profile.name, dict(ctx.profile.options), ctx.precision, facts)
+    min_opset = QNN_INT16_OPSET if plan.activation_type == "uint16" else MIN_QDQ_OPSET
+    source_opset = model_opset(ctx.shared["model"])
+    ctx.progress(f"{ctx.profile.name}: preparing (opset {source_opset} → "
+                 f"{max(source_opset, min_opset)})")
+    prepared = prepare(ctx, min_opset)
+    ctx.progress(f"{ctx.profile.name}: calibrating ({ctx.request.calibration_method}, "
+                 f"{len(ctx.shared['calibration'])} samples, streamed)")
+    from converters.onnx_calibrate import calibrate
+
+    cache, method = calibrate(prepared, ctx.shared["calibration"], ctx.request.calibration_method,
+                              ctx.workdir)
+    float_nodes: dict[str, str] = {}
+    out = ctx.workdir / "model.onnx"
+
+    def make(exclude: set[str]) -> Path:
+        return _quantise_static(prepared, cache, method, plan, exclude, out)
+
+    make(set())
+    native = _native(ctx, facts)
+    if not plan.qnn and native and ctx.request.options.get("perf_aware", True):
+        from converters.onnx_perf import slower_groups
+
+        ctx.progress(f"{ctx.profile.name}: measuring which node groups are faster in float")
+        float_nodes.update(slower_groups(ctx, prepared, make, _quantised_nodes(out), facts))
+        make(set(float_nodes))
+    details_base = {
+        "pass": "static-qdq",
+        "performance_aware": "measured on the build machine" if native and not plan.qnn
+        else "skipped: the build machine cannot run this target's kernels",
+        "plan": asdict(plan), "isa": facts,
+        "opset": {"source": source_opset, "artifact": model_opset_path(out)},
+        "calibration": {"method": ctx.request.calibration_method,
+                        "samples": len(ctx.shared["calibration"]),
+                        "synthetic": ctx.shared.get("synthetic", False),
+                        "streamed_chunk": 16},
+    }
+    from converters.validate import accuracy_report, gate_drop, run_onnx
+
+    val = ctx.shared["validation"]
+    sensitive: list[tuple[str, float]] | None = None
+    candidates = _quantised_nodes(out)
+    tried = 0
+    while True:
+        outputs = run_onnx(out, val)
+        report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"))
+        metric, drop = gate_drop(report)
+        if drop <= ctx.request.max_accuracy_drop:
+            break
+        if sensitive is None:
+            ctx.progress(f"{ctx.profile.name}: {metric} dropped {drop:.2%}; ranking nodes by "
+                         "activation error vs FP32")
+            import onnx
+
+            sensitive = [(n, e) for n, e in rank_nodes(onnx.load(str(prepared)), out,
+                                                      val.head(SENSITIVITY_SAMPLES), candidates)
+                         if n not in float_nodes]
+        tried = max(1, tried * 2)
+        limit = int(len(candidates) * MAX_FLOAT_FRACTION)
+        if not sensitive or tried > max(limit, 1) or tried > len(sensitive) * 2:
+            top = ", ".join(f"{n} (+{e:.2e})" for n, e in (sensitive or [])[:8])
+            raise AccuracyGateError(
+                f"target {ctx.profile.name}: {metric} dropped {drop:.2%} vs FP32 (budget "
+                f"{ctx.request.max_accuracy_drop:.2%}) even with {min(tried // 2, len(sensitive or []))}"
+                f" sensitive node(s) in float; most sensitive: {top or 'none found'}")
+        for n, e in sensitive[:tried]:
+            float_nodes[n] = f"accuracy: adds relative error {e:.2e} when quantised"
+        ctx.progress(f"{ctx.profile.name}: keeping {min(tried, len(sensitive))} sensitive "
+                     "node(s) in float")
+        make(set(float_nodes))
+    return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
+                             "quantised_nodes": len(_quantised_nodes(out))})
+
+
+def _native(ctx: BackendContext, facts: dict[str, Any]) -> bool:
+    """Whether this machine runs the target's CPU kernels, so timing it here means something."""
+    isa = ctx.profile.options.get("isa")
+    machine = facts.get("machine", "")
+    return (isa == "x86_64" and machine in ("x86_64", "AMD64")) or \
+        (isa == "arm64" and machine in ("aarch64", "arm64"))
+
+
+def rank_nodes(model: Any, qdq: Path, samples: Any, candidates: set[str]
+               ) -> list[tuple[str, float]]:
+    from converters.onnx_sensitivity import rank_sensitive_nodes
+
+    return rank_sensitive_nodes(model, qdq, samples, sorted(candidates))
+
+
+def _dynamic(ctx: BackendContext, accept: Any) -> BuiltArtifact:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    facts = cpu_facts()
+    isa = ctx.profile.options.get("isa", facts["machine"])
+    reduce_range = isa in ("x86_64",) and not facts["vnni"]
+    model = upgraded(ctx.shared, MIN_QDQ_OPSET)
+    src = save_model(model, ctx.workdir / "source.onnx")
+    out = ctx.workdir / "model.onnx"
+    with _quiet():
+        quantize_dynamic(str(src), str(out), per_channel=True, reduce_range=reduce_range,
+                         weight_type=QuantType.QInt8)
+    built: BuiltArtifact = accept(ctx, out, {"pass": "dynamic-int8", "isa": facts,
+                             "plan": {"weight_type": "int8", "per_channel": True,
+                                      "reduce_range": reduce_range,
+                                      "reason": "dynamic: activations quantised at run time; "
+                                                "no calibration"}})
+    return built
