@@ -1,0 +1,323 @@
+"""The install decision: verify, stage, wait for policy, activate, health-check, keep or roll back.
+
+Why it is its own module: this is the part that must be right. It is a small state machine fed
+with *bytes* (manifest, signatures, artifact, golden) and the clock; it does no network I/O. The
+daemon around it downloads through TUF and hands the results in; the slot store does the
+crash-safe writes; the health check runs the model in a child process. Every step reports its
+:class:`~edgeops.protocol.DevicePhase` through ``on_phase`` so the daemon can tell the fleet.
+
+Order and why:
+
+1. ``verifying`` — the bundle signature against the fleet's targets keys (from the TUF root),
+   the manifest's name/version against what the deploy asked for (no mix-and-match), our
+   target's artifact and golden digests and sizes, ``min_agent_version``. Nothing is written
+   until all of this passes.
+2. ``installing`` — into the inactive slot (fixed file names: nothing can escape the slot).
+3. policy — outside a maintenance window or while driving: ``deferred`` (not failed); the slot
+   stays staged and :meth:`Installer.activate_staged` finishes the job later.
+4. ``activated`` — pointer switched, on trial. Inference still serves the old model.
+5. health check — pass: confirm, swap inference, ``healthy``. Fail: roll the pointer back,
+   ``rolled-back`` with the reason (or ``failed`` when there was nothing to go back to).
+
+After a crash, :meth:`Installer.resume` finishes step 5 for a slot left on trial.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import Key
+
+from device_agent import AGENT_VERSION
+from device_agent.health import DEFAULT_HEALTH, HealthResult, HealthSettings, check_slot_isolated
+from device_agent.policy import InstallPolicy, PolicyDecision
+from device_agent.slots import SLOT_FILES, SlotInfo, SlotStore
+from edgeops.bundle.manifest import ArtifactEntry, Manifest, parse_version
+from edgeops.bundle.signing import SignatureSet, verify_signatures
+from edgeops.errors import BadContentError, EdgeOpsError, VerificationError
+from edgeops.fsutil import atomic_write
+from edgeops.protocol.messages import DevicePhase
+
+__all__ = [
+    "IncompatibleBundleError",
+    "InstallOutcome",
+    "InstallRequest",
+    "Installer",
+    "VerifiedUpdate",
+    "verify_update",
+]
+
+PhaseCallback = Callable[[DevicePhase, str | None, str | None], None]
+HealthCheck = Callable[[Path, str], HealthResult]
+
+
+class IncompatibleBundleError(BadContentError):
+    """Signed and intact, but not for this device (target, agent version)."""
+
+    default_hint = "deploy a bundle built for this device's target and agent version"
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    """What a download produced. ``artifact`` may be bytes or a file (large models)."""
+
+    manifest: bytes
+    signatures: bytes
+    artifact: bytes | Path
+    golden: bytes | Path | None
+    deployment_id: str | None = None
+    expect_name: str | None = None        # from the deploy command: refuse anything else
+    expect_version: str | None = None
+
+
+@dataclass(frozen=True)
+class VerifiedUpdate:
+    manifest: Manifest
+    entry: ArtifactEntry
+    signed_by: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.manifest.name}@{self.manifest.version}"
+
+
+@dataclass(frozen=True)
+class InstallOutcome:
+    phase: DevicePhase
+    bundle: str | None
+    reason: str | None = None
+    deployment_id: str | None = None
+    active: dict[str, Any] | None = None
+    health: HealthResult | None = None
+    ts: float = field(default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"phase": self.phase.value, "bundle": self.bundle, "reason": self.reason,
+                "deployment_id": self.deployment_id, "active": self.active,
+                "health": self.health.to_dict() if self.health else None, "ts": self.ts}
+
+
+def _digest_and_size(data: bytes | Path) -> tuple[str, int]:
+    import hashlib
+
+    if isinstance(data, bytes):
+        return hashlib.sha256(data).hexdigest(), len(data)
+    h, size = hashlib.sha256(), 0
+    with open(data, "rb") as f:
+        while block := f.read(1024 * 1024):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
+def verify_update(req: InstallRequest, *, target: str, trusted: Sequence[Key], threshold: int,
+                  agent_version: str = AGENT_VERSION) -> VerifiedUpdate:
+    """Every check that needs no disk writes. Raises a BadContentError naming the first failure."""
+    sigs = SignatureSet.from_bytes(req.signatures)
+    signed_by = verify_signatures(req.manifest, sigs, trusted, threshold)
+    manifest = Manifest.from_bytes(req.manifest)
+    label = f"{manifest.name}@{manifest.version}"
+    if req.expect_name is not None and (manifest.name, manifest.version) != (
+            req.expect_name, req.expect_version):
+        raise VerificationError(f"downloaded bundle is {label}, but the deployment asked for "
+                                f"{req.expect_name}@{req.expect_version} (mix-and-match)")
+    entry = manifest.artifact_for(target)
+    if entry is None:
+        raise IncompatibleBundleError(
+            f"{label} has no artifact for target {target!r} "
+            f"(it has: {', '.join(a.target for a in manifest.artifacts)})")
+    if parse_version(manifest.min_agent_version) > parse_version(agent_version):
+        raise IncompatibleBundleError(f"{label} needs agent {manifest.min_agent_version} or "
+                                      f"newer; this agent is {agent_version}",
+                                      hint="upgrade the agent before deploying this bundle")
+    sha, size = _digest_and_size(req.artifact)
+    if (sha, size) != (entry.file.sha256, entry.file.size):
+        raise VerificationError(f"artifact for {target} does not match the signed manifest "
+                                f"(sha256 {sha[:12]}…, {size} bytes; manifest "
+                                f"{entry.file.sha256[:12]}…, {entry.file.size} bytes)")
+    if entry.golden is not None:
+        if req.golden is None:
+            raise VerificationError(f"golden samples for {target} were not delivered")
+        if _digest_and_size(req.golden) != (entry.golden.sha256, entry.golden.size):
+            raise VerificationError(f"golden samples for {target} do not match the signed "
+                                    "manifest")
+    if entry.format not in ("onnx", "tflite"):
+        raise IncompatibleBundleError(f"artifact format {entry.format!r} is not one this "
+                                      "agent runs")
+    return VerifiedUpdate(manifest, entry, tuple(signed_by))
+
+
+class Installer:
+    """Drives one device's slots through installs, deferrals, rollbacks and crash recovery."""
+
+    def __init__(self, store: SlotStore, *, target: str, trusted: Sequence[Key],
+                 threshold: int = 1, agent_version: str = AGENT_VERSION,
+                 policy: InstallPolicy | None = None,
+                 health: HealthCheck | None = None,
+                 health_settings: HealthSettings = DEFAULT_HEALTH,
+                 on_phase: PhaseCallback | None = None,
+                 on_activate: Callable[[SlotInfo | None], None] | None = None,
+                 clock: Callable[[], float] = time.time,
+                 state_file: Path | None = None) -> None:
+        self.store = store
+        self.target = target
+        self.trusted = list(trusted)
+        self.threshold = threshold
+        self.agent_version = agent_version
+        self.policy = policy or InstallPolicy()
+        self._health = health or (lambda d, t: check_slot_isolated(d, t, health_settings))
+        self._on_phase = on_phase or (lambda _p, _b, _r: None)
+        self._on_activate = on_activate or (lambda _i: None)
+        self._clock = clock
+        self.state_file = state_file or store.root.parent / "install_state.json"
+
+    # -- public operations ---------------------------------------------------------------
+    def install(self, req: InstallRequest) -> InstallOutcome:
+        self._phase(DevicePhase.VERIFYING, None, None)
+        try:
+            update = verify_update(req, target=self.target, trusted=self.trusted,
+                                   threshold=self.threshold, agent_version=self.agent_version)
+        except EdgeOpsError as exc:
+            return self._finish(DevicePhase.FAILED, None, f"rejected: {exc.message}",
+                                req.deployment_id)
+        active = self.store.active()
+        pointer = self.store.pointer()
+        if active is not None and not pointer.trial and (active.name, active.version,
+                                                          active.target) == (
+                update.manifest.name, update.manifest.version, self.target):
+            return self._finish(DevicePhase.HEALTHY, update.label, "already active",
+                                req.deployment_id)
+        self._phase(DevicePhase.INSTALLING, update.label, None)
+        try:
+            slot = self._stage(update, req)
+        except EdgeOpsError as exc:
+            return self._finish(DevicePhase.FAILED, update.label,
+                                f"install failed: {exc.message}", req.deployment_id)
+        except OSError as exc:
+            return self._finish(DevicePhase.FAILED, update.label,
+                                f"install failed: cannot write the slot ({exc.strerror})",
+                                req.deployment_id)
+        return self._activate_if_allowed(slot, update.label, req.deployment_id)
+
+    def activate_staged(self) -> InstallOutcome | None:
+        """Finish a deferred install when policy now allows it; None if nothing is staged."""
+        staged = self.staged()
+        if staged is None:
+            return None
+        label = f"{staged.name}@{staged.version}"
+        return self._activate_if_allowed(staged, label, staged.extra.get("deployment_id"))
+
+    def staged(self) -> SlotInfo | None:
+        """A committed slot the pointer does not name: verified, installed, awaiting policy."""
+        p = self.store.pointer()
+        for s in ("a", "b"):
+            if s not in (p.active, p.previous):
+                info = self.store.info(s)
+                if info is not None:
+                    return info
+        return None
+
+    def rollback(self, reason: str = "rollback requested by the fleet",
+                 deployment_id: str | None = None) -> InstallOutcome:
+        before = self.store.active()
+        if self.store.rollback() is None:
+            return self._finish(DevicePhase.FAILED, _label(before),
+                                "no previous model to roll back to", deployment_id)
+        after = self.store.active()
+        self._on_activate(after)
+        return self._finish(DevicePhase.ROLLED_BACK, _label(before), reason, deployment_id)
+
+    def resume(self) -> InstallOutcome | None:
+        """At start-up: finish the health check of a slot a crash left on trial."""
+        p = self.store.recover()
+        if not p.active:
+            return None
+        if not p.trial:
+            return None
+        info = self.store.info(p.active)
+        assert info is not None  # recover() only keeps committed slots
+        return self._check_and_settle(info, f"{info.name}@{info.version}",
+                                      info.extra.get("deployment_id"))
+
+    def last_outcome(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.state_file.read_bytes())
+            return data
+        except (OSError, ValueError):
+            return None
+
+    # -- steps ---------------------------------------------------------------------------
+    def _stage(self, update: VerifiedUpdate, req: InstallRequest) -> SlotInfo:
+        entry = update.entry
+        model_file = f"model.{entry.format}"
+        writer = self.store.begin_install()
+        writer.write_bytes(SLOT_FILES["manifest"], req.manifest)
+        writer.write_bytes(SLOT_FILES["signatures"], req.signatures)
+        for name, src, ref in ((model_file, req.artifact, entry.file),
+                               (SLOT_FILES["golden"], req.golden, entry.golden)):
+            if src is None or ref is None:
+                continue
+            if isinstance(src, bytes):
+                import io
+
+                writer.write_stream(name, io.BytesIO(src), ref.sha256, ref.size)
+            else:
+                writer.write_file(name, src, ref.sha256, ref.size)
+        return writer.commit(name=update.manifest.name, version=update.manifest.version,
+                             target=self.target, model_file=model_file,
+                             extra={"deployment_id": req.deployment_id,
+                                    "installed_at": self._clock(),
+                                    "runtime": entry.runtime,
+                                    "providers": list(entry.providers)})
+
+    def _activate_if_allowed(self, slot: SlotInfo, label: str,
+                             deployment_id: str | None) -> InstallOutcome:
+        decision: PolicyDecision = self.policy.evaluate()
+        if not decision.allowed:
+            return self._finish(DevicePhase.DEFERRED, label, decision.reason, deployment_id)
+        self.store.activate(slot.slot, trial=True)
+        self._phase(DevicePhase.ACTIVATED, label, None)
+        return self._check_and_settle(slot, label, deployment_id)
+
+    def _check_and_settle(self, slot: SlotInfo, label: str,
+                          deployment_id: str | None) -> InstallOutcome:
+        result = self._health(self.store.root / slot.slot, self.target)
+        if result.ok:
+            self.store.confirm()
+            try:
+                self._on_activate(slot)
+            except EdgeOpsError as exc:
+                result = HealthResult(False, f"serving process cannot load it: {exc.message}")
+            else:
+                return self._finish(DevicePhase.HEALTHY, label, None, deployment_id, result)
+        reason = f"health check failed: {result.reason}"
+        if self.store.rollback() is None:
+            self.store.deactivate()
+            self._on_activate(None)
+            return self._finish(DevicePhase.FAILED, label,
+                                reason + "; no previous model to go back to", deployment_id,
+                                result)
+        self._on_activate(self.store.active())
+        return self._finish(DevicePhase.ROLLED_BACK, label, reason, deployment_id, result)
+
+    def _phase(self, phase: DevicePhase, label: str | None, reason: str | None) -> None:
+        self._on_phase(phase, label, reason)
+
+    def _finish(self, phase: DevicePhase, label: str | None, reason: str | None,
+                deployment_id: str | None,
+                health: HealthResult | None = None) -> InstallOutcome:
+        active = self.store.active()
+        outcome = InstallOutcome(phase, label, reason, deployment_id,
+                                 active.summary() if active else None, health, self._clock())
+        atomic_write(self.state_file, json.dumps(outcome.to_dict(), sort_keys=True).encode())
+        self._phase(phase, label, reason)
+        return outcome
+
+
+def _label(info: SlotInfo | None) -> str | None:
+    return f"{info.name}@{info.version}" if info else None

@@ -1,0 +1,231 @@
+"""The install state machine with real keys, real bundles and real ONNX Runtime health checks."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device_agent.config import DrivingSignal
+from device_agent.health import HealthSettings, check_slot
+from device_agent.installer import Installer, InstallRequest, verify_update
+from device_agent.policy import DrivingState, InstallPolicy
+from device_agent.slots import SlotInfo, SlotStore
+from edgeops.errors import BadContentError
+from edgeops.protocol.messages import DevicePhase
+from tests.device_agent.bundles import Fleet, build_bundle, bundle_parts
+
+FAST = HealthSettings(warmup_runs=1, timed_runs=5)
+
+
+def request(path: Path, target: str = "x86-cpu", **kw: Any) -> InstallRequest:
+    p = bundle_parts(path, target)
+    return InstallRequest(p.manifest, p.signatures, p.artifact, p.golden, **kw)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.phases: list[tuple[DevicePhase, str | None, str | None]] = []
+        self.activated: list[SlotInfo | None] = []
+
+    def phase(self, phase: DevicePhase, label: str | None, reason: str | None) -> None:
+        self.phases.append((phase, label, reason))
+
+    def activate(self, info: SlotInfo | None) -> None:
+        self.activated.append(info)
+
+
+def make_installer(tmp_path: Path, fleet: Fleet, rec: Recorder | None = None,
+                   **kw: Any) -> Installer:
+    keys, threshold = fleet.trusted
+    rec = rec or Recorder()
+    return Installer(SlotStore(tmp_path / "slots"), target="x86-cpu", trusted=keys,
+                     threshold=threshold, health=lambda d, t: check_slot(d, t, FAST),
+                     on_phase=rec.phase, on_activate=rec.activate, **kw)
+
+
+def test_first_install_is_healthy_and_reports_every_phase(tmp_path: Path, fleet: Fleet,
+                                                          bundle_dir: Path) -> None:
+    rec = Recorder()
+    inst = make_installer(tmp_path, fleet, rec)
+    out = inst.install(request(build_bundle(bundle_dir, fleet), deployment_id="d-1"))
+    assert out.phase is DevicePhase.HEALTHY, out.reason
+    assert [p for p, _, _ in rec.phases] == [DevicePhase.VERIFYING, DevicePhase.INSTALLING,
+                                             DevicePhase.ACTIVATED, DevicePhase.HEALTHY]
+    assert out.active == {"name": "classifier", "version": "1.0.0", "target": "x86-cpu",
+                          "slot": "a"}
+    assert out.health is not None and out.health.latency_checked
+    assert rec.activated[-1] is not None and rec.activated[-1].version == "1.0.0"
+    assert not inst.store.pointer().trial
+    saved = json.loads(inst.state_file.read_bytes())
+    assert saved["phase"] == "healthy" and saved["deployment_id"] == "d-1"
+
+
+def test_upgrade_keeps_previous_and_same_version_is_a_no_op(tmp_path: Path, fleet: Fleet,
+                                                             bundle_dir: Path) -> None:
+    inst = make_installer(tmp_path, fleet)
+    v1 = build_bundle(bundle_dir, fleet)
+    assert inst.install(request(v1)).phase is DevicePhase.HEALTHY
+    v2 = build_bundle(bundle_dir, fleet, version="2.0.0", scale=3.0)
+    out = inst.install(request(v2))
+    assert out.phase is DevicePhase.HEALTHY and out.active is not None
+    assert out.active["version"] == "2.0.0" and out.active["slot"] == "b"
+    p = inst.store.pointer()
+    assert (p.active, p.previous) == ("b", "a")
+    again = inst.install(request(v2))
+    assert again.phase is DevicePhase.HEALTHY and again.reason == "already active"
+    assert inst.store.pointer().gen == p.gen
+    # a fleet rollback command goes back to 1.0.0
+    back = inst.rollback()
+    assert back.phase is DevicePhase.ROLLED_BACK
+    assert back.active is not None and back.active["version"] == "1.0.0"
+    assert inst.rollback().phase is DevicePhase.FAILED   # nothing older left
+
+
+@pytest.mark.parametrize(("kind", "needle"), [
+    ("nan", "NaN"),
+    ("broken", "does not load"),
+    ("wrong", "differs from golden"),
+    ("slow", "too slow"),
+])
+def test_bad_model_rolls_back_and_old_keeps_serving(tmp_path: Path, fleet: Fleet,
+                                                     bundle_dir: Path, kind: str,
+                                                     needle: str) -> None:
+    rec = Recorder()
+    inst = make_installer(tmp_path, fleet, rec)
+    assert inst.install(request(build_bundle(bundle_dir, fleet))).phase is DevicePhase.HEALTHY
+    bad = build_bundle(bundle_dir, fleet, version="2.0.0", kind=kind)
+    out = inst.install(request(bad, deployment_id="d-bad"))
+    assert out.phase is DevicePhase.ROLLED_BACK
+    assert out.reason is not None and needle in out.reason
+    assert out.active is not None and out.active["version"] == "1.0.0"
+    assert rec.activated[-1] is not None and rec.activated[-1].version == "1.0.0"
+    # the failed slot is never served again, even if the pointer is lost
+    (inst.store.root / "pointer.json").unlink()
+    assert inst.store.recover().active == "a"
+    assert json.loads(inst.state_file.read_bytes())["reason"] == out.reason
+
+
+def test_bad_first_model_leaves_no_active_model(tmp_path: Path, fleet: Fleet,
+                                                bundle_dir: Path) -> None:
+    inst = make_installer(tmp_path, fleet)
+    out = inst.install(request(build_bundle(bundle_dir, fleet, kind="nan")))
+    assert out.phase is DevicePhase.FAILED and out.reason is not None
+    assert "no previous model" in out.reason
+    assert inst.store.active() is None and inst.store.recover().active is None
+
+
+def _tamper(req: InstallRequest, **changes: Any) -> InstallRequest:
+    d = {"manifest": req.manifest, "signatures": req.signatures, "artifact": req.artifact,
+         "golden": req.golden}
+    d.update(changes)
+    return InstallRequest(**d)
+
+
+@pytest.mark.parametrize(("case", "needle"), [
+    ("artifact", "does not match the signed manifest"),
+    ("golden", "golden samples"),
+    ("manifest", "does not match the manifest"),
+    ("foreign", "not signed by a trusted targets key"),
+    ("unsigned", "unsigned"),
+    ("target", "no artifact for target"),
+    ("agent", "needs agent 9.0.0"),
+    ("mixmatch", "mix-and-match"),
+    ("garbage", "signatures file"),
+])
+def test_bad_input_is_rejected_before_anything_is_written(tmp_path: Path, fleet: Fleet,
+                                                          bundle_dir: Path, case: str,
+                                                          needle: str) -> None:
+    inst = make_installer(tmp_path, fleet)
+    assert inst.install(request(build_bundle(bundle_dir, fleet))).phase is DevicePhase.HEALTHY
+    good = request(build_bundle(bundle_dir, fleet, version="2.0.0", scale=5.0))
+    before = sorted(p.name for p in (inst.store.root / "b").glob("*")) \
+        if (inst.store.root / "b").exists() else []
+    assert isinstance(good.artifact, bytes) and isinstance(good.golden, bytes)
+    req = {
+        "artifact": lambda: _tamper(good, artifact=good.artifact[:-1] + b"\x00"),
+        "golden": lambda: _tamper(good, golden=good.golden + b"x"),
+        "manifest": lambda: _tamper(good, manifest=good.manifest.replace(b"2.0.0", b"2.0.1")),
+        "foreign": lambda: request(build_bundle(bundle_dir, fleet, version="2.0.0",
+                                                signer=fleet.foreign)),
+        "unsigned": lambda: _tamper(good, signatures=good.signatures.split(b'"signatures":')[0]
+                                    + b'"signatures":[]}'),
+        "target": lambda: request(build_bundle(bundle_dir, fleet, version="2.0.0",
+                                               target="arm64-cpu"), "arm64-cpu"),
+        "agent": lambda: request(build_bundle(bundle_dir, fleet, version="2.0.0",
+                                              min_agent_version="9.0.0")),
+        "mixmatch": lambda: InstallRequest(good.manifest, good.signatures, good.artifact,
+                                           good.golden, expect_name="classifier",
+                                           expect_version="3.0.0"),
+        "garbage": lambda: _tamper(good, signatures=b"\x00not json"),
+    }[case]()
+    if case == "target":
+        req = InstallRequest(**{**req.__dict__, "artifact": good.artifact})
+    out = inst.install(req)
+    assert out.phase is DevicePhase.FAILED
+    assert out.reason is not None and needle in out.reason, out.reason
+    assert out.active is not None and out.active["version"] == "1.0.0"
+    after = sorted(p.name for p in (inst.store.root / "b").glob("*")) \
+        if (inst.store.root / "b").exists() else []
+    assert after == before   # nothing written to the inactive slot
+    assert inst.store.pointer().previous is None or inst.store.pointer().active == "a"
+
+
+def test_verify_update_accepts_artifact_as_file(tmp_path: Path, fleet: Fleet,
+                                                bundle_dir: Path) -> None:
+    good = request(build_bundle(bundle_dir, fleet))
+    assert isinstance(good.artifact, bytes)
+    f = tmp_path / "download.bin"
+    f.write_bytes(good.artifact)
+    keys, threshold = fleet.trusted
+    v = verify_update(_tamper(good, artifact=f), target="x86-cpu", trusted=keys,
+                      threshold=threshold)
+    assert v.label == "classifier@1.0.0"
+    f.write_bytes(good.artifact + b"\x00")
+    with pytest.raises(BadContentError):
+        verify_update(_tamper(good, artifact=f), target="x86-cpu", trusted=keys,
+                      threshold=threshold)
+
+
+def test_deferred_by_policy_then_activated(tmp_path: Path, fleet: Fleet,
+                                           bundle_dir: Path) -> None:
+    flag = tmp_path / "driving"
+    flag.write_text("1")
+    now = [datetime(2026, 11, 27, 12, 0)]
+    policy = InstallPolicy(["02:00-04:00"], DrivingState(DrivingSignal(file=flag)),
+                           clock=lambda: now[0])
+    inst = make_installer(tmp_path, fleet, policy=policy)
+    out = inst.install(request(build_bundle(bundle_dir, fleet), deployment_id="d-9"))
+    assert out.phase is DevicePhase.DEFERRED
+    assert out.reason is not None and "maintenance window" in out.reason
+    assert inst.store.active() is None and inst.staged() is not None
+    now[0] = datetime(2026, 11, 27, 2, 30)
+    out = inst.activate_staged()
+    assert out is not None and out.phase is DevicePhase.DEFERRED
+    assert out.reason is not None and "driving" in out.reason
+    flag.write_text("0")
+    out = inst.activate_staged()
+    assert out is not None and out.phase is DevicePhase.HEALTHY
+    assert out.deployment_id == "d-9"
+    assert inst.staged() is None and inst.activate_staged() is None
+
+
+def test_resume_finishes_a_trial_left_by_a_crash(tmp_path: Path, fleet: Fleet,
+                                                 bundle_dir: Path) -> None:
+    inst = make_installer(tmp_path, fleet)
+    assert inst.install(request(build_bundle(bundle_dir, fleet))).phase is DevicePhase.HEALTHY
+    # simulate a crash right after activation of a bad model
+    w = inst.store.begin_install()
+    parts = bundle_parts(build_bundle(bundle_dir, fleet, version="2.0.0", kind="nan"))
+    for name, data in (("manifest.json", parts.manifest), ("signatures.json", parts.signatures),
+                       ("model.onnx", parts.artifact), ("golden.npz", parts.golden)):
+        w.write_bytes(name, data)
+    w.commit(name="classifier", version="2.0.0", target="x86-cpu", model_file="model.onnx")
+    inst.store.activate("b", trial=True)
+    out = make_installer(tmp_path, fleet).resume()
+    assert out is not None and out.phase is DevicePhase.ROLLED_BACK
+    assert inst.store.active() is not None and inst.store.active().version == "1.0.0"  # type: ignore[union-attr]
+    assert make_installer(tmp_path, fleet).resume() is None
