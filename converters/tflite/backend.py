@@ -1,0 +1,153 @@
+"""The ``tflite`` backend: convert, run in LiteRT against the FP32 reference, gate, report.
+
+Called by converters/build.py with a :class:`BackendContext`. Nothing reaches ``ctx.workdir``
+until the model converted cleanly; the artifact and golden file are written atomically, and
+the artifact is removed again if it fails to run or misses the accuracy gate.
+
+Golden data (``golden.npz``) is in the *artifact's* I/O form, what a device feeds and reads back
+without conversion: inputs/outputs in the artifact layout (``details["io_layout"]``: NHWC unless
+``--keep-io-layout``) and dtype (int8 for full-integer targets, raw quantised values; the scale
+and zero point are in ``details["io_quantization"]``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.api import BackendContext, BuiltArtifact
+from converters.tflite._runtime import LiteRT, litert_version
+from converters.tflite.convert import ConversionResult, convert, to_artifact_layout, to_onnx_layout
+from converters.tflite.npu import compatibility_report
+from converters.validate import (
+    accuracy_report,
+    check_gate,
+    gate_drop,
+    latency_ms,
+    stack_outputs,
+    write_golden,
+)
+from edgeops.errors import ConversionError, EdgeOpsError
+from edgeops.fsutil import atomic_write
+
+__all__ = ["LATENCY_RUNS", "tflite_backend"]
+
+LATENCY_RUNS = 30
+LATENCY_WARMUP = 3
+# On-device golden tolerance: float rounding (fp32), half-precision weights (fp16), hybrid
+# activation quantisation (int8-dynamic); full-integer outputs are compared in raw int8 steps.
+_RTOL = {"fp32": 1e-4, "fp16": 1e-2, "int8-dynamic": 2e-2}
+_INT8_ATOL_STEPS = 2.0
+
+
+def _run_all(rt: LiteRT, res: ConversionResult, samples: Any) -> tuple[dict[str, np.ndarray],
+                                                                       list[list[np.ndarray]],
+                                                                       list[list[np.ndarray]]]:
+    """ONNX-layout float outputs stacked over samples, plus raw artifact I/O per sample."""
+    per: dict[str, list[np.ndarray]] = {n: [] for n in res.output_names}
+    raw_in: list[list[np.ndarray]] = []
+    raw_out: list[list[np.ndarray]] = []
+    for s in samples.iter_samples():
+        feeds = [to_artifact_layout(np.asarray(s[n]), res.io_layout[n]) for n in res.input_names]
+        q = rt.quantise_inputs(feeds)
+        out = rt.run(q)
+        raw_in.append(q)
+        raw_out.append(out)
+        for n, y in zip(res.output_names, rt.dequantise_outputs(out), strict=True):
+            per[n].append(to_onnx_layout(y, res.io_layout[n]))
+    return {n: stack_outputs(v) for n, v in per.items()}, raw_in, raw_out
+
+
+def _rounded(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return float(f"{obj:.6g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    return obj
+
+
+def tflite_backend(ctx: BackendContext) -> BuiltArtifact:
+    opts = ctx.profile.options
+    full_int = ctx.precision == "int8"
+    cal = ctx.shared["calibration"]
+    val = ctx.shared["validation"]
+    ctx.progress(f"{ctx.profile.name}: lowering ONNX to TFLite ({ctx.precision})")
+    res = convert(
+        ctx.shared["model"], precision=ctx.precision, input_shapes=ctx.request.input_shapes,
+        keep_io_layout=ctx.request.keep_io_layout, require_static=ctx.profile.static_shapes,
+        calibration=cal.iter_samples() if full_int else None,
+        calibration_method=ctx.request.calibration_method,
+        per_channel=opts.get("per_channel", True), io_int8=opts.get("io_dtype") == "int8",
+        target=ctx.profile.name)
+    path = ctx.workdir / "model.tflite"
+    atomic_write(path, res.model)
+    try:
+        return _accept(ctx, path, res)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
+
+
+def _accept(ctx: BackendContext, path: Path, res: ConversionResult) -> BuiltArtifact:
+    val = ctx.shared["validation"]
+    threads = ctx.request.threads
+    try:
+        rt = LiteRT(res.model, threads=threads)
+        outputs, raw_in, raw_out = _run_all(rt, res, val)
+    except EdgeOpsError:
+        raise
+    except Exception as exc:
+        raise ConversionError(f"target {ctx.profile.name}: the {ctx.precision} TFLite artifact "
+                              f"does not run in LiteRT ({str(exc).splitlines()[0]})",
+                              hint="report this as an edgeops bug; use an ONNX target "
+                                   "meanwhile") from None
+    report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"))
+    check_gate(report, ctx.request.max_accuracy_drop, ctx.profile.name)
+    metric, drop = gate_drop(report)
+    n_golden = min(ctx.request.golden_samples, len(val))
+    golden_in = {n: stack_outputs([raw_in[i][k] for i in range(n_golden)])
+                 for k, n in enumerate(res.input_names)}
+    golden_out = {n: stack_outputs([raw_out[i][k] for i in range(n_golden)])
+                  for k, n in enumerate(res.output_names)}
+    golden_path = ctx.workdir / "golden.npz"
+    write_golden(golden_path, golden_in, golden_out)
+    first = raw_in[0]
+    lat = latency_ms(lambda: rt.run(first), warmup=LATENCY_WARMUP, runs=LATENCY_RUNS)
+    io_dtype = "int8" if any(d["dtype"] == np.int8 for d in rt.inputs) else "float32"
+    if ctx.precision == "int8":
+        tolerance = {"atol": _INT8_ATOL_STEPS, "rtol": 0.0}
+    else:
+        peak = max(float(np.abs(v).max()) for v in golden_out.values()) or 1.0
+        rtol = _RTOL[ctx.precision]
+        tolerance = {"atol": rtol * peak, "rtol": rtol}
+    metrics: dict[str, Any] = {
+        "size_bytes": path.stat().st_size,
+        "source_size_bytes": ctx.shared["source"].size if "source" in ctx.shared else None,
+        "accuracy": {"gate_metric": metric, "drop": round(drop, 6),
+                     "summary": _rounded(report["summary"]),
+                     "outputs": _rounded(report["outputs"])},
+        "validation_samples": len(val),
+        "latency": {"p50_ms": round(lat["p50"], 4), "p95_ms": round(lat["p95"], 4),
+                    "threads": threads, "runs": LATENCY_RUNS, "runtime": litert_version(),
+                    "delegate": "XNNPACK (LiteRT default)"},
+    }
+    npu = ctx.profile.options.get("npu")
+    if npu:
+        metrics["npu_compatibility"] = compatibility_report(res.graph, str(npu))
+    details = {
+        "writer": "edgeops flatbuffer writer (no TensorFlow)",
+        "io_layout": res.io_layout,
+        "io_dtype": io_dtype,
+        "golden": {"layout": "artifact", "dtype": io_dtype,
+                   "note": "inputs/outputs exactly as the artifact takes and returns them"},
+        "keep_io_layout": ctx.request.keep_io_layout,
+        **res.details,
+    }
+    return BuiltArtifact(target=ctx.profile.name, path=path, format="tflite",
+                         runtime=ctx.profile.runtime, providers=ctx.profile.providers,
+                         precision=ctx.precision, golden_path=golden_path, metrics=metrics,
+                         tolerance=tolerance, details=details)

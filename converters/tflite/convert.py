@@ -1,0 +1,98 @@
+"""ONNX model in, TFLite flatbuffer bytes out: the converter as a library call.
+
+:func:`convert` is what the backend (and the benchmark) call; it holds no build-request or
+file-system knowledge. Steps: make the ONNX graph static and folded (``_prep``), lower it to
+channels-last TFLite ops (``_lower``), rewrite it for the precision (``_quant``), serialise
+(``_writer``). Every model problem is raised before any bytes exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from converters.tflite._ir import Graph
+from converters.tflite._lower import lower
+from converters.tflite._prep import prepare
+from converters.tflite._quant import (
+    FullIntSettings,
+    calibrate_ranges,
+    to_dynamic_int8,
+    to_fp16,
+    to_full_int8,
+)
+from converters.tflite._writer import write_flatbuffer
+from edgeops.errors import UsageError
+
+__all__ = ["PRECISIONS", "ConversionResult", "convert", "to_artifact_layout",
+           "to_onnx_layout"]
+
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
+
+
+@dataclass
+class ConversionResult:
+    model: bytes
+    graph: Graph
+    io_layout: dict[str, dict[str, Any]]      # ONNX I/O name -> layout record
+    input_names: list[str]                    # ONNX input names, graph order
+    output_names: list[str]                   # ONNX output names, graph order
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def to_artifact_layout(x: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
+    """An ONNX-layout array in the artifact's layout (``perm_from_onnx``)."""
+    return np.ascontiguousarray(np.transpose(x, record["perm_from_onnx"]))
+
+
+def to_onnx_layout(x: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
+    perm = list(record["perm_from_onnx"])
+    return np.ascontiguousarray(np.transpose(x, [perm.index(i) for i in range(len(perm))]))
+
+
+def convert(model: onnx.ModelProto, *, precision: str = "fp32",
+            input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+            keep_io_layout: bool = False, require_static: bool = False,
+            calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
+            calibration_method: str = "minmax", per_channel: bool | str = True,
+            io_int8: bool = True, target: str = "tflite") -> ConversionResult:
+    """Convert; ``calibration`` samples (ONNX layout, batch of one) are needed for ``int8``."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown TFLite precision '{precision}'",
+                         hint=f"use one of {', '.join(PRECISIONS)}")
+    prep = prepare(model, input_shapes or {}, require_static=require_static, target=target)
+    graph, io = lower(prep, keep_io_layout=keep_io_layout)
+    onnx_inputs = [vi.name for vi in prep.graph.input if vi.name in prep.input_shapes]
+    onnx_outputs = [o.name for o in prep.graph.output]
+    details: dict[str, Any] = {"precision": precision,
+                               "float_ops": graph.op_counts(),
+                               "transposes": graph.op_counts().get("TRANSPOSE", 0)}
+    if precision == "fp16":
+        to_fp16(graph)
+        details["weights"] = "float16 + DEQUANTIZE"
+    elif precision == "int8-dynamic":
+        details["weights"] = to_dynamic_int8(graph)
+    elif precision == "int8":
+        if calibration is None:
+            raise UsageError("full-integer int8 needs calibration samples")
+        feeds = ([to_artifact_layout(np.asarray(s[name], np.float32), io[name])
+                  for name in onnx_inputs] for s in calibration)
+        ranges = calibrate_ranges(graph, feeds, method=calibration_method)
+        if not ranges:
+            raise UsageError("no calibration samples were given")
+        info = to_full_int8(graph, ranges, FullIntSettings(per_channel=per_channel,
+                                                           io_int8=io_int8,
+                                                           hints=prep.quant_hints))
+        details.update(info)
+        details["per_channel"] = per_channel
+        details["calibration_method"] = ("percentile (entropy approximated)"
+                                         if calibration_method == "entropy"
+                                         else calibration_method)
+        details["qdq_hints_used"] = len(prep.quant_hints)
+    details["ops"] = graph.op_counts()
+    data = write_flatbuffer(graph, description=f"edgeops {precision}")
+    return ConversionResult(data, graph, io, onnx_inputs, onnx_outputs, details)
