@@ -44,3 +44,26 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     s.close()
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+# -- keys, trust root, bundles --------------------------------------------------------------
+from edgeops.keys import KeyStore  # noqa: E402
+from tests.edgeops.bundles import PASSPHRASE, make_bundle, make_keystore  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def keystore(tmp_path_factory: pytest.TempPathFactory) -> KeyStore:
+    """Real Ed25519 keys for every role and a signed TUF root (one per session)."""
+    return make_keystore(tmp_path_factory.mktemp("edgeops-home"))
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory: pytest.TempPathFactory, keystore: KeyStore) -> dict[str, Path]:
+    """Signed bundles: tiny 1.0.0 and 1.1.0 for x86-cpu, and 1.0.0 for arm64-cpu only."""
+    d = tmp_path_factory.mktemp("bundles")
+    return {"1.0.0": make_bundle(d, keystore, version="1.0.0"),
+            "1.1.0": make_bundle(d, keystore, version="1.1.0", seed=1),
+            "arm": make_bundle(d, keystore, name="tiny-arm", target="arm64-cpu")}
+
+
+__all__ = ["PASSPHRASE"]

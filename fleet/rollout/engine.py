@@ -1,0 +1,301 @@
+"""The rollout engine: applies :func:`fleet.rollout.plan.decide` through the store and channel.
+
+Every change goes through the store's compare-and-set transitions *before* anything is sent
+(persist, then publish), and the signed command is persisted with the device's row. A manager
+that dies between the two re-publishes the stored command on restart (:meth:`recover`): the
+device sees the same signed bytes again (same ``seq``: a replay it ignores, or the first copy
+it never got), so no device is skipped and none is deployed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from edgeops.bundle import Manifest
+from edgeops.errors import UsageError
+from edgeops.protocol import MessageError, SignedCommand, StateReport, StatusMessage
+from fleet.errors import ConflictError, DeploymentRejected, NotFoundError
+from fleet.ports import CommandSigner, DeviceChannel
+from fleet.rollout.plan import Health, Plan, decide
+from fleet.rollout.strategy import Strategy, assign_waves
+from fleet.selector import parse_selector
+from fleet.states import IN_FLIGHT_STATES
+from fleet.store import Deployment, DeploymentDevice, Store
+
+__all__ = ["RolloutEngine", "hardware_class"]
+
+log = logging.getLogger(__name__)
+
+_CANCELLABLE = ("notified", "downloading", "verifying", "installing", "deferred")
+
+
+def hardware_class(target: str) -> str | None:
+    """The hardware class a target profile belongs to (for blessings), if known."""
+    try:
+        from converters.profiles import PROFILES
+    except ImportError:  # converters not installed: blessing lookups cannot be made
+        return None
+    p = PROFILES.get(target)
+    return p.hardware if p else None
+
+
+class RolloutEngine:
+    def __init__(self, store: Store, channel: DeviceChannel, signer: CommandSigner, *,
+                 clock: Callable[[], float] = time.time, require_blessing: bool = False,
+                 hardware_for: Callable[[str], str | None] = hardware_class) -> None:
+        self.store = store
+        self.channel = channel
+        self.signer = signer
+        self.clock = clock
+        self.require_blessing = require_blessing
+        self.hardware_for = hardware_for
+
+    # -- creating ----------------------------------------------------------------------------
+    def create(self, name: str, version: str, selector: str, strategy: Strategy,
+               created_by: str | None = None) -> Deployment:
+        """Validate and persist a deployment with every selected device's wave fixed."""
+        bundle = self.store.get_bundle(name, version)
+        if bundle is None:
+            raise NotFoundError(f"bundle {name}@{version} is not published on this fleet",
+                                hint="publish it first: edgeops publish BUNDLE --fleet URL")
+        sel = parse_selector(selector)
+        devices = [d for d in self.store.select_devices(sel.prefilter()) if sel.matches(d)]
+        if not devices:
+            raise DeploymentRejected(f"selector {str(sel)!r} selects no device",
+                                     hint="list devices with `edgeops fleet devices` and adjust "
+                                          "--select")
+        manifest = Manifest.from_bytes(bundle.manifest)
+        missing: dict[str, list[str]] = {}
+        for d in devices:
+            if manifest.artifact_for(d.target) is None:
+                missing.setdefault(d.target, []).append(d.id)
+        if missing:
+            detail = "; ".join(f"{t}: {', '.join(ids[:5])}{' …' if len(ids) > 5 else ''}"
+                               for t, ids in sorted(missing.items()))
+            raise DeploymentRejected(
+                f"bundle {name}@{version} has no artifact for the target of selected devices "
+                f"({detail})",
+                hint=f"build the bundle with --target {','.join(sorted(missing))} or narrow "
+                     "--select")
+        if self.require_blessing:
+            unblessed = sorted({hw for d in devices
+                                if (hw := self.hardware_for(d.target) or d.target)
+                                and not self.store.has_blessing(name, version, hw)})
+            if unblessed:
+                raise DeploymentRejected(
+                    f"bundle {name}@{version} is not blessed for hardware class "
+                    f"{', '.join(unblessed)} (this fleet requires a passing hardware test)",
+                    hint="run hardware_tests on that hardware and upload the report "
+                         "(`edgeops fleet bless`)")
+        now = self.clock()
+        dep_id = "d-" + uuid.uuid4().hex[:10]
+        waves = assign_waves([d.id for d in devices], strategy.phases, dep_id)
+        dep = Deployment(dep_id, name, version, str(sel), strategy.to_dict(), "running", 0, now,
+                         now, now, None, created_by)
+        rows = [DeploymentDevice(dep_id, d.id, waves[d.id], "pending", d.target, now,
+                                 previous=d.active_bundle) for d in devices]
+        self.store.create_deployment(dep, rows)
+        log.info("deployment %s: %s to %d devices in %d phases", dep_id, dep.bundle, len(rows),
+                 len(strategy.phases))
+        return dep
+
+    # -- the loop ----------------------------------------------------------------------------
+    def tick(self) -> dict[str, Plan]:
+        """One pass over running deployments; returns the plan applied to each."""
+        out = {}
+        for dep in self.store.list_deployments(["running"], limit=1000):
+            try:
+                out[dep.id] = self.step(dep.id)
+            except Exception:  # one bad deployment must not stop the others
+                log.exception("rollout step failed for %s", dep.id)
+        return out
+
+    def step(self, deployment_id: str) -> Plan:
+        dep = self._get(deployment_id)
+        strategy = Strategy.from_dict(dep.strategy)
+        rows = self.store.deployment_devices(dep.id)
+        now = self.clock()
+        plan = decide(dep, rows, strategy, now, self._health(dep, strategy))
+        for device_id in plan.time_out:
+            self.store.transition_device(dep.id, device_id, state="timed-out", now=now,
+                                         expect=sorted(IN_FLIGHT_STATES),
+                                         reason="no terminal report before the device timeout")
+        if plan.finish:
+            self.store.update_deployment(dep.id, now=now, status=plan.finish,
+                                         expect_status=["running"], reason=plan.reason)
+            log.info("deployment %s %s: %s", dep.id, plan.finish, plan.reason)
+            return plan
+        if plan.advance_to is not None:
+            self.store.update_deployment(dep.id, now=now, phase_index=plan.advance_to,
+                                         phase_started_at=now, expect_status=["running"])
+            log.info("deployment %s: phase %d", dep.id, plan.advance_to)
+        if plan.notify:
+            body = self._deploy_body(dep)
+            by_id = {r.device_id: r for r in rows}
+            for device_id in plan.notify:
+                self._notify(dep, by_id[device_id], body, now)
+        return plan
+
+    def _notify(self, dep: Deployment, row: DeploymentDevice,
+                body: dict[str, dict[str, Any]], now: float) -> None:
+        cmd = self.signer.issue(row.device_id, "deploy", body[row.target])
+        # persist first: if we die before sending, recover() re-sends these exact bytes
+        if self.store.transition_device(dep.id, row.device_id, state="notified", now=now,
+                                        expect=["pending"], command=cmd.to_bytes(),
+                                        notified=True):
+            self.channel.send_desired(row.device_id, cmd)
+
+    def _deploy_body(self, dep: Deployment) -> dict[str, dict[str, Any]]:
+        bundle = self.store.get_bundle(dep.bundle_name, dep.bundle_version)
+        if bundle is None:
+            raise NotFoundError(f"bundle {dep.bundle} vanished from the store")
+        m = Manifest.from_bytes(bundle.manifest)
+        return {a.target: {"deployment_id": dep.id, "name": dep.bundle_name,
+                           "version": dep.bundle_version, "target": a.target,
+                           "manifest_path": f"bundles/{dep.bundle_name}/{dep.bundle_version}/"
+                                            "manifest.json",
+                           "artifact": a.file.sha256, "size": a.file.size}
+                for a in m.artifacts}
+
+    def _health(self, dep: Deployment, s: Strategy) -> Health | None:
+        if s.max_error_rate is None and s.max_latency_factor is None:
+            return None
+        agg = self.store.aggregate_deployment(dep.id, since=dep.phase_started_at,
+                                              states=["activated", "healthy"])
+        bundle = self.store.get_bundle(dep.bundle_name, dep.bundle_version)
+        figure = None
+        if bundle is not None:
+            figures = [float(a.metrics.get("latency", {}).get("p95_ms") or 0)
+                       for a in Manifest.from_bytes(bundle.manifest).artifacts]
+            figure = max(figures, default=0.0) or None
+        return Health(agg["inferences"], agg["error_rate"], agg["p95_ms_mean"], figure)
+
+    def recover(self) -> int:
+        """After a restart: re-publish the persisted command of every notified device."""
+        n = 0
+        for dep in self.store.list_deployments(["running", "paused"], limit=1000):
+            for row in self.store.deployment_devices(dep.id, ["notified"]):
+                if row.command:
+                    try:
+                        self.channel.send_desired(row.device_id,
+                                                  SignedCommand.from_bytes(row.command))
+                        n += 1
+                    except MessageError:
+                        log.warning("stored command for %s is unreadable", row.device_id)
+        return n
+
+    # -- device events (called by the MQTT worker) ------------------------------------------
+    def on_state(self, report: StateReport) -> bool:
+        """Persist a state report; False if it was replayed, stale or from an unknown device."""
+        ok = self.store.record_state(report)
+        if not ok:
+            log.info("dropped state report %d from %s (unknown device or not newer)",
+                     report.seq, report.device_id)
+        return ok
+
+    def on_status(self, msg: StatusMessage) -> bool:
+        """Apply status; a device coming back gets its desired command re-signed if stale."""
+        ok = self.store.set_status(msg.device_id, msg.online, msg.ts or self.clock(),
+                                   msg.agent_version)
+        if not ok or not msg.online:
+            return ok
+        now = self.clock()
+        for row in self.store.device_deployments(msg.device_id, ("running",)):
+            if row.state not in IN_FLIGHT_STATES or not row.command:
+                continue
+            try:
+                old = SignedCommand.from_bytes(row.command).command
+            except MessageError:
+                continue
+            if old.expires - now > self.signer.ttl_s / 2:
+                continue
+            cmd = self.signer.issue(msg.device_id, old.kind, old.body)
+            self.store.set_device_command(row.deployment_id, msg.device_id, cmd.to_bytes())
+            self.channel.send_desired(msg.device_id, cmd)
+        return ok
+
+    # -- operator actions --------------------------------------------------------------------
+    def _get(self, deployment_id: str) -> Deployment:
+        dep = self.store.get_deployment(deployment_id)
+        if dep is None:
+            raise NotFoundError(f"no deployment {deployment_id!r}")
+        return dep
+
+    def _set(self, deployment_id: str, status: str, expect: list[str], verb: str,
+             reason: str | None = None) -> Deployment:
+        dep = self._get(deployment_id)
+        if not self.store.update_deployment(dep.id, now=self.clock(), status=status,
+                                            expect_status=expect, reason=reason):
+            raise ConflictError(f"cannot {verb} deployment {dep.id}: it is {dep.status}")
+        return self._get(dep.id)
+
+    def pause(self, deployment_id: str) -> Deployment:
+        return self._set(deployment_id, "paused", ["running"], "pause", "paused by operator")
+
+    def resume(self, deployment_id: str) -> Deployment:
+        return self._set(deployment_id, "running", ["paused"], "resume", None)
+
+    def cancel(self, deployment_id: str) -> Deployment:
+        """Stop notifying; devices still downloading or installing are told to stop."""
+        dep = self._set(deployment_id, "cancelled", ["running", "paused"], "cancel",
+                        "cancelled by operator")
+        for row in self.store.deployment_devices(dep.id, list(_CANCELLABLE)):
+            cmd = self.signer.issue(row.device_id, "cancel", {"deployment_id": dep.id})
+            self.store.set_device_command(dep.id, row.device_id, cmd.to_bytes())
+            self.channel.send_desired(row.device_id, cmd)
+        return dep
+
+    def rollback(self, deployment_id: str) -> Deployment:
+        """Fleet-wide: every device this deployment reached goes back to its previous bundle."""
+        dep = self._get(deployment_id)
+        if dep.status == "rolled-back":
+            raise ConflictError(f"deployment {dep.id} is already rolled back")
+        dep = self._set(deployment_id, "rolled-back", [dep.status], "roll back",
+                        "rolled back by operator")
+        for row in self.store.deployment_devices(dep.id):
+            if row.state == "pending":
+                continue
+            prev_name, _, prev_version = (row.previous or "").partition("@")
+            body = {"deployment_id": dep.id, "name": dep.bundle_name,
+                    "version": dep.bundle_version,
+                    "to": {"name": prev_name, "version": prev_version} if row.previous else None}
+            cmd = self.signer.issue(row.device_id, "rollback", body)
+            self.store.set_device_command(dep.id, row.device_id, cmd.to_bytes())
+            self.channel.send_desired(row.device_id, cmd)
+        return dep
+
+    def status(self, deployment_id: str) -> dict[str, Any]:
+        """The deployment, counts per state, offline devices shown as pending, progress."""
+        dep = self._get(deployment_id)
+        rows = self.store.deployment_devices(dep.id)
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r.state] = counts.get(r.state, 0) + 1
+        waiting_offline = 0
+        for r in rows:
+            if r.state == "notified":
+                d = self.store.get_device(r.device_id)
+                if d is not None and not d.online:
+                    waiting_offline += 1
+        done = sum(counts.get(s, 0) for s in ("healthy", "activated"))
+        return {**dep.to_dict(), "devices": len(rows), "counts": counts,
+                "waiting_offline": waiting_offline,
+                "phases": len(Strategy.from_dict(dep.strategy).phases),
+                "progress": done / len(rows) if rows else 0.0}
+
+
+def strategy_from_options(phases: str | None, **kw: Any) -> Strategy:
+    """CLI/API helper: a Strategy from flat options, None meaning the default."""
+    from fleet.rollout.strategy import parse_phases
+
+    args: dict[str, Any] = {k: v for k, v in kw.items() if v is not None}
+    if phases:
+        args["phases"] = parse_phases(phases)
+    try:
+        return Strategy(**args)
+    except TypeError as exc:
+        raise UsageError(f"bad strategy option: {exc}") from None
