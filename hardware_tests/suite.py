@@ -12,7 +12,7 @@ import hashlib
 import io
 import platform
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ __all__ = [
     "load_golden",
     "open_suite",
     "output_names",
+    "replay_golden",
     "synthetic_inputs",
 ]
 
@@ -46,10 +47,33 @@ def hardware_class(target: str) -> str:
 
 @dataclass(frozen=True)
 class Golden:
-    """Golden inputs and the artifact's own outputs for them, as the build machine recorded."""
+    """Golden inputs and the artifact's own outputs for them, as the build machine recorded.
+
+    Layout (converters/validate.py): ``inputs[name][i]`` is sample ``i``, fed as a batch of
+    one; ``outputs`` are the per-sample outputs stacked with
+    :func:`converters.validate.stack_outputs`.
+    """
 
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return min(len(v) for v in self.inputs.values()) if self.inputs else 0
+
+    def sample(self, i: int) -> dict[str, np.ndarray]:
+        return {k: v[i : i + 1] for k, v in self.inputs.items()}
+
+
+def replay_golden(run: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]],
+                  golden: Golden) -> dict[str, np.ndarray]:
+    """Run every golden sample as the build machine did and stack outputs the same way."""
+    from converters.validate import stack_outputs
+
+    per_output: dict[str, list[np.ndarray]] = {}
+    for i in range(len(golden)):
+        for name, value in run(golden.sample(i)).items():
+            per_output.setdefault(name, []).append(np.asarray(value))
+    return {name: stack_outputs(values) for name, values in per_output.items()}
 
 
 def load_golden(data: bytes, where: str, max_bytes: int = DEFAULT_LIMITS.max_golden_bytes
@@ -64,7 +88,7 @@ def load_golden(data: bytes, where: str, max_bytes: int = DEFAULT_LIMITS.max_gol
         raise InvalidBundleError(f"{where} is not a readable .npz file ({exc})") from None
     inputs = {k.removeprefix("input/"): v for k, v in arrays.items() if k.startswith("input/")}
     outputs = {k.removeprefix("output/"): v for k, v in arrays.items() if k.startswith("output/")}
-    if not inputs or not outputs:
+    if not inputs or not outputs or any(v.ndim == 0 or len(v) == 0 for v in inputs.values()):
         raise InvalidBundleError(f"{where} holds no golden samples "
                                  f"(needs input/<name> and output/<name> arrays)")
     return Golden(inputs, outputs)

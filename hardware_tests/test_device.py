@@ -27,7 +27,7 @@ from hardware_tests.checks import (
 )
 from hardware_tests.conftest import CheckRecord
 from hardware_tests.runtime import LoadedModel
-from hardware_tests.suite import Golden, RssTracker, SuiteContext
+from hardware_tests.suite import Golden, RssTracker, SuiteContext, replay_golden
 
 
 def _load_key(path: Path) -> SSlibKey:
@@ -71,8 +71,9 @@ def test_load(loaded: tuple[LoadedModel, float], check: CheckRecord) -> None:
 def test_golden(model: LoadedModel, golden: Golden, artifact: ArtifactEntry,
                 check: CheckRecord, rss: RssTracker) -> None:
     """The golden inputs give the golden outputs within the manifest's tolerance."""
-    got = model.run(golden.inputs)
+    got = replay_golden(model.run, golden)
     rss.sample()
+    check.figures["samples"] = len(golden)
     verdict = golden_verdict(golden.outputs, got, Tolerance.from_manifest(artifact.tolerance))
     check.figures.update(verdict.figures)
     if not verdict.ok:
