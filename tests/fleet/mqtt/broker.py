@@ -19,12 +19,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BrokerUnavailableError", "MosquittoBroker", "find_mosquitto", "free_port",
+__all__ = ["BrokerStartError", "BrokerUnavailableError", "MosquittoBroker", "find_mosquitto", "free_port",
            "running_broker", "services_required"]
 
 
 class BrokerUnavailableError(RuntimeError):
-    """No mosquitto binary here, or it did not start."""
+    """No mosquitto binary here (skip, or fail under EDGEOPS_REQUIRE_SERVICES=1)."""
+
+
+class BrokerStartError(RuntimeError):
+    """mosquitto is installed but did not start with our config: a bug, never a skip."""
 
 
 def services_required() -> bool:
@@ -59,6 +63,7 @@ class MosquittoBroker:
     host: str = "127.0.0.1"
     port: int = 0
     _proc: subprocess.Popen[bytes] | None = None
+    _tls_files: dict[str, str] | None = None
     _dir: Path | None = None
 
     @property
@@ -80,8 +85,9 @@ class MosquittoBroker:
             "set_tcp_nodelay true",
         ]
         if self.tls:
-            lines += [f"cafile {self.tls['cafile']}", f"certfile {self.tls['certfile']}",
-                      f"keyfile {self.tls['keyfile']}",
+            f = self._tls_files or self.tls
+            lines += [f"cafile {f['cafile']}", f"certfile {f['certfile']}",
+                      f"keyfile {f['keyfile']}",
                       f"require_certificate {'true' if self.require_certificate else 'false'}"]
         return "\n".join(lines + self.extra_conf) + "\n"
 
@@ -92,6 +98,17 @@ class MosquittoBroker:
         if not self.port:
             self.port = free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="edgeops-mosquitto-"))
+        # mosquitto started as root drops to its own user before reading certificates, so
+        # they live in the broker's directory, readable by that user (throwaway test keys).
+        os.chmod(self._dir, 0o755)  # noqa: S103 - see above; nothing secret lives here
+        if self.tls:
+            copied = {}
+            for k, src in self.tls.items():
+                dst = self._dir / f"{k}.pem"
+                shutil.copyfile(src, dst)
+                os.chmod(dst, 0o644)
+                copied[k] = str(dst)
+            self._tls_files = copied
         conf = self._dir / "mosquitto.conf"
         conf.write_text(self.config_text())
         log = open(self._dir / "mosquitto.log", "wb")  # noqa: SIM115 - lives as long as the broker
@@ -100,13 +117,13 @@ class MosquittoBroker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise BrokerUnavailableError(f"mosquitto exited: {self.log_text()[-500:]}")
+                raise BrokerStartError(f"mosquitto exited: {self.log_text()[-500:]}")
             with contextlib.suppress(OSError), socket.create_connection(
                     (self.host, self.port), timeout=0.2):
                 return self
             time.sleep(0.05)
         self.stop()
-        raise BrokerUnavailableError(f"mosquitto did not listen on port {self.port}")
+        raise BrokerStartError(f"mosquitto did not listen on port {self.port}")
 
     def log_text(self) -> str:
         if self._dir is None:

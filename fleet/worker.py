@@ -1,0 +1,264 @@
+"""One manager worker on the broker: consumes device messages, serves chunks, sends commands.
+
+Why it exists: this is the process-level glue between the broker and the fleet's state. It
+implements :class:`fleet.ports.DeviceChannel` (the rollout engine's way to reach devices) and
+runs three things:
+
+* a *control* MQTT session subscribed to ``state``, ``telemetry`` and ``fetch`` through MQTT 5
+  shared subscriptions (``$share/edgeops-managers/...``), so any number of workers against one
+  broker and one PostgreSQL split the load, and to ``status`` directly (every worker sees every
+  device's retained status and Last Will);
+* a consumer thread that feeds each message to :class:`fleet.ingest.Ingest`, flushes telemetry
+  in batches and acknowledges messages only once they are persisted (manual QoS 1 acks), so a
+  crashed worker loses nothing: the broker redelivers on the resumed session;
+* a *chunk* MQTT session used only by :class:`fleet.delivery.ChunkDelivery`, whose publish
+  acknowledgements drive the delivery's in-flight window and whose bytes are the manager's
+  artifact egress.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgeops.errors import EdgeOpsError
+from edgeops.protocol import SignedCommand, StateReport, topics
+from fleet.delivery import ArtifactInfo, ChunkDelivery, DeliveryConfig
+from fleet.ingest import Ingest, IngestConfig
+from fleet.mqtt import Inbound, MqttConnection, MqttOptions, TlsOptions
+from fleet.store import Store
+
+__all__ = ["ManagerWorker", "StoreCatalog", "WorkerConfig", "default_client_id"]
+
+log = logging.getLogger(__name__)
+
+_SHARED_CHANNELS = ("state", "telemetry", "fetch")
+
+
+def default_client_id() -> str:
+    return f"edgeops-manager-{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything tunable about a worker; see docs/FLEET_MQTT.md for the trade-offs."""
+
+    mqtt: MqttOptions | None = None          # None = defaults with the worker's client id
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    share_group: str = topics.SHARE_GROUP
+    connect_timeout_s: float = 10.0
+    store_retry_max_s: float = 5.0           # back-off ceiling while the database is down
+
+
+class StoreCatalog:
+    """Artifacts by digest from the store: the blob on disk plus which targets may fetch it.
+
+    A file under ``artifacts/<target>/`` in any published bundle belongs to that target; any
+    other bundle file (manifest.json, signatures.json) may go to every device. Bundles are
+    immutable, so answers are cached; a miss or a refusal re-reads the bundle list once.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._targets: dict[str, frozenset[str] | None] = {}
+        self._lock = threading.Lock()
+
+    def _reload(self) -> None:
+        found: dict[str, set[str] | None] = {}
+        for b in self.store.list_bundles():
+            for path, (sha, _size) in b.files.items():
+                t = _target_of(path)
+                if t is None:
+                    found[sha] = None
+                else:
+                    cur = found.setdefault(sha, set())
+                    if cur is not None:
+                        cur.add(t)
+        with self._lock:
+            self._targets = {s: (frozenset(t) if t is not None else None)
+                             for s, t in found.items()}
+
+    def artifact(self, sha256: str) -> ArtifactInfo | None:
+        path = self.store.artifact_path(sha256)
+        if path is None:
+            return None
+        if sha256 not in self._targets:
+            self._reload()
+        if sha256 not in self._targets:
+            return None      # a blob no published bundle lists: not deliverable
+        return ArtifactInfo(sha256, path.stat().st_size, path, self._targets[sha256])
+
+    def refresh(self) -> None:
+        self._reload()
+
+
+def _target_of(path: str) -> str | None:
+    parts = path.split("/")
+    for i, p in enumerate(parts[:-2]):
+        if p == "artifacts":
+            return parts[i + 1]
+    return None
+
+
+class ManagerWorker:
+    """A :class:`fleet.ports.DeviceChannel` over MQTT plus the ingest and delivery loops."""
+
+    def __init__(self, store: Store, broker_url: str, data_dir: Path | None = None, *,
+                 tls: TlsOptions | None = None, client_id: str | None = None,
+                 on_state: Callable[[StateReport], None] | None = None,
+                 on_status: Callable[[str, bool], None] | None = None,
+                 config: WorkerConfig | None = None,
+                 catalog: Any = None) -> None:
+        self.store = store
+        self.data_dir = data_dir
+        self.config = config or WorkerConfig()
+        self.client_id = client_id or default_client_id()
+        opts = self.config.mqtt or MqttOptions(client_id=self.client_id)
+        opts = replace(opts, client_id=self.client_id)
+        group = self.config.share_group
+        subs = [(topics.shared(f"{topics.PREFIX}/devices/+/{ch}", group), 1)
+                for ch in _SHARED_CHANNELS]
+        subs.append((f"{topics.PREFIX}/devices/+/status", 1))
+        self.control = MqttConnection(broker_url, opts, tls=tls, subscriptions=subs)
+        self.delivery = ChunkDelivery(catalog or StoreCatalog(store), self._publish_chunk,
+                                      self.config.delivery)
+        self.chunks = MqttConnection(
+            broker_url, replace(opts, client_id=f"{self.client_id}-chunks", clean_start=True,
+                                session_expiry_s=0, manual_ack=False),
+            tls=tls, on_published=self.delivery.published)
+        self.ingest = Ingest(store, delivery=self.delivery, on_state=on_state,
+                             on_status=on_status, config=self.config.ingest)
+        self._stop = threading.Event()
+        self._consumer: threading.Thread | None = None
+        self._unacked: list[Inbound] = []
+        self.errors = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect both sessions and start consuming; raises TransportError if no broker."""
+        self._stop.clear()
+        self.chunks.start(self.config.connect_timeout_s)
+        try:
+            self.control.start(self.config.connect_timeout_s)
+        except EdgeOpsError:
+            self.chunks.close()
+            raise
+        self.delivery.start()
+        self._consumer = threading.Thread(target=self._consume, name="ingest", daemon=True)
+        self._consumer.start()
+
+    def stop(self) -> None:
+        """Finish what is buffered, then disconnect (unacked work is redelivered later)."""
+        self._stop.set()
+        if self._consumer is not None:
+            self._consumer.join(timeout=15)
+            self._consumer = None
+        self.delivery.stop()
+        self.control.close()
+        self.chunks.close()
+
+    def __enter__(self) -> ManagerWorker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- DeviceChannel ---------------------------------------------------------------------
+    def send_desired(self, device_id: str, cmd: SignedCommand) -> None:
+        self.control.publish(topics.device_topic(device_id, "desired"), cmd.to_bytes(), qos=1,
+                             retain=True)
+
+    def send_command(self, device_id: str, cmd: SignedCommand) -> None:
+        self.control.publish(topics.device_topic(device_id, "commands"), cmd.to_bytes(), qos=1)
+
+    def publish_metadata(self, filename: str, data: bytes) -> None:
+        self.control.publish(topics.tuf_metadata(filename), data, qos=1, retain=True)
+
+    def clear_desired(self, device_id: str) -> None:
+        """Remove the retained desired state (device decommissioned)."""
+        self.control.publish(topics.device_topic(device_id, "desired"), b"", qos=1, retain=True)
+
+    # -- observability ---------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        d = self.delivery.stats
+        i = self.ingest.stats
+        return {"client_id": self.client_id, "received": self.control.received_messages,
+                "ingest": dict(i.counts), "telemetry_rows": i.telemetry_rows,
+                "telemetry_messages": i.telemetry_messages, "flushes": i.flushes,
+                "delivery": {"requests": d.requests, "rejected": d.rejected,
+                             "chunks_requested": d.chunks_requested,
+                             "chunks_published": d.chunks_published,
+                             "bytes_published": d.bytes_published},
+                "errors": self.errors}
+
+    # -- internals -------------------------------------------------------------------------
+    def _publish_chunk(self, topic: str, frame: bytes) -> int:
+        return self.chunks.publish(topic, frame, qos=1)
+
+    def _consume(self) -> None:
+        inbound = self.control.inbound
+        while True:
+            timeout = self.config.ingest.telemetry_flush_s if self.ingest.buffered_rows() else 0.2
+            try:
+                msg: Inbound | None = inbound.get(timeout=timeout)
+            except queue.Empty:
+                msg = None
+            if msg is not None:
+                self._retrying(functools.partial(self._handle, msg), attempts=5, give_up=msg.ack)
+            if self.ingest.flush_due() or (msg is None and self._unacked) or (
+                    inbound.empty() and self.ingest.buffered_rows()):
+                self._retrying(self._flush)
+            if msg is None and self._stop.is_set():
+                self._retrying(self._flush)
+                return
+
+    def _handle(self, msg: Inbound) -> None:
+        outcome = self.ingest.handle(msg.topic, msg.payload)
+        if outcome.value == "buffered":
+            self._unacked.append(msg)
+        else:
+            msg.ack()
+
+    def _flush(self) -> None:
+        self.ingest.flush()
+        for m in self._unacked:
+            m.ack()
+        self._unacked.clear()
+
+    def _retrying(self, fn: Callable[[], None], attempts: int = 0,
+                  give_up: Callable[[], None] | None = None) -> None:
+        """Store failures are transient (database restart): back off and retry, keeping the
+        buffer, instead of dropping or acknowledging anything. A single message that keeps
+        failing (``attempts``) is dropped with an error, so it cannot wedge the worker."""
+        delay = 0.05
+        tries = 0
+        while True:
+            try:
+                fn()
+                return
+            except Exception as exc:  # the store's driver errors are not ours to enumerate
+                self.errors += 1
+                tries += 1
+                if attempts and tries >= attempts:
+                    log.error("dropped a message after %d failed attempts: %s", tries, exc)
+                    if give_up is not None:
+                        give_up()
+                    return
+                log.error("store write failed (%s); retrying in %.2f s", exc, delay)
+                if self._stop.is_set() and delay >= self.config.store_retry_max_s:
+                    log.error("giving up at shutdown; unacknowledged messages will be "
+                              "redelivered by the broker")
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, self.config.store_retry_max_s)
