@@ -188,23 +188,19 @@ class RolloutEngine:
                         log.warning("stored command for %s is unreadable", row.device_id)
         return n
 
-    # -- device events (called by the MQTT worker) ------------------------------------------
-    def on_state(self, report: StateReport) -> bool:
-        """Persist a state report; False if it was replayed, stale or from an unknown device."""
-        ok = self.store.record_state(report)
-        if not ok:
-            log.info("dropped state report %d from %s (unknown device or not newer)",
-                     report.seq, report.device_id)
-        return ok
+    # -- device events ------------------------------------------------------------------------
+    # The MQTT worker's ingest persists state/status itself and then calls on_state/on_status;
+    # record_state/record_status do both, for callers without that ingest (tests, tools).
+    def on_state(self, report: StateReport) -> None:
+        """A state report was stored; progress is picked up by the next :meth:`tick`."""
+        log.debug("state %s from %s: %s", report.seq, report.device_id, report.phase)
 
-    def on_status(self, msg: StatusMessage) -> bool:
-        """Apply status; a device coming back gets its desired command re-signed if stale."""
-        ok = self.store.set_status(msg.device_id, msg.online, msg.ts or self.clock(),
-                                   msg.agent_version)
-        if not ok or not msg.online:
-            return ok
+    def on_status(self, device_id: str, online: bool) -> None:
+        """A device came online: re-sign its desired command if it is close to expiry."""
+        if not online:
+            return
         now = self.clock()
-        for row in self.store.device_deployments(msg.device_id, ("running",)):
+        for row in self.store.device_deployments(device_id, ("running",)):
             if row.state not in IN_FLIGHT_STATES or not row.command:
                 continue
             try:
@@ -213,9 +209,25 @@ class RolloutEngine:
                 continue
             if old.expires - now > self.signer.ttl_s / 2:
                 continue
-            cmd = self.signer.issue(msg.device_id, old.kind, old.body)
-            self.store.set_device_command(row.deployment_id, msg.device_id, cmd.to_bytes())
-            self.channel.send_desired(msg.device_id, cmd)
+            cmd = self.signer.issue(device_id, old.kind, old.body)
+            self.store.set_device_command(row.deployment_id, device_id, cmd.to_bytes())
+            self.channel.send_desired(device_id, cmd)
+
+    def record_state(self, report: StateReport) -> bool:
+        """Persist a state report; False if it was replayed, stale or from an unknown device."""
+        ok = self.store.record_state(report)
+        if ok:
+            self.on_state(report)
+        else:
+            log.info("dropped state report %d from %s (unknown device or not newer)",
+                     report.seq, report.device_id)
+        return ok
+
+    def record_status(self, msg: StatusMessage) -> bool:
+        ok = self.store.set_status(msg.device_id, msg.online, msg.ts or self.clock(),
+                                   msg.agent_version)
+        if ok:
+            self.on_status(msg.device_id, msg.online)
         return ok
 
     # -- operator actions --------------------------------------------------------------------
