@@ -35,6 +35,9 @@ SUPPORTED_OPS = frozenset({
 })
 _SPATIAL = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "Resize"}
 _PAD_MIN = -3.4e38
+# ONNX ops lowered exactly like another: all three only change the shape in ONNX order
+_SAME_LOWERING = {"Dropout": "Identity", "Flatten": "Reshape", "Squeeze": "Reshape",
+                  "Unsqueeze": "Reshape"}
 
 
 def _cl(rank: int) -> Perm:
@@ -161,8 +164,8 @@ class _Lowering:
         src_shape = self.g.tensors[ir].shape
         out_shape = tuple(onnx_shape[w] for w in want)
         out = self.g.add_tensor(key_name + "__" + "".join(map(str, want)), out_shape)
-        moved = [src_shape[i] for i in q if src_shape[i] != 1]
-        if moved == [d for d in src_shape if d != 1]:
+        moved = [i for i in q if src_shape[i] != 1]
+        if moved == sorted(moved):
             self._reshape(ir, out, out_shape)        # only size-1 axes move: memory order kept
         else:
             self.g.add_op("TRANSPOSE", [ir, self.g.add_const("perm", np.array(q, np.int32))],
@@ -194,7 +197,7 @@ class _Lowering:
             self.g.inputs.append(self.new(vi.name, perm))
             self.io_layout[vi.name] = self._layout_record(perm)
         for n in g.node:
-            getattr(self, "op_" + n.op_type)(n, _attrs(n))
+            getattr(self, "op_" + _SAME_LOWERING.get(n.op_type, n.op_type))(n, _attrs(n))
         for o in g.output:
             perm = self.perm_of(o.name)
             if self.keep_io or not (len(perm) == 4 and perm == _cl(4)):
@@ -287,8 +290,6 @@ class _Lowering:
         else:
             self.val[n.output[0]] = self.val[n.input[0]]
 
-    op_Dropout = op_Identity
-
     def op_Conv(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
         x, was1d = self._to4d(n.input[0])
         w = np.asarray(self.p.consts[n.input[1]], np.float32)
@@ -345,7 +346,7 @@ class _Lowering:
         w = np.asarray(self.p.consts[n.input[1]], np.float32)   # [C_in, C_out, kh, kw]
         if was1d:
             w = w[:, :, None, :]
-        cin, o, kh, kw = w.shape
+        _, o, kh, kw = w.shape
         bias = np.asarray(self.const(n.input[2]) if len(n.input) > 2 and n.input[2]
                           else np.zeros(o), np.float32)
         nb, h, wd, _ = self.g.tensors[x].shape
@@ -568,7 +569,7 @@ class _Lowering:
                                         f"{axis}.. of a rank-{rank} tensor")
         perm = self.perm_of(n.input[0])
         if perm[-1] != axis:
-            perm = tuple(p for p in _ident(rank) if p != axis) + (axis,)
+            perm = (*tuple(p for p in _ident(rank) if p != axis), axis)
         x = self.get(n.input[0], perm)
         y = self.new(n.output[0], perm)
         self.g.add_op("SOFTMAX", [x], [y], n.name, beta=1.0)
@@ -610,10 +611,6 @@ class _Lowering:
 
     def op_Reshape(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
         self._reshape_node(n)
-
-    op_Flatten = op_Reshape
-    op_Squeeze = op_Reshape
-    op_Unsqueeze = op_Reshape
 
     def op_Transpose(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
         rank = len(self.shape(n.input[0]))

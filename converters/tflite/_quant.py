@@ -159,7 +159,8 @@ class FullIntSettings:
 
 
 def _quantise_array(x: np.ndarray, q: Quant) -> np.ndarray:
-    return np.clip(np.round(x / q.scale[0]) + q.zero_point[0], -128, 127).astype(np.int8)
+    out: np.ndarray = np.clip(np.round(x / q.scale[0]) + q.zero_point[0], -128, 127)
+    return out.astype(np.int8)
 
 
 def to_full_int8(g: Graph, ranges: Ranges, st: FullIntSettings) -> dict[str, object]:

@@ -89,7 +89,7 @@ def write_flatbuffer(g: Graph, description: str = "edgeops") -> bytes:
     empty = s.BufferT()
     model.buffers = [empty]                     # buffer 0 is the conventional empty buffer
     index: dict[str, int] = {}
-    tensors = []
+    tensors: list[Any] = []
     for name, t in g.tensors.items():
         tt = s.TensorT()
         tt.name = name

@@ -73,7 +73,6 @@ def tflite_backend(ctx: BackendContext) -> BuiltArtifact:
     opts = ctx.profile.options
     full_int = ctx.precision == "int8"
     cal = ctx.shared["calibration"]
-    val = ctx.shared["validation"]
     ctx.progress(f"{ctx.profile.name}: lowering ONNX to TFLite ({ctx.precision})")
     res = convert(
         ctx.shared["model"], precision=ctx.precision, input_shapes=ctx.request.input_shapes,
