@@ -1,0 +1,166 @@
+"""Local inference: in-process API, Unix socket and loopback HTTP, swaps under load."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device_agent.inference import (
+    InferenceLimits,
+    InferenceService,
+    LoadedModel,
+    LocalApiServer,
+    LocalClient,
+    NoModelError,
+    PredictInputError,
+)
+from device_agent.slots import SlotStore
+from edgeops.errors import TransportError
+from tests.device_agent.bundles import FEATURES, Fleet, build_bundle, bundle_parts
+
+X = np.arange(2 * FEATURES, dtype=np.float32).reshape(2, FEATURES)
+
+
+def installed(store: SlotStore, bundle: Path) -> LoadedModel:
+    parts = bundle_parts(bundle)
+    w = store.begin_install()
+    w.write_bytes("manifest.json", parts.manifest)
+    w.write_bytes("model.onnx", parts.artifact)
+    info = w.commit(name="classifier", version=bundle.name.split("-")[1], target="x86-cpu",
+                    model_file="model.onnx")
+    store.activate(info.slot)
+    store.confirm()
+    return LoadedModel.from_slot(store, info)
+
+
+@pytest.fixture
+def models(tmp_path: Path, fleet: Fleet, bundle_dir: Path) -> tuple[LoadedModel, LoadedModel]:
+    store = SlotStore(tmp_path / "slots")
+    m1 = installed(store, build_bundle(bundle_dir, fleet, version="1.0.0", scale=2.0))
+    m2 = installed(store, build_bundle(bundle_dir, fleet, version="2.0.0", scale=3.0))
+    return m1, m2
+
+
+def test_in_process_predict_and_stats(models: tuple[LoadedModel, LoadedModel]) -> None:
+    svc = InferenceService()
+    with pytest.raises(NoModelError):
+        svc.predict({"x": X})
+    svc.swap(models[0])
+    np.testing.assert_allclose(svc.predict({"x": X})["y"], X * 2 + 1)
+    # lists and float64 are cast to the model's dtype
+    np.testing.assert_allclose(svc.predict({"x": X.astype(np.float64)})["y"], X * 2 + 1)
+    for bad, needle in (({}, "missing"), ({"x": X, "z": X}, "unexpected"),
+                        ({"x": X[:, :2]}, "shape"), ({"x": np.array(["a"] * 4)}, "x")):
+        with pytest.raises(PredictInputError, match=needle):
+            svc.predict(bad)
+    snap = svc.stats.snapshot()
+    assert snap["count"] == 6 and snap["errors"] == 4
+    assert snap["p50_ms"] is not None and sum(snap["histogram"]["counts"]) == 6
+    assert svc.stats.snapshot(reset=True)["count"] == 6
+    assert svc.stats.snapshot()["count"] == 0
+
+
+@pytest.mark.parametrize("transport", ["http", "unix"])
+def test_socket_api_json_and_npz(tmp_path: Path, models: tuple[LoadedModel, LoadedModel],
+                                 transport: str) -> None:
+    svc = InferenceService()
+    sock = Path(f"/tmp/edgeops-test-{tmp_path.name[-12:]}.sock")
+    kw = {"http": ("127.0.0.1", 0)} if transport == "http" else {"unix_socket": sock}
+    with LocalApiServer(svc, limits=InferenceLimits(max_request_bytes=4096), **kw) as srv:
+        client = LocalClient(http=srv.http_address) if transport == "http" \
+            else LocalClient(unix_socket=sock)
+        status, body, _ = client.request("GET", "/v1/model")
+        assert status == 503 and "no model" in json.loads(body)["error"]
+        with pytest.raises(PredictInputError, match="503"):
+            client.predict({"x": X})
+        svc.swap(models[0])
+        status, body, _ = client.request("GET", "/v1/model")
+        assert status == 200 and json.loads(body)["model"]["version"] == "1.0.0"
+        np.testing.assert_allclose(client.predict({"x": X})["y"], X * 2 + 1)
+        np.testing.assert_allclose(client.predict({"x": X}, npz=False)["y"], X * 2 + 1)
+        status, body, _ = client.request("POST", "/v1/predict", b"{not json")
+        assert status == 400 and "inputs" in json.loads(body)["error"]
+        status, body, _ = client.request("POST", "/v1/predict", b"garbage", "application/x-npz")
+        assert status == 400 and "npz" in json.loads(body)["error"]
+        status, body, _ = client.request("POST", "/v1/predict",
+                                         json.dumps({"inputs": {"x": [[1, 2]]}}).encode())
+        assert status == 400 and "shape" in json.loads(body)["error"]
+        status, body, _ = client.request("POST", "/v1/predict", b"x" * 5000)
+        assert status == 413
+        client.close()
+        client = LocalClient(http=srv.http_address) if transport == "http" \
+            else LocalClient(unix_socket=sock)
+        status, body, _ = client.request("GET", "/v1/stats")
+        assert status == 200 and json.loads(body)["count"] >= 3
+        assert client.request("GET", "/nope")[0] == 404
+        client.close()
+    if transport == "unix":
+        assert not sock.exists()
+
+
+def test_bind_failure_is_one_transport_error() -> None:
+    svc = InferenceService()
+    with LocalApiServer(svc, http=("127.0.0.1", 0)) as srv:
+        assert srv.http_address is not None
+        with pytest.raises(TransportError, match="local inference API"):
+            LocalApiServer(svc, http=srv.http_address)
+
+
+def test_swap_under_concurrent_load_fails_no_request(
+        tmp_path: Path, models: tuple[LoadedModel, LoadedModel]) -> None:
+    """Threads predict in-process and over the socket while the model flips 40 times."""
+    m1, _ = models
+    store = SlotStore(tmp_path / "slots")
+    want = {"1.0.0": X * 2 + 1, "2.0.0": X * 3 + 1}
+    svc = InferenceService()
+    svc.swap(m1)
+    stop = threading.Event()
+    failures: list[str] = []
+    answers: dict[str, int] = {"1.0.0": 0, "2.0.0": 0}
+    lock = threading.Lock()
+
+    def check(y: np.ndarray) -> None:
+        for version, expected in want.items():
+            if np.allclose(y, expected):
+                with lock:
+                    answers[version] += 1
+                return
+        failures.append(f"output matches neither model: {y.tolist()}")
+
+    def in_process() -> None:
+        while not stop.is_set():
+            try:
+                check(svc.predict({"x": X})["y"])
+            except Exception as exc:
+                failures.append(repr(exc))
+
+    def over_socket(address: tuple[str, int]) -> None:
+        client = LocalClient(http=address)
+        while not stop.is_set():
+            try:
+                check(client.predict({"x": X})["y"])
+            except Exception as exc:
+                failures.append(repr(exc))
+        client.close()
+
+    with LocalApiServer(svc, http=("127.0.0.1", 0)) as srv:
+        assert srv.http_address is not None
+        threads = [threading.Thread(target=in_process) for _ in range(3)]
+        threads += [threading.Thread(target=over_socket, args=(srv.http_address,))
+                    for _ in range(2)]
+        for t in threads:
+            t.start()
+        for i in range(40):
+            # a fresh session from disk each time, as an activation loads one; the session
+            # it replaces is dropped while requests may still be running on it
+            svc.load_slot(store, store.info("b" if i % 2 == 0 else "a"))
+            threading.Event().wait(0.01)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert not failures, failures[:5]
+    assert answers["1.0.0"] > 0 and answers["2.0.0"] > 0
