@@ -176,7 +176,8 @@ class MqttConnection:
             except (RuntimeError, ValueError):
                 pass  # connection dropped meanwhile: the Last Will says the same thing
         self._stop.set()
-        self._client.disconnect()
+        if self.connected.is_set():
+            self._client.disconnect()
         self._thread.join(timeout_s + self.settings.keepalive_s)
         self._thread = None
         self.connected.clear()
@@ -238,7 +239,8 @@ class MqttConnection:
                 self._wait_backoff()
         # let paho flush the DISCONNECT packet queued by stop()
         for _ in range(5):
-            if self._client.loop(timeout=0.1) != paho.MQTT_ERR_SUCCESS:
+            if self._client.socket() is None or \
+                    self._client.loop(timeout=0.1) != paho.MQTT_ERR_SUCCESS:
                 break
 
     def _wait_backoff(self) -> None:
