@@ -45,6 +45,7 @@ __all__ = [
     "golden_npz",
     "make_fleet",
     "onnx_model",
+    "traversal_bundle",
 ]
 
 PASSPHRASE = b"test-passphrase"
@@ -173,3 +174,17 @@ def bundle_parts(path: Path, target: str = "x86-cpu") -> BundleParts:
 
 def check_model_loads(data: bytes) -> None:
     onnx.checker.check_model(onnx.load_from_string(data))
+
+
+def traversal_bundle(good: Path, out: Path) -> Path:
+    """Copy of a real bundle with one extra entry that climbs out of the bundle."""
+    import tarfile
+
+    with tarfile.open(good) as src, tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as dst:
+        for ti in src.getmembers():
+            dst.addfile(ti, src.extractfile(ti))
+        evil = tarfile.TarInfo("../../evil.sh")
+        payload = b"#!/bin/sh\necho pwned\n"
+        evil.size = len(payload)
+        dst.addfile(evil, io.BytesIO(payload))
+    return out
