@@ -108,16 +108,18 @@ def check_report_for_bundle(report: HardwareReport, bundle_path: Path) -> None:
             hint="fix the failures and run the hardware suite again; only passing reports bless")
 
 
-def _server_message(body: bytes) -> str:
+def _server_message(body: bytes) -> tuple[str, str | None]:
+    """The manager's ``{"error", "hint"}`` answer (fleet/api/app.py), or the raw text."""
     try:
         d = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        return body.decode("utf-8", "replace").strip()[:200]
+        return body.decode("utf-8", "replace").strip()[:200], None
     if isinstance(d, dict):
+        hint = d.get("hint") if isinstance(d.get("hint"), str) and d.get("hint") else None
         for key in ("error", "message", "detail"):
             if isinstance(d.get(key), str):
-                return str(d[key])
-    return str(d)[:200]
+                return str(d[key]), hint
+    return str(d)[:200], None
 
 
 def upload_blessing(fleet_url: str, token: str, bundle_path: Path, report_path: Path, *,
@@ -140,13 +142,13 @@ def upload_blessing(fleet_url: str, token: str, bundle_path: Path, report_path: 
                                     context=context) as resp:
             answer = resp.read(limits.max_response_bytes + 1)
     except urllib.error.HTTPError as exc:
-        message = _server_message(exc.read(limits.max_response_bytes))
+        message, hint = _server_message(exc.read(limits.max_response_bytes))
         where = f"fleet manager refused the blessing (HTTP {exc.code}): {message}"
         if exc.code in (401, 403):
             raise ConfigError(where, hint="check the API token (EDGEOPS_TOKEN) and its role"
                               ) from None
         if 400 <= exc.code < 500:
-            raise BlessingRejectedError(where) from None
+            raise BlessingRejectedError(where, hint=hint) from None
         raise TransportError(f"fleet manager failed (HTTP {exc.code}): {message}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)

@@ -168,7 +168,8 @@ def percentiles_ms(samples_s: Sequence[float]) -> tuple[float, float]:
 
 def latency_verdict(p50_ms: float, p95_ms: float, metrics: Mapping[str, Any],
                     margin_ratio: float) -> Verdict:
-    """Measured p50/p95 against the manifest's figures × margin, and p95 against the budget."""
+    """Measured p50/p95 against the manifest's p50/p95, and p95 against its budget, each × the
+    stated margin (the device is not the build machine that wrote the figures)."""
     ref = {k: resolve_figure(metrics, keys) for k, keys in LATENCY_KEYS.items()}
     figures: dict[str, Any] = {"p50_ms": round(p50_ms, 4), "p95_ms": round(p95_ms, 4),
                                "margin_ratio": margin_ratio,
@@ -183,8 +184,8 @@ def latency_verdict(p50_ms: float, p95_ms: float, metrics: Mapping[str, Any],
             problems.append(f"{key[:3]} {measured:.3f} ms > manifest {limit:.3f} ms × "
                             f"{margin_ratio:g}")
     budget = ref["budget_ms"]
-    if budget is not None and p95_ms > budget:
-        problems.append(f"p95 {p95_ms:.3f} ms > budget {budget:.3f} ms")
+    if budget is not None and p95_ms > budget * margin_ratio:
+        problems.append(f"p95 {p95_ms:.3f} ms > budget {budget:.3f} ms × {margin_ratio:g}")
     if problems:
         return Verdict(False, "latency over the manifest's figures: " + "; ".join(problems),
                        figures)

@@ -268,7 +268,7 @@ def _message(report: pytest.TestReport) -> str:
         return str(lr[2]).removeprefix("Skipped: ")
     crash = getattr(lr, "reprcrash", None)
     if crash is not None:
-        return str(crash.message).strip()
+        return str(crash.message).strip().removeprefix("Failed: ")
     text = str(lr or "").strip()
     return text.splitlines()[-1] if text else ""
 

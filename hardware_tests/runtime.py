@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +27,10 @@ __all__ = [
     "LoadedModel",
     "ModelLoadError",
     "ProviderFallbackError",
+    "intended_provider",
     "load_model",
+    "require_active",
+    "require_available",
     "runtime_versions",
 ]
 
@@ -86,13 +89,30 @@ class _OrtModel:
         return dict(zip(names, self.session.run(names, feeds), strict=True))
 
 
+def require_available(intended: str, available: Sequence[str], runtime: str) -> None:
+    """Raise :class:`HardwareMissing` (skip, naming it) when ``intended`` is not installed."""
+    if intended not in available:
+        raise HardwareMissing(f"{intended} is not available in this {runtime} build "
+                              f"(available: {', '.join(available) or 'none'})")
+
+
+def require_active(intended: str, active: Sequence[str]) -> None:
+    """Raise :class:`ProviderFallbackError` unless ``intended`` is the session's first provider.
+
+    ONNX Runtime lists the providers a session actually uses, best first; an installed provider
+    that failed to start (missing driver, library or unsupported op set) is simply absent.
+    """
+    if not active or active[0] != intended:
+        raise ProviderFallbackError(
+            f"{intended} was requested and is installed, but the session runs on "
+            f"{', '.join(active) or 'nothing'}: the provider silently fell back")
+
+
 def _load_ort(path: Path, artifact: ArtifactEntry, intended: str, threads: int) -> _OrtModel:
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    if intended not in available:
-        raise HardwareMissing(f"{intended} is not available in this onnxruntime "
-                              f"{ort.__version__} build (available: {', '.join(available)})")
+    require_available(intended, available, f"onnxruntime {ort.__version__}")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -110,10 +130,7 @@ def _load_ort(path: Path, artifact: ArtifactEntry, intended: str, threads: int) 
         raise ModelLoadError(f"onnxruntime cannot load {artifact.file.path}: {first[:300]}"
                              ) from None
     active = tuple(session.get_providers())
-    if not active or active[0] != intended:
-        raise ProviderFallbackError(
-            f"{intended} was requested and is installed, but the session runs on "
-            f"{', '.join(active) or 'nothing'}: the provider silently fell back")
+    require_active(intended, active)
     return _OrtModel(session, intended, active)
 
 
@@ -124,30 +141,36 @@ class _LiteRtModel:
     intended_provider: str
     active_providers: tuple[str, ...]
     runtime: str = "litert"
-    _shapes: dict[int, tuple[int, ...]] | None = None
+    _shapes: tuple[tuple[int, ...], ...] | None = None
+    _inputs: list[dict[str, Any]] = field(default_factory=list)
+    _outputs: list[tuple[str, int]] = field(default_factory=list)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         it = self.interpreter
-        details = it.get_input_details()
-        shapes = {d["index"]: tuple(np.asarray(self._feed(d, inputs, i)).shape)
-                  for i, d in enumerate(details)}
-        if shapes != self._shapes:
-            for idx, shape in shapes.items():
-                it.resize_tensor_input(idx, list(shape), strict=False)
+        if not self._inputs:
+            self._inputs = list(it.get_input_details())
+        feeds = [self._feed(d, inputs, i) for i, d in enumerate(self._inputs)]
+        shapes = tuple(tuple(np.shape(f)) for f in feeds)
+        if shapes != self._shapes:            # resize only when the batch shape changes
+            for d, shape in zip(self._inputs, shapes, strict=True):
+                it.resize_tensor_input(d["index"], list(shape), strict=False)
             it.allocate_tensors()
+            self._inputs = list(it.get_input_details())
+            self._outputs = self._map_outputs(it.get_output_details())
             self._shapes = shapes
-        for i, d in enumerate(it.get_input_details()):
-            it.set_tensor(d["index"], np.ascontiguousarray(self._feed(d, inputs, i),
-                                                           dtype=d["dtype"]))
+        for d, f in zip(self._inputs, feeds, strict=True):
+            it.set_tensor(d["index"], np.ascontiguousarray(f, dtype=d["dtype"]))
         it.invoke()
-        outs = it.get_output_details()
-        by_name = {d["name"]: d for d in outs}
-        result: dict[str, np.ndarray] = {}
+        return {name: np.array(it.get_tensor(index)) for name, index in self._outputs}
+
+    def _map_outputs(self, details: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
+        by_name = {d["name"]: d for d in details}
+        mapped = []
         for pos, name in enumerate(self.output_names):
-            d = by_name.get(name, outs[pos] if pos < len(outs) else None)
+            d = by_name.get(name, details[pos] if pos < len(details) else None)
             if d is not None:
-                result[name] = np.array(it.get_tensor(d["index"]))
-        return result
+                mapped.append((name, int(d["index"])))
+        return mapped
 
     @staticmethod
     def _feed(detail: Mapping[str, Any], inputs: Mapping[str, np.ndarray], pos: int) -> Any:
