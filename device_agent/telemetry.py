@@ -1,0 +1,239 @@
+"""Telemetry: what the agent measures, and the on-disk queue that gets it to the fleet.
+
+Why it exists: devices go offline for hours (tunnels, broker restarts, power cuts) and the fleet
+still needs their heartbeats, system and inference figures and the data-drift signal. Records
+are appended to a bounded SQLite queue first and leave it only when the broker has acknowledged
+the batch (QoS 1 PUBACK), so neither an outage nor an agent restart loses any; when the bound
+is hit the oldest go first and ``dropped`` says how many.
+
+Record kinds (docs/PROTOCOL.md ``telemetry``): ``heartbeat``, ``system``, ``inference``,
+``drift``. Pure builders here; the daemon decides when to call them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DurableQueue",
+    "FeatureStats",
+    "TelemetryLimits",
+    "drift_record",
+    "system_record",
+    "take_batch",
+]
+
+
+@dataclass(frozen=True)
+class TelemetryLimits:
+    """Bounds with units in the names; the queue bound comes from the agent config."""
+
+    max_records_per_batch: int = 1000          # TelemetryBatch.MAX_RECORDS
+    max_batch_bytes: int = 192 * 1024          # under Limits.max_mqtt_payload_bytes (256 KiB)
+    max_features: int = 64                     # per-input summaries kept for drift
+
+
+class DurableQueue:
+    """A bounded FIFO of byte records in SQLite (WAL), safe across crashes and restarts.
+
+    ``push`` never blocks on the network; ``peek``/``ack`` let the sender delete records only
+    after the broker acknowledged them. Thread-safe (one connection behind a lock).
+    """
+
+    def __init__(self, path: Path, max_records: int) -> None:
+        if max_records < 1:
+            raise ValueError("max_records must be at least 1")
+        self.path = path
+        self.max_records = max_records
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                         " body BLOB NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER)")
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('dropped', 0), ('seq', 0)")
+
+    def push(self, body: bytes) -> None:
+        self.push_many([body])
+
+    def push_many(self, bodies: list[bytes]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT INTO q (body) VALUES (?)", [(b,) for b in bodies])
+                (n,) = self._db.execute("SELECT COUNT(*) FROM q").fetchone()
+                excess = n - self.max_records
+                if excess > 0:      # the bound is hit: the oldest go first, and are counted
+                    self._db.execute("DELETE FROM q WHERE id IN (SELECT id FROM q ORDER BY id"
+                                     " LIMIT ?)", (excess,))
+                    self._db.execute("UPDATE meta SET v = v + ? WHERE k = 'dropped'", (excess,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def peek(self, n: int) -> list[tuple[int, bytes]]:
+        with self._lock:
+            return [(int(i), bytes(b)) for i, b in self._db.execute(
+                "SELECT id, body FROM q ORDER BY id LIMIT ?", (n,))]
+
+    def ack(self, last_id: int) -> None:
+        """Delete every record up to and including ``last_id`` (the batch was acknowledged)."""
+        with self._lock:
+            self._db.execute("DELETE FROM q WHERE id <= ?", (last_id,))
+
+    def next_seq(self) -> int:
+        """A persisted, increasing batch sequence number."""
+        with self._lock:
+            self._db.execute("UPDATE meta SET v = v + 1 WHERE k = 'seq'")
+            return int(self._db.execute("SELECT v FROM meta WHERE k = 'seq'").fetchone()[0])
+
+    @property
+    def dropped(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT v FROM meta WHERE k='dropped'").fetchone()[0])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM q").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def take_batch(queue: DurableQueue, limits: TelemetryLimits = TelemetryLimits()
+               ) -> tuple[int, list[dict[str, Any]]] | None:
+    """The oldest records that fit one batch: (last id, records), or None if empty."""
+    rows = queue.peek(limits.max_records_per_batch)
+    if not rows:
+        return None
+    out: list[dict[str, Any]] = []
+    size, last = 0, rows[0][0]
+    for rid, body in rows:
+        if out and size + len(body) + 1 > limits.max_batch_bytes:
+            break
+        try:
+            out.append(json.loads(body))
+        except ValueError:
+            pass  # a record the disk mangled is skipped (and acked with the batch)
+        size += len(body) + 1
+        last = rid
+    return last, out
+
+
+class FeatureStats:
+    """Running per-input-feature summaries (Welford), fed by the inference observer hook.
+
+    A "feature" is one model input; its values are summarised over all elements seen since the
+    last :meth:`drain`. Compared with the manifest's ``baseline`` this is the drift signal.
+    """
+
+    def __init__(self, max_features: int = 64) -> None:
+        self.max_features = max_features
+        self._lock = threading.Lock()
+        self._s: dict[str, list[float]] = {}   # name -> [n, mean, m2, min, max]
+
+    def observe(self, inputs: Mapping[str, np.ndarray], _latency_ms: float = 0.0,
+                _ok: bool = True) -> None:
+        """Signature matches ``InferenceService`` observers: (inputs, latency_ms, ok)."""
+        for name, arr in inputs.items():
+            a = np.asarray(arr)
+            if a.size == 0 or a.dtype.kind not in "fiub":
+                continue
+            a64 = a.astype(np.float64, copy=False)
+            finite = a64[np.isfinite(a64)]
+            if finite.size == 0:
+                continue
+            n_b, mean_b = float(finite.size), float(finite.mean())
+            m2_b = float(((finite - mean_b) ** 2).sum())
+            lo, hi = float(finite.min()), float(finite.max())
+            with self._lock:
+                s = self._s.get(name)
+                if s is None:
+                    if len(self._s) >= self.max_features:
+                        continue
+                    self._s[name] = [n_b, mean_b, m2_b, lo, hi]
+                    continue
+                n_a, mean_a, m2_a = s[0], s[1], s[2]
+                n = n_a + n_b
+                delta = mean_b - mean_a
+                s[0], s[1] = n, mean_a + delta * n_b / n
+                s[2] = m2_a + m2_b + delta * delta * n_a * n_b / n
+                s[3], s[4] = min(s[3], lo), max(s[4], hi)
+
+    def drain(self) -> dict[str, dict[str, float]]:
+        """Summaries since the last drain (count, mean, std, min, max), then start afresh."""
+        with self._lock:
+            s, self._s = self._s, {}
+        return {k: {"count": int(v[0]), "mean": v[1], "std": math.sqrt(v[2] / v[0]),
+                    "min": v[3], "max": v[4]} for k, v in s.items()}
+
+
+def drift_record(ts: float, live: Mapping[str, Mapping[str, float]],
+                 baseline: Mapping[str, Any], bundle: str | None) -> dict[str, Any] | None:
+    """Live summaries beside the manifest baseline, with a standardised mean shift per feature.
+
+    ``shift = |mean_live - mean_base| / std_base``: the fleet can alert on it without knowing
+    the model. None when nothing was observed.
+    """
+    if not live:
+        return None
+    features: dict[str, Any] = {}
+    for name, cur in live.items():
+        f = {k: _finite(v) for k, v in cur.items()}
+        base = baseline.get(name)
+        if isinstance(base, Mapping):
+            bmean, bstd = base.get("mean"), base.get("std")
+            if isinstance(bmean, int | float) and isinstance(bstd, int | float):
+                f["baseline_mean"], f["baseline_std"] = float(bmean), float(bstd)
+                f["shift"] = _finite(abs(cur["mean"] - bmean) / bstd) if bstd > 0 else None
+        features[name] = f
+    return {"kind": "drift", "ts": ts, "bundle": bundle, "features": features}
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+def system_record(ts: float, disk_path: Path) -> dict[str, Any]:
+    """CPU, memory, disk and (where the OS exposes it) temperature, via psutil."""
+    import psutil
+
+    rec: dict[str, Any] = {"kind": "system", "ts": ts,
+                           "cpu_pct": psutil.cpu_percent(interval=None),
+                           "mem_mb": round(psutil.virtual_memory().used / 2**20, 1),
+                           "mem_pct": psutil.virtual_memory().percent,
+                           "agent_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1)}
+    try:
+        rec["disk_free_mb"] = round(psutil.disk_usage(str(disk_path)).free / 2**20, 1)
+    except OSError:
+        rec["disk_free_mb"] = None
+    rec["temp_c"] = _temperature()
+    return rec
+
+
+def _temperature() -> float | None:
+    import psutil
+
+    reader = getattr(psutil, "sensors_temperatures", None)
+    if reader is None:
+        return None
+    try:
+        temps = reader()
+    except (OSError, RuntimeError):
+        return None
+    values = [t.current for entries in temps.values() for t in entries
+              if isinstance(t.current, int | float) and t.current > 0]
+    return round(max(values), 1) if values else None
