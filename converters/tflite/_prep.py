@@ -69,15 +69,16 @@ def fix_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[in
                     f"model's shape {'x'.join('?' if d is None else str(d) for d in dims)}",
                     hint="keep the rank and the static dims, fix only the dynamic ones")
         else:
-            rest = [i for i, d in enumerate(dims) if d is None and i != 0]
-            if (dims and dims[0] is None and require_static) or rest:
+            # a dynamic batch becomes 1 (samples are fed one at a time), as in converters/build
+            if any(d is None for d in dims[1:]):
                 dynamic.append(f"{vi.name} {'x'.join('?' if d is None else str(d) for d in dims)}")
                 continue
             shape = tuple(1 if d is None else d for d in dims)   # dynamic batch → 1
         fixed[vi.name] = shape
     if dynamic:
+        why = "needs static shapes" if require_static else "writes static shapes (TFLite)"
         raise UnsupportedModelError(
-            f"target {target} needs static shapes; dynamic dims in: {', '.join(dynamic)}",
+            f"target {target} {why}; dynamic dims in: {', '.join(dynamic)}",
             hint="fix them with --input-shape NAME=1x3x224x224")
     for vi in model.graph.input:
         if vi.name in fixed:
@@ -179,17 +180,19 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]],
                     continue
             if (n.op_type not in _NO_FOLD and n.domain in ("", "ai.onnx")
                     and all((not i) or i in consts for i in n.input) and n.input):
-                vals = _eval_node(n, [consts.get(i) if i else None for i in n.input], opset,
-                                  list(model.opset_import))
-                for o, v in zip(n.output, vals, strict=False):
-                    consts[o] = v
-                changed = True
-                continue
+                try:
+                    vals = _eval_node(n, [consts.get(i) if i else None for i in n.input], opset,
+                                      list(model.opset_import))
+                except Exception:
+                    vals = None
+                if vals is not None:
+                    for o, v in zip(n.output, vals, strict=False):
+                        consts[o] = v
+                    changed = True
+                    continue
             if n.op_type == "DequantizeLinear" and n.input[0] in consts and all(
                     (not i) or i in consts for i in n.input):
-                vals = _eval_node(n, [consts.get(i) if i else None for i in n.input], opset,
-                                  list(model.opset_import))
-                consts[n.output[0]] = vals[0].astype(np.float32)
+                consts[n.output[0]] = _dequantize(n, consts)
                 changed = True
                 continue
             kept.append(n)
@@ -242,6 +245,21 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]],
         shapes[k] = tuple(v.shape)
         dtypes[k] = v.dtype
     return Prepared(g, opset, consts, shapes, dtypes, fixed, quant_hints)
+
+
+def _dequantize(n: onnx.NodeProto, consts: dict[str, np.ndarray]) -> np.ndarray:
+    """DequantizeLinear on a constant (per-tensor or per-axis), in numpy."""
+    q = consts[n.input[0]].astype(np.float64)
+    scale = np.asarray(consts[n.input[1]], np.float64)
+    zp = np.asarray(consts[n.input[2]], np.float64) if len(n.input) > 2 and n.input[2] \
+        else np.zeros_like(scale)
+    if scale.ndim == 1 and scale.size > 1:
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 1) % q.ndim
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    out: np.ndarray = ((q - zp) * scale).astype(np.float32)
+    return out
 
 
 def _used(name: str, nodes: list[onnx.NodeProto], outputs: set[str],

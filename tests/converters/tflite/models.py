@@ -13,7 +13,7 @@ from onnx import numpy_helper as nh
 __all__ = ["OP_CASES", "W", "feed", "graph", "mobilenet_block", "ort_run", "segmenter"]
 
 
-def W(rng: np.random.Generator, name: str, *shape: int, scale: float = 0.3,  # noqa: N802
+def W(rng: np.random.Generator, name: str, *shape: int, scale: float = 0.3,
       positive: bool = False) -> onnx.TensorProto:
     a = rng.standard_normal(shape) * scale
     if positive:

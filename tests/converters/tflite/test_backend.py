@@ -1,0 +1,108 @@
+"""The tflite backend through converters.build and `edgeops build`: accepted artifacts only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters.api import BuildRequest, get_backend
+from converters.build import build
+from converters.tflite import tflite_backend
+from converters.tflite._runtime import LiteRT
+from edgeops.bundle import read_bundle
+from tests.converters.tflite.models import feed, mobilenet_block, segmenter
+
+
+def _save(model, path: Path) -> Path:
+    import onnx
+
+    onnx.save(model, str(path))
+    return path
+
+
+def _cal(model, path: Path, n: int = 24, seed: int = 0) -> Path:
+    samples = feed(model, seed, n=n)
+    np.savez(path, **{k: np.concatenate([s[k] for s in samples]) for k in samples[0]})
+    return path
+
+
+def _golden(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    ins, outs = {}, {}
+    with np.load(path) as z:
+        for k in z.files:
+            (ins if k.startswith("input/") else outs)[k.split("/", 1)[1]] = z[k]
+    return ins, outs
+
+
+def test_import_registers_backend() -> None:
+    assert get_backend("tflite") is tflite_backend
+
+
+@pytest.mark.parametrize(("target", "precision"), [("tflite-cpu", "fp32"),
+                                                   ("tflite-cpu", "fp16"),
+                                                   ("tflite-cpu", "int8-dynamic"),
+                                                   ("edgetpu", "int8"), ("ethos-u", "int8")])
+def test_build_accepts_and_golden_replays(tmp_path: Path, target: str, precision: str) -> None:
+    m = mobilenet_block()
+    src = _save(m, tmp_path / "m.onnx")
+    cal = _cal(m, tmp_path / "cal.npz")
+    req = BuildRequest(model=src, name="m", version="1.0.0", targets=(target,),
+                       precision=precision, calibration=cal, max_accuracy_drop=0.05)
+    outcome = build(req, lambda _m: None, tmp_path / "work")
+    (a,) = outcome.artifacts
+    assert a.format == "tflite" and a.path.name == "model.tflite" and a.path.exists()
+    assert a.metrics["latency"]["threads"] == 1 and a.metrics["latency"]["p50_ms"] > 0
+    assert a.metrics["size_bytes"] == a.path.stat().st_size
+    acc = a.metrics["accuracy"]["summary"]
+    if precision == "fp32":
+        assert acc["max_abs_error"] <= 1e-4 * 1.0    # softmax outputs: magnitude <= 1
+    assert acc["cosine_min"] >= 0.98
+    assert a.details["io_layout"]["x"]["layout"] == "NHWC"
+    rt = LiteRT(a.path.read_bytes())
+    ins, outs = _golden(a.golden_path)
+    assert ins["x"].shape[1:] == (16, 16, 3)             # artifact layout, samples first
+    for i in range(ins["x"].shape[0]):
+        (got,) = rt.run([ins["x"][i:i + 1]])
+        diff = np.abs(got[0].astype(np.float64) - outs["prob"][i].astype(np.float64))
+        assert (diff <= a.tolerance["atol"] + a.tolerance["rtol"] * np.abs(outs["prob"][i])).all()
+    if target in ("edgetpu", "ethos-u"):
+        assert ins["x"].dtype == np.int8 and a.details["io_dtype"] == "int8"
+        rep = a.metrics["npu_compatibility"]
+        assert rep["accelerator"] == target and rep["fully_mapped"]
+        assert set(a.details["io_quantization"]) == {"x", "prob"}
+    else:
+        assert "npu_compatibility" not in a.metrics
+
+
+def test_keep_io_layout_golden_in_onnx_layout(tmp_path: Path) -> None:
+    m = segmenter()
+    src = _save(m, tmp_path / "s.onnx")
+    req = BuildRequest(model=src, name="s", version="1.0.0", targets=("tflite-cpu",),
+                       keep_io_layout=True, calibration=_cal(m, tmp_path / "c.npz", n=4))
+    (a,) = build(req, lambda _m: None, tmp_path / "work").artifacts
+    ins, outs = _golden(a.golden_path)
+    assert ins["x"].shape[1:] == (3, 16, 16) and outs["y"].shape[1:] == (4, 16, 16)
+    assert a.details["io_layout"]["y"]["layout"] == "NCHW"
+
+
+def test_cli_build_reports_tflite_targets(cli, keys_home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    m = mobilenet_block()
+    src = _save(m, tmp_path / "m.onnx")
+    cal = _cal(m, tmp_path / "cal.npz")
+    out = tmp_path / "out"
+    res = cli("build", src, "--name", "m", "--version", "1.0.0", "--target", "tflite-cpu",
+              "--target", "edgetpu", "--target", "ethos-u", "--calibration", cal,
+              "--max-accuracy-drop", "0.05", "--out", out, "--json")
+    assert res.code == 0, res.err
+    doc = json.loads(res.out)
+    assert set(doc["targets"]) == {"tflite-cpu", "edgetpu", "ethos-u"}
+    assert doc["targets"]["edgetpu"]["metrics"]["npu_compatibility"]["accelerator"] == "edgetpu"
+    bundle = read_bundle(Path(doc["bundle"]))
+    entry = next(e for e in bundle.manifest.artifacts if e.target == "edgetpu")
+    assert entry.format == "tflite" and entry.details["io_dtype"] == "int8"
+    assert entry.metrics["npu_compatibility"]["fully_mapped"] is True
+    model = bundle.read_file(entry.file.path)
+    assert LiteRT(model).inputs[0]["dtype"] == np.int8

@@ -1,0 +1,134 @@
+"""Bad input for the TFLite targets: one clear error line each, non-zero exit, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper as h
+
+from converters.tflite import convert
+from edgeops.errors import UnsupportedModelError, UsageError
+from tests.converters import zoo
+from tests.converters.conftest import listing
+from tests.converters.tflite.models import W, graph, mobilenet_block
+
+
+def _build(cli, model: Path, out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return cli("build", model, "--name", "m", "--version", "1.0.0", "--out", out, *extra)
+
+
+def _assert_refused(res, out: Path, code: int, *needles: str) -> str:  # type: ignore[no-untyped-def]
+    assert res.code == code, res.err
+    lines = [ln for ln in res.err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, res.err
+    assert "Traceback" not in res.err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert listing(out) == []
+    return lines[0]
+
+
+def _two_unsupported() -> onnx.ModelProto:
+    r = np.random.default_rng(0)
+    n = h.make_node
+    return graph([n("Conv", ["x", "w"], ["c"], name="conv"), n("Erf", ["c"], ["e"], name="erf1"),
+                  n("Resize", ["e", "", "s"], ["u"], mode="cubic", name="cubic_up"),
+                  n("Relu", ["u"], ["y"])], {"x": [1, 3, 8, 8]}, ["y"],
+                 [W(r, "w", 4, 3, 1, 1),
+                  onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s")])
+
+
+def test_unsupported_ops_listed_all_at_once_by_the_library() -> None:
+    with pytest.raises(UnsupportedModelError) as ei:
+        convert(_two_unsupported())
+    msg = ei.value.message
+    assert "erf1 (Erf)" in msg and "cubic_up (Resize mode=cubic)" in msg
+    assert msg.startswith("2 node(s)")
+
+
+@pytest.mark.parametrize("target", ["tflite-cpu", "edgetpu", "ethos-u"])
+def test_unsupported_ops_cli(cli, keys_home: Path, tmp_path: Path, target: str) -> None:  # type: ignore[no-untyped-def]
+    p = tmp_path / "m.onnx"
+    onnx.save(_two_unsupported(), str(p))
+    out = tmp_path / "out"
+    _assert_refused(_build(cli, p, out, "--target", target), out, 1, "Erf", "Resize mode=cubic")
+
+
+def test_dynamic_dims_without_input_shape_fail_for_npu_targets_in_the_library() -> None:
+    m = zoo.convnet(13, dynamic_hw=True)
+    with pytest.raises(UnsupportedModelError) as ei:
+        convert(m, precision="int8", require_static=True, target="edgetpu", calibration=[])
+    assert "needs static shapes" in ei.value.message and "x" in ei.value.message
+    assert "--input-shape" in ei.value.hint
+    # tflite-cpu also writes static shapes, and says so
+    with pytest.raises(UnsupportedModelError, match="writes static shapes"):
+        convert(m, target="tflite-cpu")
+    # a dynamic batch alone becomes 1, as converters/build feeds samples one at a time
+    res = convert(mobilenet_block(), require_static=True, target="ethos-u")
+    assert res.graph.tensors[res.graph.inputs[0]].shape[0] == 1
+
+
+@pytest.mark.parametrize("target", ["edgetpu", "ethos-u"])
+def test_dynamic_dims_without_input_shape_cli(cli, keys_home: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                              target: str) -> None:
+    p = zoo.save(zoo.convnet(13, dynamic_hw=True), tmp_path / "dyn.onnx")
+    out = tmp_path / "out"
+    _assert_refused(_build(cli, p, out, "--target", target), out, 2, "static shapes",
+                    "--input-shape")
+
+
+def test_dynamic_dims_fixed_by_input_shape(cli, keys_home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    p = zoo.save(zoo.convnet(13, dynamic_hw=True), tmp_path / "dyn.onnx")
+    out = tmp_path / "out"
+    res = _build(cli, p, out, "--target", "edgetpu", "--input-shape", "x=1x3x16x16",
+                 "--max-accuracy-drop", "0.5")
+    assert res.code == 0, res.err
+    assert any(f.endswith(".edgebundle") for f in listing(out))
+
+
+def test_input_shape_contradicting_the_model_is_refused() -> None:
+    with pytest.raises(UnsupportedModelError, match="does not fit"):
+        convert(mobilenet_block(), input_shapes={"x": (1, 3, 32, 32)})
+    with pytest.raises(UnsupportedModelError, match="unknown inputs"):
+        convert(mobilenet_block(), input_shapes={"nope": (1,)})
+
+
+def test_int8_without_calibration_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="calibration"):
+        convert(mobilenet_block(), precision="int8")
+    with pytest.raises(UsageError, match="precision"):
+        convert(mobilenet_block(), precision="int4")
+
+
+@pytest.mark.parametrize("problem", ["nan", "wrong_key", "wrong_shape", "empty"])
+def test_bad_calibration_data(cli, keys_home: Path, tmp_path: Path, problem: str) -> None:  # type: ignore[no-untyped-def]
+    p = zoo.save(zoo.convnet(13), tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3, 16, 16)).astype(np.float32)
+    arrays = {"x": x}
+    if problem == "nan":
+        x[2, 0, 0, 0] = np.nan
+    elif problem == "wrong_key":
+        arrays = {"image": x}
+    elif problem == "wrong_shape":
+        arrays = {"x": x[:, :, :8, :8]}
+    else:
+        arrays = {"x": x[:0]}
+    cal = tmp_path / "cal.npz"
+    np.savez(cal, **arrays)
+    out = tmp_path / "out"
+    needle = {"nan": "NaN", "wrong_key": "missing", "wrong_shape": "shape",
+              "empty": "empty"}[problem]
+    _assert_refused(_build(cli, p, out, "--target", "edgetpu", "--calibration", cal), out, 1,
+                    "calibration", needle)
+
+
+def test_accuracy_gate_failure_writes_nothing(cli, keys_home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    p = zoo.save(zoo.outlier_mlp(), tmp_path / "mlp.onnx")
+    out = tmp_path / "out"
+    res = _build(cli, p, out, "--target", "ethos-u", "--max-accuracy-drop", "0.0")
+    line = _assert_refused(res, out, 1, "ethos-u")
+    assert "dropped" in line
