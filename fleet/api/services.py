@@ -1,0 +1,25 @@
+"""What the HTTP handlers work with: the store, repository, engine and enrolment settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeops.config import DEFAULT_LIMITS, Limits
+from fleet.enroll import EnrolSettings
+from fleet.repository import Repository
+from fleet.rollout import RolloutEngine
+from fleet.store import Store
+
+__all__ = ["Services"]
+
+
+@dataclass
+class Services:
+    store: Store
+    repository: Repository
+    engine: RolloutEngine
+    enrol: EnrolSettings
+    upload_dir: Path
+    limits: Limits = DEFAULT_LIMITS
+    max_json_bytes: int = 8 * 1024 * 1024

@@ -1,0 +1,193 @@
+"""``edgeops fleet serve``: wire store, keys, TUF repository, rollout loop, MQTT worker, HTTP.
+
+Start-up order matters: open (and migrate) the store; load the online keys and root.json from
+the key store; make sure an admin token exists (first start writes DATA/admin.token, 0600);
+connect the MQTT worker (or run without one and say so); re-publish the persisted commands of
+every notified device (:meth:`RolloutEngine.recover`) so a restart mid-rollout skips nobody;
+then serve HTTP while a background loop ticks the rollout engine and keeps TUF freshness
+metadata signed. SIGTERM/SIGINT stop uvicorn, then the loop, the worker and the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuf.api.metadata import Metadata, Root
+
+from edgeops.errors import ConfigError, KeyError_, UsageError
+from edgeops.fsutil import atomic_write
+from edgeops.keys import KeyStore
+from edgeops.protocol import SignedCommand
+from edgeops.trust import root_path
+from fleet.api import Services, create_app
+from fleet.api.auth import create_token
+from fleet.enroll import EnrolSettings
+from fleet.ports import CommandSigner, DeviceChannel
+from fleet.repository import Repository
+from fleet.rollout import RolloutEngine
+from fleet.store import Store, open_store
+
+__all__ = ["FleetServer", "OfflineChannel", "ServeOptions", "ensure_admin_token", "parse_listen"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    db: str
+    listen: str = "127.0.0.1:8080"
+    data: Path = Path("fleet-data")
+    broker: str | None = None
+    keys_home: Path | None = None
+    public_url: str | None = None           # what enrolled agents use to reach the API
+    device_broker_url: str | None = None    # what enrolled agents use to reach the broker
+    require_blessing: bool = False
+    tick_s: float = 1.0
+    refresh_s: float = 60.0
+
+
+class OfflineChannel:
+    """Used when no broker is configured: commands stay persisted, nothing is sent yet.
+
+    When the manager later runs with a broker, :meth:`RolloutEngine.recover` sends them.
+    """
+
+    def send_desired(self, device_id: str, cmd: SignedCommand) -> None:
+        log.debug("no broker: desired command %d for %s kept in the store only",
+                  cmd.command.seq, device_id)
+
+    def send_command(self, device_id: str, cmd: SignedCommand) -> None:
+        log.debug("no broker: command %d for %s dropped", cmd.command.seq, device_id)
+
+    def publish_metadata(self, filename: str, data: bytes) -> None:
+        log.debug("no broker: %s served over HTTP only", filename)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"--listen {listen!r} is not HOST:PORT", hint="e.g. 127.0.0.1:8080")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def ensure_admin_token(store: Store, data: Path) -> str | None:
+    """First start: create an admin token, write it to DATA/admin.token (0600), return it."""
+    if store.list_tokens():
+        return None
+    token, _ = create_token(store, "admin", "admin (first start)")
+    atomic_write(data / "admin.token", token.encode() + b"\n", mode=0o600)
+    return token
+
+
+class FleetServer:
+    def __init__(self, opts: ServeOptions) -> None:
+        self.opts = opts
+        opts.data.mkdir(parents=True, exist_ok=True)
+        keys = KeyStore(opts.keys_home) if opts.keys_home else KeyStore()
+        rp = root_path(keys)
+        if not rp.exists():
+            raise KeyError_(f"no TUF root at {rp}", hint="run `edgeops keys init` first (or "
+                                                         "pass --keys EDGEOPS_HOME)")
+        self.root = Metadata[Root].from_file(str(rp))
+        self.store = open_store(opts.db, opts.data)
+        self.admin_token = ensure_admin_token(self.store, opts.data)
+        self.worker: Any = None
+        self.channel: DeviceChannel = OfflineChannel()
+        self.signer = CommandSigner(keys.signer("manager"), self.store)
+        self.repository = Repository(self.store, self.root, keys.signer("snapshot"),
+                                     keys.signer("timestamp"))
+        self.repository.import_roots(rp.parent)
+        self.engine = RolloutEngine(self.store, self.channel, self.signer,
+                                    require_blessing=opts.require_blessing)
+        host, port = parse_listen(opts.listen)
+        manager_key = keys.public_key("manager")
+        self.services = Services(
+            self.store, self.repository, self.engine,
+            EnrolSettings(broker_url=opts.device_broker_url or opts.broker
+                          or "mqtt://127.0.0.1:1883",
+                          fleet_url=opts.public_url or f"http://{opts.listen}",
+                          manager_keys=({"keyid": manager_key.keyid, **manager_key.to_dict()},),
+                          root_json=rp.read_bytes()),
+            upload_dir=opts.data / "uploads")
+        self.app = create_app(self.services)
+        self.host, self.port = host, port
+        self._stop = threading.Event()
+        self._loop: threading.Thread | None = None
+
+    def start_background(self) -> None:
+        """Connect MQTT (if configured), recover, start the rollout loop."""
+        if self.opts.broker:
+            try:
+                from fleet.worker import ManagerWorker
+            except ImportError:
+                log.warning("fleet.worker is not available: running without MQTT")
+            else:
+                self.worker = ManagerWorker(self.store, self.opts.broker, self.opts.data,
+                                            on_state=self.engine.on_state,
+                                            on_status=self.engine.on_status)
+                self.worker.start()
+                self.channel = self.worker
+                self.engine.channel = self.worker
+                self.repository.channel = self.worker
+                self.repository.republish_all()
+        else:
+            log.warning("no --broker given: running without MQTT (commands are kept and sent "
+                        "once a broker is configured)")
+        n = self.engine.recover()
+        if n:
+            log.info("re-sent %d persisted commands after restart", n)
+        self._loop = threading.Thread(target=self._run_loop, name="rollout", daemon=True)
+        self._loop.start()
+
+    def _run_loop(self) -> None:
+        last_refresh = 0.0
+        while not self._stop.wait(self.opts.tick_s):
+            try:
+                self.engine.tick()
+                if time.monotonic() - last_refresh >= self.opts.refresh_s:
+                    self.repository.refresh()
+                    last_refresh = time.monotonic()
+            except Exception:  # keep the loop alive; the store or broker may be back soon
+                log.exception("rollout loop iteration failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._loop is not None:
+            self._loop.join(timeout=10)
+        if self.worker is not None:
+            try:
+                self.worker.stop()
+            except Exception:
+                log.exception("stopping the MQTT worker failed")
+        self.store.close()
+
+    def serve(self) -> None:
+        """Run until SIGTERM/SIGINT (uvicorn handles the signals), then shut down cleanly."""
+        import uvicorn
+
+        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning",
+                                access_log=False, lifespan="off")
+        server = uvicorn.Server(config)
+        self.start_background()
+        try:
+            server.run()
+        finally:
+            self.stop()
+        if not server.started:
+            raise ConfigError(f"could not listen on {self.opts.listen}",
+                              hint="is the port in use? pick another --listen")
+
+
+def announce(server: FleetServer, out: Any = sys.stderr) -> None:
+    print(f"fleet manager listening on http://{server.host}:{server.port} "
+          f"(db {server.opts.db}, data {server.opts.data}, "
+          f"broker {server.opts.broker or 'none'})", file=out, flush=True)
+    if server.admin_token:
+        print(f"admin token (shown once, also in {server.opts.data / 'admin.token'}): "
+              f"{server.admin_token}", file=out, flush=True)
