@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.signer import Key, SSlibKey  # type: ignore[attr-defined]  # re-exported at run time
+from securesystemslib.signer import Key, SSlibKey
 
 from edgeops.errors import ConfigError
 from edgeops.protocol.topics import valid_device_id

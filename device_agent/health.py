@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,10 +246,15 @@ def check_slot(slot_dir: Path, target: str,
 
 
 def check_slot_isolated(slot_dir: Path, target: str,
-                        settings: HealthSettings = DEFAULT_HEALTH) -> HealthResult:
-    """:func:`check_slot` in a child process, so crashes and hangs cannot reach the agent."""
-    args = [sys.executable, "-m", "device_agent.health", str(slot_dir), target,
-            json.dumps(asdict(settings))]
+                        settings: HealthSettings = DEFAULT_HEALTH, *,
+                        command: Sequence[str] = ()) -> HealthResult:
+    """:func:`check_slot` in a child process, so crashes and hangs cannot reach the agent.
+
+    ``command`` replaces the interpreter invocation (default ``python -m
+    device_agent.health``); the slot, target and settings are appended to it.
+    """
+    prefix = list(command) or [sys.executable, "-m", "device_agent.health"]
+    args = [*prefix, str(slot_dir), target, json.dumps(asdict(settings))]
     env = dict(os.environ)
     try:
         proc = subprocess.run(args, capture_output=True, timeout=settings.timeout_s, env=env,

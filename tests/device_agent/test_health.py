@@ -1,0 +1,142 @@
+"""Health check: golden replay, tolerance, NaN, latency, and the isolated child process."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device_agent.health import (
+    HealthSettings,
+    check_health,
+    check_slot,
+    check_slot_isolated,
+    latency_reference_ms,
+    load_golden,
+)
+from device_agent.runtime import ModelLoadError, load_runner
+from device_agent.slots import SlotStore
+from edgeops.bundle import read_bundle
+from tests.device_agent.bundles import Fleet, build_bundle, bundle_parts
+
+FAST = HealthSettings(warmup_runs=1, timed_runs=5)
+
+
+def slot_for(tmp_path: Path, bundle: Path) -> Path:
+    parts = bundle_parts(bundle)
+    store = SlotStore(tmp_path / "slots")
+    w = store.begin_install()
+    w.write_bytes("manifest.json", parts.manifest)
+    w.write_bytes("model.onnx", parts.artifact)
+    w.write_bytes("golden.npz", parts.golden)
+    w.commit(name="m", version="1.0.0", target="x86-cpu", model_file="model.onnx")
+    return w.dir
+
+
+@pytest.mark.parametrize(("metrics", "expected"), [
+    ({"latency_budget_ms": 5, "latency_ms": {"p95": 1}}, (5.0, "latency_budget_ms")),
+    ({"latency_ms_p95": 2.5}, (2.5, "latency_ms_p95")),
+    ({"latency_ms": {"p50": 1.0, "p95": 3.0}}, (3.0, "latency_ms.p95")),
+    ({"latency_ms": {"p50": 1.0}}, (1.0, "latency_ms.p50")),
+    ({"latency_ms_p95": True}, (None, None)),
+    ({}, (None, None)),
+])
+def test_latency_reference_forms(metrics: dict[str, object],
+                                 expected: tuple[float | None, str | None]) -> None:
+    ref, source = latency_reference_ms(metrics)
+    assert ref == expected[0]
+    if expected[1] is not None:
+        assert source == expected[1]
+    else:
+        assert "skipped" in source
+
+
+def test_healthy_model_and_missing_latency_is_noted(tmp_path: Path, fleet: Fleet,
+                                                    bundle_dir: Path) -> None:
+    b = read_bundle(build_bundle(bundle_dir, fleet, metrics={}))
+    entry = b.manifest.artifact_for("x86-cpu")
+    assert entry is not None and entry.golden is not None
+    (tmp_path / "m.onnx").write_bytes(b.read_file(entry.file.path))
+    runner = load_runner(tmp_path / "m.onnx", runtime="onnxruntime",
+                         providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
+    r = check_health(runner, entry, b.read_file(entry.golden.path), FAST)
+    assert r.ok and not r.latency_checked and r.samples == 3
+    assert any("latency check skipped" in n for n in r.notes)
+    assert any("CUDAExecutionProvider" in n for n in r.notes)    # not on this machine
+    assert r.max_abs_err is not None and r.max_abs_err <= 1e-5
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    (b"not a zip", "unreadable"),
+    (b"", "unreadable"),
+])
+def test_bad_golden_files(data: bytes, needle: str) -> None:
+    with pytest.raises(Exception, match=needle):
+        load_golden(data)
+
+
+def test_golden_without_outputs_or_over_limit() -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **{"input/x": np.zeros((2, 4), np.float32)})
+    with pytest.raises(Exception, match="no input/ or no output/"):
+        load_golden(buf.getvalue())
+    with pytest.raises(Exception, match="over the"):
+        load_golden(buf.getvalue(), max_bytes=10)
+
+
+@pytest.mark.parametrize(("kind", "needle"), [
+    ("affine", None),
+    ("nan", "NaN"),
+    ("broken", "does not load"),
+    ("wrong", "differs from golden"),
+    ("slow", "too slow"),
+])
+def test_isolated_check(tmp_path: Path, fleet: Fleet, bundle_dir: Path, kind: str,
+                        needle: str | None) -> None:
+    slot = slot_for(tmp_path, build_bundle(bundle_dir, fleet, kind=kind))
+    r = check_slot_isolated(slot, "x86-cpu", FAST)
+    assert r.ok == (needle is None), r.reason
+    if needle:
+        assert r.reason is not None and needle in r.reason
+    assert r.to_dict()["ok"] == r.ok
+    assert check_slot(slot, "x86-cpu", FAST).ok == r.ok
+
+
+def test_isolated_check_survives_a_crashing_and_a_hanging_child(tmp_path: Path, fleet: Fleet,
+                                                                 bundle_dir: Path) -> None:
+    slot = slot_for(tmp_path, build_bundle(bundle_dir, fleet))
+    segv = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
+    r = check_slot_isolated(slot, "x86-cpu", FAST, command=segv)
+    assert not r.ok and r.reason is not None and "crashed the runtime (signal 11)" in r.reason
+    hang = [sys.executable, "-c", "import time; time.sleep(60)"]
+    r = check_slot_isolated(slot, "x86-cpu", HealthSettings(timeout_s=1.0), command=hang)
+    assert not r.ok and r.reason is not None and "did not finish within 1 s" in r.reason
+    boom = [sys.executable, "-c", "raise SystemExit('runtime exploded')"]
+    r = check_slot_isolated(slot, "x86-cpu", FAST, command=boom)
+    assert not r.ok and r.reason is not None and "runtime exploded" in r.reason
+
+
+def test_unreadable_slot_and_wrong_target(tmp_path: Path, fleet: Fleet,
+                                          bundle_dir: Path) -> None:
+    slot = slot_for(tmp_path, build_bundle(bundle_dir, fleet))
+    r = check_slot(slot, "arm64-cpu", FAST)
+    assert not r.ok and "no artifact for target" in str(r.reason)
+    (slot / "manifest.json").write_bytes(b"{}")
+    r = check_slot(slot, "x86-cpu", FAST)
+    assert not r.ok and "unreadable" in str(r.reason)
+
+
+def test_runtime_errors(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="missing"):
+        load_runner(tmp_path / "none.onnx", runtime="onnxruntime")
+    (tmp_path / "junk.onnx").write_bytes(b"\x00junk")
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        load_runner(tmp_path / "junk.onnx", runtime="onnxruntime")
+    with pytest.raises(ModelLoadError, match="unknown runtime"):
+        load_runner(tmp_path / "junk.onnx", runtime="tensorrt")
+    (tmp_path / "junk.tflite").write_bytes(b"\x00junk")
+    with pytest.raises(ModelLoadError, match="LiteRT cannot load"):
+        load_runner(tmp_path / "junk.tflite", runtime="litert")
