@@ -193,7 +193,7 @@ def test_tokens_are_never_logged(api: Api, caplog: pytest.LogCaptureFixture) -> 
     api.call("GET", "/api/v1/devices", "eot_wrong-secret-value")
     api.call("GET", "/api/v1/tokens", api.tokens["publisher"])
     api.call("GET", "/api/v1/devices", api.tokens["viewer"])
-    code, out = api.call("POST", "/api/v1/tokens", api.tokens["admin"], {"role": "viewer"})
+    _, out = api.call("POST", "/api/v1/tokens", api.tokens["admin"], {"role": "viewer"})
     text = caplog.text
     for secret in (*api.tokens.values(), out["token"], "eot_wrong-secret-value"):
         assert secret not in text
