@@ -185,15 +185,15 @@ class Repository:
         bundle.verify(keys, threshold)  # type: ignore[arg-type]
         if len(targets_bytes) > DEFAULT_LIMITS.max_metadata_bytes:
             raise VerificationError("targets metadata is over the size limit")
+        latest = self.store.latest_metadata("targets")
+        existing = self.store.get_bundle(bundle.manifest.name, bundle.manifest.version)
+        if existing is not None and existing.manifest == bundle.manifest_bytes and latest:
+            # already published (its files were pinned then; targets only ever grow)
+            return self._result(bundle, latest[0], new=False)
         md = _parse(targets_bytes, Targets, "targets")
         _verify_role(self.root, "targets", md)
         targets: Targets = md.signed
-        latest = self.store.latest_metadata("targets")
         expected = latest[0] + 1 if latest else 1
-        existing = self.store.get_bundle(bundle.manifest.name, bundle.manifest.version)
-        if existing is not None and existing.manifest == bundle.manifest_bytes and latest \
-                and targets.version == latest[0] and latest[1] == targets_bytes:
-            return self._result(bundle, latest[0], new=False)
         if targets.version != expected:
             raise ConflictError(f"targets metadata version {targets.version} is not the next one "
                                 f"({expected}); someone published in between",

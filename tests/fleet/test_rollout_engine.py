@@ -11,7 +11,7 @@ from fleet.errors import ConflictError, DeploymentRejected, NotFoundError
 from fleet.rollout import Strategy, parse_phases
 from fleet.store import Blessing, Store
 from tests.fleet.fakes import FakeDeviceChannel
-from tests.fleet.helpers import enrol, engine, publish, repository
+from tests.fleet.helpers import engine, enrol, publish, repository
 
 
 class Clock:

@@ -1,0 +1,145 @@
+"""The `edgeops fleet ...` and `edgeops publish` commands against a real manager over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgeops.cli.main import main
+from edgeops.keys import KeyStore
+from tests.edgeops.bundles import PASSPHRASE
+from tests.fleet.live import LiveFleet, live_fleet
+
+
+@pytest.fixture
+def live(keystore: KeyStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+         ) -> Iterator[LiveFleet]:
+    with live_fleet(keystore, tmp_path) as lf:
+        monkeypatch.setenv("EDGEOPS_FLEET", lf.url)
+        monkeypatch.setenv("EDGEOPS_TOKEN", lf.admin)
+        monkeypatch.setenv("EDGEOPS_HOME", str(keystore.home))
+        monkeypatch.setenv("EDGEOPS_KEY_PASSPHRASE", PASSPHRASE.decode())
+        yield lf
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_enrol_writes_a_config_the_agent_reads(live: LiveFleet, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               keystore: KeyStore) -> None:
+    from device_agent.config import AgentConfig
+
+    out_dir = tmp_path / "cam-17"
+    code, out, err = run(capsys, "fleet", "enroll", "cam-17", "--class", "camera", "--target",
+                         "x86-cpu", "--tag", "city=lyon", "--tag", "district=4", "--out",
+                         str(out_dir), "--json")
+    assert code == 0, err
+    assert json.loads(out)["device"]["tags"] == {"city": "lyon", "district": "4"}
+    cfg = AgentConfig.from_file(out_dir / "agent.json")
+    assert cfg.device_id == "cam-17" and cfg.target == "x86-cpu"
+    assert cfg.tags == {"city": "lyon", "district": "4"}
+    assert [k.keyid for k in cfg.trust.manager_keys] == [keystore.public_key("manager").keyid]
+    assert cfg.trust.root.read_bytes() == (keystore.home / "trust" / "root.json").read_bytes()
+    assert cfg.fleet_url == live.url
+    assert (out_dir / "agent.json").stat().st_mode & 0o777 == 0o600
+    code, _, err = run(capsys, "fleet", "enroll", "bad/id", "--class", "camera", "--target",
+                       "x86-cpu", "--out", str(tmp_path / "x"))
+    assert code == 2 and err.startswith("error: device id") and "hint:" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_publish_deploy_status_and_actions(live: LiveFleet, bundles: dict[str, Path],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "publish", str(bundles["1.0.0"]), "--json")
+    assert code == 0, err
+    assert json.loads(out)["new"] is True
+    code, out, _ = run(capsys, "publish", str(bundles["1.0.0"]))
+    assert code == 0 and "already published" in out
+    for i in range(3):
+        assert run(capsys, "fleet", "enroll", f"cam-{i}", "--class", "camera", "--target",
+                   "x86-cpu", "--tag", "district=4", "--out", str(live.server.opts.data / "e"
+                                                                    / str(i)))[0] == 0
+    code, out, err = run(capsys, "fleet", "deploy", "tiny@1.0.0", "--select", "district=4",
+                         "--phases", "1,100%", "--bake", "1m", "--json")
+    assert code == 0, err
+    dep = json.loads(out)
+    assert dep["devices"] == 3 and dep["strategy"]["bake_s"] == 60.0
+    code, out, _ = run(capsys, "fleet", "status", dep["id"], "--devices")
+    assert code == 0 and dep["id"] in out and "cam-0" in out
+    code, out, _ = run(capsys, "fleet", "deployments", "--json")
+    assert [d["id"] for d in json.loads(out)["items"]] == [dep["id"]]
+    code, out, _ = run(capsys, "fleet", "devices", "--tag", "district=4", "--json")
+    assert json.loads(out)["total"] == 3
+    assert run(capsys, "fleet", "pause", dep["id"])[0] == 0
+    code, _, err = run(capsys, "fleet", "pause", dep["id"])
+    assert code == 1 and err.startswith("error: cannot pause") and "Traceback" not in err
+    assert run(capsys, "fleet", "rollback", dep["id"], "--json")[0] == 0
+    code, _, err = run(capsys, "fleet", "deploy", "tiny@1.0.0", "--select", "city=nowhere")
+    assert code == 1 and "selects no device" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "fleet", "deploy", "tiny")
+    assert code == 2 and "NAME@VERSION" in err
+    code, _, err = run(capsys, "fleet", "deploy", "tiny@1.0.0", "--phases", "50%,10%")
+    assert code == 2 and "grow" in err
+    code, out, _ = run(capsys, "fleet", "telemetry", "--deployment", dep["id"], "--json")
+    assert code == 0 and json.loads(out)["records"] == 0
+
+
+def test_token_commands_and_auth_errors(live: LiveFleet,
+                                        capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = run(capsys, "fleet", "token", "create", "--role", "viewer", "--json")
+    viewer = json.loads(out)
+    assert code == 0 and viewer["token"].startswith("eot_")
+    code, out, _ = run(capsys, "fleet", "token", "list")
+    assert viewer["token_id"] in out and viewer["token"] not in out
+    monkeypatch.setenv("EDGEOPS_TOKEN", viewer["token"])
+    code, _, err = run(capsys, "fleet", "token", "create", "--role", "admin")
+    assert code == 1 and "admin role" in err
+    monkeypatch.delenv("EDGEOPS_TOKEN")
+    code, _, err = run(capsys, "fleet", "devices")
+    assert code == 1 and "needs an API token" in err
+    code, _, err = run(capsys, "fleet", "devices", "--fleet", "http://127.0.0.1:9")
+    assert code == 1 and "cannot reach the fleet manager" in err
+    code, _, err = run(capsys, "fleet", "devices", "--fleet", "ftp://x")
+    assert code == 2
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    import click
+
+    from fleet.cli import fleet, publish
+
+    def walk(cmd: click.Command, name: str) -> Iterator[tuple[str, click.Command]]:
+        yield name, cmd
+        if isinstance(cmd, click.Group):
+            for sub_name, sub in cmd.commands.items():
+                yield from walk(sub, f"{name} {sub_name}")
+
+    mine = [(n, c) for n, c in walk(fleet, "fleet")
+            if n.split()[-1] not in ("ca", "broker-config") and "fleet ca " not in n]
+    for name, cmd in [*mine, ("publish", publish)]:
+        assert "Example" in (cmd.help or ""), name
+        if not isinstance(cmd, click.Group) and name.split()[-1] not in (
+                "serve", "enroll", "token", "bless") and name != "publish":
+            assert any(p.name == "as_json" for p in cmd.params), name
+
+
+def test_edgeops_fleet_help_in_a_subprocess() -> None:
+    exe = Path(sys.executable).with_name("edgeops")
+    r = subprocess.run([str(exe), "fleet", "deploy", "--help"], capture_output=True,
+                       text=True, timeout=60, env={**os.environ})
+    assert r.returncode == 0 and "--phases" in r.stdout and "Example" in r.stdout
