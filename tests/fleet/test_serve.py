@@ -25,7 +25,7 @@ from edgeops.protocol import SignedCommand
 from fleet.rollout import Strategy
 from fleet.server import OfflineChannel
 from fleet.store import open_store
-from tests.fleet.helpers import enrol, engine, publish, repository
+from tests.fleet.helpers import engine, enrol, publish, repository
 from tests.fleet.live import free_port
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def _wait_healthy(port: int, proc: subprocess.Popen[str], timeout_s: float = 30)
         if proc.poll() is not None:
             raise AssertionError(f"serve exited early: {proc.stderr.read() if proc.stderr else ''}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
                 if json.loads(r.read())["ok"]:
                     return
         except OSError:
