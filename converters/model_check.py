@@ -21,7 +21,7 @@ __all__ = ["SourceModel", "iter_nodes", "load_source", "unsupported_nodes"]
 
 _KNOWN_CUSTOM_DOMAINS = {"com.microsoft", "com.microsoft.nchwc", "ai.onnx.ml",
                          "ai.onnx.preview.training", "com.ms.internal.nhwc"}
-_PROTOBUF_LIMIT_BYTES = 2 * 1024**3
+_PROTOBUF_SAFE_BYTES = 1_800_000_000   # below protobuf's 2 GiB hard limit
 
 
 class NotOnnxError(BadContentError):
@@ -42,7 +42,8 @@ class SourceModel:
 
     @property
     def large(self) -> bool:
-        return self.size > _PROTOBUF_LIMIT_BYTES // 2 or self.external_data
+        """Too big to serialise as one protobuf (weights included)."""
+        return int(self.model.ByteSize()) > _PROTOBUF_SAFE_BYTES
 
 
 def _sha256(path: Path) -> tuple[str, int]:

@@ -56,7 +56,19 @@ def optimise_fp32(ctx: BackendContext) -> tuple[Path, dict[str, Any]]:
     so.graph_optimization_level = level
     so.optimized_model_filepath = str(out)
     so.log_severity_level = 3
-    ort.InferenceSession(str(ctx.shared["model_path"]), so, providers=["CPUExecutionProvider"])
+    source = ctx.shared["source"]
+    if source.external_data:
+        if source.large:
+            raise ConversionError(
+                f"target {ctx.profile.name}: the model's weights exceed what one artifact file "
+                "holds (2 GB protobuf limit); bundles carry one file per target",
+                hint="quantise it (--precision int8 / fp16) so the artifact fits")
+        # Fed from memory, ORT writes a self-contained artifact (no reference to the .data).
+        ort.InferenceSession(source.model.SerializeToString(), so,
+                             providers=["CPUExecutionProvider"])
+    else:
+        ort.InferenceSession(str(ctx.shared["model_path"]), so,
+                             providers=["CPUExecutionProvider"])
     return out, {"graph_optimization": "extended" if cpu_only else "basic"}
 
 

@@ -11,6 +11,8 @@ build tries (performance- and accuracy-aware passes) calibrate only once.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +67,11 @@ def calibrate(model_path: Path, samples: SampleSet, method: str, workdir: Path,
                                    augmented_model_path=str(workdir / "augmented.onnx"),
                                    calibrate_method=cal_method, extra_options=extra)
     try:
-        for start in range(0, len(samples), CHUNK_SAMPLES):
-            calibrator.collect_data(_ChunkReader(samples, start,
-                                                 min(start + CHUNK_SAMPLES, len(samples))))
-        ranges = calibrator.compute_data()
+        with contextlib.redirect_stdout(io.StringIO()):  # ORT prints progress on stdout
+            for start in range(0, len(samples), CHUNK_SAMPLES):
+                calibrator.collect_data(_ChunkReader(samples, start,
+                                                     min(start + CHUNK_SAMPLES, len(samples))))
+            ranges = calibrator.compute_data()
     except ValueError as exc:
         raise ConversionError(f"calibration failed: {exc}",
                               hint="check the calibration data (--calibration)") from None

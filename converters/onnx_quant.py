@@ -263,7 +263,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     from converters.validate import accuracy_report, gate_drop, run_onnx
 
     val = ctx.shared["validation"]
-    sensitive: list[tuple[str, float]] | None = None
+    sensitive: list[tuple[str, tuple[str, ...], float]] | None = None
     candidates = _quantised_nodes(out)
     tried = 0
     while True:
@@ -273,25 +273,28 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         if drop <= ctx.request.max_accuracy_drop:
             break
         if sensitive is None:
-            ctx.progress(f"{ctx.profile.name}: {metric} dropped {drop:.2%}; ranking nodes by "
+            ctx.progress(f"{ctx.profile.name}: {metric} dropped {drop:.2%}; ranking tensors by "
                          "activation error vs FP32")
             import onnx
 
-            sensitive = [(n, e) for n, e in rank_nodes(onnx.load(str(prepared)), out,
-                                                      val.head(SENSITIVITY_SAMPLES), candidates)
-                         if n not in float_nodes]
+            sensitive = rank_nodes(onnx.load(str(prepared)), out,
+                                   val.head(SENSITIVITY_SAMPLES), candidates)
         tried = max(1, tried * 2)
-        limit = int(len(candidates) * MAX_FLOAT_FRACTION)
-        if not sensitive or tried > max(limit, 1) or tried > len(sensitive) * 2:
-            top = ", ".join(f"{n} (+{e:.2e})" for n, e in (sensitive or [])[:8])
+        floated = {n for _, nodes, _ in sensitive[:tried] for n in nodes}
+        if not sensitive or tried // 2 >= len(sensitive) \
+                or len(floated) > max(1, int(len(candidates) * MAX_FLOAT_FRACTION)):
+            top = ", ".join(f"{'+'.join(nodes)} (tensor {t}, {e:+.2e})"
+                            for t, nodes, e in sensitive[:6])
             raise AccuracyGateError(
                 f"target {ctx.profile.name}: {metric} dropped {drop:.2%} vs FP32 (budget "
-                f"{ctx.request.max_accuracy_drop:.2%}) even with {min(tried // 2, len(sensitive or []))}"
-                f" sensitive node(s) in float; most sensitive: {top or 'none found'}")
-        for n, e in sensitive[:tried]:
-            float_nodes[n] = f"accuracy: adds relative error {e:.2e} when quantised"
-        ctx.progress(f"{ctx.profile.name}: keeping {min(tried, len(sensitive))} sensitive "
-                     "node(s) in float")
+                f"{ctx.request.max_accuracy_drop:.2%}) with "
+                f"{sum(v.startswith('accuracy') for v in float_nodes.values())} node(s) in float;"
+                f" most sensitive: {top or 'none found'}")
+        for t, nodes, e in sensitive[:tried]:
+            for n in nodes:
+                float_nodes.setdefault(n, f"accuracy: keeps tensor '{t}' float (quantising it "
+                                          f"adds relative error {e:.2e})")
+        ctx.progress(f"{ctx.profile.name}: keeping {len(floated)} sensitive node(s) in float")
         make(set(float_nodes))
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
                              "quantised_nodes": len(_quantised_nodes(out))})
@@ -306,7 +309,7 @@ def _native(ctx: BackendContext, facts: dict[str, Any]) -> bool:
 
 
 def rank_nodes(model: Any, qdq: Path, samples: Any, candidates: set[str]
-               ) -> list[tuple[str, float]]:
+               ) -> list[tuple[str, tuple[str, ...], float]]:
     from converters.onnx_sensitivity import rank_sensitive_nodes
 
     return rank_sensitive_nodes(model, qdq, samples, sorted(candidates))

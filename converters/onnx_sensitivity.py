@@ -49,39 +49,52 @@ def _run(model_bytes: bytes, samples: SampleSet, names: Sequence[str]) -> dict[s
 
 
 def rank_sensitive_nodes(fp32_model: Any, qdq_path: Path, samples: SampleSet,
-                         candidates: Sequence[str]) -> list[tuple[str, float]]:
-    """``(node name, added relative error)`` for ``candidates``, most sensitive first."""
+                         candidates: Sequence[str]) -> list[tuple[str, tuple[str, ...], float]]:
+    """``(tensor, nodes to keep float, added relative error)``, most harmful first.
+
+    A QDQ pair sits on a *tensor*, shared by its producer and its consumers: keeping it float
+    means keeping all of them float. The error a pair adds is the tensor's relative error after
+    its DequantizeLinear minus the error it already had before its QuantizeLinear.
+    """
     import onnx
 
     qdq = onnx.load(str(qdq_path))
     q_tensors = {o for n in qdq.graph.node for o in n.output}
-    nodes = {n.name: n for n in fp32_model.graph.node if n.name in set(candidates)}
-    f_names = sorted({t for n in nodes.values() for t in (*n.input, *n.output)
-                      if t and t in {o for m in fp32_model.graph.node for o in m.output}})
-    # In the QDQ model a float tensor T is consumed as T_DequantizeLinear_Output: compare that,
-    # so the error includes the quantisation of T itself.
-    q_names = {t: (t + _DQ_SUFFIX if t + _DQ_SUFFIX in q_tensors else t) for t in f_names
-               if t in q_tensors or t + _DQ_SUFFIX in q_tensors}
-    f_names = [t for t in f_names if t in q_names]
-    if not f_names:
+    cands = set(candidates)
+    producer = {o: n.name for n in fp32_model.graph.node for o in n.output}
+    consumers: dict[str, list[str]] = {}
+    for n in fp32_model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.name)
+    graph_inputs = {i.name for i in fp32_model.graph.input}
+    tensors = sorted(t for t in (set(producer) | graph_inputs) if t + _DQ_SUFFIX in q_tensors)
+    if not tensors:
         return []
-    f_out = _run(_exposed(fp32_model, f_names), samples, f_names)
-    q_out = _run(_exposed(qdq, [q_names[t] for t in f_names]), samples,
-                 [q_names[t] for t in f_names])
-    err: dict[str, float] = {}
-    for t in f_names:
-        num = sum(float(((np.asarray(q, np.float64) - np.asarray(f, np.float64)) ** 2).sum())
-                  for f, q in zip(f_out[t], q_out[q_names[t]], strict=True)
-                  if np.issubdtype(np.asarray(f).dtype, np.floating)
-                  and np.asarray(f).shape == np.asarray(q).shape)
-        den = sum(float((np.asarray(f, np.float64) ** 2).sum()) for f in f_out[t]
-                  if np.issubdtype(np.asarray(f).dtype, np.floating))
-        err[t] = num / den if den > 0 else 0.0
+    produced = [t for t in tensors if t not in graph_inputs]
+    f_out = _run(_exposed(fp32_model, produced), samples, produced) if produced else {}
+    q_names = sorted({t + _DQ_SUFFIX for t in tensors} | {t for t in produced if t in q_tensors})
+    q_out = _run(_exposed(qdq, q_names), samples, q_names)
+    if any(t in graph_inputs for t in tensors):
+        for t in tensors:
+            if t in graph_inputs:
+                f_out[t] = [feed[t] for feed in samples.iter_samples()]
+
+    def rel_err(t: str, qname: str) -> float:
+        num = den = 0.0
+        for f, q in zip(f_out[t], q_out[qname], strict=True):
+            f64, q64 = np.asarray(f, np.float64), np.asarray(q, np.float64)
+            if f64.shape == q64.shape:
+                num += float(((q64 - f64) ** 2).sum())
+                den += float((f64**2).sum())
+        return num / den if den > 0 else 0.0
+
     ranked = []
-    for name, node in nodes.items():
-        outs = [err[o] for o in node.output if o in err]
-        ins = [err[i] for i in node.input if i in err]
-        if outs:
-            ranked.append((name, max(outs) - max(ins, default=0.0)))
-    ranked.sort(key=lambda x: (-x[1], x[0]))
+    for t in tensors:
+        before = 0.0 if t in graph_inputs or t not in q_tensors else rel_err(t, t)
+        added = rel_err(t, t + _DQ_SUFFIX) - before
+        nodes = tuple(sorted({n for n in (producer.get(t), *consumers.get(t, []))
+                              if n is not None and n in cands}))
+        if nodes:
+            ranked.append((t, nodes, added))
+    ranked.sort(key=lambda x: (-x[2], x[0]))
     return ranked
