@@ -207,17 +207,20 @@ class ManagerWorker:
         return self.chunks.publish(topic, frame, qos=1)
 
     def _consume(self) -> None:
+        # Telemetry waits for a batch (rows or age, IngestConfig); everything else is handled
+        # and acknowledged at once. Waking per message to commit would cap the rate at what one
+        # transaction per message costs.
         inbound = self.control.inbound
+        flush_s = self.config.ingest.telemetry_flush_s
         while True:
-            timeout = self.config.ingest.telemetry_flush_s if self.ingest.buffered_rows() else 0.2
+            timeout = flush_s if self.ingest.buffered_rows() else 0.2
             try:
                 msg: Inbound | None = inbound.get(timeout=timeout)
             except queue.Empty:
                 msg = None
             if msg is not None:
                 self._retrying(functools.partial(self._handle, msg), attempts=5, give_up=msg.ack)
-            if self.ingest.flush_due() or (msg is None and self._unacked) or (
-                    inbound.empty() and self.ingest.buffered_rows()):
+            if self.ingest.flush_due() or (msg is None and self._unacked):
                 self._retrying(self._flush)
             if msg is None and self._stop.is_set():
                 self._retrying(self._flush)

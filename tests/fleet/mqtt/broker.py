@@ -60,6 +60,8 @@ class MosquittoBroker:
     extra_conf: list[str] = field(default_factory=list)
     tls: dict[str, str] | None = None       # {"cafile", "certfile", "keyfile"} for mqtts
     require_certificate: bool = False
+    tcp_nodelay: bool = True                # mosquitto's default is off (Nagle)
+    sys_interval_s: int = 10                # how often $SYS counters are published
     host: str = "127.0.0.1"
     port: int = 0
     _proc: subprocess.Popen[bytes] | None = None
@@ -82,8 +84,10 @@ class MosquittoBroker:
             "log_dest stderr",
             "log_type error",
             "log_type warning",
-            "set_tcp_nodelay true",
+            f"sys_interval {self.sys_interval_s}",
         ]
+        if self.tcp_nodelay:
+            lines.append("set_tcp_nodelay true")
         if self.tls:
             f = self._tls_files or self.tls
             lines += [f"cafile {f['cafile']}", f"certfile {f['certfile']}",
