@@ -26,8 +26,10 @@ import socket
 import socketserver
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,20 @@ class LoadedModel:
     outputs: tuple[TensorSpec, ...]
     loaded_at: float = field(default_factory=time.time)
 
+    @cached_property
+    def input_plan(self) -> tuple[tuple[str, np.dtype[Any] | None, int,
+                                        tuple[tuple[int, int], ...]], ...]:
+        """Per input: name, dtype, rank and fixed dims, precomputed for the hot path."""
+        plan = []
+        for t in self.inputs:
+            try:
+                dtype: np.dtype[Any] | None = np.dtype(t.dtype)
+            except TypeError:
+                dtype = None
+            dims = tuple((i, d) for i, d in enumerate(t.shape) if isinstance(d, int) and d >= 0)
+            plan.append((t.name, dtype, len(t.shape), dims))
+        return tuple(plan)
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "target": self.target,
                 "slot": self.slot, "runtime": self.runner.runtime,
@@ -117,9 +133,7 @@ class InferenceStats:
         self.buckets = [0] * len(LATENCY_BUCKETS_MS)
 
     def record(self, latency_ms: float, ok: bool) -> None:
-        i = 0
-        while latency_ms > LATENCY_BUCKETS_MS[i]:
-            i += 1
+        i = bisect_left(LATENCY_BUCKETS_MS, latency_ms)
         with self._lock:
             self.count += 1
             if not ok:
@@ -202,31 +216,31 @@ class InferenceService:
 
 def _check_inputs(model: LoadedModel, inputs: Mapping[str, np.ndarray]
                   ) -> Mapping[str, np.ndarray]:
-    specs = model.inputs
-    if len(inputs) != len(specs):
-        missing = [s.name for s in specs if s.name not in inputs]
-        extra = [k for k in inputs if k not in {s.name for s in specs}]
-        raise PredictInputError(f"inputs do not match the model: missing {missing}, "
-                                f"unexpected {extra}")
+    """Names, dtypes and fixed dims against the manifest; casts (copies) only when needed."""
+    plan = model.input_plan
+    if len(inputs) != len(plan):
+        names = {p[0] for p in plan}
+        raise PredictInputError(f"inputs do not match the model: missing "
+                                f"{sorted(names - set(inputs))}, unexpected "
+                                f"{sorted(set(inputs) - names)}")
     fixed: dict[str, np.ndarray] | None = None
-    for spec in specs:
-        value = inputs.get(spec.name)
+    for name, dtype, ndim, dims in plan:
+        value = inputs.get(name)
         if value is None:
-            raise PredictInputError(f"input {spec.name!r} is missing")
-        if not isinstance(value, np.ndarray) or value.dtype.name != spec.dtype:
+            raise PredictInputError(f"input {name!r} is missing")
+        if type(value) is not np.ndarray or (dtype is not None and value.dtype != dtype):
             try:
-                cast = np.asarray(value, dtype=spec.dtype)
+                cast = np.asarray(value, dtype=dtype)
             except (TypeError, ValueError) as exc:
-                raise PredictInputError(f"input {spec.name!r} cannot be read as "
-                                        f"{spec.dtype}: {exc}") from None
+                raise PredictInputError(f"input {name!r} cannot be read as {dtype}: "
+                                        f"{exc}") from None
             fixed = dict(inputs) if fixed is None else fixed
-            fixed[spec.name] = cast
-            value = cast
-        if value.ndim != len(spec.shape) or any(
-                isinstance(d, int) and d != n for d, n in zip(spec.shape, value.shape,
-                                                               strict=True)):
-            raise PredictInputError(f"input {spec.name!r} has shape {list(value.shape)}, the "
-                                    f"model expects {list(spec.shape)}")
+            fixed[name] = value = cast
+        shape = value.shape
+        if len(shape) != ndim or any(shape[ax] != d for ax, d in dims):
+            spec = next(t for t in model.inputs if t.name == name)
+            raise PredictInputError(f"input {name!r} has shape {list(shape)}, the model "
+                                    f"expects {list(spec.shape)}")
     return inputs if fixed is None else fixed
 
 

@@ -110,12 +110,19 @@ class OnnxRunner:
                              for o in self._sess.get_outputs())
         self._output_names = [o.name for o in self.outputs]
 
+    @property
+    def active_providers(self) -> tuple[str, ...]:
+        """The providers the session really runs on, best first (ORT drops any that failed
+        to start without raising); hardware_tests compares this with what was asked for."""
+        return tuple(self._sess.get_providers()) if self._sess is not None else ()
+
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            values = self._sess.run(self._output_names, dict(feed))
+            values = self._sess.run(self._output_names,
+                                    feed if type(feed) is dict else dict(feed))
         except Exception as exc:
             raise ModelRunError(f"model run failed: {_first_line(exc)}") from None
-        return dict(zip(self._output_names, (np.asarray(v) for v in values), strict=True))
+        return dict(zip(self._output_names, values, strict=True))
 
     def close(self) -> None:
         # Dropping the reference frees the session once in-flight runs release theirs.
@@ -139,10 +146,13 @@ class TfliteRunner:
 
     runtime = "litert"
 
-    def __init__(self, path: Path, threads: int = 1) -> None:
+    def __init__(self, path: Path, threads: int = 1, delegates: Sequence[Any] = ()) -> None:
         interpreter_cls = _tflite_interpreter_class()
         try:
-            self._it = interpreter_cls(model_path=str(path), num_threads=max(1, threads))
+            # ``delegates``: loaded NPU delegates (Edge TPU, Ethos-U); none means the default
+            # CPU path (XNNPACK).
+            self._it = interpreter_cls(model_path=str(path), num_threads=max(1, threads),
+                                       experimental_delegates=list(delegates) or None)
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"LiteRT cannot load {Path(path).name}: "
@@ -178,14 +188,14 @@ class TfliteRunner:
 
 
 def load_runner(path: Path, *, runtime: str, providers: Sequence[str] = (),
-                threads: int = 1) -> ModelRunner:
+                threads: int = 1, delegates: Sequence[Any] = ()) -> ModelRunner:
     """Load ``path`` with the runtime the manifest names (``onnxruntime`` or ``litert``)."""
     if not Path(path).is_file():
         raise ModelLoadError(f"model file {path} is missing")
     if runtime == "onnxruntime":
         return OnnxRunner(path, providers or ("CPUExecutionProvider",), threads)
     if runtime in ("litert", "tflite"):
-        return TfliteRunner(path, threads)
+        return TfliteRunner(path, threads, delegates)
     raise ModelLoadError(f"unknown runtime {runtime!r} in the manifest",
                          hint="this agent runs onnxruntime and litert artifacts")
 
