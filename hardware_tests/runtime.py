@@ -1,22 +1,24 @@
-"""Load one bundle artifact in the runtime and execution provider its manifest names.
+"""Load one bundle artifact the way the device agent does, and prove which provider runs it.
 
-The device agent's loader (device_agent/runtime.py) had not landed when this suite was written,
-so this is a deliberately small one with a different job: it must *prove* which provider runs
-the model. ONNX Runtime falls back to CPU without an error when a provider cannot start, which
-is exactly what an on-device check exists to catch, so the loader compares what was asked for
-with ``session.get_providers()`` and tells "hardware absent" (skip) from "fell back" (fail).
+Loading itself is the agent's (:func:`device_agent.runtime.load_runner`), so a blessing vouches
+for the exact code path the device will use. What this module adds is the on-device proof the
+agent does not need: ONNX Runtime falls back to CPU without an error when a provider cannot
+start, which is exactly what an on-device check exists to catch. So the requested provider is
+compared with the session's real one, and "hardware absent here" (skip, naming it) is told
+apart from "present but fell back" (fail).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from device_agent.runtime import ModelLoadError, ModelRunner, load_runner
 from edgeops.bundle import ArtifactEntry
 from edgeops.errors import BadContentError
 
@@ -35,12 +37,11 @@ __all__ = [
 ]
 
 CPU_PROVIDERS = frozenset({"CPUExecutionProvider", "XNNPACK"})
-# Shared libraries of LiteRT delegates; the override env var points at a vendor's file.
+# Shared libraries of LiteRT delegates; the env var points at a vendor's file when it differs.
 LITERT_DELEGATE_LIBRARIES: Mapping[str, tuple[str, str]] = {
     "EdgeTPUDelegate": ("libedgetpu.so.1", "EDGEOPS_EDGETPU_LIB"),
     "EthosUDelegate": ("libethosu_op_delegate.so", "EDGEOPS_ETHOSU_LIB"),
 }
-QNN_BACKEND_ENV = "EDGEOPS_QNN_BACKEND"   # path of libQnnHtp.so on Qualcomm devices
 
 
 class HardwareMissing(Exception):
@@ -50,19 +51,16 @@ class HardwareMissing(Exception):
 class ProviderFallbackError(BadContentError):
     """The intended provider is present but the session runs elsewhere (silent CPU fallback)."""
 
-    default_hint = "check the provider's libraries and drivers on the device (see --debug logs)"
-
-
-class ModelLoadError(BadContentError):
-    """The runtime refused the artifact (corrupted file, unsupported op, wrong format)."""
-
-    default_hint = "rebuild the bundle for this target with `edgeops build`"
+    default_hint = "check the provider's libraries and drivers on the device"
 
 
 class LoadedModel(Protocol):
-    runtime: str
-    intended_provider: str
-    active_providers: tuple[str, ...]
+    @property
+    def runtime(self) -> str: ...
+    @property
+    def intended_provider(self) -> str: ...
+    @property
+    def active_providers(self) -> tuple[str, ...]: ...
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -76,19 +74,6 @@ def intended_provider(artifact: ArtifactEntry, override: str | None = None) -> s
     return artifact.providers[0]
 
 
-@dataclass
-class _OrtModel:
-    session: Any
-    intended_provider: str
-    active_providers: tuple[str, ...]
-    runtime: str = "onnxruntime"
-
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self.session.get_outputs()]
-        feeds = {i.name: inputs[i.name] for i in self.session.get_inputs()}
-        return dict(zip(names, self.session.run(names, feeds), strict=True))
-
-
 def require_available(intended: str, available: Sequence[str], runtime: str) -> None:
     """Raise :class:`HardwareMissing` (skip, naming it) when ``intended`` is not installed."""
     if intended not in available:
@@ -100,7 +85,7 @@ def require_active(intended: str, active: Sequence[str]) -> None:
     """Raise :class:`ProviderFallbackError` unless ``intended`` is the session's first provider.
 
     ONNX Runtime lists the providers a session actually uses, best first; an installed provider
-    that failed to start (missing driver, library or unsupported op set) is simply absent.
+    that failed to start (missing driver or library) is simply absent from the list.
     """
     if not active or active[0] != intended:
         raise ProviderFallbackError(
@@ -108,104 +93,47 @@ def require_active(intended: str, active: Sequence[str]) -> None:
             f"{', '.join(active) or 'nothing'}: the provider silently fell back")
 
 
-def _load_ort(path: Path, artifact: ArtifactEntry, intended: str, threads: int) -> _OrtModel:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    require_available(intended, available, f"onnxruntime {ort.__version__}")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    providers: list[Any] = [p for p in artifact.providers if p in available] or [intended]
-    if intended not in providers:
-        providers.insert(0, intended)
-    if intended == "QNNExecutionProvider":
-        backend = os.environ.get(QNN_BACKEND_ENV, "libQnnHtp.so")
-        providers = [(p, {"backend_path": backend}) if p == intended else p for p in providers]
-    try:
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-    except Exception as exc:  # ORT raises its own pybind classes; all mean "cannot load"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"onnxruntime cannot load {artifact.file.path}: {first[:300]}"
-                             ) from None
-    active = tuple(session.get_providers())
-    require_active(intended, active)
-    return _OrtModel(session, intended, active)
-
-
 @dataclass
-class _LiteRtModel:
-    interpreter: Any
-    output_names: tuple[str, ...]
+class _Loaded:
+    """The agent's runner, fed and read by the manifest's tensor names."""
+
+    runner: ModelRunner
     intended_provider: str
     active_providers: tuple[str, ...]
-    runtime: str = "litert"
-    _shapes: tuple[tuple[int, ...], ...] | None = None
-    _inputs: list[dict[str, Any]] = field(default_factory=list)
-    _outputs: list[tuple[str, int]] = field(default_factory=list)
+    output_names: tuple[str, ...]
+
+    @property
+    def runtime(self) -> str:
+        return self.runner.runtime
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        it = self.interpreter
-        if not self._inputs:
-            self._inputs = list(it.get_input_details())
-        feeds = [self._feed(d, inputs, i) for i, d in enumerate(self._inputs)]
-        shapes = tuple(tuple(np.shape(f)) for f in feeds)
-        if shapes != self._shapes:            # resize only when the batch shape changes
-            for d, shape in zip(self._inputs, shapes, strict=True):
-                it.resize_tensor_input(d["index"], list(shape), strict=False)
-            it.allocate_tensors()
-            self._inputs = list(it.get_input_details())
-            self._outputs = self._map_outputs(it.get_output_details())
-            self._shapes = shapes
-        for d, f in zip(self._inputs, feeds, strict=True):
-            it.set_tensor(d["index"], np.ascontiguousarray(f, dtype=d["dtype"]))
-        it.invoke()
-        return {name: np.array(it.get_tensor(index)) for name, index in self._outputs}
-
-    def _map_outputs(self, details: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
-        by_name = {d["name"]: d for d in details}
-        mapped = []
-        for pos, name in enumerate(self.output_names):
-            d = by_name.get(name, details[pos] if pos < len(details) else None)
-            if d is not None:
-                mapped.append((name, int(d["index"])))
-        return mapped
-
-    @staticmethod
-    def _feed(detail: Mapping[str, Any], inputs: Mapping[str, np.ndarray], pos: int) -> Any:
-        if detail["name"] in inputs:
-            return inputs[detail["name"]]
-        return list(inputs.values())[pos]   # TFLite may rename tensors; fall back to order
+        names = [t.name for t in self.runner.inputs]
+        if set(names) != set(inputs) and len(names) == len(inputs):
+            # LiteRT may rename tensors on conversion; the manifest's order is the contract.
+            inputs = dict(zip(names, inputs.values(), strict=True))
+        out = self.runner.run(inputs)
+        if set(self.output_names) <= set(out):
+            return {n: out[n] for n in self.output_names}
+        by_position = [out[t.name] for t in self.runner.outputs]
+        return dict(zip(self.output_names, by_position, strict=False))
 
 
-def _load_litert(path: Path, artifact: ArtifactEntry, intended: str, threads: int,
-                 output_names: Sequence[str]) -> _LiteRtModel:
+def _load_delegates(intended: str) -> list[Any]:
+    if intended in CPU_PROVIDERS:
+        return []
+    lib, env = LITERT_DELEGATE_LIBRARIES.get(intended, ("", ""))
+    if not lib:
+        raise HardwareMissing(f"no known delegate library for {intended}")
+    lib = os.environ.get(env, lib)
     try:
-        from ai_edge_litert.interpreter import Interpreter, load_delegate
+        from ai_edge_litert.interpreter import load_delegate
     except ImportError:
-        raise HardwareMissing("the LiteRT runtime (pip package ai-edge-litert) is not "
-                              "installed") from None
-    delegates = []
-    if intended not in CPU_PROVIDERS:
-        lib, env = LITERT_DELEGATE_LIBRARIES.get(intended, (None, None))
-        if lib is None:
-            raise HardwareMissing(f"no known delegate library for {intended}")
-        lib = os.environ.get(env or "", lib)
-        try:
-            delegates.append(load_delegate(lib))
-        except (ValueError, OSError) as exc:
-            raise HardwareMissing(f"{intended} delegate {lib} cannot be loaded: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+        raise HardwareMissing("the LiteRT runtime (ai-edge-litert) is not installed") from None
     try:
-        interp = Interpreter(model_path=str(path), num_threads=threads,
-                             experimental_delegates=delegates or None)
-        interp.allocate_tensors()
-    except Exception as exc:  # LiteRT raises ValueError/RuntimeError for bad flatbuffers
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"LiteRT cannot load {artifact.file.path}: {first[:300]}") from None
-    active = (intended,) if delegates else ("XNNPACK",)
-    return _LiteRtModel(interp, tuple(output_names), intended, active)
+        return [load_delegate(lib)]
+    except (ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise HardwareMissing(f"{intended} delegate {lib} cannot be loaded: {first}") from None
 
 
 def load_model(path: Path, artifact: ArtifactEntry, output_names: Sequence[str],
@@ -215,11 +143,22 @@ def load_model(path: Path, artifact: ArtifactEntry, output_names: Sequence[str],
     :class:`ModelLoadError` when the runtime rejects the file."""
     intended = intended_provider(artifact, provider)
     if artifact.runtime == "onnxruntime":
-        return _load_ort(path, artifact, intended, threads)
-    if artifact.runtime == "litert":
-        return _load_litert(path, artifact, intended, threads, output_names)
-    raise ModelLoadError(f"artifact {artifact.target} names runtime '{artifact.runtime}', "
-                         "which this suite cannot load (known: onnxruntime, litert)")
+        import onnxruntime as ort
+
+        require_available(intended, ort.get_available_providers(),
+                          f"onnxruntime {ort.__version__}")
+        providers = [intended, *(p for p in artifact.providers if p != intended)]
+        runner = load_runner(path, runtime="onnxruntime", providers=providers, threads=threads)
+        active = tuple(getattr(runner, "active_providers", ()))
+        require_active(intended, active)
+    elif artifact.runtime in ("litert", "tflite"):
+        delegates = _load_delegates(intended)
+        runner = load_runner(path, runtime="litert", threads=threads, delegates=delegates)
+        active = (intended,) if delegates else ("XNNPACK",)
+    else:
+        raise ModelLoadError(f"artifact {artifact.target} names runtime '{artifact.runtime}', "
+                             "which this suite cannot load (known: onnxruntime, litert)")
+    return _Loaded(runner, intended, active, tuple(output_names))
 
 
 def runtime_versions() -> dict[str, str]:
@@ -228,7 +167,7 @@ def runtime_versions() -> dict[str, str]:
 
     out = {}
     for dist in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-qnn", "ai-edge-litert",
-                 "numpy", "edgeops"):
+                 "tflite-runtime", "numpy", "edgeops"):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:

@@ -193,7 +193,7 @@ def _entry(runtime: str, providers: tuple[str, ...], fmt: str = "onnx") -> Artif
 def test_runtime_rejects_garbage_model(tmp_path: Path) -> None:
     junk = tmp_path / "model.onnx"
     junk.write_bytes(b"\x00garbage" * 10)
-    with pytest.raises(ModelLoadError, match="onnxruntime cannot load"):
+    with pytest.raises(ModelLoadError, match="ONNX Runtime cannot load"):
         load_model(junk, _entry("onnxruntime", ("CPUExecutionProvider",)), ["y"])
     with pytest.raises(ModelLoadError, match="LiteRT cannot load"):
         load_model(junk, _entry("litert", ("XNNPACK",), "tflite"), ["y"])
