@@ -113,11 +113,18 @@ def serve(db: str, listen: str, data_dir: Path, broker: str | None, keys_home: P
 @click.option("--tag", "tags", multiple=True, help="key=value, repeatable.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Directory for agent.json, root.json and credentials.")
+@click.option("--no-certificate", is_flag=True,
+              help="With a fleet CA: write the one-time enroll.token instead of a key and "
+                   "certificate (the device then runs `edgeops agent enroll` itself).")
 @_fleet_options
 @json_option
 def enroll(device_id: str, device_class: str, target: str, tags: tuple[str, ...], out: Path,
-           fleet_url: str, token: str | None, as_json: bool) -> None:
+           no_certificate: bool, fleet_url: str, token: str | None, as_json: bool) -> None:
     """Register a device and write its agent configuration into --out.
+
+    \b
+    With a fleet CA (`edgeops fleet ca init`), the manager also issues a one-time token and
+    this command obtains the device's mutual-TLS key and certificate into --out.
 
     \b
     Example:
@@ -130,7 +137,16 @@ def enroll(device_id: str, device_class: str, target: str, tags: tuple[str, ...]
     device = new_device(device_id, device_class, target, list(tags))  # validate locally first
     answer = _client(fleet_url, token).enrol(device.id, device.device_class, device.target,
                                              device.tags)
-    written = write_enrollment(out, answer["agent_config"], answer["root_json"].encode())
+    extra: dict[str, bytes] = {}
+    one_time = answer.get("enrolment_token")
+    if one_time and no_certificate:
+        extra["enroll.token"] = one_time.encode() + b"\n"
+    written = write_enrollment(out, answer["agent_config"], answer["root_json"].encode(), extra)
+    if one_time and not no_certificate:
+        from device_agent.enroll import request_certificate
+
+        files = request_certificate(fleet_url, one_time, out, device.id)
+        written += [files.key, files.cert, files.ca]
     emit(as_json, {"device": answer["device"], "files": [str(p) for p in written]},
          lambda: f"enrolled {device.id} ({device.device_class}, {device.target}); wrote "
                  + ", ".join(str(p) for p in written))

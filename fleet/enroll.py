@@ -22,12 +22,14 @@ from edgeops.fsutil import atomic_write
 from edgeops.protocol import topics
 from fleet.store import DEVICE_CLASSES, Device
 
-__all__ = ["AGENT_CONFIG_SCHEMA", "EnrolSettings", "agent_config", "new_device",
+__all__ = ["AGENT_CONFIG_SCHEMA", "TLS_FILES", "EnrolSettings", "agent_config", "new_device",
            "parse_tags", "write_enrollment"]
 
 AGENT_CONFIG_SCHEMA = "edgeops.agent-config/v1"
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _RESERVED_TAGS = ("class", "target", "id", "version")
+TLS_FILES = {"ca": "ca.pem", "cert": "device.crt", "key": "device.key"}
+"""Mutual-TLS files beside agent.json, as device_agent.enroll writes them."""
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,16 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _fleet_ca(keys: KeyStore) -> Any:
+    """The fleet CA under the key store's home, if the PKI part is installed and set up."""
+    try:
+        from fleet.pki import FleetCA
+    except ImportError:  # PKI is optional
+        return None
+    ca = FleetCA(keys.home / "ca")
+    return ca if ca.exists() else None
+
+
 def ensure_admin_token(store: Store, data: Path) -> str | None:
     """First start: create an admin token, write it to DATA/admin.token (0600), return it."""
     if store.list_tokens():
@@ -114,8 +124,8 @@ class FleetServer:
                           fleet_url=opts.public_url or f"http://{opts.listen}",
                           manager_keys=({"keyid": manager_key.keyid, **manager_key.to_dict()},),
                           root_json=rp.read_bytes()),
-            upload_dir=opts.data / "uploads")
-        self.app = create_app(self.services)
+            upload_dir=opts.data / "uploads", ca=_fleet_ca(keys))
+        self.app = create_app(self.services, fleet_ca=self.services.ca)
         self.host, self.port = host, port
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None

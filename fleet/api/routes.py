@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, Response
 from edgeops.errors import BadContentError, UsageError
 from fleet.api.auth import ROLES, Principal, create_token
 from fleet.api.services import Services
-from fleet.enroll import agent_config, new_device
+from fleet.enroll import TLS_FILES, agent_config, new_device
 from fleet.errors import NotFoundError
 from fleet.rollout import Strategy
 from fleet.rollout.engine import hardware_class
@@ -132,8 +132,14 @@ def enrol_device(svc: Services, call: Call) -> Any:
     svc.store.upsert_device(device)
     stored = svc.store.get_device(device.id)
     assert stored is not None
-    return {"device": stored.to_dict(), "agent_config": agent_config(stored, svc.enrol),
-            "root_json": svc.enrol.root_json.decode("utf-8")}
+    config = agent_config(stored, svc.enrol)
+    answer: dict[str, Any] = {"device": stored.to_dict(), "agent_config": config,
+                              "root_json": svc.enrol.root_json.decode("utf-8")}
+    if svc.ca is not None and svc.ca.exists():
+        # one-time token for POST /pki/enroll: the certificate's key is made where it is used
+        answer["enrolment_token"] = svc.ca.create_token(stored.id)
+        config["broker"]["tls"] = dict(TLS_FILES)
+    return answer
 
 
 def device_telemetry(svc: Services, call: Call) -> Any:

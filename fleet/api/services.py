@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgeops.config import DEFAULT_LIMITS, Limits
 from fleet.enroll import EnrolSettings
@@ -23,3 +24,4 @@ class Services:
     upload_dir: Path
     limits: Limits = DEFAULT_LIMITS
     max_json_bytes: int = 8 * 1024 * 1024
+    ca: Any = None          # fleet.pki.FleetCA when the fleet runs its own CA (mTLS)

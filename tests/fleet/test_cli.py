@@ -143,3 +143,32 @@ def test_edgeops_fleet_help_in_a_subprocess() -> None:
     r = subprocess.run([str(exe), "fleet", "deploy", "--help"], capture_output=True,
                        text=True, timeout=60, env={**os.environ})
     assert r.returncode == 0 and "--phases" in r.stdout and "Example" in r.stdout
+
+
+def test_enrol_with_a_fleet_ca_writes_mutual_tls_credentials(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from device_agent.config import AgentConfig
+    from fleet.pki import FleetCA
+    from tests.edgeops.bundles import make_keystore
+
+    keys = make_keystore(tmp_path / "home")
+    FleetCA(keys.home / "ca").init()
+    with live_fleet(keys, tmp_path / "srv") as lf:
+        monkeypatch.setenv("EDGEOPS_FLEET", lf.url)
+        monkeypatch.setenv("EDGEOPS_TOKEN", lf.admin)
+        out = tmp_path / "cam-9"
+        code, _, err = run(capsys, "fleet", "enroll", "cam-9", "--class", "camera", "--target",
+                           "x86-cpu", "--out", str(out))
+        assert code == 0, err
+        cfg = AgentConfig.from_file(out / "agent.json")
+        assert cfg.broker.tls is not None and cfg.broker.tls.cert == out / "device.crt"
+        assert (out / "device.key").stat().st_mode & 0o777 == 0o600
+        assert b"BEGIN CERTIFICATE" in (out / "device.crt").read_bytes()
+        assert (out / "ca.pem").read_bytes() == (keys.home / "ca" / "ca.crt").read_bytes()
+        later = tmp_path / "cam-10"
+        code, _, err = run(capsys, "fleet", "enroll", "cam-10", "--class", "camera",
+                           "--target", "x86-cpu", "--out", str(later), "--no-certificate")
+        assert code == 0, err
+        assert (later / "enroll.token").stat().st_mode & 0o777 == 0o600
+        assert not (later / "device.key").exists()
