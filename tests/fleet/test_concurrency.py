@@ -15,7 +15,7 @@ from fleet.rollout import Strategy
 from fleet.states import FAILURE_STATES, apply_report
 from fleet.store import Store, open_store
 from tests.fleet.fakes import FakeDeviceChannel
-from tests.fleet.helpers import enrol, engine, publish, repository
+from tests.fleet.helpers import engine, enrol, publish, repository
 
 
 def test_two_managers_ticking_one_deployment_notify_each_device_once(
