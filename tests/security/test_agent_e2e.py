@@ -1,0 +1,226 @@
+"""The whole chain under attack: an enrolled device running the real agent daemon.
+
+The device enrols over HTTP (key made locally, CSR + one-time token), connects with its
+certificate to Mosquitto running the generated configuration, and serves tiny@1.0.0 through the
+agent's inference service. The attacker holds the manager's *broker* certificate (full broker
+access) and, in the last test, also the manager's online keys (a compromised manager). Every
+attack must be refused by the agent, reported on its ``state`` topic, and leave the old model
+serving the same answers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from securesystemslib.signer import CryptoSigner, Signer
+from starlette.applications import Starlette
+
+from device_agent.config import AgentConfig
+from device_agent.daemon import Agent, DaemonSettings
+from device_agent.enroll import request_certificate
+from device_agent.installer import InstallRequest
+from device_agent.mqtt import Backoff
+from device_agent.tuf_client import DownloadLimits
+from edgeops.bundle import read_bundle
+from edgeops.keys import KeyStore
+from edgeops.protocol import Command, DevicePhase, SignedCommand, StateReport, topics
+from edgeops.protocol.messages import decode_json
+from fleet.api.pki_routes import routes
+from fleet.pki import FleetCA
+from tests.edgeops.bundles import make_keystore
+from tests.security._services import Identity, MqttProbe, SecureBroker, serve_app
+from tests.security.tuf_repo import AttackRepo, build_bundle
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+DEVICE = "cam-e2e"
+X = np.random.default_rng(3).standard_normal((1, 4)).astype(np.float32)
+FAST = DaemonSettings(idle_poll_s=0.05, metadata_wait_s=2.0, http_fallback=False,
+                      backoff=Backoff(0.05, 0.5),
+                      download=DownloadLimits(chunk_bytes=1024, idle_timeout_s=1.0,
+                                              max_requests=2, metadata_wait_s=2.0))
+_ids = itertools.count()
+
+
+@dataclass
+class Rig:
+    agent: Agent
+    store: KeyStore
+    manager: Signer
+    repo: AttackRepo
+    thief: MqttProbe          # the manager's broker certificate, in the attacker's hands
+    observer: MqttProbe       # what the fleet sees on the device's state topic
+    bundles: dict[str, Path]
+    seq: Iterator[int]
+
+    def serving(self) -> tuple[str | None, tuple[float, ...]]:
+        model = self.agent.core.inference.model
+        out = self.agent.core.inference.predict({"x": X})
+        label = model.describe().get("bundle") if model else None
+        return label, tuple(round(float(v), 5) for v in next(iter(out.values())).ravel())
+
+    def command(self, kind: str = "config", *, seq: int | None = None, device: str = DEVICE,
+                expires_in: float = 600, signer: Signer | None = None,
+                body: dict[str, object] | None = None) -> bytes:
+        now = time.time()
+        cmd = Command(device_id=device, seq=seq if seq is not None else next(self.seq),
+                      kind=kind, issued=now, expires=now + expires_in, body=body or {})
+        return SignedCommand.sign(cmd, signer or self.manager).to_bytes()
+
+    def send(self, payload: bytes) -> None:
+        assert self.thief.publish(topics.device_topic(DEVICE, "commands"), payload) == "Success"
+
+    def reports(self) -> list[StateReport]:
+        return [decode_json(p) for p in self.observer.received(
+            topics.device_topic(DEVICE, "state"))]
+
+    def wait_report(self, pred: Callable[[StateReport], bool], after: int,
+                    timeout_s: float = 20.0) -> StateReport:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for r in self.reports()[after:]:
+                if pred(r):
+                    return r
+            time.sleep(0.05)
+        raise AssertionError(f"no matching state report; got {self.reports()[after:]}")
+
+
+@pytest.fixture(scope="module")
+def rig(fleet_ca: FleetCA, secure_broker: SecureBroker, ident: Callable[[str], Identity],
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    store = make_keystore(tmp / "home")
+    repo = AttackRepo(store)
+    bundles = {v: build_bundle(tmp / "bundles", repo.targets_signers, version=v, seed=s)
+               for v, s in (("1.0.0", 1), ("2.0.0", 2))}
+    dev = tmp / "device"
+    app = Starlette(routes=routes)
+    app.state.fleet_ca = fleet_ca
+    with serve_app(app) as pki_url:           # real enrolment: the key is made on the device
+        request_certificate(pki_url, fleet_ca.create_token(DEVICE), dev, DEVICE)
+    (dev / "root.json").write_bytes(repo.root_bytes)
+    key = store.public_key("manager")
+    (dev / "agent.json").write_text(json.dumps({
+        "schema": "edgeops.agent-config/v1", "device_id": DEVICE, "target": "x86-cpu",
+        "broker": {"url": f"mqtts://127.0.0.1:{secure_broker.port}", "keepalive_s": 5,
+                   "tls": {"ca": "ca.pem", "cert": "device.crt", "key": "device.key"}},
+        "data_dir": "state",
+        "trust": {"root": "root.json", "manager_keys": [{"keyid": key.keyid, **key.to_dict()}]},
+        "telemetry": {"interval_s": 60, "queue_max_records": 1000}}))
+    observer = MqttProbe(ident("manager"), secure_broker.port, f"observer-{next(_ids)}")
+    thief = MqttProbe(ident("manager"), secure_broker.port, f"thief-{next(_ids)}")
+    assert observer.connect() and thief.connect()
+    observer.subscribe(topics.device_topic(DEVICE, "state"))
+    observer.subscribe(topics.device_topic(DEVICE, "status"))
+    agent = Agent(AgentConfig.from_file(dev / "agent.json"), settings=FAST)
+    agent.start()
+    try:
+        yield _ready(agent, store, repo, thief, observer, bundles)
+    finally:
+        agent.stop()
+        thief.close()
+        observer.close()
+
+
+def _ready(agent: Agent, store: KeyStore, repo: AttackRepo, thief: MqttProbe,
+           observer: MqttProbe, bundles: dict[str, Path]) -> Rig:
+    """tiny@1.0.0 installed and serving; the agent provably receiving commands."""
+    b = read_bundle(bundles["1.0.0"])
+    entry = b.manifest.artifact_for("x86-cpu")
+    assert entry is not None and entry.golden is not None
+    outcome = agent.core.install(InstallRequest(b.manifest_bytes, b.signatures.to_bytes(),
+                                                b.read_file(entry.file.path),
+                                                b.read_file(entry.golden.path)))
+    assert outcome.phase is DevicePhase.HEALTHY, outcome.reason
+    r = Rig(agent, store, store.signer("manager"), repo, thief, observer, bundles,
+            itertools.count(100))
+    # commands are not retained: wait until the agent's subscriptions are live (a genuine
+    # command gets through), so no attack below is "refused" merely by being lost
+    for _ in range(20):
+        n = len(r.reports())
+        r.send(r.command())
+        try:
+            r.wait_report(lambda rep: rep.reason == "config applied", n, timeout_s=1.0)
+            return r
+        except AssertionError:
+            continue
+    raise AssertionError("the agent never received a genuine command")
+
+
+def _refused(rig: Rig, payload: bytes, why: str, attack, name: str,
+             caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="device_agent.daemon")
+    before_serving = rig.serving()
+    before_seq = rig.agent.net.command_seq
+    rejected = rig.agent.rejected_commands
+    n = len(rig.reports())
+    rig.send(payload)
+    rep = rig.wait_report(lambda r: (r.reason or "").startswith("command rejected"), n)
+    assert why in (rep.reason or "")
+    assert rig.agent.rejected_commands == rejected + 1
+    assert rig.agent.net.command_seq == before_seq
+    assert rig.serving() == before_serving
+    assert any("rejected command" in r.getMessage() and why in r.getMessage()
+               for r in caplog.records)                       # and the agent logged it
+    attack(f"agent: {name}", "rejected, reported, old model serving", (rep.reason or "")[18:78])
+
+
+def test_enrolled_agent_is_online_and_serving(rig: Rig) -> None:
+    status = rig.observer.wait_for(topics.device_topic(DEVICE, "status"))
+    assert status and json.loads(status[-1])["online"] is True
+    label, out = rig.serving()
+    assert label is None or "1.0.0" in str(label)
+    assert out
+
+
+def test_control_genuine_command_is_accepted(rig: Rig) -> None:
+    n = len(rig.reports())
+    rig.send(rig.command())
+    rig.wait_report(lambda r: r.reason == "config applied", n)
+
+
+def test_forged_command(rig: Rig, attack, caplog: pytest.LogCaptureFixture) -> None:
+    _refused(rig, rig.command(signer=CryptoSigner.generate_ed25519()), "does not trust", attack,
+             "command signed by a foreign key", caplog)
+
+
+def test_expired_command(rig: Rig, attack, caplog: pytest.LogCaptureFixture) -> None:
+    _refused(rig, rig.command(expires_in=-60), "expired", attack, "expired command", caplog)
+
+
+def test_misaddressed_command(rig: Rig, attack, caplog: pytest.LogCaptureFixture) -> None:
+    _refused(rig, rig.command(device="cam-other"), "addressed to", attack,
+             "command for another device", caplog)
+
+
+def test_replayed_older_command(rig: Rig, attack, caplog: pytest.LogCaptureFixture) -> None:
+    older = rig.command()                 # captured by the attacker, never delivered
+    n = len(rig.reports())
+    rig.send(rig.command())               # a newer genuine command is accepted
+    rig.wait_report(lambda r: r.reason == "config applied", n)
+    _refused(rig, older, "replay", attack, "replayed (older) genuine command", caplog)
+
+
+def test_compromised_manager_cannot_install_an_unsigned_model(rig: Rig, attack) -> None:
+    """Manager online keys + broker: a genuinely signed deploy, TUF targets signed online."""
+    before = rig.serving()
+    rig.repo.add_bundle(rig.bundles["2.0.0"])
+    rig.repo.publish(targets_signers=[rig.repo.online["snapshot"]])
+    for name, data in rig.repo.metadata.items():
+        assert rig.thief.publish(topics.tuf_metadata(name), data, retain=True) == "Success"
+    n = len(rig.reports())
+    rig.send(rig.command("deploy", body={"deployment_id": "d-evil", "name": "tiny",
+                                         "version": "2.0.0", "target": "x86-cpu"}))
+    rep = rig.wait_report(lambda r: r.phase is DevicePhase.FAILED, n, timeout_s=30)
+    assert "not signed by trusted keys" in (rep.reason or "")
+    assert rig.serving() == before
+    attack("agent: compromised manager deploys unsigned", "FAILED reported, old model serving",
+           (rep.reason or "")[:60])
