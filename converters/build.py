@@ -22,6 +22,7 @@ What a backend finds in ``ctx.shared`` (documented contract, also used by conver
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from converters.api import BackendContext, BuildRequest, BuiltArtifact, ProgressFn, get_backend
-from converters.data import InputSpec, SampleSet, load_labels, load_samples
+from converters.data import InputSpec, Preprocessing, SampleSet, load_labels, load_samples
 from converters.model_check import SourceModel, load_source
 from converters.profiles import TargetProfile, get_profile
 from converters.validate import model_inputs, run_onnx, synthetic_samples
@@ -110,17 +111,47 @@ def _baseline(samples: SampleSet) -> dict[str, Any]:
     return out
 
 
+def preprocessing_from(spec: Mapping[str, Any] | None) -> Preprocessing | None:
+    """A ``Preprocessing`` from its JSON form (``size``, ``layout``, ``mean``, ``std``,
+    ``scale``); unknown keys or bad values are a :class:`UsageError`."""
+    if spec is None:
+        return None
+    known = {"size", "layout", "mean", "std", "scale"}
+    if not isinstance(spec, Mapping) or set(spec) - known:
+        raise UsageError(f"preprocessing spec has unknown keys {sorted(set(spec) - known)}"
+                         if isinstance(spec, Mapping) else "preprocessing spec is not an object",
+                         hint=f"use keys {sorted(known)}")
+    try:
+        kw: dict[str, Any] = {}
+        if "size" in spec:
+            h, w = (int(v) for v in spec["size"])
+            kw["size"] = (h, w)
+        if "layout" in spec:
+            if spec["layout"] not in ("NCHW", "NHWC"):
+                raise ValueError("layout must be NCHW or NHWC")
+            kw["layout"] = spec["layout"]
+        for k in ("mean", "std"):
+            if k in spec:
+                kw[k] = tuple(float(v) for v in spec[k])
+        if "scale" in spec:
+            kw["scale"] = float(spec["scale"])
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"preprocessing spec is invalid: {exc}") from None
+    return Preprocessing(**kw)
+
+
 def _load_data(request: BuildRequest, inputs: list[InputSpec], progress: ProgressFn
                ) -> tuple[SampleSet, SampleSet, np.ndarray | None, dict[str, Any]]:
     info: dict[str, Any] = {}
     cal = val = None
     labels = None
+    pre = preprocessing_from(request.options.get("preprocessing"))
     if request.calibration is not None:
-        cal = load_samples(request.calibration, inputs, what="calibration")
+        cal = load_samples(request.calibration, inputs, what="calibration", preprocessing=pre)
         info["calibration"] = {"source": Path(request.calibration).name, "samples": len(cal)}
     if request.validation is not None:
         labels = load_labels(request.validation, inputs)
-        val = load_samples(request.validation, inputs, what="validation")
+        val = load_samples(request.validation, inputs, what="validation", preprocessing=pre)
         info["validation"] = {"source": Path(request.validation).name, "samples": len(val)}
     if cal is None and val is None:
         progress("no --calibration/--validation: using seeded synthetic samples")
@@ -146,6 +177,7 @@ def _load_data(request: BuildRequest, inputs: list[InputSpec], progress: Progres
 def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOutcome:
     """Check everything, then run each target's backend; artifacts land under ``workdir``."""
     targets = resolve_targets(request)
+    preprocessing_from(request.options.get("preprocessing"))
     progress(f"checking {request.model}")
     source = load_source(request.model)
     inputs = model_inputs(source.model, request.input_shapes)

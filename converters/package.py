@@ -81,7 +81,9 @@ def manifest_for(request: BuildRequest, outcome: BuildOutcome, *, created: str |
         provenance=provenance(cwd),
         source={"filename": src.path.name, "size": src.size, "opset": src.opset,
                 "producer": src.producer, "external_data": src.external_data},
-        baseline=outcome.baseline, created=created)
+        baseline=outcome.baseline, created=created,
+        preprocessing=dict(request.options["preprocessing"])
+        if request.options.get("preprocessing") else None)
 
 
 def _dim_name(model: Any, name: str, index: int) -> str:

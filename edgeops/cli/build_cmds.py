@@ -7,6 +7,7 @@ atomically into ``--out`` only once every artifact has been accepted.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -64,6 +65,23 @@ def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     return out
 
 
+def _options(preprocessing: str | None) -> dict[str, Any]:
+    if preprocessing is None:
+        return {}
+    text = preprocessing
+    if not preprocessing.lstrip().startswith("{"):
+        try:
+            text = Path(preprocessing).read_text()
+        except OSError as exc:
+            raise UsageError(f"--preprocessing: cannot read {preprocessing} ({exc.strerror})",
+                             hint="give inline JSON or a readable .json file") from None
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--preprocessing is not valid JSON: {exc}") from None
+    return {"preprocessing": spec}
+
+
 def _signer() -> Any:
     from edgeops.keys import KeyStore
 
@@ -86,6 +104,9 @@ def _signer() -> Any:
               help=".npz (arrays keyed by input name, samples first) or a directory of .npy.")
 @click.option("--validation", type=click.Path(path_type=Path), default=None,
               help="Same forms as --calibration; may hold 'labels' (class per sample).")
+@click.option("--preprocessing", "preprocessing", default=None,
+              help="For image directories: JSON (or a .json file) with size [h, w], layout "
+                   "NCHW|NHWC, mean, std, scale; recorded in the manifest.")
 @click.option("--input-shape", "input_shapes", multiple=True,
               help="Fix an input's shape: NAME=1x3x224x224 (repeatable).")
 @click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True,
@@ -103,7 +124,8 @@ def _signer() -> Any:
 @json_option
 def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
           precision: str | None, calibration: Path | None, validation: Path | None,
-          input_shapes: tuple[str, ...], max_accuracy_drop: float, calibration_method: str,
+          preprocessing: str | None, input_shapes: tuple[str, ...], max_accuracy_drop: float,
+          calibration_method: str,
           threads: int, out_dir: Path, timestamp: str | None, sign_latency: bool,
           as_json: bool) -> None:
     """Convert a trained ONNX model into a signed bundle of per-target artifacts.
@@ -133,7 +155,7 @@ def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
         model=model, name=name, version=version, targets=target_names, precision=precision,
         calibration=calibration, validation=validation, input_shapes=_parse_shapes(input_shapes),
         max_accuracy_drop=max_accuracy_drop, calibration_method=calibration_method,
-        threads=threads)
+        threads=threads, options=_options(preprocessing))
     from converters.build import resolve_targets
 
     resolve_targets(request)

@@ -174,3 +174,35 @@ def test_all_onnx_targets_in_one_bundle(cli, keys_home: Path, tmp_path: Path) ->
     assert by["cuda-gpu"].precision == "fp16"
     assert by["cuda-gpu"].metrics["size_bytes"] < by["x86-cpu"].metrics["source_size_bytes"]
     assert by["arm64-cpu"].details["performance_aware"].startswith("skipped")
+
+
+def test_image_directory_with_preprocessing_spec(cli, keys_home: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    model = zoo.save(zoo.convnet(13), tmp_path / "m.onnx")
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    spec = '{"size": [16, 16], "layout": "NCHW", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}'
+    res = cli("build", model, "--name", "cls", "--version", "1.0.0", "--target", "x86-cpu",
+              "--precision", "fp32", "--validation", imgs, "--preprocessing", spec,
+              "--out", tmp_path / "o", "--json")
+    assert res.code == 0, res.err
+    m = read_bundle(Path(json.loads(res.out)["bundle"])).manifest
+    assert m.preprocessing == {"size": [16, 16], "layout": "NCHW", "mean": [0.5, 0.5, 0.5],
+                               "std": [0.25, 0.25, 0.25]}
+    assert m.baseline["x"]["samples"] == 6
+    # normalised pixels: (u/255 - 0.5) / 0.25 lies in [-2, 2]
+    assert -2.0 <= min(m.baseline["x"]["min"]) and max(m.baseline["x"]["max"]) <= 2.0
+
+
+def test_bad_preprocessing_spec_is_usage_error(cli, keys_home: Path, tmp_path: Path) -> None:
+    model = zoo.save(zoo.convnet(13), tmp_path / "m.onnx")
+    for spec in ('{"resize": [1, 2]}', '{"size": "big"}', "{not json", "missing.json"):
+        res = cli("build", model, "--name", "cls", "--version", "1.0.0", "--target", "x86-cpu",
+                  "--preprocessing", spec, "--out", tmp_path / "o")
+        assert res.code == 2, (spec, res.err)
+        assert res.err.count("error:") == 1 and "preprocessing" in res.err
+        assert not (tmp_path / "o").exists()
