@@ -162,6 +162,32 @@ def test_blessing_gate_over_http(keystore: KeyStore, bundles: dict[str, Path],
         with pytest.raises(NotFoundError):
             c.bless("tiny", "9.0.0", {})
         assert c.request("GET", "/api/v1/bundles/tiny/1.0.0/blessings")["items"] == []
+        import hashlib
+
+        from hardware_tests.report import REQUIRED_CHECKS, CheckResult, HardwareReport
+
+        manifest_sha = hashlib.sha256(read_bundle(bundles["1.0.0"]).manifest_bytes).hexdigest()
+
+        def report(sha: str, failed: str | None = None, hardware: str = "x86_64") -> dict:  # type: ignore[type-arg]
+            return HardwareReport(
+                bundle="tiny", version="1.0.0", manifest_sha256=sha, target="x86-cpu",
+                hardware=hardware, created="2026-11-27T00:00:00+00:00",
+                checks=tuple(CheckResult(n, "failed" if n == failed else "passed", "ok")
+                             for n in REQUIRED_CHECKS)).to_dict()
+
+        with pytest.raises(BadContentError, match="different manifest"):
+            c.bless("tiny", "1.0.0", report("ab" * 32))
+        with pytest.raises(BadContentError, match="hardware class x86_64"):
+            c.bless("tiny", "1.0.0", report(manifest_sha, hardware="aarch64"))
+        lying = report(manifest_sha, failed="golden")
+        lying["passed"] = True                        # a report that lies about its checks
+        with pytest.raises(BadContentError, match="claims passed=True"):
+            c.bless("tiny", "1.0.0", lying)
+        assert c.bless("tiny", "1.0.0", report(manifest_sha, failed="golden"))["passed"] is False
+        with pytest.raises(BadContentError, match="not blessed"):
+            c.deploy("tiny", "1.0.0", "all", {})
+        assert c.bless("tiny", "1.0.0", report(manifest_sha))["passed"] is True
+        assert c.deploy("tiny", "1.0.0", "all", {})["status"] == "running"
 
 
 def test_openapi_describes_every_route(live: LiveFleet) -> None:
