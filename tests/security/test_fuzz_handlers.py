@@ -245,3 +245,42 @@ def test_valid_chunk_round_trip_is_accepted(tmp_path: Path) -> None:
     asm = ChunkAssembler(sha, tmp_path / "ok", DownloadLimits(chunk_bytes=64))
     assert asm.add_frame(encode_chunk(Chunk(sha, 0, 1, 10, data))) is True
     assert asm.missing() == ()
+
+
+# -- device: the agent daemon's message router -------------------------------------------------
+@pytest.fixture(scope="module")
+def idle_agent(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real ``device_agent.daemon.Agent``, never connected: messages are fed to its router."""
+    from device_agent.config import AgentConfig
+    from device_agent.daemon import Agent
+    from tests.edgeops.bundles import make_keystore
+
+    tmp = tmp_path_factory.mktemp("agent")
+    store = make_keystore(tmp / "home")
+    key = store.public_key("manager")
+    cfg = AgentConfig.from_dict({
+        "schema": "edgeops.agent-config/v1", "device_id": "cam-1", "target": "x86-cpu",
+        "broker": {"url": "mqtt://127.0.0.1:9"}, "data_dir": str(tmp / "state"),
+        "trust": {"root": str(tmp / "home" / "trust" / "root.json"),
+                  "manager_keys": [{"keyid": key.keyid, **key.to_dict()}]}}, base_dir=tmp)
+    agent = Agent(cfg)
+    yield agent
+    agent.core.close()
+    agent.telemetry_q.close()
+    agent.state_q.close()
+
+
+@FUZZ
+@given(st.sampled_from(["commands", "desired"]),
+       st.binary(max_size=600) | malformed().map(lambda c: c[1])
+       | st.builds(lambda b: b'{"v":1,"type":"command","command":' + b + b"}",
+                   st.binary(max_size=300)))
+def test_agent_router_refuses_garbage_without_state_change(idle_agent: Any, channel: str,
+                                                           payload: bytes) -> None:
+    agent = idle_agent
+    before = (agent.net.command_seq, agent.core.store.pointer(), agent._work.qsize())
+    rejected = agent.rejected_commands
+    agent._route(topics.device_topic("cam-1", channel), payload)
+    assert (agent.net.command_seq, agent.core.store.pointer(), agent._work.qsize()) == before
+    # every non-empty payload was seen and refused (an empty one clears retained ``desired``)
+    assert agent.rejected_commands == rejected + (1 if payload else 0)
