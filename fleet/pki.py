@@ -11,6 +11,7 @@ Layout under ``$EDGEOPS_HOME/ca`` (directory 0700)::
 
     ca.key      EC P-256 private key of the CA (0600; optionally passphrase-encrypted)
     ca.crt      self-signed CA certificate, given to devices and the broker
+    ca.json     CA settings (the CRL distribution point URL, if any)
     issued.json every certificate issued: serial, identity, validity, revocation
     tokens.json enrolment tokens: sha256 of the token, device id, expiry, used time
     crl.pem     the current certificate revocation list
@@ -180,12 +181,14 @@ def _csr_cn(csr: x509.CertificateSigningRequest) -> str | None:
 
 def sign_csr(ca_key: PrivateKey, ca_cert: x509.Certificate, csr: x509.CertificateSigningRequest,
              identity: str, now: datetime, lifetime: timedelta, *, server_names: Sequence[str]
-             = ()) -> x509.Certificate:
+             = (), crl_url: str | None = None) -> x509.Certificate:
     """Issue a leaf certificate with CN ``identity`` for the CSR's key.
 
     Client certificates (devices, the manager) get ``clientAuth``; with ``server_names`` the
     certificate is a TLS server certificate (the broker) with those DNS names / IPs as SANs.
-    The CSR's requested subject and extensions are ignored: the CA decides the name.
+    The CSR's requested subject and extensions are ignored: the CA decides the name. With
+    ``crl_url`` the certificate names where its CRL is published (CRL Distribution Points),
+    which brokers that fetch CRLs themselves (EMQX ``enable_crl_check``) need.
     """
     not_after = min(now + lifetime, ca_cert.not_valid_after_utc)
     b = (x509.CertificateBuilder()
@@ -199,6 +202,10 @@ def sign_csr(ca_key: PrivateKey, ca_cert: x509.Certificate, csr: x509.Certificat
                                       encipher_only=False, decipher_only=False), critical=True)
          .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
              ca_cert.public_key()), critical=False))  # type: ignore[arg-type]
+    if crl_url:
+        b = b.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None,
+            reasons=None, crl_issuer=None)]), critical=False)
     if server_names:
         sans: list[x509.GeneralName] = []
         for n in server_names:
@@ -290,6 +297,7 @@ class FleetCA:
         self.issued_path = self.dir / "issued.json"
         self.tokens_path = self.dir / "tokens.json"
         self.crl_path = self.dir / "crl.pem"
+        self.settings_path = self.dir / "ca.json"
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -297,7 +305,13 @@ class FleetCA:
         return self.key_path.exists() and self.cert_path.exists()
 
     def init(self, name: str = "edgeops fleet CA", passphrase: bytes | None = None,
-             now: datetime | None = None, force: bool = False) -> x509.Certificate:
+             now: datetime | None = None, force: bool = False,
+             crl_url: str | None = None) -> x509.Certificate:
+        """Create the CA. ``crl_url`` (e.g. ``https://manager/pki/crl``) goes into every
+        certificate issued afterwards as its CRL distribution point."""
+        if crl_url is not None and not crl_url.startswith(("http://", "https://")):
+            raise UsageError(f"CRL URL {crl_url!r} is not http(s)",
+                             hint="e.g. https://manager.example/pki/crl")
         if self.exists() and not force:
             raise UsageError(f"a fleet CA already exists in {self.dir}",
                              hint="pass --force to replace it (every device must re-enrol)")
@@ -310,9 +324,18 @@ class FleetCA:
         atomic_write(self.cert_path, cert.public_bytes(serialization.Encoding.PEM))
         atomic_write(self.issued_path, b"[]\n", mode=_PRIVATE)
         atomic_write(self.tokens_path, b"[]\n", mode=_PRIVATE)
+        atomic_write(self.settings_path, json.dumps({"crl_url": crl_url}).encode() + b"\n")
         self._write_crl(key, cert, [], now)
         log.info("created fleet CA %s in %s", name, self.dir)
         return cert
+
+    @property
+    def crl_url(self) -> str | None:
+        try:
+            value = json.loads(self.settings_path.read_text()).get("crl_url")
+        except (FileNotFoundError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
 
     def certificate(self) -> x509.Certificate:
         try:
@@ -439,7 +462,8 @@ class FleetCA:
         with self._locked():
             key = self._key(passphrase)
             cert = sign_csr(key, self.certificate(), csr, identity, now, timedelta(days=days),
-                            server_names=server_names if kind == "server" else ())
+                            server_names=server_names if kind == "server" else (),
+                            crl_url=self.crl_url)
             self._record(cert, kind)
         log.info("issued %s certificate serial %x for %s", kind, cert.serial_number, identity)
         return cert
@@ -471,7 +495,8 @@ class FleetCA:
                                      "device", hint="enrol with the device id the token names")
             key = self._key(passphrase)
             cert = sign_csr(key, self.certificate(), csr, device_id, now,
-                            timedelta(days=self.limits.device_cert_lifetime_days))
+                            timedelta(days=self.limits.device_cert_lifetime_days),
+                            crl_url=self.crl_url)
             self._record(cert, "device")
         log.info("enrolled %s: certificate serial %x", device_id, cert.serial_number)
         return cert
@@ -513,7 +538,8 @@ class FleetCA:
         with self._locked():
             key = self._key(passphrase)
             cert = sign_csr(key, self.certificate(), csr, identity, now,
-                            timedelta(days=self.limits.device_cert_lifetime_days))
+                            timedelta(days=self.limits.device_cert_lifetime_days),
+                            crl_url=self.crl_url)
             self._record(cert, "device")
         log.info("renewed %s: certificate serial %x", identity, cert.serial_number)
         return cert

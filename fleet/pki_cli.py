@@ -51,8 +51,12 @@ def ca() -> None:
 @click.option("--name", default="edgeops fleet CA", show_default=True,
               help="Common name of the CA certificate.")
 @click.option("--force", is_flag=True, help="Replace an existing CA (devices must re-enrol).")
+@click.option("--crl-url", default=None,
+              help="Where the CRL is published (e.g. https://manager/pki/crl); written into "
+                   "every certificate (EMQX fetches CRLs from there).")
 @json_option
-def ca_init(ca_dir: Path | None, name: str, force: bool, as_json: bool) -> None:
+def ca_init(ca_dir: Path | None, name: str, force: bool, crl_url: str | None,
+            as_json: bool) -> None:
     """Create the fleet CA (key 0600, certificate, empty CRL).
 
     \b
@@ -60,7 +64,7 @@ def ca_init(ca_dir: Path | None, name: str, force: bool, as_json: bool) -> None:
       edgeops fleet ca init --ca-dir /var/lib/edgeops/ca
     """
     store = FleetCA(ca_dir)
-    cert = store.init(name, force=force)
+    cert = store.init(name, force=force, crl_url=crl_url)
     emit(as_json, {"ca_dir": str(store.dir), "certificate": str(store.cert_path),
                    "not_after": cert.not_valid_after_utc.isoformat()},
          f"fleet CA created in {store.dir} (certificate {store.cert_path})")

@@ -143,3 +143,31 @@ def test_acl_is_generated_from_the_topic_builders() -> None:
 
     with pytest.raises(UsageError):
         render_acl("cam-1")  # a manager identity a device could also hold
+
+
+def test_crl_distribution_point_is_written_into_certificates(tmp_path: Path) -> None:
+    d = str(tmp_path / "ca")
+    url = "https://manager.example/pki/crl"
+    code, _, _ = run(ca, ["init", "--ca-dir", d, "--crl-url", url])
+    assert code == 0
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "c.csr").write_bytes(make_csr(key, "cam-4"))
+    run(ca, ["issue", "cam-4", "--csr", str(tmp_path / "c.csr"), "--out",
+             str(tmp_path / "c.crt"), "--ca-dir", d])
+    cert = x509.load_pem_x509_certificate((tmp_path / "c.crt").read_bytes())
+    cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert [n.value for n in cdp[0].full_name] == [url]
+    _, _, exc = run(ca, ["init", "--ca-dir", str(tmp_path / "ca2"), "--crl-url", "ftp://x"])
+    assert exc is not None and exc.exit_code == 2 and not (tmp_path / "ca2").exists()
+
+
+def test_without_crl_url_no_distribution_point(tmp_path: Path) -> None:
+    d = str(tmp_path / "ca")
+    run(ca, ["init", "--ca-dir", d])
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "c.csr").write_bytes(make_csr(key, "cam-4"))
+    run(ca, ["issue", "cam-4", "--csr", str(tmp_path / "c.csr"), "--out",
+             str(tmp_path / "c.crt"), "--ca-dir", d])
+    cert = x509.load_pem_x509_certificate((tmp_path / "c.crt").read_bytes())
+    with pytest.raises(x509.ExtensionNotFound):
+        cert.extensions.get_extension_for_class(x509.CRLDistributionPoints)
