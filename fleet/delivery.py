@@ -58,7 +58,8 @@ class DeliveryConfig:
     """Delivery limits. Sizes in bytes, times in seconds."""
 
     chunk_bytes: int = DEFAULT_LIMITS.mqtt_chunk_bytes
-    batch_window_s: float = 0.5          # wait this long after the first request of a pass
+    batch_window_s: float = 0.5          # a pass starts once requests pause this long...
+    batch_window_max_s: float = 5.0      # ...or this long after its first request
     max_inflight_chunks: int = 32        # unacknowledged chunk publishes
     max_bytes_per_s: float = 64 * 1024**2  # egress ceiling; 0 = no ceiling
     inflight_timeout_s: float = 30.0     # forget a publish never acknowledged (broker restart)
@@ -133,6 +134,8 @@ class _Pass:
     count: int
     pending: bytearray
     ready_at: float
+    first_at: float
+    started: bool = False
     remaining: int = 0
     cursor: int = 0
 
@@ -140,22 +143,28 @@ class _Pass:
 class FanOut:
     """The carousel schedule: which (artifact, chunk) to publish next. Pure and clock-fed.
 
-    Each artifact with pending chunks is a pass that starts ``batch_window_s`` after its first
-    request, walks its pending indices in order from a cursor and wraps around, so a device
-    joining mid-pass gets the rest now and the beginning after the wrap. Requests for indices
-    already pending cost nothing. Artifacts take turns chunk by chunk.
+    Each artifact with pending chunks is a pass. It starts once requests have paused for
+    ``batch_window_s`` (a rollout notifies devices over seconds, not at one instant), but no
+    later than ``batch_window_max_s`` after its first request. It walks its pending indices in
+    order from a cursor and wraps around, so a device joining mid-pass gets the rest now and
+    the beginning after the wrap. Requests for indices already pending cost nothing. Artifacts
+    take turns chunk by chunk.
     """
 
-    def __init__(self, batch_window_s: float) -> None:
+    def __init__(self, batch_window_s: float, batch_window_max_s: float | None = None) -> None:
         self.batch_window_s = batch_window_s
+        self.batch_window_max_s = max(batch_window_s, batch_window_max_s
+                                      if batch_window_max_s is not None else batch_window_s)
         self._passes: OrderedDict[str, _Pass] = OrderedDict()
 
     def add(self, info: ArtifactInfo, count: int, indices: Iterable[int], now: float) -> int:
         """Mark chunks as wanted; returns how many were not already pending."""
         p = self._passes.get(info.sha256)
         if p is None:
-            p = _Pass(info, count, bytearray(count), now + self.batch_window_s)
+            p = _Pass(info, count, bytearray(count), now + self.batch_window_s, now)
             self._passes[info.sha256] = p
+        elif not p.started:
+            p.ready_at = min(now + self.batch_window_s, p.first_at + self.batch_window_max_s)
         added = 0
         for i in indices:
             if not p.pending[i]:
@@ -173,6 +182,7 @@ class FanOut:
             idx = p.pending.find(1, p.cursor)
             if idx < 0:
                 idx = p.pending.find(1)
+            p.started = True
             p.pending[idx] = 0
             p.remaining -= 1
             p.cursor = idx + 1
@@ -218,7 +228,7 @@ class ChunkDelivery:
         self.config = config or DeliveryConfig()
         self._publish = publish
         self._clock = clock
-        self._fanout = FanOut(self.config.batch_window_s)
+        self._fanout = FanOut(self.config.batch_window_s, self.config.batch_window_max_s)
         self._cond = threading.Condition()
         self._window = threading.Condition()
         self._inflight: dict[int, float] = {}

@@ -9,10 +9,11 @@ collect; assertions happen in the tests.
 from __future__ import annotations
 
 import hashlib
+import select
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -26,7 +27,7 @@ from edgeops.protocol import (
     topics,
 )
 
-__all__ = ["Download", "SimDevice", "missing_ranges"]
+__all__ = ["DeviceLoop", "Download", "SimDevice", "missing_ranges"]
 
 
 def missing_ranges(have: Iterable[int], count: int) -> list[tuple[int, int]]:
@@ -115,6 +116,10 @@ class SimDevice:
         if connect:
             self.connect()
 
+    def connect_external(self) -> None:
+        """Open the connection without a network thread (a :class:`DeviceLoop` drives it)."""
+        self.client.connect(self.host, self.port, keepalive=30)
+
     def connect(self, timeout_s: float = 10.0) -> None:
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
@@ -166,3 +171,80 @@ class SimDevice:
         topic = topics.device_topic(self.device_id, channel)
         with self._lock:
             return [(p, r) for t, p, r in self.received if t == topic]
+
+
+class DeviceLoop:
+    """Drives many :class:`SimDevice` connections from one thread with ``poll``.
+
+    One paho network thread per simulated device means hundreds of threads fighting for the
+    GIL, which makes the simulator, not the system under test, the bottleneck.
+    """
+
+    def __init__(self, tick: Callable[[], None] | None = None, tick_s: float = 0.5) -> None:
+        self.tick, self.tick_s = tick, tick_s      # run in the loop thread (paho is not
+        self.devices: list[SimDevice] = []          # safe to drive from two threads)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, dev: SimDevice) -> None:
+        dev.connect_external()
+        self.devices.append(dev)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="device-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        for d in self.devices:
+            d.client.disconnect()
+        time.sleep(0.2)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        poller = select.poll()
+        by_fd: dict[int, SimDevice] = {}
+        for d in self.devices:
+            sock = d.client.socket()
+            if sock is not None:
+                fd = sock.fileno()
+                by_fd[fd] = d
+                poller.register(fd, select.POLLIN)
+        writing: set[int] = set()
+        last_misc = last_tick = time.monotonic()
+        while not self._stop.is_set():
+            for fd, d in by_fd.items():
+                want = d.client.want_write()
+                if want and fd not in writing:
+                    poller.modify(fd, select.POLLIN | select.POLLOUT)
+                    writing.add(fd)
+                elif not want and fd in writing:
+                    poller.modify(fd, select.POLLIN)
+                    writing.discard(fd)
+            for fd, ev in poller.poll(10):
+                d = by_fd[fd]
+                try:
+                    if ev & (select.POLLIN | select.POLLERR | select.POLLHUP):
+                        for _ in range(64):        # drain what is buffered, not one packet
+                            if d.client.loop_read() != 0 or not _readable(fd):
+                                break
+                    if ev & select.POLLOUT:
+                        d.client.loop_write()
+                except OSError:                    # closed under us while stopping
+                    poller.unregister(fd)
+                    writing.discard(fd)
+                    by_fd = {k: v for k, v in by_fd.items() if k != fd}
+            now = time.monotonic()
+            if self.tick is not None and now - last_tick > self.tick_s:
+                self.tick()
+                last_tick = now
+            if now - last_misc > 1.0:
+                for d in self.devices:
+                    d.client.loop_misc()
+                last_misc = now
+
+
+def _readable(fd: int) -> bool:
+    r, _, _ = select.select([fd], [], [], 0)
+    return bool(r)

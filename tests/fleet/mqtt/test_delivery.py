@@ -196,3 +196,18 @@ def _wait(pred: object, timeout_s: float = 5.0) -> None:
             return
         time.sleep(0.005)
     raise AssertionError("condition not reached")
+
+
+def test_the_window_waits_for_requests_to_pause_but_not_forever() -> None:
+    f = FanOut(batch_window_s=0.5, batch_window_max_s=2.0)
+    f.add(info(), 10, range(10), now=0.0)
+    f.add(info(), 10, range(10), now=0.4)     # still arriving: the start moves to 0.9
+    assert f.next(0.6) is None
+    assert f.next(0.95) is not None
+    g = FanOut(batch_window_s=0.5, batch_window_max_s=2.0)
+    for k in range(10):                        # a steady trickle cannot postpone it past 2 s
+        g.add(info(), 10, range(10), now=k * 0.3)
+    assert g.next(1.99) is None
+    assert g.next(2.0) is not None
+    g.add(info(), 10, range(10), now=2.1)      # once started, joiners do not pause it
+    assert g.next(2.1) is not None
