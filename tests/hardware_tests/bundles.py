@@ -20,9 +20,18 @@ from edgeops.keys import KeyStore
 PASSPHRASE = b"hardware suite passphrase"
 
 
-def make_keystore(home: Path) -> KeyStore:
+def make_keystore(home: Path, *, full: bool = False) -> KeyStore:
+    """A real key store: the targets key, or (``full``) every role and a signed TUF root."""
     store = KeyStore(home)
-    store.generate("targets", PASSPHRASE)
+    if not full:
+        store.generate("targets", PASSPHRASE)
+        return store
+    from edgeops.keys import OFFLINE_ROLES, ROLES
+    from edgeops.trust import create_root
+
+    for role in ROLES:
+        store.generate(role, PASSPHRASE if role in OFFLINE_ROLES else None)
+    create_root(store, PASSPHRASE)
     return store
 
 
