@@ -49,7 +49,7 @@ def _time_inserts(store: Store, rows: list[TelemetryRow], batch: int) -> float:
 
 def _sqlite_case(rows: list[TelemetryRow], batch: int) -> float:
     with tempfile.TemporaryDirectory() as d:
-        store = open_store(f"sqlite://{Path(d) / 'bench.db'}")
+        store = open_store(f"sqlite:///{Path(d) / 'bench.db'}")
         try:
             return _time_inserts(store, rows, batch)
         finally:

@@ -66,7 +66,8 @@ def fleet() -> None:
 # -- serve -------------------------------------------------------------------------------------
 @fleet.command()
 @click.option("--db", default="sqlite:///fleet-data/fleet.db", show_default=True,
-              envvar="EDGEOPS_FLEET_DB", help="sqlite:///PATH or postgresql://USER@HOST/DB.")
+              envvar="EDGEOPS_FLEET_DB", help="sqlite:///RELATIVE.db, sqlite:////ABS.db, a path, or "
+                   "postgresql://USER@HOST/DB.")
 @click.option("--listen", default="127.0.0.1:8080", show_default=True,
               envvar="EDGEOPS_FLEET_LISTEN", help="HOST:PORT of the HTTP API.")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=Path("fleet-data"),

@@ -33,7 +33,8 @@ from fleet.repository import Repository
 from fleet.rollout import RolloutEngine
 from fleet.store import Store, open_store
 
-__all__ = ["FleetServer", "OfflineChannel", "ServeOptions", "ensure_admin_token", "parse_listen"]
+__all__ = ["FleetServer", "OfflineChannel", "ServeOptions", "ensure_admin_token", "parse_listen",
+           "remove_stale_uploads"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class ServeOptions:
     require_blessing: bool = False
     tick_s: float = 1.0
     refresh_s: float = 60.0
+    upload_ttl_s: float = 3600.0            # uploads never published are removed after this
 
 
 class OfflineChannel:
@@ -84,6 +86,20 @@ def _fleet_ca(keys: KeyStore) -> Any:
         return None
     ca = FleetCA(keys.home / "ca")
     return ca if ca.exists() else None
+
+
+def remove_stale_uploads(upload_dir: Path, ttl_s: float, now: float | None = None) -> int:
+    """Delete uploads older than ``ttl_s`` (a publisher that never sent the publish call)."""
+    now = time.time() if now is None else now
+    n = 0
+    for p in upload_dir.glob("*.edgebundle"):
+        try:
+            if now - p.stat().st_mtime > ttl_s:
+                p.unlink()
+                n += 1
+        except FileNotFoundError:  # published (and removed) meanwhile
+            continue
+    return n
 
 
 def ensure_admin_token(store: Store, data: Path) -> str | None:
@@ -162,6 +178,7 @@ class FleetServer:
                 self.engine.tick()
                 if time.monotonic() - last_refresh >= self.opts.refresh_s:
                     self.repository.refresh()
+                    remove_stale_uploads(self.services.upload_dir, self.opts.upload_ttl_s)
                     last_refresh = time.monotonic()
             except Exception:  # keep the loop alive; the store or broker may be back soon
                 log.exception("rollout loop iteration failed")

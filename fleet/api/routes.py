@@ -367,7 +367,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              {"type": "object"}),
     Endpoint("POST", "/api/v1/bundles/{name}/{version}/blessings", post_blessing, "operator",
              "Upload a hardware_tests report blessing a hardware class", "Blessing",
-             body="Blessing", status=201),
+             body="HardwareReport", status=201),
     Endpoint("GET", "/api/v1/bundles/{name}/{version}/blessings", list_blessings, "viewer",
              "Blessings of a bundle",
              {"type": "object", "properties": {"items": {"type": "array", "items": {

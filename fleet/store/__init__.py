@@ -1,9 +1,10 @@
 """The fleet manager's state behind one typed interface: SQLite (WAL) or PostgreSQL.
 
-``open_store(url)`` picks the backend from the URL (``sqlite:///path.db`` or a plain path →
-SQLite; ``postgresql://...`` → PostgreSQL), applies pending migrations and returns a
-:class:`Store`. Everything above (registry, repository, rollout engine, HTTP API, the MQTT
-ingest) talks to this interface only, so both backends run the same tests.
+``open_store(url)`` picks the backend from the URL (``sqlite:///relative.db``,
+``sqlite:////absolute.db`` or a plain path → SQLite; ``postgresql://...`` → PostgreSQL),
+applies pending migrations and returns a :class:`Store`. Everything above (registry,
+repository, rollout engine, HTTP API, the MQTT ingest) talks to this interface only, so both
+backends run the same tests.
 """
 
 from __future__ import annotations
@@ -134,11 +135,13 @@ def open_store(url: str, data_dir: Path | None = None) -> Store:
 
         return PostgresStore(url, data_dir)
     if url.startswith("sqlite://"):
-        # sqlite:///abs/path.db → /abs/path.db; sqlite:////abs also works; sqlite://rel.db
+        # SQLAlchemy's convention: sqlite:///rel/path.db is relative, sqlite:////abs/path.db
+        # absolute (three slashes, then the path).
         path = url.removeprefix("sqlite://")
-        path = "/" + path.lstrip("/") if path.startswith("/") else path
-        if path in ("", "/"):
-            raise UsageError(f"no database path in {url!r}", hint="use sqlite:///path/to/fleet.db")
+        path = path.removeprefix("/")
+        if not path:
+            raise UsageError(f"no database path in {url!r}",
+                             hint="use sqlite:///relative/fleet.db or sqlite:////abs/fleet.db")
         from fleet.store.sqlite import SqliteStore
 
         return SqliteStore(Path(path), data_dir)

@@ -28,7 +28,7 @@ def pg_database() -> Iterator[str]:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A fresh, migrated store; every test using it runs on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
-        s = open_store(f"sqlite://{tmp_path / 'fleet.db'}", tmp_path / "data")
+        s = open_store(f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path / "data")
         yield s
         s.close()
         return

@@ -34,7 +34,7 @@ class LiveFleet:
 def live_fleet(keys: KeyStore, tmp: Path, *, db: str | None = None, broker: str | None = None,
                require_blessing: bool = False, tick_s: float = 0.2) -> Iterator[LiveFleet]:
     port = free_port()
-    opts = ServeOptions(db=db or f"sqlite://{tmp / 'fleet.db'}", listen=f"127.0.0.1:{port}",
+    opts = ServeOptions(db=db or f"sqlite:///{tmp / 'fleet.db'}", listen=f"127.0.0.1:{port}",
                         data=tmp / "data", broker=broker, keys_home=keys.home,
                         require_blessing=require_blessing, tick_s=tick_s)
     server = FleetServer(opts)

@@ -218,3 +218,16 @@ def test_openapi_describes_every_route(live: LiveFleet) -> None:
         for op in ops.values():
             assert op["operationId"] and op["responses"], path
     assert _get(live.url + "/healthz")[0] == 200
+
+
+def test_stale_uploads_are_removed(tmp_path: Path) -> None:
+    import os
+
+    from fleet.server import remove_stale_uploads
+
+    old, new = tmp_path / "a.edgebundle", tmp_path / "b.edgebundle"
+    old.write_bytes(b"x")
+    new.write_bytes(b"y")
+    os.utime(old, (1000.0, 1000.0))
+    assert remove_stale_uploads(tmp_path, 3600, now=1000.0 + 3601) == 1
+    assert not old.exists() and new.exists()

@@ -23,7 +23,7 @@ def test_two_managers_ticking_one_deployment_notify_each_device_once(
     publish(repository(store, keystore), keystore, bundles["1.0.0"])
     ids = enrol(store, 120)
     # a second store handle on the same database = a second manager process
-    url = getattr(store, "url", None) or f"sqlite://{store.path}"  # type: ignore[attr-defined]
+    url = getattr(store, "url", None) or f"sqlite:///{store.path}"  # type: ignore[attr-defined]
     other = open_store(url, tmp_path / "data")
     try:
         ch1, ch2 = FakeDeviceChannel(), FakeDeviceChannel()
@@ -50,7 +50,7 @@ def test_two_managers_ticking_one_deployment_notify_each_device_once(
 def test_two_managers_recording_interleaved_reports_keep_seq_order(
         store: Store, tmp_path: Path) -> None:
     enrol(store, 1)
-    url = getattr(store, "url", None) or f"sqlite://{store.path}"  # type: ignore[attr-defined]
+    url = getattr(store, "url", None) or f"sqlite:///{store.path}"  # type: ignore[attr-defined]
     other = open_store(url, tmp_path / "data")
     try:
         accepted: list[int] = []

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 def _serve(keys: KeyStore, tmp: Path, port: int, broker: str | None = None
            ) -> subprocess.Popen[str]:
     exe = Path(sys.executable).with_name("edgeops")
-    args = [str(exe), "fleet", "serve", "--db", f"sqlite://{tmp / 'fleet.db'}", "--data",
+    args = [str(exe), "fleet", "serve", "--db", f"sqlite:///{tmp / 'fleet.db'}", "--data",
             str(tmp / "data"), "--listen", f"127.0.0.1:{port}", "--keys", str(keys.home),
             "--tick", "0.2"]
     if broker:
@@ -92,7 +92,7 @@ def test_killed_mid_rollout_resumes_with_nobody_skipped_or_repeated(
     from tests.fleet.mqtt.broker import BrokerUnavailableError, running_broker, services_required
 
     n = 600
-    store = open_store(f"sqlite://{tmp_path / 'fleet.db'}", tmp_path / "data")
+    store = open_store(f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path / "data")
     publish(repository(store, keystore), keystore, bundles["1.0.0"])
     ids = enrol(store, n)
     dep = engine(store, keystore, OfflineChannel()).create(  # type: ignore[arg-type]
@@ -129,7 +129,7 @@ def test_killed_mid_rollout_resumes_with_nobody_skipped_or_repeated(
             else "no command seen"
         proc.kill()                                            # SIGKILL, mid-notification
         proc.wait(timeout=10)
-        store = open_store(f"sqlite://{tmp_path / 'fleet.db'}", tmp_path / "data")
+        store = open_store(f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path / "data")
         counts = store.deployment_counts(dep.id)
         store.close()
         assert counts.get("pending", 0) > 0, f"not killed mid-rollout: {counts}"
@@ -153,7 +153,7 @@ def test_killed_mid_rollout_resumes_with_nobody_skipped_or_repeated(
         assert sorted(seen) == ids                             # nobody skipped
         repeated = {d: s for d, s in seen.items() if len(s) != 1}
     assert repeated == {}                                      # nobody sent two commands
-    store = open_store(f"sqlite://{tmp_path / 'fleet.db'}", tmp_path / "data")
+    store = open_store(f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path / "data")
     rows = store.deployment_devices(dep.id)
     assert {r.state for r in rows} == {"notified"}
     for r in rows:

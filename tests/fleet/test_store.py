@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgeops.errors import ConfigError, UsageError
 from edgeops.protocol import DevicePhase, StateReport
 from fleet.store import (
     Blessing,
@@ -19,6 +21,7 @@ from fleet.store import (
     Store,
     StoreConflict,
     TelemetryRow,
+    open_store,
 )
 
 
@@ -206,3 +209,31 @@ def test_tokens_blessings_metadata_and_seq(store: Store) -> None:
     store.set_setting("k", "v")
     store.set_setting("k", "w")
     assert store.get_setting("k") == "w"
+
+
+def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for url, expect in (("sqlite:///rel.db", tmp_path / "rel.db"),
+                        (f"sqlite:///{tmp_path / 'abs.db'}", tmp_path / "abs.db"),
+                        ("plain.db", tmp_path / "plain.db")):
+        s = open_store(url)
+        s.close()
+        assert expect.is_file(), url
+    for bad in ("sqlite://", "sqlite:///", "mysql://x/y"):
+        with pytest.raises(UsageError):
+            open_store(bad)
+    from edgeops.errors import TransportError
+
+    with pytest.raises(TransportError, match="cannot connect to PostgreSQL"):
+        open_store("postgresql://postgres@127.0.0.1:9/nope")
+
+
+def test_a_newer_database_is_refused(tmp_path: Path) -> None:
+    s = open_store(str(tmp_path / "f.db"))
+    s.close()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "f.db") as raw:
+        raw.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
+    with pytest.raises(ConfigError, match="newer than"):
+        open_store(str(tmp_path / "f.db"))
