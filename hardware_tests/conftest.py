@@ -82,6 +82,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     d = HardwareSettings()
     g.addoption("--latency-margin", dest="hw_latency_margin", type=float,
                 default=d.latency_margin_ratio, help="allowed ratio over the manifest latency")
+    g.addoption("--latency-slack-ms", dest="hw_latency_slack", type=float,
+                default=d.latency_slack_ms, help="absolute latency slack on top of the margin")
     g.addoption("--memory-margin", dest="hw_memory_margin", type=float,
                 default=d.memory_margin_ratio, help="allowed ratio over the manifest memory")
     g.addoption("--latency-runs", dest="hw_latency_runs", type=int, default=d.latency_runs)
@@ -113,6 +115,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         settings = HardwareSettings(
             latency_margin_ratio=config.getoption("hw_latency_margin"),
+            latency_slack_ms=config.getoption("hw_latency_slack"),
             memory_margin_ratio=config.getoption("hw_memory_margin"),
             latency_runs=config.getoption("hw_latency_runs"),
             stability_runs=config.getoption("hw_stability_runs"),

@@ -20,6 +20,7 @@ class HardwareSettings:
     """Bounds and run counts for the on-device checks. Units are in the names."""
 
     latency_margin_ratio: float = 1.5      # measured p50/p95 may be this many times the manifest's
+    latency_slack_ms: float = 0.1          # plus this much: scheduler jitter on sub-ms models
     memory_margin_ratio: float = 1.5       # measured RSS growth may be this many times the figure
     warmup_runs: int = 5                   # runs discarded before timing
     latency_runs: int = 50                 # timed runs for p50/p95
@@ -33,7 +34,7 @@ class HardwareSettings:
             raise ValueError("margins are ratios >= 1.0")
         if min(self.warmup_runs, self.latency_runs, self.stability_runs) < 1:
             raise ValueError("run counts must be at least 1")
-        if self.max_rss_growth_mib < 0 or self.max_output_drift_abs < 0:
+        if min(self.max_rss_growth_mib, self.max_output_drift_abs, self.latency_slack_ms) < 0:
             raise ValueError("bounds must not be negative")
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be at least 1")

@@ -94,7 +94,8 @@ def test_latency(hw: SuiteContext, model: LoadedModel, timing_inputs: dict[str, 
         samples.append(time.perf_counter() - start)
         rss.sample()
     p50, p95 = percentiles_ms(samples)
-    verdict = latency_verdict(p50, p95, artifact.metrics, s.latency_margin_ratio)
+    verdict = latency_verdict(p50, p95, artifact.metrics, s.latency_margin_ratio,
+                              s.latency_slack_ms)
     check.figures.update(verdict.figures, runs=s.latency_runs, warmup_runs=s.warmup_runs)
     if not verdict.applicable:
         check.not_applicable(verdict.message)

@@ -152,6 +152,13 @@ def test_latency_against_figures_with_margin(metrics: dict[str, object], ok: boo
     assert v.applicable and v.ok is ok and words in v.message
 
 
+def test_latency_slack_is_added_to_every_figure_and_stated() -> None:
+    metrics = {"latency_budget_ms": 0.02, "latency_ms_p50": 0.01}
+    assert not latency_verdict(0.05, 0.08, metrics, 1.5).ok
+    v = latency_verdict(0.05, 0.08, metrics, 1.5, slack_ms=0.1)
+    assert v.ok and "× 1.5 + 0.1 ms" in v.message and v.figures["slack_ms"] == 0.1
+
+
 def test_memory_figures_in_mib_and_mb() -> None:
     assert not memory_verdict(5.0, {}, 1.5).applicable
     assert memory_verdict(14.0, {"peak_memory_mib": 10}, 1.5).ok
@@ -227,7 +234,8 @@ def test_default_target(machine: str, providers: list[str], targets: list[str],
 
 
 @pytest.mark.parametrize("kwargs", [{"latency_margin_ratio": 0.9}, {"latency_runs": 0},
-                                    {"max_rss_growth_mib": -1}, {"threads": 0}])
+                                    {"max_rss_growth_mib": -1}, {"threads": 0},
+                                    {"latency_slack_ms": -0.1}])
 def test_settings_reject_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must|ratios"):
         HardwareSettings(**kwargs)  # type: ignore[arg-type]

@@ -115,7 +115,7 @@ def test_golden_outputs_that_do_not_match(tmp_path: Path, store: KeyStore,
 def test_latency_over_the_manifest_budget(tmp_path: Path, store: KeyStore,
                                           run_suite: Runner) -> None:
     bundle = build_bundle(tmp_path, store, metrics={"latency_budget_ms": 1e-6})
-    run = run_suite(bundle)
+    run = run_suite(bundle, "--latency-slack-ms", "0")
     assert run.returncode == 1
     assert "latency over the manifest's figures" in run.output
     assert run.check("latency")["outcome"] == "failed"
