@@ -253,3 +253,22 @@ def test_thermal_state_reads_sysfs_zones(tmp_path: Path) -> None:
     assert state["temperatures_c"]["thermal_zone0:cpu-thermal"] == 61.5
     assert not any(k.startswith("thermal_zone1") for k in state["temperatures_c"])
     assert 0.0 <= state["cpu_percent"] <= 100.0 * 1024
+
+
+def test_rss_tracker_sees_a_peak_that_no_sample_caught() -> None:
+    import subprocess
+    import sys
+
+    # A fresh process, so the kernel's high-water mark starts near the current RSS.
+    code = ("import numpy as np\n"
+            "from hardware_tests.suite import RssTracker\n"
+            "t = RssTracker()\n"
+            "a = np.ones(200 * 2**20 // 8)\n"
+            "del a\n"
+            "t.sample()\n"
+            "print(round(t.peak_growth_mib, 1), round((t.peak - t.baseline) / 2**20, 1))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    growth, sampled = float(out[0]), float(out[1])
+    assert growth >= 190.0
+    assert sampled < growth                  # the samples alone missed it
