@@ -182,6 +182,7 @@ class MqttConnection:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, timeout_s: float = 10.0) -> None:
         """Connect and subscribe; raises TransportError if the broker is not there in time."""
+        self._closing.clear()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.options.session_expiry_s
         props.ReceiveMaximum = max(1, min(self.options.receive_maximum, 65535))

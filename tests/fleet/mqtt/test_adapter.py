@@ -1,0 +1,98 @@
+"""The paho adapter: broker URLs, TLS option errors, and acknowledgement after persistence."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeops.errors import UsageError
+from edgeops.protocol import TelemetryBatch
+from fleet.ingest import IngestConfig
+from fleet.mqtt import BrokerAddress, TlsOptions, parse_broker_url
+from fleet.store import Store
+from fleet.worker import ManagerWorker, WorkerConfig
+from tests.fleet.mqtt.broker import MosquittoBroker
+from tests.fleet.mqtt.conftest import enroll
+from tests.fleet.mqtt.devices import SimDevice
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("mqtt://127.0.0.1:1883", BrokerAddress("127.0.0.1", 1883, False)),
+    ("mqtt://broker", BrokerAddress("broker", 1883, False)),
+    ("tcp://broker:1884", BrokerAddress("broker", 1884, False)),
+    ("mqtts://broker", BrokerAddress("broker", 8883, True)),
+    ("ssl://[::1]:8884", BrokerAddress("::1", 8884, True)),
+])
+def test_broker_urls(url: str, expected: BrokerAddress) -> None:
+    assert parse_broker_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["http://x:1", "mqtt://", "broker:1883", "mqtt://h:99999",
+                                 "mqtt://h:port"])
+def test_bad_broker_urls_are_usage_errors(url: str) -> None:
+    with pytest.raises(UsageError) as e:
+        parse_broker_url(url)
+    assert e.value.hint
+
+
+def test_unloadable_client_certificate_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "c.pem").write_text("not a certificate")
+    with pytest.raises(UsageError, match="cannot load client certificate"):
+        TlsOptions(cert=tmp_path / "c.pem", key=tmp_path / "c.pem").context()
+
+
+class FailingTelemetryStore:
+    """A fake: the real store, except that telemetry writes fail while ``failing`` is set
+    (a database outage)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.failing = True
+        self.attempts = 0
+
+    def insert_telemetry(self, rows: Any) -> int:
+        self.attempts += 1
+        if self.failing:
+            raise ConnectionError("database is down")
+        return self.inner.insert_telemetry(rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.broker
+def test_unpersisted_telemetry_is_redelivered_to_the_next_worker(
+        store: Store, broker: MosquittoBroker) -> None:
+    """Acks follow persistence: a worker that cannot write acknowledges nothing, and the
+    broker hands the messages to the worker that resumes the session."""
+    enroll(store, "cam-1")
+    failing = FailingTelemetryStore(store)
+    cfg = WorkerConfig(ingest=IngestConfig(telemetry_flush_s=0.02), store_retry_max_s=0.2,
+                       connect_timeout_s=5)
+    w1 = ManagerWorker(failing, broker.url, client_id="mgr-a", config=cfg)  # type: ignore[arg-type]
+    w1.start()
+    d = SimDevice("cam-1", broker.host, broker.port)
+    try:
+        for seq in range(20):
+            d.publish("telemetry", TelemetryBatch("cam-1", seq, (
+                {"kind": "heartbeat", "ts": 100.0 + seq},)).to_bytes())
+        deadline = time.monotonic() + 10
+        while failing.attempts < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert failing.attempts >= 3
+        w1.stop()                                    # gives up at shutdown, acks nothing
+        assert store.count_telemetry() == 0
+        w2 = ManagerWorker(store, broker.url, client_id="mgr-a", config=cfg)
+        w2.start()
+        try:
+            deadline = time.monotonic() + 15
+            while store.count_telemetry() < 20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert store.count_telemetry() == 20
+        finally:
+            w2.stop()
+    finally:
+        d.close()
