@@ -153,6 +153,8 @@ class MqttConnection:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._ready_mid: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -183,6 +185,7 @@ class MqttConnection:
         self.connected.clear()
 
     def wait_connected(self, timeout_s: float) -> bool:
+        """Connected and every subscription acknowledged by the broker."""
         return self.connected.wait(timeout_s)
 
     # -- traffic ---------------------------------------------------------------------------
@@ -259,10 +262,18 @@ class MqttConnection:
         self.generation += 1
         with self._lock:
             subs = sorted(self._subs)
-        if subs:
-            client.subscribe([(t, 1) for t in subs])
         client.publish(self._status_topic, self._status_payload(True), qos=1, retain=True)
-        self.connected.set()
+        if subs:
+            # "connected" means ready: subscriptions acknowledged, so nothing sent to us from
+            # now on can be missed
+            self._ready_mid = client.subscribe([(t, 1) for t in subs])[1]
+        else:
+            self.connected.set()
+
+    def _on_subscribe(self, _client: paho.Client, _userdata: Any, mid: int, _codes: Any,
+                      _props: Any) -> None:
+        if mid == self._ready_mid:
+            self.connected.set()
 
     def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any,
                        _props: Any) -> None:

@@ -45,13 +45,12 @@ def _in(days: float) -> datetime:
 class TufRepo:
     """metadata: file name -> bytes as served; targets: '<dir>/<sha>.<name>' -> bytes."""
 
-    def __init__(self, store: KeyStore) -> None:
+    def __init__(self, store: KeyStore, passphrase: bytes = PASSPHRASE) -> None:
         self.store = store
         self.root = Metadata[Root].from_file(str(root_path(store)))
         self.signers: dict[str, Signer] = {
-            "root": store.signer("root", PASSPHRASE),
-            "targets": store.signer("targets", PASSPHRASE),
-            "snapshot": store.signer("snapshot"), "timestamp": store.signer("timestamp")}
+            role: store.signer(role, passphrase)
+            for role in ("root", "targets", "snapshot", "timestamp")}
         self.targets = Metadata(Targets(expires=_in(30)))
         self.snapshot = Metadata(Snapshot(expires=_in(7)))
         self.timestamp = Metadata(Timestamp(expires=_in(1)))

@@ -1,0 +1,523 @@
+"""The agent daemon: the fleet connection around the local core.
+
+Why it exists: :mod:`device_agent.core` installs, health-checks and serves models but knows
+nothing of the fleet. This module connects it: it verifies signed commands (pinned manager
+keys, persisted sequence numbers), fetches bundles through TUF (MQTT chunks first, HTTP as a
+fallback), drives the installer, reports every phase as a ``state`` message with a persisted
+increasing ``seq``, and sends telemetry. State reports and telemetry go through on-disk queues
+and leave them only once the broker acknowledged them, so outages and restarts lose nothing.
+
+Built for many agents in one process (the fleet simulator): no module state, an injectable
+clock, :class:`Agent` with ``start()``/``stop()``; :func:`run` is the process entry point.
+Threads per agent: paho's network thread, one I/O thread (routes messages, verifies commands,
+sends queues, collects telemetry: never blocks) and one worker (downloads and installs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import queue
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from device_agent import AGENT_VERSION
+from device_agent.config import AgentConfig
+from device_agent.core import AgentCore, request_from_fetched
+from device_agent.mqtt import Backoff, MqttConnection, TlsFiles, parse_broker_url
+from device_agent.telemetry import (
+    DurableQueue,
+    FeatureStats,
+    TelemetryLimits,
+    drift_record,
+    system_record,
+    take_batch,
+)
+from device_agent.tuf_client import DownloadLimits, MqttTufTransport, TufClient, fetch_bundle
+from edgeops.bundle.manifest import Manifest
+from edgeops.config import DEFAULT_LIMITS
+from edgeops.errors import EdgeOpsError, TransportError
+from edgeops.fsutil import atomic_write
+from edgeops.protocol import (
+    Command,
+    DevicePhase,
+    MessageError,
+    SignedCommand,
+    StateReport,
+    StatusMessage,
+    TelemetryBatch,
+    check_command,
+    topics,
+)
+
+__all__ = ["Agent", "DaemonSettings", "DeploymentCancelled", "NetState", "run"]
+
+log = logging.getLogger(__name__)
+
+PhaseCallback = Callable[[DevicePhase, str | None, str | None], None]
+CoreFactory = Callable[[AgentConfig, PhaseCallback], AgentCore]
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """Timing and bounds of the fleet side. Units are in the names."""
+
+    deferred_retry_s: float = 30.0       # re-check policy for a deferred install this often
+    idle_poll_s: float = 0.5             # I/O thread wake-up when nothing is in flight
+    busy_poll_s: float = 0.02            # ... while a publish awaits its PUBACK
+    work_queue_max: int = 16             # commands waiting for the worker
+    state_outbox_max: int = 10_000       # state reports kept while offline
+    metadata_wait_s: float = 10.0        # how long a deploy waits for newer TUF metadata
+    http_fallback: bool = True           # fetch over fleet_url when MQTT transfer fails
+    backoff: Backoff = field(default_factory=Backoff)
+    inbound_queue_max: int = 1024
+    download: DownloadLimits = field(default_factory=DownloadLimits)
+    telemetry: TelemetryLimits = field(default_factory=TelemetryLimits)
+    mqtt_version: int = 5
+
+
+class DeploymentCancelled(EdgeOpsError):
+    """The fleet cancelled the deployment this agent was working on."""
+
+    default_hint = "nothing to do: the previous model keeps serving"
+
+
+@dataclass
+class NetState:
+    """Counters that must survive restarts: last accepted command, last state report seq."""
+
+    path: Path
+    command_seq: int = 0
+    command_digest: str = ""
+    state_seq: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def load(cls, path: Path) -> NetState:
+        try:
+            d = json.loads(path.read_bytes())
+            return cls(path, int(d["command_seq"]), str(d.get("command_digest", "")),
+                       int(d["state_seq"]))
+        except FileNotFoundError:
+            return cls(path)
+        except (ValueError, KeyError, TypeError):
+            # A damaged file must not let replays through: refuse everything until re-enrolled
+            # would brick the device, so keep going with seq 0 but say so loudly.
+            log.error("%s is damaged; command replay protection restarts from 0", path)
+            return cls(path)
+
+    def _save(self) -> None:
+        atomic_write(self.path, json.dumps({"command_seq": self.command_seq,
+                                            "command_digest": self.command_digest,
+                                            "state_seq": self.state_seq}).encode())
+
+    def next_state_seq(self) -> int:
+        with self._lock:
+            self.state_seq += 1
+            self._save()
+            return self.state_seq
+
+    def accept_command(self, seq: int, digest: str) -> None:
+        with self._lock:
+            if seq > self.command_seq:
+                self.command_seq, self.command_digest = seq, digest
+                self._save()
+
+
+@dataclass
+class _Inflight:
+    last_id: int
+    info: paho.MQTTMessageInfo
+
+
+class Agent:
+    """One device's agent: core + fleet connection. Safe to run many in one process."""
+
+    def __init__(self, config: AgentConfig, *, settings: DaemonSettings = DaemonSettings(),
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 core_factory: CoreFactory | None = None) -> None:
+        self.config = config
+        self.settings = settings
+        self.clock = clock
+        self.device_id = config.device_id
+        data = config.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        factory = core_factory or (lambda c, cb: AgentCore(c, on_phase=cb))
+        self.core = factory(config, self._on_phase)
+        self.net = NetState.load(data / "net_state.json")
+        b = config.broker
+        broker = parse_broker_url(
+            b.url, username=b.username, password=b.password, keepalive_s=b.keepalive_s,
+            tls=TlsFiles(str(b.tls.ca), str(b.tls.cert) if b.tls.cert else None,
+                         str(b.tls.key) if b.tls.key else None) if b.tls else None)
+        broker = dataclasses.replace(broker, backoff=settings.backoff,
+                                     inbound_queue_max=settings.inbound_queue_max,
+                                     mqtt_version=settings.mqtt_version)
+        self.conn = MqttConnection(self.device_id, broker, self._status_payload, rng=rng)
+        self.transport = MqttTufTransport(self.conn, self.device_id, data / "downloads",
+                                          settings.download)
+        self.telemetry_q = DurableQueue(data / "telemetry.db",
+                                        config.telemetry.queue_max_records)
+        self.state_q = DurableQueue(data / "state_outbox.db", settings.state_outbox_max)
+        self.features = FeatureStats(settings.telemetry.max_features)
+        self.core.inference.observers.append(self.features.observe)
+        self._work: queue.Queue[tuple[Command, str]] = queue.Queue(settings.work_queue_max)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._queued_seq = 0
+        self._queued_digests: set[str] = set()
+        self._current: tuple[str | None, str | None] = (None, None)  # deployment, bundle
+        self._cancel: str | None = None
+        self._deferred: tuple[str | None, str | None] | None = None   # (deployment, bundle)
+        self._driving_topic: str | None = None
+        self._inflight_state: _Inflight | None = None
+        self._inflight_tel: _Inflight | None = None
+        self._baseline: tuple[str | None, dict[str, Any]] = (None, {})
+        self._started_at = clock()
+        self.rejected_commands = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Recover the local side, then connect and start the I/O and worker threads."""
+        resumed = self.core.start()
+        if resumed is not None:
+            log.info("finished an install a restart interrupted: %s", resumed.phase.value)
+        for t in (topics.device_topic(self.device_id, "desired"),
+                  topics.device_topic(self.device_id, "commands"), *self.transport.filters()):
+            self.conn.subscribe(t)
+        self._sync_driving_topic()
+        self.conn.start()
+        self._stop.clear()
+        for role, loop in (("io", self._io_loop), ("work", self._work_loop)):
+            thread = threading.Thread(target=loop, name=f"agent-{role}-{self.device_id}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Finish the current step, say ``online: false``, disconnect, release the core."""
+        self._stop.set()
+        self._cancel = "*"
+        for t in self._threads:
+            t.join(timeout_s)
+        self._threads.clear()
+        self._flush(final=True)
+        self.conn.stop()
+        self.core.close()
+        self.telemetry_q.close()
+        self.state_q.close()
+
+    def _status_payload(self, online: bool) -> bytes:
+        return StatusMessage(self.device_id, online, AGENT_VERSION, self.clock()).to_bytes()
+
+    # -- state reports ---------------------------------------------------------------------
+    def _on_phase(self, phase: DevicePhase, label: str | None, reason: str | None) -> None:
+        dep, bundle = self._current
+        if phase is DevicePhase.DEFERRED:
+            if self._deferred is not None and dep is None:
+                return            # a periodic re-check that still says "wait": said already
+            self._deferred = (dep, label or bundle)
+        elif phase.terminal:
+            self._deferred = None
+        self.report(phase, deployment_id=dep, bundle=label or bundle, reason=reason)
+
+    def report(self, phase: DevicePhase | None, *, deployment_id: str | None = None,
+               bundle: str | None = None, reason: str | None = None) -> StateReport:
+        """Queue one state report (persisted seq) for sending; returns it."""
+        st = self.core.store.status()
+        rep = StateReport(self.device_id, self.net.next_state_seq(), self.clock(), phase,
+                          deployment_id, bundle, reason, st.get("active"), st.get("slots", {}))
+        self.state_q.push(rep.to_bytes())
+        return rep
+
+    # -- I/O thread: never blocks on the network ---------------------------------------------
+    def _io_loop(self) -> None:
+        next_tel = self.clock()
+        while not self._stop.is_set():
+            busy = self._inflight_state is not None or self._inflight_tel is not None
+            msg = self.conn.get(self.settings.busy_poll_s if busy else self.settings.idle_poll_s)
+            try:
+                if msg is not None:
+                    self._route(msg.topic, msg.payload)
+                now = self.clock()
+                if now >= next_tel:
+                    self.collect_telemetry(now)
+                    next_tel = now + self.config.telemetry.interval_s
+                self._flush()
+            except Exception:  # the I/O loop must survive anything one message does
+                log.exception("agent I/O loop error")
+
+    def _route(self, topic: str, payload: bytes) -> None:
+        if self.transport.handle(topic, payload):
+            return
+        if self._driving_topic is not None and topic == self._driving_topic:
+            self.core.policy.driving.on_topic_message(payload)
+            return
+        dt = topics.parse_device_topic(topic)
+        if dt is not None and dt.device_id == self.device_id and dt.channel in (
+                "commands", "desired") and payload:   # empty retained = cleared ``desired``
+            self._on_command(payload)
+
+    def _on_command(self, payload: bytes) -> None:
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest == self.net.command_digest or digest in self._queued_digests:
+            return        # the retained ``desired`` again after a reconnect: already handled
+        try:
+            signed = SignedCommand.from_bytes(payload, DEFAULT_LIMITS.max_mqtt_payload_bytes)
+            cmd = check_command(signed, device_id=self.device_id,
+                                manager_keys=list(self.config.trust.manager_keys),
+                                last_seq=max(self.net.command_seq, self._queued_seq),
+                                now=self.clock())
+        except MessageError as exc:
+            self.rejected_commands += 1
+            log.warning("rejected command: %s", exc.message)
+            self.report(None, reason=f"command rejected: {exc.message}")
+            return
+        if cmd.kind == "cancel":
+            self._cancel = str(cmd.body.get("deployment_id"))
+            self.net.accept_command(cmd.seq, digest)
+            self.report(None, deployment_id=self._cancel, reason="cancel accepted")
+            return
+        try:
+            self._work.put_nowait((cmd, digest))
+        except queue.Full:
+            self.report(None, reason=f"command {cmd.seq} dropped: agent busy")
+            return
+        self._queued_seq = cmd.seq
+        self._queued_digests.add(digest)
+
+    def _sync_driving_topic(self) -> None:
+        sig = self.core.policy.driving.signal
+        want = sig.topic if sig is not None else None
+        if want != self._driving_topic:
+            if self._driving_topic is not None:
+                self.conn.unsubscribe(self._driving_topic)
+            if want is not None:
+                self.conn.subscribe(want)
+            self._driving_topic = want
+
+    # -- sending the durable queues ----------------------------------------------------------
+    def _flush(self, final: bool = False) -> None:
+        if not self.conn.connected.is_set():
+            return
+        deadline = time.monotonic() + (2.0 if final else 0.0)
+        while True:
+            self._inflight_state = self._advance(
+                self._inflight_state, self.state_q, self._next_state)
+            self._inflight_tel = self._advance(
+                self._inflight_tel, self.telemetry_q, self._next_telemetry)
+            if not final or (self._inflight_state is None and self._inflight_tel is None) \
+                    or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+
+    @staticmethod
+    def _advance(inflight: _Inflight | None, q: DurableQueue,
+                 send: Callable[[], _Inflight | None]) -> _Inflight | None:
+        if inflight is not None:
+            if not inflight.info.is_published():
+                return inflight
+            q.ack(inflight.last_id)        # the broker has it: now it may leave the disk
+        return send()
+
+    def _next_state(self) -> _Inflight | None:
+        rows = self.state_q.peek(1)
+        if not rows:
+            return None
+        rid, body = rows[0]
+        info = self.conn.publish(topics.device_topic(self.device_id, "state"), body)
+        return _Inflight(rid, info)
+
+    def _next_telemetry(self) -> _Inflight | None:
+        batch = take_batch(self.telemetry_q, self.settings.telemetry)
+        if batch is None:
+            return None
+        last, records = batch
+        msg = TelemetryBatch(self.device_id, self.telemetry_q.next_seq(), tuple(records),
+                             self.telemetry_q.dropped)
+        info = self.conn.publish(topics.device_topic(self.device_id, "telemetry"),
+                                 msg.to_bytes())
+        return _Inflight(last, info)
+
+    # -- telemetry ---------------------------------------------------------------------------
+    def collect_telemetry(self, now: float) -> None:
+        """Append this interval's records to the durable queue (sent by the I/O loop)."""
+        st = self.core.store.status()
+        active = st.get("active")
+        label = f"{active['name']}@{active['version']}" if active else None
+        records: list[dict[str, Any]] = [
+            {"kind": "heartbeat", "ts": now, "agent_version": AGENT_VERSION,
+             "uptime_s": round(now - self._started_at, 1), "active": active,
+             "deferred": self._deferred is not None,
+             "rejected_commands": self.rejected_commands,
+             "mqtt_dropped_inbound": self.conn.dropped_inbound},
+            system_record(now, self.config.data_dir),
+            {"kind": "inference", "ts": now, "bundle": label,
+             **self.core.inference.stats.snapshot(reset=True)}]
+        drift = drift_record(now, self.features.drain(), self._baseline_for(active), label)
+        if drift is not None:
+            records.append(drift)
+        self.telemetry_q.push_many([json.dumps(r, sort_keys=True, separators=(",", ":"),
+                                               default=str).encode() for r in records])
+
+    def _baseline_for(self, active: dict[str, Any] | None) -> dict[str, Any]:
+        if active is None:
+            return {}
+        key = f"{active.get('slot')}:{active.get('name')}@{active.get('version')}"
+        if self._baseline[0] != key:
+            try:
+                m = Manifest.from_bytes(self.core.store.path(str(active["slot"]),
+                                                             "manifest.json").read_bytes())
+                self._baseline = (key, dict(m.baseline))
+            except (OSError, EdgeOpsError, KeyError):
+                self._baseline = (key, {})
+        return self._baseline[1]
+
+    # -- worker: commands that take time -----------------------------------------------------
+    def _work_loop(self) -> None:
+        next_retry = self.clock() + self.settings.deferred_retry_s
+        while not self._stop.is_set():
+            try:
+                cmd, digest = self._work.get(timeout=0.5)
+            except queue.Empty:
+                if self._deferred is not None and self.clock() >= next_retry:
+                    next_retry = self.clock() + self.settings.deferred_retry_s
+                    self._run_guarded(self._retry_deferred, self._deferred)
+                continue
+            try:
+                self._execute(cmd)
+            except Exception as exc:  # report, never die: the old model keeps serving
+                log.exception("command %s failed", cmd.seq)
+                self.report(DevicePhase.FAILED, deployment_id=self._current[0],
+                            bundle=self._current[1], reason=f"agent error: {exc}")
+            finally:
+                self.net.accept_command(cmd.seq, digest)
+                self._queued_digests.discard(digest)
+                self._current = (None, None)
+
+    def _retry_deferred(self, waiting: tuple[str | None, str | None]) -> None:
+        self._current = (None, None)          # re-checks that still defer stay silent
+        if self.core.installer.policy.evaluate().allowed:
+            self._current = waiting           # phases from here on belong to the deployment
+        try:
+            self.core.retry_deferred()
+        finally:
+            self._current = (None, None)
+
+    def _run_guarded(self, fn: Callable[[tuple[str | None, str | None]], object],
+                     arg: tuple[str | None, str | None]) -> None:
+        try:
+            fn(arg)
+        except Exception:
+            log.exception("deferred install retry failed")
+
+    def _execute(self, cmd: Command) -> None:
+        body = cmd.body
+        dep = body.get("deployment_id")
+        dep = dep if isinstance(dep, str) else None
+        if cmd.kind == "deploy":
+            self._deploy(dep, body)
+        elif cmd.kind == "rollback":
+            self._current = (dep, None)
+            self.core.rollback(dep)
+        elif cmd.kind == "config":
+            self.core.apply_config(body)
+            self._sync_driving_topic()
+            self.report(None, deployment_id=dep, reason="config applied")
+
+    def _deploy(self, dep: str | None, body: dict[str, Any]) -> None:
+        name, version, target = body.get("name"), body.get("version"), body.get("target")
+        if not all(isinstance(v, str) and v for v in (name, version)):
+            self.report(DevicePhase.FAILED, deployment_id=dep,
+                        reason="deploy command lacks bundle name/version")
+            return
+        assert isinstance(name, str) and isinstance(version, str)
+        label = f"{name}@{version}"
+        self._current = (dep, label)
+        if target is not None and target != self.config.target:
+            self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label,
+                        reason=f"deployment is for target {target!r}, this device is "
+                               f"{self.config.target!r}")
+            return
+        self._cancel = None
+        self.report(DevicePhase.NOTIFIED, deployment_id=dep, bundle=label)
+        self.report(DevicePhase.DOWNLOADING, deployment_id=dep, bundle=label)
+        try:
+            fetched = self._fetch(name, version, dep)
+        except EdgeOpsError as exc:
+            self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label,
+                        reason=f"download rejected: {exc.message}")
+            return
+        outcome = self.core.install(request_from_fetched(fetched, dep))
+        log.info("deployment %s: %s", dep, outcome.phase.value)
+
+    def _check_cancel(self, dep: str | None) -> None:
+        if self._cancel is not None and self._cancel in ("*", dep):
+            raise DeploymentCancelled(f"deployment {dep} was cancelled")
+
+    def _fetch(self, name: str, version: str, dep: str | None) -> Any:
+        cache = self.config.data_dir / "tuf"
+        tuf = TufClient.over_mqtt(self.config.trust.root, cache, self.transport)
+        deadline = time.monotonic() + self.settings.metadata_wait_s
+        gen = self.transport.metadata.generation
+
+        def wait_for_metadata() -> bool:
+            nonlocal gen
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop.is_set():
+                return False
+            newer = self.transport.metadata.wait_newer(gen, left)
+            gen = self.transport.metadata.generation
+            return newer
+
+        def progress(_what: str) -> None:
+            self._check_cancel(dep)
+
+        try:
+            fetched = fetch_bundle(tuf, name, version, self.config.target,
+                                   wait_for_metadata=wait_for_metadata, progress=progress)
+        except TransportError as exc:
+            if not (self.settings.http_fallback and self.config.fleet_url):
+                raise
+            log.warning("MQTT transfer failed (%s); trying %s", exc.message,
+                        self.config.fleet_url)
+            tuf = TufClient.over_http(self.config.trust.root, cache, self.config.fleet_url,
+                                      self.settings.download)
+            fetched = fetch_bundle(tuf, name, version, self.config.target, progress=progress)
+        root = tuf.trusted_root()
+        if root.signed.version != self.core.root.signed.version:
+            self.core.update_trust(root)
+        return fetched
+
+
+def run(config: AgentConfig, *, settings: DaemonSettings = DaemonSettings()) -> int:
+    """Run one agent until SIGTERM/SIGINT; 0 on a clean stop, 1 if it cannot start."""
+    agent: Agent | None = None
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda _s, _f: stop.set())
+    try:
+        agent = Agent(config, settings=settings)
+        agent.start()
+    except EdgeOpsError as exc:
+        print(f"error: {exc.diagnostics()}", file=sys.stderr)
+        if agent is not None:
+            agent.stop()
+        return exc.exit_code
+    log.info("agent %s running (broker %s)", config.device_id, config.broker.url)
+    while not stop.wait(1.0):
+        pass
+    agent.stop()
+    return 0

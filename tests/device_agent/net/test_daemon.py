@@ -1,0 +1,372 @@
+"""The daemon end to end: real broker, real TUF repo, real keys, real agent core and runtime.
+
+The fleet manager is played by ``FakeManager`` (retained TUF metadata, chunk answers, signed
+commands); everything on the device side is the production code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from device_agent.daemon import Agent
+from device_agent.tuf_client import DownloadLimits
+from edgeops.protocol import topics
+from tests.device_agent.net.agents import (
+    FAST,
+    FleetRepo,
+    agent_config,
+    make_fleet_repo,
+    new_agent,
+)
+from tests.device_agent.net.broker import MosquittoBroker
+from tests.device_agent.net.fake_manager import FakeManager
+from tests.device_agent.net.observer import Observer
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+DEV = "cam-17"
+X = np.ones((1, 4), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def fr(tmp_path_factory: pytest.TempPathFactory) -> FleetRepo:
+    return make_fleet_repo(tmp_path_factory.mktemp("fleet"))
+
+
+@pytest.fixture
+def mgr(broker: MosquittoBroker, fr: FleetRepo) -> Iterator[FakeManager]:
+    m = FakeManager(broker.port, fr.repo, fr.fleet.manager, chunk_bytes=256)
+    m.publish_metadata()
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def agent(tmp_path: Path, fr: FleetRepo, broker: MosquittoBroker) -> Iterator[Agent]:
+    a = new_agent(agent_config(fr, tmp_path, DEV, broker.url))
+    a.start()
+    assert a.conn.wait_connected(10)
+    yield a
+    a.stop()
+
+
+def _deploy(mgr: FakeManager, version: str, dep: str, channel: str = "commands",
+            **kw: Any) -> None:
+    mgr.command(DEV, "deploy", {"deployment_id": dep, "name": "classifier",
+                                "version": version, "target": "x86-cpu"},
+                channel=channel, **kw)
+
+
+def _final(mgr: FakeManager, dep: str, timeout_s: float = 60) -> dict[str, Any]:
+    terminal = {"healthy", "failed", "rolled-back", "deferred"}
+    return mgr.wait(lambda: next((s for s in mgr.states if s["deployment_id"] == dep
+                                  and s["phase"] in terminal), None), timeout_s)
+
+
+def _phases(mgr: FakeManager, dep: str) -> list[str]:
+    return [s["phase"] for s in mgr.states if s["deployment_id"] == dep]
+
+
+def _serving(agent: Agent) -> str | None:
+    m = agent.core.inference.model
+    return m.version if m else None
+
+
+def test_deploy_reports_every_phase_and_serves_the_new_model(mgr: FakeManager,
+                                                             agent: Agent) -> None:
+    _deploy(mgr, "1.0.0", "d1")
+    assert _final(mgr, "d1")["phase"] == "healthy"
+    assert _phases(mgr, "d1") == ["notified", "downloading", "verifying", "installing",
+                                  "activated", "healthy"]
+    np.testing.assert_allclose(agent.core.inference.predict({"x": X})["y"], 3.0)
+    # the next version through the retained ``desired`` topic
+    _deploy(mgr, "2.0.0", "d2", channel="desired")
+    final = _final(mgr, "d2")
+    assert final["phase"] == "healthy"
+    assert final["active"]["version"] == "2.0.0"
+    np.testing.assert_allclose(agent.core.inference.predict({"x": X})["y"], 4.0)
+    seqs = [s["seq"] for s in mgr.states]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    # manifest, signatures, artifact and golden of each version travelled over MQTT chunks
+    assert len({f.artifact for f in mgr.fetches}) == 8
+
+
+@pytest.mark.parametrize(("version", "why"), [("3.0.0", "health check failed"),
+                                              ("4.0.0", "health check failed"),
+                                              ("5.0.0", "health check failed")])
+def test_bad_models_roll_back_and_the_old_one_keeps_serving(mgr: FakeManager, agent: Agent,
+                                                            version: str, why: str) -> None:
+    _deploy(mgr, "1.0.0", "good")
+    assert _final(mgr, "good")["phase"] == "healthy"
+    _deploy(mgr, version, "bad")
+    final = _final(mgr, "bad")
+    assert final["phase"] == "rolled-back" and why in final["reason"]
+    assert final["active"]["version"] == "1.0.0"
+    assert _serving(agent) == "1.0.0"
+    np.testing.assert_allclose(agent.core.inference.predict({"x": X})["y"], 3.0)
+
+
+def test_foreign_signed_bundle_is_rejected_before_install(mgr: FakeManager,
+                                                          agent: Agent) -> None:
+    _deploy(mgr, "1.0.0", "good")
+    _final(mgr, "good")
+    _deploy(mgr, "6.0.0", "evil")
+    final = _final(mgr, "evil")
+    assert final["phase"] == "failed"
+    assert "not signed by a trusted targets key" in final["reason"]
+    assert "installing" not in _phases(mgr, "evil")
+    assert _serving(agent) == "1.0.0"
+
+
+def test_tampered_chunks_and_metadata_are_rejected(mgr: FakeManager, agent: Agent,
+                                                   fr: FleetRepo) -> None:
+    _deploy(mgr, "1.0.0", "good")
+    _final(mgr, "good")
+    mgr.corrupt = lambda _i, frame: frame[:-1] + bytes([frame[-1] ^ 1])
+    _deploy(mgr, "2.0.0", "tampered-chunks")
+    final = _final(mgr, "tampered-chunks")
+    assert final["phase"] == "failed" and "SHA-256" in final["reason"]
+    mgr.corrupt = None
+    # metadata altered after signing (a broker-level attacker rewrites retained targets)
+    fr.repo.publish()        # a new targets version the device has not cached yet...
+    mgr.publish_metadata()
+    name = f"{fr.repo.targets.signed.version}.targets.json"
+    good = fr.repo.metadata[name]
+    bad = good.replace(b"bundles/classifier", b"bundles/clazzifier", 1)  # altered after signing
+    assert bad != good
+    mgr.client.publish(topics.tuf_metadata(name), bad, qos=1, retain=True).wait_for_publish(5)
+    try:
+        _deploy(mgr, "2.0.0", "tampered-md")
+        final = _final(mgr, "tampered-md")
+        assert final["phase"] == "failed"
+        assert "not signed by trusted keys" in final["reason"]
+    finally:
+        mgr.client.publish(topics.tuf_metadata(name), good, qos=1,
+                           retain=True).wait_for_publish(5)
+    assert _serving(agent) == "1.0.0"
+
+
+def test_oversized_chunks_are_rejected(mgr: FakeManager, agent: Agent) -> None:
+    mgr.chunk_bytes = 512            # the agent accepts at most 256 (FAST settings)
+    _deploy(mgr, "1.0.0", "big")
+    final = _final(mgr, "big")
+    assert final["phase"] == "failed" and "exceeds the 256-byte limit" in final["reason"]
+    assert _serving(agent) is None
+
+
+def test_bad_commands_are_rejected_and_reported(mgr: FakeManager, agent: Agent,
+                                                fr: FleetRepo) -> None:
+    _deploy(mgr, "1.0.0", "good")
+    _final(mgr, "good")
+    first = mgr.command(DEV, "config", {"deployment_id": "c1"})
+    mgr.wait(lambda: any(s["reason"] == "config applied" for s in mgr.states))
+    mgr.command(DEV, "config", {"deployment_id": "c2"})
+    mgr.wait(lambda: len([s for s in mgr.states if s["reason"] == "config applied"]) == 2)
+
+    def rejected() -> list[str]:
+        return [s["reason"] for s in mgr.states
+                if (s["reason"] or "").startswith("command rejected")]
+
+    cases = [
+        (lambda: mgr.send_raw(DEV, b"{not json"), "malformed"),
+        (lambda: mgr.send_raw(DEV, b"x" * 300_000), "exceeds the limit"),
+        (lambda: mgr.command(DEV, "deploy", {"name": "classifier", "version": "2.0.0"},
+                             to="cam-99"), "addressed to 'cam-99'"),
+        (lambda: mgr.command(DEV, "deploy", {"name": "classifier", "version": "2.0.0"},
+                             signer=fr.fleet.foreign), "key this device does not trust"),
+        (lambda: mgr.command(DEV, "deploy", {"name": "classifier", "version": "2.0.0"},
+                             expires_in_s=-5), "expired"),
+        (lambda: mgr.send_raw(DEV, first.to_bytes()), "replay"),
+    ]
+    for i, (send, why) in enumerate(cases):
+        send()
+        mgr.wait(lambda i=i: len(rejected()) > i)
+        assert why in rejected()[i], rejected()
+    assert agent.rejected_commands == len(cases)
+    assert _serving(agent) == "1.0.0"
+    assert not any(s["phase"] == "notified" and s["bundle"] == "classifier@2.0.0"
+                   for s in mgr.states)
+
+
+def test_wrong_target_and_rollback_command(mgr: FakeManager, agent: Agent) -> None:
+    _deploy(mgr, "1.0.0", "d1")
+    _final(mgr, "d1")
+    _deploy(mgr, "2.0.0", "d2")
+    _final(mgr, "d2")
+    mgr.command(DEV, "deploy", {"deployment_id": "arm", "name": "classifier",
+                                "version": "2.0.0", "target": "arm64-npu"})
+    assert "this device is 'x86-cpu'" in _final(mgr, "arm")["reason"]
+    mgr.command(DEV, "rollback", {"deployment_id": "d2"})
+    rb = mgr.wait(lambda: next((s for s in mgr.states if s["phase"] == "rolled-back"), None))
+    assert rb["active"]["version"] == "1.0.0"
+    assert _serving(agent) == "1.0.0"
+
+
+def test_deferred_while_driving_then_installed(mgr: FakeManager, tmp_path: Path,
+                                               fr: FleetRepo, broker: MosquittoBroker) -> None:
+    flag = tmp_path / "driving"
+    flag.write_text("1")
+    cfg = agent_config(fr, tmp_path, DEV, broker.url,
+                       policy={"maintenance_windows": [], "driving_signal": {"file": str(flag)}})
+    a = new_agent(cfg)
+    a.start()
+    assert a.conn.wait_connected(10)
+    try:
+        _deploy(mgr, "1.0.0", "d1")
+        deferred = _final(mgr, "d1")
+        assert deferred["phase"] == "deferred" and "driving" in deferred["reason"]
+        assert _serving(a) is None
+        flag.write_text("0")
+        healthy = mgr.wait(lambda: next((s for s in mgr.states if s["phase"] == "healthy"),
+                                        None))
+        assert healthy["deployment_id"] == "d1"
+        assert _serving(a) == "1.0.0"
+    finally:
+        a.stop()
+
+
+def test_telemetry_survives_broker_outage_and_agent_restart(
+        tmp_path: Path, fr: FleetRepo, broker: MosquittoBroker) -> None:
+    cfg = agent_config(fr, tmp_path, DEV, broker.url,
+                       telemetry={"interval_s": 0.2, "queue_max_records": 100_000})
+    a = new_agent(cfg)
+    a.start()
+    mgr = FakeManager(broker.port, fr.repo, fr.fleet.manager)
+    try:
+        mgr.wait(lambda: len(mgr.telemetry) >= 1)
+        broker.stop()
+        time.sleep(1.0)                      # agent keeps measuring while offline ...
+        outage = (time.time() - 1.0, time.time())
+        a.stop()                             # ... and is restarted while still offline
+        a = new_agent(cfg)
+        a.start()
+        time.sleep(0.5)
+        mgr.close()
+        broker.start()
+        mgr = FakeManager(broker.port, fr.repo, fr.fleet.manager)
+
+        def heartbeats() -> list[float]:
+            return sorted(r["ts"] for b in mgr.telemetry for r in b["records"]
+                          if r["kind"] == "heartbeat")
+
+        mgr.wait(lambda: len([t for t in heartbeats() if outage[0] <= t <= outage[1]]) >= 3,
+                 30)
+        kinds = {r["kind"] for b in mgr.telemetry for r in b["records"]}
+        assert {"heartbeat", "system", "inference"} <= kinds
+        assert all(b["dropped"] == 0 for b in mgr.telemetry)
+    finally:
+        a.stop()
+        mgr.close()
+
+
+def test_queue_bound_drops_oldest_and_says_so(tmp_path: Path, fr: FleetRepo,
+                                              broker: MosquittoBroker) -> None:
+    cfg = agent_config(fr, tmp_path, DEV, broker.url,
+                       telemetry={"interval_s": 0.1, "queue_max_records": 6})
+    broker.stop()
+    a = new_agent(cfg)
+    a.start()
+    try:
+        time.sleep(1.0)                      # ~30 records into a 6-record queue
+        broker.start()
+        mgr = FakeManager(broker.port, fr.repo, fr.fleet.manager)
+        try:
+            batch = mgr.wait(lambda: next((b for b in mgr.telemetry if b["dropped"] > 0),
+                                          None), 20)
+            assert len(batch["records"]) <= 6
+        finally:
+            mgr.close()
+    finally:
+        a.stop()
+
+
+def test_drift_summaries_follow_the_inputs_against_the_baseline(
+        mgr: FakeManager, agent: Agent) -> None:
+    _deploy(mgr, "1.0.0", "d1")
+    _final(mgr, "d1")
+    for _ in range(20):
+        agent.core.inference.predict({"x": np.full((1, 4), 5.0, dtype=np.float32)})
+    rec = mgr.wait(lambda: next((r for b in mgr.telemetry for r in b["records"]
+                                 if r["kind"] == "drift"), None))
+    x = rec["features"]["x"]
+    assert x["mean"] == pytest.approx(5.0) and x["count"] == 80
+    assert x["shift"] == pytest.approx(5.0)         # baseline mean 0, std 1
+    inf = mgr.wait(lambda: next((r for b in mgr.telemetry for r in b["records"]
+                                 if r["kind"] == "inference" and r["count"] > 0), None))
+    assert inf["p50_ms"] is not None and inf["errors"] == 0
+
+
+def test_many_agents_share_one_process(mgr: FakeManager, tmp_path: Path, fr: FleetRepo,
+                                       broker: MosquittoBroker) -> None:
+    agents = [new_agent(agent_config(fr, tmp_path, f"sim-{i}", broker.url,
+                                     telemetry={"interval_s": 5, "queue_max_records": 100}))
+              for i in range(4)]
+    for a in agents:
+        a.start()
+    try:
+        for i in range(4):
+            mgr.command(f"sim-{i}", "deploy", {"deployment_id": f"m{i}", "name": "classifier",
+                                               "version": "1.0.0", "target": "x86-cpu"},
+                        channel="desired")
+        for i in range(4):
+            mgr.wait(lambda i=i: any(s["device_id"] == f"sim-{i}" and s["phase"] == "healthy"
+                                     for s in mgr.states), 120)
+        assert all(_serving(a) == "1.0.0" for a in agents)
+    finally:
+        for a in agents:
+            a.stop()
+
+
+def test_run_exits_cleanly_on_sigterm_and_says_offline(tmp_path: Path, fr: FleetRepo,
+                                                       broker: MosquittoBroker,
+                                                       observer: Observer) -> None:
+    cfg = agent_config(fr, tmp_path, DEV, broker.url)
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    status = topics.device_topic(DEV, "status")
+    observer.subscribe(status)
+    code = ("import sys, logging; from device_agent.config import AgentConfig; "
+            "from device_agent.daemon import run; "
+            "sys.exit(run(AgentConfig.from_file(sys.argv[1])))")
+    p = subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=os.getcwd(),
+                         stderr=subprocess.PIPE)
+    try:
+        observer.wait_for(lambda m: any(json.loads(x[1]).get("online") for x in m), 30)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+        observer.wait_for(lambda m: json.loads(m[-1][1])["online"] is False)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_run_fails_with_one_line_when_the_root_is_missing(tmp_path: Path, fr: FleetRepo,
+                                                          broker: MosquittoBroker) -> None:
+    cfg = agent_config(fr, tmp_path, DEV, broker.url)
+    d = cfg.to_dict()
+    d["trust"]["root"] = str(tmp_path / "nope.json")
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps(d))
+    code = ("import sys; from device_agent.config import AgentConfig; "
+            "from device_agent.daemon import run; "
+            "sys.exit(run(AgentConfig.from_file(sys.argv[1])))")
+    p = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                       timeout=60)
+    assert p.returncode == 1
+    assert p.stderr.decode().strip().startswith("error: trust root")
+    assert "Traceback" not in p.stderr.decode()
+
+
+_ = DownloadLimits, FAST
