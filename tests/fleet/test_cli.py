@@ -172,3 +172,25 @@ def test_enrol_with_a_fleet_ca_writes_mutual_tls_credentials(
         assert code == 0, err
         assert (later / "enroll.token").stat().st_mode & 0o777 == 0o600
         assert not (later / "device.key").exists()
+
+
+def test_bless_uploads_a_hardware_report(live: LiveFleet, bundles: dict[str, Path],
+                                         tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+
+    from edgeops.bundle import read_bundle
+    from hardware_tests.report import REQUIRED_CHECKS, CheckResult, HardwareReport
+
+    assert run(capsys, "publish", str(bundles["1.0.0"]))[0] == 0
+    sha = hashlib.sha256(read_bundle(bundles["1.0.0"]).manifest_bytes).hexdigest()
+    report = tmp_path / "report.json"
+    report.write_bytes(HardwareReport(
+        bundle="tiny", version="1.0.0", manifest_sha256=sha, target="x86-cpu",
+        hardware="x86_64", created="2026-11-27T00:00:00+00:00",
+        checks=tuple(CheckResult(n, "passed", "ok") for n in REQUIRED_CHECKS)).to_bytes())
+    code, out, err = run(capsys, "fleet", "bless", str(bundles["1.0.0"]), str(report), "--json")
+    assert code == 0, err
+    assert json.loads(out)["passed"] is True and json.loads(out)["hardware"] == "x86_64"
+    code, out, _ = run(capsys, "fleet", "bundles", "--json")
+    assert [b["version"] for b in json.loads(out)["items"]] == ["1.0.0"]
