@@ -176,6 +176,7 @@ def test_bad_name_or_version(cli, keys_home: Path, model: Path, tmp_path: Path, 
     _assert_refused(res, out, 2, needle)
 
 
+@pytest.mark.slow
 def test_accuracy_gate_failure_writes_nothing(cli, keys_home: Path, tmp_path: Path) -> None:
     p = zoo.save(zoo.outlier_mlp(), tmp_path / "mlp.onnx")
     x = np.random.default_rng(0).standard_normal((32, 4, 16)).astype(np.float32)

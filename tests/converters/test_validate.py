@@ -30,6 +30,7 @@ _arrays = hnp.arrays(dtype=st.sampled_from([np.float32, np.int64, np.uint8, np.b
                      shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=4))
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None)
 @given(inputs=st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True), _arrays,
                               min_size=1, max_size=3),
