@@ -228,7 +228,8 @@ def _check_inputs(model: LoadedModel, inputs: Mapping[str, np.ndarray]
         value = inputs.get(name)
         if value is None:
             raise PredictInputError(f"input {name!r} is missing")
-        if type(value) is not np.ndarray or (dtype is not None and value.dtype != dtype):
+        if type(value) is not np.ndarray or (dtype is not None and value.dtype is not dtype
+                                             and value.dtype != dtype):
             try:
                 cast = np.asarray(value, dtype=dtype)
             except (TypeError, ValueError) as exc:
@@ -237,7 +238,13 @@ def _check_inputs(model: LoadedModel, inputs: Mapping[str, np.ndarray]
             fixed = dict(inputs) if fixed is None else fixed
             fixed[name] = value = cast
         shape = value.shape
-        if len(shape) != ndim or any(shape[ax] != d for ax, d in dims):
+        bad = len(shape) != ndim
+        if not bad:
+            for ax, d in dims:     # a plain loop: a generator costs more than the check
+                if shape[ax] != d:
+                    bad = True
+                    break
+        if bad:
             spec = next(t for t in model.inputs if t.name == name)
             raise PredictInputError(f"input {name!r} has shape {list(shape)}, the model "
                                     f"expects {list(spec.shape)}")
