@@ -71,7 +71,9 @@ def run(config_path: Path, local_only: bool) -> None:
             raise ConfigError("this agent build has no fleet connection (device_agent.daemon)",
                               hint="use --local-only to serve the active model without it"
                               ) from None
-        daemon.run(config)
+        rc = daemon.run(config)
+        if rc:
+            sys.exit(int(rc))
         return
     _run_local(config)
 

@@ -146,3 +146,21 @@ def test_run_local_only_serves_and_stops_on_sigterm(config: Path, fleet: Fleet,
         proc.stdout.close()
         proc.stderr.close()
     assert "serving classifier@1.0.0" in err
+
+
+@pytest.mark.parametrize("entry", ["edgeops agent run", "edgeops-agent"])
+def test_run_through_the_daemon_fails_in_one_line_without_a_root(tmp_path: Path,
+                                                                entry: str) -> None:
+    p = tmp_path / "agent.json"
+    p.write_text(json.dumps({"schema": CONFIG_SCHEMA, "device_id": "cam-1", "target": "x86-cpu",
+                             "trust": {"root": "missing-root.json", "manager_keys": []}}))
+    if entry == "edgeops-agent":
+        cmd = [sys.executable, "-c", "import sys; from device_agent.cli import agent_main; "
+               "sys.argv[0] = 'edgeops-agent'; agent_main()", "--config", str(p)]
+    else:
+        cmd = [sys.executable, "-m", "edgeops.cli.main", "agent", "run", "--config", str(p)]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: trust root") and "does not exist" in lines[-1]
+    assert "Traceback" not in r.stderr

@@ -112,3 +112,29 @@ def test_window_parse(h1: int, m1: int, h2: int, m2: int) -> None:
             parse_window(text)
     else:
         assert parse_window(text) == (h1 * 60 + m1, h2 * 60 + m2)
+
+
+_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
+_text = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=12)
+
+
+@given(device_id=_ids, target=_ids, tags=st.dictionaries(_text, _text, max_size=3),
+       keepalive=st.integers(5, 3600), interval=st.floats(0.1, 3600),
+       max_records=st.integers(1, 10**7),
+       windows=st.lists(st.sampled_from(["02:00-04:00", "23:30-00:30", "12:00-12:01"]),
+                        max_size=3),
+       driving=st.sampled_from([None, {"file": "/run/vehicle/driving"},
+                                {"topic": "local/vehicle/driving"}]),
+       http=st.sampled_from([None, "127.0.0.1:8500", "[::1]:9000"]))
+def test_config_round_trip(device_id: str, target: str, tags: dict[str, str], keepalive: int,
+                           interval: float, max_records: int, windows: list[str],
+                           driving: dict[str, str] | None, http: str | None) -> None:
+    d = sample(device_id=device_id, target=target, tags=tags,
+               broker={"url": "mqtt://127.0.0.1:1883", "keepalive_s": keepalive},
+               policy={"maintenance_windows": windows, "driving_signal": driving},
+               inference={"socket": "agent.sock", "http": http},
+               telemetry={"interval_s": interval, "queue_max_records": max_records})
+    cfg = AgentConfig.from_dict(d, base_dir=Path("/etc/edgeops"))
+    again = AgentConfig.from_dict(json.loads(json.dumps(cfg.to_dict())), base_dir=Path("/x"))
+    assert again == cfg
+    assert again.to_dict() == cfg.to_dict()

@@ -158,3 +158,11 @@ def test_killed_at_random_instants_always_restarts_on_a_whole_model(tmp_path: Pa
         last = version
     # the kills landed at different points: many distinct versions were served
     assert len(seen_versions) > iterations // 4
+
+
+@given(st.sampled_from(["a", "b", None]), st.sampled_from(["a", "b", None]), st.booleans(),
+       st.integers(0, 2**40))
+def test_pointer_round_trip(active: str | None, previous: str | None, trial: bool,
+                            gen: int) -> None:
+    p = SlotPointer(active, previous, trial, gen)
+    assert SlotPointer.from_bytes(p.to_bytes()) == p
