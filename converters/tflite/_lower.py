@@ -749,8 +749,35 @@ class _Lowering:
         self.g.add_op("BATCH_MATMUL", [xa, xb], [y], n.name)
 
 
+_UNARY = {"RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU"}
+
+
+def _sink_reshapes(g: Graph) -> None:
+    """RESHAPE→unary becomes unary→RESHAPE, so reshape pairs meet and cancel (1D conv chains)."""
+    changed = True
+    while changed:
+        changed = False
+        for op in g.ops:
+            if op.kind not in _UNARY:
+                continue
+            rs = g.producer(op.inputs[0])
+            if rs is None or rs.kind != "RESHAPE" or rs.outputs[0] in g.outputs \
+                    or sum(1 for _ in g.consumers(rs.outputs[0])) != 1:
+                continue
+            src, mid, out = rs.inputs[0], rs.outputs[0], op.outputs[0]
+            # unary now reads the reshape's input and writes a tensor of that shape
+            g.tensors[mid].shape = g.tensors[src].shape
+            op.inputs[0], op.outputs[0] = src, mid
+            rs.inputs[0], rs.outputs[0] = mid, out
+            i, j = g.ops.index(rs), g.ops.index(op)
+            g.ops[i], g.ops[j] = op, rs
+            changed = True
+            break
+
+
 def _merge_reshapes(g: Graph) -> None:
     """RESHAPE of a RESHAPE is one RESHAPE."""
+    _sink_reshapes(g)
     for op in list(g.ops):
         if op.kind != "RESHAPE":
             continue

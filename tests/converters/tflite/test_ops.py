@@ -92,3 +92,22 @@ def test_dynamic_batch_defaults_to_one_and_input_shape_fixes_dims() -> None:
     assert LiteRT(res.model).inputs[0]["shape"].tolist() == [1, 16, 16, 3]
     res = convert(m)
     assert LiteRT(res.model).inputs[0]["shape"].tolist() == [1, 16, 16, 3]
+
+
+def test_1d_conv_chain_keeps_one_reshape_pair_and_fuses_relu() -> None:
+    from onnx import helper as h
+
+    from tests.converters.tflite.models import W, graph
+
+    r = np.random.default_rng(5)
+    n = h.make_node
+    m = graph([n("Conv", ["x", "w1"], ["a"], pads=[1, 1]), n("Relu", ["a"], ["b"]),
+               n("MaxPool", ["b"], ["c"], kernel_shape=[2], strides=[2]),
+               n("Conv", ["c", "w2"], ["d"], pads=[1, 1]), n("Relu", ["d"], ["y"])],
+              {"x": [1, 2, 32]}, ["y"], [W(r, "w1", 4, 2, 3), W(r, "w2", 4, 4, 3)])
+    err, res = _max_rel_err(m, keep_io=False)
+    assert err <= RTOL
+    counts = res.graph.op_counts()
+    assert counts.get("RESHAPE") == 2 and "RELU" not in counts     # in once, out once
+    assert all(op.options.get("fusedActivationFunction") == 1
+               for op in res.graph.ops if op.kind == "CONV_2D")

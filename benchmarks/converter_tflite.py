@@ -1,0 +1,188 @@
+"""Benchmark the TFLite backend on three real architectures, side by side with ONNX Runtime.
+
+For each model (benchmarks/models/tflite/, see ``benchmarks/_tflite_models.py``) and each
+precision (fp32, fp16, int8-dynamic for tflite-cpu; full-integer int8 per-tensor as for the Edge
+TPU and per-axis-on-conv as for Ethos-U), in one run: conversion time and peak Python heap
+(tracemalloc) of :func:`converters.tflite.convert`, artifact size next to the ONNX source, LiteRT
+latency (XNNPACK, median/p95) next to ONNX Runtime FP32 latency on the same input and thread
+count, and output agreement with ONNX Runtime FP32 on the validation set (max relative error,
+cosine, top-1 agreement; per-pixel argmax agreement for the segmenter).
+
+Goals from the issue: FP32 within 1e-4 relative; INT8 top-1 agreement >= 98% and cosine >= 0.98.
+
+    python -m benchmarks.converter_tflite [--threads 1] [--runs 50] [--samples 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+import tracemalloc
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+HERE = Path(__file__).resolve().parent
+MODELS = HERE / "models" / "tflite"
+RESULTS = HERE / "results"
+VARIANTS = [  # (label, precision, per_channel, target it stands for)
+    ("fp32", "fp32", True, "tflite-cpu"),
+    ("fp16", "fp16", True, "tflite-cpu"),
+    ("int8-dynamic", "int8-dynamic", True, "tflite-cpu"),
+    ("int8 per-tensor", "int8", False, "edgetpu"),
+    ("int8 per-axis conv", "int8", "conv-only", "ethos-u"),
+]
+
+
+def _latency(fn: Any, runs: int) -> tuple[float, float]:
+    for _ in range(5):
+        fn()
+    t = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        t.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(t)), float(np.percentile(t, 95))
+
+
+def _agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    r = ref.reshape(ref.shape[0], -1).astype(np.float64)
+    g = got.reshape(got.shape[0], -1).astype(np.float64)
+    cos = (r * g).sum(1) / (np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1) + 1e-30)
+    out = {"max_rel_error": float(np.abs(r - g).max() / max(np.abs(r).max(), 1e-12)),
+           "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean())}
+    if ref.ndim == 2 or ref.ndim == 4:
+        out["top1_agreement"] = float((ref.argmax(1) == got.argmax(1)).mean())
+    return out
+
+
+def bench_model(name: str, threads: int, runs: int, n_samples: int) -> list[dict[str, Any]]:
+    import onnxruntime as ort
+
+    from converters.tflite import compatibility_report, convert
+    from converters.tflite._runtime import LiteRT
+    from converters.tflite.convert import to_artifact_layout, to_onnx_layout
+
+    path = MODELS / f"{name}.onnx"
+    model = onnx.load(str(path))
+    with np.load(MODELS / f"{name}.calibration.npz") as z:
+        cal = z["input"].astype(np.float32)
+    with np.load(MODELS / f"{name}.validation.npz") as z:
+        val = z["input"][:n_samples].astype(np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ref = np.concatenate([sess.run(None, {"input": val[i:i + 1]})[0] for i in range(len(val))])
+    x0 = val[:1]
+    ort_p50, ort_p95 = _latency(lambda: sess.run(None, {"input": x0}), runs)
+    rows = []
+    for label, precision, per_channel, target in VARIANTS:
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        res = convert(model, precision=precision, per_channel=per_channel,
+                      calibration=({"input": cal[i:i + 1]} for i in range(len(cal))),
+                      io_int8=True, target=target)
+        conv_s = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rt = LiteRT(res.model, threads=threads)
+        rec_in, rec_out = res.io_layout["input"], res.io_layout["output"]
+        got = []
+        for i in range(len(val)):
+            (y,) = rt.run_float([to_artifact_layout(val[i:i + 1], rec_in)])
+            got.append(to_onnx_layout(y, rec_out))
+        agree = _agreement(ref, np.concatenate(got))
+        feed = rt.quantise_inputs([to_artifact_layout(x0, rec_in)])
+        p50, p95 = _latency(lambda f=feed, r=rt: r.run(f), runs)  # type: ignore[misc]
+        row: dict[str, Any] = {
+            "model": name, "variant": label, "target": target,
+            "convert_s": round(conv_s, 3), "convert_peak_heap_mib": round(peak / 2**20, 1),
+            "size_bytes": len(res.model), "onnx_size_bytes": path.stat().st_size,
+            "litert_p50_ms": round(p50, 3), "litert_p95_ms": round(p95, 3),
+            "ort_fp32_p50_ms": round(ort_p50, 3), "ort_fp32_p95_ms": round(ort_p95, 3),
+            "latency_ratio_vs_ort": round(p50 / ort_p50, 3),
+            "transposes": res.graph.op_counts().get("TRANSPOSE", 0),
+            "ops": len(res.graph.ops),
+            **{k: round(v, 6) for k, v in agree.items()},
+        }
+        if precision == "fp32":
+            row["goal_met"] = agree["max_rel_error"] <= 1e-4
+        elif precision == "int8":
+            row["goal_met"] = agree.get("top1_agreement", 1.0) >= 0.98 and \
+                agree["cosine_min"] >= 0.98
+            rep = compatibility_report(res.graph, "edgetpu" if target == "edgetpu" else "ethos-u")
+            row["npu"] = {"accelerator": rep["accelerator"], "npu_ops": rep["npu_ops"],
+                          "total_ops": rep["total_ops"], "segments": rep["segments"],
+                          "first_fallback": rep["first_fallback"]}
+            row["float_ops"] = res.details.get("float_ops")
+        rows.append(row)
+        print(f"{name:10s} {label:19s} conv {conv_s:6.2f}s  size {len(res.model) / 1024:7.1f} KiB"
+              f"  p50 {p50:7.3f} ms (ORT {ort_p50:.3f})  cos {agree['cosine_min']:.5f}"
+              f"  top1 {agree.get('top1_agreement', float('nan')):.4f}", flush=True)
+    return rows
+
+
+def _markdown(doc: dict[str, Any]) -> str:
+    lines = [f"# TFLite converter benchmark ({doc['machine']['litert']}, "
+             f"{doc['params']['threads']} thread(s))", "",
+             f"Machine: {doc['machine']['processor']} / {doc['machine']['python']}; "
+             f"onnxruntime {doc['machine']['onnxruntime']}; {doc['params']['runs']} timed runs, "
+             f"median; validation samples per model: {doc['params']['samples']}.", "",
+             "| model | variant | convert s | peak heap MiB | size KiB (ONNX) | LiteRT p50 ms |"
+             " ORT FP32 p50 ms | ratio | max rel err | cosine min | top-1 agree | goal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["results"]:
+        top1 = r.get("top1_agreement")
+        goal = {True: "met", False: "MISSED", None: "-"}[r.get("goal_met")]
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['convert_s']:.2f} | "
+            f"{r['convert_peak_heap_mib']:.1f} | {r['size_bytes'] / 1024:.0f} "
+            f"({r['onnx_size_bytes'] / 1024:.0f}) | {r['litert_p50_ms']:.3f} | "
+            f"{r['ort_fp32_p50_ms']:.3f} | {r['latency_ratio_vs_ort']:.2f} | "
+            f"{r['max_rel_error']:.2e} | {r['cosine_min']:.4f} | "
+            f"{'-' if top1 is None else f'{top1:.4f}'} | {goal} |")
+    lines += ["", "ratio = LiteRT p50 / ONNX Runtime FP32 p50 (same input, same threads). "
+              "Goals: fp32 max relative error <= 1e-4; int8 top-1 agreement >= 0.98 and "
+              "cosine >= 0.98 (segmenter: per-pixel argmax agreement).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--models", nargs="*", default=["mobilenet", "segmenter", "audio"])
+    args = ap.parse_args(argv)
+    # import the converter's lazy dependencies up front so the first conversion is not charged
+    import onnx.reference  # noqa: F401
+
+    import converters.tflite  # noqa: F401
+    results = []
+    for name in args.models:
+        results.extend(bench_model(name, args.threads, args.runs, args.samples))
+    doc = {
+        "benchmark": "converter_tflite",
+        "machine": {"processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version(),
+                    "litert": f"ai-edge-litert {version('ai-edge-litert')}",
+                    "onnxruntime": version("onnxruntime"), "onnx": version("onnx"),
+                    "numpy": version("numpy")},
+        "params": {"threads": args.threads, "runs": args.runs, "samples": args.samples},
+        "results": results,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "converter_tflite.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (RESULTS / "converter_tflite.md").write_text(_markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
