@@ -235,3 +235,33 @@ def test_bundle_from_edgeops_build_passes(built_bundle: Path, run_suite: Runner,
     assert run.check("load")["figures"]["runtime"] == runtime
     assert run.check("golden")["outcome"] == "passed"
     assert run.check("latency")["figures"]["manifest_budget_ms"] > 0
+
+
+def test_missing_npu_delegate_skips_naming_it(built_bundle: Path, tmp_path: Path,
+                                              store: KeyStore, run_suite: Runner) -> None:
+    """A real LiteRT artifact declared for the Edge TPU: without libedgetpu the checks skip,
+    name the library, carry the `npu` marker and do not bless."""
+    import dataclasses
+
+    from edgeops.bundle import Manifest, read_bundle, write_bundle
+    from tests.hardware_tests.bundles import PASSPHRASE
+
+    src = read_bundle(built_bundle)
+    lite = src.manifest.artifact_for("tflite-cpu")
+    assert lite is not None and lite.golden is not None
+    files = {}
+    for ref, name in ((lite.file, "model.tflite"), (lite.golden, "golden.npz")):
+        files[f"artifacts/edgetpu/{name}"] = src.extract_file(ref.path, tmp_path / name)
+    entry = dataclasses.replace(
+        lite, target="edgetpu", providers=("EdgeTPUDelegate", "XNNPACK"),
+        file=dataclasses.replace(lite.file, path="artifacts/edgetpu/model.tflite"),
+        golden=dataclasses.replace(lite.golden, path="artifacts/edgetpu/golden.npz"))
+    manifest: Manifest = dataclasses.replace(src.manifest, artifacts=(entry,))
+    bundle = write_bundle(tmp_path / "tpu.edgebundle", manifest, files,
+                          [store.signer("targets", PASSPHRASE)])
+    run = run_suite(bundle, "--target", "edgetpu", "-rs")
+    assert "EdgeTPUDelegate delegate libedgetpu.so.1 cannot be loaded" in run.output
+    assert run.check("load")["outcome"] == "skipped"
+    assert run.check("integrity")["outcome"] == "passed"
+    assert (run.report["hardware"], run.report["passed"]) == ("edgetpu", False)
+    assert "6 deselected" in run_suite(bundle, "--target", "edgetpu", "-m", "not npu").output
