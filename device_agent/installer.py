@@ -25,6 +25,7 @@ After a crash, :meth:`Installer.resume` finishes step 5 for a slot left on trial
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -175,9 +176,33 @@ class Installer:
         self._on_activate = on_activate or (lambda _i: None)
         self._clock = clock
         self.state_file = state_file or store.root.parent / "install_state.json"
+        # One slot operation at a time, whichever thread asks (worker installs, I/O thread
+        # retries deferred installs or handles a rollback command).
+        self._lock = threading.RLock()
 
     # -- public operations ---------------------------------------------------------------
     def install(self, req: InstallRequest) -> InstallOutcome:
+        """Verify, stage, and (policy permitting) activate and health-check one update."""
+        with self._lock:
+            return self._install(req)
+
+    def activate_staged(self) -> InstallOutcome | None:
+        """Finish a deferred install when policy now allows it; None if nothing is staged."""
+        with self._lock:
+            return self._activate_staged()
+
+    def rollback(self, reason: str = "rollback requested by the fleet",
+                 deployment_id: str | None = None) -> InstallOutcome:
+        """Serve the previous slot again (a fleet ``rollback`` command)."""
+        with self._lock:
+            return self._rollback(reason, deployment_id)
+
+    def resume(self) -> InstallOutcome | None:
+        """At start-up: finish the health check of a slot a crash left on trial."""
+        with self._lock:
+            return self._resume()
+
+    def _install(self, req: InstallRequest) -> InstallOutcome:
         self._phase(DevicePhase.VERIFYING, None, None)
         try:
             update = verify_update(req, target=self.target, trusted=self.trusted,
@@ -204,7 +229,7 @@ class Installer:
                                 req.deployment_id)
         return self._activate_if_allowed(slot, update.label, req.deployment_id)
 
-    def activate_staged(self) -> InstallOutcome | None:
+    def _activate_staged(self) -> InstallOutcome | None:
         """Finish a deferred install when policy now allows it; None if nothing is staged."""
         staged = self.staged()
         if staged is None:
@@ -222,7 +247,7 @@ class Installer:
                     return info
         return None
 
-    def rollback(self, reason: str = "rollback requested by the fleet",
+    def _rollback(self, reason: str = "rollback requested by the fleet",
                  deployment_id: str | None = None) -> InstallOutcome:
         before = self.store.active()
         if self.store.rollback() is None:
@@ -232,7 +257,7 @@ class Installer:
         self._on_activate(after)
         return self._finish(DevicePhase.ROLLED_BACK, _label(before), reason, deployment_id)
 
-    def resume(self) -> InstallOutcome | None:
+    def _resume(self) -> InstallOutcome | None:
         """At start-up: finish the health check of a slot a crash left on trial."""
         p = self.store.recover()
         if not p.active:
