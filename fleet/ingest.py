@@ -260,22 +260,21 @@ class Ingest:
 
     def flush(self) -> int:
         """Persist buffered telemetry in one transaction; raises if the store fails (the
-        caller then does not acknowledge, so the broker redelivers)."""
-        rows, seen = self._rows, self._seen
+        caller then does not acknowledge, so the broker redelivers). Safe to call again after
+        a failure: rows that were committed are not written twice."""
+        rows = self._rows
         if rows:
             self.store.insert_telemetry(rows)
-        if seen:
-            self.store.mark_seen(seen)
-        self._rows, self._seen, self._first_buffered = [], {}, None
-        self.stats.telemetry_rows += len(rows)
+            self._rows = []
+            self.stats.telemetry_rows += len(rows)
+        if self._seen:
+            # one lock order for every worker: two workers updating the same devices in
+            # different orders deadlock on PostgreSQL
+            self.store.mark_seen(dict(sorted(self._seen.items())))
+            self._seen = {}
+        self._first_buffered = None
         self.stats.flushes += 1
         return len(rows)
-
-    def forget_buffer(self) -> None:
-        """Drop what is buffered after a failed flush (it will be redelivered)."""
-        for row in self._rows:
-            self._recent.pop(getattr(row, "device_id", ""), None)
-        self._rows, self._seen, self._first_buffered = [], {}, None
 
     # -- device lookups --------------------------------------------------------------------
     def _device_target(self, device_id: str) -> str | None:

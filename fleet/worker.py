@@ -32,7 +32,7 @@ from typing import Any
 
 from edgeops.errors import EdgeOpsError
 from edgeops.protocol import SignedCommand, StateReport, topics
-from fleet.delivery import ArtifactInfo, ChunkDelivery, DeliveryConfig
+from fleet.delivery import ArtifactCatalog, ArtifactInfo, ChunkDelivery, DeliveryConfig
 from fleet.ingest import Ingest, IngestConfig
 from fleet.mqtt import Inbound, MqttConnection, MqttOptions, TlsOptions
 from fleet.store import Store
@@ -118,7 +118,7 @@ class ManagerWorker:
                  on_state: Callable[[StateReport], None] | None = None,
                  on_status: Callable[[str, bool], None] | None = None,
                  config: WorkerConfig | None = None,
-                 catalog: Any = None) -> None:
+                 catalog: ArtifactCatalog | None = None) -> None:
         self.store = store
         self.data_dir = data_dir
         self.config = config or WorkerConfig()

@@ -237,3 +237,51 @@ def test_no_input_crashes_ingest(tmp_path: Path, payload: bytes, channel: str) -
 
 
 _FUZZ_STORE: dict[str, Store] = {}
+
+
+class MarkSeenFailsOnce:
+    """A fake around the real store: the first ``mark_seen`` fails (a PostgreSQL deadlock)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.failed = False
+
+    def mark_seen(self, seen: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("deadlock detected")
+        self.inner.mark_seen(seen)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_flush_retried_after_a_failure_writes_nothing_twice(store: Store) -> None:
+    enroll(store, "cam-1")
+    ing = Ingest(MarkSeenFailsOnce(store))  # type: ignore[arg-type]
+    ing.handle(t("cam-1", "telemetry"), telemetry("cam-1", 1))
+    with pytest.raises(RuntimeError):
+        ing.flush()
+    ing.flush()                              # the worker's retry
+    assert store.count_telemetry("cam-1") == 3
+    assert store.get_device("cam-1").last_seen is not None  # type: ignore[union-attr]
+
+
+def test_last_seen_is_written_in_device_order(store: Store) -> None:
+    """Every worker updates devices in the same order, so two cannot deadlock."""
+    enroll(store, "cam-1", "cam-2", "cam-3")
+    calls: list[list[str]] = []
+
+    class Recording:
+        def mark_seen(self, seen: Any) -> None:
+            calls.append(list(seen))
+            store.mark_seen(seen)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+    ing = Ingest(Recording())  # type: ignore[arg-type]
+    for dev in ("cam-3", "cam-1", "cam-2"):
+        ing.handle(t(dev, "telemetry"), telemetry(dev, 1))
+    ing.flush()
+    assert calls == [["cam-1", "cam-2", "cam-3"]]
