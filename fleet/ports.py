@@ -10,7 +10,7 @@ devices reject replays) and an expiry, signed with the online ``manager`` key.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from securesystemslib.signer import Signer
@@ -39,6 +39,7 @@ class DeviceChannel(Protocol):
 
 class SeqSource(Protocol):
     def next_command_seq(self, device_id: str) -> int: ...
+    def next_command_seqs(self, device_ids: Sequence[str]) -> dict[str, int]: ...
 
 
 class CommandSigner:
@@ -63,3 +64,13 @@ class CommandSigner:
                       issued=now, expires=now + (ttl_s if ttl_s is not None else self.ttl_s),
                       body=body)
         return SignedCommand.sign(cmd, self.signer)
+
+    def issue_many(self, items: Sequence[tuple[str, str, dict[str, Any]]],
+                   ttl_s: float | None = None) -> list[SignedCommand]:
+        """Like :meth:`issue` for (device_id, kind, body) items, seqs in one transaction."""
+        seqs = self.seqs.next_command_seqs([d for d, _, _ in items])
+        now = self.clock()
+        ttl = ttl_s if ttl_s is not None else self.ttl_s
+        return [SignedCommand.sign(Command(device_id=d, seq=seqs[d], kind=kind, issued=now,
+                                           expires=now + ttl, body=body), self.signer)
+                for d, kind, body in items]

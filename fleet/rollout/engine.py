@@ -30,6 +30,7 @@ __all__ = ["RolloutEngine", "hardware_class"]
 
 log = logging.getLogger(__name__)
 
+_NOTIFY_BATCH = 200      # devices per store transaction when notifying
 _CANCELLABLE = ("notified", "downloading", "verifying", "installing", "deferred")
 
 
@@ -136,18 +137,21 @@ class RolloutEngine:
         if plan.notify:
             body = self._deploy_body(dep)
             by_id = {r.device_id: r for r in rows}
-            for device_id in plan.notify:
-                self._notify(dep, by_id[device_id], body, now)
+            for i in range(0, len(plan.notify), _NOTIFY_BATCH):
+                self._notify([by_id[d] for d in plan.notify[i : i + _NOTIFY_BATCH]], dep,
+                             body, now)
         return plan
 
-    def _notify(self, dep: Deployment, row: DeploymentDevice,
+    def _notify(self, rows: list[DeploymentDevice], dep: Deployment,
                 body: dict[str, dict[str, Any]], now: float) -> None:
-        cmd = self.signer.issue(row.device_id, "deploy", body[row.target])
-        # persist first: if we die before sending, recover() re-sends these exact bytes
-        if self.store.transition_device(dep.id, row.device_id, state="notified", now=now,
-                                        expect=["pending"], command=cmd.to_bytes(),
-                                        notified=True):
-            self.channel.send_desired(row.device_id, cmd)
+        cmds = self.signer.issue_many([(r.device_id, "deploy", body[r.target]) for r in rows])
+        by_device = {c.command.device_id: c for c in cmds}
+        # persist first: if we die before sending, recover() re-sends these exact bytes; a
+        # device another manager notified meanwhile is not moved and gets nothing from us
+        moved = self.store.notify_devices(
+            dep.id, {d: c.to_bytes() for d, c in by_device.items()}, now)
+        for device_id in moved:
+            self.channel.send_desired(device_id, by_device[device_id])
 
     def _deploy_body(self, dep: Deployment) -> dict[str, dict[str, Any]]:
         bundle = self.store.get_bundle(dep.bundle_name, dep.bundle_version)
@@ -287,12 +291,7 @@ class RolloutEngine:
         counts: dict[str, int] = {}
         for r in rows:
             counts[r.state] = counts.get(r.state, 0) + 1
-        waiting_offline = 0
-        for r in rows:
-            if r.state == "notified":
-                d = self.store.get_device(r.device_id)
-                if d is not None and not d.online:
-                    waiting_offline += 1
+        waiting_offline = self.store.waiting_offline(dep.id) if counts.get("notified") else 0
         done = sum(counts.get(s, 0) for s in ("healthy", "activated"))
         return {**dep.to_dict(), "devices": len(rows), "counts": counts,
                 "waiting_offline": waiting_offline,

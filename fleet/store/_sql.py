@@ -537,6 +537,32 @@ class SqlStore:
                             f"({', '.join('?' for _ in expect)})", params)
             return bool(cur.rowcount == 1)
 
+    def notify_devices(self, deployment_id: str, commands: Mapping[str, bytes], now: float
+                       ) -> list[str]:
+        """Batch of ``pending → notified`` compare-and-sets in one transaction.
+
+        Returns the devices whose row moved (and whose command was stored); the others were
+        already notified by someone else and must not be sent anything.
+        """
+        moved = []
+        with self._tx() as cur:
+            for device_id, command in commands.items():
+                self._exec(cur, "UPDATE deployment_devices SET state = 'notified', updated_at = ?,"
+                                " notified_at = ?, reason = NULL, command = ? WHERE "
+                                "deployment_id = ? AND device_id = ? AND state = 'pending'",
+                           (now, now, command, deployment_id, device_id))
+                if cur.rowcount == 1:
+                    moved.append(device_id)
+        return moved
+
+    def waiting_offline(self, deployment_id: str) -> int:
+        """Notified devices of a deployment that are offline (pending, not failed)."""
+        with self._tx() as cur:
+            self._exec(cur, "SELECT COUNT(*) FROM deployment_devices dd JOIN devices d ON "
+                            "d.id = dd.device_id WHERE dd.deployment_id = ? AND dd.state = "
+                            "'notified' AND d.online = 0", (deployment_id,))
+            return int(cur.fetchone()[0])
+
     def set_device_command(self, deployment_id: str, device_id: str, command: bytes) -> None:
         with self._tx() as cur:
             self._exec(cur, "UPDATE deployment_devices SET command = ? WHERE deployment_id = ? "
@@ -623,6 +649,18 @@ class SqlStore:
                             "(device_id) DO UPDATE SET seq = command_seq.seq + 1", (device_id,))
             self._exec(cur, "SELECT seq FROM command_seq WHERE device_id = ?", (device_id,))
             return int(cur.fetchone()[0])
+
+    def next_command_seqs(self, device_ids: Sequence[str]) -> dict[str, int]:
+        """:meth:`next_command_seq` for many devices in one transaction."""
+        out = {}
+        with self._tx() as cur:
+            for device_id in device_ids:
+                self._exec(cur, "INSERT INTO command_seq (device_id, seq) VALUES (?, 1) ON "
+                                "CONFLICT (device_id) DO UPDATE SET seq = command_seq.seq + 1",
+                           (device_id,))
+                self._exec(cur, "SELECT seq FROM command_seq WHERE device_id = ?", (device_id,))
+                out[device_id] = int(cur.fetchone()[0])
+        return out
 
     def get_setting(self, key: str) -> str | None:
         with self._tx() as cur:

@@ -237,3 +237,20 @@ def test_a_newer_database_is_refused(tmp_path: Path) -> None:
         raw.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
     with pytest.raises(ConfigError, match="newer than"):
         open_store(str(tmp_path / "f.db"))
+
+
+def test_batch_notify_moves_only_pending_rows_and_counts_offline(store: Store) -> None:
+    for i in range(3):
+        store.upsert_device(_dev(i))
+    _deployment(store, ["cam-000", "cam-001", "cam-002"])
+    assert store.transition_device("d-1", "cam-001", state="notified", now=1.0,
+                                   expect=["pending"], command=b"first", notified=True)
+    moved = store.notify_devices("d-1", {"cam-000": b"a", "cam-001": b"b", "cam-002": b"c"}, 2.0)
+    assert moved == ["cam-000", "cam-002"]
+    rows = {r.device_id: r for r in store.deployment_devices("d-1")}
+    assert rows["cam-001"].command == b"first" and rows["cam-000"].command == b"a"
+    assert store.waiting_offline("d-1") == 3
+    store.set_status("cam-000", True, 5.0)
+    assert store.waiting_offline("d-1") == 2
+    assert store.next_command_seqs(["x", "y", "x"]) == {"x": 2, "y": 1}
+    assert store.next_command_seq("x") == 3
