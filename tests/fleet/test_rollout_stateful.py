@@ -21,7 +21,7 @@ from fleet.states import FAILURE_STATES
 from fleet.store import Store, open_store
 from tests.edgeops.bundles import make_bundle, make_keystore
 from tests.fleet.fakes import FakeDeviceChannel
-from tests.fleet.helpers import enrol, engine, publish, repository
+from tests.fleet.helpers import engine, enrol, publish, repository
 
 N = 12
 REPORTABLE = [DevicePhase.DOWNLOADING, DevicePhase.INSTALLING, DevicePhase.ACTIVATED,
