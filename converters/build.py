@@ -66,14 +66,32 @@ def resolve_targets(request: BuildRequest) -> list[tuple[TargetProfile, str]]:
                          hint=f"use one of {', '.join(CALIBRATION_METHODS)}")
     if not 0.0 <= request.max_accuracy_drop < 1.0:
         raise UsageError("--max-accuracy-drop must be in [0, 1) (0.01 = 1% relative)")
+    per_target = _per_target_precision(request.precision, request.targets)
     out = []
     for name in dict.fromkeys(request.targets):
         profile = get_profile(name)
-        precision = request.precision or profile.default_precision
+        precision = per_target.get(name) or (
+            request.precision if request.precision and "=" not in request.precision
+            else profile.default_precision)
         if precision not in profile.precisions:
             raise UsageError(f"target {name} does not offer precision '{precision}'",
                              hint=f"{name} offers: {', '.join(profile.precisions)}")
         out.append((profile, precision))
+    return out
+
+
+def _per_target_precision(spec: str | None, targets: tuple[str, ...]) -> dict[str, str]:
+    """``x86-cpu=int8,cuda-gpu=fp16`` → per-target precisions (a bare value applies to all)."""
+    if not spec or "=" not in spec:
+        return {}
+    out: dict[str, str] = {}
+    for part in spec.split(","):
+        target, sep, prec = part.strip().partition("=")
+        if not sep or not target or not prec:
+            raise UsageError(f"--precision '{spec}' is not PRECISION or TARGET=PRECISION,...")
+        if target not in targets:
+            raise UsageError(f"--precision names target '{target}', which is not a --target")
+        out[target] = prec
     return out
 
 

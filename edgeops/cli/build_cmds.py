@@ -99,7 +99,8 @@ def _signer() -> Any:
 @click.option("--target", "target_names", multiple=True, required=True,
               help="Target profile (repeatable); see `edgeops targets`.")
 @click.option("--precision", default=None,
-              help="Precision for every target (default: each profile's first).")
+              help="Precision for every target, or per target: x86-cpu=fp32,cuda-gpu=fp16 "
+                   "(default: each profile's first).")
 @click.option("--calibration", type=click.Path(path_type=Path), default=None,
               help=".npz (arrays keyed by input name, samples first) or a directory of .npy.")
 @click.option("--validation", type=click.Path(path_type=Path), default=None,
@@ -115,6 +116,8 @@ def _signer() -> Any:
               default="minmax", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True,
               help="Threads for latency measurement.")
+@click.option("--keep-io-layout", is_flag=True, envvar="EDGEOPS_KEEP_IO_LAYOUT",
+              help="TFLite targets: keep the ONNX (NCHW) input/output layout instead of NHWC.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("out"),
               show_default=True, help="Output directory.")
 @click.option("--timestamp", default=None,
@@ -126,8 +129,8 @@ def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
           precision: str | None, calibration: Path | None, validation: Path | None,
           preprocessing: str | None, input_shapes: tuple[str, ...], max_accuracy_drop: float,
           calibration_method: str,
-          threads: int, out_dir: Path, timestamp: str | None, sign_latency: bool,
-          as_json: bool) -> None:
+          threads: int, keep_io_layout: bool, out_dir: Path, timestamp: str | None,
+          sign_latency: bool, as_json: bool) -> None:
     """Convert a trained ONNX model into a signed bundle of per-target artifacts.
 
     Writes OUT/NAME-VERSION.edgebundle, OUT/NAME-VERSION.report.json and
@@ -155,7 +158,7 @@ def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
         model=model, name=name, version=version, targets=target_names, precision=precision,
         calibration=calibration, validation=validation, input_shapes=_parse_shapes(input_shapes),
         max_accuracy_drop=max_accuracy_drop, calibration_method=calibration_method,
-        threads=threads, options=_options(preprocessing))
+        threads=threads, keep_io_layout=keep_io_layout, options=_options(preprocessing))
     from converters.build import resolve_targets
 
     resolve_targets(request)

@@ -76,6 +76,14 @@ def test_precision_not_offered(cli, keys_home: Path, model: Path, tmp_path: Path
                     out, 2, "cuda-gpu", "int8")
 
 
+@pytest.mark.parametrize("spec", ["x86-cpu=", "arm64-cpu=int8", "x86-cpu=int4"])
+def test_bad_per_target_precision(cli, keys_home: Path, model: Path, tmp_path: Path,
+                                  spec: str) -> None:
+    out = tmp_path / "out"
+    _assert_refused(_build(cli, model, out, "--target", "x86-cpu", "--precision", spec),
+                    out, 2, "precision")
+
+
 def _npz(path: Path, **arrays: np.ndarray) -> Path:
     np.savez(path, **arrays)
     return path
