@@ -50,6 +50,24 @@ _INT8_VERSION = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "AD
                  "SPLIT": 2, "MIRROR_PAD": 2}
 
 
+_BUFFER_ALIGNMENT = 16     # bytes; as TensorFlow's converter, so kernels may read weights aligned
+
+
+class _AlignedBuilder(flatbuffers.Builder):  # type: ignore[misc]
+    """A builder that places byte vectors (weight buffers) on 16-byte boundaries."""
+
+    def CreateNumpyVector(self, x: np.ndarray) -> int:
+        if x.dtype == np.uint8 and x.ndim == 1 and x.size >= _BUFFER_ALIGNMENT:
+            self.StartVector(1, x.size, _BUFFER_ALIGNMENT)
+            payload = x.tobytes()
+            head: int = self.head  # type: ignore[has-type]
+            self.head = head - len(payload)
+            self.Bytes[head - len(payload):head] = payload
+            self.vectorNumElems = x.size
+            return int(self.EndVector())
+        return int(super().CreateNumpyVector(x))
+
+
 def schema() -> ModuleType:
     """The generated TFLite schema module of whichever LiteRT runtime is installed."""
     for mod in ("ai_edge_litert.schema_py_generated", "tflite_runtime.schema_py_generated"):
@@ -138,6 +156,6 @@ def write_flatbuffer(g: Graph, description: str = "edgeops") -> bytes:
     sg.operators = ops
     sg.name = "main"
     model.subgraphs = [sg]
-    builder = flatbuffers.Builder(1024)
+    builder = _AlignedBuilder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

@@ -111,3 +111,18 @@ def test_1d_conv_chain_keeps_one_reshape_pair_and_fuses_relu() -> None:
     assert counts.get("RESHAPE") == 2 and "RELU" not in counts     # in once, out once
     assert all(op.options.get("fusedActivationFunction") == 1
                for op in res.graph.ops if op.kind == "CONV_2D")
+
+
+def test_weight_buffers_are_16_byte_aligned() -> None:
+    from ai_edge_litert import schema_py_generated as schema
+
+    res = convert(mobilenet_block())
+    model = schema.Model.GetRootAsModel(res.model, 0)
+    base = np.frombuffer(res.model, np.uint8).ctypes.data
+    checked = 0
+    for i in range(model.BuffersLength()):
+        buf = model.Buffers(i)
+        if buf.DataLength() >= 16:
+            assert (buf.DataAsNumpy().ctypes.data - base) % 16 == 0
+            checked += 1
+    assert checked >= 5
