@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from device_agent.health import HealthSettings, check_slot, check_slot_isolated
-    from device_agent.inference import InferenceService, LocalApiServer
+    from device_agent.inference import InferenceService
     from device_agent.installer import InstallRequest, verify_update
+    from device_agent.local_api import LocalApiServer
     from device_agent.slots import SlotStore
     from edgeops.bundle import read_bundle
     from edgeops.trust import trusted_targets_keys
@@ -276,7 +277,7 @@ def _client(args: argparse.Namespace) -> int:
     its own ONNX Runtime session as the interleaved baseline."""
     import onnxruntime as ort
 
-    from device_agent.inference import LocalClient
+    from device_agent.local_api import LocalClient
 
     kind, _, where = args.client.partition(":")
     client = LocalClient(http=("127.0.0.1", int(where))) if kind == "http" \

@@ -22,7 +22,7 @@ from tuf.api.metadata import Metadata, Root
 from device_agent import AGENT_VERSION
 from device_agent.config import AgentConfig, parse_driving_signal
 from device_agent.health import DEFAULT_HEALTH, HealthSettings
-from device_agent.inference import InferenceService, LocalApiServer
+from device_agent.inference import InferenceService
 from device_agent.installer import Installer, InstallOutcome, InstallRequest
 from device_agent.policy import InstallPolicy
 from device_agent.slots import SlotInfo, SlotStore
@@ -109,7 +109,7 @@ class AgentCore:
             threshold=threshold, agent_version=AGENT_VERSION, policy=self.policy,
             health_settings=health_settings, on_phase=self._phase,
             on_activate=self._activate, state_file=config.data_dir / "install_state.json")
-        self.api: LocalApiServer | None = None
+        self.api: Any = None            # device_agent.local_api.LocalApiServer when serving
         self._lock = AgentLock(config.data_dir)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -132,6 +132,8 @@ class AgentCore:
                                                       f"{exc.message}")
             inf = self.config.inference
             if serve_api and (inf.http or inf.socket):
+                from device_agent.local_api import LocalApiServer
+
                 self.api = LocalApiServer(self.inference, http=inf.http_address,
                                           unix_socket=inf.socket).start()
         except BaseException:

@@ -7,50 +7,47 @@ makes swaps safe is simple: :meth:`InferenceService.predict` reads the current
 reference. A request in flight keeps the old session alive (plain reference counting) until it
 returns, so no request ever fails because of an activation.
 
-The socket API is stdlib HTTP/1.1 (no extra dependency) on a Unix socket and/or a loopback TCP
-port: ``GET /v1/model``, ``GET /v1/health``, ``GET /v1/stats``, ``POST /v1/predict`` with JSON
-``{"inputs": {name: nested lists}}`` or an ``application/x-npz`` body (one array per input);
-answers in the same format. It has no authentication, so it binds loopback only (the config
-refuses anything else) and the Unix socket is created 0660.
+The socket API over this service lives in :mod:`device_agent.local_api` (imported only when a
+socket or port is configured, to keep the agent's resident size down).
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client as httpclient
-import io
-import json
 import logging
-import os
-import socket
-import socketserver
 import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from device_agent.runtime import ModelRunError, ModelRunner, load_runner
+from device_agent.runtime import ModelRunner, load_runner
 from device_agent.slots import SlotInfo, SlotStore
 from edgeops.bundle.manifest import Manifest, TensorSpec
-from edgeops.errors import BadContentError, EdgeOpsError, TransportError
+from edgeops.errors import BadContentError, EdgeOpsError
 
 __all__ = [
-    "InferenceLimits",
     "InferenceService",
     "InferenceStats",
     "LoadedModel",
-    "LocalApiServer",
-    "LocalClient",
     "NoModelError",
     "PredictInputError",
 ]
+
+_LOCAL_API_NAMES = ("InferenceLimits", "LocalApiServer", "LocalClient")
+
+
+def __getattr__(name: str) -> Any:
+    """``from device_agent.inference import LocalClient`` keeps working, loaded on demand."""
+    if name in _LOCAL_API_NAMES:
+        from device_agent import local_api
+
+        return getattr(local_api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +67,6 @@ class PredictInputError(BadContentError):
     """The request's inputs do not match the active model's signature."""
 
     default_hint = "GET /v1/model (or `edgeops agent status`) shows the expected inputs"
-
-
-@dataclass(frozen=True)
-class InferenceLimits:
-    max_request_bytes: int = 32 * 1024**2
-    request_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -249,267 +240,3 @@ def _check_inputs(model: LoadedModel, inputs: Mapping[str, np.ndarray]
             raise PredictInputError(f"input {name!r} has shape {list(shape)}, the model "
                                     f"expects {list(spec.shape)}")
     return inputs if fixed is None else fixed
-
-
-# -- the socket API -----------------------------------------------------------------------
-NPZ = "application/x-npz"
-_DRAIN_BYTES = 1024 * 1024
-
-
-def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    named: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
-    np.savez(buf, **named)
-    return buf.getvalue()
-
-
-def _read_npz(data: bytes) -> dict[str, np.ndarray]:
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except Exception as exc:  # numpy raises many kinds for a bad archive
-        raise PredictInputError(f"request body is not a readable npz ({exc})") from None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "edgeops-agent"
-    protocol_version = "HTTP/1.1"
-
-    service: InferenceService
-    limits: InferenceLimits
-
-    def address_string(self) -> str:  # Unix sockets have no peer address
-        return str(self.client_address[0]) if self.client_address else "unix"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("local api: " + format, *args)
-
-    def _send(self, status: int, body: bytes, ctype: str = "application/json",
-              headers: Mapping[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: int, obj: Any) -> None:
-        self._send(status, json.dumps(obj).encode())
-
-    def _error(self, status: int, exc: EdgeOpsError) -> None:
-        self._json(status, {"error": exc.message, "hint": exc.hint})
-
-    def do_GET(self) -> None:
-        model = self.service.model
-        if self.path == "/v1/stats":
-            self._json(200, self.service.stats.snapshot())
-        elif self.path in ("/v1/model", "/v1/health"):
-            if model is None:
-                self._error(503, NoModelError("no model is active on this device"))
-            else:
-                self._json(200, {"ok": True, "model": model.describe()})
-        else:
-            self._json(404, {"error": f"no such endpoint {self.path}"})
-
-    def do_POST(self) -> None:
-        if self.path != "/v1/predict":
-            self._json(404, {"error": f"no such endpoint {self.path}"})
-            return
-        try:
-            length = int(self.headers.get("Content-Length", "-1"))
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._json(411, {"error": "Content-Length is required"})
-            return
-        if length > self.limits.max_request_bytes:
-            # Drain a modest overrun so the client reads our answer instead of a broken pipe;
-            # anything bigger is cut off.
-            if length <= self.limits.max_request_bytes + _DRAIN_BYTES:
-                self.rfile.read(length)
-            else:
-                self.close_connection = True
-            self._json(413, {"error": f"request of {length} bytes is over the "
-                                      f"{self.limits.max_request_bytes}-byte limit"})
-            return
-        body = self.rfile.read(length)
-        ctype = self.headers.get("Content-Type", "application/json").split(";")[0].strip()
-        try:
-            inputs = _read_npz(body) if ctype == NPZ else _json_inputs(body)
-            outputs = self.service.predict(inputs)
-        except NoModelError as exc:
-            self._error(503, exc)
-            return
-        except (PredictInputError, ModelRunError) as exc:
-            self._error(400, exc)
-            return
-        model = self.service.model
-        version = f"{model.name}@{model.version}" if model else ""
-        if ctype == NPZ:
-            self._send(200, _npz_bytes(outputs), NPZ, {"X-Edgeops-Model": version})
-        else:
-            self._json(200, {"model": version,
-                             "outputs": {k: np.asarray(v).tolist() for k, v in outputs.items()}})
-
-
-def _json_inputs(body: bytes) -> dict[str, np.ndarray]:
-    try:
-        d = json.loads(body)
-        raw = d["inputs"]
-        if not isinstance(raw, dict):
-            raise TypeError
-    except (ValueError, KeyError, TypeError, RecursionError):
-        raise PredictInputError('request body must be JSON {"inputs": {name: array}}') from None
-    out: dict[str, np.ndarray] = {}
-    for k, v in raw.items():
-        try:
-            out[str(k)] = np.asarray(v)
-        except (ValueError, TypeError):
-            raise PredictInputError(f"input {k!r} is not a rectangular array") from None
-        if out[str(k)].dtype == object:
-            raise PredictInputError(f"input {k!r} is not a rectangular numeric array")
-    return out
-
-
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
-class _TCPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-
-class _TCP6Server(_TCPServer):
-    address_family = socket.AF_INET6
-
-
-class LocalApiServer:
-    """Serves :class:`InferenceService` on a Unix socket and/or loopback HTTP, in threads."""
-
-    def __init__(self, service: InferenceService, *, http: tuple[str, int] | None = None,
-                 unix_socket: Path | None = None,
-                 limits: InferenceLimits = InferenceLimits()) -> None:
-        if http is None and unix_socket is None:
-            raise ValueError("give http and/or unix_socket")
-        attrs = {"service": service, "limits": limits, "timeout": limits.request_timeout_s}
-        # Headers and body go out in separate writes: on TCP, Nagle + delayed ACK would add
-        # ~40 ms to every keep-alive answer. (Unix sockets have no such option.)
-        tcp_handler = type("TcpHandler", (_Handler,), {**attrs, "disable_nagle_algorithm": True})
-        unix_handler = type("UnixHandler", (_Handler,), attrs)
-        self._servers: list[socketserver.BaseServer] = []
-        self.unix_socket = unix_socket
-        self.http_address: tuple[str, int] | None = None
-        try:
-            if http is not None:
-                host, port = http
-                server_cls = _TCP6Server if ":" in host else _TCPServer
-                tcp = server_cls((host, port), tcp_handler)
-                self.http_address = (host, tcp.server_address[1])
-                self._servers.append(tcp)
-            if unix_socket is not None:
-                unix_socket.parent.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(FileNotFoundError):
-                    unix_socket.unlink()           # a stale socket from a killed agent
-                old = os.umask(0o117)
-                try:
-                    self._servers.append(_UnixHTTPServer(str(unix_socket), unix_handler))
-                finally:
-                    os.umask(old)
-        except OSError as exc:
-            self.close()
-            raise TransportError(f"cannot open the local inference API: {exc.strerror}",
-                                 hint="pick a free port / a writable socket path in the "
-                                      "agent config (inference.http / inference.socket)"
-                                 ) from None
-        self._threads: list[threading.Thread] = []
-
-    def start(self) -> LocalApiServer:
-        for srv in self._servers:
-            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.5},
-                                 name="agent-local-api", daemon=True)
-            t.start()
-            self._threads.append(t)
-        return self
-
-    def close(self) -> None:
-        for srv in self._servers:
-            if self._threads:
-                srv.shutdown()
-            srv.server_close()
-        self._servers = []
-        if self.unix_socket is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.unix_socket.unlink()
-
-    def __enter__(self) -> LocalApiServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class _UnixConnection(httpclient.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self._path)
-        self.sock = s
-
-
-class LocalClient:
-    """A small client for the local API (used by tests, benchmarks and applications)."""
-
-    def __init__(self, *, http: tuple[str, int] | None = None,
-                 unix_socket: Path | None = None, timeout_s: float = 30.0) -> None:
-        if (http is None) == (unix_socket is None):
-            raise ValueError("give exactly one of http or unix_socket")
-        self._http, self._unix, self._timeout = http, unix_socket, timeout_s
-        self._conn: httpclient.HTTPConnection | None = None
-
-    def _connection(self) -> httpclient.HTTPConnection:
-        if self._conn is None:
-            if self._unix is not None:
-                self._conn = _UnixConnection(self._unix, self._timeout)
-            else:
-                assert self._http is not None
-                self._conn = httpclient.HTTPConnection(*self._http, timeout=self._timeout)
-        return self._conn
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                ctype: str = "application/json") -> tuple[int, bytes, str]:
-        conn = self._connection()
-        headers = {"Content-Type": ctype} if body is not None else {}
-        try:
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        except (OSError, httpclient.HTTPException) as exc:
-            self.close()
-            raise TransportError(f"local inference API unreachable: {exc}") from None
-        return resp.status, data, resp.getheader("Content-Type", "")
-
-    def predict(self, inputs: Mapping[str, np.ndarray], *, npz: bool = True
-                ) -> dict[str, np.ndarray]:
-        if npz:
-            status, data, _ = self.request("POST", "/v1/predict", _npz_bytes(inputs), NPZ)
-        else:
-            body = json.dumps({"inputs": {k: np.asarray(v).tolist()
-                                          for k, v in inputs.items()}}).encode()
-            status, data, _ = self.request("POST", "/v1/predict", body)
-        if status != 200:
-            err = json.loads(data) if data.startswith(b"{") else {"error": data.decode()}
-            raise PredictInputError(f"local API answered {status}: {err.get('error')}",
-                                    hint=err.get("hint") or PredictInputError.default_hint)
-        if npz:
-            return _read_npz(data)
-        return {k: np.asarray(v) for k, v in json.loads(data)["outputs"].items()}
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from device_agent.config import CONFIG_SCHEMA
-from device_agent.inference import LocalClient
+from device_agent.local_api import LocalClient
 from edgeops.keys import KeyStore
 from edgeops.trust import root_path
 from tests.device_agent.bundles import FEATURES, Fleet, build_bundle, traversal_bundle

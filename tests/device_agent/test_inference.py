@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 
 from device_agent.inference import (
-    InferenceLimits,
     InferenceService,
     LoadedModel,
-    LocalApiServer,
-    LocalClient,
     NoModelError,
     PredictInputError,
 )
+from device_agent.local_api import InferenceLimits, LocalApiServer, LocalClient
 from device_agent.slots import SlotStore
 from edgeops.errors import TransportError
 from tests.device_agent.bundles import FEATURES, Fleet, build_bundle, bundle_parts
@@ -164,3 +162,11 @@ def test_swap_under_concurrent_load_fails_no_request(
             t.join(timeout=30)
     assert not failures, failures[:5]
     assert answers["1.0.0"] > 0 and answers["2.0.0"] > 0
+
+
+def test_local_api_names_still_import_from_inference() -> None:
+    import device_agent.inference as inference
+
+    assert inference.LocalClient is LocalClient
+    with pytest.raises(AttributeError):
+        _ = inference.NoSuchThing
