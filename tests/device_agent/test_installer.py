@@ -229,3 +229,26 @@ def test_resume_finishes_a_trial_left_by_a_crash(tmp_path: Path, fleet: Fleet,
     assert out is not None and out.phase is DevicePhase.ROLLED_BACK
     assert inst.store.active() is not None and inst.store.active().version == "1.0.0"  # type: ignore[union-attr]
     assert make_installer(tmp_path, fleet).resume() is None
+
+
+def test_signed_manifest_with_traversal_path_is_rejected(tmp_path: Path, fleet: Fleet,
+                                                         bundle_dir: Path) -> None:
+    """Even a validly signed manifest cannot name a path outside the slot."""
+    import dataclasses
+    import hashlib
+
+    from edgeops.bundle import Manifest, sign_manifest
+
+    good = request(build_bundle(bundle_dir, fleet, version="2.0.0"))
+    m = Manifest.from_bytes(good.manifest)
+    art = m.artifacts[0]
+    assert isinstance(good.artifact, bytes)
+    evil_ref = dataclasses.replace(art.file, path="../../../evil.sh")   # bypasses from_dict
+    evil = dataclasses.replace(m, artifacts=(dataclasses.replace(art, file=evil_ref),))
+    evil_bytes = evil.to_bytes()
+    sigs = sign_manifest(evil_bytes, [fleet.targets]).to_bytes()
+    inst = make_installer(tmp_path / "dev", fleet)
+    out = inst.install(InstallRequest(evil_bytes, sigs, good.artifact, good.golden))
+    assert out.phase is DevicePhase.FAILED and "unsafe path" in str(out.reason)
+    assert hashlib.sha256(good.artifact).hexdigest() == art.file.sha256
+    assert not list(tmp_path.rglob("evil.sh")) and inst.store.active() is None
