@@ -10,9 +10,11 @@ serving the same answers.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,8 +33,8 @@ from device_agent.mqtt import Backoff
 from device_agent.tuf_client import DownloadLimits
 from edgeops.bundle import read_bundle
 from edgeops.keys import KeyStore
-from edgeops.protocol import Command, DevicePhase, SignedCommand, StateReport, topics
-from edgeops.protocol.messages import decode_json
+from edgeops.protocol import Chunk, Command, DevicePhase, SignedCommand, StateReport, topics
+from edgeops.protocol.messages import decode_json, encode_chunk
 from fleet.api.pki_routes import routes
 from fleet.pki import FleetCA
 from tests.edgeops.bundles import make_keystore
@@ -50,6 +52,17 @@ FAST = DaemonSettings(idle_poll_s=0.05, metadata_wait_s=2.0, http_fallback=False
 _ids = itertools.count()
 
 
+class _Records(logging.Handler):
+    """Keeps the agent's log records, to explain a timeout."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @dataclass
 class Rig:
     agent: Agent
@@ -60,6 +73,7 @@ class Rig:
     observer: MqttProbe       # what the fleet sees on the device's state topic
     bundles: dict[str, Path]
     seq: Iterator[int]
+    agent_log: _Records
 
     def serving(self) -> tuple[str | None, tuple[float, ...]]:
         model = self.agent.core.inference.model
@@ -90,7 +104,10 @@ class Rig:
                 if pred(r):
                     return r
             time.sleep(0.05)
-        raise AssertionError(f"no matching state report; got {self.reports()[after:]}")
+        errors = [r.getMessage() for r in self.agent_log.records if r.levelno >= logging.ERROR]
+        raise AssertionError(f"no matching state report; got {self.reports()[after:]}; agent "
+                             f"errors: {errors[:5]} (an SSL BAD_LENGTH here is paho issue #691 "
+                             "wedging the agent's state outbox: see docs/SECURITY.md)")
 
 
 @pytest.fixture(scope="module")
@@ -121,17 +138,20 @@ def rig(fleet_ca: FleetCA, secure_broker: SecureBroker, ident: Callable[[str], I
     observer.subscribe(topics.device_topic(DEVICE, "state"))
     observer.subscribe(topics.device_topic(DEVICE, "status"))
     agent = Agent(AgentConfig.from_file(dev / "agent.json"), settings=FAST)
+    records = _Records()
+    logging.getLogger("device_agent").addHandler(records)
     agent.start()
     try:
-        yield _ready(agent, store, repo, thief, observer, bundles)
+        yield _ready(agent, store, repo, thief, observer, bundles, records)
     finally:
+        logging.getLogger("device_agent").removeHandler(records)
         agent.stop()
         thief.close()
         observer.close()
 
 
 def _ready(agent: Agent, store: KeyStore, repo: AttackRepo, thief: MqttProbe,
-           observer: MqttProbe, bundles: dict[str, Path]) -> Rig:
+           observer: MqttProbe, bundles: dict[str, Path], records: _Records) -> Rig:
     """tiny@1.0.0 installed and serving; the agent provably receiving commands."""
     b = read_bundle(bundles["1.0.0"])
     entry = b.manifest.artifact_for("x86-cpu")
@@ -141,7 +161,7 @@ def _ready(agent: Agent, store: KeyStore, repo: AttackRepo, thief: MqttProbe,
                                                 b.read_file(entry.golden.path)))
     assert outcome.phase is DevicePhase.HEALTHY, outcome.reason
     r = Rig(agent, store, store.signer("manager"), repo, thief, observer, bundles,
-            itertools.count(100))
+            itertools.count(100), records)
     # commands are not retained: wait until the agent's subscriptions are live (a genuine
     # command gets through), so no attack below is "refused" merely by being lost
     for _ in range(20):
@@ -224,3 +244,79 @@ def test_compromised_manager_cannot_install_an_unsigned_model(rig: Rig, attack) 
     assert rig.serving() == before
     attack("agent: compromised manager deploys unsigned", "FAILED reported, old model serving",
            (rep.reason or "")[:60])
+
+
+class ChunkResponder:
+    """Answers the device's ``fetch`` requests with chunk frames, as the manager would —
+    here run by the attacker, who may alter the bytes of one file on the way."""
+
+    def __init__(self, rig: Rig, tamper_suffix: str | None) -> None:
+        self.rig, self.tamper_suffix = rig, tamper_suffix
+        self.by_sha = {hashlib.sha256(d).hexdigest(): (p, d)
+                       for p, d in rig.repo.target_files.items()}
+        self.topic = topics.device_topic(DEVICE, "fetch")
+        self.seen = len(rig.thief.received(self.topic))
+        self.tampered: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ChunkResponder:
+        assert self.rig.thief.subscribe(self.topic) == ["Granted QoS 1"]
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        size = FAST.download.chunk_bytes
+        while not self._stop.is_set():
+            got = self.rig.thief.received(self.topic)
+            for payload in got[self.seen:]:
+                req = decode_json(payload)
+                path, data = self.by_sha[req.artifact]
+                if self.tamper_suffix and path.endswith(self.tamper_suffix):
+                    data = data[:-1] + bytes([data[-1] ^ 1])   # same length, other content
+                    self.tampered.append(path)
+                count = max(1, -(-len(data) // size))
+                for i in range(count):
+                    frame = encode_chunk(Chunk(req.artifact, i, count, len(data),
+                                               data[i * size:(i + 1) * size]))
+                    self.rig.thief.client.publish(topics.artifact_chunks(req.artifact), frame,
+                                                  qos=1)
+            self.seen = len(got)
+            time.sleep(0.02)
+
+
+def _publish_metadata(rig: Rig) -> None:
+    for name, data in rig.repo.metadata.items():
+        assert rig.thief.publish(topics.tuf_metadata(name), data, retain=True) == "Success"
+
+
+def test_tampered_artifact_chunks_are_refused(rig: Rig, attack) -> None:
+    """A legitimately published 2.0.0; the attacker on the broker serves its model altered."""
+    before = rig.serving()
+    if "bundles/tiny/2.0.0/manifest.json" not in rig.repo.targets.signed.targets:
+        rig.repo.add_bundle(rig.bundles["2.0.0"])
+    rig.repo.publish()                               # properly signed (offline targets key)
+    _publish_metadata(rig)
+    deploy = {"deployment_id": "d-tamper", "name": "tiny", "version": "2.0.0",
+              "target": "x86-cpu"}
+    n = len(rig.reports())
+    with ChunkResponder(rig, tamper_suffix="model.onnx") as responder:
+        rig.send(rig.command("deploy", body=deploy))
+        rep = rig.wait_report(lambda r: r.phase is DevicePhase.FAILED, n, timeout_s=30)
+    assert responder.tampered, "the attack never ran"
+    assert "hash" in (rep.reason or "")
+    assert rig.serving() == before
+    attack("agent: artifact chunks altered on the broker", "FAILED reported, old model serving",
+           (rep.reason or "").rsplit(": ", 1)[-1][:60])
+    # control: the same deployment with honest chunks installs, so the refusal was the hash
+    n = len(rig.reports())
+    with ChunkResponder(rig, tamper_suffix=None):
+        rig.send(rig.command("deploy", body=dict(deploy, deployment_id="d-honest")))
+        rep = rig.wait_report(lambda r: r.phase in (DevicePhase.HEALTHY, DevicePhase.FAILED), n,
+                              timeout_s=60)
+    assert rep.phase is DevicePhase.HEALTHY, rep.reason
+    assert rig.serving() != before
