@@ -24,6 +24,8 @@ After a crash, :meth:`Installer.resume` finishes step 5 for a slot left on trial
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import threading
 import time
@@ -104,8 +106,6 @@ class InstallOutcome:
 
 
 def _digest_and_size(data: bytes | Path) -> tuple[str, int]:
-    import hashlib
-
     if isinstance(data, bytes):
         return hashlib.sha256(data).hexdigest(), len(data)
     h, size = hashlib.sha256(), 0
@@ -288,8 +288,6 @@ class Installer:
             if src is None or ref is None:
                 continue
             if isinstance(src, bytes):
-                import io
-
                 writer.write_stream(name, io.BytesIO(src), ref.sha256, ref.size)
             else:
                 writer.write_file(name, src, ref.sha256, ref.size)
