@@ -150,11 +150,13 @@ class FleetServer:
         """Connect MQTT (if configured), recover, start the rollout loop."""
         if self.opts.broker:
             try:
-                from fleet.worker import ManagerWorker
+                from fleet.worker import ManagerWorker, default_client_id
             except ImportError:
                 log.warning("fleet.worker is not available: running without MQTT")
             else:
+                # host + pid + HTTP port: unique even for several managers in one process
                 self.worker = ManagerWorker(self.store, self.opts.broker, self.opts.data,
+                                            client_id=f"{default_client_id()}-{self.port}",
                                             on_state=self.engine.on_state,
                                             on_status=self.engine.on_status)
                 self.worker.start()

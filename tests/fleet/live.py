@@ -38,7 +38,8 @@ def live_fleet(keys: KeyStore, tmp: Path, *, db: str | None = None, broker: str 
                         data=tmp / "data", broker=broker, keys_home=keys.home,
                         require_blessing=require_blessing, tick_s=tick_s)
     server = FleetServer(opts)
-    assert server.admin_token is not None
+    # a second manager on the same database finds the admin token already made
+    admin = server.admin_token or (opts.data / "admin.token").read_text().strip()
     uv = uvicorn.Server(uvicorn.Config(server.app, host="127.0.0.1", port=port,
                                        log_level="warning", lifespan="off"))
     server.start_background()
@@ -50,7 +51,7 @@ def live_fleet(keys: KeyStore, tmp: Path, *, db: str | None = None, broker: str 
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
     try:
-        yield LiveFleet(server, f"http://127.0.0.1:{port}", server.admin_token)
+        yield LiveFleet(server, f"http://127.0.0.1:{port}", admin)
     finally:
         uv.should_exit = True
         t.join(timeout=10)

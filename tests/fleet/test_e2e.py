@@ -98,3 +98,39 @@ def test_enrol_publish_deploy_upgrade_and_roll_back_real_agents(
             for a in agents:
                 a.stop()
         _wait("devices offline", lambda: c.devices(online="false")["total"] == 3, 30)
+
+
+@pytest.mark.postgres
+def test_two_managers_on_one_postgresql_and_one_broker_roll_out_together(
+        keystore: KeyStore, bundles: dict[str, Path], tmp_path: Path, broker: Any) -> None:
+    """Two full managers (HTTP, worker, rollout loop) share the database, broker and data."""
+    from device_agent.config import AgentConfig
+    from device_agent.daemon import Agent
+    from tests.fleet.services import pg_available, require_or_skip, temporary_database
+
+    if reason := pg_available():
+        require_or_skip(reason)
+    with temporary_database() as db, \
+            live_fleet(keystore, tmp_path, db=db, broker=broker.url) as a, \
+            live_fleet(keystore, tmp_path, db=db, broker=broker.url) as b:
+        ca, cb = FleetClient(a.url, a.admin), FleetClient(b.url, b.admin)
+        agents = []
+        try:
+            for i in range(4):
+                ans = ca.enrol(f"cam-{i}", "camera", "x86-cpu", {"district": "4"})
+                d = tmp_path / f"cam-{i}"
+                write_enrollment(d, ans["agent_config"], ans["root_json"].encode())
+                agent = Agent(AgentConfig.from_file(d / "agent.json"))
+                agent.start()
+                agents.append(agent)
+            _wait("devices online", lambda: cb.devices(online="true")["total"] == 4)
+            _publish(cb, keystore, bundles["1.0.0"])
+            dep = ca.deploy("tiny", "1.0.0", "all", {"phases": ["50%", "100%"]})
+            done = _wait("rollout", lambda: (s := cb.deployment(dep["id"]))["status"]
+                         != "running" and s)
+            assert done["status"] == "completed" and done["counts"] == {"healthy": 4}, done
+            assert cb.devices(version="tiny@1.0.0")["total"] == 4
+            assert all(ag.rejected_commands == 0 for ag in agents)
+        finally:
+            for ag in agents:
+                ag.stop()
