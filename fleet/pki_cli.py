@@ -8,11 +8,13 @@ A thin shell over :mod:`fleet.pki`, :mod:`fleet.broker_config` and
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
+# The device-side command lives with the agent (devices need nothing from fleet/); it is
+# re-exported here as ``device_enroll``.
+from device_agent.enroll_cli import enroll as device_enroll
 from edgeops.cli.common import emit, json_option
 from edgeops.errors import UsageError
 from fleet.pki import MANAGER_IDENTITY, FleetCA
@@ -234,33 +236,3 @@ def broker_config(ca_dir: Path | None, out: Path, hostnames: tuple[str, ...], po
          f"wrote {files.conf} (acl {files.acl}); run: mosquitto -c {files.conf}")
 
 
-@click.command("enroll")
-@click.option("--fleet", "fleet_url", required=True, envvar="EDGEOPS_FLEET_URL",
-              help="Fleet manager URL, e.g. http://manager:8080.")
-@click.option("--device-id", required=True, help="This device's id (the token names it).")
-@click.option("--token", default=None, envvar="EDGEOPS_ENROLL_TOKEN",
-              help="One-time enrolment token (prefer the env var: no shell history).")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for device.key (0600), device.crt and ca.pem.")
-@click.option("--renew", is_flag=True, help="Renew the certificate in --out with its key.")
-@json_option
-def device_enroll(fleet_url: str, device_id: str, token: str | None, out: Path, renew: bool,
-                  as_json: bool) -> None:
-    """On the device: make a key here, send a CSR, store the certificate (key never leaves).
-
-    \b
-    Example:
-      EDGEOPS_ENROLL_TOKEN=... edgeops agent enroll --fleet http://mgr:8080 \\
-          --device-id cam-17 --out /etc/edgeops
-    """
-    from device_agent.enroll import renew_certificate, request_certificate
-
-    if renew:
-        files = renew_certificate(fleet_url, out)
-    else:
-        files = request_certificate(fleet_url, token or os.environ.get("EDGEOPS_ENROLL_TOKEN", ""),
-                                    out, device_id)
-    emit(as_json, {"device_id": files.device_id, "key": str(files.key),
-                   "certificate": str(files.cert), "ca": str(files.ca),
-                   "not_after": files.not_after.isoformat()},
-         f"{files.device_id}: certificate {files.cert} valid until {files.not_after}")

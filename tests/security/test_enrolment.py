@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import stat
 import urllib.error
 import urllib.request
@@ -249,3 +250,26 @@ def test_encrypted_ca_key_needs_its_passphrase(tmp_path: Path,
     assert c.records() == []
     monkeypatch.setenv("EDGEOPS_CA_PASSPHRASE", "correct horse")
     assert certificate_identity(c.issue(make_csr(key, "cam-1"), "cam-1")) == "cam-1"
+
+
+def test_enroll_command_end_to_end(ca: FleetCA, fleet_url: str, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``edgeops agent enroll`` (device_agent.enroll_cli.enroll) as a device runs it."""
+    from click.testing import CliRunner
+
+    from device_agent.enroll_cli import enroll
+
+    monkeypatch.setenv("EDGEOPS_ENROLL_TOKEN", ca.create_token("cam-21"))
+    out = tmp_path / "etc"
+    result = CliRunner().invoke(enroll, ["--fleet", fleet_url, "--device-id", "cam-21", "--out",
+                                         str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["device_id"] == "cam-21" and Path(info["key"]).exists()
+    assert os.environ["EDGEOPS_ENROLL_TOKEN"] not in result.output
+    # renewal through the same command is refused while the certificate is fresh
+    result = CliRunner().invoke(enroll, ["--fleet", fleet_url, "--out", str(out), "--renew"])
+    assert isinstance(result.exception, VerificationError)
+    assert "not yet due" in result.exception.message
+    result = CliRunner().invoke(enroll, ["--fleet", fleet_url, "--out", str(out)])
+    assert isinstance(result.exception, UsageError)
