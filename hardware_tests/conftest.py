@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
+from edgeops.bundle import ArtifactEntry
 from edgeops.errors import EdgeOpsError
 from hardware_tests.machine import machine_info, thermal_state
 from hardware_tests.report import CheckResult, HardwareReport, write_report
@@ -34,6 +35,7 @@ from hardware_tests.suite import (
     synthetic_inputs,
 )
 
+T = TypeVar("T")
 _HERE = Path(__file__).parent
 _CTX = pytest.StashKey[SuiteContext]()
 _RESULTS = pytest.StashKey[dict[str, CheckResult]]()
@@ -160,8 +162,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # -- fixtures --------------------------------------------------------------------------------
 
-def _fail(exc: EdgeOpsError) -> None:
-    pytest.fail(exc.diagnostics(), pytrace=False)
+def attempt(fn: Callable[[], T]) -> T:
+    """``fn()``, or one failed line with its diagnostics when it raises an EdgeOpsError.
+
+    The failure is raised after the ``except`` block has ended, so pytest shows the message
+    alone rather than a chain of exceptions.
+    """
+    try:
+        return fn()
+    except EdgeOpsError as exc:
+        problem = exc
+    pytest.fail(problem.diagnostics(), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -169,10 +180,7 @@ def hw(pytestconfig: pytest.Config, record_testsuite_property: Any) -> SuiteCont
     """The bundle under test; a bundle that cannot be opened fails every check, in one line."""
     ctx = pytestconfig.stash[_CTX]
     record_testsuite_property("bundle_path", str(ctx.bundle_path))
-    if ctx.bundle is None:
-        assert ctx.problem is not None
-        _fail(ctx.problem)
-    m = ctx.require_bundle().manifest
+    m = attempt(ctx.require_bundle).manifest
     for key, value in (("bundle", m.name), ("version", m.version),
                        ("manifest_sha256", ctx.manifest_sha256), ("target", ctx.target),
                        ("hardware", ctx.hardware)):
@@ -181,30 +189,20 @@ def hw(pytestconfig: pytest.Config, record_testsuite_property: Any) -> SuiteCont
 
 
 @pytest.fixture(scope="session")
-def artifact(hw: SuiteContext) -> Any:
-    try:
-        return hw.artifact()
-    except EdgeOpsError as exc:
-        _fail(exc)
+def artifact(hw: SuiteContext) -> ArtifactEntry:
+    return attempt(hw.artifact)
 
 
 @pytest.fixture(scope="session")
-def artifact_file(hw: SuiteContext, artifact: Any, tmp_path_factory: pytest.TempPathFactory
-                  ) -> Path:
-    try:
-        return hw.extract_artifact(tmp_path_factory.mktemp("artifact"))
-    except EdgeOpsError as exc:
-        _fail(exc)
-        raise
+def artifact_file(hw: SuiteContext, artifact: ArtifactEntry,
+                  tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("artifact")
+    return attempt(lambda: hw.extract_artifact(directory))
 
 
 @pytest.fixture(scope="session")
-def golden(hw: SuiteContext, artifact: Any) -> Golden:
-    try:
-        return hw.golden()
-    except EdgeOpsError as exc:
-        _fail(exc)
-        raise
+def golden(hw: SuiteContext, artifact: ArtifactEntry) -> Golden:
+    return attempt(hw.golden)
 
 
 @pytest.fixture(scope="session")
@@ -214,18 +212,19 @@ def rss() -> RssTracker:
 
 
 @pytest.fixture(scope="session")
-def loaded(hw: SuiteContext, artifact: Any, artifact_file: Path, rss: RssTracker
+def loaded(hw: SuiteContext, artifact: ArtifactEntry, artifact_file: Path, rss: RssTracker
            ) -> tuple[LoadedModel, float]:
     """The model in its intended runtime and provider, and the load time in seconds."""
     threads = hw.settings.threads or int(_manifest_threads(artifact))
     start = time.perf_counter()
+    missing = ""
     try:
-        model = load_model(artifact_file, artifact, output_names(hw), threads=threads,
-                           provider=hw.provider)
+        model = attempt(lambda: load_model(artifact_file, artifact, output_names(hw),
+                                           threads=threads, provider=hw.provider))
     except HardwareMissing as exc:
-        pytest.skip(f"hardware missing: {exc}")
-    except EdgeOpsError as exc:
-        _fail(exc)
+        missing = str(exc)
+    if missing:
+        pytest.skip(f"hardware missing: {missing}")
     seconds = time.perf_counter() - start
     rss.sample()
     return model, seconds
@@ -237,7 +236,7 @@ def model(loaded: tuple[LoadedModel, float]) -> LoadedModel:
 
 
 @pytest.fixture(scope="session")
-def timing_inputs(hw: SuiteContext, artifact: Any) -> dict[str, Any]:
+def timing_inputs(hw: SuiteContext, artifact: ArtifactEntry) -> dict[str, Any]:
     """The first golden sample (a batch of one, as the build machine timed it), else synthetic
     inputs of the declared shapes."""
     try:

@@ -7,6 +7,7 @@ skipped as "not applicable" with the measured figure, never passed.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,6 @@ import pytest
 from securesystemslib.signer import SSlibKey
 
 from edgeops.bundle.manifest import ArtifactEntry
-from edgeops.errors import EdgeOpsError
 from hardware_tests.checks import (
     Tolerance,
     golden_verdict,
@@ -25,7 +25,7 @@ from hardware_tests.checks import (
     percentiles_ms,
     stability_verdict,
 )
-from hardware_tests.conftest import CheckRecord
+from hardware_tests.conftest import CheckRecord, attempt
 from hardware_tests.runtime import LoadedModel
 from hardware_tests.suite import Golden, RssTracker, SuiteContext, replay_golden
 
@@ -33,12 +33,14 @@ from hardware_tests.suite import Golden, RssTracker, SuiteContext, replay_golden
 def _load_key(path: Path) -> SSlibKey:
     import json
 
+    problem = ""
     try:
         d = json.loads(path.read_text())
         keyid = d.pop("keyid")
         return SSlibKey.from_dict(keyid, d)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        pytest.fail(f"cannot read the targets public key {path}: {exc}", pytrace=False)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    pytest.fail(f"cannot read the targets public key {path} ({problem})", pytrace=False)
 
 
 def test_integrity(hw: SuiteContext, artifact: ArtifactEntry, check: CheckRecord) -> None:
@@ -46,16 +48,14 @@ def test_integrity(hw: SuiteContext, artifact: ArtifactEntry, check: CheckRecord
     bundle = hw.require_bundle()
     check.figures["manifest_sha256"] = hw.manifest_sha256
     check.figures["artifact_sha256"] = artifact.file.sha256
-    try:
-        if hw.trusted_key is not None:
-            keyids = bundle.verify([_load_key(hw.trusted_key)])
-            check.message = f"signed by {', '.join(k[:12] for k in keyids)}; all digests match"
-        else:
-            for ref in bundle.manifest.files():
-                bundle.read_file(ref.path)
-            check.message = "all digests match (signature not checked: no --key given)"
-    except EdgeOpsError as exc:
-        pytest.fail(exc.diagnostics(), pytrace=False)
+    if hw.trusted_key is not None:
+        key = _load_key(hw.trusted_key)
+        keyids = attempt(lambda: bundle.verify([key]))
+        check.message = f"signed by {', '.join(k[:12] for k in keyids)}; all digests match"
+    else:
+        for ref in bundle.manifest.files():
+            attempt(functools.partial(bundle.read_file, ref.path))
+        check.message = "all digests match (signature not checked: no --key given)"
 
 
 def test_load(loaded: tuple[LoadedModel, float], check: CheckRecord) -> None:

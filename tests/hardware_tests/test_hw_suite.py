@@ -24,6 +24,7 @@ CHECKS = ["integrity", "load", "golden", "latency", "memory", "stability"]
 def _no_traceback(run: SuiteRun) -> None:
     assert "Traceback" not in run.output
     assert "INTERNALERROR" not in run.output
+    assert "During handling of the above exception" not in run.output
 
 
 def test_good_bundle_passes_and_reports(good_run: SuiteRun) -> None:
