@@ -97,6 +97,21 @@ class Graph:
             op.inputs = [new if t == old else t for t in op.inputs]
         self.outputs = [new if t == old else t for t in self.outputs]
 
+    def rename(self, old: str, new: str) -> None:
+        """Give tensor ``old`` the name ``new`` (moving a holder of ``new`` aside first)."""
+        if old == new:
+            return
+        if new in self.tensors:
+            self.rename(new, self.unique(new + "__pre"))
+        t = self.tensors.pop(old)
+        t.name = new
+        self.tensors[new] = t
+        for op in self.ops:
+            op.inputs = [new if n == old else n for n in op.inputs]
+            op.outputs = [new if n == old else n for n in op.outputs]
+        self.inputs = [new if n == old else n for n in self.inputs]
+        self.outputs = [new if n == old else n for n in self.outputs]
+
     def prune(self) -> None:
         """Drop ops whose outputs nobody reads, then tensors nobody references."""
         changed = True

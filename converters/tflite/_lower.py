@@ -203,12 +203,20 @@ class _Lowering:
             if self.keep_io or not (len(perm) == 4 and perm == _cl(4)):
                 perm = _ident(len(perm))
             t = self.get(o.name, perm)
+            if t in self.g.inputs or t in self.g.outputs or self.g.is_const(t):
+                # an output that is an input, another output or a constant needs its own tensor
+                copy = self.g.add_tensor(o.name + "__copy", self.g.tensors[t].shape)
+                self._reshape(t, copy, self.g.tensors[t].shape)
+                t = copy
             self.g.outputs.append(t)
             self.io_layout[o.name] = self._layout_record(perm)
         self.g.prune()
         self.g.cancel_transposes()
         _merge_reshapes(self.g)
         self.g.fuse_activations()
+        # devices match golden outputs by tensor name: the artifact's I/O carry the ONNX names
+        for o, t in zip(g.output, list(self.g.outputs), strict=True):
+            self.g.rename(t, o.name)
         return self.g
 
     def _layout_record(self, perm: Perm) -> dict[str, object]:

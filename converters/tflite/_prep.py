@@ -226,6 +226,8 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]],
         if o.name in alias:
             src = alias[o.name]
             nodes.append(helper.make_node("Identity", [src], [o.name]))
+            if src in quant_hints:
+                quant_hints[o.name] = quant_hints[src]
     nodes = [n for n in nodes if not (n.op_type == "QuantizeLinear"
                                       and not _used(n.output[0], nodes, out_names, {}))]
     # BatchNormalization folding

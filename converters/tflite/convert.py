@@ -92,7 +92,7 @@ def convert(model: onnx.ModelProto, *, precision: str = "fp32",
         details["calibration_method"] = ("percentile (entropy approximated)"
                                          if calibration_method == "entropy"
                                          else calibration_method)
-        details["qdq_hints_used"] = len(prep.quant_hints)
+        details["qdq_hints_used"] = sum(1 for n in prep.quant_hints if n in graph.tensors)
     details["ops"] = graph.op_counts()
     data = write_flatbuffer(graph, description=f"edgeops {precision}")
     return ConversionResult(data, graph, io, onnx_inputs, onnx_outputs, details)

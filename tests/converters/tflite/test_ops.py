@@ -126,3 +126,13 @@ def test_weight_buffers_are_16_byte_aligned() -> None:
             assert (buf.DataAsNumpy().ctypes.data - base) % 16 == 0
             checked += 1
     assert checked >= 5
+
+
+@pytest.mark.parametrize("case", ["transpose_out", "concat_channels", "conv_bn_relu"])
+@pytest.mark.parametrize("keep_io", [False, True])
+def test_artifact_io_tensors_carry_onnx_names(case: str, keep_io: bool) -> None:
+    m = OP_CASES[case]
+    res = convert(m, keep_io_layout=keep_io)
+    rt = LiteRT(res.model)
+    assert [d["name"] for d in rt.inputs] == [i.name for i in m.graph.input]
+    assert [d["name"] for d in rt.outputs] == [o.name for o in m.graph.output]
