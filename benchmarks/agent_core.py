@@ -9,8 +9,9 @@ matter. Measured side by side in one run:
   ``InferenceSession.run`` called directly, interleaved call by call with
   ``InferenceService.predict`` (in-process); then, from a separate client process as a device
   application would be, the local socket API over loopback HTTP and over a Unix socket (npz
-  bodies, keep-alive) interleaved with that process's own direct ORT session; median latency
-  of N calls per repetition, median over repetitions, ratio to the baseline;
+  bodies and the compact tensors frame, keep-alive) interleaved with that process's own
+  direct ORT session; median latency of N calls per repetition, median over repetitions,
+  ratio to the baseline;
 * install path for the MLP bundle: ``verify_update`` (signature + digests), staging into the
   inactive slot (write + fsync), the health check in-process (baseline) and isolated in a child
   process (what crash isolation costs), and ``SlotStore.recover`` with digest checks.
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--client", help=argparse.SUPPRESS)   # internal: socket client process
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--width", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--format", default="npz", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.client:
         return _client(args)
@@ -204,14 +206,20 @@ def main(argv: list[str] | None = None) -> int:
             sock = Path(tempfile.gettempdir()) / f"edgeops-bench-{os.getpid()}.sock"
             with LocalApiServer(svc, http=("127.0.0.1", 0), unix_socket=sock) as srv:
                 assert srv.http_address is not None
-                for label, where in (("local HTTP, npz (client process)",
-                                      f"http:{srv.http_address[1]}"),
-                                     ("Unix socket, npz (client process)", f"unix:{sock}")):
+                for label, where, fmt in (
+                        ("local HTTP, npz (client process)", f"http:{srv.http_address[1]}",
+                         "npz"),
+                        ("local HTTP, tensors frame (client process)",
+                         f"http:{srv.http_address[1]}", "tensors"),
+                        ("Unix socket, npz (client process)", f"unix:{sock}", "npz"),
+                        ("Unix socket, tensors frame (client process)", f"unix:{sock}",
+                         "tensors")):
                     n = max(200, args.calls // 4)
                     out = subprocess.run(
                         [sys.executable, "-m", "benchmarks.agent_core", "--client", where,
                          "--model", str(store.path(info.slot, "model.onnx")),
-                         "--width", str(width), "--calls", str(n), "--reps", str(args.reps)],
+                         "--width", str(width), "--calls", str(n), "--reps", str(args.reps),
+                         "--format", fmt],
                         capture_output=True, text=True, check=True,
                         cwd=Path(__file__).resolve().parents[1])
                     r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -287,7 +295,8 @@ def _client(args: argparse.Namespace) -> int:
     sess = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
     feed = {"x": np.random.default_rng(2).standard_normal((1, args.width), dtype=np.float32)}
     base, med, base_runs, runs = _paired_us(lambda: sess.run(["y"], feed),
-                                            lambda: client.predict(feed), args.calls, args.reps)
+                                            lambda: client.predict(feed, fmt=args.format),
+                                            args.calls, args.reps)
     print(json.dumps({"p50_us": med, "runs": runs, "baseline_p50_us": base,
                       "baseline_runs": base_runs, "ratio": med / base,
                       "overhead_us": med - base}))

@@ -5,8 +5,9 @@ device that uses the in-process API only does not carry an HTTP server in memory
 
 Stdlib HTTP/1.1 (no extra dependency) on a Unix socket and/or a loopback TCP port:
 ``GET /v1/model``, ``GET /v1/health``, ``GET /v1/stats``, ``POST /v1/predict`` with JSON
-``{"inputs": {name: nested lists}}`` or an ``application/x-npz`` body (one array per input);
-answers in the same format. It has no authentication, so it binds loopback only (the config
+``{"inputs": {name: nested lists}}``, an ``application/x-npz`` body (one array per input) or
+the compact ``application/x-edgeops-tensors`` frame (:func:`tensors_bytes`); answers in the
+same format. It has no authentication, so it binds loopback only (the config
 refuses anything else) and the Unix socket is created 0660.
 """
 
@@ -33,7 +34,15 @@ from device_agent.inference import InferenceService, NoModelError, PredictInputE
 from device_agent.runtime import ModelRunError
 from edgeops.errors import EdgeOpsError, TransportError
 
-__all__ = ["NPZ", "InferenceLimits", "LocalApiServer", "LocalClient"]
+__all__ = [
+    "NPZ",
+    "TENSORS",
+    "InferenceLimits",
+    "LocalApiServer",
+    "LocalClient",
+    "read_tensors",
+    "tensors_bytes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +54,60 @@ class InferenceLimits:
 
 
 NPZ = "application/x-npz"
+TENSORS = "application/x-edgeops-tensors"
 _DRAIN_BYTES = 1024 * 1024
+_TENSORS_MAGIC = b"EOT1"
+# Plain numeric dtypes only: nothing that could carry Python objects.
+_TENSOR_DTYPES = frozenset({"bool", "int8", "uint8", "int16", "uint16", "int32", "uint32",
+                            "int64", "uint64", "float16", "float32", "float64"})
+
+
+def tensors_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The compact body format: ``EOT1`` + u32 header length + JSON header + raw C-order data.
+
+    Header: ``[{"name", "dtype", "shape"}, ...]`` in data order. About ten times cheaper to
+    encode and decode than npz (no zip container), which matters per request.
+    """
+    header, blobs = [], []
+    for name, value in arrays.items():
+        a = np.asarray(value)              # tobytes() below is C order whatever the layout
+        if a.dtype.name not in _TENSOR_DTYPES:
+            raise PredictInputError(f"{name!r} has dtype {a.dtype.name}, not a plain numeric "
+                                    "type")
+        header.append({"name": name, "dtype": a.dtype.name, "shape": list(a.shape)})
+        blobs.append(a.tobytes())
+    h = json.dumps(header, separators=(",", ":")).encode()
+    return b"".join([_TENSORS_MAGIC, len(h).to_bytes(4, "big"), h, *blobs])
+
+
+def read_tensors(data: bytes) -> dict[str, np.ndarray]:
+    """Parse :func:`tensors_bytes` output; every size is checked before a byte is used."""
+    if len(data) < 8 or data[:4] != _TENSORS_MAGIC:
+        raise PredictInputError("body is not an edgeops tensors frame (EOT1)")
+    hlen = int.from_bytes(data[4:8], "big")
+    if 8 + hlen > len(data) or hlen > 64 * 1024:
+        raise PredictInputError("tensors header length is out of range")
+    try:
+        header = json.loads(data[8:8 + hlen])
+        specs = [(str(e["name"]), str(e["dtype"]), tuple(int(d) for d in e["shape"]))
+                 for e in header]
+    except (ValueError, KeyError, TypeError):
+        raise PredictInputError("tensors header is malformed") from None
+    out: dict[str, np.ndarray] = {}
+    pos = 8 + hlen
+    for name, dtype, shape in specs:
+        if dtype not in _TENSOR_DTYPES or any(d < 0 for d in shape):
+            raise PredictInputError(f"tensor {name!r}: bad dtype or shape")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if pos + nbytes > len(data):
+            raise PredictInputError(f"tensor {name!r} is truncated")
+        out[name] = (np.frombuffer(data, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize,
+                                   offset=pos).reshape(shape) if nbytes
+                     else np.empty(shape, dtype=dtype))
+        pos += nbytes
+    if pos != len(data):
+        raise PredictInputError("tensors frame has trailing bytes")
+    return out
 
 
 def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
@@ -128,7 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         ctype = self.headers.get("Content-Type", "application/json").split(";")[0].strip()
         try:
-            inputs = _read_npz(body) if ctype == NPZ else _json_inputs(body)
+            inputs = (read_tensors(body) if ctype == TENSORS else
+                      _read_npz(body) if ctype == NPZ else _json_inputs(body))
             outputs = self.service.predict(inputs)
         except NoModelError as exc:
             self._error(503, exc)
@@ -138,7 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         model = self.service.model
         version = f"{model.name}@{model.version}" if model else ""
-        if ctype == NPZ:
+        if ctype == TENSORS:
+            self._send(200, tensors_bytes(outputs), TENSORS, {"X-Edgeops-Model": version})
+        elif ctype == NPZ:
             self._send(200, _npz_bytes(outputs), NPZ, {"X-Edgeops-Model": version})
         else:
             self._json(200, {"model": version,
@@ -285,19 +350,29 @@ class LocalClient:
             raise TransportError(f"local inference API unreachable: {exc}") from None
         return resp.status, data, resp.getheader("Content-Type", "")
 
-    def predict(self, inputs: Mapping[str, np.ndarray], *, npz: bool = True
-                ) -> dict[str, np.ndarray]:
-        if npz:
+    def predict(self, inputs: Mapping[str, np.ndarray], *, npz: bool = True,
+                fmt: str | None = None) -> dict[str, np.ndarray]:
+        """``fmt``: ``"tensors"`` (compact, fastest), ``"npz"`` or ``"json"``; without it,
+        ``npz`` picks npz (default) or JSON."""
+        fmt = fmt or ("npz" if npz else "json")
+        if fmt == "tensors":
+            status, data, _ = self.request("POST", "/v1/predict", tensors_bytes(inputs),
+                                           TENSORS)
+        elif fmt == "npz":
             status, data, _ = self.request("POST", "/v1/predict", _npz_bytes(inputs), NPZ)
-        else:
+        elif fmt == "json":
             body = json.dumps({"inputs": {k: np.asarray(v).tolist()
                                           for k, v in inputs.items()}}).encode()
             status, data, _ = self.request("POST", "/v1/predict", body)
+        else:
+            raise ValueError(f"unknown format {fmt!r}")
         if status != 200:
             err = json.loads(data) if data.startswith(b"{") else {"error": data.decode()}
             raise PredictInputError(f"local API answered {status}: {err.get('error')}",
                                     hint=err.get("hint") or PredictInputError.default_hint)
-        if npz:
+        if fmt == "tensors":
+            return read_tensors(data)
+        if fmt == "npz":
             return _read_npz(data)
         return {k: np.asarray(v) for k, v in json.loads(data)["outputs"].items()}
 

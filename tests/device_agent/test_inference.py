@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from device_agent.inference import (
     InferenceService,
@@ -15,7 +17,14 @@ from device_agent.inference import (
     NoModelError,
     PredictInputError,
 )
-from device_agent.local_api import InferenceLimits, LocalApiServer, LocalClient
+from device_agent.local_api import (
+    TENSORS,
+    InferenceLimits,
+    LocalApiServer,
+    LocalClient,
+    read_tensors,
+    tensors_bytes,
+)
 from device_agent.slots import SlotStore
 from edgeops.errors import TransportError
 from tests.device_agent.bundles import FEATURES, Fleet, build_bundle, bundle_parts
@@ -170,3 +179,51 @@ def test_local_api_names_still_import_from_inference() -> None:
     assert inference.LocalClient is LocalClient
     with pytest.raises(AttributeError):
         _ = inference.NoSuchThing
+
+
+_dtypes = st.sampled_from(["bool", "int8", "uint8", "int32", "int64", "float16", "float32",
+                           "float64"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=8),
+                       st.tuples(_dtypes, st.lists(st.integers(0, 4), max_size=3)),
+                       max_size=3))
+def test_tensors_frame_round_trip(spec: dict[str, tuple[str, list[int]]]) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {k: (rng.standard_normal(shape) * 10).astype(dtype)
+              for k, (dtype, shape) in spec.items()}
+    back = read_tensors(tensors_bytes(arrays))
+    assert list(back) == list(arrays)
+    for k, a in arrays.items():
+        assert back[k].dtype == a.dtype and back[k].shape == a.shape
+        np.testing.assert_array_equal(back[k], a)
+
+
+@pytest.mark.parametrize(("frame", "needle"), [
+    (b"NOPE" + b"\x00" * 8, "not an edgeops tensors frame"),
+    (b"EOT1" + (10**6).to_bytes(4, "big") + b"{}", "out of range"),
+    (b"EOT1" + (3).to_bytes(4, "big") + b"{x}", "malformed"),
+    (b"EOT1" + (len(b'[{"name":"x","dtype":"object","shape":[1]}]')).to_bytes(4, "big")
+     + b'[{"name":"x","dtype":"object","shape":[1]}]', "bad dtype"),
+    (tensors_bytes({"x": np.zeros((2, 2), np.float32)})[:-1], "truncated"),
+    (tensors_bytes({"x": np.zeros((2, 2), np.float32)}) + b"\x00", "trailing"),
+])
+def test_tensors_frame_rejects_bad_frames(frame: bytes, needle: str) -> None:
+    with pytest.raises(PredictInputError, match=needle):
+        read_tensors(frame)
+
+
+def test_tensors_format_over_the_socket(tmp_path: Path,
+                                        models: tuple[LoadedModel, LoadedModel]) -> None:
+    svc = InferenceService()
+    svc.swap(models[1])
+    with LocalApiServer(svc, http=("127.0.0.1", 0)) as srv:
+        assert srv.http_address is not None
+        client = LocalClient(http=srv.http_address)
+        np.testing.assert_allclose(client.predict({"x": X}, fmt="tensors")["y"], X * 3 + 1)
+        status, body, _ = client.request("POST", "/v1/predict", b"EOT1junk", TENSORS)
+        assert status == 400 and "header" in json.loads(body)["error"]
+        with pytest.raises(ValueError, match="unknown format"):
+            client.predict({"x": X}, fmt="xml")
+        client.close()
