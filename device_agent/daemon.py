@@ -170,7 +170,8 @@ class Agent:
         self.telemetry_q = DurableQueue(data / "telemetry.db",
                                         config.telemetry.queue_max_records)
         self.state_q = DurableQueue(data / "state_outbox.db", settings.state_outbox_max)
-        self.features = FeatureStats(settings.telemetry.max_features)
+        self.features = FeatureStats(settings.telemetry.max_features,
+                                     settings.telemetry.drift_sample_every)
         self.core.inference.observers.append(self.features.observe)
         self._work: queue.Queue[tuple[Command, str]] = queue.Queue(settings.work_queue_max)
         self._stop = threading.Event()
@@ -455,6 +456,10 @@ class Agent:
         self.report(DevicePhase.DOWNLOADING, deployment_id=dep, bundle=label)
         try:
             fetched = self._fetch(name, version, dep)
+        except DeploymentCancelled:
+            self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label,
+                        reason="cancelled by the fleet before install")
+            return
         except EdgeOpsError as exc:
             self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label,
                         reason=f"download rejected: {exc.message}")
@@ -484,6 +489,7 @@ class Agent:
         def progress(_what: str) -> None:
             self._check_cancel(dep)
 
+        self.transport.check = lambda: self._check_cancel(dep)
         try:
             fetched = fetch_bundle(tuf, name, version, self.config.target,
                                    wait_for_metadata=wait_for_metadata, progress=progress)
@@ -495,6 +501,8 @@ class Agent:
             tuf = TufClient.over_http(self.config.trust.root, cache, self.config.fleet_url,
                                       self.settings.download)
             fetched = fetch_bundle(tuf, name, version, self.config.target, progress=progress)
+        finally:
+            self.transport.check = None
         root = tuf.trusted_root()
         if root.signed.version != self.core.root.signed.version:
             self.core.update_trust(root)

@@ -40,6 +40,7 @@ class TelemetryLimits:
     max_records_per_batch: int = 1000          # TelemetryBatch.MAX_RECORDS
     max_batch_bytes: int = 192 * 1024          # under Limits.max_mqtt_payload_bytes (256 KiB)
     max_features: int = 64                     # per-input summaries kept for drift
+    drift_sample_every: int = 8                # summarise one inference request in N
 
 
 class DurableQueue:
@@ -138,40 +139,42 @@ class FeatureStats:
 
     A "feature" is one model input; its values are summarised over all elements seen since the
     last :meth:`drain`. Compared with the manifest's ``baseline`` this is the drift signal.
+    Only every ``sample_every``-th request is summarised: drift is a population statistic, and
+    sampling keeps the hook's cost off the request path (benchmarks/agent_footprint.py).
     """
 
-    def __init__(self, max_features: int = 64) -> None:
+    def __init__(self, max_features: int = 64, sample_every: int = 8) -> None:
         self.max_features = max_features
+        self.sample_every = max(1, sample_every)
+        self._calls = 0
         self._lock = threading.Lock()
         self._s: dict[str, list[float]] = {}   # name -> [n, mean, m2, min, max]
 
     def observe(self, inputs: Mapping[str, np.ndarray], _latency_ms: float = 0.0,
                 _ok: bool = True) -> None:
         """Signature matches ``InferenceService`` observers: (inputs, latency_ms, ok)."""
+        self._calls += 1            # a lost increment under a race only shifts the sample
+        if self._calls % self.sample_every:
+            return
         for name, arr in inputs.items():
-            a = np.asarray(arr)
-            if a.size == 0 or a.dtype.kind not in "fiub":
-                continue
-            a64 = a.astype(np.float64, copy=False)
-            finite = a64[np.isfinite(a64)]
-            if finite.size == 0:
-                continue
-            n_b, mean_b = float(finite.size), float(finite.mean())
-            m2_b = float(((finite - mean_b) ** 2).sum())
-            lo, hi = float(finite.min()), float(finite.max())
-            with self._lock:
-                s = self._s.get(name)
-                if s is None:
-                    if len(self._s) >= self.max_features:
-                        continue
+            summary = _summary(np.asarray(arr))
+            if summary is not None:
+                self._merge(name, *summary)
+
+    def _merge(self, name: str, n_b: float, mean_b: float, m2_b: float, lo: float,
+               hi: float) -> None:
+        with self._lock:
+            s = self._s.get(name)
+            if s is None:
+                if len(self._s) < self.max_features:
                     self._s[name] = [n_b, mean_b, m2_b, lo, hi]
-                    continue
-                n_a, mean_a, m2_a = s[0], s[1], s[2]
-                n = n_a + n_b
-                delta = mean_b - mean_a
-                s[0], s[1] = n, mean_a + delta * n_b / n
-                s[2] = m2_a + m2_b + delta * delta * n_a * n_b / n
-                s[3], s[4] = min(s[3], lo), max(s[4], hi)
+                return
+            n_a, mean_a, m2_a = s[0], s[1], s[2]
+            n = n_a + n_b
+            delta = mean_b - mean_a
+            s[0], s[1] = n, mean_a + delta * n_b / n
+            s[2] = m2_a + m2_b + delta * delta * n_a * n_b / n
+            s[3], s[4] = min(s[3], lo), max(s[4], hi)
 
     def drain(self) -> dict[str, dict[str, float]]:
         """Summaries since the last drain (count, mean, std, min, max), then start afresh."""
@@ -179,6 +182,25 @@ class FeatureStats:
             s, self._s = self._s, {}
         return {k: {"count": int(v[0]), "mean": v[1], "std": math.sqrt(v[2] / v[0]),
                     "min": v[3], "max": v[4]} for k, v in s.items()}
+
+
+def _summary(a: np.ndarray) -> tuple[float, float, float, float, float] | None:
+    """(count, mean, sum of squared deviations, min, max) of the finite elements, or None.
+
+    Few, cheap numpy calls (sum, dot, min, max): this runs on the inference path.
+    """
+    if a.size == 0 or a.dtype.kind not in "fiub":
+        return None
+    v = a.ravel().astype(np.float64, copy=False)
+    total, squares = float(v.sum()), float(np.dot(v, v))
+    if not (math.isfinite(total) and math.isfinite(squares)):   # NaN/inf somewhere
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return None
+        total, squares = float(v.sum()), float(np.dot(v, v))
+    n = float(v.size)
+    mean = total / n
+    return n, mean, max(0.0, squares - total * mean), float(v.min()), float(v.max())
 
 
 def drift_record(ts: float, live: Mapping[str, Mapping[str, float]],

@@ -282,6 +282,8 @@ class MqttTufTransport:
         self.limits = limits
         self.clock = clock
         self.metadata = MetadataCache(limits.max_metadata_bytes)
+        # called while waiting for chunks; may raise to abandon the download (cancel, stop)
+        self.check: Callable[[], None] | None = None
         self._active: dict[str, ChunkAssembler] = {}
         self._lock = threading.Lock()
         self._meta_prefix = topics.tuf_metadata("x.json")[: -len("x.json")]
@@ -334,6 +336,8 @@ class MqttTufTransport:
                 if asm.count is not None and nxt == asm.count:
                     asm.check_complete()
                     break
+                if self.check is not None:
+                    self.check()
                 now_seen = asm.wait(seen, min(1.0, self.limits.idle_timeout_s))
                 if now_seen != seen:
                     seen, last_progress = now_seen, self.clock()

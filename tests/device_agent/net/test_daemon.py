@@ -6,6 +6,7 @@ commands); everything on the device side is the production code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -300,7 +301,8 @@ def test_drift_summaries_follow_the_inputs_against_the_baseline(
     rec = mgr.wait(lambda: next((r for b in mgr.telemetry for r in b["records"]
                                  if r["kind"] == "drift"), None))
     x = rec["features"]["x"]
-    assert x["mean"] == pytest.approx(5.0) and x["count"] == 80
+    # sampled (1 request in 8), each request holds 4 values
+    assert x["mean"] == pytest.approx(5.0) and x["count"] > 0 and x["count"] % 4 == 0
     assert x["shift"] == pytest.approx(5.0)         # baseline mean 0, std 1
     inf = mgr.wait(lambda: next((r for b in mgr.telemetry for r in b["records"]
                                  if r["kind"] == "inference" and r["count"] > 0), None))
@@ -369,4 +371,33 @@ def test_run_fails_with_one_line_when_the_root_is_missing(tmp_path: Path, fr: Fl
     assert "Traceback" not in p.stderr.decode()
 
 
-_ = DownloadLimits, FAST
+def test_cancel_stops_a_stalled_download(mgr: FakeManager, agent: Agent) -> None:
+    mgr.answer = False                       # the manager never sends a chunk
+    _deploy(mgr, "1.0.0", "slow")
+    mgr.wait(lambda: "downloading" in _phases(mgr, "slow"))
+    mgr.command(DEV, "cancel", {"deployment_id": "slow"})
+    final = _final(mgr, "slow", 20)
+    assert final["phase"] == "failed" and "cancelled" in final["reason"]
+    assert _serving(agent) is None
+
+
+def test_http_fallback_when_mqtt_transfer_fails(mgr: FakeManager, tmp_path: Path,
+                                                fr: FleetRepo, broker: MosquittoBroker) -> None:
+    from tests.device_agent.net.tufrepo import HttpRepoServer
+
+    http = HttpRepoServer(fr.repo)
+    settings = dataclasses.replace(FAST, http_fallback=True, download=DownloadLimits(
+        chunk_bytes=256, idle_timeout_s=0.3, max_requests=2, metadata_wait_s=3.0))
+    a = Agent(agent_config(fr, tmp_path, DEV, broker.url, fleet_url=http.url),
+              settings=settings)
+    a.start()
+    try:
+        assert a.conn.wait_connected(10)
+        mgr.answer = False
+        _deploy(mgr, "1.0.0", "d1")
+        assert _final(mgr, "d1")["phase"] == "healthy"
+        assert any("/tuf/targets/" in r for r in http.requests)
+        assert _serving(a) == "1.0.0"
+    finally:
+        a.stop()
+        http.close()

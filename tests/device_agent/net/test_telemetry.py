@@ -78,7 +78,7 @@ def test_take_batch_respects_record_and_byte_bounds(tmp_path: Path) -> None:
 @given(st.lists(st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=30), min_size=1,
                 max_size=8))
 def test_feature_stats_match_numpy_over_all_batches(batches: list[list[float]]) -> None:
-    fs = FeatureStats()
+    fs = FeatureStats(sample_every=1)
     for b in batches:
         fs.observe({"x": np.asarray(b, dtype=np.float32)})
     allv = np.concatenate([np.asarray(b, dtype=np.float32) for b in batches]).astype(np.float64)
@@ -91,10 +91,18 @@ def test_feature_stats_match_numpy_over_all_batches(batches: list[list[float]]) 
 
 
 def test_feature_stats_ignore_nan_and_non_numeric() -> None:
-    fs = FeatureStats(max_features=1)
+    fs = FeatureStats(max_features=1, sample_every=1)
     fs.observe({"x": np.array([1.0, np.nan, 3.0]), "s": np.array(["a"]), "y": np.ones(2)})
     d = fs.drain()
     assert set(d) == {"x"} and d["x"]["count"] == 2 and d["x"]["mean"] == 2.0
+
+
+def test_feature_stats_sample_every_nth_request() -> None:
+    fs = FeatureStats(sample_every=4)
+    for i in range(1, 13):
+        fs.observe({"x": np.array([float(i)])})
+    d = fs.drain()["x"]
+    assert d["count"] == 3 and d["mean"] == pytest.approx((4 + 8 + 12) / 3)
 
 
 def test_drift_record_standardises_the_mean_shift() -> None:

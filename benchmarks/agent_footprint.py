@@ -1,0 +1,375 @@
+"""Agent footprint: latency overhead, resident memory and idle CPU of the real agent.
+
+Why: the agent runs beside the application on small devices. Goals from issue 6: the
+in-process API adds <= 5 % at p50 over calling ONNX Runtime directly (and we state what the
+socket API adds), the agent process stays <= 60 MB RSS with ONNX Runtime and the model loaded,
+and an idle agent uses < 1 % of a core. Measured side by side in one run:
+
+* latency, per model (tiny 4-feature affine; 4-layer 512-wide MLP): ``InferenceSession.run``
+  directly (baseline), ``InferenceService.predict`` with the daemon's drift observer attached
+  (what a device really runs), and the local API over a Unix socket (npz bodies, keep-alive).
+  Median per-call latency of N calls per repetition, median over repetitions, ratio to baseline;
+* memory: RSS of a real ``device_agent.daemon.run`` subprocess (connected to a real mosquitto,
+  model installed and loaded, telemetry on) beside a baseline subprocess that only imports
+  ONNX Runtime and loads the same model;
+* idle CPU: CPU seconds of both subprocesses over the same idle window, as % of one core.
+
+Run: ``python -m benchmarks.agent_footprint [--calls 2000] [--reps 3] [--idle-s 30]``. ONNX
+Runtime with one intra-op thread, CPU provider. Needs ``mosquitto`` on PATH or /usr/sbin.
+Writes benchmarks/results/agent_footprint.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+PASS = b"bench-passphrase"
+
+
+def _model(kind: str) -> tuple[bytes, int]:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    width, layers = (4, 1) if kind == "tiny" else (512, 4)
+    nodes, inits, prev = [], [], "x"
+    for i in range(layers):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"h{i}"]))
+        nodes.append(helper.make_node("Relu", [f"h{i}"], [f"r{i}" if i < layers - 1 else "y"]))
+        prev = f"r{i}"
+    g = helper.make_graph(
+        nodes, kind, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString(), width
+
+
+def _fleet(work: Path) -> Any:
+    from edgeops.keys import ROLES, KeyStore
+    from edgeops.trust import create_root
+
+    store = KeyStore(work / "home")
+    for role in ROLES:
+        store.generate(role, PASS)
+    create_root(store, PASS)
+    return store
+
+
+def _bundle(work: Path, store: Any, kind: str) -> dict[str, Any]:
+    """A signed bundle's parts for one model, written as the TUF client would leave them."""
+    import onnxruntime as ort
+
+    from edgeops.bundle import ArtifactEntry, FileRef, Manifest, TensorSpec, write_bundle
+
+    data, width = _model(kind)
+    src = work / f"src-{kind}"
+    src.mkdir(parents=True)
+    (src / "model.onnx").write_bytes(data)
+    x = np.random.default_rng(1).standard_normal((2, width)).astype(np.float32)
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    y = np.concatenate([sess.run(None, {"x": x[i:i + 1]})[0] for i in range(2)])
+    buf = io.BytesIO()
+    np.savez(buf, **{"input/x": x, "output/y": y})
+    (src / "golden.npz").write_bytes(buf.getvalue())
+
+    def ref(name: str, path: str) -> FileRef:
+        b = (src / name).read_bytes()
+        return FileRef(path, hashlib.sha256(b).hexdigest(), len(b))
+
+    entry = ArtifactEntry(
+        target="x86-cpu", file=ref("model.onnx", "artifacts/x86-cpu/model.onnx"), format="onnx",
+        runtime="onnxruntime", providers=("CPUExecutionProvider",), precision="fp32",
+        golden=ref("golden.npz", "artifacts/x86-cpu/golden.npz"),
+        metrics={"latency_ms": {"p50": 50.0, "p95": 100.0}}, tolerance={"atol": 1e-4})
+    spec = TensorSpec("x", "float32", ("n", width))
+    manifest = Manifest(name=f"bench-{kind}", version="1.0.0",
+                        source_sha256=hashlib.sha256(data).hexdigest(), inputs=(spec,),
+                        outputs=(TensorSpec("y", "float32", ("n", width)),),
+                        artifacts=(entry,), baseline={"x": {"mean": 0.0, "std": 1.0}})
+    out = write_bundle(work / f"{kind}.edgebundle", manifest,
+                       {"artifacts/x86-cpu/model.onnx": src / "model.onnx",
+                        "artifacts/x86-cpu/golden.npz": src / "golden.npz"},
+                       [store.signer("targets", PASS)])
+    from edgeops.bundle import read_bundle
+
+    b = read_bundle(out)
+    return {"manifest": b.manifest_bytes, "signatures": b.signatures.to_bytes(),
+            "artifact": src / "model.onnx", "golden": src / "golden.npz", "width": width,
+            "model": data, "name": manifest.name}
+
+
+def _config(work: Path, store: Any, device: str, broker_port: int,
+            unix_socket: Path | None) -> Any:
+    from device_agent.config import AgentConfig
+
+    key = store.public_key("manager")
+    d = {"schema": "edgeops.agent-config/v1", "device_id": device, "target": "x86-cpu",
+         "broker": {"url": f"mqtt://127.0.0.1:{broker_port}", "keepalive_s": 30},
+         "data_dir": str(work / device),
+         "trust": {"root": str(store.home / "trust" / "root.json"),
+                   "manager_keys": [{"keyid": key.keyid, **key.to_dict()}]},
+         "inference": {"socket": str(unix_socket) if unix_socket else None, "http": None},
+         "telemetry": {"interval_s": 10, "queue_max_records": 100000}}
+    return AgentConfig.from_dict(d, base_dir=work)
+
+
+def _install(cfg: Any, parts: dict[str, Any]) -> Any:
+    """Install through the real agent core (verify, slot, isolated health check)."""
+    from device_agent.core import AgentCore
+    from device_agent.installer import InstallRequest
+
+    core = AgentCore(cfg)
+    core.start(serve_api=False)
+    out = core.install(InstallRequest(parts["manifest"], parts["signatures"], parts["artifact"],
+                                      parts["golden"], "bench"))
+    core.close()
+    if out.phase.value != "healthy":
+        raise SystemExit(f"benchmark install failed: {out.phase.value} {out.reason}")
+    return out
+
+
+def _median_call_us(fn: Callable[[], object], calls: int, reps: int) -> tuple[float, list[float]]:
+    per_rep = []
+    for _ in range(reps):
+        for _ in range(min(200, calls)):
+            fn()
+        lat = []
+        for _ in range(calls):
+            t0 = time.perf_counter_ns()
+            fn()
+            lat.append((time.perf_counter_ns() - t0) / 1000.0)
+        per_rep.append(statistics.median(lat))
+    return statistics.median(per_rep), per_rep
+
+
+def _latency(work: Path, store: Any, parts: dict[str, Any], calls: int, reps: int,
+             broker_port: int) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from device_agent.core import AgentCore
+    from device_agent.inference import LocalClient
+    from device_agent.telemetry import FeatureStats
+
+    width = parts["width"]
+    x = np.random.default_rng(2).standard_normal((1, width)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(parts["model"], so, providers=["CPUExecutionProvider"])
+    sock = work / f"{parts['name']}.sock"
+    cfg = _config(work, store, f"lat-{parts['name']}", broker_port, sock)
+    _install(cfg, parts)
+    core = AgentCore(cfg)
+    core.start()
+    client = LocalClient(unix_socket=sock)
+    paths: list[tuple[str, Callable[[], object], int]] = [
+        ("ort_direct", lambda: sess.run(None, {"x": x}), calls),
+        ("in_process_core_only", lambda: core.inference.predict({"x": x}), calls),
+        ("in_process", lambda: observed(), calls),
+        ("unix_socket", lambda: client.predict({"x": x}), max(200, calls // 4))]
+    drift = FeatureStats()            # the daemon's drift observer, as it wires it
+
+    def observed() -> object:
+        out = core.inference.predict({"x": x})
+        drift.observe({"x": x}, 0.0, True)
+        return out
+
+    per_rep: dict[str, list[float]] = {name: [] for name, _, _ in paths}
+    try:
+        # interleaved: every repetition measures every path, so load drift hits all alike
+        for _ in range(reps):
+            for name, fn, n in paths:
+                per_rep[name].append(_median_call_us(fn, n, 1)[0])
+    finally:
+        client.close()
+        core.close()
+    rows: dict[str, Any] = {
+        name: {"p50_us": round(statistics.median(v), 2), "per_rep_us": [round(u, 2) for u in v],
+               "calls": n}
+        for (name, _, n), v in zip(paths, per_rep.values(), strict=True)}
+    base = rows["ort_direct"]["p50_us"]
+    for r in rows.values():
+        r["ratio"] = round(r["p50_us"] / base, 3)
+    for k in ("in_process_core_only", "in_process"):
+        rows[k]["overhead_pct"] = round((rows[k]["ratio"] - 1) * 100, 1)
+    rows["unix_socket"]["added_us"] = round(rows["unix_socket"]["p50_us"] - base, 1)
+    return rows
+
+
+_BASELINE_CODE = """
+import sys, time, onnxruntime as ort
+so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.inter_op_num_threads = 1
+s = ort.InferenceSession(open(sys.argv[1], "rb").read(), so, providers=["CPUExecutionProvider"])
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+_AGENT_CODE = """
+import sys, logging
+from device_agent.config import AgentConfig
+from device_agent.daemon import run
+sys.exit(run(AgentConfig.from_file(sys.argv[1])))
+"""
+
+
+def _process_footprint(work: Path, store: Any, parts: dict[str, Any], broker_port: int,
+                       idle_s: float) -> dict[str, Any]:
+    import psutil
+
+    cfg = _config(work, store, "footprint", broker_port, None)
+    _install(cfg, parts)
+    cfg_file = work / "agent.json"
+    cfg_file.write_text(json.dumps(cfg.to_dict()))
+    model_file = work / "baseline.onnx"
+    model_file.write_bytes(parts["model"])
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    agent = subprocess.Popen([sys.executable, "-c", _AGENT_CODE, str(cfg_file)], env=env,
+                             stderr=subprocess.DEVNULL)
+    base = subprocess.Popen([sys.executable, "-c", _BASELINE_CODE, str(model_file)], env=env,
+                            stdout=subprocess.PIPE)
+    try:
+        assert base.stdout is not None
+        base.stdout.readline()
+        # the agent is up once it has loaded the model and connected: give it a settle period
+        time.sleep(8)
+        procs = {"agent": psutil.Process(agent.pid), "ort_baseline": psutil.Process(base.pid)}
+        if agent.poll() is not None:
+            raise SystemExit("agent subprocess exited early")
+        t0 = {k: p.cpu_times() for k, p in procs.items()}
+        w0 = time.monotonic()
+        time.sleep(idle_s)
+        wall = time.monotonic() - w0
+        out: dict[str, Any] = {"idle_window_s": round(wall, 1)}
+        for k, p in procs.items():
+            t1 = p.cpu_times()
+            cpu = (t1.user - t0[k].user) + (t1.system - t0[k].system)
+            mem = p.memory_info()
+            out[k] = {"rss_mb": round(mem.rss / 2**20, 1),
+                      "uss_mb": round(p.memory_full_info().uss / 2**20, 1),
+                      "threads": p.num_threads(),
+                      "idle_cpu_pct_of_core": round(100 * cpu / wall, 3)}
+        out["agent_minus_baseline_rss_mb"] = round(out["agent"]["rss_mb"]
+                                                   - out["ort_baseline"]["rss_mb"], 1)
+        return out
+    finally:
+        for p in (agent, base):
+            p.terminate()
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _mosquitto(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    import getpass
+
+    conf = work / "mosquitto.conf"
+    conf.write_text(f"user {getpass.getuser()}\nallow_anonymous true\npersistence false\n"
+                    f"listener {port} 127.0.0.1\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("mosquitto did not start")
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import paho.mqtt
+    import tuf
+
+    return {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+            "paho-mqtt": paho.mqtt.__version__, "tuf": tuf.__version__,
+            "numpy": np.__version__, "platform": platform.platform(),
+            "cpu_count": str(os.cpu_count())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--idle-s", type=float, default=30.0)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker, port = _mosquitto(work)
+        try:
+            store = _fleet(work)
+            latency = {}
+            parts = {}
+            for kind in ("tiny", "mlp512x4"):
+                parts[kind] = _bundle(work, store, kind)
+                print(f"latency: {kind} ...", file=sys.stderr)
+                latency[kind] = _latency(work, store, parts[kind], args.calls, args.reps, port)
+            print(f"footprint: idle {args.idle_s:.0f} s ...", file=sys.stderr)
+            footprint = _process_footprint(work, store, parts["mlp512x4"], port, args.idle_s)
+        finally:
+            broker.terminate()
+            broker.wait(10)
+    result = {"benchmark": "agent_footprint", "versions": _versions(),
+              "settings": {"calls": args.calls, "reps": args.reps, "idle_s": args.idle_s,
+                           "ort_intra_op_threads": 1, "provider": "CPUExecutionProvider"},
+              "latency": latency, "process": footprint,
+              "goals": {"in_process_overhead_pct_p50": 5.0, "agent_rss_mb": 60.0,
+                        "idle_cpu_pct_of_core": 1.0}}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "agent_footprint.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "agent_footprint.md").write_text(_markdown(result))
+    print(_markdown(result))
+    return 0
+
+
+def _markdown(r: dict[str, Any]) -> str:
+    v, s = r["versions"], r["settings"]
+    lines = ["# Agent footprint", "",
+             f"Python {v['python']}, onnxruntime {v['onnxruntime']}, paho-mqtt {v['paho-mqtt']}, "
+             f"tuf {v['tuf']}; {v['cpu_count']} CPUs; ORT intra-op threads "
+             f"{s['ort_intra_op_threads']}; {s['calls']} calls x {s['reps']} reps (median of "
+             "medians).", "",
+             "| model | path | p50 µs | ratio vs ORT direct |", "|---|---|---:|---:|"]
+    for model, rows in r["latency"].items():
+        for path, row in rows.items():
+            lines.append(f"| {model} | {path} | {row['p50_us']} | {row['ratio']} |")
+    p = r["process"]
+    lines += ["", f"Idle window {p['idle_window_s']} s, model mlp512x4 loaded in both.", "",
+              "| process | RSS MB | USS MB | threads | idle CPU % of a core |",
+              "|---|---:|---:|---:|---:|"]
+    for k in ("ort_baseline", "agent"):
+        q = p[k]
+        lines.append(f"| {k} | {q['rss_mb']} | {q['uss_mb']} | {q['threads']} | "
+                     f"{q['idle_cpu_pct_of_core']} |")
+    lines += ["", f"Agent minus baseline RSS: {p['agent_minus_baseline_rss_mb']} MB. Goals: "
+              "in-process overhead <= 5 % at p50, agent RSS <= 60 MB, idle CPU < 1 % of a core.",
+              ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
