@@ -106,3 +106,16 @@ def test_cli_build_reports_tflite_targets(cli, keys_home: Path, tmp_path: Path) 
     assert entry.metrics["npu_compatibility"]["fully_mapped"] is True
     model = bundle.read_file(entry.file.path)
     assert LiteRT(model).inputs[0]["dtype"] == np.int8
+
+
+def test_cli_keep_io_layout_flag(cli, keys_home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    m = segmenter()
+    src = _save(m, tmp_path / "s.onnx")
+    out = tmp_path / "out"
+    res = cli("build", src, "--name", "s", "--version", "1.0.0", "--target", "tflite-cpu",
+              "--keep-io-layout", "--out", out, "--json")
+    assert res.code == 0, res.err
+    bundle = read_bundle(Path(json.loads(res.out)["bundle"]))
+    (entry,) = bundle.manifest.artifacts
+    assert entry.details["io_layout"]["x"]["layout"] == "NCHW"
+    assert LiteRT(bundle.read_file(entry.file.path)).inputs[0]["shape"].tolist() == [1, 3, 16, 16]
