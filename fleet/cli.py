@@ -101,8 +101,7 @@ def serve(db: str, listen: str, data_dir: Path, broker: str | None, keys_home: P
         db=db, listen=listen, data=data_dir, broker=broker, keys_home=keys_home,
         public_url=public_url, device_broker_url=device_broker,
         require_blessing=require_blessing, tick_s=tick))
-    announce(server)
-    server.serve()
+    server.serve(on_ready=announce)
 
 
 # -- devices -----------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ metadata signed. SIGTERM/SIGINT stop uvicorn, then the loop, the worker and the 
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,24 +198,37 @@ class FleetServer:
                 log.exception("stopping the MQTT worker failed")
         self.store.close()
 
-    def serve(self) -> None:
+    def bind(self) -> socket.socket:
+        """Take the listening socket first, so a bad --listen fails before anything starts."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        try:
+            return socket.create_server((self.host, self.port), family=family, backlog=512)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {self.opts.listen}: "
+                              f"{exc.strerror or exc}",
+                              hint="is the port in use or the address not local? pick another "
+                                   "--listen") from None
+
+    def serve(self, on_ready: Callable[[FleetServer], None] | None = None) -> None:
         """Run until SIGTERM/SIGINT (uvicorn handles the signals), then shut down cleanly."""
         import uvicorn
 
-        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning",
-                                access_log=False, lifespan="off")
+        sock = self.bind()
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False,
+                                lifespan="off")
         server = uvicorn.Server(config)
-        self.start_background()
         try:
-            server.run()
+            self.start_background()
+            if on_ready is not None:
+                on_ready(self)
+            server.run(sockets=[sock])
         finally:
             self.stop()
-        if not server.started:
-            raise ConfigError(f"could not listen on {self.opts.listen}",
-                              hint="is the port in use? pick another --listen")
+            sock.close()
 
 
-def announce(server: FleetServer, out: Any = sys.stderr) -> None:
+def announce(server: FleetServer, out: Any = None) -> None:
+    out = out or sys.stderr
     print(f"fleet manager listening on http://{server.host}:{server.port} "
           f"(db {server.opts.db}, data {server.opts.data}, "
           f"broker {server.opts.broker or 'none'})", file=out, flush=True)

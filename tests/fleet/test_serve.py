@@ -84,6 +84,18 @@ def test_sigterm_shuts_down_cleanly(keystore: KeyStore, tmp_path: Path) -> None:
     assert "admin token" not in err
 
 
+def test_a_port_in_use_is_one_error_line(keystore: KeyStore, tmp_path: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        proc = _serve(keystore, tmp_path, port)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "hint:" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
 @pytest.mark.broker
 def test_killed_mid_rollout_resumes_with_nobody_skipped_or_repeated(
         keystore: KeyStore, bundles: dict[str, Path], tmp_path: Path) -> None:
