@@ -1,6 +1,8 @@
 """Benchmark the TFLite backend on three real architectures, side by side with ONNX Runtime.
 
-For each model (benchmarks/models/tflite/, see ``benchmarks/_tflite_models.py``) and each
+For each model (MobileNet-style classifier and segmenter with ConvTranspose/Resize from
+benchmarks/models/, an audio 1D-CNN from benchmarks/models/tflite/; the GRU forecaster is
+listed to show the one-line refusal of an unsupported model) and each
 precision (fp32, fp16, int8-dynamic for tflite-cpu; full-integer int8 per-tensor as for the Edge
 TPU and per-axis-on-conv as for Ethos-U), in one run: conversion time and peak Python heap
 (tracemalloc) of :func:`converters.tflite.convert`, artifact size next to the ONNX source, LiteRT
@@ -28,8 +30,16 @@ import numpy as np
 import onnx
 
 HERE = Path(__file__).resolve().parent
-MODELS = HERE / "models" / "tflite"
 RESULTS = HERE / "results"
+# name -> (model, calibration npz, validation npz); the first two come from
+# benchmarks/models/make_models.py, the audio CNN from benchmarks/_tflite_models.py
+MODELS: dict[str, tuple[Path, Path, Path]] = {
+    name: (HERE / "models" / f"{name}.onnx", HERE / "models" / f"{name}.cal.npz",
+           HERE / "models" / f"{name}.val.npz") for name in ("mobilenet", "segnet", "resnet", "gru")
+}
+MODELS["audio"] = (HERE / "models" / "tflite" / "audio.onnx",
+                   HERE / "models" / "tflite" / "audio.calibration.npz",
+                   HERE / "models" / "tflite" / "audio.validation.npz")
 VARIANTS = [  # (label, precision, per_channel, target it stands for)
     ("fp32", "fp32", True, "tflite-cpu"),
     ("fp16", "fp16", True, "tflite-cpu"),
@@ -67,32 +77,40 @@ def bench_model(name: str, threads: int, runs: int, n_samples: int) -> list[dict
     from converters.tflite import compatibility_report, convert
     from converters.tflite._runtime import LiteRT
     from converters.tflite.convert import to_artifact_layout, to_onnx_layout
+    from edgeops.errors import EdgeOpsError
 
-    path = MODELS / f"{name}.onnx"
+    path, cal_path, val_path = MODELS[name]
     model = onnx.load(str(path))
-    with np.load(MODELS / f"{name}.calibration.npz") as z:
-        cal = z["input"].astype(np.float32)
-    with np.load(MODELS / f"{name}.validation.npz") as z:
-        val = z["input"][:n_samples].astype(np.float32)
+    inp = model.graph.input[0].name
+    with np.load(cal_path) as z:
+        cal = z[inp].astype(np.float32)
+    with np.load(val_path) as z:
+        val = z[inp][:n_samples].astype(np.float32)
+    try:
+        convert(model)
+    except EdgeOpsError as exc:   # a model the backend refuses: record the one-line error
+        print(f"{name:10s} refused: {exc.diagnostics()}", flush=True)
+        return [{"model": name, "refused": exc.diagnostics()}]
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    ref = np.concatenate([sess.run(None, {"input": val[i:i + 1]})[0] for i in range(len(val))])
+    ref = np.concatenate([sess.run(None, {inp: val[i:i + 1]})[0] for i in range(len(val))])
     x0 = val[:1]
-    ort_p50, ort_p95 = _latency(lambda: sess.run(None, {"input": x0}), runs)
+    ort_p50, ort_p95 = _latency(lambda: sess.run(None, {inp: x0}), runs)
     rows = []
     for label, precision, per_channel, target in VARIANTS:
         tracemalloc.start()
         t0 = time.perf_counter()
         res = convert(model, precision=precision, per_channel=per_channel,
-                      calibration=({"input": cal[i:i + 1]} for i in range(len(cal))),
+                      calibration=({inp: cal[i:i + 1]} for i in range(len(cal))),
                       io_int8=True, target=target)
         conv_s = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         rt = LiteRT(res.model, threads=threads)
-        rec_in, rec_out = res.io_layout["input"], res.io_layout["output"]
+        rec_in = res.io_layout[inp]
+        rec_out = res.io_layout[res.output_names[0]]
         got = []
         for i in range(len(val)):
             (y,) = rt.run_float([to_artifact_layout(val[i:i + 1], rec_in)])
@@ -138,6 +156,9 @@ def _markdown(doc: dict[str, Any]) -> str:
              " ORT FP32 p50 ms | ratio | max rel err | cosine min | top-1 agree | goal |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
+        if "refused" in r:
+            lines.append(f"| {r['model']} | refused | {r['refused']} |" + " |" * 9)
+            continue
         top1 = r.get("top1_agreement")
         goal = {True: "met", False: "MISSED", None: "-"}[r.get("goal_met")]
         lines.append(
@@ -159,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--samples", type=int, default=200)
-    ap.add_argument("--models", nargs="*", default=["mobilenet", "segmenter", "audio"])
+    ap.add_argument("--models", nargs="*", default=["mobilenet", "segnet", "audio", "gru"],
+                    choices=sorted(MODELS))
     args = ap.parse_args(argv)
     # import the converter's lazy dependencies up front so the first conversion is not charged
     import onnx.reference  # noqa: F401
@@ -167,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     import converters.tflite  # noqa: F401
     results = []
     for name in args.models:
+        if not MODELS[name][0].exists():
+            print(f"{name}: {MODELS[name][0]} missing (python -m benchmarks.models.make_models)")
+            continue
         results.extend(bench_model(name, args.threads, args.runs, args.samples))
     doc = {
         "benchmark": "converter_tflite",
