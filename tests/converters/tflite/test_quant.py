@@ -174,3 +174,16 @@ def test_qdq_graph_folds_into_tflite_quantisation() -> None:
     # and an fp32 conversion of the same QDQ graph folds the weights to float
     fp = convert(m, precision="fp32")
     assert set(fp.graph.op_counts()) == {"CONV_2D"}
+
+
+def test_percentile_calibration_ignores_a_single_outlier() -> None:
+    m = mobilenet_block()
+    cal = feed(m, 6, n=16)
+    cal[3]["x"][0, 0, 0, 0] = 80.0               # one wild pixel
+    scale = {}
+    for method in ("minmax", "percentile"):
+        res = convert(m, precision="int8", calibration=cal, per_channel=False,
+                      calibration_method=method)
+        scale[method] = float(res.graph.tensors[res.graph.inputs[0]].quant.scale[0])
+        assert res.details["calibration_method"] == method
+    assert scale["percentile"] < 0.5 * scale["minmax"]
