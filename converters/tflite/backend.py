@@ -86,8 +86,9 @@ def tflite_backend(ctx: BackendContext) -> BuiltArtifact:
     try:
         return _accept(ctx, path, res)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        for leftover in (path, ctx.workdir / "golden.npz"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
         raise
 
 
