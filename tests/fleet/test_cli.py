@@ -194,3 +194,21 @@ def test_bless_uploads_a_hardware_report(live: LiveFleet, bundles: dict[str, Pat
     assert json.loads(out)["passed"] is True and json.loads(out)["hardware"] == "x86_64"
     code, out, _ = run(capsys, "fleet", "bundles", "--json")
     assert [b["version"] for b in json.loads(out)["items"]] == ["1.0.0"]
+
+
+def test_publish_refuses_a_foreign_bundle_locally_and_lists_devices_as_text(
+        live: LiveFleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.edgeops.bundles import make_bundle, make_keystore
+
+    evil = make_bundle(tmp_path, make_keystore(tmp_path / "mallory"), version="6.6.6")
+    code, _, err = run(capsys, "publish", str(evil))
+    assert code == 1 and "not signed by a trusted targets key" in err and "Traceback" not in err
+    assert list((live.server.opts.data / "uploads").glob("*")) == []      # nothing uploaded
+    code, _, err = run(capsys, "publish", str(tmp_path / "missing.edgebundle"))
+    assert code == 1 and "does not exist" in err
+    run(capsys, "fleet", "enroll", "bus-1", "--class", "vehicle", "--target", "arm64-cpu",
+        "--tag", "route=C3", "--out", str(tmp_path / "bus-1"))
+    code, out, _ = run(capsys, "fleet", "devices", "--offline")
+    assert code == 0 and "bus-1" in out and "route=C3" in out and "1 of 1 devices" in out
+    code, out, _ = run(capsys, "fleet", "devices", "--online")
+    assert code == 0 and "0 of 0 devices" in out
