@@ -119,3 +119,15 @@ def test_cli_keep_io_layout_flag(cli, keys_home: Path, tmp_path: Path) -> None: 
     (entry,) = bundle.manifest.artifacts
     assert entry.details["io_layout"]["x"]["layout"] == "NCHW"
     assert LiteRT(bundle.read_file(entry.file.path)).inputs[0]["shape"].tolist() == [1, 3, 16, 16]
+
+
+def test_gate_failure_leaves_the_scratch_dir_empty(tmp_path: Path) -> None:
+    from edgeops.errors import AccuracyGateError
+    from tests.converters import zoo
+
+    src = zoo.save(zoo.outlier_mlp(), tmp_path / "mlp.onnx")
+    req = BuildRequest(model=src, name="m", version="1.0.0", targets=("ethos-u",),
+                       max_accuracy_drop=0.0)
+    with pytest.raises(AccuracyGateError, match="ethos-u"):
+        build(req, lambda _m: None, tmp_path / "work")
+    assert list((tmp_path / "work" / "ethos-u").iterdir()) == []
