@@ -343,3 +343,23 @@ def test_mqtt_metadata_published_after_the_command_is_waited_for(
     threading.Timer(0.3, mgr.publish_metadata).start()
     fb = fetch_bundle(client, "tiny", "1.1.0", "x86-cpu", wait_for_metadata=wait)
     assert fb.version == "1.1.0"
+
+
+def test_signed_manifest_with_traversal_path_is_rejected(tmp_path: Path, keys: KeyStore,
+                                                         repo: TufRepo, bundle: Path,
+                                                         http: HttpRepoServer) -> None:
+    """Even a manifest signed by the real targets key cannot name a path outside the slot."""
+    from edgeops.bundle import SignatureSet, sign_manifest
+    from edgeops.errors import InvalidBundleError
+    from tests.edgeops.bundles import PASSPHRASE
+
+    b = read_bundle(bundle)
+    evil = b.manifest_bytes.replace(b'"version":"1.0.0"', b'"version":"7.0.0"').replace(
+        b'"path":"artifacts/x86-cpu/model.onnx"', b'"path":"../../../etc/model.onnx"')
+    assert evil.count(b"../") == 3
+    sigs: SignatureSet = sign_manifest(evil, [keys.signer("targets", PASSPHRASE)])
+    repo.add_target("bundles/tiny/7.0.0/manifest.json", evil)
+    repo.add_target("bundles/tiny/7.0.0/signatures.json", sigs.to_bytes())
+    repo.publish()
+    with pytest.raises(InvalidBundleError, match="unsafe path"):
+        fetch_bundle(_client(tmp_path, keys, http), "tiny", "7.0.0", "x86-cpu")
