@@ -7,7 +7,8 @@ runs. This measures how far that figure sits above a bare runtime call on the sa
 It also records the wall time of one whole suite run per target.
 
 Model: the example vehicle classifier (edgeops/examples.py, 12 → 64 → 64 → 5 MLP), built with
-the real ``edgeops build`` for ``x86-cpu`` (INT8 QDQ) and ``tflite-cpu`` (FP32). One thread,
+the real ``edgeops build`` for ``x86-cpu`` (INT8 QDQ), ``tflite-cpu`` (FP32) and, where
+onnxruntime-gpu finds a GPU, ``cuda-gpu`` (FP16, on the CUDA provider). One thread,
 batch of one (the first golden sample). Baseline and suite path alternate in each repeat; the
 table gives medians over repeats of per-repeat p50/p95 and the ratio to the baseline.
 
@@ -39,10 +40,19 @@ from hardware_tests.suite import load_golden
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-TARGETS = ("x86-cpu", "tflite-cpu")
+CPU_TARGETS = ("x86-cpu", "tflite-cpu")
+# On a CUDA machine (onnxruntime-gpu) the cuda-gpu artifact is measured too, on the CUDA
+# provider (TensorRT, first in the profile, is optional on most images).
+CUDA = "CUDAExecutionProvider"
 
 
-def _build(tmp: Path) -> Path:
+def _targets() -> tuple[str, ...]:
+    import onnxruntime as ort
+
+    return CPU_TARGETS + (("cuda-gpu",) if CUDA in ort.get_available_providers() else ())
+
+
+def _build(tmp: Path, targets: tuple[str, ...]) -> Path:
     from edgeops.examples import make_vehicle_classifier
 
     ex = make_vehicle_classifier(tmp / "model")
@@ -52,19 +62,21 @@ def _build(tmp: Path) -> Path:
     args = [*cli, "build", str(ex.model), "--name", "vehicle-classifier", "--version", "1.0.0",
             "--calibration", str(ex.calibration), "--validation", str(ex.validation),
             "--max-accuracy-drop", "0.03", "--sign-latency", "--out", str(tmp / "out"), "--json"]
-    for t in TARGETS:
+    for t in targets:
         args += ["--target", t]
     subprocess.run(args, env=env, check=True, capture_output=True)
     return tmp / "out" / "vehicle-classifier-1.0.0.edgebundle"
 
 
-def _bare(path: Path, runtime: str) -> Callable[[Mapping[str, np.ndarray]], Any]:
+def _bare(path: Path, runtime: str, provider: str) -> Callable[[Mapping[str, np.ndarray]], Any]:
     if runtime == "onnxruntime":
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), so,
+                                    providers=list(dict.fromkeys([provider,
+                                                                  "CPUExecutionProvider"])))
         return lambda feed: sess.run(None, dict(feed))
     from ai_edge_litert.interpreter import Interpreter
 
@@ -92,11 +104,12 @@ def _times_ms(fn: Callable[[Any], Any], feed: Any, runs: int) -> tuple[float, fl
     return float(np.percentile(samples, 50) * 1e3), float(np.percentile(samples, 95) * 1e3)
 
 
-def _suite_seconds(bundle: Path, target: str, tmp: Path) -> float:
+def _suite_seconds(bundle: Path, target: str, provider: str, tmp: Path) -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "hardware_tests"), "-q",
                     "-p", "no:cacheprovider", "--bundle", str(bundle), "--target", target,
-                    "--latency-margin", "100"], cwd=tmp, capture_output=True, check=False)
+                    "--provider", provider, "--latency-margin", "100"], cwd=tmp,
+                   capture_output=True, check=False)
     return time.perf_counter() - t0
 
 
@@ -105,28 +118,31 @@ def measure(quick: bool) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        bundle_path = _build(tmp)
+        targets = _targets()
+        bundle_path = _build(tmp, targets)
         bundle = read_bundle(bundle_path)
-        for target in TARGETS:
+        for target in targets:
             entry = bundle.manifest.artifact_for(target)
             assert entry is not None and entry.golden is not None
             art = bundle.extract_file(entry.file.path, tmp / target / Path(entry.file.path).name)
             golden = load_golden(bundle.read_file(entry.golden.path), entry.golden.path)
             feed = golden.sample(0)
             names = [t.name for t in bundle.manifest.outputs]
-            suite = load_model(art, entry, names, threads=1)
-            bare = _bare(art, entry.runtime)
+            provider = CUDA if target == "cuda-gpu" else entry.providers[0]
+            suite = load_model(art, entry, names, threads=1, provider=provider)
+            bare = _bare(art, entry.runtime, provider)
             base, ours = [], []
             for r in range(repeats):
                 order = [(base, bare), (ours, suite.run)]
                 for sink, fn in (order if r % 2 == 0 else order[::-1]):
                     sink.append(_times_ms(fn, feed, runs))
-            walls = [_suite_seconds(bundle_path, target, tmp) for _ in range(1 if quick else 3)]
+            walls = [_suite_seconds(bundle_path, target, provider, tmp)
+                     for _ in range(1 if quick else 3)]
             b50 = statistics.median(x[0] for x in base)
             b95 = statistics.median(x[1] for x in base)
             s50 = statistics.median(x[0] for x in ours)
             s95 = statistics.median(x[1] for x in ours)
-            rows.append({"target": target, "runtime": entry.runtime,
+            rows.append({"target": target, "runtime": entry.runtime, "provider": provider,
                          "precision": entry.precision,
                          "baseline_p50_ms": round(b50, 5), "baseline_p95_ms": round(b95, 5),
                          "suite_p50_ms": round(s50, 5), "suite_p95_ms": round(s95, 5),
@@ -135,6 +151,8 @@ def measure(quick: bool) -> dict[str, Any]:
                          "suite_wall_s_median": round(statistics.median(walls), 2),
                          "manifest_latency_budget_ms": entry.metrics.get("latency_budget_ms")})
     return {"benchmark": "hardware_tests", "repeats": repeats, "runs_per_repeat": runs,
+            "not_measured": [] if "cuda-gpu" in targets else
+            ["cuda-gpu: no CUDAExecutionProvider here (needs onnxruntime-gpu and a GPU)"],
             "threads": 1, "batch": 1, "rows": rows,
             "machine": {"platform": platform.platform(), "machine": platform.machine(),
                         "cpus": os.cpu_count(), "load_avg_at_end": list(os.getloadavg())},
@@ -152,16 +170,17 @@ def table(res: dict[str, Any]) -> str:
         f" numpy {v.get('numpy', '?')}, Python {v['python']}, {res['machine']['cpus']} CPUs "
         f"(shared; load avg at end {res['machine']['load_avg_at_end'][0]:.2f}).",
         "",
-        "| target | runtime | precision | bare p50 ms (baseline) | suite p50 ms | × | "
+        "| target | provider | precision | bare p50 ms (baseline) | suite p50 ms | × | "
         "bare p95 ms | suite p95 ms | × | overhead p50 µs | whole suite s |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["rows"]:
         lines.append(
-            f"| {r['target']} | {r['runtime']} | {r['precision']} | {r['baseline_p50_ms']:.4f} "
+            f"| {r['target']} | {r['provider']} | {r['precision']} | {r['baseline_p50_ms']:.4f} "
             f"| {r['suite_p50_ms']:.4f} | {r['p50_ratio']:.2f} | {r['baseline_p95_ms']:.4f} | "
             f"{r['suite_p95_ms']:.4f} | {r['p95_ratio']:.2f} | {r['p50_overhead_us']:.1f} | "
             f"{r['suite_wall_s_median']:.1f} |")
+    lines += [f"\nNot measured: {n}" for n in res["not_measured"]]
     return "\n".join(lines) + "\n"
 
 
