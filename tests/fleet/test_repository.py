@@ -140,3 +140,20 @@ def test_metadata_names_and_targets_are_served_strictly(store: Store, keystore: 
     with pytest.raises(NotFoundError):
         repo.target_file("bundles/tiny/1.0.0/model.onnx")
     assert not repo.refresh()                                  # fresh timestamp: nothing to do
+
+
+def test_an_unsigned_bundle_is_refused(store: Store, keystore: KeyStore, bundles: dict[str, Path],
+                                       tmp_path: Path) -> None:
+    from edgeops.bundle import write_bundle
+
+    signed = read_bundle(bundles["1.0.0"])
+    files = {}
+    for ref in signed.manifest.files():
+        files[ref.path] = signed.extract_file(ref.path, tmp_path / "x" / ref.path)
+    unsigned = write_bundle(tmp_path / "unsigned.edgebundle", signed.manifest, files, [])
+    repo = repository(store, keystore)
+    targets = sign_targets_update(None, read_bundle(unsigned), _root(keystore),
+                                  keystore.signer("targets", PASSPHRASE))
+    with pytest.raises(VerificationError, match="unsigned"):
+        repo.publish(unsigned, targets)
+    assert store.list_bundles() == [] and store.latest_metadata("targets") is None
