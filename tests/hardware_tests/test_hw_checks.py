@@ -272,3 +272,22 @@ def test_rss_tracker_sees_a_peak_that_no_sample_caught() -> None:
     growth, sampled = float(out[0]), float(out[1])
     assert growth >= 190.0
     assert sampled < growth                  # the samples alone missed it
+
+
+@settings(max_examples=30, deadline=None)
+@given(x=hnp.arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 6)),
+                    elements=st.floats(-1e3, 1e3, width=32)),
+       y=hnp.arrays(np.int64, st.tuples(st.integers(1, 4)), elements=st.integers(-9, 9)))
+def test_golden_written_by_the_converters_reads_back(x: np.ndarray, y: np.ndarray) -> None:
+    import tempfile
+
+    from converters.validate import write_golden
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "golden.npz"
+        write_golden(path, {"features": x}, {"label": y})
+        golden = load_golden(path.read_bytes(), "golden.npz")
+    np.testing.assert_array_equal(golden.inputs["features"], x)
+    np.testing.assert_array_equal(golden.outputs["label"], y)
+    assert len(golden) == x.shape[0]
+    np.testing.assert_array_equal(golden.sample(0)["features"], x[:1])
