@@ -401,3 +401,41 @@ def test_http_fallback_when_mqtt_transfer_fails(mgr: FakeManager, tmp_path: Path
     finally:
         a.stop()
         http.close()
+
+
+def test_command_and_state_seqs_survive_a_restart(mgr: FakeManager, tmp_path: Path,
+                                                  fr: FleetRepo,
+                                                  broker: MosquittoBroker) -> None:
+    cfg = agent_config(fr, tmp_path, DEV, broker.url)
+    a = new_agent(cfg)
+    a.start()
+    assert a.conn.wait_connected(10)
+    old = mgr.command(DEV, "config", {"deployment_id": "c1"})
+    mgr.command(DEV, "config", {"deployment_id": "c2"})
+    mgr.wait(lambda: len([s for s in mgr.states if s["reason"] == "config applied"]) == 2)
+    a.stop()
+    last_seq = max(s["seq"] for s in mgr.states)
+    b = new_agent(cfg)                      # same data dir: a restarted device
+    b.start()
+    try:
+        assert b.conn.wait_connected(10)
+        mgr.send_raw(DEV, old.to_bytes())
+        rej = mgr.wait(lambda: next((s for s in mgr.states
+                                     if "replay" in (s["reason"] or "")), None))
+        assert rej["seq"] > last_seq
+    finally:
+        b.stop()
+
+
+def test_the_injected_clock_decides_expiry(mgr: FakeManager, tmp_path: Path, fr: FleetRepo,
+                                           broker: MosquittoBroker) -> None:
+    a = Agent(agent_config(fr, tmp_path, DEV, broker.url), settings=FAST,
+              clock=lambda: time.time() + 3600)   # this device's clock is an hour ahead
+    a.start()
+    try:
+        assert a.conn.wait_connected(10)
+        mgr.command(DEV, "config", {}, expires_in_s=600)
+        rej = mgr.wait(lambda: next((s for s in mgr.states if s["reason"]), None))
+        assert "expired" in rej["reason"]
+    finally:
+        a.stop()

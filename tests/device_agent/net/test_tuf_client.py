@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -363,3 +364,54 @@ def test_signed_manifest_with_traversal_path_is_rejected(tmp_path: Path, keys: K
     repo.publish()
     with pytest.raises(InvalidBundleError, match="unsafe path"):
         fetch_bundle(_client(tmp_path, keys, http), "tiny", "7.0.0", "x86-cpu")
+
+
+@pytest.mark.broker
+def test_mqtt_fetch_asks_for_missing_ranges_after_a_reconnect(
+        tmp_path: Path, broker: MosquittoBroker, repo: TufRepo, keys: KeyStore,
+        bundle: Path) -> None:
+    import socket
+
+    mgr = FakeManager(broker.port, repo, keys.signer("manager"), chunk_bytes=32)
+    mgr.publish_metadata()
+    mgr.skip_first = {2, 3, 4}
+    conn = mqtt_link(broker.port, DEV)
+    # stall detection far away: only the reconnect can trigger the resume
+    limits = DownloadLimits(chunk_bytes=64, idle_timeout_s=60, max_requests=2,
+                            metadata_wait_s=5)
+    transport = MqttTufTransport(conn, DEV, tmp_path / "dl", limits)
+    for f in transport.filters():
+        conn.subscribe(f)
+    conn.start()
+    assert conn.wait_connected(10)
+    pump = Pump(conn, transport)
+    client = TufClient.over_mqtt(root_path(keys), tmp_path / "tuf", transport)
+    try:
+        client.refresh()
+        ref = read_bundle(bundle).manifest.artifact_for("x86-cpu")
+        assert ref is not None
+        info = client.target_info(f"bundles/tiny/1.0.0/{ref.file.path}")
+        assert info is not None
+
+        def drop_once_stalled() -> None:
+            mgr.wait(lambda: any(f.artifact == ref.file.sha256 for f in mgr.fetches), 10)
+            time.sleep(0.5)
+            sock = conn._client.socket()
+            assert isinstance(sock, socket.socket)
+            sock.shutdown(socket.SHUT_RDWR)
+
+        import threading
+        t = threading.Thread(target=drop_once_stalled)
+        t.start()
+        t0 = time.monotonic()
+        path = client.download(info)
+        t.join()
+        assert path.read_bytes() == read_bundle(bundle).read_file(ref.file.path)
+        assert time.monotonic() - t0 < 30
+        asks = [f for f in mgr.fetches if f.artifact == ref.file.sha256]
+        assert len(asks) == 2 and asks[1].missing is not None
+        assert (2, 5) in asks[1].missing
+    finally:
+        pump.close()
+        conn.stop()
+        mgr.close()
