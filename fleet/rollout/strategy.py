@@ -30,7 +30,10 @@ class PhaseSpec:
         return min(n, self.count or 0)
 
     def __str__(self) -> str:
-        return f"{self.percent:g}%" if self.percent is not None else str(self.count)
+        if self.percent is None:
+            return str(self.count)
+        short = f"{self.percent:g}"          # "10%", but never at the cost of precision
+        return f"{short if float(short) == self.percent else repr(self.percent)}%"
 
 
 def parse_phases(text: str) -> tuple[PhaseSpec, ...]:
