@@ -439,3 +439,27 @@ def test_the_injected_clock_decides_expiry(mgr: FakeManager, tmp_path: Path, fr:
         assert "expired" in rej["reason"]
     finally:
         a.stop()
+
+
+def test_agent_connects_with_mutual_tls_from_its_config(tmp_path: Path, fr: FleetRepo) -> None:
+    from tests.device_agent.net.tlsfiles import make_tls
+
+    tls = make_tls(tmp_path / "pki", DEV)
+    b = MosquittoBroker(tmp_path / "tlsbroker", tls=tls).start()
+    try:
+        cfg = agent_config(fr, tmp_path, DEV, f"mqtts://127.0.0.1:{b.tls_port}",
+                           broker={"url": f"mqtts://127.0.0.1:{b.tls_port}", "keepalive_s": 5,
+                                   "tls": {"ca": str(tls.ca), "cert": str(tls.client_cert),
+                                           "key": str(tls.client_key)}})
+        obs = Observer(b.port, "tls-observer")
+        obs.subscribe(topics.device_topic(DEV, "status"))
+        a = new_agent(cfg)
+        a.start()
+        try:
+            assert a.conn.wait_connected(10), a.conn.last_error
+            obs.wait_for(lambda m: any(json.loads(x[1])["online"] for x in m))
+        finally:
+            a.stop()
+            obs.close()
+    finally:
+        b.stop()
