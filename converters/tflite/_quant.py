@@ -26,6 +26,8 @@ __all__ = ["FullIntSettings", "Ranges", "calibrate_ranges", "to_dynamic_int8", "
 Ranges = dict[str, tuple[float, float]]
 
 _MIN_DYNAMIC_ELEMENTS = 1024          # TF's threshold: smaller weights stay float
+_PERCENTILE_MIN_ELEMENTS = 4096       # per sample; below this a tensor keeps min/max
+_PERCENTILES = (0.1, 99.9)
 _WEIGHT_INPUT = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1,
                  "TRANSPOSE_CONV": 1}
 _CONV_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"}
@@ -119,8 +121,10 @@ def calibrate_ranges(g: Graph, samples: Iterable[Sequence[np.ndarray]],
     """Per-tensor (min, max) over calibration samples fed to the float graph in LiteRT.
 
     ``samples`` are already in the graph's input layout. ``percentile`` (and ``entropy``, which
-    this backend approximates by it) clips each tensor to its 0.01/99.99 percentiles, averaged
-    over samples, so one outlier does not stretch the range.
+    this backend approximates by it) takes each sample's 0.1/99.9 percentiles instead of its
+    extremes, for tensors of at least ``_PERCENTILE_MIN_ELEMENTS`` values (smaller ones, such
+    as logits, keep min/max: clipping them moves the decision), then the widest over samples;
+    a few outlier values inside a sample no longer stretch the range.
     """
     from converters.tflite._runtime import LiteRT
     from converters.tflite._writer import write_flatbuffer
@@ -134,14 +138,13 @@ def calibrate_ranges(g: Graph, samples: Iterable[Sequence[np.ndarray]],
         for name, v in rt.tensor_values().items():
             if name not in wanted or v.size == 0 or v.dtype != np.float32:
                 continue
-            if method == "minmax":
+            if method == "minmax" or v.size < _PERCENTILE_MIN_ELEMENTS:
                 a, b = float(v.min()), float(v.max())
             else:
-                a, b = (float(x) for x in np.percentile(v, [0.01, 99.99]))
+                a, b = (float(x) for x in np.percentile(v, _PERCENTILES))
             lo.setdefault(name, []).append(a)
             hi.setdefault(name, []).append(b)
-    agg = (min, max) if method == "minmax" else (lambda x: float(np.mean(x)),) * 2
-    return {n: (float(agg[0](lo[n])), float(agg[1](hi[n]))) for n in lo}
+    return {n: (min(lo[n]), max(hi[n])) for n in lo}
 
 
 def _act_quant(lo: float, hi: float) -> Quant:
