@@ -186,6 +186,11 @@ def current_targets(svc: Services, call: Call) -> Any:
     return Response(data, media_type="application/json")
 
 
+def upload_bundle(svc: Services, call: Call) -> Any:
+    """Never called: uploads stream in fleet.api.app (``raw_body``), not through a handler."""
+    raise NotImplementedError
+
+
 def publish_bundle(svc: Services, call: Call) -> Any:
     b = _obj(call.body)
     upload, targets = b.get("upload"), b.get("targets")
@@ -354,7 +359,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              {"type": "object", "properties": {"items": {"type": "array", "items": {
                  "$ref": "#/components/schemas/Bundle"}}}},
              query=(("name", "string", "only this bundle name"),)),
-    Endpoint("POST", "/api/v1/uploads", lambda s, c: None, "publisher",
+    Endpoint("POST", "/api/v1/uploads", upload_bundle, "publisher",
              "Upload a bundle file (raw body) before publishing it", "Upload", status=201,
              raw_body=True),
     Endpoint("POST", "/api/v1/bundles", publish_bundle, "publisher",
