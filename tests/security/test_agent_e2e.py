@@ -74,6 +74,7 @@ class Rig:
     bundles: dict[str, Path]
     seq: Iterator[int]
     agent_log: _Records
+    repo_dir: Path
 
     def serving(self) -> tuple[str | None, tuple[float, ...]]:
         model = self.agent.core.inference.model
@@ -161,7 +162,7 @@ def _ready(agent: Agent, store: KeyStore, repo: AttackRepo, thief: MqttProbe,
                                                 b.read_file(entry.golden.path)))
     assert outcome.phase is DevicePhase.HEALTHY, outcome.reason
     r = Rig(agent, store, store.signer("manager"), repo, thief, observer, bundles,
-            itertools.count(100), records)
+            itertools.count(100), records, bundles["1.0.0"].parent)
     # commands are not retained: wait until the agent's subscriptions are live (a genuine
     # command gets through), so no attack below is "refused" merely by being lost
     for _ in range(20):
@@ -250,8 +251,8 @@ class ChunkResponder:
     """Answers the device's ``fetch`` requests with chunk frames, as the manager would —
     here run by the attacker, who may alter the bytes of one file on the way."""
 
-    def __init__(self, rig: Rig, tamper_suffix: str | None) -> None:
-        self.rig, self.tamper_suffix = rig, tamper_suffix
+    def __init__(self, rig: Rig, tamper_suffix: str | None, endless: bool = False) -> None:
+        self.rig, self.tamper_suffix, self.endless = rig, tamper_suffix, endless
         self.by_sha = {hashlib.sha256(d).hexdigest(): (p, d)
                        for p, d in rig.repo.target_files.items()}
         self.topic = topics.device_topic(DEVICE, "fetch")
@@ -277,7 +278,10 @@ class ChunkResponder:
                 req = decode_json(payload)
                 path, data = self.by_sha[req.artifact]
                 if self.tamper_suffix and path.endswith(self.tamper_suffix):
-                    data = data[:-1] + bytes([data[-1] ^ 1])   # same length, other content
+                    if self.endless:      # far more bytes than TUF signed for this file
+                        data = data + b"\0" * (200 * size)
+                    else:
+                        data = data[:-1] + bytes([data[-1] ^ 1])   # same length, other bytes
                     self.tampered.append(path)
                 count = max(1, -(-len(data) // size))
                 for i in range(count):
@@ -320,3 +324,26 @@ def test_tampered_artifact_chunks_are_refused(rig: Rig, attack) -> None:
                               timeout_s=60)
     assert rep.phase is DevicePhase.HEALTHY, rep.reason
     assert rig.serving() != before
+
+
+def test_endless_artifact_over_mqtt_is_cut_at_the_signed_length(rig: Rig, attack) -> None:
+    """The attacker answers the fetch with many more chunks than the signed length."""
+    before = rig.serving()
+    rig.repo.add_bundle(build_bundle(rig.repo_dir, rig.repo.targets_signers, version="3.0.0",
+                                     seed=4))
+    rig.repo.publish()
+    _publish_metadata(rig)
+    n = len(rig.reports())
+    with ChunkResponder(rig, tamper_suffix="model.onnx", endless=True) as responder:
+        rig.send(rig.command("deploy", body={"deployment_id": "d-endless", "name": "tiny",
+                                             "version": "3.0.0", "target": "x86-cpu"}))
+        rep = rig.wait_report(lambda r: r.phase is DevicePhase.FAILED, n, timeout_s=30)
+    assert responder.tampered, "the attack never ran"
+    assert "length" in (rep.reason or "")
+    assert rig.serving() == before
+    # the stream was cut: of the 200+ chunks sent, at most a few stragglers that arrived
+    # between the refusal and the unsubscribe stay on disk (see docs/SECURITY.md, findings)
+    left = list(rig.agent.config.data_dir.glob("downloads/*/*.chunk"))
+    assert len(left) < 10, left
+    attack("agent: endless artifact over MQTT", "FAILED reported, old model serving",
+           (rep.reason or "").rsplit(": ", 1)[-1][:60])
