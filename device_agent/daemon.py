@@ -268,19 +268,26 @@ class Agent:
         dt = topics.parse_device_topic(topic)
         if dt is not None and dt.device_id == self.device_id and dt.channel in (
                 "commands", "desired") and payload:   # empty retained = cleared ``desired``
-            self._on_command(payload)
+            self._on_command(payload, retained_desired=dt.channel == "desired")
 
-    def _on_command(self, payload: bytes) -> None:
+    def _on_command(self, payload: bytes, retained_desired: bool = False) -> None:
         digest = hashlib.sha256(payload).hexdigest()
         if digest == self.net.command_digest or digest in self._queued_digests:
             return        # the retained ``desired`` again after a reconnect: already handled
+        keys = list(self.config.trust.manager_keys)
+        signed: SignedCommand | None = None
         try:
             signed = SignedCommand.from_bytes(payload, DEFAULT_LIMITS.max_mqtt_payload_bytes)
-            cmd = check_command(signed, device_id=self.device_id,
-                                manager_keys=list(self.config.trust.manager_keys),
+            cmd = check_command(signed, device_id=self.device_id, manager_keys=keys,
                                 last_seq=max(self.net.command_seq, self._queued_seq),
                                 now=self.clock())
         except MessageError as exc:
+            if retained_desired and signed is not None and self._genuine(signed, keys):
+                # A stale retained ``desired`` (older seq or expired) that the manager signed
+                # for us: expected after a restart until it re-signs; not worth an alarm.
+                log.info("ignoring stale desired command %s: %s", signed.command.seq,
+                         exc.message)
+                return
             self.rejected_commands += 1
             log.warning("rejected command: %s", exc.message)
             self.report(None, reason=f"command rejected: {exc.message}")
@@ -297,6 +304,15 @@ class Agent:
             return
         self._queued_seq = cmd.seq
         self._queued_digests.add(digest)
+
+    def _genuine(self, signed: SignedCommand, keys: list[Any]) -> bool:
+        """Signed by a pinned manager key and addressed to us (ignoring expiry and seq)."""
+        try:
+            check_command(signed, device_id=self.device_id, manager_keys=keys, last_seq=-1,
+                          now=float("-inf"))
+        except MessageError:
+            return False
+        return True
 
     def _sync_driving_topic(self) -> None:
         sig = self.core.policy.driving.signal

@@ -423,6 +423,13 @@ def test_command_and_state_seqs_survive_a_restart(mgr: FakeManager, tmp_path: Pa
         rej = mgr.wait(lambda: next((s for s in mgr.states
                                      if "replay" in (s["reason"] or "")), None))
         assert rej["seq"] > last_seq
+        # the same stale command as a retained ``desired`` (normal after a restart, until the
+        # manager re-signs it) is ignored quietly; a forged one there is still reported
+        mgr.send_raw(DEV, old.to_bytes(), channel="desired")
+        mgr.command(DEV, "config", {}, signer=fr.fleet.foreign, channel="desired")
+        mgr.wait(lambda: any("does not trust" in (s["reason"] or "") for s in mgr.states))
+        assert len([s for s in mgr.states if "replay" in (s["reason"] or "")]) == 1
+        assert b.rejected_commands == 2
     finally:
         b.stop()
 
