@@ -1,0 +1,85 @@
+"""The manager's own identity on the generated broker: the real ``fleet.worker.ManagerWorker``.
+
+It connects with the certificate from ``edgeops fleet ca issue --manager`` (mutual TLS), takes
+device reports through its shared subscriptions into a real SQLite store, and reaches devices
+with commands; what one device forges for another never reaches the store.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from securesystemslib.signer import CryptoSigner
+
+from edgeops.protocol import Command, SignedCommand, StateReport, topics
+from tests.security._services import Identity, MqttProbe, SecureBroker
+
+pytestmark = pytest.mark.broker
+_ids = itertools.count()
+
+
+@pytest.fixture
+def worker(secure_broker: SecureBroker, identities: dict[str, tuple[Path, Path]],
+           tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    from fleet.mqtt.adapter import TlsOptions
+    from fleet.store import open_store
+    from fleet.store.models import Device
+    from fleet.worker import ManagerWorker
+
+    store = open_store(f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path)
+    store.migrate()
+    for dev in ("cam-1", "cam-2"):
+        store.upsert_device(Device(dev, "camera", "x86-cpu", {}, enrolled_at=1.0))
+    key, cert = identities["manager"]
+    w = ManagerWorker(store, f"mqtts://127.0.0.1:{secure_broker.port}", tmp_path,
+                      tls=TlsOptions(ca=secure_broker.files.ca, cert=cert, key=key),
+                      client_id=f"mgr-{next(_ids)}")
+    w.start()
+    try:
+        yield w, store
+    finally:
+        w.stop()
+        store.close()
+
+
+def _wait(pred: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_manager_identity_ingests_and_commands(worker: tuple[Any, Any],
+                                               ident: Callable[[str], Identity],
+                                               secure_broker: SecureBroker, attack) -> None:
+    w, store = worker
+    dev = MqttProbe(ident("cam-1"), secure_broker.port, f"cam-1-{next(_ids)}")
+    try:
+        assert dev.connect()
+        assert dev.subscribe(topics.device_topic("cam-1", "commands")) == ["Granted QoS 1"]
+        # a report for its own id arrives in the store through the shared subscription
+        own = StateReport("cam-1", 7, time.time())
+        assert dev.publish(topics.device_topic("cam-1", "state"), own.to_bytes()) == "Success"
+        assert _wait(lambda: store.get_device("cam-1").last_state_seq == 7)
+        # the same device forging a report for cam-2 is refused by the broker and never stored
+        forged = StateReport("cam-2", 99, time.time())
+        reason = dev.publish(topics.device_topic("cam-2", "state"), forged.to_bytes())
+        assert reason == "Not authorized"
+        time.sleep(0.5)
+        assert store.get_device("cam-2").last_state_seq != 99
+        # the manager's identity may command the device
+        cmd = SignedCommand.sign(Command("cam-1", 1, "config", 0.0, time.time() + 60, {}),
+                                 CryptoSigner.generate_ed25519())
+        w.send_command("cam-1", cmd)
+        assert dev.wait_for(topics.device_topic("cam-1", "commands")) == [cmd.to_bytes()]
+        attack("cam-1 forges cam-2's state for the manager", "broker refuses, store unchanged",
+               f"PUBACK {reason}; cam-2 seq unchanged")
+    finally:
+        dev.close()
