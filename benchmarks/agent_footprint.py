@@ -12,7 +12,9 @@ and an idle agent uses < 1 % of a core. Measured side by side in one run:
 * memory: RSS of a real ``device_agent.daemon.run`` subprocess (connected to a real mosquitto,
   model installed and loaded, telemetry on) beside a baseline subprocess that only imports
   ONNX Runtime and loads the same model;
-* idle CPU: CPU seconds of both subprocesses over the same idle window, as % of one core.
+* idle CPU: CPU seconds of both subprocesses over the same idle window, as % of one core;
+* many agents (fleet simulator, issue 9): N model-less agents in one process, RSS and threads
+  per agent and total idle CPU.
 
 Run: ``python -m benchmarks.agent_footprint [--calls 2000] [--reps 3] [--idle-s 30]``. ONNX
 Runtime with one intra-op thread, CPU provider. Needs ``mosquitto`` on PATH or /usr/sbin.
@@ -280,6 +282,49 @@ def _process_footprint(work: Path, store: Any, parts: dict[str, Any], broker_por
                 p.kill()
 
 
+_MANY_CODE = """
+import json, sys, time, psutil
+from device_agent.config import AgentConfig
+from device_agent.daemon import Agent
+paths, idle_s = sys.argv[1:-1], float(sys.argv[-1])
+p = psutil.Process()
+configs = [AgentConfig.from_file(x) for x in paths]
+rss0, thr0 = p.memory_info().rss, p.num_threads()
+agents = [Agent(c) for c in configs]
+for a in agents:
+    a.start()
+deadline = time.monotonic() + 60
+while not all(a.conn.connected.is_set() for a in agents) and time.monotonic() < deadline:
+    time.sleep(0.1)
+time.sleep(3)
+t0, w0 = p.cpu_times(), time.monotonic()
+time.sleep(idle_s)
+t1, wall = p.cpu_times(), time.monotonic() - w0
+out = {"agents": len(agents), "connected": sum(a.conn.connected.is_set() for a in agents),
+       "rss_per_agent_mb": round((p.memory_info().rss - rss0) / len(agents) / 2**20, 2),
+       "threads_per_agent": round((p.num_threads() - thr0) / len(agents), 1),
+       "idle_cpu_pct_of_core": round(100 * ((t1.user - t0.user) + (t1.system - t0.system))
+                                     / wall, 2)}
+for a in agents:
+    a.stop()
+print(json.dumps(out), flush=True)
+"""
+
+
+def _many_agents(work: Path, store: Any, broker_port: int, n: int,
+                 idle_s: float) -> dict[str, Any]:
+    """N agents without a model in one process: the fleet simulator's per-device cost."""
+    paths = []
+    for i in range(n):
+        cfg = _config(work, store, f"sim-{i:04d}", broker_port, None)
+        f = work / f"sim-{i:04d}.json"
+        f.write_text(json.dumps(cfg.to_dict()))
+        paths.append(str(f))
+    out = subprocess.run([sys.executable, "-c", _MANY_CODE, *paths, str(idle_s)],
+                         capture_output=True, timeout=600, check=True)
+    return dict(json.loads(out.stdout.decode().strip().splitlines()[-1]))
+
+
 def _mosquitto(work: Path) -> tuple[subprocess.Popen[bytes], int]:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     with socket.socket() as s:
@@ -316,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--idle-s", type=float, default=30.0)
+    ap.add_argument("--many-agents", type=int, default=50,
+                    help="also run this many model-less agents in one process (0: skip)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -330,13 +377,17 @@ def main(argv: list[str] | None = None) -> int:
                 latency[kind] = _latency(work, store, parts[kind], args.calls, args.reps, port)
             print(f"footprint: idle {args.idle_s:.0f} s ...", file=sys.stderr)
             footprint = _process_footprint(work, store, parts["mlp512x4"], port, args.idle_s)
+            many = None
+            if args.many_agents:
+                print(f"{args.many_agents} agents in one process ...", file=sys.stderr)
+                many = _many_agents(work, store, port, args.many_agents, args.idle_s)
         finally:
             broker.terminate()
             broker.wait(10)
     result = {"benchmark": "agent_footprint", "versions": _versions(),
               "settings": {"calls": args.calls, "reps": args.reps, "idle_s": args.idle_s,
                            "ort_intra_op_threads": 1, "provider": "CPUExecutionProvider"},
-              "latency": latency, "process": footprint,
+              "latency": latency, "process": footprint, "many_agents": many,
               "goals": {"in_process_overhead_pct_p50": 5.0, "agent_rss_mb": 60.0,
                         "idle_cpu_pct_of_core": 1.0}}
     RESULTS.mkdir(exist_ok=True)
@@ -368,6 +419,12 @@ def _markdown(r: dict[str, Any]) -> str:
     lines += ["", f"Agent minus baseline RSS: {p['agent_minus_baseline_rss_mb']} MB. Goals: "
               "in-process overhead <= 5 % at p50, agent RSS <= 60 MB, idle CPU < 1 % of a core.",
               ""]
+    m = r.get("many_agents")
+    if m:
+        lines += [f"{m['agents']} agents without a model in one process ({m['connected']} "
+                  f"connected): {m['rss_per_agent_mb']} MB RSS and {m['threads_per_agent']} "
+                  f"threads per agent, {m['idle_cpu_pct_of_core']} % of a core idle in total.",
+                  ""]
     return "\n".join(lines)
 
 

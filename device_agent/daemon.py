@@ -406,7 +406,7 @@ class Agent:
         next_retry = self.clock() + self.settings.deferred_retry_s
         while not self._stop.is_set():
             try:
-                cmd, digest = self._work.get(timeout=0.5)
+                cmd, digest = self._work.get(timeout=2 * self.settings.idle_poll_s)
             except queue.Empty:
                 if self._deferred is not None and self.clock() >= next_retry:
                     next_retry = self.clock() + self.settings.deferred_retry_s
