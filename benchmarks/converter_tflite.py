@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--samples", type=int, default=200)
-    ap.add_argument("--models", nargs="*", default=["mobilenet", "segnet", "audio", "gru"],
+    ap.add_argument("--models", nargs="*",
+                    default=["mobilenet", "resnet", "segnet", "audio", "gru"],
                     choices=sorted(MODELS))
     args = ap.parse_args(argv)
     # import the converter's lazy dependencies up front so the first conversion is not charged

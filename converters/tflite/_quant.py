@@ -162,7 +162,8 @@ class FullIntSettings:
 
 
 def _quantise_array(x: np.ndarray, q: Quant) -> np.ndarray:
-    out: np.ndarray = np.clip(np.round(x / q.scale[0]) + q.zero_point[0], -128, 127)
+    with np.errstate(over="ignore"):       # a -3.4e38 pad value saturates to -128 on purpose
+        out: np.ndarray = np.clip(np.round(x / q.scale[0]) + q.zero_point[0], -128, 127)
     return out.astype(np.int8)
 
 

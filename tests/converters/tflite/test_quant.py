@@ -12,7 +12,15 @@ from converters.metrics import compare_outputs
 from converters.tflite import convert
 from converters.tflite._runtime import LiteRT
 from converters.tflite.convert import to_artifact_layout, to_onnx_layout
-from tests.converters.tflite.models import W, feed, graph, mobilenet_block, ort_run, segmenter
+from tests.converters.tflite.models import (
+    OP_CASES,
+    W,
+    feed,
+    graph,
+    mobilenet_block,
+    ort_run,
+    segmenter,
+)
 
 
 def _compare(model: onnx.ModelProto, res, samples) -> list:
@@ -187,3 +195,14 @@ def test_percentile_calibration_ignores_a_single_outlier() -> None:
         scale[method] = float(res.graph.tensors[res.graph.inputs[0]].quant.scale[0])
         assert res.details["calibration_method"] == method
     assert scale["percentile"] < 0.5 * scale["minmax"]
+
+
+_INT8_SKIP = {"div_two_tensors"}   # random divisors near zero: no int8 range can hold the result
+
+
+@pytest.mark.parametrize("case", sorted(set(OP_CASES) - _INT8_SKIP))
+def test_every_op_case_runs_full_int8(case: str) -> None:
+    m = OP_CASES[case]
+    res = convert(m, precision="int8", calibration=feed(m, 1, n=16), per_channel="conv-only")
+    met = _compare(m, res, feed(m, 2, n=4))
+    assert min(x.cosine for x in met) >= 0.99, case
