@@ -252,3 +252,64 @@ def test_signed_manifest_with_traversal_path_is_rejected(tmp_path: Path, fleet: 
     assert out.phase is DevicePhase.FAILED and "unsafe path" in str(out.reason)
     assert hashlib.sha256(good.artifact).hexdigest() == art.file.sha256
     assert not list(tmp_path.rglob("evil.sh")) and inst.store.active() is None
+
+
+@pytest.mark.slow
+def test_installer_killed_at_random_instants_restarts_healthy(tmp_path: Path, fleet: Fleet,
+                                                              bundle_dir: Path) -> None:
+    """SIGKILL a real process running full installs (good, good, NaN); every restart settles
+    on a whole model that passes its health check and computes one of the good functions."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    from device_agent.runtime import load_runner
+    from edgeops.keys import KeyStore
+    from edgeops.trust import root_path
+    from tests.device_agent.bundles import FEATURES
+
+    repo = Path(__file__).resolve().parents[2]
+    bundles = [build_bundle(bundle_dir, fleet, version="1.0.0", scale=2.0),
+               build_bundle(bundle_dir, fleet, version="2.0.0", scale=3.0),
+               build_bundle(bundle_dir, fleet, version="3.0.0", kind="nan")]
+    good = {"1.0.0": 2.0, "2.0.0": 3.0}
+    iterations = int(os.environ.get("EDGEOPS_INSTALL_KILL_ITERATIONS", "20"))
+    rng = random.Random(99)
+    x = np.ones((1, FEATURES), np.float32)
+    served: set[str] = set()
+    deadline = time.monotonic() + 240
+    for i in range(iterations):
+        assert time.monotonic() < deadline, "kill test exceeded its time bound"
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.device_agent.install_crash_child",
+             str(tmp_path / "slots"), str(root_path(KeyStore(fleet.home))),
+             *map(str, bundles)], cwd=repo, stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(repo)})
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"ready\n"
+        time.sleep(rng.uniform(0.0, 1.0))
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        child.stdout.close()
+        inst = make_installer(tmp_path, fleet)       # same slots dir as the child
+        resumed = inst.resume()
+        if resumed is not None:
+            assert resumed.phase in (DevicePhase.HEALTHY, DevicePhase.ROLLED_BACK,
+                                     DevicePhase.FAILED)
+        p = inst.store.pointer()
+        if p.active is None:
+            assert not served, f"iteration {i}: lost the model after a kill"
+            continue
+        assert not p.trial
+        info = inst.store.info(p.active, check_digests=True)
+        assert info is not None and info.version in good, info
+        y = load_runner(inst.store.path(p.active, info.model_file),
+                        runtime="onnxruntime").run({"x": x})["y"]
+        np.testing.assert_allclose(y, x * good[info.version] + 1)
+        served.add(info.version)
+    assert served == set(good)
