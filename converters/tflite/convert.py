@@ -69,7 +69,6 @@ def convert(model: onnx.ModelProto, *, precision: str = "fp32",
     onnx_inputs = [vi.name for vi in prep.graph.input if vi.name in prep.input_shapes]
     onnx_outputs = [o.name for o in prep.graph.output]
     details: dict[str, Any] = {"precision": precision,
-                               "float_ops": graph.op_counts(),
                                "transposes": graph.op_counts().get("TRANSPOSE", 0)}
     if precision == "fp16":
         to_fp16(graph)
