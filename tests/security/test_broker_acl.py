@@ -208,3 +208,22 @@ def test_sighup_reloads_the_crl_for_new_connections(fleet_ca: FleetCA, tmp_path:
         assert alert is not None and "REVOKED" in alert.upper()
     finally:
         broker.stop()
+
+
+def test_stale_crl_fails_closed(tmp_path: Path) -> None:
+    """A CRL past its nextUpdate makes the broker refuse every client (hence the cron job in
+    docs/SECURITY.md): an attacker cannot win by stopping CRL refreshes."""
+    ca = FleetCA(tmp_path / "ca")
+    ca.init()
+    key, cert = ca.issue_with_key("cam-5", tmp_path / "cam-5", kind="device")
+    ca.refresh_crl(now=datetime.now(UTC) - timedelta(days=ca.limits.crl_lifetime_days + 1))
+    broker = SecureBroker(ca, tmp_path / "broker")
+    broker.start()
+    try:
+        alert = tls_alert(broker.identity("cam-5", cert, key), broker.port)
+        assert alert is not None  # a valid, unrevoked certificate is refused too
+        ca.refresh_crl()
+        broker.reload_crl()
+        assert tls_alert(broker.identity("cam-5", cert, key), broker.port) is None
+    finally:
+        broker.stop()
