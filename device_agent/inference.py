@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from device_agent.io_adapter import IoAdapter
 from device_agent.runtime import ModelRunner, load_runner
 from device_agent.slots import SlotInfo, SlotStore
 from edgeops.bundle.manifest import Manifest, TensorSpec
@@ -81,6 +82,7 @@ class LoadedModel:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     loaded_at: float = field(default_factory=time.time)
+    adapter: IoAdapter | None = None       # signature form ↔ artifact form (layout, int8 I/O)
 
     @cached_property
     def input_plan(self) -> tuple[tuple[str, np.dtype[Any] | None, int,
@@ -110,8 +112,9 @@ class LoadedModel:
             raise BadContentError(f"slot {info.slot} has no artifact for {info.target}")
         runner = load_runner(store.path(info.slot, info.model_file), runtime=entry.runtime,
                              providers=entry.providers, threads=threads)
+        adapter = IoAdapter.from_details(entry.details, runner.inputs, runner.outputs)
         return cls(runner, info.name, info.version, info.target, info.slot, manifest.inputs,
-                   manifest.outputs)
+                   manifest.outputs, adapter=None if adapter.identity else adapter)
 
 
 class InferenceStats:
@@ -192,7 +195,12 @@ class InferenceService:
         t0 = time.perf_counter()
         ok = False
         try:
-            out = model.runner.run(_check_inputs(model, inputs))
+            feed = _check_inputs(model, inputs)
+            adapter = model.adapter
+            if adapter is None:
+                out = model.runner.run(feed)
+            else:
+                out = adapter.from_artifact(model.runner.run(adapter.to_artifact(feed)))
             ok = True
             return out
         finally:
