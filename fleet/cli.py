@@ -407,7 +407,9 @@ def bundles(name: str | None, fleet_url: str, token: str | None, as_json: bool) 
 
 @fleet.command()
 @click.argument("bundle_path", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.argument("report_path", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--report", "report_path", required=True,
+              type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="The hardware_tests JSON report (hardware-report.json) of a passing run.")
 @_fleet_options
 @json_option
 def bless(bundle_path: Path, report_path: Path, fleet_url: str, token: str | None,
@@ -416,7 +418,7 @@ def bless(bundle_path: Path, report_path: Path, fleet_url: str, token: str | Non
 
     \b
     Example:
-      edgeops fleet bless out/vc-2.1.0.edgebundle report.json
+      edgeops fleet bless out/vc-2.1.0.edgebundle --report hardware-report.json
     """
     try:
         from hardware_tests.bless import upload_blessing

@@ -189,7 +189,7 @@ def test_bless_uploads_a_hardware_report(live: LiveFleet, bundles: dict[str, Pat
         bundle="tiny", version="1.0.0", manifest_sha256=sha, target="x86-cpu",
         hardware="x86_64", created="2026-11-27T00:00:00+00:00",
         checks=tuple(CheckResult(n, "passed", "ok") for n in REQUIRED_CHECKS)).to_bytes())
-    code, out, err = run(capsys, "fleet", "bless", str(bundles["1.0.0"]), str(report), "--json")
+    code, out, err = run(capsys, "fleet", "bless", str(bundles["1.0.0"]), "--report", str(report), "--json")
     assert code == 0, err
     assert json.loads(out)["passed"] is True and json.loads(out)["hardware"] == "x86_64"
     code, out, _ = run(capsys, "fleet", "bundles", "--json")

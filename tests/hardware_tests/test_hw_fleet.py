@@ -52,12 +52,12 @@ def test_suite_report_blesses_and_unlocks_deploy(tmp_path: Path) -> None:
         d["checks"][1].update(outcome="failed", message="fell back")
         d.pop("passed")
         failing.write_text(json.dumps(d))
-        refused = _edgeops(env, "fleet", "bless", str(bundle), str(failing))
+        refused = _edgeops(env, "fleet", "bless", str(bundle), "--report", str(failing))
         assert refused.returncode == 1
         assert refused.stderr.startswith("error: report does not pass on x86_64: load failed")
         assert "Traceback" not in refused.stderr
 
-        blessed = _edgeops(env, "fleet", "bless", str(bundle), str(report), "--json")
+        blessed = _edgeops(env, "fleet", "bless", str(bundle), "--report", str(report), "--json")
         assert blessed.returncode == 0, blessed.stderr
         answer = json.loads(blessed.stdout)
         assert (answer["hardware"], answer["passed"]) == ("x86_64", True)
