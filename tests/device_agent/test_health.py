@@ -140,3 +140,14 @@ def test_runtime_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.tflite").write_bytes(b"\x00junk")
     with pytest.raises(ModelLoadError, match="LiteRT cannot load"):
         load_runner(tmp_path / "junk.tflite", runtime="litert")
+
+
+def test_signed_latency_budget_is_the_limit(tmp_path: Path, fleet: Fleet,
+                                            bundle_dir: Path) -> None:
+    slot = slot_for(tmp_path, build_bundle(bundle_dir, fleet,
+                                           metrics={"latency_budget_ms": 1e-6}))
+    r = check_slot(slot, "x86-cpu", FAST)
+    assert not r.ok and "too slow" in str(r.reason) and "latency_budget_ms" in str(r.reason)
+    relaxed = check_slot(slot, "x86-cpu", HealthSettings(warmup_runs=1, timed_runs=5,
+                                                         budget_slack=1e9))
+    assert relaxed.ok and relaxed.latency_checked and relaxed.latency_reference_ms == 1e-6
