@@ -22,6 +22,7 @@ import pytest
 
 from device_agent.daemon import Agent
 from device_agent.tuf_client import DownloadLimits
+from edgeops.bundle import read_bundle
 from edgeops.protocol import topics
 from tests.device_agent.net.agents import (
     FAST,
@@ -470,3 +471,34 @@ def test_agent_connects_with_mutual_tls_from_its_config(tmp_path: Path, fr: Flee
             obs.close()
     finally:
         b.stop()
+
+
+def test_foreign_signed_metadata_and_wrong_artifact_bytes_are_rejected(
+        mgr: FakeManager, agent: Agent, fr: FleetRepo) -> None:
+    from tests.device_agent.net.tufrepo import foreign_signer
+
+    _deploy(mgr, "1.0.0", "good")
+    assert _final(mgr, "good")["phase"] == "healthy"
+    repo = fr.repo
+    try:
+        repo.publish(sign_targets_with=foreign_signer())   # a compromised manager's own key
+        mgr.publish_metadata()
+        _deploy(mgr, "2.0.0", "foreign-md")
+        final = _final(mgr, "foreign-md")
+        assert final["phase"] == "failed" and "not signed by trusted keys" in final["reason"]
+    finally:
+        repo.publish()           # the real targets key signs a newer version again
+        mgr.publish_metadata()
+    # the artifact bytes on the wire differ from what TUF signed (chunks individually valid)
+    entry = read_bundle(fr.bundles["2.0.0"]).manifest.artifact_for("x86-cpu")
+    assert entry is not None
+    good = repo.by_sha[entry.file.sha256]
+    repo.by_sha[entry.file.sha256] = bytes([good[0] ^ 0xFF]) + good[1:]
+    try:
+        _deploy(mgr, "2.0.0", "wrong-bytes")
+        final = _final(mgr, "wrong-bytes")
+        assert final["phase"] == "failed" and "hash mismatch" in final["reason"]
+    finally:
+        repo.by_sha[entry.file.sha256] = good
+    assert _serving(agent) == "1.0.0"
+    np.testing.assert_allclose(agent.core.inference.predict({"x": X})["y"], 3.0)
