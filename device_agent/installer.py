@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -164,7 +165,8 @@ class Installer:
                  on_phase: PhaseCallback | None = None,
                  on_activate: Callable[[SlotInfo | None], None] | None = None,
                  clock: Callable[[], float] = time.time,
-                 state_file: Path | None = None) -> None:
+                 state_file: Path | None = None,
+                 reserve_free_bytes: int = 64 * 1024**2) -> None:
         self.store = store
         self.target = target
         self.trusted = list(trusted)
@@ -176,6 +178,8 @@ class Installer:
         self._on_activate = on_activate or (lambda _i: None)
         self._clock = clock
         self.state_file = state_file or store.root.parent / "install_state.json"
+        # Disk left free after an install, for logs, telemetry queue and the TUF cache.
+        self.reserve_free_bytes = reserve_free_bytes
         # One slot operation at a time, whichever thread asks (worker installs, I/O thread
         # retries deferred installs or handles a rollback command).
         self._lock = threading.RLock()
@@ -218,6 +222,9 @@ class Installer:
             return self._finish(DevicePhase.HEALTHY, update.label, "already active",
                                 req.deployment_id)
         self._phase(DevicePhase.INSTALLING, update.label, None)
+        short = self._space_shortfall(update)
+        if short is not None:
+            return self._finish(DevicePhase.FAILED, update.label, short, req.deployment_id)
         try:
             slot = self._stage(update, req)
         except EdgeOpsError as exc:
@@ -297,6 +304,26 @@ class Installer:
                                     "installed_at": self._clock(),
                                     "runtime": entry.runtime,
                                     "providers": list(entry.providers)})
+
+    def _space_shortfall(self, update: VerifiedUpdate) -> str | None:
+        """Refuse early (nothing written) when the slot would not fit beside the reserve."""
+        entry = update.entry
+        need = entry.file.size + (entry.golden.size if entry.golden else 0) \
+            + len(update.manifest.to_bytes()) + 64 * 1024
+        pointer = self.store.pointer()
+        inactive = "b" if pointer.active == "a" else "a"
+        reclaimable = 0
+        old = self.store.info(inactive)
+        if old is not None:             # the inactive slot's files are deleted first
+            reclaimable = sum(size for _, size in old.files.values())
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.store.root).free + reclaimable
+        if free - need < self.reserve_free_bytes:
+            mib = 1024 * 1024
+            return (f"not enough disk space: the model needs {need / mib:.1f} MiB, "
+                    f"{free / mib:.1f} MiB are free and {self.reserve_free_bytes / mib:.0f} MiB "
+                    "must stay free")
+        return None
 
     def _activate_if_allowed(self, slot: SlotInfo, label: str,
                              deployment_id: str | None) -> InstallOutcome:

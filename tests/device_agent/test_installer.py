@@ -313,3 +313,16 @@ def test_installer_killed_at_random_instants_restarts_healthy(tmp_path: Path, fl
         np.testing.assert_allclose(y, x * good[info.version] + 1)
         served.add(info.version)
     assert served == set(good)
+
+
+def test_not_enough_disk_is_refused_before_writing(tmp_path: Path, fleet: Fleet,
+                                                   bundle_dir: Path) -> None:
+    import shutil
+
+    inst = make_installer(tmp_path, fleet)
+    assert inst.install(request(build_bundle(bundle_dir, fleet))).phase is DevicePhase.HEALTHY
+    inst.reserve_free_bytes = shutil.disk_usage(tmp_path).free + 10**12   # more than exists
+    out = inst.install(request(build_bundle(bundle_dir, fleet, version="2.0.0")))
+    assert out.phase is DevicePhase.FAILED and "not enough disk space" in str(out.reason)
+    assert out.active is not None and out.active["version"] == "1.0.0"
+    assert not (inst.store.root / "b").exists()
