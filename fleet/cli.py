@@ -75,6 +75,16 @@ def fleet() -> None:
               help="Directory for artifacts, uploads and admin.token.")
 @click.option("--broker", envvar="EDGEOPS_BROKER", default=None,
               help="mqtt://HOST:PORT of the broker (omit to run without MQTT).")
+@click.option("--broker-ca", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              envvar="EDGEOPS_BROKER_CA", default=None,
+              help="CA certificate that signed the broker's (mqtts://).")
+@click.option("--broker-cert", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              envvar="EDGEOPS_BROKER_CERT", default=None,
+              help="The manager's client certificate for mutual TLS "
+                   "(from `edgeops fleet ca issue --manager`).")
+@click.option("--broker-key", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              envvar="EDGEOPS_BROKER_KEY", default=None,
+              help="Private key of --broker-cert.")
 @click.option("--keys", "keys_home", type=click.Path(path_type=Path), default=None,
               help="EDGEOPS_HOME holding keys/ and trust/root.json.")
 @click.option("--public-url", default=None,
@@ -85,7 +95,8 @@ def fleet() -> None:
               help="Refuse deployments to hardware classes without a passing hardware test.")
 @click.option("--tick", type=float, default=1.0, show_default=True,
               help="Seconds between rollout engine passes.")
-def serve(db: str, listen: str, data_dir: Path, broker: str | None, keys_home: Path | None,
+def serve(db: str, listen: str, data_dir: Path, broker: str | None, broker_ca: Path | None,
+          broker_cert: Path | None, broker_key: Path | None, keys_home: Path | None,
           public_url: str | None, device_broker: str | None, require_blessing: bool,
           tick: float) -> None:
     """Run the fleet manager: HTTP API, TUF repository, rollout engine, MQTT worker.
@@ -94,11 +105,17 @@ def serve(db: str, listen: str, data_dir: Path, broker: str | None, keys_home: P
     Example:
       edgeops fleet serve --broker mqtt://127.0.0.1:1883 --db sqlite:///fleet.db \\
           --listen 127.0.0.1:8080 --data fleet-data
+      edgeops fleet serve --broker mqtts://broker:8883 --broker-ca broker/ca.pem \\
+          --broker-cert manager.crt --broker-key manager.key --db postgresql://fleet@db/fleet
     """
+    if (broker_cert is None) != (broker_key is None):
+        raise UsageError("--broker-cert and --broker-key go together",
+                         hint="pass both, from `edgeops fleet ca issue --manager`")
     from fleet.server import FleetServer, ServeOptions, announce
 
     server = FleetServer(ServeOptions(
-        db=db, listen=listen, data=data_dir, broker=broker, keys_home=keys_home,
+        db=db, listen=listen, data=data_dir, broker=broker, broker_ca=broker_ca,
+        broker_cert=broker_cert, broker_key=broker_key, keys_home=keys_home,
         public_url=public_url, device_broker_url=device_broker,
         require_blessing=require_blessing, tick_s=tick))
     server.serve(on_ready=announce)

@@ -47,6 +47,9 @@ class ServeOptions:
     listen: str = "127.0.0.1:8080"
     data: Path = Path("fleet-data")
     broker: str | None = None
+    broker_ca: Path | None = None           # mqtts://: CA that signed the broker's certificate
+    broker_cert: Path | None = None         # the manager's client certificate (mutual TLS)
+    broker_key: Path | None = None
     keys_home: Path | None = None
     public_url: str | None = None           # what enrolled agents use to reach the API
     device_broker_url: str | None = None    # what enrolled agents use to reach the broker
@@ -157,7 +160,13 @@ class FleetServer:
                 log.warning("fleet.worker is not available: running without MQTT")
             else:
                 # host + pid + HTTP port: unique even for several managers in one process
-                self.worker = ManagerWorker(self.store, self.opts.broker, self.opts.data,
+                tls = None
+                if self.opts.broker_ca or self.opts.broker_cert:
+                    from fleet.mqtt import TlsOptions
+
+                    tls = TlsOptions(ca=self.opts.broker_ca, cert=self.opts.broker_cert,
+                                     key=self.opts.broker_key)
+                self.worker = ManagerWorker(self.store, self.opts.broker, self.opts.data, tls=tls,
                                             client_id=f"{default_client_id()}-{self.port}",
                                             on_state=self.engine.on_state,
                                             on_status=self.engine.on_status)
