@@ -126,9 +126,11 @@ class RolloutEngine:
                                          expect=sorted(IN_FLIGHT_STATES),
                                          reason="no terminal report before the device timeout")
         if plan.finish:
-            self.store.update_deployment(dep.id, now=now, status=plan.finish,
-                                         expect_status=["running"], reason=plan.reason)
+            moved = self.store.update_deployment(dep.id, now=now, status=plan.finish,
+                                                 expect_status=["running"], reason=plan.reason)
             log.info("deployment %s %s: %s", dep.id, plan.finish, plan.reason)
+            if moved and plan.finish == "aborted" and strategy.auto_rollback:
+                self._roll_back_aborted(dep.id, plan.reason or "aborted")
             return plan
         if plan.advance_to is not None:
             self.store.update_deployment(dep.id, now=now, phase_index=plan.advance_to,
@@ -275,14 +277,45 @@ class RolloutEngine:
         for row in self.store.deployment_devices(dep.id):
             if row.state == "pending":
                 continue
-            prev_name, _, prev_version = (row.previous or "").partition("@")
-            body = {"deployment_id": dep.id, "name": dep.bundle_name,
-                    "version": dep.bundle_version,
-                    "to": {"name": prev_name, "version": prev_version} if row.previous else None}
-            cmd = self.signer.issue(row.device_id, "rollback", body)
-            self.store.set_device_command(dep.id, row.device_id, cmd.to_bytes())
-            self.channel.send_desired(row.device_id, cmd)
+            self._send_rollback(dep, row)
         return dep
+
+    def _send_rollback(self, dep: Deployment, row: DeploymentDevice) -> None:
+        prev_name, _, prev_version = (row.previous or "").partition("@")
+        body = {"deployment_id": dep.id, "name": dep.bundle_name,
+                "version": dep.bundle_version,
+                "to": {"name": prev_name, "version": prev_version} if row.previous else None}
+        cmd = self.signer.issue(row.device_id, "rollback", body)
+        self.store.set_device_command(dep.id, row.device_id, cmd.to_bytes())
+        self.channel.send_desired(row.device_id, cmd)
+
+    def _roll_back_aborted(self, deployment_id: str, reason: str) -> None:
+        """``Strategy.auto_rollback``: the abort also undoes what the deployment changed.
+
+        Devices that activated the new bundle (``activated``/``healthy``) are sent a signed
+        ``rollback`` to the bundle they ran before; devices still downloading or installing get
+        a ``cancel``. Devices whose own health check failed already rolled back on their own
+        (agent side) and get nothing. Only the manager whose compare-and-set moves the
+        deployment from ``aborted`` to ``rolled-back`` sends anything.
+        """
+        dep = self._get(deployment_id)
+        if not self.store.update_deployment(dep.id, now=self.clock(), status="rolled-back",
+                                            expect_status=["aborted"],
+                                            reason=f"aborted: {reason}; rolled back "
+                                                   "automatically"):
+            return
+        rolled = cancelled = 0
+        for row in self.store.deployment_devices(dep.id):
+            if row.state in ("activated", "healthy"):
+                self._send_rollback(dep, row)
+                rolled += 1
+            elif row.state in _CANCELLABLE:
+                cmd = self.signer.issue(row.device_id, "cancel", {"deployment_id": dep.id})
+                self.store.set_device_command(dep.id, row.device_id, cmd.to_bytes())
+                self.channel.send_desired(row.device_id, cmd)
+                cancelled += 1
+        log.info("deployment %s: automatic rollback sent to %d devices, cancel to %d",
+                 dep.id, rolled, cancelled)
 
     def status(self, deployment_id: str) -> dict[str, Any]:
         """The deployment, counts per state, offline devices shown as pending, progress."""

@@ -79,6 +79,7 @@ class Strategy:
     max_error_rate: float | None = None     # inference errors / inferences, from telemetry
     max_latency_factor: float | None = None  # fleet p95 vs the bundle's own p95 figure
     min_inferences: int = 100               # telemetry sample needed to judge health
+    auto_rollback: bool = False             # on abort, roll back devices that activated it
 
     def __post_init__(self) -> None:
         if not self.phases:
