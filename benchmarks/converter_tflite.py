@@ -52,15 +52,23 @@ VARIANTS = [  # (label, precision, per_channel, target it stands for)
 ]
 
 
-def _latency(fn: Any, runs: int) -> tuple[float, float]:
+def _paired_latency(fn_a: Any, fn_b: Any, runs: int) -> tuple[tuple[float, float],
+                                                               tuple[float, float]]:
+    """Latency of two callables timed alternately, so both see the same machine load."""
     for _ in range(5):
-        fn()
-    t = []
+        fn_a()
+        fn_b()
+    ta, tb = [], []
     for _ in range(runs):
         t0 = time.perf_counter()
-        fn()
-        t.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(t)), float(np.percentile(t, 95))
+        fn_a()
+        t1 = time.perf_counter()
+        fn_b()
+        t2 = time.perf_counter()
+        ta.append((t1 - t0) * 1e3)
+        tb.append((t2 - t1) * 1e3)
+    return ((float(np.median(ta)), float(np.percentile(ta, 95))),
+            (float(np.median(tb)), float(np.percentile(tb, 95))))
 
 
 def _convert_child(path: str, precision: str, per_channel: object, cal: np.ndarray, inp: str,
@@ -99,7 +107,8 @@ def _agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
 
 
 def _ort_int8_baseline(path: Path, inp: str, cal: np.ndarray, val: np.ndarray,
-                       ref: np.ndarray, threads: int, runs: int) -> dict[str, Any]:
+                       ref: np.ndarray, threads: int, runs: int,
+                       fp32_once: Any) -> dict[str, Any]:
     """ONNX Runtime's own static INT8 (QDQ, per-channel, minmax) on the same calibration data."""
     import tempfile
 
@@ -127,12 +136,13 @@ def _ort_int8_baseline(path: Path, inp: str, cal: np.ndarray, val: np.ndarray,
         sess = ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
         got = np.concatenate([sess.run(None, {inp: val[i:i + 1]})[0] for i in range(len(val))])
         x0 = val[:1]
-        p50, p95 = _latency(lambda: sess.run(None, {inp: x0}), runs)
+        (p50, p95), (f50, _) = _paired_latency(lambda: sess.run(None, {inp: x0}), fp32_once,
+                                               runs)
         size = out.stat().st_size
     return {"variant": "baseline: ORT int8 QDQ", "target": "x86-cpu/arm64-cpu (onnx)",
             "convert_s": round(conv_s, 3), "size_bytes": size,
             "litert_p50_ms": None, "ort_int8_p50_ms": round(p50, 3),
-            "ort_int8_p95_ms": round(p95, 3),
+            "ort_int8_p95_ms": round(p95, 3), "ort_fp32_p50_ms": round(f50, 3),
             **{k: float(f"{v:.4g}") for k, v in _agreement(ref, got).items()}}
 
 
@@ -162,7 +172,10 @@ def bench_model(name: str, threads: int, runs: int, n_samples: int) -> list[dict
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     ref = np.concatenate([sess.run(None, {inp: val[i:i + 1]})[0] for i in range(len(val))])
     x0 = val[:1]
-    ort_p50, ort_p95 = _latency(lambda: sess.run(None, {inp: x0}), runs)
+
+    def ort_once() -> object:
+        return sess.run(None, {inp: x0})
+
     rows = []
     for label, precision, per_channel, target in VARIANTS:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -182,9 +195,10 @@ def bench_model(name: str, threads: int, runs: int, n_samples: int) -> list[dict
             got.append(to_onnx_layout(y, rec_out))
         agree = _agreement(ref, np.concatenate(got))
         feed = rt.quantise_inputs([to_artifact_layout(x0, rec_in)])
-        p50, p95 = _latency(lambda f=feed, r=rt: r.run(f), runs)  # type: ignore[misc]
+        (p50, p95), (ort_p50, ort_p95) = _paired_latency(
+            lambda f=feed, r=rt: r.run(f), ort_once, runs)  # type: ignore[misc]
         row: dict[str, Any] = {
-            "model": name, "variant": label, "target": target,
+            "model": name, "variant": label, "target": target, "samples": len(val),
             "convert_s": round(conv_s, 3), "convert_peak_heap_mib": round(peak / 2**20, 1),
             "convert_peak_rss_mib": round(child["peak_rss_kib"] / 1024, 1),
             "convert_rss_growth_mib": round((child["peak_rss_kib"]
@@ -209,9 +223,8 @@ def bench_model(name: str, threads: int, runs: int, n_samples: int) -> list[dict
             row["float_ops"] = res.details.get("float_ops")
         rows.append(row)
         if label == "int8 per-axis conv":
-            base = _ort_int8_baseline(path, inp, cal, val, ref, threads, runs)
-            base.update(model=name, onnx_size_bytes=path.stat().st_size,
-                        ort_fp32_p50_ms=round(ort_p50, 3))
+            base = _ort_int8_baseline(path, inp, cal, val, ref, threads, runs, ort_once)
+            base.update(model=name, onnx_size_bytes=path.stat().st_size, samples=len(val))
             rows.append(base)
             print(f"{name:10s} ORT int8 baseline    p50 {base['ort_int8_p50_ms']:.3f} ms  "
                   f"cos {base['cosine_min']:.5f}  top1 {base.get('top1_agreement', 1.0):.4f}")
@@ -226,7 +239,8 @@ def _markdown(doc: dict[str, Any]) -> str:
              f"{doc['params']['threads']} thread(s))", "",
              f"Machine: {doc['machine']['processor']} / {doc['machine']['python']}; "
              f"onnxruntime {doc['machine']['onnxruntime']}; {doc['params']['runs']} timed runs, "
-             f"median; validation samples per model: {doc['params']['samples']}.", "",
+             f"median; validation samples per model: up to {doc['params']['samples']} "
+             "(the `samples` field of each JSON row).", "",
              "| model | variant | convert s | peak heap / process RSS MiB | size KiB (ONNX) |"
              " LiteRT p50 ms |"
              " ORT FP32 p50 ms | ratio | max rel err | cosine min | top-1 agree | goal |",
@@ -257,7 +271,8 @@ def _markdown(doc: dict[str, Any]) -> str:
     lines += ["", "convert s: cold conversion in a fresh process (imports excluded, first-use "
               "costs of onnx.reference and LiteRT included). peak heap: tracemalloc during the "
               "conversion; process RSS: peak resident size of that process (imports included). "
-              "ratio = LiteRT p50 / ONNX Runtime FP32 p50 (same input, same threads). "
+              "ratio = LiteRT p50 / ONNX Runtime FP32 p50 (same input, same threads, timed "
+              "alternately run by run so both see the same machine load). "
               "Goals: fp32 max relative error <= 1e-4; int8 top-1 agreement >= 0.98 and "
               "cosine >= 0.98 (segmenter: per-pixel argmax agreement).", ""]
     return "\n".join(lines)

@@ -229,7 +229,7 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]],
             if src in quant_hints:
                 quant_hints[o.name] = quant_hints[src]
     nodes = [n for n in nodes if not (n.op_type == "QuantizeLinear"
-                                      and not _used(n.output[0], nodes, out_names, {}))]
+                                      and not _used(n.output[0], nodes, out_names))]
     # BatchNormalization folding
     nodes = _fold_bn(nodes, consts, out_names)
     _rewrite(g, nodes, consts)
@@ -264,9 +264,7 @@ def _dequantize(n: onnx.NodeProto, consts: dict[str, np.ndarray]) -> np.ndarray:
     return out
 
 
-def _used(name: str, nodes: list[onnx.NodeProto], outputs: set[str],
-          alias: dict[str, str]) -> bool:
-    del alias
+def _used(name: str, nodes: list[onnx.NodeProto], outputs: set[str]) -> bool:
     return name in outputs or any(name in n.input for n in nodes)
 
 
