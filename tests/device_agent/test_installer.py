@@ -326,3 +326,26 @@ def test_not_enough_disk_is_refused_before_writing(tmp_path: Path, fleet: Fleet,
     assert out.phase is DevicePhase.FAILED and "not enough disk space" in str(out.reason)
     assert out.active is not None and out.active["version"] == "1.0.0"
     assert not (inst.store.root / "b").exists()
+
+
+def test_serving_side_load_failure_rolls_back(tmp_path: Path, fleet: Fleet,
+                                              bundle_dir: Path) -> None:
+    """Healthy in the checker, but the serving process cannot load it: back to the old one."""
+    from device_agent.runtime import ModelLoadError
+
+    served: list[str | None] = []
+
+    def activate(info: SlotInfo | None) -> None:
+        if info is not None and info.version == "2.0.0":
+            raise ModelLoadError("out of memory while loading")
+        served.append(info.version if info else None)
+
+    keys, threshold = fleet.trusted
+    inst = Installer(SlotStore(tmp_path / "slots"), target="x86-cpu", trusted=keys,
+                     threshold=threshold, health=lambda d, t: check_slot(d, t, FAST),
+                     on_activate=activate)
+    assert inst.install(request(build_bundle(bundle_dir, fleet))).phase is DevicePhase.HEALTHY
+    out = inst.install(request(build_bundle(bundle_dir, fleet, version="2.0.0")))
+    assert out.phase is DevicePhase.ROLLED_BACK
+    assert "serving process cannot load it: out of memory" in str(out.reason)
+    assert served == ["1.0.0", "1.0.0"] and inst.store.active().version == "1.0.0"  # type: ignore[union-attr]
