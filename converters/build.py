@@ -17,6 +17,8 @@ What a backend finds in ``ctx.shared`` (documented contract, also used by conver
 ``"labels"``       np.ndarray | None, class index per validation sample
 ``"reference"``    dict[str, np.ndarray]: FP32 source outputs on the validation samples
 ``"synthetic"``    bool: True when no data was given and samples were generated
+``"classifier_outputs"`` list[str]: outputs holding class scores (pass to accuracy_report)
+``"gate_metric"``  "auto" | "top1" | "cosine" (pass to check_gate / gate_drop)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from converters.api import BackendContext, BuildRequest, BuiltArtifact, Progress
 from converters.data import InputSpec, Preprocessing, SampleSet, load_labels, load_samples
 from converters.model_check import SourceModel, load_source
 from converters.profiles import TargetProfile, get_profile
-from converters.validate import model_inputs, run_onnx, synthetic_samples
+from converters.validate import classifier_outputs, model_inputs, run_onnx, synthetic_samples
 from edgeops.errors import UsageError
 
 __all__ = ["BuildOutcome", "build", "build_artifacts", "resolve_targets"]
@@ -209,7 +211,14 @@ def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOu
     cal, val, labels, info = _load_data(request, inputs, progress)
     progress(f"FP32 reference on {len(val)} validation samples")
     reference = run_onnx(source.path, val, threads=request.threads)
+    gate_metric = str(request.options.get("gate_metric", "auto"))
+    if gate_metric not in ("auto", "top1", "cosine"):
+        raise UsageError(f"unknown gate metric '{gate_metric}'", hint="use auto, top1 or cosine")
+    classes = classifier_outputs(source.model) if gate_metric == "auto" else (
+        [n for n, _, shape in _outputs(source.model) if len(shape) == 2]
+        if gate_metric == "top1" else [])
     shared: dict[str, Any] = {
+        "classifier_outputs": classes, "gate_metric": gate_metric,
         "model": source.model, "model_path": source.path, "source": source, "inputs": inputs,
         "calibration": cal, "validation": val, "labels": labels, "reference": reference,
         "synthetic": bool(info.get("synthetic")),

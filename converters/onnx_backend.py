@@ -139,10 +139,12 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
                               f"run in ONNX Runtime ({str(exc).splitlines()[0]})",
                               hint="report this as an edgeops bug; use --precision fp32 meanwhile"
                               ) from None
-    report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"))
+    report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"),
+                             ctx.shared.get("classifier_outputs"))
+    gate_metric = ctx.shared.get("gate_metric", "auto")
     if gate:
-        check_gate(report, ctx.request.max_accuracy_drop, ctx.profile.name)
-    metric, drop = gate_drop(report)
+        check_gate(report, ctx.request.max_accuracy_drop, ctx.profile.name, gate_metric)
+    metric, drop = gate_drop(report, gate_metric)
     n_golden = min(ctx.request.golden_samples, len(val))
     golden_in = val.head(n_golden)
     golden_out = {k: v[:n_golden] if v.shape[0] == len(val) else v for k, v in outputs.items()}

@@ -268,8 +268,9 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     tried = 0
     while True:
         outputs = run_onnx(out, val)
-        report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"))
-        metric, drop = gate_drop(report)
+        report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"),
+                                 ctx.shared.get("classifier_outputs"))
+        metric, drop = gate_drop(report, ctx.shared.get("gate_metric", "auto"))
         if drop <= ctx.request.max_accuracy_drop:
             break
         if sensitive is None:

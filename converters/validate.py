@@ -20,6 +20,7 @@ import math
 import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_DYNAMIC_DIM",
     "accuracy_report",
     "check_gate",
+    "classifier_outputs",
     "concrete_shape",
     "gate_drop",
     "latency_ms",
@@ -187,14 +189,20 @@ def _finite(x: float) -> float | None:
 
 
 def accuracy_report(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
-                    labels: np.ndarray | None = None) -> dict[str, Any]:
+                    labels: np.ndarray | None = None,
+                    classifier_outputs: Sequence[str] | None = None) -> dict[str, Any]:
     """Per-output metrics and a summary (worst case over outputs) of candidate vs reference.
 
     ``labels`` (class index per sample) adds top-1 accuracy of both models on the first
-    classifier-shaped output. Infinite values (SNR of identical outputs) become ``None`` so the
-    report stays JSON.
+    classifier-shaped output. ``classifier_outputs`` names the outputs that are class scores
+    (see :func:`classifier_outputs`); ``None`` keeps the shape rule (every ``[n, classes]``
+    output), which mistakes e.g. a multi-step forecast for a classifier. Infinite values (SNR of
+    identical outputs) become ``None`` so the report stays JSON.
     """
     per = compare_outputs(reference, candidate)
+    if classifier_outputs is not None:
+        keep = set(classifier_outputs)
+        per = [m if m.name in keep else replace(m, top1_agreement=None) for m in per]
     outputs = {m.name: {k: (_finite(v) if isinstance(v, float) else v)
                         for k, v in m.to_dict().items()} for m in per}
     summary: dict[str, Any] = {
@@ -217,13 +225,32 @@ def accuracy_report(reference: Mapping[str, np.ndarray], candidate: Mapping[str,
     return {"outputs": outputs, "summary": summary}
 
 
-def gate_drop(report: Mapping[str, Any]) -> tuple[str, float]:
+def classifier_outputs(model: Any) -> list[str]:
+    """Outputs that hold class scores: ``[batch, classes]`` and produced by Softmax/LogSoftmax
+    or named like logits/probabilities/scores/classes. Everything else is compared by cosine."""
+    import re
+
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    hint = re.compile(r"logit|prob|score|class|label|softmax", re.IGNORECASE)
+    out = []
+    for vi in model.graph.output:
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) != 2 or (dims[1].HasField("dim_value") and dims[1].dim_value < 2):
+            continue
+        if producers.get(vi.name) in ("Softmax", "LogSoftmax") or hint.search(vi.name):
+            out.append(vi.name)
+    return out
+
+
+def gate_drop(report: Mapping[str, Any], metric: str = "auto") -> tuple[str, float]:
     """The metric the gate reads and its relative drop vs FP32.
 
-    Labels given: top-1 accuracy. Classifier outputs: top-1 agreement. Otherwise: cosine
-    similarity (a drop of 0.01 means cosine 0.99).
+    ``auto``: labels given, top-1 accuracy; classifier outputs, top-1 agreement; otherwise
+    cosine similarity (a drop of 0.01 means cosine 0.99). ``top1`` or ``cosine`` force one.
     """
     s = report["summary"]
+    if metric == "cosine":
+        return "cosine", relative_drop(1.0, s["cosine_min"])
     if "top1_accuracy" in s:
         return "top1_accuracy", relative_drop(s["top1_accuracy_reference"], s["top1_accuracy"])
     if "top1_agreement" in s:
@@ -231,9 +258,10 @@ def gate_drop(report: Mapping[str, Any]) -> tuple[str, float]:
     return "cosine", relative_drop(1.0, s["cosine_min"])
 
 
-def check_gate(report: Mapping[str, Any], max_drop: float, target: str) -> None:
+def check_gate(report: Mapping[str, Any], max_drop: float, target: str,
+               metric: str = "auto") -> None:
     """Raise :class:`AccuracyGateError` naming the target and metric when the drop is too big."""
-    metric, drop = gate_drop(report)
+    metric, drop = gate_drop(report, metric)
     if drop > max_drop:
         raise AccuracyGateError(
             f"target {target}: {metric} dropped {drop:.2%} vs FP32, over the "

@@ -112,6 +112,10 @@ def _signer() -> Any:
               help="Fix an input's shape: NAME=1x3x224x224 (repeatable).")
 @click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True,
               help="Relative drop allowed on the gate metric vs FP32 (0.01 = 1%).")
+@click.option("--gate-metric", type=click.Choice(["auto", "top1", "cosine"]), default="auto",
+              show_default=True,
+              help="auto: top-1 accuracy with labels, top-1 agreement on class-score outputs "
+                   "(Softmax or named logits/prob/score), else cosine.")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]),
               default="minmax", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True,
@@ -128,7 +132,7 @@ def _signer() -> Any:
 def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
           precision: str | None, calibration: Path | None, validation: Path | None,
           preprocessing: str | None, input_shapes: tuple[str, ...], max_accuracy_drop: float,
-          calibration_method: str,
+          gate_metric: str, calibration_method: str,
           threads: int, keep_io_layout: bool, out_dir: Path, timestamp: str | None,
           sign_latency: bool, as_json: bool) -> None:
     """Convert a trained ONNX model into a signed bundle of per-target artifacts.
@@ -158,7 +162,8 @@ def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
         model=model, name=name, version=version, targets=target_names, precision=precision,
         calibration=calibration, validation=validation, input_shapes=_parse_shapes(input_shapes),
         max_accuracy_drop=max_accuracy_drop, calibration_method=calibration_method,
-        threads=threads, keep_io_layout=keep_io_layout, options=_options(preprocessing))
+        threads=threads, keep_io_layout=keep_io_layout,
+        options={**_options(preprocessing), "gate_metric": gate_metric})
     from converters.build import resolve_targets
 
     resolve_targets(request)

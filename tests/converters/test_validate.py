@@ -14,6 +14,7 @@ from converters.data import InputSpec
 from converters.validate import (
     accuracy_report,
     check_gate,
+    classifier_outputs,
     concrete_shape,
     gate_drop,
     latency_ms,
@@ -135,3 +136,24 @@ def test_golden_write_is_atomic_on_failure(tmp_path: Path) -> None:
         write_golden(target, {"x": np.array([object()], dtype=object)}, {})
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["golden.npz"]
+
+
+def test_classifier_outputs_heuristic_and_forced_metric() -> None:
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    assert zoo.convnet(13).graph.output[0].name == "logits"
+    assert classifier_outputs(zoo.convnet(13)) == ["logits"]
+    g = h.make_graph([h.make_node("Relu", ["x"], ["forecast"]),
+                      h.make_node("Softmax", ["x"], ["out2"])], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, ["N", 8])],
+                     [h.make_tensor_value_info("forecast", T.FLOAT, ["N", 8]),
+                      h.make_tensor_value_info("out2", T.FLOAT, ["N", 8])])
+    assert classifier_outputs(h.make_model(g)) == ["out2"]
+    ref = {"forecast": np.array([[1.0, 2.0], [2.0, 1.0]])}
+    got = {"forecast": np.array([[2.0, 1.9], [2.0, 1.0]])}   # top-1 flips on sample 0
+    assert gate_drop(accuracy_report(ref, got))[0] == "top1_agreement"
+    rep = accuracy_report(ref, got, classifier_outputs=[])
+    assert "top1_agreement" not in rep["summary"]
+    assert gate_drop(rep)[0] == "cosine"
+    assert gate_drop(accuracy_report(ref, got), "cosine")[0] == "cosine"
