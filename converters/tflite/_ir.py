@@ -15,6 +15,9 @@ import numpy as np
 
 __all__ = ["Graph", "Op", "Quant", "Tensor"]
 
+# elementwise unary ops: they commute with reshapes
+_UNARY = {"RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU"}
+
 
 @dataclass
 class Quant:
@@ -173,6 +176,45 @@ class Graph:
             else:
                 self.replace_uses(op.outputs[0], prod.outputs[0])
         self.prune()
+
+    def merge_reshapes(self) -> None:
+        """Sink reshapes past unary ops, fold RESHAPE chains, drop same-shape reshapes."""
+        self._sink_reshapes()
+        for op in list(self.ops):
+            if op.kind != "RESHAPE":
+                continue
+            prev = self.producer(op.inputs[0])
+            if prev is not None and prev.kind == "RESHAPE" and prev.outputs[0] not in self.outputs:
+                op.inputs[0] = prev.inputs[0]
+        self.prune()
+        for op in list(self.ops):
+            if op.kind == "RESHAPE" and self.tensors[op.inputs[0]].shape == \
+                    self.tensors[op.outputs[0]].shape and op.outputs[0] not in self.outputs:
+                self.replace_uses(op.outputs[0], op.inputs[0])
+                self.ops.remove(op)
+        self.prune()
+
+    def _sink_reshapes(self) -> None:
+        """RESHAPE→unary becomes unary→RESHAPE, so reshape pairs meet (1D conv chains)."""
+        changed = True
+        while changed:
+            changed = False
+            for op in self.ops:
+                if op.kind not in _UNARY:
+                    continue
+                rs = self.producer(op.inputs[0])
+                if rs is None or rs.kind != "RESHAPE" or rs.outputs[0] in self.outputs \
+                        or sum(1 for _ in self.consumers(rs.outputs[0])) != 1:
+                    continue
+                src, mid, out = rs.inputs[0], rs.outputs[0], op.outputs[0]
+                # the unary op now reads the reshape's input and writes a tensor of its shape
+                self.tensors[mid].shape = self.tensors[src].shape
+                op.inputs[0], op.outputs[0] = src, mid
+                rs.inputs[0], rs.outputs[0] = mid, out
+                i, j = self.ops.index(rs), self.ops.index(op)
+                self.ops[i], self.ops[j] = op, rs
+                changed = True
+                break
 
     def op_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
