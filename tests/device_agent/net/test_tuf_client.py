@@ -415,3 +415,20 @@ def test_mqtt_fetch_asks_for_missing_ranges_after_a_reconnect(
         pump.close()
         conn.stop()
         mgr.close()
+
+
+def test_metadata_cache_bounds_clears_and_knows_when_a_root_is_absent() -> None:
+    from device_agent.tuf_client import MetadataCache
+
+    c = MetadataCache(max_bytes=100)
+    c.put("2.root.json", b"r" * 101)                    # over the limit: dropped
+    assert c.get("2.root.json", 0.05) is None
+    c.put("2.root.json", b"r2")
+    c.put("timestamp.json", b"ts")
+    assert c.get("2.root.json", 0) == b"r2"
+    t0 = time.monotonic()
+    assert c.get("3.root.json", 5) is None               # synced: absent root is not waited for
+    assert time.monotonic() - t0 < 1
+    gen = c.generation
+    c.put("timestamp.json", b"")                         # empty retained message clears it
+    assert c.get("timestamp.json", 0) is None and c.wait_newer(gen, 0)
