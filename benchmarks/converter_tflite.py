@@ -240,7 +240,10 @@ def _markdown(doc: dict[str, Any]) -> str:
              f"Machine: {doc['machine']['processor']} / {doc['machine']['python']}; "
              f"onnxruntime {doc['machine']['onnxruntime']}; {doc['params']['runs']} timed runs, "
              f"median; validation samples per model: up to {doc['params']['samples']} "
-             "(the `samples` field of each JSON row).", "",
+             "(the `samples` field of each JSON row). Load average (1 min) before/after: "
+             f"{doc['load_average_1m']['before']}/{doc['load_average_1m']['after']} on "
+             f"{doc['load_average_1m']['cpus']} CPUs: latencies on a loaded machine are noisy; "
+             "compare the ratio column (paired runs), not absolute times.", "",
              "| model | variant | convert s | peak heap / process RSS MiB | size KiB (ONNX) |"
              " LiteRT p50 ms |"
              " ORT FP32 p50 ms | ratio | max rel err | cosine min | top-1 agree | goal |",
@@ -289,9 +292,13 @@ def main(argv: list[str] | None = None) -> int:
                     choices=sorted(MODELS))
     args = ap.parse_args(argv)
     # import the converter's lazy dependencies up front so the first conversion is not charged
+    import os
+
     import onnx.reference  # noqa: F401
 
     import converters.tflite  # noqa: F401
+
+    load_before = os.getloadavg()
     results = []
     for name in args.models:
         if not MODELS[name][0].exists():
@@ -306,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                     "onnxruntime": version("onnxruntime"), "onnx": version("onnx"),
                     "numpy": version("numpy")},
         "params": {"threads": args.threads, "runs": args.runs, "samples": args.samples},
+        "load_average_1m": {"before": round(load_before[0], 2),
+                            "after": round(os.getloadavg()[0], 2),
+                            "cpus": os.cpu_count()},
         "results": results,
     }
     RESULTS.mkdir(exist_ok=True)
