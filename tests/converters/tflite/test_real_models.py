@@ -1,0 +1,68 @@
+"""PyTorch-exported models (benchmarks/models): FP32 within 1e-4 of ONNX Runtime, INT8 close.
+
+These are the committed benchmark exports (MobileNet-style classifier, ResNet-style classifier,
+segmenter with ConvTranspose and Resize, audio 1D-CNN); the GRU forecaster is refused with the
+one-line error. Marked slow: each converts and runs a real network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from converters.tflite import compatibility_report, convert
+from converters.tflite._runtime import LiteRT
+from converters.tflite.convert import to_artifact_layout, to_onnx_layout
+from edgeops.errors import UnsupportedModelError
+from tests.converters.tflite.models import ort_run
+
+MODELS = Path(__file__).resolve().parents[3] / "benchmarks" / "models"
+CASES = {"mobilenet": (MODELS / "mobilenet.onnx", MODELS / "mobilenet.cal.npz"),
+         "segnet": (MODELS / "segnet.onnx", MODELS / "segnet.cal.npz"),
+         "audio": (MODELS / "tflite" / "audio.onnx", MODELS / "tflite" / "audio.calibration.npz")}
+
+pytestmark = pytest.mark.slow
+
+
+def _load(name: str) -> tuple[onnx.ModelProto, str, np.ndarray]:
+    path, cal = CASES[name]
+    if not path.exists():
+        pytest.skip(f"{path} not exported (python -m benchmarks.models.make_models)")
+    m = onnx.load(str(path))
+    inp = m.graph.input[0].name
+    with np.load(cal) as z:
+        return m, inp, z[inp].astype(np.float32)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fp32_within_1e4_and_int8_close(name: str) -> None:
+    m, inp, data = _load(name)
+    fp32 = convert(m)
+    int8 = convert(m, precision="int8", calibration=({inp: data[i:i + 1]} for i in range(32)),
+                   per_channel="conv-only", target="ethos-u")
+    rt32, rt8 = LiteRT(fp32.model), LiteRT(int8.model)
+    out = fp32.output_names[0]
+    for i in range(40, 44):                      # samples not used for calibration
+        x = data[i:i + 1]
+        (ref,) = ort_run(m, {inp: x})[:1]
+        (g32,) = rt32.run_float([to_artifact_layout(x, fp32.io_layout[inp])])
+        g32 = to_onnx_layout(g32, fp32.io_layout[out])
+        assert np.abs(g32 - ref).max() <= 1e-4 * np.abs(ref).max()
+        (g8,) = rt8.run_float([to_artifact_layout(x, int8.io_layout[inp])])
+        g8 = to_onnx_layout(g8, int8.io_layout[out]).ravel().astype(np.float64)
+        r = ref.ravel().astype(np.float64)
+        assert r @ g8 / (np.linalg.norm(r) * np.linalg.norm(g8)) >= 0.98
+    assert "TRANSPOSE" not in fp32.graph.op_counts()
+    assert compatibility_report(int8.graph, "ethos-u")["fully_mapped"]
+
+
+def test_gru_model_refused_in_one_line() -> None:
+    path = MODELS / "gru.onnx"
+    if not path.exists():
+        pytest.skip(f"{path} not exported")
+    with pytest.raises(UnsupportedModelError) as ei:
+        convert(onnx.load(str(path)))
+    assert "GRU" in ei.value.message and "\n" not in ei.value.diagnostics()
