@@ -55,7 +55,7 @@ class WorkerConfig:
     mqtt: MqttOptions | None = None          # None = defaults with the worker's client id
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
-    share_group: str = topics.SHARE_GROUP
+    share_group: str = topics.SHARE_GROUP    # "" = no shared subscriptions (single worker)
     connect_timeout_s: float = 10.0
     store_retry_max_s: float = 5.0           # back-off ceiling while the database is down
 
@@ -126,8 +126,9 @@ class ManagerWorker:
         opts = self.config.mqtt or MqttOptions(client_id=self.client_id)
         opts = replace(opts, client_id=self.client_id)
         group = self.config.share_group
-        subs = [(topics.shared(f"{topics.PREFIX}/devices/+/{ch}", group), 1)
-                for ch in _SHARED_CHANNELS]
+        # share_group "" = plain subscriptions: one worker on a broker without MQTT 5 (amqtt)
+        subs = [(topics.shared(f"{topics.PREFIX}/devices/+/{ch}", group) if group
+                 else f"{topics.PREFIX}/devices/+/{ch}", 1) for ch in _SHARED_CHANNELS]
         subs.append((f"{topics.PREFIX}/devices/+/status", 1))
         self.control = MqttConnection(broker_url, opts, tls=tls, subscriptions=subs)
         self.delivery = ChunkDelivery(catalog or StoreCatalog(store), self._publish_chunk,

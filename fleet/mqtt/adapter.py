@@ -114,6 +114,7 @@ class MqttOptions:
     password: str | None = None
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 10.0
+    protocol_version: int = 5            # 5, or 4 (3.1.1) for brokers without MQTT 5 (amqtt)
 
 
 class Inbound:
@@ -169,8 +170,14 @@ class MqttConnection:
         self.received_messages = 0
         self.last_error: str | None = None
 
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=options.client_id,
-                        protocol=MQTTProtocolVersion.MQTTv5, manual_ack=options.manual_ack)
+        self._v5 = options.protocol_version == 5
+        if self._v5:
+            c = paho.Client(CallbackAPIVersion.VERSION2, client_id=options.client_id,
+                            protocol=MQTTProtocolVersion.MQTTv5, manual_ack=options.manual_ack)
+        else:   # 3.1.1: no session expiry or receive maximum; clean_session stands for both
+            c = paho.Client(CallbackAPIVersion.VERSION2, client_id=options.client_id,
+                            protocol=MQTTProtocolVersion.MQTTv311,
+                            clean_session=options.clean_start, manual_ack=options.manual_ack)
         c.max_inflight_messages_set(options.max_inflight_out)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(max(1, int(options.reconnect_min_s)), int(options.reconnect_max_s))
@@ -195,9 +202,14 @@ class MqttConnection:
         props.SessionExpiryInterval = self.options.session_expiry_s
         props.ReceiveMaximum = max(1, min(self.options.receive_maximum, 65535))
         try:
-            self._client.connect_async(self.address.host, self.address.port,
-                                       keepalive=self.options.keepalive_s,
-                                       clean_start=self.options.clean_start, properties=props)
+            if self._v5:
+                self._client.connect_async(self.address.host, self.address.port,
+                                           keepalive=self.options.keepalive_s,
+                                           clean_start=self.options.clean_start,
+                                           properties=props)
+            else:
+                self._client.connect_async(self.address.host, self.address.port,
+                                           keepalive=self.options.keepalive_s)
         except (OSError, ValueError) as exc:
             raise TransportError(f"cannot reach MQTT broker {self.address.url}: {exc}") from None
         self._client.loop_start()
@@ -248,7 +260,10 @@ class MqttConnection:
             return
         self._generation += 1
         for topic_filter, qos in self.subscriptions:
-            client.subscribe(topic_filter, options=SubscribeOptions(qos=qos))
+            if self._v5:
+                client.subscribe(topic_filter, options=SubscribeOptions(qos=qos))
+            else:
+                client.subscribe(topic_filter, qos=qos)
         self.connected.set()
         if self._on_connected is not None:
             self._on_connected()

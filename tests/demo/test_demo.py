@@ -1,0 +1,68 @@
+"""``edgeops demo`` end to end, in a subprocess, bounded in time; asserts on its JSON summary.
+
+Real everything: training, build, signatures, TUF, broker, manager on SQLite, real agents.
+The good version must reach 100 % healthy; the broken one must be caught in the canary phase,
+aborted and rolled back automatically, every device still serving the good version; nothing
+may be left running (no stray threads in the process, no child processes after exit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleet.embedded_broker import find_mosquitto
+
+pytestmark = [pytest.mark.slow]
+
+
+def _run_demo(tmp_path: Path, *extra: str) -> dict:  # type: ignore[type-arg]
+    env = {**os.environ, "EDGEOPS_KEY_PASSPHRASE": "edgeops-demo-passphrase"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeops.cli.main", "demo", "--workdir", str(tmp_path / "w"),
+         "--devices", "8", "--fast", "--json", *extra],
+        capture_output=True, text=True, timeout=290, env=env, cwd=tmp_path,
+        check=False, start_new_session=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def _check(summary: dict) -> None:  # type: ignore[type-arg]
+    good, bad = summary["good"], summary["broken"]
+    assert good["status"] == "completed" and good["healthy_pct"] == 100.0, good
+    assert good["devices_on_version"] == 8
+    assert bad["status"] == "rolled-back", bad
+    assert bad["aborted_in_phase"] == 1 and "failed" in bad["reason"], bad
+    assert "rolled back automatically" in bad["reason"]
+    assert bad["devices_reached"] < 8
+    assert bad["devices_on_good_version_after"] == 8
+    assert summary["serving"] == {"vehicle-classifier@1.0.0": 8}
+    assert summary["telemetry"]["inferences"] > 0
+    assert summary["stray_threads"] == [], summary["stray_threads"]
+
+
+@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
+def test_demo_with_mosquitto(tmp_path: Path) -> None:
+    s = _run_demo(tmp_path, "--broker-kind", "mosquitto")
+    assert s["broker"]["kind"] == "mosquitto"
+    _check(s)
+
+
+def test_demo_with_the_embedded_amqtt_broker(tmp_path: Path) -> None:
+    """What a machine with nothing but the package gets (MQTT 3.1.1, no shared subs)."""
+    s = _run_demo(tmp_path, "--broker-kind", "amqtt")
+    assert s["broker"]["kind"] == "amqtt"
+    _check(s)
+
+
+def test_demo_refuses_a_bad_broker_kind_with_usage_exit(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeops.cli.main", "demo", "--workdir", str(tmp_path),
+         "--broker-kind", "rabbit"], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
