@@ -73,7 +73,8 @@ def tflite_backend(ctx: BackendContext) -> BuiltArtifact:
     opts = ctx.profile.options
     full_int = ctx.precision == "int8"
     cal = ctx.shared["calibration"]
-    ctx.progress(f"{ctx.profile.name}: lowering ONNX to TFLite ({ctx.precision})")
+    ctx.progress(f"{ctx.profile.name}: lowering ONNX to TFLite ({ctx.precision})"
+                 + (f", calibrating on {len(cal)} samples" if full_int else ""))
     res = convert(
         ctx.shared["model"], precision=ctx.precision, input_shapes=ctx.request.input_shapes,
         keep_io_layout=ctx.request.keep_io_layout, require_static=ctx.profile.static_shapes,
@@ -95,6 +96,8 @@ def tflite_backend(ctx: BackendContext) -> BuiltArtifact:
 def _accept(ctx: BackendContext, path: Path, res: ConversionResult) -> BuiltArtifact:
     val = ctx.shared["validation"]
     threads = ctx.request.threads
+    ctx.progress(f"{ctx.profile.name}: running the artifact in LiteRT on {len(val)} "
+                 "validation samples")
     try:
         rt = LiteRT(res.model, threads=threads)
         outputs, raw_in, raw_out = _run_all(rt, res, val)
