@@ -106,7 +106,8 @@ def _run_local(config: Any) -> None:
 def status(config_path: Path, as_json: bool) -> None:
     """Show the slots, the active model, the last install and the install policy.
 
-    Read-only: safe to run beside a running agent.
+    Read-only: safe to run beside a running agent; if one is running with a local API, also
+    shows what it is serving.
 
     \b
     Example:
@@ -128,7 +129,8 @@ def status(config_path: Path, as_json: bool) -> None:
                             "agent_version": AGENT_VERSION, **store.status(),
                             "staged": staged.summary() if staged else None,
                             "last_install": installer.last_outcome(),
-                            "policy": policy.describe()}
+                            "policy": policy.describe(),
+                            "serving": _ask_running_agent(config)}
 
     def text() -> str:
         a = data["active"]
@@ -138,6 +140,10 @@ def status(config_path: Path, as_json: bool) -> None:
         for s, info in data["slots"].items():
             lines.append(f"  slot {s}: " + (f"{info['name']}@{info['version']} ({info['role']})"
                                             if info else "empty"))
+        serving = data["serving"]
+        if serving is not None:
+            lines.append(f"serving: {serving['name']}@{serving['version']} "
+                         f"({serving['runtime']}) on the local API")
         last = data["last_install"]
         if last:
             lines.append(f"last install: {last['bundle']} {last['phase']}"
@@ -145,6 +151,33 @@ def status(config_path: Path, as_json: bool) -> None:
         return "\n".join(lines)
 
     emit(as_json, data, text)
+
+
+def _ask_running_agent(config: Any) -> dict[str, Any] | None:
+    """What a running agent serves, from its local API; None when none answers (1 s)."""
+    inf = config.inference
+    if not (inf.socket or inf.http):
+        return None
+    import json as _json
+
+    from device_agent.local_api import LocalClient
+    from edgeops.errors import TransportError
+
+    client = (LocalClient(unix_socket=inf.socket, timeout_s=1.0) if inf.socket
+              else LocalClient(http=inf.http_address, timeout_s=1.0))
+    try:
+        status, body, _ = client.request("GET", "/v1/model")
+    except TransportError:
+        return None
+    finally:
+        client.close()
+    if status != 200:
+        return None
+    try:
+        model: dict[str, Any] = _json.loads(body)["model"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return model
 
 
 @agent.command()

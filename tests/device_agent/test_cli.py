@@ -59,6 +59,7 @@ def test_install_then_status(config: Path, fleet: Fleet, bundle_dir: Path) -> No
     r = edgeops("agent", "status", "--config", str(config), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["active"] is None
+    assert json.loads(r.stdout)["serving"] is None          # no agent running
     good = build_bundle(bundle_dir, fleet, version="1.2.0")
     r = edgeops("agent", "install", "--config", str(config), str(good), "--json")
     assert r.returncode == 0, r.stderr
@@ -131,6 +132,10 @@ def test_run_local_only_serves_and_stops_on_sigterm(config: Path, fleet: Fleet,
         x = np.ones((1, FEATURES), dtype=np.float32)
         np.testing.assert_allclose(client.predict({"x": x})["y"], x * 4 + 1)
         client.close()
+        st = edgeops("agent", "status", "--config", str(config), "--json")
+        assert st.returncode == 0 and json.loads(st.stdout)["serving"]["version"] == "1.0.0"
+        st = edgeops("agent", "status", "--config", str(config))
+        assert "serving: classifier@1.0.0 (onnxruntime) on the local API" in st.stdout
         # a second agent on the same state directory is refused
         r = edgeops("agent", "install", "--config", str(config),
                     str(build_bundle(bundle_dir, fleet, version="3.0.0")))
