@@ -69,6 +69,18 @@ def check_supported(prep: Prepared) -> None:
                  for i in n.input[:1] if i and i not in prep.consts) and \
                 n.op_type not in ("Identity",):
             why = f"{n.op_type} on {prep.dtypes.get(n.input[0])} data (float32 only)"
+        elif n.op_type == "Resize" and len(prep.shapes.get(n.input[0], ())) != 4:
+            why = "Resize of a non-4D tensor"
+        elif n.op_type == "Gemm" and (int(a.get("transA", 0))  # type: ignore[call-overload]
+                                      or n.input[1] not in prep.consts):
+            why = "Gemm with transA or non-constant B"
+        elif n.op_type == "ConvTranspose" and any(d != 1 for d in a.get("dilations", [1])):  # type: ignore[attr-defined]
+            why = "ConvTranspose with dilations"
+        elif n.op_type == "MaxPool" and len(n.output) > 1 and n.output[1]:
+            why = "MaxPool with indices output"
+        elif n.op_type in ("MaxPool", "AveragePool") and \
+                any(d != 1 for d in a.get("dilations", [1])):  # type: ignore[attr-defined]
+            why = f"{n.op_type} with dilations"
         elif any(o and o not in prep.shapes for o in n.output):
             why = f"{n.op_type} with an output shape that is not static"
         if why:

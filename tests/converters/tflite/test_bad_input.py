@@ -132,3 +132,20 @@ def test_accuracy_gate_failure_writes_nothing(cli, keys_home: Path, tmp_path: Pa
     res = _build(cli, p, out, "--target", "ethos-u", "--max-accuracy-drop", "0.0")
     line = _assert_refused(res, out, 1, "ethos-u")
     assert "dropped" in line
+
+
+def test_attribute_level_problems_are_named_together() -> None:
+    r = np.random.default_rng(1)
+    n = h.make_node
+    m = graph([n("MaxPool", ["x"], ["p"], kernel_shape=[2, 2], dilations=[2, 2], name="dil_pool"),
+               n("ConvTranspose", ["p", "w"], ["t"], dilations=[2, 2], name="dil_tconv"),
+               n("Flatten", ["t"], ["f"]),
+               n("Gemm", ["f", "z"], ["y"], name="gemm_dynamic_b")],
+              {"x": [1, 2, 8, 8], "z": [18, 3]}, ["y"], [W(r, "w", 2, 2, 3, 3)])
+    with pytest.raises(UnsupportedModelError) as ei:
+        convert(m)
+    msg = ei.value.message
+    assert msg.startswith("3 node(s)")
+    for needle in ("dil_pool (MaxPool with dilations)", "dil_tconv (ConvTranspose with dilations)",
+                   "gemm_dynamic_b (Gemm with transA or non-constant B)"):
+        assert needle in msg
