@@ -103,10 +103,18 @@ def _wrap(ep: Endpoint, svc: Services) -> Callable[[Request], Awaitable[Response
     return endpoint
 
 
+def _console_endpoints() -> tuple[Endpoint, ...]:
+    try:
+        from fleet.api.console_routes import ENDPOINTS as CONSOLE_ENDPOINTS
+    except ImportError:  # the console is optional
+        return ()
+    return CONSOLE_ENDPOINTS
+
+
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 for every route in the table (plus the PKI routes when mounted)."""
     paths: dict[str, dict[str, Any]] = {}
-    for ep in ENDPOINTS:
+    for ep in (*ENDPOINTS, *_console_endpoints()):
         path = re.sub(r"\{(\w+):path\}", r"{\1}", ep.path)
         params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                   for n in re.findall(r"\{(\w+)(?::path)?\}", ep.path)]
@@ -155,6 +163,14 @@ def _pki_routes() -> list[BaseRoute]:
     return list(routes)
 
 
+def _console_pages() -> list[BaseRoute]:
+    try:
+        from fleet.console.web import routes
+    except ImportError:  # the console is optional
+        return []
+    return list(routes)
+
+
 def create_app(svc: Services, fleet_ca: Any = None) -> Starlette:
     svc.upload_dir.mkdir(parents=True, exist_ok=True)
     doc = openapi_document()
@@ -163,9 +179,10 @@ def create_app(svc: Services, fleet_ca: Any = None) -> Starlette:
         return JSONResponse(doc)
 
     routes: list[BaseRoute] = [Route(ep.path, _wrap(ep, svc), methods=[ep.method])
-                               for ep in ENDPOINTS]
+                               for ep in (*ENDPOINTS, *_console_endpoints())]
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
     routes += _pki_routes()
+    routes += _console_pages()
     app = Starlette(routes=routes)
     app.state.services = svc
     if fleet_ca is not None:

@@ -1,0 +1,1 @@
+"""Static files of the fleet console (a package only so the wheel ships them)."""
