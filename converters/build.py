@@ -235,6 +235,10 @@ def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOu
         ctx = BackendContext(request=request, profile=profile, precision=precision,
                              workdir=tdir, progress=progress, shared=shared)
         artifacts.append(get_backend(profile.format)(ctx))
+        for key in ("details", "metrics"):      # backends may flag what the user must know
+            src = getattr(artifacts[-1], key)
+            warnings.extend(str(w) for w in (src.get("warnings") or
+                                             src.get("latency", {}).get("warnings") or []))
     stats_src = cal if request.calibration is not None or request.validation is None else val
     return BuildOutcome(source=source, inputs=inputs, outputs=_outputs(source.model),
                         artifacts=artifacts, baseline=_baseline(stats_src), data=info,

@@ -166,6 +166,15 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
                     "speedup_vs_fp32": round(base["p50"] / lat["p50"], 3) if lat["p50"] else None,
                     "threads": ctx.request.threads, "runs": LATENCY_RUNS},
     }
+    speedup = metrics["latency"]["speedup_vs_fp32"]
+    if ctx.precision != "fp32" and speedup is not None and speedup < 1.0 \
+            and ctx.profile.providers == ("CPUExecutionProvider",):
+        # Measured on the build machine: the user must know before shipping a slower model.
+        # Kept with the latency (report only), as it varies run to run.
+        metrics["latency"]["warnings"] = [
+            f"{ctx.profile.name}: the {ctx.precision} artifact ran {1 / speedup:.2f}x slower "
+            "than FP32 on the build machine (too little compute for INT8 to pay off); "
+            "consider --precision fp32"]
     return BuiltArtifact(target=ctx.profile.name, path=path, format="onnx",
                          runtime=ctx.profile.runtime, providers=ctx.profile.providers,
                          precision=ctx.precision, golden_path=golden_path, metrics=metrics,
