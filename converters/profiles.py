@@ -80,8 +80,9 @@ register(TargetProfile(
     static_shapes=True, options={"activation_type": "uint8"}))
 register(TargetProfile(
     name="tflite-cpu", format="tflite", runtime="litert", providers=("XNNPACK",),
-    precisions=("fp32", "fp16", "int8-dynamic"), hardware="arm-litert",
-    description="TFLite flatbuffer for LiteRT on ARM CPUs (XNNPACK), written without TensorFlow",
+    precisions=("fp32", "fp16", "int8-dynamic", "int8"), hardware="arm-litert",
+    description="TFLite flatbuffer for LiteRT on ARM CPUs (XNNPACK), written without TensorFlow; "
+                "int8 = full integer inside, float I/O",
     options={"quantization": "dynamic-range"}))
 register(TargetProfile(
     name="edgetpu", format="tflite", runtime="litert", providers=("EdgeTPUDelegate", "XNNPACK"),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from converters.tflite._ir import Graph, Op, Quant
+from converters.tflite._ir import Graph, Op, Quant, Tensor
 
 __all__ = ["FullIntSettings", "Ranges", "calibrate_ranges", "to_dynamic_int8", "to_fp16",
            "to_full_int8"]
@@ -209,7 +209,7 @@ def to_full_int8(g: Graph, ranges: Ranges, st: FullIntSettings) -> dict[str, obj
         t = g.tensors[name]
         t.dtype, t.quant = "int8", q
     if not st.io_int8:
-        _float_io(g, qp)
+        _float_io(g)
     g.prune()
     return {"float_ops": sorted(set(float_ops)),
             "io_quantization": {n: {"scale": float(g.tensors[n].quant.scale[0]),  # type: ignore[union-attr]
@@ -283,16 +283,21 @@ def _quantise_consts(g: Graph, op: Op, qp: dict[str, Quant], st: FullIntSettings
             op.inputs[i] = new
 
 
-def _float_io(g: Graph, qp: dict[str, Quant]) -> None:
-    """Keep float I/O: QUANTIZE after each input, DEQUANTIZE before each output."""
+def _float_io(g: Graph) -> None:
+    """Keep float I/O: QUANTIZE after each input, DEQUANTIZE before each output.
+
+    The float tensors keep the ONNX names (devices match golden data by name); the int8
+    tensors inside are renamed ``<name>__int8``.
+    """
     for k, name in enumerate(list(g.inputs)):
-        f = g.add_tensor(name + "__float_in", g.tensors[name].shape)
-        g.replace_uses(name, name)
-        g.tensors[f].dtype = "float32"
-        g.ops.insert(0, Op("QUANTIZE", [f], [name]))
-        g.inputs[k] = f
+        inner = g.unique(name + "__int8")
+        g.rename(name, inner)
+        g.tensors[name] = Tensor(name, g.tensors[inner].shape, "float32")
+        g.ops.insert(0, Op("QUANTIZE", [name], [inner]))
+        g.inputs[k] = name
     for k, name in enumerate(list(g.outputs)):
-        f = g.add_tensor(name + "__float_out", g.tensors[name].shape)
-        g.ops.append(Op("DEQUANTIZE", [name], [f]))
-        g.outputs[k] = f
-    del qp
+        inner = g.unique(name + "__int8")
+        g.rename(name, inner)
+        g.tensors[name] = Tensor(name, g.tensors[inner].shape, "float32")
+        g.ops.append(Op("DEQUANTIZE", [inner], [name]))
+        g.outputs[k] = name

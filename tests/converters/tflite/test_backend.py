@@ -131,3 +131,21 @@ def test_gate_failure_leaves_the_scratch_dir_empty(tmp_path: Path) -> None:
     with pytest.raises(AccuracyGateError, match="ethos-u"):
         build(req, lambda _m: None, tmp_path / "work")
     assert list((tmp_path / "work" / "ethos-u").iterdir()) == []
+
+
+def test_tflite_cpu_full_int8_has_float_io(tmp_path: Path) -> None:
+    m = mobilenet_block()
+    src = _save(m, tmp_path / "m.onnx")
+    req = BuildRequest(model=src, name="m", version="1.0.0", targets=("tflite-cpu",),
+                       precision="int8", calibration=_cal(m, tmp_path / "cal.npz"),
+                       max_accuracy_drop=0.05)
+    (a,) = build(req, lambda _m: None, tmp_path / "work").artifacts
+    assert a.precision == "int8" and a.details["io_dtype"] == "float32"
+    assert 0 < a.tolerance["atol"] < 0.1 and a.tolerance["rtol"] == 0.0   # 2 steps of ~1/256
+    assert "npu_compatibility" not in a.metrics
+    ins, outs = _golden(a.golden_path)
+    assert ins["x"].dtype == np.float32
+    rt = LiteRT(a.path.read_bytes())
+    (got,) = rt.run([ins["x"][:1]])
+    np.testing.assert_allclose(got[0], outs["prob"][0], atol=a.tolerance["atol"],
+                               rtol=a.tolerance["rtol"])

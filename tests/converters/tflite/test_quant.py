@@ -206,3 +206,16 @@ def test_every_op_case_runs_full_int8(case: str) -> None:
     res = convert(m, precision="int8", calibration=feed(m, 1, n=16), per_channel="conv-only")
     met = _compare(m, res, feed(m, 2, n=4))
     assert min(x.cosine for x in met) >= 0.99, case
+
+
+def test_full_int8_with_float_io_keeps_onnx_names() -> None:
+    m = mobilenet_block()
+    res = convert(m, precision="int8", calibration=feed(m, 5, n=16), io_int8=False)
+    rt = LiteRT(res.model)
+    assert rt.inputs[0]["dtype"] == np.float32 and rt.outputs[0]["dtype"] == np.float32
+    assert [d["name"] for d in rt.inputs] == ["x"] and [d["name"] for d in rt.outputs] == ["prob"]
+    g = res.graph
+    assert g.ops[0].kind == "QUANTIZE" and g.ops[-1].kind == "DEQUANTIZE"
+    assert g.tensors["x__int8"].dtype == "int8" and res.details["io_quantization"] == {}
+    met = _compare(m, res, feed(m, 9, n=8))
+    assert met[0].cosine >= 0.98
