@@ -262,7 +262,11 @@ class SimFleet:
         inference = dev.agent.core.inference
         if inference.model is None:
             return
-        name = inference.model.inputs[0].name
+        spec = inference.model.inputs[0]
+        width = spec.shape[-1] if spec.shape else None
+        if isinstance(width, int) and width != x.shape[1]:   # feed what the model expects
+            x = np.resize(x, (x.shape[0], width)).astype(np.float32)
+        name = spec.name
         for row in x:
             try:
                 inference.predict({name: row[None, :]})
