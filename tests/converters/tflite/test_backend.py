@@ -149,3 +149,26 @@ def test_tflite_cpu_full_int8_has_float_io(tmp_path: Path) -> None:
     (got,) = rt.run([ins["x"][:1]])
     np.testing.assert_allclose(got[0], outs["prob"][0], atol=a.tolerance["atol"],
                                rtol=a.tolerance["rtol"])
+
+
+def test_artifact_litert_cannot_load_is_a_conversion_error(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: the writer emits a truncated flatbuffer; nothing may be accepted."""
+    import dataclasses
+
+    import converters.tflite.backend as backend
+    from edgeops.errors import ConversionError
+
+    real = backend.convert
+
+    def truncated(*args, **kwargs):  # type: ignore[no-untyped-def]
+        res = real(*args, **kwargs)
+        return dataclasses.replace(res, model=res.model[: len(res.model) // 3])
+
+    monkeypatch.setattr(backend, "convert", truncated)
+    m = mobilenet_block()
+    req = BuildRequest(model=_save(m, tmp_path / "m.onnx"), name="m", version="1.0.0",
+                       targets=("tflite-cpu",))
+    with pytest.raises(ConversionError, match="does not run in LiteRT"):
+        build(req, lambda _m: None, tmp_path / "work")
+    assert list((tmp_path / "work" / "tflite-cpu").iterdir()) == []
