@@ -43,12 +43,13 @@ MODELS: dict[str, tuple[Path, Path, Path]] = {
 MODELS["audio"] = (HERE / "models" / "tflite" / "audio.onnx",
                    HERE / "models" / "tflite" / "audio.calibration.npz",
                    HERE / "models" / "tflite" / "audio.validation.npz")
-VARIANTS = [  # (label, precision, per_channel, target it stands for)
-    ("fp32", "fp32", True, "tflite-cpu"),
-    ("fp16", "fp16", True, "tflite-cpu"),
-    ("int8-dynamic", "int8-dynamic", True, "tflite-cpu"),
-    ("int8 per-tensor", "int8", False, "edgetpu"),
-    ("int8 per-axis conv", "int8", "conv-only", "ethos-u"),
+VARIANTS = [  # (label, precision, per_channel, int8 I/O, target it stands for)
+    ("fp32", "fp32", True, False, "tflite-cpu"),
+    ("fp16", "fp16", True, False, "tflite-cpu"),
+    ("int8-dynamic", "int8-dynamic", True, False, "tflite-cpu"),
+    ("int8 float I/O", "int8", True, False, "tflite-cpu"),
+    ("int8 per-tensor", "int8", False, True, "edgetpu"),
+    ("int8 per-axis conv", "int8", "conv-only", True, "ethos-u"),
 ]
 
 
@@ -71,8 +72,8 @@ def _paired_latency(fn_a: Any, fn_b: Any, runs: int) -> tuple[tuple[float, float
             (float(np.median(tb)), float(np.percentile(tb, 95))))
 
 
-def _convert_child(path: str, precision: str, per_channel: object, cal: np.ndarray, inp: str,
-                   target: str) -> dict[str, Any]:
+def _convert_child(path: str, precision: str, per_channel: object, io_int8: bool,
+                   cal: np.ndarray, inp: str, target: str) -> dict[str, Any]:
     """Runs in a fresh process: conversion time, peak heap, and peak RSS over the imports."""
     import resource
 
@@ -86,7 +87,8 @@ def _convert_child(path: str, precision: str, per_channel: object, cal: np.ndarr
     tracemalloc.start()
     t0 = time.perf_counter()
     res = convert(model, precision=precision, per_channel=per_channel,  # type: ignore[arg-type]
-                  calibration=({inp: cal[i:i + 1]} for i in range(len(cal))), target=target)
+                  calibration=({inp: cal[i:i + 1]} for i in range(len(cal))), io_int8=io_int8,
+                  target=target)
     conv_s = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -177,14 +179,15 @@ def bench_model(name: str, threads: int, runs: int, n_samples: int) -> list[dict
         return sess.run(None, {inp: x0})
 
     rows = []
-    for label, precision, per_channel, target in VARIANTS:
+    for label, precision, per_channel, io_int8, target in VARIANTS:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            child = pool.submit(_convert_child, str(path), precision, per_channel, cal, inp,
-                                target).result()
+            child = pool.submit(_convert_child, str(path), precision, per_channel, io_int8,
+                                cal, inp, target).result()
         conv_s, peak = child["convert_s"], child["peak_heap"]
         # the same conversion in this process, for the graph the report and NPU check read
         res = convert(model, precision=precision, per_channel=per_channel,
-                      calibration=({inp: cal[i:i + 1]} for i in range(len(cal))), target=target)
+                      calibration=({inp: cal[i:i + 1]} for i in range(len(cal))),
+                      io_int8=io_int8, target=target)
         assert res.model == child["model"], "conversion is not deterministic"
         rt = LiteRT(res.model, threads=threads)
         rec_in = res.io_layout[inp]
@@ -216,10 +219,11 @@ def bench_model(name: str, threads: int, runs: int, n_samples: int) -> list[dict
         elif precision == "int8":
             row["goal_met"] = agree.get("top1_agreement", 1.0) >= 0.98 and \
                 agree["cosine_min"] >= 0.98
-            rep = compatibility_report(res.graph, "edgetpu" if target == "edgetpu" else "ethos-u")
-            row["npu"] = {"accelerator": rep["accelerator"], "npu_ops": rep["npu_ops"],
-                          "total_ops": rep["total_ops"], "segments": rep["segments"],
-                          "first_fallback": rep["first_fallback"]}
+            if target in ("edgetpu", "ethos-u"):
+                rep = compatibility_report(res.graph, target)
+                row["npu"] = {"accelerator": rep["accelerator"], "npu_ops": rep["npu_ops"],
+                              "total_ops": rep["total_ops"], "segments": rep["segments"],
+                              "first_fallback": rep["first_fallback"]}
             row["float_ops"] = res.details.get("float_ops")
         rows.append(row)
         if label == "int8 per-axis conv":
