@@ -246,19 +246,22 @@ def device(device_id: str, kind: str | None, fleet_url: str, token: str | None,
               help="Abort if inference errors/inferences exceed this (0-1).")
 @click.option("--max-latency-factor", type=float, default=None,
               help="Abort if fleet p95 exceeds this × the bundle's own p95.")
+@click.option("--auto-rollback", is_flag=True, default=None,
+              help="On abort, roll back devices that activated the bundle (cancel the rest).")
 @_fleet_options
 @json_option
 def deploy(bundle: str, selector: str, phases: str, max_per_minute: int | None, bake: str,
            device_timeout: str, abort_failure_pct: float, abort_min_sample: int,
            abort_max_failures: int | None, max_error_rate: float | None,
-           max_latency_factor: float | None, fleet_url: str, token: str | None,
-           as_json: bool) -> None:
+           max_latency_factor: float | None, auto_rollback: bool | None, fleet_url: str,
+           token: str | None, as_json: bool) -> None:
     """Start a staged deployment of NAME@VERSION to the selected devices.
 
     \b
     Example:
       edgeops fleet deploy vehicle-classifier@2.1.0 --select 'class=camera,district=4' \\
-          --phases 1%,10%,50%,100% --max-per-minute 50 --bake 10m --abort-failure-pct 5
+          --phases 1%,10%,50%,100% --max-per-minute 50 --bake 10m --abort-failure-pct 5 \\
+          --auto-rollback
     """
     from fleet.rollout import strategy_from_options
 
@@ -270,7 +273,8 @@ def deploy(bundle: str, selector: str, phases: str, max_per_minute: int | None, 
         phases, max_per_minute=max_per_minute, bake_s=parse_duration(bake),
         device_timeout_s=parse_duration(device_timeout), abort_failure_pct=abort_failure_pct,
         abort_min_sample=abort_min_sample, abort_max_failures=abort_max_failures,
-        max_error_rate=max_error_rate, max_latency_factor=max_latency_factor)
+        max_error_rate=max_error_rate, max_latency_factor=max_latency_factor,
+        auto_rollback=auto_rollback)
     st = _client(fleet_url, token).deploy(name, version, selector, strategy.to_dict())
     emit(as_json, st, lambda: f"deployment {st['id']}: {st['bundle']} to {st['devices']} "
                               f"devices in {st['phases']} phases ({st['status']})")

@@ -78,6 +78,7 @@ def test_publish_deploy_status_and_actions(live: LiveFleet, bundles: dict[str, P
     assert code == 0, err
     dep = json.loads(out)
     assert dep["devices"] == 3 and dep["strategy"]["bake_s"] == 60.0
+    assert dep["strategy"]["auto_rollback"] is False
     code, out, _ = run(capsys, "fleet", "status", dep["id"], "--devices")
     assert code == 0 and dep["id"] in out and "cam-0" in out
     code, out, _ = run(capsys, "fleet", "deployments", "--json")
@@ -88,6 +89,10 @@ def test_publish_deploy_status_and_actions(live: LiveFleet, bundles: dict[str, P
     code, _, err = run(capsys, "fleet", "pause", dep["id"])
     assert code == 1 and err.startswith("error: cannot pause") and "Traceback" not in err
     assert run(capsys, "fleet", "rollback", dep["id"], "--json")[0] == 0
+    code, out, err = run(capsys, "fleet", "deploy", "tiny@1.0.0", "--select", "district=4",
+                         "--auto-rollback", "--json")
+    assert code == 0, err
+    assert json.loads(out)["strategy"]["auto_rollback"] is True
     code, _, err = run(capsys, "fleet", "deploy", "tiny@1.0.0", "--select", "city=nowhere")
     assert code == 1 and "selects no device" in err and err.count("\n") == 1
     code, _, err = run(capsys, "fleet", "deploy", "tiny")
