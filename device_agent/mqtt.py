@@ -12,7 +12,17 @@ Behaviour that the fleet relies on (docs/PROTOCOL.md, docs/AGENT_NET.md):
 - reconnect with exponential backoff and *full jitter* (bounded), so thousands of devices do not
   reconnect in lockstep after a broker restart;
 - QoS 1 for everything, subscriptions restored after every reconnect, a persistent session;
-- callbacks only enqueue (bounded; overflow is counted, never blocks the network thread).
+- callbacks only enqueue (bounded; overflow is counted, never blocks the network thread);
+- **only the network thread touches the socket.** paho's ``publish``/``subscribe`` called from
+  another thread, when the client is driven by ``loop()`` rather than ``loop_start()``, write to
+  the socket right away (``_packet_queue`` -> ``loop_write``) while the network thread reads it.
+  Over TLS that corrupts the OpenSSL state (``[SSL: BAD_LENGTH]``, eclipse-paho/paho.mqtt.python
+  #691) and drops the connection. Setting ``on_socket_register_write`` makes paho 2.2 take the
+  path it takes under ``loop_start()``: the packet is appended to its output deque and one byte
+  on its wake-up socketpair makes the network thread's ``select`` write it. The remaining
+  shared state is paho's reconnect (it closes that socketpair and clears the output deque), so
+  every paho call from other threads holds ``_wire``, which the network thread holds while it
+  (re)connects; those calls no longer do I/O, so the lock is only contended during a connect.
 """
 
 from __future__ import annotations
@@ -127,9 +137,11 @@ class MqttConnection:
         self._inbox: queue.Queue[Inbound] = queue.Queue(settings.inbound_queue_max)
         self._subs: set[str] = set()
         self._lock = threading.Lock()
+        self._wire = threading.Lock()   # paho calls off the network thread vs. its (re)connect
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.connected = threading.Event()
+        self.disconnects = 0          # connections lost or closed (not counting stop())
         self.generation = 0           # +1 per successful connect: lets downloads resume
         self.dropped_inbound = 0      # messages lost because the inbox was full
         self.attempts = 0             # consecutive failed connects (backoff exponent)
@@ -154,6 +166,10 @@ class MqttConnection:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        # Any callback here switches paho from "write now, on the caller's thread" to "queue and
+        # wake the network thread" (module docstring). Nothing else to do: _run's loop() selects
+        # for writing whenever paho's output deque is non-empty.
+        self._client.on_socket_register_write = _wake_is_enough
         self._ready_mid: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -171,15 +187,15 @@ class MqttConnection:
         if self._thread is None:
             return
         if self.connected.is_set():
-            info = self._client.publish(self._status_topic, self._status_payload(False),
-                                        qos=1, retain=True)
+            info = self.publish(self._status_topic, self._status_payload(False), retain=True)
             try:
                 info.wait_for_publish(timeout_s)
             except (RuntimeError, ValueError):
                 pass  # connection dropped meanwhile: the Last Will says the same thing
         self._stop.set()
         if self.connected.is_set():
-            self._client.disconnect()
+            with self._wire:
+                self._client.disconnect()
         self._thread.join(timeout_s + self.settings.keepalive_s)
         self._thread = None
         self.connected.clear()
@@ -194,17 +210,26 @@ class MqttConnection:
         with self._lock:
             self._subs.add(topic_filter)
         if self.connected.is_set():
-            self._client.subscribe(topic_filter, qos=1)
+            with self._wire:
+                self._client.subscribe(topic_filter, qos=1)
 
     def unsubscribe(self, topic_filter: str) -> None:
         with self._lock:
             self._subs.discard(topic_filter)
         if self.connected.is_set():
-            self._client.unsubscribe(topic_filter)
+            with self._wire:
+                self._client.unsubscribe(topic_filter)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> paho.MQTTMessageInfo:
-        """Publish at QoS 1. While offline paho queues it and sends it after reconnecting."""
-        return self._client.publish(topic, payload, qos=1, retain=retain)
+        """Publish at QoS 1 from any thread; the network thread writes it.
+
+        While offline paho keeps it and sends it after reconnecting, but the returned info then
+        raises ``RuntimeError`` from ``is_published()`` forever (its ``rc`` stays
+        ``MQTT_ERR_NO_CONN`` even once the broker acknowledged the resend): callers that track
+        delivery must treat that as "not known to be delivered" and publish again.
+        """
+        with self._wire:
+            return self._client.publish(topic, payload, qos=1, retain=retain)
 
     def get(self, timeout_s: float | None = None) -> Inbound | None:
         """The next received message, or None after ``timeout_s``."""
@@ -225,11 +250,12 @@ class MqttConnection:
         s = self.settings
         while not self._stop.is_set():
             try:
-                if s.mqtt_version == 5:
-                    self._client.connect(s.host, s.port, s.keepalive_s, clean_start=False,
-                                         properties=self._connect_properties())
-                else:
-                    self._client.connect(s.host, s.port, s.keepalive_s)
+                with self._wire:
+                    if s.mqtt_version == 5:
+                        self._client.connect(s.host, s.port, s.keepalive_s, clean_start=False,
+                                             properties=self._connect_properties())
+                    else:
+                        self._client.connect(s.host, s.port, s.keepalive_s)
             except (OSError, ssl.SSLError, ValueError) as exc:
                 self.last_error = f"connect to {s.host}:{s.port} failed: {exc}"
                 self._wait_backoff()
@@ -279,6 +305,7 @@ class MqttConnection:
                        _props: Any) -> None:
         self.connected.clear()
         if not self._stop.is_set():
+            self.disconnects += 1
             self.last_error = f"disconnected: {reason}"
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
@@ -286,3 +313,7 @@ class MqttConnection:
             self._inbox.put_nowait(Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)))
         except queue.Full:
             self.dropped_inbound += 1
+
+
+def _wake_is_enough(_client: paho.Client, _userdata: Any, _sock: Any) -> None:
+    """paho's "socket wants writing" hook: the network thread's select already covers it."""
