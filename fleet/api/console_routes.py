@@ -22,14 +22,16 @@ from edgeops.errors import EdgeOpsError, UsageError
 from edgeops.trust import trusted_targets_keys
 from fleet.api.routes import Call, Endpoint
 from fleet.api.services import Services
+from fleet.console.digest import TelemetryDigest
 from fleet.console.queries import FleetQueries
 from fleet.errors import NotFoundError
 from fleet.metrics import CONTENT_TYPE, MetricsCollector
 
-__all__ = ["ENDPOINTS", "collector_for", "queries_for"]
+__all__ = ["ENDPOINTS", "collector_for", "digest_for", "queries_for"]
 
 _QUERIES: weakref.WeakKeyDictionary[Any, FleetQueries] = weakref.WeakKeyDictionary()
 _COLLECTORS: weakref.WeakKeyDictionary[Any, MetricsCollector] = weakref.WeakKeyDictionary()
+_DIGESTS: weakref.WeakKeyDictionary[Any, TelemetryDigest] = weakref.WeakKeyDictionary()
 
 
 def queries_for(svc: Services) -> FleetQueries:
@@ -38,6 +40,14 @@ def queries_for(svc: Services) -> FleetQueries:
     if q is None:
         q = _QUERIES[svc.store] = FleetQueries(svc.store)
     return q
+
+
+def digest_for(svc: Services) -> TelemetryDigest:
+    d = _DIGESTS.get(svc.store)
+    if d is None:
+        d = _DIGESTS[svc.store] = TelemetryDigest(queries_for(svc),
+                                                  window_s=queries_for(svc).limits.drift_window_s)
+    return d
 
 
 def collector_for(svc: Services) -> MetricsCollector:
@@ -103,11 +113,12 @@ def overview(svc: Services, call: Call) -> Any:
             alerts.append({"severity": "warning", "kind": "offline",
                            "subject": c["name"] or "(no city)",
                            "message": f"{c['offline']} of {n} devices offline", "ts": now})
-    for a in q.drift_alerts(now - lim.drift_window_s):
-        alerts.append({"severity": "warning", "kind": "drift", "subject": a["device_id"],
-                       "message": f"input feature {a['feature']!r} drifted {a['shift']:.1f} std "
-                                  "from the bundle's baseline", "ts": a["ts"]})
-    inference = q.inference_totals(now - 3600.0)
+    digest = digest_for(svc)
+    for sig in digest.drifting(lim.drift_alert_shift, now - lim.drift_window_s, lim.max_alerts):
+        alerts.append({"severity": "warning", "kind": "drift", "subject": sig.device_id,
+                       "message": f"input feature {sig.feature!r} drifted {sig.shift:.1f} std "
+                                  "from the bundle's baseline", "ts": sig.ts})
+    inference = digest.inference(now - 3600.0)
     if inference["error_rate"] is not None and inference["error_rate"] >= lim.error_rate_alert:
         alerts.append({"severity": "warning", "kind": "errors", "subject": "fleet",
                        "message": f"inference error rate {inference['error_rate']:.1%} over "

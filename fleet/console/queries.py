@@ -156,34 +156,14 @@ class FleetQueries:
         """Rows ever inserted (ids only grow): the ingest counter, read from the primary key."""
         return int(self._rows("SELECT COALESCE(MAX(id), 0) FROM telemetry")[0][0] or 0)
 
-    def _recent_where(self) -> tuple[str, list[Any]]:
-        """Restrict a telemetry scan to the newest ``max_scan_rows`` rows (a PK range)."""
-        floor = self.telemetry_max_id() - self.limits.max_scan_rows
-        return " AND id > ?", [floor]
-
-    def drift_alerts(self, since: float) -> list[dict[str, Any]]:
-        rng, params = self._recent_where()
-        rows = self._rows("SELECT device_id, ts, data FROM telemetry WHERE kind = 'drift' AND "
-                          f"ts >= ?{rng} ORDER BY id DESC LIMIT ?",
-                          [since, *params, self.limits.max_scan_rows])
-        worst: dict[str, dict[str, Any]] = {}
-        for device, ts, data in rows:
-            for feature, shift in _shifts(data):
-                if shift >= self.limits.drift_alert_shift and (
-                        device not in worst or shift > worst[device]["shift"]):
-                    worst[device] = {"device_id": device, "feature": feature, "shift": shift,
-                                     "ts": float(ts)}
-        return sorted(worst.values(), key=lambda a: -a["shift"])[:self.limits.max_alerts]
-
-    def inference_totals(self, since: float) -> dict[str, Any]:
-        rng, params = self._recent_where()
-        n, count, errors, p95 = self._rows(
-            "SELECT COUNT(*), SUM(n_count), SUM(n_errors), MAX(p95_ms) FROM telemetry "
-            f"WHERE kind = 'inference' AND ts >= ?{rng}", [since, *params])[0]
-        count, errors = int(count or 0), int(errors or 0)
-        return {"records": int(n), "inferences": count, "errors": errors,
-                "error_rate": errors / count if count else None,
-                "p95_ms_max": float(p95) if p95 is not None else None}
+    def health_rows(self, after_id: int, batch: int) -> list[tuple[Any, ...]]:
+        """Inference and drift rows with ``after_id < id``, oldest first (one batch):
+        ``(id, device_id, ts, kind, n_count, n_errors, p95_ms, data-or-None)``."""
+        rows = self._rows("SELECT id, device_id, ts, kind, n_count, n_errors, p95_ms, "
+                          "CASE WHEN kind = 'drift' THEN data ELSE NULL END FROM telemetry "
+                          "WHERE id > ? AND kind IN ('inference', 'drift') ORDER BY id LIMIT ?",
+                          (after_id, batch))
+        return rows
 
     def scan_inference(self, after_id: int, batch: int) -> TelemetryScan:
         """Sum the latency histograms of inference rows with ``after_id < id`` (one batch)."""
@@ -219,7 +199,7 @@ def _pivot(rows: list[tuple[Any, ...]], cap: int) -> list[dict[str, Any]]:
     return items[:cap]
 
 
-def _shifts(data: Any) -> list[tuple[str, float]]:
+def shifts(data: Any) -> list[tuple[str, float]]:
     try:
         features = json.loads(data).get("features") or {}
     except (ValueError, AttributeError):

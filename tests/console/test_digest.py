@@ -1,0 +1,93 @@
+"""The telemetry digest on a real SQLite store: each row read once, window, latest drift wins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleet.console.digest import TelemetryDigest
+from fleet.console.queries import ConsoleLimits, FleetQueries
+from fleet.store import Device, Store, TelemetryRow, open_store
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path / "data")
+    for d in ("cam-1", "cam-2"):
+        s.upsert_device(Device(d, "camera", "x86-cpu"))
+    yield s
+    s.close()
+
+
+def inference(device: str, ts: float, count: int, errors: int, p95: float) -> TelemetryRow:
+    return TelemetryRow(device, ts, "inference", {"count": count, "errors": errors,
+                                                  "p95_ms": p95})
+
+
+def drift(device: str, ts: float, shift: float) -> TelemetryRow:
+    return TelemetryRow(device, ts, "drift", {"features": {"x": {"shift": shift},
+                                                           "y": {"shift": shift / 2}}})
+
+
+def test_each_row_is_read_once_and_totals_follow(store: Store) -> None:
+    now = [T0]
+    dg = TelemetryDigest(FleetQueries(store), clock=lambda: now[0], batch=2)
+    store.insert_telemetry([inference("cam-1", T0 - 30, 100, 5, 12.0),
+                            inference("cam-2", T0 - 20, 100, 0, 30.0),
+                            TelemetryRow("cam-1", T0 - 10, "heartbeat", {}),
+                            drift("cam-1", T0 - 5, 4.0)])
+    assert dg.refresh() == 3                       # heartbeats are not read at all
+    assert dg.refresh() == 0
+    got = dg.inference(T0 - 3600)
+    assert got == {"records": 2, "inferences": 200, "errors": 5, "error_rate": 0.025,
+                   "p95_ms_max": 30.0}
+    store.insert_telemetry([inference("cam-1", T0, 50, 5, 8.0)])
+    assert dg.inference(T0 - 3600)["inferences"] == 250
+    assert dg.refresh() == 0
+
+
+def test_window_expires_old_minutes_and_drift(store: Store) -> None:
+    now = [T0]
+    dg = TelemetryDigest(FleetQueries(store), window_s=600, clock=lambda: now[0])
+    store.insert_telemetry([inference("cam-1", T0 - 300, 10, 1, 5.0), drift("cam-2", T0 - 300, 5)])
+    assert dg.inference(T0 - 600)["inferences"] == 10
+    assert [s.device_id for s in dg.drifting(3.0, T0 - 600, 10)] == ["cam-2"]
+    now[0] = T0 + 1000                               # both left the window
+    assert dg.inference(now[0] - 600)["inferences"] == 0
+    assert dg.drifting(3.0, now[0] - 600, 10) == []
+    # rows older than the window when they arrive are never counted
+    store.insert_telemetry([inference("cam-1", T0 - 5000, 99, 0, 1.0)])
+    assert dg.inference(0)["inferences"] == 0
+
+
+def test_latest_drift_report_decides_and_the_worst_feature_names_it(store: Store) -> None:
+    dg = TelemetryDigest(FleetQueries(store), clock=lambda: T0)
+    store.insert_telemetry([drift("cam-1", T0 - 100, 6.0), drift("cam-2", T0 - 90, 3.5)])
+    hits = dg.drifting(3.0, T0 - 3600, 10)
+    assert [(s.device_id, s.feature, s.shift) for s in hits] == [("cam-1", "x", 6.0),
+                                                                 ("cam-2", "x", 3.5)]
+    store.insert_telemetry([drift("cam-1", T0 - 10, 0.5)])     # cam-1 recovered
+    assert [s.device_id for s in dg.drifting(3.0, T0 - 3600, 10)] == ["cam-2"]
+    assert [s.device_id for s in dg.drifting(3.0, T0 - 3600, 0)] == []
+
+
+def test_first_refresh_reads_only_the_newest_rows(store: Store) -> None:
+    q = FleetQueries(store, ConsoleLimits(max_scan_rows=3))
+    store.insert_telemetry([inference("cam-1", T0 - k, 1, 0, 1.0) for k in range(10, 0, -1)])
+    dg = TelemetryDigest(q, clock=lambda: T0)
+    assert dg.refresh() == 3
+    assert dg.inference(0)["inferences"] == 3
+
+
+def test_malformed_drift_records_are_ignored(store: Store) -> None:
+    dg = TelemetryDigest(FleetQueries(store), clock=lambda: T0)
+    store.insert_telemetry([
+        TelemetryRow("cam-1", T0 - 5, "drift", {"features": "nope"}),
+        TelemetryRow("cam-1", T0 - 4, "drift", {"features": {"x": {"shift": "high"}}}),
+        TelemetryRow("cam-2", T0 - 3, "drift", {"features": {"x": {"shift": True}}})])
+    assert dg.refresh() == 3
+    assert dg.drifting(0.0, 0, 10) == []
