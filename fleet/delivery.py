@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +64,9 @@ class DeliveryConfig:
     max_bytes_per_s: float = 64 * 1024**2  # egress ceiling; 0 = no ceiling
     inflight_timeout_s: float = 30.0     # forget a publish never acknowledged (broker restart)
     open_files_max: int = 16             # artifact files kept open
+    max_fetches_per_device_per_min: int = 12   # per artifact; more is refused (a device
+    #                                            looping on fetch cannot force endless passes)
+    fetch_history_max: int = 100_000     # (device, artifact) pairs remembered for that limit
 
     def __post_init__(self) -> None:
         if self.chunk_bytes <= 0 or self.chunk_bytes > DEFAULT_LIMITS.max_mqtt_payload_bytes * 64:
@@ -238,6 +241,7 @@ class ChunkDelivery:
         self._files: OrderedDict[str, BinaryIO] = OrderedDict()
         self._tokens = 0.0
         self._tokens_at = clock()
+        self._fetches: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
         self.stats = DeliveryStats()
 
     # -- called from other threads ---------------------------------------------------------
@@ -246,6 +250,7 @@ class ChunkDelivery:
         info = self.catalog.artifact(req.artifact)
         try:
             count, wanted = plan_fetch(req, info, device_target, self.config.chunk_bytes)
+            self._check_fetch_rate(req)
         except DeliveryRejected:
             self.stats.rejected += 1
             raise
@@ -256,6 +261,26 @@ class ChunkDelivery:
             added = self._fanout.add(info, count, wanted, self._clock())
             self._cond.notify()
         return added
+
+    def _check_fetch_rate(self, req: FetchRequest) -> None:
+        limit = self.config.max_fetches_per_device_per_min
+        if limit <= 0:
+            return
+        now = self._clock()
+        key = (req.device_id, req.artifact)
+        with self._cond:
+            times = self._fetches.get(key)
+            if times is None:
+                times = self._fetches[key] = deque(maxlen=limit)
+                while len(self._fetches) > self.config.fetch_history_max:
+                    self._fetches.popitem(last=False)
+            else:
+                self._fetches.move_to_end(key)
+            if len(times) == limit and now - times[0] < 60.0:
+                raise DeliveryRejected(
+                    f"device {req.device_id} asked for {req.artifact[:12]} more than {limit} "
+                    "times in a minute", hint="the device is looping on fetch; check its agent")
+            times.append(now)
 
     def published(self, mid: int) -> None:
         """A chunk publish was acknowledged by the broker (network thread: no work here)."""

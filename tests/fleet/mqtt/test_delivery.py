@@ -211,3 +211,20 @@ def test_the_window_waits_for_requests_to_pause_but_not_forever() -> None:
     assert g.next(2.0) is not None
     g.add(info(), 10, range(10), now=2.1)      # once started, joiners do not pause it
     assert g.next(2.1) is not None
+
+
+def test_a_device_looping_on_fetch_is_refused_after_the_limit(tmp_path: Path) -> None:
+    now = [0.0]
+    art = ArtifactInfo(SHA_A, 1000, tmp_path / "a")
+    d = ChunkDelivery(_Catalog({SHA_A: art}), lambda t, f: 1,
+                      DeliveryConfig(chunk_bytes=100, max_fetches_per_device_per_min=3),
+                      clock=lambda: now[0])
+    for k in range(3):
+        now[0] = k * 1.0
+        d.submit(FetchRequest("cam-1", SHA_A, ((0, 1),)), "x86-cpu")
+    with pytest.raises(DeliveryRejected, match="more than 3 times in a minute"):
+        d.submit(FetchRequest("cam-1", SHA_A, ((0, 1),)), "x86-cpu")
+    d.submit(FetchRequest("cam-2", SHA_A, ((0, 1),)), "x86-cpu")   # others are not affected
+    now[0] = 61.0                                                   # a minute later: allowed
+    d.submit(FetchRequest("cam-1", SHA_A, ((0, 1),)), "x86-cpu")
+    assert d.stats.rejected == 1 and d.stats.requests == 5
