@@ -343,7 +343,17 @@ class Agent:
     def _advance(inflight: _Inflight | None, q: DurableQueue,
                  send: Callable[[], _Inflight | None]) -> _Inflight | None:
         if inflight is not None:
-            if not inflight.info.is_published():
+            try:
+                published = inflight.info.is_published()
+            except (RuntimeError, ValueError) as exc:
+                # Published while the connection was being lost: paho leaves that info failed
+                # for good (even if it resends the message later), so waiting on it would wedge
+                # the queue. The records are still on disk: send them again (at least once;
+                # the manager drops repeats by seq).
+                log.info("resending queued record(s) up to %d after a lost connection (%s)",
+                         inflight.last_id, exc)
+                return send()
+            if not published:
                 return inflight
             q.ack(inflight.last_id)        # the broker has it: now it may leave the disk
         return send()
