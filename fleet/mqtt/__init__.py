@@ -7,7 +7,6 @@ from fleet.mqtt.adapter import (
     MqttOptions,
     TlsOptions,
     parse_broker_url,
-    wait_until,
 )
 
 __all__ = [
@@ -17,5 +16,4 @@ __all__ = [
     "MqttOptions",
     "TlsOptions",
     "parse_broker_url",
-    "wait_until",
 ]

@@ -43,7 +43,6 @@ __all__ = [
     "MqttOptions",
     "TlsOptions",
     "parse_broker_url",
-    "wait_until",
 ]
 
 log = logging.getLogger(__name__)
@@ -297,13 +296,3 @@ class MqttConnection:
                     properties: Any) -> None:
         if self._on_published is not None:
             self._on_published(mid)
-
-
-def wait_until(pred: Callable[[], bool], timeout_s: float, step_s: float = 0.02) -> bool:
-    """Poll ``pred`` until true or the timeout passes (used by start-up and tests)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step_s)
-    return pred()
