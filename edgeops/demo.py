@@ -175,6 +175,8 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
 
     out = _Out(opts.quiet)
     t0 = time.monotonic()
+    if opts.broker is not None:
+        _check_broker(opts.broker)          # fail in a second, not after the training
     work = opts.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.environ["EDGEOPS_HOME"] = str(work / "home")
@@ -256,6 +258,22 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     summary["stray_threads"] = stack.stray_threads()
     summary["elapsed_s"] = round(time.monotonic() - t0, 1)
     return summary
+
+
+def _check_broker(url: str) -> None:
+    """A bad ``--broker`` URL is a usage error (exit 2); an unreachable broker exits 1."""
+    import socket
+
+    from fleet.mqtt import parse_broker_url
+
+    addr = parse_broker_url(url)
+    try:
+        socket.create_connection((addr.host, addr.port), timeout=3).close()
+    except OSError as exc:
+        raise TransportError(f"cannot reach the MQTT broker at {addr.url}: "
+                             f"{exc.strerror or exc}",
+                             hint="start it, fix --broker, or leave --broker out to let the "
+                                  "demo start one") from None
 
 
 class _Stack:

@@ -66,3 +66,27 @@ def test_demo_refuses_a_bad_broker_kind_with_usage_exit(tmp_path: Path) -> None:
          "--broker-kind", "rabbit"], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+def test_demo_with_an_unreachable_broker_fails_fast_with_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:                 # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeops.cli.main", "demo", "--workdir", str(tmp_path),
+         "--broker", f"mqtt://127.0.0.1:{port}"], capture_output=True, text=True, timeout=60,
+        check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: cannot reach the MQTT broker"), proc.stderr
+    assert proc.stderr.count("\n") == 1 and "hint:" in proc.stderr
+    assert not (tmp_path / "model").exists()          # nothing started, nothing trained
+
+
+def test_demo_with_a_malformed_broker_url_is_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeops.cli.main", "demo", "--workdir", str(tmp_path),
+         "--broker", "http://nope"], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "is not mqtt://" in proc.stderr and "Traceback" not in proc.stderr
