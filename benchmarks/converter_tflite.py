@@ -53,6 +53,16 @@ VARIANTS = [  # (label, precision, per_channel, int8 I/O, target it stands for)
 ]
 
 
+def _goal(precision: str, row: dict[str, Any]) -> bool | None:
+    """The issue's bars. Cosine is the mean over samples, as the build's accuracy gate reads
+    it (converters/metrics.py); the table shows the minimum beside it."""
+    if precision == "fp32":
+        return bool(row["max_rel_error"] <= 1e-4)
+    if precision == "int8":
+        return bool(row.get("top1_agreement", 1.0) >= 0.98 and row["cosine_mean"] >= 0.98)
+    return None
+
+
 def _paired_latency(fn_a: Any, fn_b: Any, runs: int) -> tuple[tuple[float, float],
                                                                tuple[float, float]]:
     """Latency of two callables timed alternately, so both see the same machine load."""
@@ -214,11 +224,8 @@ def bench_model(name: str, threads: int, runs: int, n_samples: int) -> list[dict
             "ops": len(res.graph.ops),
             **{k: float(f"{v:.4g}") for k, v in agree.items()},
         }
-        if precision == "fp32":
-            row["goal_met"] = agree["max_rel_error"] <= 1e-4
-        elif precision == "int8":
-            row["goal_met"] = agree.get("top1_agreement", 1.0) >= 0.98 and \
-                agree["cosine_min"] >= 0.98
+        row["goal_met"] = _goal(precision, row)
+        if precision == "int8":
             if target in ("edgetpu", "ethos-u"):
                 rep = compatibility_report(res.graph, target)
                 row["npu"] = {"accelerator": rep["accelerator"], "npu_ops": rep["npu_ops"],
@@ -250,7 +257,7 @@ def _markdown(doc: dict[str, Any]) -> str:
              "compare the ratio column (paired runs), not absolute times.", "",
              "| model | variant | convert s | peak heap / process RSS MiB | size KiB (ONNX) |"
              " LiteRT p50 ms |"
-             " ORT FP32 p50 ms | ratio | max rel err | cosine min | top-1 agree | goal |",
+             " ORT FP32 p50 ms | ratio | max rel err | cosine mean (min) | top-1 agree | goal |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         if "refused" in r:
@@ -264,7 +271,7 @@ def _markdown(doc: dict[str, Any]) -> str:
                 f"{r['size_bytes'] / 1024:.0f} ({r['onnx_size_bytes'] / 1024:.0f}) | "
                 f"(ORT int8) {r['ort_int8_p50_ms']:.3f} | {r['ort_fp32_p50_ms']:.3f} | "
                 f"{r['ort_int8_p50_ms'] / r['ort_fp32_p50_ms']:.2f} | "
-                f"{r['max_rel_error']:.2e} | {r['cosine_min']:.4f} | "
+                f"{r['max_rel_error']:.2e} | {r['cosine_mean']:.4f} ({r['cosine_min']:.4f}) | "
                 f"{'-' if top1 is None else f'{top1:.4f}'} | baseline |")
             continue
         lines.append(
@@ -273,7 +280,7 @@ def _markdown(doc: dict[str, Any]) -> str:
             f"{r['size_bytes'] / 1024:.0f} "
             f"({r['onnx_size_bytes'] / 1024:.0f}) | {r['litert_p50_ms']:.3f} | "
             f"{r['ort_fp32_p50_ms']:.3f} | {r['latency_ratio_vs_ort']:.2f} | "
-            f"{r['max_rel_error']:.2e} | {r['cosine_min']:.4f} | "
+            f"{r['max_rel_error']:.2e} | {r['cosine_mean']:.4f} ({r['cosine_min']:.4f}) | "
             f"{'-' if top1 is None else f'{top1:.4f}'} | {goal} |")
     lines += ["", "convert s: cold conversion in a fresh process (imports excluded, first-use "
               "costs of onnx.reference and LiteRT included). peak heap: tracemalloc during the "
@@ -281,7 +288,9 @@ def _markdown(doc: dict[str, Any]) -> str:
               "ratio = LiteRT p50 / ONNX Runtime FP32 p50 (same input, same threads, timed "
               "alternately run by run so both see the same machine load). "
               "Goals: fp32 max relative error <= 1e-4; int8 top-1 agreement >= 0.98 and "
-              "cosine >= 0.98 (segmenter: per-pixel argmax agreement).", ""]
+              "cosine >= 0.98, cosine averaged over samples as the build's accuracy gate "
+              "reads it (the worst sample in brackets); segmenter: per-pixel argmax "
+              "agreement.", ""]
     return "\n".join(lines)
 
 
