@@ -174,6 +174,7 @@ class ChunkAssembler:
         self.rejected = 0
         self.first_rejection: str | None = None
         self.last_rejection: str | None = None
+        self._closed = False                  # discarded: late frames must not re-create dir
         self.dir.mkdir(parents=True, exist_ok=True)
         plan = self.dir / "plan"
         if plan.exists():
@@ -202,6 +203,8 @@ class ChunkAssembler:
 
     def add(self, chunk: Chunk) -> bool:
         with self._cond:
+            if self._closed:
+                return False      # a straggler after discard(): nothing to keep it for
             try:
                 self._check(chunk)
             except MessageError as exc:
@@ -267,7 +270,11 @@ class ChunkAssembler:
             raise MessageError("chunks do not add up to the declared artifact size")
 
     def discard(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Delete the chunks for good; frames that still arrive are ignored, not stored."""
+        with self._cond:
+            self._closed = True
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self._cond.notify_all()
 
 
 class MqttTufTransport:
@@ -325,6 +332,7 @@ class MqttTufTransport:
         with self._lock:
             self._active[sha] = asm
         self.link.subscribe(topic)
+        refused = False       # bad content: delete what arrived instead of keeping it to resume
         try:
             gen = self.link.generation
             self._request(asm)
@@ -347,27 +355,32 @@ class MqttTufTransport:
                     last_progress = self.clock()
                 elif self.clock() - last_progress >= self.limits.idle_timeout_s:
                     if requests >= self.limits.max_requests:
-                        raise self._give_up(asm, requests)
+                        err = self._give_up(asm, requests)
+                        refused = isinstance(err, VerificationError)
+                        raise err
                     requests += 1
                     self._request(asm)
                     last_progress = self.clock()
         except MessageError as exc:
-            asm.discard()
+            refused = True
             raise VerificationError(f"artifact {sha[:12]}: {exc.message}") from None
         except GeneratorExit:
-            asm.discard()   # ngclient stopped reading: too long or failed; never resume it
+            refused = True  # ngclient stopped reading: too long or failed; never resume it
             raise
         finally:
             self.link.unsubscribe(topic)
+            # out of the routing table first, then off the disk: a frame routed in between
+            # would otherwise re-create the directory (and discard() ignores late ones anyway)
             with self._lock:
                 if self._active.get(sha) is asm:
                     del self._active[sha]
+            if refused:
+                asm.discard()
         asm.discard()
 
     @staticmethod
     def _give_up(asm: ChunkAssembler, requests: int) -> Exception:
         if asm.last_rejection is not None:
-            asm.discard()
             return VerificationError(
                 f"artifact {asm.artifact[:12]}: every chunk offered was rejected "
                 f"({asm.rejected}; first: {asm.first_rejection})")

@@ -41,6 +41,7 @@ class FakeManager:
         self.skip_first: set[int] = set()         # indices left out of the first answer only
         self.corrupt: Callable[[int, bytes], bytes] | None = None   # frame rewriter
         self.answer = True
+        self.served = 0                           # fetch requests fully answered (or ignored)
         self._cond = threading.Condition()
         self._work: queue.Queue[FetchRequest | None] = queue.Queue()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="fake-manager",
@@ -81,20 +82,28 @@ class FakeManager:
                 self.fetches.append(req)
                 first = len([f for f in self.fetches if f.artifact == req.artifact]) == 1
                 self._cond.notify_all()
-            data = self.repo.by_sha.get(req.artifact)
-            if data is None or not self.answer:
+            try:
+                self._answer(req, first)
+            finally:
+                with self._cond:
+                    self.served += 1
+                    self._cond.notify_all()
+
+    def _answer(self, req: FetchRequest, first: bool) -> None:
+        data = self.repo.by_sha.get(req.artifact)
+        if data is None or not self.answer:
+            return
+        count = max(1, -(-len(data) // self.chunk_bytes))
+        wanted = (range(count) if req.missing is None
+                  else [i for a, b in req.missing for i in range(a, min(b, count))])
+        for i in wanted:
+            if first and i in self.skip_first:
                 continue
-            count = max(1, -(-len(data) // self.chunk_bytes))
-            wanted = (range(count) if req.missing is None
-                      else [i for a, b in req.missing for i in range(a, min(b, count))])
-            for i in wanted:
-                if first and i in self.skip_first:
-                    continue
-                piece = data[i * self.chunk_bytes:(i + 1) * self.chunk_bytes]
-                frame = encode_chunk(Chunk(req.artifact, i, count, len(data), piece))
-                if self.corrupt is not None:
-                    frame = self.corrupt(i, frame)
-                self.client.publish(topics.artifact_chunks(req.artifact), frame, qos=1)
+            piece = data[i * self.chunk_bytes:(i + 1) * self.chunk_bytes]
+            frame = encode_chunk(Chunk(req.artifact, i, count, len(data), piece))
+            if self.corrupt is not None:
+                frame = self.corrupt(i, frame)
+            self.client.publish(topics.artifact_chunks(req.artifact), frame, qos=1)
 
     # -- commands --------------------------------------------------------------------------
     def command(self, device_id: str, kind: str, body: dict[str, Any], *,

@@ -62,10 +62,16 @@ def mqtt_link(port: int, device_id: str) -> MqttConnection:
 
 
 class Pump:
-    """Plays the daemon's message loop: inbox -> transport.handle()."""
+    """Plays the daemon's message loop: inbox -> transport.handle().
+
+    Topics the transport does not claim are recorded in ``unclaimed``: a test publishes a marker
+    after its last frame and waits for it here to know every earlier frame was handled.
+    """
 
     def __init__(self, conn: MqttConnection, transport: MqttTufTransport) -> None:
         self.conn, self.transport = conn, transport
+        self.unclaimed: list[str] = []
+        self._cond = threading.Condition()
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -73,8 +79,14 @@ class Pump:
     def _run(self) -> None:
         while not self._stop.is_set():
             msg = self.conn.get(0.1)
-            if msg is not None:
-                self.transport.handle(msg.topic, msg.payload)
+            if msg is not None and not self.transport.handle(msg.topic, msg.payload):
+                with self._cond:
+                    self.unclaimed.append(msg.topic)
+                    self._cond.notify_all()
+
+    def wait_unclaimed(self, topic: str, timeout_s: float = 10.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: topic in self.unclaimed, timeout_s)
 
     def close(self) -> None:
         self._stop.set()
