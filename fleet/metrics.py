@@ -96,10 +96,14 @@ class MetricsCollector:
     """Reads the store at each scrape; keeps the cumulative latency histogram between scrapes."""
 
     def __init__(self, queries: FleetQueries, *, scan_batch: int = 50_000,
-                 clock: Callable[[], float] = time.time,
+                 catch_up_budget_s: float = 2.0, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.q = queries
         self.scan_batch = scan_batch
+        # a scrape must answer within Prometheus' timeout (10 s by default): after a restart
+        # on a large table the histogram catches up over several scrapes instead
+        self.catch_up_budget_s = catch_up_budget_s
+        self.monotonic = monotonic
         self.clock = clock
         self._lock = threading.Lock()
         self._after_id = 0
@@ -109,8 +113,9 @@ class MetricsCollector:
         self._errors = 0
         self._rate = RateTracker(60.0, monotonic)
 
-    def _catch_up(self, max_batches: int = 20) -> None:
-        for _ in range(max_batches):
+    def _catch_up(self) -> None:
+        start = self.monotonic()
+        while True:
             scan = self.q.scan_inference(self._after_id, self.scan_batch)
             self._after_id = scan.last_id
             self._inferences += scan.inferences
@@ -122,6 +127,8 @@ class MetricsCollector:
                     self._counts = [a + b for a, b in zip(self._counts, scan.counts,
                                                           strict=True)]
             if scan.records < self.scan_batch:
+                return
+            if self.monotonic() - start >= self.catch_up_budget_s:
                 return
 
     def collect(self) -> list[Family]:

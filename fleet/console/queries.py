@@ -33,10 +33,10 @@ class ConsoleLimits:
     offline_alert_fraction: float = 0.2      # a city with this share offline alerts
     offline_alert_min_devices: int = 5       # ... if it has at least this many devices
     drift_alert_shift: float = 3.0           # |mean - baseline| / std that alerts
-    drift_window_s: float = 3600.0
+    drift_window_s: float = 3600.0           # drift and error-rate alerts look this far back
     error_rate_alert: float = 0.05           # fleet inference error rate that alerts
     max_alerts: int = 50
-    max_scan_rows: int = 200_000             # telemetry rows one aggregate may read (by id)
+    max_scan_rows: int = 200_000             # newest telemetry rows a fresh digest reads
     max_series_points: int = 2_000           # points per device chart
 
 
@@ -167,8 +167,11 @@ class FleetQueries:
 
     def scan_inference(self, after_id: int, batch: int) -> TelemetryScan:
         """Sum the latency histograms of inference rows with ``after_id < id`` (one batch)."""
+        # the highest id first: rows committed during the scan are read next time, not skipped
+        top = self.telemetry_max_id()
         rows = self._rows("SELECT id, n_count, n_errors, data FROM telemetry WHERE id > ? AND "
-                          "kind = 'inference' ORDER BY id LIMIT ?", (after_id, batch))
+                          "id <= ? AND kind = 'inference' ORDER BY id LIMIT ?",
+                          (after_id, top, batch))
         last = after_id
         inferences = errors = 0
         le: tuple[float | None, ...] = ()
@@ -185,8 +188,8 @@ class FleetQueries:
                 le, counts = h_le, [0] * len(h_le)
             if h_le == le:
                 counts = [a + b for a, b in zip(counts, h_counts, strict=True)]
-        if len(rows) < batch:   # nothing newer but non-inference rows: skip past them too
-            last = max(last, self.telemetry_max_id())
+        if len(rows) < batch:   # every inference row up to ``top`` was read
+            last = max(last, top)
         return TelemetryScan(last, len(rows), inferences, errors, le, tuple(counts))
 
 

@@ -91,3 +91,28 @@ def test_malformed_drift_records_are_ignored(store: Store) -> None:
         TelemetryRow("cam-2", T0 - 3, "drift", {"features": {"x": {"shift": True}}})])
     assert dg.refresh() == 3
     assert dg.drifting(0.0, 0, 10) == []
+
+
+def _hist_row(device: str, ts: float, counts: list[int]) -> TelemetryRow:
+    return TelemetryRow(device, ts, "inference", {
+        "count": sum(counts), "errors": 0, "p95_ms": 5.0,
+        "histogram": {"le_ms": [1.0, 10.0, None], "counts": counts}})
+
+
+def test_metrics_histogram_catches_up_within_its_budget_and_skips_nothing(store: Store) -> None:
+    from fleet.metrics import MetricsCollector
+
+    col = MetricsCollector(FleetQueries(store), scan_batch=2, catch_up_budget_s=0.0)
+    store.insert_telemetry([_hist_row("cam-1", T0 + k, [1, 2, 0]) for k in range(5)]
+                           + [TelemetryRow("cam-2", T0, "heartbeat", {})])
+
+    def count() -> float:
+        fam = {f.name: f for f in col.collect()}["edgeops_inference_latency_seconds"]
+        return next(v for suffix, _, v in fam.samples if suffix == "_count")
+
+    assert count() == 6            # one batch (2 rows × 3) per scrape with no time budget
+    assert count() == 12
+    assert count() == 15           # last partial batch: caught up
+    store.insert_telemetry([_hist_row("cam-2", T0 + 9, [0, 0, 4])])
+    assert count() == 19
+    assert count() == 19           # each row counted once
