@@ -21,6 +21,7 @@ import json
 import logging
 import queue
 import random
+import re
 import signal
 import sys
 import threading
@@ -64,6 +65,9 @@ from edgeops.protocol import (
 __all__ = ["Agent", "DaemonSettings", "DeploymentCancelled", "NetState", "run"]
 
 log = logging.getLogger(__name__)
+
+# ``scheme://user:password@host``: the credentials part of a URL in an error message
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
 PhaseCallback = Callable[[DevicePhase, str | None, str | None], None]
 CoreFactory = Callable[[AgentConfig, PhaseCallback], AgentCore]
@@ -427,7 +431,7 @@ class Agent:
             except Exception as exc:  # report, never die: the old model keeps serving
                 log.exception("command %s failed", cmd.seq)
                 self.report(DevicePhase.FAILED, deployment_id=self._current[0],
-                            bundle=self._current[1], reason=f"agent error: {exc}")
+                            bundle=self._current[1], reason=self.redact(f"agent error: {exc}"))
             finally:
                 self.net.accept_command(cmd.seq, digest)
                 self._queued_digests.discard(digest)
@@ -487,11 +491,26 @@ class Agent:
                         reason="cancelled by the fleet before install")
             return
         except EdgeOpsError as exc:
-            self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label,
-                        reason=f"download rejected: {exc.message}")
+            reason = self.redact(f"download rejected: {exc.message}")
+            log.warning("deployment %s: %s refused: %s", dep, label, reason)
+            self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label, reason=reason)
             return
         outcome = self.core.install(request_from_fetched(fetched, dep))
-        log.info("deployment %s: %s", dep, outcome.phase.value)
+        if outcome.phase in (DevicePhase.FAILED, DevicePhase.ROLLED_BACK):
+            log.warning("deployment %s: %s %s: %s", dep, label, outcome.phase.value,
+                        self.redact(outcome.reason or "no reason given"))
+        else:
+            log.info("deployment %s: %s", dep, outcome.phase.value)
+
+    def redact(self, text: str) -> str:
+        """``text`` without credentials (URL user:password, the broker password).
+
+        Error messages quote URLs (python-tuf: "Failed to download <url>"), and ``fleet_url``
+        may carry basic-auth credentials; neither the log nor the fleet may receive them.
+        """
+        text = _URL_USERINFO.sub(r"\g<scheme>***@", text)
+        password = self.config.broker.password
+        return text.replace(password, "***") if password else text
 
     def _check_cancel(self, dep: str | None) -> None:
         if self._cancel is not None and self._cancel in ("*", dep):
@@ -522,8 +541,8 @@ class Agent:
         except TransportError as exc:
             if not (self.settings.http_fallback and self.config.fleet_url):
                 raise
-            log.warning("MQTT transfer failed (%s); trying %s", exc.message,
-                        self.config.fleet_url)
+            log.warning("MQTT transfer failed (%s); trying %s", self.redact(exc.message),
+                        self.redact(self.config.fleet_url))
             tuf = TufClient.over_http(self.config.trust.root, cache, self.config.fleet_url,
                                       self.settings.download)
             fetched = fetch_bundle(tuf, name, version, self.config.target, progress=progress)
