@@ -200,3 +200,30 @@ def test_calibration_memory_stays_bounded(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert peak < 3 * CHUNK_SAMPLES * per_sample
     assert peak < n * per_sample / 2
+
+
+def test_perf_node_groups_by_kind_heavy_last() -> None:
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    from converters.onnx_perf import node_groups
+
+    rng = np.random.default_rng(0)
+    inits = [nh.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in (
+        ("wbig", (32, 16, 3, 3)), ("wdw", (32, 1, 3, 3)), ("wsmall", (8, 32, 1, 1)),
+        ("wm", (8, 4)))]
+    nodes = [h.make_node("Conv", ["x", "wbig"], ["a"], name="big", pads=[1, 1, 1, 1]),
+             h.make_node("Conv", ["a", "wdw"], ["b"], name="dw", group=32, pads=[1, 1, 1, 1]),
+             h.make_node("Conv", ["b", "wsmall"], ["c"], name="small"),
+             h.make_node("Add", ["c", "c"], ["d"], name="add"),
+             h.make_node("GlobalAveragePool", ["d"], ["e"], name="gap"),
+             h.make_node("Flatten", ["e"], ["f"], name="flat"),
+             h.make_node("MatMul", ["f", "wm"], ["y"], name="mm")]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 16, 8, 8])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [1, 4])], inits)
+    groups = node_groups(h.make_model(g), {"big", "dw", "small", "add", "gap", "mm"})
+    assert groups == {"depthwise-conv": ["dw"], "op:Add": ["add"],
+                      "op:GlobalAveragePool": ["gap"], "small-conv": ["small"],
+                      "conv": ["big"], "op:MatMul": ["mm"]}
+    assert list(groups)[-2:] == ["conv", "op:MatMul"]
