@@ -17,6 +17,7 @@ from tests.converters.tflite.models import graph, ort_run
 _dims = st.lists(st.integers(1, 4), min_size=4, max_size=4)
 
 
+@settings(deadline=None)      # a shared, loaded machine: no per-example time limit
 @given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=5),
        perm_seed=st.integers(0, 10_000))
 def test_layout_round_trip(shape: list[int], perm_seed: int) -> None:
@@ -56,6 +57,7 @@ def test_broadcast_after_conv_and_model_transpose(x_shape: list[int], mask: list
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(ref).max()))
 
 
+@settings(deadline=None)
 @given(p1_seed=st.integers(0, 1000), p2_seed=st.integers(0, 1000))
 def test_cancel_transposes_removes_only_identity_pairs(p1_seed: int, p2_seed: int) -> None:
     p1 = np.random.default_rng(p1_seed).permutation(4).astype(np.int32)
