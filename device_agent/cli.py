@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from device_agent.enroll_cli import enroll
 from edgeops.cli.common import emit, json_option
 
 __all__ = ["agent", "agent_main"]
@@ -227,6 +228,10 @@ def install(config_path: Path, bundle: Path, as_json: bool) -> None:
                  + (f" ({outcome.reason})" if outcome.reason else ""))
     if outcome.phase is not DevicePhase.HEALTHY:
         sys.exit(1)
+
+
+# device-side enrolment (key made on the device, CSR sent): its own module, no fleet/ imports
+agent.add_command(enroll)
 
 
 def agent_main() -> None:
