@@ -182,7 +182,7 @@
         card("Devices by class", window.EdgeCharts.hbars(rows(d.by_class), parts, { label: "devices by class" }), legend(parts)),
         card("Devices by " + d.city_tag + " (top 12)", window.EdgeCharts.hbars(rows(d.by_city.slice(0, 12)), parts, { label: "devices by city" }), legend(parts))),
       h("div", { class: "grid cols2" },
-        card("Active deployments", active.length ? deploymentTable(active) : h("p", { class: "empty" }, "No deployment is running.")),
+        card("Active deployments", active.length ? deploymentTable(active, true) : h("p", { class: "empty" }, "No deployment is running.")),
         card("Alerts", o.alerts.length ? h("div", { "data-testid": "alerts" }, o.alerts.map((a) =>
           h("div", { class: "alert-row" }, badge(a.severity), h("strong", {}, a.kind), h("span", { class: "subject mono" }, a.subject),
             h("span", { class: "muted" }, a.message)))) : h("p", { class: "empty" }, "No alerts."))),
@@ -215,16 +215,18 @@
     return bar;
   }
 
-  function deploymentTable(items) {
+  function deploymentTable(items, compact) {
+    const cols = ["Deployment", "Bundle", "Status", "Progress", "Devices"].concat(compact ? [] : ["Created", "Reason"]);
     return h("table", { "data-testid": "deployments-table" },
-      h("thead", {}, h("tr", {}, ["Deployment", "Bundle", "Status", "Progress", "Devices", "Created"].map((t) => h("th", { class: t === "Devices" ? "num" : "" }, t)))),
+      h("thead", {}, h("tr", {}, cols.map((t) => h("th", { class: t === "Devices" ? "num" : "" }, t)))),
       h("tbody", {}, items.map((d) => {
         const total = Object.values(d.counts || {}).reduce((a, b) => a + b, 0);
         const done = (d.counts.healthy || 0) + (d.counts.activated || 0);
         return h("tr", { class: "clickable", "data-id": d.id, onclick: () => go(["deployments", d.id]) },
           h("td", {}, h("code", {}, d.id)), h("td", {}, d.bundle), h("td", {}, badge(d.status)),
           h("td", {}, progressBar(d.counts || {}, total), h("span", { class: "muted small" }, total ? Math.round((done / total) * 100) + " % done" : "")),
-          h("td", { class: "num" }, total), h("td", {}, ago(d.created_at)));
+          h("td", { class: "num" }, total),
+          compact ? null : h("td", {}, ago(d.created_at)), compact ? null : h("td", { class: "muted small" }, d.reason || ""));
       })));
   }
 
@@ -379,7 +381,7 @@
       h("option", { value: "" }, "all states"), Object.keys(d.counts).map((s) => h("option", { value: s, selected: s === params.state }, s + " (" + d.counts[s] + ")")));
     view.replaceChildren(
       h("div", { class: "crumbs" }, h("a", { href: "#/deployments" }, "Deployments"), " / ", id),
-      d.reason ? h("div", { class: "reason", "data-testid": "reason" }, (d.status === "aborted" ? "Abort reason: " : "Reason: ") + d.reason) : "",
+      d.reason ? h("div", { class: "reason" + (["aborted", "rolled-back"].includes(d.status) ? "" : " info"), "data-testid": "reason" }, (d.status === "aborted" ? "Abort reason: " : "Reason: ") + d.reason) : "",
       h("div", { class: "grid kpis" },
         kpi("Status", badge(d.status), "", "dep-status"), kpi("Bundle", d.bundle, "", "dep-bundle"),
         kpi("Devices", fmt(d.devices), "", "dep-devices"), kpi("Progress", Math.round(d.progress * 100) + " %", "ok", "dep-progress"),
