@@ -379,6 +379,7 @@ class _Stack:
         t = time.monotonic()
         self.sim = SimFleet(specs, self.work / "sim", self.broker_url, SimOptions(
             mqtt_version=self.mqtt_version, tick_s=1.0, telemetry_interval_s=2.0,
+            sensor_interval_s=2.0, idle_poll_s=0.5,
             deferred_retry_s=2.0, vehicles_roam=False, drive_for_s=8.0 if opts.fast else 15.0,
             faults=FaultPlan()))
         self.sim.enrol(c)

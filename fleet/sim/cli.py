@@ -44,13 +44,15 @@ __all__ = ["sim"]
 @click.option("--prefix", default="", help="Prefix for device ids (several simulators).")
 @click.option("--hours-per-s", type=float, default=0.1, show_default=True,
               help="Simulated hours per real second (daily cycles).")
+@click.option("--sensor-interval", type=float, default=10.0, show_default=True,
+              metavar="SECONDS", help="One reading per air-quality/bin sensor this often.")
 @click.option("--duration", type=float, default=None, metavar="SECONDS",
               help="Stop after this long (default: until Ctrl-C).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="No progress; JSON summary on stdout.")
 def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, profile: str,
         faults: str, fault_share: float, workdir: Path, prefix: str, hours_per_s: float,
-        duration: float | None, seed: int, as_json: bool) -> None:
+        sensor_interval: float, duration: float | None, seed: int, as_json: bool) -> None:
     """Simulate a fleet of devices that run the real agent, many per process.
 
     Devices are enrolled with the manager, connect to the broker and behave like a city:
@@ -70,11 +72,13 @@ def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, prof
 
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be positive")
+    if sensor_interval <= 0:
+        raise UsageError("--sensor-interval must be positive")
     plan = FaultPlan(parse_faults(faults), share=fault_share)
     specs = smart_city(n, seed, prefix)
     fleet = SimFleet(specs, workdir, broker, SimOptions(
         mqtt_version=5 if mqtt_version == "5" else 4, hours_per_s=hours_per_s, faults=plan,
-        seed=seed))
+        sensor_interval_s=sensor_interval, seed=seed))
 
     def say(text: str) -> None:
         if not as_json:

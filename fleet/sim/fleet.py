@@ -58,7 +58,9 @@ class SimOptions:
     telemetry_interval_s: float = 5.0     # agents' telemetry period
     max_predict_per_tick: int = 8         # inference requests per device per tick (bound)
     deferred_retry_s: float = 5.0         # vehicles re-check "still driving?" this often
-    idle_poll_s: float = 0.5              # agents' I/O thread wake-up when idle
+    idle_poll_s: float = 1.0              # agents' I/O thread wake-up when idle (messages
+                                          # wake it at once; 1,000 agents poll 2,000×/s)
+    sensor_interval_s: float = 10.0       # one sensor reading per sensor this often
     vehicles_drive: bool = True           # vehicles follow their driving schedule
     drive_for_s: float | None = None      # demo: vehicles drive this long, then park
     vehicles_roam: bool = True            # vehicles drop off the network and come back
@@ -79,6 +81,7 @@ class SimDevice:
     link_drops: int = 0
     last_cmd_seq: int = 0
     cut_at: float | None = None
+    next_sensor: float = 0.0
     rng: random.Random = field(default_factory=random.Random)
 
 
@@ -198,6 +201,7 @@ class SimFleet:
                           clock=clock, rng=random.Random(dev.spec.seed))
         dev.agent.start()
         dev.online = True
+        dev.next_sensor = time.monotonic() + dev.rng.uniform(0, self.options.sensor_interval_s)
 
     def _stop_device(self, dev: SimDevice) -> None:
         if dev.proc is not None:
@@ -255,7 +259,10 @@ class SimFleet:
         rate = traffic_rate(hour % 24.0) / 60.0 * opt.tick_s * 5     # scaled for a short demo
         n = min(opt.max_predict_per_tick, int(self._np.poisson(rate)))
         self._predict(dev, observations(self._np, n, hour % 24.0, drift))
-        if spec.kind in ("air-quality", "bin-level"):
+        due = dev.next_sensor <= time.monotonic()
+        if spec.kind in ("air-quality", "bin-level") and due:
+            # staggered by device so 1,000 sensors do not write their queues in one burst
+            dev.next_sensor = time.monotonic() + opt.sensor_interval_s
             rec: dict[str, Any] = {"kind": "sensor", "ts": time.time(), "sensor": spec.kind,
                                    "sim_hour": round(hour, 2)}
             if spec.kind == "air-quality":

@@ -48,7 +48,7 @@ def test_bounded_sim_run_enrols_connects_and_reports_json(
     with live_fleet(keystore, tmp_path / "mgr", broker=mosquitto.url) as lf:
         r = _run(["sim", "--devices", "4", "--fleet", lf.url, "--token", lf.admin, "--broker",
                   mosquitto.url, "--workdir", str(tmp_path / "sim"), "--duration", "6",
-                  "--faults", "skew", "--json"])
+                  "--sensor-interval", "1", "--faults", "skew", "--json"])
         assert r.exit_code == 0, r.output
         s = json.loads(r.output)
         assert s["devices"] == 4 and s["faults"] == ["skew"]
