@@ -236,8 +236,7 @@ class ManagerWorker:
 
     def _flush(self) -> None:
         self.ingest.flush()
-        for m in self._unacked:
-            m.ack()
+        self.control.ack_all(self._unacked)
         self._unacked.clear()
 
     def _retrying(self, fn: Callable[[], None], attempts: int = 0,
