@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import time
 from pathlib import Path
 from typing import Any
@@ -96,3 +98,68 @@ def test_unpersisted_telemetry_is_redelivered_to_the_next_worker(
             w2.stop()
     finally:
         d.close()
+
+
+def _drain(conn: Any, n: int, timeout_s: float = 15.0) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            got.append(conn.inbound.get(timeout=0.1))
+    return got
+
+
+@pytest.mark.broker
+def test_fast_receive_path_sees_exactly_what_plain_paho_sees(broker: MosquittoBroker) -> None:
+    """FastClient parses PUBLISH packets itself: properties of any length, empty and large
+    payloads, QoS 0 and 1, many packets per read must come out as paho would deliver them;
+    and its batched PUBACKs must really acknowledge (nothing redelivered on resume)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from fleet.mqtt import MqttConnection, MqttOptions
+    from fleet.mqtt.adapter import FastClient
+
+    subs = [("fast/#", 1)]
+    fast = MqttConnection(broker.url, MqttOptions(client_id="fast-rx"), subscriptions=subs)
+    plain = MqttConnection(broker.url, MqttOptions(client_id="plain-rx", fast_receive=False),
+                           subscriptions=subs)
+    assert isinstance(fast._client, FastClient)
+    assert not isinstance(plain._client, FastClient)
+    fast.start(5)
+    plain.start(5)
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="fast-tx",
+                      protocol=MQTTProtocolVersion.MQTTv5)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.UserProperty = [("k", "v" * 300)]          # properties longer than 127 bytes
+    props.ContentType = "application/json"
+    sent = [("fast/a", b"x" * 200_000, 1, None),     # spans several reads
+            ("fast/é/b", b"", 1, props),
+            ("fast/c", b"\x00\xff" * 10, 0, props)]
+    sent += [(f"fast/n/{i}", f"{i}".encode() * (i % 7), 1, None) for i in range(300)]
+    try:
+        time.sleep(0.3)                                # subscriptions made in on_connect
+        for topic, payload, qos, p in sent:
+            pub.publish(topic, payload, qos=qos, properties=p).wait_for_publish(5)
+        want = sorted((t, p, q) for t, p, q, _ in sent)
+        got_fast = _drain(fast, len(sent))
+        got_plain = _drain(plain, len(sent))
+        assert sorted((m.topic, m.payload, m.qos) for m in got_fast) == want
+        assert sorted((m.topic, m.payload, m.qos) for m in got_plain) == want
+        fast.ack_all(got_fast)
+        time.sleep(0.5)
+        fast.close()
+        fast2 = MqttConnection(broker.url, MqttOptions(client_id="fast-rx"), subscriptions=subs)
+        fast2.start(5)
+        try:
+            assert _drain(fast2, 1, timeout_s=1.5) == []  # all acknowledged: no redelivery
+        finally:
+            fast2.close()
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        plain.close()
