@@ -8,15 +8,20 @@ in session storage and must not run anything it did not ship.
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
 from fleet.console import STATIC_DIR
 
-__all__ = ["SECURITY_HEADERS", "routes"]
+__all__ = ["ASSET_SUFFIXES", "SECURITY_HEADERS", "routes"]
+
+# the static directory is a Python package (so the wheel ships it): serve only the assets
+ASSET_SUFFIXES = frozenset({"", ".html", ".css", ".js", ".svg", ".png", ".ico", ".txt"})
 
 SECURITY_HEADERS: dict[str, str] = {
     "content-security-policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -36,6 +41,12 @@ class _Hardened:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = PurePosixPath(str(scope.get("path", "")))
+        if path.suffix not in ASSET_SUFFIXES or "__pycache__" in path.parts:
+            await PlainTextResponse("Not Found", status_code=404,
+                                    headers=SECURITY_HEADERS)(scope, receive, send)
+            return
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", [])

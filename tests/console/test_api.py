@@ -206,6 +206,8 @@ def test_console_pages_are_served_offline_with_a_strict_csp(console_fleet: Conso
         opener.open(req, timeout=10)
     assert exc.value.code == 307 and exc.value.headers["location"] == "/console/"
     assert call(console_fleet, "/console/nope.js")[0] == 404
+    # the static directory is a package for packaging's sake; its Python is not served
+    assert call(console_fleet, "/console/__init__.py")[0] == 404
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
