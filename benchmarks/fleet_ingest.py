@@ -11,6 +11,10 @@ Variants, side by side in one run on the same machine:
 * ``tuned``: the worker's defaults (TCP_NODELAY, Receive Maximum 2000, manual acks after a
   batched commit of up to 5,000 rows or 100 ms), broker with unlimited in-flight and a large
   queue, publishers with TCP_NODELAY and a 1,000-message in-flight window;
+* ``tuned, plain paho receive (before)``: the same, but the worker's session on paho's own
+  receive path (one ``select()`` and three ``recv()`` per packet, an ``MQTTMessage`` and
+  ``Properties`` per publish, one PUBACK write per message) instead of the adapter's
+  ``FastClient``: the state before the fast path, measured in the same run;
 * ``naive`` (baseline): paho and mosquitto defaults (Nagle on, 20 in flight, broker queue of
   1,000 messages per client) and one transaction per message;
 * ``2 workers``: two worker processes splitting the shared subscription (PostgreSQL);
@@ -59,16 +63,17 @@ class Variant:
     messages_per_device: int
     workers: int = 1              # worker processes sharing the subscription
     drain: bool = False           # publish a backlog first, then time the workers alone
+    fast: bool = True             # the adapter's FastClient receive path (False: plain paho)
 
 
 def _worker_proc(db_url: str, data_dir: str, broker_url: str, client_id: str, tuned: bool,
-                 ready: Any, stop: Any, out: Any) -> None:
+                 fast: bool, ready: Any, stop: Any, out: Any) -> None:
     """One manager worker in its own process (as `fleet serve` would run it)."""
     store = open_store(db_url, Path(data_dir))
     if tuned:
-        cfg = WorkerConfig()
+        cfg = WorkerConfig(mqtt=MqttOptions(client_id="x", fast_receive=fast))
     else:
-        cfg = WorkerConfig(mqtt=MqttOptions(client_id="x", tcp_nodelay=False,
+        cfg = WorkerConfig(mqtt=MqttOptions(client_id="x", tcp_nodelay=False, fast_receive=False,
                                             receive_maximum=20, max_inflight_out=20),
                            ingest=IngestConfig(telemetry_batch_rows=1))
     worker = ManagerWorker(store, broker_url, client_id=client_id, config=cfg)
@@ -171,7 +176,8 @@ def run_variant(v: Variant, publishers: int = 2) -> dict[str, Any]:
         stop, out = ctx.Event(), ctx.Queue()
         readies = [ctx.Event() for _ in range(v.workers)]
         ps = [ctx.Process(target=_worker_proc, args=(url, str(tmp / "data"), broker.url,
-                                                     f"bench-mgr-{k}", v.tuned, readies[k],
+                                                     f"bench-mgr-{k}", v.tuned, v.fast,
+                                                     readies[k],
                                                      stop, out))
               for k in range(v.workers)]
         for p in ps:
@@ -239,7 +245,8 @@ def run_variant(v: Variant, publishers: int = 2) -> dict[str, Any]:
         _drop(dbname)
     # the count is polled every 0.25 s, so the figure is slightly pessimistic
     persisted_rate = min(rows, total) / elapsed if elapsed > 0 else 0.0
-    return {"variant": v.name, "db": v.db, "tuned": v.tuned, "devices": v.devices,
+    return {"variant": v.name, "db": v.db, "tuned": v.tuned, "fast_receive": v.fast,
+            "devices": v.devices,
             "workers": v.workers, "drain": v.drain, "messages_sent": total, "messages_acked_by_broker": acked,
             "rows_persisted": rows, "lost": total - rows, "duplicates": max(0, rows - total),
             "seconds": round(elapsed, 2), "persisted_msgs_per_s": round(persisted_rate, 1),
@@ -266,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.devices, args.messages, args.naive_messages, args.repeats = 4, 200, 10, 1
     variants = [Variant("naive (baseline)", "sqlite", False, args.devices, args.naive_messages),
+                Variant("tuned, plain paho receive (before)", "sqlite", True, args.devices,
+                        args.messages, fast=False),
                 Variant("tuned", "sqlite", True, args.devices, args.messages)]
     if not args.no_postgres:
         variants.append(Variant("tuned", "postgresql", True, args.devices, args.messages))
