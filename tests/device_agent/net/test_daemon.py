@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +72,10 @@ def _deploy(mgr: FakeManager, version: str, dep: str, channel: str = "commands",
 
 def _final(mgr: FakeManager, dep: str, timeout_s: float = 60) -> dict[str, Any]:
     terminal = {"healthy", "failed", "rolled-back", "deferred"}
-    return mgr.wait(lambda: next((s for s in mgr.states if s["deployment_id"] == dep
-                                  and s["phase"] in terminal), None), timeout_s)
+    final: dict[str, Any] = mgr.wait(lambda: next(
+        (s for s in mgr.states if s["deployment_id"] == dep and s["phase"] in terminal), None),
+        timeout_s)
+    return final
 
 
 def _phases(mgr: FakeManager, dep: str) -> list[str]:
@@ -180,7 +182,7 @@ def test_bad_commands_are_rejected_and_reported(mgr: FakeManager, agent: Agent,
         return [s["reason"] for s in mgr.states
                 if (s["reason"] or "").startswith("command rejected")]
 
-    cases = [
+    cases: list[tuple[Callable[[], object], str]] = [
         (lambda: mgr.send_raw(DEV, b"{not json"), "malformed"),
         (lambda: mgr.send_raw(DEV, b"x" * 300_000), "exceeds the limit"),
         (lambda: mgr.command(DEV, "deploy", {"name": "classifier", "version": "2.0.0"},
@@ -193,7 +195,11 @@ def test_bad_commands_are_rejected_and_reported(mgr: FakeManager, agent: Agent,
     ]
     for i, (send, why) in enumerate(cases):
         send()
-        mgr.wait(lambda i=i: len(rejected()) > i)
+
+        def enough(n: int = i) -> bool:
+            return len(rejected()) > n
+
+        mgr.wait(enough)
         assert why in rejected()[i], rejected()
     assert agent.rejected_commands == len(cases)
     assert _serving(agent) == "1.0.0"
@@ -323,8 +329,11 @@ def test_many_agents_share_one_process(mgr: FakeManager, tmp_path: Path, fr: Fle
                                                "version": "1.0.0", "target": "x86-cpu"},
                         channel="desired")
         for i in range(4):
-            mgr.wait(lambda i=i: any(s["device_id"] == f"sim-{i}" and s["phase"] == "healthy"
-                                     for s in mgr.states), 120)
+            def healthy(n: int = i) -> bool:
+                return any(s["device_id"] == f"sim-{n}" and s["phase"] == "healthy"
+                           for s in mgr.states)
+
+            mgr.wait(healthy, 120)
         assert all(_serving(a) == "1.0.0" for a in agents)
     finally:
         for a in agents:
