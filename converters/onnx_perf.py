@@ -103,6 +103,9 @@ def slower_groups(ctx: BackendContext, prepared: Path, make: Callable[[set[str]]
     groups = node_groups(onnx.load(str(prepared)), quantised)
     if not groups:
         return {}
+    if len(groups) > 1:
+        # Last resort, tried against what is left: nothing quantised at all.
+        groups["all-remaining"] = sorted(quantised)
     cache = _cache_path(ctx, facts, groups)
     decided: dict[str, str] | None = None
     if ctx.request.options.get("perf_cache", True) and cache.is_file():
@@ -116,6 +119,9 @@ def slower_groups(ctx: BackendContext, prepared: Path, make: Callable[[set[str]]
     kept: dict[str, str] = {}
     trials = []
     for gname, nodes in groups.items():
+        nodes = [n for n in nodes if n not in kept]
+        if not nodes:
+            continue
         t = _time(make(set(kept) | set(nodes)), ctx)
         trials.append({"group": gname, "nodes": len(nodes), "p50_ms": t, "best_ms": best})
         if t < best * (1 - MIN_GAIN):

@@ -243,7 +243,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
 
     make(set())
     native = _native(ctx, facts)
-    if not plan.qnn and native and ctx.request.options.get("perf_aware", True):
+    perf_aware = bool(ctx.request.options.get("perf_aware", True))
+    if not plan.qnn and native and perf_aware:
         from converters.onnx_perf import slower_groups
 
         ctx.progress(f"{ctx.profile.name}: measuring which node groups are faster in float")
@@ -251,7 +252,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         make(set(float_nodes))
     details_base = {
         "pass": "static-qdq",
-        "performance_aware": "measured on the build machine" if native and not plan.qnn
+        "performance_aware": "skipped: turned off (--no-perf-aware)" if not perf_aware
+        else "measured on the build machine" if native and not plan.qnn
         else "skipped: the build machine cannot run this target's kernels",
         "plan": asdict(plan), "isa": facts,
         "opset": {"source": source_opset, "artifact": model_opset_path(out)},

@@ -116,6 +116,8 @@ def _signer() -> Any:
               show_default=True,
               help="auto: top-1 accuracy with labels, top-1 agreement on class-score outputs "
                    "(Softmax or named logits/prob/score), else cosine.")
+@click.option("--perf-aware/--no-perf-aware", default=True, show_default=True,
+              help="Keep in float what INT8 makes slower, measured on this machine.")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]),
               default="minmax", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True,
@@ -132,7 +134,7 @@ def _signer() -> Any:
 def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
           precision: str | None, calibration: Path | None, validation: Path | None,
           preprocessing: str | None, input_shapes: tuple[str, ...], max_accuracy_drop: float,
-          gate_metric: str, calibration_method: str,
+          gate_metric: str, perf_aware: bool, calibration_method: str,
           threads: int, keep_io_layout: bool, out_dir: Path, timestamp: str | None,
           sign_latency: bool, as_json: bool) -> None:
     """Convert a trained ONNX model into a signed bundle of per-target artifacts.
@@ -163,7 +165,8 @@ def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
         calibration=calibration, validation=validation, input_shapes=_parse_shapes(input_shapes),
         max_accuracy_drop=max_accuracy_drop, calibration_method=calibration_method,
         threads=threads, keep_io_layout=keep_io_layout,
-        options={**_options(preprocessing), "gate_metric": gate_metric})
+        options={**_options(preprocessing), "gate_metric": gate_metric,
+                 "perf_aware": perf_aware})
     from converters.build import resolve_targets
 
     resolve_targets(request)

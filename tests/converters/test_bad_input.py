@@ -191,5 +191,5 @@ def test_accuracy_gate_failure_writes_nothing(cli, keys_home: Path, tmp_path: Pa
     cal = _npz(tmp_path / "cal.npz", x=x)
     out = tmp_path / "out"
     res = _build(cli, p, out, "--target", "x86-cpu", "--calibration", cal,
-                 "--max-accuracy-drop", "0")
+                 "--max-accuracy-drop", "0", "--no-perf-aware")
     _assert_refused(res, out, 1, "target x86-cpu", "cosine", "most sensitive: mm1+mm2 (tensor m1")

@@ -115,6 +115,7 @@ def test_int8_with_real_data_produces_qdq_and_records_choices(cli, keys_home: Pa
     res = cli("build", model, "--name", "cls", "--version", "1.0.0", "--target", "x86-cpu",
               "--calibration", tmp_path / "cal.npz", "--validation", tmp_path / "val.npz",
               "--calibration-method", "percentile", "--max-accuracy-drop", "0.5",
+              "--no-perf-aware",
               "--out", tmp_path / "o", "--json")
     assert res.code == 0, res.err
     b = _verify(Path(json.loads(res.out)["bundle"]), keys_home)
@@ -146,7 +147,8 @@ def test_accuracy_aware_fallback_keeps_the_culprit_in_float(cli, keys_home: Path
     x = np.random.default_rng(0).standard_normal((32, 4, 16)).astype(np.float32)
     np.savez(tmp_path / "cal.npz", x=x)
     res = cli("build", model, "--name", "mlp", "--version", "1.0.0", "--target", "x86-cpu",
-              "--calibration", tmp_path / "cal.npz", "--out", tmp_path / "o", "--json")
+              "--calibration", tmp_path / "cal.npz", "--no-perf-aware", "--out", tmp_path / "o",
+              "--json")
     assert res.code == 0, res.err
     art = read_bundle(Path(json.loads(res.out)["bundle"])).manifest.artifact_for("x86-cpu")
     assert art is not None
