@@ -1,4 +1,4 @@
-"""The telemetry digest on a real SQLite store: each row read once, window, latest drift wins."""
+"""The telemetry digest and the console queries on real SQLite and PostgreSQL stores."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from fleet.store import Device, Store, TelemetryRow, open_store
 T0 = 1_800_000_000.0
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path / "data")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh store on each backend: the console's SQL must be portable."""
+    url = (f"sqlite:///{tmp_path / 'fleet.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    s = open_store(url, tmp_path / "data")
     for d in ("cam-1", "cam-2"):
         s.upsert_device(Device(d, "camera", "x86-cpu"))
     yield s
@@ -116,3 +119,36 @@ def test_metrics_histogram_catches_up_within_its_budget_and_skips_nothing(store:
     store.insert_telemetry([_hist_row("cam-2", T0 + 9, [0, 0, 4])])
     assert count() == 19
     assert count() == 19           # each row counted once
+
+
+def test_grouped_queries_on_both_backends(store: Store) -> None:
+    from fleet.store import Deployment, DeploymentDevice
+
+    store.upsert_device(Device("bus-1", "vehicle", "arm64-cpu", {"city": "graz", "line": "4"}))
+    store.set_status("cam-1", True, T0)
+    q = FleetQueries(store)
+    counts = q.device_counts()
+    assert (counts["total"], counts["online"]) == (3, 1)
+    assert {c["name"]: (c["online"], c["offline"]) for c in counts["by_class"]} == {
+        "camera": (1, 1), "vehicle": (0, 1)}
+    assert {c["name"]: c["offline"] + c["online"] for c in counts["by_city"]} == {"graz": 1,
+                                                                                   "": 2}
+    f = q.facets()
+    assert f["target"] == [{"value": "x86-cpu", "count": 2}, {"value": "arm64-cpu", "count": 1}]
+    assert f["tags"] == {"city": [{"value": "graz", "count": 1}],
+                         "line": [{"value": "4", "count": 1}]}
+    assert f["version"] == []
+    store.create_deployment(
+        Deployment("d-1", "tiny", "1.0.0", "all", {}, "aborted", 0, T0, T0, T0, "bad"),
+        [DeploymentDevice("d-1", d, w, s, "x86-cpu", T0)
+         for d, w, s in (("cam-1", 0, "healthy"), ("cam-2", 1, "pending"),
+                         ("bus-1", 1, "failed"))])
+    assert q.wave_counts("d-1") == [{"wave": 0, "counts": {"healthy": 1}, "devices": 1},
+                                    {"wave": 1, "counts": {"failed": 1, "pending": 1},
+                                     "devices": 2}]
+    page = q.deployment_devices_page("d-1", None, 2, 1)
+    assert page["total"] == 3 and [r["device_id"] for r in page["items"]] == ["bus-1", "cam-2"]
+    assert q.deployment_devices_page("d-1", "failed", 10, 0)["total"] == 1
+    assert q.deployment_status_counts() == {"aborted": 1}
+    assert [a["id"] for a in q.recent_aborts(T0 - 1)] == ["d-1"]
+    assert q.recent_aborts(T0 + 1) == []
