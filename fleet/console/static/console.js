@@ -137,6 +137,7 @@
   // -- login -------------------------------------------------------------------------------
   function login(message) {
     setTitle("Sign in");
+    document.querySelectorAll("[data-nav]").forEach((a) => a.classList.remove("active"));
     me = null;
     showWho();
     const input = h("input", { type: "password", id: "token", name: "token", autocomplete: "off", placeholder: "eot_…", required: true });
