@@ -73,6 +73,8 @@ class EmbeddedBroker:
         self.requested = kind
         self.port = port or _free_port()
         self.start_timeout_s = start_timeout_s
+        self.log_type = "error"                 # mosquitto's log_type (e.g. "all" to debug)
+        self.log_path: Path | None = None
         self.kind: BrokerKind | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -143,15 +145,23 @@ class EmbeddedBroker:
     def _start_mosquitto(self, binary: str) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="edgeops-broker-")
         conf = Path(self._tmp.name) / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        self.log_path = Path(self._tmp.name) / "mosquitto.log"
+        import getpass
+
+        # run as us: mosquitto started as root would switch to user "mosquitto", who cannot
+        # write the log in our private temp dir
+        conf.write_text(f"user {getpass.getuser()}\n"
+                        f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
                         "persistence false\nmax_inflight_messages 0\nmax_queued_messages 100000\n"
-                        "message_size_limit 0\nlog_type error\n")
+                        f"message_size_limit 0\nlog_dest file {self.log_path}\n"
+                        f"log_type {self.log_type}\n")
+        # the log goes to a file: a pipe nobody reads would stall the broker once full
         self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, start_new_session=True)
+                                      stderr=subprocess.DEVNULL, start_new_session=True)
         if not _wait_port(self.port, self.start_timeout_s):
             err = b""
-            if self._proc.poll() is not None and self._proc.stderr is not None:
-                err = self._proc.stderr.read()
+            if self.log_path.exists():
+                err = self.log_path.read_bytes()[-2000:]
             self.stop()
             raise TransportError(f"mosquitto did not listen on 127.0.0.1:{self.port}: "
                                  f"{err.decode(errors='replace').strip() or 'no answer'}",

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -48,11 +49,15 @@ __all__ = ["sim"]
               metavar="SECONDS", help="One reading per air-quality/bin sensor this often.")
 @click.option("--duration", type=float, default=None, metavar="SECONDS",
               help="Stop after this long (default: until Ctrl-C).")
+@click.option("--per-process", type=click.IntRange(1, 95), default=80, show_default=True,
+              help="Agents per process; more devices run as several processes (paho's "
+                   "select() loop limits one process to about 100 agents).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="No progress; JSON summary on stdout.")
 def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, profile: str,
         faults: str, fault_share: float, workdir: Path, prefix: str, hours_per_s: float,
-        sensor_interval: float, duration: float | None, seed: int, as_json: bool) -> None:
+        sensor_interval: float, duration: float | None, per_process: int, seed: int,
+        as_json: bool) -> None:
     """Simulate a fleet of devices that run the real agent, many per process.
 
     Devices are enrolled with the manager, connect to the broker and behave like a city:
@@ -76,9 +81,19 @@ def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, prof
         raise UsageError("--sensor-interval must be positive")
     plan = FaultPlan(parse_faults(faults), share=fault_share)
     specs = smart_city(n, seed, prefix)
-    fleet = SimFleet(specs, workdir, broker, SimOptions(
-        mqtt_version=5 if mqtt_version == "5" else 4, hours_per_s=hours_per_s, faults=plan,
+    mqtt_v = 5 if mqtt_version == "5" else 4
+    sim_fleet = SimFleet(specs, workdir, broker, SimOptions(
+        mqtt_version=mqtt_v, hours_per_s=hours_per_s, faults=plan,
         sensor_interval_s=sensor_interval, seed=seed))
+    fleet: Any = sim_fleet
+    if n > per_process:
+        from fleet.sim.shards import ShardedFleet
+
+        fleet = ShardedFleet(workdir, broker, [s.id for s in specs], n=n, seed=seed,
+                             prefix=prefix, per_process=per_process, options={
+                                 "mqtt_version": mqtt_v, "hours_per_s": hours_per_s,
+                                 "sensor_interval_s": sensor_interval, "seed": seed,
+                                 "faults": sorted(plan.faults), "fault_share": fault_share})
 
     def say(text: str) -> None:
         if not as_json:
@@ -86,7 +101,7 @@ def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, prof
 
     client = FleetClient(fleet_url, token)
     say(f"enrolling {n} devices with {fleet_url} ...")
-    fleet.enrol(client)
+    sim_fleet.enrol(client)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -95,10 +110,10 @@ def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, prof
     try:
         while not stop.wait(5.0):
             s = fleet.snapshot()
-            say(f"[{time.monotonic() - t0:6.0f} s] sim {s['sim_hour']:05.2f} h · "
-                f"{s['online']}/{s['devices']} online · serving {s['serving']} · "
-                f"{s['predictions']} predictions · drops {s['link_drops']} · "
-                f"power cuts {s['power_cuts']}")
+            say(f"[{time.monotonic() - t0:6.0f} s] sim {s.get('sim_hour', 0):05.2f} h · "
+                f"{s.get('online', 0)}/{n} online · serving {s.get('serving', {})} · "
+                f"{s.get('predictions', 0)} predictions · drops {s.get('link_drops', 0)} · "
+                f"power cuts {s.get('power_cuts', 0)}")
             if duration is not None and time.monotonic() - t0 >= duration:
                 break
     except KeyboardInterrupt:

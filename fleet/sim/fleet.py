@@ -127,6 +127,16 @@ class SimFleet:
             if progress is not None:
                 progress(i + 1, len(self.specs))
 
+    def attach(self) -> None:
+        """Use the enrolment folders :meth:`enrol` wrote earlier (another process did it)."""
+        for spec in self.specs:
+            cfg = self.workdir / "devices" / spec.id / "agent.json"
+            if not cfg.exists():
+                from edgeops.errors import UsageError
+
+                raise UsageError(f"device {spec.id} is not enrolled in {self.workdir}")
+            self.devices[spec.id] = SimDevice(spec, cfg, rng=random.Random(spec.seed))
+
     def _broker_for(self, device_id: str) -> str:
         if not self.options.faults.has(device_id, "slow"):
             return self.broker_url

@@ -57,3 +57,24 @@ def test_bounded_sim_run_enrols_connects_and_reports_json(
         kinds = {d["tags"]["kind"] for d in c.devices()["items"]}
         assert kinds == {"air-quality", "bin-level", "traffic-camera", "vehicle"}
         assert (tmp_path / "sim" / "devices" / "aq-001" / "agent.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+def test_more_devices_than_per_process_run_as_shard_processes(
+        tmp_path: Path, keystore: KeyStore, mosquitto: Any) -> None:
+    with live_fleet(keystore, tmp_path / "mgr", broker=mosquitto.url) as lf:
+        r = _run(["sim", "--devices", "6", "--per-process", "3", "--fleet", lf.url, "--token",
+                  lf.admin, "--broker", mosquitto.url, "--workdir", str(tmp_path / "sim"),
+                  "--duration", "12", "--sensor-interval", "1", "--json"])
+        assert r.exit_code == 0, r.output
+        s = json.loads(r.output)
+        assert s["processes"] == 2
+        assert s["devices"] == 6 and s["online"] == 6, s
+        c = FleetClient(lf.url, lf.admin)
+        devs = c.devices()["items"]       # they were online, and said goodbye on stop
+        assert len(devs) == 6 and all(d["online"] is False and d["last_seen"] for d in devs)
+    import psutil
+
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if "fleet.sim.shards" in " ".join(p.info["cmdline"] or [])]
