@@ -109,9 +109,13 @@ def _accept(ctx: BackendContext, path: Path, res: ConversionResult) -> BuiltArti
                               f"does not run in LiteRT ({str(exc).splitlines()[0]})",
                               hint="report this as an edgeops bug; use an ONNX target "
                                    "meanwhile") from None
-    report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"))
-    check_gate(report, ctx.request.max_accuracy_drop, ctx.profile.name)
-    metric, drop = gate_drop(report)
+    # the build decides which outputs are class scores and which metric gates (as for the
+    # ONNX targets), so a [n, k] regression output is not gated on top-1 agreement
+    report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"),
+                             ctx.shared.get("classifier_outputs"))
+    gate_metric = ctx.shared.get("gate_metric", "auto")
+    check_gate(report, ctx.request.max_accuracy_drop, ctx.profile.name, gate_metric)
+    metric, drop = gate_drop(report, gate_metric)
     n_golden = min(ctx.request.golden_samples, len(val))
     golden_in = {n: stack_outputs([raw_in[i][k] for i in range(n_golden)])
                  for k, n in enumerate(res.input_names)}

@@ -172,3 +172,33 @@ def test_artifact_litert_cannot_load_is_a_conversion_error(tmp_path: Path,
     with pytest.raises(ConversionError, match="does not run in LiteRT"):
         build(req, lambda _m: None, tmp_path / "work")
     assert list((tmp_path / "work" / "tflite-cpu").iterdir()) == []
+
+
+def test_regression_output_is_gated_by_cosine_not_top1(tmp_path: Path) -> None:
+    """A [N, 8] forecast is not a classifier: the build says so (classifier_outputs) and the
+    tflite backend must follow it, as the ONNX targets do, instead of the shape rule."""
+    from onnx import helper as oh
+
+    from tests.converters.tflite.models import W, graph
+
+    rng = np.random.default_rng(5)
+    m = graph([oh.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+               oh.make_node("Relu", ["h"], ["r"]),
+               oh.make_node("Gemm", ["r", "w2", "b2"], ["forecast"], transB=1)],
+              {"x": ["N", 12]}, ["forecast"],
+              [W(rng, "w1", 16, 12), W(rng, "b1", 16), W(rng, "w2", 8, 16), W(rng, "b2", 8)])
+    src = _save(m, tmp_path / "f.onnx")
+    req = BuildRequest(model=src, name="f", version="1.0.0", targets=("tflite-cpu",),
+                       precision="int8", calibration=_cal(m, tmp_path / "cal.npz"),
+                       max_accuracy_drop=0.05)
+    (a,) = build(req, lambda _m: None, tmp_path / "work").artifacts
+    acc = a.metrics["accuracy"]
+    assert acc["gate_metric"] == "cosine"
+    assert acc["outputs"]["forecast"]["top1_agreement"] is None
+    assert "top1_agreement" not in acc["summary"]
+    # forcing the metric reaches the backend too
+    req2 = BuildRequest(model=src, name="f", version="1.0.0", targets=("tflite-cpu",),
+                        precision="int8", calibration=_cal(m, tmp_path / "cal.npz"),
+                        max_accuracy_drop=0.5, options={"gate_metric": "top1"})
+    (b,) = build(req2, lambda _m: None, tmp_path / "work2").artifacts
+    assert b.metrics["accuracy"]["gate_metric"] == "top1_agreement"
