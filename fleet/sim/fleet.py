@@ -344,7 +344,9 @@ class SimFleet:
             if dev.agent is not None:
                 m = dev.agent.core.inference.model
                 active[_label(m) if m is not None else "none"] += 1
-        return {"devices": len(self.devices), "online": online,
+        connected = sum(1 for d in self.devices.values()
+                        if d.agent is not None and d.agent.conn.connected.is_set())
+        return {"devices": len(self.devices), "online": online, "connected": connected,
                 "serving": dict(sorted(active.items())),
                 "predictions": sum(d.predictions for d in self.devices.values()),
                 "prediction_errors": sum(d.errors for d in self.devices.values()),
