@@ -1,8 +1,9 @@
 """Deterministic, realistic-looking data for the benchmark models (numpy only, no torch).
 
 Images are coloured geometric shapes on textured noise (ten classes: the shape decides the
-class, colours and positions vary); segmentation masks mark the shape's pixels by kind; time
-series are sums of drifting sinusoids with noise. The same generator trains the models in
+class; colours, sizes and positions vary; the shape is always brighter than its background);
+segmentation masks mark the shape's pixels by kind; time series are sums of drifting
+sinusoids with noise. The same generator trains the models in
 make_models.py and produces the calibration/validation sets, with different seeds, so
 calibration data is in-distribution without being the training data.
 """
@@ -53,8 +54,12 @@ def images(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     x = np.empty((n, 3, size, size), np.float32)
     labels = rng.integers(0, len(IMAGE_CLASSES), n)
     for i in range(n):
-        bg = rng.uniform(0.1, 0.6, 3)[:, None, None] + rng.normal(0, 0.08, (3, size, size))
-        fg = rng.uniform(0.3, 1.0, 3)[:, None, None]
+        # The shape must stay visible: the foreground is at least 0.3 brighter than the
+        # background in every channel (independent colours made some shapes vanish into the
+        # background, label noise no model can learn).
+        base = rng.uniform(0.05, 0.45, 3)
+        bg = base[:, None, None] + rng.normal(0, 0.08, (3, size, size))
+        fg = (base + rng.uniform(0.3, 0.55, 3))[:, None, None]
         m = _shape_mask(int(labels[i]), size, rng)
         img = np.where(m[None], fg, bg) + rng.normal(0, 0.05, (3, size, size))
         x[i] = ((img - 0.45) / 0.25).astype(np.float32)

@@ -3,8 +3,11 @@
     python -m benchmarks.models.make_models            # writes benchmarks/models/*.onnx + *.npz
     python -m benchmarks.models.make_models --data-only # only the .npz (numpy, no torch)
 
-Four architectures exported from PyTorch with weights trained briefly on generated data
-(benchmarks/models/datagen.py), so activations and weights have realistic distributions:
+Four architectures exported from PyTorch with weights trained on generated data
+(benchmarks/models/datagen.py), so activations and weights have realistic distributions. The
+classifiers train to convergence (4000 generated images, one-cycle Adam; validation top-1
+mobilenet 0.985, resnet 1.000, ~80 s each on one thread): barely trained models have near-tied
+logits, and INT8 agreement on those measures noise, not the converter.
 
 * ``mobilenet``: MobileNet-style classifier (depthwise-separable blocks, ReLU6, 32x32 input);
 * ``resnet``: compute-heavy ResNet-style classifier (plain 3x3 convs, residual adds);
@@ -13,11 +16,14 @@ Four architectures exported from PyTorch with weights trained briefly on generat
 
 Each gets ``<name>.onnx`` (opset 17, dynamic batch) plus ``<name>.cal.npz`` (calibration) and
 ``<name>.val.npz`` (validation; classifiers carry ``labels``), stored as float16 to stay small
-(edgeops casts floating data to the model's dtype). Everything is seeded.
+(edgeops casts floating data to the model's dtype). Everything is seeded; the committed
+classifiers were made with ``MAKE_MODELS_THREADS=1 python -m benchmarks.models.make_models
+--only mobilenet`` (and ``--only resnet``): the thread count changes float rounding.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +41,7 @@ def _torch():  # type: ignore[no-untyped-def]
     import torch
 
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("MAKE_MODELS_THREADS", "2")))
     return torch
 
 
@@ -126,9 +132,13 @@ def gru():  # type: ignore[no-untyped-def]
 
 
 def _train(model, x: np.ndarray, y: np.ndarray, loss_name: str, steps: int,  # type: ignore[no-untyped-def]
-           batch: int = 32, lr: float = 3e-3) -> float:
+           batch: int = 32, lr: float = 3e-3, one_cycle: bool = False) -> float:
     torch = _torch()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    # one-cycle schedule (warm-up, then anneal): converges in a few hundred steps, which a
+    # constant rate did not (the classifiers stalled at 0.49 / 0.86 validation top-1)
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+             if one_cycle else None)
     loss_fn = torch.nn.CrossEntropyLoss() if loss_name == "ce" else torch.nn.MSELoss()
     rng = np.random.default_rng(1)
     model.train()
@@ -142,6 +152,8 @@ def _train(model, x: np.ndarray, y: np.ndarray, loss_name: str, steps: int,  # t
         loss = loss_fn(model(xb), yb)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
     model.eval()
     return float(loss.detach())
 
@@ -178,9 +190,9 @@ def _data(name: str) -> None:
 def _model(name: str, t0: float) -> None:
     torch = _torch()
     if name in ("mobilenet", "resnet"):
-        x, y = datagen.images(1200, size=SIZE, seed=100)
+        x, y = datagen.images(4000, size=SIZE, seed=100)
         m = mobilenet() if name == "mobilenet" else resnet()
-        loss = _train(m, x, y, "ce", *TRAIN[name])
+        loss = _train(m, x, y, "ce", *TRAIN[name], one_cycle=True)
         xv, yv = datagen.images(VAL_SAMPLES, size=SIZE, seed=300)
         with torch.no_grad():
             acc = float((m(torch.from_numpy(xv)).argmax(1).numpy() == yv).mean())
@@ -201,8 +213,8 @@ def _model(name: str, t0: float) -> None:
         print(f"gru: loss {loss:.4f} ({time.time() - t0:.0f}s)", file=sys.stderr)
 
 
-# (steps, batch): brief, sized for a shared 2-core machine.
-TRAIN = {"mobilenet": (400, 16), "resnet": (200, 16), "segnet": (60, 8), "gru": (150, 32)}
+# (steps, batch): sized for a shared 2-core machine (each classifier ~3 CPU minutes).
+TRAIN = {"mobilenet": (800, 32), "resnet": (400, 32), "segnet": (60, 8), "gru": (150, 32)}
 
 
 def main(argv: list[str] | None = None) -> None:
