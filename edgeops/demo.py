@@ -522,8 +522,9 @@ def _print_summary(out: _Out, s: dict[str, Any]) -> None:
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False),
               default=Path("edgeops-demo"), show_default=True,
               help="Where the demo writes keys, models, bundles, the fleet's data and devices.")
-@click.option("--devices", type=click.IntRange(4, 2000), default=20, show_default=True,
-              help="Simulated devices (air-quality and bin sensors, cameras, vehicles).")
+@click.option("--devices", type=click.IntRange(4, 80), default=20, show_default=True,
+              help="Simulated devices (air-quality and bin sensors, cameras, vehicles), in "
+                   "this process; for more use `edgeops sim` against a running manager.")
 @click.option("--fast", is_flag=True, help="Shorter bake times and driving spells (for CI).")
 @click.option("--keep", is_flag=True,
               help="Keep the manager, console and fleet running until Ctrl-C.")

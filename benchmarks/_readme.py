@@ -1,0 +1,97 @@
+"""Assemble benchmarks/README.md from the benchmark modules and their latest results.
+
+Why: the numbers live in ``benchmarks/results/<name>.md`` (each written by its benchmark with
+its machine, versions, parameters and baseline side by side); the README is the one page that
+lists every benchmark, how to run it, what it compares against, and its latest table. Run
+``python -m benchmarks._readme`` after ``make bench`` (or after any single benchmark).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import platform
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+_INTRO = """# Benchmarks
+
+`make bench` runs `python -m benchmarks.run`: every module `benchmarks/<name>.py` in turn (never
+in parallel, they would disturb each other's timings), each writing
+`benchmarks/results/<name>.json` and a Markdown table `<name>.md`, then merges them into
+`benchmarks/results.json` and `benchmarks/results.md`. One benchmark alone:
+`python -m benchmarks.<name>`; `python -m benchmarks.run --list` lists them.
+`python -m benchmarks._readme` rebuilds this page from the modules' docstrings and the latest
+results.
+
+Rules every benchmark follows: it states the machine, versions, threads and parameters; it
+measures against its baseline side by side in the same run (same process or interleaved) and
+reports medians and ratios; performance is never asserted in tests.
+
+**Machine of the results below**: {machine}; 2 CPU cores *shared with other jobs* while
+these ran (several benchmarks record the load average): absolute times are noisy, the ratios
+against the same-run baseline are what to compare.
+
+| benchmark | what it measures | baseline beside it |
+|---|---|---|
+{index}
+"""
+
+_BASELINES = {
+    "agent_core": "ONNX Runtime called directly, interleaved",
+    "agent_footprint": "ORT-only process with the same model; ORT direct calls",
+    "console": "plain API paging / first scrape in the same run",
+    "converter_onnx": "FP32 model and stock `quantize_static`",
+    "converter_tflite": "ONNX Runtime FP32 and ORT static INT8",
+    "fleet_delivery_agents": "none in the same run: the 60 s goal beside each size",
+    "fleet_delivery": "unicast (one publication per fetch) in the same run",
+    "fleet_ingest": "naive ingest (one transaction per message) in the same run",
+    "fleet_store": "SQLite executemany vs PostgreSQL executemany vs COPY",
+    "hardware_tests": "bare runtime call of the same artifact",
+    "security": "plain TCP, and mTLS without the ACL, interleaved",
+    "sim_scale": "same process before any agent; N × one-agent-per-process RSS",
+}
+
+
+def _summary(mod: Path) -> str:
+    try:
+        doc = ast.get_docstring(ast.parse(mod.read_text())) or ""
+    except SyntaxError:
+        return ""
+    first = doc.strip().split("\n\n")[0].replace("\n", " ")
+    return first.replace("|", "/")
+
+
+def build() -> str:
+    mods = sorted(p for p in HERE.glob("*.py")
+                  if not p.stem.startswith("_") and p.stem not in ("run", "__init__"))
+    machine = (f"{platform.machine()} Linux, Python {platform.python_version()}, "
+               f"{os.cpu_count()} CPUs")
+    rows = [f"| [`{m.stem}`](#{m.stem}) | {_summary(m)} | {_BASELINES.get(m.stem, 'see table')} |"
+            for m in mods]
+    parts = [_INTRO.format(machine=machine, index="\n".join(rows))]
+    for m in mods:
+        parts.append(f'<a id="{m.stem}"></a>\n\n## {m.stem}\n\n'
+                     f"Run: `python -m benchmarks.{m.stem}` (source: `benchmarks/{m.name}`).\n")
+        md = RESULTS / f"{m.stem}.md"
+        if md.exists():
+            body = md.read_text().strip()
+            # demote the result's own headings below this section's
+            body = "\n".join(("###" + ln.lstrip("#")) if ln.startswith("#") else ln
+                             for ln in body.splitlines())
+            parts.append(body + "\n")
+        else:
+            parts.append("_No results yet: run it._\n")
+    return "\n".join(parts)
+
+
+def main() -> int:
+    (HERE / "README.md").write_text(build())
+    print(f"wrote {HERE / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
