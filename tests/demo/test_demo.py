@@ -90,3 +90,45 @@ def test_demo_with_a_malformed_broker_url_is_a_usage_error(tmp_path: Path) -> No
          "--broker", "http://nope"], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert "is not mqtt://" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_keep_serves_the_console_until_ctrl_c(tmp_path: Path) -> None:
+    """``--keep``: console URL and operator token printed, both work, Ctrl-C ends cleanly."""
+    import re
+    import signal
+    import time
+    import urllib.request
+
+    env = {**os.environ, "EDGEOPS_KEY_PASSPHRASE": "edgeops-demo-passphrase"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeops.cli.main", "demo", "--workdir", str(tmp_path / "w"),
+         "--devices", "4", "--fast", "--keep", "--broker-kind", "amqtt"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 280
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        text = "".join(lines)
+        m = re.search(r"console: (http://\S+/console/)\s+\(operator token: (\S+)\)", text)
+        assert m, text[-2000:]
+        url, token = m.group(1), m.group(2)
+        with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 (http, loopback)
+            assert r.status == 200
+        api = url.replace("/console/", "/api/v1/devices")
+        req = urllib.request.Request(  # noqa: S310 (http, loopback)
+            api, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 (http, loopback)
+            assert len(json.loads(r.read())["items"]) == 4
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
