@@ -179,7 +179,6 @@ class EmbeddedBroker:
                                   "--broker mqtt://HOST:PORT") from None
         config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}",
                                             "max_connections": 0}},
-                  "sys_interval": 0,
                   "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
                               {"allow_anonymous": True}}}
         # amqtt logs every connection at INFO; keep the demo's terminal readable
