@@ -282,9 +282,13 @@ def test_installer_killed_at_random_instants_restarts_healthy(tmp_path: Path, fl
     rng = random.Random(99)
     x = np.ones((1, FEATURES), np.float32)
     served: set[str] = set()
+    # Bounded in time without being a timed assertion: on a loaded machine fewer kills fit, but
+    # never fewer than min_kills, and every kill that ran is checked in full.
     deadline = time.monotonic() + 240
+    min_kills = min(iterations, 8)
     for i in range(iterations):
-        assert time.monotonic() < deadline, "kill test exceeded its time bound"
+        if i >= min_kills and time.monotonic() > deadline:
+            break
         child = subprocess.Popen(
             [sys.executable, "-m", "tests.device_agent.install_crash_child",
              str(tmp_path / "slots"), str(root_path(KeyStore(fleet.home))),

@@ -131,9 +131,13 @@ def test_killed_at_random_instants_always_restarts_on_a_whole_model(tmp_path: Pa
     x = np.arange(FEATURES, dtype=np.float32).reshape(1, FEATURES)
     seen_versions: set[int] = set()
     last = 0
+    # Bounded in time without being a timed assertion: on a loaded machine fewer kills fit, but
+    # never fewer than MIN_KILLS, and every kill that ran is checked in full.
     deadline = time.monotonic() + 240
+    min_kills = min(iterations, 20)
     for i in range(iterations):
-        assert time.monotonic() < deadline, "kill test exceeded its time bound"
+        if i >= min_kills and time.monotonic() > deadline:
+            break
         child = subprocess.Popen([sys.executable, "-m", "tests.device_agent.slot_crash_child",
                                   str(tmp_path), str(i)], cwd=REPO, env=env,
                                  stdout=subprocess.PIPE)
