@@ -76,6 +76,13 @@ def big_model(path: Path, size_bytes: int, seed: int = 0) -> Path:
     return path
 
 
+LATENCY_P95_MS = 1000.0
+"""The bundle's declared p95 latency. The agent's health check fails a model whose p50 exceeds
+twice this. Agents health-checking at once on two shared cores measured 14-22 ms (5 agents)
+and up to 322 ms (50 agents) for a model that takes ~2 ms alone: the benchmark measures
+delivery, so it declares 1 s (the golden-output check and the latency check still run)."""
+
+
 def build_bundle(work: Path, keys: Any, size_bytes: int, name: str = "big",
                  version: str = "1.0.0", target: str = "x86-cpu") -> Path:
     """A signed bundle with the big model and golden samples, as ``edgeops build`` lays out."""
@@ -95,7 +102,7 @@ def build_bundle(work: Path, keys: Any, size_bytes: int, name: str = "big",
     entry = ArtifactEntry(
         target=target, file=file_ref(art_path, model), format="onnx", runtime="onnxruntime",
         providers=("CPUExecutionProvider",), precision="fp32",
-        golden=file_ref(gold_path, golden), metrics={"latency_ms_p95": 5.0},
+        golden=file_ref(gold_path, golden), metrics={"latency_ms_p95": LATENCY_P95_MS},
         tolerance={"atol": 1e-4, "rtol": 1e-3})
     manifest = Manifest(
         name=name, version=version,
@@ -200,7 +207,7 @@ def run(devices: int, size_bytes: int, timeout_s: float) -> dict[str, Any]:
                         raise TimeoutError("an agent process did not start")
                 res["enrol_and_start_s"] = round(time.monotonic() - t, 1)
                 _wait("agents online", lambda: c.devices(online="true", limit=1)["total"]
-                      == devices, max(180.0, devices * 2.0), poll_s=1.0)
+                      == devices, max(120.0, devices * 1.0), poll_s=1.0)
                 res["all_online_s"] = round(time.monotonic() - t, 1)
                 res["agent_processes"] = len(hosts)
                 root = Metadata[Root].from_file(str(root_path(keys)))
@@ -232,7 +239,11 @@ def run(devices: int, size_bytes: int, timeout_s: float) -> dict[str, Any]:
                         marks["healthy"] = now
                         return True
                     if d["status"] not in ("running", "pending"):
-                        raise RuntimeError(f"deployment ended {d['status']}: {counts}")
+                        devs = c.deployment_devices(dep["id"]).get("items", [])
+                        why = sorted({str(x.get("reason")) for x in devs if x.get("reason")})
+                        res["ended"] = {"status": d["status"], "counts": counts,
+                                        "reasons": why[:5]}
+                        return True
                     return False
 
                 try:
