@@ -66,3 +66,25 @@ def test_gru_model_refused_in_one_line() -> None:
     with pytest.raises(UnsupportedModelError) as ei:
         convert(onnx.load(str(path)))
     assert "GRU" in ei.value.message and "\n" not in ei.value.diagnostics()
+
+
+@pytest.mark.parametrize("target", ["edgetpu", "ethos-u"])
+def test_full_int8_build_keeps_top1_on_trained_classifier(tmp_path: Path, target: str) -> None:
+    """Issue 4's INT8 goal as behaviour: on the trained MobileNet-style classifier (validation
+    labels, 200 samples) the accepted full-integer artifact agrees with FP32 on >= 98% of top-1
+    decisions, and the build gates on label accuracy (the labels are in the .val.npz)."""
+    from converters.api import BuildRequest
+    from converters.build import build
+
+    if not (MODELS / "mobilenet.onnx").exists():
+        pytest.skip("mobilenet not exported")
+    req = BuildRequest(model=MODELS / "mobilenet.onnx", name="m", version="1.0.0",
+                       targets=(target,), calibration=MODELS / "mobilenet.cal.npz",
+                       validation=MODELS / "mobilenet.val.npz",
+                       input_shapes={"input": (1, 3, 32, 32)})
+    (a,) = build(req, lambda _m: None, tmp_path).artifacts
+    acc = a.metrics["accuracy"]
+    assert a.metrics["validation_samples"] == 200
+    assert acc["gate_metric"] == "top1_accuracy" and acc["drop"] <= 0.01
+    assert acc["summary"]["top1_agreement"] >= 0.98
+    assert acc["summary"]["cosine_min"] >= 0.98
