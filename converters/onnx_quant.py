@@ -128,8 +128,10 @@ def prepare(ctx: BackendContext, min_opset: int) -> Path:
     for kw in ({}, {"skip_symbolic_shape": True}, {"skip_symbolic_shape": True,
                                                     "skip_optimization": True}):
         try:
-            with contextlib.redirect_stdout(None):
-                quant_pre_process(str(raw), str(out), **kw)
+            # ORT's symbolic shape inference drops sym_shape_infer_temp.onnx and uuid .data files
+            # into the working directory when it falls back; keep them in the build's scratch dir.
+            with contextlib.redirect_stdout(None), contextlib.chdir(ctx.workdir):
+                quant_pre_process(str(raw.resolve()), str(out.resolve()), **kw)
             m = onnx.load(str(out))
             onnx.checker.check_model(m)
             break

@@ -34,6 +34,9 @@ def test_mobilenet_int8_meets_the_gate_with_labels(tmp_path: Path) -> None:
     assert acc["gate_metric"] == "top1_accuracy"
     assert acc["drop"] <= 0.01
     assert acc["summary"]["cosine_min"] >= 0.98
+    # the export is trained (val top-1 0.985), so INT8 must keep its decisions, not just its
+    # accuracy: near-tied logits no longer excuse flips
+    assert acc["summary"]["top1_agreement"] >= 0.98
     q = onnx.load(str(art.path))
     assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
     assert art.details["quantised_nodes"] >= 1
@@ -54,7 +57,14 @@ def test_gru_forecaster_int8_close_to_fp32(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_segnet_entropy_calibration(tmp_path: Path) -> None:
-    (art,) = _build("segnet", tmp_path, calibration_method="entropy").artifacts
+def test_segnet_entropy_calibration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # segnet makes ORT's symbolic shape inference fall back, which writes
+    # sym_shape_infer_temp.onnx and uuid .data files into the working directory: a build must
+    # leave the user's directory as it was.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    (art,) = _build("segnet", tmp_path / "work", calibration_method="entropy").artifacts
+    assert sorted(p.name for p in cwd.iterdir()) == []
     assert art.details["calibration"]["method"] == "entropy"
     assert art.metrics["accuracy"]["drop"] <= 0.01
