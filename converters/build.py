@@ -36,7 +36,7 @@ from converters.data import InputSpec, Preprocessing, SampleSet, load_labels, lo
 from converters.model_check import SourceModel, load_source
 from converters.profiles import TargetProfile, get_profile
 from converters.validate import classifier_outputs, model_inputs, run_onnx, synthetic_samples
-from edgeops.errors import UsageError
+from edgeops.errors import BadContentError, UsageError
 
 __all__ = ["BuildOutcome", "build", "build_artifacts", "resolve_targets"]
 
@@ -194,6 +194,21 @@ def _load_data(request: BuildRequest, inputs: list[InputSpec], progress: Progres
     return cal, val, labels, info
 
 
+
+def _check_finite(reference: Mapping[str, np.ndarray], samples: int) -> None:
+    """A source model whose FP32 outputs hold NaN/Inf has nothing to be compared against."""
+    bad = {}
+    for name, out in reference.items():
+        a = np.asarray(out)
+        if np.issubdtype(a.dtype, np.floating):
+            rows = ~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) if a.ndim else ~np.isfinite(a)
+            if rows.any():
+                bad[name] = int(np.count_nonzero(rows))
+    if bad:
+        where = ", ".join(f"'{n}' on {k} of {samples} samples" for n, k in sorted(bad.items()))
+        raise BadContentError(f"the source model outputs NaN or Inf ({where})",
+                              hint="fix the model (bad weights or export); nothing was built")
+
 def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOutcome:
     """Check everything, then run each target's backend; artifacts land under ``workdir``."""
     targets = resolve_targets(request)
@@ -211,6 +226,7 @@ def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOu
     cal, val, labels, info = _load_data(request, inputs, progress)
     progress(f"FP32 reference on {len(val)} validation samples")
     reference = run_onnx(source.path, val, threads=request.threads)
+    _check_finite(reference, len(val))
     gate_metric = str(request.options.get("gate_metric", "auto"))
     if gate_metric not in ("auto", "top1", "cosine"):
         raise UsageError(f"unknown gate metric '{gate_metric}'", hint="use auto, top1 or cosine")

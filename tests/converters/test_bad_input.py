@@ -193,3 +193,14 @@ def test_accuracy_gate_failure_writes_nothing(cli, keys_home: Path, tmp_path: Pa
     res = _build(cli, p, out, "--target", "x86-cpu", "--calibration", cal,
                  "--max-accuracy-drop", "0", "--no-perf-aware")
     _assert_refused(res, out, 1, "target x86-cpu", "cosine", "most sensitive: mm1+mm2 (tensor m1")
+
+
+def test_source_model_that_outputs_nan_is_refused(cli, keys_home: Path, tmp_path: Path) -> None:
+    """A model with corrupted weights (here: the demo's broken classifier) is not built at all."""
+    from edgeops.examples import make_vehicle_classifier
+
+    ex = make_vehicle_classifier(tmp_path / "broken", broken=True)
+    out = tmp_path / "out"
+    res = _build(cli, ex.model, out, "--target", "x86-cpu", "--precision", "fp32",
+                 "--validation", ex.validation)
+    _assert_refused(res, out, 1, "the source model outputs NaN or Inf", "'probabilities'")
