@@ -34,6 +34,14 @@ reports medians and ratios; performance is never asserted in tests.
 these ran (several benchmarks record the load average): absolute times are noisy, the ratios
 against the same-run baseline are what to compare.
 
+**Not measured yet, and why**: the `cuda-gpu` profile (onnxruntime-gpu with the CUDA and
+TensorRT providers) and the `gpu`-marked hardware tests need an NVIDIA GPU; none was lent to the
+session that wrote these results, so there are no GPU figures here. On a CUDA machine run
+`pytest hardware_tests --bundle B --target cuda-gpu` and `python -m benchmarks.hardware_tests`
+(it measures `cuda-gpu` automatically when ONNX Runtime finds a GPU). The converter's "2× over
+FP32 on a VNNI CPU" goal needs a CPU with AVX-512 VNNI or AVX-VNNI; this machine (AMD EPYC, AVX2)
+has neither, so only the comparison against stock `quantize_static` is measured.
+
 | benchmark | what it measures | baseline beside it |
 |---|---|---|
 {index}
