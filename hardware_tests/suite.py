@@ -109,7 +109,20 @@ def synthetic_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np
 
 
 def _max_rss_bytes() -> int | None:
-    """The kernel's high-water mark of this process's RSS (Linux: KiB; macOS: bytes)."""
+    """The kernel's high-water mark of this process's RSS, in bytes.
+
+    On Linux this is ``VmHWM`` from /proc/self/status, which belongs to this process's memory
+    map. ``getrusage``'s ``ru_maxrss`` is not usable there: it survives ``execve``, so a process
+    started by a large parent (pytest running a big suite, a fleet agent) begins with the
+    parent's peak and never sees its own.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:           # not on POSIX
