@@ -226,6 +226,32 @@ def test_chunk_assembly_round_trip_any_order_resumable(tmp_path: Path, data: byt
     assert b"".join(b.read(i) for i in range(len(chunks))) == data
 
 
+def test_torn_chunks_after_a_power_cut_are_fetched_again(tmp_path: Path) -> None:
+    """Chunks are written without fsync; a torn or emptied one is dropped on resume, not used."""
+    import hashlib
+
+    data = bytes(range(256)) * 10
+    sha = hashlib.sha256(data).hexdigest()
+    limits = DownloadLimits(chunk_bytes=700, max_artifact_bytes=10_000)
+    d = tmp_path / "asm"
+    a = ChunkAssembler(sha, d, limits)
+    chunks = _chunks(data, 700, sha)
+    for c in chunks:
+        assert a.add(c)
+    files = sorted(d.glob("*.chunk"), key=lambda p: int(p.name.split(".")[0]))
+    assert [p.name.split(".")[1] for p in files] == [c.sha256 for c in chunks]
+    files[1].write_bytes(files[1].read_bytes()[:100])     # torn write
+    files[2].write_bytes(b"")                              # data never reached the disk
+    (d / "3.deadbeef.chunk.part").write_bytes(b"half")     # a write cut short
+    b = ChunkAssembler(sha, d, limits)
+    assert b.missing() == ((1, 3),)
+    assert not list(d.glob("*.part"))
+    for c in chunks[1:3]:
+        assert b.add(c)
+    b.check_complete()
+    assert b"".join(b.read(i) for i in range(len(chunks))) == data
+
+
 def test_assembler_rejects_oversized_inconsistent_and_overflowing_chunks(tmp_path: Path) -> None:
     sha = "ab" * 32
     lim = DownloadLimits(chunk_bytes=100, max_artifact_bytes=1000)
