@@ -164,8 +164,14 @@ def test_device_filters_narrow_the_list(page_for: Any, console_fleet: ConsoleFle
     assert got and all(i.startswith("veh-porto-") for i in got)
     assert len(got) == sum(i.startswith("veh-porto-") for i in s.devices)
 
+    # Each change re-renders the view; wait for it, or the typed search lands in a form that a
+    # pending render then replaces (the test raced the page, not the other way round).
     page.select_option("select[data-filter=class]", "")
+    page.wait_for_selector('#view:not([data-rendered*="class=vehicle"])', state="attached")
+    _settle(page)
     page.select_option("select[data-filter=tag]", "")
+    page.wait_for_selector('#view:not([data-rendered*="tag="])', state="attached")
+    _settle(page)
     page.fill("input[data-filter=search]", "ghent")
     page.press("input[data-filter=search]", "Enter")
     page.wait_for_selector('#view[data-rendered*="search=ghent"]', state="attached")
