@@ -20,7 +20,7 @@ from starlette.responses import Response
 from edgeops.bundle.signing import SignatureSet, verify_signatures
 from edgeops.errors import EdgeOpsError, UsageError
 from edgeops.trust import trusted_targets_keys
-from fleet.api.routes import Call, Endpoint
+from fleet.api.routes import Call, Endpoint, _int
 from fleet.api.services import Services
 from fleet.console.digest import TelemetryDigest
 from fleet.console.queries import FleetQueries
@@ -55,19 +55,6 @@ def collector_for(svc: Services) -> MetricsCollector:
     if c is None:
         c = _COLLECTORS[svc.store] = MetricsCollector(queries_for(svc))
     return c
-
-
-def _int(q: QueryParams, name: str, default: int, lo: int, hi: int) -> int:
-    raw = q.get(name)
-    if raw is None:
-        return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise UsageError(f"query parameter {name}={raw!r} is not an integer") from None
-    if not lo <= v <= hi:
-        raise UsageError(f"query parameter {name} must be between {lo} and {hi}")
-    return v
 
 
 def _since(q: QueryParams, default_s: float) -> float:
