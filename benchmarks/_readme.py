@@ -84,14 +84,18 @@ def build() -> str:
         parts.append(f'<a id="{m.stem}"></a>\n\n## {m.stem}\n\n'
                      f"Run: `python -m benchmarks.{m.stem}` (source: `benchmarks/{m.name}`).\n")
         md = RESULTS / f"{m.stem}.md"
-        if md.exists():
-            body = md.read_text().strip()
+        # results/<name>.<machine>.md: the same benchmark run on another machine (a GPU box)
+        variants = sorted(RESULTS.glob(f"{m.stem}.*.md"))
+        if not md.exists() and not variants:
+            parts.append("_No results yet: run it._\n")
+        for path in ([md] if md.exists() else []) + variants:
+            body = path.read_text().strip()
             # demote the result's own headings below this section's
             body = "\n".join(("###" + ln.lstrip("#")) if ln.startswith("#") else ln
                              for ln in body.splitlines())
+            if path is not md:
+                body = f"Results file: `benchmarks/results/{path.name}`.\n\n{body}"
             parts.append(body + "\n")
-        else:
-            parts.append("_No results yet: run it._\n")
     return "\n".join(parts)
 
 

@@ -113,12 +113,12 @@ def _suite_seconds(bundle: Path, target: str, provider: str, tmp: Path) -> float
     return time.perf_counter() - t0
 
 
-def measure(quick: bool) -> dict[str, Any]:
+def measure(quick: bool, only: tuple[str, ...] = ()) -> dict[str, Any]:
     repeats, runs = (3, 300) if quick else (7, 2000)
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        targets = _targets()
+        targets = tuple(t for t in _targets() if not only or t in only)
         bundle_path = _build(tmp, targets)
         bundle = read_bundle(bundle_path)
         for target in targets:
@@ -188,12 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and runs")
+    ap.add_argument("--targets", default="",
+                    help="comma-separated subset of the targets to measure (default: all found)")
+    ap.add_argument("--suffix", default="",
+                    help="write results/hardware_tests.SUFFIX.{json,md} (e.g. a GPU machine's "
+                         "figures kept beside this machine's)")
     args = ap.parse_args(argv)
-    res = measure(args.quick)
+    res = measure(args.quick, tuple(t for t in args.targets.split(",") if t))
     md = table(res)
-    atomic_write(RESULTS / "hardware_tests.json",
+    stem = "hardware_tests" + (f".{args.suffix}" if args.suffix else "")
+    atomic_write(RESULTS / f"{stem}.json",
                  json.dumps(res, indent=2, sort_keys=True).encode() + b"\n")
-    atomic_write(RESULTS / "hardware_tests.md", md.encode())
+    atomic_write(RESULTS / f"{stem}.md", md.encode())
     print(md)
     return 0
 

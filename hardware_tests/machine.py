@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-__all__ = ["THERMAL_ROOT", "cpu_model", "machine_info", "thermal_state"]
+__all__ = ["GPU_QUERY", "THERMAL_ROOT", "cpu_model", "gpu_state", "machine_info", "parse_gpu_query",
+           "thermal_state"]
 
 THERMAL_ROOT = Path("/sys/class/thermal")
 
@@ -48,6 +51,47 @@ def _thermal_zones(root: Path) -> dict[str, float]:
     return zones
 
 
+# nvidia-smi fields recorded per GPU: a throttled or hot GPU explains a slow latency figure.
+GPU_QUERY = ("name", "driver_version", "temperature.gpu", "clocks.sm", "clocks.max.sm",
+             "power.draw", "memory.used", "memory.total", "utilization.gpu")
+
+
+def parse_gpu_query(text: str) -> list[dict[str, Any]]:
+    """Rows of ``nvidia-smi --query-gpu=GPU_QUERY --format=csv,noheader,nounits`` as dicts.
+
+    Numbers become floats; ``[N/A]`` and other unreadable values are left out, never guessed.
+    """
+    gpus: list[dict[str, Any]] = []
+    for line in text.strip().splitlines():
+        values = [v.strip() for v in line.split(",")]
+        if len(values) != len(GPU_QUERY):
+            continue
+        gpu: dict[str, Any] = {}
+        for key, value in zip(GPU_QUERY, values, strict=True):
+            if not value or value.startswith("[") or value.upper() == "N/A":
+                continue
+            try:
+                gpu[key] = value if key in ("name", "driver_version") else float(value)
+            except ValueError:
+                continue
+        gpus.append(gpu)
+    return gpus
+
+
+def gpu_state() -> list[dict[str, Any]]:
+    """NVIDIA GPUs now (temperature, SM clock, power, memory), or [] without nvidia-smi."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, f"--query-gpu={','.join(GPU_QUERY)}",
+                              "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return parse_gpu_query(out.stdout) if out.returncode == 0 else []
+
+
 def thermal_state(root: Path = THERMAL_ROOT) -> dict[str, Any]:
     """CPU load, frequency and temperatures now (each absent when unreadable)."""
     state: dict[str, Any] = {"ts": time.time(),
@@ -76,6 +120,9 @@ def thermal_state(root: Path = THERMAL_ROOT) -> dict[str, Any]:
         state["temperatures_note"] = "no readable thermal sensor"
     mem = psutil.virtual_memory()
     state["memory_available_mib"] = round(mem.available / 2**20, 1)
+    gpus = gpu_state()
+    if gpus:
+        state["gpus"] = gpus
     return state
 
 

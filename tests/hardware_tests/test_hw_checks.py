@@ -21,7 +21,7 @@ from hardware_tests.checks import (
     resolve_figure,
     stability_verdict,
 )
-from hardware_tests.machine import thermal_state
+from hardware_tests.machine import parse_gpu_query, thermal_state
 from hardware_tests.runtime import (
     HardwareMissing,
     ModelLoadError,
@@ -253,6 +253,20 @@ def test_thermal_state_reads_sysfs_zones(tmp_path: Path) -> None:
     assert state["temperatures_c"]["thermal_zone0:cpu-thermal"] == 61.5
     assert not any(k.startswith("thermal_zone1") for k in state["temperatures_c"])
     assert 0.0 <= state["cpu_percent"] <= 100.0 * 1024
+
+
+def test_gpu_query_parsed_per_gpu_and_unreadable_fields_left_out() -> None:
+    text = ("NVIDIA H100 80GB HBM3, 580.159.04, 34, 1980, 1980, 71.52, 512, 81559, 3\n"
+            "NVIDIA T4, 535.1, [N/A], 300, 1590, [Not Supported], 0, 15360, 0\n"
+            "garbage line\n")
+    first, second = parse_gpu_query(text)
+    assert first == {"name": "NVIDIA H100 80GB HBM3", "driver_version": "580.159.04",
+                     "temperature.gpu": 34.0, "clocks.sm": 1980.0, "clocks.max.sm": 1980.0,
+                     "power.draw": 71.52, "memory.used": 512.0, "memory.total": 81559.0,
+                     "utilization.gpu": 3.0}
+    assert "temperature.gpu" not in second and "power.draw" not in second
+    assert second["clocks.sm"] == 300.0
+    assert parse_gpu_query("") == []
 
 
 def test_rss_tracker_sees_a_peak_that_no_sample_caught() -> None:
