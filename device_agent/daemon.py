@@ -11,6 +11,12 @@ Built for many agents in one process (the fleet simulator): no module state, an 
 clock, :class:`Agent` with ``start()``/``stop()``; :func:`run` is the process entry point.
 Threads per agent: paho's network thread, one I/O thread (routes messages, verifies commands,
 sends queues, collects telemetry: never blocks) and one worker (downloads and installs).
+
+Stopping is ordered: the threads stop first, and the state and telemetry queues and the core
+(slot lock) close only once no thread can use them. A download is abandoned at its next check
+(the chunks stay on disk; the deployment is neither failed nor marked handled, so the retained
+``desired`` command resumes it after the restart); an install step that has begun runs to its
+end, and if that outlasts ``stop``'s timeout, the worker closes the rest when it finishes.
 """
 
 from __future__ import annotations
@@ -97,6 +103,13 @@ class DeploymentCancelled(EdgeOpsError):
     default_hint = "nothing to do: the previous model keeps serving"
 
 
+class _Stopping(Exception):
+    """The agent is stopping: abandon the current download, report nothing, accept nothing.
+
+    Deliberately outside :class:`EdgeOpsError`, so no handler that reports a failure catches it.
+    """
+
+
 @dataclass
 class NetState:
     """Counters that must survive restarts: last accepted command, last state report seq."""
@@ -180,6 +193,10 @@ class Agent:
         self._work: queue.Queue[tuple[Command, str]] = queue.Queue(settings.work_queue_max)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._close_lock = threading.Lock()
+        self._running = 0            # agent threads not yet finished (under _close_lock)
+        self._closing = False        # stop() has run: the last thread out closes the rest
+        self.closed = threading.Event()   # queues and core closed: safe to reuse the data dir
         self._queued_seq = 0
         self._queued_digests: set[str] = set()
         self._current: tuple[str | None, str | None] = (None, None)  # deployment, bundle
@@ -205,23 +222,58 @@ class Agent:
         self.conn.start()
         self._stop.clear()
         for role, loop in (("io", self._io_loop), ("work", self._work_loop)):
-            thread = threading.Thread(target=loop, name=f"agent-{role}-{self.device_id}",
-                                      daemon=True)
+            thread = threading.Thread(target=self._thread_main, args=(loop,),
+                                      name=f"agent-{role}-{self.device_id}", daemon=True)
+            with self._close_lock:
+                self._running += 1
             thread.start()
             self._threads.append(thread)
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Finish the current step, say ``online: false``, disconnect, release the core."""
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        """Stop the threads, say ``online: false``, disconnect, then close queues and core.
+
+        A download is abandoned within a second; an install step already begun is finished.
+        Returns True when everything is closed; False when a thread was still busy after
+        ``timeout_s``: that thread closes the queues and the core when it ends (``closed``
+        is set then), so nothing is ever used after it was closed.
+        """
         self._stop.set()
-        self._cancel = "*"
+        deadline = time.monotonic() + timeout_s
         for t in self._threads:
-            t.join(timeout_s)
+            t.join(max(0.0, deadline - time.monotonic()))
+        io_done = all(not t.is_alive() for t in self._threads if t.name.startswith("agent-io"))
         self._threads.clear()
-        self._flush(final=True)
+        if io_done:      # the I/O thread owns the in-flight publishes; never race it for them
+            self._flush(final=True)
         self.conn.stop()
-        self.core.close()
-        self.telemetry_q.close()
-        self.state_q.close()
+        with self._close_lock:
+            self._closing = True
+            last_out = self._running == 0
+        if last_out:
+            self._close()
+        else:
+            log.warning("agent %s: a step is still running after %.1f s; its thread closes "
+                        "the queues and the core when it ends", self.device_id, timeout_s)
+        return last_out
+
+    def _thread_main(self, loop: Callable[[], None]) -> None:
+        try:
+            loop()
+        finally:
+            with self._close_lock:
+                self._running -= 1
+                last_out = self._closing and self._running == 0
+            if last_out:
+                self._close()
+
+    def _close(self) -> None:
+        """Release what the threads used; runs once, after the last of them has finished."""
+        try:
+            self.core.close()
+        finally:
+            self.telemetry_q.close()
+            self.state_q.close()
+            self.closed.set()
 
     def _status_payload(self, online: bool) -> bytes:
         return StatusMessage(self.device_id, online, AGENT_VERSION, self.clock()).to_bytes()
@@ -426,14 +478,21 @@ class Agent:
                     next_retry = self.clock() + self.settings.deferred_retry_s
                     self._run_guarded(self._retry_deferred, self._deferred)
                 continue
+            handled = True
             try:
                 self._execute(cmd)
+            except _Stopping:
+                # Not accepted: the retained ``desired`` command runs again after the restart
+                # and the download resumes from the chunks already on disk.
+                handled = False
+                log.info("command %s interrupted by stop; it resumes after the restart", cmd.seq)
             except Exception as exc:  # report, never die: the old model keeps serving
                 log.exception("command %s failed", cmd.seq)
                 self.report(DevicePhase.FAILED, deployment_id=self._current[0],
                             bundle=self._current[1], reason=self.redact(f"agent error: {exc}"))
             finally:
-                self.net.accept_command(cmd.seq, digest)
+                if handled:
+                    self.net.accept_command(cmd.seq, digest)
                 self._queued_digests.discard(digest)
                 self._current = (None, None)
 
@@ -513,7 +572,9 @@ class Agent:
         return text.replace(password, "***") if password else text
 
     def _check_cancel(self, dep: str | None) -> None:
-        if self._cancel is not None and self._cancel in ("*", dep):
+        if self._stop.is_set():
+            raise _Stopping
+        if self._cancel is not None and self._cancel == dep:
             raise DeploymentCancelled(f"deployment {dep} was cancelled")
 
     def _fetch(self, name: str, version: str, dep: str | None) -> Any:
@@ -524,8 +585,9 @@ class Agent:
 
         def wait_for_metadata() -> bool:
             nonlocal gen
+            self._check_cancel(dep)       # stopping: not "the bundle is not published"
             left = deadline - time.monotonic()
-            if left <= 0 or self._stop.is_set():
+            if left <= 0:
                 return False
             newer = self.transport.metadata.wait_newer(gen, left)
             gen = self.transport.metadata.generation
