@@ -320,16 +320,15 @@ class RolloutEngine:
     def status(self, deployment_id: str) -> dict[str, Any]:
         """The deployment, counts per state, offline devices shown as pending, progress."""
         dep = self._get(deployment_id)
-        rows = self.store.deployment_devices(dep.id)
-        counts: dict[str, int] = {}
-        for r in rows:
-            counts[r.state] = counts.get(r.state, 0) + 1
+        # counted in the store (GROUP BY): no device row is loaded, whatever the fleet's size
+        counts = self.store.deployment_counts(dep.id)
+        total = sum(counts.values())
         waiting_offline = self.store.waiting_offline(dep.id) if counts.get("notified") else 0
         done = sum(counts.get(s, 0) for s in ("healthy", "activated"))
-        return {**dep.to_dict(), "devices": len(rows), "counts": counts,
+        return {**dep.to_dict(), "devices": total, "counts": counts,
                 "waiting_offline": waiting_offline,
                 "phases": len(Strategy.from_dict(dep.strategy).phases),
-                "progress": done / len(rows) if rows else 0.0}
+                "progress": done / total if total else 0.0}
 
 
 def strategy_from_options(phases: str | None, **kw: Any) -> Strategy:

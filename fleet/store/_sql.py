@@ -509,9 +509,14 @@ class SqlStore:
             return [self._dd(r) for r in cur.fetchall()]
 
     def deployment_counts(self, deployment_id: str) -> dict[str, int]:
+        """Devices of a deployment per state (only states that have devices), by state name.
+
+        Counted in the database: the primary key (deployment_id, device_id) bounds the scan to
+        this deployment's rows and none is sent to Python.
+        """
         with self._tx() as cur:
             self._exec(cur, "SELECT state, COUNT(*) FROM deployment_devices WHERE "
-                            "deployment_id = ? GROUP BY state", (deployment_id,))
+                            "deployment_id = ? GROUP BY state ORDER BY state", (deployment_id,))
             return {s: int(n) for s, n in cur.fetchall()}
 
     def transition_device(self, deployment_id: str, device_id: str, *, state: str, now: float,

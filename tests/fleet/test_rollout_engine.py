@@ -212,3 +212,42 @@ def test_restart_mid_rollout_skips_nobody_and_repeats_nobody(published: Store, k
     fresh = [d for d, _ in ch2.desired_log[5:]]
     assert sorted(set(ch1.desired) | set(fresh)) == ids
     assert len(fresh) == len(set(fresh)) == 7 and not set(fresh) & set(ch1.desired)
+
+
+def test_status_counts_match_the_device_rows_without_loading_them(published: Store, keystore,  # type: ignore[no-untyped-def]
+                                                                   monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    store, ch, clock = published, FakeDeviceChannel(), Clock()
+    ids = enrol(store, 12)
+    eng = engine(store, keystore, ch, clock)
+    dep = eng.create("tiny", "1.0.0", "all", Strategy(parse_phases("50%"), bake_s=10,
+                                                      abort_min_sample=1000))
+    eng.step(dep.id)
+    notified = sorted(ch.desired)
+    for dev, phase in zip(notified, (DevicePhase.HEALTHY, DevicePhase.HEALTHY,
+                                     DevicePhase.ACTIVATED, DevicePhase.FAILED,
+                                     DevicePhase.DOWNLOADING), strict=False):
+        assert eng.record_state(_report(store, dev, dep.id, phase, clock()))
+    store.set_status(notified[-1], False, clock())         # one notified device went offline
+    rows = store.deployment_devices(dep.id)
+    expect: dict[str, int] = {}
+    for r in rows:
+        expect[r.state] = expect.get(r.state, 0) + 1
+    assert len(rows) == len(ids) and len(expect) >= 4       # a mix of states to count
+
+    def no_rows(*_a: object, **_k: object) -> None:
+        raise AssertionError("status() must count in the store, not load device rows")
+
+    monkeypatch.setattr(store, "deployment_devices", no_rows)
+    st = eng.status(dep.id)
+    assert st["counts"] == expect and list(st["counts"]) == sorted(expect)
+    assert st["devices"] == 12
+    assert st["progress"] == pytest.approx(3 / 12)
+    assert st["waiting_offline"] == 1 and st["phases"] == 2
+    assert st["id"] == dep.id and st["status"] == "running"
+
+
+def test_status_of_unknown_deployment_is_not_found(published: Store, keystore) -> None:  # type: ignore[no-untyped-def]
+    eng = engine(published, keystore, FakeDeviceChannel(), Clock())
+    with pytest.raises(NotFoundError):
+        eng.status("d-missing")

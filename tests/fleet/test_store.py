@@ -254,3 +254,19 @@ def test_batch_notify_moves_only_pending_rows_and_counts_offline(store: Store) -
     assert store.waiting_offline("d-1") == 2
     assert store.next_command_seqs(["x", "y", "x"]) == {"x": 2, "y": 1}
     assert store.next_command_seq("x") == 3
+
+
+def test_deployment_counts_group_by_state_in_name_order(store: Store) -> None:
+    ids = [f"cam-{i:03d}" for i in range(6)]
+    for i in range(6):
+        store.upsert_device(_dev(i))
+    _deployment(store, ids)
+    _deployment(store, ids[:2], dep_id="d-2")               # another deployment: not counted
+    for dev, state in zip(ids, ("notified", "healthy", "healthy", "failed", "notified"),
+                          strict=False):
+        assert store.transition_device("d-1", dev, state=state, now=1.0, expect=["pending"])
+    counts = store.deployment_counts("d-1")
+    assert counts == {"failed": 1, "healthy": 2, "notified": 2, "pending": 1}
+    assert list(counts) == ["failed", "healthy", "notified", "pending"]
+    assert store.deployment_counts("d-2") == {"pending": 2}
+    assert store.deployment_counts("d-none") == {}
