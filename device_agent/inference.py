@@ -20,7 +20,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -51,6 +51,7 @@ def __getattr__(name: str) -> Any:
 
 
 log = logging.getLogger(__name__)
+_perf_counter = time.perf_counter
 
 Observer = Callable[[Mapping[str, np.ndarray], float, bool], None]
 # Latency histogram bucket upper bounds in milliseconds (last bucket is open-ended).
@@ -83,6 +84,14 @@ class LoadedModel:
     outputs: tuple[TensorSpec, ...]
     loaded_at: float = field(default_factory=time.time)
     adapter: IoAdapter | None = None       # signature form ↔ artifact form (layout, int8 I/O)
+
+    @cached_property
+    def serve(self) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+        """Checked feed in, outputs out: the runner, or the runner wrapped in the adapter."""
+        run, adapter = self.runner.run, self.adapter
+        if adapter is None:
+            return run
+        return lambda feed: adapter.from_artifact(run(adapter.to_artifact(feed)))
 
     @cached_property
     def input_plan(self) -> tuple[tuple[str, np.dtype[Any] | None, int,
@@ -118,29 +127,37 @@ class LoadedModel:
 
 
 class InferenceStats:
-    """Counters and a latency histogram, cheap enough to update on every request."""
+    """A latency histogram and an error count, cheap enough to update on every request.
+
+    The request path only increments one cumulative bucket (and the error count on failure):
+    no lock, no allocation. The rest happens in :meth:`snapshot`, off that path: the figures
+    since the last reset are the cumulative counts minus those taken at the reset, so a reset
+    never races an increment and the periods add up exactly. On CPython with the GIL a
+    ``list[i] += 1`` of small ints is not interrupted between its read and its write (no
+    eval-breaker check inside it); on a free-threaded build two threads could rarely lose one
+    increment, which a latency statistic tolerates.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.count = 0
-        self.errors = 0
-        self.buckets = [0] * len(LATENCY_BUCKETS_MS)
+        self._lock = threading.Lock()        # between snapshots only
+        self._buckets = [0] * len(LATENCY_BUCKETS_MS)
+        self._errors = 0
+        self._base: tuple[list[int], int] = ([0] * len(LATENCY_BUCKETS_MS), 0)
 
     def record(self, latency_ms: float, ok: bool) -> None:
-        i = bisect_left(LATENCY_BUCKETS_MS, latency_ms)
-        with self._lock:
-            self.count += 1
-            if not ok:
-                self.errors += 1
-            self.buckets[i] += 1
+        self._buckets[bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+        if not ok:
+            self._errors += 1
 
     def snapshot(self, reset: bool = False) -> dict[str, Any]:
         """Totals, histogram and p50/p95/p99 (bucket upper bounds) since the last reset."""
         with self._lock:
-            count, errors, buckets = self.count, self.errors, list(self.buckets)
+            now, errors_now = list(self._buckets), self._errors
+            base, base_errors = self._base
             if reset:
-                self.count = self.errors = 0
-                self.buckets = [0] * len(LATENCY_BUCKETS_MS)
+                self._base = (now, errors_now)
+        buckets = [a - b for a, b in zip(now, base, strict=True)]
+        count, errors = sum(buckets), errors_now - base_errors
         return {"count": count, "errors": errors,
                 "p50_ms": _quantile(buckets, 0.50), "p95_ms": _quantile(buckets, 0.95),
                 "p99_ms": _quantile(buckets, 0.99),
@@ -189,34 +206,41 @@ class InferenceService:
         self.swap(None if info is None else LoadedModel.from_slot(store, info, self.threads))
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # One read of the reference, no lock: a swap() meanwhile only changes what the next
+        # request runs on, and this one keeps its model alive until it returns.
         model = self._model
         if model is None:
             raise NoModelError("no model is active on this device")
-        t0 = time.perf_counter()
+        t0 = _perf_counter()
         ok = False
         try:
-            feed = _check_inputs(model, inputs)
-            adapter = model.adapter
-            if adapter is None:
-                out = model.runner.run(feed)
-            else:
-                out = adapter.from_artifact(model.runner.run(adapter.to_artifact(feed)))
+            out = model.serve(_check_inputs(model, inputs))
             ok = True
             return out
         finally:
-            ms = (time.perf_counter() - t0) * 1000.0
+            ms = (_perf_counter() - t0) * 1000.0
             self.stats.record(ms, ok)
-            for obs in self.observers:
-                try:
-                    obs(inputs, ms, ok)
-                except Exception:  # an observer must never fail a request
-                    log.exception("inference observer failed")
+            if self.observers:
+                self._notify(inputs, ms, ok)
+
+    def _notify(self, inputs: Mapping[str, np.ndarray], ms: float, ok: bool) -> None:
+        for obs in self.observers:
+            try:
+                obs(inputs, ms, ok)
+            except Exception:  # an observer must never fail a request
+                log.exception("inference observer failed")
 
 
 def _check_inputs(model: LoadedModel, inputs: Mapping[str, np.ndarray]
-                  ) -> Mapping[str, np.ndarray]:
-    """Names, dtypes and fixed dims against the manifest; casts (copies) only when needed."""
+                  ) -> dict[str, np.ndarray]:
+    """Names, dtypes and fixed dims against the manifest; casts (copies) only when needed.
+
+    The common case (a dict of numpy arrays of the right dtype) costs one identity test and a
+    shape compare per input and returns ``inputs`` itself.
+    """
     plan = model.input_plan
+    if type(inputs) is not dict:
+        inputs = dict(inputs)
     if len(inputs) != len(plan):
         names = {p[0] for p in plan}
         raise PredictInputError(f"inputs do not match the model: missing "
@@ -225,26 +249,33 @@ def _check_inputs(model: LoadedModel, inputs: Mapping[str, np.ndarray]
     fixed: dict[str, np.ndarray] | None = None
     for name, dtype, ndim, dims in plan:
         value = inputs.get(name)
-        if value is None:
-            raise PredictInputError(f"input {name!r} is missing")
-        if type(value) is not np.ndarray or (dtype is not None and value.dtype is not dtype
-                                             and value.dtype != dtype):
-            try:
-                cast = np.asarray(value, dtype=dtype)
-            except (TypeError, ValueError) as exc:
-                raise PredictInputError(f"input {name!r} cannot be read as {dtype}: "
-                                        f"{exc}") from None
-            fixed = dict(inputs) if fixed is None else fixed
-            fixed[name] = value = cast
+        if type(value) is not np.ndarray or value.dtype is not dtype:
+            cast = _cast(name, value, dtype)
+            if cast is not value:
+                fixed = dict(inputs) if fixed is None else fixed
+                fixed[name] = value = cast
         shape = value.shape
-        bad = len(shape) != ndim
-        if not bad:
-            for ax, d in dims:     # a plain loop: a generator costs more than the check
-                if shape[ax] != d:
-                    bad = True
-                    break
-        if bad:
-            spec = next(t for t in model.inputs if t.name == name)
-            raise PredictInputError(f"input {name!r} has shape {list(shape)}, the model "
-                                    f"expects {list(spec.shape)}")
+        if len(shape) != ndim:
+            _bad_shape(model, name, shape)
+        for ax, d in dims:         # a plain loop: a generator costs more than the check
+            if shape[ax] != d:
+                _bad_shape(model, name, shape)
     return inputs if fixed is None else fixed
+
+
+def _cast(name: str, value: Any, dtype: np.dtype[Any] | None) -> np.ndarray:
+    """``value`` as an array of ``dtype`` (itself when it already is one): the slow path."""
+    if value is None:
+        raise PredictInputError(f"input {name!r} is missing")
+    if type(value) is np.ndarray and (dtype is None or value.dtype == dtype):
+        return value
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise PredictInputError(f"input {name!r} cannot be read as {dtype}: {exc}") from None
+
+
+def _bad_shape(model: LoadedModel, name: str, shape: tuple[int, ...]) -> NoReturn:
+    spec = next(t for t in model.inputs if t.name == name)
+    raise PredictInputError(f"input {name!r} has shape {list(shape)}, the model expects "
+                            f"{list(spec.shape)}")

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from device_agent.inference import (
     InferenceService,
+    InferenceStats,
     LoadedModel,
     NoModelError,
     PredictInputError,
@@ -69,6 +70,47 @@ def test_in_process_predict_and_stats(models: tuple[LoadedModel, LoadedModel]) -
     assert snap["p50_ms"] is not None and sum(snap["histogram"]["counts"]) == 6
     assert svc.stats.snapshot(reset=True)["count"] == 6
     assert svc.stats.snapshot()["count"] == 0
+
+
+def test_predict_accepts_mappings_and_casts_only_what_differs(
+        models: tuple[LoadedModel, LoadedModel]) -> None:
+    from types import MappingProxyType
+
+    svc = InferenceService()
+    svc.swap(models[0])
+    np.testing.assert_allclose(svc.predict(MappingProxyType({"x": X}))["y"], X * 2 + 1)
+    np.testing.assert_allclose(svc.predict({"x": X.tolist()})["y"], X * 2 + 1)
+    big_endian = X.astype(">f4")             # equal values, another dtype: cast, not refused
+    np.testing.assert_allclose(svc.predict({"x": big_endian})["y"], X * 2 + 1)
+    with pytest.raises(PredictInputError, match="missing"):
+        svc.predict({"z": X})
+    with pytest.raises(PredictInputError, match="shape"):
+        svc.predict({"x": X[0]})
+
+
+def test_stats_periods_add_up_while_threads_record() -> None:
+    """No lock on the request path: resets never lose or double-count a request."""
+    stats = InferenceStats()
+    per_thread, threads_n = 20_000, 4
+
+    def hammer() -> None:
+        for i in range(per_thread):
+            stats.record(0.3 if i % 2 else 30.0, ok=i % 10 != 0)
+
+    threads = [threading.Thread(target=hammer) for _ in range(threads_n)]
+    for t in threads:
+        t.start()
+    periods = []
+    while any(t.is_alive() for t in threads):
+        periods.append(stats.snapshot(reset=True))
+    for t in threads:
+        t.join()
+    periods.append(stats.snapshot(reset=True))
+    assert sum(p["count"] for p in periods) == per_thread * threads_n
+    assert sum(p["errors"] for p in periods) == per_thread * threads_n // 10
+    counts = [sum(c) for c in zip(*(p["histogram"]["counts"] for p in periods), strict=True)]
+    assert counts[2] == counts[8] == per_thread * threads_n // 2    # le 0.5 ms and le 50 ms
+    assert stats.snapshot()["count"] == 0 and stats.snapshot()["p50_ms"] is None
 
 
 @pytest.mark.parametrize("transport", ["http", "unix"])
