@@ -2,11 +2,28 @@
 
 Quantising every node is not always faster: Q/DQ pairs around cheap element-wise ops, small or
 depthwise convolutions and layout ops can cost more than the INT8 kernels save, and which ones
-do depends on the CPU (and on the model: a tiny model may be faster entirely in float). So node
-groups (one op type of cheap ops; small convs; depthwise convs; then the remaining convs and
-each other op type) are tried in float one at a time, the model is timed on this machine, and a
-group stays in float only when that is faster by more than ``MIN_GAIN``, twice in a row.
-Greedy, cumulative.
+do depends on the CPU (and on the model: a tiny model may be faster entirely in float). The
+decision (:func:`decide`, pure: timing is injected) has two steps:
+
+1. **Per group.** Node groups (one op type of cheap ops; small convs; depthwise convs; then the
+   remaining convs and each other op type) are tried in float one at a time, greedy and
+   cumulative; a group stays float when that made the model faster by more than ``MIN_GAIN``.
+2. **Against FP32.** The result is timed against the FP32 source. INT8 ships only when it is at
+   least as fast. Otherwise the groups still quantised go float one at a time, the one whose
+   float version gained most in step 1 first, re-timed against FP32 after each, until it is at
+   least as fast; every group in float is the FP32 graph. Step 1 alone cannot see this: a
+   model whose every group costs a little (each gain inside the noise margin) can still be
+   slower than FP32 in sum, and a model with one group has nothing to compare it with.
+
+Every comparison is paired (:class:`OrtTimer`): both models loaded, timed in interleaved rounds
+(order alternating), the per-round median ratio taken and its median used, so load from other
+processes hits both alike. A result within ``MIN_GAIN`` of a threshold is measured once more and
+the rounds pooled. Cost, for ``G`` groups: at most ``2 G`` comparisons (``G`` in step 1, one
+against FP32, at most ``G - 1`` fallback steps: all float is not timed), each confirmed at most
+once, and at most ``2 G`` candidates quantised; a comparison is ``ROUNDS`` rounds of about
+``ROUND_BUDGET_S`` per model (``MIN_RUNS`` to ``MAX_RUNS`` inferences), so about 0.4 s for a
+model under 0.4 ms and ``2 * ROUNDS * MIN_RUNS`` inferences for a large one. The wall time
+taken is recorded with the decision.
 
 Timing varies run to run, and builds must be reproducible, so decisions are cached per machine
 under ``$EDGEOPS_HOME/cache/perf`` keyed by model digest, target, precision, ORT version, CPU
@@ -17,19 +34,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import statistics
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from converters.api import BackendContext
 from edgeops.config import edgeops_home
 from edgeops.fsutil import atomic_write
 
-__all__ = ["CHEAP_OPS", "MIN_GAIN", "node_groups", "slower_groups"]
+__all__ = ["CHEAP_OPS", "MIN_GAIN", "Decision", "OrtTimer", "Timer", "Timing", "decide",
+           "node_groups", "slower_groups"]
 
 MIN_GAIN = 0.05               # a group stays float only if that is >5% faster (noise margin)
-TIMING_RUNS = 20
+ROUNDS = 9                    # interleaved rounds per comparison
+ROUND_BUDGET_S = 0.02         # time per model per round (runs = budget / latency, clamped)
+MIN_RUNS, MAX_RUNS = 2, 50    # inferences per model per round
+WARMUP = 3
 SMALL_CONV_WEIGHTS = 4096     # weight elements below which a conv counts as small
+CACHE_VERSION = 2             # bump when the decision's meaning changes: old caches are ignored
 CHEAP_OPS = ("Add", "Mul", "Sub", "Div", "Concat", "Resize", "MaxPool", "AveragePool",
              "GlobalAveragePool", "Sigmoid", "Softmax", "Transpose", "Reshape", "Flatten",
              "Squeeze", "Unsqueeze", "Split", "Slice", "Pad", "LeakyRelu", "Clip", "Relu",
@@ -65,6 +91,179 @@ def node_groups(model: Any, quantised: set[str]) -> dict[str, list[str]]:
 _HEAVY = ("conv", "op:MatMul", "op:Gemm", "op:ConvTranspose", "op:GRU", "op:LSTM")
 
 
+@dataclass(frozen=True)
+class Timing:
+    """One paired comparison of a candidate with a reference, timed in interleaved rounds.
+
+    ``ratios`` holds, per round, the reference's median over the candidate's median: above 1
+    the candidate is faster. ``speedup`` is their median.
+    """
+
+    candidate_ms: float
+    reference_ms: float
+    ratios: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.ratios or not all(math.isfinite(r) and r > 0 for r in self.ratios):
+            raise ValueError(f"a timing needs positive finite per-round ratios, got {self.ratios}")
+
+    @property
+    def speedup(self) -> float:
+        return float(statistics.median(self.ratios))
+
+    def pooled(self, other: Timing) -> Timing:
+        """Both measurements as one (medians of the two, all rounds)."""
+        return Timing((self.candidate_ms + other.candidate_ms) / 2,
+                      (self.reference_ms + other.reference_ms) / 2, self.ratios + other.ratios)
+
+    def describe(self, candidate: str, reference: str) -> str:
+        return (f"{candidate} {self.candidate_ms:.3f} ms vs {reference} "
+                f"{self.reference_ms:.3f} ms, medians of {len(self.ratios)} interleaved rounds")
+
+
+class Timer(Protocol):
+    """Times a candidate (these nodes float, the rest quantised) against a reference.
+
+    ``reference`` is another float set, or ``None`` for the FP32 source model.
+    """
+
+    def compare(self, floated: frozenset[str], reference: frozenset[str] | None) -> Timing: ...
+
+
+@dataclass
+class Decision:
+    """What the pass decided and the measurements it decided from."""
+
+    float_nodes: dict[str, str]
+    vs_fp32: dict[str, Any]
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    comparisons: int = 0
+
+
+def _measure(timer: Timer, floated: frozenset[str], reference: frozenset[str] | None,
+             threshold: float) -> tuple[Timing, int]:
+    """A comparison, confirmed (rounds pooled) when it lands within MIN_GAIN of threshold."""
+    t = timer.compare(floated, reference)
+    if abs(t.speedup - threshold) < MIN_GAIN:
+        return t.pooled(timer.compare(floated, reference)), 2
+    return t, 1
+
+
+def decide(groups: dict[str, list[str]], timer: Timer) -> Decision:
+    """Pure: nodes to keep float (node -> reason), from the timings ``timer`` measures."""
+    kept: dict[str, str] = {}
+    trials: list[dict[str, Any]] = []
+    gains: dict[str, float] = {}
+    n = 0
+    # 1. Per group, greedy: float a group when that alone is faster by more than MIN_GAIN.
+    for gname, nodes in groups.items():
+        nodes = [x for x in nodes if x not in kept]
+        if not nodes:
+            continue
+        cur = frozenset(kept)
+        t, k = _measure(timer, cur | set(nodes), cur, 1 + MIN_GAIN)
+        n += k
+        gains[gname] = t.speedup
+        trials.append({"step": "group", "group": gname, "nodes": len(nodes),
+                       "float_ms": t.candidate_ms, "quantised_ms": t.reference_ms,
+                       "speedup": t.speedup, "rounds": len(t.ratios)})
+        if t.speedup > 1 + MIN_GAIN:
+            for x in nodes:
+                kept[x] = (f"performance: {gname} measured {t.speedup:.2f}x faster in float "
+                           f"on this machine ({t.describe('float', 'quantised')})")
+    # 2. Against FP32: INT8 ships only when at least as fast; else float more, best gain first.
+    def floated_all() -> bool:
+        return all(x in kept for g in groups.values() for x in g)
+
+    if floated_all():                   # the FP32 graph: nothing left to compare
+        return Decision(kept, {"outcome": "all float: every group measured faster in float",
+                               "first_speedup": None, "final_speedup": None}, trials, n)
+    first, k = _measure(timer, frozenset(kept), None, 1.0)
+    n += k
+    trials.append({"step": "vs-fp32", "floated": len(kept), "int8_ms": first.candidate_ms,
+                   "fp32_ms": first.reference_ms, "speedup": first.speedup,
+                   "rounds": len(first.ratios)})
+    left = [g for g in groups if any(x not in kept for x in groups[g])]
+    left.sort(key=lambda g: -gains.get(g, 0.0))           # stable: ties keep group order
+    step = 0
+    final: float | None = first.speedup
+    while final is not None and final < 1.0 and left:
+        step += 1
+        gname = left.pop(0)
+        for x in groups[gname]:
+            kept.setdefault(x, f"performance: the INT8 model measured {first.speedup:.2f}x FP32 "
+                               f"({first.describe('int8', 'fp32')}), so quantised groups go "
+                               f"float, most gain first; {gname} is step {step} "
+                               f"({gains.get(gname, 0.0):.2f}x faster in float alone)")
+        if not left:                    # every node float: the FP32 graph, nothing to time
+            final = None
+            trials.append({"step": "fallback", "group": gname, "floated": len(kept)})
+            break
+        t, k = _measure(timer, frozenset(kept), None, 1.0)
+        n += k
+        final = t.speedup
+        trials.append({"step": "fallback", "group": gname, "floated": len(kept),
+                       "int8_ms": t.candidate_ms, "fp32_ms": t.reference_ms,
+                       "speedup": t.speedup, "rounds": len(t.ratios)})
+    outcome = ("all float: int8 measured slower than fp32" if floated_all()
+               else "int8 at least as fast as fp32" if step == 0
+               else f"partly float: at least as fast as fp32 after {step} fallback step(s)")
+    return Decision(kept, {"outcome": outcome, "first_speedup": round(first.speedup, 3),
+                           "final_speedup": None if final is None else round(final, 3),
+                           "int8_ms": round(first.candidate_ms, 4),
+                           "fp32_ms": round(first.reference_ms, 4)}, trials, n)
+
+
+class OrtTimer:
+    """Paired interleaved timing of quantised candidates in ONNX Runtime on this machine.
+
+    ``make(floated)`` writes the candidate with those nodes float and returns its path; its
+    bytes are read at once (the next call may overwrite the file). The FP32 reference is
+    ``fp32``. A few sessions are kept, so the current best is not re-quantised every time.
+    """
+
+    def __init__(self, make: Callable[[set[str]], Path], fp32: Path, feed: dict[str, Any],
+                 threads: int) -> None:
+        self._make, self._fp32, self._feed, self._threads = make, fp32, feed, threads
+        self._sessions: dict[frozenset[str] | None, Any] = {}
+
+    def _session(self, floated: frozenset[str] | None) -> Any:
+        from converters.validate import _session
+
+        if floated not in self._sessions:
+            if len(self._sessions) >= 4:
+                self._sessions.pop(next(k for k in self._sessions if k is not None))
+            src: Path | bytes = self._fp32 if floated is None \
+                else self._make(set(floated)).read_bytes()
+            self._sessions[floated] = _session(src, ("CPUExecutionProvider",), self._threads)
+        return self._sessions[floated]
+
+    def compare(self, floated: frozenset[str], reference: frozenset[str] | None) -> Timing:
+        a, b = self._session(floated), self._session(reference)
+        probe = []
+        for s in (a, b):
+            for _ in range(WARMUP):
+                t0 = time.perf_counter()
+                s.run(None, self._feed)
+                probe.append(time.perf_counter() - t0)
+        runs = max(MIN_RUNS, min(MAX_RUNS, int(ROUND_BUDGET_S / max(min(probe), 1e-6))))
+        ta: list[float] = []
+        tb: list[float] = []
+        ratios = []
+        for r in range(ROUNDS):
+            per: dict[int, list[float]] = {0: [], 1: []}
+            for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+                s = a if which == 0 else b
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    s.run(None, self._feed)
+                    per[which].append((time.perf_counter() - t0) * 1000.0)
+            ratios.append(statistics.median(per[1]) / statistics.median(per[0]))
+            ta += per[0]
+            tb += per[1]
+        return Timing(statistics.median(ta), statistics.median(tb), tuple(ratios))
+
+
 def _cache_path(ctx: BackendContext, facts: dict[str, Any], groups: dict[str, list[str]]
                 ) -> Path:
     import platform
@@ -77,64 +276,38 @@ def _cache_path(ctx: BackendContext, facts: dict[str, Any], groups: dict[str, li
                     if ln.startswith("model name")), "")
     except OSError:
         pass
-    key = json.dumps({"source": ctx.shared["source"].sha256, "target": ctx.profile.name,
-                      "precision": ctx.precision, "ort": onnxruntime.__version__,
-                      "cpu": cpu or platform.processor(), "facts": facts,
-                      "threads": ctx.request.threads, "groups": groups}, sort_keys=True)
+    key = json.dumps({"v": CACHE_VERSION, "source": ctx.shared["source"].sha256,
+                      "target": ctx.profile.name, "precision": ctx.precision,
+                      "ort": onnxruntime.__version__, "cpu": cpu or platform.processor(),
+                      "facts": facts, "threads": ctx.request.threads, "groups": groups},
+                     sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return edgeops_home() / "cache" / "perf" / f"{digest}.json"
 
 
-def _time(path: Path, ctx: BackendContext) -> float:
-    from converters.onnx_backend import LATENCY_WARMUP
-    from converters.validate import _session, latency_ms
-
-    sess = _session(path, ("CPUExecutionProvider",), ctx.request.threads)
-    feed = ctx.shared["validation"].sample(0)
-    return latency_ms(lambda: sess.run(None, feed), warmup=LATENCY_WARMUP,
-                      runs=TIMING_RUNS)["p50"]
-
-
 def slower_groups(ctx: BackendContext, prepared: Path, make: Callable[[set[str]], Path],
-                  quantised: set[str], facts: dict[str, Any]) -> dict[str, str]:
-    """Nodes to keep in float because quantising them was measured slower (node -> reason)."""
+                  quantised: set[str], facts: dict[str, Any]) -> tuple[dict[str, str],
+                                                                       dict[str, Any]]:
+    """Nodes to keep in float because quantising them was measured slower (node -> reason),
+    and a summary for the manifest (INT8 vs FP32 as measured, comparisons, seconds)."""
     import onnx
 
     groups = node_groups(onnx.load(str(prepared)), quantised)
     if not groups:
-        return {}
-    if len(groups) > 1:
-        # Last resort, tried against what is left: nothing quantised at all.
-        groups["all-remaining"] = sorted(quantised)
+        return {}, {"outcome": "nothing quantised"}
     cache = _cache_path(ctx, facts, groups)
-    decided: dict[str, str] | None = None
     if ctx.request.options.get("perf_cache", True) and cache.is_file():
         try:
-            decided = dict(json.loads(cache.read_text())["float_nodes"])
+            doc = json.loads(cache.read_text())
+            return dict(doc["float_nodes"]), dict(doc["summary"])
         except (OSError, ValueError, KeyError, TypeError):
-            decided = None
-    if decided is not None:
-        return decided
-    best = _time(make(set()), ctx)
-    kept: dict[str, str] = {}
-    trials = []
-    for gname, nodes in groups.items():
-        nodes = [n for n in nodes if n not in kept]
-        if not nodes:
-            continue
-        t = _time(make(set(kept) | set(nodes)), ctx)
-        trials.append({"group": gname, "nodes": len(nodes), "p50_ms": t, "best_ms": best})
-        if t < best * (1 - MIN_GAIN):
-            # Confirm against noise (other processes share the CPU): time both once more.
-            b2 = _time(make(set(kept)), ctx)
-            t2 = _time(make(set(kept) | set(nodes)), ctx)
-            trials[-1].update({"confirm_best_ms": b2, "confirm_p50_ms": t2})
-            if max(t, t2) >= min(best, b2) * (1 - MIN_GAIN):
-                continue
-            for n in nodes:
-                kept[n] = (f"performance: {gname} measured {best / t:.2f}x faster in float "
-                           f"on this machine ({best:.3f} → {t:.3f} ms p50)")
-            best = min(t, t2)
-    atomic_write(cache, json.dumps({"float_nodes": kept, "trials": trials}, indent=2,
-                                   sort_keys=True).encode())
-    return kept
+            pass
+    t0 = time.perf_counter()
+    timer = OrtTimer(make, Path(ctx.shared["model_path"]), ctx.shared["validation"].sample(0),
+                     ctx.request.threads)
+    d = decide(groups, timer)
+    summary = {**d.vs_fp32, "groups": len(groups), "comparisons": d.comparisons,
+               "measured_s": round(time.perf_counter() - t0, 3)}
+    atomic_write(cache, json.dumps({"float_nodes": d.float_nodes, "summary": summary,
+                                    "trials": d.trials}, indent=2, sort_keys=True).encode())
+    return d.float_nodes, summary

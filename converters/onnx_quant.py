@@ -8,7 +8,8 @@ The pipeline for static precisions:
    optimisation, name every node;
 3. calibrate once, streaming (converters/onnx_calibrate);
 4. performance-aware: node groups whose quantisation makes the model slower *on this machine*
-   stay float (converters/onnx_perf, measured, cached per machine so rebuilds are identical);
+   stay float, and more go float until the INT8 model is at least as fast as FP32 (all float
+   if need be) (converters/onnx_perf, measured, cached per machine so rebuilds are identical);
 5. accuracy-aware: while the gate fails, keep the most sensitive nodes in float
    (converters/onnx_sensitivity) doubling their number; give up naming them.
 
@@ -238,6 +239,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     cache, method = calibrate(prepared, ctx.shared["calibration"], ctx.request.calibration_method,
                               ctx.workdir)
     float_nodes: dict[str, str] = {}
+    perf_summary: dict[str, Any] = {}
     out = ctx.workdir / "model.onnx"
 
     def make(exclude: set[str]) -> Path:
@@ -250,13 +252,16 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         from converters.onnx_perf import slower_groups
 
         ctx.progress(f"{ctx.profile.name}: measuring which node groups are faster in float")
-        float_nodes.update(slower_groups(ctx, prepared, make, _quantised_nodes(out), facts))
+        perf_floats, perf_summary = slower_groups(ctx, prepared, make, _quantised_nodes(out),
+                                                  facts)
+        float_nodes.update(perf_floats)
         make(set(float_nodes))
     details_base = {
         "pass": "static-qdq",
         "performance_aware": "skipped: turned off (--no-perf-aware)" if not perf_aware
         else "measured on the build machine" if native and not plan.qnn
         else "skipped: the build machine cannot run this target's kernels",
+        **({"performance": perf_summary} if perf_summary else {}),
         "plan": asdict(plan), "isa": facts,
         "opset": {"source": source_opset, "artifact": model_opset_path(out)},
         "calibration": {"method": ctx.request.calibration_method,
