@@ -146,6 +146,7 @@ def openapi_document() -> dict[str, Any]:
             op["requestBody"] = {"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}}
         paths.setdefault(path, {})[ep.method.lower()] = op
+    paths.update(_pki_openapi())
     return {"openapi": "3.1.0",
             "info": {"title": "edgeops fleet manager", "version": __version__,
                      "description": "Devices, bundles, staged deployments, telemetry and the "
@@ -153,6 +154,14 @@ def openapi_document() -> dict[str, Any]:
             "servers": [{"url": "/"}], "paths": paths,
             "components": {"schemas": SCHEMAS, "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"}}}}
+
+
+def _pki_openapi() -> dict[str, dict[str, Any]]:
+    try:
+        from fleet.api.pki_routes import OPENAPI_PATHS
+    except ImportError:  # the PKI part of the fleet is optional
+        return {}
+    return OPENAPI_PATHS
 
 
 def _pki_routes() -> list[BaseRoute]:

@@ -22,6 +22,7 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
@@ -33,7 +34,7 @@ from starlette.routing import BaseRoute, Route
 from edgeops.errors import BadContentError, ConfigError, EdgeOpsError
 from fleet.pki import EnrolmentError, FleetCA
 
-__all__ = ["routes"]
+__all__ = ["OPENAPI_PATHS", "routes"]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,10 @@ def _ca(request: Request) -> FleetCA:
 
 
 def _error(status: int, exc: EdgeOpsError) -> JSONResponse:
-    return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=status)
+    body = {"error": exc.message}
+    if exc.hint:
+        body["hint"] = exc.hint
+    return JSONResponse(body, status_code=status)
 
 
 async def _json_body(request: Request, ca: FleetCA) -> dict[str, Any]:
@@ -77,45 +81,53 @@ def _str_field(data: dict[str, Any], name: str) -> str:
     return v
 
 
-async def enroll(request: Request) -> Response:
+_Issue = Callable[[], x509.Certificate]
+
+
+async def _certificate_route(request: Request, what: str,
+                             prepare: Callable[[FleetCA, dict[str, Any]], _Issue]) -> Response:
+    """Enrolment and renewal alike: read the JSON body, let ``prepare`` check its fields and
+    return the CA call, run that off the event loop, and map the refusals to statuses.
+
+    403 refused by the CA (reason logged, never the token), 503 no CA on this manager, 400 a
+    malformed request.
+    """
     ca = _ca(request)
     try:
-        data = await _json_body(request, ca)
-        token, csr = _str_field(data, "token"), _str_field(data, "csr")
-        cert = await asyncio.to_thread(ca.enroll, csr.encode(), token)
+        issue = prepare(ca, await _json_body(request, ca))
+        cert = await asyncio.to_thread(issue)
     except EnrolmentError as exc:
-        # The reason is logged, never the token.
-        log.warning("refused an enrolment from %s: %s",
+        log.warning("refused a%s %s from %s: %s", "n" if what[0] in "aeiou" else "", what,
                     request.client.host if request.client else "?", exc.message)
         return _error(403, exc)
     except ConfigError as exc:
-        log.error("enrolment unavailable: %s", exc.message)
+        log.error("%s unavailable: %s", what, exc.message)
         return _error(503, exc)
     except BadContentError as exc:
         return _error(400, exc)
     return _answer(ca, cert)
+
+
+def _prepare_enrolment(ca: FleetCA, data: dict[str, Any]) -> _Issue:
+    token, csr = _str_field(data, "token"), _str_field(data, "csr")
+    return lambda: ca.enroll(csr.encode(), token)
+
+
+def _prepare_renewal(ca: FleetCA, data: dict[str, Any]) -> _Issue:
+    csr, current = _str_field(data, "csr"), _str_field(data, "certificate")
+    try:
+        proof = base64.b64decode(_str_field(data, "proof"), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadContentError("'proof' is not base64") from None
+    return lambda: ca.renew(csr.encode(), current.encode(), proof)
+
+
+async def enroll(request: Request) -> Response:
+    return await _certificate_route(request, "enrolment", _prepare_enrolment)
 
 
 async def renew(request: Request) -> Response:
-    ca = _ca(request)
-    try:
-        data = await _json_body(request, ca)
-        csr, current = _str_field(data, "csr"), _str_field(data, "certificate")
-        try:
-            proof = base64.b64decode(_str_field(data, "proof"), validate=True)
-        except (binascii.Error, ValueError):
-            raise BadContentError("'proof' is not base64") from None
-        cert = await asyncio.to_thread(ca.renew, csr.encode(), current.encode(), proof)
-    except EnrolmentError as exc:
-        log.warning("refused a renewal from %s: %s",
-                    request.client.host if request.client else "?", exc.message)
-        return _error(403, exc)
-    except ConfigError as exc:
-        log.error("renewal unavailable: %s", exc.message)
-        return _error(503, exc)
-    except BadContentError as exc:
-        return _error(400, exc)
-    return _answer(ca, cert)
+    return await _certificate_route(request, "renewal", _prepare_renewal)
 
 
 async def crl(request: Request) -> Response:
@@ -146,3 +158,62 @@ routes: list[BaseRoute] = [
     Route("/pki/crl", crl, methods=["GET"]),
     Route("/pki/ca", ca_certificate, methods=["GET"]),
 ]
+
+
+# -- OpenAPI: the routes above as /openapi.json describes them --------------------------------
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_PEM = {"application/x-pem-file": {"schema": {"type": "string"}}}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+
+
+_NO_CA = _err("no fleet CA on this manager (`edgeops fleet ca init` creates one)")
+_ISSUED = {"description": "the signed device certificate", "content": {"application/json": {
+    "schema": {"type": "object", "required": ["certificate", "ca", "chain", "not_after", "serial"],
+               "properties": {"certificate": {"type": "string"}, "ca": {"type": "string"},
+                              "chain": {"type": "string"},
+                              "not_after": {"type": "string", "format": "date-time"},
+                              "serial": {"type": "string"}}}}}}
+
+
+def _body(*fields: tuple[str, str]) -> dict[str, Any]:
+    """A JSON object body of required non-empty strings: (name, description) each."""
+    return {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": [k for k, _ in fields],
+        "properties": {k: {"type": "string", "minLength": 1, "description": d}
+                       for k, d in fields}}}}}
+
+
+OPENAPI_PATHS: dict[str, dict[str, Any]] = {
+    "/pki/enroll": {"post": {
+        "summary": "Enrol a device: sign its CSR, authorised by a one-time token",
+        "operationId": "post_pki_enroll", "tags": ["pki"],
+        "description": "Unauthenticated: the one-time token is the authorisation.",
+        "requestBody": _body(("token", "one-time enrolment token"),
+                             ("csr", "PEM certificate signing request")),
+        "responses": {"200": _ISSUED, "400": _err("malformed request"),
+                      "403": _err("refused: bad or used token, bad CSR"), "503": _NO_CA}}},
+    "/pki/renew": {"post": {
+        "summary": "Renew a device certificate with a proof of the current key",
+        "operationId": "post_pki_renew", "tags": ["pki"],
+        "description": "Unauthenticated: the proof (signature over the CSR by the current "
+                       "key) is the authorisation.",
+        "requestBody": _body(("csr", "PEM certificate signing request"),
+                             ("certificate", "the current PEM certificate"),
+                             ("proof", "base64 signature over the CSR by the current key")),
+        "responses": {"200": _ISSUED, "400": _err("malformed request"),
+                      "403": _err("refused: unknown, revoked or expired certificate, bad "
+                                  "proof"), "503": _NO_CA}}},
+    "/pki/crl": {"get": {
+        "summary": "The current certificate revocation list (PEM)",
+        "operationId": "get_pki_crl", "tags": ["pki"],
+        "responses": {"200": {"description": "the CRL", "content": _PEM},
+                      "404": _err("no CRL yet"), "503": _NO_CA}}},
+    "/pki/ca": {"get": {
+        "summary": "The fleet CA certificate (PEM)",
+        "operationId": "get_pki_ca", "tags": ["pki"],
+        "responses": {"200": {"description": "the CA certificate", "content": _PEM},
+                      "503": _NO_CA}}},
+}
