@@ -45,10 +45,30 @@ def upgraded(shared: dict[str, Any], min_opset: int) -> Any:
     return shared[key]
 
 
+def lowest_ir_version(model: Any) -> int:
+    """The lowest ONNX IR version ``model`` can declare: what its opsets and functions need.
+
+    The onnx package stamps models with its own newest IR version (14 for onnx 1.23), which a
+    device's older ONNX Runtime refuses ("Unsupported model IR version: 14, max supported IR
+    version: 13") although nothing in the graph needs it. Never raises the version.
+    """
+    from onnx import helper
+
+    need = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    if len(model.functions):
+        need = max(need, 8)                    # model-local functions arrived with IR 8
+    return min(int(model.ir_version), max(int(need), 3))
+
+
 def save_model(model: Any, path: Path) -> Path:
-    """Save; models too big for one protobuf keep their weights in ``<name>.data`` beside it."""
+    """Save; models too big for one protobuf keep their weights in ``<name>.data`` beside it.
+
+    The IR version is lowered to what the model needs (:func:`lowest_ir_version`), so an
+    artifact built with a new onnx still loads in the older runtime a device may have.
+    """
     import onnx
 
+    model.ir_version = lowest_ir_version(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     if model.ByteSize() > _PROTOBUF_SAFE_BYTES:
         onnx.save_model(model, str(path), save_as_external_data=True,

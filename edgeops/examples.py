@@ -139,6 +139,8 @@ def make_vehicle_classifier(out_dir: Path, *, seed: int = 7, hidden: int = 64,
     model.doc_string = "Vehicle classifier (car, van, truck, bus, bicycle) from roadside sensors"
     onnx.checker.check_model(model)
     model_path = out_dir / "model.onnx"
+    # the lowest IR version opset 13 allows, not the onnx package's newest: older runtimes load it
+    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
     onnx.save(model, model_path)
 
     xc, _ = vehicle_data(256, seed + 1)

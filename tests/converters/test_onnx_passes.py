@@ -261,3 +261,34 @@ def test_perf_node_groups_by_kind_heavy_last() -> None:
                       "op:GlobalAveragePool": ["gap"], "small-conv": ["small"],
                       "conv": ["big"], "op:MatMul": ["mm"]}
     assert list(groups)[-2:] == ["conv", "op:MatMul"]
+
+
+def _relu_model(opset: int, ir: int) -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = ir
+    return m
+
+
+def test_saved_artifacts_declare_the_lowest_ir_version_their_opset_needs(tmp_path: Path) -> None:
+    """A new onnx stamps IR 14, which an older device runtime refuses; opset 13 needs only IR 7."""
+    import onnxruntime as ort
+
+    from converters.onnx_utils import lowest_ir_version, save_model
+
+    saved = onnx.load(str(save_model(_relu_model(13, 14), tmp_path / "a.onnx")))
+    assert saved.ir_version == 7
+    onnx.checker.check_model(saved)
+    sess = ort.InferenceSession(str(tmp_path / "a.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"x": np.array([-1.0, 2.0], np.float32)})[0].tolist() == [0.0, 2.0]
+    assert lowest_ir_version(_relu_model(21, 14)) == 10        # opset 21 needs IR 10
+    assert lowest_ir_version(_relu_model(13, 6)) == 6          # never raised
+    with_fn = _relu_model(13, 14)
+    with_fn.functions.add().CopyFrom(onnx.helper.make_function(
+        "custom", "Id", ["a"], ["b"], [onnx.helper.make_node("Identity", ["a"], ["b"])],
+        [onnx.helper.make_opsetid("", 13)]))
+    assert lowest_ir_version(with_fn) == 8                      # local functions need IR 8
