@@ -51,7 +51,7 @@ from device_agent.telemetry import (
     system_record,
     take_batch,
 )
-from device_agent.tuf_client import DownloadLimits, MqttTufTransport, TufClient, fetch_bundle
+from device_agent.tuf_client import DownloadLimits, MqttTufTransport
 from edgeops.bundle.manifest import Manifest
 from edgeops.config import DEFAULT_LIMITS
 from edgeops.errors import EdgeOpsError, TransportError
@@ -578,6 +578,10 @@ class Agent:
             raise DeploymentCancelled(f"deployment {dep} was cancelled")
 
     def _fetch(self, name: str, version: str, dep: str | None) -> Any:
+        # ngclient and urllib3 load with the first update, not at start (module docstring of
+        # device_agent.tuf_client)
+        from device_agent.tuf_update import TufClient, fetch_bundle
+
         cache = self.config.data_dir / "tuf"
         tuf = TufClient.over_mqtt(self.config.trust.root, cache, self.transport)
         deadline = time.monotonic() + self.settings.metadata_wait_s

@@ -1,10 +1,12 @@
-"""Verified downloads: python-tuf's ngclient with an HTTP fetcher and an MQTT-chunk fetcher.
+"""TUF over MQTT: the transport half of verified downloads, which an idle agent keeps running.
 
 Why this module exists: a deploy command only *names* a bundle; what gets installed must be
 proven by the fleet's TUF repository (root and targets signed offline, snapshot and timestamp by
 the manager). python-tuf's ``Updater`` makes every trust decision (rollback, expiry,
-mix-and-match, hashes, lengths, endless data); this module only supplies bytes to it, through
-either transport, and maps its errors onto the edgeops tree (bad content vs transport).
+mix-and-match, hashes, lengths, endless data) in :mod:`device_agent.tuf_update`; this module
+only moves bytes for it, and is all the agent holds between updates: the ngclient side (with
+urllib3 under it) loads with the first download, not at start (benchmarks/agent_footprint.py).
+The fetchers, ``TufClient`` and ``fetch_bundle`` still import from here, loaded on demand.
 
 MQTT transport (docs/PROTOCOL.md): metadata arrives as retained messages on
 ``tuf/metadata/<file>`` and is cached as it comes; a target file is requested with a ``fetch``
@@ -17,46 +19,49 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import logging
 import os
 import shutil
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tuf.api import exceptions as tuf_exc
-from tuf.api.metadata import Metadata, Root, TargetFile
-from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
-from edgeops.bundle.manifest import Manifest
-from edgeops.bundle.signing import SignatureSet, verify_signatures
 from edgeops.config import DEFAULT_LIMITS
-from edgeops.errors import TransportError, VerificationError
+from edgeops.errors import VerificationError
 from edgeops.fsutil import atomic_write
 from edgeops.protocol import Chunk, FetchRequest, MessageError, decode_chunk, topics
-from edgeops.trust import trusted_targets_keys
+
+if TYPE_CHECKING:
+    from tuf.ngclient import UpdaterConfig
+
+    from device_agent.tuf_update import MqttFetcher
 
 __all__ = [
     "MQTT_METADATA_URL",
     "MQTT_TARGETS_URL",
     "ChunkAssembler",
     "DownloadLimits",
-    "FetchedBundle",
-    "HttpFetcher",
     "MessageLink",
     "MetadataCache",
-    "MqttFetcher",
     "MqttTufTransport",
-    "TufClient",
-    "fetch_bundle",
 ]
+
+_UPDATE_NAMES = ("FetchedBundle", "HttpFetcher", "MqttFetcher", "TufClient", "fetch_bundle")
+
+
+def __getattr__(name: str) -> Any:
+    """``from device_agent.tuf_client import TufClient`` keeps working, loaded on demand."""
+    if name in _UPDATE_NAMES:
+        from device_agent import tuf_update
+
+        return getattr(tuf_update, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 log = logging.getLogger(__name__)
 
@@ -78,32 +83,11 @@ class DownloadLimits:
     http_timeout_s: float = 30.0
 
     def updater_config(self) -> UpdaterConfig:
+        from tuf.ngclient import UpdaterConfig
+
         m = self.max_metadata_bytes
         return UpdaterConfig(root_max_length=m, timestamp_max_length=min(m, 64 * 1024),
                              snapshot_max_length=m, targets_max_length=m)
-
-
-# -- HTTP ------------------------------------------------------------------------------------
-class HttpFetcher(FetcherInterface):
-    """Plain urllib against the manager's ``/tuf/metadata/`` and ``/tuf/targets/``."""
-
-    def __init__(self, timeout_s: float = 30.0, block_bytes: int = 64 * 1024) -> None:
-        self.timeout_s = timeout_s
-        self.block_bytes = block_bytes
-
-    def _fetch(self, url: str) -> Iterator[bytes]:
-        if not url.startswith(("http://", "https://")):
-            raise tuf_exc.DownloadError(f"refusing non-HTTP URL {url!r}")
-        try:
-            resp = urllib.request.urlopen(url, timeout=self.timeout_s)  # noqa: S310 - scheme checked
-        except urllib.error.HTTPError as exc:
-            raise tuf_exc.DownloadHTTPError(f"GET {url}: HTTP {exc.code}", exc.code) from None
-        return self._blocks(resp)
-
-    def _blocks(self, resp: http.client.HTTPResponse) -> Iterator[bytes]:
-        with resp as r:
-            while block := r.read(self.block_bytes):
-                yield block
 
 
 # -- MQTT ------------------------------------------------------------------------------------
@@ -344,6 +328,8 @@ class MqttTufTransport:
         return False
 
     def fetcher(self) -> MqttFetcher:
+        from device_agent.tuf_update import MqttFetcher
+
         return MqttFetcher(self)
 
     def _request(self, asm: ChunkAssembler) -> None:
@@ -413,220 +399,3 @@ class MqttTufTransport:
                 f"({asm.rejected}; first: {asm.first_rejection})")
         return tuf_exc.SlowRetrievalError(
             f"artifact {asm.artifact[:12]}: no chunks after {requests} fetch requests")
-
-
-class MqttFetcher(FetcherInterface):
-    """ngclient fetcher over the MQTT transport: URLs are ``mqtt://edgeops/tuf/...``."""
-
-    def __init__(self, transport: MqttTufTransport) -> None:
-        self.transport = transport
-        self._live: list[Generator[bytes, None, None]] = []
-
-    def abort(self) -> None:
-        """Close downloads ngclient gave up on now, not whenever the garbage collector runs."""
-        for gen in self._live:
-            gen.close()
-        self._live.clear()
-
-    def _fetch(self, url: str) -> Iterator[bytes]:
-        t = self.transport
-        if url.startswith(MQTT_METADATA_URL):
-            name = url[len(MQTT_METADATA_URL):]
-            data = t.metadata.get(name, t.limits.metadata_wait_s)
-            if data is None:
-                raise tuf_exc.DownloadHTTPError(f"{name} is not published", 404)
-            return iter([data])
-        if url.startswith(MQTT_TARGETS_URL):
-            basename = url.rsplit("/", 1)[-1]
-            gen = t.download(basename.split(".", 1)[0])
-            self._live = [*self._live[-7:], gen]
-            return gen
-        raise tuf_exc.DownloadError(f"unknown MQTT URL {url!r}")
-
-
-# -- the TUF client --------------------------------------------------------------------------
-@contextlib.contextmanager
-def _tuf_errors(what: str) -> Iterator[None]:
-    """python-tuf's errors as edgeops errors: attack/bug (bad content) vs network hiccup."""
-    try:
-        yield
-    except VerificationError:
-        raise
-    except tuf_exc.DownloadLengthMismatchError as exc:
-        raise VerificationError(f"{what}: server sent more than the signed length ({exc})",
-                                hint="the repository or the network is misbehaving; the old "
-                                     "model stays active") from None
-    except tuf_exc.ExpiredMetadataError as exc:
-        raise VerificationError(f"{what}: TUF metadata has expired ({exc})",
-                                hint="the manager must re-sign snapshot/timestamp; check the "
-                                     "device clock") from None
-    except tuf_exc.BadVersionNumberError as exc:
-        raise VerificationError(f"{what}: TUF rollback or mix-and-match rejected ({exc})",
-                                hint="the repository served older metadata than this device "
-                                     "has already seen") from None
-    except tuf_exc.LengthOrHashMismatchError as exc:
-        raise VerificationError(f"{what}: length or hash mismatch ({exc})") from None
-    except tuf_exc.UnsignedMetadataError as exc:
-        raise VerificationError(f"{what}: TUF metadata is not signed by trusted keys ({exc})",
-                                hint="tampered or foreign-signed metadata; check the fleet's "
-                                     "root.json") from None
-    except tuf_exc.RepositoryError as exc:
-        raise VerificationError(f"{what}: TUF repository error ({exc})") from None
-    except tuf_exc.DownloadError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, VerificationError):
-            raise cause from None
-        detail = f"{exc}" + (f": {cause}" if cause else "")
-        raise TransportError(f"{what}: download failed ({detail})") from None
-
-
-class TufClient:
-    """One device's TUF state: the trusted metadata cache and the downloaded targets."""
-
-    def __init__(self, root_file: Path, cache_dir: Path, fetcher: FetcherInterface,
-                 metadata_url: str, targets_url: str,
-                 limits: DownloadLimits = DownloadLimits()) -> None:
-        self.root_file = root_file
-        self.metadata_dir = cache_dir / "metadata"
-        self.targets_dir = cache_dir / "targets"
-        self.fetcher = fetcher
-        self.metadata_url = metadata_url
-        self.targets_url = targets_url
-        self.limits = limits
-        self._updater: Updater | None = None
-
-    @classmethod
-    def over_http(cls, root_file: Path, cache_dir: Path, fleet_url: str,
-                  limits: DownloadLimits = DownloadLimits()) -> TufClient:
-        base = fleet_url.rstrip("/")
-        return cls(root_file, cache_dir, HttpFetcher(limits.http_timeout_s),
-                   f"{base}/tuf/metadata/", f"{base}/tuf/targets/", limits)
-
-    @classmethod
-    def over_mqtt(cls, root_file: Path, cache_dir: Path,
-                  transport: MqttTufTransport) -> TufClient:
-        return cls(root_file, cache_dir, transport.fetcher(), MQTT_METADATA_URL,
-                   MQTT_TARGETS_URL, transport.limits)
-
-    def refresh(self) -> None:
-        """Fresh top-level metadata (a new Updater: ngclient refreshes once per instance)."""
-        self.metadata_dir.mkdir(parents=True, exist_ok=True)
-        cached = self.metadata_dir / "root.json"
-        try:
-            bootstrap = None if cached.exists() else self.root_file.read_bytes()
-        except OSError as exc:
-            raise VerificationError(f"cannot read the trusted root {self.root_file}: {exc}",
-                                    hint="enrol the device again") from None
-        with _tuf_errors("TUF refresh"):
-            updater = Updater(str(self.metadata_dir), self.metadata_url, str(self.targets_dir),
-                              self.targets_url, self.fetcher, self.limits.updater_config(),
-                              bootstrap=bootstrap)
-            updater.refresh()
-        self._updater = updater
-
-    def trusted_root(self) -> Metadata[Root]:
-        return Metadata[Root].from_file(str(self.metadata_dir / "root.json"))
-
-    def target_info(self, path: str) -> TargetFile | None:
-        if self._updater is None:
-            self.refresh()
-        assert self._updater is not None
-        with _tuf_errors(f"TUF lookup of {path}"):
-            return self._updater.get_targetinfo(path)
-
-    def download(self, info: TargetFile) -> Path:
-        """The verified target on disk (already cached ones are re-verified, not re-fetched)."""
-        assert self._updater is not None, "refresh() first"
-        with _tuf_errors(f"download of {info.path}"):
-            cached = self._updater.find_cached_target(info)
-            if cached is not None:
-                return Path(cached)
-            self.targets_dir.mkdir(parents=True, exist_ok=True)
-            final = self.targets_dir / quote(info.path, "")
-            tmp = final.with_name(f".{final.name}.part")
-            try:
-                self._updater.download_target(info, str(tmp))
-            finally:
-                if isinstance(self.fetcher, MqttFetcher):
-                    self.fetcher.abort()
-            os.replace(tmp, final)
-            return final
-
-
-@dataclass(frozen=True)
-class FetchedBundle:
-    """A bundle's files for this device, each proven by TUF and the targets-key signature."""
-
-    name: str
-    version: str
-    target: str
-    manifest: Manifest
-    manifest_bytes: bytes
-    signatures_bytes: bytes
-    artifact: Path
-    golden: Path | None
-
-    def stage(self, directory: Path) -> Path:
-        """Lay the files out like an extracted bundle (manifest.json, artifacts/<target>/...)."""
-        entry = self.manifest.artifact_for(self.target)
-        assert entry is not None
-        atomic_write(directory / "manifest.json", self.manifest_bytes)
-        atomic_write(directory / "signatures.json", self.signatures_bytes)
-        atomic_write(directory / entry.file.path, self.artifact.read_bytes())
-        if entry.golden is not None and self.golden is not None:
-            atomic_write(directory / entry.golden.path, self.golden.read_bytes())
-        return directory
-
-
-def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
-                 refresh: bool = True,
-                 wait_for_metadata: Callable[[], bool] | None = None,
-                 progress: Callable[[str], None] = lambda _m: None) -> FetchedBundle:
-    """Refresh TUF, then download manifest, signatures and ONLY this target's artifact + golden.
-
-    ``wait_for_metadata`` (MQTT) blocks until newer metadata arrives and says whether it did: a
-    deploy command may overtake the retained metadata that lists its bundle.
-    """
-    base = f"bundles/{name}/{version}"
-    if refresh:
-        client.refresh()
-    info = client.target_info(f"{base}/manifest.json")
-    while info is None and wait_for_metadata is not None and wait_for_metadata():
-        client.refresh()
-        info = client.target_info(f"{base}/manifest.json")
-    if info is None:
-        raise VerificationError(f"{name}@{version} is not in the fleet's signed TUF targets",
-                                hint="publish the bundle with `edgeops publish` first")
-    progress("manifest")
-    manifest_bytes = client.download(info).read_bytes()
-    sig_info = client.target_info(f"{base}/signatures.json")
-    if sig_info is None:
-        raise VerificationError(f"{name}@{version} has no signatures.json in TUF targets")
-    sig_bytes = client.download(sig_info).read_bytes()
-    manifest = Manifest.from_bytes(manifest_bytes)
-    keys, threshold = trusted_targets_keys(client.trusted_root())
-    verify_signatures(manifest_bytes, SignatureSet.from_bytes(sig_bytes), keys,  # type: ignore[arg-type]
-                      threshold)
-    if (manifest.name, manifest.version) != (name, version):
-        raise VerificationError(f"manifest says {manifest.name}@{manifest.version}, "
-                                f"not {name}@{version} (mix-and-match)")
-    entry = manifest.artifact_for(target)
-    if entry is None:
-        raise VerificationError(f"{name}@{version} has no artifact for target {target!r}",
-                                hint="build the bundle with this device's --target")
-    paths: list[Path | None] = []
-    for ref in (entry.file, entry.golden):
-        if ref is None:
-            paths.append(None)
-            continue
-        tinfo = client.target_info(f"{base}/{ref.path}")
-        if tinfo is None:
-            raise VerificationError(f"{ref.path} of {name}@{version} is not in TUF targets")
-        if tinfo.length != ref.size or tinfo.hashes.get("sha256") != ref.sha256:
-            raise VerificationError(f"{ref.path}: TUF targets and the signed manifest disagree "
-                                    "on size or SHA-256")
-        progress(ref.path)
-        paths.append(client.download(tinfo))
-    assert paths[0] is not None
-    return FetchedBundle(name, version, target, manifest, manifest_bytes, sig_bytes,
-                         paths[0], paths[1])

@@ -47,3 +47,24 @@ def test_no_onnx_and_lazy_runtimes(tmp_path: Path, fleet: Fleet, bundle_dir: Pat
     assert out["before"] == {"onnxruntime": False, "http.server": False,
                              "ai_edge_litert": False}
     assert out["onnx"] is False and out["litert"] is False
+
+
+UPDATE_PROBE = """
+import json, sys
+import device_agent.daemon
+idle = {m: m in sys.modules for m in ("tuf.ngclient", "urllib3", "device_agent.tuf_update")}
+from device_agent.tuf_client import TufClient, fetch_bundle
+from device_agent.tuf_update import TufClient as Loaded
+print(json.dumps({"idle": idle, "same": TufClient is Loaded,
+                  "loaded": "tuf.ngclient" in sys.modules}))
+"""
+
+
+def test_update_machinery_loads_with_the_first_update() -> None:
+    """An agent that has not updated holds no ngclient/urllib3; the old import path still works."""
+    r = subprocess.run([sys.executable, "-c", UPDATE_PROBE], cwd=REPO, capture_output=True,
+                       text=True, timeout=120, check=True)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["idle"] == {"tuf.ngclient": False, "urllib3": False,
+                           "device_agent.tuf_update": False}
+    assert out["same"] is True and out["loaded"] is True
