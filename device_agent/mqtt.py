@@ -3,7 +3,7 @@
 Everything paho-specific lives here so the rest of the agent deals in topics and bytes. Why the
 shape: paho's client mixes sockets, locks and callbacks; keeping it behind one small class lets
 the daemon be a plain consumer of a bounded queue, and lets many agents share one process for
-the fleet simulator (no module state, one network thread per connection).
+the fleet simulator (no per-connection thread: see below).
 
 Behaviour that the fleet relies on (docs/PROTOCOL.md, docs/AGENT_NET.md):
 
@@ -12,17 +12,22 @@ Behaviour that the fleet relies on (docs/PROTOCOL.md, docs/AGENT_NET.md):
 - reconnect with exponential backoff and *full jitter* (bounded), so thousands of devices do not
   reconnect in lockstep after a broker restart;
 - QoS 1 for everything, subscriptions restored after every reconnect, a persistent session;
-- callbacks only enqueue (bounded; overflow is counted, never blocks the network thread);
-- **only the network thread touches the socket.** paho's ``publish``/``subscribe`` called from
-  another thread, when the client is driven by ``loop()`` rather than ``loop_start()``, write to
-  the socket right away (``_packet_queue`` -> ``loop_write``) while the network thread reads it.
-  Over TLS that corrupts the OpenSSL state (``[SSL: BAD_LENGTH]``, eclipse-paho/paho.mqtt.python
-  #691) and drops the connection. Setting ``on_socket_register_write`` makes paho 2.2 take the
-  path it takes under ``loop_start()``: the packet is appended to its output deque and one byte
-  on its wake-up socketpair makes the network thread's ``select`` write it. The remaining
-  shared state is paho's reconnect (it closes that socketpair and clears the output deque), so
-  every paho call from other threads holds ``_wire``, which the network thread holds while it
-  (re)connects; those calls no longer do I/O, so the lock is only contended during a connect.
+- callbacks only enqueue (bounded; overflow is counted, never blocks the network thread).
+
+Threads: paho is driven through its external-loop API (``socket()``, ``loop_read()``,
+``loop_write()``, ``loop_misc()``, ``want_write()`` and the ``on_socket_*`` hooks) by a
+:class:`device_agent.netloop.NetLoop`: one thread per process waits on an epoll selector for
+every connection (no ``select()``, so descriptors above 1024 work) and runs their keepalive
+and backoff timers; blocking connects (TCP, TLS handshake) run on its small connect pool.
+
+**Only the loop thread touches a connected socket.** paho's ``publish``/``subscribe`` called
+from another thread would write to the socket right away unless an ``on_socket_register_write``
+hook is set; over TLS that races the loop's reads and corrupts the OpenSSL state
+(``[SSL: BAD_LENGTH]``, eclipse-paho/paho.mqtt.python #691). With the hook set, paho appends
+the packet to its output deque and calls the hook, which asks the loop to select the socket for
+writing. The remaining shared state is paho's (re)connect (it clears the output deque), so every
+paho call from other threads holds ``_wire``, which the connect pool holds while it connects;
+those calls do no I/O, so the lock is only contended during a connect.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from device_agent.netloop import NetLoop, Timer
 from edgeops.errors import ConfigError
 from edgeops.protocol import topics
 
@@ -120,26 +126,35 @@ class Inbound:
 
 
 class MqttConnection:
-    """One device's connection to the broker, with its own network thread.
+    """One device's connection to the broker, served by a shared network loop.
 
     ``status_payload(online)`` builds the retained status message (the daemon owns the clock and
     the schema); it is called for the Last Will at construction and on every (dis)connect.
+    ``net`` is the :class:`device_agent.netloop.NetLoop` whose thread reads and writes the
+    socket; by default the process's shared one, so a hundred agents in one process cost one
+    network thread, not a hundred.
     """
 
     def __init__(self, device_id: str, settings: BrokerSettings,
                  status_payload: Callable[[bool], bytes], *,
-                 rng: random.Random | None = None, client_id: str | None = None) -> None:
+                 rng: random.Random | None = None, client_id: str | None = None,
+                 net: NetLoop | None = None) -> None:
         self.device_id = device_id
         self.settings = settings
         self._status_payload = status_payload
         self._status_topic = topics.device_topic(device_id, "status")
         self._rng = rng or random.Random()
+        self._net = net
         self._inbox: queue.Queue[Inbound] = queue.Queue(settings.inbound_queue_max)
         self._subs: set[str] = set()
         self._lock = threading.Lock()
-        self._wire = threading.Lock()   # paho calls off the network thread vs. its (re)connect
+        self._wire = threading.Lock()   # paho calls off the loop thread vs. a (re)connect
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._idle = threading.Event()  # no socket, no connect under way, no timer pending
+        self._idle.set()
+        self._running = False
+        self._sock: Any = None          # the socket the loop watches (loop thread only)
+        self._timer: Timer | None = None
         self.connected = threading.Event()
         self.disconnects = 0          # connections lost or closed (not counting stop())
         self.generation = 0           # +1 per successful connect: lets downloads resume
@@ -166,26 +181,31 @@ class MqttConnection:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
-        # Any callback here switches paho from "write now, on the caller's thread" to "queue and
-        # wake the network thread" (module docstring). Nothing else to do: _run's loop() selects
-        # for writing whenever paho's output deque is non-empty.
-        self._client.on_socket_register_write = _wake_is_enough
+        # With these set, paho never writes on the caller's thread: a publish is queued and
+        # the loop is asked to select the socket for writing (module docstring).
+        self._client.on_socket_close = self._on_socket_close
+        self._client.on_socket_register_write = self._on_register_write
+        self._client.on_socket_unregister_write = self._on_unregister_write
         self._ready_mid: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the network thread; it connects (and reconnects) in the background."""
-        if self._thread is not None:
+        """Join the network loop; it connects (and reconnects) in the background."""
+        if self._running:
             return
+        if self._net is None:
+            self._net = NetLoop.shared()
+        self._running = True
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.device_id}",
-                                        daemon=True)
-        self._thread.start()
+        self._idle.clear()
+        self._net.add_member(self)
+        self._net.run_blocking(self._connect)
 
     def stop(self, timeout_s: float = 3.0) -> None:
-        """Say ``online: false`` (retained), disconnect cleanly, join the network thread."""
-        if self._thread is None:
+        """Say ``online: false`` (retained), disconnect cleanly, leave the network loop."""
+        if not self._running or self._net is None:
             return
+        net = self._net
         if self.connected.is_set():
             info = self.publish(self._status_topic, self._status_payload(False), retain=True)
             try:
@@ -193,11 +213,13 @@ class MqttConnection:
             except (RuntimeError, ValueError):
                 pass  # connection dropped meanwhile: the Last Will says the same thing
         self._stop.set()
-        if self.connected.is_set():
-            with self._wire:
-                self._client.disconnect()
-        self._thread.join(timeout_s + self.settings.keepalive_s)
-        self._thread = None
+        net.call_soon(self._close_on_stop)
+        if not self._idle.wait(timeout_s + self.settings.connect_timeout_s):
+            log.warning("%s: the connection did not close in time; dropping it", self.device_id)
+            net.call_soon(self._drop)
+            self._idle.wait(1.0)
+        net.remove_member(self)
+        self._running = False
         self.connected.clear()
 
     def wait_connected(self, timeout_s: float) -> bool:
@@ -221,7 +243,7 @@ class MqttConnection:
                 self._client.unsubscribe(topic_filter)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> paho.MQTTMessageInfo:
-        """Publish at QoS 1 from any thread; the network thread writes it.
+        """Publish at QoS 1 from any thread; the loop thread writes it.
 
         While offline paho keeps it and sends it after reconnecting, but the returned info then
         raises ``RuntimeError`` from ``is_published()`` forever (its ``rc`` stays
@@ -238,7 +260,7 @@ class MqttConnection:
         except queue.Empty:
             return None
 
-    # -- network thread --------------------------------------------------------------------
+    # -- connecting (connect pool) -----------------------------------------------------------
     def _connect_properties(self) -> Properties | None:
         if self.settings.mqtt_version != 5:
             return None
@@ -246,39 +268,154 @@ class MqttConnection:
         props.SessionExpiryInterval = self.settings.session_expiry_s
         return props
 
-    def _run(self) -> None:
-        s = self.settings
-        while not self._stop.is_set():
-            try:
-                with self._wire:
-                    if s.mqtt_version == 5:
-                        self._client.connect(s.host, s.port, s.keepalive_s, clean_start=False,
-                                             properties=self._connect_properties())
-                    else:
-                        self._client.connect(s.host, s.port, s.keepalive_s)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                self.last_error = f"connect to {s.host}:{s.port} failed: {exc}"
-                self._wait_backoff()
-                continue
-            rc = paho.MQTT_ERR_SUCCESS
-            while not self._stop.is_set() and rc == paho.MQTT_ERR_SUCCESS:
-                rc = self._client.loop(timeout=1.0)
-            self.connected.clear()
-            if not self._stop.is_set():
-                self._wait_backoff()
-        # let paho flush the DISCONNECT packet queued by stop()
-        for _ in range(5):
-            if self._client.socket() is None or \
-                    self._client.loop(timeout=0.1) != paho.MQTT_ERR_SUCCESS:
-                break
+    def _connect(self) -> None:
+        """Blocking TCP (+TLS) connect and CONNECT queued; then the loop takes the socket."""
+        s, net = self.settings, self._net
+        assert net is not None
+        if self._stop.is_set():
+            net.call_soon(self._settle)
+            return
+        try:
+            with self._wire:
+                if s.mqtt_version == 5:
+                    self._client.connect(s.host, s.port, s.keepalive_s, clean_start=False,
+                                         properties=self._connect_properties())
+                else:
+                    self._client.connect(s.host, s.port, s.keepalive_s)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self.last_error = f"connect to {s.host}:{s.port} failed: {exc}"
+            net.call_soon(self._retry_later)
+            return
+        net.call_soon(self._attach)
 
-    def _wait_backoff(self) -> None:
+    # -- loop thread -------------------------------------------------------------------------
+    def _attach(self) -> None:
+        sock = self._client.socket()
+        if sock is None:                 # closed between connect and now
+            self._lost()
+            return
+        if self._stop.is_set():
+            self._sock = sock
+            self._net_().watch(sock, self, write=True)
+            self._close_on_stop()
+            return
+        self._sock = sock
+        self._net_().watch(sock, self, write=self._client.want_write())
+
+    def on_io(self, readable: bool, writable: bool) -> None:
+        """The loop's callback: the socket can be read and/or written."""
+        c, sock = self._client, self._sock
+        if sock is None or c.socket() is not sock:
+            return                       # an event for a socket already given up
+        rc = paho.MQTT_ERR_SUCCESS
+        if readable:
+            rc = c.loop_read()
+            # TLS may hold decrypted bytes the selector cannot see: read them now
+            rounds = 0
+            while rc == paho.MQTT_ERR_SUCCESS and c.socket() is sock and rounds < 64 and \
+                    isinstance(sock, ssl.SSLSocket) and sock.pending():
+                rc = c.loop_read()
+                rounds += 1
+        if rc == paho.MQTT_ERR_SUCCESS and writable and c.socket() is sock:
+            rc = c.loop_write()
+        if rc != paho.MQTT_ERR_SUCCESS or c.socket() is not sock:
+            self._lost()
+
+    def on_tick(self) -> None:
+        """Keepalive (PINGREQ, and giving up on a broker that stopped answering)."""
+        if self._sock is None or self._client.socket() is not self._sock:
+            return
+        if self._client.loop_misc() != paho.MQTT_ERR_SUCCESS or \
+                self._client.socket() is not self._sock:
+            self._lost()
+
+    def on_error(self, exc: BaseException) -> None:
+        """A paho call on the loop thread raised: drop the connection, reconnect later."""
+        self.last_error = f"network loop error: {exc!r}"
+        self._drop()
+
+    def _drop(self) -> None:
+        sock = self._client.socket()
+        if sock is not None:
+            self._net_().unwatch(sock)
+            # paho's own close: calls on_disconnect-free cleanup and forgets the socket
+            self._client._sock_close()
+        self._lost()
+
+    def _lost(self) -> None:
+        """The socket is gone: reconnect after a backoff, or settle when stopping."""
+        if self._sock is not None:
+            self._net_().unwatch(self._sock)
+            self._sock = None
+        self.connected.clear()
+        if self._stop.is_set():
+            self._settle()
+        else:
+            self._retry_later()
+
+    def _retry_later(self) -> None:
+        if self._stop.is_set():
+            self._settle()
+            return
         delay = self.settings.backoff.delay(self.attempts, self._rng)
         self.attempts += 1
         self.delays = [*self.delays[-31:], delay]
-        self._stop.wait(delay)
+        self._timer = self._net_().call_later(delay, self._backoff_done)
 
-    # -- paho callbacks (network thread): only record and enqueue ---------------------------
+    def _backoff_done(self) -> None:
+        self._timer = None
+        if self._stop.is_set():
+            self._settle()
+        else:
+            self._net_().run_blocking(self._connect)
+
+    def _close_on_stop(self) -> None:
+        """stop(): send DISCONNECT if a socket is open (paho closes it once written)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._settle()
+            return
+        if self._sock is None:
+            return           # a connect is under way: _connect/_attach settle it
+        with self._wire:
+            self._client.disconnect()
+        if self._client.socket() is not self._sock:
+            self._lost()
+
+    def _settle(self) -> None:
+        if self._sock is None and self._timer is None:
+            self._idle.set()
+
+    def _net_(self) -> NetLoop:
+        assert self._net is not None
+        return self._net
+
+    # -- paho callbacks: only record and enqueue ---------------------------------------------
+    def _on_socket_close(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
+        net = self._net
+        if net is not None and net.in_loop():
+            net.unwatch(sock)        # before paho closes it: its number may be reused
+
+    def _on_register_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
+        self._sync_write(sock)
+
+    def _on_unregister_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
+        # On the loop thread (loop_write) a publish from another thread may have queued a
+        # packet after paho saw an empty queue but before it cleared its "registered" flag;
+        # that publish did not call _on_register_write. So both hooks look at the queue itself.
+        self._sync_write(sock)
+
+    def _sync_write(self, sock: Any) -> None:
+        """Select ``sock`` for writing exactly while paho has packets queued for it."""
+        net = self._net
+        if net is None:
+            return
+        if net.in_loop():
+            net.set_write(sock, self._client.want_write())
+        else:
+            net.call_soon(lambda: net.set_write(sock, self._client.want_write()))
+
     def _on_connect(self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any,
                     _props: Any) -> None:
         if reason.is_failure:
@@ -313,7 +450,3 @@ class MqttConnection:
             self._inbox.put_nowait(Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)))
         except queue.Full:
             self.dropped_inbound += 1
-
-
-def _wake_is_enough(_client: paho.Client, _userdata: Any, _sock: Any) -> None:
-    """paho's "socket wants writing" hook: the network thread's select already covers it."""

@@ -1,0 +1,217 @@
+"""The shared network loop: descriptors above 1024, one thread for many connections, errors.
+
+paho's own loops wait with ``select()``, which refuses any descriptor numbered 1024 or above
+(paho then reports "connection lost" and reconnects for ever). The first test opens 1,100
+descriptors before the agent connects, so its socket lands above 1024: it fails with a
+``select()`` loop and passes with the selector loop.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from device_agent.mqtt import Backoff, BrokerSettings, MqttConnection
+from device_agent.netloop import NetLoop
+from edgeops.protocol import StatusMessage, topics
+from tests.device_agent.net.broker import MosquittoBroker, free_port
+from tests.device_agent.net.observer import Observer
+
+pytestmark = pytest.mark.broker
+
+FILLER_FDS = 1100
+
+
+def _status_for(dev: str):  # type: ignore[no-untyped-def]
+    return lambda online: StatusMessage(dev, online, "test", time.time()).to_bytes()
+
+
+def _conn(dev: str, port: int, net: NetLoop, **kw: object) -> MqttConnection:
+    settings = BrokerSettings("127.0.0.1", port, keepalive_s=5,
+                              backoff=Backoff(base_s=0.05, max_s=0.5), **kw)  # type: ignore[arg-type]
+    return MqttConnection(dev, settings, _status_for(dev), rng=random.Random(1), net=net)
+
+
+@contextmanager
+def _private_loop() -> Iterator[NetLoop]:
+    net = NetLoop("test-net")
+    try:
+        yield net
+    finally:
+        net.close()
+
+
+@contextmanager
+def _many_open_fds(n: int) -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = n + 512
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"this test needs {need} open files; the hard limit here is {hard} "
+                    "(raise it with ulimit -Hn)")
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_agent_connection_works_with_descriptors_above_1024(broker: MosquittoBroker,
+                                                           observer: Observer) -> None:
+    dev = "cam-fd"
+    cmd = topics.device_topic(dev, "commands")
+    observer.subscribe(topics.device_topic(dev, "state"))
+    with _many_open_fds(FILLER_FDS), _private_loop() as net:
+        conn = _conn(dev, broker.port, net)
+        conn.subscribe(cmd)
+        conn.start()
+        try:
+            assert conn.wait_connected(10), conn.last_error
+            sock = conn._client.socket()
+            assert sock is not None and sock.fileno() >= 1024
+            with pytest.raises(ValueError):     # what paho's loop would have run into
+                select.select([sock], [], [], 0)
+            for i in range(20):                 # both ways, several round trips
+                observer.publish(cmd, f"cmd-{i}".encode())
+                got = conn.get(5)
+                assert got is not None and got.payload == f"cmd-{i}".encode()
+                conn.publish(topics.device_topic(dev, "state"), f"ack-{i}".encode())
+            observer.wait_for(lambda m: sum(t.endswith("/state") for t, _, _ in m) == 20)
+            assert conn.generation == 1 and conn.disconnects == 0, conn.last_error
+        finally:
+            conn.stop()
+        assert not conn.connected.is_set()
+
+
+def test_many_connections_share_one_network_thread(broker: MosquittoBroker,
+                                                   observer: Observer) -> None:
+    n = 40
+    devs = [f"cam-{i:02d}" for i in range(n)]
+    before = {t.ident for t in threading.enumerate()}
+    with _private_loop() as net:
+        conns = [_conn(d, broker.port, net) for d in devs]
+        for c, d in zip(conns, devs, strict=True):
+            c.subscribe(topics.device_topic(d, "commands"))
+            c.start()
+        try:
+            assert all(c.wait_connected(15) for c in conns), [c.last_error for c in conns]
+            new = [t for t in threading.enumerate() if t.ident not in before]
+            # the loop thread and its connect pool (4), whatever the number of connections
+            assert 1 <= len(new) <= 5, [t.name for t in new]
+            assert all(t.name.startswith("test-net") for t in new)
+            for d in devs:
+                observer.publish(topics.device_topic(d, "commands"), d.encode())
+            for c, d in zip(conns, devs, strict=True):
+                got = c.get(5)
+                assert got is not None and got.payload == d.encode()
+        finally:
+            for c in conns:
+                c.stop()
+
+
+def test_stop_while_the_broker_is_unreachable_returns_promptly() -> None:
+    port = free_port()                          # nothing listens here
+    with _private_loop() as net:
+        conn = _conn("cam-down", port, net)
+        conn.start()
+        deadline = time.monotonic() + 5
+        while conn.attempts < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert conn.attempts >= 3 and conn.last_error is not None
+        assert "failed" in conn.last_error
+        t = time.monotonic()
+        conn.stop(timeout_s=1.0)
+        assert time.monotonic() - t < 2.0
+        attempts = conn.attempts
+        time.sleep(0.7)                         # no reconnect timer survives stop()
+        assert conn.attempts == attempts
+
+
+def test_a_failing_callback_drops_only_that_connection(broker: MosquittoBroker,
+                                                       observer: Observer) -> None:
+    """paho raising on the loop thread: that connection reconnects, the others carry on."""
+    with _private_loop() as net:
+        bad, good = _conn("cam-bad", broker.port, net), _conn("cam-good", broker.port, net)
+        good.subscribe(topics.device_topic("cam-good", "commands"))
+        for c in (bad, good):
+            c.start()
+        try:
+            assert bad.wait_connected(10) and good.wait_connected(10)
+
+            def boom(*_a: object) -> None:
+                raise RuntimeError("boom")
+
+            bad._client.on_message = boom       # paho re-raises callback errors by default
+            bad._client.suppress_exceptions = False
+            bad.subscribe("test/boom")
+            time.sleep(0.3)                     # SUBACK
+            observer.publish("test/boom", b"x")
+            deadline = time.monotonic() + 10
+            while bad.generation < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert bad.generation >= 2
+            assert bad.last_error is not None
+            observer.publish(topics.device_topic("cam-good", "commands"), b"still here")
+            got = good.get(5)
+            assert got is not None and got.payload == b"still here"
+            assert good.generation == 1
+        finally:
+            bad.stop()
+            good.stop()
+
+
+class _RaisingMember:
+    """A fake loop member over a socket pair whose read handler raises once."""
+
+    def __init__(self, net: NetLoop) -> None:
+        self.net = net
+        self.a, self.b = socket.socketpair()
+        self.errors: list[BaseException] = []
+        self.reads = 0
+
+    def on_io(self, readable: bool, writable: bool) -> None:
+        data = self.a.recv(100)
+        self.reads += 1
+        if data == b"raise":
+            raise RuntimeError("handler bug")
+
+    def on_tick(self) -> None:
+        pass
+
+    def on_error(self, exc: BaseException) -> None:
+        self.errors.append(exc)
+
+
+def test_loop_survives_a_member_that_raises() -> None:
+    with _private_loop() as net:
+        m = _RaisingMember(net)
+        net.call_soon(lambda: net.watch(m.a, m, write=False))
+        m.b.send(b"raise")
+        deadline = time.monotonic() + 5
+        while not m.errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [str(e) for e in m.errors] == ["handler bug"]
+        m.b.send(b"fine")
+        while m.reads < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert m.reads == 2
+        done = threading.Event()
+        net.call_later(0.05, done.set)
+        assert done.wait(2)
+        cancelled = threading.Event()
+        net.call_later(0.05, cancelled.set).cancel()
+        assert not cancelled.wait(0.3)
+        m.a.close()
+        m.b.close()
