@@ -42,6 +42,7 @@ from edgeops.errors import TransportError, UsageError
 __all__ = [
     "BrokerAddress",
     "Inbound",
+    "LockedClient",
     "MqttConnection",
     "MqttOptions",
     "TlsOptions",
@@ -138,7 +139,31 @@ _FAST_OK = _paho_version().startswith("2.") and all(
                                       "_packet_queue", "_send_puback"))
 
 
-class FastClient(paho.Client):
+class LockedClient(paho.Client):
+    """paho's Client whose reconnect and the manager's publishing threads exclude each other.
+
+    Why: with ``loop_start`` paho reconnects on its network thread while the manager publishes
+    from others (delivery workers, the rollout loop, acknowledgements). ``reconnect()`` drops
+    the outgoing packet queue, opens a new socket and only then queues CONNECT; a publish that
+    lands in that window queues its PUBLISH ahead of CONNECT (the broker drops the connection
+    for the protocol error) or meets a socket being swapped. :class:`MqttConnection` takes
+    :attr:`write_lock` around every ``publish``/``ack``, and ``reconnect`` (a public paho
+    method) runs under it, so a publish happens wholly before or wholly after a reconnect; one
+    that waits is queued on the new session (QoS > 0 messages from before are resent by paho).
+    A publish can therefore wait as long as one connection attempt (paho's 5 s connect
+    timeout at most).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.write_lock = threading.RLock()
+        super().__init__(*args, **kwargs)
+
+    def reconnect(self) -> MQTTErrorCode:
+        with self.write_lock:
+            return super().reconnect()
+
+
+class FastClient(LockedClient):
     """paho's Client with a cheaper receive path for a high-rate subscriber.
 
     Why: profiling the worker at a few thousand QoS 1 messages per second showed paho's
@@ -282,7 +307,7 @@ class MqttConnection:
         self.last_error: str | None = None
 
         self._v5 = options.protocol_version == 5
-        cls = FastClient if _FAST_OK and options.fast_receive else paho.Client
+        cls = FastClient if _FAST_OK and options.fast_receive else LockedClient
         if self._v5:
             c = cls(CallbackAPIVersion.VERSION2, client_id=options.client_id,
                             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=options.manual_ack)
@@ -306,7 +331,7 @@ class MqttConnection:
             c.fast_publish = self._on_fast_message
         c.on_publish = self._on_publish
         c.on_socket_open = self._on_socket_open
-        self._client = c
+        self._client: LockedClient = c
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, timeout_s: float = 10.0) -> None:
@@ -344,8 +369,17 @@ class MqttConnection:
 
     # -- publishing ------------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
-        """Queue one publish; returns its message id (for ``on_published``)."""
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        """Queue one publish; returns its message id (for ``on_published``).
+
+        Thread-safe, also while paho reconnects (see :class:`LockedClient`): without a
+        connection a QoS > 0 message waits in paho's queue and goes out once connected.
+        """
+        try:
+            with self._client.write_lock:
+                info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        except OSError as exc:   # paho's socket plumbing; the message may not be queued
+            raise TransportError(f"publish to {topic} failed: {exc}",
+                                 hint="the MQTT connection is failing; check the broker") from None
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise TransportError(f"publish to {topic} failed: {paho.error_string(info.rc)}")
         with self._lock:
@@ -356,7 +390,8 @@ class MqttConnection:
     def ack(self, msg: Inbound) -> None:
         # A mid from an earlier connection may now name another message: never ack it.
         if msg.qos > 0 and self.options.manual_ack and msg.generation == self._generation:
-            self._client.ack(msg.mid, msg.qos)
+            with self._client.write_lock:
+                self._client.ack(msg.mid, msg.qos)
 
     def ack_all(self, msgs: Sequence[Inbound]) -> None:
         """Acknowledge a batch; one write for all of its QoS 1 PUBACKs where paho allows."""
@@ -365,10 +400,11 @@ class MqttConnection:
         gen = self._generation
         c = self._client
         if isinstance(c, FastClient):
-            c.ack_many([m.mid for m in msgs if m.qos == 1 and m.generation == gen])
-            for m in msgs:
-                if m.qos == 2 and m.generation == gen:
-                    c.ack(m.mid, 2)
+            with c.write_lock:
+                c.ack_many([m.mid for m in msgs if m.qos == 1 and m.generation == gen])
+                for m in msgs:
+                    if m.qos == 2 and m.generation == gen:
+                        c.ack(m.mid, 2)
             return
         for m in msgs:
             self.ack(m)
