@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from edgeops.errors import UsageError
 from edgeops.protocol import StateReport
+from fleet.store._aggregates import DeviceField
 from fleet.store._sql import StoreConflict
 from fleet.store.models import (
     DEPLOYMENT_STATUSES,
@@ -25,9 +26,13 @@ from fleet.store.models import (
     DeploymentDevice,
     Device,
     DeviceFilter,
+    OnlineCount,
     Page,
+    TagCount,
+    TelemetryDigestRow,
     TelemetryRow,
     TokenRecord,
+    ValueCount,
 )
 from fleet.store.schema import SCHEMA_VERSION
 
@@ -40,12 +45,17 @@ __all__ = [
     "Deployment",
     "DeploymentDevice",
     "Device",
+    "DeviceField",
     "DeviceFilter",
+    "OnlineCount",
     "Page",
     "Store",
     "StoreConflict",
+    "TagCount",
+    "TelemetryDigestRow",
     "TelemetryRow",
     "TokenRecord",
+    "ValueCount",
     "open_store",
 ]
 
@@ -114,6 +124,21 @@ class Store(Protocol):
     def waiting_offline(self, deployment_id: str) -> int: ...
     def set_device_command(self, deployment_id: str, device_id: str,
                            command: bytes) -> None: ...
+
+    # aggregates for the console and /metrics: counted in the database, bounded, read-only
+    def device_online_counts(self, tag: str | None = None) -> list[OnlineCount]: ...
+    def device_value_counts(self, field: DeviceField, limit: int) -> list[ValueCount]: ...
+    def tag_value_counts(self, limit: int) -> list[TagCount]: ...
+    def deployment_wave_counts(self, deployment_id: str) -> dict[int, dict[str, int]]: ...
+    def deployment_devices_page(self, deployment_id: str, state: str | None, limit: int,
+                                offset: int) -> tuple[int, list[DeploymentDevice]]: ...
+    def deployment_status_counts(self) -> dict[str, int]: ...
+    def deployments_updated_since(self, since: float, statuses: Sequence[str],
+                                  limit: int) -> list[Deployment]: ...
+    def telemetry_max_id(self) -> int: ...
+    def telemetry_digest_rows(self, after_id: int, kinds: Sequence[str], limit: int, *,
+                              until_id: int | None = None,
+                              data_for: Sequence[str] = ()) -> list[TelemetryDigestRow]: ...
 
     # tokens (hashed), blessings, TUF metadata, command seq, settings
     def add_token(self, token_hash: str, role: str, name: str, now: float) -> TokenRecord: ...

@@ -21,6 +21,7 @@ from typing import Any
 from edgeops.errors import ConfigError
 from edgeops.protocol import StateReport
 from fleet.states import apply_report
+from fleet.store._aggregates import AggregateReads
 from fleet.store.models import (
     Blessing,
     BundleRecord,
@@ -64,8 +65,9 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
-class SqlStore:
-    """The :class:`fleet.store.Store` implementation shared by both backends."""
+class SqlStore(AggregateReads):
+    """The :class:`fleet.store.Store` implementation shared by both backends (the aggregate
+    reads for the console live in :mod:`fleet.store._aggregates`)."""
 
     dialect: Dialect
 

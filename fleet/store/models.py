@@ -7,7 +7,7 @@ never see rows or dialect quirks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "DEPLOYMENT_STATUSES",
@@ -18,9 +18,13 @@ __all__ = [
     "DeploymentDevice",
     "Device",
     "DeviceFilter",
+    "OnlineCount",
     "Page",
+    "TagCount",
+    "TelemetryDigestRow",
     "TelemetryRow",
     "TokenRecord",
+    "ValueCount",
 ]
 
 DEVICE_CLASSES = ("sensor", "camera", "vehicle", "gateway")
@@ -187,3 +191,48 @@ class Blessing:
         return {"name": self.bundle_name, "version": self.bundle_version,
                 "hardware": self.hardware, "passed": self.passed, "report": self.report,
                 "created_at": self.created_at}
+
+
+# -- aggregates (counted in the database; the console and /metrics read these) ---------------
+@dataclass(frozen=True)
+class OnlineCount:
+    """Devices sharing one grouping value (a class, a tag's value) and one online flag."""
+
+    name: str
+    online: bool
+    count: int
+
+
+@dataclass(frozen=True)
+class ValueCount:
+    """How many devices carry one value of a field (class, target, active version)."""
+
+    value: str
+    count: int
+
+
+@dataclass(frozen=True)
+class TagCount:
+    """How many devices carry the tag ``key=value``."""
+
+    key: str
+    value: str
+    count: int
+
+
+class TelemetryDigestRow(NamedTuple):
+    """One telemetry row as the console's digests read it, by insertion order (``id``).
+
+    ``n_count``/``n_errors``/``p95_ms`` are the columns extracted at insert (inferences,
+    errors, latency); ``data`` is the raw JSON record, present only for the kinds the caller
+    asked it for.
+    """
+
+    id: int
+    device_id: str
+    ts: float
+    kind: str
+    n_count: int | None
+    n_errors: int | None
+    p95_ms: float | None
+    data: str | None

@@ -152,3 +152,29 @@ def test_grouped_queries_on_both_backends(store: Store) -> None:
     assert q.deployment_status_counts() == {"aborted": 1}
     assert [a["id"] for a in q.recent_aborts(T0 - 1)] == ["d-1"]
     assert q.recent_aborts(T0 + 1) == []
+
+
+class PublicOnly:
+    """The store seen through its public methods only: reaching for ``_tx``/``_exec`` (the
+    SQL plumbing) fails, as it would on any other Store implementation."""
+
+    def __init__(self, inner: Store) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("_"):
+            raise AttributeError(f"{name} is private to the store")
+        return getattr(self._inner, name)
+
+
+def test_console_queries_use_only_the_public_store_interface(store: Store) -> None:
+    store.insert_telemetry([inference("cam-1", T0, 10, 1, 5.0), drift("cam-2", T0 + 1, 4.0)])
+    q = FleetQueries(PublicOnly(store))  # type: ignore[arg-type]
+    assert q.device_counts()["total"] == 2
+    assert q.facets()["class"] == [{"value": "camera", "count": 2}]
+    assert q.deployment_status_counts() == {} and q.recent_aborts(0.0) == []
+    assert q.wave_counts("d-none") == [] and q.deployment_devices_page("d-none", None, 5, 0)[
+        "total"] == 0
+    scan = q.scan_inference(0, 100)
+    assert (scan.records, scan.inferences, scan.errors) == (1, 10, 1)
+    assert len(q.health_rows(0, 100)) == 2
