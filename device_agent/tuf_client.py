@@ -77,7 +77,8 @@ class DownloadLimits:
     chunk_bytes: int = DEFAULT_LIMITS.mqtt_chunk_bytes
     max_artifact_bytes: int = DEFAULT_LIMITS.max_artifact_bytes
     max_metadata_bytes: int = DEFAULT_LIMITS.max_metadata_bytes
-    idle_timeout_s: float = 15.0     # no new chunk for this long: ask again for what is missing
+    idle_timeout_s: float = 15.0     # no frame at all for this long: ask again for what is missing
+    idle_backoff_max_s: float = 60.0  # ...and each further ask waits twice as long, up to this
     max_requests: int = 8            # fetch requests per file before giving up
     metadata_wait_s: float = 10.0    # how long to wait for retained metadata to arrive
     http_timeout_s: float = 30.0
@@ -158,6 +159,7 @@ class ChunkAssembler:
         self._paths: dict[int, Path] = {}     # index -> "<index>.<sha256>.chunk"
         self._cond = threading.Condition()
         self.rejected = 0
+        self.frames = 0                       # frames accepted, repeats of chunks held included
         self.first_rejection: str | None = None
         self.last_rejection: str | None = None
         self._closed = False                  # discarded: late frames must not re-create dir
@@ -218,6 +220,7 @@ class ChunkAssembler:
                 self._reject(exc.message)
                 self._cond.notify_all()
                 return False
+            self.frames += 1
             if chunk.index not in self._have:
                 if self.count is None:
                     self.count, self.total = chunk.count, chunk.total_size
@@ -271,10 +274,14 @@ class ChunkAssembler:
         return self._paths[index].read_bytes()
 
     def wait(self, seen: int, timeout_s: float) -> int:
-        """Wait until more chunks (or rejections) than ``seen`` events happened; return count."""
+        """Wait until more frames (accepted, repeated or rejected) than ``seen`` arrived.
+
+        Returns the new count. Any frame counts: a repeat means the manager's carousel is
+        running (for this device or another), and it sends every index that is asked for.
+        """
         with self._cond:
-            self._cond.wait_for(lambda: len(self._have) + self.rejected > seen, timeout_s)
-            return len(self._have) + self.rejected
+            self._cond.wait_for(lambda: self.frames + self.rejected > seen, timeout_s)
+            return self.frames + self.rejected
 
     def check_complete(self) -> None:
         if self.total is not None and sum(self._have.values()) != self.total:
@@ -337,7 +344,15 @@ class MqttTufTransport:
         self.link.publish(topics.device_topic(self.device_id, "fetch"), req.to_bytes())
 
     def download(self, sha: str) -> Generator[bytes, None, None]:
-        """Yield the artifact's bytes in order as chunks arrive, asking again when stalled."""
+        """Yield the artifact's bytes in order as chunks arrive, asking again when stalled.
+
+        One ``fetch`` at the start; another, naming only the missing ranges, after a reconnect
+        (frames sent while offline are lost) or when no frame at all arrived for
+        ``idle_timeout_s``, doubling that wait after each such ask (up to
+        ``idle_backoff_max_s``). Frames of chunks already held count as activity: the
+        manager's carousel is serving someone and merges every ask into the pass it is running,
+        so asking again while it runs only multiplies its work (and its egress) under load.
+        """
         if len(sha) != 64 or not set(sha) <= _HEX:
             raise tuf_exc.DownloadHTTPError(f"{sha!r} is not an artifact digest", 404)
         asm = ChunkAssembler(sha, self.download_dir / sha, self.limits)
@@ -350,6 +365,7 @@ class MqttTufTransport:
             gen = self.link.generation
             self._request(asm)
             requests, last_progress, seen, nxt = 1, self.clock(), 0, 0
+            patience = self.limits.idle_timeout_s
             while True:
                 while asm.count is not None and nxt < asm.count and asm.has(nxt):
                     yield asm.read(nxt)
@@ -366,7 +382,7 @@ class MqttTufTransport:
                     gen = self.link.generation
                     self._request(asm)
                     last_progress = self.clock()
-                elif self.clock() - last_progress >= self.limits.idle_timeout_s:
+                elif self.clock() - last_progress >= patience:
                     if requests >= self.limits.max_requests:
                         err = self._give_up(asm, requests)
                         refused = isinstance(err, VerificationError)
@@ -374,6 +390,8 @@ class MqttTufTransport:
                     requests += 1
                     self._request(asm)
                     last_progress = self.clock()
+                    patience = min(2 * patience, max(self.limits.idle_backoff_max_s,
+                                                     self.limits.idle_timeout_s))
         except MessageError as exc:
             refused = True
             raise VerificationError(f"artifact {sha[:12]}: {exc.message}") from None

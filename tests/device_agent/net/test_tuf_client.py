@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,8 @@ from device_agent.tuf_client import (
 from edgeops.bundle import read_bundle
 from edgeops.errors import TransportError, VerificationError
 from edgeops.keys import KeyStore
-from edgeops.protocol import Chunk, encode_chunk
+from edgeops.protocol import Chunk, FetchRequest, encode_chunk, topics
+from edgeops.protocol.messages import decode_json
 from edgeops.trust import root_path
 from tests.device_agent.net.broker import MosquittoBroker
 from tests.device_agent.net.fake_manager import FakeManager
@@ -458,3 +460,71 @@ def test_metadata_cache_bounds_clears_and_knows_when_a_root_is_absent() -> None:
     gen = c.generation
     c.put("timestamp.json", b"")                         # empty retained message clears it
     assert c.get("timestamp.json", 0) is None and c.wait_newer(gen, 0)
+
+
+# -- when a stalled download asks again ------------------------------------------------------
+class FakeLink:
+    """A FAKE MessageLink: records the fetch requests the transport publishes, sends nothing."""
+
+    generation = 1
+
+    def __init__(self) -> None:
+        self.fetches: list[tuple[float, FetchRequest]] = []
+        self._cond = threading.Condition()
+
+    def subscribe(self, topic_filter: str) -> None:
+        pass
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        pass
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> object:
+        with self._cond:
+            self.fetches.append((time.monotonic(), decode_json(payload, expect=FetchRequest)))
+            self._cond.notify_all()
+        return None
+
+    def wait_fetches(self, n: int, timeout_s: float = 10.0) -> list[tuple[float, FetchRequest]]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.fetches) >= n, timeout_s), self.fetches
+            return list(self.fetches)
+
+
+def test_stalled_download_waits_while_frames_flow_and_backs_off_when_silent(
+        tmp_path: Path) -> None:
+    """Repeats of held chunks (a carousel serving others) keep the download from re-asking;
+    silence makes it ask for the missing ranges only, each ask waiting twice as long."""
+    sha, data = "ef" * 32, b"abcdefghij"              # 3 chunks of 4 bytes
+    frames = [encode_chunk(Chunk(sha, i, 3, len(data), data[i * 4:(i + 1) * 4]))
+              for i in range(3)]
+    link = FakeLink()
+    idle = 0.3
+    transport = MqttTufTransport(link, DEV, tmp_path / "dl", DownloadLimits(
+        chunk_bytes=4, idle_timeout_s=idle, idle_backoff_max_s=4 * idle, max_requests=10))
+    topic = topics.artifact_chunks(sha)
+    out: list[bytes] = []
+    worker = threading.Thread(target=lambda: out.append(b"".join(transport.download(sha))))
+    worker.start()
+    try:
+        link.wait_fetches(1)
+        transport.handle(topic, frames[0])
+        until = time.monotonic() + 5 * idle           # repeats for five idle timeouts
+        while time.monotonic() < until:
+            transport.handle(topic, frames[0])
+            time.sleep(idle / 4)
+        assert len(link.fetches) == 1                 # never re-asked while frames flowed
+        got = link.wait_fetches(3)                    # then silence: two asks, backing off
+        assert [f.missing for _, f in got[1:3]] == [((1, 3),), ((1, 3),)]
+        assert got[1][0] - until >= idle / 2         # the last repeat came < idle/4 before
+        assert got[2][0] - got[1][0] >= 2 * idle
+        transport.handle(topic, frames[2])
+        transport.handle(topic, frames[1])
+        worker.join(10)
+        assert out == [data]
+    finally:
+        transport.check = _raise_stop
+        worker.join(10)
+
+
+def _raise_stop() -> None:
+    raise TransportError("test over")
