@@ -51,6 +51,7 @@ _BASELINES = {
     "agent_core": "ONNX Runtime called directly, interleaved",
     "agent_footprint": "ORT-only process with the same model; ORT direct calls",
     "console": "plain API paging / first scrape in the same run",
+    "converter_large": "FP32 source (external data) in the same run; opt-in, run by hand",
     "converter_onnx": "FP32 model and stock `quantize_static`",
     "converter_tflite": "ONNX Runtime FP32 and ORT static INT8",
     "fleet_delivery_agents": "none in the same run: the 60 s goal beside each size",

@@ -36,9 +36,10 @@ from converters.data import InputSpec, Preprocessing, SampleSet, load_labels, lo
 from converters.model_check import SourceModel, load_source
 from converters.profiles import TargetProfile, get_profile
 from converters.validate import classifier_outputs, model_inputs, run_onnx, synthetic_samples
-from edgeops.errors import BadContentError, UsageError
+from edgeops.errors import BadContentError, UnsupportedModelError, UsageError
 
-__all__ = ["BuildOutcome", "build", "build_artifacts", "resolve_targets"]
+__all__ = ["BuildOutcome", "build", "build_artifacts", "check_artifacts_fit", "check_one_file",
+           "resolve_targets"]
 
 SYNTHETIC_CALIBRATION_SAMPLES = 32
 SYNTHETIC_VALIDATION_SAMPLES = 16
@@ -209,12 +210,58 @@ def _check_finite(reference: Mapping[str, np.ndarray], samples: int) -> None:
         raise BadContentError(f"the source model outputs NaN or Inf ({where})",
                               hint="fix the model (bad weights or export); nothing was built")
 
+# Artifact weight bytes per fp32 weight byte, by precision (INT8 stores 1 byte per weight).
+_WEIGHT_SCALE = {"fp32": 1.0, "fp16": 0.5, "int16": 0.5, "int8": 0.25, "int8-dynamic": 0.25}
+
+
+def check_artifacts_fit(source: SourceModel, targets: list[tuple[TargetProfile, str]]) -> None:
+    """Refuse, before any work, an ONNX artifact whose weights cannot fit in one file.
+
+    A bundle carries one self-contained file per target (the agent fetches, verifies and loads
+    exactly that file), and an ONNX file without external data holds under 2 GB; so a source
+    over that (weights in external data) builds only at a precision that shrinks it enough.
+    """
+    from converters.onnx_utils import PROTOBUF_SAFE_BYTES
+
+    if not source.external_data:
+        return                                  # a one-file source fits as one file
+    weights = source.weight_bytes
+    for profile, precision in targets:
+        est = weights * _WEIGHT_SCALE.get(precision, 1.0)
+        if profile.format != "onnx" or est <= PROTOBUF_SAFE_BYTES:
+            continue
+        fits = [p for p in profile.precisions
+                if weights * _WEIGHT_SCALE.get(p, 1.0) <= PROTOBUF_SAFE_BYTES]
+        raise UnsupportedModelError(
+            f"target {profile.name}: a {precision} artifact of this model would hold "
+            f"{est / 2**30:.2f} GiB of weights, over the 2 GB one ONNX file can hold (bundles "
+            "carry one self-contained file per target)",
+            hint=(f"build it with --precision {profile.name}={fits[0]} (this target offers "
+                  f"{', '.join(fits)} at this size)" if fits else
+                  f"{profile.name} offers no precision that small; pick another --target or a "
+                  "smaller model") + "; nothing was built")
+
+
+def check_one_file(artifact: BuiltArtifact) -> None:
+    """An ONNX artifact that ended up with external data (over 2 GB) cannot be bundled."""
+    from converters.onnx_utils import has_external_data
+
+    if artifact.format == "onnx" and has_external_data(artifact.path):
+        raise UnsupportedModelError(
+            f"target {artifact.target}: the {artifact.precision} artifact came out over the 2 GB "
+            "one ONNX file can hold (its weights went to external data, e.g. too many nodes "
+            "kept in float); bundles carry one self-contained file per target",
+            hint=f"use a smaller precision (--precision {artifact.target}=int8) or allow a "
+                 "larger accuracy drop so fewer weights stay float; nothing was built")
+
+
 def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOutcome:
     """Check everything, then run each target's backend; artifacts land under ``workdir``."""
     targets = resolve_targets(request)
     preprocessing_from(request.options.get("preprocessing"))
     progress(f"checking {request.model}")
     source = load_source(request.model)
+    check_artifacts_fit(source, targets)
     inputs = model_inputs(source.model, request.input_shapes)
     for profile, _ in targets:
         if profile.static_shapes:
@@ -251,6 +298,7 @@ def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOu
         ctx = BackendContext(request=request, profile=profile, precision=precision,
                              workdir=tdir, progress=progress, shared=shared)
         artifacts.append(get_backend(profile.format)(ctx))
+        check_one_file(artifacts[-1])
         for key in ("details", "metrics"):      # backends may flag what the user must know
             src = getattr(artifacts[-1], key)
             warnings.extend(str(w) for w in (src.get("warnings") or

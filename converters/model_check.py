@@ -17,11 +17,10 @@ from typing import Any
 
 from edgeops.errors import BadContentError, UnsupportedModelError, UsageError
 
-__all__ = ["SourceModel", "iter_nodes", "load_source", "unsupported_nodes"]
+__all__ = ["SourceModel", "initializer_bytes", "iter_nodes", "load_source", "unsupported_nodes"]
 
 _KNOWN_CUSTOM_DOMAINS = {"com.microsoft", "com.microsoft.nchwc", "ai.onnx.ml",
                          "ai.onnx.preview.training", "com.ms.internal.nhwc"}
-_PROTOBUF_SAFE_BYTES = 1_800_000_000   # below protobuf's 2 GiB hard limit
 
 
 class NotOnnxError(BadContentError):
@@ -34,8 +33,8 @@ class SourceModel:
 
     path: Path
     model: Any                      # onnx.ModelProto (weights loaded, external data included)
-    sha256: str
-    size: int
+    sha256: str                     # over the model file, then its external data files
+    size: int                       # bytes of those files together
     opset: int
     producer: str
     external_data: bool
@@ -43,17 +42,53 @@ class SourceModel:
     @property
     def large(self) -> bool:
         """Too big to serialise as one protobuf (weights included)."""
-        return int(self.model.ByteSize()) > _PROTOBUF_SAFE_BYTES
+        from converters.onnx_utils import PROTOBUF_SAFE_BYTES, proto_bytes
+
+        return proto_bytes(self.model) > PROTOBUF_SAFE_BYTES
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the main graph's initialisers, from their shapes (no protobuf size needed)."""
+        return initializer_bytes(self.model)
 
 
-def _sha256(path: Path) -> tuple[str, int]:
+def initializer_bytes(model: Any) -> int:
+    """Bytes of ``model``'s top-level initialisers (shape x element size; strings count 0)."""
+    import math
+
+    import onnx
+
+    total = 0
+    for t in model.graph.initializer:
+        try:
+            item = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except (KeyError, ValueError, TypeError):
+            continue
+        total += math.prod(t.dims) * item
+    return total
+
+
+def _sha256(*paths: Path) -> tuple[str, int]:
+    """One digest over the files' bytes, in order, and their total size."""
     h = hashlib.sha256()
     n = 0
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-            n += len(block)
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+                n += len(block)
     return h.hexdigest(), n
+
+
+def _external_files(model: Any) -> list[str]:
+    """Locations of the external data files, in order of first reference."""
+    import onnx
+
+    seen: dict[str, None] = {}
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            seen.update({e.value: None for e in t.external_data if e.key == "location"})
+    return list(seen)
 
 
 def iter_nodes(graph: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -123,11 +158,14 @@ def load_source(path: Path) -> SourceModel:
         raise BadContentError(f"{path} fails onnx.checker: {first}",
                               hint="re-export the model; check the exporter's opset") from None
     if external:
+        files = _external_files(model)
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except (OSError, ValueError) as exc:
             raise BadContentError(f"{path}: cannot read its external data ({exc})",
                                   hint="keep the .data files next to the model") from None
+        # The weights are the model: the digest (and size) cover the data files too.
+        sha, size = _sha256(path, *(path.parent / f for f in files))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     _open_in_ort(path)
     return SourceModel(path=path, model=model, sha256=sha, size=size, opset=opset,

@@ -7,12 +7,15 @@ chunk the calibrator reduces to ranges (MinMax) or merges into its histograms (E
 Percentile) and drops the raw activations, so peak memory is one chunk's activations.
 The ranges are saved as ONNX Runtime's calibration cache, so the several quantisations one
 build tries (performance- and accuracy-aware passes) calibrate only once.
+A model kept with external data (over 2 GB) gets its augmented copy written the same way, in a
+scratch folder of its own that is removed afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +66,15 @@ def calibrate(model_path: Path, samples: SampleSet, method: str, workdir: Path,
     extra: dict[str, Any] = {"symmetric": symmetric}
     if method == "percentile":
         extra["percentile"] = PERCENTILE
-    calibrator = create_calibrator(Path(model_path), None,
-                                   augmented_model_path=str(workdir / "augmented.onnx"),
-                                   calibrate_method=cal_method, extra_options=extra)
+    from converters.onnx_utils import has_external_data
+
+    scratch = workdir / "calibration-augmented"
+    scratch.mkdir(parents=True, exist_ok=True)
     try:
+        calibrator = create_calibrator(Path(model_path), None,
+                                       augmented_model_path=str(scratch / "augmented.onnx"),
+                                       calibrate_method=cal_method, extra_options=extra,
+                                       use_external_data_format=has_external_data(model_path))
         with contextlib.redirect_stdout(io.StringIO()):  # ORT prints progress on stdout
             for start in range(0, len(samples), CHUNK_SAMPLES):
                 calibrator.collect_data(_ChunkReader(samples, start,
@@ -76,7 +84,7 @@ def calibrate(model_path: Path, samples: SampleSet, method: str, workdir: Path,
         raise ConversionError(f"calibration failed: {exc}",
                               hint="check the calibration data (--calibration)") from None
     finally:
-        (workdir / "augmented.onnx").unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     cache = workdir / f"calibration-{method}.json"
     save_tensors_data(ranges, cache)
     return cache, cal_method

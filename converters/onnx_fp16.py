@@ -26,8 +26,12 @@ def convert_fp16(ctx: BackendContext) -> tuple[Path, dict[str, Any]]:
 
     keep_io = bool(ctx.profile.options.get("keep_io_types", True))
     block = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(UNSAFE_FP16_OPS))
-    model = convert_float_to_float16(ctx.shared["model"], keep_io_types=keep_io,
-                                     op_block_list=block)
+    source = ctx.shared["source"]
+    # ONNX shape inference in memory serialises the model, which fails over 2 GB: such a model
+    # is shape-inferred from its file instead, then converted.
+    model = convert_float_to_float16(
+        _shapes_from_disk(source.path, ctx.workdir) if source.large else ctx.shared["model"],
+        keep_io_types=keep_io, op_block_list=block, disable_shape_infer=source.large)
     kept = sorted({n.op_type for n in ctx.shared["model"].graph.node if n.op_type in block})
     out = save_model(model, ctx.workdir / "model.onnx")
     return out, {"pass": "fp16", "io_types": "fp32" if keep_io else "fp16",
@@ -35,3 +39,15 @@ def convert_fp16(ctx: BackendContext) -> tuple[Path, dict[str, Any]]:
                                  for i, n in enumerate(ctx.shared["model"].graph.node)
                                  if n.op_type in kept},
                  "fp32_op_types": kept}
+
+
+def _shapes_from_disk(path: Path, workdir: Path) -> Any:
+    """The source with inferred shapes, for models over 2 GB (weights read from beside it)."""
+    import onnx
+
+    out = workdir / "shapes.onnx"
+    onnx.shape_inference.infer_shapes_path(str(path), str(out))
+    model = onnx.load(str(out), load_external_data=False)
+    out.unlink()
+    onnx.load_external_data_for_model(model, str(path.parent))
+    return model

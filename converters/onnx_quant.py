@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from converters.api import BackendContext, BuiltArtifact
-from converters.onnx_utils import fix_batch, model_opset, save_model, upgraded
+from converters.onnx_utils import (
+    fix_batch,
+    has_external_data,
+    inline_if_fits,
+    model_opset,
+    save_model,
+    upgraded,
+)
 from edgeops.errors import AccuracyGateError
 
 log = logging.getLogger(__name__)
@@ -126,15 +133,20 @@ def prepare(ctx: BackendContext, min_opset: int) -> Path:
     out = ctx.workdir / "prepared.onnx"
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    # Over 2 GB (saved with external data): the result keeps its weights in prepared.onnx.data,
+    # and symbolic shape inference (in-memory protobuf) is skipped, as it cannot work there.
+    large = has_external_data(raw)
+    ext = {"save_as_external_data": True, "all_tensors_to_one_file": True,
+           "external_data_location": f"{out.name}.data"} if large else {}
     for kw in ({}, {"skip_symbolic_shape": True}, {"skip_symbolic_shape": True,
-                                                    "skip_optimization": True}):
+                                                    "skip_optimization": True})[int(large):]:
         try:
             # ORT's symbolic shape inference drops sym_shape_infer_temp.onnx and uuid .data files
             # into the working directory when it falls back; keep them in the build's scratch dir.
             with contextlib.redirect_stdout(None), contextlib.chdir(ctx.workdir):
-                quant_pre_process(str(raw.resolve()), str(out.resolve()), **kw)
+                quant_pre_process(str(raw.resolve()), str(out.resolve()), **kw, **ext)
+            onnx.checker.check_model(str(out))          # by path: works over 2 GB too
             m = onnx.load(str(out))
-            onnx.checker.check_model(m)
             break
         except Exception as exc:  # pre-processing is an optimisation; fall back step by step
             log.debug("quant_pre_process %s failed: %s", kw, exc)
@@ -179,8 +191,9 @@ def _quantise_static(src: Path, cache: Path, method: Any, plan: QuantPlan, exclu
                         activation_type=_qtype(plan.activation_type),
                         weight_type=_qtype(plan.weight_type), op_types_to_quantize=op_types,
                         nodes_to_exclude=sorted(exclude), calibrate_method=method,
-                        extra_options=extra, calibration_cache_path=str(cache))
-    return out
+                        extra_options=extra, calibration_cache_path=str(cache),
+                        use_external_data_format=has_external_data(src))
+    return inline_if_fits(out)
 
 
 @contextlib.contextmanager
@@ -248,7 +261,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     make(set())
     native = _native(ctx, facts)
     perf_aware = bool(ctx.request.options.get("perf_aware", True))
-    if not plan.qnn and native and perf_aware:
+    large = has_external_data(prepared)   # over 2 GB: each trial would re-quantise it all
+    if not plan.qnn and native and perf_aware and not large:
         from converters.onnx_perf import slower_groups
 
         ctx.progress(f"{ctx.profile.name}: measuring which node groups are faster in float")
@@ -259,6 +273,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     details_base = {
         "pass": "static-qdq",
         "performance_aware": "skipped: turned off (--no-perf-aware)" if not perf_aware
+        else "skipped: the model is over 2 GB (external data)" if large
         else "measured on the build machine" if native and not plan.qnn
         else "skipped: the build machine cannot run this target's kernels",
         **({"performance": perf_summary} if perf_summary else {}),
@@ -336,7 +351,9 @@ def _dynamic(ctx: BackendContext, accept: Any) -> BuiltArtifact:
     out = ctx.workdir / "model.onnx"
     with _quiet():
         quantize_dynamic(str(src), str(out), per_channel=True, reduce_range=reduce_range,
-                         weight_type=QuantType.QInt8)
+                         weight_type=QuantType.QInt8,
+                         use_external_data_format=has_external_data(src))
+    inline_if_fits(out)
     built: BuiltArtifact = accept(ctx, out, {"pass": "dynamic-int8", "isa": facts,
                              "plan": {"weight_type": "int8", "per_channel": True,
                                       "reduce_range": reduce_range,

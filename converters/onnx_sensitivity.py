@@ -22,7 +22,7 @@ __all__ = ["rank_sensitive_nodes"]
 _DQ_SUFFIX = "_DequantizeLinear_Output"
 
 
-def _exposed(model: Any, names: Sequence[str]) -> bytes:
+def _exposed(model: Any, names: Sequence[str]) -> Any:
     import onnx
 
     m = onnx.ModelProto()
@@ -31,16 +31,27 @@ def _exposed(model: Any, names: Sequence[str]) -> bytes:
     for n in names:
         if n not in have:
             m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
-    return bytes(m.SerializeToString())
+    return m
 
 
-def _run(model_bytes: bytes, samples: SampleSet, names: Sequence[str]) -> dict[str, list[Any]]:
+def _run(model: Any, samples: SampleSet, names: Sequence[str]) -> dict[str, list[Any]]:
+    import tempfile
+
     import onnxruntime as ort
+
+    from converters.onnx_utils import PROTOBUF_SAFE_BYTES, proto_bytes, save_model
 
     so = ort.SessionOptions()
     so.log_severity_level = 4
     so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    if proto_bytes(model) > PROTOBUF_SAFE_BYTES:
+        # Over 2 GB there are no bytes to hand over: ORT reads it from disk, weights external.
+        with tempfile.TemporaryDirectory(prefix="edgeops-sensitivity-") as tmp:
+            path = save_model(model, Path(tmp) / "exposed.onnx")
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    else:
+        sess = ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
     out: dict[str, list[Any]] = {n: [] for n in names}
     for feed in samples.iter_samples():
         for n, v in zip(names, sess.run(list(names), feed), strict=True):

@@ -4,6 +4,11 @@ ONNX Runtime's stock ``quantize_static`` emits an invalid model when fed an opse
 with per-channel weights (DequantizeLinear only has ``axis`` from opset 13), so quantisation
 passes call :func:`upgraded` first. The result is cached in the build's shared context so
 several targets upgrade once.
+
+Models over 2 GB (external data) cannot be serialised as one protobuf, which is what the version
+converter, the checker and ``ModelProto.ByteSize`` do in memory; :func:`proto_bytes` says how
+big a model is without failing, and :func:`upgraded` converts such a model's weightless graph
+(as read from disk) and loads the weights afterwards.
 """
 
 from __future__ import annotations
@@ -13,9 +18,54 @@ from typing import Any
 
 from edgeops.errors import UnsupportedModelError
 
-__all__ = ["fix_batch", "model_opset", "save_model", "upgraded"]
+__all__ = ["PROTOBUF_SAFE_BYTES", "fix_batch", "has_external_data", "inline_if_fits",
+           "model_opset", "proto_bytes", "save_model", "upgraded"]
 
-_PROTOBUF_SAFE_BYTES = 1_800_000_000
+PROTOBUF_SAFE_BYTES = 1_800_000_000   # below protobuf's 2 GiB hard limit
+_OVER_LIMIT = 2**31
+
+
+def proto_bytes(model: Any) -> int:
+    """Serialised size of ``model``; at least 2 GiB when protobuf cannot serialise it at all."""
+    from google.protobuf.message import EncodeError
+
+    try:
+        return int(model.ByteSize())
+    except EncodeError:              # over 2 GiB: protobuf refuses even to count it
+        return _OVER_LIMIT
+
+
+def has_external_data(path: Path) -> bool:
+    """Whether the model file at ``path`` keeps any initialiser in an external file."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
+
+
+def inline_if_fits(path: Path) -> Path:
+    """Rewrite a model saved with external data as one self-contained file, if it fits in one.
+
+    ONNX Runtime's quantisers write all-or-nothing: told to use external data (needed whenever
+    the float source is over 2 GB) they do so even when the INT8 result is a quarter of that;
+    an artifact must be one file, so it is folded back in and the data files removed.
+    """
+    import onnx
+
+    skeleton = onnx.load(str(path), load_external_data=False)
+    locations = {e.value for t in skeleton.graph.initializer
+                 if t.data_location == onnx.TensorProto.EXTERNAL
+                 for e in t.external_data if e.key == "location"}
+    if not locations:
+        return path
+    model = onnx.load(str(path))
+    if proto_bytes(model) > PROTOBUF_SAFE_BYTES:
+        return path
+    onnx.external_data_helper.convert_model_from_external_data(model)
+    onnx.save_model(model, str(path))
+    for loc in locations:
+        (path.parent / loc).unlink(missing_ok=True)
+    return path
 
 
 def model_opset(model: Any) -> int:
@@ -32,9 +82,13 @@ def upgraded(shared: dict[str, Any], min_opset: int) -> Any:
         return model
     key = f"model@opset{min_opset}"
     if key not in shared:
+        path = shared.get("model_path")
         try:
-            up = version_converter.convert_version(model, min_opset)
-            onnx.checker.check_model(up)
+            if path is not None and proto_bytes(model) > PROTOBUF_SAFE_BYTES:
+                up = _upgraded_from_disk(Path(path), min_opset)
+            else:
+                up = version_converter.convert_version(model, min_opset)
+                onnx.checker.check_model(up)
         except Exception as exc:  # the converter raises bare RuntimeErrors on unsupported ops
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UnsupportedModelError(
@@ -43,6 +97,26 @@ def upgraded(shared: dict[str, Any], min_opset: int) -> Any:
                 hint="re-export at opset 13+ or use --precision fp32") from None
         shared[key] = up
     return shared[key]
+
+
+def _upgraded_from_disk(path: Path, min_opset: int) -> Any:
+    """Convert the graph of a model over 2 GB without its weights, then load them.
+
+    The weightless graph still names the source's external files (relative to its directory),
+    so the checker runs there; the weights are read in only once the graph is converted.
+    """
+    import contextlib
+
+    import onnx
+    from onnx import version_converter
+
+    skeleton = onnx.load(str(path), load_external_data=False)
+    up = version_converter.convert_version(skeleton, min_opset)
+    del skeleton
+    with contextlib.chdir(path.parent):       # external locations are relative to the model
+        onnx.checker.check_model(up)
+    onnx.load_external_data_for_model(up, str(path.parent))
+    return up
 
 
 def lowest_ir_version(model: Any) -> int:
@@ -70,7 +144,9 @@ def save_model(model: Any, path: Path) -> Path:
 
     model.ir_version = lowest_ir_version(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if model.ByteSize() > _PROTOBUF_SAFE_BYTES:
+    if proto_bytes(model) > PROTOBUF_SAFE_BYTES:
+        # onnx appends to an existing data file (the old bytes would stay, unused): start afresh.
+        (path.parent / f"{path.name}.data").unlink(missing_ok=True)
         onnx.save_model(model, str(path), save_as_external_data=True,
                         all_tensors_to_one_file=True, location=f"{path.name}.data")
     else:
