@@ -95,6 +95,7 @@ class DaemonSettings:
     download: DownloadLimits = field(default_factory=DownloadLimits)
     telemetry: TelemetryLimits = field(default_factory=TelemetryLimits)
     mqtt_version: int = 5
+    stop_wait_s: float = 20.0            # run(): SIGTERM lets an install step finish this long
 
 
 class DeploymentCancelled(EdgeOpsError):
@@ -638,5 +639,7 @@ def run(config: AgentConfig, *, settings: DaemonSettings = DaemonSettings()) -> 
     log.info("agent %s running (broker %s)", config.device_id, config.broker.url)
     while not stop.wait(1.0):
         pass
-    agent.stop()
+    # An install step is finished rather than cut (systemd's TimeoutStopSec is 30 s); were it
+    # cut anyway, the installer resumes it at the next start.
+    agent.stop(timeout_s=settings.stop_wait_s)
     return 0
