@@ -186,6 +186,7 @@ def run(models: tuple[str, ...], threads: int, rounds: int, runs: int) -> dict[s
             entry[k]["quantised_nodes"] = d.get("quantised_nodes")
             entry[k]["plan"] = d.get("plan", {}).get("reason")
             entry[k]["build_s"] = secs
+            entry[k]["performance"] = d.get("performance")
         entry["stock"]["build_s"] = stock_s
         entry["goals"] = {
             "edgeops_at_least_as_fast_as_stock":
@@ -235,9 +236,21 @@ def markdown(r: dict[str, Any]) -> str:
         f"{n}: faster-or-equal {'yes' if e['goals']['edgeops_at_least_as_fast_as_stock'] else 'NO'}"
         f", as-accurate {'yes' if e['goals']['edgeops_at_least_as_accurate_as_stock'] else 'NO'}"
         for n, e in r["models"].items() if "goals" in e),
+        "", "Performance-aware pass (edgeops row): " + "; ".join(
+            _perf_line(n, e["edgeops"]) for n, e in r["models"].items() if "edgeops" in e),
         "", "edgeops-int8 = the same build with --no-perf-aware (INT8 wherever the accuracy "
         "budget allows, even where measured slower): the quantiser's accuracy on its own.", ""]
     return "\n".join(lines)
+
+
+def _perf_line(name: str, v: dict[str, Any]) -> str:
+    p = v.get("performance")
+    if not p:
+        return f"{name}: not run"
+    first = p.get("first_speedup")
+    return (f"{name}: {p['outcome']}" + (f" (INT8 measured {first:.2f}× FP32 in the pass)"
+                                        if first is not None else "")
+            + f", {p.get('comparisons', 0)} comparisons, {p.get('measured_s', 0):.1f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
