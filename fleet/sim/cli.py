@@ -49,9 +49,9 @@ __all__ = ["sim"]
               metavar="SECONDS", help="One reading per air-quality/bin sensor this often.")
 @click.option("--duration", type=float, default=None, metavar="SECONDS",
               help="Stop after this long (default: until Ctrl-C).")
-@click.option("--per-process", type=click.IntRange(1, 95), default=80, show_default=True,
-              help="Agents per process; more devices run as several processes (paho's "
-                   "select() loop limits one process to about 100 agents).")
+@click.option("--per-process", type=click.IntRange(1, 2000), default=100, show_default=True,
+              help="Agents per process; more devices run as several processes (one "
+                   "process uses at most one core).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="No progress; JSON summary on stdout.")
 def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, profile: str,
