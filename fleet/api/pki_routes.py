@@ -84,7 +84,7 @@ def _str_field(data: dict[str, Any], name: str) -> str:
 _Issue = Callable[[], x509.Certificate]
 
 
-async def _certificate_route(request: Request, what: str,
+async def _certificate_route(request: Request, what: str,  # "an enrolment", "a renewal"
                              prepare: Callable[[FleetCA, dict[str, Any]], _Issue]) -> Response:
     """Enrolment and renewal alike: read the JSON body, let ``prepare`` check its fields and
     return the CA call, run that off the event loop, and map the refusals to statuses.
@@ -97,11 +97,11 @@ async def _certificate_route(request: Request, what: str,
         issue = prepare(ca, await _json_body(request, ca))
         cert = await asyncio.to_thread(issue)
     except EnrolmentError as exc:
-        log.warning("refused a%s %s from %s: %s", "n" if what[0] in "aeiou" else "", what,
+        log.warning("refused %s from %s: %s", what,
                     request.client.host if request.client else "?", exc.message)
         return _error(403, exc)
     except ConfigError as exc:
-        log.error("%s unavailable: %s", what, exc.message)
+        log.error("%s unavailable: %s", what.split()[-1], exc.message)
         return _error(503, exc)
     except BadContentError as exc:
         return _error(400, exc)
@@ -123,11 +123,11 @@ def _prepare_renewal(ca: FleetCA, data: dict[str, Any]) -> _Issue:
 
 
 async def enroll(request: Request) -> Response:
-    return await _certificate_route(request, "enrolment", _prepare_enrolment)
+    return await _certificate_route(request, "an enrolment", _prepare_enrolment)
 
 
 async def renew(request: Request) -> Response:
-    return await _certificate_route(request, "renewal", _prepare_renewal)
+    return await _certificate_route(request, "a renewal", _prepare_renewal)
 
 
 async def crl(request: Request) -> Response:
@@ -169,7 +169,8 @@ def _err(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
 
 
-_NO_CA = _err("no fleet CA on this manager (`edgeops fleet ca init` creates one)")
+_NO_CA = _err("no usable fleet CA on this manager (none set up, or its key or files are "
+              "missing or unreadable; `edgeops fleet ca init` creates one)")
 _ISSUED = {"description": "the signed device certificate", "content": {"application/json": {
     "schema": {"type": "object", "required": ["certificate", "ca", "chain", "not_after", "serial"],
                "properties": {"certificate": {"type": "string"}, "ca": {"type": "string"},
@@ -210,7 +211,9 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
         "summary": "The current certificate revocation list (PEM)",
         "operationId": "get_pki_crl", "tags": ["pki"],
         "responses": {"200": {"description": "the CRL", "content": _PEM},
-                      "404": _err("no CRL yet"), "503": _NO_CA}}},
+                      "404": _err("no CRL yet (or no CA)"),
+                      "503": _err("the CRL file is corrupt (`edgeops fleet ca crl` re-signs "
+                                  "it)")}}},
     "/pki/ca": {"get": {
         "summary": "The fleet CA certificate (PEM)",
         "operationId": "get_pki_ca", "tags": ["pki"],
