@@ -325,6 +325,12 @@ def _cpu() -> dict[str, Any]:
             **cpu_facts()}
 
 
+def _isa(cpu: dict[str, Any]) -> str:
+    if cpu.get("vnni"):
+        return "VNNI"
+    return "AVX-512, no VNNI" if cpu.get("avx512") else "AVX2, no VNNI"
+
+
 def markdown(r: dict[str, Any]) -> str:
     p, m, b = r["params"], r["model"], r["build"]
     lines = ["## Converter on a model over 2 GiB (external data), x86-cpu INT8", "",
@@ -332,7 +338,8 @@ def markdown(r: dict[str, Any]) -> str:
              f" seq {p['seq']}, opset {p['opset']}; {m['weight_bytes'] / 2**30:.2f} GiB of fp32 "
              f"weights in one external .data file (graph proto {m['proto_bytes'] / 1024:.0f} "
              f"KiB); {p['calibration']} calibration / {p['validation']} validation samples. "
-             f"CPU: {r['cpu']['model']}, {r['cpu']['cpus']} cores shared with other jobs, "
+             f"CPU: {r['cpu']['model']} ({_isa(r['cpu'])}), {r['cpu']['cpus']} cores shared "
+             "with other jobs, "
              f"{r['cpu']['memory']} RAM. onnxruntime {r['versions']['onnxruntime']}, onnx "
              f"{r['versions']['onnx']}, numpy {r['versions']['numpy']}, Python "
              f"{r['versions']['python']}. Load average (1 min) {r['loadavg_start'][0]:.1f} at "

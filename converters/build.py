@@ -233,7 +233,7 @@ def check_artifacts_fit(source: SourceModel, targets: list[tuple[TargetProfile, 
         fits = [p for p in profile.precisions
                 if weights * _WEIGHT_SCALE.get(p, 1.0) <= PROTOBUF_SAFE_BYTES]
         raise UnsupportedModelError(
-            f"target {profile.name}: a {precision} artifact of this model would hold "
+            f"target {profile.name}: the {precision} artifact of this model would hold "
             f"{est / 2**30:.2f} GiB of weights, over the 2 GB one ONNX file can hold (bundles "
             "carry one self-contained file per target)",
             hint=(f"build it with --precision {profile.name}={fits[0]} (this target offers "

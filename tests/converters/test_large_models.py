@@ -104,7 +104,7 @@ def test_fp32_of_a_large_source_is_refused_before_any_work(small_limit: Path,
     work.mkdir()
     with pytest.raises(UnsupportedModelError) as err:
         build(_request(small_limit, tmp_path, precision="fp32"), seen.append, work)
-    assert "target x86-cpu: a fp32 artifact of this model would hold" in err.value.message
+    assert "target x86-cpu: the fp32 artifact of this model would hold" in err.value.message
     assert "--precision x86-cpu=int8" in err.value.hint
     assert not any("reference" in m for m in seen)       # refused before the FP32 run
     assert listing(work) == []
