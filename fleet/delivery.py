@@ -11,6 +11,14 @@ publication. Egress is therefore about the artifact's size, not devices x size.
 Back-pressure: at most ``max_inflight_chunks`` unacknowledged chunk publishes and at most
 ``max_bytes_per_s`` (token bucket), so a large rollout trickles rather than floods.
 
+Pacing (``pass_bytes_per_s``): one artifact's pass is published no faster than this, and its
+start waits for requests to pause for as long as the pass will take (between ``batch_window_s``
+and ``batch_window_max_s``). Devices of one rollout ask for a large artifact in cohorts a second
+or two apart (each small file before it goes through its own window); unpaced, a 10 MB pass was
+over in 0.2 s and the next cohort, 1.6 s later, got a full second pass (200 real agents: 2.0 x
+egress). A device that asks while a paced pass runs gets the rest of it, and only the part
+already sent is repeated.
+
 Split as the style guide asks: :class:`FanOut` is the pure, clock-fed schedule (what to publish
 next); :class:`ChunkDelivery` is the thread that reads chunks from disk and publishes them.
 """
@@ -60,6 +68,8 @@ class DeliveryConfig:
     chunk_bytes: int = DEFAULT_LIMITS.mqtt_chunk_bytes
     batch_window_s: float = 0.5          # a pass starts once requests pause this long...
     batch_window_max_s: float = 5.0      # ...or this long after its first request
+    pass_bytes_per_s: float = 4 * 1024**2  # one artifact's pass at most this fast; a large
+    #                                        artifact's window grows to its pass time; 0 = off
     max_inflight_chunks: int = 32        # unacknowledged chunk publishes
     max_bytes_per_s: float = 64 * 1024**2  # egress ceiling; 0 = no ceiling
     inflight_timeout_s: float = 30.0     # forget a publish never acknowledged (broker restart)
@@ -141,6 +151,7 @@ class _Pass:
     started: bool = False
     remaining: int = 0
     cursor: int = 0
+    next_at: float = 0.0       # pacing: the next chunk not before this
 
 
 class FanOut:
@@ -152,22 +163,35 @@ class FanOut:
     order from a cursor and wraps around, so a device joining mid-pass gets the rest now and
     the beginning after the wrap. Requests for indices already pending cost nothing. Artifacts
     take turns chunk by chunk.
+
+    With ``pass_bytes_per_s`` a pass sends no faster than that, and the pause it waits for is
+    as long as the pass will take (within the two windows): a large artifact waits for the
+    next cohort of devices a little longer, a manifest does not.
     """
 
-    def __init__(self, batch_window_s: float, batch_window_max_s: float | None = None) -> None:
+    def __init__(self, batch_window_s: float, batch_window_max_s: float | None = None,
+                 pass_bytes_per_s: float = 0.0) -> None:
         self.batch_window_s = batch_window_s
         self.batch_window_max_s = max(batch_window_s, batch_window_max_s
                                       if batch_window_max_s is not None else batch_window_s)
+        self.pass_bytes_per_s = max(0.0, pass_bytes_per_s)
         self._passes: OrderedDict[str, _Pass] = OrderedDict()
+
+    def window_s(self, info: ArtifactInfo) -> float:
+        """How long requests must pause before this artifact's pass starts."""
+        if self.pass_bytes_per_s <= 0:
+            return self.batch_window_s
+        return min(self.batch_window_max_s,
+                   max(self.batch_window_s, info.size / self.pass_bytes_per_s))
 
     def add(self, info: ArtifactInfo, count: int, indices: Iterable[int], now: float) -> int:
         """Mark chunks as wanted; returns how many were not already pending."""
         p = self._passes.get(info.sha256)
         if p is None:
-            p = _Pass(info, count, bytearray(count), now + self.batch_window_s, now)
+            p = _Pass(info, count, bytearray(count), now + self.window_s(info), now)
             self._passes[info.sha256] = p
         elif not p.started:
-            p.ready_at = min(now + self.batch_window_s, p.first_at + self.batch_window_max_s)
+            p.ready_at = min(now + self.window_s(info), p.first_at + self.batch_window_max_s)
         added = 0
         for i in indices:
             if not p.pending[i]:
@@ -180,7 +204,7 @@ class FanOut:
 
     def next(self, now: float) -> tuple[ArtifactInfo, int] | None:
         for sha, p in list(self._passes.items()):
-            if p.ready_at > now:
+            if p.ready_at > now or p.next_at > now:
                 continue
             idx = p.pending.find(1, p.cursor)
             if idx < 0:
@@ -189,6 +213,8 @@ class FanOut:
             p.pending[idx] = 0
             p.remaining -= 1
             p.cursor = idx + 1
+            if self.pass_bytes_per_s > 0:
+                p.next_at = max(p.next_at, now) + p.info.size / p.count / self.pass_bytes_per_s
             if p.remaining == 0:
                 del self._passes[sha]
             else:
@@ -200,7 +226,7 @@ class FanOut:
         """Seconds until some pass is ready (0 = now); None when nothing is pending."""
         if not self._passes:
             return None
-        return max(0.0, min(p.ready_at for p in self._passes.values()) - now)
+        return max(0.0, min(max(p.ready_at, p.next_at) for p in self._passes.values()) - now)
 
     def pending(self, sha256: str) -> int:
         p = self._passes.get(sha256)
@@ -231,7 +257,8 @@ class ChunkDelivery:
         self.config = config or DeliveryConfig()
         self._publish = publish
         self._clock = clock
-        self._fanout = FanOut(self.config.batch_window_s, self.config.batch_window_max_s)
+        self._fanout = FanOut(self.config.batch_window_s, self.config.batch_window_max_s,
+                              self.config.pass_bytes_per_s)
         self._cond = threading.Condition()
         self._window = threading.Condition()
         self._inflight: dict[int, float] = {}

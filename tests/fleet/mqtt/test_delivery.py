@@ -228,3 +228,44 @@ def test_a_device_looping_on_fetch_is_refused_after_the_limit(tmp_path: Path) ->
     now[0] = 61.0                                                   # a minute later: allowed
     d.submit(FetchRequest("cam-1", SHA_A, ((0, 1),)), "x86-cpu")
     assert d.stats.rejected == 1 and d.stats.requests == 5
+
+
+def test_paced_pass_lets_a_late_cohort_share_the_rest() -> None:
+    """pass_bytes_per_s: chunks leave no faster than the rate, so a device asking during the
+    pass gets the remainder with everyone and only the chunks already sent are repeated."""
+    f = FanOut(batch_window_s=0.0, batch_window_max_s=0.0, pass_bytes_per_s=1000.0)
+    big = info(size=1000)                           # 10 chunks of 100 bytes: 0.1 s each
+    f.add(big, 10, range(10), now=0.0)
+    assert f.next(0.0) == (big, 0)
+    assert f.next(0.05) is None                     # paced: the next one at 0.1 s
+    assert f.wait_s(0.05) == pytest.approx(0.05)
+    sent = [0]
+    t = 0.1
+    while len(sent) < 4:
+        item = f.next(t)
+        if item is not None:
+            sent.append(item[1])
+        t += 0.1
+    f.add(big, 10, range(10), now=t)                # a late cohort asks for everything
+    while (wait := f.wait_s(t)) is not None:
+        t += wait
+        item = f.next(t)
+        if item is not None:
+            sent.append(item[1])
+    assert sent == [*range(10), 0, 1, 2, 3]         # 14 chunks for both cohorts, not 20
+
+
+def test_large_artifacts_wait_longer_for_requests_to_pause() -> None:
+    """The start waits for a pause as long as the pass will take (within both windows)."""
+    f = FanOut(batch_window_s=0.5, batch_window_max_s=5.0, pass_bytes_per_s=1_000_000.0)
+    small, big = info(SHA_A, size=2_000), info(SHA_B, size=3_000_000)
+    assert f.window_s(small) == 0.5 and f.window_s(big) == 3.0
+    assert f.window_s(info(size=100_000_000)) == 5.0
+    f.add(small, 1, [0], now=0.0)
+    f.add(big, 30, range(30), now=0.0)
+    f.add(big, 30, range(30), now=1.6)              # a second cohort 1.6 s later: same pass
+    assert f.next(0.5) == (small, 0)
+    assert f.next(4.5) is None
+    assert f.next(4.6) == (big, 0)
+    unpaced = FanOut(batch_window_s=0.5, batch_window_max_s=5.0)
+    assert unpaced.window_s(big) == 0.5
