@@ -113,18 +113,27 @@ def tolerance_for(path: Path, ctx: BackendContext, golden_in: Any,
             "rtol": _RTOL.get(ctx.precision, 1e-2)}
 
 
-def _fp32_latency(ctx: BackendContext) -> dict[str, float]:
-    key = f"fp32_latency@{ctx.request.threads}"
+def _fp32_latency(ctx: BackendContext) -> dict[str, Any]:
+    key = f"fp32_latency@{ctx.request.threads}@{','.join(ctx.profile.providers)}"
     if key not in ctx.shared:
         ctx.shared[key] = measure_latency(ctx.shared["model_path"], ctx)
-    lat: dict[str, float] = ctx.shared[key]
+    lat: dict[str, Any] = ctx.shared[key]
     return lat
 
 
-def measure_latency(path: Path, ctx: BackendContext) -> dict[str, float]:
-    sess = _session(Path(path), ("CPUExecutionProvider",), ctx.request.threads)
+def measure_latency(path: Path, ctx: BackendContext) -> dict[str, Any]:
+    """p50/p95 on the best of the profile's providers this machine has, and which one that was.
+
+    A cuda-gpu artifact timed on a CPU-only build machine runs on CPUExecutionProvider: that
+    figure describes the build machine, not the target, and is never signed as the target's
+    budget (converters/package.py); the recorded ``provider`` says which it is.
+    """
+    sess = _session(Path(path), ctx.profile.providers, ctx.request.threads)
     feed = ctx.shared["validation"].sample(0)
-    return latency_ms(lambda: sess.run(None, feed), warmup=LATENCY_WARMUP, runs=LATENCY_RUNS)
+    lat: dict[str, Any] = dict(latency_ms(lambda: sess.run(None, feed), warmup=LATENCY_WARMUP,
+                                          runs=LATENCY_RUNS))
+    lat["provider"] = sess.get_providers()[0]
+    return lat
 
 
 def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
@@ -164,8 +173,16 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
         "latency": {"p50_ms": round(lat["p50"], 4), "p95_ms": round(lat["p95"], 4),
                     "fp32_p50_ms": round(base["p50"], 4), "fp32_p95_ms": round(base["p95"], 4),
                     "speedup_vs_fp32": round(base["p50"] / lat["p50"], 3) if lat["p50"] else None,
-                    "threads": ctx.request.threads, "runs": LATENCY_RUNS},
+                    "threads": ctx.request.threads, "runs": LATENCY_RUNS,
+                    "provider": lat["provider"]},
     }
+    if lat["provider"] not in ctx.profile.providers[:1] and \
+            lat["provider"] == "CPUExecutionProvider":
+        metrics["latency"]["warnings"] = [
+            f"{ctx.profile.name}: latency measured on CPUExecutionProvider (this machine has no "
+            f"{' or '.join(p for p in ctx.profile.providers if p != 'CPUExecutionProvider')}): "
+            "a build-machine figure for the report only, never signed into the manifest; run "
+            "the hardware suite on the device for the target's figure"]
     speedup = metrics["latency"]["speedup_vs_fp32"]
     if ctx.precision != "fp32" and speedup is not None and speedup < 1.0 \
             and ctx.profile.providers == ("CPUExecutionProvider",):

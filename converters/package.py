@@ -4,7 +4,8 @@ Reproducibility: building twice from the same inputs gives byte-identical bundle
 manifest only holds what is deterministic on one machine (sizes, accuracy metrics, tolerances,
 quantisation choices); run-to-run latency stays in the reports unless ``sign_latency`` is set,
 in which case the manifest carries a coarse ``latency_budget_ms`` (2 x p95 rounded up to 1-2-5),
-which may change between builds only when p95 crosses a grid step. No timestamp unless given.
+which may change between builds only when p95 crosses a grid step, for the artifacts whose
+latency was measured on their own provider (:func:`latency_signable`). No timestamp unless given.
 """
 
 from __future__ import annotations
@@ -50,10 +51,33 @@ def provenance(cwd: Path | None = None) -> dict[str, Any]:
     return prov
 
 
+# Providers that run on the build machine's CPU: a figure measured there is the target's own
+# only when the target's first provider is one of them.
+CPU_PROVIDERS = ("CPUExecutionProvider", "XNNPACK")
+
+
+def latency_signable(a: BuiltArtifact, lat: dict[str, Any] | None) -> bool:
+    """Whether ``lat`` was measured on the provider the device will use, so it can be signed.
+
+    ONNX backends record ``provider``; LiteRT figures are XNNPACK (CPU). A cuda-gpu artifact
+    timed on CUDA counts even when TensorRT (its first choice) is absent; timed on CPU, never:
+    a tiny model can be faster on the build machine's CPU than on the GPU, and a budget from
+    there would make the device's health check roll back a good model.
+    """
+    if not lat:
+        return False
+    measured = str(lat.get("provider") or ("XNNPACK" if a.runtime == "litert"
+                                            else "CPUExecutionProvider"))
+    intended = a.providers[0] if a.providers else "CPUExecutionProvider"
+    if measured == intended:
+        return True
+    return measured in a.providers and measured not in CPU_PROVIDERS
+
+
 def _manifest_metrics(a: BuiltArtifact, sign_latency: bool) -> dict[str, Any]:
     m = {k: v for k, v in a.metrics.items() if k != "latency"}
     lat = a.metrics.get("latency")
-    if sign_latency and lat:
+    if sign_latency and lat and latency_signable(a, lat):
         m["latency_budget_ms"] = _nice_ceil(2 * lat["p95_ms"])
         m["latency_threads"] = lat["threads"]
     return m

@@ -172,4 +172,12 @@ def runtime_versions() -> dict[str, str]:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
             continue
+    # What runs is the module Python imports, which need not be the "onnxruntime" distribution:
+    # a GPU box can hold onnxruntime 1.30 (CPU) beside an onnxruntime-gpu 1.31 found first.
+    try:
+        import onnxruntime
+
+        out["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
     return out

@@ -104,6 +104,50 @@ def test_timestamp_and_signed_latency_are_opt_in(cli, keys_home: Path, tmp_path:
     assert art is not None and art.metrics["latency_budget_ms"] > 0
 
 
+def test_latency_is_signed_only_when_timed_on_the_targets_own_provider(
+        cli, keys_home: Path, tmp_path: Path) -> None:
+    """A cuda-gpu artifact timed on this CPU-only machine gets no budget, and the report says why."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA: the cuda-gpu figure is the target's own here")
+    model = zoo.save(zoo.convnet(13), tmp_path / "m.onnx")
+    res = cli("build", model, "--name", "cls", "--version", "1.0.0", "--target", "x86-cpu",
+              "--target", "cuda-gpu", "--precision", "fp32", "--sign-latency",
+              "--out", tmp_path / "o", "--json")
+    assert res.code == 0, res.err
+    data = json.loads(res.out)
+    m = read_bundle(Path(data["bundle"])).manifest
+    cpu, gpu = m.artifact_for("x86-cpu"), m.artifact_for("cuda-gpu")
+    assert cpu is not None and cpu.metrics["latency_budget_ms"] > 0
+    assert gpu is not None and "latency_budget_ms" not in gpu.metrics
+    assert any("cuda-gpu: latency measured on CPUExecutionProvider" in w for w in data["warnings"])
+
+
+@pytest.mark.parametrize(("runtime", "providers", "measured", "signed"), [
+    ("onnxruntime", ("CPUExecutionProvider",), "CPUExecutionProvider", True),
+    ("onnxruntime", ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+     "CUDAExecutionProvider", True),                    # TensorRT absent, timed on CUDA
+    ("onnxruntime", ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+     "CPUExecutionProvider", False),                    # CPU-only build machine
+    ("onnxruntime", ("QNNExecutionProvider", "CPUExecutionProvider"), "CPUExecutionProvider", False),
+    ("litert", ("XNNPACK",), None, True),
+    ("litert", ("EdgeTPUDelegate", "XNNPACK"), None, False),
+    ("onnxruntime", ("CPUExecutionProvider",), None, True),   # figures from before `provider`
+])
+def test_latency_signable(runtime: str, providers: tuple[str, ...], measured: str | None,
+                          signed: bool, tmp_path: Path) -> None:
+    from converters.api import BuiltArtifact
+    from converters.package import latency_signable
+
+    art = BuiltArtifact(target="t", path=tmp_path, format="onnx", runtime=runtime,
+                        providers=providers, precision="fp32", golden_path=tmp_path, metrics={},
+                        tolerance={})
+    lat = {"p50_ms": 1.0, "p95_ms": 2.0, **({"provider": measured} if measured else {})}
+    assert latency_signable(art, lat) is signed
+    assert latency_signable(art, None) is False
+
+
 @pytest.mark.slow
 def test_int8_with_real_data_produces_qdq_and_records_choices(cli, keys_home: Path,
                                                              tmp_path: Path) -> None:

@@ -63,7 +63,9 @@ def test_built_bundle_installs_and_serves(tmp_path: Path, fleet: Fleet,
     p = bundle_parts(bundle, target)
     out = inst.install(InstallRequest(p.manifest, p.signatures, p.artifact, p.golden))
     assert out.phase is DevicePhase.HEALTHY, out.reason
-    assert out.health is not None and out.health.samples > 0 and out.health.latency_checked
+    assert out.health is not None and out.health.samples > 0
+    # edgetpu's build-machine figure (XNNPACK) is not the device's: no budget, check skipped
+    assert out.health.latency_checked is (target != "edgetpu"), out.health.notes
     info = store.active()
     assert info is not None
     svc = InferenceService()
@@ -83,6 +85,10 @@ def test_health_reads_the_converters_latency_figure(built: tuple[Path, bytes]) -
 
     for entry in read_bundle(built[0]).manifest.artifacts:
         ref, source = latency_reference_ms(entry.metrics)
+        assert entry.tolerance, entry.target
+        if entry.target == "edgetpu":
+            # timed on the build machine's XNNPACK, not on the Edge TPU: never signed
+            assert "latency_budget_ms" not in entry.metrics and source != "latency_budget_ms"
+            continue
         assert ref is not None and ref > 0 and source == "latency_budget_ms", (
             entry.target, entry.metrics.keys(), source)
-        assert entry.tolerance, entry.target
