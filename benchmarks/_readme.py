@@ -19,10 +19,10 @@ RESULTS = HERE / "results"
 _INTRO = """# Benchmarks
 
 `make bench` runs `python -m benchmarks.run`: every module `benchmarks/<name>.py` in turn (never
-in parallel, they would disturb each other's timings), each writing
-`benchmarks/results/<name>.json` and a Markdown table `<name>.md`, then merges them into
-`benchmarks/results.json` and `benchmarks/results.md`. One benchmark alone:
-`python -m benchmarks.<name>`; `python -m benchmarks.run --list` lists them.
+in parallel, they would disturb each other's timings) except the opt-in `converter_large` (a
+2 GiB model: run it by name), each writing `benchmarks/results/<name>.json` and a Markdown table
+`<name>.md`, then merges them into `benchmarks/results.json` and `benchmarks/results.md`. One
+benchmark alone: `python -m benchmarks.<name>`; `python -m benchmarks.run --list` lists them.
 `python -m benchmarks._readme` rebuilds this page from the modules' docstrings and the latest
 results.
 
@@ -34,13 +34,13 @@ reports medians and ratios; performance is never asserted in tests.
 these ran (several benchmarks record the load average): absolute times are noisy, the ratios
 against the same-run baseline are what to compare.
 
-**Not measured yet, and why**: the `cuda-gpu` profile (onnxruntime-gpu with the CUDA and
-TensorRT providers) and the `gpu`-marked hardware tests need an NVIDIA GPU; none was lent to the
-session that wrote these results, so there are no GPU figures here. On a CUDA machine run
-`pytest hardware_tests --bundle B --target cuda-gpu` and `python -m benchmarks.hardware_tests`
-(it measures `cuda-gpu` automatically when ONNX Runtime finds a GPU). The converter's "2× over
-FP32 on a VNNI CPU" goal needs a CPU with AVX-512 VNNI or AVX-VNNI; this machine (AMD EPYC, AVX2)
-has neither, so only the comparison against stock `quantize_static` is measured.
+**Results from other machines** sit beside this machine's, in files named
+`results/<name>.<machine>.md` and shown under the same benchmark: `h200` is a GPU box lent for
+one session (NVIDIA H200, driver 580.159.04, onnxruntime-gpu 1.31.1 for CUDA 13 without
+TensorRT, 16-core Intel Xeon with AVX-512 VNNI and AMX, Python 3.12); `h200-cpu` is that box's
+CPU. The `cuda-gpu` figures (`converter_gpu`, `hardware_tests.h200`) come only from there: CI
+and this machine have no GPU. AVX-512 VNNI: this machine's AMD EPYC has it, so the converter's
+"2× over FP32 on a VNNI CPU" goal is measured here and on the Xeon.
 
 | benchmark | what it measures | baseline beside it |
 |---|---|---|
@@ -52,6 +52,7 @@ _BASELINES = {
     "agent_footprint": "ORT-only process with the same model; ORT direct calls",
     "console": "plain API paging / first scrape in the same run",
     "converter_large": "FP32 source (external data) in the same run; opt-in, run by hand",
+    "converter_gpu": "FP32 source on the same CUDA provider, interleaved",
     "converter_onnx": "FP32 model and stock `quantize_static`",
     "converter_tflite": "ONNX Runtime FP32 and ORT static INT8",
     "fleet_delivery_agents": "none in the same run: the 60 s goal beside each size",
