@@ -115,12 +115,11 @@ def build_bundle(work: Path, keys: Any, size_bytes: int, name: str = "big",
                         [keys.signer("targets", PASSPHRASE)])
 
 
-AGENTS_PER_PROCESS = 80
-"""paho's network loop uses select(), which cannot watch a descriptor numbered 1024 or above
-(FD_SETSIZE); an agent holds about 10 descriptors (MQTT socket, paho's socket pair, its SQLite
-outbox with WAL and shared memory, lock file), so past ~100 agents in one process the later
-ones lose every connection at once (paho maps select's ValueError to "connection lost") and
-back off forever. The benchmark therefore spreads the agents over processes of 80."""
+AGENTS_PER_PROCESS = 100
+"""Agents per process. Until the agent's MQTT adapter moved to one epoll network loop per
+process (``device_agent.netloop``), paho's ``select()`` loop capped a process at ~100 agents
+(descriptors >= 1024) and this was 80. Now the bound is CPU: one process runs its agents under
+one GIL, so two processes of 100 keep both cores busy without more interpreters' memory."""
 
 
 def _agent_host(specs: list[Any], workdir: str, broker_url: str, fleet_url: str, token: str,
@@ -151,6 +150,55 @@ def _agent_host(specs: list[Any], workdir: str, broker_url: str, fleet_url: str,
     sim.stop()
 
 
+def _broker_cpu_s(broker: Any) -> float | None:
+    """CPU seconds used so far by the Mosquitto process (None if it cannot be read)."""
+    import psutil
+
+    proc = getattr(broker, "_proc", None)
+    try:
+        t = psutil.Process(proc.pid).cpu_times() if proc is not None else None
+    except psutil.Error:
+        return None
+    return None if t is None else float(t.user + t.system)
+
+
+def _record_fetches(delivery: Any) -> list[tuple[float, str, int | None]]:
+    """Wrap the manager's ``ChunkDelivery.submit`` to log (time, artifact, ranges) per fetch."""
+    log: list[tuple[float, str, int | None]] = []
+    submit = delivery.submit
+
+    def recording(req: Any, target: str | None) -> int:
+        missing = None if req.missing is None else sum(b - a for a, b in req.missing)
+        log.append((time.monotonic(), req.artifact, missing))
+        return int(submit(req, target))
+
+    delivery.submit = recording
+    return log
+
+
+def _summarise_fetches(log: list[tuple[float, str, int | None]], t0: float,
+                       artifact: str) -> dict[str, Any]:
+    """When the fetches for the big artifact came (s after deploy) and how many re-asked."""
+    by_art: dict[str, list[tuple[float, int | None]]] = {}
+    for t, art, missing in log:
+        by_art.setdefault(art, []).append((t - t0, missing))
+    out: dict[str, Any] = {"files": len(by_art)}
+    big = by_art.get(artifact)
+    if big:
+        times = sorted(t for t, _ in big)
+        out["artifact_fetches"] = len(times)
+        out["artifact_partial_fetches"] = sum(1 for _, m in big if m is not None)
+        out["artifact_first_s"] = round(times[0], 1)
+        out["artifact_p50_s"] = round(times[len(times) // 2], 1)
+        out["artifact_last_s"] = round(times[-1], 1)
+        hist: dict[str, int] = {}
+        for t in times:                      # requests per 0.25 s after deploy
+            key = f"{int(t * 4) / 4:.2f}"
+            hist[key] = hist.get(key, 0) + 1
+        out["artifact_histogram"] = hist
+    return out
+
+
 def _wait(what: str, check: Any, timeout_s: float, poll_s: float = 0.25) -> Any:
     deadline = time.monotonic() + timeout_s
     last = None
@@ -162,7 +210,8 @@ def _wait(what: str, check: Any, timeout_s: float, poll_s: float = 0.25) -> Any:
     raise TimeoutError(f"timed out waiting for {what} (last: {last})")
 
 
-def run(devices: int, size_bytes: int, timeout_s: float) -> dict[str, Any]:
+def run(devices: int, size_bytes: int, timeout_s: float,
+        per_process: int = AGENTS_PER_PROCESS) -> dict[str, Any]:
     import psutil
     from tuf.api.metadata import Metadata, Root
 
@@ -194,10 +243,10 @@ def run(devices: int, size_bytes: int, timeout_s: float) -> dict[str, Any]:
             stop, outq = ctx.Event(), ctx.Queue()
             hosts = []
             t = time.monotonic()
-            for k in range(0, devices, AGENTS_PER_PROCESS):
+            for k in range(0, devices, per_process):
                 ready = ctx.Event()
                 p = ctx.Process(target=_agent_host, args=(
-                    specs[k:k + AGENTS_PER_PROCESS], str(tmp / "sim"), broker.url, lf.url,
+                    specs[k:k + per_process], str(tmp / "sim"), broker.url, lf.url,
                     lf.admin, ready, stop, outq))
                 p.start()
                 hosts.append((p, ready))
@@ -215,16 +264,19 @@ def run(devices: int, size_bytes: int, timeout_s: float) -> dict[str, Any]:
                                               keys.signer("targets", PASSPHRASE))
                 c.publish(c.upload(bundle)["upload"], targets)
                 worker = lf.server.worker
+                fetch_log = _record_fetches(worker.delivery)
                 egress0 = worker.delivery.stats.bytes_published
                 chunks0 = worker.delivery.stats.chunks_published
                 before = sysc.snapshot()
                 load = os.getloadavg()
+                bcpu0 = _broker_cpu_s(broker)
                 cpu0 = proc.cpu_times()
                 t0 = time.monotonic()
                 dep = c.deploy("big", "1.0.0", "all", {"phases": ["100%"],
                                                        "device_timeout_s": timeout_s})
                 marks: dict[str, float] = {}
                 last_counts: dict[str, int] = {}
+                timeline: list[tuple[float, dict[str, int]]] = []
 
                 def progress() -> bool:
                     nonlocal last_counts
@@ -233,6 +285,8 @@ def run(devices: int, size_bytes: int, timeout_s: float) -> dict[str, Any]:
                     last_counts = counts
                     activated = counts.get("activated", 0) + counts.get("healthy", 0)
                     now = time.monotonic() - t0
+                    if not timeline or timeline[-1][1] != counts:
+                        timeline.append((round(now, 1), dict(counts)))
                     if activated >= devices and "activated" not in marks:
                         marks["activated"] = now
                     if counts.get("healthy", 0) >= devices:
@@ -251,6 +305,10 @@ def run(devices: int, size_bytes: int, timeout_s: float) -> dict[str, Any]:
                 except TimeoutError:
                     res["timed_out"] = True
                 cpu1 = proc.cpu_times()
+                bcpu1 = _broker_cpu_s(broker)
+                res["broker_process_cpu_s"] = (round(bcpu1 - bcpu0, 1)
+                                               if bcpu0 is not None and bcpu1 is not None
+                                               else None)
                 res["seconds_to_all_activated"] = (round(marks["activated"], 1)
                                                    if "activated" in marks else None)
                 res["seconds_to_all_healthy"] = (round(marks["healthy"], 1)
@@ -268,6 +326,8 @@ def run(devices: int, size_bytes: int, timeout_s: float) -> dict[str, Any]:
                 res["chunks_published"] = worker.delivery.stats.chunks_published - chunks0
                 res["egress_ratio_to_artifact"] = round(egress / artifact_bytes, 3)
                 res["delivery_stats"] = worker.stats()["delivery"]
+                res["timeline"] = timeline
+                res["fetches"] = _summarise_fetches(fetch_log, t0, str(art.file.sha256))
                 after = sysc.snapshot()
                 res["broker"] = {k: after.get(k, 0) - before.get(k, 0) for k in after}
             finally:
@@ -293,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", type=int, nargs="+", default=[200])
     ap.add_argument("--size-mb", type=float, default=10.0)
     ap.add_argument("--timeout-s", type=float, default=600.0)
+    ap.add_argument("--per-process", type=int, default=AGENTS_PER_PROCESS,
+                    help="agents per process (default %(default)s)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
@@ -300,14 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)
     runs = []
     for n in args.devices:
-        r = run(n, int(args.size_mb * 1e6), args.timeout_s)
+        r = run(n, int(args.size_mb * 1e6), args.timeout_s, args.per_process)
         print(f"  {n} agents: activated {r['seconds_to_all_activated']} s, healthy "
               f"{r['seconds_to_all_healthy']} s, egress x{r['egress_ratio_to_artifact']}, "
               f"load {r['load_avg_at_start']}", file=sys.stderr, flush=True)
         runs.append(r)
     data = {"benchmark": "fleet_delivery_agents", "machine": machine(), "versions": versions(),
             "device_side": f"real device_agent.daemon.Agent instances, up to "
-                           f"{AGENTS_PER_PROCESS} per process (fleet.sim.SimFleet, driver idle)",
+                           f"{args.per_process} per process (fleet.sim.SimFleet, driver idle)",
             "parameters": vars(args), "goals": {"seconds": 60, "egress_ratio": 1.2},
             "runs": runs}
 
@@ -315,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         return f"{x:.1f}" if isinstance(x, float) else "did not finish"
 
     lines = ["## fleet_delivery_agents: real device agents, real manager, real Mosquitto", "",
-             f"Real `device_agent.daemon.Agent`s ({AGENTS_PER_PROCESS} per process, started by "
+             f"Real `device_agent.daemon.Agent`s ({args.per_process} per process, started by "
              f"`fleet.sim.SimFleet`), the real manager (`FleetServer`: HTTP API, SQLite, "
              f"rollout engine, TUF repository, ManagerWorker), a signed bundle with a "
              f"{args.size_mb:g} MB ONNX model, Mosquitto {data['versions']['mosquitto']}, "
@@ -324,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
              f"healthy. One run per size.", "",
              "| agents (processes) | deploy → all activated (s) | → all healthy (s) | goal (s) | "
              "artifact (MB) | manager chunk egress (MB) | egress / artifact | broker msgs "
-             "sent / received | broker MB sent | CPU s manager / agents | RSS MB manager / "
+             "sent / received | broker MB sent | CPU s manager / agents / broker | RSS MB manager / "
              "agents | agent threads | load avg at start → end |",
              "|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---:|---|"]
     for r in runs:
@@ -337,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['manager_chunk_egress_bytes'] / 1e6:.1f} | {r['egress_ratio_to_artifact']} | "
             f"{b.get('messages/sent', 0)} / {b.get('messages/received', 0)} | "
             f"{b.get('bytes/sent', 0) / 1e6:.0f} | {r['manager_process_cpu_s']} / "
-            f"{sum(h['cpu_s'] for h in hosts):.1f} | {r['manager_rss_peak_mb']} / "
+            f"{sum(h['cpu_s'] for h in hosts):.1f} / {r.get('broker_process_cpu_s')} | "
+            f"{r['manager_rss_peak_mb']} / "
             f"{sum(h['rss_peak_mb'] for h in hosts)} | {sum(h['threads'] for h in hosts)} | "
             f"{r['load_avg_at_start'][0]} → {r['load_avg_at_end'][0]} |")
     write_results("fleet_delivery_agents", data, "\n".join(lines) + "\n")
