@@ -5,8 +5,10 @@ The pipeline for static precisions:
 1. plan (pure, :func:`plan_for`): activation/weight types, per-channel, ``reduce_range`` from
    the target's ISA facts (VNNI or not on x86, dot-product on ARM, QNN's uint8/uint16);
 2. prepare: upgrade to opset 13+ (DequantizeLinear ``axis``), shape inference and basic graph
-   optimisation, name every node;
-3. calibrate once, streaming (converters/onnx_calibrate);
+   optimisation, name every node; on CPU plans, rewrite upsampling ConvTranspose into the 1x1
+   Conv + pixel shuffle it is, which ORT's CPU EP runs in INT8 (converters/onnx_int8_graph);
+3. calibrate once, streaming (converters/onnx_calibrate); on CPU plans, the tensors of each
+   Concat share one range (their union) so QLinearConcat copies instead of requantising;
 4. performance-aware: node groups whose quantisation makes the model slower *on this machine*
    stay float, and more go float until the INT8 model is at least as fast as FP32 (all float
    if need be) (converters/onnx_perf, measured, cached per machine so rebuilds are identical);
@@ -167,11 +169,13 @@ def prepare(ctx: BackendContext, min_opset: int) -> Path:
 
 
 def _quantise_static(src: Path, cache: Path, method: Any, plan: QuantPlan, exclude: set[str],
-                     out: Path) -> Path:
+                     out: Path, overrides: dict[str, Any] | None = None) -> Path:
     from onnxruntime.quantization import QuantFormat, quantize_static
 
     extra: dict[str, Any] = {"ActivationSymmetric": plan.activation_symmetric,
                              "WeightSymmetric": plan.weight_type == "int8"}
+    if overrides:
+        extra["TensorQuantOverrides"] = overrides
     op_types = None
     if plan.qnn:
         # ORT's QNN helper computes the overrides QNN needs (fixed Sigmoid/Tanh scales,
@@ -211,6 +215,31 @@ class _NullReader:
         return None
 
 
+def rewrite_for_cpu(prepared: Path, workdir: Path) -> tuple[Path, list[str]]:
+    """The prepared model with upsampling ConvTranspose as 1x1 Conv + shuffle (exact), if any."""
+    import onnx
+
+    from converters.onnx_int8_graph import convtranspose_as_conv
+
+    model, rewritten = convtranspose_as_conv(onnx.load(str(prepared)))
+    if not rewritten:
+        return prepared, []
+    model = onnx.shape_inference.infer_shapes(model)
+    return save_model(model, workdir / "prepared-cpu.onnx"), rewritten
+
+
+def calibrated_ranges(cache: Path) -> dict[str, tuple[float, float]]:
+    """(min, max) per tensor from an ORT calibration cache."""
+    import numpy as np
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    out = {}
+    for name, td in load_tensors_data(cache).items():
+        lo, hi = td.range_value
+        out[name] = (float(np.ravel(lo)[0]), float(np.ravel(hi)[0]))
+    return out
+
+
 def model_opset_path(path: Path) -> int:
     import onnx
 
@@ -245,6 +274,10 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     ctx.progress(f"{ctx.profile.name}: preparing (opset {source_opset} → "
                  f"{max(source_opset, min_opset)})")
     prepared = prepare(ctx, min_opset)
+    cpu_passes = not plan.qnn and not has_external_data(prepared)
+    rewritten: list[str] = []
+    if cpu_passes:
+        prepared, rewritten = rewrite_for_cpu(prepared, ctx.workdir)
     ctx.progress(f"{ctx.profile.name}: calibrating ({ctx.request.calibration_method}, "
                  f"{len(ctx.shared['calibration'])} samples, streamed)")
     from converters.onnx_calibrate import calibrate
@@ -254,9 +287,20 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     float_nodes: dict[str, str] = {}
     perf_summary: dict[str, Any] = {}
     out = ctx.workdir / "model.onnx"
+    shared: dict[str, Any] = {}
+    if cpu_passes:
+        import onnx
+
+        from converters.onnx_int8_graph import shared_concat_ranges
+
+        graph = onnx.load(str(prepared), load_external_data=False)
+        ranges = calibrated_ranges(cache)
 
     def make(exclude: set[str]) -> Path:
-        return _quantise_static(prepared, cache, method, plan, exclude, out)
+        shared.clear()
+        if cpu_passes:
+            shared.update(shared_concat_ranges(graph, ranges, exclude))
+        return _quantise_static(prepared, cache, method, plan, exclude, out, shared)
 
     make(set())
     native = _native(ctx, facts)
@@ -321,6 +365,9 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                                           f"adds relative error {e:.2e})")
         ctx.progress(f"{ctx.profile.name}: keeping {len(floated)} sensitive node(s) in float")
         make(set(float_nodes))
+    details_base["graph_passes"] = {
+        "convtranspose_as_conv": rewritten, "concat_shared_range_tensors": sorted(shared)
+    } if cpu_passes else "skipped: " + ("QNN target" if plan.qnn else "the model is over 2 GB")
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
                              "quantised_nodes": len(_quantised_nodes(out))})
 

@@ -292,3 +292,114 @@ def test_saved_artifacts_declare_the_lowest_ir_version_their_opset_needs(tmp_pat
         "custom", "Id", ["a"], ["b"], [onnx.helper.make_node("Identity", ["a"], ["b"])],
         [onnx.helper.make_opsetid("", 13)]))
     assert lowest_ir_version(with_fn) == 8                      # local functions need IR 8
+
+
+def _unet(*, kernel: int = 2, stride: int = 2, pads: tuple[int, ...] = (0, 0, 0, 0),
+          group: int = 1, hw: int | str = 16) -> onnx.ModelProto:
+    """Encoder conv, strided conv, ConvTranspose back up, skip Concat (both inputs after Relu),
+    1x1 head: the decoder shape of U-Net/FPN-style segmentation nets."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(1)
+
+    def w(name: str, *shape: int) -> onnx.TensorProto:
+        return nh.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    inits = [w("w1", 8, 3, 3, 3), w("b1", 8), w("w2", 16, 8, 3, 3), w("b2", 16),
+             w("wt", 16, 8 // group, kernel, kernel), w("bt", 8), w("wh", 4, 16, 1, 1)]
+    nodes = [
+        h.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="e1", pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c1"], ["r1"], name="e1_relu"),
+        h.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="e2", pads=[1, 1, 1, 1],
+                    strides=[2, 2]),
+        h.make_node("Relu", ["c2"], ["r2"], name="e2_relu"),
+        h.make_node("ConvTranspose", ["r2", "wt", "bt"], ["u"], name="up", group=group,
+                    kernel_shape=[kernel, kernel], strides=[stride, stride], pads=list(pads)),
+        h.make_node("Relu", ["u"], ["ur"], name="up_relu"),
+        h.make_node("Concat", ["ur", "r1"], ["cat"], name="cat", axis=1),
+        h.make_node("Conv", ["cat", "wh"], ["y"], name="head")]
+    g = h.make_graph(nodes, "unet", [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, hw, hw])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], inits)
+    return onnx.shape_inference.infer_shapes(
+        h.make_model(g, opset_imports=[h.make_opsetid("", 17)]))
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.asarray(s.run(None, {"x": x})[0])
+
+
+def test_convtranspose_as_conv_is_exact_and_keeps_the_name() -> None:
+    from converters.onnx_int8_graph import convtranspose_as_conv
+
+    src = _unet()
+    out, done = convtranspose_as_conv(src)
+    assert done == ["up"]
+    ops = [n.op_type for n in out.graph.node]
+    assert "ConvTranspose" not in ops
+    conv = next(n for n in out.graph.node if n.name == "up")
+    assert conv.op_type == "Conv"
+    w = next(i for i in out.graph.initializer if i.name == conv.input[1])
+    assert list(w.dims) == [2 * 2 * 8, 16, 1, 1]
+    assert not any(i.name == "wt" for i in out.graph.initializer)      # old weights dropped
+    onnx.checker.check_model(out)
+    x = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(_run(out, x), _run(src, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [{"kernel": 3, "stride": 2}, {"pads": (1, 1, 1, 1)},
+                                {"group": 2}, {"hw": "H"}])
+def test_convtranspose_as_conv_leaves_other_forms(kw: dict[str, object]) -> None:
+    from converters.onnx_int8_graph import convtranspose_as_conv
+
+    src = _unet(**kw)  # type: ignore[arg-type]
+    out, done = convtranspose_as_conv(src)
+    assert done == []
+    assert out == src
+
+
+def test_shared_concat_ranges_union_and_sign_rule() -> None:
+    from converters.onnx_int8_graph import shared_concat_ranges
+
+    m = _unet()
+    ranges = {"r1": (0.0, 9.0), "ur": (0.0, 5.0), "cat": (0.0, 9.0), "u": (-3.0, 5.0),
+              "r2": (0.0, 4.0), "c1": (-2.0, 9.0), "x": (-1.0, 1.0), "y": (-1.0, 1.0)}
+    ov = shared_concat_ranges(m, ranges)
+    assert set(ov) == {"r1", "ur", "cat"}
+    assert all(float(v[0]["rmin"]) == 0.0 and float(v[0]["rmax"]) == 9.0 for v in ov.values())
+    # A Concat of a Relu output (range from 0) with a signed tensor: sharing would undo the
+    # Relu the quantiser folds into the range, so that group is left alone.
+    assert shared_concat_ranges(m, {**ranges, "ur": (-3.0, 5.0)}) == {}
+    assert shared_concat_ranges(m, {k: v for k, v in ranges.items() if k != "ur"}) == {}
+    assert shared_concat_ranges(m, ranges, exclude={"cat"}) == {}
+    # Already one range: nothing to override.
+    assert shared_concat_ranges(m, {**ranges, "ur": (0.0, 9.0)}) == {}
+
+
+def test_int8_unet_keeps_convtranspose_and_concat_in_int8(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    p = zoo.save(_unet(), tmp_path / "m.onnx")
+    (art,) = _build(p, tmp_path, precision="int8").artifacts
+    assert art.details["graph_passes"] == {"convtranspose_as_conv": ["up"],
+                                           "concat_shared_range_tensors": ["cat", "r1", "ur"]}
+    m = onnx.load(str(art.path))
+    assert "ConvTranspose" not in {n.op_type for n in m.graph.node}
+    # After ORT's fusions: the upsampling is a QLinearConv, the Concat copies (one scale).
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(art.path), so, providers=["CPUExecutionProvider"])
+    opt = onnx.load(str(tmp_path / "opt.onnx"))
+    ops = [n.op_type for n in opt.graph.node]
+    assert ops.count("QLinearConv") == 4 and "QLinearConcat" in ops, ops
+    assert "ConvTranspose" not in ops
+    cat = next(n for n in opt.graph.node if n.op_type == "QLinearConcat")
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in opt.graph.initializer}
+    scales = {float(inits[cat.input[i]]) for i in (0, 3, 6)}
+    assert len(scales) == 1, scales
+    assert art.metrics["accuracy"]["summary"]["cosine_min"] > 0.99
