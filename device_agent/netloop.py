@@ -210,7 +210,13 @@ class NetLoop:
                 now = time.monotonic()
                 due = self._timers[0][0] if self._timers else next_tick
                 timeout = 0.0 if self._calls else max(0.0, min(due, next_tick) - now)
-            for key, mask in self._sel.select(timeout):
+            try:
+                ready = self._sel.select(timeout)
+            except (OSError, ValueError):       # never expected; do not let it end the loop
+                log.exception("%s: select failed", self.name)
+                time.sleep(0.1)
+                ready = []
+            for key, mask in ready:
                 if key.data is None:
                     self._drain_wake()
                     continue
