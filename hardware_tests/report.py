@@ -254,8 +254,9 @@ def render_markdown(report: HardwareReport) -> str:
                          f"{state.get('load_avg', '?')}, max temperature "
                          f"{f'{hot:.1f} °C' if hot is not None else 'not readable'}")
             for gpu in state.get("gpus") or []:
-                g = {k: _fmt(gpu.get(k, "?")) for k in ("temperature.gpu", "clocks.sm", "clocks.max.sm",
-                                                        "power.draw", "memory.used", "memory.total")}
+                g = {k: f"{v:.0f}" if isinstance(v := gpu.get(k, "?"), float) else str(v)
+                     for k in ("temperature.gpu", "clocks.sm", "clocks.max.sm", "power.draw",
+                               "memory.used", "memory.total")}
                 lines.append(f"  - GPU {gpu.get('name', '?')}: {g['temperature.gpu']} °C, SM "
                              f"{g['clocks.sm']}/{g['clocks.max.sm']} MHz, {g['power.draw']} W, "
                              f"memory {g['memory.used']}/{g['memory.total']} MiB")

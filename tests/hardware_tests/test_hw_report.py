@@ -108,3 +108,16 @@ def test_non_finite_figures_become_strings_and_files_are_written(tmp_path: Path)
     assert HardwareReport.from_dict(d).passed
     assert "a\\|b" in (tmp_path / "r.md").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]   # no temp files
+
+
+def test_markdown_device_state_lists_each_gpu_in_plain_numbers() -> None:
+    from dataclasses import replace
+
+    gpu = {"name": "NVIDIA H200", "temperature.gpu": 42.0, "clocks.sm": 1980.0,
+           "clocks.max.sm": 1980.0, "power.draw": 129.6, "memory.used": 0.0,
+           "memory.total": 143771.0}
+    report = replace(_all_passed(), thermal={"before": {"cpu_percent": 1.0, "gpus": [gpu]},
+                                             "after": {"cpu_percent": 2.0}})
+    md = render_markdown(report)
+    assert "  - GPU NVIDIA H200: 42 °C, SM 1980/1980 MHz, 130 W, memory 0/143771 MiB" in md
+    assert md.count("GPU NVIDIA") == 1                   # "after" had no GPU reading
