@@ -299,6 +299,9 @@ def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOu
                              workdir=tdir, progress=progress, shared=shared)
         artifacts.append(get_backend(profile.format)(ctx))
         check_one_file(artifacts[-1])
+        if artifacts[-1].precision != precision and warnings and \
+                warnings[-1].startswith(f"{profile.name}: {precision} calibrated on synthetic"):
+            warnings.pop()                      # shipped another precision (nothing to quantise)
         for key in ("details", "metrics"):      # backends may flag what the user must know
             src = getattr(artifacts[-1], key)
             warnings.extend(str(w) for w in (src.get("warnings") or

@@ -1,7 +1,9 @@
 """Accuracy metrics of a candidate's outputs against the FP32 reference, and the gate.
 
 Pure numpy. Per output: cosine similarity, max absolute error, SNR in dB; for classifier-shaped
-outputs (``[n, classes]``) also top-1 agreement, and top-1 accuracy when labels are given.
+outputs (``[n, classes]``) also top-1 agreement, and top-1 accuracy when labels are given; for
+integer outputs (a classifier's predicted label, e.g. skl2onnx's ``label``) label agreement: the
+fraction of samples whose values are all equal, as cosine says nothing about class indices.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["OutputMetrics", "compare_outputs", "relative_drop"]
+__all__ = ["OutputMetrics", "compare_outputs", "is_label_output", "relative_drop"]
 
 
 @dataclass(frozen=True)
@@ -21,15 +23,30 @@ class OutputMetrics:
     max_abs_error: float
     snr_db: float
     top1_agreement: float | None = None
+    label_agreement: float | None = None     # integer outputs only
 
     def to_dict(self) -> dict[str, float | None]:
+        if self.label_agreement is not None:     # cosine/SNR of class indices mean nothing
+            return {"label_agreement": self.label_agreement, "max_abs_error": self.max_abs_error,
+                    "cosine": None, "snr_db": None, "top1_agreement": None}
         return {"cosine": self.cosine, "max_abs_error": self.max_abs_error,
                 "snr_db": self.snr_db, "top1_agreement": self.top1_agreement}
+
+
+def is_label_output(a: np.ndarray) -> bool:
+    """Integer or boolean outputs are labels/indices: compared by agreement, not cosine."""
+    return bool(np.issubdtype(np.asarray(a).dtype, np.integer) or np.asarray(a).dtype == np.bool_)
 
 
 def _one(name: str, ref: np.ndarray, got: np.ndarray) -> OutputMetrics:
     r = np.asarray(ref, np.float64).reshape(ref.shape[0] if ref.ndim else 1, -1)
     g = np.asarray(got, np.float64).reshape(r.shape)
+    if is_label_output(ref):
+        same = (r == g).all(axis=1)
+        return OutputMetrics(name, cosine=float(same.mean()),
+                             max_abs_error=float(np.abs(r - g).max()) if r.size else 0.0,
+                             snr_db=float("inf") if same.all() else float("-inf"),
+                             label_agreement=float(same.mean()))
     if not np.isfinite(g).all():
         return OutputMetrics(name, cosine=-1.0, max_abs_error=float("inf"), snr_db=float("-inf"),
                              top1_agreement=0.0 if r.shape[1] > 1 else None)

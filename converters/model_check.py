@@ -17,7 +17,8 @@ from typing import Any
 
 from edgeops.errors import BadContentError, UnsupportedModelError, UsageError
 
-__all__ = ["SourceModel", "initializer_bytes", "iter_nodes", "load_source", "unsupported_nodes"]
+__all__ = ["SourceModel", "dedupe_opsets", "initializer_bytes", "iter_nodes", "load_source",
+           "non_tensor_io", "unsupported_nodes"]
 
 _KNOWN_CUSTOM_DOMAINS = {"com.microsoft", "com.microsoft.nchwc", "ai.onnx.ml",
                          "ai.onnx.preview.training", "com.ms.internal.nhwc"}
@@ -130,6 +131,74 @@ def unsupported_nodes(model: Any) -> list[str]:
     return bad
 
 
+def _type_name(tp: Any) -> str:
+    """ONNX's own spelling of a value type: ``seq(map(int64,tensor(float)))``."""
+    import onnx
+
+    kind = tp.WhichOneof("value")
+    if kind == "tensor_type":
+        return f"tensor({onnx.helper.tensor_dtype_to_string(tp.tensor_type.elem_type)})" \
+            .replace("TensorProto.", "").lower()
+    if kind == "sequence_type":
+        return f"seq({_type_name(tp.sequence_type.elem_type)})"
+    if kind == "map_type":
+        key = onnx.helper.tensor_dtype_to_string(tp.map_type.key_type)
+        return f"map({key.replace('TensorProto.', '').lower()},{_type_name(tp.map_type.value_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_name(tp.optional_type.elem_type)})"
+    return kind or "no type"
+
+
+def non_tensor_io(model: Any) -> tuple[list[str], bool]:
+    """Inputs/outputs that are not tensors, and whether a ZipMap makes any of them.
+
+    Bundles, golden files, accuracy metrics and the device agent all deal in tensors. The
+    common non-tensor output is scikit-learn's: skl2onnx ends classifiers with ``ZipMap``
+    (probabilities as a sequence of ``{class: probability}`` maps) unless exported with
+    ``options={"zipmap": False}``, which gives the same probabilities as a tensor.
+    """
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {i.name for i in model.graph.initializer}
+    bad: list[str] = []
+    zipmap = False
+    for what, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for vi in values:
+            if vi.name in inits or vi.type.WhichOneof("value") == "tensor_type":
+                continue
+            node = producers.get(vi.name)
+            via = f", made by {node.op_type} node '{node.name}'" if node is not None else ""
+            zipmap |= node is not None and node.op_type == "ZipMap"
+            bad.append(f"{what} '{vi.name}' ({_type_name(vi.type)}{via}: not a tensor)")
+    return bad, zipmap
+
+
+def dedupe_opsets(model: Any) -> None:
+    """Drop repeated imports of one domain at one version (in place); conflicting ones fail.
+
+    skl2onnx 1.20 imports the default domain twice at the same version. ONNX Runtime runs
+    that, but its quantiser wants exactly one default-domain import ("Failed to find proper
+    ai.onnx domain"), so the in-memory source keeps one.
+    """
+    seen: dict[str, int] = {}
+    keep = []
+    for o in model.opset_import:
+        domain = o.domain or "ai.onnx"
+        if domain in seen:
+            if seen[domain] != o.version:
+                raise BadContentError(
+                    f"the model imports domain '{domain}' at opsets {seen[domain]} and "
+                    f"{o.version}", hint="re-export it; a model imports each domain once")
+            continue
+        seen[domain] = o.version
+        keep.append(o)
+    if len(keep) != len(model.opset_import):
+        import onnx
+
+        fixed = [onnx.helper.make_opsetid(o.domain, o.version) for o in keep]
+        del model.opset_import[:]
+        model.opset_import.extend(fixed)
+
+
 def load_source(path: Path) -> SourceModel:
     """Parse, scan, check and open the model; one clear error for whatever is wrong."""
     import onnx
@@ -148,9 +217,19 @@ def load_source(path: Path) -> SourceModel:
     if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.node:
         raise NotOnnxError(f"{path} is not an ONNX model (no graph; truncated or another format?)")
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    dedupe_opsets(model)
     bad = unsupported_nodes(model)
-    if bad:
-        raise UnsupportedModelError(f"{len(bad)} unsupported node(s): {'; '.join(bad)}")
+    io, zipmap = non_tensor_io(model)
+    if bad or io:
+        what = "; ".join(([f"{len(bad)} unsupported node(s): {'; '.join(bad)}"] if bad else [])
+                         + ([f"{len(io)} non-tensor input/output(s): {'; '.join(io)}"]
+                            if io else []))
+        raise UnsupportedModelError(
+            what, hint="export the classifier with skl2onnx's options={'zipmap': False} "
+                       "(probabilities as a [N, classes] tensor); bundles, golden checks and "
+                       "devices work on tensors" if zipmap else
+                       "re-export with tensor inputs and outputs only" if io and not bad
+                       else None)
     try:
         onnx.checker.check_model(str(path))
     except (onnx.checker.ValidationError, ValueError) as exc:

@@ -274,6 +274,10 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     ctx.progress(f"{ctx.profile.name}: preparing (opset {source_opset} → "
                  f"{max(source_opset, min_opset)})")
     prepared = prepare(ctx, min_opset)
+    from converters.onnx_unquantisable import type_ml_outputs
+
+    if not has_external_data(prepared):
+        type_ml_outputs(prepared, ctx.shared["calibration"].sample(0))
     cpu_passes = not plan.qnn and not has_external_data(prepared)
     rewritten: list[str] = []
     if cpu_passes:
@@ -303,6 +307,13 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         return _quantise_static(prepared, cache, method, plan, exclude, out, shared)
 
     make(set())
+    from converters.onnx_unquantisable import any_quantised, ship_fp32, unquantisable_nodes
+
+    if not any_quantised(out):                  # e.g. a scikit-learn tree ensemble
+        return ship_fp32(ctx, ctx.shared["model"])
+    import onnx
+
+    float_nodes.update(unquantisable_nodes(onnx.load(str(prepared), load_external_data=False)))
     native = _native(ctx, facts)
     perf_aware = bool(ctx.request.options.get("perf_aware", True))
     large = has_external_data(prepared)   # over 2 GB: each trial would re-quantise it all
@@ -401,6 +412,10 @@ def _dynamic(ctx: BackendContext, accept: Any) -> BuiltArtifact:
                          weight_type=QuantType.QInt8,
                          use_external_data_format=has_external_data(src))
     inline_if_fits(out)
+    from converters.onnx_unquantisable import any_quantised, ship_fp32
+
+    if not any_quantised(out):
+        return ship_fp32(ctx, model)
     built: BuiltArtifact = accept(ctx, out, {"pass": "dynamic-int8", "isa": facts,
                              "plan": {"weight_type": "int8", "per_channel": True,
                                       "reduce_range": reduce_range,

@@ -205,11 +205,16 @@ def accuracy_report(reference: Mapping[str, np.ndarray], candidate: Mapping[str,
         per = [m if m.name in keep else replace(m, top1_agreement=None) for m in per]
     outputs = {m.name: {k: (_finite(v) if isinstance(v, float) else v)
                         for k, v in m.to_dict().items()} for m in per}
+    # Label (integer) outputs count by agreement only, unless there is nothing else.
+    tensors = [m for m in per if m.label_agreement is None] or per
     summary: dict[str, Any] = {
-        "cosine_min": min(m.cosine for m in per),
-        "max_abs_error": max(m.max_abs_error for m in per),
-        "snr_db_min": _finite(min(m.snr_db for m in per)),
+        "cosine_min": min(m.cosine for m in tensors),
+        "max_abs_error": max(m.max_abs_error for m in tensors),
+        "snr_db_min": _finite(min(m.snr_db for m in tensors)),
     }
+    agree = [m.label_agreement for m in per if m.label_agreement is not None]
+    if agree:
+        summary["label_agreement"] = min(agree)
     top1 = [m.top1_agreement for m in per if m.top1_agreement is not None]
     if top1:
         summary["top1_agreement"] = min(top1)
@@ -230,14 +235,25 @@ def classifier_outputs(model: Any) -> list[str]:
     or named like logits/probabilities/scores/classes. Everything else is compared by cosine."""
     import re
 
-    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def made_by(name: str) -> str | None:
+        # Exporters end graphs in Identity chains (tf2onnx's ``Identity:0``, paddle2onnx's
+        # ``save_infer_model/scale_0``): look through them to the op that computes the output.
+        seen: set[str] = set()
+        while (node := producers.get(name)) is not None and node.op_type == "Identity" \
+                and name not in seen:
+            seen.add(name)
+            name = node.input[0]
+        return node.op_type if node is not None else None
+
     hint = re.compile(r"logit|prob|score|class|label|softmax", re.IGNORECASE)
     out = []
     for vi in model.graph.output:
         dims = vi.type.tensor_type.shape.dim
         if len(dims) != 2 or (dims[1].HasField("dim_value") and dims[1].dim_value < 2):
             continue
-        if producers.get(vi.name) in ("Softmax", "LogSoftmax") or hint.search(vi.name):
+        if made_by(vi.name) in ("Softmax", "LogSoftmax") or hint.search(vi.name):
             out.append(vi.name)
     return out
 
@@ -245,16 +261,19 @@ def classifier_outputs(model: Any) -> list[str]:
 def gate_drop(report: Mapping[str, Any], metric: str = "auto") -> tuple[str, float]:
     """The metric the gate reads and its relative drop vs FP32.
 
-    ``auto``: labels given, top-1 accuracy; classifier outputs, top-1 agreement; otherwise
-    cosine similarity (a drop of 0.01 means cosine 0.99). ``top1`` or ``cosine`` force one.
+    ``auto``: labels given, top-1 accuracy; classifier outputs or integer (label) outputs,
+    the worse of top-1 agreement and label agreement; otherwise cosine similarity (a drop of
+    0.01 means cosine 0.99). ``top1`` or ``cosine`` force one.
     """
     s = report["summary"]
     if metric == "cosine":
         return "cosine", relative_drop(1.0, s["cosine_min"])
     if "top1_accuracy" in s:
         return "top1_accuracy", relative_drop(s["top1_accuracy_reference"], s["top1_accuracy"])
-    if "top1_agreement" in s:
-        return "top1_agreement", relative_drop(1.0, s["top1_agreement"])
+    agreements = [(k, relative_drop(1.0, s[k])) for k in ("top1_agreement", "label_agreement")
+                  if k in s and (metric == "auto" or k == "top1_agreement")]
+    if agreements:
+        return max(agreements, key=lambda kv: kv[1])
     return "cosine", relative_drop(1.0, s["cosine_min"])
 
 
