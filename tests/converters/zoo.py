@@ -17,7 +17,7 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 __all__ = ["convnet", "external_data", "gru_stateful", "if_model", "loop_model", "outlier_mlp",
-           "save", "unsupported_ops"]
+           "paddle2onnx_mobilenet_block", "save", "tf2onnx_convnet", "unsupported_ops"]
 
 
 def _w(rng: np.random.Generator, shape: tuple[int, ...], name: str, scale: float = 0.3
@@ -176,3 +176,160 @@ def save(model: onnx.ModelProto, path: Path, *, external: bool = False) -> Path:
 def external_data(path: Path) -> Path:
     """The convnet with every weight in a ``.data`` file beside it."""
     return save(convnet(13), path, external=True)
+
+
+def tf2onnx_convnet(opset: int = 13, size: int = 16, width: int = 8) -> onnx.ModelProto:
+    """A Keras-style NHWC classifier as tf2onnx (``python -m tf2onnx.convert --saved-model``)
+    exports it, with the quirks of that exporter:
+
+    * the image input stays NHWC (``[unk__N, H, W, 3]``) and a ``Transpose`` (perm 0,3,1,2)
+      feeds the NCHW ``Conv``; the head transposes back to NHWC and reduces over axes 1, 2
+      (tf2onnx README, ``--inputs-as-nchw``, and onnx/tensorflow-onnx PR #1979);
+    * every tensor is named after its TF op and output port, ``name:0``
+      (``--inputs input_1:0`` in onnx/tensorflow-onnx issues #931 and #2175); the signature's
+      output comes out of ``Identity`` nodes (``Identity:0``), here a chain of two;
+    * the unknown batch dim is a ``unk__N`` dim_param, the symbol ONNX shape inference
+      materialises for unknown dims (onnx/defs/shape_inference ``createNew("unk__")``);
+    * opset 13, tf2onnx's default;
+    * ``Conv`` with TF ``SAME`` padding written as explicit, asymmetric pads when the shapes
+      are known (``pad // 2`` before, the rest after: stride 2 gives pads 0,0,1,1) and as
+      ``auto_pad=SAME_UPPER`` otherwise (tf2onnx's conv ``add_padding``).
+    """
+    rng = np.random.default_rng(13)
+    pre = "StatefulPartitionedCall/model/"
+    inits = [_w(rng, (width, 3, 3, 3), f"{pre}conv2d/Conv2D/ReadVariableOp:0"),
+             nh.from_array((rng.standard_normal(width) * 0.1).astype(np.float32),
+                           f"{pre}conv2d/BiasAdd/ReadVariableOp:0"),
+             _w(rng, (width, width, 3, 3), f"{pre}conv2d_1/Conv2D/ReadVariableOp:0", 0.15),
+             nh.from_array(np.zeros(width, np.float32), f"{pre}conv2d_1/BiasAdd/ReadVariableOp:0"),
+             _w(rng, (width, 10), f"{pre}dense/MatMul/ReadVariableOp:0", 8.0),
+             nh.from_array(np.zeros(10, np.float32), f"{pre}dense/BiasAdd/ReadVariableOp:0")]
+    nodes = [
+        h.make_node("Transpose", ["input_1:0"], [f"{pre}conv2d/BiasAdd__6:0"], perm=[0, 3, 1, 2],
+                    name=f"{pre}conv2d/BiasAdd__6"),
+        h.make_node("Conv", [f"{pre}conv2d/BiasAdd__6:0", f"{pre}conv2d/Conv2D/ReadVariableOp:0",
+                             f"{pre}conv2d/BiasAdd/ReadVariableOp:0"], [f"{pre}conv2d/BiasAdd:0"],
+                    strides=[2, 2], pads=[0, 0, 1, 1], kernel_shape=[3, 3], dilations=[1, 1],
+                    name=f"{pre}conv2d/BiasAdd"),
+        h.make_node("Relu", [f"{pre}conv2d/BiasAdd:0"], [f"{pre}conv2d/Relu:0"],
+                    name=f"{pre}conv2d/Relu"),
+        h.make_node("Conv", [f"{pre}conv2d/Relu:0", f"{pre}conv2d_1/Conv2D/ReadVariableOp:0",
+                             f"{pre}conv2d_1/BiasAdd/ReadVariableOp:0"],
+                    [f"{pre}conv2d_1/BiasAdd:0"], auto_pad="SAME_UPPER", kernel_shape=[3, 3],
+                    strides=[2, 2], name=f"{pre}conv2d_1/BiasAdd"),
+        h.make_node("Transpose", [f"{pre}conv2d_1/BiasAdd:0"], [f"{pre}conv2d_1/BiasAdd__12:0"],
+                    perm=[0, 2, 3, 1], name=f"{pre}conv2d_1/BiasAdd__12"),
+        h.make_node("ReduceMean", [f"{pre}conv2d_1/BiasAdd__12:0"],
+                    [f"{pre}global_average_pooling2d/Mean:0"], axes=[1, 2], keepdims=0,
+                    name=f"{pre}global_average_pooling2d/Mean"),
+        h.make_node("MatMul", [f"{pre}global_average_pooling2d/Mean:0",
+                               f"{pre}dense/MatMul/ReadVariableOp:0"], [f"{pre}dense/MatMul:0"],
+                    name=f"{pre}dense/MatMul"),
+        h.make_node("Add", [f"{pre}dense/MatMul:0", f"{pre}dense/BiasAdd/ReadVariableOp:0"],
+                    [f"{pre}dense/BiasAdd:0"], name=f"{pre}dense/BiasAdd"),
+        h.make_node("Softmax", [f"{pre}dense/BiasAdd:0"], [f"{pre}dense/Softmax:0"], axis=-1,
+                    name=f"{pre}dense/Softmax"),
+        h.make_node("Identity", [f"{pre}dense/Softmax:0"], ["StatefulPartitionedCall:0"],
+                    name="StatefulPartitionedCall"),
+        h.make_node("Identity", ["StatefulPartitionedCall:0"], ["Identity:0"], name="Identity"),
+    ]
+    graph = h.make_graph(nodes, "tf2onnx",
+                         [h.make_tensor_value_info("input_1:0", T.FLOAT,
+                                                   ["unk__612", size, size, 3])],
+                         [h.make_tensor_value_info("Identity:0", T.FLOAT, ["unk__613", 10])],
+                         inits)
+    m = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)], producer_name="tf2onnx",
+                     producer_version="1.16.1 15c810")
+    m.ir_version = 7
+    onnx.checker.check_model(m)
+    return m
+
+
+def paddle2onnx_mobilenet_block(opset: int = 11, size: int = 16, width: int = 8
+                                ) -> onnx.ModelProto:
+    """A MobileNet-style block as paddle2onnx exports a Paddle inference model, with the quirks
+    of that exporter:
+
+    * opset 11 or 9 exports (its mappers go back to opset 7; op_list.md in
+      PaddlePaddle/Paddle2ONNX lists ``batch_norm``, ``relu6``, ``reshape2`` from opset 1-5);
+    * the input keeps the ``InputSpec`` name, ``x``, with a ``p2o.DynamicDimension.0`` batch;
+      outputs are named after the ``scale`` op that ``save_inference_model`` appends,
+      ``save_infer_model/scale_0.tmp_1`` (PaddlePaddle/Paddle issues #31975 and #16483,
+      PaddleDetection issue #9459), made here by an ``Identity`` (scale 1.0);
+    * ``relu6`` is ``Clip(0, 6)``: min/max as constant inputs from opset 11, attributes before
+      (``Relu6Mapper`` calls ``helper_->Clip(..., 0.0, threshold)``);
+    * ``BatchNormalization`` kept unfused after a bias-less ``Conv``, and the depthwise conv as
+      a grouped ``Conv``;
+    * ``Reshape`` to ``[0, -1]`` (0 copies the batch dim) from a shape initializer, before a
+      ``MatMul`` + ``Add`` fully connected layer.
+    """
+    rng = np.random.default_rng(opset)
+    c = width
+
+    def bn(prefix: str, ch: int) -> list[onnx.TensorProto]:
+        return [nh.from_array((1 + 0.1 * rng.standard_normal(ch)).astype(np.float32),
+                              f"{prefix}_scale"),
+                nh.from_array((0.1 * rng.standard_normal(ch)).astype(np.float32),
+                              f"{prefix}_offset"),
+                nh.from_array((0.1 * rng.standard_normal(ch)).astype(np.float32),
+                              f"{prefix}_mean"),
+                nh.from_array((0.5 + rng.random(ch)).astype(np.float32), f"{prefix}_variance")]
+
+    inits = [_w(rng, (c, 3, 3, 3), "conv2d_0.w_0"), *bn("batch_norm_0.w", c),
+             _w(rng, (c, 1, 3, 3), "depthwise_conv2d_0.w_0"), *bn("batch_norm_1.w", c),
+             _w(rng, (c, c, 1, 1), "conv2d_1.w_0", 0.3), *bn("batch_norm_2.w", c),
+             nh.from_array(np.array([0, -1], np.int64), "reshape2_0.shape"),
+             _w(rng, (c, 10), "linear_0.w_0"), nh.from_array(np.zeros(10, np.float32),
+                                                              "linear_0.b_0")]
+    if opset >= 11:
+        inits += [nh.from_array(np.array(0.0, np.float32), "relu6_min"),
+                  nh.from_array(np.array(6.0, np.float32), "relu6_max")]
+
+    def relu6(i: int, src: str) -> onnx.NodeProto:
+        out = f"relu6_{i}.tmp_0"
+        if opset >= 11:
+            return h.make_node("Clip", [src, "relu6_min", "relu6_max"], [out], name=f"p2o.Clip.{i}")
+        return h.make_node("Clip", [src], [out], min=0.0, max=6.0, name=f"p2o.Clip.{i}")
+
+    def bn_node(i: int, src: str) -> onnx.NodeProto:
+        w = f"batch_norm_{i}.w"
+        return h.make_node("BatchNormalization", [src, f"{w}_scale", f"{w}_offset", f"{w}_mean",
+                                                  f"{w}_variance"], [f"batch_norm_{i}.tmp_2"],
+                           epsilon=1e-5, momentum=0.9, name=f"p2o.BatchNormalization.{i}")
+
+    nodes = [
+        h.make_node("Conv", ["x", "conv2d_0.w_0"], ["conv2d_0.tmp_0"], strides=[2, 2],
+                    pads=[1, 1, 1, 1], group=1, dilations=[1, 1], kernel_shape=[3, 3],
+                    name="p2o.Conv.0"),
+        bn_node(0, "conv2d_0.tmp_0"), relu6(0, "batch_norm_0.tmp_2"),
+        h.make_node("Conv", ["relu6_0.tmp_0", "depthwise_conv2d_0.w_0"],
+                    ["depthwise_conv2d_0.tmp_0"], pads=[1, 1, 1, 1], group=c, strides=[1, 1],
+                    dilations=[1, 1], kernel_shape=[3, 3], name="p2o.Conv.1"),
+        bn_node(1, "depthwise_conv2d_0.tmp_0"), relu6(1, "batch_norm_1.tmp_2"),
+        h.make_node("Conv", ["relu6_1.tmp_0", "conv2d_1.w_0"], ["conv2d_1.tmp_0"],
+                    pads=[0, 0, 0, 0], group=1, strides=[1, 1], dilations=[1, 1],
+                    kernel_shape=[1, 1], name="p2o.Conv.2"),
+        bn_node(2, "conv2d_1.tmp_0"), relu6(2, "batch_norm_2.tmp_2"),
+        h.make_node("GlobalAveragePool", ["relu6_2.tmp_0"], ["pool2d_0.tmp_0"],
+                    name="p2o.GlobalAveragePool.0"),
+        h.make_node("Reshape", ["pool2d_0.tmp_0", "reshape2_0.shape"], ["reshape2_0.tmp_0"],
+                    name="p2o.Reshape.0"),
+        h.make_node("MatMul", ["reshape2_0.tmp_0", "linear_0.w_0"], ["linear_0.tmp_0"],
+                    name="p2o.MatMul.0"),
+        h.make_node("Add", ["linear_0.tmp_0", "linear_0.b_0"], ["linear_0.tmp_1"],
+                    name="p2o.Add.0"),
+        h.make_node("Softmax", ["linear_0.tmp_1"], ["softmax_0.tmp_0"], axis=1,
+                    name="p2o.Softmax.0"),
+        h.make_node("Identity", ["softmax_0.tmp_0"], ["save_infer_model/scale_0.tmp_1"],
+                    name="p2o.Identity.0"),
+    ]
+    graph = h.make_graph(nodes, "paddle-infer",
+                         [h.make_tensor_value_info("x", T.FLOAT,
+                                                   ["p2o.DynamicDimension.0", 3, size, size])],
+                         [h.make_tensor_value_info("save_infer_model/scale_0.tmp_1", T.FLOAT,
+                                                   ["p2o.DynamicDimension.1", 10])], inits)
+    m = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)],
+                     producer_name="PaddlePaddle", producer_version="1.0")
+    m.ir_version = 6 if opset >= 11 else 4
+    onnx.checker.check_model(m)
+    return m
