@@ -86,7 +86,7 @@ def check_supported(prep: Prepared) -> None:
         if why:
             bad.append(f"{n.name or n.output[0]} ({why})")
     if bad:
-        kinds = sorted({b.split("(", 1)[1].rstrip(")") for b in bad})
+        kinds = sorted({b.split("(", 1)[1][:-1] for b in bad})   # keeps "(float32 only)" whole
         raise UnsupportedModelError(
             f"{len(bad)} node(s) not supported by the TFLite backend: {', '.join(bad)}",
             hint=f"unsupported: {', '.join(kinds)}; change the model or pick an ONNX target")

@@ -202,6 +202,7 @@ def test_tflite_names_every_ml_op_at_once(cli, keys_home: Path, tmp_path: Path,
     assert res.code != 0 and "not supported by the TFLite backend" in res.err
     for op in ops:
         assert op in res.err
+    assert res.err.count("(") == res.err.count(")")      # reasons quoted whole in the hint
     assert listing(out) == []
 
 
