@@ -12,6 +12,18 @@ this one adapter means the delivery, ingest and worker logic never see it. The r
   large outgoing in-flight window; TCP_NODELAY is set on the socket (paho does not), which is
   what lifts QoS 1 round trips from tens to thousands per second on loopback.
 * Subscriptions are (re)made in ``on_connect``, so a broker restart is survived.
+* No ``select()``: each connection is served by its own :class:`edgeops.netloop.NetLoop` (an
+  epoll selector thread, the agent's loop) through paho's external-loop API, so the manager
+  (re)connects with any number of descriptors open; paho's ``loop_start()`` waits with
+  ``select()``, which refuses a descriptor numbered 1024 or above.
+
+Threads, per connection: the loop thread reads and writes the socket, runs paho's callbacks and
+keepalive; a connect thread (the loop's pool) makes the blocking TCP + TLS connection, holding
+:attr:`LockedClient.write_lock`. Publishing and acknowledging threads only queue packets: with
+paho's ``on_socket_register_write`` hook set, paho never writes on the caller's thread (which
+over TLS would race the loop's reads), it asks the loop to select the socket for writing.
+Why one loop per connection rather than one per process as in the agent: the back-pressure
+below blocks the loop thread, which must stall only its own connection.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgeops.errors import TransportError, UsageError
+from edgeops.netloop import NetLoop, Timer
 
 __all__ = [
     "BrokerAddress",
@@ -142,8 +155,8 @@ _FAST_OK = _paho_version().startswith("2.") and all(
 class LockedClient(paho.Client):
     """paho's Client whose reconnect and the manager's publishing threads exclude each other.
 
-    Why: with ``loop_start`` paho reconnects on its network thread while the manager publishes
-    from others (delivery workers, the rollout loop, acknowledgements). ``reconnect()`` drops
+    Why: paho reconnects on the connect thread while the manager publishes from others
+    (delivery workers, the rollout loop, acknowledgements). ``reconnect()`` drops
     the outgoing packet queue, opens a new socket and only then queues CONNECT; a publish that
     lands in that window queues its PUBLISH ahead of CONNECT (the broker drops the connection
     for the protocol error) or meets a socket being swapped. :class:`MqttConnection` takes
@@ -305,6 +318,13 @@ class MqttConnection:
         self.published_bytes = 0
         self.received_messages = 0
         self.last_error: str | None = None
+        # network-loop state: _net while started; _sock and _timer only on the loop thread
+        self._net: NetLoop | None = None
+        self._sock: Any = None
+        self._timer: Timer | None = None
+        self._attempts = 0              # consecutive failed connects (backoff exponent)
+        self._idle = threading.Event()  # no socket, no connect under way, no timer pending
+        self._idle.set()
 
         self._v5 = options.protocol_version == 5
         cls = FastClient if _FAST_OK and options.fast_receive else LockedClient
@@ -317,7 +337,6 @@ class MqttConnection:
                     clean_session=options.clean_start, manual_ack=options.manual_ack)
         c.max_inflight_messages_set(options.max_inflight_out)
         c.max_queued_messages_set(0)
-        c.reconnect_delay_set(max(1, int(options.reconnect_min_s)), int(options.reconnect_max_s))
         if options.username is not None:
             c.username_pw_set(options.username, options.password)
         if self.address.tls or tls is not None:
@@ -331,27 +350,43 @@ class MqttConnection:
             c.fast_publish = self._on_fast_message
         c.on_publish = self._on_publish
         c.on_socket_open = self._on_socket_open
+        # With these set, paho never writes on the caller's thread: a publish or an ack is
+        # queued and the loop is asked to select the socket for writing (module docstring).
+        c.on_socket_close = self._on_socket_close
+        c.on_socket_register_write = self._on_register_write
+        c.on_socket_unregister_write = self._on_unregister_write
         self._client: LockedClient = c
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, timeout_s: float = 10.0) -> None:
-        """Connect and subscribe; raises TransportError if the broker is not there in time."""
+        """Connect and subscribe; raises TransportError if the broker is not there in time.
+
+        Once started the connection is kept: lost connections are remade in the background
+        (backoff from ``reconnect_min_s`` doubling to ``reconnect_max_s``) until :meth:`close`.
+        """
         self._closing.clear()
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.options.session_expiry_s
-        props.ReceiveMaximum = max(1, min(self.options.receive_maximum, 65535))
-        try:
-            if self._v5:
-                self._client.connect_async(self.address.host, self.address.port,
-                                           keepalive=self.options.keepalive_s,
-                                           clean_start=self.options.clean_start,
-                                           properties=props)
-            else:
-                self._client.connect_async(self.address.host, self.address.port,
-                                           keepalive=self.options.keepalive_s)
-        except (OSError, ValueError) as exc:
-            raise TransportError(f"cannot reach MQTT broker {self.address.url}: {exc}") from None
-        self._client.loop_start()
+        if self._net is None:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.options.session_expiry_s
+            props.ReceiveMaximum = max(1, min(self.options.receive_maximum, 65535))
+            try:   # records where to connect (no I/O); the connect thread connects
+                if self._v5:
+                    self._client.connect_async(self.address.host, self.address.port,
+                                               keepalive=self.options.keepalive_s,
+                                               clean_start=self.options.clean_start,
+                                               properties=props)
+                else:
+                    self._client.connect_async(self.address.host, self.address.port,
+                                               keepalive=self.options.keepalive_s)
+            except (OSError, ValueError) as exc:
+                raise TransportError(f"cannot reach MQTT broker {self.address.url}: {exc}"
+                                     ) from None
+            self._attempts = 0
+            self._idle.clear()
+            net = NetLoop(f"mqtt-{self.options.client_id}", connect_threads=1)
+            self._net = net
+            net.add_member(self)
+            net.run_blocking(self._connect)
         if not self.connected.wait(timeout_s):
             self.close()
             why = f" ({self.last_error})" if self.last_error else ""
@@ -359,13 +394,23 @@ class MqttConnection:
                                  f"{timeout_s:.0f} s{why}",
                                  hint="check --broker, TLS options and that the broker runs")
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 3.0) -> None:
+        """Disconnect cleanly (queued packets are written first) and stop the network thread."""
         self._closing.set()
-        try:
-            self._client.disconnect()
-        finally:
-            self._client.loop_stop()
-            self.connected.clear()
+        net = self._net
+        if net is None:
+            return
+        net.call_soon(self._close_on_stop)
+        # a connect under way finishes first (paho's connect timeout at most)
+        if not net.in_loop() and not self._idle.wait(timeout_s + self._client.connect_timeout):
+            log.warning("MQTT connection to %s did not close in time; dropping it",
+                        self.address.url)
+            net.call_soon(self._drop)
+            self._idle.wait(1.0)
+        net.remove_member(self)
+        net.close()
+        self._net = None
+        self.connected.clear()
 
     # -- publishing ------------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
@@ -409,6 +454,151 @@ class MqttConnection:
         for m in msgs:
             self.ack(m)
 
+    # -- connecting (connect thread) ----------------------------------------------------------
+    def _connect(self) -> None:
+        """Blocking TCP (+TLS) connect with CONNECT queued; then the loop takes the socket."""
+        net = self._net
+        if net is None:
+            return
+        if self._closing.is_set():
+            net.call_soon(self._settle)
+            return
+        try:
+            self._client.reconnect()            # under write_lock (LockedClient)
+        except (OSError, ValueError) as exc:   # ssl.SSLError and timeouts are OSErrors
+            self.last_error = f"cannot connect to {self.address.url}: {exc}"
+            net.call_soon(self._retry_later)
+            return
+        net.call_soon(self._attach)
+
+    # -- network loop thread (edgeops.netloop.Member) ------------------------------------------
+    def _attach(self) -> None:
+        net = self._net_()
+        sock = self._client.socket()
+        if sock is None:                 # closed between connect and now
+            self._lost()
+            return
+        self._sock = sock
+        net.watch(sock, self, write=True if self._closing.is_set() else self._client.want_write())
+        if self._closing.is_set():
+            self._close_on_stop()
+
+    def on_io(self, readable: bool, writable: bool) -> None:
+        """The socket can be read and/or written."""
+        c, sock = self._client, self._sock
+        if sock is None or c.socket() is not sock:
+            return                       # an event for a socket already given up
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        if readable:
+            rc = c.loop_read()
+            # TLS may hold decrypted bytes the selector cannot see: read them too, and if
+            # many remain come back after the loop's other work
+            rounds = 0
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and c.socket() is sock and \
+                    isinstance(sock, ssl.SSLSocket) and sock.pending():
+                if rounds == 64:
+                    self._net_().call_soon(lambda: self.on_io(True, False))
+                    break
+                rc = c.loop_read()
+                rounds += 1
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and writable and c.socket() is sock:
+            rc = c.loop_write()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or c.socket() is not sock:
+            self._lost()
+
+    def on_tick(self) -> None:
+        """Keepalive: PINGREQ, and giving up on a broker that stopped answering."""
+        if self._sock is None or self._client.socket() is not self._sock:
+            return
+        if self._client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS or \
+                self._client.socket() is not self._sock:
+            self._lost()
+
+    def on_error(self, exc: BaseException) -> None:
+        """A paho call on the loop thread raised: drop the connection, reconnect later."""
+        self.last_error = f"network loop error: {exc!r}"
+        self._drop()
+
+    def _drop(self) -> None:
+        sock = self._client.socket()
+        if sock is not None:
+            self._net_().unwatch(sock)
+            self._client._sock_close()    # paho's own close (FastClient also drops its buffer)
+        self._lost()
+
+    def _lost(self) -> None:
+        """The socket is gone: reconnect after a backoff, or settle when closing."""
+        if self._sock is not None:
+            self._net_().unwatch(self._sock)
+            self._sock = None
+        self.connected.clear()
+        if self._closing.is_set():
+            self._settle()
+        else:
+            self._retry_later()
+
+    def _retry_later(self) -> None:
+        if self._closing.is_set():
+            self._settle()
+            return
+        o = self.options
+        delay = min(o.reconnect_max_s, o.reconnect_min_s * 2.0 ** min(self._attempts, 30))
+        self._attempts += 1
+        self._timer = self._net_().call_later(delay, self._backoff_done)
+
+    def _backoff_done(self) -> None:
+        self._timer = None
+        if self._closing.is_set():
+            self._settle()
+        else:
+            self._net_().run_blocking(self._connect)
+
+    def _close_on_stop(self) -> None:
+        """close(): send DISCONNECT if a socket is open (paho closes it once written)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._settle()
+            return
+        if self._sock is None:
+            return           # a connect is under way: _connect/_attach settle it
+        with self._client.write_lock:
+            self._client.disconnect()
+        if self._client.socket() is not self._sock:
+            self._lost()
+
+    def _settle(self) -> None:
+        if self._sock is None and self._timer is None:
+            self._idle.set()
+
+    def _net_(self) -> NetLoop:
+        assert self._net is not None
+        return self._net
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        net = self._net
+        if net is not None and net.in_loop():
+            net.unwatch(sock)        # before paho closes it: its number may be reused
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._sync_write(sock)
+
+    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # loop_write on the loop thread may see an empty queue just before another thread
+        # queues a packet (whose publish then skips the register hook): both look at the queue
+        self._sync_write(sock)
+
+    def _sync_write(self, sock: Any) -> None:
+        """Select ``sock`` for writing exactly while paho has packets queued for it."""
+        net = self._net
+        if net is None:
+            return
+        if net.in_loop():
+            net.set_write(sock, self._client.want_write())
+        else:
+            c = self._client
+            net.call_soon(lambda: net.set_write(sock, c.want_write()))
+
     # -- paho callbacks (network thread): hand over, do nothing else -----------------------
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         if self.options.tcp_nodelay:
@@ -424,6 +614,7 @@ class MqttConnection:
             log.warning("MQTT connect to %s refused: %s", self.address.url, reason)
             return
         self._generation += 1
+        self._attempts = 0
         for topic_filter, qos in self.subscriptions:
             if self._v5:
                 client.subscribe(topic_filter, options=SubscribeOptions(qos=qos))

@@ -1,0 +1,168 @@
+"""The manager's MQTT connections with descriptors numbered above 1024.
+
+paho's ``loop_start()`` waits with ``select()``, which refuses a descriptor numbered 1024 or
+above: a manager process holding a thousand descriptors (HTTP clients, database connections,
+files) would never (re)connect to its broker. The adapter runs each connection on an epoll
+:class:`edgeops.netloop.NetLoop` instead. These tests open 1,100 descriptors first, so every
+socket the adapter opens lands above 1024, then connect, publish, receive, acknowledge and
+survive a broker restart, over plain TCP and over mutual TLS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import resource
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeops.errors import TransportError
+from fleet.mqtt import Inbound, MqttConnection, MqttOptions, TlsOptions
+from tests.fleet.mqtt.test_tls import pki, tls_broker  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.broker
+
+FILLER_FDS = 1100
+
+
+@contextmanager
+def many_open_fds(n: int = FILLER_FDS) -> Iterator[None]:
+    """Hold ``n`` descriptors open (raising the soft limit if needed), so new ones are > n."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = n + 512
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"this test needs {need} open files; the hard limit here is {hard} "
+                    "(raise it with ulimit -Hn)")
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def assert_above_select_limit(conn: MqttConnection) -> None:
+    sock = conn._client.socket()
+    assert sock is not None and sock.fileno() >= 1024, sock
+    with pytest.raises(ValueError):             # what paho's loop_start() runs into
+        select.select([sock], [], [], 0)
+
+
+def receive(conn: MqttConnection, n: int, timeout_s: float = 15.0) -> list[Inbound]:
+    got: list[Inbound] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            got.append(conn.inbound.get(timeout=0.1))
+    return got
+
+
+def round_trip(pub: MqttConnection, sub: MqttConnection, acked: set[int], lock: threading.Lock,
+               tag: str, n: int = 200) -> None:
+    mids = {pub.publish(f"fd/{tag}/{i % 7}", f"{tag}-{i}".encode(), qos=1) for i in range(n)}
+    got = receive(sub, n)
+    assert sorted(m.payload for m in got) == sorted(f"{tag}-{i}".encode() for i in range(n))
+    sub.ack_all(got)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with lock:
+            if mids <= acked:
+                break
+        time.sleep(0.02)
+    with lock:
+        assert mids <= acked, f"{len(mids - acked)} of {n} publishes never acknowledged"
+
+
+def exchange_through_a_restart(broker: Any, fast_receive: bool, tls: TlsOptions | None
+                               ) -> None:
+    """Publisher and shared-subscription consumer above 1024: traffic, restart, traffic."""
+    acked: set[int] = set()
+    lock = threading.Lock()
+
+    def on_published(mid: int) -> None:
+        with lock:
+            acked.add(mid)
+
+    def opts(cid: str) -> MqttOptions:
+        return MqttOptions(client_id=cid, reconnect_min_s=0.1, reconnect_max_s=1.0,
+                           fast_receive=fast_receive)
+
+    before = {t.ident for t in threading.enumerate()}
+    with many_open_fds():
+        pub = MqttConnection(broker.url, opts("fd-pub"), tls=tls, on_published=on_published)
+        # a shared subscription and a persistent session, as the worker has
+        sub = MqttConnection(broker.url, opts("fd-sub"), tls=tls,
+                             subscriptions=[("$share/mgr/fd/#", 1)])
+        try:
+            sub.start(10)
+            pub.start(10)
+            for c in (pub, sub):
+                assert_above_select_limit(c)
+                assert isinstance(c._client.socket(), ssl.SSLSocket) == (tls is not None)
+            # 200 small packets: over TLS many share a record, so the loop must also read
+            # what OpenSSL holds decrypted (the selector cannot see it)
+            round_trip(pub, sub, acked, lock, "first")
+            broker.restart()                    # both reconnect, again above 1024
+            assert pub.connected.wait(15) and sub.connected.wait(15), (pub.last_error,
+                                                                       sub.last_error)
+            for c in (pub, sub):
+                assert_above_select_limit(c)
+            time.sleep(0.2)                     # sub's subscription is renewed on connect
+            round_trip(pub, sub, acked, lock, "again")
+        finally:
+            sub.close()
+            pub.close()
+    assert not pub.connected.is_set() and not sub.connected.is_set()
+    # close() stops each connection's network and connect threads
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [t for t in threading.enumerate()
+                                           if t.ident not in before and t.is_alive()]:
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+
+
+@pytest.mark.parametrize("fast_receive", [True, False], ids=["fast-client", "plain-paho"])
+def test_manager_connections_work_with_descriptors_above_1024(broker: Any,
+                                                               fast_receive: bool) -> None:
+    exchange_through_a_restart(broker, fast_receive, None)
+
+
+@pytest.mark.parametrize("fast_receive", [True, False], ids=["fast-client", "plain-paho"])
+def test_mutual_tls_with_descriptors_above_1024(tls_broker: Any, pki: Path,  # noqa: F811
+                                                fast_receive: bool) -> None:
+    tls = TlsOptions(ca=pki / "ca.crt", cert=pki / "manager.crt", key=pki / "manager.key")
+    assert tls_broker.url.startswith("mqtts://")
+    exchange_through_a_restart(tls_broker, fast_receive, tls)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_broker_fails_start_with_the_reason_and_stops_retrying() -> None:
+    conn = MqttConnection(f"mqtt://127.0.0.1:{_free_port()}",
+                          MqttOptions(client_id="fd-down", reconnect_min_s=0.05,
+                                      reconnect_max_s=0.2))
+    t = time.monotonic()
+    with pytest.raises(TransportError, match=r"within 1 s \(cannot connect to mqtt://127"):
+        conn.start(1.0)
+    assert time.monotonic() - t < 5
+    attempts = conn._attempts
+    assert attempts >= 2                        # it retried with backoff until the timeout
+    time.sleep(0.5)
+    assert conn._attempts == attempts           # and no timer survives close()
