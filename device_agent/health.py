@@ -158,10 +158,15 @@ def check_health(runner: ModelRunner, entry: ArtifactEntry, golden: bytes,
                  settings: HealthSettings = DEFAULT_HEALTH) -> HealthResult:
     """Replay golden samples on ``runner`` and time it; never raises for a model's fault."""
     notes: list[str] = []
-    providers = tuple(getattr(runner, "providers", ()))
+    requested = tuple(getattr(runner, "providers", ()))
+    # What the session really runs on: ONNX Runtime drops a provider that fails to start (say
+    # TensorRT without libnvinfer) with a printed warning, not an error. The fleet hears of it.
+    providers = tuple(getattr(runner, "active_providers", ()) or requested)
     skipped = tuple(getattr(runner, "skipped_providers", ()))
     if skipped:
         notes.append(f"providers not available here, skipped: {', '.join(skipped)}")
+    if requested and providers and providers[0] != requested[0]:
+        notes.append(f"{requested[0]} did not start here; the model runs on {providers[0]}")
     try:
         inputs, outputs = load_golden(golden, settings.max_golden_bytes)
         count = next(iter(inputs.values())).shape[0]

@@ -69,6 +69,35 @@ def test_healthy_model_and_missing_latency_is_noted(tmp_path: Path, fleet: Fleet
     assert r.max_abs_err is not None and r.max_abs_err <= 1e-5
 
 
+class _FellBack:
+    """Fake, named as such: a real runner whose session reports that its first provider did not
+    start. The real case (TensorRT listed as available, libnvinfer missing, ORT falling back to
+    CUDA with only a printed warning) needs a GPU box: tests/gpu covers it there."""
+
+    def __init__(self, real: object) -> None:
+        self._real = real
+        self.providers = ("TensorrtExecutionProvider", "CUDAExecutionProvider",
+                          "CPUExecutionProvider")
+        self.active_providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
+        self.run = real.run                                      # type: ignore[attr-defined]
+
+
+def test_health_reports_the_provider_the_session_really_runs_on(tmp_path: Path, fleet: Fleet,
+                                                                 bundle_dir: Path) -> None:
+    b = read_bundle(build_bundle(bundle_dir, fleet, metrics={}))
+    entry = b.manifest.artifact_for("x86-cpu")
+    assert entry is not None and entry.golden is not None
+    (tmp_path / "m.onnx").write_bytes(b.read_file(entry.file.path))
+    real = load_runner(tmp_path / "m.onnx", runtime="onnxruntime")
+    same = check_health(real, entry, b.read_file(entry.golden.path), FAST)
+    assert same.providers == ("CPUExecutionProvider",)
+    assert not any("did not start" in n for n in same.notes)
+    r = check_health(_FellBack(real), entry, b.read_file(entry.golden.path), FAST)  # type: ignore[arg-type]
+    assert r.ok and r.providers[0] == "CUDAExecutionProvider"
+    assert "TensorrtExecutionProvider did not start here; the model runs on " \
+           "CUDAExecutionProvider" in r.notes
+
+
 @pytest.mark.parametrize(("data", "needle"), [
     (b"not a zip", "unreadable"),
     (b"", "unreadable"),

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -95,7 +96,7 @@ def test_agent_loader_never_silently_lands_on_cpu_for_cuda_gpu(tmp_path: Path) -
     assert active and active[0] in ("TensorrtExecutionProvider", CUDA), active
 
 
-def _bundle(tmp: Path) -> Path:
+def _bundle(tmp: Path, target: str = "cuda-gpu") -> Path:
     from edgeops.examples import make_vehicle_classifier
 
     ex = make_vehicle_classifier(tmp / "model")
@@ -105,7 +106,7 @@ def _bundle(tmp: Path) -> Path:
     subprocess.run([*cli, "build", str(ex.model), "--name", "vehicle-classifier", "--version",
                     "1.0.0", "--calibration", str(ex.calibration), "--validation",
                     str(ex.validation), "--max-accuracy-drop", "0.03", "--sign-latency",
-                    "--target", "cuda-gpu", "--out", str(tmp / "out")],
+                    "--target", target, "--out", str(tmp / "out")],
                    env=env, check=True, capture_output=True)
     return tmp / "out" / "vehicle-classifier-1.0.0.edgebundle"
 
@@ -123,3 +124,34 @@ def test_hardware_suite_blesses_cuda_gpu_on_cuda(tmp_path: Path) -> None:
     assert doc["passed"] is True
     load = next(c for c in doc["checks"] if c["name"] == "load")
     assert load["figures"]["active_providers"][0] == CUDA
+
+
+def install_and_check(tmp: Path, target: str) -> Any:
+    """Build on this machine, verify and install as the agent does, health-checked in a child."""
+    from device_agent.core import load_trusted_root
+    from device_agent.health import check_slot_isolated
+    from device_agent.installer import Installer, InstallRequest
+    from device_agent.slots import SlotStore
+    from edgeops.bundle import read_bundle
+    from edgeops.trust import trusted_targets_keys
+
+    b = read_bundle(_bundle(tmp, target))
+    entry = b.manifest.artifact_for(target)
+    assert entry is not None and entry.golden is not None
+    # timed on this machine's own provider for the target, so --sign-latency signed it
+    assert entry.metrics.get("latency_budget_ms"), entry.metrics
+    keys, threshold = trusted_targets_keys(load_trusted_root(tmp / "home" / "trust" / "root.json"))
+    inst = Installer(SlotStore(tmp / "slots"), target=target, trusted=keys,  # type: ignore[arg-type]
+                     threshold=threshold, health=check_slot_isolated)
+    return inst.install(InstallRequest(b.manifest_bytes, b.signatures.to_bytes(),
+                                       b.read_file(entry.file.path), b.read_file(entry.golden.path)))
+
+
+def test_agent_installs_cuda_gpu_and_its_health_check_runs_on_the_gpu(tmp_path: Path) -> None:
+    _require_cuda()
+    from edgeops.protocol.messages import DevicePhase
+
+    out = install_and_check(tmp_path, "cuda-gpu")
+    assert out.phase is DevicePhase.HEALTHY, out.reason
+    assert out.health is not None and out.health.latency_checked and out.health.samples > 0
+    assert out.health.providers[0] in ("TensorrtExecutionProvider", CUDA), out.health
