@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.converter_onnx import MODELS, MODELS_DIR, RESULTS, _accuracy
+from benchmarks.converter_onnx import MODELS, MODELS_DIR, RESULTS, _accuracy, _latency
 
 CUDA = "CUDAExecutionProvider"
 
@@ -54,23 +53,6 @@ def _outputs(sess: Any, x: np.ndarray, batch: int = 50) -> np.ndarray:
                            for i in range(0, len(x), batch)])
 
 
-def _latency(sessions: dict[str, Any], x: np.ndarray, rounds: int, runs: int
-             ) -> dict[str, dict[str, float]]:
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
-    for k, s in sessions.items():
-        for _ in range(10):
-            s.run(None, feeds[k])
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run(None, feeds[k])
-                times[k].append((time.perf_counter() - t0) * 1000)
-    return {k: {"p50_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95))}
-            for k, v in times.items()}
-
-
 def _build(name: str, work: Path) -> tuple[Path, dict[str, Any], float]:
     from converters.api import BuildRequest
     from converters.build import build
@@ -83,12 +65,10 @@ def _build(name: str, work: Path) -> tuple[Path, dict[str, Any], float]:
 
 
 def _gpu_name() -> str:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30, check=False).stdout
-        return out.strip().splitlines()[0] if out.strip() else "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
+    from hardware_tests.machine import gpu_state
+
+    gpus = gpu_state()
+    return f"{gpus[0].get('name', '?')}, {gpus[0].get('driver_version', '?')}" if gpus else "?"
 
 
 def run(models: tuple[str, ...], batches: tuple[int, ...], rounds: int, runs: int) -> dict[str, Any]:
@@ -111,7 +91,7 @@ def run(models: tuple[str, ...], batches: tuple[int, ...], rounds: int, runs: in
             acc = {k: _accuracy(name, ref, _outputs(s, x), labels) for k, s in sessions.items()}
             for b in batches:
                 xb = np.ascontiguousarray(np.resize(x, (b, *x.shape[1:])))
-                lat = _latency(sessions, xb, rounds, runs)
+                lat = _latency(sessions, xb, rounds, runs, batch=b, warmup=10)
                 for k in sessions:
                     rows.append({"model": name, "variant": k, "batch": b, "provider": active[k],
                                  "size_kib": round((art if k == "fp16" else src).stat().st_size / 1024),

@@ -109,12 +109,12 @@ def _ours(src: Path, name: str, work: Path, threads: int, perf_aware: bool = Tru
     return art.path, art.details, time.perf_counter() - t0
 
 
-def _latency(sessions: dict[str, Any], x: np.ndarray, rounds: int, runs: int
-             ) -> dict[str, dict[str, float]]:
+def _latency(sessions: dict[str, Any], x: np.ndarray, rounds: int, runs: int, batch: int = 1,
+             warmup: int = 3) -> dict[str, dict[str, float]]:
     times: dict[str, list[float]] = {k: [] for k in sessions}
-    feeds = {k: {s.get_inputs()[0].name: x[:1]} for k, s in sessions.items()}
+    feeds = {k: {s.get_inputs()[0].name: x[:batch]} for k, s in sessions.items()}
     for s_name, s in sessions.items():
-        for _ in range(3):
+        for _ in range(warmup):
             s.run(None, feeds[s_name])
     for _ in range(rounds):
         for k, s in sessions.items():
