@@ -1,4 +1,5 @@
-"""Suite-wide fixtures: real services (tests/services.py) and an isolated EDGEOPS_HOME."""
+"""Suite-wide fixtures: real services (tests/services.py, tests/mosquitto.py) and an isolated
+EDGEOPS_HOME."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import Mosquitto, postgres_database
+from tests.mosquitto import MosquittoBroker, start_or_skip
+from tests.services import postgres_database
 
 
 @pytest.fixture()
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
     """A private Mosquitto on a free loopback port, anonymous, tuned for throughput."""
-    broker = Mosquitto.start(tmp_path / "broker")
-    yield broker
-    broker.stop()
+    broker = start_or_skip(MosquittoBroker(workdir=tmp_path / "broker"))
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture()

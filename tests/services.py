@@ -1,5 +1,5 @@
-"""Real services for tests: a private Mosquitto per test with its own config, temporary PostgreSQL
-databases. Nothing here is a fake.
+"""Real services for tests: temporary PostgreSQL databases, free ports, skip-or-fail. Nothing here
+is a fake; the Mosquitto broker is :mod:`tests.mosquitto`.
 
 When ``EDGEOPS_REQUIRE_SERVICES=1`` (CI), a missing service is a test failure, never a skip.
 """
@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-__all__ = ["Mosquitto", "free_port", "need", "postgres_database", "wait_port"]
+__all__ = ["free_port", "need", "postgres_database", "wait_port"]
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
-                                          if Path("/usr/sbin/mosquitto").exists() else None)
 PG_ADMIN_URL = os.environ.get("EDGEOPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -49,51 +43,6 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout_s: float = 10.0) -> No
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s}s")
-
-
-@dataclass
-class Mosquitto:
-    """A private broker: ``Mosquitto.start(tmp, extra_config)`` → ``.url``; ``stop()`` after."""
-
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    @classmethod
-    def start(cls, workdir: Path, extra: str = "", *, port: int | None = None,
-              listener: str | None = None) -> Mosquitto:
-        need("mosquitto", MOSQUITTO is not None, "apt-get install mosquitto")
-        assert MOSQUITTO is not None
-        port = port or free_port()
-        workdir.mkdir(parents=True, exist_ok=True)
-        conf = workdir / "mosquitto.conf"
-        log = workdir / "mosquitto.log"
-        head = listener or f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-        conf.write_text(
-            f"{head}persistence false\nlog_dest file {log}\nlog_type error\nlog_type warning\n"
-            "max_inflight_messages 0\nmax_queued_messages 100000\nmax_packet_size 1048576\n"
-            f"{extra}\n")
-        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        try:
-            wait_port(port)
-        except TimeoutError:
-            proc.kill()
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"mosquitto did not start: {err} {log.read_text() if log.exists() else ''}"
-                               ) from None
-        return cls(port, proc, log)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 @contextlib.contextmanager

@@ -7,11 +7,11 @@ import queue
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.services import Mosquitto
+from tests.mosquitto import MosquittoBroker
 
 
 @pytest.mark.broker
-def test_private_broker_round_trip(mosquitto: Mosquitto) -> None:
+def test_private_broker_round_trip(mosquitto: MosquittoBroker) -> None:
     got: queue.Queue[bytes] = queue.Queue()
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sub")
     sub.on_message = lambda _c, _u, m: got.put(m.payload)
