@@ -16,9 +16,9 @@ from fleet.ingest import IngestConfig
 from fleet.mqtt import BrokerAddress, TlsOptions, parse_broker_url
 from fleet.store import Store
 from fleet.worker import ManagerWorker, WorkerConfig
-from tests.fleet.mqtt.broker import MosquittoBroker
 from tests.fleet.mqtt.conftest import enroll
 from tests.fleet.mqtt.devices import SimDevice
+from tests.mosquitto import MosquittoBroker
 
 
 @pytest.mark.parametrize(("url", "expected"), [
