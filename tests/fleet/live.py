@@ -1,26 +1,35 @@
-"""A real fleet manager for tests: FleetServer's app under uvicorn on a free loopback port."""
+"""A real fleet manager for tests: FleetServer's app under uvicorn on a free loopback port, and
+what the end-to-end tests (tests/fleet/test_e2e.py, tests/sim/test_sim_live.py) do with it:
+publish a signed bundle through the API, wait for the fleet to get somewhere, start real agents.
+"""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
+from tuf.api.metadata import Metadata, Root
 
+from edgeops.bundle import read_bundle
 from edgeops.keys import KeyStore
+from edgeops.trust import root_path
+from fleet.client import FleetClient
+from fleet.enroll import write_enrollment
+from fleet.repository import sign_targets_update
 from fleet.server import FleetServer, ServeOptions
+from tests.edgeops.bundles import PASSPHRASE
+from tests.services import free_port
 
-__all__ = ["LiveFleet", "free_port", "live_fleet"]
+if TYPE_CHECKING:
+    from device_agent.daemon import Agent
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["LiveFleet", "enrol_and_start_agents", "free_port", "live_fleet", "publish_bundle",
+           "wait_until"]
 
 
 class LiveFleet:
@@ -56,3 +65,39 @@ def live_fleet(keys: KeyStore, tmp: Path, *, db: str | None = None, broker: str 
         uv.should_exit = True
         t.join(timeout=10)
         server.stop()
+
+
+def publish_bundle(c: FleetClient, keys: KeyStore, bundle: Path) -> None:
+    """Upload ``bundle`` and publish targets metadata signed with the offline targets key."""
+    root = Metadata[Root].from_file(str(root_path(keys)))
+    targets = sign_targets_update(c.current_targets(), read_bundle(bundle), root,
+                                  keys.signer("targets", PASSPHRASE))
+    c.publish(c.upload(bundle)["upload"], targets)
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout_s: float = 120.0) -> Any:
+    """Poll ``check`` until it returns something truthy (returned); AssertionError on timeout."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what} (last: {last})")
+
+
+def enrol_and_start_agents(c: FleetClient, tmp: Path, n: int, agents: list[Agent]) -> None:
+    """Enrol cameras ``cam-0``..``cam-{n-1}`` (district 4) through the API and start the real
+    daemon on the config enrolment wrote; each started agent is appended to ``agents`` at once,
+    so the caller's ``finally`` stops it even when a later one fails."""
+    from device_agent.config import AgentConfig
+    from device_agent.daemon import Agent
+
+    for i in range(n):
+        ans = c.enrol(f"cam-{i}", "camera", "x86-cpu", {"district": "4"})
+        d = tmp / f"cam-{i}"
+        write_enrollment(d, ans["agent_config"], ans["root_json"].encode())
+        agent = Agent(AgentConfig.from_file(d / "agent.json"))
+        agent.start()
+        agents.append(agent)

@@ -6,43 +6,18 @@ real TUF downloads. Bounded: a handful of devices, every wait with a timeout.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tuf.api.metadata import Metadata, Root
 
-from edgeops.bundle import read_bundle
 from edgeops.keys import KeyStore
-from edgeops.trust import root_path
 from fleet.client import FleetClient
-from fleet.repository import sign_targets_update
 from fleet.sim import FaultPlan, SimFleet, SimOptions
 from fleet.sim.streams import DeviceSpec
-from tests.edgeops.bundles import PASSPHRASE
-from tests.fleet.live import live_fleet
+from tests.fleet.live import live_fleet, publish_bundle, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
-
-
-def _publish(c: FleetClient, keys: KeyStore, bundle: Path) -> None:
-    root = Metadata[Root].from_file(str(root_path(keys)))
-    targets = sign_targets_update(c.current_targets(), read_bundle(bundle), root,
-                                  keys.signer("targets", PASSPHRASE))
-    c.publish(c.upload(bundle)["upload"], targets)
-
-
-def _wait(what: str, check: Callable[[], Any], timeout_s: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what} (last: {last})")
 
 
 def _cameras(n: int) -> list[DeviceSpec]:
@@ -60,13 +35,13 @@ def _roll_out(tmp_path: Path, keystore: KeyStore, bundles: dict[str, Path], brok
         sim.enrol(c)
         sim.start()
         try:
-            _wait("devices online", lambda: c.devices(online="true")["total"] == n)
-            _publish(c, keystore, bundles["1.0.0"])
+            wait_until("devices online", lambda: c.devices(online="true")["total"] == n, 90)
+            publish_bundle(c, keystore, bundles["1.0.0"])
             dep = c.deploy("tiny", "1.0.0", "all", {"phases": ["50%", "100%"]})
-            done = _wait("rollout", lambda: (s := c.deployment(dep["id"]))["status"]
+            done = wait_until("rollout", lambda: (s := c.deployment(dep["id"]))["status"]
                          != "running" and s, 150)
             if in_process:       # powercut devices run in their own process: no predictions
-                _wait("predictions on the new model",
+                wait_until("predictions on the new model",
                       lambda: sim.snapshot()["predictions"] > 0, 30)
             snap = sim.snapshot()
         finally:
