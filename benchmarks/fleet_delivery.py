@@ -50,8 +50,8 @@ from edgeops.protocol import (
 from fleet.delivery import DeliveryConfig
 from fleet.store import BundleRecord, Device, open_store
 from fleet.worker import ManagerWorker, WorkerConfig
-from tests.fleet.mqtt.broker import MosquittoBroker
 from tests.fleet.mqtt.devices import DeviceLoop, Download, SimDevice
+from tests.mosquitto import MosquittoBroker
 
 
 class BenchDevice(SimDevice):

@@ -15,7 +15,7 @@ one runs the whole chain, nothing simulated:
   weights are the 10 MB; ONNX Runtime loads it and the agent's health check runs it against
   the bundle's golden samples), published with offline-signed TUF targets, deployed through
   the HTTP API with one 100% phase;
-* a real Mosquitto with the tuned configuration of ``tests/fleet/mqtt/broker.py``.
+* a real Mosquitto with the tuned configuration of ``tests/mosquitto.py``.
 
 Each agent refreshes TUF, downloads manifest, signatures, its artifact and golden file over the
 chunk protocol, verifies signatures and digests, installs into its inactive slot, activates,
@@ -222,7 +222,7 @@ def run(devices: int, size_bytes: int, timeout_s: float,
     from fleet.sim.streams import DeviceSpec
     from tests.edgeops.bundles import PASSPHRASE, make_keystore
     from tests.fleet.live import live_fleet
-    from tests.fleet.mqtt.broker import MosquittoBroker
+    from tests.mosquitto import MosquittoBroker
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-agents-"))
     keys = make_keystore(tmp / "home")

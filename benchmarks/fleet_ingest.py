@@ -50,7 +50,7 @@ from fleet.ingest import IngestConfig
 from fleet.mqtt import MqttOptions
 from fleet.store import Device, open_store
 from fleet.worker import ManagerWorker, WorkerConfig
-from tests.fleet.mqtt.broker import MosquittoBroker
+from tests.mosquitto import MosquittoBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -178,7 +178,7 @@ def _drop(name: str) -> None:
 def _cpu_of(broker: MosquittoBroker) -> float:
     import psutil
 
-    proc = broker._proc
+    proc = broker.proc
     if proc is None:
         return 0.0
     t = psutil.Process(proc.pid).cpu_times()

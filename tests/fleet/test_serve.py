@@ -101,7 +101,7 @@ def test_killed_mid_rollout_resumes_with_nobody_skipped_or_repeated(
         keystore: KeyStore, bundles: dict[str, Path], tmp_path: Path) -> None:
     import paho.mqtt.client as mqtt
 
-    from tests.fleet.mqtt.broker import BrokerUnavailableError, running_broker, services_required
+    from tests.mosquitto import MosquittoBroker, start_or_skip
 
     n = 600
     store = open_store(f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path / "data")
@@ -111,13 +111,7 @@ def test_killed_mid_rollout_resumes_with_nobody_skipped_or_repeated(
         "tiny", "1.0.0", "all", Strategy(device_timeout_s=3600))
     store.close()
 
-    try:
-        ctx = running_broker()
-        broker = ctx.__enter__()
-    except BrokerUnavailableError as exc:
-        if services_required():
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+    broker = start_or_skip(MosquittoBroker())
     seen: dict[str, set[int]] = {}
     lock = threading.Lock()
     first = threading.Event()
@@ -160,7 +154,7 @@ def test_killed_mid_rollout_resumes_with_nobody_skipped_or_repeated(
             proc.kill()
         sub.loop_stop()
         sub.disconnect()
-        ctx.__exit__(None, None, None)
+        broker.stop()
     with lock:
         assert sorted(seen) == ids                             # nobody skipped
         repeated = {d: s for d, s in seen.items() if len(s) != 1}

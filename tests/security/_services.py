@@ -1,8 +1,9 @@
 """Real services for the attack suite: Mosquitto running the *generated* configuration, a real
 uvicorn server for the PKI routes, and MQTT 5 test clients that report what the broker did.
 
-Reusable by other test directories: ``SecureBroker`` starts ``mosquitto -c`` on a config written
-by :func:`fleet.broker_config.write_broker_config` (free loopback port, real TLS);
+Reusable by other test directories: ``SecureBroker`` (a :class:`tests.mosquitto.MosquittoBroker`)
+starts ``mosquitto -c`` on a config written by :func:`fleet.broker_config.write_broker_config`
+(free loopback port, real TLS);
 ``MqttProbe`` is a paho MQTT 5 client that records connection results, PUBACK reason codes and
 received messages. With ``EDGEOPS_REQUIRE_SERVICES=1`` a missing mosquitto fails, never skips.
 """
@@ -11,11 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import os
-import shutil
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,32 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from starlette.applications import Starlette
 
 from fleet.broker_config import BrokerFiles, copy_crl, write_broker_config
 from fleet.pki import FleetCA
+from tests.mosquitto import MosquittoBroker, find_mosquitto
+from tests.services import free_port, need
 
-__all__ = ["Identity", "MqttProbe", "SecureBroker", "find_mosquitto", "free_port", "serve_app",
-           "tls_alert"]
-
-
-def find_mosquitto() -> str:
-    path = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)),
-        None)
-    if path is None:
-        if os.environ.get("EDGEOPS_REQUIRE_SERVICES") == "1":
-            pytest.fail("mosquitto is required (EDGEOPS_REQUIRE_SERVICES=1) but not installed")
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["Identity", "MqttProbe", "SecureBroker", "serve_app", "tls_alert"]
 
 
 @dataclass(frozen=True)
@@ -61,56 +41,29 @@ class Identity:
     key: Path | None
 
 
-class SecureBroker:
-    """``mosquitto -c <generated mosquitto.conf>`` on 127.0.0.1, log captured to a file."""
+class SecureBroker(MosquittoBroker):
+    """``mosquitto -c <generated mosquitto.conf>`` on 127.0.0.1, log captured to a file.
+
+    The config, ACL file and CRL are production's (:func:`fleet.broker_config.write_broker_config`);
+    running, restarting and the log are :class:`tests.mosquitto.MosquittoBroker`'s."""
 
     def __init__(self, ca: FleetCA, directory: Path) -> None:
-        self.binary = find_mosquitto()
+        port = free_port()
+        files = write_broker_config(ca, directory, hostnames=("localhost", "127.0.0.1"),
+                                    port=port, bind="127.0.0.1", user=getpass.getuser())
+        super().__init__(directory, port=port, config_file=files.conf)
         self.ca = ca
-        self.port = free_port()
-        self.files: BrokerFiles = write_broker_config(
-            ca, directory, hostnames=("localhost", "127.0.0.1"), port=self.port,
-            bind="127.0.0.1", user=getpass.getuser())
-        self.log_path = directory / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.files: BrokerFiles = files
 
-    def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.files.conf)], stdout=log,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log()}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start: {self.log()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
+    def start(self, timeout_s: float = 10.0) -> SecureBroker:
+        need("mosquitto", find_mosquitto() is not None, "apt-get install mosquitto")
+        super().start(timeout_s)
+        return self
 
     def reload_crl(self) -> None:
         """What an operator does after ``ca revoke``: copy the CRL, then restart the broker."""
         copy_crl(self.ca, self.files.directory)
-        self.stop()
-        self.start()
-
-    def sighup(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        self.restart()
 
     def identity(self, name: str, cert: Path | None, key: Path | None) -> Identity:
         return Identity(name, self.files.ca, cert, key)

@@ -39,7 +39,8 @@ from fleet.api.pki_routes import routes
 from fleet.pki import FleetCA
 from tests.edgeops.bundles import make_keystore
 from tests.security._services import Identity, MqttProbe, SecureBroker, serve_app
-from tests.security.tuf_repo import AttackRepo, build_bundle
+from tests.security.bundles import build_bundle
+from tests.tuf_repo import TufRepo
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -68,7 +69,7 @@ class Rig:
     agent: Agent
     store: KeyStore
     manager: Signer
-    repo: AttackRepo
+    repo: TufRepo
     thief: MqttProbe          # the manager's broker certificate, in the attacker's hands
     observer: MqttProbe       # what the fleet sees on the device's state topic
     bundles: dict[str, Path]
@@ -116,7 +117,7 @@ def rig(fleet_ca: FleetCA, secure_broker: SecureBroker, ident: Callable[[str], I
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("e2e")
     store = make_keystore(tmp / "home")
-    repo = AttackRepo(store)
+    repo = TufRepo(store, targets_threshold=1)
     bundles = {v: build_bundle(tmp / "bundles", repo.targets_signers, version=v, seed=s)
                for v, s in (("1.0.0", 1), ("2.0.0", 2))}
     dev = tmp / "device"
@@ -151,7 +152,7 @@ def rig(fleet_ca: FleetCA, secure_broker: SecureBroker, ident: Callable[[str], I
         observer.close()
 
 
-def _ready(agent: Agent, store: KeyStore, repo: AttackRepo, thief: MqttProbe,
+def _ready(agent: Agent, store: KeyStore, repo: TufRepo, thief: MqttProbe,
            observer: MqttProbe, bundles: dict[str, Path], records: _Records) -> Rig:
     """tiny@1.0.0 installed and serving; the agent provably receiving commands."""
     b = read_bundle(bundles["1.0.0"])

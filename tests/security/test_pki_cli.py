@@ -123,7 +123,7 @@ def test_device_enroll_needs_a_token(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_device_enroll_unreachable_fleet_is_a_transport_error(tmp_path: Path) -> None:
-    from tests.security._services import free_port
+    from tests.services import free_port
 
     _, _, exc = run(device_enroll, ["--fleet", f"http://127.0.0.1:{free_port()}", "--device-id",
                                     "cam-1", "--token", "t", "--out", str(tmp_path / "o")])

@@ -21,8 +21,9 @@ from edgeops.errors import VerificationError
 from edgeops.keys import KeyStore
 from edgeops.protocol import DevicePhase
 from tests.edgeops.bundles import make_keystore
+from tests.security.bundles import build_bundle
 from tests.security.device import Device
-from tests.security.tuf_repo import AttackRepo, HttpRepo, build_bundle
+from tests.tuf_repo import HttpRepoServer, TufRepo
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> KeyStore:
     return make_keystore(tmp_path_factory.mktemp("keys"))
 
 
-def _bundles(tmp: Path, repo: AttackRepo) -> tuple[Path, Path]:
+def _bundles(tmp: Path, repo: TufRepo) -> tuple[Path, Path]:
     return (build_bundle(tmp, repo.targets_signers, version="1.0.0", seed=1),
             build_bundle(tmp, repo.targets_signers, version="2.0.0", seed=2))
 
@@ -41,11 +42,11 @@ class World:
     """One repository, its HTTP server and one device serving tiny@1.0.0."""
 
     def __init__(self, tmp: Path, store: KeyStore, threshold: int = 1) -> None:
-        self.repo = AttackRepo(store, targets_threshold=threshold)
+        self.repo = TufRepo(store, targets_threshold=threshold)
         self.v1, self.v2 = _bundles(tmp / "bundles", self.repo)
         self.repo.add_bundle(self.v1)
         self.repo.publish()
-        self.http = HttpRepo(self.repo)
+        self.http = HttpRepoServer(self.repo)
         self.device = Device(tmp / "device", self.http.url, self.repo.root_bytes)
         outcome = self.device.deploy("tiny", "1.0.0")
         assert outcome.phase is DevicePhase.HEALTHY, outcome.reason

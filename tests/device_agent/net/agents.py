@@ -12,7 +12,7 @@ from device_agent.mqtt import Backoff
 from device_agent.tuf_client import DownloadLimits
 from edgeops.keys import KeyStore
 from tests.device_agent.bundles import PASSPHRASE, Fleet, build_bundle, make_fleet
-from tests.device_agent.net.tufrepo import TufRepo
+from tests.tuf_repo import TufRepo
 
 __all__ = ["FAST", "FleetRepo", "agent_config", "make_fleet_repo", "new_agent"]
 

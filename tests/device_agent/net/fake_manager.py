@@ -21,7 +21,7 @@ from securesystemslib.signer import Signer
 
 from edgeops.protocol import Chunk, Command, FetchRequest, SignedCommand, encode_chunk, topics
 from edgeops.protocol.messages import decode_json
-from tests.device_agent.net.tufrepo import TufRepo
+from tests.tuf_repo import TufRepo
 
 __all__ = ["FakeManager"]
 

@@ -28,30 +28,16 @@ from tests.device_agent.net.agents import (
     FAST,
     FleetRepo,
     agent_config,
-    make_fleet_repo,
     new_agent,
 )
-from tests.device_agent.net.broker import MosquittoBroker
 from tests.device_agent.net.fake_manager import FakeManager
 from tests.device_agent.net.observer import Observer
+from tests.mosquitto import MosquittoBroker, start_or_skip
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 DEV = "cam-17"
 X = np.ones((1, 4), dtype=np.float32)
-
-
-@pytest.fixture(scope="module")
-def fr(tmp_path_factory: pytest.TempPathFactory) -> FleetRepo:
-    return make_fleet_repo(tmp_path_factory.mktemp("fleet"))
-
-
-@pytest.fixture
-def mgr(broker: MosquittoBroker, fr: FleetRepo) -> Iterator[FakeManager]:
-    m = FakeManager(broker.port, fr.repo, fr.fleet.manager, chunk_bytes=256)
-    m.publish_metadata()
-    yield m
-    m.close()
 
 
 @pytest.fixture
@@ -393,7 +379,7 @@ def test_cancel_stops_a_stalled_download(mgr: FakeManager, agent: Agent) -> None
 
 def test_http_fallback_when_mqtt_transfer_fails(mgr: FakeManager, tmp_path: Path,
                                                 fr: FleetRepo, broker: MosquittoBroker) -> None:
-    from tests.device_agent.net.tufrepo import HttpRepoServer
+    from tests.tuf_repo import HttpRepoServer
 
     http = HttpRepoServer(fr.repo)
     settings = dataclasses.replace(FAST, http_fallback=True, download=DownloadLimits(
@@ -462,7 +448,7 @@ def test_agent_connects_with_mutual_tls_from_its_config(tmp_path: Path, fr: Flee
     from tests.device_agent.net.tlsfiles import make_tls
 
     tls = make_tls(tmp_path / "pki", DEV)
-    b = MosquittoBroker(tmp_path / "tlsbroker", tls=tls).start()
+    b = start_or_skip(MosquittoBroker.untuned(tmp_path / "tlsbroker", mtls=tls))
     try:
         cfg = agent_config(fr, tmp_path, DEV, f"mqtts://127.0.0.1:{b.tls_port}",
                            broker={"url": f"mqtts://127.0.0.1:{b.tls_port}", "keepalive_s": 5,
@@ -484,13 +470,13 @@ def test_agent_connects_with_mutual_tls_from_its_config(tmp_path: Path, fr: Flee
 
 def test_foreign_signed_metadata_and_wrong_artifact_bytes_are_rejected(
         mgr: FakeManager, agent: Agent, fr: FleetRepo) -> None:
-    from tests.device_agent.net.tufrepo import foreign_signer
+    from tests.tuf_repo import foreign_signer
 
     _deploy(mgr, "1.0.0", "good")
     assert _final(mgr, "good")["phase"] == "healthy"
     repo = fr.repo
     try:
-        repo.publish(sign_targets_with=foreign_signer())   # a compromised manager's own key
+        repo.publish(targets_signers=[foreign_signer()])   # a compromised manager's own key
         mgr.publish_metadata()
         _deploy(mgr, "2.0.0", "foreign-md")
         final = _final(mgr, "foreign-md")

@@ -27,11 +27,11 @@ from edgeops.errors import VerificationError
 from edgeops.keys import KeyStore
 from edgeops.protocol import Chunk
 from edgeops.trust import root_path
-from tests.device_agent.net.broker import MosquittoBroker
 from tests.device_agent.net.fake_manager import FakeManager
 from tests.device_agent.net.helpers import Pump, make_bundle2, mqtt_link
-from tests.device_agent.net.tufrepo import TufRepo
 from tests.edgeops.bundles import make_keystore
+from tests.mosquitto import MosquittoBroker
+from tests.tuf_repo import TufRepo
 
 DEV = "cam-17"
 MARKER = "test/marker"

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from device_agent.mqtt import Backoff, BrokerSettings, MqttConnection, TlsFiles, parse_broker_url
 from edgeops.errors import ConfigError
 from edgeops.protocol import StatusMessage, topics
-from tests.device_agent.net.broker import MosquittoBroker
 from tests.device_agent.net.observer import Observer
 from tests.device_agent.net.tlsfiles import make_tls
+from tests.mosquitto import MosquittoBroker, start_or_skip
 
 pytestmark = pytest.mark.broker
 
@@ -154,7 +154,7 @@ def test_mqtt_311_works_too(broker: MosquittoBroker, observer: Observer) -> None
 
 def test_mutual_tls_with_device_certificate(tmp_path: Path) -> None:
     tls = make_tls(tmp_path / "pki", DEV)
-    b = MosquittoBroker(tmp_path / "tlsbroker", tls=tls).start()
+    b = start_or_skip(MosquittoBroker.untuned(tmp_path / "tlsbroker", mtls=tls))
     try:
         assert b.tls_port is not None
         ok = MqttConnection(DEV, BrokerSettings(

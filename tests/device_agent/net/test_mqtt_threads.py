@@ -20,9 +20,9 @@ import pytest
 
 from device_agent.mqtt import Backoff, BrokerSettings, MqttConnection, TlsFiles
 from edgeops.protocol import StatusMessage
-from tests.device_agent.net.broker import MosquittoBroker
 from tests.device_agent.net.observer import Observer
 from tests.device_agent.net.tlsfiles import make_tls
+from tests.mosquitto import MosquittoBroker, start_or_skip
 
 pytestmark = pytest.mark.broker
 
@@ -44,7 +44,7 @@ def _payload(thread: int, i: int, rng: random.Random) -> bytes:
 
 def test_concurrent_publishes_over_mutual_tls_keep_the_connection(tmp_path: Path) -> None:
     tls = make_tls(tmp_path / "pki", DEV)
-    broker = MosquittoBroker(tmp_path / "broker", tls=tls).start()
+    broker = start_or_skip(MosquittoBroker.untuned(tmp_path / "broker", mtls=tls))
     observer: Observer | None = None
     conn: MqttConnection | None = None
     try:
@@ -108,7 +108,7 @@ def test_concurrent_publishes_over_mutual_tls_keep_the_connection(tmp_path: Path
         assert conn.disconnects == 0, conn.last_error
         assert conn.generation == 1, conn.last_error
         assert conn.dropped_inbound == 0
-        assert "bad length" not in broker.log.read_text().lower()
+        assert "bad length" not in broker.log_text().lower()
     finally:
         if conn is not None:
             conn.stop()

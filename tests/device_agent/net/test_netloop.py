@@ -23,8 +23,8 @@ import pytest
 from device_agent.mqtt import Backoff, BrokerSettings, MqttConnection
 from device_agent.netloop import NetLoop
 from edgeops.protocol import StatusMessage, topics
-from tests.device_agent.net.broker import MosquittoBroker, free_port
 from tests.device_agent.net.observer import Observer
+from tests.mosquitto import MosquittoBroker, free_port
 
 pytestmark = pytest.mark.broker
 

@@ -19,18 +19,13 @@ import pytest
 
 from device_agent.daemon import _Inflight
 from edgeops.protocol import topics
-from tests.device_agent.net.agents import FleetRepo, agent_config, make_fleet_repo, new_agent
-from tests.device_agent.net.broker import MosquittoBroker
+from tests.device_agent.net.agents import FleetRepo, agent_config, new_agent
 from tests.device_agent.net.fake_manager import FakeManager
+from tests.mosquitto import MosquittoBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 DEV = "cam-outbox"
-
-
-@pytest.fixture(scope="module")
-def fr(tmp_path_factory: pytest.TempPathFactory) -> FleetRepo:
-    return make_fleet_repo(tmp_path_factory.mktemp("fleet"))
 
 
 def _until(pred: Callable[[], bool], timeout_s: float = 20.0) -> None:

@@ -17,28 +17,15 @@ import pytest
 
 from device_agent.daemon import Agent
 from edgeops.bundle import read_bundle
-from tests.device_agent.net.agents import FAST, FleetRepo, agent_config, make_fleet_repo
-from tests.device_agent.net.broker import MosquittoBroker, free_port
+from tests.device_agent.net.agents import FAST, FleetRepo, agent_config
 from tests.device_agent.net.fake_manager import FakeManager
+from tests.mosquitto import MosquittoBroker, free_port
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 DEV = "cam-log"
 MQTT_PASSWORD = "mqtt-pw-5e3c7e7"
 HTTP_PASSWORD = "http-pw-9a1b2c3"
-
-
-@pytest.fixture(scope="module")
-def fr(tmp_path_factory: pytest.TempPathFactory) -> FleetRepo:
-    return make_fleet_repo(tmp_path_factory.mktemp("fleet"))
-
-
-@pytest.fixture
-def mgr(broker: MosquittoBroker, fr: FleetRepo) -> Iterator[FakeManager]:
-    m = FakeManager(broker.port, fr.repo, fr.fleet.manager, chunk_bytes=256)
-    m.publish_metadata()
-    yield m
-    m.close()
 
 
 @pytest.fixture

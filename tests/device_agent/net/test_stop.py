@@ -14,7 +14,6 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +22,14 @@ import pytest
 from device_agent.daemon import Agent
 from device_agent.slots import SlotStore
 from edgeops.protocol import StateReport
-from tests.device_agent.net.agents import FleetRepo, agent_config, make_fleet_repo, new_agent
-from tests.device_agent.net.broker import MosquittoBroker
+from tests.device_agent.net.agents import FleetRepo, agent_config, new_agent
 from tests.device_agent.net.fake_manager import FakeManager
+from tests.mosquitto import MosquittoBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 DEV = "cam-17"
 TERMINAL = {"healthy", "failed", "rolled-back"}
-
-
-@pytest.fixture(scope="module")
-def fr(tmp_path_factory: pytest.TempPathFactory) -> FleetRepo:
-    return make_fleet_repo(tmp_path_factory.mktemp("fleet"))
-
-
-@pytest.fixture
-def mgr(broker: MosquittoBroker, fr: FleetRepo) -> Iterator[FakeManager]:
-    m = FakeManager(broker.port, fr.repo, fr.fleet.manager, chunk_bytes=256)
-    m.publish_metadata()
-    yield m
-    m.close()
 
 
 @pytest.fixture

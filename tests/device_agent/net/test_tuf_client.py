@@ -27,11 +27,11 @@ from edgeops.keys import KeyStore
 from edgeops.protocol import Chunk, FetchRequest, encode_chunk, topics
 from edgeops.protocol.messages import decode_json
 from edgeops.trust import root_path
-from tests.device_agent.net.broker import MosquittoBroker
 from tests.device_agent.net.fake_manager import FakeManager
 from tests.device_agent.net.helpers import Pump, make_bundle2, mqtt_link
-from tests.device_agent.net.tufrepo import HttpRepoServer, TufRepo, foreign_signer
 from tests.edgeops.bundles import make_keystore
+from tests.mosquitto import MosquittoBroker
+from tests.tuf_repo import HttpRepoServer, TufRepo, foreign_signer
 
 DEV = "cam-17"
 
@@ -131,7 +131,7 @@ def test_tampered_targets_metadata_is_rejected(tmp_path: Path, keys: KeyStore, r
 def test_foreign_signed_targets_metadata_is_rejected(tmp_path: Path, keys: KeyStore,
                                                      repo: TufRepo,
                                                      http: HttpRepoServer) -> None:
-    repo.publish(sign_targets_with=foreign_signer())
+    repo.publish(targets_signers=[foreign_signer()])
     with pytest.raises(VerificationError, match="not signed by trusted keys"):
         _client(tmp_path, keys, http).refresh()
 

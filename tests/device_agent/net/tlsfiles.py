@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.device_agent.net.broker import TlsMaterial
+from tests.mosquitto import TlsMaterial
 
 __all__ = ["make_tls"]
 

@@ -1,6 +1,6 @@
 """Fixtures for the manager's MQTT side: a real Mosquitto per test.
 
-The broker comes from :mod:`tests.fleet.mqtt.broker` (reusable by other test packages). The
+The broker comes from :mod:`tests.mosquitto` (shared by the whole suite). The
 ``store`` fixture (SQLite and PostgreSQL) and PostgreSQL helpers come from tests/fleet/. A test
 that needs a service skips when it is missing, except under EDGEOPS_REQUIRE_SERVICES=1 (CI),
 where it fails.
@@ -13,17 +13,12 @@ from collections.abc import Iterator
 import pytest
 
 from fleet.store import Device, Store
-from tests.fleet.mqtt.broker import BrokerUnavailableError, MosquittoBroker
-from tests.fleet.services import require_or_skip
+from tests.mosquitto import MosquittoBroker, start_or_skip
 
 
 @pytest.fixture
 def broker() -> Iterator[MosquittoBroker]:
-    try:
-        b = MosquittoBroker().start()
-    except BrokerUnavailableError as exc:
-        require_or_skip(f"mosquitto unavailable: {exc}")
-        raise
+    b = start_or_skip(MosquittoBroker())
     try:
         yield b
     finally:

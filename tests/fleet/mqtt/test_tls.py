@@ -22,9 +22,8 @@ from edgeops.protocol import StatusMessage, topics
 from fleet.mqtt import TlsOptions
 from fleet.store import Store
 from fleet.worker import ManagerWorker, WorkerConfig
-from tests.fleet.mqtt.broker import BrokerUnavailableError, MosquittoBroker
 from tests.fleet.mqtt.conftest import enroll
-from tests.fleet.services import require_or_skip
+from tests.mosquitto import MosquittoBroker, start_or_skip
 
 pytestmark = pytest.mark.broker
 
@@ -71,10 +70,7 @@ def pki(tmp_path: Path) -> Path:
 def tls_broker(pki: Path) -> Iterator[MosquittoBroker]:
     b = MosquittoBroker(tls={"cafile": str(pki / "ca.crt"), "certfile": str(pki / "broker.crt"),
                              "keyfile": str(pki / "broker.key")}, require_certificate=True)
-    try:
-        b.start()
-    except BrokerUnavailableError as exc:
-        require_or_skip(f"mosquitto unavailable: {exc}")
+    start_or_skip(b)
     try:
         yield b
     finally:

@@ -26,10 +26,10 @@ from fleet.ingest import IngestConfig
 from fleet.mqtt import MqttOptions
 from fleet.store import BundleRecord, Store, open_store
 from fleet.worker import ManagerWorker, WorkerConfig
-from tests.fleet.mqtt.broker import MosquittoBroker
 from tests.fleet.mqtt.conftest import enroll
 from tests.fleet.mqtt.devices import SimDevice
 from tests.fleet.services import pg_available, require_or_skip, temporary_database
+from tests.mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.broker
 
@@ -254,7 +254,7 @@ def test_worker_survives_a_broker_restart(worker: ManagerWorker, store: Store,
 def test_broker_errors_are_one_line_errors(store: Store) -> None:
     with pytest.raises(UsageError, match="mqtt://HOST:PORT"):
         ManagerWorker(store, "http://127.0.0.1:1883")
-    from tests.fleet.mqtt.broker import free_port
+    from tests.services import free_port
 
     w = ManagerWorker(store, f"mqtt://127.0.0.1:{free_port()}", config=WorkerConfig(
         connect_timeout_s=1.0))

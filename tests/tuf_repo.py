@@ -1,10 +1,16 @@
-"""A real TUF repository built in the test with python-tuf's Metadata API and real Ed25519 keys.
+"""The suite's TUF repository simulator: real python-tuf metadata, real Ed25519 keys, served over
+HTTP on loopback (and over MQTT by ``tests/device_agent/net/fake_manager.FakeManager``).
 
-Keys come from a real ``KeyStore`` and the root from ``edgeops.trust.create_root``, exactly as
-``edgeops keys init`` makes them; targets are signed with the offline targets key, snapshot and
-timestamp with the online keys, consistent snapshots on. The repository can also be made to
-misbehave (roll back, expire, tamper, mix and match) for the attack tests. Served over HTTP by
-:class:`HttpRepoServer` and over MQTT by ``fake_manager.FakeManager``.
+Keys come from a real ``KeyStore`` as ``edgeops keys init`` makes them. By default the root is
+the store's own (``edgeops.trust.create_root``); ``targets_threshold=N`` instead signs a fresh
+root that requires N targets keys (N-1 generated here), to test compromise below threshold.
+Targets are signed with the offline targets key(s), snapshot and timestamp with the online keys,
+consistent snapshots on.
+
+Attack hooks, for tests/security and the agent's refusal tests: publish with a foreign or
+below-threshold set of targets keys, or with an expired timestamp; serve an older timestamp
+again (``rollback_timestamp``); tamper with any metadata file; replace a target's bytes
+(``by_sha``); and on the server, override any URL's body or answer it with an endless one.
 """
 
 from __future__ import annotations
@@ -17,15 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from securesystemslib.signer import CryptoSigner, Signer
-from tuf.api.metadata import (
-    Metadata,
-    MetaFile,
-    Root,
-    Snapshot,
-    TargetFile,
-    Targets,
-    Timestamp,
-)
+from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, TargetFile, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
 from edgeops.bundle import read_bundle
@@ -36,21 +34,34 @@ from tests.edgeops.bundles import PASSPHRASE
 __all__ = ["HttpRepoServer", "TufRepo", "foreign_signer"]
 
 _SER = JSONSerializer(compact=True)
+ENDLESS_CAP = 64 * 1024 * 1024   # an "endless" body still ends, so that the test does
 
 
 def _in(days: float) -> datetime:
     return datetime.now(UTC).replace(microsecond=0) + timedelta(days=days)
 
 
-class TufRepo:
-    """metadata: file name -> bytes as served; targets: '<dir>/<sha>.<name>' -> bytes."""
+def foreign_signer() -> CryptoSigner:
+    """A key the fleet's root does not know (an attacker's, or a compromised manager's)."""
+    return CryptoSigner.generate_ed25519()
 
-    def __init__(self, store: KeyStore, passphrase: bytes = PASSPHRASE) -> None:
+
+class TufRepo:
+    """metadata: file name -> bytes as served; target_files: '<dir>/<sha>.<name>' -> bytes;
+    by_sha: sha256 -> bytes (what the MQTT chunk server sends)."""
+
+    def __init__(self, store: KeyStore, passphrase: bytes = PASSPHRASE, *,
+                 targets_threshold: int | None = None) -> None:
         self.store = store
-        self.root = Metadata[Root].from_file(str(root_path(store)))
-        self.signers: dict[str, Signer] = {
-            role: store.signer(role, passphrase)
-            for role in ("root", "targets", "snapshot", "timestamp")}
+        self.root_signer = store.signer("root", passphrase)
+        self.targets_signers: list[Signer] = [store.signer("targets", passphrase)]
+        self.online: dict[str, Signer] = {r: store.signer(r, passphrase)
+                                          for r in ("snapshot", "timestamp")}
+        if targets_threshold is None:
+            self.root = Metadata[Root].from_file(str(root_path(store)))
+        else:
+            self.targets_signers += [foreign_signer() for _ in range(targets_threshold - 1)]
+            self.root = self._fresh_root(targets_threshold)
         self.targets = Metadata(Targets(expires=_in(30)))
         self.snapshot = Metadata(Snapshot(expires=_in(7)))
         self.timestamp = Metadata(Timestamp(expires=_in(1)))
@@ -59,6 +70,18 @@ class TufRepo:
         self.by_sha: dict[str, bytes] = {}
         self.history: list[dict[str, bytes]] = []
         self.publish()
+
+    def _fresh_root(self, targets_threshold: int) -> Metadata[Root]:
+        root = Root(expires=_in(365), consistent_snapshot=True)
+        root.add_key(self.root_signer.public_key, "root")
+        for s in self.targets_signers:
+            root.add_key(s.public_key, "targets")
+        root.roles["targets"].threshold = targets_threshold
+        for r, s in self.online.items():
+            root.add_key(s.public_key, r)
+        md = Metadata(root)
+        md.sign(self.root_signer)
+        return md
 
     @property
     def root_bytes(self) -> bytes:
@@ -74,6 +97,7 @@ class TufRepo:
         return tf
 
     def add_bundle(self, bundle: Path) -> dict[str, TargetFile]:
+        """Every file of a signed bundle as targets under ``bundles/<name>/<version>/``."""
         b = read_bundle(bundle)
         base = f"bundles/{b.manifest.name}/{b.manifest.version}"
         out = {"manifest.json": self.add_target(f"{base}/manifest.json", b.manifest_bytes),
@@ -83,9 +107,10 @@ class TufRepo:
             out[ref.path] = self.add_target(f"{base}/{ref.path}", b.read_file(ref.path))
         return out
 
-    def publish(self, *, sign_targets_with: Signer | None = None,
+    def publish(self, *, targets_signers: list[Signer] | None = None,
                 timestamp_expires: datetime | None = None) -> None:
-        """New targets, snapshot and timestamp versions, signed (optionally by a wrong key)."""
+        """New targets, snapshot and timestamp versions; targets signed by ``targets_signers``
+        (default: the repository's own), the timestamp expiring at ``timestamp_expires``."""
         self.history.append(dict(self.metadata))
         t, s, ts = self.targets.signed, self.snapshot.signed, self.timestamp.signed
         if len(self.history) > 1:
@@ -93,14 +118,15 @@ class TufRepo:
             s.version += 1
             ts.version += 1
         self.targets.signatures.clear()
-        self.targets.sign(sign_targets_with or self.signers["targets"])
+        for signer in (self.targets_signers if targets_signers is None else targets_signers):
+            self.targets.sign(signer, append=True)
         s.meta["targets.json"] = MetaFile(version=t.version)
         self.snapshot.signatures.clear()
-        self.snapshot.sign(self.signers["snapshot"])
+        self.snapshot.sign(self.online["snapshot"])
         ts.snapshot_meta = MetaFile(version=s.version)
         ts.expires = timestamp_expires or _in(1)
         self.timestamp.signatures.clear()
-        self.timestamp.sign(self.signers["timestamp"])
+        self.timestamp.sign(self.online["timestamp"])
         self.metadata[f"{t.version}.targets.json"] = self.targets.to_bytes(_SER)
         self.metadata[f"{s.version}.snapshot.json"] = self.snapshot.to_bytes(_SER)
         self.metadata["timestamp.json"] = self.timestamp.to_bytes(_SER)
@@ -110,22 +136,32 @@ class TufRepo:
         self.metadata["timestamp.json"] = self.history[-1]["timestamp.json"]
 
     def tamper(self, filename: str, old: bytes, new: bytes) -> None:
-        assert old in self.metadata[filename]
+        assert old in self.metadata[filename], f"{old!r} is not in {filename}"
         self.metadata[filename] = self.metadata[filename].replace(old, new)
 
 
 class HttpRepoServer:
-    """Serves ``/tuf/metadata/<file>`` and ``/tuf/targets/<path>`` on 127.0.0.1 only."""
+    """Serves ``/tuf/metadata/<file>`` and ``/tuf/targets/<path>`` on 127.0.0.1 only.
+
+    ``overrides``: url path -> body; ``endless``: url paths answered with an endless body (capped
+    at 64 MiB; ``sent_bytes`` says how much went out); ``requests``: every path asked for."""
 
     def __init__(self, repo: TufRepo) -> None:
         self.repo = repo
-        self.overrides: dict[str, bytes] = {}   # url path -> body, for misbehaviour
+        self.overrides: dict[str, bytes] = {}
+        self.endless: set[str] = set()
+        self.sent_bytes: dict[str, int] = {}
         self.requests: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.requests.append(self.path)
+                if self.path in outer.endless:
+                    self.send_response(200)
+                    self.end_headers()
+                    outer.sent_bytes[self.path] = outer._send_endless(self.wfile)
+                    return
                 body = outer._lookup(self.path)
                 if body is None:
                     self.send_response(404)
@@ -147,6 +183,17 @@ class HttpRepoServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
+    @staticmethod
+    def _send_endless(out: Any) -> int:
+        sent = 0
+        try:
+            while sent < ENDLESS_CAP:
+                out.write(b"\0" * 65536)
+                sent += 65536
+        except OSError:
+            pass
+        return sent
+
     def _lookup(self, path: str) -> bytes | None:
         if path in self.overrides:
             return self.overrides[path]
@@ -159,8 +206,3 @@ class HttpRepoServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-def foreign_signer() -> CryptoSigner:
-    return CryptoSigner.generate_ed25519()
-
