@@ -59,6 +59,7 @@ class RolloutMachine(RuleBasedStateMachine):
         self.seq: dict[str, int] = {}
         self.max_phase = 0
         self.sent = 0
+        self.abort_seen = False
 
     def _dep(self) -> Any:
         d = self.store.get_deployment(self.dep)
@@ -113,8 +114,13 @@ class RolloutMachine(RuleBasedStateMachine):
         self.max_phase = d.phase_index
         counts = self.store.deployment_counts(self.dep)
         failures = sum(counts.get(s, 0) for s in FAILURE_STATES)
-        if (self.strategy.abort_max_failures is not None and d.status == "aborted"):
-            assert failures >= self.strategy.abort_max_failures
+        # The threshold held when the deployment aborted. Checked once, at the first sight of
+        # "aborted": afterwards a timed-out device that reports in converges (fleet/states.py),
+        # so the failure count may legitimately drop below what triggered the abort.
+        if (self.strategy.abort_max_failures is not None and d.status == "aborted"
+                and not self.abort_seen):
+            self.abort_seen = True
+            assert failures >= self.strategy.abort_max_failures, (d.status, d.reason, counts)
         if d.status == "completed":
             assert sum(counts.values()) == N and counts.get("pending", 0) == 0
 
