@@ -132,6 +132,10 @@ class MqttOptions:
     reconnect_max_s: float = 10.0
     protocol_version: int = 5            # 5, or 4 (3.1.1) for brokers without MQTT 5 (amqtt)
     fast_receive: bool = True            # FastClient's receive path (False: plain paho)
+    # "selector": an epoll edgeops.netloop.NetLoop (any descriptor number); "paho": paho's
+    # loop_start() thread, whose select() cannot use descriptors numbered 1024 or above
+    # (docs/FLEET_MQTT.md: kept because end-to-end ingest measured faster with it)
+    network_loop: str = "selector"
 
 
 def _paho_version() -> str:
@@ -326,6 +330,10 @@ class MqttConnection:
         self._idle = threading.Event()  # no socket, no connect under way, no timer pending
         self._idle.set()
 
+        if options.network_loop not in ("selector", "paho"):
+            raise UsageError(f"MQTT network loop {options.network_loop!r} is not 'selector' or "
+                             "'paho'", hint="leave MqttOptions.network_loop at 'selector'")
+        self._paho_loop = options.network_loop == "paho"
         self._v5 = options.protocol_version == 5
         cls = FastClient if _FAST_OK and options.fast_receive else LockedClient
         if self._v5:
@@ -337,6 +345,8 @@ class MqttConnection:
                     clean_session=options.clean_start, manual_ack=options.manual_ack)
         c.max_inflight_messages_set(options.max_inflight_out)
         c.max_queued_messages_set(0)
+        if self._paho_loop:
+            c.reconnect_delay_set(max(1, int(options.reconnect_min_s)), int(options.reconnect_max_s))
         if options.username is not None:
             c.username_pw_set(options.username, options.password)
         if self.address.tls or tls is not None:
@@ -352,9 +362,10 @@ class MqttConnection:
         c.on_socket_open = self._on_socket_open
         # With these set, paho never writes on the caller's thread: a publish or an ack is
         # queued and the loop is asked to select the socket for writing (module docstring).
-        c.on_socket_close = self._on_socket_close
-        c.on_socket_register_write = self._on_register_write
-        c.on_socket_unregister_write = self._on_unregister_write
+        if not self._paho_loop:
+            c.on_socket_close = self._on_socket_close
+            c.on_socket_register_write = self._on_register_write
+            c.on_socket_unregister_write = self._on_unregister_write
         self._client: LockedClient = c
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -365,7 +376,7 @@ class MqttConnection:
         (backoff from ``reconnect_min_s`` doubling to ``reconnect_max_s``) until :meth:`close`.
         """
         self._closing.clear()
-        if self._net is None:
+        if self._paho_loop or self._net is None:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.options.session_expiry_s
             props.ReceiveMaximum = max(1, min(self.options.receive_maximum, 65535))
@@ -381,6 +392,9 @@ class MqttConnection:
             except (OSError, ValueError) as exc:
                 raise TransportError(f"cannot reach MQTT broker {self.address.url}: {exc}"
                                      ) from None
+        if self._paho_loop:
+            self._client.loop_start()
+        elif self._net is None:
             self._attempts = 0
             self._idle.clear()
             net = NetLoop(f"mqtt-{self.options.client_id}", connect_threads=1)
@@ -397,6 +411,13 @@ class MqttConnection:
     def close(self, timeout_s: float = 3.0) -> None:
         """Disconnect cleanly (queued packets are written first) and stop the network thread."""
         self._closing.set()
+        if self._paho_loop:
+            try:
+                self._client.disconnect()
+            finally:
+                self._client.loop_stop()
+                self.connected.clear()
+            return
         net = self._net
         if net is None:
             return
@@ -581,6 +602,14 @@ class MqttConnection:
             net.unwatch(sock)        # before paho closes it: its number may be reused
 
     def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        net = self._net
+        if net is not None and net.in_loop() and not client.want_write():
+            # paho also "registers" for writing whenever a read would block, with nothing
+            # queued (FastClient reads until it would block, so after every burst). Left set,
+            # its flag keeps the next publish or ack from calling this hook: they would wait
+            # for the next incoming packet. Clear it, then look at the queue again (a packet
+            # queued by another thread meanwhile is seen here or calls the hook itself).
+            client._registered_write = False
         self._sync_write(sock)
 
     def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:

@@ -166,3 +166,69 @@ def test_unreachable_broker_fails_start_with_the_reason_and_stops_retrying() -> 
     assert attempts >= 2                        # it retried with backoff until the timeout
     time.sleep(0.5)
     assert conn._attempts == attempts           # and no timer survives close()
+
+
+def test_paho_loop_option_still_works_below_1024(broker: Any) -> None:
+    """``network_loop="paho"`` (loop_start, kept as an option): traffic, restart, traffic."""
+    acked: set[int] = set()
+    lock = threading.Lock()
+
+    def on_published(mid: int) -> None:
+        with lock:
+            acked.add(mid)
+
+    def opts(cid: str) -> MqttOptions:
+        return MqttOptions(client_id=cid, reconnect_min_s=0.1, reconnect_max_s=1.0,
+                           network_loop="paho")
+
+    pub = MqttConnection(broker.url, opts("paho-pub"), on_published=on_published)
+    sub = MqttConnection(broker.url, opts("paho-sub"), subscriptions=[("$share/mgr/fd/#", 1)])
+    try:
+        sub.start(10)
+        pub.start(10)
+        assert pub._net is None and pub._client._thread is not None   # paho's own thread
+        round_trip(pub, sub, acked, lock, "paho")
+        broker.restart()
+        assert pub.connected.wait(15) and sub.connected.wait(15), (pub.last_error,
+                                                                   sub.last_error)
+        time.sleep(0.2)
+        round_trip(pub, sub, acked, lock, "paho-again")
+    finally:
+        sub.close()
+        pub.close()
+    assert pub._client._thread is None
+
+
+def test_unknown_network_loop_is_a_usage_error() -> None:
+    from edgeops.errors import UsageError
+
+    with pytest.raises(UsageError, match="network loop 'uv' is not 'selector' or 'paho'"):
+        MqttConnection("mqtt://127.0.0.1:1", MqttOptions(client_id="x", network_loop="uv"))
+
+
+@pytest.mark.parametrize("fast_receive", [True, False], ids=["fast-client", "plain-paho"])
+def test_acks_go_out_without_waiting_for_more_incoming_traffic(broker: Any,
+                                                               fast_receive: bool) -> None:
+    """With Receive Maximum 10 the broker sends 10 messages, then nothing until they are
+    acknowledged: acks queued by the consumer thread must make the loop write at once, with
+    no incoming packet to wake it (the keepalive, 60 s here, would be the next one)."""
+    sub = MqttConnection(broker.url, MqttOptions(client_id="ack-sub", receive_maximum=10,
+                                                 keepalive_s=60, fast_receive=fast_receive),
+                         subscriptions=[("ack/#", 1)])
+    pub = MqttConnection(broker.url, MqttOptions(client_id="ack-pub"))
+    try:
+        sub.start(10)
+        pub.start(10)
+        time.sleep(0.2)                         # the subscription is in place
+        for i in range(50):
+            pub.publish("ack/x", b"%d" % i, qos=1)
+        seen: list[bytes] = []
+        for _ in range(5):                      # five windows of 10, each freed by its acks
+            got = receive(sub, 10, timeout_s=10)
+            assert len(got) == 10, f"after {len(seen)} messages the next window never came"
+            seen += [m.payload for m in got]
+            sub.ack_all(got)
+        assert seen == [b"%d" % i for i in range(50)]
+    finally:
+        pub.close()
+        sub.close()
