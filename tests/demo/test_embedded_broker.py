@@ -29,9 +29,11 @@ def wait_until(pred: Callable[[], bool], timeout_s: float) -> bool:
 
 def _round_trip(broker: EmbeddedBroker) -> None:
     opts = MqttOptions(client_id="t-pub", protocol_version=broker.mqtt_version)
-    pub = MqttConnection(broker.url, opts)
+    stored = threading.Event()
+    pub = MqttConnection(broker.url, opts, on_published=lambda mid: stored.set())
     pub.start(10)
     pub.publish("edgeops/v1/test/retained", b"kept", qos=1, retain=True)
+    assert stored.wait(10)       # retained by the broker before anyone subscribes
     sub = MqttConnection(broker.url, MqttOptions(client_id="t-sub",
                                                  protocol_version=broker.mqtt_version),
                          subscriptions=[("edgeops/v1/test/#", 1)])
