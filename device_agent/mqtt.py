@@ -310,10 +310,15 @@ class MqttConnection:
         rc = paho.MQTT_ERR_SUCCESS
         if readable:
             rc = c.loop_read()
-            # TLS may hold decrypted bytes the selector cannot see: read them now
+            # TLS may hold decrypted bytes the selector cannot see: read them too, and if many
+            # remain come back after the loop's other work (the selector will not report them:
+            # a burst of chunks could otherwise wait in OpenSSL for the next keepalive)
             rounds = 0
-            while rc == paho.MQTT_ERR_SUCCESS and c.socket() is sock and rounds < 64 and \
+            while rc == paho.MQTT_ERR_SUCCESS and c.socket() is sock and \
                     isinstance(sock, ssl.SSLSocket) and sock.pending():
+                if rounds == 64:
+                    self._net_().call_soon(lambda: self.on_io(True, False))
+                    break
                 rc = c.loop_read()
                 rounds += 1
         if rc == paho.MQTT_ERR_SUCCESS and writable and c.socket() is sock:

@@ -468,6 +468,9 @@ class _Stack:
         if self.sim is not None:
             self.sim.stop()
             self.sim = None
+            from edgeops.netloop import NetLoop
+
+            NetLoop.close_shared_if_idle()   # the agents' network thread: nothing left on it
         if self.uv is not None:
             self.uv.should_exit = True
             if self.uv_thread is not None:

@@ -103,6 +103,25 @@ class NetLoop:
                 cls._shared = NetLoop()
             return cls._shared
 
+    @classmethod
+    def close_shared_if_idle(cls, timeout_s: float = 5.0) -> bool:
+        """Stop the process's shared loop and its connect threads if no connection uses it.
+
+        For a process that is done with MQTT (the demo after its fleet stopped, a test): a later
+        :meth:`shared` starts a fresh loop. False, and nothing stopped, while a member remains.
+        """
+        with cls._shared_lock:
+            loop = cls._shared
+            if loop is None or loop._closed:
+                return True
+            with loop._lock:
+                if loop._members:
+                    return False
+            cls._shared = None
+        loop.close(timeout_s)
+        loop._pool.shutdown(wait=True)
+        return True
+
     # -- any thread ------------------------------------------------------------------------
     def in_loop(self) -> bool:
         return threading.current_thread() is self._thread

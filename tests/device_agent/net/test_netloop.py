@@ -215,3 +215,38 @@ def test_loop_survives_a_member_that_raises() -> None:
         assert not cancelled.wait(0.3)
         m.a.close()
         m.b.close()
+
+
+class _IdleMember:
+    def on_io(self, readable: bool, writable: bool) -> None:
+        pass
+
+    def on_tick(self) -> None:
+        pass
+
+    def on_error(self, exc: BaseException) -> None:
+        pass
+
+
+def test_the_shared_loop_stops_only_when_no_connection_uses_it() -> None:
+    """The demo checks it leaves no thread behind; a member still on the loop keeps it alive."""
+    NetLoop.close_shared_if_idle()
+    net = NetLoop.shared()
+    member = _IdleMember()
+    net.add_member(member)
+    assert any(t.name == net.name for t in threading.enumerate())
+    assert NetLoop.close_shared_if_idle() is False
+    assert NetLoop.shared() is net
+    net.remove_member(member)
+    assert NetLoop.close_shared_if_idle() is True
+    time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate()
+                if t.name == net.name or t.name.startswith(f"{net.name}-connect")]
+    fresh = NetLoop.shared()
+    assert fresh is not net
+    fresh.add_member(member)                      # a later agent gets a working loop
+    done = threading.Event()
+    fresh.call_soon(done.set)
+    assert done.wait(2)
+    fresh.remove_member(member)
+    assert NetLoop.close_shared_if_idle() is True
