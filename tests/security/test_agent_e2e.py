@@ -168,7 +168,10 @@ def _ready(agent: Agent, store: KeyStore, repo: TufRepo, thief: MqttProbe,
     # command gets through), so no attack below is "refused" merely by being lost
     for _ in range(20):
         n = len(r.reports())
-        r.send(r.command())
+        # MQTT 5 answers "No matching subscribers" until the agent's subscription is live
+        if r.thief.publish(topics.device_topic(DEVICE, "commands"), r.command()) != "Success":
+            time.sleep(0.5)
+            continue
         try:
             r.wait_report(lambda rep: rep.reason == "config applied", n, timeout_s=1.0)
             return r
