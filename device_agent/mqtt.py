@@ -14,20 +14,16 @@ Behaviour that the fleet relies on (docs/PROTOCOL.md, docs/AGENT_NET.md):
 - QoS 1 for everything, subscriptions restored after every reconnect, a persistent session;
 - callbacks only enqueue (bounded; overflow is counted, never blocks the network thread).
 
-Threads: paho is driven through its external-loop API (``socket()``, ``loop_read()``,
-``loop_write()``, ``loop_misc()``, ``want_write()`` and the ``on_socket_*`` hooks) by a
-:class:`device_agent.netloop.NetLoop`: one thread per process waits on an epoll selector for
-every connection (no ``select()``, so descriptors above 1024 work) and runs their keepalive
+Threads: paho is driven through its external-loop API by an :class:`edgeops.paho_loop.PahoMember`
+on a :class:`device_agent.netloop.NetLoop`: one thread per process waits on an epoll selector
+for every connection (no ``select()``, so descriptors above 1024 work) and runs their keepalive
 and backoff timers; blocking connects (TCP, TLS handshake) run on its small connect pool.
 
-**Only the loop thread touches a connected socket.** paho's ``publish``/``subscribe`` called
-from another thread would write to the socket right away unless an ``on_socket_register_write``
-hook is set; over TLS that races the loop's reads and corrupts the OpenSSL state
-(``[SSL: BAD_LENGTH]``, eclipse-paho/paho.mqtt.python #691). With the hook set, paho appends
-the packet to its output deque and calls the hook, which asks the loop to select the socket for
-writing. The remaining shared state is paho's (re)connect (it clears the output deque), so every
-paho call from other threads holds ``_wire``, which the connect pool holds while it connects;
-those calls do no I/O, so the lock is only contended during a connect.
+**Only the loop thread touches a connected socket** (see :mod:`edgeops.paho_loop`): paho's
+``publish``/``subscribe`` from other threads only queue packets. The remaining shared state is
+paho's (re)connect (it clears the output deque), so every paho call from other threads holds
+``_wire``, which the connect pool holds while it connects; those calls do no I/O, so the lock
+is only contended during a connect.
 """
 
 from __future__ import annotations
@@ -47,8 +43,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from device_agent.netloop import NetLoop, Timer
+from device_agent.netloop import NetLoop
 from edgeops.errors import ConfigError
+from edgeops.paho_loop import PahoMember
 from edgeops.protocol import topics
 
 __all__ = ["Backoff", "BrokerSettings", "Inbound", "MqttConnection", "TlsFiles", "parse_broker_url"]
@@ -150,11 +147,7 @@ class MqttConnection:
         self._lock = threading.Lock()
         self._wire = threading.Lock()   # paho calls off the loop thread vs. a (re)connect
         self._stop = threading.Event()
-        self._idle = threading.Event()  # no socket, no connect under way, no timer pending
-        self._idle.set()
         self._running = False
-        self._sock: Any = None          # the socket the loop watches (loop thread only)
-        self._timer: Timer | None = None
         self.connected = threading.Event()
         self.disconnects = 0          # connections lost or closed (not counting stop())
         self.generation = 0           # +1 per successful connect: lets downloads resume
@@ -181,12 +174,13 @@ class MqttConnection:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
-        # With these set, paho never writes on the caller's thread: a publish is queued and
-        # the loop is asked to select the socket for writing (module docstring).
-        self._client.on_socket_close = self._on_socket_close
-        self._client.on_socket_register_write = self._on_register_write
-        self._client.on_socket_unregister_write = self._on_unregister_write
         self._ready_mid: int | None = None
+        # drives the client from the loop; sets paho's socket hooks, so a publish from any
+        # thread is only queued and the loop writes it (module docstring)
+        self._member = PahoMember(self._client, name=f"{device_id}: the connection",
+                                  wire=self._wire, stopping=self._stop, connected=self.connected,
+                                  connect=self._connect, connect_failed=self._connect_failed,
+                                  loop_failed=self._loop_failed, next_delay=self._next_delay)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -196,29 +190,19 @@ class MqttConnection:
         if self._net is None:
             self._net = NetLoop.shared()
         self._running = True
-        self._stop.clear()
-        self._idle.clear()
-        self._net.add_member(self)
-        self._net.run_blocking(self._connect)
+        self._member.start(self._net)
 
     def stop(self, timeout_s: float = 3.0) -> None:
         """Say ``online: false`` (retained), disconnect cleanly, leave the network loop."""
         if not self._running or self._net is None:
             return
-        net = self._net
         if self.connected.is_set():
             info = self.publish(self._status_topic, self._status_payload(False), retain=True)
             try:
                 info.wait_for_publish(timeout_s)
             except (RuntimeError, ValueError):
                 pass  # connection dropped meanwhile: the Last Will says the same thing
-        self._stop.set()
-        net.call_soon(self._close_on_stop)
-        if not self._idle.wait(timeout_s + self.settings.connect_timeout_s):
-            log.warning("%s: the connection did not close in time; dropping it", self.device_id)
-            net.call_soon(self._drop)
-            self._idle.wait(1.0)
-        net.remove_member(self)
+        self._member.stop(timeout_s)
         self._running = False
         self.connected.clear()
 
@@ -269,158 +253,30 @@ class MqttConnection:
         return props
 
     def _connect(self) -> None:
-        """Blocking TCP (+TLS) connect and CONNECT queued; then the loop takes the socket."""
-        s, net = self.settings, self._net
-        assert net is not None
-        if self._stop.is_set():
-            net.call_soon(self._settle)
-            return
-        try:
-            with self._wire:
-                if s.mqtt_version == 5:
-                    self._client.connect(s.host, s.port, s.keepalive_s, clean_start=False,
-                                         properties=self._connect_properties())
-                else:
-                    self._client.connect(s.host, s.port, s.keepalive_s)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            self.last_error = f"connect to {s.host}:{s.port} failed: {exc}"
-            net.call_soon(self._retry_later)
-            return
-        net.call_soon(self._attach)
+        """Blocking TCP (+TLS) connect with CONNECT queued (the member's ``connect`` hook)."""
+        s = self.settings
+        with self._wire:
+            if s.mqtt_version == 5:
+                self._client.connect(s.host, s.port, s.keepalive_s, clean_start=False,
+                                     properties=self._connect_properties())
+            else:
+                self._client.connect(s.host, s.port, s.keepalive_s)
 
-    # -- loop thread -------------------------------------------------------------------------
-    def _attach(self) -> None:
-        sock = self._client.socket()
-        if sock is None:                 # closed between connect and now
-            self._lost()
-            return
-        if self._stop.is_set():
-            self._sock = sock
-            self._net_().watch(sock, self, write=True)
-            self._close_on_stop()
-            return
-        self._sock = sock
-        self._net_().watch(sock, self, write=self._client.want_write())
+    def _connect_failed(self, exc: Exception) -> None:
+        s = self.settings
+        self.last_error = f"connect to {s.host}:{s.port} failed: {exc}"
 
-    def on_io(self, readable: bool, writable: bool) -> None:
-        """The loop's callback: the socket can be read and/or written."""
-        c, sock = self._client, self._sock
-        if sock is None or c.socket() is not sock:
-            return                       # an event for a socket already given up
-        rc = paho.MQTT_ERR_SUCCESS
-        if readable:
-            rc = c.loop_read()
-            # TLS may hold decrypted bytes the selector cannot see: read them too, and if many
-            # remain come back after the loop's other work (the selector will not report them:
-            # a burst of chunks could otherwise wait in OpenSSL for the next keepalive)
-            rounds = 0
-            while rc == paho.MQTT_ERR_SUCCESS and c.socket() is sock and \
-                    isinstance(sock, ssl.SSLSocket) and sock.pending():
-                if rounds == 64:
-                    self._net_().call_soon(lambda: self.on_io(True, False))
-                    break
-                rc = c.loop_read()
-                rounds += 1
-        if rc == paho.MQTT_ERR_SUCCESS and writable and c.socket() is sock:
-            rc = c.loop_write()
-        if rc != paho.MQTT_ERR_SUCCESS or c.socket() is not sock:
-            self._lost()
-
-    def on_tick(self) -> None:
-        """Keepalive (PINGREQ, and giving up on a broker that stopped answering)."""
-        if self._sock is None or self._client.socket() is not self._sock:
-            return
-        if self._client.loop_misc() != paho.MQTT_ERR_SUCCESS or \
-                self._client.socket() is not self._sock:
-            self._lost()
-
-    def on_error(self, exc: BaseException) -> None:
-        """A paho call on the loop thread raised: drop the connection, reconnect later."""
+    def _loop_failed(self, exc: BaseException) -> None:
         self.last_error = f"network loop error: {exc!r}"
-        self._drop()
 
-    def _drop(self) -> None:
-        sock = self._client.socket()
-        if sock is not None:
-            self._net_().unwatch(sock)
-            # paho's own close: calls on_disconnect-free cleanup and forgets the socket
-            self._client._sock_close()
-        self._lost()
-
-    def _lost(self) -> None:
-        """The socket is gone: reconnect after a backoff, or settle when stopping."""
-        if self._sock is not None:
-            self._net_().unwatch(self._sock)
-            self._sock = None
-        self.connected.clear()
-        if self._stop.is_set():
-            self._settle()
-        else:
-            self._retry_later()
-
-    def _retry_later(self) -> None:
-        if self._stop.is_set():
-            self._settle()
-            return
+    def _next_delay(self) -> float:
+        """Full-jitter backoff before the next connect (loop thread)."""
         delay = self.settings.backoff.delay(self.attempts, self._rng)
         self.attempts += 1
         self.delays = [*self.delays[-31:], delay]
-        self._timer = self._net_().call_later(delay, self._backoff_done)
-
-    def _backoff_done(self) -> None:
-        self._timer = None
-        if self._stop.is_set():
-            self._settle()
-        else:
-            self._net_().run_blocking(self._connect)
-
-    def _close_on_stop(self) -> None:
-        """stop(): send DISCONNECT if a socket is open (paho closes it once written)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-            self._settle()
-            return
-        if self._sock is None:
-            return           # a connect is under way: _connect/_attach settle it
-        with self._wire:
-            self._client.disconnect()
-        if self._client.socket() is not self._sock:
-            self._lost()
-
-    def _settle(self) -> None:
-        if self._sock is None and self._timer is None:
-            self._idle.set()
-
-    def _net_(self) -> NetLoop:
-        assert self._net is not None
-        return self._net
+        return delay
 
     # -- paho callbacks: only record and enqueue ---------------------------------------------
-    def _on_socket_close(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
-        net = self._net
-        if net is not None and net.in_loop():
-            net.unwatch(sock)        # before paho closes it: its number may be reused
-
-    def _on_register_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
-        self._sync_write(sock)
-
-    def _on_unregister_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
-        # On the loop thread (loop_write) a publish from another thread may have queued a
-        # packet after paho saw an empty queue but before it cleared its "registered" flag;
-        # that publish did not call _on_register_write. So both hooks look at the queue itself.
-        self._sync_write(sock)
-
-    def _sync_write(self, sock: Any) -> None:
-        """Select ``sock`` for writing exactly while paho has packets queued for it."""
-        net = self._net
-        if net is None:
-            return
-        if net.in_loop():
-            net.set_write(sock, self._client.want_write())
-        else:
-            net.call_soon(lambda: net.set_write(sock, self._client.want_write()))
-
     def _on_connect(self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any,
                     _props: Any) -> None:
         if reason.is_failure:
