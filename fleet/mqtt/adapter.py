@@ -13,7 +13,8 @@ this one adapter means the delivery, ingest and worker logic never see it. The r
   what lifts QoS 1 round trips from tens to thousands per second on loopback.
 * Subscriptions are (re)made in ``on_connect``, so a broker restart is survived.
 * No ``select()``: each connection is served by its own :class:`edgeops.netloop.NetLoop` (an
-  epoll selector thread, the agent's loop) through paho's external-loop API, so the manager
+  epoll selector thread, the agent's loop) through paho's external-loop API, driven by
+  :class:`edgeops.paho_loop.PahoMember` (the agent's driver too), so the manager
   (re)connects with any number of descriptors open; paho's ``loop_start()`` waits with
   ``select()``, which refuses a descriptor numbered 1024 or above.
 
@@ -50,7 +51,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgeops.errors import TransportError, UsageError
-from edgeops.netloop import NetLoop, Timer
+from edgeops.netloop import NetLoop
+from edgeops.paho_loop import PahoMember
 
 __all__ = [
     "BrokerAddress",
@@ -322,13 +324,8 @@ class MqttConnection:
         self.published_bytes = 0
         self.received_messages = 0
         self.last_error: str | None = None
-        # network-loop state: _net while started; _sock and _timer only on the loop thread
-        self._net: NetLoop | None = None
-        self._sock: Any = None
-        self._timer: Timer | None = None
+        self._net: NetLoop | None = None  # this connection's loop, while started
         self._attempts = 0              # consecutive failed connects (backoff exponent)
-        self._idle = threading.Event()  # no socket, no connect under way, no timer pending
-        self._idle.set()
 
         if options.network_loop not in ("selector", "paho"):
             raise UsageError(f"MQTT network loop {options.network_loop!r} is not 'selector' or "
@@ -360,13 +357,14 @@ class MqttConnection:
             c.fast_publish = self._on_fast_message
         c.on_publish = self._on_publish
         c.on_socket_open = self._on_socket_open
-        # With these set, paho never writes on the caller's thread: a publish or an ack is
-        # queued and the loop is asked to select the socket for writing (module docstring).
-        if not self._paho_loop:
-            c.on_socket_close = self._on_socket_close
-            c.on_socket_register_write = self._on_register_write
-            c.on_socket_unregister_write = self._on_unregister_write
         self._client: LockedClient = c
+        # The member sets paho's socket hooks, so paho never writes on the caller's thread: a
+        # publish or an ack is queued and the loop is asked to select the socket for writing.
+        self._member: PahoMember | None = None if self._paho_loop else PahoMember(
+            c, name=f"MQTT connection to {self.address.url}", wire=c.write_lock,
+            stopping=self._closing, connected=self.connected, connect=c.reconnect,
+            connect_failed=self._connect_failed, loop_failed=self._loop_failed,
+            next_delay=self._next_delay)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, timeout_s: float = 10.0) -> None:
@@ -394,13 +392,10 @@ class MqttConnection:
                                      ) from None
         if self._paho_loop:
             self._client.loop_start()
-        elif self._net is None:
+        elif self._net is None and self._member is not None:
             self._attempts = 0
-            self._idle.clear()
-            net = NetLoop(f"mqtt-{self.options.client_id}", connect_threads=1)
-            self._net = net
-            net.add_member(self)
-            net.run_blocking(self._connect)
+            self._net = NetLoop(f"mqtt-{self.options.client_id}", connect_threads=1)
+            self._member.start(self._net)
         if not self.connected.wait(timeout_s):
             self.close()
             why = f" ({self.last_error})" if self.last_error else ""
@@ -419,16 +414,9 @@ class MqttConnection:
                 self.connected.clear()
             return
         net = self._net
-        if net is None:
+        if net is None or self._member is None:
             return
-        net.call_soon(self._close_on_stop)
-        # a connect under way finishes first (paho's connect timeout at most)
-        if not net.in_loop() and not self._idle.wait(timeout_s + self._client.connect_timeout):
-            log.warning("MQTT connection to %s did not close in time; dropping it",
-                        self.address.url)
-            net.call_soon(self._drop)
-            self._idle.wait(1.0)
-        net.remove_member(self)
+        self._member.stop(timeout_s)   # a connect under way finishes first
         net.close()
         self._net = None
         self.connected.clear()
@@ -475,158 +463,19 @@ class MqttConnection:
         for m in msgs:
             self.ack(m)
 
-    # -- connecting (connect thread) ----------------------------------------------------------
-    def _connect(self) -> None:
-        """Blocking TCP (+TLS) connect with CONNECT queued; then the loop takes the socket."""
-        net = self._net
-        if net is None:
-            return
-        if self._closing.is_set():
-            net.call_soon(self._settle)
-            return
-        try:
-            self._client.reconnect()            # under write_lock (LockedClient)
-        except (OSError, ValueError) as exc:   # ssl.SSLError and timeouts are OSErrors
-            self.last_error = f"cannot connect to {self.address.url}: {exc}"
-            net.call_soon(self._retry_later)
-            return
-        net.call_soon(self._attach)
+    # -- the PahoMember's hooks ---------------------------------------------------------------
+    def _connect_failed(self, exc: Exception) -> None:
+        self.last_error = f"cannot connect to {self.address.url}: {exc}"
 
-    # -- network loop thread (edgeops.netloop.Member) ------------------------------------------
-    def _attach(self) -> None:
-        net = self._net_()
-        sock = self._client.socket()
-        if sock is None:                 # closed between connect and now
-            self._lost()
-            return
-        self._sock = sock
-        net.watch(sock, self, write=True if self._closing.is_set() else self._client.want_write())
-        if self._closing.is_set():
-            self._close_on_stop()
-
-    def on_io(self, readable: bool, writable: bool) -> None:
-        """The socket can be read and/or written."""
-        c, sock = self._client, self._sock
-        if sock is None or c.socket() is not sock:
-            return                       # an event for a socket already given up
-        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-        if readable:
-            rc = c.loop_read()
-            # TLS may hold decrypted bytes the selector cannot see: read them too, and if
-            # many remain come back after the loop's other work
-            rounds = 0
-            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and c.socket() is sock and \
-                    isinstance(sock, ssl.SSLSocket) and sock.pending():
-                if rounds == 64:
-                    self._net_().call_soon(lambda: self.on_io(True, False))
-                    break
-                rc = c.loop_read()
-                rounds += 1
-        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and writable and c.socket() is sock:
-            rc = c.loop_write()
-        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or c.socket() is not sock:
-            self._lost()
-
-    def on_tick(self) -> None:
-        """Keepalive: PINGREQ, and giving up on a broker that stopped answering."""
-        if self._sock is None or self._client.socket() is not self._sock:
-            return
-        if self._client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS or \
-                self._client.socket() is not self._sock:
-            self._lost()
-
-    def on_error(self, exc: BaseException) -> None:
-        """A paho call on the loop thread raised: drop the connection, reconnect later."""
+    def _loop_failed(self, exc: BaseException) -> None:
         self.last_error = f"network loop error: {exc!r}"
-        self._drop()
 
-    def _drop(self) -> None:
-        sock = self._client.socket()
-        if sock is not None:
-            self._net_().unwatch(sock)
-            self._client._sock_close()    # paho's own close (FastClient also drops its buffer)
-        self._lost()
-
-    def _lost(self) -> None:
-        """The socket is gone: reconnect after a backoff, or settle when closing."""
-        if self._sock is not None:
-            self._net_().unwatch(self._sock)
-            self._sock = None
-        self.connected.clear()
-        if self._closing.is_set():
-            self._settle()
-        else:
-            self._retry_later()
-
-    def _retry_later(self) -> None:
-        if self._closing.is_set():
-            self._settle()
-            return
+    def _next_delay(self) -> float:
+        """Backoff before the next connect: reconnect_min_s doubling up to reconnect_max_s."""
         o = self.options
         delay = min(o.reconnect_max_s, o.reconnect_min_s * 2.0 ** min(self._attempts, 30))
         self._attempts += 1
-        self._timer = self._net_().call_later(delay, self._backoff_done)
-
-    def _backoff_done(self) -> None:
-        self._timer = None
-        if self._closing.is_set():
-            self._settle()
-        else:
-            self._net_().run_blocking(self._connect)
-
-    def _close_on_stop(self) -> None:
-        """close(): send DISCONNECT if a socket is open (paho closes it once written)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-            self._settle()
-            return
-        if self._sock is None:
-            return           # a connect is under way: _connect/_attach settle it
-        with self._client.write_lock:
-            self._client.disconnect()
-        if self._client.socket() is not self._sock:
-            self._lost()
-
-    def _settle(self) -> None:
-        if self._sock is None and self._timer is None:
-            self._idle.set()
-
-    def _net_(self) -> NetLoop:
-        assert self._net is not None
-        return self._net
-
-    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        net = self._net
-        if net is not None and net.in_loop():
-            net.unwatch(sock)        # before paho closes it: its number may be reused
-
-    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        net = self._net
-        if net is not None and net.in_loop() and not client.want_write():
-            # paho also "registers" for writing whenever a read would block, with nothing
-            # queued (FastClient reads until it would block, so after every burst). Left set,
-            # its flag keeps the next publish or ack from calling this hook: they would wait
-            # for the next incoming packet. Clear it, then look at the queue again (a packet
-            # queued by another thread meanwhile is seen here or calls the hook itself).
-            client._registered_write = False
-        self._sync_write(sock)
-
-    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        # loop_write on the loop thread may see an empty queue just before another thread
-        # queues a packet (whose publish then skips the register hook): both look at the queue
-        self._sync_write(sock)
-
-    def _sync_write(self, sock: Any) -> None:
-        """Select ``sock`` for writing exactly while paho has packets queued for it."""
-        net = self._net
-        if net is None:
-            return
-        if net.in_loop():
-            net.set_write(sock, self._client.want_write())
-        else:
-            c = self._client
-            net.call_soon(lambda: net.set_write(sock, c.want_write()))
+        return delay
 
     # -- paho callbacks (network thread): hand over, do nothing else -----------------------
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
