@@ -142,6 +142,7 @@ class MqttConnection:
         self._status_topic = topics.device_topic(device_id, "status")
         self._rng = rng or random.Random()
         self._net = net
+        self._own_shared = False        # True once start() took NetLoop.shared()
         self._inbox: queue.Queue[Inbound] = queue.Queue(settings.inbound_queue_max)
         self._subs: set[str] = set()
         self._lock = threading.Lock()
@@ -187,8 +188,10 @@ class MqttConnection:
         """Join the network loop; it connects (and reconnects) in the background."""
         if self._running:
             return
-        if self._net is None:
+        if self._net is None or (self._own_shared and self._net.closed):
+            # the process's loop; a restart after NetLoop.close_shared_if_idle() takes a fresh one
             self._net = NetLoop.shared()
+            self._own_shared = True
         self._running = True
         self._member.start(self._net)
 

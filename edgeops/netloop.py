@@ -122,6 +122,10 @@ class NetLoop:
         loop._pool.shutdown(wait=True)
         return True
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     # -- any thread ------------------------------------------------------------------------
     def in_loop(self) -> bool:
         return threading.current_thread() is self._thread

@@ -250,3 +250,23 @@ def test_the_shared_loop_stops_only_when_no_connection_uses_it() -> None:
     assert done.wait(2)
     fresh.remove_member(member)
     assert NetLoop.close_shared_if_idle() is True
+
+
+def test_an_agent_restarted_after_the_shared_loop_stopped_connects_again(
+        broker: MosquittoBroker) -> None:
+    settings = BrokerSettings("127.0.0.1", broker.port, keepalive_s=5,
+                              backoff=Backoff(base_s=0.05, max_s=0.5))
+    conn = MqttConnection("cam-restart", settings, _status_for("cam-restart"),
+                          rng=random.Random(1))                  # no net: the shared loop
+    conn.start()
+    try:
+        assert conn.wait_connected(10), conn.last_error
+    finally:
+        conn.stop()
+    assert NetLoop.close_shared_if_idle() is True
+    conn.start()
+    try:
+        assert conn.wait_connected(10), conn.last_error
+    finally:
+        conn.stop()
+    assert NetLoop.close_shared_if_idle() is True
