@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import socket
 import time
 import uuid
@@ -43,6 +44,28 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout_s: float = 10.0) -> No
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s}s")
+
+
+@contextlib.contextmanager
+def many_open_fds(n: int) -> Iterator[None]:
+    """Hold ``n`` descriptors open (raising the soft limit if needed), so new ones are > n.
+
+    For the tests that show a network loop still works where ``select()`` cannot (fd >= 1024).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = n + 512
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"this test needs {need} open files; the hard limit here is {hard} "
+                    "(raise it with ulimit -Hn)")
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @contextlib.contextmanager

@@ -8,9 +8,7 @@ descriptors before the agent connects, so its socket lands above 1024: it fails 
 
 from __future__ import annotations
 
-import os
 import random
-import resource
 import select
 import socket
 import threading
@@ -25,6 +23,7 @@ from device_agent.netloop import NetLoop
 from edgeops.protocol import StatusMessage, topics
 from tests.device_agent.net.observer import Observer
 from tests.mosquitto import MosquittoBroker, free_port
+from tests.services import many_open_fds
 
 pytestmark = pytest.mark.broker
 
@@ -50,30 +49,12 @@ def _private_loop() -> Iterator[NetLoop]:
         net.close()
 
 
-@contextmanager
-def _many_open_fds(n: int) -> Iterator[None]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = n + 512
-    if hard != resource.RLIM_INFINITY and hard < need:
-        pytest.skip(f"this test needs {need} open files; the hard limit here is {hard} "
-                    "(raise it with ulimit -Hn)")
-    if soft != resource.RLIM_INFINITY and soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(n)]
-    try:
-        yield
-    finally:
-        for fd in fds:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
 def test_agent_connection_works_with_descriptors_above_1024(broker: MosquittoBroker,
                                                            observer: Observer) -> None:
     dev = "cam-fd"
     cmd = topics.device_topic(dev, "commands")
     observer.subscribe(topics.device_topic(dev, "state"))
-    with _many_open_fds(FILLER_FDS), _private_loop() as net:
+    with many_open_fds(FILLER_FDS), _private_loop() as net:
         conn = _conn(dev, broker.port, net)
         conn.subscribe(cmd)
         conn.start()

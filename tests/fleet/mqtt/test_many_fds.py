@@ -11,16 +11,12 @@ survive a broker restart, over plain TCP and over mutual TLS.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
-import resource
 import select
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,29 +25,11 @@ import pytest
 from edgeops.errors import TransportError
 from fleet.mqtt import Inbound, MqttConnection, MqttOptions, TlsOptions
 from tests.fleet.mqtt.test_tls import pki, tls_broker  # noqa: F401  (fixtures)
+from tests.services import many_open_fds
 
 pytestmark = pytest.mark.broker
 
 FILLER_FDS = 1100
-
-
-@contextmanager
-def many_open_fds(n: int = FILLER_FDS) -> Iterator[None]:
-    """Hold ``n`` descriptors open (raising the soft limit if needed), so new ones are > n."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = n + 512
-    if hard != resource.RLIM_INFINITY and hard < need:
-        pytest.skip(f"this test needs {need} open files; the hard limit here is {hard} "
-                    "(raise it with ulimit -Hn)")
-    if soft != resource.RLIM_INFINITY and soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(n)]
-    try:
-        yield
-    finally:
-        for fd in fds:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def assert_above_select_limit(conn: MqttConnection) -> None:
@@ -101,7 +79,7 @@ def exchange_through_a_restart(broker: Any, fast_receive: bool, tls: TlsOptions 
                            fast_receive=fast_receive)
 
     before = {t.ident for t in threading.enumerate()}
-    with many_open_fds():
+    with many_open_fds(FILLER_FDS):
         pub = MqttConnection(broker.url, opts("fd-pub"), tls=tls, on_published=on_published)
         # a shared subscription and a persistent session, as the worker has
         sub = MqttConnection(broker.url, opts("fd-sub"), tls=tls,
