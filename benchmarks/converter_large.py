@@ -306,23 +306,15 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 def _cpu() -> dict[str, Any]:
-    from converters.onnx_quant import cpu_facts
+    from benchmarks.converter_onnx import _cpu as cpu_and_isa
 
-    name = ""
-    try:
-        name = next((ln.split(":", 1)[1].strip() for ln in
-                     Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("model name")), "")
-    except OSError:
-        pass
     mem = ""
     try:
         mem = next(ln.split(":", 1)[1].strip() for ln in
                    Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
     except (OSError, StopIteration):
         pass
-    return {"model": name or platform.processor(), "cpus": os.cpu_count(), "memory": mem,
-            **cpu_facts()}
+    return {**cpu_and_isa(), "cpus": os.cpu_count(), "memory": mem}
 
 
 def _isa(cpu: dict[str, Any]) -> str:

@@ -128,15 +128,9 @@ def _latency(sessions: dict[str, Any], x: np.ndarray, rounds: int, runs: int, ba
 
 def _cpu() -> dict[str, Any]:
     from converters.onnx_quant import cpu_facts
+    from hardware_tests.machine import cpu_model
 
-    name = ""
-    try:
-        name = next((ln.split(":", 1)[1].strip() for ln in
-                     Path("/proc/cpuinfo").read_text().splitlines()
-                     if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"model": name or platform.processor(), **cpu_facts()}
+    return {"model": cpu_model(), **cpu_facts()}
 
 
 def run(models: tuple[str, ...], threads: int, rounds: int, runs: int) -> dict[str, Any]:
