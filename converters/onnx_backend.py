@@ -177,8 +177,7 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
                     "threads": ctx.request.threads, "runs": LATENCY_RUNS,
                     "provider": lat["provider"]},
     }
-    if lat["provider"] not in ctx.profile.providers[:1] and \
-            lat["provider"] == "CPUExecutionProvider":
+    if lat["provider"] == "CPUExecutionProvider" != ctx.profile.providers[0]:
         metrics["latency"]["warnings"] = [
             f"{ctx.profile.name}: latency measured on CPUExecutionProvider (this machine has no "
             f"{' or '.join(p for p in ctx.profile.providers if p != 'CPUExecutionProvider')}): "
