@@ -31,10 +31,15 @@ def identity(rank: int) -> Perm:
 
 
 def layout_record(perm: Perm) -> dict[str, object]:
-    """How an artifact input/output relates to the ONNX tensor (recorded in the manifest)."""
-    names = {(0, 2, 3, 1): "NHWC", (0, 1, 2, 3): "NCHW", (0, 2, 1): "NWC", (0, 1, 2): "NCW"}
-    return {"layout": names.get(perm, "as-onnx" if perm == identity(len(perm)) else "custom"),
-            "perm_from_onnx": list(perm)}
+    """How an artifact input/output relates to the ONNX tensor (recorded in the manifest).
+
+    An unpermuted tensor is "as-onnx", never "NCHW": the lowering cannot know the ONNX tensor's
+    own layout (a tf2onnx model's input is NHWC already). A channels-last permutation is only
+    chosen for tensors that feed or leave NCHW spatial ops, so "NHWC"/"NWC" are sure."""
+    if perm == identity(len(perm)):
+        return {"layout": "as-onnx", "perm_from_onnx": list(perm)}
+    names = {(0, 2, 3, 1): "NHWC", (0, 2, 1): "NWC"}
+    return {"layout": names.get(perm, "custom"), "perm_from_onnx": list(perm)}
 
 
 class LayoutTracker:

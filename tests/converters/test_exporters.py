@@ -330,8 +330,9 @@ def test_exporter_quirks_build_for_x86_int8_and_tflite(cli, keys_home: Path, tmp
         assert acc["drop"] <= 0.01 and acc["summary"]["cosine_min"] >= 0.99, art.target
     if name == "tf2onnx":
         # NHWC in, Transpose to NCHW: the TFLite graph takes the NHWC input as it is and the
-        # Transpose pair cancels out
-        assert tfl.details["io_layout"][inp]["perm_from_onnx"] == [0, 1, 2, 3]
+        # Transpose pair cancels out; the record says "as the ONNX input", not "NCHW"
+        assert tfl.details["io_layout"][inp] == {"layout": "as-onnx",
+                                                 "perm_from_onnx": [0, 1, 2, 3]}
         assert tfl.details["transposes"] == 0
     q = onnx.load_from_string(b.read_file(x86.file.path))
     assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)

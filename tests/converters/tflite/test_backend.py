@@ -85,7 +85,7 @@ def test_keep_io_layout_golden_in_onnx_layout(tmp_path: Path) -> None:
     (a,) = build(req, lambda _m: None, tmp_path / "work").artifacts
     ins, outs = _golden(a.golden_path)
     assert ins["x"].shape[1:] == (3, 16, 16) and outs["y"].shape[1:] == (4, 16, 16)
-    assert a.details["io_layout"]["y"]["layout"] == "NCHW"
+    assert a.details["io_layout"]["y"]["layout"] == "as-onnx"
 
 
 def test_cli_build_reports_tflite_targets(cli, keys_home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -117,7 +117,7 @@ def test_cli_keep_io_layout_flag(cli, keys_home: Path, tmp_path: Path) -> None: 
     assert res.code == 0, res.err
     bundle = read_bundle(Path(json.loads(res.out)["bundle"]))
     (entry,) = bundle.manifest.artifacts
-    assert entry.details["io_layout"]["x"]["layout"] == "NCHW"
+    assert entry.details["io_layout"]["x"]["layout"] == "as-onnx"
     assert LiteRT(bundle.read_file(entry.file.path)).inputs[0]["shape"].tolist() == [1, 3, 16, 16]
 
 
