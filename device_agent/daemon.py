@@ -42,6 +42,7 @@ import paho.mqtt.client as paho
 from device_agent import AGENT_VERSION
 from device_agent.config import AgentConfig
 from device_agent.core import AgentCore, request_from_fetched
+from device_agent.memory import tune_allocator
 from device_agent.mqtt import Backoff, MqttConnection, TlsFiles, parse_broker_url
 from device_agent.telemetry import (
     DurableQueue,
@@ -628,6 +629,8 @@ def run(config: AgentConfig, *, settings: DaemonSettings = DaemonSettings()) -> 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda _s, _f: stop.set())
+    # Process-wide, so here and not in Agent (the simulator runs many Agents in one process).
+    tune_allocator()
     try:
         agent = Agent(config, settings=settings)
         agent.start()

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from device_agent.io_adapter import IoAdapter
+from device_agent.memory import release_free_memory
 from device_agent.runtime import ModelRunner, load_runner
 from device_agent.slots import SlotInfo, SlotStore
 from edgeops.bundle.manifest import Manifest, TensorSpec
@@ -202,8 +203,11 @@ class InferenceService:
 
     def load_slot(self, store: SlotStore, info: SlotInfo | None) -> None:
         """The installer's ``on_activate`` hook: load first, then swap (a load error leaves the
-        current model serving and propagates)."""
+        current model serving and propagates). Then hands the heap the old session freed back
+        to the OS (device_agent/memory.py); a request still running on the old model frees it
+        later, and the allocator's fixed trim threshold returns most of that on its own."""
         self.swap(None if info is None else LoadedModel.from_slot(store, info, self.threads))
+        release_free_memory()
 
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         # One read of the reference, no lock: a swap() meanwhile only changes what the next
