@@ -12,8 +12,10 @@ and an idle agent uses < 1 % of a core. Measured side by side in one run:
   device really runs), and the local API over a Unix socket (npz bodies, keep-alive). Median
   per-call latency of N calls per repetition, median over repetitions, ratio to both baselines;
 * memory: RSS of a real ``device_agent.daemon.run`` subprocess (connected to a real mosquitto,
-  model installed and loaded, telemetry on) beside a baseline subprocess that only imports
-  ONNX Runtime and loads the same model;
+  model installed and loaded, telemetry on) beside baseline subprocesses that only import
+  ONNX Runtime and load the same model (plain, and with the agent's allocator settings), the
+  floor (ONNX Runtime with a 4x4 model), and the same pair for the MLP as a TFLite artifact in
+  LiteRT (a tflite-cpu device never loads ONNX Runtime); resident MB by mapping from smaps;
 * idle CPU: CPU seconds of both subprocesses over the same idle window, as % of one core;
 * many agents (fleet simulator, issue 9): N model-less agents in one process, RSS and threads
   per agent and total idle CPU.
@@ -79,19 +81,36 @@ def _fleet(work: Path) -> Any:
     return store
 
 
-def _bundle(work: Path, store: Any, kind: str) -> dict[str, Any]:
-    """A signed bundle's parts for one model, written as the TUF client would leave them."""
-    import onnxruntime as ort
+def _tflite(data: bytes, width: int) -> bytes:
+    """The ONNX model as an FP32 TFLite flatbuffer, through the project's own converter."""
+    import onnx
 
+    from converters.tflite.convert import convert
+
+    return convert(onnx.load_from_string(data), input_shapes={"x": (1, width)}).model
+
+
+def _bundle(work: Path, store: Any, kind: str, fmt: str = "onnx") -> dict[str, Any]:
+    """A signed bundle's parts for one model, written as the TUF client would leave them;
+    ``fmt`` "tflite" makes a tflite-cpu artifact served by LiteRT instead of ONNX Runtime."""
     from edgeops.bundle import ArtifactEntry, FileRef, Manifest, TensorSpec, write_bundle
 
     data, width = _model(kind)
-    src = work / f"src-{kind}"
+    src = work / f"src-{kind}-{fmt}"
     src.mkdir(parents=True)
     (src / "model.onnx").write_bytes(data)
     x = np.random.default_rng(1).standard_normal((2, width)).astype(np.float32)
-    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    y = np.concatenate([sess.run(None, {"x": x[i:i + 1]})[0] for i in range(2)])
+    if fmt == "tflite":
+        from device_agent.runtime import load_runner
+
+        (src / f"model.{fmt}").write_bytes(_tflite(data, width))
+        runner = load_runner(src / f"model.{fmt}", runtime="litert")
+        y = np.concatenate([runner.run({"x": x[i:i + 1]})["y"] for i in range(2)])
+    else:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        y = np.concatenate([sess.run(None, {"x": x[i:i + 1]})[0] for i in range(2)])
     buf = io.BytesIO()
     np.savez(buf, **{"input/x": x, "output/y": y})
     (src / "golden.npz").write_bytes(buf.getvalue())
@@ -100,34 +119,37 @@ def _bundle(work: Path, store: Any, kind: str) -> dict[str, Any]:
         b = (src / name).read_bytes()
         return FileRef(path, hashlib.sha256(b).hexdigest(), len(b))
 
+    target = "tflite-cpu" if fmt == "tflite" else "x86-cpu"
+    model_path = f"artifacts/{target}/model.{fmt}"
     entry = ArtifactEntry(
-        target="x86-cpu", file=ref("model.onnx", "artifacts/x86-cpu/model.onnx"), format="onnx",
-        runtime="onnxruntime", providers=("CPUExecutionProvider",), precision="fp32",
-        golden=ref("golden.npz", "artifacts/x86-cpu/golden.npz"),
+        target=target, file=ref(f"model.{fmt}", model_path), format=fmt,
+        runtime="litert" if fmt == "tflite" else "onnxruntime",
+        providers=() if fmt == "tflite" else ("CPUExecutionProvider",), precision="fp32",
+        golden=ref("golden.npz", f"artifacts/{target}/golden.npz"),
         metrics={"latency_ms": {"p50": 50.0, "p95": 100.0}}, tolerance={"atol": 1e-4})
     spec = TensorSpec("x", "float32", ("n", width))
     manifest = Manifest(name=f"bench-{kind}", version="1.0.0",
                         source_sha256=hashlib.sha256(data).hexdigest(), inputs=(spec,),
                         outputs=(TensorSpec("y", "float32", ("n", width)),),
                         artifacts=(entry,), baseline={"x": {"mean": 0.0, "std": 1.0}})
-    out = write_bundle(work / f"{kind}.edgebundle", manifest,
-                       {"artifacts/x86-cpu/model.onnx": src / "model.onnx",
-                        "artifacts/x86-cpu/golden.npz": src / "golden.npz"},
+    out = write_bundle(work / f"{kind}-{fmt}.edgebundle", manifest,
+                       {model_path: src / f"model.{fmt}",
+                        f"artifacts/{target}/golden.npz": src / "golden.npz"},
                        [store.signer("targets", PASS)])
     from edgeops.bundle import read_bundle
 
     b = read_bundle(out)
     return {"manifest": b.manifest_bytes, "signatures": b.signatures.to_bytes(),
-            "artifact": src / "model.onnx", "golden": src / "golden.npz", "width": width,
-            "model": data, "name": manifest.name}
+            "artifact": src / f"model.{fmt}", "golden": src / "golden.npz", "width": width,
+            "model": data, "name": manifest.name, "target": target}
 
 
 def _config(work: Path, store: Any, device: str, broker_port: int,
-            unix_socket: Path | None) -> Any:
+            unix_socket: Path | None, target: str = "x86-cpu") -> Any:
     from device_agent.config import AgentConfig
 
     key = store.public_key("manager")
-    d = {"schema": "edgeops.agent-config/v1", "device_id": device, "target": "x86-cpu",
+    d = {"schema": "edgeops.agent-config/v1", "device_id": device, "target": target,
          "broker": {"url": f"mqtt://127.0.0.1:{broker_port}", "keepalive_s": 30},
          "data_dir": str(work / device),
          "trust": {"root": str(store.home / "trust" / "root.json"),
@@ -231,6 +253,58 @@ print("ready", flush=True)
 time.sleep(3600)
 """
 
+# The baseline with the allocator settings the agent's entry point applies (device_agent/memory.py),
+# so "agent minus baseline" compares like with like.
+_BASELINE_TUNED_CODE = "from device_agent.memory import tune_allocator; tune_allocator()\n" + \
+    _BASELINE_CODE
+
+# The same for LiteRT: numpy and the interpreter with the MLP as TFLite, allocator tuned.
+_LITERT_BASELINE_CODE = """
+import sys, time
+from device_agent.memory import tune_allocator; tune_allocator()
+from ai_edge_litert.interpreter import Interpreter
+it = Interpreter(model_path=sys.argv[1], num_threads=1)
+it.allocate_tensors()
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+# Where resident pages live, by mapping (Linux /proc/PID/smaps), grouped.
+_GROUPS = (
+    ("onnxruntime", ("onnxruntime",)),
+    ("LiteRT", ("litert", "LiteRt")),
+    ("model file (mapped)", (".tflite", ".onnx")),
+    ("numpy + OpenBLAS", ("numpy", "openblas", "gfortran", "_multiarray", "_umath")),
+    ("cryptography (Rust)", ("_rust.abi3",)),
+    ("OpenSSL (ssl, hashlib)", ("libcrypto", "libssl", "_ssl.", "_hashlib")),
+    ("libpython, libc, libstdc++", ("libpython", "libc.", "libstdc++", "libm.", "ld-linux")),
+    ("heap + anonymous", ("[heap]", "[anon]", "[stack]")),
+)
+
+
+def _smaps_groups(pid: int) -> dict[str, float]:
+    """Resident MB per group of mappings; 'other' for the rest (small extension modules)."""
+    kb: dict[str, int] = {g: 0 for g, _ in _GROUPS}
+    kb["other"] = 0
+    name = "[anon]"
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        head = line.split()
+        if not head:
+            continue
+        if "-" in head[0] and ":" not in head[0]:  # a mapping's first line: range perms ... path
+            name = head[5] if len(head) > 5 else "[anon]"
+            continue
+        if head[0] == "Rss:":
+            base = os.path.basename(name) if name.startswith("/") else name
+            group = next((g for g, keys in _GROUPS if any(k in base for k in keys)), "other")
+            kb[group] += int(head[1])
+    return {g: round(v / 1024, 1) for g, v in kb.items()}
+
+
 _AGENT_CODE = """
 import sys, logging
 from device_agent.config import AgentConfig
@@ -239,29 +313,42 @@ sys.exit(run(AgentConfig.from_file(sys.argv[1])))
 """
 
 
-def _process_footprint(work: Path, store: Any, parts: dict[str, Any], broker_port: int,
+def _process_footprint(work: Path, store: Any, parts: dict[str, Any],
+                       litert_parts: dict[str, Any], broker_port: int,
                        idle_s: float) -> dict[str, Any]:
     import psutil
 
-    cfg = _config(work, store, "footprint", broker_port, None)
-    _install(cfg, parts)
-    cfg_file = work / "agent.json"
-    cfg_file.write_text(json.dumps(cfg.to_dict()))
+    agents: dict[str, subprocess.Popen[bytes]] = {}
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for name, p in (("agent", parts), ("agent_litert", litert_parts)):
+        cfg = _config(work, store, f"footprint-{name}", broker_port, None, p["target"])
+        _install(cfg, p)
+        cfg_file = work / f"{name}.json"
+        cfg_file.write_text(json.dumps(cfg.to_dict()))
+        agents[name] = subprocess.Popen([sys.executable, "-c", _AGENT_CODE, str(cfg_file)],
+                                        env=env, stderr=subprocess.DEVNULL)
     model_file = work / "baseline.onnx"
     model_file.write_bytes(parts["model"])
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    agent = subprocess.Popen([sys.executable, "-c", _AGENT_CODE, str(cfg_file)], env=env,
-                             stderr=subprocess.DEVNULL)
-    base = subprocess.Popen([sys.executable, "-c", _BASELINE_CODE, str(model_file)], env=env,
-                            stdout=subprocess.PIPE)
+    tiny_file = work / "floor.onnx"
+    tiny_file.write_bytes(_model("tiny")[0])
+    others = {name: subprocess.Popen([sys.executable, "-c", code, str(f)], env=env,
+                                     stdout=subprocess.PIPE)
+              # the floor: the same interpreter, numpy and ORT with a 4x4 model, nothing else
+              for name, code, f in (("ort_floor", _BASELINE_CODE, tiny_file),
+                                    ("ort_baseline", _BASELINE_CODE, model_file),
+                                    ("ort_baseline_tuned", _BASELINE_TUNED_CODE, model_file),
+                                    ("litert_baseline_tuned", _LITERT_BASELINE_CODE,
+                                     litert_parts["artifact"]))}
     try:
-        assert base.stdout is not None
-        base.stdout.readline()
+        for p in others.values():
+            assert p.stdout is not None
+            p.stdout.readline()
         # the agent is up once it has loaded the model and connected: give it a settle period
         time.sleep(8)
-        procs = {"agent": psutil.Process(agent.pid), "ort_baseline": psutil.Process(base.pid)}
-        if agent.poll() is not None:
-            raise SystemExit("agent subprocess exited early")
+        procs = {**{k: psutil.Process(p.pid) for k, p in agents.items()},
+                 **{k: psutil.Process(p.pid) for k, p in others.items()}}
+        if any(a.poll() is not None for a in agents.values()):
+            raise SystemExit("an agent subprocess exited early")
         t0 = {k: p.cpu_times() for k, p in procs.items()}
         w0 = time.monotonic()
         time.sleep(idle_s)
@@ -274,12 +361,17 @@ def _process_footprint(work: Path, store: Any, parts: dict[str, Any], broker_por
             out[k] = {"rss_mb": round(mem.rss / 2**20, 1),
                       "uss_mb": round(p.memory_full_info().uss / 2**20, 1),
                       "threads": p.num_threads(),
-                      "idle_cpu_pct_of_core": round(100 * cpu / wall, 3)}
+                      "idle_cpu_pct_of_core": round(100 * cpu / wall, 3),
+                      "rss_by_mapping_mb": _smaps_groups(p.pid)}
         out["agent_minus_baseline_rss_mb"] = round(out["agent"]["rss_mb"]
                                                    - out["ort_baseline"]["rss_mb"], 1)
+        out["agent_minus_tuned_baseline_rss_mb"] = round(
+            out["agent"]["rss_mb"] - out["ort_baseline_tuned"]["rss_mb"], 1)
+        out["agent_litert_minus_tuned_baseline_rss_mb"] = round(
+            out["agent_litert"]["rss_mb"] - out["litert_baseline_tuned"]["rss_mb"], 1)
         return out
     finally:
-        for p in (agent, base):
+        for p in (*agents.values(), *others.values()):
             p.terminate()
             try:
                 p.wait(15)
@@ -381,7 +473,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"latency: {kind} ...", file=sys.stderr)
                 latency[kind] = _latency(work, store, parts[kind], args.calls, args.reps, port)
             print(f"footprint: idle {args.idle_s:.0f} s ...", file=sys.stderr)
-            footprint = _process_footprint(work, store, parts["mlp512x4"], port, args.idle_s)
+            litert = _bundle(work, store, "mlp512x4", "tflite")
+            footprint = _process_footprint(work, store, parts["mlp512x4"], litert, port,
+                                           args.idle_s)
             many = None
             if args.many_agents:
                 print(f"{args.many_agents} agents in one process ...", file=sys.stderr)
@@ -419,16 +513,33 @@ def _markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {model} | {path} | {row['p50_us']} | {row['ratio']} | "
                          f"{row.get('ratio_vs_binding', '')} |")
     p = r["process"]
-    lines += ["", f"Idle window {p['idle_window_s']} s, model mlp512x4 loaded in both.", "",
+    procs = ("ort_floor", "ort_baseline", "ort_baseline_tuned", "agent",
+             "litert_baseline_tuned", "agent_litert")
+    lines += ["", f"Idle window {p['idle_window_s']} s. `ort_floor`: Python, numpy and ONNX "
+              "Runtime with a 4x4 model, nothing else. `ort_baseline`: the same with the agent's "
+              "model (mlp512x4); `_tuned` adds the allocator settings the agent applies "
+              "(device_agent/memory.py). `agent`: the daemon, connected, telemetry on, "
+              "mlp512x4 loaded. `litert_baseline_tuned` and `agent_litert`: the same MLP as an "
+              "FP32 TFLite artifact (tflite-cpu target) in LiteRT; ONNX Runtime never loads.", "",
               "| process | RSS MB | USS MB | threads | idle CPU % of a core |",
               "|---|---:|---:|---:|---:|"]
-    for k in ("ort_baseline", "agent"):
+    for k in procs:
         q = p[k]
         lines.append(f"| {k} | {q['rss_mb']} | {q['uss_mb']} | {q['threads']} | "
                      f"{q['idle_cpu_pct_of_core']} |")
-    lines += ["", f"Agent minus baseline RSS: {p['agent_minus_baseline_rss_mb']} MB. Goals: "
-              "in-process overhead <= 5 % at p50, agent RSS <= 60 MB, idle CPU < 1 % of a core.",
-              ""]
+    groups = list(p["agent"].get("rss_by_mapping_mb", {}))
+    if groups:
+        lines += ["", "Resident MB by mapping (/proc/PID/smaps):", "",
+                  "| mapping | " + " | ".join(procs) + " |",
+                  "|---|" + "---:|" * len(procs)]
+        for g in groups:
+            lines.append(f"| {g} | " + " | ".join(
+                str(p[k]["rss_by_mapping_mb"].get(g, "")) for k in procs) + " |")
+    lines += ["", f"Agent minus baseline RSS: {p['agent_minus_baseline_rss_mb']} MB; minus the "
+              f"tuned baseline: {p['agent_minus_tuned_baseline_rss_mb']} MB; LiteRT agent minus "
+              f"its baseline: {p['agent_litert_minus_tuned_baseline_rss_mb']} MB. Goals: in-process "
+              "overhead <= 5 % at p50, agent RSS <= 60 MB, idle CPU < 1 % of a core. The floor "
+              "row is what any Python process with this ONNX Runtime pays before an agent.", ""]
     m = r.get("many_agents")
     if m:
         lines += [f"{m['agents']} agents without a model in one process ({m['connected']} "
