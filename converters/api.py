@@ -27,6 +27,7 @@ __all__ = [
     "ProgressFn",
     "get_backend",
     "register_backend",
+    "timed_on_target",
 ]
 
 ProgressFn = Callable[[str], None]
@@ -64,6 +65,23 @@ class BuiltArtifact:
     metrics: dict[str, Any]                            # latency, size, accuracy vs FP32
     tolerance: dict[str, float]                        # for on-device golden checks
     details: dict[str, Any] = field(default_factory=dict)  # quantisation choices, float nodes
+
+
+CPU_PROVIDERS = ("CPUExecutionProvider", "XNNPACK")
+
+
+def timed_on_target(runtime: str, providers: tuple[str, ...], measured: str | None) -> bool:
+    """Whether a latency timed on ``measured`` describes the device's own provider.
+
+    ONNX backends record the provider they timed on; LiteRT figures are XNNPACK (CPU). A
+    cuda-gpu artifact timed on CUDA counts even when TensorRT (its first choice) is absent;
+    timed on the build machine's CPU, never: a tiny model can be faster there than on the GPU,
+    and a budget from there would make the device's health check roll back a good model.
+    The one rule behind both the build's warning and what is signed (converters/package.py).
+    """
+    measured = measured or ("XNNPACK" if runtime == "litert" else "CPUExecutionProvider")
+    intended = providers[0] if providers else "CPUExecutionProvider"
+    return measured == intended or (measured in providers and measured not in CPU_PROVIDERS)
 
 
 @dataclass

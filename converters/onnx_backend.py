@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.api import BackendContext, BuiltArtifact, register_backend
+from converters.api import BackendContext, BuiltArtifact, register_backend, timed_on_target
 from converters.onnx_perf import MIN_GAIN
 from converters.validate import (
     _session,
@@ -177,9 +177,9 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
                     "threads": ctx.request.threads, "runs": LATENCY_RUNS,
                     "provider": lat["provider"]},
     }
-    if lat["provider"] == "CPUExecutionProvider" != ctx.profile.providers[0]:
+    if not timed_on_target(ctx.profile.runtime, ctx.profile.providers, lat["provider"]):
         metrics["latency"]["warnings"] = [
-            f"{ctx.profile.name}: latency measured on CPUExecutionProvider (this machine has no "
+            f"{ctx.profile.name}: latency measured on {lat['provider']} (this machine has no "
             f"{' or '.join(p for p in ctx.profile.providers if p != 'CPUExecutionProvider')}): "
             "a build-machine figure for the report only, never signed into the manifest; run "
             "the hardware suite on the device for the target's figure"]

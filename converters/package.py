@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from converters.api import BuildRequest, BuiltArtifact
+from converters.api import BuildRequest, BuiltArtifact, timed_on_target
 from converters.build import BuildOutcome
 from converters.onnx_backend import _nice_ceil
 from edgeops.bundle import ArtifactEntry, Manifest, TensorSpec, file_ref, write_bundle
@@ -53,25 +53,12 @@ def provenance(cwd: Path | None = None) -> dict[str, Any]:
 
 # Providers that run on the build machine's CPU: a figure measured there is the target's own
 # only when the target's first provider is one of them.
-CPU_PROVIDERS = ("CPUExecutionProvider", "XNNPACK")
-
-
 def latency_signable(a: BuiltArtifact, lat: dict[str, Any] | None) -> bool:
-    """Whether ``lat`` was measured on the provider the device will use, so it can be signed.
-
-    ONNX backends record ``provider``; LiteRT figures are XNNPACK (CPU). A cuda-gpu artifact
-    timed on CUDA counts even when TensorRT (its first choice) is absent; timed on CPU, never:
-    a tiny model can be faster on the build machine's CPU than on the GPU, and a budget from
-    there would make the device's health check roll back a good model.
-    """
+    """Whether ``lat`` was measured on the provider the device will use, so it can be signed
+    (the rule: :func:`converters.api.timed_on_target`)."""
     if not lat:
         return False
-    measured = str(lat.get("provider") or ("XNNPACK" if a.runtime == "litert"
-                                            else "CPUExecutionProvider"))
-    intended = a.providers[0] if a.providers else "CPUExecutionProvider"
-    if measured == intended:
-        return True
-    return measured in a.providers and measured not in CPU_PROVIDERS
+    return timed_on_target(a.runtime, a.providers, lat.get("provider"))
 
 
 def _manifest_metrics(a: BuiltArtifact, sign_latency: bool) -> dict[str, Any]:
