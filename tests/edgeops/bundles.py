@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from securesystemslib.signer import Signer
 
 from edgeops.bundle import ArtifactEntry, FileRef, Manifest, TensorSpec, file_ref, write_bundle
 from edgeops.keys import OFFLINE_ROLES, ROLES, KeyStore
@@ -41,7 +42,15 @@ def tiny_model(path: Path, seed: int = 0) -> Path:
 
 def make_bundle(tmp: Path, store: KeyStore, *, name: str = "tiny", version: str = "1.0.0",
                 target: str = "x86-cpu", seed: int = 0, out: Path | None = None) -> Path:
-    """A signed bundle with one real ONNX artifact and its golden samples."""
+    """A signed bundle with one real ONNX artifact and its golden samples (targets key)."""
+    return signed_bundle(tmp, [store.signer("targets", PASSPHRASE)], name=name, version=version,
+                         target=target, seed=seed, out=out)
+
+
+def signed_bundle(tmp: Path, signers: list[Signer], *, name: str = "tiny", version: str = "1.0.0",
+                  target: str = "x86-cpu", seed: int = 0, out: Path | None = None,
+                  provenance: str = "test") -> Path:
+    """The same, signed by whatever keys the caller holds (the attack suite forges some)."""
     work = tmp / f"work-{name}-{version}-{target}-{seed}"
     work.mkdir(parents=True, exist_ok=True)
     model = tiny_model(work / "model.onnx", seed)
@@ -64,14 +73,14 @@ def make_bundle(tmp: Path, store: KeyStore, *, name: str = "tiny", version: str 
         source_sha256=hashlib.sha256(model.read_bytes()).hexdigest(),
         inputs=(TensorSpec("x", "float32", ("N", 4)),),
         outputs=(TensorSpec("y", "float32", ("N", 3)),), artifacts=(entry,),
-        provenance={"edgeops": "test"})
+        provenance={"edgeops": provenance})
     dest = out or tmp / manifest.bundle_filename
-    return write_bundle(dest, manifest, {art_path: model, gold_path: golden},
-                        [store.signer("targets", PASSPHRASE)])
+    return write_bundle(dest, manifest, {art_path: model, gold_path: golden}, signers)
 
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-__all__ = ["PASSPHRASE", "FileRef", "make_bundle", "make_keystore", "sha", "tiny_model"]
+__all__ = ["PASSPHRASE", "FileRef", "make_bundle", "make_keystore", "sha", "signed_bundle",
+           "tiny_model"]
