@@ -49,7 +49,8 @@ and this machine have no GPU. AVX-512 VNNI: this machine's AMD EPYC has it, so t
 
 _BASELINES = {
     "agent_core": "ONNX Runtime called directly, interleaved",
-    "agent_footprint": "ORT-only process with the same model; ORT direct calls and its C++ binding",
+    "agent_footprint": "ORT-only (LiteRT-only) process with the same model; ORT direct calls "
+                       "and its C++ binding",
     "console": "plain API paging / first scrape in the same run",
     "converter_large": "FP32 source (external data) in the same run; opt-in, run by hand",
     "converter_gpu": "FP32 source on the same CUDA provider, interleaved",
