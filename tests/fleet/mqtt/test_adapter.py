@@ -16,7 +16,7 @@ from fleet.ingest import IngestConfig
 from fleet.mqtt import BrokerAddress, TlsOptions, parse_broker_url
 from fleet.store import Store
 from fleet.worker import ManagerWorker, WorkerConfig
-from tests.fleet.mqtt.conftest import enroll
+from tests.fleet.mqtt.conftest import Acks, enroll, receive
 from tests.fleet.mqtt.devices import SimDevice
 from tests.mosquitto import MosquittoBroker
 
@@ -100,15 +100,6 @@ def test_unpersisted_telemetry_is_redelivered_to_the_next_worker(
         d.close()
 
 
-def _drain(conn: Any, n: int, timeout_s: float = 15.0) -> list[Any]:
-    got: list[Any] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < n and time.monotonic() < deadline:
-        with contextlib.suppress(queue.Empty):
-            got.append(conn.inbound.get(timeout=0.1))
-    return got
-
-
 @pytest.mark.broker
 def test_fast_receive_path_sees_exactly_what_plain_paho_sees(broker: MosquittoBroker) -> None:
     """FastClient parses PUBLISH packets itself: properties of any length, empty and large
@@ -146,8 +137,8 @@ def test_fast_receive_path_sees_exactly_what_plain_paho_sees(broker: MosquittoBr
         for topic, payload, qos, p in sent:
             pub.publish(topic, payload, qos=qos, properties=p).wait_for_publish(5)
         want = sorted((t, p, q) for t, p, q, _ in sent)
-        got_fast = _drain(fast, len(sent))
-        got_plain = _drain(plain, len(sent))
+        got_fast = receive(fast, len(sent))
+        got_plain = receive(plain, len(sent))
         assert sorted((m.topic, m.payload, m.qos) for m in got_fast) == want
         assert sorted((m.topic, m.payload, m.qos) for m in got_plain) == want
         fast.ack_all(got_fast)
@@ -156,7 +147,7 @@ def test_fast_receive_path_sees_exactly_what_plain_paho_sees(broker: MosquittoBr
         fast2 = MqttConnection(broker.url, MqttOptions(client_id="fast-rx"), subscriptions=subs)
         fast2.start(5)
         try:
-            assert _drain(fast2, 1, timeout_s=1.5) == []  # all acknowledged: no redelivery
+            assert receive(fast2, 1, timeout_s=1.5) == []  # all acknowledged: no redelivery
         finally:
             fast2.close()
     finally:
@@ -177,14 +168,12 @@ def test_publishing_threads_survive_broker_restarts(broker: MosquittoBroker,
     from fleet.mqtt import MqttConnection, MqttOptions
 
     restarts, threads_n = 3, 4
-    acked: set[int] = set()
-    acked_lock = threading.Lock()
+    acks = Acks()
     window = threading.Semaphore(500)              # bounded in flight, as delivery does
     connects = []
 
     def on_published(mid: int) -> None:
-        with acked_lock:
-            acked.add(mid)
+        acks(mid)
         window.release()
 
     pub = MqttConnection(broker.url, MqttOptions(client_id="race-pub", reconnect_min_s=0.1,
@@ -254,14 +243,7 @@ def test_publishing_threads_survive_broker_restarts(broker: MosquittoBroker,
                     got.add(m.topic)
         assert got == {f"race/{i}" for i in range(threads_n)}
         everything = {m for ms in mids for m in ms} | set(final)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with acked_lock:
-                if everything <= acked:
-                    break
-            time.sleep(0.05)
-        with acked_lock:
-            missing = everything - acked
+        missing = acks.missing(everything, 20)
         assert not missing, f"{len(missing)} of {len(everything)} publishes never acknowledged"
         assert len(connects) == restarts + 1, f"{len(connects)} connections for {restarts} restarts"
     finally:

@@ -10,8 +10,6 @@ survive a broker restart, over plain TCP and over mutual TLS.
 
 from __future__ import annotations
 
-import contextlib
-import queue
 import select
 import socket
 import ssl
@@ -23,7 +21,8 @@ from typing import Any
 import pytest
 
 from edgeops.errors import TransportError
-from fleet.mqtt import Inbound, MqttConnection, MqttOptions, TlsOptions
+from fleet.mqtt import MqttConnection, MqttOptions, TlsOptions
+from tests.fleet.mqtt.conftest import Acks, receive
 from tests.fleet.mqtt.test_tls import pki, tls_broker  # noqa: F401  (fixtures)
 from tests.services import many_open_fds
 
@@ -39,40 +38,20 @@ def assert_above_select_limit(conn: MqttConnection) -> None:
         select.select([sock], [], [], 0)
 
 
-def receive(conn: MqttConnection, n: int, timeout_s: float = 15.0) -> list[Inbound]:
-    got: list[Inbound] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < n and time.monotonic() < deadline:
-        with contextlib.suppress(queue.Empty):
-            got.append(conn.inbound.get(timeout=0.1))
-    return got
-
-
-def round_trip(pub: MqttConnection, sub: MqttConnection, acked: set[int], lock: threading.Lock,
-               tag: str, n: int = 200) -> None:
+def round_trip(pub: MqttConnection, sub: MqttConnection, acks: Acks, tag: str,
+               n: int = 200) -> None:
     mids = {pub.publish(f"fd/{tag}/{i % 7}", f"{tag}-{i}".encode(), qos=1) for i in range(n)}
     got = receive(sub, n)
     assert sorted(m.payload for m in got) == sorted(f"{tag}-{i}".encode() for i in range(n))
     sub.ack_all(got)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with lock:
-            if mids <= acked:
-                break
-        time.sleep(0.02)
-    with lock:
-        assert mids <= acked, f"{len(mids - acked)} of {n} publishes never acknowledged"
+    missing = acks.missing(mids, 10)
+    assert not missing, f"{len(missing)} of {n} publishes never acknowledged"
 
 
 def exchange_through_a_restart(broker: Any, fast_receive: bool, tls: TlsOptions | None
                                ) -> None:
     """Publisher and shared-subscription consumer above 1024: traffic, restart, traffic."""
-    acked: set[int] = set()
-    lock = threading.Lock()
-
-    def on_published(mid: int) -> None:
-        with lock:
-            acked.add(mid)
+    acks = Acks()
 
     def opts(cid: str) -> MqttOptions:
         return MqttOptions(client_id=cid, reconnect_min_s=0.1, reconnect_max_s=1.0,
@@ -80,7 +59,7 @@ def exchange_through_a_restart(broker: Any, fast_receive: bool, tls: TlsOptions 
 
     before = {t.ident for t in threading.enumerate()}
     with many_open_fds(FILLER_FDS):
-        pub = MqttConnection(broker.url, opts("fd-pub"), tls=tls, on_published=on_published)
+        pub = MqttConnection(broker.url, opts("fd-pub"), tls=tls, on_published=acks)
         # a shared subscription and a persistent session, as the worker has
         sub = MqttConnection(broker.url, opts("fd-sub"), tls=tls,
                              subscriptions=[("$share/mgr/fd/#", 1)])
@@ -92,14 +71,14 @@ def exchange_through_a_restart(broker: Any, fast_receive: bool, tls: TlsOptions 
                 assert isinstance(c._client.socket(), ssl.SSLSocket) == (tls is not None)
             # 200 small packets: over TLS many share a record, so the loop must also read
             # what OpenSSL holds decrypted (the selector cannot see it)
-            round_trip(pub, sub, acked, lock, "first")
+            round_trip(pub, sub, acks, "first")
             broker.restart()                    # both reconnect, again above 1024
             assert pub.connected.wait(15) and sub.connected.wait(15), (pub.last_error,
                                                                        sub.last_error)
             for c in (pub, sub):
                 assert_above_select_limit(c)
             time.sleep(0.2)                     # sub's subscription is renewed on connect
-            round_trip(pub, sub, acked, lock, "again")
+            round_trip(pub, sub, acks, "again")
         finally:
             sub.close()
             pub.close()
@@ -148,29 +127,24 @@ def test_unreachable_broker_fails_start_with_the_reason_and_stops_retrying() -> 
 
 def test_paho_loop_option_still_works_below_1024(broker: Any) -> None:
     """``network_loop="paho"`` (loop_start, kept as an option): traffic, restart, traffic."""
-    acked: set[int] = set()
-    lock = threading.Lock()
-
-    def on_published(mid: int) -> None:
-        with lock:
-            acked.add(mid)
+    acks = Acks()
 
     def opts(cid: str) -> MqttOptions:
         return MqttOptions(client_id=cid, reconnect_min_s=0.1, reconnect_max_s=1.0,
                            network_loop="paho")
 
-    pub = MqttConnection(broker.url, opts("paho-pub"), on_published=on_published)
+    pub = MqttConnection(broker.url, opts("paho-pub"), on_published=acks)
     sub = MqttConnection(broker.url, opts("paho-sub"), subscriptions=[("$share/mgr/fd/#", 1)])
     try:
         sub.start(10)
         pub.start(10)
         assert pub._net is None and pub._client._thread is not None   # paho's own thread
-        round_trip(pub, sub, acked, lock, "paho")
+        round_trip(pub, sub, acks, "paho")
         broker.restart()
         assert pub.connected.wait(15) and sub.connected.wait(15), (pub.last_error,
                                                                    sub.last_error)
         time.sleep(0.2)
-        round_trip(pub, sub, acked, lock, "paho-again")
+        round_trip(pub, sub, acks, "paho-again")
     finally:
         sub.close()
         pub.close()
