@@ -213,15 +213,12 @@ def _wait(what: str, check: Any, timeout_s: float, poll_s: float = 0.25) -> Any:
 def run(devices: int, size_bytes: int, timeout_s: float,
         per_process: int = AGENTS_PER_PROCESS) -> dict[str, Any]:
     import psutil
-    from tuf.api.metadata import Metadata, Root
 
     from edgeops.bundle import read_bundle
-    from edgeops.trust import root_path
     from fleet.client import FleetClient
-    from fleet.repository import sign_targets_update
     from fleet.sim.streams import DeviceSpec
-    from tests.edgeops.bundles import PASSPHRASE, make_keystore
-    from tests.fleet.live import live_fleet
+    from tests.edgeops.bundles import make_keystore
+    from tests.fleet.live import live_fleet, publish_bundle
     from tests.mosquitto import MosquittoBroker
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-agents-"))
@@ -259,10 +256,7 @@ def run(devices: int, size_bytes: int, timeout_s: float,
                       == devices, max(120.0, devices * 1.0), poll_s=1.0)
                 res["all_online_s"] = round(time.monotonic() - t, 1)
                 res["agent_processes"] = len(hosts)
-                root = Metadata[Root].from_file(str(root_path(keys)))
-                targets = sign_targets_update(c.current_targets(), read_bundle(bundle), root,
-                                              keys.signer("targets", PASSPHRASE))
-                c.publish(c.upload(bundle)["upload"], targets)
+                publish_bundle(c, keys, bundle)
                 worker = lf.server.worker
                 fetch_log = _record_fetches(worker.delivery)
                 egress0 = worker.delivery.stats.bytes_published
