@@ -20,6 +20,7 @@ from device_agent.health import (
 from device_agent.runtime import ModelLoadError, load_runner
 from device_agent.slots import SlotStore
 from edgeops.bundle import read_bundle
+from edgeops.bundle.manifest import ArtifactEntry
 from tests.device_agent.bundles import Fleet, build_bundle, bundle_parts
 
 FAST = HealthSettings(warmup_runs=1, timed_runs=5)
@@ -34,6 +35,16 @@ def slot_for(tmp_path: Path, bundle: Path) -> Path:
     w.write_bytes("golden.npz", parts.golden)
     w.commit(name="m", version="1.0.0", target="x86-cpu", model_file="model.onnx")
     return w.dir
+
+
+def unpacked(tmp_path: Path, fleet: Fleet, bundle_dir: Path
+             ) -> tuple[ArtifactEntry, Path, bytes]:
+    """A bundle without a latency figure: its x86-cpu entry, the model on disk, golden.npz."""
+    b = read_bundle(build_bundle(bundle_dir, fleet, metrics={}))
+    entry = b.manifest.artifact_for("x86-cpu")
+    assert entry is not None and entry.golden is not None
+    (tmp_path / "m.onnx").write_bytes(b.read_file(entry.file.path))
+    return entry, tmp_path / "m.onnx", b.read_file(entry.golden.path)
 
 
 @pytest.mark.parametrize(("metrics", "expected"), [
@@ -56,13 +67,10 @@ def test_latency_reference_forms(metrics: dict[str, object],
 
 def test_healthy_model_and_missing_latency_is_noted(tmp_path: Path, fleet: Fleet,
                                                     bundle_dir: Path) -> None:
-    b = read_bundle(build_bundle(bundle_dir, fleet, metrics={}))
-    entry = b.manifest.artifact_for("x86-cpu")
-    assert entry is not None and entry.golden is not None
-    (tmp_path / "m.onnx").write_bytes(b.read_file(entry.file.path))
-    runner = load_runner(tmp_path / "m.onnx", runtime="onnxruntime",
+    entry, model, golden = unpacked(tmp_path, fleet, bundle_dir)
+    runner = load_runner(model, runtime="onnxruntime",
                          providers=("CUDAExecutionProvider", "CPUExecutionProvider"))
-    r = check_health(runner, entry, b.read_file(entry.golden.path), FAST)
+    r = check_health(runner, entry, golden, FAST)
     assert r.ok and not r.latency_checked and r.samples == 3
     assert any("latency check skipped" in n for n in r.notes)
     assert any("CUDAExecutionProvider" in n for n in r.notes)    # not on this machine
@@ -84,15 +92,12 @@ class _FellBack:
 
 def test_health_reports_the_provider_the_session_really_runs_on(tmp_path: Path, fleet: Fleet,
                                                                  bundle_dir: Path) -> None:
-    b = read_bundle(build_bundle(bundle_dir, fleet, metrics={}))
-    entry = b.manifest.artifact_for("x86-cpu")
-    assert entry is not None and entry.golden is not None
-    (tmp_path / "m.onnx").write_bytes(b.read_file(entry.file.path))
-    real = load_runner(tmp_path / "m.onnx", runtime="onnxruntime")
-    same = check_health(real, entry, b.read_file(entry.golden.path), FAST)
+    entry, model, golden = unpacked(tmp_path, fleet, bundle_dir)
+    real = load_runner(model, runtime="onnxruntime")
+    same = check_health(real, entry, golden, FAST)
     assert same.providers == ("CPUExecutionProvider",)
     assert not any("did not start" in n for n in same.notes)
-    r = check_health(_FellBack(real), entry, b.read_file(entry.golden.path), FAST)  # type: ignore[arg-type]
+    r = check_health(_FellBack(real), entry, golden, FAST)  # type: ignore[arg-type]
     assert r.ok and r.providers[0] == "CUDAExecutionProvider"
     assert "TensorrtExecutionProvider did not start here; the model runs on " \
            "CUDAExecutionProvider" in r.notes
