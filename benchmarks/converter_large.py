@@ -37,6 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.converter_onnx import _cpu as converter_onnx_cpu
+from benchmarks.converter_onnx import _outputs, _session
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PASSPHRASE = "converter-large-bench"  # noqa: S105 - throwaway keys in a temp dir
 WEIGHT_STD = 0.02
@@ -189,20 +192,6 @@ def run_build(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------- measuring
 
 
-def _session(path: Path | str, threads: int) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def _run_all(sess: Any, x: np.ndarray) -> np.ndarray:
-    return np.concatenate([sess.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))])
-
-
 def _cosine(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     r = ref.reshape(len(ref), -1).astype(np.float64)
     g = got.reshape(len(got), -1).astype(np.float64)
@@ -292,7 +281,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     f = _session(src, args.threads)
     fp32_load_s = time.perf_counter() - t0
-    ref, got = _run_all(f, x), _run_all(q, x)
+    ref, got = _outputs(f, x), _outputs(q, x)
     cos = _cosine(ref, got)
     result["accuracy"] = {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
                           "max_abs_error": float(np.abs(ref - got).max()),
@@ -306,15 +295,13 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 def _cpu() -> dict[str, Any]:
-    from benchmarks.converter_onnx import _cpu as cpu_and_isa
-
     mem = ""
     try:
         mem = next(ln.split(":", 1)[1].strip() for ln in
                    Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
     except (OSError, StopIteration):
         pass
-    return {**cpu_and_isa(), "cpus": os.cpu_count(), "memory": mem}
+    return {**converter_onnx_cpu(), "cpus": os.cpu_count(), "memory": mem}
 
 
 def _isa(cpu: dict[str, Any]) -> str:
