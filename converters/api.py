@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from converters.profiles import TargetProfile
+from converters.profiles import CPU_PROVIDERS, TargetProfile
 
 __all__ = [
     "BACKENDS",
@@ -65,9 +65,6 @@ class BuiltArtifact:
     metrics: dict[str, Any]                            # latency, size, accuracy vs FP32
     tolerance: dict[str, float]                        # for on-device golden checks
     details: dict[str, Any] = field(default_factory=dict)  # quantisation choices, float nodes
-
-
-CPU_PROVIDERS = ("CPUExecutionProvider", "XNNPACK")
 
 
 def timed_on_target(runtime: str, providers: tuple[str, ...], measured: str | None) -> bool:

@@ -51,8 +51,6 @@ def provenance(cwd: Path | None = None) -> dict[str, Any]:
     return prov
 
 
-# Providers that run on the build machine's CPU: a figure measured there is the target's own
-# only when the target's first provider is one of them.
 def latency_signable(a: BuiltArtifact, lat: dict[str, Any] | None) -> bool:
     """Whether ``lat`` was measured on the provider the device will use, so it can be signed
     (the rule: :func:`converters.api.timed_on_target`)."""

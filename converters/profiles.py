@@ -15,7 +15,12 @@ from typing import Any
 
 from edgeops.errors import UsageError
 
-__all__ = ["PROFILES", "TargetProfile", "get_profile", "register"]
+__all__ = ["CPU_PROVIDERS", "PROFILES", "TargetProfile", "get_profile", "register"]
+
+# Providers that run on the machine's own CPU: a latency measured on one of them is a target's
+# own figure only when the target's first provider is one of them too (converters.api
+# timed_on_target), and a hardware test loads no delegate for them (hardware_tests.runtime).
+CPU_PROVIDERS = frozenset({"CPUExecutionProvider", "XNNPACK"})
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from converters.profiles import CPU_PROVIDERS
 from device_agent.runtime import ModelLoadError, ModelRunner, load_runner
 from edgeops.bundle import ArtifactEntry
 from edgeops.errors import BadContentError
@@ -36,7 +37,6 @@ __all__ = [
     "runtime_versions",
 ]
 
-CPU_PROVIDERS = frozenset({"CPUExecutionProvider", "XNNPACK"})
 # Shared libraries of LiteRT delegates; the env var points at a vendor's file when it differs.
 LITERT_DELEGATE_LIBRARIES: Mapping[str, tuple[str, str]] = {
     "EdgeTPUDelegate": ("libedgetpu.so.1", "EDGEOPS_EDGETPU_LIB"),
