@@ -688,7 +688,7 @@ class Agent:
         except DiskFullError as exc:
             log.warning("deployment %s: %s not downloaded: %s", dep, label, exc.message)
             self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label,
-                        reason=f"download failed: {exc.message}")
+                        reason=self.redact(f"download failed: {exc.message}"))
             return
         except EdgeOpsError as exc:
             reason = self.redact(f"download rejected: {exc.message}")

@@ -8,6 +8,7 @@ runaway log or core dump would.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import subprocess
@@ -46,9 +47,16 @@ def fill(directory: Path, name: str = "filler") -> Path:
     path = directory / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        free = shutil.disk_usage(directory).free
-        if free:
-            os.posix_fallocate(fd, os.fstat(fd).st_size, free)
+        size = shutil.disk_usage(directory).free
+        while size >= 4096:            # a running agent may take some of it meanwhile
+            try:
+                os.posix_fallocate(fd, os.fstat(fd).st_size, size)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                size //= 2
+                continue
+            size = shutil.disk_usage(directory).free
         block = b"\0" * 4096          # whatever fallocate's rounding left
         with contextlib.suppress(OSError):
             while True:

@@ -187,3 +187,12 @@ def test_chunks_on_a_full_disk_fail_the_download_at_once_and_leave_nothing(
         assert len(errors) == 1 and isinstance(errors[0], DiskFullError), errors
         assert "no room for its chunks" in errors[0].message
         assert not (disk / "dl2" / sha).exists()    # its chunks went, the disk needs room
+
+
+def test_a_zero_reserve_takes_nothing_and_full_is_full_at_once(tmp_path: Path) -> None:
+    """The fleet simulator's setting: a thousand agents on one host disk reserve nothing."""
+    r = DiskReserve(tmp_path / "disk.reserve", DiskLimits(reserve_bytes=0))
+    assert r.ensure() and r.restore_if_due() and r.missing_bytes == 0
+    assert not (tmp_path / "disk.reserve").exists()
+    with pytest.raises(DiskFullError):
+        r.run(lambda: (_ for _ in ()).throw(ENOSPC), "a report")
