@@ -617,10 +617,10 @@ class Agent:
                 self.report(DevicePhase.FAILED, deployment_id=self._current[0],
                             bundle=self._current[1], reason=self.redact(f"agent error: {exc}"))
             finally:
-                self._queued_digests.discard(digest)
-                self._current = (None, None)
                 if handled:
                     self._accept(cmd.seq, digest)
+                self._queued_digests.discard(digest)
+                self._current = (None, None)
 
     def _accept(self, seq: int, digest: str) -> None:
         """Persist a handled command's seq; on a full disk it stays unsaved (the retained
