@@ -21,7 +21,9 @@ end, and if that outlasts ``stop``'s timeout, the worker closes the rest when it
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -42,6 +44,14 @@ import paho.mqtt.client as paho
 from device_agent import AGENT_VERSION
 from device_agent.config import AgentConfig
 from device_agent.core import AgentCore, request_from_fetched
+from device_agent.diskspace import (
+    DiskFullError,
+    DiskLimits,
+    DiskReserve,
+    free_bytes,
+    is_disk_full,
+    space_shortfall,
+)
 from device_agent.memory import tune_allocator
 from device_agent.mqtt import Backoff, MqttConnection, TlsFiles, parse_broker_url
 from device_agent.telemetry import (
@@ -97,6 +107,9 @@ class DaemonSettings:
     telemetry: TelemetryLimits = field(default_factory=TelemetryLimits)
     mqtt_version: int = 5
     stop_wait_s: float = 20.0            # run(): SIGTERM lets an install step finish this long
+    disk: DiskLimits = field(default_factory=DiskLimits)   # the agent's own disk reserve
+    loop_backoff: Backoff = field(default_factory=lambda: Backoff(0.5, 30.0))  # loop restarts
+    unwritten_reports_max: int = 1000    # state reports held in memory while the disk is full
 
 
 class DeploymentCancelled(EdgeOpsError):
@@ -150,14 +163,34 @@ class NetState:
     def accept_command(self, seq: int, digest: str) -> None:
         with self._lock:
             if seq > self.command_seq:
+                before = self.command_seq, self.command_digest
                 self.command_seq, self.command_digest = seq, digest
-                self._save()
+                try:
+                    self._save()
+                except BaseException:     # not saved: a retry must save it, not skip it
+                    self.command_seq, self.command_digest = before
+                    raise
 
 
 @dataclass
 class _Inflight:
     last_id: int
     info: paho.MQTTMessageInfo
+
+
+class _RepeatFilter:
+    """Says whether an error is worth logging: a new one, or the same one once a period."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._last: tuple[str, float] | None = None
+
+    def first(self, exc: BaseException, now: float) -> bool:
+        key = f"{type(exc).__name__}: {exc}"
+        if self._last is not None and self._last[0] == key and now - self._last[1] < self.period_s:
+            return False
+        self._last = (key, now)
+        return True
 
 
 class Agent:
@@ -175,6 +208,8 @@ class Agent:
         factory = core_factory or (lambda c, cb: AgentCore(c, on_phase=cb))
         self.core = factory(config, self._on_phase)
         self.net = NetState.load(data / "net_state.json")
+        self.disk = DiskReserve(data / "disk.reserve", settings.disk)
+        self.disk.ensure()
         b = config.broker
         broker = parse_broker_url(
             b.url, username=b.username, password=b.password, keepalive_s=b.keepalive_s,
@@ -186,9 +221,17 @@ class Agent:
         self.conn = MqttConnection(self.device_id, broker, self._status_payload, rng=rng)
         self.transport = MqttTufTransport(self.conn, self.device_id, data / "downloads",
                                           settings.download)
-        self.telemetry_q = DurableQueue(data / "telemetry.db",
-                                        config.telemetry.queue_max_records)
-        self.state_q = DurableQueue(data / "state_outbox.db", settings.state_outbox_max)
+        self.telemetry_q = self.disk.run(lambda: DurableQueue(
+            data / "telemetry.db", config.telemetry.queue_max_records), "the telemetry queue")
+        self.state_q = self.disk.run(lambda: DurableQueue(
+            data / "state_outbox.db", settings.state_outbox_max), "the state outbox")
+        # State reports that found the disk full, oldest first: written before any newer one
+        self._unwritten: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._report_lock = threading.Lock()
+        self._next_unwritten_try = 0.0
+        self.disk_full_since: float | None = None
+        self.telemetry_lost = 0      # records not queued for lack of disk space
+        self._io_errors = _RepeatFilter(60.0)
         self.features = FeatureStats(settings.telemetry.max_features,
                                      settings.telemetry.drift_sample_every)
         self.core.inference.observers.append(self.features.observe)
@@ -260,13 +303,35 @@ class Agent:
 
     def _thread_main(self, loop: Callable[[], None]) -> None:
         try:
-            loop()
+            self._supervise(loop)
         finally:
             with self._close_lock:
                 self._running -= 1
                 last_out = self._closing and self._running == 0
             if last_out:
                 self._close()
+
+    def _supervise(self, loop: Callable[[], None]) -> None:
+        """Run ``loop`` until stop; whatever it raises is logged and it restarts, backing off.
+
+        A dead worker thread leaves an agent that serves its old model but never takes another
+        command (issue 22: ENOSPC raised inside the worker's own error handler).
+        """
+        attempt = 0
+        rng = random.Random()
+        name = threading.current_thread().name
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                loop()
+                return
+            except Exception:
+                attempt = 0 if time.monotonic() - began > self.settings.loop_backoff.max_s \
+                    else attempt + 1
+                delay = self.settings.loop_backoff.delay(attempt, rng)
+                log.exception("%s: loop failed (current deployment %s); restarting it in "
+                              "%.1f s", name, self._current[0], delay)
+                self._stop.wait(delay)
 
     def _close(self) -> None:
         """Release what the threads used; runs once, after the last of them has finished."""
@@ -292,13 +357,56 @@ class Agent:
         self.report(phase, deployment_id=dep, bundle=label or bundle, reason=reason)
 
     def report(self, phase: DevicePhase | None, *, deployment_id: str | None = None,
-               bundle: str | None = None, reason: str | None = None) -> StateReport:
-        """Queue one state report (persisted seq) for sending; returns it."""
+               bundle: str | None = None, reason: str | None = None) -> StateReport | None:
+        """Queue one state report (persisted seq) for sending; returns it.
+
+        Never raises for lack of disk space: the report then waits in memory, in order, and is
+        written by the next report or by the I/O loop once there is room (None is returned).
+        """
         st = self.core.store.status()
-        rep = StateReport(self.device_id, self.net.next_state_seq(), self.clock(), phase,
-                          deployment_id, bundle, reason, st.get("active"), st.get("slots", {}))
+        with self._report_lock:
+            if len(self._unwritten) >= self.settings.unwritten_reports_max:
+                log.error("dropping an unwritten state report: %d wait for disk space",
+                          len(self._unwritten))
+                self._unwritten.popleft()
+            self._unwritten.append((self.clock(), phase, deployment_id, bundle, reason, st))
+            return self._write_reports()
+
+    def _write_reports(self) -> StateReport | None:
+        """Write the waiting reports to the outbox, oldest first (under ``_report_lock``)."""
+        rep: StateReport | None = None
+        while self._unwritten:
+            item = self._unwritten[0]
+            try:
+                rep = self.disk.run(functools.partial(self._write_report, *item),
+                                    "a state report")
+            except DiskFullError as exc:
+                if self.disk_full_since is None:
+                    self.disk_full_since = self.clock()
+                    log.error("%s; %d state report(s) wait in memory", exc.message,
+                              len(self._unwritten))
+                return None
+            self._unwritten.popleft()
+            if self.disk_full_since is not None:
+                log.info("state reports are written again after %.0f s of a full disk",
+                         self.clock() - self.disk_full_since)
+                self.disk_full_since = None
+        return rep
+
+    def _write_report(self, ts: float, phase: DevicePhase | None, dep: str | None,
+                      bundle: str | None, reason: str | None, st: dict[str, Any]) -> StateReport:
+        rep = StateReport(self.device_id, self.net.next_state_seq(), ts, phase, dep, bundle,
+                          reason, st.get("active"), st.get("slots", {}))
         self.state_q.push(rep.to_bytes())
         return rep
+
+    def _retry_unwritten(self) -> None:
+        """I/O loop: reports that found the disk full, tried again at most once a second."""
+        if not self._unwritten or time.monotonic() < self._next_unwritten_try:
+            return
+        self._next_unwritten_try = time.monotonic() + 1.0
+        with self._report_lock:
+            self._write_reports()
 
     # -- I/O thread: never blocks on the network ---------------------------------------------
     def _io_loop(self) -> None:
@@ -311,11 +419,13 @@ class Agent:
                     self._route(msg.topic, msg.payload)
                 now = self.clock()
                 if now >= next_tel:
-                    self.collect_telemetry(now)
                     next_tel = now + self.config.telemetry.interval_s
+                    self.collect_telemetry(now)
+                self._retry_unwritten()
                 self._flush()
-            except Exception:  # the I/O loop must survive anything one message does
-                log.exception("agent I/O loop error")
+            except Exception as exc:  # the I/O loop must survive anything one message does
+                if self._io_errors.first(exc, self.clock()):   # not every 20 ms on a full disk
+                    log.exception("agent I/O loop error")
 
     def _route(self, topic: str, payload: bytes) -> None:
         if self.transport.handle(topic, payload):
@@ -453,8 +563,21 @@ class Agent:
         drift = drift_record(now, self.features.drain(), self._baseline_for(active), label)
         if drift is not None:
             records.append(drift)
-        self.telemetry_q.push_many([json.dumps(r, sort_keys=True, separators=(",", ":"),
-                                               default=str).encode() for r in records])
+        try:
+            self.telemetry_q.push_many([json.dumps(r, sort_keys=True, separators=(",", ":"),
+                                                   default=str).encode() for r in records])
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            # Measurements are let go; the disk reserve is kept for state reports.
+            if not self.telemetry_lost:
+                log.error("disk full: telemetry is not queued until there is room (%s)", exc)
+            self.telemetry_lost += len(records)
+            return
+        if self.telemetry_lost:
+            log.info("telemetry queued again; %d records were lost to a full disk",
+                     self.telemetry_lost)
+            self.telemetry_lost = 0
 
     def _baseline_for(self, active: dict[str, Any] | None) -> dict[str, Any]:
         if active is None:
@@ -476,6 +599,7 @@ class Agent:
             try:
                 cmd, digest = self._work.get(timeout=2 * self.settings.idle_poll_s)
             except queue.Empty:
+                self.disk.restore_if_due()
                 if self._deferred is not None and self.clock() >= next_retry:
                     next_retry = self.clock() + self.settings.deferred_retry_s
                     self._run_guarded(self._retry_deferred, self._deferred)
@@ -494,9 +618,18 @@ class Agent:
                             bundle=self._current[1], reason=self.redact(f"agent error: {exc}"))
             finally:
                 if handled:
-                    self.net.accept_command(cmd.seq, digest)
+                    self._accept(cmd.seq, digest)
                 self._queued_digests.discard(digest)
                 self._current = (None, None)
+
+    def _accept(self, seq: int, digest: str) -> None:
+        """Persist a handled command's seq; on a full disk it stays unsaved (the retained
+        ``desired`` may run again after a restart, which a deploy survives: "already active").
+        """
+        try:
+            self.disk.run(lambda: self.net.accept_command(seq, digest), "net_state.json")
+        except DiskFullError as exc:
+            log.error("command %d handled but not recorded: %s", seq, exc.message)
 
     def _retry_deferred(self, waiting: tuple[str | None, str | None]) -> None:
         self._current = (None, None)          # re-checks that still defer stay silent
@@ -543,6 +676,7 @@ class Agent:
                                f"{self.config.target!r}")
             return
         self._cancel = None
+        self.disk.restore_if_due()
         self.report(DevicePhase.NOTIFIED, deployment_id=dep, bundle=label)
         self.report(DevicePhase.DOWNLOADING, deployment_id=dep, bundle=label)
         try:
@@ -550,6 +684,11 @@ class Agent:
         except DeploymentCancelled:
             self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label,
                         reason="cancelled by the fleet before install")
+            return
+        except DiskFullError as exc:
+            log.warning("deployment %s: %s not downloaded: %s", dep, label, exc.message)
+            self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label,
+                        reason=self.redact(f"download failed: {exc.message}"))
             return
         except EdgeOpsError as exc:
             reason = self.redact(f"download rejected: {exc.message}")
@@ -602,10 +741,22 @@ class Agent:
         def progress(_what: str) -> None:
             self._check_cancel(dep)
 
+        def check_space(download_bytes: int) -> None:
+            # chunks and the assembled file are on disk together; the install that follows
+            # keeps the installer's floor free, so a download that cannot be installed is not
+            # worth its bandwidth either; and a released disk reserve must fit again afterwards
+            short = space_shortfall(
+                2 * download_bytes, self.core.installer.reserve_free_bytes
+                + self.disk.missing_bytes, free_bytes(self.config.data_dir),
+                "download the model")
+            if short is not None:
+                raise DiskFullError(short)
+
         self.transport.check = lambda: self._check_cancel(dep)
         try:
             fetched = fetch_bundle(tuf, name, version, self.config.target,
-                                   wait_for_metadata=wait_for_metadata, progress=progress)
+                                   wait_for_metadata=wait_for_metadata, progress=progress,
+                                   check_space=check_space)
         except TransportError as exc:
             if not (self.settings.http_fallback and self.config.fleet_url):
                 raise
@@ -613,7 +764,8 @@ class Agent:
                         self.redact(self.config.fleet_url))
             tuf = TufClient.over_http(self.config.trust.root, cache, self.config.fleet_url,
                                       self.settings.download)
-            fetched = fetch_bundle(tuf, name, version, self.config.target, progress=progress)
+            fetched = fetch_bundle(tuf, name, version, self.config.target, progress=progress,
+                                   check_space=check_space)
         finally:
             self.transport.check = None
         root = tuf.trusted_root()

@@ -7,9 +7,13 @@ has samples on the first axis, each fed as a batch of one; ``output/<name>`` the
 outputs), the tolerance to compare them with and the latency measured at build time. Any
 failure becomes a one-line ``reason`` the fleet sees.
 
-:func:`check_slot_isolated` runs the same check in a child process (``python -m
+:func:`check_slot_isolated` runs the same check in a child process (``python -P -m
 device_agent.health``), so a model that segfaults the runtime or hangs it kills the child, not
-the agent: the old model keeps serving.
+the agent: the old model keeps serving. ``-P`` keeps the working directory off ``sys.path`` (a
+directory named ``edgeops/`` there would otherwise shadow the package) and the child's
+``PYTHONPATH`` starts with the directory the agent's own ``device_agent`` came from; the child
+asks the kernel for SIGKILL when the agent dies (``PR_SET_PDEATHSIG``), so a killed agent
+leaves no health check running.
 """
 
 from __future__ import annotations
@@ -259,12 +263,12 @@ def check_slot_isolated(slot_dir: Path, target: str,
                         command: Sequence[str] = ()) -> HealthResult:
     """:func:`check_slot` in a child process, so crashes and hangs cannot reach the agent.
 
-    ``command`` replaces the interpreter invocation (default ``python -m
+    ``command`` replaces the interpreter invocation (default ``python -P -m
     device_agent.health``); the slot, target and settings are appended to it.
     """
-    prefix = list(command) or [sys.executable, "-m", "device_agent.health"]
+    prefix = list(command) or [sys.executable, "-P", "-m", "device_agent.health"]
     args = [*prefix, str(slot_dir), target, json.dumps(asdict(settings))]
-    env = dict(os.environ)
+    env = _child_env(dict(os.environ))
     try:
         proc = subprocess.run(args, capture_output=True, timeout=settings.timeout_s, env=env,
                               check=False)
@@ -281,7 +285,42 @@ def check_slot_isolated(slot_dir: Path, target: str,
                                    f"{tail[0][:300]}")
 
 
+_PARENT_ENV = "EDGEOPS_HEALTH_PARENT_PID"
+_PR_SET_PDEATHSIG = 1       # <linux/prctl.h>
+
+
+def _child_env(env: dict[str, str]) -> dict[str, str]:
+    """The child's environment: our package root first on its path, and who its parent is."""
+    root = str(Path(__file__).resolve().parents[1])
+    path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([root, *(p for p in path if p != root)])
+    env[_PARENT_ENV] = str(os.getpid())
+    return env
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when the agent that started it dies (Linux; elsewhere a no-op).
+
+    Set from the child itself (``preexec_fn`` is unsafe in a threaded agent), so the parent may
+    already be gone by now: then it exits at once.
+    """
+    parent = os.environ.get(_PARENT_ENV)
+    if not sys.platform.startswith("linux") or not parent:
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        sys.stderr.write(f"health check: prctl(PR_SET_PDEATHSIG) failed: "
+                         f"{os.strerror(ctypes.get_errno())}\n")
+        return
+    if str(os.getppid()) != parent:
+        os._exit(3)         # the agent died before the kernel knew to tell us
+
+
 def _main(argv: list[str]) -> int:
+    _die_with_parent()
     slot_dir, target = Path(argv[0]), argv[1]
     settings = HealthSettings(**json.loads(argv[2])) if len(argv) > 2 else HealthSettings()
     result = check_slot(slot_dir, target, settings)

@@ -13,6 +13,7 @@ Record kinds (docs/PROTOCOL.md ``telemetry``): ``heartbeat``, ``system``, ``infe
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 import threading
@@ -23,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from device_agent.diskspace import is_disk_full
+
 __all__ = [
     "DurableQueue",
     "FeatureStats",
@@ -31,6 +34,8 @@ __all__ = [
     "system_record",
     "take_batch",
 ]
+
+_SQLITE_IOERR_SHMSIZE = 4874     # no room to grow the -shm file (SQLITE_IOERR | 19 << 8)
 
 
 @dataclass(frozen=True)
@@ -57,13 +62,32 @@ class DurableQueue:
         self.max_records = max_records
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = self._open_wal(path)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY AUTOINCREMENT,"
                          " body BLOB NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER)")
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('dropped', 0), ('seq', 0)")
+
+    @staticmethod
+    def _open_wal(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return db
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if exc.sqlite_errorcode != _SQLITE_IOERR_SHMSIZE and not is_disk_full(exc):
+                raise
+            # A full disk at start: no room for the WAL index file (-shm). In exclusive mode
+            # SQLite keeps that index in memory, so the queue opens and its records are sent;
+            # one agent per data directory (AgentLock) means nobody else wanted the file.
+            logging.getLogger(__name__).warning(
+                "%s: disk full, opened in exclusive mode (%s)", path, exc)
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
 
     def push(self, body: bytes) -> None:
         self.push_many([body])

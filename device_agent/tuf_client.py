@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tuf.api import exceptions as tuf_exc
 
+from device_agent.diskspace import DiskFullError, is_disk_full
 from edgeops.config import DEFAULT_LIMITS
 from edgeops.errors import VerificationError
 from edgeops.fsutil import atomic_write
@@ -163,6 +164,7 @@ class ChunkAssembler:
         self.first_rejection: str | None = None
         self.last_rejection: str | None = None
         self._closed = False                  # discarded: late frames must not re-create dir
+        self.disk_full: str | None = None     # why a chunk could not be stored (ENOSPC)
         self.dir.mkdir(parents=True, exist_ok=True)
         plan = self.dir / "plan"
         if plan.exists():
@@ -220,19 +222,35 @@ class ChunkAssembler:
                 self._reject(exc.message)
                 self._cond.notify_all()
                 return False
-            self.frames += 1
             if chunk.index not in self._have:
-                if self.count is None:
-                    self.count, self.total = chunk.count, chunk.total_size
-                    atomic_write(self.dir / "plan", f"{chunk.count} {chunk.total_size}".encode())
-                path = self.dir / f"{chunk.index}.{chunk.sha256}.chunk"
-                tmp = path.with_name(path.name + ".part")
-                tmp.write_bytes(chunk.data)
-                os.replace(tmp, path)          # no fsync: see _reload
-                self._have[chunk.index] = len(chunk.data)
-                self._paths[chunk.index] = path
+                try:
+                    self._store(chunk)
+                except OSError as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    # Not a frame received: the download fails now with the reason instead of
+                    # counting the carousel's every resend as progress for minutes.
+                    self.disk_full = self.disk_full or f"{exc.strerror} ({self.dir})"
+                    self._cond.notify_all()
+                    return False
+            self.frames += 1
             self._cond.notify_all()
             return True
+
+    def _store(self, chunk: Chunk) -> None:
+        if self.count is None:
+            atomic_write(self.dir / "plan", f"{chunk.count} {chunk.total_size}".encode())
+            self.count, self.total = chunk.count, chunk.total_size
+        path = self.dir / f"{chunk.index}.{chunk.sha256}.chunk"
+        tmp = path.with_name(path.name + ".part")
+        try:
+            tmp.write_bytes(chunk.data)
+        except OSError:
+            tmp.unlink(missing_ok=True)        # no torn part left to hold the space
+            raise
+        os.replace(tmp, path)                  # no fsync: see _reload
+        self._have[chunk.index] = len(chunk.data)
+        self._paths[chunk.index] = path
 
     def _check(self, c: Chunk) -> None:
         if c.artifact != self.artifact:
@@ -280,7 +298,8 @@ class ChunkAssembler:
         running (for this device or another), and it sends every index that is asked for.
         """
         with self._cond:
-            self._cond.wait_for(lambda: self.frames + self.rejected > seen, timeout_s)
+            self._cond.wait_for(lambda: self.frames + self.rejected > seen
+                                or self.disk_full is not None, timeout_s)
             return self.frames + self.rejected
 
     def check_complete(self) -> None:
@@ -375,6 +394,10 @@ class MqttTufTransport:
                     break
                 if self.check is not None:
                     self.check()
+                if asm.disk_full is not None:
+                    refused = True   # its chunks go too: the disk needs the room more
+                    raise DiskFullError(f"artifact {sha[:12]}: no room for its chunks: "
+                                        f"{asm.disk_full}")
                 now_seen = asm.wait(seen, min(1.0, self.limits.idle_timeout_s))
                 if now_seen != seen:
                     seen, last_progress = now_seen, self.clock()

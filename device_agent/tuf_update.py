@@ -24,6 +24,7 @@ from tuf.api import exceptions as tuf_exc
 from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import FetcherInterface, Updater
 
+from device_agent.diskspace import DiskFullError, is_disk_full
 from device_agent.tuf_client import (
     MQTT_METADATA_URL,
     MQTT_TARGETS_URL,
@@ -100,7 +101,12 @@ def _tuf_errors(what: str) -> Iterator[None]:
     """python-tuf's errors as edgeops errors: attack/bug (bad content) vs network hiccup."""
     try:
         yield
-    except VerificationError:
+    except (VerificationError, DiskFullError):
+        raise
+    except OSError as exc:
+        if is_disk_full(exc):     # the target file (or ngclient's temporary copy) did not fit
+            where = f" for {exc.filename}" if exc.filename else ""
+            raise DiskFullError(f"{what}: the disk is full ({exc.strerror}{where})") from None
         raise
     except tuf_exc.DownloadLengthMismatchError as exc:
         raise VerificationError(f"{what}: server sent more than the signed length ({exc})",
@@ -231,11 +237,14 @@ class FetchedBundle:
 def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
                  refresh: bool = True,
                  wait_for_metadata: Callable[[], bool] | None = None,
-                 progress: Callable[[str], None] = lambda _m: None) -> FetchedBundle:
+                 progress: Callable[[str], None] = lambda _m: None,
+                 check_space: Callable[[int], None] | None = None) -> FetchedBundle:
     """Refresh TUF, then download manifest, signatures and ONLY this target's artifact + golden.
 
     ``wait_for_metadata`` (MQTT) blocks until newer metadata arrives and says whether it did: a
-    deploy command may overtake the retained metadata that lists its bundle.
+    deploy command may overtake the retained metadata that lists its bundle. ``check_space``
+    gets the signed size of the artifact and golden file together before either is fetched,
+    and raises (:class:`device_agent.diskspace.DiskFullError`) when they cannot fit.
     """
     base = f"bundles/{name}/{version}"
     if refresh:
@@ -264,6 +273,8 @@ def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
     if entry is None:
         raise VerificationError(f"{name}@{version} has no artifact for target {target!r}",
                                 hint="build the bundle with this device's --target")
+    if check_space is not None:
+        check_space(entry.file.size + (entry.golden.size if entry.golden else 0))
     paths: list[Path | None] = []
     for ref in (entry.file, entry.golden):
         if ref is None:

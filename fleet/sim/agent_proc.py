@@ -10,6 +10,7 @@ import sys
 
 from device_agent.config import AgentConfig
 from device_agent.daemon import DaemonSettings, run
+from device_agent.diskspace import DiskLimits
 
 __all__ = ["main"]
 
@@ -17,7 +18,8 @@ __all__ = ["main"]
 def main(argv: list[str]) -> int:
     config, version, retry = argv[0], int(argv[1]), float(argv[2])
     return run(AgentConfig.from_file(config),
-               settings=DaemonSettings(mqtt_version=version, deferred_retry_s=retry))
+               settings=DaemonSettings(mqtt_version=version, deferred_retry_s=retry,
+                                       disk=DiskLimits(reserve_bytes=0)))  # a shared host disk
 
 
 if __name__ == "__main__":

@@ -201,11 +201,13 @@ class SimFleet:
             return
         from device_agent.config import AgentConfig
         from device_agent.daemon import Agent, DaemonSettings
+        from device_agent.diskspace import DiskLimits
 
         skew = self.options.faults.skew_for(dev.spec.id)
         settings = DaemonSettings(mqtt_version=self.options.mqtt_version,
                                   deferred_retry_s=self.options.deferred_retry_s,
-                                  idle_poll_s=self.options.idle_poll_s)
+                                  idle_poll_s=self.options.idle_poll_s,
+                                  disk=DiskLimits(reserve_bytes=0))  # one host disk for all
         clock = (lambda: time.time() + skew) if skew else time.time
         dev.agent = Agent(AgentConfig.from_file(dev.config_path), settings=settings,
                           clock=clock, rng=random.Random(dev.spec.seed))

@@ -185,3 +185,83 @@ def test_signed_latency_budget_is_the_limit(tmp_path: Path, fleet: Fleet,
     relaxed = check_slot(slot, "x86-cpu", HealthSettings(warmup_runs=1, timed_runs=5,
                                                          budget_slack=1e9))
     assert relaxed.ok and relaxed.latency_checked and relaxed.latency_reference_ms == 1e-6
+
+
+def test_isolated_check_is_not_shadowed_by_packages_in_the_working_directory(
+        tmp_path: Path, fleet: Fleet, bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``edgeops/`` or ``device_agent/`` directory where the agent runs used to shadow the
+    packages in the child (``python -m`` puts the working directory first on sys.path)."""
+    slot = slot_for(tmp_path, build_bundle(bundle_dir, fleet))
+    cwd = tmp_path / "agent-cwd"
+    for pkg in ("edgeops", "device_agent"):
+        (cwd / pkg).mkdir(parents=True)
+        (cwd / pkg / "__init__.py").write_text("raise ImportError('shadowed by the cwd')\n")
+    monkeypatch.chdir(cwd)
+    old_way = check_slot_isolated(slot, "x86-cpu", FAST,
+                                  command=[sys.executable, "-m", "device_agent.health"])
+    assert not old_way.ok and "shadowed by the cwd" in str(old_way.reason)   # the field bug
+    r = check_slot_isolated(slot, "x86-cpu", FAST)
+    assert r.ok, r.reason
+
+
+_AGENT = """\
+import sys
+from pathlib import Path
+from device_agent.health import HealthSettings, check_slot_isolated
+print("checking", flush=True)
+# a check that never ends on its own: the agent is killed long before its timeout
+check_slot_isolated(Path(sys.argv[1]), "x86-cpu", HealthSettings(timed_runs=10**9, timeout_s=300))
+"""
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")   # a zombie is dead
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+def test_sigkilled_agent_takes_its_health_check_child_with_it(tmp_path: Path, fleet: Fleet,
+                                                               bundle_dir: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    slot = slot_for(tmp_path, build_bundle(bundle_dir, fleet))
+    repo = Path(__file__).resolve().parents[2]
+    agent = subprocess.Popen([sys.executable, "-c", _AGENT, str(slot)], cwd=tmp_path,
+                             stdout=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPATH": str(repo)})
+    child = None
+    try:
+        assert agent.stdout is not None and agent.stdout.readline() == b"checking\n"
+        deadline = time.monotonic() + 60
+        while child is None or "onnxruntime" not in Path(f"/proc/{child}/maps").read_text():
+            assert time.monotonic() < deadline, "the health check child never ran the model"
+            time.sleep(0.1)       # running the model: past the point where it asked the kernel
+            kids = _children(agent.pid)
+            child = kids[0] if kids else None
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(child):
+            assert time.monotonic() < deadline, f"health child {child} outlived its agent"
+            time.sleep(0.05)
+    finally:
+        agent.kill()
+        agent.wait(10)
+        if agent.stdout is not None:
+            agent.stdout.close()
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)
