@@ -26,19 +26,24 @@ _ids = itertools.count()
 @pytest.fixture
 def worker(secure_broker: SecureBroker, identities: dict[str, tuple[Path, Path]],
            tmp_path: Path) -> Iterator[tuple[Any, Any]]:
-    from fleet.mqtt.adapter import TlsOptions
+    from fleet.mqtt.adapter import MqttOptions, TlsOptions
+    from fleet.pki import MANAGER_IDENTITY
     from fleet.store import open_store
     from fleet.store.models import Device
-    from fleet.worker import ManagerWorker
+    from fleet.worker import ManagerWorker, WorkerConfig
 
     store = open_store(f"sqlite:///{tmp_path / 'fleet.db'}", tmp_path)
     store.migrate()
     for dev in ("cam-1", "cam-2"):
         store.upsert_device(Device(dev, "camera", "x86-cpu", {}, enrolled_at=1.0))
     key, cert = identities["manager"]
-    w = ManagerWorker(store, f"mqtts://127.0.0.1:{secure_broker.port}", tmp_path,
+    client_id = f"mgr-{next(_ids)}"
+    w = ManagerWorker(store, secure_broker.manager_url, tmp_path,
                       tls=TlsOptions(ca=secure_broker.files.ca, cert=cert, key=key),
-                      client_id=f"mgr-{next(_ids)}")
+                      client_id=client_id,
+                      config=WorkerConfig(mqtt=MqttOptions(
+                          client_id, username=MANAGER_IDENTITY,
+                          password=secure_broker.manager_password)))
     w.start()
     try:
         yield w, store
