@@ -43,7 +43,10 @@ def worker(secure_broker: SecureBroker, identities: dict[str, tuple[Path, Path]]
                       client_id=client_id,
                       config=WorkerConfig(mqtt=MqttOptions(
                           client_id, username=MANAGER_IDENTITY,
-                          password=secure_broker.manager_password)))
+                          password=secure_broker.manager_password,
+                          # no session left behind: an earlier test's worker would otherwise
+                          # keep its share of the group's messages for session_expiry_s
+                          clean_start=True, session_expiry_s=0)))
     w.start()
     try:
         yield w, store
@@ -88,3 +91,37 @@ def test_manager_identity_ingests_and_commands(worker: tuple[Any, Any],
                f"PUBACK {reason}; cam-2 seq unchanged")
     finally:
         dev.close()
+
+
+def test_rogue_shared_subscriber_cannot_starve_the_real_manager(
+        worker: tuple[Any, Any], ident: Callable[[str], Identity],
+        secure_broker: SecureBroker, attack) -> None:
+    """Issue 17's measurement, redone: cam-1 tries to join the workers' ``$share`` group
+    while cam-2 sends telemetry batches; the real worker must store every one of them."""
+    from edgeops.protocol import TelemetryBatch
+
+    _, store = worker
+    n = 20
+    rogue = MqttProbe(ident("cam-1"), secure_broker.port, f"cam-1-{next(_ids)}")
+    victim = MqttProbe(ident("cam-2"), secure_broker.port, f"cam-2-{next(_ids)}")
+    try:
+        assert rogue.connect() and victim.connect()
+        before = store.count_telemetry("cam-2")
+        answers = set()
+        for seq in range(1, n + 1):
+            for ch in ("telemetry", "state", "fetch"):
+                answers.update(rogue.subscribe(topics.shared(f"{topics.PREFIX}/devices/+/{ch}")))
+            batch = TelemetryBatch("cam-2", 1000 + seq, ({"kind": "system", "ts": time.time(),
+                                                      "cpu_pct": 3.0},))
+            assert victim.publish(topics.device_topic("cam-2", "telemetry"),
+                                  batch.to_bytes()) == "Success"
+        assert answers == {"Not authorized"}
+        assert _wait(lambda: store.count_telemetry("cam-2") - before == n)
+        time.sleep(0.3)
+        stored = store.count_telemetry("cam-2") - before
+        assert stored == n
+        attack("cam-1 joins $share/edgeops-managers, real worker", f"{n}/{n} batches stored",
+               f"SUBACK {answers.pop()}; {stored}/{n} stored")
+    finally:
+        rogue.close()
+        victim.close()
