@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import queue
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -49,9 +49,11 @@ class BrokerAdmin:
                  username: str = MANAGER_IDENTITY, client_id: str | None = None,
                  timeout_s: float = 10.0) -> None:
         self.timeout_s = timeout_s
+        # every admin client receives every answer on the response topic: tag ours
+        self._instance = secrets.token_hex(6)
         self._conn = MqttConnection(
             broker_url,
-            MqttOptions(client_id=client_id or f"edgeops-broker-admin-{os.getpid()}",
+            MqttOptions(client_id=client_id or f"edgeops-broker-admin-{self._instance}",
                         username=username, password=password, clean_start=True,
                         session_expiry_s=0, manual_ack=False),
             tls=tls, subscriptions=[(dynsec.RESPONSE_TOPIC, 1)])
@@ -85,7 +87,7 @@ class BrokerAdmin:
             if not self._started:
                 self._conn.start(self.timeout_s)
                 self._started = True
-            tag = f"edgeops-{os.getpid()}-{next(self._ids)}"
+            tag = f"edgeops-{self._instance}-{next(self._ids)}"
             sent = [c | {"correlationData": f"{tag}-{i}"} for i, c in enumerate(commands)]
             self._conn.publish(dynsec.CONTROL_TOPIC, json.dumps({"commands": sent}).encode())
             deadline = time.monotonic() + self.timeout_s

@@ -28,6 +28,7 @@ import secrets
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from edgeops.errors import UsageError
@@ -187,7 +188,8 @@ def write_broker_config(ca: FleetCA, out_dir: Path, *, hostnames: Sequence[str] 
                                  persistence_dir=persistence_dir, user=user)
     password = (files.manager_password.read_text().strip() if files.manager_password.exists()
                 else secrets.token_urlsafe(32))
-    dynsec = json.dumps(initial_config(manager_identity, password), indent=2).encode()
+    dynsec = json.dumps(initial_config(manager_identity, password,
+                                       devices=_enrolled_devices(ca)), indent=2).encode()
     ca.certificate()
     out.mkdir(parents=True, exist_ok=True)
     if ca.crl() is None:
@@ -205,6 +207,15 @@ def write_broker_config(ca: FleetCA, out_dir: Path, *, hostnames: Sequence[str] 
     _hand_key_to(files.dynsec.parent, user)
     _hand_key_to(files.dynsec, user)
     return files
+
+
+def _enrolled_devices(ca: FleetCA) -> list[str]:
+    """Devices with a valid certificate: a broker set up after them grants them at once."""
+    now = datetime.now(UTC)
+    return sorted({r.identity for r in ca.records()
+                   if r.kind == "device" and r.revoked_at is None
+                   and topics.valid_device_id(r.identity)
+                   and datetime.fromisoformat(r.not_after) > now})
 
 
 def _hand_key_to(key: Path, user: str | None) -> None:

@@ -27,6 +27,7 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,9 +136,15 @@ def password_entry(password: str, *, salt: bytes | None = None,
             "salt": base64.b64encode(salt).decode(), "iterations": iterations}
 
 
+def _device_client(device_id: str) -> dict[str, Any]:
+    return {"username": device_id, "textname": "edgeops device",
+            "roles": [{"rolename": device_role(device_id)}, {"rolename": SHARED_DEVICE_ROLE}]}
+
+
 def initial_config(manager_identity: str, manager_password: str, *,
-                   salt: bytes | None = None) -> dict[str, Any]:
-    """The plugin's configuration file before any device is enrolled.
+                   devices: Sequence[str] = (), salt: bytes | None = None) -> dict[str, Any]:
+    """The plugin's configuration file: the manager, and the ``devices`` already enrolled
+    (a fleet moving from the ACL file keeps its devices' permissions).
 
     The manager is a client with a password (its own listener, where client ids are free so
     several workers can share it) and, through its certificate's CN, on the device listener.
@@ -150,20 +157,20 @@ def initial_config(manager_identity: str, manager_password: str, *,
                              "subscribe": False, "unsubscribe": True},
         "clients": [{"username": manager_identity, "textname": "edgeops fleet manager",
                      "roles": [{"rolename": MANAGER_ROLE}, {"rolename": ADMIN_ROLE}],
-                     **password_entry(manager_password, salt=salt)}],
+                     **password_entry(manager_password, salt=salt)},
+                    *(_device_client(d) for d in sorted(set(devices)))],
         "groups": [],
         "roles": [_role(MANAGER_ROLE, manager_acls()), _role(ADMIN_ROLE, _admin_acls()),
-                  _role(SHARED_DEVICE_ROLE, shared_device_acls())],
+                  _role(SHARED_DEVICE_ROLE, shared_device_acls()),
+                  *(_role(device_role(d), device_acls(d)) for d in sorted(set(devices)))],
     }
 
 
 def grant_device(device_id: str) -> list[dict[str, Any]]:
     """Control commands that let an enrolled device use its own topics (idempotent)."""
-    role = device_role(device_id)
-    return [{"command": "createRole", "rolename": role,
+    return [{"command": "createRole", "rolename": device_role(device_id),
              "acls": [a.to_dict() for a in device_acls(device_id)]},
-            {"command": "createClient", "username": device_id, "textname": "edgeops device",
-             "roles": [{"rolename": role}, {"rolename": SHARED_DEVICE_ROLE}]}]
+            {"command": "createClient", **_device_client(device_id)}]
 
 
 def revoke_device(device_id: str) -> list[dict[str, Any]]:

@@ -24,8 +24,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from starlette.applications import Starlette
 
+from edgeops.errors import UsageError
 from fleet.broker_admin import BrokerAdmin, read_password
-from fleet.broker_config import BrokerFiles, copy_crl, write_broker_config
+from fleet.broker_config import BrokerFiles, copy_crl, find_dynsec_plugin, write_broker_config
 from fleet.mqtt import TlsOptions
 from fleet.pki import MANAGER_IDENTITY, FleetCA
 from tests.mosquitto import MosquittoBroker, find_mosquitto
@@ -56,6 +57,11 @@ class SecureBroker(MosquittoBroker):
     :class:`fleet.broker_admin.BrokerAdmin` on the manager listener."""
 
     def __init__(self, ca: FleetCA, directory: Path) -> None:
+        need("mosquitto", find_mosquitto() is not None, "apt-get install mosquitto")
+        try:
+            find_dynsec_plugin()
+        except UsageError as exc:
+            need("mosquitto_dynamic_security.so", False, exc.hint or "")
         port = free_port()
         files = write_broker_config(ca, directory, hostnames=("localhost", "127.0.0.1"),
                                     port=port, manager_port=free_port(), bind="127.0.0.1",

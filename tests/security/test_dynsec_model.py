@@ -157,3 +157,22 @@ def test_broker_admin_without_a_broker_is_a_transport_error() -> None:
     with BrokerAdmin(f"mqtt://127.0.0.1:{free_port()}", PASSWORD, timeout_s=1.0) as admin, \
             pytest.raises(TransportError):
         admin.grant_device("cam-1")
+
+
+def test_broker_config_grants_devices_enrolled_before_it(tmp_path: Path) -> None:
+    """A fleet moving from the ACL file keeps its devices; revoked ones are left out."""
+    from fleet.broker_config import write_broker_config
+
+    ca = FleetCA(tmp_path / "ca")
+    ca.init()
+    for dev in ("cam-1", "cam-2"):
+        ca.issue_with_key(dev, tmp_path / dev, kind="device")
+    ca.revoke("cam-2")
+    plugin = tmp_path / "mosquitto_dynamic_security.so"
+    plugin.write_bytes(b"")
+    files = write_broker_config(ca, tmp_path / "b", plugin=plugin)
+    conf = json.loads(files.dynsec.read_text())
+    assert [c["username"] for c in conf["clients"]] == [MANAGER_IDENTITY, "cam-1"]
+    roles = {r["rolename"]: r["acls"] for r in conf["roles"]}
+    assert roles[dynsec.device_role("cam-1")] == [a.to_dict() for a in dynsec.device_acls("cam-1")]
+    assert dynsec.device_role("cam-2") not in roles
