@@ -26,7 +26,9 @@ from fleet import dynsec
 from fleet.mqtt import MqttConnection, MqttOptions, TlsOptions
 from fleet.pki import MANAGER_IDENTITY
 
-__all__ = ["BrokerAdmin", "read_password"]
+__all__ = ["DEFAULT_TIMEOUT_S", "BrokerAdmin", "read_password"]
+
+DEFAULT_TIMEOUT_S = 10.0   # connect, and wait for the plugin's answer to one batch
 
 
 def read_password(path: Path) -> str:
@@ -47,8 +49,8 @@ class BrokerAdmin:
 
     def __init__(self, broker_url: str, password: str, *, tls: TlsOptions | None = None,
                  username: str = MANAGER_IDENTITY, client_id: str | None = None,
-                 timeout_s: float = 10.0) -> None:
-        self.timeout_s = timeout_s
+                 timeout_s: float | None = None) -> None:
+        self.timeout_s = timeout_s or DEFAULT_TIMEOUT_S
         # every admin client receives every answer on the response topic: tag ours
         self._instance = secrets.token_hex(6)
         self._conn = MqttConnection(

@@ -16,7 +16,7 @@ import click
 # re-exported here as ``device_enroll``.
 from device_agent.enroll_cli import enroll as device_enroll
 from edgeops.cli.common import emit, json_option
-from edgeops.errors import UsageError
+from edgeops.errors import EdgeOpsError, TransportError, UsageError
 from edgeops.protocol.topics import valid_device_id
 from fleet.pki import MANAGER_IDENTITY, FleetCA
 
@@ -168,6 +168,8 @@ def ca_revoke(ca_dir: Path | None, what: str, reason: str | None, crl_out: tuple
       edgeops fleet ca revoke cam-17 --crl-out /etc/mosquitto/edgeops/crl.pem \\
           --broker mqtts://mqtt.city.example:8884 --broker-password-file manager.password
     """
+    from datetime import UTC, datetime
+
     from edgeops.fsutil import atomic_write
 
     admin = None
@@ -182,14 +184,34 @@ def ca_revoke(ca_dir: Path | None, what: str, reason: str | None, crl_out: tuple
         admin = BrokerAdmin(broker, read_password(broker_password_file),
                             tls=TlsOptions(broker_ca, broker_cert, broker_key))
     store = FleetCA(ca_dir)
-    done = store.revoke(what, reason=reason)
+    try:
+        done = store.revoke(what, reason=reason)
+    except UsageError:
+        known = [r for r in store.records() if r.identity == what]
+        if admin is None or not known or any(r.revoked_at is None for r in known):
+            raise
+        done = []   # revoked in the CA already: this run brings the broker in line
     for dest in crl_out:
         atomic_write(dest, store.crl_path.read_bytes())
-    devices = sorted({r.identity for r in done if valid_device_id(r.identity)})
+    # a device keeps its broker permissions while it holds another valid certificate
+    # (revoking the old serial after a renewal)
+    now = datetime.now(UTC)
+    still_valid = {r.identity for r in store.records()
+                   if r.revoked_at is None and datetime.fromisoformat(r.not_after) > now}
+    devices = sorted(d for d in {r.identity for r in done} | {what}
+                     if valid_device_id(d) and d not in still_valid
+                     and any(r.identity == d for r in store.records()))
     if admin is not None:
-        with admin:
-            for device in devices:
-                admin.revoke_device(device)
+        try:
+            with admin:
+                for device in devices:
+                    admin.revoke_device(device)
+        except EdgeOpsError as exc:
+            raise TransportError(
+                f"revoked in the CA ({len(done)} certificate(s), CRL written) but the broker "
+                f"was not updated: {exc.message}",
+                hint="run the same command again once the broker is reachable; it then only "
+                     "updates the broker") from None
     emit(as_json, {"revoked": [format(r.serial, "x") for r in done], "crl": str(store.crl_path),
                    "broker_revoked": devices if admin is not None else []},
          f"revoked {len(done)} certificate(s) of {what}; CRL: {store.crl_path}"

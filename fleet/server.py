@@ -158,6 +158,11 @@ class FleetServer:
         if opts.broker_password_file is not None:
             from fleet.broker_admin import BrokerAdmin, read_password
 
+            if not opts.device_broker_url:   # the manager listener refuses every device
+                raise UsageError("with --broker-password-file, --broker is the broker's manager "
+                                 "listener: tell devices the device listener",
+                                 hint="add --device-broker mqtts://HOST:8883")
+
             self.broker_password = read_password(opts.broker_password_file)
         if opts.broker and self.broker_password is not None:
             self.broker_admin = BrokerAdmin(opts.broker, self.broker_password,

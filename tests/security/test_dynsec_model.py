@@ -176,3 +176,29 @@ def test_broker_config_grants_devices_enrolled_before_it(tmp_path: Path) -> None
     roles = {r["rolename"]: r["acls"] for r in conf["roles"]}
     assert roles[dynsec.device_role("cam-1")] == [a.to_dict() for a in dynsec.device_acls("cam-1")]
     assert dynsec.device_role("cam-2") not in roles
+
+
+def test_revoke_with_the_broker_down_says_what_was_done(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import fleet.broker_admin
+    from fleet.pki_cli import ca as ca_cli
+    from tests.services import free_port
+
+    monkeypatch.setattr(fleet.broker_admin, "DEFAULT_TIMEOUT_S", 1.0)
+    ca = FleetCA(tmp_path / "ca")
+    ca.init()
+    ca.issue_with_key("cam-6", tmp_path / "cam-6", kind="device")
+    (tmp_path / "pw").write_text(PASSWORD)
+    args = ["revoke", "cam-6", "--ca-dir", str(ca.dir), "--broker",
+            f"mqtt://127.0.0.1:{free_port()}", "--broker-password-file", str(tmp_path / "pw")]
+    r = CliRunner().invoke(ca_cli, args)
+    assert isinstance(r.exception, TransportError)
+    assert "revoked in the CA (1 certificate(s), CRL written) but the broker was not updated" \
+        in r.exception.message and "again" in r.exception.hint
+    assert [x.identity for x in ca.records() if x.revoked_at] == ["cam-6"]
+    # the retry the hint names reaches the broker step again (here: still down)
+    r = CliRunner().invoke(ca_cli, args)
+    assert isinstance(r.exception, TransportError) and "(0 certificate(s)" in r.exception.message
+    # without --broker, revoking twice is still the CA's usage error
+    r = CliRunner().invoke(ca_cli, args[:4])
+    assert isinstance(r.exception, UsageError) and "no unrevoked certificate" in r.exception.message
