@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from edgeops.errors import BadContentError, ConfigError, EdgeOpsError, TransportError
-from fleet.pki import EnrolmentError, FleetCA, certificate_identity
+from fleet.pki import EnrolmentError, FleetCA
 
 __all__ = ["OPENAPI_PATHS", "routes"]
 
@@ -114,10 +114,11 @@ def _prepare_enrolment(ca: FleetCA, data: dict[str, Any], admin: Any = None) -> 
     token, csr = _str_field(data, "token"), _str_field(data, "csr")
 
     def issue() -> x509.Certificate:
-        cert = ca.enroll(csr.encode(), token)
-        if admin is not None:   # a certificate without broker permissions would be useless
-            admin.grant_device(certificate_identity(cert))
-        return cert
+        if admin is not None:   # a certificate without broker permissions would be useless;
+            # granting first keeps the token if the broker is down (a grant alone allows
+            # nothing: connecting needs the certificate)
+            admin.grant_device(ca.token_device(token))
+        return ca.enroll(csr.encode(), token)
 
     return issue
 

@@ -130,6 +130,8 @@ def test_enrolment_with_the_broker_down_is_503_with_a_reason(tmp_path: Path) -> 
             urllib.request.urlopen(req, timeout=10)  # noqa: S310 - loopback
     assert info.value.code == 503
     assert "cannot connect" in json.loads(info.value.read())["error"]
+    assert ca.records() == []                         # nothing issued...
+    assert ca.token_device(json.loads(body)["token"]) == "cam-3"   # ...and the token kept
 
 
 def test_revoke_with_broker_needs_the_password_file(tmp_path: Path) -> None:
