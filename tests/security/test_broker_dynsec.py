@@ -2,10 +2,11 @@
 manager and knock other devices off; a revoked device must lose its live session at once.
 
 Setup: the generated config (``edgeops fleet broker-config``: mutual TLS, dynamic security,
-client id bound to the certificate CN) run by a real Mosquitto on free loopback ports; devices
-granted through the plugin's control API as enrolment does; the manager on its own listener
-with its certificate and password, consuming device reports through the shared subscription
-its workers use (``$share/edgeops-managers/...``).
+client id bound to the certificate CN) run by a real Mosquitto on free loopback ports; the two
+devices enrolled for real (key made on the device, ``POST /pki/enroll`` on the manager's PKI
+routes under uvicorn, which grant them on the broker through the plugin's control API); the
+manager on its own listener with its certificate and password, consuming device reports through
+the shared subscription its workers use (``$share/edgeops-managers/...``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 
 from edgeops.protocol import topics
 from fleet.pki import FleetCA
-from tests.security._services import Identity, MqttProbe, SecureBroker, tls_alert
+from tests.security._services import Identity, MqttProbe, SecureBroker, serve_app, tls_alert
 
 pytestmark = pytest.mark.broker
 
@@ -29,6 +30,27 @@ _DELIVERED = ("Success", "No matching subscribers")   # MQTT 5 PUBACK 0x00 / 0x1
 _ids = itertools.count()
 _SHARED = [topics.shared(f"{topics.PREFIX}/devices/+/{ch}")
            for ch in ("telemetry", "state", "fetch")]
+
+
+@pytest.fixture(scope="module")
+def enrolled(fleet_ca: FleetCA, secure_broker: SecureBroker,
+             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Identity]:
+    """rogue and victim, enrolled over HTTP as `edgeops agent enroll` does."""
+    from starlette.applications import Starlette
+
+    from device_agent.enroll import request_certificate
+    from fleet.api.pki_routes import routes
+
+    app = Starlette(routes=routes)
+    app.state.fleet_ca = fleet_ca
+    app.state.broker_admin = secure_broker.admin
+    out = {}
+    with serve_app(app) as url:
+        for dev in ("cam-rogue", "cam-victim"):
+            files = request_certificate(url, fleet_ca.create_token(dev),
+                                        tmp_path_factory.mktemp(dev), dev)
+            out[dev] = secure_broker.identity(dev, files.cert, files.key)
+    return out
 
 
 @pytest.fixture
@@ -47,24 +69,24 @@ def connect(secure_broker: SecureBroker) -> Iterator[Callable[..., MqttProbe]]:
 
 def test_rogue_device_cannot_blind_the_manager_or_knock_others_off(
         secure_broker: SecureBroker, connect: Callable[..., MqttProbe],
-        ident: Callable[[str], Identity], attack) -> None:
+        ident: Callable[[str], Identity], enrolled: dict[str, Identity], attack) -> None:
     manager = connect(ident("manager"), "mgr-worker-1")
     assert manager.connect(), manager.connect_error
     for f in _SHARED:   # what every manager worker subscribes to
         assert manager.subscribe(f) == ["Granted QoS 1"]
-    victim = connect(ident("cam-2"), "edgeops-agent-cam-2")
+    a, b = "cam-rogue", "cam-victim"
+    victim = connect(enrolled[b], f"edgeops-agent-{b}")
     assert victim.connect(), victim.connect_error
     # A connects with B's client id: the broker names the session after A's certificate
-    rogue = connect(ident("cam-1"), "edgeops-agent-cam-2")
+    rogue = connect(enrolled[a], f"edgeops-agent-{b}")
     assert rogue.connect(), rogue.connect_error
-    b_tel, b_cmd = topics.device_topic("cam-2", "telemetry"), topics.device_topic("cam-2",
-                                                                                  "commands")
+    b_tel, b_cmd = topics.device_topic(b, "telemetry"), topics.device_topic(b, "commands")
     subscriptions = [*_SHARED, "#", f"{topics.PREFIX}/#", f"{topics.PREFIX}/devices/+/telemetry",
-                     b_tel, b_cmd, topics.device_topic("cam-2", "desired"),
-                     topics.shared(topics.device_topic("cam-1", "commands"), "rogue"),
+                     b_tel, b_cmd, topics.device_topic(b, "desired"),
+                     topics.shared(topics.device_topic(a, "commands"), "rogue"),
                      "$CONTROL/dynamic-security/#", "$SYS/#"]
-    publications = [b_tel, topics.device_topic("cam-2", "state"), b_cmd,
-                    topics.device_topic("cam-1", "commands"), topics.tuf_metadata("timestamp.json"),
+    publications = [b_tel, topics.device_topic(b, "state"), b_cmd,
+                    topics.device_topic(a, "commands"), topics.tuf_metadata("timestamp.json"),
                     topics.artifact_chunks("ab" * 32), "$CONTROL/dynamic-security/v1"]
     sub_answers: dict[str, list[str]] = {}
     pub_answers: dict[str, str] = {}
@@ -77,7 +99,7 @@ def test_rogue_device_cannot_blind_the_manager_or_knock_others_off(
     assert set(map(tuple, sub_answers.values())) == {("Not authorized",)}, sub_answers
     assert set(pub_answers.values()) == {"Not authorized"}, pub_answers
     # the control: A's own topics work, so the refusals above are the ACL, not a dead session
-    own = topics.device_topic("cam-1", "telemetry")
+    own = topics.device_topic(a, "telemetry")
     assert rogue.publish(own, b"own") == "Success"
     assert manager.wait_for(own) == [b"own"]
     deadline = time.monotonic() + 10
@@ -88,18 +110,18 @@ def test_rogue_device_cannot_blind_the_manager_or_knock_others_off(
     assert not victim.disconnected.is_set() and not rogue.disconnected.is_set()
     assert rogue.messages == []
     log = secure_broker.log_text()
-    assert "as cam-1 (" in log and "already connected" not in log
-    attack("cam-1 subscribes $share/edgeops-managers/... (3)", "SUBACK refused",
+    assert f"as {a} (" in log and "already connected" not in log
+    attack("dev A subscribes $share/edgeops-managers/... (3)", "SUBACK refused",
            f"SUBACK {sub_answers[_SHARED[0]][0]}")
-    attack("cam-1 subscribes #, edgeops/v1/#, devices/+/...", "SUBACK refused",
+    attack("dev A subscribes #, edgeops/v1/#, devices/+/...", "SUBACK refused",
            f"SUBACK {sub_answers['#'][0]}")
-    attack("cam-1 subscribes cam-2's telemetry/commands/desired", "SUBACK refused",
+    attack("dev A subscribes B's telemetry/commands/desired", "SUBACK refused",
            f"SUBACK {sub_answers[b_cmd][0]}")
-    attack("cam-1 connects with cam-2's client id", "cam-2 stays connected",
-           "session named cam-1 (its CN); cam-2 never dropped")
-    attack("cam-1 publishes cam-2's and manager topics", "PUBACK refused",
+    attack("dev A connects with B's client id", "B stays connected",
+           "session named after A's CN; B never dropped")
+    attack("dev A publishes B's and manager topics", "PUBACK refused",
            f"PUBACK {pub_answers[b_tel]}")
-    attack(f"manager gets cam-2's telemetry during attack (N={N_MESSAGES})", "100%",
+    attack(f"manager gets B's telemetry during attack (N={N_MESSAGES})", "100%",
            f"{len(got)}/{N_MESSAGES} received")
 
 
