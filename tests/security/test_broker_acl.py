@@ -1,8 +1,9 @@
 """The generated Mosquitto configuration, attacked from a real client with real certificates.
 
-Setup: ``edgeops fleet broker-config`` output (mutual TLS, CN as username, ACL patterns) run by
-a real mosquitto; clients speak MQTT 5 so the broker's refusal of a QoS 1 publish is visible as
-a PUBACK reason code. Every "refused" is cross-checked by a manager subscriber seeing nothing.
+Setup: ``edgeops fleet broker-config`` output (mutual TLS, CN as username and client id,
+dynamic-security roles; devices granted as enrolment does) run by a real mosquitto; clients
+speak MQTT 5 so the broker's refusal of a QoS 1 publish (SUBSCRIBE) is visible as a PUBACK
+(SUBACK) reason code. Every "refused" is cross-checked by a manager subscriber seeing nothing.
 """
 
 from __future__ import annotations
