@@ -1,31 +1,40 @@
 """Mosquitto configuration that makes the broker enforce the fleet's topic permissions.
 
 Why it exists: signed commands stop a broker user from *installing* anything, but the broker
-must still stop one device from impersonating another (publishing another's state) or reading
-another's commands. Each client authenticates with its fleet certificate (mutual TLS,
-``require_certificate``), the certificate's CN becomes its MQTT username
-(``use_identity_as_username``), and the ACL file gives a device, through ``%u`` patterns, only
-its own topics (docs/PROTOCOL.md, "Topic tree"). The manager has its own identity
-(:data:`fleet.pki.MANAGER_IDENTITY`) with everything under the prefix. Revoked certificates are
-refused through ``crlfile``.
+must still stop one device from impersonating another (publishing another's state), reading
+another's commands, joining the managers' shared subscriptions or taking over another's client
+id. Each client authenticates with its fleet certificate (mutual TLS, ``require_certificate``);
+on the device listener the certificate's CN becomes its MQTT username
+(``use_identity_as_username``) *and* its client id (``use_username_as_clientid``), so nobody can
+connect under another's id. Authorisation is Mosquitto's dynamic security plugin
+(:mod:`fleet.dynsec`), which also checks subscriptions and is changed at run time by the
+manager (:mod:`fleet.broker_admin`) at enrolment and revocation. The manager's workers use a
+second listener (``manager_port``) where they log in with the manager identity's password on
+top of mutual TLS, since several workers, each with two connections, need distinct client ids.
+Revoked certificates are refused through ``crlfile`` too.
 
-Rendering (:func:`render_acl`, :func:`render_mosquitto_conf`) is pure and built from the topic
-builders in :mod:`edgeops.protocol.topics`, so the ACL follows the protocol by construction;
+Rendering (:func:`render_mosquitto_conf`, :func:`render_acl` for the ACL-file model that
+EMQX-style brokers and the benchmark baseline use) is pure and built from the topic builders in
+:mod:`edgeops.protocol.topics`, so the permissions follow the protocol by construction;
 :func:`write_broker_config` writes the files.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import secrets
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from edgeops.errors import UsageError
 from edgeops.fsutil import atomic_write
 from edgeops.protocol import topics
+from fleet.dynsec import DEVICE_PUBLISH, DEVICE_SUBSCRIBE, initial_config
 from fleet.pki import MANAGER_IDENTITY, FleetCA
 
 __all__ = [
@@ -34,13 +43,12 @@ __all__ = [
     "BrokerFiles",
     "copy_crl",
     "device_permissions",
+    "find_dynsec_plugin",
     "render_acl",
     "render_mosquitto_conf",
     "write_broker_config",
 ]
 
-DEVICE_PUBLISH = ("status", "state", "telemetry", "fetch")
-DEVICE_SUBSCRIBE = ("desired", "commands")
 _PLACEHOLDER = "devplaceholder"  # a valid device id, swapped for mosquitto's %u
 
 
@@ -57,7 +65,9 @@ def device_permissions() -> tuple[list[str], list[str]]:
 
 
 def render_acl(manager_identity: str = MANAGER_IDENTITY) -> str:
-    """The Mosquitto ACL file. Anything not granted here is denied."""
+    """The ACL-file model (Mosquitto ``acl_file``, EMQX's ``acl.conf``). Anything not granted
+    here is denied; Mosquitto 2.0 does not check subscriptions against it, which is why the
+    generated broker uses the dynamic security plugin instead (docs/SECURITY.md)."""
     if topics.valid_device_id(manager_identity):
         raise UsageError(f"manager identity {manager_identity!r} could also be a device id",
                          hint="keep a character devices cannot use, e.g. '@'")
@@ -82,20 +92,44 @@ class BrokerFiles:
 
     directory: Path
     conf: Path
-    acl: Path
+    dynsec: Path             # the plugin's JSON (it rewrites it on every control command)
+    manager_password: Path   # the manager identity's password on the manager listener (0600)
     ca: Path
     cert: Path
     key: Path
     crl: Path
+    port: int = 8883
+    manager_port: int = 8884
 
 
-def render_mosquitto_conf(files: BrokerFiles, *, port: int = 8883, bind: str | None = None,
-                          persistence_dir: Path | None = None, user: str | None = None,
-                          log_dest: str = "stderr") -> str:
+_PLUGIN_NAME = "mosquitto_dynamic_security.so"
+_PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+                "/usr/lib/arm-linux-gnueabihf", "/usr/lib", "/usr/local/lib",
+                "/usr/lib/mosquitto", "/usr/local/lib/mosquitto")
+
+
+def find_dynsec_plugin() -> Path:
+    """The dynamic security plugin shipped with Mosquitto 2 (Debian: package ``mosquitto``)."""
+    for d in _PLUGIN_DIRS:
+        cand = Path(d) / _PLUGIN_NAME
+        if cand.is_file():
+            return cand
+    raise UsageError(f"Mosquitto's dynamic security plugin ({_PLUGIN_NAME}) is not installed",
+                     hint="install Mosquitto 2 (apt-get install mosquitto), or pass "
+                          "--dynsec-plugin PATH")
+
+
+def render_mosquitto_conf(files: BrokerFiles, *, plugin: Path, bind: str | None = None,
+                          manager_bind: str | None = None, persistence_dir: Path | None = None,
+                          user: str | None = None, log_dest: str = "stderr") -> str:
+    if files.port == files.manager_port:
+        raise UsageError(f"the device and manager listeners both use port {files.port}",
+                         hint="pass a different --manager-port")
     lines = ["# Generated by `edgeops fleet broker-config`; see docs/SECURITY.md.",
              "per_listener_settings false",
              "allow_anonymous false",
-             f"acl_file {files.acl}",
+             f"plugin {plugin}",
+             f"plugin_opt_config_file {files.dynsec}",
              "max_packet_size 1048576",
              f"log_dest {log_dest}",
              "log_type error",
@@ -108,51 +142,85 @@ def render_mosquitto_conf(files: BrokerFiles, *, port: int = 8883, bind: str | N
         lines += ["persistence true", f"persistence_location {persistence_dir}/"]
     else:
         lines.append("persistence false")
+    tls = [f"cafile {files.ca}", f"certfile {files.cert}", f"keyfile {files.key}",
+           f"crlfile {files.crl}", "require_certificate true"]
     lines += ["",
-              f"listener {port}{' ' + bind if bind else ''}",
-              "protocol mqtt",
-              f"cafile {files.ca}",
-              f"certfile {files.cert}",
-              f"keyfile {files.key}",
-              f"crlfile {files.crl}",
-              "require_certificate true",
+              "# Devices (and anyone with a fleet certificate): identity = certificate CN =",
+              "# username = client id, so no client can take over another's session.",
+              f"listener {files.port}{' ' + bind if bind else ''}",
+              "protocol mqtt", *tls,
               "use_identity_as_username true",
+              "use_username_as_clientid true",
+              "",
+              "# Manager workers: mutual TLS plus the manager identity's password",
+              "# (manager.password); client ids are free for several workers.",
+              f"listener {files.manager_port}{' ' + manager_bind if manager_bind else ''}",
+              "protocol mqtt", *tls,
               ""]
     return "\n".join(lines)
 
 
 def write_broker_config(ca: FleetCA, out_dir: Path, *, hostnames: Sequence[str] =
                         ("localhost", "127.0.0.1", "::1"), port: int = 8883,
-                        bind: str | None = None, persistence_dir: Path | None = None,
-                        user: str | None = None,
-                        manager_identity: str = MANAGER_IDENTITY) -> BrokerFiles:
-    """Write mosquitto.conf, acl, the CA certificate, the CRL and a fresh server key/cert."""
+                        manager_port: int = 8884, bind: str | None = None,
+                        manager_bind: str | None = None,
+                        persistence_dir: Path | None = None, user: str | None = None,
+                        manager_identity: str = MANAGER_IDENTITY,
+                        plugin: Path | None = None) -> BrokerFiles:
+    """Write mosquitto.conf, the dynamic-security JSON, the manager's broker password, the CA
+    certificate, the CRL and a fresh server key/cert.
+
+    An existing dynamic-security file (devices enrolled since) and password are kept.
+    """
     if not hostnames:
         raise UsageError("the broker needs at least one host name for its certificate",
                          hint="pass --hostname broker.example.org")
-    if not 0 < port < 65536:
-        raise UsageError(f"invalid port {port}")
+    for p in (port, manager_port):
+        if not 0 < p < 65536:
+            raise UsageError(f"invalid port {p}")
     out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    files = BrokerFiles(out, out / "mosquitto.conf", out / "acl", out / "ca.crt",
-                        out / "server.crt", out / "server.key", out / "crl.pem")
-    acl = render_acl(manager_identity)  # validate before writing anything
+    files = BrokerFiles(out, out / "mosquitto.conf", out / "dynsec" / "dynamic-security.json",
+                        out / "manager.password", out / "ca.crt", out / "server.crt",
+                        out / "server.key", out / "crl.pem", port, manager_port)
+    plugin = plugin or find_dynsec_plugin()
+    # validate before writing anything
+    conf = render_mosquitto_conf(files, plugin=plugin, bind=bind, manager_bind=manager_bind,
+                                 persistence_dir=persistence_dir, user=user)
+    password = (files.manager_password.read_text().strip() if files.manager_password.exists()
+                else secrets.token_urlsafe(32))
+    dynsec = json.dumps(initial_config(manager_identity, password,
+                                       devices=_enrolled_devices(ca)), indent=2).encode()
     ca.certificate()
+    out.mkdir(parents=True, exist_ok=True)
     if ca.crl() is None:
         ca.refresh_crl()
     ca.issue_with_key(hostnames[0], out, kind="server", server_names=hostnames,
                       basename="server")
     atomic_write(files.ca, ca.cert_path.read_bytes())
     atomic_write(files.crl, ca.crl_path.read_bytes())
-    atomic_write(files.acl, acl.encode())
-    atomic_write(files.conf, render_mosquitto_conf(
-        files, port=port, bind=bind, persistence_dir=persistence_dir, user=user).encode())
+    atomic_write(files.manager_password, password.encode() + b"\n", mode=0o600)
+    files.dynsec.parent.mkdir(mode=0o700, exist_ok=True)
+    if not files.dynsec.exists():
+        atomic_write(files.dynsec, dynsec, mode=0o600)
+    atomic_write(files.conf, conf.encode())
     _hand_key_to(files.key, user)
+    _hand_key_to(files.dynsec.parent, user)
+    _hand_key_to(files.dynsec, user)
     return files
 
 
+def _enrolled_devices(ca: FleetCA) -> list[str]:
+    """Devices with a valid certificate: a broker set up after them grants them at once."""
+    now = datetime.now(UTC)
+    return sorted({r.identity for r in ca.records()
+                   if r.kind == "device" and r.revoked_at is None
+                   and topics.valid_device_id(r.identity)
+                   and datetime.fromisoformat(r.not_after) > now})
+
+
 def _hand_key_to(key: Path, user: str | None) -> None:
-    """Mosquitto started as root drops to ``user`` before it reads its key: let it read it."""
+    """Mosquitto started as root drops to ``user`` before it reads its key (and rewrites the
+    dynamic-security file in its directory): let it."""
     if user is None or os.geteuid() != 0:
         return
     try:

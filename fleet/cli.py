@@ -85,6 +85,10 @@ def fleet() -> None:
 @click.option("--broker-key", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               envvar="EDGEOPS_BROKER_KEY", default=None,
               help="Private key of --broker-cert.")
+@click.option("--broker-password-file", type=click.Path(path_type=Path, dir_okay=False),
+              envvar="EDGEOPS_BROKER_PASSWORD_FILE", default=None,
+              help="manager.password from `edgeops fleet broker-config`: log in on the broker's "
+                   "manager listener and grant enrolled devices their topics there.")
 @click.option("--keys", "keys_home", type=click.Path(path_type=Path), default=None,
               help="EDGEOPS_HOME holding keys/ and trust/root.json.")
 @click.option("--public-url", default=None,
@@ -96,17 +100,19 @@ def fleet() -> None:
 @click.option("--tick", type=float, default=1.0, show_default=True,
               help="Seconds between rollout engine passes.")
 def serve(db: str, listen: str, data_dir: Path, broker: str | None, broker_ca: Path | None,
-          broker_cert: Path | None, broker_key: Path | None, keys_home: Path | None,
-          public_url: str | None, device_broker: str | None, require_blessing: bool,
-          tick: float) -> None:
+          broker_cert: Path | None, broker_key: Path | None, broker_password_file: Path | None,
+          keys_home: Path | None, public_url: str | None, device_broker: str | None,
+          require_blessing: bool, tick: float) -> None:
     """Run the fleet manager: HTTP API, TUF repository, rollout engine, MQTT worker.
 
     \b
     Example:
       edgeops fleet serve --broker mqtt://127.0.0.1:1883 --db sqlite:///fleet.db \\
           --listen 127.0.0.1:8080 --data fleet-data
-      edgeops fleet serve --broker mqtts://broker:8883 --broker-ca broker/ca.pem \\
-          --broker-cert manager.crt --broker-key manager.key --db postgresql://fleet@db/fleet
+      edgeops fleet serve --broker mqtts://broker:8884 --broker-ca broker/ca.pem \\
+          --broker-cert manager.crt --broker-key manager.key \\
+          --broker-password-file manager.password --device-broker mqtts://broker:8883 \\
+          --db postgresql://fleet@db/fleet
     """
     if (broker_cert is None) != (broker_key is None):
         raise UsageError("--broker-cert and --broker-key go together",
@@ -115,7 +121,8 @@ def serve(db: str, listen: str, data_dir: Path, broker: str | None, broker_ca: P
 
     server = FleetServer(ServeOptions(
         db=db, listen=listen, data=data_dir, broker=broker, broker_ca=broker_ca,
-        broker_cert=broker_cert, broker_key=broker_key, keys_home=keys_home,
+        broker_cert=broker_cert, broker_key=broker_key,
+        broker_password_file=broker_password_file, keys_home=keys_home,
         public_url=public_url, device_broker_url=device_broker,
         require_blessing=require_blessing, tick_s=tick))
     server.serve(on_ready=announce)

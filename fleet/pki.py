@@ -419,10 +419,9 @@ class FleetCA:
         log.info("created an enrolment token for %s (valid %d s)", device_id, ttl)
         return token
 
-    def _consume_token(self, token: str, now: datetime) -> str:
-        """Mark the token used and return its device id. Caller holds the lock."""
+    def _valid_token(self, tokens: list[dict[str, Any]], token: str,
+                     now: datetime) -> dict[str, Any]:
         digest = hash_token(token)
-        tokens = self._read(self.tokens_path)
         match = next((t for t in tokens if hmac.compare_digest(t["sha256"], digest)), None)
         if match is None:
             raise EnrolmentError("the enrolment token is not known to this fleet")
@@ -430,6 +429,19 @@ class FleetCA:
             raise EnrolmentError("the enrolment token has already been used")
         if match["expires"] <= now.timestamp():
             raise EnrolmentError("the enrolment token has expired")
+        return match
+
+    def token_device(self, token: str, now: datetime | None = None) -> str:
+        """The device a valid, unused token names, without using it up (the manager grants
+        the device on the broker first, so a broker outage does not burn the token)."""
+        with self._locked():
+            return str(self._valid_token(self._read(self.tokens_path), token,
+                                         now or _now())["device_id"])
+
+    def _consume_token(self, token: str, now: datetime) -> str:
+        """Mark the token used and return its device id. Caller holds the lock."""
+        tokens = self._read(self.tokens_path)
+        match = self._valid_token(tokens, token, now)
         match["used_at"] = now.timestamp()
         self._write(self.tokens_path, tokens)
         return str(match["device_id"])

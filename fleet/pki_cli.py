@@ -16,7 +16,8 @@ import click
 # re-exported here as ``device_enroll``.
 from device_agent.enroll_cli import enroll as device_enroll
 from edgeops.cli.common import emit, json_option
-from edgeops.errors import UsageError
+from edgeops.errors import EdgeOpsError, TransportError, UsageError
+from edgeops.protocol.topics import valid_device_id
 from fleet.pki import MANAGER_IDENTITY, FleetCA
 
 __all__ = ["broker_config", "ca", "device_enroll"]
@@ -139,25 +140,82 @@ def ca_issue(ca_dir: Path | None, identity: str | None, csr_path: Path | None, m
 @click.option("--reason", default=None, help="Free text kept in the CA's records.")
 @click.option("--crl-out", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
               help="Also copy the new CRL here (e.g. the broker's crl.pem); repeatable.")
+@click.option("--broker", envvar="EDGEOPS_BROKER_ADMIN", default=None,
+              help="mqtts://HOST:8884, the broker's manager listener: disconnect the device now "
+                   "and take its permissions (dynamic security).")
+@click.option("--broker-ca", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              envvar="EDGEOPS_BROKER_CA", default=None, help="CA of the broker's certificate.")
+@click.option("--broker-cert", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              envvar="EDGEOPS_BROKER_CERT", default=None, help="The manager's certificate.")
+@click.option("--broker-key", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              envvar="EDGEOPS_BROKER_KEY", default=None, help="Private key of --broker-cert.")
+@click.option("--broker-password-file", type=click.Path(path_type=Path, dir_okay=False),
+              envvar="EDGEOPS_BROKER_PASSWORD_FILE", default=None,
+              help="manager.password from `edgeops fleet broker-config`.")
 @json_option
 def ca_revoke(ca_dir: Path | None, what: str, reason: str | None, crl_out: tuple[Path, ...],
+              broker: str | None, broker_ca: Path | None, broker_cert: Path | None,
+              broker_key: Path | None, broker_password_file: Path | None,
               as_json: bool) -> None:
     """Revoke a device (every certificate of that id) or one serial (0x...).
 
-    The broker refuses the certificate once it reloads its crlfile (SIGHUP or restart).
+    With --broker the device's open session is closed at once and it loses every permission
+    on the broker; the broker also refuses the certificate once it reloads its crlfile
+    (SIGHUP).
 
     \b
     Example:
-      edgeops fleet ca revoke cam-17 --crl-out /etc/mosquitto/edgeops/crl.pem
+      edgeops fleet ca revoke cam-17 --crl-out /etc/mosquitto/edgeops/crl.pem \\
+          --broker mqtts://mqtt.city.example:8884 --broker-password-file manager.password
     """
+    from datetime import UTC, datetime
+
     from edgeops.fsutil import atomic_write
 
+    admin = None
+    if broker is not None:
+        from fleet.broker_admin import BrokerAdmin, read_password
+        from fleet.mqtt import TlsOptions, parse_broker_url
+
+        if broker_password_file is None:
+            raise UsageError("--broker needs --broker-password-file",
+                             hint="the manager.password written by `edgeops fleet broker-config`")
+        parse_broker_url(broker)   # a bad URL fails before anything is revoked
+        admin = BrokerAdmin(broker, read_password(broker_password_file),
+                            tls=TlsOptions(broker_ca, broker_cert, broker_key))
     store = FleetCA(ca_dir)
-    done = store.revoke(what, reason=reason)
+    try:
+        done = store.revoke(what, reason=reason)
+    except UsageError:
+        known = [r for r in store.records() if r.identity == what]
+        if admin is None or not known or any(r.revoked_at is None for r in known):
+            raise
+        done = []   # revoked in the CA already: this run brings the broker in line
     for dest in crl_out:
         atomic_write(dest, store.crl_path.read_bytes())
-    emit(as_json, {"revoked": [format(r.serial, "x") for r in done], "crl": str(store.crl_path)},
-         f"revoked {len(done)} certificate(s) of {what}; CRL: {store.crl_path}")
+    # a device keeps its broker permissions while it holds another valid certificate
+    # (revoking the old serial after a renewal)
+    now = datetime.now(UTC)
+    still_valid = {r.identity for r in store.records()
+                   if r.revoked_at is None and datetime.fromisoformat(r.not_after) > now}
+    devices = sorted(d for d in {r.identity for r in done} | {what}
+                     if valid_device_id(d) and d not in still_valid
+                     and any(r.identity == d for r in store.records()))
+    if admin is not None:
+        try:
+            with admin:
+                for device in devices:
+                    admin.revoke_device(device)
+        except EdgeOpsError as exc:
+            raise TransportError(
+                f"revoked in the CA ({len(done)} certificate(s), CRL written) but the broker "
+                f"was not updated: {exc.message}",
+                hint="run the same command again once the broker is reachable; it then only "
+                     "updates the broker") from None
+    emit(as_json, {"revoked": [format(r.serial, "x") for r in done], "crl": str(store.crl_path),
+                   "broker_revoked": devices if admin is not None else []},
+         f"revoked {len(done)} certificate(s) of {what}; CRL: {store.crl_path}"
+         + (f"; broker: {', '.join(devices) or 'nothing'} disconnected" if admin else ""))
 
 
 @ca.command("crl")
@@ -210,18 +268,30 @@ def ca_list(ca_dir: Path | None, as_json: bool) -> None:
 @click.command("broker-config")
 @_CA_DIR
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory for mosquitto.conf, acl, certificates and crl.pem.")
+              help="Directory for mosquitto.conf, the dynamic-security file, manager.password, "
+                   "certificates and crl.pem.")
 @click.option("--hostname", "hostnames", multiple=True,
               default=("localhost", "127.0.0.1", "::1"), show_default=True,
               help="Broker names for its server certificate; repeatable.")
-@click.option("--port", default=8883, show_default=True, type=int)
+@click.option("--port", default=8883, show_default=True, type=int,
+              help="Device listener (client id = certificate CN).")
+@click.option("--manager-port", default=8884, show_default=True, type=int,
+              help="Manager listener (certificate + manager.password).")
 @click.option("--bind", default=None, help="Address to listen on (default all).")
+@click.option("--manager-bind", default=None,
+              help="Address of the manager listener (default all; the manager's network).")
 @click.option("--user", default="mosquitto", show_default=True,
-              help="Account Mosquitto drops to; its key is handed to it.")
+              help="Account Mosquitto drops to; its key and dynamic-security file are handed "
+                   "to it.")
+@click.option("--dynsec-plugin", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="mosquitto_dynamic_security.so (default: found where "
+                                 "Mosquitto 2 installs it).")
 @json_option
 def broker_config(ca_dir: Path | None, out: Path, hostnames: tuple[str, ...], port: int,
-                  bind: str | None, user: str, as_json: bool) -> None:
-    """Write a Mosquitto configuration: mutual TLS, certificate CN as username, fleet ACL.
+                  manager_port: int, bind: str | None, manager_bind: str | None, user: str,
+                  dynsec_plugin: Path | None, as_json: bool) -> None:
+    """Write a Mosquitto configuration: mutual TLS, certificate CN as username and client id,
+    dynamic-security authorisation changed live by the manager.
 
     \b
     Example:
@@ -230,9 +300,9 @@ def broker_config(ca_dir: Path | None, out: Path, hostnames: tuple[str, ...], po
     """
     from fleet.broker_config import write_broker_config
 
-    files = write_broker_config(FleetCA(ca_dir), out, hostnames=hostnames, port=port, bind=bind,
-                                user=user)
+    files = write_broker_config(FleetCA(ca_dir), out, hostnames=hostnames, port=port,
+                                manager_port=manager_port, bind=bind, manager_bind=manager_bind,
+                                user=user, plugin=dynsec_plugin)
     emit(as_json, {k: str(v) for k, v in vars(files).items()},
-         f"wrote {files.conf} (acl {files.acl}); run: mosquitto -c {files.conf}")
-
-
+         f"wrote {files.conf} (authorisation {files.dynsec}; manager password "
+         f"{files.manager_password}); run: mosquitto -c {files.conf}")

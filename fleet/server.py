@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuf.api.metadata import Metadata, Root
 
@@ -35,6 +35,10 @@ from fleet.repository import Repository
 from fleet.rollout import RolloutEngine
 from fleet.store import Store, open_store
 
+if TYPE_CHECKING:
+    from fleet.broker_admin import BrokerAdmin
+    from fleet.mqtt import TlsOptions
+
 __all__ = ["FleetServer", "OfflineChannel", "ServeOptions", "ensure_admin_token", "parse_listen",
            "remove_stale_uploads"]
 
@@ -50,6 +54,8 @@ class ServeOptions:
     broker_ca: Path | None = None           # mqtts://: CA that signed the broker's certificate
     broker_cert: Path | None = None         # the manager's client certificate (mutual TLS)
     broker_key: Path | None = None
+    broker_password_file: Path | None = None  # manager.password: the generated broker's manager
+    # listener, where the manager also administers the broker (enrolment grants a device)
     keys_home: Path | None = None
     public_url: str | None = None           # what enrolled agents use to reach the API
     device_broker_url: str | None = None    # what enrolled agents use to reach the broker
@@ -147,6 +153,21 @@ class FleetServer:
                           root_json=rp.read_bytes()),
             upload_dir=opts.data / "uploads", ca=_fleet_ca(keys))
         self.app = create_app(self.services, fleet_ca=self.services.ca)
+        self.broker_password: str | None = None
+        self.broker_admin: BrokerAdmin | None = None
+        if opts.broker_password_file is not None:
+            from fleet.broker_admin import BrokerAdmin, read_password
+
+            if not opts.device_broker_url:   # the manager listener refuses every device
+                raise UsageError("with --broker-password-file, --broker is the broker's manager "
+                                 "listener: tell devices the device listener",
+                                 hint="add --device-broker mqtts://HOST:8883")
+
+            self.broker_password = read_password(opts.broker_password_file)
+        if opts.broker and self.broker_password is not None:
+            self.broker_admin = BrokerAdmin(opts.broker, self.broker_password,
+                                            tls=self._broker_tls())
+            self.app.state.broker_admin = self.broker_admin
         self.host, self.port = host, port
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
@@ -155,21 +176,23 @@ class FleetServer:
         """Connect MQTT (if configured), recover, start the rollout loop."""
         if self.opts.broker:
             try:
-                from fleet.worker import ManagerWorker, default_client_id
+                from fleet.mqtt import MqttOptions
+                from fleet.pki import MANAGER_IDENTITY
+                from fleet.worker import ManagerWorker, WorkerConfig, default_client_id
             except ImportError:
                 log.warning("fleet.worker is not available: running without MQTT")
             else:
                 # host + pid + HTTP port: unique even for several managers in one process
-                tls = None
-                if self.opts.broker_ca or self.opts.broker_cert:
-                    from fleet.mqtt import TlsOptions
-
-                    tls = TlsOptions(ca=self.opts.broker_ca, cert=self.opts.broker_cert,
-                                     key=self.opts.broker_key)
-                self.worker = ManagerWorker(self.store, self.opts.broker, self.opts.data, tls=tls,
-                                            client_id=f"{default_client_id()}-{self.port}",
+                client_id = f"{default_client_id()}-{self.port}"
+                config = None
+                if self.broker_password is not None:
+                    config = WorkerConfig(mqtt=MqttOptions(
+                        client_id=client_id, username=MANAGER_IDENTITY,
+                        password=self.broker_password))
+                self.worker = ManagerWorker(self.store, self.opts.broker, self.opts.data,
+                                            tls=self._broker_tls(), client_id=client_id,
                                             on_state=self.engine.on_state,
-                                            on_status=self.engine.on_status)
+                                            on_status=self.engine.on_status, config=config)
                 self.worker.start()
                 self.channel = self.worker
                 self.engine.channel = self.worker
@@ -196,10 +219,20 @@ class FleetServer:
             except Exception:  # keep the loop alive; the store or broker may be back soon
                 log.exception("rollout loop iteration failed")
 
+    def _broker_tls(self) -> TlsOptions | None:
+        from fleet.mqtt import TlsOptions
+
+        if self.opts.broker_ca or self.opts.broker_cert:
+            return TlsOptions(ca=self.opts.broker_ca, cert=self.opts.broker_cert,
+                              key=self.opts.broker_key)
+        return None
+
     def stop(self) -> None:
         self._stop.set()
         if self._loop is not None:
             self._loop.join(timeout=10)
+        if self.broker_admin is not None:
+            self.broker_admin.close()
         if self.worker is not None:
             try:
                 self.worker.stop()

@@ -4,7 +4,9 @@ Why it exists: a device can reach the manager's HTTP API before it has a certifi
 enrolment happens here, authorised by the one-time token rather than an API bearer token (the
 device has none). The routes are mounted by the fleet API (``routes``); they find the CA in
 ``request.app.state.fleet_ca`` (a :class:`fleet.pki.FleetCA`) or, failing that, in
-``$EDGEOPS_HOME/ca``.
+``$EDGEOPS_HOME/ca``. With ``request.app.state.broker_admin`` (a
+:class:`fleet.broker_admin.BrokerAdmin`), an enrolled device is also granted its topics on the
+broker before its certificate is returned (docs/SECURITY.md, "Broker authorisation").
 
 * ``POST /pki/enroll``  ``{"token", "csr"}`` → ``{"certificate", "ca", "chain", "not_after"}``
 * ``POST /pki/renew``   ``{"csr", "certificate", "proof"}`` (proof: base64 signature over the
@@ -31,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from edgeops.errors import BadContentError, ConfigError, EdgeOpsError
+from edgeops.errors import BadContentError, ConfigError, EdgeOpsError, TransportError
 from fleet.pki import EnrolmentError, FleetCA
 
 __all__ = ["OPENAPI_PATHS", "routes"]
@@ -100,7 +102,7 @@ async def _certificate_route(request: Request, what: str,  # "an enrolment", "a 
         log.warning("refused %s from %s: %s", what,
                     request.client.host if request.client else "?", exc.message)
         return _error(403, exc)
-    except ConfigError as exc:
+    except (ConfigError, TransportError) as exc:
         log.error("%s unavailable: %s", what.split()[-1], exc.message)
         return _error(503, exc)
     except BadContentError as exc:
@@ -108,9 +110,17 @@ async def _certificate_route(request: Request, what: str,  # "an enrolment", "a 
     return _answer(ca, cert)
 
 
-def _prepare_enrolment(ca: FleetCA, data: dict[str, Any]) -> _Issue:
+def _prepare_enrolment(ca: FleetCA, data: dict[str, Any], admin: Any = None) -> _Issue:
     token, csr = _str_field(data, "token"), _str_field(data, "csr")
-    return lambda: ca.enroll(csr.encode(), token)
+
+    def issue() -> x509.Certificate:
+        if admin is not None:   # a certificate without broker permissions would be useless;
+            # granting first keeps the token if the broker is down (a grant alone allows
+            # nothing: connecting needs the certificate)
+            admin.grant_device(ca.token_device(token))
+        return ca.enroll(csr.encode(), token)
+
+    return issue
 
 
 def _prepare_renewal(ca: FleetCA, data: dict[str, Any]) -> _Issue:
@@ -123,7 +133,9 @@ def _prepare_renewal(ca: FleetCA, data: dict[str, Any]) -> _Issue:
 
 
 async def enroll(request: Request) -> Response:
-    return await _certificate_route(request, "an enrolment", _prepare_enrolment)
+    admin = getattr(request.app.state, "broker_admin", None)
+    return await _certificate_route(request, "an enrolment",
+                                    lambda ca, data: _prepare_enrolment(ca, data, admin))
 
 
 async def renew(request: Request) -> Response:

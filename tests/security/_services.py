@@ -3,7 +3,8 @@ uvicorn server for the PKI routes, and MQTT 5 test clients that report what the 
 
 Reusable by other test directories: ``SecureBroker`` (a :class:`tests.mosquitto.MosquittoBroker`)
 starts ``mosquitto -c`` on a config written by :func:`fleet.broker_config.write_broker_config`
-(free loopback port, real TLS);
+(free loopback ports for the device and manager listeners, real TLS, the dynamic security
+plugin), and grants or revokes devices through the plugin's control API as the manager does;
 ``MqttProbe`` is a paho MQTT 5 client that records connection results, PUBACK reason codes and
 received messages. With ``EDGEOPS_REQUIRE_SERVICES=1`` a missing mosquitto fails, never skips.
 """
@@ -23,8 +24,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from starlette.applications import Starlette
 
-from fleet.broker_config import BrokerFiles, copy_crl, write_broker_config
-from fleet.pki import FleetCA
+from edgeops.errors import UsageError
+from fleet.broker_admin import BrokerAdmin, read_password
+from fleet.broker_config import BrokerFiles, copy_crl, find_dynsec_plugin, write_broker_config
+from fleet.mqtt import TlsOptions
+from fleet.pki import MANAGER_IDENTITY, FleetCA
 from tests.mosquitto import MosquittoBroker, find_mosquitto
 from tests.services import free_port, need
 
@@ -39,21 +43,64 @@ class Identity:
     ca: Path
     cert: Path | None
     key: Path | None
+    username: str | None = None   # with password: log in (the manager listener)
+    password: str | None = None
+    port: int | None = None       # the listener this identity must use, if not the device one
 
 
 class SecureBroker(MosquittoBroker):
     """``mosquitto -c <generated mosquitto.conf>`` on 127.0.0.1, log captured to a file.
 
-    The config, ACL file and CRL are production's (:func:`fleet.broker_config.write_broker_config`);
-    running, restarting and the log are :class:`tests.mosquitto.MosquittoBroker`'s."""
+    The config, dynamic-security file and CRL are production's
+    (:func:`fleet.broker_config.write_broker_config`); running, restarting and the log are
+    :class:`tests.mosquitto.MosquittoBroker`'s. ``admin`` is the manager's
+    :class:`fleet.broker_admin.BrokerAdmin` on the manager listener."""
 
     def __init__(self, ca: FleetCA, directory: Path) -> None:
+        need("mosquitto", find_mosquitto() is not None, "apt-get install mosquitto")
+        try:
+            find_dynsec_plugin()
+        except UsageError as exc:
+            need("mosquitto_dynamic_security.so", False, exc.hint or "")
         port = free_port()
         files = write_broker_config(ca, directory, hostnames=("localhost", "127.0.0.1"),
-                                    port=port, bind="127.0.0.1", user=getpass.getuser())
+                                    port=port, manager_port=free_port(), bind="127.0.0.1",
+                                    manager_bind="127.0.0.1", user=getpass.getuser())
         super().__init__(directory, port=port, config_file=files.conf)
         self.ca = ca
         self.files: BrokerFiles = files
+        self.manager_password = read_password(files.manager_password)
+        self.admin_key, self.admin_cert = ca.issue_with_key(
+            MANAGER_IDENTITY, directory / "admin", kind="manager")
+        self._admin: BrokerAdmin | None = None
+
+    @property
+    def manager_url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.files.manager_port}"
+
+    @property
+    def admin(self) -> BrokerAdmin:
+        if self._admin is None:
+            self._admin = BrokerAdmin(self.manager_url, self.manager_password,
+                                      tls=TlsOptions(self.files.ca, self.admin_cert,
+                                                     self.admin_key))
+        return self._admin
+
+    def grant(self, *device_ids: str) -> None:
+        """What enrolment does on the broker (idempotent)."""
+        for d in device_ids:
+            self.admin.grant_device(d)
+
+    def manager_identity(self, cert: Path, key: Path, name: str = "manager") -> Identity:
+        """The manager on its own listener: certificate plus the manager password."""
+        return Identity(name, self.files.ca, cert, key, MANAGER_IDENTITY, self.manager_password,
+                        self.files.manager_port)
+
+    def stop(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+        super().stop()
 
     def start(self, timeout_s: float = 10.0) -> SecureBroker:
         need("mosquitto", find_mosquitto() is not None, "apt-get install mosquitto")
@@ -64,6 +111,12 @@ class SecureBroker(MosquittoBroker):
         """What an operator does after ``ca revoke``: copy the CRL, then restart the broker."""
         copy_crl(self.ca, self.files.directory)
         self.restart()
+
+    def restart(self, timeout_s: float = 10.0, down_s: float = 0.0) -> None:
+        if self._admin is not None:   # its session died with the broker
+            self._admin.close()
+            self._admin = None
+        super().restart(timeout_s, down_s)
 
     def identity(self, name: str, cert: Path | None, key: Path | None) -> Identity:
         return Identity(name, self.files.ca, cert, key)
@@ -91,6 +144,8 @@ class MqttProbe:
         c.tls_set(ca_certs=str(self.identity.ca),
                   certfile=str(self.identity.cert) if self.identity.cert else None,
                   keyfile=str(self.identity.key) if self.identity.key else None)
+        if self.identity.username is not None:
+            c.username_pw_set(self.identity.username, self.identity.password)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -98,7 +153,7 @@ class MqttProbe:
         c.on_subscribe = self._on_subscribe
         self.client = c
         try:
-            c.connect("127.0.0.1", self.port, keepalive=30)
+            c.connect("127.0.0.1", self.identity.port or self.port, keepalive=30)
         except (OSError, ValueError) as exc:
             # The broker refused the TLS handshake (no cert, revoked, expired, foreign CA).
             self.connect_error = f"{type(exc).__name__}: {exc}"

@@ -70,8 +70,14 @@ def secure_broker(fleet_ca: FleetCA, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def ident(secure_broker: SecureBroker, identities: dict[str, tuple[Path, Path]]
           ) -> Callable[[str], Identity]:
+    """Identities on the generated broker: the manager on its listener (certificate and
+    password), devices on theirs, granted on the broker as enrolment does."""
+    secure_broker.grant(*(n for n in identities if n != "manager"))
+
     def make(name: str) -> Identity:
         key, cert = identities[name]
+        if name == "manager":
+            return secure_broker.manager_identity(cert, key)
         return secure_broker.identity(name, cert, key)
 
     return make

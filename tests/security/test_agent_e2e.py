@@ -123,6 +123,7 @@ def rig(fleet_ca: FleetCA, secure_broker: SecureBroker, ident: Callable[[str], I
     dev = tmp / "device"
     app = Starlette(routes=routes)
     app.state.fleet_ca = fleet_ca
+    app.state.broker_admin = secure_broker.admin   # enrolment grants the device its topics
     with serve_app(app) as pki_url:           # real enrolment: the key is made on the device
         request_certificate(pki_url, fleet_ca.create_token(DEVICE), dev, DEVICE)
     (dev / "root.json").write_bytes(repo.root_bytes)

@@ -1,8 +1,9 @@
 """The generated Mosquitto configuration, attacked from a real client with real certificates.
 
-Setup: ``edgeops fleet broker-config`` output (mutual TLS, CN as username, ACL patterns) run by
-a real mosquitto; clients speak MQTT 5 so the broker's refusal of a QoS 1 publish is visible as
-a PUBACK reason code. Every "refused" is cross-checked by a manager subscriber seeing nothing.
+Setup: ``edgeops fleet broker-config`` output (mutual TLS, CN as username and client id,
+dynamic-security roles; devices granted as enrolment does) run by a real mosquitto; clients
+speak MQTT 5 so the broker's refusal of a QoS 1 publish (SUBSCRIBE) is visible as a PUBACK
+(SUBACK) reason code. Every "refused" is cross-checked by a manager subscriber seeing nothing.
 """
 
 from __future__ import annotations
@@ -97,21 +98,21 @@ def test_device_cannot_read_another_devices_commands(manager: MqttProbe, connect
     spy, owner = connect(ident("cam-1")), connect(ident("cam-2"))
     assert spy.connect() and owner.connect()
     victim = topics.device_topic("cam-2", "commands")
-    spy.subscribe(victim)
-    spy.subscribe(f"{topics.PREFIX}/#")
-    owner.subscribe(victim)
-    assert manager.publish(victim, b"for cam-2 only") == "Success"
-    assert owner.wait_for(victim) == [b"for cam-2 only"]  # control: the owner gets it
     desired = topics.device_topic("cam-2", "desired")
     assert manager.publish(desired, b"retained desired", retain=True) == "Success"
-    late = connect(ident("cam-1"))
-    assert late.connect()
-    late.subscribe(desired)
+    # the broker checks subscriptions (dynamic security): refused, not granted-and-starved
+    refused = [spy.subscribe(victim), spy.subscribe(desired)]
+    assert refused == [["Not authorized"]] * 2
     own = topics.device_topic("cam-1", "commands")
+    assert spy.subscribe(own) == ["Granted QoS 1"]
+    assert owner.subscribe(victim) == ["Granted QoS 1"]
+    assert manager.publish(victim, b"for cam-2 only") == "Success"
+    assert owner.wait_for(victim) == [b"for cam-2 only"]  # control: the owner gets it
     assert manager.publish(own, b"for cam-1") == "Success"
-    assert spy.wait_for(own) == [b"for cam-1"]  # the spy's subscriptions work...
-    assert spy.received(victim) == [] and late.received(desired) == []  # ...but not for cam-2's
-    attack("cam-1 subscribes cam-2/commands, desired", "nothing delivered", "0 messages")
+    assert spy.wait_for(own) == [b"for cam-1"]  # the spy's own subscription works...
+    assert spy.received(victim) == [] and spy.received(desired) == []  # ...but not cam-2's
+    attack("cam-1 subscribes cam-2/commands, desired", "SUBACK refused, nothing delivered",
+           f"SUBACK {refused[0][0]}, 0 messages")
 
 
 def test_device_receives_shared_artifact_and_metadata_topics(manager: MqttProbe, connect,

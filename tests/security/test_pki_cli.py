@@ -84,23 +84,65 @@ def test_commands_without_a_ca_say_how_to_make_one(tmp_path: Path) -> None:
     assert exc is not None and exc.exit_code == 1 and "ca init" in exc.hint
 
 
+def _fake_plugin(tmp_path: Path) -> str:
+    (tmp_path / "mosquitto_dynamic_security.so").write_bytes(b"")
+    return str(tmp_path / "mosquitto_dynamic_security.so")
+
+
 def test_broker_config_writes_everything(tmp_path: Path) -> None:
     d = str(tmp_path / "ca")
     run(ca, ["init", "--ca-dir", d])
     import getpass
 
+    plugin = _fake_plugin(tmp_path)   # written into the config, not loaded here
     code, out, _ = run(broker_config, ["--ca-dir", d, "--out", str(tmp_path / "b"), "--port",
-                                       "8884", "--user", getpass.getuser(), "--json"])
+                                       "8885", "--user", getpass.getuser(), "--json",
+                                       "--dynsec-plugin", plugin])
     assert code == 0
     files = json.loads(out)
     conf = Path(files["conf"]).read_text()
     for line in ("require_certificate true", "use_identity_as_username true",
-                 "allow_anonymous false", "listener 8884", f"crlfile {files['crl']}"):
+                 "use_username_as_clientid true", "allow_anonymous false", "listener 8885",
+                 "listener 8884", f"crlfile {files['crl']}",
+                 f"plugin {plugin}", f"plugin_opt_config_file {files['dynsec']}"):
         assert line in conf
-    assert stat.S_IMODE(Path(files["key"]).stat().st_mode) == 0o600
+    assert "acl_file" not in conf
+    for secret in ("key", "dynsec", "manager_password"):
+        assert stat.S_IMODE(Path(files[secret]).stat().st_mode) == 0o600
+    dynsec = json.loads(Path(files["dynsec"]).read_text())
+    assert Path(files["manager_password"]).read_text().strip() not in json.dumps(dynsec)
+    # a second run keeps the broker's state (devices enrolled since) and the password
+    Path(files["dynsec"]).write_text(json.dumps(dynsec | {"groups": [{"groupname": "kept"}]}))
+    password = Path(files["manager_password"]).read_text()
+    assert run(broker_config, ["--ca-dir", d, "--out", str(tmp_path / "b"), "--port", "8885",
+                               "--user", getpass.getuser(), "--dynsec-plugin", plugin])[0] == 0
+    assert json.loads(Path(files["dynsec"]).read_text())["groups"] == [{"groupname": "kept"}]
+    assert Path(files["manager_password"]).read_text() == password
     server = x509.load_pem_x509_certificate(Path(files["cert"]).read_bytes())
     sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in sans.get_values_for_type(x509.DNSName)
+
+
+def test_broker_config_refuses_one_port_for_both_listeners(tmp_path: Path) -> None:
+    d = str(tmp_path / "ca")
+    run(ca, ["init", "--ca-dir", d])
+    _, _, exc = run(broker_config, ["--ca-dir", d, "--out", str(tmp_path / "b"), "--port",
+                                    "8884", "--manager-port", "8884",
+                                    "--dynsec-plugin", _fake_plugin(tmp_path)])
+    assert exc is not None and exc.exit_code == 2 and "--manager-port" in (exc.hint or "")
+    assert not (tmp_path / "b").exists()
+
+
+def test_broker_config_without_the_plugin_says_what_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fleet.broker_config as bc
+
+    monkeypatch.setattr(bc, "_PLUGIN_DIRS", (str(tmp_path / "nowhere"),))
+    d = str(tmp_path / "ca")
+    run(ca, ["init", "--ca-dir", d])
+    _, _, exc = run(broker_config, ["--ca-dir", d, "--out", str(tmp_path / "b")])
+    assert exc is not None and exc.exit_code == 2 and "apt-get install mosquitto" in exc.hint
+    assert not (tmp_path / "b").exists()
 
 
 def test_broker_config_rejects_unknown_user(tmp_path: Path) -> None:
@@ -111,7 +153,7 @@ def test_broker_config_rejects_unknown_user(tmp_path: Path) -> None:
     d = str(tmp_path / "ca")
     run(ca, ["init", "--ca-dir", d])
     _, _, exc = run(broker_config, ["--ca-dir", d, "--out", str(tmp_path / "b"), "--user",
-                                    "no-such-user-xyz"])
+                                    "no-such-user-xyz", "--dynsec-plugin", _fake_plugin(tmp_path)])
     assert exc is not None and "does not exist" in exc.message
 
 

@@ -1,6 +1,7 @@
 """`edgeops fleet serve` reaches the generated broker with the manager's own mTLS identity.
 
-A real `fleet serve` process connects with --broker-ca/--broker-cert/--broker-key to Mosquitto
+A real `fleet serve` process connects with --broker-ca/--broker-cert/--broker-key and
+--broker-password-file (the manager listener) to Mosquitto
 running the configuration from `edgeops fleet broker-config`; an enrolled device then receives the
 retained TUF root it publishes. Without the client certificate the broker refuses the manager,
 and `fleet serve` says so instead of serving devices silently.
@@ -35,7 +36,9 @@ def _serve(tmp: Path, broker: SecureBroker, tls_args: list[str]) -> tuple[subpro
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEOPS_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgeops.cli.main", "fleet", "serve",
-         "--broker", f"mqtts://127.0.0.1:{broker.port}", *tls_args,
+         "--broker", broker.manager_url, "--broker-password-file",
+         str(broker.files.manager_password), "--device-broker",
+         f"mqtts://127.0.0.1:{broker.port}", *tls_args,
          "--db", f"sqlite:///{tmp / 'fleet.db'}", "--listen", f"127.0.0.1:{port}",
          "--data", str(tmp / "data"), "--keys", str(keys.home)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -80,7 +83,9 @@ def test_fleet_serve_without_client_certificate_is_refused(
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEOPS_")}
     r = subprocess.run(
         [sys.executable, "-m", "edgeops.cli.main", "fleet", "serve",
-         "--broker", f"mqtts://127.0.0.1:{secure_broker.port}",
+         "--broker", secure_broker.manager_url, "--broker-password-file",
+         str(secure_broker.files.manager_password), "--device-broker",
+         f"mqtts://127.0.0.1:{secure_broker.port}",
          "--broker-ca", str(secure_broker.files.ca), "--db", f"sqlite:///{tmp_path / 'f.db'}",
          "--listen", f"127.0.0.1:{free_port()}", "--data", str(tmp_path / "data"),
          "--keys", str(keys.home)], env=env, capture_output=True, text=True, timeout=90)
@@ -98,3 +103,17 @@ def test_broker_cert_without_key_is_a_usage_error(tmp_path: Path,
                         "--broker", "mqtts://127.0.0.1:1", "--broker-cert", str(cert),
                         "--data", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--broker-cert and --broker-key go together" in r.stderr
+
+
+def test_manager_listener_without_device_broker_is_a_usage_error(
+        tmp_path: Path, secure_broker: SecureBroker) -> None:
+    """Enrolled agents would be told the manager listener, which refuses every device."""
+    keys = make_keystore(tmp_path / "home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEOPS_")}
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeops.cli.main", "fleet", "serve",
+         "--broker", secure_broker.manager_url, "--broker-password-file",
+         str(secure_broker.files.manager_password), "--db", f"sqlite:///{tmp_path / 'f.db'}",
+         "--listen", f"127.0.0.1:{free_port()}", "--data", str(tmp_path / "data"),
+         "--keys", str(keys.home)], env=env, capture_output=True, text=True, timeout=90)
+    assert r.returncode == 2 and "--device-broker" in r.stderr and "Traceback" not in r.stderr
