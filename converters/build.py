@@ -16,6 +16,7 @@ What a backend finds in ``ctx.shared`` (documented contract, also used by conver
                    spooled Python feeds, or for a sequence the same with carried states;
                    read it with ``iter_samples()`` in order (``sample(0)``, ``len()`` work)
 ``"validation"``   SampleSet (for a sequence: the states FP32 carried, step by step)
+``"prequantised"`` dict[str, int]: quantised op counts when the source is already quantised
 ``"states"``       dict[str, str]: a streaming model's state output → input pairs ({} if none);
                    pass to ``run_onnx(..., states=)`` so a candidate runs on its own states
 ``"labels"``       np.ndarray | None, class index per validation sample
@@ -349,6 +350,10 @@ def _build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildO
     progress(f"checking {request.model}")
     source = load_source(request.model)
     check_artifacts_fit(source, targets)
+    from converters.prequantised import check_prequantised_targets, quantised_ops
+
+    prequantised = quantised_ops(source.model)
+    check_prequantised_targets(prequantised, targets)
     inputs = model_inputs(source.model, request.input_shapes, request.options.get("batch_axes"))
     states, found = _states(request, source.model, progress)
     for profile, _ in targets:
@@ -379,11 +384,12 @@ def _build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildO
         "model": source.model, "model_path": source.path, "source": source, "inputs": inputs,
         "calibration": cal, "validation": val, "labels": labels, "reference": reference,
         "synthetic": bool(info.get("synthetic")), "states": states,
+        "prequantised": prequantised,
     }
     warnings: list[str] = []
     artifacts = []
     for profile, precision in targets:
-        if info.get("synthetic") and precision in ("int8", "int16"):
+        if info.get("synthetic") and precision in ("int8", "int16") and not prequantised:
             warnings.append(f"{profile.name}: {precision} calibrated on synthetic data; "
                             "accuracy on real inputs is unknown (pass --calibration)")
         progress(f"{profile.name}: building {precision}")

@@ -175,3 +175,36 @@ def parse_input_values(values: Sequence[str]) -> dict[str, float]:
                              hint="e.g. --input-value sr=16000")
         out[name] = num
     return out
+
+
+def recurrent_nodes(nodes: Sequence[tuple[str, Sequence[str], Sequence[str]]],
+                    states: Mapping[str, str]) -> set[str]:
+    """Names of the nodes on a path from a state input to its state output.
+
+    ``nodes`` are (name, inputs, outputs). Error added there is fed back at every step and
+    compounds along a stream, so quantisation keeps them in float (a stateless model has none).
+    """
+    if not states:
+        return set()
+    consumers: dict[str, list[int]] = {}
+    producer: dict[str, int] = {}
+    for k, (_, ins, outs) in enumerate(nodes):
+        for t in ins:
+            consumers.setdefault(t, []).append(k)
+        for t in outs:
+            producer[t] = k
+    fwd: set[int] = set()
+    todo = [k for i in states.values() for k in consumers.get(i, [])]
+    while todo:
+        k = todo.pop()
+        if k not in fwd:
+            fwd.add(k)
+            todo += [c for t in nodes[k][2] for c in consumers.get(t, [])]
+    back: set[int] = set()
+    todo = [producer[o] for o in states if o in producer]
+    while todo:
+        k = todo.pop()
+        if k not in back:
+            back.add(k)
+            todo += [producer[t] for t in nodes[k][1] if t in producer]
+    return {nodes[k][0] for k in fwd & back}
