@@ -118,6 +118,7 @@ def spool(source: FeedSource, inputs: Sequence[InputSpec], *, what: str, workdir
     batch is over one gives that many samples. Every problem is one :class:`DataError` naming
     the feed.
     """
+    Path(workdir).mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix=f"{what}-", dir=workdir))
     chunks: list[tuple[Path, int]] = []
     pending: list[SampleSet] = []

@@ -126,9 +126,10 @@ def concrete_shape(spec: InputSpec) -> tuple[int, ...]:
         elif i == spec.batch_axis:
             shape.append(DEFAULT_DYNAMIC_DIM)
         else:
+            example = "x".join(str(x) if x is not None else "1" if j == spec.batch_axis
+                               else "D" for j, x in enumerate(spec.shape))
             raise UsageError(f"input '{spec.name}' has a dynamic dim {i} and no data fixes it",
-                             hint=f"pass --input-shape {spec.name}="
-                                  f"{'x'.join('D' if x is None else str(x) for x in spec.shape)}"
+                             hint=f"pass --input-shape {spec.name}={example}"
                                   " or give --calibration / --validation data")
     return tuple(shape)
 
