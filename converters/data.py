@@ -227,7 +227,7 @@ def _checked_dtype(a: np.ndarray, spec: InputSpec, what: str) -> np.ndarray:
         return a
     same_kind = (np.issubdtype(a.dtype, np.floating) and np.issubdtype(spec.dtype, np.floating)) \
         or (np.issubdtype(a.dtype, np.integer) and np.issubdtype(spec.dtype, np.integer)
-            and np.can_cast(a, spec.dtype, casting="same_kind")
+            and np.can_cast(a.dtype, spec.dtype, casting="same_kind")
             and (a.size == 0 or np.array_equal(a.astype(spec.dtype).astype(a.dtype), a)))
     if not same_kind:
         raise DataError(f"{what} input '{spec.name}' has dtype {a.dtype}, "

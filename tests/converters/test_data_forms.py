@@ -161,6 +161,14 @@ def test_npy_directory_in_whole_form(tmp_path: Path) -> None:
     assert s.arrays["h"].shape == (4, 2, 3) and not s.arrays["h"].any()
 
 
+def test_integer_data_cast_only_where_values_survive() -> None:
+    spec = [InputSpec("sr", np.dtype(np.int64), (), None)]
+    assert validate_samples({"sr": np.array([16000], np.int32)}, spec).arrays["sr"].dtype \
+        == np.int64
+    with pytest.raises(DataError, match="dtype float64, the model expects int64"):
+        validate_samples({"sr": np.array([1.5])}, spec)
+
+
 def test_missing_scalar_filled_by_input_value_and_dtype_kept() -> None:
     s = validate_samples({"x": np.ones((2, 1, 4), np.float32), "h": np.zeros((2, 2, 1, 3),
                           np.float32)}, _specs(), values={"sr": 16000})
