@@ -364,3 +364,27 @@ def test_samples_layout_round_trip() -> None:
     s = SampleSet({"h": np.arange(12, dtype=np.float32).reshape(2, 2, 3)}, {"h": 1})
     assert s.sample(1)["h"].shape == (2, 1, 3)
     assert s.head(1).batch_axes == {"h": 1}
+
+
+def test_hardware_suite_replays_a_sequence_in_order(stream_model: Path) -> None:
+    import onnxruntime as ort
+
+    from edgeops.bundle import TensorSpec
+    from hardware_tests.suite import Golden, replay_golden
+
+    sess = ort.InferenceSession(str(stream_model))
+    n = 3
+    ins = {"x": np.ones((n, 4), np.float32), "h": np.zeros((n, 2, 3), np.float32),
+           "sr": np.full(n, 16000, np.int64)}
+    sig = (TensorSpec("x", "float32", ("batch", 4)),
+           TensorSpec("h", "float32", (2, "batch", 3), batch_axis=1, state_from="hN"),
+           TensorSpec("sr", "int64", (), batch_axis=None))
+    fed: list[dict[str, np.ndarray]] = []
+
+    def run(feed):  # type: ignore[no-untyped-def]
+        fed.append(dict(feed))
+        return dict(zip(["y", "hN"], sess.run(["y", "hN"], dict(feed)), strict=True))
+
+    out = replay_golden(run, Golden(ins, {}, sig))
+    assert [f["h"].shape for f in fed] == [(2, 1, 3)] * n and fed[0]["sr"].shape == ()
+    np.testing.assert_array_equal(fed[1]["h"], out["hN"][0])  # step 1 got step 0's state
