@@ -186,8 +186,13 @@ def _read(src: Any, inputs: list[InputSpec], what: str, pre: Preprocessing | Non
 
 
 def _load_data(request: BuildRequest, inputs: list[InputSpec], progress: ProgressFn,
-               workdir: Path | None = None, states: Mapping[str, str] | None = None
+               workdir: Path, states: Mapping[str, str] | None = None
                ) -> tuple[Samples, SampleSet, np.ndarray | None, dict[str, Any]]:
+    """Calibration and validation samples, labels and what the report says about them.
+
+    Python feed sources are spooled under ``workdir`` (removed with it); a sequence's state
+    inputs may be absent from the data (``states``): they start at zeros.
+    """
     info: dict[str, Any] = {}
     cal: Samples | None = None
     val_src: Samples | None = None
@@ -199,7 +204,7 @@ def _load_data(request: BuildRequest, inputs: list[InputSpec], progress: Progres
         raise UsageError(f"--input-value names unknown inputs {unknown}",
                          hint=f"the model's inputs are {[s.name for s in inputs]}")
     zeros = sorted(set((states or {}).values()))
-    work = workdir or Path(tempfile.mkdtemp(prefix="edgeops-data-"))
+    work = workdir / "data"
     if request.calibration is not None:
         cal = _read(request.calibration, inputs, "calibration", pre, work, values, zeros)
         info["calibration"] = {"source": _source_name(request.calibration), "samples": len(cal)}
