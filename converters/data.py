@@ -110,6 +110,14 @@ class SampleSet:
     def head(self, n: int) -> SampleSet:
         return SampleSet({k: v[:n] for k, v in self.arrays.items()}, dict(self.batch_axes))
 
+    def spread(self, n: int) -> SampleSet:
+        """``n`` samples evenly spaced over the set: the head of a stream (leading silence) or
+        of a set sorted by class is not representative of it."""
+        if n >= len(self):
+            return self
+        idx = np.linspace(0, len(self) - 1, n).round().astype(int)
+        return SampleSet({k: v[idx] for k, v in self.arrays.items()}, dict(self.batch_axes))
+
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:

@@ -359,7 +359,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
             import onnx
 
             sensitive = rank_nodes(onnx.load(str(prepared)), out,
-                                   val.head(SENSITIVITY_SAMPLES), candidates)
+                                   val.spread(SENSITIVITY_SAMPLES), candidates)
         tried = max(1, tried * 2)
         floated = {n for _, nodes, _ in sensitive[:tried] for n in nodes}
         if not sensitive or tried // 2 >= len(sensitive) \

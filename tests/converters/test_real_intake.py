@@ -113,14 +113,19 @@ def _vad_build(model: Path, work: Path, sequence: bool, **kw: object):  # type: 
 
 
 def test_vad_sequence_keeps_decisions_on_a_held_out_stream(tmp_path: Path) -> None:
-    """The bar: the zoo VAD built with --sequence agrees with FP32 on >= 98% of decisions.
+    """The bar: the zoo VAD built to INT8 with --sequence agrees with FP32 on >= 98% of its
+    speech/silence decisions over a held-out espeak-ng stream, each model free-running.
 
-    Today the whole network sits inside an ``If`` on the sample rate, which ORT's quantiser
-    does not enter, so the build ships FP32 (with a warning); the next test quantises it.
+    The VAD's 16 kHz network, lifted out of the ``If`` on the sample rate (ORT's quantiser does
+    not enter subgraphs: the shipped file alone builds to FP32, checked below). The budget is
+    on cosine, which the state output drags down; the decisions are what its users judge.
     """
-    model = model_path("vad-ifless")
-    art = _vad_build(model, tmp_path, sequence=True)
-    assert _agreement(model, art.path, _frames(PHRASES[2:])) >= 0.98
+    art = _vad_build(vad_16k(), tmp_path, sequence=True, max_accuracy_drop=0.12)
+    assert art.precision == "int8" and art.details["quantised_nodes"] > 0
+    assert _agreement(vad_16k(), art.path, _frames(PHRASES[2:])) >= 0.98
+    (tmp_path / "whole").mkdir()
+    shipped = _vad_build(model_path("vad-ifless"), tmp_path / "whole", sequence=True)
+    assert shipped.precision == "fp32" and "nothing to quantise" in shipped.details["reason"]
 
 
 def test_vad_sequence_calibration_beats_independent_samples(tmp_path: Path) -> None:
