@@ -40,8 +40,10 @@ class BuildRequest:
     version: str
     targets: tuple[str, ...]
     precision: str | None = None                       # None: each profile's default
-    calibration: Path | None = None
-    validation: Path | None = None
+    # A path (.npz, .npy directory, images) or, from Python, an iterable of feed dicts, a
+    # callable returning one, or an ORT CalibrationDataReader (converters/feeds).
+    calibration: Path | Any | None = None
+    validation: Path | Any | None = None
     input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     max_accuracy_drop: float = 0.01                    # relative, on the chosen metric
     calibration_method: str = "minmax"                 # minmax | entropy | percentile

@@ -12,8 +12,13 @@ What a backend finds in ``ctx.shared`` (documented contract, also used by conver
 ``"model_path"``   Path of the source model on disk (use it for models over 2 GB)
 ``"source"``       :class:`converters.model_check.SourceModel`
 ``"inputs"``       list[InputSpec] with ``--input-shape`` applied
-``"calibration"``  SampleSet (real data, or seeded synthetic samples)
-``"validation"``   SampleSet
+``"calibration"``  converters.feeds.Samples: a SampleSet (files, or seeded synthetic samples),
+                   spooled Python feeds, or for a sequence the same with carried states;
+                   read it with ``iter_samples()`` in order (``sample(0)``, ``len()`` work)
+``"validation"``   SampleSet (for a sequence: the states FP32 carried, step by step)
+``"prequantised"`` dict[str, int]: quantised op counts when the source is already quantised
+``"states"``       dict[str, str]: a streaming model's state output → input pairs ({} if none);
+                   pass to ``run_onnx(..., states=)`` so a candidate runs on its own states
 ``"labels"``       np.ndarray | None, class index per validation sample
 ``"reference"``    dict[str, np.ndarray]: FP32 source outputs on the validation samples
 ``"synthetic"``    bool: True when no data was given and samples were generated
@@ -33,10 +38,18 @@ import numpy as np
 
 from converters.api import BackendContext, BuildRequest, BuiltArtifact, ProgressFn, get_backend
 from converters.data import InputSpec, Preprocessing, SampleSet, load_labels, load_samples
+from converters.feeds import CarriedSamples, Samples, is_feed_source, spool
+from converters.io_layout import parse_states, state_pairs
 from converters.model_check import SourceModel, load_source
 from converters.profiles import TargetProfile, get_profile
-from converters.validate import classifier_outputs, model_inputs, run_onnx, synthetic_samples
-from edgeops.errors import BadContentError, UnsupportedModelError, UsageError
+from converters.validate import (
+    classifier_outputs,
+    model_inputs,
+    run_onnx,
+    synthetic_samples,
+    tensor_decls,
+)
+from edgeops.errors import BadContentError, EdgeOpsError, UnsupportedModelError, UsageError
 
 __all__ = ["BuildOutcome", "build", "build_artifacts", "check_artifacts_fit", "check_one_file",
            "resolve_targets"]
@@ -161,39 +174,97 @@ def preprocessing_from(spec: Mapping[str, Any] | None) -> Preprocessing | None:
     return Preprocessing(**kw)
 
 
-def _load_data(request: BuildRequest, inputs: list[InputSpec], progress: ProgressFn
-               ) -> tuple[SampleSet, SampleSet, np.ndarray | None, dict[str, Any]]:
+def _source_name(src: Any) -> str:
+    return Path(src).name if not is_feed_source(src) else f"python feeds ({type(src).__name__})"
+
+
+def _read(src: Any, inputs: list[InputSpec], what: str, pre: Preprocessing | None,
+          workdir: Path, values: dict[str, float], zeros: list[str]) -> Samples:
+    if is_feed_source(src):
+        return spool(src, inputs, what=what, workdir=workdir, values=values, zeros=zeros)
+    return load_samples(src, inputs, what=what, preprocessing=pre, values=values, zeros=zeros)
+
+
+def _load_data(request: BuildRequest, inputs: list[InputSpec], progress: ProgressFn,
+               workdir: Path, states: Mapping[str, str] | None = None
+               ) -> tuple[Samples, SampleSet, np.ndarray | None, dict[str, Any]]:
+    """Calibration and validation samples, labels and what the report says about them.
+
+    Python feed sources are spooled under ``workdir`` (removed with it); a sequence's state
+    inputs may be absent from the data (``states``): they start at zeros.
+    """
     info: dict[str, Any] = {}
-    cal = val = None
+    cal: Samples | None = None
+    val_src: Samples | None = None
     labels = None
     pre = preprocessing_from(request.options.get("preprocessing"))
+    values = {k: float(v) for k, v in (request.options.get("input_values") or {}).items()}
+    unknown = sorted(set(values) - {s.name for s in inputs})
+    if unknown:
+        raise UsageError(f"--input-value names unknown inputs {unknown}",
+                         hint=f"the model's inputs are {[s.name for s in inputs]}")
+    zeros = sorted(set((states or {}).values()))
+    work = workdir / "data"
     if request.calibration is not None:
-        cal = load_samples(request.calibration, inputs, what="calibration", preprocessing=pre)
-        info["calibration"] = {"source": Path(request.calibration).name, "samples": len(cal)}
+        cal = _read(request.calibration, inputs, "calibration", pre, work, values, zeros)
+        info["calibration"] = {"source": _source_name(request.calibration), "samples": len(cal)}
     if request.validation is not None:
-        labels = load_labels(request.validation, inputs)
-        val = load_samples(request.validation, inputs, what="validation", preprocessing=pre)
-        info["validation"] = {"source": Path(request.validation).name, "samples": len(val)}
-    if cal is None and val is None:
+        if not is_feed_source(request.validation):
+            labels = load_labels(request.validation, inputs)
+        val_src = _read(request.validation, inputs, "validation", pre, work, values, zeros)
+        info["validation"] = {"source": _source_name(request.validation),
+                              "samples": len(val_src)}
+    if cal is None and val_src is None:
         progress("no --calibration/--validation: using seeded synthetic samples")
-        cal = synthetic_samples(inputs, SYNTHETIC_CALIBRATION_SAMPLES, seed=0)
-        val = synthetic_samples(inputs, SYNTHETIC_VALIDATION_SAMPLES, seed=1)
+        cal = synthetic_samples(inputs, SYNTHETIC_CALIBRATION_SAMPLES, seed=0, values=values,
+                                zeros=zeros)
+        val_src = synthetic_samples(inputs, SYNTHETIC_VALIDATION_SAMPLES, seed=1, values=values,
+                                    zeros=zeros)
         info["synthetic"] = True
         info["calibration"] = {"source": "synthetic(seed=0)", "samples": len(cal)}
-        info["validation"] = {"source": "synthetic(seed=1)", "samples": len(val)}
-    elif val is None:
+        info["validation"] = {"source": "synthetic(seed=1)", "samples": len(val_src)}
+    elif val_src is None:
         assert cal is not None
-        val = cal
+        val_src = cal
         info["validation"] = {**info["calibration"], "note": "calibration data reused"}
     elif cal is None:
-        cal = val
+        cal = val_src
         info["calibration"] = {**info["validation"], "note": "validation data reused"}
-    if len(val) > MAX_VALIDATION_SAMPLES:
-        val = val.head(MAX_VALIDATION_SAMPLES)
+    assert cal is not None and val_src is not None
+    if len(val_src) > MAX_VALIDATION_SAMPLES:
         labels = labels[:MAX_VALIDATION_SAMPLES] if labels is not None else None
         info["validation"]["used"] = MAX_VALIDATION_SAMPLES
+    val = val_src if isinstance(val_src, SampleSet) and len(val_src) <= MAX_VALIDATION_SAMPLES \
+        else val_src.head(min(len(val_src), MAX_VALIDATION_SAMPLES))
     return cal, val, labels, info
 
+
+def _states(request: BuildRequest, model: Any, progress: ProgressFn) -> tuple[dict[str, str],
+                                                                              str | None]:
+    """A streaming model's state output → input pairs, and how they were found (or none).
+
+    ``--state OUT=IN`` names them; ``--sequence`` requires some; by default (``sequence`` unset)
+    pairs whose names and shapes match are taken and reported; ``--no-sequence`` turns it off.
+    """
+    mode = request.options.get("sequence")
+    inits = {i.name for i in model.graph.initializer}
+    ins = [d for d in tensor_decls(model.graph.input) if d.name not in inits]
+    outs = tensor_decls(model.graph.output)
+    given = list(request.options.get("states") or ())
+    if given:
+        return parse_states(given, [d.name for d in ins], [d.name for d in outs]), "--state"
+    if mode is False:
+        return {}, None
+    pairs = state_pairs(ins, outs)
+    if mode is True and not pairs:
+        raise UsageError("--sequence: no output/input pair looks like a recurrent state "
+                         f"(outputs {[d.name for d in outs]}, inputs {[d.name for d in ins]})",
+                         hint="name the pairs with --state OUTPUT=INPUT")
+    if pairs and mode is None:
+        progress("sequence mode (auto: state outputs match inputs by name and shape): "
+                 + ", ".join(f"{o} -> {i}" for o, i in pairs.items())
+                 + "; --no-sequence turns it off")
+    return pairs, ("--sequence" if mode else "auto") if pairs else None
 
 
 def _check_finite(reference: Mapping[str, np.ndarray], samples: int) -> None:
@@ -256,23 +327,56 @@ def check_one_file(artifact: BuiltArtifact) -> None:
 
 
 def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOutcome:
-    """Check everything, then run each target's backend; artifacts land under ``workdir``."""
+    """Check everything, then run each target's backend; artifacts land under ``workdir``.
+
+    Whatever fails below (ONNX Runtime, its quantiser, shape inference, a backend) reaches the
+    caller as one :class:`edgeops.errors.BadContentError` line naming the model, the step and
+    the node or input involved (converters/failures); the cause stays chained for ``--debug``.
+    """
+    step = ["loading the model"]
+
+    def tracked(msg: str) -> None:
+        step[0] = msg
+        progress(msg)
+
+    try:
+        return _build(request, tracked, workdir)
+    except (EdgeOpsError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        from converters.failures import explain
+
+        raise explain(exc, request.model, f"'{step[0]}'") from exc
+
+
+def _build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOutcome:
     targets = resolve_targets(request)
     preprocessing_from(request.options.get("preprocessing"))
     progress(f"checking {request.model}")
     source = load_source(request.model)
     check_artifacts_fit(source, targets)
-    inputs = model_inputs(source.model, request.input_shapes)
+    from converters.prequantised import check_prequantised_targets, quantised_ops
+
+    prequantised = quantised_ops(source.model)
+    check_prequantised_targets(prequantised, targets)
+    inputs = model_inputs(source.model, request.input_shapes, request.options.get("batch_axes"))
+    states, found = _states(request, source.model, progress)
     for profile, _ in targets:
         if profile.static_shapes:
-            dyn = [s.name for s in inputs if any(d is None for d in s.shape[1:])]
+            dyn = [s.name for s in inputs
+                   if any(d is None for i, d in enumerate(s.shape) if i != s.batch_axis)]
             if dyn:
                 raise UsageError(f"target {profile.name} needs static shapes; inputs {dyn} "
                                  "have dynamic dims",
                                  hint="fix them with --input-shape NAME=1x3x224x224")
-    cal, val, labels, info = _load_data(request, inputs, progress)
+    cal, val, labels, info = _load_data(request, inputs, progress, workdir, states)
+    if states:
+        # Calibration and the passes see the states FP32 carries along the stream, not zeros.
+        info["sequence"] = {"states": dict(states), "found": found}
+        cal = CarriedSamples(cal, source.path, states)
+        val = CarriedSamples(val, source.path, states).head(len(val))
     progress(f"FP32 reference on {len(val)} validation samples")
-    reference = run_onnx(source.path, val, threads=request.threads)
+    reference = run_onnx(source.path, val, threads=request.threads, states=states)
     _check_finite(reference, len(val))
     gate_metric = str(request.options.get("gate_metric", "auto"))
     if gate_metric not in ("auto", "top1", "cosine"):
@@ -284,12 +388,13 @@ def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOu
         "classifier_outputs": classes, "gate_metric": gate_metric,
         "model": source.model, "model_path": source.path, "source": source, "inputs": inputs,
         "calibration": cal, "validation": val, "labels": labels, "reference": reference,
-        "synthetic": bool(info.get("synthetic")),
+        "synthetic": bool(info.get("synthetic")), "states": states,
+        "prequantised": prequantised,
     }
     warnings: list[str] = []
     artifacts = []
     for profile, precision in targets:
-        if info.get("synthetic") and precision in ("int8", "int16"):
+        if info.get("synthetic") and precision in ("int8", "int16") and not prequantised:
             warnings.append(f"{profile.name}: {precision} calibrated on synthetic data; "
                             "accuracy on real inputs is unknown (pass --calibration)")
         progress(f"{profile.name}: building {precision}")
@@ -306,7 +411,8 @@ def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOu
             src = getattr(artifacts[-1], key)
             warnings.extend(str(w) for w in (src.get("warnings") or
                                              src.get("latency", {}).get("warnings") or []))
-    stats_src = cal if request.calibration is not None or request.validation is None else val
+    stats_src = cal if isinstance(cal, SampleSet) and (
+        request.calibration is not None or request.validation is None) else val
     return BuildOutcome(source=source, inputs=inputs, outputs=_outputs(source.model),
                         artifacts=artifacts, baseline=_baseline(stats_src), data=info,
                         warnings=warnings)

@@ -142,7 +142,8 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
     """Load, run, compare, gate, time and golden-check an artifact; raise if it is not fit."""
     val = ctx.shared["validation"]
     try:
-        outputs = run_onnx(path, val, providers=ctx.profile.providers)
+        outputs = run_onnx(path, val, providers=ctx.profile.providers,
+                           states=ctx.shared.get("states"))
     except Exception as exc:
         # An artifact ONNX Runtime cannot load or run is a converter bug, never an output.
         raise ConversionError(f"target {ctx.profile.name}: the {ctx.precision} artifact does not "
@@ -156,7 +157,7 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
         check_gate(report, ctx.request.max_accuracy_drop, ctx.profile.name, gate_metric)
     metric, drop = gate_drop(report, gate_metric)
     n_golden = min(ctx.request.golden_samples, len(val))
-    golden_in = val.head(n_golden)
+    golden_in = _carried_golden(path, val.head(n_golden), ctx.shared.get("states") or {})
     golden_out = {k: v[:n_golden] if v.shape[0] == len(val) else v for k, v in outputs.items()}
     golden_path = ctx.workdir / "golden.npz"
     write_golden(golden_path, golden_in.arrays, golden_out)
@@ -201,6 +202,24 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
                          tolerance=tolerance, details=details)
 
 
+def _carried_golden(path: Path, golden: Any, states: dict[str, str]) -> Any:
+    """Golden inputs of a sequence hold the states the artifact itself carried, so the device
+    gets the same outputs replaying them in order (carrying its own) or one by one."""
+    if not states:
+        return golden
+    from converters.data import SampleSet, to_sample
+    from converters.feeds import carry
+
+    sess = _session(Path(path), ("CPUExecutionProvider",), 1)
+    names = list(states)
+    fed = [f for f, _ in carry(lambda f: dict(zip(names, sess.run(names, f), strict=True)),
+                               golden, states)]
+    arrays = dict(golden.arrays)
+    for i in states.values():
+        arrays[i] = np.stack([to_sample(f[i], golden.batch_axes.get(i, 0)) for f in fed])
+    return SampleSet(arrays, dict(golden.batch_axes))
+
+
 def _rounded(obj: Any) -> Any:
     if isinstance(obj, float):
         return float(f"{obj:.6g}")
@@ -210,6 +229,10 @@ def _rounded(obj: Any) -> Any:
 
 
 def onnx_backend(ctx: BackendContext) -> BuiltArtifact:
+    from converters.prequantised import INT8_PRECISIONS, ship_as_is
+
+    if ctx.shared.get("prequantised") and ctx.precision in INT8_PRECISIONS:
+        return ship_as_is(ctx)
     if ctx.precision == "fp32":
         path, details = optimise_fp32(ctx)
         return accept(ctx, path, {"pass": "ort-graph-optimisation", **details})

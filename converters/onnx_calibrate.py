@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from converters.data import SampleSet
+from converters.feeds import Samples
 from edgeops.errors import ConversionError
 
 __all__ = ["CHUNK_SAMPLES", "METHODS", "calibrate"]
@@ -41,23 +42,22 @@ METHODS = ("minmax", "entropy", "percentile")
 
 
 class _ChunkReader:
-    """A CalibrationDataReader over samples ``[start, end)`` of a SampleSet, one at a time."""
+    """A CalibrationDataReader over the next ``size`` samples of one pass, one at a time."""
 
-    def __init__(self, samples: SampleSet, start: int, end: int) -> None:
-        self._samples, self._i, self._end = samples, start, end
+    def __init__(self, samples: Iterator[dict[str, np.ndarray]], size: int) -> None:
+        self._samples, self._left = samples, size
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._i >= self._end:
+        if self._left <= 0:
             return None
-        s = self._samples.sample(self._i)
-        self._i += 1
-        return s
+        self._left -= 1
+        return next(self._samples, None)
 
     def __len__(self) -> int:
-        return self._end - self._i
+        return self._left
 
 
-def calibrate(model_path: Path, samples: SampleSet, method: str, workdir: Path,
+def calibrate(model_path: Path, samples: Samples, method: str, workdir: Path,
               *, symmetric: bool = False) -> tuple[Path, Any]:
     """Ranges for every tensor, saved as an ORT calibration cache; returns (cache, method)."""
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
@@ -76,9 +76,11 @@ def calibrate(model_path: Path, samples: SampleSet, method: str, workdir: Path,
                                        calibrate_method=cal_method, extra_options=extra,
                                        use_external_data_format=has_external_data(model_path))
         with contextlib.redirect_stdout(io.StringIO()):  # ORT prints progress on stdout
+            # One pass, in order (a sequence's samples carry state from step to step).
+            stream = samples.iter_samples()
             for start in range(0, len(samples), CHUNK_SAMPLES):
-                calibrator.collect_data(_ChunkReader(samples, start,
-                                                     min(start + CHUNK_SAMPLES, len(samples))))
+                calibrator.collect_data(_ChunkReader(stream, min(CHUNK_SAMPLES,
+                                                                 len(samples) - start)))
             ranges = calibrator.compute_data()
     except ValueError as exc:
         raise ConversionError(f"calibration failed: {exc}",

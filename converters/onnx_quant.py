@@ -314,6 +314,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     import onnx
 
     float_nodes.update(unquantisable_nodes(onnx.load(str(prepared), load_external_data=False)))
+    float_nodes.update(_recurrent(prepared, ctx.shared.get("states") or {}))
     native = _native(ctx, facts)
     perf_aware = bool(ctx.request.options.get("perf_aware", True))
     large = has_external_data(prepared)   # over 2 GB: each trial would re-quantise it all
@@ -346,7 +347,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     candidates = _quantised_nodes(out)
     tried = 0
     while True:
-        outputs = run_onnx(out, val)
+        outputs = run_onnx(out, val, states=ctx.shared.get("states"))
         report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"),
                                  ctx.shared.get("classifier_outputs"))
         metric, drop = gate_drop(report, ctx.shared.get("gate_metric", "auto"))
@@ -358,7 +359,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
             import onnx
 
             sensitive = rank_nodes(onnx.load(str(prepared)), out,
-                                   val.head(SENSITIVITY_SAMPLES), candidates)
+                                   val.spread(SENSITIVITY_SAMPLES), candidates)
         tried = max(1, tried * 2)
         floated = {n for _, nodes, _ in sensitive[:tried] for n in nodes}
         if not sensitive or tried // 2 >= len(sensitive) \
@@ -381,6 +382,20 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     } if cpu_passes else "skipped: " + ("QNN target" if plan.qnn else "the model is over 2 GB")
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
                              "quantised_nodes": len(_quantised_nodes(out))})
+
+
+def _recurrent(prepared: Path, states: dict[str, str]) -> dict[str, str]:
+    """A streaming model's state path stays float: its error would compound step by step."""
+    if not states:
+        return {}
+    import onnx
+
+    from converters.io_layout import recurrent_nodes
+
+    g = onnx.load(str(prepared), load_external_data=False).graph
+    names = recurrent_nodes([(n.name, list(n.input), list(n.output)) for n in g.node], states)
+    return dict.fromkeys(sorted(names), "sequence: on the recurrent state path (its error "
+                                        "would compound along the stream)")
 
 
 def _native(ctx: BackendContext, facts: dict[str, Any]) -> bool:

@@ -79,9 +79,12 @@ def manifest_for(request: BuildRequest, outcome: BuildOutcome, *, created: str |
             golden=file_ref(f"artifacts/{a.target}/golden.npz", a.golden_path),
             metrics=_manifest_metrics(a, sign_latency), tolerance=a.tolerance,
             details=a.details))
+    state_from = {i: o for o, i in (outcome.data.get("sequence") or {}).get("states", {}).items()}
     inputs = tuple(TensorSpec(s.name, str(s.dtype),
-                              tuple(d if d is not None else _dim_name(src.model, s.name, i)
-                                    for i, d in enumerate(s.shape)))
+                              tuple(d if d is not None else _dim_name(src.model, s.name, i,
+                                                                      s.batch_axis)
+                                    for i, d in enumerate(s.shape)),
+                              batch_axis=s.batch_axis, state_from=state_from.get(s.name))
                    for s in outcome.inputs)
     outputs = tuple(TensorSpec(n, dt, shape) for n, dt, shape in outcome.outputs)
     return Manifest(
@@ -95,10 +98,12 @@ def manifest_for(request: BuildRequest, outcome: BuildOutcome, *, created: str |
         if request.options.get("preprocessing") else None)
 
 
-def _dim_name(model: Any, name: str, index: int) -> str:
+def _dim_name(model: Any, name: str, index: int, batch_axis: int | None = 0) -> str:
     vi = next(v for v in model.graph.input if v.name == name)
-    d = vi.type.tensor_type.shape.dim[index]
-    return d.dim_param or ("batch" if index == 0 else f"dim{index}")
+    dims = vi.type.tensor_type.shape.dim
+    d = dims[index] if index < len(dims) else None
+    return (d.dim_param if d is not None else "") or (
+        "batch" if index == batch_axis else f"dim{index}")
 
 
 def report_for(request: BuildRequest, outcome: BuildOutcome, bundle: Path) -> dict[str, Any]:

@@ -44,6 +44,7 @@ __all__ = [
     "sample_output",
     "stack_outputs",
     "synthetic_samples",
+    "tensor_decls",
     "write_golden",
 ]
 
@@ -58,16 +59,21 @@ def _ort_dtype(elem_type: int) -> np.dtype[Any]:
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
 
 
-def model_inputs(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None = None
-                 ) -> list[InputSpec]:
+def model_inputs(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                 batch_axes: Mapping[str, int | None] | None = None) -> list[InputSpec]:
     """The model's real inputs (initialisers excluded), with ``--input-shape`` overrides applied.
 
-    Dynamic dims are ``None`` unless an override fixes them. An override for an unknown input or
-    with the wrong rank is a :class:`UsageError`.
+    Dynamic dims are ``None`` unless an override fixes them. Each input's batch axis comes from
+    the declared dims (converters/io_layout) unless ``batch_axes`` (``--batch-axis``) names it.
+    An override for an unknown input or with the wrong rank is a :class:`UsageError`.
     """
+    from converters.io_layout import batch_axes as discover_batch_axes
+
     input_shapes = dict(input_shapes or {})
     graph = model.graph
     inits = {i.name for i in graph.initializer}
+    decls = [d for d in tensor_decls(graph.input) if d.name not in inits]
+    axes = discover_batch_axes(decls, batch_axes)
     specs: list[InputSpec] = []
     for vi in graph.input:
         if vi.name in inits:
@@ -76,6 +82,7 @@ def model_inputs(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None 
         dims: list[int | None] = []
         for d in tt.shape.dim:
             dims.append(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None)
+        rank_known = tt.HasField("shape") or vi.name in input_shapes
         if vi.name in input_shapes:
             want = tuple(input_shapes.pop(vi.name))
             if len(want) != len(dims):
@@ -86,11 +93,28 @@ def model_inputs(model: Any, input_shapes: Mapping[str, tuple[int, ...]] | None 
                     raise UsageError(f"--input-shape {vi.name}: dim {fixed} contradicts the "
                                      f"model's fixed dim {got}")
             dims = list(want)
-        specs.append(InputSpec(vi.name, _ort_dtype(tt.elem_type), tuple(dims)))
+        axis = axes[vi.name]
+        if axis is not None and axis >= len(dims):
+            axis = None if rank_known else 0
+        specs.append(InputSpec(vi.name, _ort_dtype(tt.elem_type), tuple(dims), axis, rank_known))
     if input_shapes:
         raise UsageError(f"--input-shape names unknown inputs {sorted(input_shapes)}",
                          hint=f"the model's inputs are {[s.name for s in specs]}")
     return specs
+
+
+def tensor_decls(values: Any) -> list[Any]:
+    """Graph inputs or outputs as :class:`converters.io_layout.TensorDecl` (dims as declared)."""
+    from converters.io_layout import Dim, TensorDecl
+
+    out = []
+    for vi in values:
+        tt = vi.type.tensor_type
+        dims: tuple[Dim, ...] | None = tuple(
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0
+            else (d.dim_param or None) for d in tt.shape.dim) if tt.HasField("shape") else None
+        out.append(TensorDecl(vi.name, tt.elem_type, dims))
+    return out
 
 
 def concrete_shape(spec: InputSpec) -> tuple[int, ...]:
@@ -99,28 +123,47 @@ def concrete_shape(spec: InputSpec) -> tuple[int, ...]:
     for i, d in enumerate(spec.shape):
         if d is not None:
             shape.append(d)
-        elif i == 0:
+        elif i == spec.batch_axis:
             shape.append(DEFAULT_DYNAMIC_DIM)
         else:
+            example = "x".join(str(x) if x is not None else "1" if j == spec.batch_axis
+                               else "D" for j, x in enumerate(spec.shape))
             raise UsageError(f"input '{spec.name}' has a dynamic dim {i} and no data fixes it",
-                             hint=f"pass --input-shape {spec.name}=1x... or give --calibration "
-                                  "/ --validation data")
+                             hint=f"pass --input-shape {spec.name}={example}"
+                                  " or give --calibration / --validation data")
     return tuple(shape)
 
 
-def synthetic_samples(inputs: Sequence[InputSpec], n: int, seed: int = 0) -> SampleSet:
-    """Deterministic stand-in samples (seeded): normal floats, small non-negative integers."""
+def synthetic_samples(inputs: Sequence[InputSpec], n: int, seed: int = 0,
+                      values: Mapping[str, float] | None = None,
+                      zeros: Sequence[str] = ()) -> SampleSet:
+    """Deterministic stand-in samples (seeded), each input in its real shape and dtype.
+
+    Normal floats, small non-negative integers; ``values`` (``--input-value``) fills an input
+    with one value, ``zeros`` (a sequence's state inputs) with zeros. A scalar integer input (a
+    sample rate, a mode) has no stand-in that means anything: it needs a value.
+    """
     rng = np.random.default_rng(seed)
+    values = dict(values or {})
     arrays: dict[str, np.ndarray] = {}
     for spec in inputs:
-        shape = (n, *concrete_shape(spec)[1:])
-        if np.issubdtype(spec.dtype, np.floating):
+        full = concrete_shape(spec)
+        shape = (n, *(d for i, d in enumerate(full) if i != spec.batch_axis))
+        if spec.name in values or spec.name in zeros:
+            arrays[spec.name] = np.full(shape, values.get(spec.name, 0)).astype(spec.dtype)
+        elif not np.issubdtype(spec.dtype, np.floating) and spec.dtype != np.bool_ \
+                and spec.batch_axis is None and int(np.prod(full)) <= 1:
+            raise UsageError(f"input '{spec.name}' is a {spec.dtype} scalar (a sample rate, a "
+                             "mode...): synthetic data cannot guess a valid value",
+                             hint=f"pass --input-value {spec.name}=VALUE (e.g. "
+                                  f"--input-value {spec.name}=16000) or give --calibration data")
+        elif np.issubdtype(spec.dtype, np.floating):
             arrays[spec.name] = rng.standard_normal(shape, dtype=np.float32).astype(spec.dtype)
         elif spec.dtype == np.bool_:
             arrays[spec.name] = rng.integers(0, 2, shape).astype(np.bool_)
         else:
             arrays[spec.name] = rng.integers(0, 8, shape).astype(spec.dtype)
-    return SampleSet(arrays)
+    return SampleSet(arrays, {s.name: s.batch_axis for s in inputs})
 
 
 def stack_outputs(per_sample: Sequence[np.ndarray]) -> np.ndarray:
@@ -152,10 +195,13 @@ def _session(model: Path | bytes, providers: Sequence[str], threads: int) -> Any
     return ort.InferenceSession(src, so, providers=use)
 
 
-def run_onnx(model: Path | bytes, samples: SampleSet,
-             providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 1
-             ) -> dict[str, np.ndarray]:
+def run_onnx(model: Path | bytes, samples: Any,
+             providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 1,
+             states: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
     """Run every sample (batch of one) through ONNX Runtime; outputs stacked over samples.
+
+    ``states`` (output → input, a streaming model's recurrent state) runs the samples in order,
+    each step fed the state its own previous step produced (converters/feeds).
 
     Providers missing from this onnxruntime build are skipped (CPU is the fallback), so a CUDA
     profile's artifact is still loaded and checked on a CPU-only build machine.
@@ -163,9 +209,14 @@ def run_onnx(model: Path | bytes, samples: SampleSet,
     sess = _session(model, providers, threads)
     names = [o.name for o in sess.get_outputs()]
     per: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for feed in samples.iter_samples():
-        for n, v in zip(names, sess.run(names, feed), strict=True):
-            per[n].append(np.asarray(v))
+    from converters.feeds import carry
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, sess.run(names, feed), strict=True))
+
+    for _, out in carry(run, samples, states or {}):
+        for n in names:
+            per[n].append(np.asarray(out[n]))
     return {n: stack_outputs(v) for n, v in per.items()}
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from device_agent.runtime import ModelRunner, load_runner
-from edgeops.bundle.manifest import ArtifactEntry, Manifest
+from edgeops.bundle.manifest import ArtifactEntry, Manifest, TensorSpec
 from edgeops.errors import EdgeOpsError
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "check_health",
     "check_slot",
     "check_slot_isolated",
+    "golden_feeds",
     "latency_reference_ms",
     "load_golden",
 ]
@@ -158,9 +159,39 @@ def _sample_output(run_output: np.ndarray, golden: np.ndarray, index: int) -> np
     return run_output
 
 
+def golden_feeds(inputs: Mapping[str, np.ndarray], signature: Sequence[TensorSpec] = ()
+                 ) -> list[dict[str, np.ndarray]]:
+    """One feed per golden sample, each input given its batch of one where the manifest says.
+
+    Golden inputs are stored samples first, with the samples axis in place of the input's
+    batch axis (``TensorSpec.batch_axis``, 0 for manifests that do not say); a stored sample
+    that already has the input's full rank (no batch axis, or an artifact that stores whole
+    inputs) is fed as it is.
+    """
+    specs = {t.name: t for t in signature}
+    count = next(iter(inputs.values())).shape[0]
+    feeds: list[dict[str, np.ndarray]] = []
+    for i in range(count):
+        feed: dict[str, np.ndarray] = {}
+        for k, v in inputs.items():
+            spec = specs.get(k)
+            x = np.asarray(v[i])
+            axis = spec.batch_axis if spec is not None else 0
+            full = spec is not None and x.ndim == len(spec.shape)
+            feed[k] = x if axis is None or full else np.expand_dims(x, min(axis, x.ndim))
+        feeds.append(feed)
+    return feeds
+
+
 def check_health(runner: ModelRunner, entry: ArtifactEntry, golden: bytes,
-                 settings: HealthSettings = DEFAULT_HEALTH) -> HealthResult:
-    """Replay golden samples on ``runner`` and time it; never raises for a model's fault."""
+                 settings: HealthSettings = DEFAULT_HEALTH,
+                 signature: Sequence[TensorSpec] = ()) -> HealthResult:
+    """Replay golden samples on ``runner`` and time it; never raises for a model's fault.
+
+    ``signature`` (the manifest's inputs) says how each input is fed; a streaming model's
+    samples (inputs with ``state_from``) are replayed in order, each step fed the state output
+    of the step before on this device, as it will run in service.
+    """
     notes: list[str] = []
     requested = tuple(getattr(runner, "providers", ()))
     # What the session really runs on: ONNX Runtime drops a provider that fails to start (say
@@ -177,8 +208,17 @@ def check_health(runner: ModelRunner, entry: ArtifactEntry, golden: bytes,
         atol = entry.tolerance.get("atol", settings.default_atol)
         rtol = entry.tolerance.get("rtol", settings.default_rtol)
         worst = 0.0
-        feeds = [{k: v[i:i + 1] for k, v in inputs.items()} for i in range(count)]
+        feeds = golden_feeds(inputs, signature)
+        carried = {t.name: t.state_from for t in signature
+                   if t.state_from is not None and t.name in inputs}
+        got: dict[str, np.ndarray] = {}
         for i, feed in enumerate(feeds):
+            if i and carried:
+                missing = sorted(o for o in carried.values() if o not in got)
+                if missing:
+                    raise _Fail(f"model has no state output {missing[0]!r} to carry")
+                feed = {**feed, **{k: np.asarray(got[o]).astype(feed[k].dtype)
+                                   for k, o in carried.items()}}
             got = runner.run(feed)
             for name, want in outputs.items():
                 if name not in got:
@@ -253,7 +293,7 @@ def check_slot(slot_dir: Path, target: str,
     except EdgeOpsError as exc:
         return HealthResult(False, f"model does not load: {exc.message}")
     try:
-        return check_health(runner, entry, golden, settings)
+        return check_health(runner, entry, golden, settings, manifest.inputs)
     finally:
         runner.close()
 

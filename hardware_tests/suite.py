@@ -13,7 +13,7 @@ import io
 import platform
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +56,20 @@ class Golden:
 
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
+    signature: tuple[TensorSpec, ...] = ()     # the manifest's inputs: batch axes, states
 
     def __len__(self) -> int:
         return min(len(v) for v in self.inputs.values()) if self.inputs else 0
 
     def sample(self, i: int) -> dict[str, np.ndarray]:
-        return {k: v[i : i + 1] for k, v in self.inputs.items()}
+        from device_agent.health import golden_feeds
+
+        return golden_feeds({k: v[i : i + 1] for k, v in self.inputs.items()}, self.signature)[0]
+
+    @property
+    def states(self) -> dict[str, str]:
+        """Input → the output a streaming model feeds back into it at the next step."""
+        return {t.name: t.state_from for t in self.signature if t.state_from is not None}
 
 
 def replay_golden(run: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]],
@@ -70,8 +78,14 @@ def replay_golden(run: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndar
     from converters.validate import stack_outputs
 
     per_output: dict[str, list[np.ndarray]] = {}
+    prev: Mapping[str, np.ndarray] = {}
     for i in range(len(golden)):
-        for name, value in run(golden.sample(i)).items():
+        feed = golden.sample(i)
+        if i:       # a streaming model: in order, carrying its own state as on the device
+            feed.update({k: np.asarray(prev[o]).astype(feed[k].dtype)
+                         for k, o in golden.states.items() if o in prev})
+        prev = run(feed)
+        for name, value in prev.items():
             per_output.setdefault(name, []).append(np.asarray(value))
     return {name: stack_outputs(values) for name, values in per_output.items()}
 
@@ -208,7 +222,9 @@ class SuiteContext:
             raise BadContentError(
                 f"manifest has no golden samples for target {entry.target}",
                 hint="rebuild with `edgeops build` (it records golden inputs and outputs)")
-        return load_golden(self.require_bundle().read_file(entry.golden.path), entry.golden.path)
+        golden = load_golden(self.require_bundle().read_file(entry.golden.path),
+                             entry.golden.path)
+        return replace(golden, signature=tuple(self.require_bundle().manifest.inputs))
 
     def extract_artifact(self, directory: Path) -> Path:
         """Copy the artifact out, checking its size and SHA-256 (altered → VerificationError)."""

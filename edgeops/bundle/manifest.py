@@ -63,12 +63,22 @@ def parse_version(version: str) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One model input or output: shapes may hold symbolic (dynamic) dims as strings."""
+    """One model input or output: shapes may hold symbolic (dynamic) dims as strings.
+
+    For inputs, ``batch_axis`` says where a sample's batch of one goes (golden inputs are
+    stored with the samples axis in its place, first; ``None``: the input has no batch axis and
+    a golden sample is fed whole) and ``state_from`` names the output whose value a streaming
+    model feeds back into this input at the next step (golden samples are replayed in order).
+    Both are written only when they differ from the defaults (0, none), so older manifests
+    read and re-serialise unchanged.
+    """
 
     name: str
     dtype: str
     shape: tuple[int | str, ...]
     layout: str | None = None
+    batch_axis: int | None = 0
+    state_from: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str) -> TensorSpec:
@@ -78,12 +88,25 @@ class TensorSpec:
         layout = d.get("layout")
         if layout is not None and not isinstance(layout, str):
             raise InvalidBundleError(f"manifest {where}.layout must be a string")
+        axis = d.get("batch_axis", 0)
+        if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool)
+                                 or not 0 <= axis < max(len(shape), 1)):
+            raise InvalidBundleError(f"manifest {where}.batch_axis must be an axis of the "
+                                     "shape or null")
+        state_from = d.get("state_from")
+        if state_from is not None and not isinstance(state_from, str):
+            raise InvalidBundleError(f"manifest {where}.state_from must be an output name")
         return cls(name=_need(d, "name", str, where), dtype=_need(d, "dtype", str, where),
-                   shape=tuple(shape), layout=layout)
+                   shape=tuple(shape), layout=layout, batch_axis=axis, state_from=state_from)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
-                "layout": self.layout}
+        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+                               "layout": self.layout}
+        if self.batch_axis != 0:
+            out["batch_axis"] = self.batch_axis
+        if self.state_from is not None:
+            out["state_from"] = self.state_from
+        return out
 
 
 @dataclass(frozen=True)

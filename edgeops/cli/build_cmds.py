@@ -54,12 +54,13 @@ def _parse_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {}
     for v in values:
         name, sep, dims = v.rpartition("=")
+        scalar = dims.strip().lower() in ("scalar", "()")
         try:
-            shape = tuple(int(d) for d in dims.lower().split("x"))
+            shape = () if scalar else tuple(int(d) for d in dims.lower().split("x"))
         except ValueError:
-            shape = ()
-        if not sep or not name or not shape or any(d <= 0 for d in shape):
-            raise UsageError(f"--input-shape '{v}' is not NAME=DxDx...",
+            shape, scalar = (), False
+        if not sep or not name or not (shape or scalar) or any(d <= 0 for d in shape):
+            raise UsageError(f"--input-shape '{v}' is not NAME=DxDx... (or NAME=scalar)",
                              hint="e.g. --input-shape input=1x3x224x224")
         out[name] = shape
     return out
@@ -102,14 +103,27 @@ def _signer() -> Any:
               help="Precision for every target, or per target: x86-cpu=fp32,cuda-gpu=fp16 "
                    "(default: each profile's first).")
 @click.option("--calibration", type=click.Path(path_type=Path), default=None,
-              help=".npz (arrays keyed by input name, samples first) or a directory of .npy.")
+              help=".npz (arrays keyed by input name, samples first) or a directory of .npy: "
+                   "whole inputs (N, *input shape) or batch-stacked on a batch-first input.")
 @click.option("--validation", type=click.Path(path_type=Path), default=None,
               help="Same forms as --calibration; may hold 'labels' (class per sample).")
+@click.option("--batch-axis", "batch_axes", multiple=True,
+              help="An input's batch axis when the model's dims do not say: NAME=K or "
+                   "NAME=none (repeatable).")
+@click.option("--input-value", "input_values", multiple=True,
+              help="Fill an input the data lacks with one value: NAME=16000 (repeatable).")
+@click.option("--sequence/--no-sequence", "sequence", default=None,
+              help="Streaming model: feed samples in order, each state output into the next "
+                   "step's state input (default: on when output/input pairs match by name and "
+                   "shape).")
+@click.option("--state", "states", multiple=True,
+              help="A state pair for --sequence: OUTPUT=INPUT (repeatable; implies --sequence).")
 @click.option("--preprocessing", "preprocessing", default=None,
               help="For image directories: JSON (or a .json file) with size [h, w], layout "
                    "NCHW|NHWC, mean, std, scale; recorded in the manifest.")
 @click.option("--input-shape", "input_shapes", multiple=True,
-              help="Fix an input's shape: NAME=1x3x224x224 (repeatable).")
+              help="Fix an input's shape: NAME=1x3x224x224, NAME=2x1x128, NAME=scalar "
+                   "(repeatable; any input, whatever its batch axis).")
 @click.option("--max-accuracy-drop", type=float, default=0.01, show_default=True,
               help="Relative drop allowed on the gate metric vs FP32 (0.01 = 1%).")
 @click.option("--gate-metric", type=click.Choice(["auto", "top1", "cosine"]), default="auto",
@@ -133,7 +147,9 @@ def _signer() -> Any:
 @json_option
 def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
           precision: str | None, calibration: Path | None, validation: Path | None,
-          preprocessing: str | None, input_shapes: tuple[str, ...], max_accuracy_drop: float,
+          batch_axes: tuple[str, ...], input_values: tuple[str, ...], sequence: bool | None,
+          states: tuple[str, ...], preprocessing: str | None, input_shapes: tuple[str, ...],
+          max_accuracy_drop: float,
           gate_metric: str, perf_aware: bool, calibration_method: str,
           threads: int, keep_io_layout: bool, out_dir: Path, timestamp: str | None,
           sign_latency: bool, as_json: bool) -> None:
@@ -149,6 +165,7 @@ def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
       edgeops build model.onnx --name m --version 1.0.0 --target x86-cpu --precision fp32
     """
     from converters.api import BuildRequest
+    from converters.io_layout import parse_batch_axes, parse_input_values
     from edgeops.bundle.manifest import parse_version
 
     if not _NAME.match(name):
@@ -166,7 +183,9 @@ def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
         max_accuracy_drop=max_accuracy_drop, calibration_method=calibration_method,
         threads=threads, keep_io_layout=keep_io_layout,
         options={**_options(preprocessing), "gate_metric": gate_metric,
-                 "perf_aware": perf_aware})
+                 "perf_aware": perf_aware, "batch_axes": parse_batch_axes(batch_axes),
+                 "input_values": parse_input_values(input_values), "sequence": sequence,
+                 "states": states})
     from converters.build import resolve_targets
 
     resolve_targets(request)

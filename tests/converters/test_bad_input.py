@@ -91,7 +91,7 @@ def _npz(path: Path, **arrays: np.ndarray) -> Path:
 
 @pytest.mark.parametrize(("arrays", "needle"), [
     ({"image": np.zeros((4, 3, 16, 16), np.float32)}, "missing ['x'], unexpected ['image']"),
-    ({"x": np.zeros((4, 3, 8, 8), np.float32)}, "sample shape (3, 8, 8)"),
+    ({"x": np.zeros((4, 3, 8, 8), np.float32)}, "has shape (4, 3, 8, 8)"),
     ({"x": np.zeros((4, 16, 16), np.float32)}, "expects rank 4"),
     ({"x": np.zeros((4, 3, 16, 16), np.int32)}, "dtype int32"),
     ({"x": np.zeros((0, 3, 16, 16), np.float32)}, "set is empty"),
