@@ -25,6 +25,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "bundle": ("edgeops.cli.bundle_cmds:bundle", "Inspect, verify or unpack a bundle."),
     "keys": ("edgeops.cli.keys_cmds:keys", "Create, list and rotate signing keys."),
     "publish": ("fleet.cli:publish", "Upload a signed bundle to a fleet manager."),
+    "sign-targets": ("fleet.cli:sign_targets", "Add your targets signature to a targets update."),
     "fleet": ("fleet.cli:fleet", "Run and steer the fleet manager."),
     "agent": ("device_agent.cli:agent", "Run the device agent."),
     "demo": ("edgeops.demo:demo", "Run the whole story on this machine."),
