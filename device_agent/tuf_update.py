@@ -136,10 +136,11 @@ class TufClient:
 
     def __init__(self, root_file: Path, cache_dir: Path, fetcher: FetcherInterface,
                  metadata_url: str, targets_url: str,
-                 limits: DownloadLimits = _NO_LIMITS_GIVEN) -> None:
+                 limits: DownloadLimits = _NO_LIMITS_GIVEN, *,
+                 metadata_dir: Path | None = None, targets_dir: Path | None = None) -> None:
         self.root_file = root_file
-        self.metadata_dir = cache_dir / "metadata"
-        self.targets_dir = cache_dir / "targets"
+        self.metadata_dir = metadata_dir or cache_dir / "metadata"
+        self.targets_dir = targets_dir or cache_dir / "targets"
         self.fetcher = fetcher
         self.metadata_url = metadata_url
         self.targets_url = targets_url
