@@ -92,3 +92,42 @@ def test_allow_downgrade_marks_the_deploy_command(store: Store, keystore: KeySto
     assert bodies and all(b["downgrade"] is True for b in bodies)
     assert Strategy.from_dict(Strategy(allow_downgrade=True).to_dict()).allow_downgrade
     assert not Strategy.from_dict({}).allow_downgrade      # strategies stored before: no flag
+
+
+def test_publish_floor_from_the_cli(keystore: KeyStore, bundles: dict[str, Path], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeops.cli.main import main
+    from tests.fleet.live import live_fleet
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            main(list(argv))
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    with live_fleet(keystore, tmp_path) as lf:
+        for k, v in {"EDGEOPS_FLEET": lf.url, "EDGEOPS_TOKEN": lf.admin,
+                     "EDGEOPS_HOME": str(keystore.home),
+                     "EDGEOPS_KEY_PASSPHRASE": PASSPHRASE.decode()}.items():
+            monkeypatch.setenv(k, v)
+        code, _, err = run("publish", str(bundles["1.1.0"]), "--floor", "1.1.0")
+        assert code == 0, err
+        before = lf.server.store.latest_metadata("targets")
+        code, _, err = run("publish", str(bundles["1.0.0"]), "--floor", "1.0.0")
+        assert code == 2 and "the floor of tiny is already 1.1.0; floors never go down" in err
+        assert lf.server.store.latest_metadata("targets") == before      # nothing published
+        code, _, err = run("publish", str(bundles["1.0.0"]))     # older bundle, floor kept
+        assert code == 0, err
+        assert _latest_floors(lf.server.store) == {"tiny": "1.1.0"}
+        code, _, err = run("publish", str(bundles["1.0.0"]), "--sign-only")
+        assert code == 2 and "--sign-only needs -o/--out" in err
+        code, _, err = run("publish", str(bundles["1.0.0"]), "--with-signatures",
+                           str(bundles["1.0.0"]), "--floor", "1.2.0")
+        assert code == 2 and "uploads an update as it was signed" in err
+        code, out, err = run("publish", str(bundles["1.0.0"]), "--sign-only", "-o",
+                             str(tmp_path / "p.json"))
+        assert code == 0 and "1 of 1 required" in out and "next:" not in out, err
