@@ -51,7 +51,8 @@ def _parse(data: bytes, where: str) -> Metadata[Targets]:
     try:
         md = Metadata.from_bytes(data)
     except (DeserializationError, ValueError) as exc:
-        raise VerificationError(f"{where} is not TUF metadata: {exc}") from None
+        raise VerificationError(f"{where} is not TUF metadata: {exc}",
+                                hint="pass the file `edgeops publish --sign-only` wrote") from None
     if not isinstance(md.signed, Targets):
         raise VerificationError(f"{where} holds {md.signed.type} metadata, not targets",
                                 hint="pass the file `edgeops publish --sign-only` wrote")
