@@ -95,25 +95,31 @@ def list_(as_json: bool) -> None:
 
 
 @keys.command("rotate")
-@click.argument("role", type=click.Choice(ROLES))
+@click.argument("role")
 @json_option
 def rotate(role: str, as_json: bool) -> None:
     """Replace one role's key and sign a new TUF root naming it.
 
-    The old key is kept beside the new one (``.old``); a new root version is signed by the
-    root key (and, when the root key itself rotates, by the old root key too), so devices can
-    walk the chain.
+    ROLE is root, targets, snapshot, timestamp or manager, or an extra targets key of a
+    threshold (targets-2, ...). The old key is kept beside the new one (``.old``); a new root
+    version is signed by the root key (and, when the root key itself rotates, by the old root
+    key too), so devices can walk the chain. The targets threshold is kept.
 
     \b
     Example:
       edgeops keys rotate timestamp
+      edgeops keys rotate targets-2      # then hand the new targets-2.pem to its holder
     """
     store = KeyStore()
     if not store.exists():
         raise KeyError_(f"no keys in {store.dir}")
+    known = [*ROLES, *store.targets_names()[1:]]
+    if role not in known:
+        raise UsageError(f"no key role {role!r} here", hint=f"roles are: {', '.join(known)}")
     passphrase = passphrase_from_env(prompt="Passphrase for the offline keys")
     store.signer("root", passphrase)  # fail on a wrong passphrase before changing anything
-    new = store.generate(role, passphrase if role in OFFLINE_ROLES else None)
+    offline = role in OFFLINE_ROLES or role.startswith("targets-")
+    new = store.generate(role, passphrase if offline else None)
     root = rotate_root(store, passphrase)
     emit(as_json, {"role": role, "keyid": new.keyid, "root_version": root.signed.version},
          f"rotated {role}: new key {new.keyid[:16]}, trust root version {root.signed.version}")

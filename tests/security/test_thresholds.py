@@ -199,3 +199,19 @@ def test_device_tuf_client_refuses_one_of_two_and_accepts_two(
     repo.publish(targets_signers=[a.signer("targets", PASSPHRASE),
                                   b.signer("targets-2", PASSPHRASE)])
     assert fetch_bundle(tuf, "tiny", "1.0.0", "x86-cpu").version == "1.0.0"
+
+
+def test_rotating_one_holders_key_keeps_the_threshold(
+        holders: tuple[KeyStore, KeyStore], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = holders
+    old = b.public_key("targets-2").keyid
+    code, out, err = cli(capsys, monkeypatch, a.home, "keys", "rotate", "targets-2", "--json")
+    assert code == 0, err
+    root = Metadata[Root].from_file(str(root_path(a)))
+    role = root.signed.roles["targets"]
+    assert root.signed.version == 2 and role.threshold == 2
+    assert json.loads(out)["keyid"] in role.keyids and old not in role.keyids
+    assert a.public_key("targets").keyid in role.keyids
+    code, _, err = cli(capsys, monkeypatch, a.home, "keys", "rotate", "targets-7")
+    assert code == 2 and "no key role 'targets-7'" in err
