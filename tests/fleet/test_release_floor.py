@@ -131,3 +131,26 @@ def test_publish_floor_from_the_cli(keystore: KeyStore, bundles: dict[str, Path]
         code, out, err = run("publish", str(bundles["1.0.0"]), "--sign-only", "-o",
                              str(tmp_path / "p.json"))
         assert code == 0 and "1 of 1 required" in out and "next:" not in out, err
+
+
+def test_a_refused_downgrade_shows_in_the_deployment_status(store: Store, keystore: KeyStore,
+                                                            bundles: dict[str, Path]) -> None:
+    """What the agent reports (tests/security/test_downgrade.py) lands on the device's row."""
+    from edgeops.protocol import DevicePhase, StateReport
+    from tests.fleet.helpers import publish
+
+    repo = repository(store, keystore)
+    for b in bundles.values():
+        publish(repo, keystore, b)
+    (dev,) = enrol(store, 1)
+    eng = engine(store, keystore, FakeDeviceChannel())
+    dep = eng.create("tiny", "1.0.0", "all", Strategy())
+    eng.step(dep.id)
+    reason = ("downgrade refused: tiny@1.0.0 is below the release floor 1.1.0 signed offline "
+              "in the TUF targets")
+    device = store.get_device(dev)
+    assert device is not None
+    assert eng.record_state(StateReport(dev, device.last_state_seq + 1, 1.0, DevicePhase.FAILED,
+                                        dep.id, "tiny@1.0.0", reason))
+    (row,) = store.deployment_devices(dep.id)
+    assert (row.state, row.reason) == ("failed", reason)
