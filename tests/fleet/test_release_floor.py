@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,11 @@ def test_publish_floor_from_the_cli(keystore: KeyStore, bundles: dict[str, Path]
         code, out, err = run("publish", str(bundles["1.0.0"]), "--sign-only", "-o",
                              str(tmp_path / "p.json"))
         assert code == 0 and "1 of 1 required" in out and "next:" not in out, err
+        enrol(lf.server.store, 1)
+        code, out, err = run("fleet", "deploy", "tiny@1.1.0", "--allow-downgrade", "--json")
+        assert code == 0, err
+        dep = lf.server.store.get_deployment(json.loads(out)["id"])
+        assert dep is not None and dep.strategy["allow_downgrade"] is True
 
 
 def test_a_refused_downgrade_shows_in_the_deployment_status(store: Store, keystore: KeyStore,
