@@ -66,6 +66,7 @@ from device_agent.tuf_client import DownloadLimits, MqttTufTransport
 from edgeops.bundle.manifest import Manifest
 from edgeops.config import DEFAULT_LIMITS
 from edgeops.errors import EdgeOpsError, TransportError
+from edgeops.floors import DowngradeRefused, check_install
 from edgeops.fsutil import atomic_write
 from edgeops.protocol import (
     Command,
@@ -655,7 +656,8 @@ class Agent:
             self._deploy(dep, body)
         elif cmd.kind == "rollback":
             self._current = (dep, None)
-            self.core.rollback(dep)
+            if self._rollback_allowed(dep):
+                self.core.rollback(dep)
         elif cmd.kind == "config":
             self.core.apply_config(body)
             self._sync_driving_topic()
@@ -679,8 +681,15 @@ class Agent:
         self.disk.restore_if_due()
         self.report(DevicePhase.NOTIFIED, deployment_id=dep, bundle=label)
         self.report(DevicePhase.DOWNLOADING, deployment_id=dep, bundle=label)
+        active = self.core.store.active()
+        installed = active.version if active is not None and active.name == name else None
         try:
-            fetched = self._fetch(name, version, dep)
+            fetched = self._fetch(name, version, dep, installed=installed,
+                                  rollback=body.get("downgrade") is True)
+        except DowngradeRefused as exc:
+            log.warning("deployment %s: %s refused: %s", dep, label, exc.message)
+            self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label, reason=exc.message)
+            return
         except DeploymentCancelled:
             self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label,
                         reason="cancelled by the fleet before install")
@@ -718,7 +727,38 @@ class Agent:
         if self._cancel is not None and self._cancel == dep:
             raise DeploymentCancelled(f"deployment {dep} was cancelled")
 
-    def _fetch(self, name: str, version: str, dep: str | None) -> Any:
+    def _rollback_allowed(self, dep: str | None) -> bool:
+        """A rollback command may not take the device below the model's release floor.
+
+        The floor comes from the freshest targets TUF verifies now (retained metadata); if that
+        fails, from the last targets this device verified.
+        """
+        from device_agent.tuf_update import TufClient
+
+        store = self.core.store
+        previous = store.pointer().previous
+        info = store.info(previous) if previous else None
+        if info is None:
+            return True            # nothing to go back to: the installer reports that
+        tuf = TufClient.over_mqtt(self.config.trust.root, self.config.data_dir / "tuf",
+                                  self.transport)
+        try:
+            tuf.refresh()
+        except EdgeOpsError as exc:
+            log.warning("rollback: TUF refresh failed (%s); using the last verified floors",
+                        self.redact(exc.message))
+        try:
+            check_install(info.name, info.version, installed=None,
+                          floor=tuf.trusted_floors().get(info.name), rollback=True)
+        except EdgeOpsError as exc:  # DowngradeRefused, or unreadable floors (fail closed)
+            log.warning("rollback %s refused: %s", dep, exc.message)
+            self.report(DevicePhase.FAILED, deployment_id=dep,
+                        bundle=f"{info.name}@{info.version}", reason=exc.message)
+            return False
+        return True
+
+    def _fetch(self, name: str, version: str, dep: str | None, *, installed: str | None = None,
+               rollback: bool = False) -> Any:
         # ngclient and urllib3 load with the first update, not at start (module docstring of
         # device_agent.tuf_client)
         from device_agent.tuf_update import TufClient, fetch_bundle
@@ -756,7 +796,8 @@ class Agent:
         try:
             fetched = fetch_bundle(tuf, name, version, self.config.target,
                                    wait_for_metadata=wait_for_metadata, progress=progress,
-                                   check_space=check_space)
+                                   check_space=check_space, installed=installed,
+                                   rollback=rollback)
         except TransportError as exc:
             if not (self.settings.http_fallback and self.config.fleet_url):
                 raise
@@ -765,7 +806,8 @@ class Agent:
             tuf = TufClient.over_http(self.config.trust.root, cache, self.config.fleet_url,
                                       self.settings.download)
             fetched = fetch_bundle(tuf, name, version, self.config.target, progress=progress,
-                                   check_space=check_space)
+                                   check_space=check_space, installed=installed,
+                                   rollback=rollback)
         finally:
             self.transport.check = None
         root = tuf.trusted_root()

@@ -34,6 +34,7 @@ from device_agent.tuf_client import (
 from edgeops.bundle.manifest import Manifest
 from edgeops.bundle.signing import SignatureSet, verify_signatures
 from edgeops.errors import TransportError, VerificationError
+from edgeops.floors import check_install, floors_from_file
 from edgeops.fsutil import atomic_write
 from edgeops.trust import trusted_targets_keys
 
@@ -141,10 +142,11 @@ class TufClient:
 
     def __init__(self, root_file: Path, cache_dir: Path, fetcher: FetcherInterface,
                  metadata_url: str, targets_url: str,
-                 limits: DownloadLimits = _NO_LIMITS_GIVEN) -> None:
+                 limits: DownloadLimits = _NO_LIMITS_GIVEN, *,
+                 metadata_dir: Path | None = None, targets_dir: Path | None = None) -> None:
         self.root_file = root_file
-        self.metadata_dir = cache_dir / "metadata"
-        self.targets_dir = cache_dir / "targets"
+        self.metadata_dir = metadata_dir or cache_dir / "metadata"
+        self.targets_dir = targets_dir or cache_dir / "targets"
         self.fetcher = fetcher
         self.metadata_url = metadata_url
         self.targets_url = targets_url
@@ -182,6 +184,10 @@ class TufClient:
 
     def trusted_root(self) -> Metadata[Root]:
         return Metadata[Root].from_file(str(self.metadata_dir / "root.json"))
+
+    def trusted_floors(self) -> dict[str, str]:
+        """Release floors of the targets metadata this client last verified (edgeops.floors)."""
+        return floors_from_file(self.metadata_dir / "targets.json")
 
     def target_info(self, path: str) -> TargetFile | None:
         if self._updater is None:
@@ -238,11 +244,15 @@ def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
                  refresh: bool = True,
                  wait_for_metadata: Callable[[], bool] | None = None,
                  progress: Callable[[str], None] = lambda _m: None,
-                 check_space: Callable[[int], None] | None = None) -> FetchedBundle:
+                 check_space: Callable[[int], None] | None = None,
+                 installed: str | None = None, rollback: bool = False) -> FetchedBundle:
     """Refresh TUF, then download manifest, signatures and ONLY this target's artifact + golden.
 
     ``wait_for_metadata`` (MQTT) blocks until newer metadata arrives and says whether it did: a
-    deploy command may overtake the retained metadata that lists its bundle. ``check_space``
+    deploy command may overtake the retained metadata that lists its bundle. Before anything is
+    downloaded, the downgrade rule (:func:`edgeops.floors.check_install`) runs against the
+    release floor in the targets just verified, ``installed`` (this model's version on the
+    device now, if any) and ``rollback`` (the operator asked to go back). ``check_space``
     gets the signed size of the artifact and golden file together before either is fetched,
     and raises (:class:`device_agent.diskspace.DiskFullError`) when they cannot fit.
     """
@@ -256,6 +266,8 @@ def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
     if info is None:
         raise VerificationError(f"{name}@{version} is not in the fleet's signed TUF targets",
                                 hint="publish the bundle with `edgeops publish` first")
+    check_install(name, version, installed=installed, floor=client.trusted_floors().get(name),
+                  rollback=rollback)
     progress("manifest")
     manifest_bytes = client.download(info).read_bytes()
     sig_info = client.target_info(f"{base}/signatures.json")

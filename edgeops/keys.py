@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ __all__ = ["OFFLINE_ROLES", "ONLINE_ROLES", "ROLES", "KeyInfo", "KeyStore"]
 OFFLINE_ROLES = ("root", "targets")
 ONLINE_ROLES = ("snapshot", "timestamp", "manager")
 ROLES = OFFLINE_ROLES + ONLINE_ROLES
+# Extra targets keys for a threshold (``keys init --targets-keys N``): targets-2 ... targets-N.
+_EXTRA_TARGETS = re.compile(r"^targets-([2-9]|[1-9][0-9])$")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class KeyStore:
         self.dir = self.home / "keys"
 
     def _paths(self, role: str) -> tuple[Path, Path]:
-        if role not in ROLES:
+        if role not in ROLES and not _EXTRA_TARGETS.match(role):
             raise KeyError_(f"unknown key role '{role}'", hint=f"roles are: {', '.join(ROLES)}")
         return self.dir / f"{role}.pem", self.dir / f"{role}.pub.json"
 
@@ -63,7 +66,7 @@ class KeyStore:
 
     def generate(self, role: str, passphrase: bytes | None) -> SSlibKey:
         """Create a fresh key for ``role``; an existing one is kept beside it as ``.old``."""
-        if role in OFFLINE_ROLES and not passphrase:
+        if _offline(role) and not passphrase:
             raise KeyError_(f"the offline '{role}' key needs a passphrase",
                             hint="set EDGEOPS_KEY_PASSPHRASE or answer the prompt")
         priv_path, pub_path = self._paths(role)
@@ -75,7 +78,7 @@ class KeyStore:
         for p in (priv_path, pub_path):
             if p.exists():
                 os.replace(p, p.with_name(f"{p.name}.{stamp}.old"))
-        atomic_write(priv_path, _private_pem(priv, passphrase if role in OFFLINE_ROLES else None),
+        atomic_write(priv_path, _private_pem(priv, passphrase if _offline(role) else None),
                      mode=0o600)
         atomic_write(pub_path, json.dumps({"keyid": pub.keyid, **pub.to_dict()}, indent=2,
                                           sort_keys=True).encode() + b"\n", mode=0o644)
@@ -111,9 +114,28 @@ class KeyStore:
             raise KeyError_(f"the '{role}' key is not an Ed25519 key")
         return CryptoSigner(priv, self.public_key(role))
 
+    def targets_names(self) -> list[str]:
+        """The targets keys whose public half is here: ``targets``, ``targets-2``, ..."""
+        extra = sorted((m.group(0) for p in self.dir.glob("targets-*.pub.json")
+                        if (m := _EXTRA_TARGETS.match(p.name.removesuffix(".pub.json")))),
+                       key=lambda n: int(n.split("-")[1]))
+        return [n for n in ("targets", *extra) if (self.dir / f"{n}.pub.json").exists()]
+
+    def targets_signers(self, passphrase: bytes | None) -> list[CryptoSigner]:
+        """A signer for every targets key whose private half is on this machine.
+
+        With a threshold, each holder keeps only their own key: this is how a holder signs
+        with whatever they hold (``edgeops sign-targets``, ``bundle sign``, ``publish``).
+        """
+        names = [n for n in self.targets_names() if self._paths(n)[0].exists()]
+        if not names:
+            raise KeyError_(f"no targets private key in {self.dir}",
+                            hint="run `edgeops keys init`, or copy your targets-N.pem here")
+        return [self.signer(n, passphrase) for n in names]
+
     def list(self) -> list[KeyInfo]:
         out = []
-        for role in ROLES:
+        for role in (*ROLES, *self.targets_names()[1:]):
             priv_path, pub_path = self._paths(role)
             if not pub_path.exists():
                 continue
@@ -121,3 +143,7 @@ class KeyStore:
             encrypted = priv_path.exists() and b"ENCRYPTED" in priv_path.read_bytes()
             out.append(KeyInfo(role, key.keyid, key.scheme, encrypted, priv_path, pub_path))
         return out
+
+
+def _offline(role: str) -> bool:
+    return role in OFFLINE_ROLES or bool(_EXTRA_TARGETS.match(role))

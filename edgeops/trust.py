@@ -14,6 +14,7 @@ from pathlib import Path
 from tuf.api.metadata import Metadata, Root
 from tuf.api.serialization.json import JSONSerializer
 
+from edgeops.errors import UsageError
 from edgeops.fsutil import atomic_write
 from edgeops.keys import KeyStore
 
@@ -32,15 +33,27 @@ def _utcnow() -> datetime:
 
 
 def create_root(store: KeyStore, passphrase: bytes, version: int = 1,
-                previous: Metadata[Root] | None = None) -> Metadata[Root]:
+                previous: Metadata[Root] | None = None,
+                targets_threshold: int | None = None) -> Metadata[Root]:
     """Write ``trust/root.json`` naming the store's current keys, signed by the root key.
 
-    On rotation (``previous`` given) the new root is also signed by the previous root's key, as
-    TUF requires so devices can walk the chain.
+    Every targets key in the store (``targets``, ``targets-2``, ...) is listed for the targets
+    role; ``targets_threshold`` of them must sign (default: the previous root's threshold, else
+    1). On rotation (``previous`` given) the new root is also signed by the previous root's key,
+    as TUF requires so devices can walk the chain.
     """
     root = Root(version=version, expires=_utcnow() + ROOT_LIFETIME, consistent_snapshot=True)
     for role in TUF_ROLES:
         root.add_key(store.public_key(role), role)
+    for name in store.targets_names()[1:]:
+        root.add_key(store.public_key(name), "targets")
+    if targets_threshold is None:
+        targets_threshold = previous.signed.roles["targets"].threshold if previous else 1
+    if not 1 <= targets_threshold <= len(root.roles["targets"].keyids):
+        raise UsageError(f"a targets threshold of {targets_threshold} needs at least that many "
+                         f"targets keys (there are {len(root.roles['targets'].keyids)})",
+                         hint="--threshold must be between 1 and --targets-keys")
+    root.roles["targets"].threshold = targets_threshold
     md = Metadata(root)
     signer = store.signer("root", passphrase)
     md.sign(signer, append=True)

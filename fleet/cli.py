@@ -17,11 +17,10 @@ from typing import Any
 
 import click
 
-from edgeops.cli.common import emit, json_option, passphrase_from_env, progress_printer
+from edgeops.cli.common import emit, json_option, progress_printer
 from edgeops.errors import UsageError
-from fleet.errors import ConflictError
 
-__all__ = ["fleet", "publish"]
+__all__ = ["fleet"]  # publish, sign_targets: fleet.release_cli (module __getattr__ below)
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -255,13 +254,17 @@ def device(device_id: str, kind: str | None, fleet_url: str, token: str | None,
               help="Abort if fleet p95 exceeds this × the bundle's own p95.")
 @click.option("--auto-rollback", is_flag=True, default=None,
               help="On abort, roll back devices that activated the bundle (cancel the rest).")
+@click.option("--allow-downgrade", is_flag=True, default=None,
+              help="An operator rollback: devices running a newer version of this model may go "
+                   "back to it (never below its release floor).")
 @_fleet_options
 @json_option
 def deploy(bundle: str, selector: str, phases: str, max_per_minute: int | None, bake: str,
            device_timeout: str, abort_failure_pct: float, abort_min_sample: int,
            abort_max_failures: int | None, max_error_rate: float | None,
-           max_latency_factor: float | None, auto_rollback: bool | None, fleet_url: str,
-           token: str | None, as_json: bool) -> None:
+           max_latency_factor: float | None, auto_rollback: bool | None,
+           allow_downgrade: bool | None, fleet_url: str, token: str | None,
+           as_json: bool) -> None:
     """Start a staged deployment of NAME@VERSION to the selected devices.
 
     \b
@@ -281,7 +284,7 @@ def deploy(bundle: str, selector: str, phases: str, max_per_minute: int | None, 
         device_timeout_s=parse_duration(device_timeout), abort_failure_pct=abort_failure_pct,
         abort_min_sample=abort_min_sample, abort_max_failures=abort_max_failures,
         max_error_rate=max_error_rate, max_latency_factor=max_latency_factor,
-        auto_rollback=auto_rollback)
+        auto_rollback=auto_rollback, allow_downgrade=allow_downgrade)
     st = _client(fleet_url, token).deploy(name, version, selector, strategy.to_dict())
     emit(as_json, st, lambda: f"deployment {st['id']}: {st['bundle']} to {st['devices']} "
                               f"devices in {st['phases']} phases ({st['status']})")
@@ -531,55 +534,12 @@ if _pki_cli is not None:
             fleet.add_command(_cmd)
 
 
-# -- publish (top level) --------------------------------------------------------------------------
-@click.command()
-@click.argument("bundle_path", type=click.Path(path_type=Path, dir_okay=False))
-@_fleet_options
-@click.option("--keys", "keys_home", type=click.Path(path_type=Path), default=None,
-              help="EDGEOPS_HOME with the offline targets key and trust/root.json.")
-@json_option
-def publish(bundle_path: Path, fleet_url: str, token: str | None, keys_home: Path | None,
-            as_json: bool) -> None:
-    """Upload a signed bundle to a fleet manager, signing the TUF targets update offline.
+# -- publish and sign-targets (top level) live in fleet.release_cli ----------------------------
+def __getattr__(name: str) -> Any:
+    """``from fleet.cli import publish`` keeps working, loaded on demand (fleet.release_cli
+    imports this module's helpers, so it cannot be imported from here at load time)."""
+    if name in ("publish", "sign_targets"):
+        from fleet import release_cli
 
-    The bundle is verified here first; the new targets metadata is signed with the offline
-    targets key (passphrase from EDGEOPS_KEY_PASSPHRASE or a prompt).
-
-    \b
-    Example:
-      edgeops publish out/vehicle-classifier-2.1.0.edgebundle --fleet http://manager:8080
-    """
-    from tuf.api.metadata import Metadata, Root
-
-    from edgeops.bundle import read_bundle
-    from edgeops.errors import KeyError_
-    from edgeops.keys import KeyStore
-    from edgeops.trust import root_path, trusted_targets_keys
-    from fleet.repository import sign_targets_update
-
-    show = progress_printer(as_json)
-    keys = KeyStore(keys_home) if keys_home else KeyStore()
-    rp = root_path(keys)
-    if not rp.exists():
-        raise KeyError_(f"no TUF root at {rp}")
-    root = Metadata[Root].from_file(str(rp))
-    bundle = read_bundle(bundle_path)
-    trusted, threshold = trusted_targets_keys(root)
-    bundle.verify(trusted, threshold)  # type: ignore[arg-type]
-    show(f"verified {bundle.manifest.name}@{bundle.manifest.version} locally")
-    signer = keys.signer("targets", passphrase_from_env())
-    client = _client(fleet_url, token)
-    for attempt in range(3):
-        targets = sign_targets_update(client.current_targets(), bundle, root, signer)
-        show(f"uploading {bundle_path} ({bundle_path.stat().st_size} bytes)")
-        upload = client.upload(bundle_path)
-        try:
-            out = client.publish(upload["upload"], targets)
-            break
-        except ConflictError:
-            if attempt == 2:
-                raise
-            show("someone published in between; retrying with the new targets")
-    emit(as_json, out, lambda: f"published {out['name']}@{out['version']} (targets "
-                               f"v{out['targets_version']}"
-                               + (")" if out["new"] else ", already published)"))
+        return getattr(release_cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,8 +36,10 @@ from tuf.api.serialization.json import JSONSerializer
 
 from edgeops.bundle import Bundle, read_bundle
 from edgeops.bundle.archive import MANIFEST_NAME, SIGNATURES_NAME
+from edgeops.bundle.manifest import parse_version
 from edgeops.config import DEFAULT_LIMITS
 from edgeops.errors import VerificationError
+from edgeops.floors import floors_of, raise_floor
 from edgeops.fsutil import atomic_write
 from edgeops.trust import trusted_targets_keys
 from fleet.errors import ConflictError, NotFoundError
@@ -53,6 +55,7 @@ __all__ = [
     "bundle_target_paths",
     "sign_targets_update",
     "target_request_digest",
+    "targets_update",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,9 +84,13 @@ def bundle_target_paths(bundle: Bundle) -> dict[str, tuple[int, str]]:
     return out
 
 
-def sign_targets_update(current: bytes | None, bundle: Bundle, root: Metadata[Root],
-                        signer: Signer) -> bytes:
-    """Publisher side: the next ``targets`` version, adding the bundle's files, signed offline."""
+def targets_update(current: bytes | None, bundle: Bundle, root: Metadata[Root], *,
+                   floor: str | None = None) -> Metadata[Targets]:
+    """Publisher side: the next ``targets`` version, adding the bundle's files, still unsigned.
+
+    ``floor`` raises the release floor of the bundle's model (:mod:`edgeops.floors`); the floors
+    of the current version are carried over, so they only ever go up.
+    """
     if current is None:
         md = Metadata(Targets(version=1, expires=_now() + TARGETS_LIFETIME))
     else:
@@ -93,8 +100,19 @@ def sign_targets_update(current: bytes | None, bundle: Bundle, root: Metadata[Ro
         md.signed.expires = _now() + TARGETS_LIFETIME
     for path, (length, sha) in bundle_target_paths(bundle).items():
         md.signed.targets[path] = TargetFile(length, {"sha256": sha}, path)
+    if floor is not None:
+        raise_floor(md.signed, bundle.manifest.name, floor)
     md.signatures.clear()
-    md.sign(signer)
+    return md
+
+
+def sign_targets_update(current: bytes | None, bundle: Bundle, root: Metadata[Root],
+                        signer: Signer | Sequence[Signer], *, floor: str | None = None) -> bytes:
+    """Publisher side: the next ``targets`` version, adding the bundle's files, signed offline
+    by ``signer`` (one, or every targets key this machine holds)."""
+    md = targets_update(current, bundle, root, floor=floor)
+    for s in ([signer] if isinstance(signer, Signer) else signer):
+        md.sign(s, append=True)
     return md.to_bytes(_SER)
 
 
@@ -121,6 +139,18 @@ def _verify_role(root: Metadata[Root], role: str, md: Metadata) -> None:  # type
         raise VerificationError(f"{role} metadata is not signed by the {role} key(s) in "
                                 "root.json", hint="sign with the fleet's offline targets key "
                                                   "(`edgeops publish` does this)") from None
+
+
+def _check_floors_kept(previous: Targets, new: Targets) -> None:
+    """A targets update may raise release floors, never drop or lower one."""
+    before, after = floors_of(previous), floors_of(new)
+    for name, floor in before.items():
+        now = after.get(name)
+        if now is None or parse_version(now) < parse_version(floor):
+            raise VerificationError(f"targets update lowers the release floor of {name} "
+                                    f"({floor} -> {now or 'none'})",
+                                    hint="floors only go up; let `edgeops publish` build the "
+                                         "update from the current targets")
 
 
 @dataclass(frozen=True)
@@ -187,10 +217,13 @@ class Repository:
             raise VerificationError("targets metadata is over the size limit")
         latest = self.store.latest_metadata("targets")
         existing = self.store.get_bundle(bundle.manifest.name, bundle.manifest.version)
-        if existing is not None and existing.manifest == bundle.manifest_bytes and latest:
-            # already published (its files were pinned then; targets only ever grow)
-            return self._result(bundle, latest[0], new=False)
         md = _parse(targets_bytes, Targets, "targets")
+        if (existing is not None and existing.manifest == bundle.manifest_bytes and latest
+                and floors_of(md.signed) == floors_of(_parse(latest[1], Targets,
+                                                             "targets").signed)):
+            # already published (its files were pinned then; targets only ever grow), and the
+            # update raises no floor: nothing to do
+            return self._result(bundle, latest[0], new=False)
         _verify_role(self.root, "targets", md)
         targets: Targets = md.signed
         expected = latest[0] + 1 if latest else 1
@@ -201,6 +234,8 @@ class Repository:
                                      "targets first")
         if targets.expires <= self.clock():
             raise VerificationError("targets metadata has already expired")
+        if latest:
+            _check_floors_kept(_parse(latest[1], Targets, "targets").signed, targets)
         files = bundle_target_paths(bundle)
         for path, (length, sha) in files.items():
             tf = targets.targets.get(path)

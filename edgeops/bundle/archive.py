@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import tarfile
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,8 @@ from edgeops.config import DEFAULT_LIMITS, Limits
 from edgeops.errors import InvalidBundleError, VerificationError
 from edgeops.fsutil import atomic_open
 
-__all__ = ["MANIFEST_NAME", "SIGNATURES_NAME", "Bundle", "file_ref", "read_bundle", "write_bundle"]
+__all__ = ["MANIFEST_NAME", "SIGNATURES_NAME", "Bundle", "cosign_bundle", "file_ref", "read_bundle",
+           "write_bundle"]
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURES_NAME = "signatures.json"
@@ -72,6 +74,12 @@ def write_bundle(out: Path, manifest: Manifest, files: Mapping[str, Path],
             raise VerificationError(f"{path} changed since the manifest was made")
     manifest_bytes = manifest.to_bytes()
     sig_bytes = sign_manifest(manifest_bytes, signers).to_bytes()
+    _write_tar(out, manifest_bytes, sig_bytes, files, {p: r.size for p, r in declared.items()})
+    return out
+
+
+def _write_tar(out: Path, manifest_bytes: bytes, sig_bytes: bytes, files: Mapping[str, Path],
+               sizes: Mapping[str, int]) -> None:
     mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
     with atomic_open(out) as raw, tarfile.open(fileobj=raw, mode="w",
                                                format=tarfile.USTAR_FORMAT) as tar:
@@ -79,13 +87,30 @@ def write_bundle(out: Path, manifest: Manifest, files: Mapping[str, Path],
         tar.addfile(_tarinfo(SIGNATURES_NAME, len(sig_bytes), mtime), io.BytesIO(sig_bytes))
         for path in sorted(files):
             with open(files[path], "rb") as f:
-                tar.addfile(_tarinfo(path, declared[path].size, mtime), f)
+                tar.addfile(_tarinfo(path, sizes[path], mtime), f)
         data_end = tar.offset
         tar.close()
         # Keep the end-of-archive marker but drop tar's record padding, so any cut of the
         # file is detectable (see _check_end_of_archive).
         raw.truncate(data_end + 2 * tarfile.BLOCKSIZE)
-    return out
+
+
+def cosign_bundle(bundle: Bundle, signers: Sequence[Signer], out: Path) -> SignatureSet:
+    """Write ``bundle`` to ``out`` with the signatures of ``signers`` added to the ones it has.
+
+    For a targets threshold above one: each key holder adds their signature in turn. Only the
+    signatures file changes; every file is re-checked against the manifest on the way.
+    """
+    have = {s.keyid: s for s in bundle.signatures.signatures}
+    for s in sign_manifest(bundle.manifest_bytes, signers).signatures:
+        have[s.keyid] = s
+    sigs = SignatureSet(tuple(have.values()))
+    with tempfile.TemporaryDirectory(prefix=".cosign-", dir=Path(out).parent) as tmp:
+        files = {ref.path: bundle.extract_file(ref.path, Path(tmp) / ref.path)
+                 for ref in bundle.manifest.files()}
+        _write_tar(out, bundle.manifest_bytes, sigs.to_bytes(), files,
+                   {ref.path: ref.size for ref in bundle.manifest.files()})
+    return sigs
 
 
 @dataclass

@@ -83,14 +83,15 @@ def _options(preprocessing: str | None) -> dict[str, Any]:
     return {"preprocessing": spec}
 
 
-def _signer() -> Any:
+def _signers() -> list[Any]:
+    """Every targets key held here (with a threshold, co-sign later: `edgeops bundle sign`)."""
     from edgeops.keys import KeyStore
 
     store = KeyStore()
-    if not (store.dir / "targets.pem").exists():
+    if not any(store.dir.glob("targets*.pem")):
         raise KeyError_(f"no targets signing key in {store.dir}",
                         hint="run `edgeops keys init` first (or set EDGEOPS_HOME)")
-    return store.signer("targets", passphrase_from_env())
+    return list(store.targets_signers(passphrase_from_env()))
 
 
 @click.command("build")
@@ -189,7 +190,7 @@ def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
     from converters.build import resolve_targets
 
     resolve_targets(request)
-    signer = _signer()
+    signers = _signers()
     progress = progress_printer(as_json)
     from converters.build import build as run_build
     from converters.package import write_outputs
@@ -197,7 +198,7 @@ def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
     work = Path(tempfile.mkdtemp(prefix="edgeops-build-"))
     try:
         outcome = run_build(request, progress, work)
-        paths = write_outputs(request, outcome, out_dir, [signer], created=timestamp,
+        paths = write_outputs(request, outcome, out_dir, signers, created=timestamp,
                               sign_latency=sign_latency)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -134,3 +134,40 @@ def unpack(path: Path, directory: Path, as_json: bool) -> None:
     written = b.extract(directory)
     emit(as_json, {"directory": str(directory), "files": [str(p) for p in written]},
          "\n".join(str(p) for p in written))
+
+
+@bundle.command("sign")
+@click.argument("path", type=_path)
+@click.option("-o", "--out", type=_path, default=None,
+              help="Write the co-signed bundle here (default: replace PATH).")
+@json_option
+def sign(path: Path, out: Path | None, as_json: bool) -> None:
+    """Add this machine's targets signature(s) to a bundle (threshold co-signing).
+
+    With a targets threshold above one, a bundle needs that many targets signatures before
+    `edgeops publish` accepts it. The first holder builds it (`edgeops build` signs with the
+    keys held there); every other holder runs this on their own machine, with their own
+    targets-I.pem under $EDGEOPS_HOME/keys. The bundle is checked (structure, every file's
+    digest, the signatures already on it) before anything is written.
+
+    \b
+    Example:
+      EDGEOPS_KEY_PASSPHRASE=... edgeops bundle sign vehicle-classifier-2.1.0.edgebundle
+    """
+    from edgeops.bundle.archive import cosign_bundle
+    from edgeops.bundle.signing import verify_signatures
+    from edgeops.cli.common import passphrase_from_env
+
+    store = KeyStore()
+    trusted, threshold, _source = _trusted_keys(None, None)
+    b = read_bundle(path)
+    if b.signatures.signatures:     # a bad signature already on it is refused, not co-signed
+        verify_signatures(b.manifest_bytes, b.signatures, trusted, 0)
+    for ref in b.manifest.files():
+        b.read_file(ref.path)
+    sigs = cosign_bundle(b, store.targets_signers(passphrase_from_env()), out or path)
+    trusted_ids = {k.keyid for k in trusted}
+    good = sorted({s.keyid for s in sigs.signatures} & trusted_ids)
+    emit(as_json, {"bundle": str(out or path), "signed_by": good, "threshold": threshold},
+         f"{out or path}: {len(good)} of {threshold} required targets signatures"
+         + ("" if len(good) >= threshold else " (more holders must run `edgeops bundle sign`)"))

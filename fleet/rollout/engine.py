@@ -160,11 +160,14 @@ class RolloutEngine:
         if bundle is None:
             raise NotFoundError(f"bundle {dep.bundle} vanished from the store")
         m = Manifest.from_bytes(bundle.manifest)
+        # an operator rollback may go below what a device runs (never below the release floor,
+        # which the agent checks against the offline-signed targets: edgeops.floors)
+        downgrade = {"downgrade": True} if Strategy.from_dict(dep.strategy).allow_downgrade else {}
         return {a.target: {"deployment_id": dep.id, "name": dep.bundle_name,
                            "version": dep.bundle_version, "target": a.target,
                            "manifest_path": f"bundles/{dep.bundle_name}/{dep.bundle_version}/"
                                             "manifest.json",
-                           "artifact": a.file.sha256, "size": a.file.size}
+                           "artifact": a.file.sha256, "size": a.file.size, **downgrade}
                 for a in m.artifacts}
 
     def _health(self, dep: Deployment, s: Strategy) -> Health | None:

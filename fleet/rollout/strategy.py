@@ -80,6 +80,7 @@ class Strategy:
     max_latency_factor: float | None = None  # fleet p95 vs the bundle's own p95 figure
     min_inferences: int = 100               # telemetry sample needed to judge health
     auto_rollback: bool = False             # on abort, roll back devices that activated it
+    allow_downgrade: bool = False           # an operator rollback: older than installed is fine
 
     def __post_init__(self) -> None:
         if not self.phases:
