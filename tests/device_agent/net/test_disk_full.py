@@ -21,6 +21,7 @@ import pytest
 
 from device_agent.daemon import Agent
 from device_agent.diskspace import DiskLimits
+from edgeops.protocol import DevicePhase
 from tests.device_agent.net.agents import FAST, FleetRepo, agent_config
 from tests.device_agent.net.fake_manager import FakeManager
 from tests.device_agent.smalldisk import fill, small_disk
@@ -99,7 +100,10 @@ def test_full_disk_fails_the_deployment_survives_a_restart_and_recovers(
             assert not a.disk.held                      # no room to take it back
             _serves_v1(a)
             _deploy(mgr, "2.0.0", "d3")
-            _until(lambda: len(a._unwritten) > 0)       # reports wait in memory, in order
+            # reports wait in memory, in order, up to the deployment's failure: the disk must
+            # stay full until the agent has given up on d3, or a slow run installs it
+            _until(lambda: any(item[1] == DevicePhase.FAILED and item[2] == "d3"
+                               for item in list(a._unwritten)))
             _serves_v1(a)
             assert [t for t in threading.enumerate() if t.name == f"agent-work-{DEV}"]
 
