@@ -126,8 +126,9 @@ def render_github(manifest: Manifest, report: Mapping[str, Any] | None,
         links = lin.links()
         parts = [f"`{lin.source_uri}`"]
         if lin.model_version:
-            v = f"version {lin.model_version}"
-            parts.append(f"[{v}]({links['model_version']})" if "model_version" in links else v)
+            ver = f"version {lin.model_version}"
+            parts.append(f"[{ver}]({links['model_version']})" if "model_version" in links
+                         else ver)
         if lin.run_id:
             r = f"run `{lin.run_id[:12]}`"
             parts.append(f"[{r}]({links['run']})" if "run" in links else r)
