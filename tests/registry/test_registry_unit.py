@@ -109,3 +109,43 @@ def test_credentials_never_reach_the_manifest() -> None:
     assert public_uri("https://user:secret@mlflow.example.com:8443/x") == \
         "https://mlflow.example.com:8443/x"
     assert public_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_local_build_with_dvc_tracked_data_records_lineage(cli, keys_home: Path,
+                                                            tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from edgeops.bundle import read_bundle
+    from tests.converters import zoo
+
+    model = zoo.save(zoo.convnet(13), tmp_path / "m.onnx")
+    cal = tmp_path / "cal.npz"
+    with open(cal, "wb") as f:
+        np.savez(f, x=np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32))
+    args = ("build", model, "--name", "cls", "--version", "1.0.0", "--target", "x86-cpu",
+            "--precision", "fp32", "--calibration", cal, "--json")
+    plain = cli(*args, "--out", tmp_path / "a")
+    assert plain.code == 0, plain.err
+    assert read_bundle(Path(json.loads(plain.out)["bundle"])).manifest.lineage is None
+    (tmp_path / "cal.npz.dvc").write_text(
+        "outs:\n- md5: 0123456789abcdef0123456789abcdef\n  size: 9\n  hash: md5\n  path: cal.npz\n")
+    tracked = cli(*args, "--out", tmp_path / "b")
+    assert tracked.code == 0, tracked.err
+    lin = read_bundle(Path(json.loads(tracked.out)["bundle"])).manifest.lineage
+    assert lin is not None and lin.tracking_uri is None and lin.source_uri == "m.onnx"
+    assert lin.data["calibration"].dvc_md5 == "0123456789abcdef0123456789abcdef"
+    assert lin.data["calibration"].sha256 is not None and lin.data["model"].dvc_md5 is None
+
+
+def test_registry_build_without_the_extra_names_it(cli, keys_home: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setitem(sys.modules, "mlflow", None)     # import mlflow -> ImportError
+    res = cli("build", "models:/m@champion", "--name", "m", "--version", "1.0.0", "--target",
+              "x86-cpu", "--out", tmp_path / "out")
+    assert res.code == 1 and "pip install 'edgeops[mlflow]'" in res.err
+    assert not (tmp_path / "out").exists()
