@@ -57,7 +57,8 @@ def start_registry(work: Path, name: str, model: Path, data: list[Path],
     server = LocalMlflowServer(d)
     uri = server.start()
     try:
-        os.environ["MLFLOW_TRACKING_URI"] = uri
+        # The demo's own server for everything, whatever the caller's environment names.
+        os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = uri
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import mlflow
         import mlflow.onnx
@@ -65,6 +66,7 @@ def start_registry(work: Path, name: str, model: Path, data: list[Path],
         from mlflow.tracking import MlflowClient
 
         mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
         mlflow.set_experiment("edgeops-demo")
         # MLflow prints run links on stdout; the demo's stdout is its --json summary.
         with contextlib.redirect_stdout(sys.stderr), mlflow.start_run(run_name=name) as run:

@@ -124,9 +124,10 @@ def _first_line(exc: Exception) -> str:
 
 
 class MlflowRegistry:
-    """A tracking server (``MLFLOW_TRACKING_URI``), checked reachable on construction."""
+    """A tracking server (``MLFLOW_TRACKING_URI``), checked reachable on construction; the
+    model registry is ``MLFLOW_REGISTRY_URI`` when set (as in MLflow), else the same server."""
 
-    def __init__(self, tracking_uri: str | None = None, *,
+    def __init__(self, tracking_uri: str | None = None, *, registry_uri: str | None = None,
                  health_timeout_s: float = HEALTH_TIMEOUT_S) -> None:
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
@@ -144,7 +145,8 @@ class MlflowRegistry:
             self._probe(health_timeout_s)
         from mlflow.tracking import MlflowClient
 
-        self.client: Any = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self.registry_uri = registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or uri
+        self.client: Any = MlflowClient(tracking_uri=uri, registry_uri=self.registry_uri)
 
     def _probe(self, timeout_s: float) -> None:
         url = self.tracking_uri.rstrip("/") + "/health"
@@ -218,9 +220,16 @@ class MlflowRegistry:
     def fetch(self, resolved: ResolvedModel, dest: Path) -> FetchedModel:
         """Download into ``dest`` (a scratch directory), find the ONNX file, check its digest."""
         dest.mkdir(parents=True, exist_ok=True)
+        source = resolved.download_uri
+        if resolved.name and resolved.version:
+            # Where this client's registry says the files are (a logged model, a run path),
+            # so the download never falls back on a process-wide registry URI.
+            source = self._call(f"model {resolved.name} version {resolved.version}",
+                                self.client.get_model_version_download_uri, resolved.name,
+                                resolved.version)
         local = Path(self._call(f"download {resolved.download_uri}",
                                 self.mlflow.artifacts.download_artifacts,
-                                artifact_uri=resolved.download_uri, dst_path=str(dest),
+                                artifact_uri=source, dst_path=str(dest),
                                 tracking_uri=self.tracking_uri))
         onnx_path = find_onnx(local, resolved.uri.text)
         try:

@@ -62,7 +62,8 @@ class LocalMlflowServer:
                 "--artifacts-destination", str(self.workdir / "artifacts"),
                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        env.pop("MLFLOW_TRACKING_URI", None)
+        for inherited in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):   # it is the server
+            env.pop(inherited, None)
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - the child owns it
         self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                       cwd=self.workdir, start_new_session=True)

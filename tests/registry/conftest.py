@@ -26,6 +26,19 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMlf
         server.stop()
 
 
+# What MLflow (set_tracking_uri/set_registry_uri) and edgeops' adapter put into os.environ;
+# restored after every test so nothing leaks into later tests or their subprocesses (a demo
+# inheriting MLFLOW_REGISTRY_URI would register its model on this session's server).
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in _MLFLOW_ENV:
+        monkeypatch.delenv(key, raising=False)
+
+
 @pytest.fixture
 def tracking(mlflow_server: LocalMlflowServer, monkeypatch: pytest.MonkeyPatch) -> Any:
     """MLFLOW_TRACKING_URI set for this test; returns an MlflowClient on the server."""
@@ -33,6 +46,7 @@ def tracking(mlflow_server: LocalMlflowServer, monkeypatch: pytest.MonkeyPatch) 
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", mlflow_server.uri)
     mlflow.set_tracking_uri(mlflow_server.uri)
     mlflow.set_registry_uri(mlflow_server.uri)
     return MlflowClient(mlflow_server.uri)
