@@ -128,7 +128,7 @@ def spool(source: FeedSource, inputs: Sequence[InputSpec], *, what: str, workdir
             return
         merged = {n: np.concatenate([p.arrays[n] for p in pending]) for n in pending[0].arrays}
         path = directory / f"chunk-{len(chunks):05d}.npz"
-        np.savez(path, **merged)
+        np.savez(path, **merged)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         chunks.append((path, len(next(iter(merged.values())))))
         pending.clear()
 

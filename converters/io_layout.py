@@ -12,7 +12,7 @@ model or its nodes are called, and the user overrides them (``--batch-axis``, ``
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from edgeops.errors import UsageError
@@ -71,7 +71,9 @@ def batch_axes(inputs: Sequence[TensorDecl],
 def _batch_axis(dims: tuple[Dim, ...] | None, shared: set[str]) -> int | None:
     if not dims:
         return None if dims is not None else 0
-    for match in (lambda d: bool(_BATCH_NAME.search(d)), lambda d: d in shared):
+    matchers: tuple[Callable[[str], bool], ...] = (lambda d: bool(_BATCH_NAME.search(d)),
+                                                    lambda d: d in shared)
+    for match in matchers:
         for i, d in enumerate(dims):
             if isinstance(d, str) and match(d):
                 return i

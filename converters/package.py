@@ -20,7 +20,7 @@ from typing import Any
 from converters.api import BuildRequest, BuiltArtifact, timed_on_target
 from converters.build import BuildOutcome
 from converters.onnx_backend import _nice_ceil
-from edgeops.bundle import ArtifactEntry, Manifest, TensorSpec, file_ref, write_bundle
+from edgeops.bundle import ArtifactEntry, Lineage, Manifest, TensorSpec, file_ref, write_bundle
 from edgeops.fsutil import atomic_write
 
 __all__ = ["manifest_for", "provenance", "render_markdown", "report_for", "write_outputs"]
@@ -69,7 +69,8 @@ def _manifest_metrics(a: BuiltArtifact, sign_latency: bool) -> dict[str, Any]:
 
 
 def manifest_for(request: BuildRequest, outcome: BuildOutcome, *, created: str | None = None,
-                 sign_latency: bool = False, cwd: Path | None = None) -> Manifest:
+                 sign_latency: bool = False, cwd: Path | None = None,
+                 lineage: Lineage | None = None) -> Manifest:
     src = outcome.source
     entries = []
     for a in outcome.artifacts:
@@ -93,7 +94,7 @@ def manifest_for(request: BuildRequest, outcome: BuildOutcome, *, created: str |
         provenance=provenance(cwd),
         source={"filename": src.path.name, "size": src.size, "opset": src.opset,
                 "producer": src.producer, "external_data": src.external_data},
-        baseline=outcome.baseline, created=created,
+        baseline=outcome.baseline, created=created, lineage=lineage,
         preprocessing=dict(request.options["preprocessing"])
         if request.options.get("preprocessing") else None)
 
@@ -106,8 +107,10 @@ def _dim_name(model: Any, name: str, index: int, batch_axis: int | None = 0) -> 
         "batch" if index == batch_axis else f"dim{index}")
 
 
-def report_for(request: BuildRequest, outcome: BuildOutcome, bundle: Path) -> dict[str, Any]:
-    return {
+def report_for(request: BuildRequest, outcome: BuildOutcome, bundle: Path,
+               lineage: Lineage | None = None) -> dict[str, Any]:
+    extra = {"lineage": lineage.to_dict() | {"links": lineage.links()}} if lineage else {}
+    return extra | {
         "name": request.name, "version": request.version, "bundle": bundle.name,
         "source": {"file": outcome.source.path.name, "sha256": outcome.source.sha256,
                    "opset": outcome.source.opset, "producer": outcome.source.producer,
@@ -124,12 +127,30 @@ def _fmt_size(n: int) -> str:
     return f"{n / 1024**2:.2f} MiB" if n >= 1024**2 else f"{n / 1024:.1f} KiB"
 
 
+def _lineage_lines(lineage: dict[str, Any] | None) -> list[str]:
+    """One line saying where the model came from, linked into MLflow when possible."""
+    if not lineage or not (lineage.get("model_name") or lineage.get("run_id")):
+        return []
+    links = lineage.get("links") or {}
+    parts = [f"`{lineage['source_uri']}`"]
+    if lineage.get("model_version"):
+        v = f"version {lineage['model_version']}"
+        parts.append(f"[{v}]({links['model_version']})" if "model_version" in links else v)
+    if lineage.get("run_id"):
+        r = f"run {lineage['run_id'][:12]}"
+        parts.append(f"[{r}]({links['run']})" if "run" in links else r)
+    if lineage.get("git_commit"):
+        parts.append(f"commit `{lineage['git_commit'][:12]}`")
+    return [f"From {', '.join(parts)}", ""]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A pull-request-comment-sized summary: one row per target, then the float nodes."""
     lines = [f"### edgeops build: {report['name']} {report['version']}", "",
              f"Source `{report['source']['file']}` (opset {report['source']['opset']}, "
              f"{_fmt_size(report['source']['size_bytes'])}, sha256 "
              f"`{report['source']['sha256'][:12]}`)", ""]
+    lines += _lineage_lines(report.get("lineage"))
     for w in report["warnings"]:
         lines.append(f"> **warning:** {w}")
     if report["warnings"]:
@@ -161,16 +182,17 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def write_outputs(request: BuildRequest, outcome: BuildOutcome, out_dir: Path,
                   signers: Sequence[Any], *, created: str | None = None,
-                  sign_latency: bool = False) -> dict[str, Path]:
+                  sign_latency: bool = False, lineage: Lineage | None = None) -> dict[str, Path]:
     """Bundle first (atomic), then the reports (atomic); returns the three paths."""
-    manifest = manifest_for(request, outcome, created=created, sign_latency=sign_latency)
+    manifest = manifest_for(request, outcome, created=created, sign_latency=sign_latency,
+                            lineage=lineage)
     files = {}
     for a in outcome.artifacts:
         files[f"artifacts/{a.target}/{a.path.name}"] = a.path
         files[f"artifacts/{a.target}/golden.npz"] = a.golden_path
     bundle = out_dir / manifest.bundle_filename
     write_bundle(bundle, manifest, files, signers)
-    report = report_for(request, outcome, bundle)
+    report = report_for(request, outcome, bundle, lineage)
     stem = f"{request.name}-{request.version}"
     rj, rm = out_dir / f"{stem}.report.json", out_dir / f"{stem}.report.md"
     atomic_write(rj, json.dumps(report, indent=2, sort_keys=True).encode() + b"\n")

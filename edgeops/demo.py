@@ -51,6 +51,7 @@ class DemoOptions:
     listen: str = "127.0.0.1:0"
     quiet: bool = False                  # --json: no progress, only the summary on stdout
     timeout_s: float = 170.0             # per rollout wait
+    mlflow: bool = False                 # go through a local MLflow registry (edgeops.demo_mlflow)
 
 
 @dataclass
@@ -187,6 +188,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     # -- act 1: toolchain ---------------------------------------------------------------
     out.step("Training an example model: vehicle classifier from roadside sensor features")
     model_dir = work / "model"
+    ex = None
     if (model_dir / "model.onnx").exists():
         out.info("model already trained, reusing it")
     else:
@@ -205,34 +207,71 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         out.info("keys already exist, reusing them")
 
     good = work / "out" / f"{NAME}-1.0.0.edgebundle"
-    out.step(f"Building {NAME} 1.0.0 for {', '.join(TARGETS)} (signed)")
+    model_src, cal, val = (str(model_dir / "model.onnx"), str(model_dir / "calibration.npz"),
+                           str(model_dir / "validation.npz"))
+    registry = None
+    if opts.mlflow:
+        from edgeops.demo_mlflow import start_registry
+
+        out.step("Starting an MLflow tracking server; logging the model with "
+                 "mlflow.onnx.log_model, registering it, alias @champion")
+        registry = start_registry(work, NAME, model_dir / "model.onnx",
+                                  [model_dir / "calibration.npz", model_dir / "validation.npz"],
+                                  ex.accuracy if ex is not None else None)
+        out.info(f"{registry.uri}: {NAME} version {registry.version} @champion, run "
+                 f"{registry.run_id[:12]}")
+        model_src = registry.model_uri
+        cal, val = registry.data_uri("calibration.npz"), registry.data_uri("validation.npz")
+        for stale in (good, work / "out" / f"{NAME}-1.1.0.edgebundle"):
+            stale.unlink(missing_ok=True)   # rebuilt from this run's registry
+    out.step(f"Building {NAME} 1.0.0 for {', '.join(TARGETS)} (signed)"
+             + (f" from {model_src}, results logged back to MLflow" if registry else ""))
+    args = []
     if not good.exists():
-        args = ["build", str(model_dir / "model.onnx"), "--name", NAME, "--version", "1.0.0",
-                "--calibration", str(model_dir / "calibration.npz"),
-                "--validation", str(model_dir / "validation.npz"), "--precision", PRECISION,
+        args = ["build", model_src, "--name", NAME, "--version", "1.0.0",
+                "--calibration", cal, "--validation", val, "--precision", PRECISION,
                 "--out", str(work / "out")]
         for t in TARGETS:
             args += ["--target", t]
-        _cli(args, opts.quiet)
-    out.info(str(good))
-    if not opts.quiet:
-        out.step("Inspecting the bundle and verifying it offline against the trust root")
-        _cli(["bundle", "inspect", str(good)], False)
-    _cli(["bundle", "verify", str(good)], True)
+        if registry is not None:
+            args.append("--mlflow-log")
     bad = work / "out" / f"{NAME}-1.1.0.edgebundle"
-    out.step(f"Making a broken {NAME} 1.1.0 (corrupted export: NaN outputs), signed all the same")
-    if not bad.exists():
-        corrupt_bundle(good, work / "out", "1.1.0", keys.signer("targets", PASSPHRASE.encode()))
+    try:
+        if not good.exists():
+            _cli(args, opts.quiet)
+        out.info(str(good))
+        if not opts.quiet:
+            out.step("Inspecting the bundle and verifying it offline against the trust root")
+            _cli(["bundle", "inspect", str(good)], False)
+        _cli(["bundle", "verify", str(good)], True)
+        out.step(f"Making a broken {NAME} 1.1.0 (corrupted export: NaN outputs), signed all "
+                 "the same")
+        if not bad.exists():
+            corrupt_bundle(good, work / "out", "1.1.0",
+                           keys.signer("targets", PASSPHRASE.encode()))
+    except BaseException:
+        if registry is not None:    # the MLflow server is a child process: never leave it
+            registry.stop()
+        raise
     out.info(str(bad))
     timings["toolchain_s"] = round(time.monotonic() - t0, 1)
 
     # -- act 2: the fleet ---------------------------------------------------------------
-    stack = _Stack(opts, work, out)
+    stack = _Stack(opts, work, out, registry.uri if registry else None)
     try:
         stack.start()
         summary.update(stack.story(good, bad, timings))
+        if registry is not None:
+            from edgeops.demo_mlflow import read_back
+
+            out.step("Reading back from MLflow: the build's metrics and the fleet's outcomes")
+            summary["mlflow"] = read_back(registry, deployments=2)
+            for k, v in summary["mlflow"]["version_tags"].items():
+                out.info(f"{NAME} v{registry.version}  {k} = {v}")
     except BaseException:
         stack.stop()
+        if registry is not None:
+            registry.stop()
         raise
     summary["timings"] = timings
     summary["console_url"] = f"{stack.url}/console/"
@@ -253,8 +292,12 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         except KeyboardInterrupt:
             pass
         stack.stop()
+        if registry is not None:
+            registry.stop()
         return summary
     stack.stop()
+    if registry is not None:
+        registry.stop()
     summary["stray_threads"] = stack.stray_threads()
     summary["elapsed_s"] = round(time.monotonic() - t0, 1)
     return summary
@@ -279,8 +322,10 @@ def _check_broker(url: str) -> None:
 class _Stack:
     """Broker + manager + simulated fleet, started and stopped together."""
 
-    def __init__(self, opts: DemoOptions, work: Path, out: _Out) -> None:
+    def __init__(self, opts: DemoOptions, work: Path, out: _Out,
+                 mlflow_uri: str | None = None) -> None:
         self.opts, self.work, self.out = opts, work, out
+        self.mlflow_uri = mlflow_uri    # the manager tags deployment outcomes there
         self.broker: Any = None
         self.broker_url = opts.broker or ""
         self.broker_kind = "external" if opts.broker else ""
@@ -329,7 +374,8 @@ class _Stack:
         sopts = ServeOptions(db=f"sqlite:///{data / 'fleet.db'}", listen=f"{host}:{port}",
                              data=data, broker=None, keys_home=self.work / "home",
                              device_broker_url=self.broker_url,
-                             tick_s=0.25 if opts.fast else 0.5)
+                             tick_s=0.25 if opts.fast else 0.5,
+                             mlflow_tracking_uri=self.mlflow_uri)
         import logging
 
         logging.getLogger("fleet.server").setLevel(logging.ERROR)  # "no --broker": ours below
@@ -399,9 +445,14 @@ class _Stack:
         bake = 1.0 if opts.fast else 3.0
         out.step(f"Rolling out 1.0.0 in phases {','.join(phases)} (bake {bake:g} s)")
         t = time.monotonic()
-        dep = c.deploy(NAME, "1.0.0", "all", {"phases": phases, "bake_s": bake,
-                                              "abort_max_failures": 2,
-                                              "device_timeout_s": 150.0})
+        good_strategy = {"phases": phases, "bake_s": bake, "abort_max_failures": 2,
+                         "device_timeout_s": 150.0}
+        if self.mlflow_uri:
+            out.info(f"by moving the fleet alias {NAME}@champion to 1.0.0, as in MLflow")
+            dep = c.set_alias(NAME, "champion", "1.0.0",
+                              {"selector": "all", "strategy": good_strategy})["deployment"]
+        else:
+            dep = c.deploy(NAME, "1.0.0", "all", good_strategy)
         st = self._follow(dep["id"])
         timings["rollout_good_s"] = round(time.monotonic() - t, 1)
         good_fleet = c.devices(version=f"{NAME}@1.0.0")["total"]
@@ -517,6 +568,10 @@ def _print_summary(out: _Out, s: dict[str, Any]) -> None:
     out.info(f"telemetry: {s['telemetry']['inferences']} inferences reported")
     out.info("timings: " + ", ".join(f"{k} {v:g}" for k, v in s["timings"].items()))
     out.info(f"console: {s['console_url']}")
+    if "mlflow" in s:
+        out.info(f"MLflow: {s['mlflow']['tracking_uri']} ({s['mlflow']['model_uri']}, "
+                 f"{len(s['mlflow']['run_metrics'])} edgeops metrics on run "
+                 f"{s['mlflow']['run_id'][:12]})")
     if "elapsed_s" in s:
         click.secho(f"\n✔ demo finished in {s['elapsed_s']:.0f} s", fg="green", err=True)
 
@@ -538,10 +593,13 @@ def _print_summary(out: _Out, s: dict[str, Any]) -> None:
               help="Which broker to start: mosquitto if installed, else embedded amqtt.")
 @click.option("--listen", default="127.0.0.1:0", show_default=True,
               help="HOST:PORT for the manager's API and console (port 0: any free port).")
+@click.option("--mlflow", "use_mlflow", is_flag=True,
+              help="Start a local MLflow server, register the model there and build from "
+                   "models:/vehicle-classifier@champion, logging results back (extra `mlflow`).")
 @click.option("--json", "as_json", is_flag=True,
               help="No progress; print the summary as JSON on stdout.")
 def demo(workdir: Path, devices: int, fast: bool, keep: bool, broker: str | None,
-         broker_kind: str, listen: str, as_json: bool) -> None:
+         broker_kind: str, listen: str, use_mlflow: bool, as_json: bool) -> None:
     """Show the whole product on this machine: build, sign, publish, roll out, catch a bad model.
 
     Trains an example model, builds signed bundles for arm64-cpu, x86-cpu and cuda-gpu,
@@ -554,9 +612,10 @@ def demo(workdir: Path, devices: int, fast: bool, keep: bool, broker: str | None
       edgeops demo
       edgeops demo --devices 8 --fast --json
       edgeops demo --keep            # then open the console URL it prints
+      edgeops demo --mlflow          # the model goes through an MLflow registry first
     """
     opts = DemoOptions(workdir=workdir, devices=devices, fast=fast, keep=keep, broker=broker,
-                       broker_kind=broker_kind, listen=listen, quiet=as_json)
+                       broker_kind=broker_kind, listen=listen, quiet=as_json, mlflow=use_mlflow)
     try:
         summary = run_demo(opts)
     except EdgeOpsError:

@@ -96,12 +96,15 @@ def fleet() -> None:
               help="Broker URL written into enrolled agents' config (default --broker).")
 @click.option("--require-blessing", is_flag=True, envvar="EDGEOPS_REQUIRE_BLESSING",
               help="Refuse deployments to hardware classes without a passing hardware test.")
+@click.option("--mlflow-tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+              help="Tag each ended deployment's outcome on the MLflow model version its "
+                   "bundle was built from (extra `mlflow`).")
 @click.option("--tick", type=float, default=1.0, show_default=True,
               help="Seconds between rollout engine passes.")
 def serve(db: str, listen: str, data_dir: Path, broker: str | None, broker_ca: Path | None,
           broker_cert: Path | None, broker_key: Path | None, broker_password_file: Path | None,
           keys_home: Path | None, public_url: str | None, device_broker: str | None,
-          require_blessing: bool, tick: float) -> None:
+          require_blessing: bool, mlflow_tracking_uri: str | None, tick: float) -> None:
     """Run the fleet manager: HTTP API, TUF repository, rollout engine, MQTT worker.
 
     \b
@@ -123,7 +126,8 @@ def serve(db: str, listen: str, data_dir: Path, broker: str | None, broker_ca: P
         broker_cert=broker_cert, broker_key=broker_key,
         broker_password_file=broker_password_file, keys_home=keys_home,
         public_url=public_url, device_broker_url=device_broker,
-        require_blessing=require_blessing, tick_s=tick))
+        require_blessing=require_blessing, tick_s=tick,
+        mlflow_tracking_uri=mlflow_tracking_uri))
     server.serve(on_ready=announce)
 
 
@@ -265,27 +269,31 @@ def deploy(bundle: str, selector: str, phases: str, max_per_minute: int | None, 
            max_latency_factor: float | None, auto_rollback: bool | None,
            allow_downgrade: bool | None, fleet_url: str, token: str | None,
            as_json: bool) -> None:
-    """Start a staged deployment of NAME@VERSION to the selected devices.
+    """Start a staged deployment of NAME@VERSION (or NAME@ALIAS) to the selected devices.
 
     \b
     Example:
+      edgeops fleet deploy vehicle-classifier@champion --phases 5%,100%
       edgeops fleet deploy vehicle-classifier@2.1.0 --select 'class=camera,district=4' \\
           --phases 1%,10%,50%,100% --max-per-minute 50 --bake 10m --abort-failure-pct 5 \\
           --auto-rollback
     """
+    from fleet.aliases import check_alias, is_alias
     from fleet.rollout import strategy_from_options
 
     name, sep, version = bundle.partition("@")
     if not sep or not name or not version:
-        raise UsageError(f"bundle {bundle!r} is not NAME@VERSION",
-                         hint="e.g. vehicle-classifier@2.1.0")
+        raise UsageError(f"bundle {bundle!r} is not NAME@VERSION or NAME@ALIAS",
+                         hint="e.g. vehicle-classifier@2.1.0 or vehicle-classifier@champion")
+    alias = check_alias(version) if is_alias(version) else None
     strategy = strategy_from_options(
         phases, max_per_minute=max_per_minute, bake_s=parse_duration(bake),
         device_timeout_s=parse_duration(device_timeout), abort_failure_pct=abort_failure_pct,
         abort_min_sample=abort_min_sample, abort_max_failures=abort_max_failures,
         max_error_rate=max_error_rate, max_latency_factor=max_latency_factor,
         auto_rollback=auto_rollback, allow_downgrade=allow_downgrade)
-    st = _client(fleet_url, token).deploy(name, version, selector, strategy.to_dict())
+    st = _client(fleet_url, token).deploy(name, None if alias else version, selector,
+                                          strategy.to_dict(), alias=alias)
     emit(as_json, st, lambda: f"deployment {st['id']}: {st['bundle']} to {st['devices']} "
                               f"devices in {st['phases']} phases ({st['status']})")
 
@@ -432,8 +440,18 @@ def bundles(name: str | None, fleet_url: str, token: str | None, as_json: bool) 
       edgeops fleet bundles --name vehicle-classifier
     """
     out = _client(fleet_url, token).bundles(name)
-    emit(as_json, out, lambda: "\n".join(
-        f"{b['name']}@{b['version']}  targets: {', '.join(b['targets'])}" for b in out["items"]))
+
+    def line(b: dict[str, Any]) -> str:
+        aliases = "".join(f"  @{a}" for a in b.get("aliases", []))
+        lin = b.get("lineage") or {}
+        src = ""
+        if lin.get("model_name"):
+            src = f"  from {lin['model_name']} v{lin['model_version']}"
+        if lin.get("run_id"):
+            src += f" (run {lin['run_id'][:12]})"
+        return f"{b['name']}@{b['version']}{aliases}  targets: {', '.join(b['targets'])}{src}"
+
+    emit(as_json, out, lambda: "\n".join(line(b) for b in out["items"]))
 
 
 @fleet.command()
@@ -459,6 +477,117 @@ def bless(bundle_path: Path, report_path: Path, fleet_url: str, token: str | Non
     out = upload_blessing(fleet_url, token or "", bundle_path, report_path)
     emit(as_json, out, lambda: f"blessed {out.get('name')}@{out.get('version')} for "
                                f"{out.get('hardware')} (passed: {out.get('passed')})")
+
+
+# -- aliases --------------------------------------------------------------------------------------
+def _name_alias(text: str) -> tuple[str, str]:
+    from fleet.aliases import check_alias
+
+    name, sep, alias = text.partition("@")
+    if not sep or not name or not alias:
+        raise UsageError(f"{text!r} is not NAME@ALIAS", hint="e.g. vehicle-classifier@champion")
+    return name, check_alias(alias)
+
+
+@fleet.group()
+def alias() -> None:
+    """Name published versions with aliases (NAME@champion), as MLflow names model versions.
+
+    \b
+    Example:
+      edgeops fleet alias set vehicle-classifier@champion 2.1.0 --rollout --phases 5%,50%,100%
+      edgeops fleet deploy vehicle-classifier@champion --select 'city=lyon'
+    """
+
+
+@alias.command("set")
+@click.argument("name_alias", metavar="NAME@ALIAS")
+@click.argument("version")
+@click.option("--rollout", is_flag=True,
+              help="Also start a staged rollout of VERSION (same options as `fleet deploy`).")
+@click.option("--select", "selector", default="all", show_default=True)
+@click.option("--phases", default="100%", show_default=True,
+              help="Cumulative phases: 1%,10%,50%,100% or counts 5,50,all.")
+@click.option("--max-per-minute", type=int, default=None)
+@click.option("--bake", default="0s", show_default=True)
+@click.option("--abort-failure-pct", type=float, default=20.0, show_default=True)
+@click.option("--auto-rollback", is_flag=True, default=None)
+@_fleet_options
+@json_option
+def alias_set(name_alias: str, version: str, rollout: bool, selector: str, phases: str,
+              max_per_minute: int | None, bake: str, abort_failure_pct: float,
+              auto_rollback: bool | None, fleet_url: str, token: str | None,
+              as_json: bool) -> None:
+    """Point NAME@ALIAS at a published VERSION; with --rollout, roll VERSION out in phases.
+
+    The move is recorded with the token that made it (`fleet alias show`).
+
+    \b
+    Example:
+      edgeops fleet alias set vehicle-classifier@champion 2.1.0
+      edgeops fleet alias set vehicle-classifier@champion 2.2.0 --rollout --phases 5%,100% \\
+          --bake 10m --auto-rollback
+    """
+    from fleet.rollout import strategy_from_options
+
+    name, al = _name_alias(name_alias)
+    plan = None
+    if rollout:
+        strategy = strategy_from_options(phases, max_per_minute=max_per_minute,
+                                         bake_s=parse_duration(bake),
+                                         abort_failure_pct=abort_failure_pct,
+                                         auto_rollback=auto_rollback)
+        plan = {"selector": selector, "strategy": strategy.to_dict()}
+    out = _client(fleet_url, token).set_alias(name, al, version, plan)
+
+    def text() -> str:
+        a, dep = out["alias"], out.get("deployment")
+        was = f" (was {a['previous']})" if a.get("previous") else ""
+        line = f"{a['name']}@{a['alias']} -> {a['version']}{was}"
+        if dep:
+            line += (f"\ndeployment {dep['id']}: {dep['bundle']} to {dep['devices']} devices in "
+                     f"{dep['phases']} phases ({dep['status']})")
+        return line
+
+    emit(as_json, out, text)
+
+
+@alias.command("list")
+@click.option("--name", default=None, help="Only this bundle name.")
+@_fleet_options
+@json_option
+def alias_list(name: str | None, fleet_url: str, token: str | None, as_json: bool) -> None:
+    """List aliases and the versions they name.
+
+    \b
+    Example:
+      edgeops fleet alias list --name vehicle-classifier
+    """
+    out = _client(fleet_url, token).aliases(name)
+    emit(as_json, out, lambda: "\n".join(
+        f"{a['name']}@{a['alias']} -> {a['version']}  (moved by {a['moved_by'] or '-'})"
+        for a in out["items"]))
+
+
+@alias.command("show")
+@click.argument("name_alias", metavar="NAME@ALIAS")
+@_fleet_options
+@json_option
+def alias_show(name_alias: str, fleet_url: str, token: str | None, as_json: bool) -> None:
+    """One alias and every move of it: when, by whom, from which version, which rollout.
+
+    \b
+    Example:
+      edgeops fleet alias show vehicle-classifier@champion
+    """
+    name, al = _name_alias(name_alias)
+    out = _client(fleet_url, token).alias(name, al)
+    emit(as_json, out, lambda: "\n".join(
+        [f"{out['name']}@{out['alias']} -> {out['version']}"]
+        + [f"  {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(m['moved_at']))}Z  "
+           f"{m['previous'] or '-'} -> {m['version']}  by {m['moved_by'] or '-'}"
+           + (f"  deployment {m['deployment_id']}" if m.get("deployment_id") else "")
+           for m in out["moves"]]))
 
 
 # -- tokens ---------------------------------------------------------------------------------------

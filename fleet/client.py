@@ -120,10 +120,22 @@ class FleetClient:
         return dict(self.request("POST", "/api/v1/bundles", body={
             "upload": upload, "targets": targets.decode("utf-8")}))
 
-    def deploy(self, name: str, version: str, selector: str,
-               strategy: dict[str, Any]) -> dict[str, Any]:
+    def deploy(self, name: str, version: str | None, selector: str,
+               strategy: dict[str, Any], *, alias: str | None = None) -> dict[str, Any]:
+        ref = {"version": version} if alias is None else {"alias": alias}
         return dict(self.request("POST", "/api/v1/deployments", body={
-            "name": name, "version": version, "selector": selector, "strategy": strategy}))
+            "name": name, **ref, "selector": selector, "strategy": strategy}))
+
+    def aliases(self, name: str | None = None) -> dict[str, Any]:
+        return dict(self.request("GET", "/api/v1/aliases", query={"name": name}))
+
+    def alias(self, name: str, alias: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/api/v1/bundles/{_q(name)}/aliases/{_q(alias)}"))
+
+    def set_alias(self, name: str, alias: str, version: str,
+                  rollout: dict[str, Any] | None = None) -> dict[str, Any]:
+        return dict(self.request("PUT", f"/api/v1/bundles/{_q(name)}/aliases/{_q(alias)}",
+                                 body={"version": version, "rollout": rollout}))
 
     def deployments(self, status: list[str] | None = None) -> dict[str, Any]:
         return dict(self.request("GET", "/api/v1/deployments", query={"status": status}))

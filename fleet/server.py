@@ -63,6 +63,7 @@ class ServeOptions:
     tick_s: float = 1.0
     refresh_s: float = 60.0
     upload_ttl_s: float = 3600.0            # uploads never published are removed after this
+    mlflow_tracking_uri: str | None = None  # tag deployment outcomes on MLflow model versions
 
 
 class OfflineChannel:
@@ -142,6 +143,12 @@ class FleetServer:
         self.repository.import_roots(rp.parent)
         self.engine = RolloutEngine(self.store, self.channel, self.signer,
                                     require_blessing=opts.require_blessing)
+        self.outcomes: Any = None
+        if opts.mlflow_tracking_uri:
+            from fleet.mlflow_outcomes import MlflowOutcomes
+
+            self.outcomes = MlflowOutcomes(self.store, opts.mlflow_tracking_uri)
+            self.engine.attach_outcome_listener(self.outcomes)
         host, port = parse_listen(opts.listen)
         manager_key = keys.public_key("manager")
         self.services = Services(
@@ -238,6 +245,8 @@ class FleetServer:
                 self.worker.stop()
             except Exception:
                 log.exception("stopping the MQTT worker failed")
+        if self.outcomes is not None:
+            self.outcomes.close()
         self.store.close()
 
     def bind(self) -> socket.socket:

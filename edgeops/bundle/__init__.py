@@ -1,6 +1,7 @@
 """The signed bundle: one file per model version holding manifest, artifacts and signatures."""
 
 from edgeops.bundle.archive import Bundle, file_ref, read_bundle, write_bundle
+from edgeops.bundle.lineage import DataDigest, Lineage
 from edgeops.bundle.manifest import (
     MANIFEST_SCHEMA,
     ArtifactEntry,
@@ -16,7 +17,9 @@ __all__ = [
     "MANIFEST_SCHEMA",
     "ArtifactEntry",
     "Bundle",
+    "DataDigest",
     "FileRef",
+    "Lineage",
     "Manifest",
     "SignatureSet",
     "TensorSpec",

@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgeops.bundle.lineage import Lineage
 from edgeops.errors import InvalidBundleError
 
 __all__ = [
@@ -194,6 +195,7 @@ class Manifest:
     baseline: dict[str, Any] = field(default_factory=dict)   # per-input stats for drift
     min_agent_version: str = "0.1.0"
     created: str | None = None
+    lineage: Lineage | None = None   # registry/run/data origin; absent for plain local builds
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -232,7 +234,9 @@ class Manifest:
 
     # -- (de)serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        # "lineage" only when present, so bundles built without one keep their exact bytes.
+        extra = {"lineage": self.lineage.to_dict()} if self.lineage is not None else {}
+        return extra | {
             "schema": MANIFEST_SCHEMA,
             "name": self.name, "version": self.version, "created": self.created,
             "min_agent_version": self.min_agent_version,
@@ -269,6 +273,7 @@ class Manifest:
         arts = _need(d, "artifacts", list, "")
         created = d.get("created")
         pre = sig.get("preprocessing")
+        lineage = d.get("lineage")
         return cls(
             name=_need(d, "name", str, ""),
             version=_need(d, "version", str, ""),
@@ -286,6 +291,7 @@ class Manifest:
             baseline=dict(d.get("baseline", {})),
             min_agent_version=_need(d, "min_agent_version", str, ""),
             created=created if isinstance(created, str) else None,
+            lineage=Lineage.from_dict(lineage) if lineage is not None else None,
         )
 
 

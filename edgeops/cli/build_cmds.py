@@ -95,7 +95,7 @@ def _signers() -> list[Any]:
 
 
 @click.command("build")
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model")
 @click.option("--name", required=True, help="Bundle name (lower-case, e.g. vehicle-classifier).")
 @click.option("--version", "version", required=True, help="Semantic version, e.g. 1.0.0.")
 @click.option("--target", "target_names", multiple=True, required=True,
@@ -103,10 +103,11 @@ def _signers() -> list[Any]:
 @click.option("--precision", default=None,
               help="Precision for every target, or per target: x86-cpu=fp32,cuda-gpu=fp16 "
                    "(default: each profile's first).")
-@click.option("--calibration", type=click.Path(path_type=Path), default=None,
+@click.option("--calibration", default=None,
               help=".npz (arrays keyed by input name, samples first) or a directory of .npy: "
-                   "whole inputs (N, *input shape) or batch-stacked on a batch-first input.")
-@click.option("--validation", type=click.Path(path_type=Path), default=None,
+                   "whole inputs (N, *input shape) or batch-stacked on a batch-first input; "
+                   "or a run artifact, runs:/RUN_ID/PATH.")
+@click.option("--validation", default=None,
               help="Same forms as --calibration; may hold 'labels' (class per sample).")
 @click.option("--batch-axis", "batch_axes", multiple=True,
               help="An input's batch axis when the model's dims do not say: NAME=K or "
@@ -145,18 +146,24 @@ def _signers() -> list[Any]:
               help="Creation time written into the manifest (default: none, reproducible).")
 @click.option("--sign-latency", is_flag=True,
               help="Put a coarse latency budget into the signed manifest (see docs).")
+@click.option("--mlflow-log", is_flag=True,
+              help="Log the reports and per-target metrics to the source run and tag the "
+                   "model version with the bundle (MODEL must be models:/ or runs:/).")
 @json_option
-def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
-          precision: str | None, calibration: Path | None, validation: Path | None,
+def build(model: str, name: str, version: str, target_names: tuple[str, ...],
+          precision: str | None, calibration: str | None, validation: str | None,
           batch_axes: tuple[str, ...], input_values: tuple[str, ...], sequence: bool | None,
           states: tuple[str, ...], preprocessing: str | None, input_shapes: tuple[str, ...],
           max_accuracy_drop: float,
           gate_metric: str, perf_aware: bool, calibration_method: str,
           threads: int, keep_io_layout: bool, out_dir: Path, timestamp: str | None,
-          sign_latency: bool, as_json: bool) -> None:
+          sign_latency: bool, mlflow_log: bool, as_json: bool) -> None:
     """Convert a trained ONNX model into a signed bundle of per-target artifacts.
 
-    Writes OUT/NAME-VERSION.edgebundle, OUT/NAME-VERSION.report.json and
+    MODEL is an .onnx file or an MLflow model URI (models:/NAME/VERSION, models:/NAME@ALIAS,
+    runs:/RUN_ID/PATH; the server is MLFLOW_TRACKING_URI, extra `mlflow`); a registry build
+    records its lineage (registry, version, alias, run, git commit, data digests) in the
+    signed manifest. Writes OUT/NAME-VERSION.edgebundle, OUT/NAME-VERSION.report.json and
     OUT/NAME-VERSION.report.md, and prints the bundle path.
 
     \b
@@ -164,6 +171,8 @@ def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
       edgeops build model.onnx --name vehicle-classifier --version 1.0.0 \\
           --target x86-cpu --target cuda-gpu --calibration cal.npz --validation val.npz
       edgeops build model.onnx --name m --version 1.0.0 --target x86-cpu --precision fp32
+      MLFLOW_TRACKING_URI=http://mlflow:5000 edgeops build models:/vehicle@champion \\
+          --name vehicle-classifier --version 1.1.0 --target x86-cpu --mlflow-log
     """
     from converters.api import BuildRequest
     from converters.io_layout import parse_batch_axes, parse_input_values
@@ -178,35 +187,58 @@ def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
         raise UsageError(exc.message, hint=exc.hint) from None
     if threads < 1:
         raise UsageError("--threads must be at least 1")
-    request = BuildRequest(
-        model=model, name=name, version=version, targets=target_names, precision=precision,
-        calibration=calibration, validation=validation, input_shapes=_parse_shapes(input_shapes),
-        max_accuracy_drop=max_accuracy_drop, calibration_method=calibration_method,
-        threads=threads, keep_io_layout=keep_io_layout,
-        options={**_options(preprocessing), "gate_metric": gate_metric,
-                 "perf_aware": perf_aware, "batch_axes": parse_batch_axes(batch_axes),
-                 "input_values": parse_input_values(input_values), "sequence": sequence,
-                 "states": states})
+    from edgeops.registry import is_registry_uri
+
+    if mlflow_log and not is_registry_uri(model):
+        raise UsageError("--mlflow-log needs a registry model",
+                         hint="build from models:/NAME@ALIAS, models:/NAME/VERSION or "
+                              "runs:/RUN_ID/PATH")
+    options = {**_options(preprocessing), "gate_metric": gate_metric, "perf_aware": perf_aware,
+               "batch_axes": parse_batch_axes(batch_axes),
+               "input_values": parse_input_values(input_values), "sequence": sequence,
+               "states": states}
+    shapes = _parse_shapes(input_shapes)
     from converters.build import resolve_targets
 
-    resolve_targets(request)
+    def request_for(model_path: Path, cal: Path | None, val: Path | None) -> BuildRequest:
+        return BuildRequest(
+            model=model_path, name=name, version=version, targets=target_names,
+            precision=precision, calibration=cal, validation=val, input_shapes=shapes,
+            max_accuracy_drop=max_accuracy_drop, calibration_method=calibration_method,
+            threads=threads, keep_io_layout=keep_io_layout, options=options)
+
+    resolve_targets(request_for(Path(model), None, None))
     signers = _signers()
     progress = progress_printer(as_json)
     from converters.build import build as run_build
     from converters.package import write_outputs
+    from edgeops.registry.source import prepare_sources
 
     work = Path(tempfile.mkdtemp(prefix="edgeops-build-"))
     try:
-        outcome = run_build(request, progress, work)
+        if is_registry_uri(model):
+            progress(f"resolving {model}")
+        sources = prepare_sources(model, calibration, validation, work / "inputs")
+        request = request_for(sources.model, sources.calibration, sources.validation)
+        outcome = run_build(request, progress, work / "build")
         paths = write_outputs(request, outcome, out_dir, signers, created=timestamp,
-                              sign_latency=sign_latency)
+                              sign_latency=sign_latency, lineage=sources.lineage)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    logged = None
+    if mlflow_log and sources.registry is not None and sources.lineage is not None:
+        from edgeops.registry.report_back import log_build_results
+
+        progress("logging results to MLflow")
+        logged = log_build_results(sources.registry, sources.lineage, paths,
+                                   outcome.source.sha256)
     for w in outcome.warnings:
         if not as_json:
             click.echo(f"warning: {w}", err=True)
     emit(as_json, {"bundle": str(paths["bundle"]), "report_json": str(paths["report_json"]),
                    "report_md": str(paths["report_md"]), "warnings": outcome.warnings,
+                   "lineage": sources.lineage.to_dict() if sources.lineage else None,
+                   "mlflow_logged": logged,
                    "targets": {a.target: {"precision": a.precision, "metrics": a.metrics}
                                for a in outcome.artifacts}},
          str(paths["bundle"]))

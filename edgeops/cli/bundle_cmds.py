@@ -10,7 +10,7 @@ import click
 from securesystemslib.signer import Key, SSlibKey
 from tuf.api.metadata import Metadata, Root
 
-from edgeops.bundle import read_bundle
+from edgeops.bundle import Lineage, read_bundle
 from edgeops.bundle.manifest import manifest_summary
 from edgeops.cli.common import emit, json_option
 from edgeops.errors import KeyError_, UsageError
@@ -48,6 +48,8 @@ def inspect(path: Path, as_json: bool) -> None:
     b = read_bundle(path)
     m = b.manifest
     summary = manifest_summary(m) | {"signed_by": [s.keyid for s in b.signatures.signatures]}
+    if m.lineage is not None:
+        summary["lineage"] = m.lineage.to_dict() | {"links": m.lineage.links()}
 
     def text() -> str:
         lines = [f"{m.name} {m.version}  (source sha256 {m.source_sha256[:12]})"]
@@ -61,9 +63,30 @@ def inspect(path: Path, as_json: bool) -> None:
             lines.append(f"  artifact {a.target:<10} {a.precision:<12} {a.file.size:>10} B  "
                          f"{a.runtime}  {extra}")
         lines.append(f"  signed by {', '.join(s.keyid[:12] for s in b.signatures.signatures)}")
+        if m.lineage is not None:
+            lines += _lineage_lines(m.lineage)
         return "\n".join(lines)
 
     emit(as_json, summary, text)
+
+
+def _lineage_lines(lin: Lineage) -> list[str]:
+    """Where the model came from, one fact per line, with links into MLflow."""
+    lines = [f"  from {lin.source_uri}"]
+    if lin.model_name:
+        alias = f" (alias @{lin.alias} at build time)" if lin.alias else ""
+        lines.append(f"    model {lin.model_name} version {lin.model_version}{alias}")
+    if lin.tracking_uri:
+        lines.append(f"    registry {lin.tracking_uri}")
+    if lin.run_id:
+        lines.append(f"    run {lin.run_id}" + (f"  commit {lin.git_commit}" if lin.git_commit else ""))
+    for kind, d in sorted(lin.data.items()):
+        digest = f"sha256 {d.sha256[:12]}" if d.sha256 else "no digest"
+        dvc = f"  dvc md5 {d.dvc_md5}" if d.dvc_md5 else ""
+        lines.append(f"    {kind:<11} {d.uri}  {digest}{dvc}")
+    lines += [f"    {what} {url}" for what, url in sorted(lin.links().items())]
+    lines.append(f"    built by edgeops {lin.edgeops_version}")
+    return lines
 
 
 def _trusted_keys(key: Path | None, root: Path | None) -> tuple[list[Key], int, str]:

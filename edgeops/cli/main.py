@@ -23,6 +23,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "targets": ("edgeops.cli.build_cmds:targets", "List target profiles and what each produces."),
     "build": ("edgeops.cli.build_cmds:build", "Convert a model into a signed bundle."),
     "bundle": ("edgeops.cli.bundle_cmds:bundle", "Inspect, verify or unpack a bundle."),
+    "report": ("edgeops.cli.report_cmds:report", "Write a pull-request comment for a bundle."),
     "keys": ("edgeops.cli.keys_cmds:keys", "Create, list and rotate signing keys."),
     "publish": ("fleet.release_cli:publish", "Upload a signed bundle to a fleet manager."),
     "sign-targets": ("fleet.release_cli:sign_targets", "Add your targets signature to a targets update."),

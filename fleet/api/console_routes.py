@@ -199,9 +199,29 @@ def _signature_status(svc: Services, manifest: bytes, signatures: bytes) -> dict
             "detail": f"{len(good)} of {threshold} required targets key(s)"}
 
 
+def _lineage(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """Where the model came from, with links into MLflow (http(s) tracking servers only)."""
+    from edgeops.bundle import Lineage
+
+    raw = manifest.get("lineage")
+    if raw is None:
+        return None
+    try:
+        lin = Lineage.from_dict(raw)
+    except EdgeOpsError:
+        return None
+    return {"source_uri": lin.source_uri, "model_name": lin.model_name,
+            "model_version": lin.model_version, "alias": lin.alias, "run_id": lin.run_id,
+            "git_commit": lin.git_commit, "links": lin.links()}
+
+
 def bundles(svc: Services, call: Call) -> Any:
     items = []
-    for b in svc.store.list_bundles(call.query.get("name")):
+    name = call.query.get("name")
+    aliases: dict[tuple[str, str], list[str]] = {}
+    for a in svc.store.list_aliases(name):
+        aliases.setdefault((a.name, a.version), []).append(a.alias)
+    for b in svc.store.list_bundles(name):
         m = json.loads(b.manifest)
         arts = [{"target": a.get("target"), "runtime": a.get("runtime"),
                  "precision": a.get("precision"),
@@ -213,7 +233,9 @@ def bundles(svc: Services, call: Call) -> Any:
                       "targets": sorted(str(a["target"]) for a in arts),
                       "size": sum(s for _, s in b.files.values()), "artifacts": arts,
                       "signature": _signature_status(svc, b.manifest, b.signatures),
-                      "blessings": blessings})
+                      "blessings": blessings,
+                      "aliases": aliases.get((b.name, b.version), []),
+                      "lineage": _lineage(m)})
     items.sort(key=lambda i: -_published(i))
     return {"items": items}
 

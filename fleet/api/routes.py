@@ -168,8 +168,57 @@ def telemetry_aggregate(svc: Services, call: Call) -> Any:
 
 
 def list_bundles(svc: Services, call: Call) -> Any:
+    name = call.query.get("name")
+    aliases: dict[tuple[str, str], list[str]] = {}
+    for a in svc.store.list_aliases(name):
+        aliases.setdefault((a.name, a.version), []).append(a.alias)
     return {"items": [{k: v for k, v in b.to_dict().items() if k != "manifest"}
-                      for b in svc.store.list_bundles(call.query.get("name"))]}
+                      | {"aliases": aliases.get((b.name, b.version), []),
+                         "lineage": _lineage_summary(b.manifest)}
+                      for b in svc.store.list_bundles(name)]}
+
+
+def _lineage_summary(manifest: bytes) -> dict[str, Any] | None:
+    """The manifest's lineage with links into MLflow, for listings and the console."""
+    from edgeops.bundle import Manifest
+
+    lin = Manifest.from_bytes(manifest).lineage
+    return lin.to_dict() | {"links": lin.links()} if lin else None
+
+
+def list_aliases(svc: Services, call: Call) -> Any:
+    return {"items": [a.to_dict() for a in svc.store.list_aliases(call.query.get("name"))]}
+
+
+def get_alias(svc: Services, call: Call) -> Any:
+    from fleet.aliases import resolve_alias
+
+    name, alias = call.path["name"], call.path["alias"]
+    rec = resolve_alias(svc.store, name, alias)
+    return rec.to_dict() | {"moves": [m.to_dict() for m in svc.store.alias_moves(
+        name, alias, _int(call.query, "limit", 100, 1, 1000))]}
+
+
+def put_alias(svc: Services, call: Call) -> Any:
+    from fleet.aliases import AliasRollout, move_alias
+
+    b = _obj(call.body)
+    version, rollout = b.get("version"), b.get("rollout")
+    if not isinstance(version, str):
+        raise UsageError("moving an alias needs 'version'")
+    plan = None
+    if rollout is not None:
+        r = _obj(rollout)
+        selector = r.get("selector", "all")
+        if not isinstance(selector, str):
+            raise UsageError("'rollout.selector' must be a string")
+        plan = AliasRollout(selector, Strategy.from_dict(r.get("strategy") or {}))
+    who = call.principal
+    rec, dep = move_alias(svc.store, svc.engine, call.path["name"], call.path["alias"], version,
+                          who.name if who else None, time.time(), plan,
+                          created_by=who.token_id if who else None)
+    return {"alias": rec.to_dict(),
+            "deployment": svc.engine.status(dep.id) if dep is not None else None}
 
 
 def get_bundle(svc: Services, call: Call) -> Any:
@@ -253,9 +302,13 @@ def list_blessings(svc: Services, call: Call) -> Any:
 
 def create_deployment(svc: Services, call: Call) -> Any:
     b = _obj(call.body)
-    name, version = b.get("name"), b.get("version")
+    name, version, alias = b.get("name"), b.get("version"), b.get("alias")
+    if isinstance(name, str) and version is None and isinstance(alias, str):
+        from fleet.aliases import resolve_alias
+
+        version = resolve_alias(svc.store, name, alias).version
     if not isinstance(name, str) or not isinstance(version, str):
-        raise UsageError("a deployment needs 'name' and 'version'")
+        raise UsageError("a deployment needs 'name' and 'version' (or 'alias')")
     selector = b.get("selector", "all")
     if not isinstance(selector, str):
         raise UsageError("'selector' must be a string")
@@ -377,6 +430,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "Blessings of a bundle",
              {"type": "object", "properties": {"items": {"type": "array", "items": {
                  "$ref": "#/components/schemas/Blessing"}}}}),
+    Endpoint("GET", "/api/v1/aliases", list_aliases, "viewer",
+             "Bundle aliases (NAME@champion → version)",
+             {"type": "object", "properties": {"items": {"type": "array", "items": {
+                 "$ref": "#/components/schemas/Alias"}}}},
+             query=(("name", "string", "only this bundle name"),)),
+    Endpoint("GET", "/api/v1/bundles/{name}/aliases/{alias}", get_alias, "viewer",
+             "One alias and its moves, newest first", "AliasWithMoves",
+             query=(("limit", "integer", "moves to return (1-1000)"),)),
+    Endpoint("PUT", "/api/v1/bundles/{name}/aliases/{alias}", put_alias, "operator",
+             "Point an alias at a published version; optionally start its staged rollout",
+             "AliasMove", body="AliasMoveRequest"),
     Endpoint("POST", "/api/v1/deployments", create_deployment, "operator",
              "Start a staged deployment", "DeploymentStatus", body="DeployRequest", status=201),
     Endpoint("GET", "/api/v1/deployments", list_deployments, "viewer", "Deployments, newest first",

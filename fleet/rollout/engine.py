@@ -54,6 +54,24 @@ class RolloutEngine:
         self.clock = clock
         self.require_blessing = require_blessing
         self.hardware_for = hardware_for
+        self._outcome_listeners: list[Callable[[Deployment], None]] = []
+
+    def attach_outcome_listener(self, listener: Callable[[Deployment], None]) -> None:
+        """Called once with the deployment when it ends (completed, aborted, cancelled, rolled
+        back), by the manager whose compare-and-set ended it; must not block (see
+        fleet.mlflow_outcomes)."""
+        self._outcome_listeners.append(listener)
+
+    def _ended(self, deployment_id: str) -> None:
+        if not self._outcome_listeners:
+            return
+        dep = self.store.get_deployment(deployment_id)
+        for listener in self._outcome_listeners:
+            try:
+                if dep is not None:
+                    listener(dep)
+            except Exception:  # a listener must never stop the rollout loop
+                log.exception("outcome listener failed for %s", deployment_id)
 
     # -- creating ----------------------------------------------------------------------------
     def create(self, name: str, version: str, selector: str, strategy: Strategy,
@@ -131,6 +149,8 @@ class RolloutEngine:
             log.info("deployment %s %s: %s", dep.id, plan.finish, plan.reason)
             if moved and plan.finish == "aborted" and strategy.auto_rollback:
                 self._roll_back_aborted(dep.id, plan.reason or "aborted")
+            if moved:
+                self._ended(dep.id)
             return plan
         if plan.advance_to is not None:
             self.store.update_deployment(dep.id, now=now, phase_index=plan.advance_to,
@@ -268,6 +288,7 @@ class RolloutEngine:
             cmd = self.signer.issue(row.device_id, "cancel", {"deployment_id": dep.id})
             self.store.set_device_command(dep.id, row.device_id, cmd.to_bytes())
             self.channel.send_desired(row.device_id, cmd)
+        self._ended(dep.id)
         return dep
 
     def rollback(self, deployment_id: str) -> Deployment:
@@ -281,6 +302,7 @@ class RolloutEngine:
             if row.state == "pending":
                 continue
             self._send_rollback(dep, row)
+        self._ended(dep.id)
         return dep
 
     def _send_rollback(self, dep: Deployment, row: DeploymentDevice) -> None:

@@ -20,6 +20,7 @@ from fleet.store._sql import StoreConflict
 from fleet.store.models import (
     DEPLOYMENT_STATUSES,
     DEVICE_CLASSES,
+    AliasRecord,
     Blessing,
     BundleRecord,
     Deployment,
@@ -40,6 +41,7 @@ __all__ = [
     "DEPLOYMENT_STATUSES",
     "DEVICE_CLASSES",
     "SCHEMA_VERSION",
+    "AliasRecord",
     "Blessing",
     "BundleRecord",
     "Deployment",
@@ -99,6 +101,12 @@ class Store(Protocol):
     def put_bundle(self, record: BundleRecord) -> bool: ...
     def get_bundle(self, name: str, version: str) -> BundleRecord | None: ...
     def list_bundles(self, name: str | None = None) -> list[BundleRecord]: ...
+
+    # aliases (NAME@champion → version), every move kept (fleet/store/_aliases.py)
+    def set_alias(self, record: AliasRecord) -> AliasRecord: ...
+    def get_alias(self, name: str, alias: str) -> AliasRecord | None: ...
+    def list_aliases(self, name: str | None = None) -> list[AliasRecord]: ...
+    def alias_moves(self, name: str, alias: str, limit: int = 100) -> list[AliasRecord]: ...
 
     # deployments
     def create_deployment(self, dep: Deployment,

@@ -22,6 +22,7 @@ from edgeops.errors import ConfigError
 from edgeops.protocol import StateReport
 from fleet.states import apply_report
 from fleet.store._aggregates import AggregateReads
+from fleet.store._aliases import AliasRecords
 from fleet.store.models import (
     Blessing,
     BundleRecord,
@@ -65,9 +66,10 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
-class SqlStore(AggregateReads):
+class SqlStore(AggregateReads, AliasRecords):
     """The :class:`fleet.store.Store` implementation shared by both backends (the aggregate
-    reads for the console live in :mod:`fleet.store._aggregates`)."""
+    reads for the console live in :mod:`fleet.store._aggregates`, aliases in
+    :mod:`fleet.store._aliases`)."""
 
     dialect: Dialect
 

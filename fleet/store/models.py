@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 __all__ = [
     "DEPLOYMENT_STATUSES",
     "DEVICE_CLASSES",
+    "AliasRecord",
     "Blessing",
     "BundleRecord",
     "Deployment",
@@ -117,6 +118,24 @@ class BundleRecord:
                 "targets": sorted(a["target"] for a in m.get("artifacts", [])),
                 "files": {p: {"sha256": s, "size": n} for p, (s, n) in self.files.items()},
                 "manifest": m}
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    """``name@alias`` → ``version``, and the move that put it there (who, which rollout)."""
+
+    name: str
+    alias: str
+    version: str
+    moved_at: float
+    moved_by: str | None = None
+    deployment_id: str | None = None
+    previous: str | None = None          # the version before this move (history rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "alias": self.alias, "version": self.version,
+                "moved_at": self.moved_at, "moved_by": self.moved_by,
+                "deployment_id": self.deployment_id, "previous": self.previous}
 
 
 @dataclass(frozen=True)

@@ -130,5 +130,31 @@ CREATE TABLE settings (
 );
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+# Bundle aliases (``NAME@champion``), as ML teams name models in MLflow: one row per alias
+# pointing at a published version, and every move kept with who made it and the rollout it
+# started (issue 19).
+_V2_ALIASES = """
+CREATE TABLE bundle_aliases (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version TEXT NOT NULL,
+    moved_at {real} NOT NULL,
+    moved_by TEXT,
+    deployment_id TEXT,
+    PRIMARY KEY (name, alias)
+);
+CREATE TABLE bundle_alias_moves (
+    id {serial_pk},
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version TEXT NOT NULL,
+    previous TEXT,
+    moved_at {real} NOT NULL,
+    moved_by TEXT,
+    deployment_id TEXT
+);
+CREATE INDEX bundle_alias_moves_alias ON bundle_alias_moves (name, alias, id)
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2_ALIASES))
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -137,6 +137,7 @@ def test_every_page_renders_the_seeded_fleet(page_for: Any, console_fleet: Conso
         row = page.locator(f"tr[data-bundle='tiny@{v}']")
         assert "verified" in row.inner_text()
         assert "latency_ms_p95" in row.inner_text()
+        assert row.locator("[data-testid=lineage]").inner_text() == "local file"
     shot(page, "bundles")
 
 

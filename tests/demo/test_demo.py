@@ -132,3 +132,27 @@ def test_demo_keep_serves_the_console_until_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.mark.mlflow
+def test_demo_through_an_mlflow_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--mlflow`: registered model, build from @champion with --mlflow-log, rollout by moving
+    the fleet alias, and both deployments' outcomes tagged back on the model version. The
+    demo uses its own server whatever MLflow variables the caller has set."""
+    from edgeops.registry.mlflow_server import mlflow_available
+    from tests.services import need
+
+    need("MLflow", mlflow_available(), "pip install 'edgeops[mlflow]'")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "http://127.0.0.1:9")
+    s = _run_demo(tmp_path, "--mlflow")
+    _check(s)
+    m = s["mlflow"]
+    assert m["model_uri"] == "models:/vehicle-classifier@champion"
+    tags = m["version_tags"]
+    assert tags["edgeops.bundle"] == "vehicle-classifier-1.0.0"
+    assert tags["edgeops.targets"] == "arm64-cpu,cuda-gpu,x86-cpu"
+    outcomes = sorted(v for k, v in tags.items() if k.startswith("edgeops.deployment."))
+    assert len(outcomes) == 2 and outcomes[0].startswith("completed"), outcomes
+    assert "aborted" in outcomes[1], outcomes
+    assert m["run_metrics"]["edgeops.x86-cpu.latency_p50_ms"] > 0

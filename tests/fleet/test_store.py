@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from edgeops.errors import ConfigError, UsageError
 from edgeops.protocol import DevicePhase, StateReport
 from fleet.store import (
+    SCHEMA_VERSION,
+    AliasRecord,
     Blessing,
     BundleRecord,
     Deployment,
@@ -42,9 +44,9 @@ def _deployment(store: Store, ids: list[str], dep_id: str = "d-1") -> None:
 
 
 def test_migrations_are_idempotent(store: Store) -> None:
-    assert store.schema_version() == 1
-    assert store.migrate() == 1
-    assert store.schema_version() == 1
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.migrate() == SCHEMA_VERSION
+    assert store.schema_version() == SCHEMA_VERSION
 
 
 def test_device_upsert_get_and_reenrol_keeps_runtime_fields(store: Store) -> None:
@@ -237,6 +239,25 @@ def test_a_newer_database_is_refused(tmp_path: Path) -> None:
         raw.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
     with pytest.raises(ConfigError, match="newer than"):
         open_store(str(tmp_path / "f.db"))
+
+
+def test_aliases_move_and_keep_their_history(store: Store) -> None:
+    assert store.get_alias("vc", "champion") is None
+    first = store.set_alias(AliasRecord("vc", "champion", "1.0.0", 10.0, "alice"))
+    assert first.previous is None
+    second = store.set_alias(AliasRecord("vc", "champion", "1.1.0", 20.0, "bob", "d-2"))
+    assert second.previous == "1.0.0"
+    store.set_alias(AliasRecord("vc", "challenger", "1.2.0", 30.0, "bob"))
+    store.set_alias(AliasRecord("other", "champion", "3.0.0", 40.0, None))
+    now = store.get_alias("vc", "champion")
+    assert now is not None and (now.version, now.moved_by, now.deployment_id) == (
+        "1.1.0", "bob", "d-2")
+    assert [(a.alias, a.version) for a in store.list_aliases("vc")] == [
+        ("challenger", "1.2.0"), ("champion", "1.1.0")]
+    assert len(store.list_aliases()) == 3
+    moves = store.alias_moves("vc", "champion")
+    assert [(m.version, m.previous, m.moved_by) for m in moves] == [
+        ("1.1.0", "1.0.0", "bob"), ("1.0.0", None, "alice")]
 
 
 def test_batch_notify_moves_only_pending_rows_and_counts_offline(store: Store) -> None:

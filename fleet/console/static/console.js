@@ -405,14 +405,26 @@
   }
 
   // -- bundles -----------------------------------------------------------------------------
+  // Where a bundle's model came from (signed lineage), linked into MLflow when it has a web UI.
+  function lineage(l) {
+    if (!l) return h("span", { class: "muted" }, "local file");
+    const link = (href, text) => href && /^https?:\/\//.test(href) ? h("a", { href, target: "_blank", rel: "noopener noreferrer" }, text) : h("span", {}, text);
+    return h("div", { class: "small" },
+      l.model_name ? link(l.links && l.links.model_version, l.model_name + " v" + l.model_version + (l.alias ? " @" + l.alias : "")) : h("span", { class: "mono" }, l.source_uri),
+      l.run_id ? h("div", {}, link(l.links && l.links.run, "run " + l.run_id.slice(0, 12))) : null,
+      l.git_commit ? h("div", { class: "muted mono" }, "commit " + l.git_commit.slice(0, 12)) : null);
+  }
+
   async function bundles() {
     setTitle("Bundles");
     const list = await api("/api/v1/console/bundles");
     const metric = (m) => Object.entries(m).map(([k, v]) => h("span", { class: "tag" }, k + " " + (typeof v === "number" ? fmt(v) : JSON.stringify(v))));
     view.replaceChildren(card(null, list.items.length ? h("table", { "data-testid": "bundles-table" },
-      h("thead", {}, h("tr", {}, ["Bundle", "Version", "Published", "Targets", "Size", "Artifacts: metrics", "Signature", "Blessings"].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, ["Bundle", "Version", "Published", "Source", "Targets", "Size", "Artifacts: metrics", "Signature", "Blessings"].map((t) => h("th", {}, t)))),
       h("tbody", {}, list.items.map((b) => h("tr", { "data-bundle": b.name + "@" + b.version },
-        h("td", {}, h("strong", {}, b.name)), h("td", {}, h("code", {}, b.version)), h("td", {}, ago(b.published_at)),
+        h("td", {}, h("strong", {}, b.name)),
+        h("td", {}, h("code", {}, b.version), (b.aliases || []).map((a) => h("span", { class: "tag", "data-alias": a }, "@" + a))),
+        h("td", {}, ago(b.published_at)), h("td", { "data-testid": "lineage" }, lineage(b.lineage)),
         h("td", {}, b.targets.map((t) => h("span", { class: "tag" }, t))), h("td", { class: "num" }, bytes(b.size)),
         h("td", {}, b.artifacts.map((a) => h("div", {}, h("span", { class: "muted small" }, a.target + " · " + (a.runtime || "") + " · " + (a.precision || "") + " · " + bytes(a.size || 0) + " "), metric(a.metrics)))),
         h("td", { title: b.signature.detail || "" }, badge(b.signature.status), b.signature.keyids ? h("div", { class: "muted small mono" }, b.signature.keyids.join(", ")) : null),
