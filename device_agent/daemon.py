@@ -556,12 +556,26 @@ class Agent:
             log.warning("deployment %s: %s refused: %s", dep, label, reason)
             self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label, reason=reason)
             return
+        self._note_delivery(dep, label, fetched)
         outcome = self.core.install(request_from_fetched(fetched, dep))
         if outcome.phase in (DevicePhase.FAILED, DevicePhase.ROLLED_BACK):
             log.warning("deployment %s: %s %s: %s", dep, label, outcome.phase.value,
                         self.redact(outcome.reason or "no reason given"))
         else:
             log.info("deployment %s: %s", dep, outcome.phase.value)
+
+    def _note_delivery(self, dep: str | None, label: str, fetched: Any) -> None:
+        """Delta or full, bytes fetched, and why a delta was not used (issue 20)."""
+        from device_agent.tuf_update import delivery_record
+
+        d = fetched.delivery
+        if d is None:
+            return
+        rec = delivery_record(self.clock(), dep, label, d)
+        self.telemetry_q.push(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
+        if d.reason:
+            self.report(DevicePhase.DOWNLOADING, deployment_id=dep, bundle=label,
+                        reason=self.redact(d.reason))
 
     def redact(self, text: str) -> str:
         """``text`` without credentials (URL user:password, the broker password).
@@ -582,8 +596,9 @@ class Agent:
     def _fetch(self, name: str, version: str, dep: str | None) -> Any:
         # ngclient and urllib3 load with the first update, not at start (module docstring of
         # device_agent.tuf_client)
-        from device_agent.tuf_update import TufClient, fetch_bundle
+        from device_agent.tuf_update import TufClient, active_artifact, fetch_bundle
 
+        base = active_artifact(self.core.store)
         cache = self.config.data_dir / "tuf"
         tuf = TufClient.over_mqtt(self.config.trust.root, cache, self.transport)
         deadline = time.monotonic() + self.settings.metadata_wait_s
@@ -605,7 +620,8 @@ class Agent:
         self.transport.check = lambda: self._check_cancel(dep)
         try:
             fetched = fetch_bundle(tuf, name, version, self.config.target,
-                                   wait_for_metadata=wait_for_metadata, progress=progress)
+                                   wait_for_metadata=wait_for_metadata, progress=progress,
+                                   active=base)
         except TransportError as exc:
             if not (self.settings.http_fallback and self.config.fleet_url):
                 raise
@@ -613,7 +629,8 @@ class Agent:
                         self.redact(self.config.fleet_url))
             tuf = TufClient.over_http(self.config.trust.root, cache, self.config.fleet_url,
                                       self.settings.download)
-            fetched = fetch_bundle(tuf, name, version, self.config.target, progress=progress)
+            fetched = fetch_bundle(tuf, name, version, self.config.target, progress=progress,
+                                   active=base)
         finally:
             self.transport.check = None
         root = tuf.trusted_root()

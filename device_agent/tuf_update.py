@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -24,6 +25,7 @@ from tuf.api import exceptions as tuf_exc
 from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import FetcherInterface, Updater
 
+from device_agent.slots import SlotStore
 from device_agent.tuf_client import (
     MQTT_METADATA_URL,
     MQTT_TARGETS_URL,
@@ -32,11 +34,15 @@ from device_agent.tuf_client import (
 )
 from edgeops.bundle.manifest import Manifest
 from edgeops.bundle.signing import SignatureSet, verify_signatures
-from edgeops.errors import TransportError, VerificationError
+from edgeops.delta import FileId, apply_delta_file, delta_target_path
+from edgeops.errors import EdgeOpsError, TransportError, VerificationError
 from edgeops.fsutil import atomic_write
 from edgeops.trust import trusted_targets_keys
 
-__all__ = ["FetchedBundle", "HttpFetcher", "MqttFetcher", "TufClient", "fetch_bundle"]
+__all__ = ["ActiveArtifact", "Delivery", "FetchedBundle", "HttpFetcher", "MqttFetcher",
+           "TufClient", "active_artifact", "delivery_record", "fetch_bundle"]
+
+log = logging.getLogger(__name__)
 
 _NO_LIMITS_GIVEN = DownloadLimits()
 
@@ -204,6 +210,34 @@ class TufClient:
 
 
 @dataclass(frozen=True)
+class ActiveArtifact:
+    """The model file the device serves now: what a delta may start from."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How the artifact arrived, for the device's report and the fleet's bytes-saved figure.
+
+    ``method`` is ``"delta"`` or ``"full"``; ``fetched_bytes`` what came over the network for
+    the artifact (the delta's size, or the full size); ``reason`` why the full artifact was
+    fetched although a delta was looked for (None when the delta was used or not looked for).
+    """
+
+    method: str
+    fetched_bytes: int
+    full_bytes: int
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"method": self.method, "fetched_bytes": self.fetched_bytes,
+                "full_bytes": self.full_bytes, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class FetchedBundle:
     """A bundle's files for this device, each proven by TUF and the targets-key signature."""
 
@@ -215,6 +249,7 @@ class FetchedBundle:
     signatures_bytes: bytes
     artifact: Path
     golden: Path | None
+    delivery: Delivery | None = None
 
     def stage(self, directory: Path) -> Path:
         """Lay the files out like an extracted bundle (manifest.json, artifacts/<target>/...)."""
@@ -228,14 +263,79 @@ class FetchedBundle:
         return directory
 
 
+def _via_delta(client: TufClient, name: str, version: str, target: str, full: TargetFile,
+               base: ActiveArtifact, progress: Callable[[str], None]) -> tuple[Path, int]:
+    """The new artifact rebuilt from ``base`` and a signed delta; raises with the reason.
+
+    The delta is an ordinary TUF target (signed length and hash, offline targets key); the
+    rebuilt file is written atomically where the full download would have gone and kept only
+    if it has the full artifact's signed length and SHA-256.
+    """
+    path = delta_target_path(name, version, target, base.sha256, full.hashes["sha256"])
+    dinfo = client.target_info(path)
+    if dinfo is None:
+        raise _NoDelta(f"no delta from the active model ({base.sha256[:12]}) is published")
+    progress(path)
+    delta = client.download(dinfo)
+    final = client.targets_dir / quote(full.path, "")
+    try:
+        apply_delta_file(base.path, delta, final,
+                         expect=FileId(full.hashes["sha256"], full.length))
+    finally:
+        delta.unlink(missing_ok=True)      # used once: the rebuilt artifact is what is kept
+    return final, dinfo.length
+
+
+class _NoDelta(Exception):
+    pass
+
+
+def active_artifact(store: SlotStore) -> ActiveArtifact | None:
+    """The active slot's model as a delta base (None when nothing is installed or on trial)."""
+    info = store.active()
+    if info is None or store.pointer().trial or info.model_file not in info.files:
+        return None
+    sha, size = info.files[info.model_file]
+    return ActiveArtifact(store.path(info.slot, info.model_file), sha, size)
+
+
+def delivery_record(ts: float, deployment_id: str | None, bundle: str,
+                    delivery: Delivery) -> dict[str, object]:
+    """A ``delivery`` telemetry record: the fleet sums these into bytes saved per deployment."""
+    return {"kind": "delivery", "ts": ts, "deployment_id": deployment_id, "bundle": bundle,
+            **delivery.to_dict()}
+
+
+def _artifact(client: TufClient, name: str, version: str, target: str, tinfo: TargetFile,
+              base: ActiveArtifact | None,
+              progress: Callable[[str], None]) -> tuple[Path, Delivery]:
+    """The artifact by delta when one fits the active model, else in full (saying why)."""
+    reason: str | None = None
+    if base is not None and base.sha256 != tinfo.hashes.get("sha256"):
+        try:
+            path, sent = _via_delta(client, name, version, target, tinfo, base, progress)
+            return path, Delivery("delta", sent, tinfo.length)
+        except _NoDelta as exc:
+            reason = str(exc)
+        except EdgeOpsError as exc:        # transport, bad delta, wrong base: fetch it whole
+            reason = f"delta failed ({exc.message}); fetched the full artifact"
+        except OSError as exc:
+            reason = (f"rebuilding from the delta failed ({exc.strerror or exc}); fetched the "
+                      "full artifact")
+        log.info("%s@%s: %s", name, version, reason)
+    return client.download(tinfo), Delivery("full", tinfo.length, tinfo.length, reason)
+
+
 def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
                  refresh: bool = True,
                  wait_for_metadata: Callable[[], bool] | None = None,
-                 progress: Callable[[str], None] = lambda _m: None) -> FetchedBundle:
+                 progress: Callable[[str], None] = lambda _m: None,
+                 active: ActiveArtifact | None = None) -> FetchedBundle:
     """Refresh TUF, then download manifest, signatures and ONLY this target's artifact + golden.
 
     ``wait_for_metadata`` (MQTT) blocks until newer metadata arrives and says whether it did: a
-    deploy command may overtake the retained metadata that lists its bundle.
+    deploy command may overtake the retained metadata that lists its bundle. With ``active``
+    (the model the device serves), the artifact comes as a delta from it when the fleet published one.
     """
     base = f"bundles/{name}/{version}"
     if refresh:
@@ -265,6 +365,7 @@ def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
         raise VerificationError(f"{name}@{version} has no artifact for target {target!r}",
                                 hint="build the bundle with this device's --target")
     paths: list[Path | None] = []
+    delivery: Delivery | None = None
     for ref in (entry.file, entry.golden):
         if ref is None:
             paths.append(None)
@@ -276,7 +377,12 @@ def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
             raise VerificationError(f"{ref.path}: TUF targets and the signed manifest disagree "
                                     "on size or SHA-256")
         progress(ref.path)
-        paths.append(client.download(tinfo))
+        if ref is entry.file:
+            artifact, delivery = _artifact(client, name, version, target, tinfo, active,
+                                           progress)
+            paths.append(artifact)
+        else:
+            paths.append(client.download(tinfo))
     assert paths[0] is not None
     return FetchedBundle(name, version, target, manifest, manifest_bytes, sig_bytes,
-                         paths[0], paths[1])
+                         paths[0], paths[1], delivery)

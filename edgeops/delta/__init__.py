@@ -21,6 +21,7 @@ __all__ = [
     "TensorRegion",
     "apply_delta",
     "apply_delta_file",
+    "delta_file_path",
     "delta_target_path",
     "detect_format",
     "diff_artifacts",
@@ -30,6 +31,12 @@ __all__ = [
 ]
 
 
-def delta_target_path(from_sha256: str, to_sha256: str) -> str:
-    """The TUF target path of the delta from one artifact digest to another."""
-    return f"deltas/{from_sha256}/{to_sha256}.edgedelta"
+def delta_file_path(target: str, from_sha256: str, to_sha256: str) -> str:
+    """A delta's path inside a bundle's TUF directory: named by from- and to-digest."""
+    return f"artifacts/{target}/deltas/{from_sha256}-{to_sha256}.edgedelta"
+
+
+def delta_target_path(name: str, version: str, target: str, from_sha256: str,
+                      to_sha256: str) -> str:
+    """The TUF target path of the delta that turns one artifact into ``name@version``'s."""
+    return f"bundles/{name}/{version}/{delta_file_path(target, from_sha256, to_sha256)}"
