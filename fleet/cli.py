@@ -346,6 +346,11 @@ def status(deployment_id: str, show_devices: bool, watch: bool, fleet_url: str,
 
     def text() -> str:
         out = _status_text(st)
+        d = st.get("delivery") or {}
+        if d.get("devices_reported"):
+            out += (f"\n  delivery: {d['devices_by_delta']} of {d['devices_reported']} devices by "
+                    f"delta, {d['bytes_fetched']} of {d['bytes_full']} bytes fetched "
+                    f"({d['bytes_saved']} saved)")
         for r in st.get("device_states", []):
             out += (f"\n    {r['device_id']:<24} wave {r['wave']} {r['state']:<12}"
                     f" {r['reason'] or ''}")
@@ -530,24 +535,32 @@ if _pki_cli is not None:
 @_fleet_options
 @click.option("--keys", "keys_home", type=click.Path(path_type=Path), default=None,
               help="EDGEOPS_HOME with the offline targets key and trust/root.json.")
+@click.option("--max-deltas", type=click.IntRange(0, 64), default=None,
+              help="Deltas per target from the older versions devices still run, most "
+                   "devices first (default 3; 0: none).")
 @json_option
 def publish(bundle_path: Path, fleet_url: str, token: str | None, keys_home: Path | None,
-            as_json: bool) -> None:
+            max_deltas: int | None, as_json: bool) -> None:
     """Upload a signed bundle to a fleet manager, signing the TUF targets update offline.
 
     The bundle is verified here first; the new targets metadata is signed with the offline
-    targets key (passphrase from EDGEOPS_KEY_PASSPHRASE or a prompt).
+    targets key (passphrase from EDGEOPS_KEY_PASSPHRASE or a prompt). Deltas from the versions
+    devices still run (see docs/FLEET.md, "Delta updates") are made here, listed in the same
+    signed targets and uploaded with the bundle; a delta not smaller than the artifact is not.
 
     \b
     Example:
       edgeops publish out/vehicle-classifier-2.1.0.edgebundle --fleet http://manager:8080
     """
+    import tempfile
+
     from tuf.api.metadata import Metadata, Root
 
     from edgeops.bundle import read_bundle
     from edgeops.errors import KeyError_
     from edgeops.keys import KeyStore
     from edgeops.trust import root_path, trusted_targets_keys
+    from fleet.deltas import DEFAULT_MAX_DELTAS, make_deltas
     from fleet.repository import sign_targets_update
 
     show = progress_printer(as_json)
@@ -562,17 +575,27 @@ def publish(bundle_path: Path, fleet_url: str, token: str | None, keys_home: Pat
     show(f"verified {bundle.manifest.name}@{bundle.manifest.version} locally")
     signer = keys.signer("targets", passphrase_from_env())
     client = _client(fleet_url, token)
-    for attempt in range(3):
-        targets = sign_targets_update(client.current_targets(), bundle, root, signer)
-        show(f"uploading {bundle_path} ({bundle_path.stat().st_size} bytes)")
-        upload = client.upload(bundle_path)
-        try:
-            out = client.publish(upload["upload"], targets)
-            break
-        except ConflictError:
-            if attempt == 2:
-                raise
-            show("someone published in between; retrying with the new targets")
+    with tempfile.TemporaryDirectory(prefix="edgeops-deltas-") as work:
+        k = DEFAULT_MAX_DELTAS if max_deltas is None else max_deltas
+        deltas = make_deltas(client, bundle, Path(work), k=k, show=show) if k else []
+        pins = {d.path: (d.size, d.sha256) for d in deltas}
+        for attempt in range(3):
+            targets = sign_targets_update(client.current_targets(), bundle, root, signer, pins)
+            show(f"uploading {bundle_path} ({bundle_path.stat().st_size} bytes)")
+            upload = client.upload(bundle_path)
+            uploads = {d.path: client.upload(d.file)["upload"] for d in deltas}
+            try:
+                out = client.publish(upload["upload"], targets, uploads)
+                break
+            except ConflictError:
+                if attempt == 2:
+                    raise
+                show("someone published in between; retrying with the new targets")
+    out["delta_bytes"] = {d.path: {"size": d.size, "full": d.full_bytes,
+                                   "from": d.base.version, "devices": d.base.devices}
+                          for d in deltas}
     emit(as_json, out, lambda: f"published {out['name']}@{out['version']} (targets "
                                f"v{out['targets_version']}"
-                               + (")" if out["new"] else ", already published)"))
+                               + (")" if out["new"] else ", already published)")
+                               + "".join(f"\n  delta from {d.base.version} ({d.base.target}): "
+                                         f"{d.size} of {d.full_bytes} bytes" for d in deltas))

@@ -9,20 +9,23 @@ so applying a delta never holds more than a few blocks, whatever the tensor's si
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["combine", "difference"]
 
-_UINT = {1: np.uint8, 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+_UINT: dict[int, np.dtype[Any]] = {1: np.dtype(np.uint8), 2: np.dtype("<u2"),
+                                   4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
 
-def _shuffle(data: np.ndarray, width: int) -> bytes:
+def _shuffle(data: np.ndarray[Any, Any], width: int) -> bytes:
     if width == 1:
         return data.tobytes()
     return data.view(np.uint8).reshape(-1, width).T.tobytes()
 
 
-def _unshuffle(data: bytes, width: int) -> np.ndarray:
+def _unshuffle(data: bytes, width: int) -> np.ndarray[Any, Any]:
     raw = np.frombuffer(data, dtype=np.uint8)
     if width == 1:
         return raw
@@ -43,6 +46,8 @@ def combine(kind: str, old: bytes, diff: bytes, width: int) -> bytes:
     """Undo :func:`difference`: the new block from the old one and the transformed diff."""
     d = _unshuffle(diff, width)
     if kind == "xor":
-        return np.bitwise_xor(np.frombuffer(old, np.uint8), d).tobytes()
+        x: bytes = np.bitwise_xor(np.frombuffer(old, np.uint8), d).tobytes()
+        return x
     t = _UINT[width]
-    return np.add(np.frombuffer(old, t), d.view(t)).tobytes()
+    out: bytes = np.add(np.frombuffer(old, t), d.view(t)).tobytes()
+    return out

@@ -124,7 +124,7 @@ def apply_delta(base: Path, delta: Path, out: BinaryIO, *,
                                                    dict_type=zstandard.DICT_TYPE_RAWCONTENT)
                      if header.graph_dict else None)
             graph = zstandard.ZstdDecompressor(dict_data=zdict).stream_reader(
-                _Window(df, start, header.graph_payload))
+                _Window(df, start, header.graph_payload))  # type: ignore[arg-type]  # has read()
             pos = start + header.graph_payload
             plain = zstandard.ZstdDecompressor()
             for i, op in enumerate(header.ops):
@@ -136,7 +136,7 @@ def apply_delta(base: Path, delta: Path, out: BinaryIO, *,
                     for k in range(0, op.length, BLOCK_BYTES):
                         emit(_pread(old, op.old_offset + k, min(BLOCK_BYTES, op.length - k)))
                     continue
-                reader = plain.stream_reader(_Window(df, pos, op.payload))
+                reader = plain.stream_reader(_Window(df, pos, op.payload))  # type: ignore[arg-type]
                 pos += op.payload
                 for k in range(0, op.length, BLOCK_BYTES):
                     n = min(BLOCK_BYTES, op.length - k)

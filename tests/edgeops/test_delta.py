@@ -14,7 +14,6 @@ import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import helper as h
 from onnx import numpy_helper as nh
 
 import edgeops.delta.apply as ap
@@ -28,24 +27,9 @@ from edgeops.delta import (
     tensor_regions,
 )
 from edgeops.delta.format import DeltaHeader
+from tests.edgeops.delta_models import mlp_model
 
-
-def _model(seed: int, head_seed: int | None = None, hidden: int = 64) -> bytes:
-    """A small MLP as ONNX bytes; ``head_seed`` retrains only the last layer."""
-    rng = np.random.default_rng(seed)
-    w1 = rng.normal(0, 0.1, (32, hidden)).astype(np.float32)
-    b1 = rng.normal(0, 0.1, (hidden,)).astype(np.float32)
-    w2 = rng.normal(0, 0.1, (hidden, hidden)).astype(np.float32)
-    head = np.random.default_rng(head_seed if head_seed is not None else seed + 1)
-    w3 = head.normal(0, 0.1, (hidden, 10)).astype(np.float32)
-    nodes = [h.make_node("MatMul", ["x", "w1"], ["h1"]), h.make_node("Add", ["h1", "b1"], ["h2"]),
-             h.make_node("Relu", ["h2"], ["h3"]), h.make_node("MatMul", ["h3", "w2"], ["h4"]),
-             h.make_node("MatMul", ["h4", "w3"], ["y"])]
-    g = h.make_graph(nodes, "mlp", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 32])],
-                     [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 10])],
-                     [nh.from_array(w1, "w1"), nh.from_array(b1, "b1"), nh.from_array(w2, "w2"),
-                      nh.from_array(w3, "w3")])
-    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)]).SerializeToString()
+_model = mlp_model
 
 
 def _apply(tmp_path: Path, old: bytes, delta: bytes, expect: FileId | None = None) -> bytes:
