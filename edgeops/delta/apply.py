@@ -25,6 +25,7 @@ from edgeops.delta.format import (
     BLOCK_BYTES,
     MAGIC,
     MAX_HEADER_BYTES,
+    WINDOW_LOG,
     DeltaError,
     DeltaHeader,
     FileId,
@@ -85,7 +86,7 @@ def read_delta_header(delta: Path) -> tuple[DeltaHeader, int]:
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(1024 * 1024):
+        while block := f.read(BLOCK_BYTES):
             h.update(block)
     return h.hexdigest()
 
@@ -123,10 +124,11 @@ def apply_delta(base: Path, delta: Path, out: BinaryIO, *,
             zdict = (zstandard.ZstdCompressionDict(dict_bytes,
                                                    dict_type=zstandard.DICT_TYPE_RAWCONTENT)
                      if header.graph_dict else None)
-            graph = zstandard.ZstdDecompressor(dict_data=zdict).stream_reader(
+            graph = zstandard.ZstdDecompressor(dict_data=zdict,
+                                               max_window_size=1 << WINDOW_LOG).stream_reader(
                 _Window(df, start, header.graph_payload))  # type: ignore[arg-type]  # has read()
             pos = start + header.graph_payload
-            plain = zstandard.ZstdDecompressor()
+            plain = zstandard.ZstdDecompressor(max_window_size=1 << WINDOW_LOG)
             for i, op in enumerate(header.ops):
                 what = f"op {i} ({op.kind})"
                 if op.kind == "graph":

@@ -23,6 +23,8 @@ from edgeops.delta._blocks import difference
 from edgeops.delta.format import (
     BLOCK_BYTES,
     MAX_GRAPH_DICT_BYTES,
+    SMALL_TENSOR_BYTES,
+    WINDOW_LOG,
     DeltaHeader,
     DeltaOp,
     FileId,
@@ -94,6 +96,13 @@ class Delta:
                 "worthwhile": self.worthwhile, "tensors": groups}
 
 
+def _params(level: int) -> zstandard.ZstdCompressionParameters:
+    """The level's parameters with the window capped, so applying stays in bounded memory."""
+    p = zstandard.ZstdCompressionParameters.from_level(level)
+    return zstandard.ZstdCompressionParameters.from_level(
+        level, window_log=min(p.window_log, WINDOW_LOG))
+
+
 def _file_id(data: memoryview) -> FileId:
     return FileId(hashlib.sha256(data).hexdigest(), len(data))
 
@@ -121,14 +130,17 @@ def diff_artifacts(old: bytes | memoryview, new: bytes | memoryview, *,
     """The delta that turns ``old`` into ``new`` (any two files; tensor-aware for ONNX/TFLite)."""
     o, n = memoryview(old).cast("B"), memoryview(new).cast("B")
     fmt = detect_format(n)
-    new_regions = tensor_regions(n, fmt)
-    old_regions = tensor_regions(o, detect_format(o)) if fmt != "bytes" else []
+    # small tensors (scales, zero points, biases) cost more as ops than inside the graph
+    # stream, where the old graph (and their old values) is the dictionary
+    new_regions = [r for r in tensor_regions(n, fmt) if r.length >= SMALL_TENSOR_BYTES]
+    old_regions = [r for r in tensor_regions(o, detect_format(o))
+                   if r.length >= SMALL_TENSOR_BYTES] if fmt != "bytes" else []
     by_key: dict[tuple[str, tuple[int, ...], str], TensorRegion] = {}
     by_digest: dict[bytes, TensorRegion] = {}
     for r in old_regions:
         by_key.setdefault(r.key, r)
         by_digest.setdefault(hashlib.sha256(o[r.offset:r.offset + r.length]).digest(), r)
-    cctx = zstandard.ZstdCompressor(level=level)
+    cctx = zstandard.ZstdCompressor(compression_params=_params(level))
 
     ops: list[PlannedOp] = []
     payloads: list[bytes] = []
@@ -174,7 +186,9 @@ def diff_artifacts(old: bytes | memoryview, new: bytes | memoryview, *,
     if old_gaps:
         dict_bytes = b"".join(bytes(o[s:s + length]) for s, length in old_gaps)
         zdict = zstandard.ZstdCompressionDict(dict_bytes, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-        graph_payload = zstandard.ZstdCompressor(level=level, dict_data=zdict).compress(stream)
+        graph_payload = zstandard.ZstdCompressor(dict_data=zdict,
+                                                 compression_params=_params(level)
+                                                 ).compress(stream)
     else:
         graph_payload = cctx.compress(stream)
     header = DeltaHeader(fmt=fmt, base=_file_id(o), to=_file_id(n),

@@ -4,7 +4,7 @@ Layout (see docs/PROTOCOL.md, "Delta updates")::
 
     b"EDGEDLT1"                 magic (8 bytes)
     u32 big-endian              header length
-    header                      canonical JSON, schema edgeops.delta/v1
+    header                      canonical JSON, schema edgeops.delta/v1, as one zstd frame
     graph payload               one zstd frame (optional dictionary: the old file's graph bytes)
     op payloads                 one zstd frame per op that has one, in op order
 
@@ -34,6 +34,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+import zstandard
+
 from edgeops.bundle.manifest import canonical_json
 from edgeops.errors import BadContentError
 
@@ -41,6 +43,8 @@ __all__ = [
     "BLOCK_BYTES",
     "DELTA_SCHEMA",
     "MAGIC",
+    "SMALL_TENSOR_BYTES",
+    "WINDOW_LOG",
     "DeltaError",
     "DeltaHeader",
     "DeltaOp",
@@ -50,9 +54,11 @@ __all__ = [
 
 MAGIC = b"EDGEDLT1"
 DELTA_SCHEMA = "edgeops.delta/v1"
-BLOCK_BYTES = 256 * 1024          # diff transforms work block by block: bounded memory
+BLOCK_BYTES = 64 * 1024           # diff transforms work block by block: bounded memory
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_GRAPH_DICT_BYTES = 16 * 1024 * 1024
+WINDOW_LOG = 17                   # zstd window of every payload: 128 KiB to decompress
+SMALL_TENSOR_BYTES = 4096         # smaller tensors travel in the graph stream (less overhead)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _KINDS = {"copy": 2, "xor": 4, "sub": 4, "lit": 2, "graph": 1}
 _WIDTHS = (1, 2, 4, 8)
@@ -162,7 +168,7 @@ class DeltaHeader:
 
     def encode(self) -> bytes:
         """Magic, length and header: what precedes the payloads."""
-        body = self.to_bytes()
+        body = zstandard.ZstdCompressor(level=19).compress(self.to_bytes())
         return MAGIC + struct.pack(">I", len(body)) + body
 
     @classmethod
@@ -210,7 +216,12 @@ def read_header(prefix: bytes, file_size: int) -> tuple[DeltaHeader, int]:
         raise DeltaError(f"delta header is {n} bytes, over the {MAX_HEADER_BYTES} limit")
     if len(prefix) < 12 + n:
         raise DeltaError("delta is truncated inside its header")
-    header = DeltaHeader.from_bytes(bytes(prefix[12:12 + n]))
+    try:
+        body = zstandard.ZstdDecompressor().decompress(bytes(prefix[12:12 + n]),
+                                                       max_output_size=MAX_HEADER_BYTES)
+    except zstandard.ZstdError:
+        raise DeltaError("delta header is corrupt or over the size limit") from None
+    header = DeltaHeader.from_bytes(body)
     if 12 + n + header.payload_bytes != file_size:
         raise DeltaError(f"delta is {file_size} bytes but its header accounts for "
                          f"{12 + n + header.payload_bytes} (truncated or padded)")

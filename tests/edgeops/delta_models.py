@@ -15,7 +15,7 @@ from edgeops.keys import KeyStore
 from tests.edgeops.bundles import PASSPHRASE
 
 
-def mlp_model(seed: int, head_seed: int | None = None, hidden: int = 64) -> bytes:
+def mlp_model(seed: int, head_seed: int | None = None, hidden: int = 128) -> bytes:
     """A small MLP as ONNX bytes; ``head_seed`` retrains only the last layer."""
     rng = np.random.default_rng(seed)
     w1 = rng.normal(0, 0.1, (32, hidden)).astype(np.float32)
