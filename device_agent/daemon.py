@@ -573,7 +573,7 @@ class Agent:
             return
         rec = delivery_record(self.clock(), dep, label, d)
         self.telemetry_q.push(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
-        if d.reason:
+        if d.delta_failed and d.reason:
             self.report(DevicePhase.DOWNLOADING, deployment_id=dep, bundle=label,
                         reason=self.redact(d.reason))
 

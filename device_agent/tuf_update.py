@@ -231,6 +231,7 @@ class Delivery:
     fetched_bytes: int
     full_bytes: int
     reason: str | None = None
+    delta_failed: bool = False     # a published delta was tried and failed (worth a report)
 
     def to_dict(self) -> dict[str, object]:
         return {"method": self.method, "fetched_bytes": self.fetched_bytes,
@@ -311,6 +312,7 @@ def _artifact(client: TufClient, name: str, version: str, target: str, tinfo: Ta
               progress: Callable[[str], None]) -> tuple[Path, Delivery]:
     """The artifact by delta when one fits the active model, else in full (saying why)."""
     reason: str | None = None
+    failed = False
     if base is not None and base.sha256 != tinfo.hashes.get("sha256"):
         try:
             path, sent = _via_delta(client, name, version, target, tinfo, base, progress)
@@ -318,12 +320,12 @@ def _artifact(client: TufClient, name: str, version: str, target: str, tinfo: Ta
         except _NoDelta as exc:
             reason = str(exc)
         except EdgeOpsError as exc:        # transport, bad delta, wrong base: fetch it whole
-            reason = f"delta failed ({exc.message}); fetched the full artifact"
+            reason, failed = f"delta failed ({exc.message}); fetched the full artifact", True
         except OSError as exc:
-            reason = (f"rebuilding from the delta failed ({exc.strerror or exc}); fetched the "
-                      "full artifact")
+            reason, failed = (f"rebuilding from the delta failed ({exc.strerror or exc}); "
+                              "fetched the full artifact"), True
         log.info("%s@%s: %s", name, version, reason)
-    return client.download(tinfo), Delivery("full", tinfo.length, tinfo.length, reason)
+    return client.download(tinfo), Delivery("full", tinfo.length, tinfo.length, reason, failed)
 
 
 def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,

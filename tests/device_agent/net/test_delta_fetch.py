@@ -107,6 +107,7 @@ def test_no_delta_for_the_active_version_fetches_full_and_says_why(
     assert fb.artifact.read_bytes() == v2
     assert fb.delivery is not None and fb.delivery.method == "full"
     assert "no delta from the active model" in str(fb.delivery.reason)
+    assert not fb.delivery.delta_failed          # nothing went wrong: no state report needed
     assert _full_requested(server, v2)
 
 
@@ -140,6 +141,7 @@ def test_bad_signed_delta_falls_back_to_full_and_leaves_the_base(
     assert fb.artifact.read_bytes() == v2
     assert fb.delivery is not None and fb.delivery.method == "full"
     assert "delta failed" in str(fb.delivery.reason) and why in str(fb.delivery.reason)
+    assert fb.delivery.delta_failed
     assert _full_requested(server, v2)
     assert base.path.read_bytes() == v1                  # the active model is untouched
     assert not [p for p in (tmp_path / "tuf" / "targets").iterdir() if p.name.startswith(".")]
