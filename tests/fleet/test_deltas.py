@@ -20,6 +20,7 @@ from fleet.deltas import DeltaBase, plan_bases, summarise_deliveries
 from fleet.repository import Repository, sign_targets_update
 from fleet.store import Store
 from fleet.store.models import TelemetryRow
+from fleet.worker import StoreCatalog
 from tests.edgeops.bundles import PASSPHRASE
 from tests.edgeops.delta_models import mlp_bundle
 from tests.fleet.helpers import publish, repository
@@ -95,6 +96,9 @@ def test_publish_lists_and_serves_a_signed_delta(store: Store, keystore: KeyStor
     assert repo.target_file(f"x/{sha}.{path.rsplit('/', 1)[1]}").read_bytes() == f.read_bytes()
     targets = Metadata.from_bytes(repo.current_targets() or b"")
     assert path in targets.signed.targets      # type: ignore[attr-defined]
+    # deliverable over MQTT chunks to that target's devices only, like its artifact
+    info = StoreCatalog(store).artifact(sha)
+    assert info is not None and info.targets == frozenset({"x86-cpu"})
 
 
 def test_unsigned_delta_is_refused_and_nothing_is_published(
