@@ -200,8 +200,9 @@ def publish_bundle(svc: Services, call: Call) -> Any:
     path = svc.upload_dir / f"{upload}.edgebundle"
     if not path.is_file():
         raise NotFoundError(f"no upload {upload!r}", hint="upload the bundle first")
-    deltas = _delta_uploads(svc, b.get("deltas", {}))
+    deltas: dict[str, Path] = {}
     try:
+        deltas = _delta_uploads(svc, b.get("deltas", {}))
         r = svc.repository.publish(path, targets.encode("utf-8"), deltas)
     finally:
         path.unlink(missing_ok=True)

@@ -171,3 +171,23 @@ def test_publish_makes_deltas_from_deployed_versions_and_status_shows_bytes_save
     assert d["devices_by_delta"] == 2 and d["bytes_saved"] == 2 * (full.file.size - size)
     code, out, _ = run(capsys, "fleet", "status", dep["id"])
     assert code == 0 and "2 of 3 devices by delta" in out and f"({d['bytes_saved']} saved)" in out
+
+
+def test_publish_with_bad_delta_uploads_is_refused(live: LiveFleet, mlps: dict[str, Path],
+                                                   keystore: KeyStore) -> None:
+    from fleet.client import FleetClient
+    from fleet.errors import NotFoundError
+
+    c = FleetClient(live.url, live.admin)
+    root = Metadata[Root].from_file(str(root_path(keystore)))
+    targets = sign_targets_update(c.current_targets(), read_bundle(mlps["1.0.0"]), root,
+                                  keystore.signer("targets", PASSPHRASE))
+    with pytest.raises(NotFoundError, match="no upload"):
+        c.publish(c.upload(mlps["1.0.0"])["upload"], targets, {"bundles/x": "abc123"})
+    from edgeops.errors import UsageError
+    with pytest.raises(UsageError, match="deltas"):
+        c.request("POST", "/api/v1/bundles", body={"upload": c.upload(mlps["1.0.0"])["upload"],
+                                                   "targets": targets.decode(),
+                                                   "deltas": {"p": "../../etc"}})
+    assert c.bundles()["items"] == []
+    assert not list((live.server.opts.data).rglob("*.edgebundle"))   # uploads cleaned up
