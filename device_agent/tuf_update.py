@@ -190,6 +190,13 @@ class TufClient:
         with _tuf_errors(f"TUF lookup of {path}"):
             return self._updater.get_targetinfo(path)
 
+    def cached(self, info: TargetFile) -> Path | None:
+        """The verified target if it is in the cache already (nothing is fetched)."""
+        assert self._updater is not None, "refresh() first"
+        with _tuf_errors(f"cache lookup of {info.path}"):
+            found = self._updater.find_cached_target(info)
+        return Path(found) if found is not None else None
+
     def download(self, info: TargetFile) -> Path:
         """The verified target on disk (already cached ones are re-verified, not re-fetched)."""
         assert self._updater is not None, "refresh() first"
@@ -222,8 +229,9 @@ class ActiveArtifact:
 class Delivery:
     """How the artifact arrived, for the device's report and the fleet's bytes-saved figure.
 
-    ``method`` is ``"delta"`` or ``"full"``; ``fetched_bytes`` what came over the network for
-    the artifact (the delta's size, or the full size); ``reason`` why the full artifact was
+    ``method`` is ``"delta"``, ``"full"`` or ``"cached"`` (already on the device);
+    ``fetched_bytes`` what came over the network for the artifact (the delta's size, the full
+    size, or 0); ``reason`` why the full artifact was
     fetched although a delta was looked for (None when the delta was used or not looked for).
     """
 
@@ -313,6 +321,9 @@ def _artifact(client: TufClient, name: str, version: str, target: str, tinfo: Ta
     """The artifact by delta when one fits the active model, else in full (saying why)."""
     reason: str | None = None
     failed = False
+    cached = client.cached(tinfo)
+    if cached is not None:                 # e.g. deployed again after a rollback
+        return cached, Delivery("cached", 0, tinfo.length)
     if base is not None and base.sha256 != tinfo.hashes.get("sha256"):
         try:
             path, sent = _via_delta(client, name, version, target, tinfo, base, progress)

@@ -96,6 +96,20 @@ def test_delta_is_used_when_it_starts_from_the_active_model(
     assert any(p.endswith(".edgedelta") for p in server.requests)
 
 
+def test_an_artifact_already_cached_is_neither_fetched_nor_rebuilt(
+        tmp_path: Path, keys: KeyStore, versions: tuple[bytes, bytes, Path],
+        base: ActiveArtifact) -> None:
+    v1, v2, _ = versions
+    repo = _repo(keys, versions, diff_artifacts(v1, v2).to_bytes())
+    _fetch(tmp_path, keys, repo, base)
+    fb, server = _fetch(tmp_path, keys, repo, base)           # same TUF cache directory
+    assert fb.artifact.read_bytes() == v2
+    assert fb.delivery is not None and (fb.delivery.method, fb.delivery.fetched_bytes) == (
+        "cached", 0)
+    assert not any(p.endswith(".edgedelta") for p in server.requests)
+    assert not _full_requested(server, v2)
+
+
 def test_no_delta_for_the_active_version_fetches_full_and_says_why(
         tmp_path: Path, keys: KeyStore, versions: tuple[bytes, bytes, Path],
         base: ActiveArtifact) -> None:
