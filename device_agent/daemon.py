@@ -558,6 +558,7 @@ class Agent:
             return
         self._note_delivery(dep, label, fetched)
         outcome = self.core.install(request_from_fetched(fetched, dep))
+        self._record_delivery(dep, label, fetched)
         if outcome.phase in (DevicePhase.FAILED, DevicePhase.ROLLED_BACK):
             log.warning("deployment %s: %s %s: %s", dep, label, outcome.phase.value,
                         self.redact(outcome.reason or "no reason given"))
@@ -565,17 +566,20 @@ class Agent:
             log.info("deployment %s: %s", dep, outcome.phase.value)
 
     def _note_delivery(self, dep: str | None, label: str, fetched: Any) -> None:
-        """Delta or full, bytes fetched, and why a delta was not used (issue 20)."""
-        from device_agent.tuf_update import delivery_record
-
+        """A published delta that failed before the install: say why (issue 20)."""
         d = fetched.delivery
-        if d is None:
-            return
-        rec = delivery_record(self.clock(), dep, label, d)
-        self.telemetry_q.push(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
-        if d.delta_failed and d.reason:
+        if d is not None and d.delta_failed and d.reason:
             self.report(DevicePhase.DOWNLOADING, deployment_id=dep, bundle=label,
                         reason=self.redact(d.reason))
+
+    def _record_delivery(self, dep: str | None, label: str, fetched: Any) -> None:
+        """Delta, full or cached, and the bytes fetched: the fleet's bytes-saved figure."""
+        from device_agent.tuf_update import delivery_record
+
+        d = fetched.final_delivery()
+        if d is not None:
+            rec = delivery_record(self.clock(), dep, label, d)
+            self.telemetry_q.push(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
 
     def redact(self, text: str) -> str:
         """``text`` without credentials (URL user:password, the broker password).

@@ -25,6 +25,7 @@ from tuf.api import exceptions as tuf_exc
 from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import FetcherInterface, Updater
 
+from device_agent.installer import DeltaArtifact
 from device_agent.slots import SlotStore
 from device_agent.tuf_client import (
     MQTT_METADATA_URL,
@@ -34,7 +35,13 @@ from device_agent.tuf_client import (
 )
 from edgeops.bundle.manifest import Manifest
 from edgeops.bundle.signing import SignatureSet, verify_signatures
-from edgeops.delta import FileId, apply_delta_file, delta_target_path
+from edgeops.delta import (
+    DeltaError,
+    FileId,
+    apply_delta_file,
+    delta_target_path,
+    read_delta_header,
+)
 from edgeops.errors import EdgeOpsError, TransportError, VerificationError
 from edgeops.fsutil import atomic_write
 from edgeops.trust import trusted_targets_keys
@@ -256,9 +263,24 @@ class FetchedBundle:
     manifest: Manifest
     manifest_bytes: bytes
     signatures_bytes: bytes
-    artifact: Path
+    artifact: Path | DeltaArtifact         # a delta is rebuilt by the installer, in the slot
     golden: Path | None
     delivery: Delivery | None = None
+
+    def final_delivery(self) -> Delivery | None:
+        """How the artifact came, after the install (a failed rebuild fetched it in full)."""
+        if isinstance(self.artifact, DeltaArtifact) and isinstance(
+                self.artifact.fallback, _FullFallback) and self.artifact.fallback.used:
+            return self.artifact.fallback.used
+        return self.delivery
+
+    def artifact_path(self, scratch: Path) -> Path:
+        """The artifact as a file (a delta rebuilt into ``scratch``)."""
+        if isinstance(self.artifact, DeltaArtifact):
+            apply_delta_file(self.artifact.base, self.artifact.delta, scratch,
+                             expect=FileId(self.artifact.sha256, self.artifact.size))
+            return scratch
+        return self.artifact
 
     def stage(self, directory: Path) -> Path:
         """Lay the files out like an extracted bundle (manifest.json, artifacts/<target>/...)."""
@@ -266,7 +288,10 @@ class FetchedBundle:
         assert entry is not None
         atomic_write(directory / "manifest.json", self.manifest_bytes)
         atomic_write(directory / "signatures.json", self.signatures_bytes)
-        atomic_write(directory / entry.file.path, self.artifact.read_bytes())
+        art = self.artifact_path(directory / f"{entry.file.path}.rebuilt")
+        atomic_write(directory / entry.file.path, art.read_bytes())
+        if art != self.artifact:
+            art.unlink()
         if entry.golden is not None and self.golden is not None:
             atomic_write(directory / entry.golden.path, self.golden.read_bytes())
         return directory
@@ -274,25 +299,39 @@ class FetchedBundle:
 
 def _via_delta(client: TufClient, name: str, version: str, target: str, full: TargetFile,
                base: ActiveArtifact, progress: Callable[[str], None]) -> tuple[Path, int]:
-    """The new artifact rebuilt from ``base`` and a signed delta; raises with the reason.
-
-    The delta is an ordinary TUF target (signed length and hash, offline targets key); the
-    rebuilt file is written atomically where the full download would have gone and kept only
-    if it has the full artifact's signed length and SHA-256.
-    """
+    """The signed delta from ``base`` to ``full``, downloaded and its header checked; raises
+    with the reason. The artifact itself is rebuilt by the installer, into the slot."""
     path = delta_target_path(name, version, target, base.sha256, full.hashes["sha256"])
     dinfo = client.target_info(path)
     if dinfo is None:
         raise _NoDelta(f"no delta from the active model ({base.sha256[:12]}) is published")
     progress(path)
     delta = client.download(dinfo)
-    final = client.targets_dir / quote(full.path, "")
     try:
-        apply_delta_file(base.path, delta, final,
-                         expect=FileId(full.hashes["sha256"], full.length))
-    finally:
-        delta.unlink(missing_ok=True)      # used once: the rebuilt artifact is what is kept
-    return final, dinfo.length
+        header, _ = read_delta_header(delta)
+        if header.base != FileId(base.sha256, base.size):
+            raise DeltaError(f"delta was made from {header.base.sha256[:12]}, which this "
+                             "device does not hold")
+        if header.to != FileId(full.hashes["sha256"], full.length):
+            raise DeltaError(f"delta yields {header.to.sha256[:12]}, not the signed artifact "
+                             f"{full.hashes['sha256'][:12]}")
+    except BaseException:
+        delta.unlink(missing_ok=True)
+        raise
+    return delta, dinfo.length
+
+
+class _FullFallback:
+    """Fetches the full artifact when rebuilding from the delta fails at install time, and
+    remembers that it did (for the delivery record)."""
+
+    def __init__(self, client: TufClient, tinfo: TargetFile) -> None:
+        self.client, self.tinfo = client, tinfo
+        self.used: Delivery | None = None
+
+    def __call__(self, reason: str) -> Path:
+        self.used = Delivery("full", self.tinfo.length, self.tinfo.length, reason, True)
+        return self.client.download(self.tinfo)
 
 
 class _NoDelta(Exception):
@@ -317,7 +356,7 @@ def delivery_record(ts: float, deployment_id: str | None, bundle: str,
 
 def _artifact(client: TufClient, name: str, version: str, target: str, tinfo: TargetFile,
               base: ActiveArtifact | None,
-              progress: Callable[[str], None]) -> tuple[Path, Delivery]:
+              progress: Callable[[str], None]) -> tuple[Path | DeltaArtifact, Delivery]:
     """The artifact by delta when one fits the active model, else in full (saying why)."""
     reason: str | None = None
     failed = False
@@ -326,15 +365,17 @@ def _artifact(client: TufClient, name: str, version: str, target: str, tinfo: Ta
         return cached, Delivery("cached", 0, tinfo.length)
     if base is not None and base.sha256 != tinfo.hashes.get("sha256"):
         try:
-            path, sent = _via_delta(client, name, version, target, tinfo, base, progress)
-            return path, Delivery("delta", sent, tinfo.length)
+            delta, sent = _via_delta(client, name, version, target, tinfo, base, progress)
+            return (DeltaArtifact(base.path, delta, tinfo.hashes["sha256"], tinfo.length,
+                                  _FullFallback(client, tinfo)),
+                    Delivery("delta", sent, tinfo.length))
         except _NoDelta as exc:
             reason = str(exc)
         except EdgeOpsError as exc:        # transport, bad delta, wrong base: fetch it whole
             reason, failed = f"delta failed ({exc.message}); fetched the full artifact", True
         except OSError as exc:
-            reason, failed = (f"rebuilding from the delta failed ({exc.strerror or exc}); "
-                              "fetched the full artifact"), True
+            reason, failed = (f"delta failed ({exc.strerror or exc}); fetched the full "
+                              "artifact"), True
         log.info("%s@%s: %s", name, version, reason)
     return client.download(tinfo), Delivery("full", tinfo.length, tinfo.length, reason, failed)
 
@@ -377,7 +418,7 @@ def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
     if entry is None:
         raise VerificationError(f"{name}@{version} has no artifact for target {target!r}",
                                 hint="build the bundle with this device's --target")
-    paths: list[Path | None] = []
+    paths: list[Path | DeltaArtifact | None] = []
     delivery: Delivery | None = None
     for ref in (entry.file, entry.golden):
         if ref is None:
@@ -391,11 +432,11 @@ def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
                                     "on size or SHA-256")
         progress(ref.path)
         if ref is entry.file:
-            artifact, delivery = _artifact(client, name, version, target, tinfo, active,
-                                           progress)
-            paths.append(artifact)
+            got, delivery = _artifact(client, name, version, target, tinfo, active, progress)
+            paths.append(got)
         else:
             paths.append(client.download(tinfo))
-    assert paths[0] is not None
+    art, golden = paths
+    assert art is not None and not isinstance(golden, DeltaArtifact)
     return FetchedBundle(name, version, target, manifest, manifest_bytes, sig_bytes,
-                         paths[0], paths[1], delivery)
+                         art, golden, delivery)

@@ -1,11 +1,12 @@
-"""Child process for the delta kill test: rebuilds from deltas and installs, forever.
+"""Child process for the delta kill test: installs from deltas, forever.
 
-Run as ``python -m tests.device_agent.delta_crash_child SLOTS ROOT STAGING V1 V2 D12 D21``:
-V1/V2 are bundles, D12/D21 the deltas between their artifacts. Each round rebuilds the other
-version's artifact from the active slot's model (as the agent does after a delta download),
-then installs it. Reads of the old model are slowed down (a slow flash chip) so the parent's
-SIGKILL often lands mid-reconstruction; it prints ``rebuild <version>`` before and ``rebuilt``
-after each reconstruction so the parent knows where the kill landed.
+Run as ``python -m tests.device_agent.delta_crash_child SLOTS ROOT V1 V2 D12 D21``:
+V1/V2 are bundles, D12/D21 the deltas between their artifacts. Each round installs the other
+version as a delta from the active slot's model, rebuilt by the installer straight into the
+inactive slot (as the agent does after a delta download). Reads of the old model are slowed
+down (a slow flash chip) so the parent's SIGKILL often lands mid-reconstruction; it prints
+``rebuild <version>`` before and ``rebuilt`` after each reconstruction so the parent knows
+where the kill landed.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+import edgeops.delta
 import edgeops.delta.apply as ap
 from device_agent.core import load_trusted_root
 from device_agent.health import HealthSettings, check_slot
-from device_agent.installer import Installer, InstallRequest
+from device_agent.installer import DeltaArtifact, Installer, InstallRequest
 from device_agent.slots import SlotStore
 from device_agent.tuf_update import active_artifact
-from edgeops.delta import FileId
 from edgeops.trust import trusted_targets_keys
 from tests.device_agent.bundles import bundle_parts
 
@@ -35,7 +36,7 @@ def _slow(real):  # type: ignore[no-untyped-def]
     return pread
 
 
-def main(slots: str, root: str, staging: str, v1: str, v2: str, d12: str, d21: str) -> None:
+def main(slots: str, root: str, v1: str, v2: str, d12: str, d21: str) -> None:
     keys, threshold = trusted_targets_keys(load_trusted_root(Path(root)))
     store = SlotStore(Path(slots))
     inst = Installer(store, target="x86-cpu", trusted=keys,  # type: ignore[arg-type]
@@ -47,7 +48,19 @@ def main(slots: str, root: str, staging: str, v1: str, v2: str, d12: str, d21: s
         p = parts["1.0.0"]
         inst.install(InstallRequest(p.manifest, p.signatures, p.artifact, p.golden))
     ap._pread = _slow(ap._pread)  # type: ignore[assignment]
-    out = Path(staging) / "model.onnx"
+    real_apply = edgeops.delta.apply_delta
+
+    def apply_and_say(*a, **kw):  # type: ignore[no-untyped-def]
+        got = real_apply(*a, **kw)
+        sys.stdout.write("rebuilt\n")
+        sys.stdout.flush()
+        return got
+
+    edgeops.delta.apply_delta = apply_and_say  # type: ignore[assignment]
+
+    def no_fallback(reason: str) -> Path:
+        raise RuntimeError(f"the delta must apply: {reason}")
+
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     while True:
@@ -57,12 +70,11 @@ def main(slots: str, root: str, staging: str, v1: str, v2: str, d12: str, d21: s
         new = parts["2.0.0" if info.version == "1.0.0" else "1.0.0"]
         sys.stdout.write(f"rebuild {info.version}\n")
         sys.stdout.flush()
-        expect = FileId(hashlib.sha256(new.artifact).hexdigest(), len(new.artifact))
-        ap.apply_delta_file(base.path, deltas[info.version], out, expect=expect)
-        sys.stdout.write("rebuilt\n")
-        sys.stdout.flush()
-        inst.install(InstallRequest(new.manifest, new.signatures, out, new.golden))
+        art = DeltaArtifact(base.path, deltas[info.version],
+                            hashlib.sha256(new.artifact).hexdigest(), len(new.artifact),
+                            no_fallback)
+        inst.install(InstallRequest(new.manifest, new.signatures, art, new.golden))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:8])
+    main(*sys.argv[1:7])

@@ -1,8 +1,9 @@
 """The daemon with delta updates: real broker, real TUF repo with signed deltas, real agent.
 
-1.0.0 is installed in full (nothing to start from), 2.0.0 arrives as a delta from it, and 3.0.0's
-published delta is bad (made from another model), so the agent fetches 3.0.0 in full and says
-why; every step ends healthy on the new model.
+1.0.0 is installed in full (nothing to start from), 2.0.0 arrives as a delta from it (rebuilt
+into the inactive slot), 3.0.0's published delta is made from another model (refused from its
+header: the agent fetches 3.0.0 in full) and 4.0.0's has a corrupt payload (found while
+rebuilding: the installer installs the full artifact). Each says why; every step ends healthy.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def fr(tmp_path_factory: pytest.TempPathFactory) -> FleetRepo:
     out = tmp / "bundles"
     out.mkdir()
     bundles = {v: build_bundle(out, fleet, version=v, scale=s)
-               for v, s in (("1.0.0", 2.0), ("2.0.0", 3.0), ("3.0.0", 4.0))}
+               for v, s in (("1.0.0", 2.0), ("2.0.0", 3.0), ("3.0.0", 4.0), ("4.0.0", 5.0))}
     for b in bundles.values():
         repo.add_bundle(b)
     art = {v: bundle_parts(b).artifact for v, b in bundles.items()}
@@ -47,6 +48,10 @@ def fr(tmp_path_factory: pytest.TempPathFactory) -> FleetRepo:
     repo.add_target(delta_target_path("classifier", "3.0.0", "x86-cpu", sha["2.0.0"],
                                       sha["3.0.0"]),       # signed, but made from 1.0.0
                     diff_artifacts(art["1.0.0"], art["3.0.0"]).to_bytes())
+    corrupt = bytearray(diff_artifacts(art["3.0.0"], art["4.0.0"]).to_bytes())
+    corrupt[-3] ^= 0xFF                                    # signed as it is: a publisher bug
+    repo.add_target(delta_target_path("classifier", "4.0.0", "x86-cpu", sha["3.0.0"],
+                                      sha["4.0.0"]), bytes(corrupt))
     repo.publish()
     return FleetRepo(fleet, repo, bundles)
 
@@ -104,3 +109,11 @@ def test_delta_then_bad_delta_falls_back_and_reports_why(mgr: FakeManager, agent
     said = [s["reason"] for s in mgr.states
             if s["deployment_id"] == "d3" and s["phase"] == "downloading" and s["reason"]]
     assert said and "delta failed" in said[0] and "fetched the full artifact" in said[0]
+
+    final = _deploy_and_wait(mgr, "4.0.0", "d4")
+    assert final["phase"] == "healthy" and final["active"]["version"] == "4.0.0"
+    said = [s["reason"] for s in mgr.states
+            if s["deployment_id"] == "d4" and s["phase"] == "installing" and s["reason"]]
+    assert said and "delta failed" in said[0] and "fetching the full artifact" in said[0]
+    rec = _delivery(mgr, "d4")
+    assert rec["method"] == "full" and "delta failed" in rec["reason"]
