@@ -23,7 +23,7 @@ from device_agent import AGENT_VERSION
 from device_agent.config import AgentConfig, parse_driving_signal
 from device_agent.health import DEFAULT_HEALTH, HealthSettings
 from device_agent.inference import InferenceService
-from device_agent.installer import Installer, InstallOutcome, InstallRequest
+from device_agent.installer import DeltaArtifact, Installer, InstallOutcome, InstallRequest
 from device_agent.policy import InstallPolicy
 from device_agent.slots import SlotInfo, SlotStore
 from edgeops.errors import ConfigError, EdgeOpsError
@@ -55,7 +55,8 @@ def load_trusted_root(path: Path) -> Metadata[Root]:
 def request_from_fetched(fetched: Any, deployment_id: str | None) -> InstallRequest:
     """Turn :class:`device_agent.tuf_client.FetchedBundle` into the installer's input."""
     return InstallRequest(manifest=fetched.manifest_bytes, signatures=fetched.signatures_bytes,
-                          artifact=Path(fetched.artifact),
+                          artifact=(fetched.artifact if isinstance(fetched.artifact, DeltaArtifact)
+                                    else Path(fetched.artifact)),
                           golden=Path(fetched.golden) if fetched.golden else None,
                           deployment_id=deployment_id, expect_name=fetched.name,
                           expect_version=fetched.version)

@@ -704,12 +704,30 @@ class Agent:
             log.warning("deployment %s: %s refused: %s", dep, label, reason)
             self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label, reason=reason)
             return
+        self._note_delivery(dep, label, fetched)
         outcome = self.core.install(request_from_fetched(fetched, dep))
+        self._record_delivery(dep, label, fetched)
         if outcome.phase in (DevicePhase.FAILED, DevicePhase.ROLLED_BACK):
             log.warning("deployment %s: %s %s: %s", dep, label, outcome.phase.value,
                         self.redact(outcome.reason or "no reason given"))
         else:
             log.info("deployment %s: %s", dep, outcome.phase.value)
+
+    def _note_delivery(self, dep: str | None, label: str, fetched: Any) -> None:
+        """A published delta that failed before the install: say why (issue 20)."""
+        d = fetched.delivery
+        if d is not None and d.delta_failed and d.reason:
+            self.report(DevicePhase.DOWNLOADING, deployment_id=dep, bundle=label,
+                        reason=self.redact(d.reason))
+
+    def _record_delivery(self, dep: str | None, label: str, fetched: Any) -> None:
+        """Delta, full or cached, and the bytes fetched: the fleet's bytes-saved figure."""
+        from device_agent.tuf_update import delivery_record
+
+        d = fetched.final_delivery()
+        if d is not None:
+            rec = delivery_record(self.clock(), dep, label, d)
+            self.telemetry_q.push(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
 
     def redact(self, text: str) -> str:
         """``text`` without credentials (URL user:password, the broker password).
@@ -761,8 +779,9 @@ class Agent:
                rollback: bool = False) -> Any:
         # ngclient and urllib3 load with the first update, not at start (module docstring of
         # device_agent.tuf_client)
-        from device_agent.tuf_update import TufClient, fetch_bundle
+        from device_agent.tuf_update import TufClient, active_artifact, fetch_bundle
 
+        base = active_artifact(self.core.store)
         cache = self.config.data_dir / "tuf"
         tuf = TufClient.over_mqtt(self.config.trust.root, cache, self.transport)
         deadline = time.monotonic() + self.settings.metadata_wait_s
@@ -797,7 +816,7 @@ class Agent:
             fetched = fetch_bundle(tuf, name, version, self.config.target,
                                    wait_for_metadata=wait_for_metadata, progress=progress,
                                    check_space=check_space, installed=installed,
-                                   rollback=rollback)
+                                   rollback=rollback, active=base)
         except TransportError as exc:
             if not (self.settings.http_fallback and self.config.fleet_url):
                 raise
@@ -807,7 +826,7 @@ class Agent:
                                       self.settings.download)
             fetched = fetch_bundle(tuf, name, version, self.config.target, progress=progress,
                                    check_space=check_space, installed=installed,
-                                   rollback=rollback)
+                                   rollback=rollback, active=base)
         finally:
             self.transport.check = None
         root = tuf.trusted_root()

@@ -13,6 +13,9 @@ Order and why:
    target's artifact and golden digests and sizes, ``min_agent_version``. Nothing is written
    until all of this passes.
 2. ``installing`` — into the inactive slot (fixed file names: nothing can escape the slot).
+   An artifact that came as a delta is rebuilt here, from the active slot's model straight
+   into the inactive slot; if that fails, the request's ``fallback`` (the daemon's TUF
+   client) fetches the full artifact, the only network I/O an install may trigger.
 3. policy — outside a maintenance window or while driving: ``deferred`` (not failed); the slot
    stays staged and :meth:`Installer.activate_staged` finishes the job later.
 4. ``activated`` — pointer switched, on trial. Inference still serves the old model.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import shutil
 import threading
 import time
@@ -40,7 +44,7 @@ from securesystemslib.signer import Key
 from device_agent import AGENT_VERSION
 from device_agent.health import DEFAULT_HEALTH, HealthResult, HealthSettings, check_slot_isolated
 from device_agent.policy import InstallPolicy, PolicyDecision
-from device_agent.slots import SLOT_FILES, SlotInfo, SlotStore
+from device_agent.slots import SLOT_FILES, SlotInfo, SlotStore, SlotWriter
 from edgeops.bundle.manifest import ArtifactEntry, Manifest, parse_version
 from edgeops.bundle.signing import SignatureSet, verify_signatures
 from edgeops.errors import BadContentError, EdgeOpsError, VerificationError
@@ -48,6 +52,7 @@ from edgeops.fsutil import atomic_write
 from edgeops.protocol.messages import DevicePhase
 
 __all__ = [
+    "DeltaArtifact",
     "IncompatibleBundleError",
     "InstallOutcome",
     "InstallRequest",
@@ -55,6 +60,8 @@ __all__ = [
     "VerifiedUpdate",
     "verify_update",
 ]
+
+log = logging.getLogger(__name__)
 
 PhaseCallback = Callable[[DevicePhase, str | None, str | None], None]
 HealthCheck = Callable[[Path, str], HealthResult]
@@ -67,12 +74,28 @@ class IncompatibleBundleError(BadContentError):
 
 
 @dataclass(frozen=True)
+class DeltaArtifact:
+    """The new artifact as a signed delta from the active slot's model (issue 20).
+
+    It is rebuilt straight into the inactive slot as the slot is written, checked against the
+    signed manifest's digest and size there; if the rebuild fails (corrupt payload, full disk),
+    ``fallback(reason)`` fetches the full artifact, which is installed instead.
+    """
+
+    base: Path
+    delta: Path
+    sha256: str
+    size: int
+    fallback: Callable[[str], Path]
+
+
+@dataclass(frozen=True)
 class InstallRequest:
     """What a download produced. ``artifact`` may be bytes or a file (large models)."""
 
     manifest: bytes
     signatures: bytes
-    artifact: bytes | Path
+    artifact: bytes | Path | DeltaArtifact
     golden: bytes | Path | None
     deployment_id: str | None = None
     expect_name: str | None = None        # from the deploy command: refuse anything else
@@ -137,7 +160,10 @@ def verify_update(req: InstallRequest, *, target: str, trusted: Sequence[Key], t
         raise IncompatibleBundleError(f"{label} needs agent {manifest.min_agent_version} or "
                                       f"newer; this agent is {agent_version}",
                                       hint="upgrade the agent before deploying this bundle")
-    sha, size = _digest_and_size(req.artifact)
+    if isinstance(req.artifact, DeltaArtifact):    # what it yields; checked again as written
+        sha, size = req.artifact.sha256, req.artifact.size
+    else:
+        sha, size = _digest_and_size(req.artifact)
     if (sha, size) != (entry.file.sha256, entry.file.size):
         raise VerificationError(f"artifact for {target} does not match the signed manifest "
                                 f"(sha256 {sha[:12]}…, {size} bytes; manifest "
@@ -294,7 +320,9 @@ class Installer:
                                (SLOT_FILES["golden"], req.golden, entry.golden)):
             if src is None or ref is None:
                 continue
-            if isinstance(src, bytes):
+            if isinstance(src, DeltaArtifact):
+                self._stage_delta(writer, name, src, ref.sha256, ref.size, update.label)
+            elif isinstance(src, bytes):
                 writer.write_stream(name, io.BytesIO(src), ref.sha256, ref.size)
             else:
                 writer.write_file(name, src, ref.sha256, ref.size)
@@ -304,6 +332,27 @@ class Installer:
                                     "installed_at": self._clock(),
                                     "runtime": entry.runtime,
                                     "providers": list(entry.providers)})
+
+    def _stage_delta(self, writer: SlotWriter, name: str, src: DeltaArtifact, sha256: str,
+                     size: int, label: str) -> None:
+        """Rebuild the artifact from the active model and the delta into the slot; on any
+        failure fetch the full artifact and write that (saying why in an ``installing``
+        report). The active slot is only read."""
+        from edgeops.delta import FileId, apply_delta  # zstandard: only when a delta comes
+
+        try:
+            writer.write_from(name, lambda out: apply_delta(src.base, src.delta, out,
+                                                            expect=FileId(sha256, size)),
+                              sha256, size)
+            return
+        except EdgeOpsError as exc:
+            why = exc.message
+        except OSError as exc:                 # a full disk, an unreadable old model
+            why = exc.strerror or str(exc)
+        reason = f"delta failed ({why}); fetching the full artifact"
+        log.warning("%s: %s", label, reason)
+        self._phase(DevicePhase.INSTALLING, label, reason)
+        writer.write_file(name, src.fallback(reason), sha256, size)
 
     def _space_shortfall(self, update: VerifiedUpdate) -> str | None:
         """Refuse early (nothing written) when the slot would not fit beside the reserve."""

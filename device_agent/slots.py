@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -142,6 +142,19 @@ class SlotWriter:
                                       "(artifact altered)", hint="do not install this file")
         self._files[name] = (digest, size)
 
+    def write_from(self, name: str, produce: Callable[[BinaryIO], object],
+                   expected_sha256: str, expected_size: int) -> None:
+        """Let ``produce`` write the file (a delta being applied), hashing what it writes; a
+        mismatch with the expected digest or size aborts and leaves nothing behind."""
+        self._check_name(name)
+        with atomic_open(self.dir / name) as out:
+            w = _HashingWriter(out)
+            produce(w)  # type: ignore[arg-type]  # a write-only file object
+            if (w.sha256.hexdigest(), w.size) != (expected_sha256, expected_size):
+                raise BadContentError(f"{name} does not match the manifest's SHA-256/size "
+                                      "(rebuilt wrongly)", hint="do not install this file")
+        self._files[name] = (expected_sha256, expected_size)
+
     def write_file(self, name: str, src: Path, expected_sha256: str | None = None,
                    expected_size: int | None = None) -> None:
         with open(src, "rb") as f:
@@ -155,6 +168,20 @@ class SlotWriter:
                         dict(extra or {}))
         atomic_write(self.dir / _META, json.dumps(info.to_dict(), sort_keys=True).encode())
         return info
+
+
+class _HashingWriter:
+    """A write-only file that hashes and counts what passes through it."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._out.write(data)
 
 
 class SlotStore:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -25,6 +26,8 @@ from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import FetcherInterface, Updater
 
 from device_agent.diskspace import DiskFullError, is_disk_full
+from device_agent.installer import DeltaArtifact
+from device_agent.slots import SlotStore
 from device_agent.tuf_client import (
     MQTT_METADATA_URL,
     MQTT_TARGETS_URL,
@@ -33,12 +36,22 @@ from device_agent.tuf_client import (
 )
 from edgeops.bundle.manifest import Manifest
 from edgeops.bundle.signing import SignatureSet, verify_signatures
-from edgeops.errors import TransportError, VerificationError
+from edgeops.delta import (
+    DeltaError,
+    FileId,
+    apply_delta_file,
+    delta_target_path,
+    read_delta_header,
+)
+from edgeops.errors import EdgeOpsError, TransportError, VerificationError
 from edgeops.floors import check_install, floors_from_file
 from edgeops.fsutil import atomic_write
 from edgeops.trust import trusted_targets_keys
 
-__all__ = ["FetchedBundle", "HttpFetcher", "MqttFetcher", "TufClient", "fetch_bundle"]
+__all__ = ["ActiveArtifact", "Delivery", "FetchedBundle", "HttpFetcher", "MqttFetcher",
+           "TufClient", "active_artifact", "delivery_record", "fetch_bundle"]
+
+log = logging.getLogger(__name__)
 
 _NO_LIMITS_GIVEN = DownloadLimits()
 
@@ -196,6 +209,13 @@ class TufClient:
         with _tuf_errors(f"TUF lookup of {path}"):
             return self._updater.get_targetinfo(path)
 
+    def cached(self, info: TargetFile) -> Path | None:
+        """The verified target if it is in the cache already (nothing is fetched)."""
+        assert self._updater is not None, "refresh() first"
+        with _tuf_errors(f"cache lookup of {info.path}"):
+            found = self._updater.find_cached_target(info)
+        return Path(found) if found is not None else None
+
     def download(self, info: TargetFile) -> Path:
         """The verified target on disk (already cached ones are re-verified, not re-fetched)."""
         assert self._updater is not None, "refresh() first"
@@ -216,6 +236,36 @@ class TufClient:
 
 
 @dataclass(frozen=True)
+class ActiveArtifact:
+    """The model file the device serves now: what a delta may start from."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How the artifact arrived, for the device's report and the fleet's bytes-saved figure.
+
+    ``method`` is ``"delta"``, ``"full"`` or ``"cached"`` (already on the device);
+    ``fetched_bytes`` what came over the network for the artifact (the delta's size, the full
+    size, or 0); ``reason`` why the full artifact was
+    fetched although a delta was looked for (None when the delta was used or not looked for).
+    """
+
+    method: str
+    fetched_bytes: int
+    full_bytes: int
+    reason: str | None = None
+    delta_failed: bool = False     # a published delta was tried and failed (worth a report)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"method": self.method, "fetched_bytes": self.fetched_bytes,
+                "full_bytes": self.full_bytes, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class FetchedBundle:
     """A bundle's files for this device, each proven by TUF and the targets-key signature."""
 
@@ -225,8 +275,24 @@ class FetchedBundle:
     manifest: Manifest
     manifest_bytes: bytes
     signatures_bytes: bytes
-    artifact: Path
+    artifact: Path | DeltaArtifact         # a delta is rebuilt by the installer, in the slot
     golden: Path | None
+    delivery: Delivery | None = None
+
+    def final_delivery(self) -> Delivery | None:
+        """How the artifact came, after the install (a failed rebuild fetched it in full)."""
+        if isinstance(self.artifact, DeltaArtifact) and isinstance(
+                self.artifact.fallback, _FullFallback) and self.artifact.fallback.used:
+            return self.artifact.fallback.used
+        return self.delivery
+
+    def artifact_path(self, scratch: Path) -> Path:
+        """The artifact as a file (a delta rebuilt into ``scratch``)."""
+        if isinstance(self.artifact, DeltaArtifact):
+            apply_delta_file(self.artifact.base, self.artifact.delta, scratch,
+                             expect=FileId(self.artifact.sha256, self.artifact.size))
+            return scratch
+        return self.artifact
 
     def stage(self, directory: Path) -> Path:
         """Lay the files out like an extracted bundle (manifest.json, artifacts/<target>/...)."""
@@ -234,10 +300,96 @@ class FetchedBundle:
         assert entry is not None
         atomic_write(directory / "manifest.json", self.manifest_bytes)
         atomic_write(directory / "signatures.json", self.signatures_bytes)
-        atomic_write(directory / entry.file.path, self.artifact.read_bytes())
+        art = self.artifact_path(directory / f"{entry.file.path}.rebuilt")
+        atomic_write(directory / entry.file.path, art.read_bytes())
+        if art != self.artifact:
+            art.unlink()
         if entry.golden is not None and self.golden is not None:
             atomic_write(directory / entry.golden.path, self.golden.read_bytes())
         return directory
+
+
+def _via_delta(client: TufClient, name: str, version: str, target: str, full: TargetFile,
+               base: ActiveArtifact, progress: Callable[[str], None]) -> tuple[Path, int]:
+    """The signed delta from ``base`` to ``full``, downloaded and its header checked; raises
+    with the reason. The artifact itself is rebuilt by the installer, into the slot."""
+    path = delta_target_path(name, version, target, base.sha256, full.hashes["sha256"])
+    dinfo = client.target_info(path)
+    if dinfo is None:
+        raise _NoDelta(f"no delta from the active model ({base.sha256[:12]}) is published")
+    progress(path)
+    delta = client.download(dinfo)
+    try:
+        header, _ = read_delta_header(delta)
+        if header.base != FileId(base.sha256, base.size):
+            raise DeltaError(f"delta was made from {header.base.sha256[:12]}, which this "
+                             "device does not hold")
+        if header.to != FileId(full.hashes["sha256"], full.length):
+            raise DeltaError(f"delta yields {header.to.sha256[:12]}, not the signed artifact "
+                             f"{full.hashes['sha256'][:12]}")
+    except BaseException:
+        delta.unlink(missing_ok=True)
+        raise
+    return delta, dinfo.length
+
+
+class _FullFallback:
+    """Fetches the full artifact when rebuilding from the delta fails at install time, and
+    remembers that it did (for the delivery record)."""
+
+    def __init__(self, client: TufClient, tinfo: TargetFile) -> None:
+        self.client, self.tinfo = client, tinfo
+        self.used: Delivery | None = None
+
+    def __call__(self, reason: str) -> Path:
+        self.used = Delivery("full", self.tinfo.length, self.tinfo.length, reason, True)
+        return self.client.download(self.tinfo)
+
+
+class _NoDelta(Exception):
+    pass
+
+
+def active_artifact(store: SlotStore) -> ActiveArtifact | None:
+    """The active slot's model as a delta base (None when nothing is installed or on trial)."""
+    info = store.active()
+    if info is None or store.pointer().trial or info.model_file not in info.files:
+        return None
+    sha, size = info.files[info.model_file]
+    return ActiveArtifact(store.path(info.slot, info.model_file), sha, size)
+
+
+def delivery_record(ts: float, deployment_id: str | None, bundle: str,
+                    delivery: Delivery) -> dict[str, object]:
+    """A ``delivery`` telemetry record: the fleet sums these into bytes saved per deployment."""
+    return {"kind": "delivery", "ts": ts, "deployment_id": deployment_id, "bundle": bundle,
+            **delivery.to_dict()}
+
+
+def _artifact(client: TufClient, name: str, version: str, target: str, tinfo: TargetFile,
+              base: ActiveArtifact | None,
+              progress: Callable[[str], None]) -> tuple[Path | DeltaArtifact, Delivery]:
+    """The artifact by delta when one fits the active model, else in full (saying why)."""
+    reason: str | None = None
+    failed = False
+    cached = client.cached(tinfo)
+    if cached is not None:                 # e.g. deployed again after a rollback
+        return cached, Delivery("cached", 0, tinfo.length)
+    if base is not None and base.sha256 != tinfo.hashes.get("sha256"):
+        try:
+            delta, sent = _via_delta(client, name, version, target, tinfo, base, progress)
+            return (DeltaArtifact(base.path, delta, tinfo.hashes["sha256"], tinfo.length,
+                                  _FullFallback(client, tinfo)),
+                    Delivery("delta", sent, tinfo.length))
+        except _NoDelta as exc:
+            reason = str(exc)
+        except EdgeOpsError as exc:        # transport, bad delta, wrong base: fetch it whole
+            reason, failed = f"delta failed ({exc.message}); fetched the full artifact", True
+        except OSError as exc:
+            reason, failed = (f"delta failed ({exc.strerror or exc}); fetched the full "
+                              "artifact"), True
+        log.info("%s@%s: %s", name, version, reason)
+    return client.download(tinfo), Delivery("full", tinfo.length, tinfo.length, reason, failed)
 
 
 def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
@@ -245,7 +397,8 @@ def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
                  wait_for_metadata: Callable[[], bool] | None = None,
                  progress: Callable[[str], None] = lambda _m: None,
                  check_space: Callable[[int], None] | None = None,
-                 installed: str | None = None, rollback: bool = False) -> FetchedBundle:
+                 installed: str | None = None, rollback: bool = False,
+                 active: ActiveArtifact | None = None) -> FetchedBundle:
     """Refresh TUF, then download manifest, signatures and ONLY this target's artifact + golden.
 
     ``wait_for_metadata`` (MQTT) blocks until newer metadata arrives and says whether it did: a
@@ -254,7 +407,9 @@ def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
     release floor in the targets just verified, ``installed`` (this model's version on the
     device now, if any) and ``rollback`` (the operator asked to go back). ``check_space``
     gets the signed size of the artifact and golden file together before either is fetched,
-    and raises (:class:`device_agent.diskspace.DiskFullError`) when they cannot fit.
+    and raises (:class:`device_agent.diskspace.DiskFullError`) when they cannot fit. With
+    ``active`` (the model the device serves), the artifact comes as a delta from it when the
+    fleet published one.
     """
     base = f"bundles/{name}/{version}"
     if refresh:
@@ -287,7 +442,8 @@ def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
                                 hint="build the bundle with this device's --target")
     if check_space is not None:
         check_space(entry.file.size + (entry.golden.size if entry.golden else 0))
-    paths: list[Path | None] = []
+    paths: list[Path | DeltaArtifact | None] = []
+    delivery: Delivery | None = None
     for ref in (entry.file, entry.golden):
         if ref is None:
             paths.append(None)
@@ -299,7 +455,12 @@ def fetch_bundle(client: TufClient, name: str, version: str, target: str, *,
             raise VerificationError(f"{ref.path}: TUF targets and the signed manifest disagree "
                                     "on size or SHA-256")
         progress(ref.path)
-        paths.append(client.download(tinfo))
-    assert paths[0] is not None
+        if ref is entry.file:
+            got, delivery = _artifact(client, name, version, target, tinfo, active, progress)
+            paths.append(got)
+        else:
+            paths.append(client.download(tinfo))
+    art, golden = paths
+    assert art is not None and not isinstance(golden, DeltaArtifact)
     return FetchedBundle(name, version, target, manifest, manifest_bytes, sig_bytes,
-                         paths[0], paths[1])
+                         art, golden, delivery)

@@ -364,6 +364,11 @@ def status(deployment_id: str, show_devices: bool, watch: bool, fleet_url: str,
 
     def text() -> str:
         out = _status_text(st)
+        d = st.get("delivery") or {}
+        if d.get("devices_reported"):
+            out += (f"\n  delivery: {d['devices_by_delta']} of {d['devices_reported']} devices by "
+                    f"delta, {d['bytes_fetched']} of {d['bytes_full']} bytes fetched "
+                    f"({d['bytes_saved']} saved)")
         for r in st.get("device_states", []):
             out += (f"\n    {r['device_id']:<24} wave {r['wave']} {r['state']:<12}"
                     f" {r['reason'] or ''}")

@@ -116,9 +116,28 @@ class FleetClient:
         return dict(self.request("POST", "/api/v1/uploads", data=Path(bundle).read_bytes(),
                                  content_type="application/octet-stream"))
 
-    def publish(self, upload: str, targets: bytes) -> dict[str, Any]:
-        return dict(self.request("POST", "/api/v1/bundles", body={
-            "upload": upload, "targets": targets.decode("utf-8")}))
+    def publish(self, upload: str, targets: bytes,
+                deltas: dict[str, str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"upload": upload, "targets": targets.decode("utf-8")}
+        if deltas:
+            body["deltas"] = deltas          # TUF path -> upload id
+        return dict(self.request("POST", "/api/v1/bundles", body=body))
+
+    def deployed_versions(self, name: str) -> list[dict[str, Any]]:
+        """Versions of ``name`` active on devices, per target, most devices first."""
+        return list(self.request("GET", f"/api/v1/bundles/{_q(name)}/deployed")["items"])
+
+    def bundle_manifest(self, name: str, version: str) -> bytes:
+        """A published bundle's manifest (as canonical JSON bytes)."""
+        from edgeops.bundle.manifest import canonical_json
+
+        b = self.request("GET", f"/api/v1/bundles/{_q(name)}/{_q(version)}")
+        return canonical_json(b["manifest"])
+
+    def target_file(self, path: str, sha256: str) -> bytes:
+        """A published TUF target's bytes (checked against ``sha256`` by the caller)."""
+        d, _, base = path.rpartition("/")
+        return bytes(self.request("GET", f"/tuf/targets/{d}/{sha256}.{base}", raw=True))
 
     def deploy(self, name: str, version: str | None, selector: str,
                strategy: dict[str, Any], *, alias: str | None = None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ subclasses printed as one line.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +72,13 @@ def _verified_bundle(bundle_path: Path, root: Any) -> Any:
               type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Upload this signed targets update (repeatable: copies signed by different "
                    "holders are merged) instead of signing here.")
+@click.option("--max-deltas", type=click.IntRange(0, 64), default=None,
+              help="Deltas per target from the older versions devices still run, most "
+                   "devices first (default 3; 0: none; none in threshold rounds).")
 @json_option
 def publish(bundle_path: Path, fleet_url: str, token: str | None, keys_home: Path | None,
             floor: str | None, sign_only: bool, out: Path | None, partials: tuple[Path, ...],
-            as_json: bool) -> None:
+            max_deltas: int | None, as_json: bool) -> None:
     """Upload a signed bundle to a fleet manager, signing the TUF targets update offline.
 
     The bundle is verified here first; the new targets metadata is signed with every offline
@@ -86,6 +89,10 @@ def publish(bundle_path: Path, fleet_url: str, token: str | None, keys_home: Pat
     update (--sign-only -o FILE), the others run `edgeops sign-targets FILE`, and the last
     uploads it (--with-signatures FILE). See docs/SECURITY.md, "Thresholds".
 
+    Deltas from the versions devices still run (docs/FLEET.md, "Delta updates") are made here,
+    listed in the same signed targets and uploaded with the bundle; a delta not smaller than the
+    artifact is not. Threshold rounds (--sign-only, --with-signatures) publish no deltas.
+
     \b
     Example:
       edgeops publish out/vehicle-classifier-2.1.0.edgebundle --fleet http://manager:8080
@@ -93,7 +100,10 @@ def publish(bundle_path: Path, fleet_url: str, token: str | None, keys_home: Pat
       edgeops publish vc-2.1.0.edgebundle --sign-only -o targets.partial.json
       edgeops publish vc-2.1.0.edgebundle --with-signatures targets.partial.json
     """
+    import tempfile
+
     from edgeops.fsutil import atomic_write
+    from fleet.deltas import DEFAULT_MAX_DELTAS, make_deltas
     from fleet.release_signing import (
         add_signatures,
         check_pins,
@@ -107,6 +117,9 @@ def publish(bundle_path: Path, fleet_url: str, token: str | None, keys_home: Pat
     if partials and (sign_only or floor):
         raise UsageError("--with-signatures uploads an update as it was signed",
                          hint="--floor and --sign-only belong to the round that makes the file")
+    if max_deltas and (sign_only or partials):
+        raise UsageError("threshold rounds publish no deltas",
+                         hint="leave out --max-deltas with --sign-only/--with-signatures")
     show = progress_printer(as_json)
     keys, root = _release_root(keys_home)
     bundle = _verified_bundle(bundle_path, root)
@@ -129,47 +142,60 @@ def publish(bundle_path: Path, fleet_url: str, token: str | None, keys_home: Pat
         _published(as_json, out_)
         return
     signers = keys.targets_signers(passphrase_from_env())
-    for attempt in range(3):
-        md = targets_update(client.current_targets(), bundle, root, floor=floor)
-        data = add_signatures(md, signers)
-        state = signing_state(root, md)
-        if sign_only:
-            assert out is not None
-            atomic_write(out, data)
-            emit(as_json, {"out": str(out), "version": state.version,
-                           "signed_by": list(state.signed_by), "threshold": state.threshold,
-                           "floors": state.floors},
-                 f"wrote {out}: {state.line()}"
-                 + ("" if state.complete else
-                    f"\nnext: other holders run `edgeops sign-targets {out.name}`, then "
-                    f"`edgeops publish {bundle_path.name} --with-signatures {out.name}`"))
-            return
-        if not state.complete:
-            raise VerificationError(f"this machine holds {len(signers)} targets key(s); "
-                                    f"{state.line()}",
-                                    hint="sign in rounds: `edgeops publish --sign-only -o FILE`, "
-                                         "`edgeops sign-targets FILE`, `--with-signatures FILE`")
-        try:
-            out_ = _upload(client, bundle_path, data, show)
-            break
-        except ConflictError:
-            if attempt == 2:
-                raise
-            show("someone published in between; retrying with the new targets")
-    _published(as_json, out_)
+    k = 0 if sign_only else DEFAULT_MAX_DELTAS if max_deltas is None else max_deltas
+    with tempfile.TemporaryDirectory(prefix="edgeops-deltas-") as work:
+        deltas = make_deltas(client, bundle, Path(work), k=k, show=show) if k else []
+        pins = {d.path: (d.size, d.sha256) for d in deltas}
+        for attempt in range(3):
+            md = targets_update(client.current_targets(), bundle, root, floor=floor,
+                                deltas=pins)
+            data = add_signatures(md, signers)
+            state = signing_state(root, md)
+            if sign_only:
+                assert out is not None
+                atomic_write(out, data)
+                emit(as_json, {"out": str(out), "version": state.version,
+                               "signed_by": list(state.signed_by), "threshold": state.threshold,
+                               "floors": state.floors},
+                     f"wrote {out}: {state.line()}"
+                     + ("" if state.complete else
+                        f"\nnext: other holders run `edgeops sign-targets {out.name}`, then "
+                        f"`edgeops publish {bundle_path.name} --with-signatures {out.name}`"))
+                return
+            if not state.complete:
+                raise VerificationError(f"this machine holds {len(signers)} targets key(s); "
+                                        f"{state.line()}",
+                                        hint="sign in rounds: `edgeops publish --sign-only -o FILE`, "
+                                             "`edgeops sign-targets FILE`, `--with-signatures FILE`")
+            try:
+                out_ = _upload(client, bundle_path, data, show, deltas)
+                break
+            except ConflictError:
+                if attempt == 2:
+                    raise
+                show("someone published in between; retrying with the new targets")
+    out_["delta_bytes"] = {d.path: {"size": d.size, "full": d.full_bytes,
+                                    "from": d.base.version, "devices": d.base.devices}
+                           for d in deltas}
+    _published(as_json, out_, [(d.base.version, d.base.target, d.size, d.full_bytes)
+                               for d in deltas])
 
 
-def _upload(client: Any, bundle_path: Path, targets: bytes,
-            show: Callable[[str], None]) -> dict[str, Any]:
+def _upload(client: Any, bundle_path: Path, targets: bytes, show: Callable[[str], None],
+            deltas: Sequence[Any] = ()) -> dict[str, Any]:
     show(f"uploading {bundle_path} ({bundle_path.stat().st_size} bytes)")
     upload = client.upload(bundle_path)
-    return dict(client.publish(upload["upload"], targets))
+    uploads = {d.path: client.upload(d.file)["upload"] for d in deltas}
+    return dict(client.publish(upload["upload"], targets, uploads))
 
 
-def _published(as_json: bool, out: dict[str, Any]) -> None:
+def _published(as_json: bool, out: dict[str, Any],
+               deltas: Sequence[tuple[str, str, int, int]] = ()) -> None:
     emit(as_json, out, lambda: f"published {out['name']}@{out['version']} (targets "
                                f"v{out['targets_version']}"
-                               + (")" if out["new"] else ", already published)"))
+                               + (")" if out["new"] else ", already published)")
+                               + "".join(f"\n  delta from {v} ({t}): {size} of {full} bytes"
+                                         for v, t, size, full in deltas))
 
 
 @click.command("sign-targets")

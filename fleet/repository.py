@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,9 +39,10 @@ from edgeops.bundle import Bundle, read_bundle
 from edgeops.bundle.archive import MANIFEST_NAME, SIGNATURES_NAME
 from edgeops.bundle.manifest import parse_version
 from edgeops.config import DEFAULT_LIMITS
+from edgeops.delta import FileId, read_delta_header
 from edgeops.errors import VerificationError
 from edgeops.floors import floors_of, raise_floor
-from edgeops.fsutil import atomic_write
+from edgeops.fsutil import atomic_open, atomic_write
 from edgeops.trust import trusted_targets_keys
 from fleet.errors import ConflictError, NotFoundError
 from fleet.ports import DeviceChannel
@@ -66,6 +68,8 @@ TIMESTAMP_LIFETIME = timedelta(days=1)
 _SER = JSONSerializer(compact=True)
 _META_NAME = re.compile(r"^(?:(\d{1,9})\.)?(root|targets|snapshot|timestamp)\.json$")
 _TARGET_NAME = re.compile(r"^([0-9a-f]{64})\.[A-Za-z0-9._-]+$")
+_DELTA_PATH = re.compile(r"^bundles/([^/]+)/([^/]+)/artifacts/([^/]+)/deltas/"
+                         r"([0-9a-f]{64})-([0-9a-f]{64})\.edgedelta$")
 
 
 def _now() -> datetime:
@@ -85,8 +89,10 @@ def bundle_target_paths(bundle: Bundle) -> dict[str, tuple[int, str]]:
 
 
 def targets_update(current: bytes | None, bundle: Bundle, root: Metadata[Root], *,
-                   floor: str | None = None) -> Metadata[Targets]:
-    """Publisher side: the next ``targets`` version, adding the bundle's files, still unsigned.
+                   floor: str | None = None,
+                   deltas: Mapping[str, tuple[int, str]] | None = None) -> Metadata[Targets]:
+    """Publisher side: the next ``targets`` version, adding the bundle's files (and the deltas
+    to its artifacts, TUF path -> (length, sha256)), still unsigned.
 
     ``floor`` raises the release floor of the bundle's model (:mod:`edgeops.floors`); the floors
     of the current version are carried over, so they only ever go up.
@@ -98,7 +104,7 @@ def targets_update(current: bytes | None, bundle: Bundle, root: Metadata[Root], 
         _verify_role(root, "targets", md)
         md.signed.version += 1
         md.signed.expires = _now() + TARGETS_LIFETIME
-    for path, (length, sha) in bundle_target_paths(bundle).items():
+    for path, (length, sha) in {**bundle_target_paths(bundle), **(deltas or {})}.items():
         md.signed.targets[path] = TargetFile(length, {"sha256": sha}, path)
     if floor is not None:
         raise_floor(md.signed, bundle.manifest.name, floor)
@@ -107,13 +113,52 @@ def targets_update(current: bytes | None, bundle: Bundle, root: Metadata[Root], 
 
 
 def sign_targets_update(current: bytes | None, bundle: Bundle, root: Metadata[Root],
-                        signer: Signer | Sequence[Signer], *, floor: str | None = None) -> bytes:
-    """Publisher side: the next ``targets`` version, adding the bundle's files, signed offline
-    by ``signer`` (one, or every targets key this machine holds)."""
-    md = targets_update(current, bundle, root, floor=floor)
+                        signer: Signer | Sequence[Signer],
+                        deltas: Mapping[str, tuple[int, str]] | None = None, *,
+                        floor: str | None = None) -> bytes:
+    """Publisher side: the next ``targets`` version, adding the bundle's files and ``deltas``,
+    signed offline by ``signer`` (one, or every targets key this machine holds)."""
+    md = targets_update(current, bundle, root, floor=floor, deltas=deltas)
     for s in ([signer] if isinstance(signer, Signer) else signer):
         md.sign(s, append=True)
     return md.to_bytes(_SER)
+
+
+def _check_deltas(bundle: Bundle, deltas: Mapping[str, Path]) -> dict[str, tuple[int, str]]:
+    """TUF path -> (length, sha256) of each delta, after checking it yields this bundle's
+    artifact for its target, starts from the digest its name says, and is smaller than the
+    artifact (a larger one is never published: devices fetch the artifact instead)."""
+    m = bundle.manifest
+    out: dict[str, tuple[int, str]] = {}
+    for path, src in deltas.items():
+        match = _DELTA_PATH.match(path)
+        entry = m.artifact_for(match.group(3)) if match else None
+        if match is None or (match.group(1), match.group(2)) != (m.name, m.version) \
+                or entry is None or match.group(5) != entry.file.sha256:
+            raise VerificationError(f"{path} is not a delta path for {m.name}@{m.version}",
+                                    hint="let `edgeops publish` name the deltas")
+        try:
+            header, _ = read_delta_header(src)
+        except OSError as exc:
+            raise VerificationError(f"delta {path} cannot be read ({exc})") from None
+        if header.base.sha256 != match.group(4) or \
+                header.to != FileId(entry.file.sha256, entry.file.size):
+            raise VerificationError(f"delta {path} does not turn {match.group(4)[:12]} into "
+                                    f"the {entry.target} artifact of {m.name}@{m.version}")
+        size = src.stat().st_size
+        if size >= entry.file.size:
+            raise VerificationError(f"delta {path} is not smaller than the artifact",
+                                    hint="publish without it: devices fetch the artifact")
+        out[path] = (size, _sha256_file(src))
+    return out
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1024 * 1024):
+            h.update(block)
+    return h.hexdigest()
 
 
 def target_request_digest(filename: str) -> str | None:
@@ -208,8 +253,13 @@ class Repository:
         return latest[1] if latest else None
 
     # -- publishing --------------------------------------------------------------------------
-    def publish(self, bundle_path: Path, targets_bytes: bytes) -> PublishResult:
-        """Accept a bundle + offline-signed targets, or raise without changing anything."""
+    def publish(self, bundle_path: Path, targets_bytes: bytes,
+                deltas: Mapping[str, Path] | None = None) -> PublishResult:
+        """Accept a bundle + offline-signed targets, or raise without changing anything.
+
+        ``deltas`` (TUF path -> file) are deltas from older artifacts to this bundle's, made by
+        the publisher; each must be pinned by the signed targets like the bundle's own files.
+        """
         bundle = read_bundle(bundle_path, DEFAULT_LIMITS)
         keys, threshold = trusted_targets_keys(self.root)
         bundle.verify(keys, threshold)  # type: ignore[arg-type]
@@ -236,7 +286,7 @@ class Repository:
             raise VerificationError("targets metadata has already expired")
         if latest:
             _check_floors_kept(_parse(latest[1], Targets, "targets").signed, targets)
-        files = bundle_target_paths(bundle)
+        files = bundle_target_paths(bundle) | _check_deltas(bundle, deltas or {})
         for path, (length, sha) in files.items():
             tf = targets.targets.get(path)
             if tf is None or tf.length != length or tf.hashes.get("sha256") != sha:
@@ -251,6 +301,13 @@ class Repository:
             if not dest.is_file():
                 bundle.extract_file(ref.path, dest)
             self.store.add_blob(ref.sha256, ref.size)
+        for path, src in (deltas or {}).items():
+            length, sha = files[path]
+            dest = self.store.blob_path(sha)
+            if not dest.is_file():
+                with open(src, "rb") as f, atomic_open(dest) as out:
+                    shutil.copyfileobj(f, out)
+            self.store.add_blob(sha, length)
         self.store.put_bundle(BundleRecord(
             bundle.manifest.name, bundle.manifest.version, bundle.manifest_bytes,
             bundle.signatures.to_bytes(), time.time(),

@@ -194,3 +194,64 @@ def sign(path: Path, out: Path | None, as_json: bool) -> None:
     emit(as_json, {"bundle": str(out or path), "signed_by": good, "threshold": threshold},
          f"{out or path}: {len(good)} of {threshold} required targets signatures"
          + ("" if len(good) >= threshold else " (more holders must run `edgeops bundle sign`)"))
+
+
+def _artifacts(path: Path) -> dict[str, bytes]:
+    """Target -> artifact bytes of a bundle (checked against its manifest as they are read)."""
+    b = read_bundle(path)
+    return {a.target: b.read_file(a.file.path) for a in b.manifest.artifacts}
+
+
+@bundle.command()
+@click.argument("old", type=_path)
+@click.argument("new", type=_path)
+@click.option("--target", "targets", multiple=True,
+              help="Only this target (repeatable; default: every target both bundles have).")
+@click.option("--level", type=click.IntRange(1, 22), default=None,
+              help="zstd level of the payloads (default: the publisher's).")
+@json_option
+def delta(old: Path, new: Path, targets: tuple[str, ...], level: int | None,
+          as_json: bool) -> None:
+    """Show what a delta update from OLD to NEW would contain and its size, per target.
+
+    For planning: nothing is signed or written. Tensors are matched by name and shape;
+    unchanged ones are referenced, changed ones sent as a compressed difference, new ones in
+    full. A delta that is not smaller than the full artifact is never published.
+
+    \b
+    Example:
+      edgeops bundle delta out/classifier-1.0.0.edgebundle out/classifier-1.1.0.edgebundle
+    """
+    from edgeops.delta import DEFAULT_LEVEL, diff_artifacts
+
+    before, after = _artifacts(old), _artifacts(new)
+    common = sorted(set(before) & set(after))
+    wanted = list(targets) or common
+    unknown = sorted(set(wanted) - set(common))
+    if unknown:
+        raise UsageError(f"target(s) {', '.join(unknown)} are not in both bundles "
+                         f"(common targets: {', '.join(common) or 'none'})",
+                         hint="pick one of the common targets with --target")
+    if not wanted:
+        raise UsageError("the two bundles share no target, so no delta can be made",
+                         hint="compare two versions built for the same --target")
+    out = []
+    for t in wanted:
+        d = diff_artifacts(before[t], after[t], level=level or DEFAULT_LEVEL)
+        out.append({"target": t} | d.summary()
+                   | {"ops": [{"tensor": p.name, "change": p.why, "op": p.op.kind,
+                               "bytes": p.op.length, "sent": p.sent}
+                              for p in d.planned if p.name is not None]})
+
+    def text() -> str:
+        lines = []
+        for s in out:
+            verdict = "delta" if s["worthwhile"] else "full artifact (delta not smaller)"
+            lines.append(f"{s['target']}: {s['format']} {s['full_bytes']} B -> delta "
+                         f"{s['delta_bytes']} B ({100 * s['ratio']:.1f}% of full); ships {verdict}")
+            for why, g in sorted(s["tensors"].items()):
+                lines.append(f"  {why:<9} {g['count']:>5} {'parts' if why == 'graph' else 'tensors'}"
+                             f" {g['bytes']:>12} B -> {g['sent']:>10} B sent")
+        return "\n".join(lines)
+
+    emit(as_json, out, text)

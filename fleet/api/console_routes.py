@@ -231,7 +231,9 @@ def bundles(svc: Services, call: Call) -> Any:
                      for x in svc.store.list_blessings(b.name, b.version)]
         items.append({"name": b.name, "version": b.version, "published_at": b.published_at,
                       "targets": sorted(str(a["target"]) for a in arts),
-                      "size": sum(s for _, s in b.files.values()), "artifacts": arts,
+                      "size": sum(s for p, (_, s) in b.files.items()
+                                  if not p.endswith(".edgedelta")),    # the bundle, not deltas
+                      "artifacts": arts,
                       "signature": _signature_status(svc, b.manifest, b.signatures),
                       "blessings": blessings,
                       "aliases": aliases.get((b.name, b.version), []),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.datastructures import QueryParams
@@ -248,12 +249,32 @@ def publish_bundle(svc: Services, call: Call) -> Any:
     path = svc.upload_dir / f"{upload}.edgebundle"
     if not path.is_file():
         raise NotFoundError(f"no upload {upload!r}", hint="upload the bundle first")
+    deltas: dict[str, Path] = {}
     try:
-        r = svc.repository.publish(path, targets.encode("utf-8"))
+        deltas = _delta_uploads(svc, b.get("deltas", {}))
+        r = svc.repository.publish(path, targets.encode("utf-8"), deltas)
     finally:
         path.unlink(missing_ok=True)
+        for p in deltas.values():
+            p.unlink(missing_ok=True)
     return {"name": r.name, "version": r.version, "new": r.new,
-            "targets_version": r.targets_version, "snapshot_version": r.snapshot_version}
+            "targets_version": r.targets_version, "snapshot_version": r.snapshot_version,
+            "deltas": sorted(p for p in r.files if p.endswith(".edgedelta"))}
+
+
+def _delta_uploads(svc: Services, raw: Any) -> dict[str, Path]:
+    """``{"deltas": {tuf path: upload id}}`` of a publish body, as upload files (issue 20)."""
+    if not isinstance(raw, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v.isalnum() for k, v in raw.items()):
+        raise UsageError("publish 'deltas' must map TUF paths to upload ids")
+    out = {}
+    for target_path, upload in raw.items():
+        p = svc.upload_dir / f"{upload}.edgebundle"
+        if not p.is_file():
+            raise NotFoundError(f"no upload {upload!r} for delta {target_path}",
+                                hint="upload each delta before publishing")
+        out[target_path] = p
+    return out
 
 
 def post_blessing(svc: Services, call: Call) -> Any:
@@ -326,7 +347,16 @@ def list_deployments(svc: Services, call: Call) -> Any:
 
 
 def get_deployment(svc: Services, call: Call) -> Any:
-    return svc.engine.status(call.path["deployment_id"])
+    from fleet.deltas import summarise_deliveries
+
+    out = svc.engine.status(call.path["deployment_id"])
+    rows = svc.store.deployment_deliveries(out["id"], float(out.get("created_at") or 0.0))
+    return out | {"delivery": summarise_deliveries(rows)}
+
+
+def deployed_versions(svc: Services, call: Call) -> Any:
+    return {"items": [{"version": v, "target": t, "devices": n}
+                      for v, t, n in svc.store.deployed_versions(call.path["name"])]}
 
 
 def deployment_devices(svc: Services, call: Call) -> Any:
@@ -418,6 +448,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/api/v1/bundles", publish_bundle, "publisher",
              "Publish an uploaded bundle with offline-signed targets metadata",
              "PublishResult", body="PublishRequest", status=201),
+    Endpoint("GET", "/api/v1/bundles/{name}/deployed", deployed_versions, "viewer",
+             "Versions of a bundle active on devices, per target (what publish makes deltas "
+             "from)", {"type": "object", "properties": {"items": {"type": "array"}}}),
     Endpoint("GET", "/api/v1/bundles/{name}/{version}", get_bundle, "viewer",
              "One bundle with its manifest", "Bundle"),
     Endpoint("GET", "/api/v1/repository/targets", current_targets, "viewer",

@@ -82,10 +82,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                                                  "description": "id from POST /uploads"},
                                       "targets": {"type": "string",
                                                   "description": "the new targets metadata, "
-                                                                 "signed offline (JSON text)"}}},
+                                                                 "signed offline (JSON text)"},
+                                      "deltas": {"type": "object",
+                                                 "additionalProperties": _STR,
+                                                 "description": "delta TUF path -> upload id"}}},
     "PublishResult": {"type": "object",
                       "properties": {"name": _STR, "version": _STR, "new": _BOOL,
-                                     "targets_version": _INT, "snapshot_version": _INT}},
+                                     "targets_version": _INT, "snapshot_version": _INT,
+                                     "deltas": {"type": "array", "items": _STR}}},
     "Strategy": {"type": "object",
                  "properties": {"phases": {"type": "array", "items": _STR},
                                 "max_per_minute": {"type": ["integer", "null"]},
@@ -110,7 +114,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "DeploymentStatus": {"allOf": [ref("Deployment"), {
         "type": "object", "properties": {
             "devices": _INT, "counts": {"type": "object", "additionalProperties": _INT},
-            "waiting_offline": _INT, "phases": _INT, "progress": _NUM}}]},
+            "waiting_offline": _INT, "phases": _INT, "progress": _NUM,
+            "delivery": {"type": "object", "additionalProperties": _INT,
+                         "description": "delta vs full artifact downloads, bytes saved"}}}]},
     "DeploymentDevice": {"type": "object",
                          "properties": {"deployment_id": _STR, "device_id": _STR, "wave": _INT,
                                         "state": _STR, "target": _STR, "updated_at": _NUM,

@@ -85,6 +85,24 @@ class AggregateReads:
                           (max(1, limit),))
         return [ValueCount(str(v), int(n)) for v, n in rows]
 
+    def deployed_versions(self, name: str, limit: int = 100) -> list[tuple[str, str, int]]:
+        """(version, target, devices) of bundle ``name`` active on devices, most first.
+
+        What ``edgeops publish`` makes deltas from (issue 20)."""
+        rows = self._read("SELECT active_version, target, COUNT(*) FROM devices WHERE "
+                          "active_name = ? AND active_version IS NOT NULL GROUP BY "
+                          "active_version, target ORDER BY COUNT(*) DESC, active_version, "
+                          "target LIMIT ?", (name, max(1, limit)))
+        return [(str(v), str(t), int(n)) for v, t, n in rows]
+
+    def deployment_deliveries(self, deployment_id: str, since: float) -> list[tuple[str, str]]:
+        """(device, delivery record JSON) of a deployment's devices since ``since``, oldest
+        first: the agents' ``delivery`` telemetry, read through the (device_id, ts) index."""
+        return [(str(d), str(data)) for d, data in self._read(
+            "SELECT device_id, data FROM telemetry WHERE device_id IN (SELECT device_id FROM "
+            "deployment_devices WHERE deployment_id = ?) AND ts >= ? AND kind = 'delivery' "
+            "AND deployment_id = ? ORDER BY ts", (deployment_id, since, deployment_id))]
+
     def tag_value_counts(self, limit: int) -> list[TagCount]:
         """Devices per tag ``key=value``, by key then most devices first (``limit`` rows)."""
         rows = self._read("SELECT key, value, COUNT(*) FROM device_tags GROUP BY key, value "

@@ -353,3 +353,59 @@ def test_serving_side_load_failure_rolls_back(tmp_path: Path, fleet: Fleet,
     assert out.phase is DevicePhase.ROLLED_BACK
     assert "serving process cannot load it: out of memory" in str(out.reason)
     assert served == ["1.0.0", "1.0.0"] and inst.store.active().version == "1.0.0"  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_killed_while_rebuilding_from_a_delta_serves_the_old_model(
+        tmp_path: Path, fleet: Fleet, bundle_dir: Path) -> None:
+    """SIGKILL a process that installs from deltas, rebuilt straight into the inactive slot
+    (issue 20): a kill mid-reconstruction leaves the slot it was serving active, whole and
+    healthy."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    from edgeops.delta import diff_artifacts
+    from edgeops.keys import KeyStore
+    from edgeops.trust import root_path
+
+    repo = Path(__file__).resolve().parents[2]
+    v1 = build_bundle(bundle_dir, fleet, version="1.0.0", scale=2.0)
+    v2 = build_bundle(bundle_dir, fleet, version="2.0.0", scale=3.0)
+    a1, a2 = bundle_parts(v1).artifact, bundle_parts(v2).artifact
+    (tmp_path / "d12").write_bytes(diff_artifacts(a1, a2).to_bytes())
+    (tmp_path / "d21").write_bytes(diff_artifacts(a2, a1).to_bytes())
+    rng = random.Random(20)
+    mid_rebuild = 0
+    for i in range(int(os.environ.get("EDGEOPS_DELTA_KILL_ITERATIONS", "6"))):
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.device_agent.delta_crash_child",
+             str(tmp_path / "slots"), str(root_path(KeyStore(fleet.home))),
+             str(v1), str(v2), str(tmp_path / "d12"),
+             str(tmp_path / "d21")], cwd=repo, stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(repo)})
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"ready\n"
+        for _ in range(rng.randrange(1, 3)):            # let a round or two complete first
+            line = child.stdout.readline()
+            while line != b"rebuilt\n":
+                line = child.stdout.readline()
+        line = child.stdout.readline()
+        assert line.startswith(b"rebuild ")
+        serving = line.split()[1].decode()
+        child.send_signal(signal.SIGKILL)               # reads are slowed: mid-reconstruction
+        child.wait(timeout=10)
+        rest = child.stdout.read()
+        child.stdout.close()
+        inst = make_installer(tmp_path, fleet)
+        inst.resume()
+        p = inst.store.pointer()
+        assert p.active is not None and not p.trial, f"iteration {i}: lost the model"
+        info = inst.store.info(p.active, check_digests=True)
+        assert info is not None
+        if b"rebuilt" not in rest:
+            mid_rebuild += 1
+            assert info.version == serving, f"iteration {i}: not the model it was serving"
+    assert mid_rebuild >= 3       # most kills landed mid-reconstruction, as intended
