@@ -359,7 +359,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                         "synthetic": ctx.shared.get("synthetic", False),
                         "streamed_chunk": 16},
     }
-    from converters.validate import accuracy_report, gate_drop, run_onnx
+    from converters.validate import accuracy_report, gate_drop, run_onnx, task_note
 
     val = ctx.shared["validation"]
     sensitive: list[tuple[str, tuple[str, ...], float]] | None = None
@@ -388,7 +388,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
             top = ", ".join(f"{'+'.join(nodes)} (tensor {t}, {e:+.2e})"
                             for t, nodes, e in sensitive[:6])
             raise AccuracyGateError(
-                f"target {ctx.profile.name}: {metric} dropped {drop:.2%} vs FP32 (budget "
+                f"target {ctx.profile.name}: {metric} dropped {drop:.2%} vs FP32"
+                f"{task_note(report, metric)} (budget "
                 f"{ctx.request.max_accuracy_drop:.2%}) with "
                 f"{sum(v.startswith('accuracy') for v in float_nodes.values())} node(s) in float;"
                 f" most sensitive: {top or 'none found'}")

@@ -46,6 +46,7 @@ __all__ = [
     "sample_output",
     "stack_outputs",
     "synthetic_samples",
+    "task_note",
     "write_golden",
 ]
 
@@ -308,11 +309,11 @@ def check_gate(report: Mapping[str, Any], max_drop: float, target: str,
     metric, drop = gate_drop(report, metric)
     if drop > max_drop:
         raise AccuracyGateError(
-            f"target {target}: {metric} dropped {drop:.2%} vs FP32{_task_note(report, metric)}, "
+            f"target {target}: {metric} dropped {drop:.2%} vs FP32{task_note(report, metric)}, "
             f"over the {max_drop:.2%} budget")
 
 
-def _task_note(report: Mapping[str, Any], metric: str) -> str:
+def task_note(report: Mapping[str, Any], metric: str) -> str:
     """`` (task detection, inferred)`` when the gate read a task metric."""
     task = report.get("task")
     if task is None or task.get("metric") != metric:
