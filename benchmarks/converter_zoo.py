@@ -160,6 +160,9 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
             sessions["edgeops"] = _session(art.path, threads)
         except EdgeOpsError as exc:          # the gate refused: recorded, not hidden
             entry["edgeops"] = {"error": exc.diagnostics()}
+        except Exception as exc:            # a converter bug: recorded too
+            entry["edgeops"] = {"error": f"{type(exc).__name__}: "
+                                         f"{str(exc).splitlines()[0][:200]}"}
         first = next(iter(ref))
         for k, s in sessions.items():
             out = ref if k == "fp32" else _run(s, feeds)

@@ -112,6 +112,9 @@ def test_quantised_head_is_refused_by_the_gate_and_the_default_builds_it(
     assert art.details["quantised_nodes"] >= 2                 # the convolutions are INT8
     report = json.loads(Path(json.loads(ok.out)["report_json"]).read_text())
     assert report["targets"]["x86-cpu"]["metrics"]["accuracy"]["task"]["metric"] == "detection_f1"
+    md = Path(json.loads(ok.out)["report_md"]).read_text()
+    assert "x86-cpu: task **detection** (auto: 'out' (7, 256) is a dense detection head" in md
+    assert "gate metric detection_f1 " in md and "worst channel: `out` channel " in md
 
 
 def _gemm_regressor() -> onnx.ModelProto:
