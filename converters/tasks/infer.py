@@ -169,7 +169,8 @@ def _find(task: str, cands: Mapping[str, np.ndarray], producers: Mapping[str, An
                 return (name,), (f"'{name}' {per} holds class scores per time step "
                                  f"(made by {op})"), {}
         elif task in ("classification", "vad"):
-            if len(per) == 1 and per[0] >= 2 and (
+            flat = tuple(d for d in per if d != 1)        # (1, C) and (C, 1, 1) are (C,)
+            if len(flat) == 1 and flat[0] >= 2 and (
                     not strict or op in _PROB_OPS or _probability_rows(arr) or name in scores) \
                     and task != "vad":
                 how = ("made by " + op if op in _PROB_OPS else "rows sum to 1"
@@ -198,7 +199,8 @@ def infer_task(model: Any, reference: Mapping[str, np.ndarray],
     scores (the build's Softmax/name rule); ``labels``: the validation data carries class
     labels, which makes any ``(C,)`` output a classifier's."""
     if labels:
-        scores = scores | {n for n, a in reference.items() if np.ndim(a) == 2}
+        scores = scores | {n for n, a in reference.items()
+                           if len([d for d in np.shape(a)[1:] if d != 1]) == 1}
     producers = _producers(model)
     axes = _channel_axes(model, reference)
     states = _state_outputs(reference, feeds)

@@ -182,3 +182,71 @@ def test_decision_agreement_over_a_stream() -> None:
     s = decision_score(ref, got)
     assert s.metric == "decision_agreement" and s.value == 0.75
     assert s.details["steps"] == 4 and s.details["positive_fraction_reference"] == 0.5
+
+
+def _graph(out_shape: list[int | str], op: str, inputs: dict[str, list[int | str]] | None = None,
+           extra_out: dict[str, list[int | str]] | None = None):  # type: ignore[no-untyped-def]
+    """A one-node graph whose output is made by ``op`` (enough for the task rules)."""
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    ins = inputs or {"x": ["N", 4]}
+    outs = [h.make_tensor_value_info("y", T.FLOAT, out_shape)]
+    nodes = [h.make_node(op, ["x"], ["y"])]
+    for name, shape in (extra_out or {}).items():
+        outs.append(h.make_tensor_value_info(name, T.FLOAT, shape))
+        nodes.append(h.make_node("Identity", [next(i for i in ins if i != "x")], [name]))
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info(n, T.FLOAT, s)
+                                  for n, s in ins.items()], outs)
+    return h.make_model(g)
+
+
+def test_auto_task_rules_on_hand_made_graphs() -> None:
+    from converters.tasks import infer_task
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(5), size=4).astype(np.float32)
+    cls = infer_task(_graph(["N", 5], "Softmax"), {"y": probs}, {"x": (1, 4)})
+    assert cls.task == "classification" and "made by Softmax" in cls.why
+    squeezed = infer_task(_graph(["N", 1, 5], "Relu"), {"y": probs[:, None]}, {"x": (1, 4)})
+    assert squeezed.task == "classification" and "rows sum to 1" in squeezed.why
+    logits = rng.standard_normal((4, 5)).astype(np.float32)
+    assert infer_task(_graph(["N", 5], "Relu"), {"y": logits}, {"x": (1, 4)}).task == "regression"
+    assert infer_task(_graph(["N", 5], "Relu"), {"y": logits}, {"x": (1, 4)},
+                      labels=True).task == "classification"
+    seg = infer_task(_graph(["N", 1, "H", "W"], "Sigmoid"),
+                     {"y": rng.uniform(size=(2, 1, 16, 16))}, {"x": (1, 3, 16, 16)})
+    assert seg.task == "segmentation" and seg.threshold == 0.5
+    ctc = infer_task(_graph(["N", "T", 30], "Softmax"), {"y": rng.uniform(size=(2, 12, 30))},
+                     {"x": (1, 3, 32, 100)})
+    assert ctc.task == "ctc"
+    vad = infer_task(_graph(["N", 1], "Sigmoid", {"x": ["N", 512], "h": [2, "N", 64]},
+                            {"hn": [2, "N", 64]}),
+                     {"y": rng.uniform(size=(6, 1)), "hn": rng.standard_normal((6, 2, 1, 64))},
+                     {"x": (1, 512), "h": (2, 1, 64)})
+    assert vad.task == "vad" and vad.outputs == ("y",) and "'hn'" not in vad.outputs
+    emb = infer_task(_graph(["N", "L", 16], "Tanh"), {"y": rng.standard_normal((2, 7, 16))},
+                     {"x": (1, 7, 4)})
+    assert emb.task == "embedding" and emb.channel_axes["y"] == 1    # features, not positions
+    with pytest.raises(ValueError, match="--task detection: no output has the form"):
+        infer_task(_graph(["N", 5], "Softmax"), {"y": probs}, {"x": (1, 4)}, "detection")
+    text = infer_task(_graph(["N", 1, "H", "W"], "Sigmoid"),
+                      {"y": rng.uniform(size=(2, 1, 16, 16))}, {"x": (1, 3, 16, 16)},
+                      "text-detection")
+    assert text.task == "text-detection" and text.threshold == 0.3 and not text.inferred
+
+
+def test_end_to_end_detection_outputs() -> None:
+    from converters.tasks import TaskSpec, task_score
+    from converters.tasks.infer import _end_to_end
+
+    boxes = np.array([[[0, 0, 10, 10], [20, 20, 30, 30.0]]] * 2)
+    scores = np.array([[0.9, 0.8]] * 2)
+    classes = np.array([[1, 2]] * 2, np.int64)
+    outs = {"boxes": boxes, "scores": scores, "classes": classes}
+    assert _end_to_end(outs) == ("boxes", "scores", "classes")
+    spec = TaskSpec("detection", True, "", ("boxes", "scores", "classes"), threshold=0.25)
+    assert task_score(spec, outs, outs).value == 1.0
+    worse = {**outs, "scores": np.array([[0.9, 0.1]] * 2)}          # one detection lost
+    s = task_score(spec, outs, worse)
+    assert s.value == pytest.approx(2 * 2 / (4 + 2)) and s.details["detections"] == 2
