@@ -220,7 +220,9 @@ def markdown(r: dict[str, Any]) -> str:
         for k in ("fp32", "stock", "edgeops"):
             v = e.get(k, {})
             metric = (f"{v['task_metric']} {v['task_value']:.4f}" if "task_value" in v else "-")
-            note = v.get("error", "")
+            note = v.get("error", "").split("; most sensitive")[0].split(" (hint:")[0]
+            note = (f"{'refused' if ' dropped ' in note else 'failed'}: {note}" if note
+                    else "")
             if k == "edgeops" and "float_nodes" in v:
                 note = f"{v['float_nodes']} node(s) float, {v['quantised_nodes']} quantised"
             lines.append(f"| {name} | {task} | {k} | {_cell(v, 'p50_ms', '.2f')} | "
@@ -240,7 +242,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-perf-aware", dest="perf_aware", action="store_false")
+    ap.add_argument("--markdown-only", action="store_true",
+                    help="rewrite converter_zoo.md from the last converter_zoo.json")
     args = ap.parse_args(argv)
+    if args.markdown_only:
+        md = markdown(json.loads((RESULTS / "converter_zoo.json").read_text()))
+        (RESULTS / "converter_zoo.md").write_text(md)
+        print(md)
+        return
     r = run(args.models.split(","), args.samples, args.threads, args.rounds, args.runs,
             args.perf_aware)
     RESULTS.mkdir(parents=True, exist_ok=True)

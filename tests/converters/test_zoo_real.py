@@ -40,7 +40,8 @@ def _reference(name: str, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize(("name", "samples", "task"), [
     ("ocr-det", 2, "segmentation"), ("ocr-det-small", 2, "segmentation"), ("ocr-rec", 2, "ctc"),
     ("ocr-cls", 2, "classification"), ("magika", 3, "classification"),
-    ("name-encoder", 2, "embedding"), ("yolov8-doc", 1, "detection")])
+    ("name-encoder", 2, "embedding"), ("minilm", 2, "embedding"),
+    ("yolov8-doc", 1, "detection")])
 def test_auto_task_is_read_from_the_graph(name: str, samples: int, task: str) -> None:
     data = INPUTS[name](samples)
     spec = infer_task(onnx.load(str(model_path(name))), _reference(name, data),
@@ -100,6 +101,7 @@ def _built_or_refused(res, out: Path, task: str, metric: str) -> dict | None:  #
                "quantiser exceptions into one line is issue 15 section 2 (branch i15data)",
         strict=False)),
     ("name-encoder", 8, (), "embedding", "channel_cosine_min"),
+    ("minilm", 8, (), "embedding", "channel_cosine_min"),
     ("ocr-det", 6, ("--task", "text-detection"), "text-detection", "mask_iou"),
     ("ocr-det-small", 6, (), "segmentation", "mask_iou"),
     ("ocr-rec", 6, (), "ctc", "one_minus_cer"),
