@@ -182,3 +182,31 @@ def test_task_that_fits_no_output_is_a_usage_error(cli, keys_home: Path,
               "--precision", "fp32", "--task", "ctc", "--out", tmp_path / "o")
     _assert_refused(res, tmp_path / "o", 2, "--task ctc: no output has the form this task reads",
                     "'y' (4,)")
+
+
+def test_python_api_takes_a_metric_function_and_a_task(tmp_path: Path) -> None:
+    from converters.api import BuildRequest
+    from converters.build import build
+
+    model = _save(_gemm_regressor(), tmp_path / "reg.onnx")
+    np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).standard_normal(
+        (16, 12)).astype(np.float32))
+    seen: list[tuple[int, ...]] = []
+
+    def worst_abs(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> float:
+        seen.append(ref["y"].shape)
+        return 1.0 - float(np.abs(ref["y"] - got["y"]).max() > 5.0)
+
+    req = BuildRequest(model=model, name="reg", version="1.0.0", targets=("x86-cpu",),
+                       calibration=tmp_path / "cal.npz",
+                       options={"metric": worst_abs, "perf_aware": False})
+    (art,) = build(req, lambda _m: None, tmp_path / "w").artifacts
+    acc = art.metrics["accuracy"]
+    assert acc["gate_metric"] == "worst_abs" and acc["task"]["reference"] == 1.0
+    assert seen and seen[0] == (4,)                 # one sample's outputs, batch axis removed
+    spec = BuildRequest(model=model, name="reg", version="1.0.0", targets=("x86-cpu",),
+                        precision="fp32", calibration=tmp_path / "cal.npz",
+                        options={"task": "embedding"})
+    (fp32,) = build(spec, lambda _m: None, tmp_path / "w2").artifacts
+    assert fp32.metrics["accuracy"]["task"]["task"] == "embedding"
+    assert fp32.metrics["accuracy"]["task"]["inferred"] is False
