@@ -12,7 +12,8 @@ import numpy as np
 
 from tests.realdata import PHRASES, photos, scans
 
-__all__ = ["INPUTS", "bert_tokens", "magika_bytes", "name_tokens", "ocr_cls", "ocr_det", "ocr_rec", "yolo"]
+__all__ = ["INPUTS", "bert_tokens", "magika_bytes", "name_tokens", "ocr_cls", "ocr_det",
+           "ocr_rec", "t5_tokens", "yolo"]
 
 _MEAN = np.array((0.485, 0.456, 0.406))
 _STD = np.array((0.229, 0.224, 0.225))
@@ -112,6 +113,15 @@ def bert_tokens(n: int, length: int = 16) -> dict[str, np.ndarray]:
             "token_type_ids": np.zeros((n, length), np.int64)}
 
 
+def t5_tokens(n: int, length: int = 16) -> dict[str, np.ndarray]:
+    """Sentencepiece-vocabulary input: ids of frequent pieces (Zipf over 3..3000) ending in the
+    end-of-sequence id 1; the wheel ships no tokenizer."""
+    rng = np.random.default_rng(1)
+    ids = rng.zipf(1.3, (n, length - 1)) % 3000 + 3
+    ids = np.concatenate([ids, np.ones((n, 1), np.int64)], axis=1)
+    return {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((n, length), np.int64)}
+
+
 INPUTS = {"ocr-det": ocr_det, "ocr-det-small": ocr_det, "ocr-rec": ocr_rec, "ocr-cls": ocr_cls,
           "yolov8-doc": yolo, "magika": magika_bytes, "name-encoder": name_tokens,
-          "minilm": bert_tokens}
+          "minilm": bert_tokens, "quantised-encoder": t5_tokens}

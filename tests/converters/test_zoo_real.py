@@ -41,6 +41,7 @@ def _reference(name: str, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     ("ocr-det", 2, "segmentation"), ("ocr-det-small", 2, "segmentation"), ("ocr-rec", 2, "ctc"),
     ("ocr-cls", 2, "classification"), ("magika", 3, "classification"),
     ("name-encoder", 2, "embedding"), ("minilm", 2, "embedding"),
+    ("quantised-encoder", 2, "embedding"),
     ("yolov8-doc", 1, "detection")])
 def test_auto_task_is_read_from_the_graph(name: str, samples: int, task: str) -> None:
     data = INPUTS[name](samples)
@@ -102,6 +103,11 @@ def _built_or_refused(res, out: Path, task: str, metric: str) -> dict | None:  #
         strict=False)),
     ("name-encoder", 8, (), "embedding", "channel_cosine_min"),
     ("minilm", 8, (), "embedding", "channel_cosine_min"),
+    pytest.param("quantised-encoder", 6, (), "embedding", "channel_cosine_min",
+                 marks=pytest.mark.xfail(
+                     reason="already quantised (MatMulInteger): ORT's quantiser raises KeyError; "
+                            "recognising prequantised models is issue 15 section 2 (i15data)",
+                     strict=False)),
     ("ocr-det", 6, ("--task", "text-detection"), "text-detection", "mask_iou"),
     ("ocr-det-small", 6, (), "segmentation", "mask_iou"),
     ("ocr-rec", 6, (), "ctc", "one_minus_cer"),
