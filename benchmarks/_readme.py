@@ -56,6 +56,7 @@ _BASELINES = {
     "converter_gpu": "FP32 source on the same CUDA provider, interleaved",
     "converter_onnx": "FP32 model and stock `quantize_static`",
     "converter_tflite": "ONNX Runtime FP32 and ORT static INT8",
+    "converter_zoo": "FP32 source and stock `quantize_static`, interleaved",
     "fleet_delivery_agents": "none in the same run: the 60 s goal beside each size",
     "delta": "full artifact, zstd -19, bsdiff4 and zstd --patch-from of the same pair",
     "fleet_delivery": "unicast (one publication per fetch) in the same run",

@@ -24,13 +24,15 @@ What a backend finds in ``ctx.shared`` (documented contract, also used by conver
 ``"synthetic"``    bool: True when no data was given and samples were generated
 ``"classifier_outputs"`` list[str]: outputs holding class scores (pass to accuracy_report)
 ``"gate_metric"``  "auto" | "top1" | "cosine" (pass to check_gate / gate_drop)
+``"task"``         :class:`converters.tasks.TaskSpec`: what the gate measures (pass to
+                   accuracy_report)
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ from converters.feeds import CarriedSamples, Samples, is_feed_source, spool
 from converters.io_layout import parse_states, state_pairs
 from converters.model_check import SourceModel, load_source
 from converters.profiles import TargetProfile, get_profile
+from converters.tasks import TaskSpec
 from converters.validate import (
     classifier_outputs,
     model_inputs,
@@ -326,6 +329,42 @@ def check_one_file(artifact: BuiltArtifact) -> None:
                  "larger accuracy drop so fewer weights stay float; nothing was built")
 
 
+def task_for(request: BuildRequest, model: Any, reference: Mapping[str, np.ndarray],
+             validation: SampleSet, scores: frozenset[str] = frozenset(),
+             labels: bool = False) -> TaskSpec:
+    """The task the gate measures (``--task``, default auto) and a user's ``--metric``.
+
+    ``options["metric"]`` is ``module:function`` or (Python API) the function itself: it gets
+    one sample's FP32 and candidate outputs and returns a higher-is-better score.
+    """
+    from converters.tasks import TASKS, infer_task, load_user_metric
+
+    task = str(request.options.get("task") or "auto")
+    if task not in TASKS:
+        raise UsageError(f"unknown --task '{task}'", hint=f"use one of {', '.join(TASKS)}")
+    feeds = {k: tuple(np.shape(v)) for k, v in validation.sample(0).items()}
+    try:
+        spec = infer_task(model, reference, feeds, task, scores, labels)
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="pick the --task that matches the model's outputs, or "
+                                        "--task auto") from None
+    metric = request.options.get("metric")
+    if metric is None:
+        return spec
+    if isinstance(metric, str):
+        try:
+            fn, name = load_user_metric(metric), metric
+        except ValueError as exc:
+            raise UsageError(str(exc), hint="pass --metric package.module:function, importable "
+                                            "from the current directory") from None
+    elif callable(metric):
+        fn, name = metric, getattr(metric, "__name__", "user_metric")
+    else:
+        raise UsageError("the metric option is neither module:function nor a function")
+    return replace(spec, user_metric=fn, user_metric_name=name,
+                   why=spec.why + f"; gated on the user metric {name}")
+
+
 def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOutcome:
     """Check everything, then run each target's backend; artifacts land under ``workdir``.
 
@@ -384,7 +423,11 @@ def _build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildO
     classes = classifier_outputs(source.model) if gate_metric == "auto" else (
         [n for n, _, shape in _outputs(source.model) if len(shape) == 2]
         if gate_metric == "top1" else [])
+    task = task_for(request, source.model, reference, val, frozenset(classifier_outputs(
+        source.model)), labels is not None)
+    progress(f"task: {task.task} ({'inferred' if task.inferred else 'requested'}: {task.why})")
     shared: dict[str, Any] = {
+        "task": task,
         "classifier_outputs": classes, "gate_metric": gate_metric,
         "model": source.model, "model_path": source.path, "source": source, "inputs": inputs,
         "calibration": cal, "validation": val, "labels": labels, "reference": reference,

@@ -151,7 +151,8 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
                               hint="report this as an edgeops bug; use --precision fp32 meanwhile"
                               ) from None
     report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"),
-                             ctx.shared.get("classifier_outputs"))
+                             ctx.shared.get("classifier_outputs"),
+                             ctx.shared.get("task"))
     gate_metric = ctx.shared.get("gate_metric", "auto")
     if gate:
         check_gate(report, ctx.request.max_accuracy_drop, ctx.profile.name, gate_metric)
@@ -170,6 +171,7 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
         "source_size_bytes": ctx.shared["source"].size,
         "accuracy": {"gate_metric": metric, "drop": round(drop, 6),
                      "summary": _rounded(report["summary"]),
+                     **({"task": _rounded(report["task"])} if "task" in report else {}),
                      "outputs": _rounded(report["outputs"])},
         "validation_samples": len(val),
         "latency": {"p50_ms": round(lat["p50"], 4), "p95_ms": round(lat["p95"], 4),

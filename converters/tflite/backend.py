@@ -112,7 +112,8 @@ def _accept(ctx: BackendContext, path: Path, res: ConversionResult) -> BuiltArti
     # the build decides which outputs are class scores and which metric gates (as for the
     # ONNX targets), so a [n, k] regression output is not gated on top-1 agreement
     report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"),
-                             ctx.shared.get("classifier_outputs"))
+                             ctx.shared.get("classifier_outputs"),
+                             ctx.shared.get("task"))
     gate_metric = ctx.shared.get("gate_metric", "auto")
     check_gate(report, ctx.request.max_accuracy_drop, ctx.profile.name, gate_metric)
     metric, drop = gate_drop(report, gate_metric)
@@ -142,6 +143,7 @@ def _accept(ctx: BackendContext, path: Path, res: ConversionResult) -> BuiltArti
         "source_size_bytes": ctx.shared["source"].size if "source" in ctx.shared else None,
         "accuracy": {"gate_metric": metric, "drop": round(drop, 6),
                      "summary": _rounded(report["summary"]),
+                     **({"task": _rounded(report["task"])} if "task" in report else {}),
                      "outputs": _rounded(report["outputs"])},
         "validation_samples": len(val),
         "latency": {"p50_ms": round(lat["p50"], 4), "p95_ms": round(lat["p95"], 4),

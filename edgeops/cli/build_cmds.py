@@ -132,6 +132,18 @@ def _signers() -> list[Any]:
               show_default=True,
               help="auto: top-1 accuracy with labels, top-1 agreement on class-score outputs "
                    "(Softmax or named logits/prob/score), else cosine.")
+@click.option("--task", type=click.Choice(["auto", "classification", "detection",
+                                           "segmentation", "text-detection", "ctc",
+                                           "regression", "vad", "embedding"]),
+              default="auto", show_default=True,
+              help="What the model does, so accuracy is measured as its users judge it "
+                   "(auto: read from the outputs and ops; the report says what it chose).")
+@click.option("--metric", "user_metric", default=None, metavar="MODULE:FUNCTION",
+              help="Gate on your own score: FUNCTION(fp32_outputs, candidate_outputs) per "
+                   "sample, higher is better.")
+@click.option("--quantise-tail", is_flag=True,
+              help="Also quantise the post-processing tail and graph outputs (kept float by "
+                   "default).")
 @click.option("--perf-aware/--no-perf-aware", default=True, show_default=True,
               help="Keep in float what INT8 makes slower, measured on this machine.")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]),
@@ -155,7 +167,8 @@ def build(model: str, name: str, version: str, target_names: tuple[str, ...],
           batch_axes: tuple[str, ...], input_values: tuple[str, ...], sequence: bool | None,
           states: tuple[str, ...], preprocessing: str | None, input_shapes: tuple[str, ...],
           max_accuracy_drop: float,
-          gate_metric: str, perf_aware: bool, calibration_method: str,
+          gate_metric: str, task: str, user_metric: str | None, quantise_tail: bool,
+          perf_aware: bool, calibration_method: str,
           threads: int, keep_io_layout: bool, out_dir: Path, timestamp: str | None,
           sign_latency: bool, mlflow_log: bool, as_json: bool) -> None:
     """Convert a trained ONNX model into a signed bundle of per-target artifacts.
@@ -196,7 +209,8 @@ def build(model: str, name: str, version: str, target_names: tuple[str, ...],
     options = {**_options(preprocessing), "gate_metric": gate_metric, "perf_aware": perf_aware,
                "batch_axes": parse_batch_axes(batch_axes),
                "input_values": parse_input_values(input_values), "sequence": sequence,
-               "states": states}
+               "states": states, "task": task, "quantise_tail": quantise_tail,
+               **({"metric": user_metric} if user_metric else {})}
     shapes = _parse_shapes(input_shapes)
     from converters.build import resolve_targets
 

@@ -151,7 +151,7 @@ def test_sklearn_model_builds_for_x86(cli, keys_home: Path, tmp_path: Path,
     assert acc["drop"] == 0.0
     golden = np.load(io.BytesIO(b.read_file(art.golden.path)))   # type: ignore[union-attr]
     if name == "gbr":
-        assert acc["gate_metric"] == "cosine" and acc["summary"]["cosine_min"] > 0.99999
+        assert acc["gate_metric"] == "channel_cosine_min" and acc["summary"]["cosine_min"] > 0.99999
         assert golden["output/variable"].shape == (4, 1)
         return
     # label: int64 [N] compared by agreement; probabilities: [N, classes] by top-1 and cosine

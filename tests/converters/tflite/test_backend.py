@@ -193,7 +193,7 @@ def test_regression_output_is_gated_by_cosine_not_top1(tmp_path: Path) -> None:
                        max_accuracy_drop=0.05)
     (a,) = build(req, lambda _m: None, tmp_path / "work").artifacts
     acc = a.metrics["accuracy"]
-    assert acc["gate_metric"] == "cosine"
+    assert acc["gate_metric"] == "channel_cosine_min"
     assert acc["outputs"]["forecast"]["top1_agreement"] is None
     assert "top1_agreement" not in acc["summary"]
     # forcing the metric reaches the backend too

