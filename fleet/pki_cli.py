@@ -8,6 +8,8 @@ A thin shell over :mod:`fleet.pki`, :mod:`fleet.broker_config` and
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import click
@@ -152,26 +154,36 @@ def ca_issue(ca_dir: Path | None, identity: str | None, csr_path: Path | None, m
 @click.option("--broker-password-file", type=click.Path(path_type=Path, dir_okay=False),
               envvar="EDGEOPS_BROKER_PASSWORD_FILE", default=None,
               help="manager.password from `edgeops fleet broker-config`.")
+@click.option("--reload-broker", "reload_broker", default=None, metavar="PID|PIDFILE",
+              help="After writing --crl-out, send SIGHUP to this broker process (a pid, or a "
+                   "pid file such as /run/mosquitto/mosquitto.pid): it re-reads its crlfile "
+                   "and refuses the certificate's next handshake. Broker on this host only.")
 @json_option
 def ca_revoke(ca_dir: Path | None, what: str, reason: str | None, crl_out: tuple[Path, ...],
               broker: str | None, broker_ca: Path | None, broker_cert: Path | None,
               broker_key: Path | None, broker_password_file: Path | None,
-              as_json: bool) -> None:
+              reload_broker: str | None, as_json: bool) -> None:
     """Revoke a device (every certificate of that id) or one serial (0x...).
 
     With --broker the device's open session is closed at once and it loses every permission
-    on the broker; the broker also refuses the certificate once it reloads its crlfile
-    (SIGHUP).
+    on the broker; the broker also refuses the certificate once it reloads its crlfile:
+    --reload-broker does that here (SIGHUP, no restart), so one command both disconnects the
+    device and keeps it from connecting again.
 
     \b
     Example:
       edgeops fleet ca revoke cam-17 --crl-out /etc/mosquitto/edgeops/crl.pem \\
-          --broker mqtts://mqtt.city.example:8884 --broker-password-file manager.password
+          --broker mqtts://mqtt.city.example:8884 --broker-password-file manager.password \\
+          --reload-broker /run/mosquitto/mosquitto.pid
     """
     from datetime import UTC, datetime
 
     from edgeops.fsutil import atomic_write
 
+    if reload_broker is not None and not crl_out:
+        raise UsageError("--reload-broker needs --crl-out (the broker's crlfile)",
+                         hint="add --crl-out PATH, the file the broker's crlfile names")
+    reload_pid = _broker_pid(reload_broker) if reload_broker is not None else None
     admin = None
     if broker is not None:
         from fleet.broker_admin import BrokerAdmin, read_password
@@ -212,10 +224,48 @@ def ca_revoke(ca_dir: Path | None, what: str, reason: str | None, crl_out: tuple
                 f"was not updated: {exc.message}",
                 hint="run the same command again once the broker is reachable; it then only "
                      "updates the broker") from None
+    if reload_pid is not None:
+        _sighup(reload_pid)
     emit(as_json, {"revoked": [format(r.serial, "x") for r in done], "crl": str(store.crl_path),
-                   "broker_revoked": devices if admin is not None else []},
+                   "broker_revoked": devices if admin is not None else [],
+                   "broker_reloaded": reload_pid},
          f"revoked {len(done)} certificate(s) of {what}; CRL: {store.crl_path}"
-         + (f"; broker: {', '.join(devices) or 'nothing'} disconnected" if admin else ""))
+         + (f"; broker: {', '.join(devices) or 'nothing'} disconnected" if admin else "")
+         + (f"; broker (pid {reload_pid}) re-read its CRL" if reload_pid is not None else ""))
+
+
+def _broker_pid(spec: str) -> int:
+    """A pid, or the pid in a pid file, checked before anything is revoked."""
+    text = spec
+    if not spec.isdigit():
+        try:
+            text = Path(spec).read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"--reload-broker: cannot read the pid file {spec} ({exc.strerror})",
+                             hint="give the broker's pid, or its pid_file "
+                                  "(/run/mosquitto/mosquitto.pid on Debian)") from None
+    if not text.isdigit() or int(text) <= 1:
+        raise UsageError(f"--reload-broker: {spec!r} holds no process id",
+                         hint="give the broker's pid, or the file its pid_file option names")
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise UsageError(f"--reload-broker: no process {pid} is running",
+                         hint="is the broker running on this host?") from None
+    except PermissionError:
+        raise UsageError(f"--reload-broker: not allowed to signal process {pid}",
+                         hint="run as the broker's user or root") from None
+    return pid
+
+
+def _sighup(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        raise TransportError(f"revoked and CRL written, but the broker (pid {pid}) was not "
+                             f"reloaded: {exc.strerror}",
+                             hint="send it SIGHUP by hand: kill -HUP PID") from None
 
 
 @ca.command("crl")

@@ -153,8 +153,9 @@ def test_device_certificate_cannot_use_the_manager_listener(
 def test_revoked_device_is_disconnected_at_once_and_cannot_come_back(
         fleet_ca: FleetCA, tmp_path: Path, identities: dict[str, tuple[Path, Path]],
         attack) -> None:
-    """The operator's revocation: ``edgeops fleet ca revoke ID --crl-out ... --broker ...`` (the
-    manager's control-API client), then the routine SIGHUP that reloads the CRL. No restart."""
+    """The operator's revocation, one command: ``edgeops fleet ca revoke ID --crl-out ...
+    --broker ... --reload-broker PID`` closes the session through the control API and makes the
+    broker re-read its CRL (SIGHUP), so the certificate cannot connect again. No restart."""
     from fleet.pki_cli import ca as ca_cli
 
     broker = SecureBroker(fleet_ca, tmp_path / "broker")
@@ -162,43 +163,77 @@ def test_revoked_device_is_disconnected_at_once_and_cannot_come_back(
     mgr_key, mgr_cert = identities["manager"]
     broker.start()
     try:
+        assert broker.proc is not None
         broker.grant("cam-9")
         live = MqttProbe(broker.identity("cam-9", cert, key), broker.port, "edgeops-agent-cam-9")
         assert live.connect(), live.connect_error
         own = topics.device_topic("cam-9", "telemetry")
         assert live.publish(own, b"before") in _DELIVERED   # control: a working device
+        pidfile = tmp_path / "mosquitto.pid"
+        pidfile.write_text(f"{broker.proc.pid}\n")
+        broker_args = ["--broker", broker.manager_url, "--broker-ca", str(broker.files.ca),
+                       "--broker-cert", str(mgr_cert), "--broker-key", str(mgr_key),
+                       "--broker-password-file", str(broker.files.manager_password)]
         t0 = time.monotonic()
         result = CliRunner().invoke(ca_cli, [
             "revoke", "cam-9", "--ca-dir", str(fleet_ca.dir), "--crl-out", str(broker.files.crl),
+            *broker_args, "--reload-broker", str(pidfile)])
+        assert result.exit_code == 0, result.output
+        assert live.disconnected.wait(5), "the revoked device's session is still open"
+        cut_s = time.monotonic() - t0
+        assert "broker: cam-9 disconnected" in result.output
+        assert f"broker (pid {broker.proc.pid}) re-read its CRL" in result.output
+        live.close()
+        time.sleep(0.5)   # the broker handles SIGHUP in its next loop pass
+        alert = tls_alert(broker.identity("cam-9", cert, key), broker.port)
+        assert alert is not None and "REVOKED" in alert.upper()
+        after = MqttProbe(broker.identity("cam-9", cert, key), broker.port, "cam-9-late")
+        assert not after.connect()
+        again_cli = CliRunner().invoke(ca_cli, [
+            "revoke", "cam-9", "--ca-dir", str(fleet_ca.dir), *broker_args])
+        assert again_cli.exit_code == 0, again_cli.output   # a retry only re-syncs the broker
+        attack("revoked device's open session", "closed within 5 s", f"closed in {cut_s:.2f} s")
+        attack("revoked device reconnects", "refused (TLS)", f"alert {alert}")
+    finally:
+        broker.stop()
+
+
+def test_revoked_device_is_powerless_until_the_broker_rereads_its_crl(
+        fleet_ca: FleetCA, tmp_path: Path, identities: dict[str, tuple[Path, Path]],
+        attack) -> None:
+    """Without --reload-broker (a broker on another host): the control API closes the session
+    and deletes the role at once; until the CRL is re-read, the certificate can open a session
+    in which nothing is allowed; after SIGHUP its handshake fails."""
+    from fleet.pki_cli import ca as ca_cli
+
+    broker = SecureBroker(fleet_ca, tmp_path / "broker")
+    key, cert = fleet_ca.issue_with_key("cam-8", tmp_path / "cam-8", kind="device")
+    mgr_key, mgr_cert = identities["manager"]
+    broker.start()
+    try:
+        broker.grant("cam-8")
+        live = MqttProbe(broker.identity("cam-8", cert, key), broker.port, "edgeops-agent-cam-8")
+        assert live.connect(), live.connect_error
+        result = CliRunner().invoke(ca_cli, [
+            "revoke", "cam-8", "--ca-dir", str(fleet_ca.dir), "--crl-out", str(broker.files.crl),
             "--broker", broker.manager_url, "--broker-ca", str(broker.files.ca),
             "--broker-cert", str(mgr_cert), "--broker-key", str(mgr_key),
             "--broker-password-file", str(broker.files.manager_password)])
         assert result.exit_code == 0, result.output
         assert live.disconnected.wait(5), "the revoked device's session is still open"
-        cut_s = time.monotonic() - t0
-        assert "broker: cam-9 disconnected" in result.output
-        again_cli = CliRunner().invoke(ca_cli, [
-            "revoke", "cam-9", "--ca-dir", str(fleet_ca.dir), "--broker", broker.manager_url,
-            "--broker-ca", str(broker.files.ca), "--broker-cert", str(mgr_cert),
-            "--broker-key", str(mgr_key),
-            "--broker-password-file", str(broker.files.manager_password)])
-        assert again_cli.exit_code == 0, again_cli.output   # a retry only re-syncs the broker
         live.close()
-        # back before the CRL reload: TLS still accepts it, the broker grants it nothing
-        again = MqttProbe(broker.identity("cam-9", cert, key), broker.port, "cam-9-again")
+        own = topics.device_topic("cam-8", "telemetry")
+        again = MqttProbe(broker.identity("cam-8", cert, key), broker.port, "cam-8-again")
         if again.connect():
             assert again.publish(own, b"after") == "Not authorized"
-            assert again.subscribe(topics.device_topic("cam-9", "commands")) == [
+            assert again.subscribe(topics.device_topic("cam-8", "commands")) == [
                 "Not authorized"]
             again.close()
-        broker.reload()   # SIGHUP: the CRL written by --crl-out, no restart
-        alert = tls_alert(broker.identity("cam-9", cert, key), broker.port)
+        broker.reload()   # SIGHUP by hand: the CRL written by --crl-out, no restart
+        alert = tls_alert(broker.identity("cam-8", cert, key), broker.port)
         assert alert is not None and "REVOKED" in alert.upper()
-        after = MqttProbe(broker.identity("cam-9", cert, key), broker.port, "cam-9-late")
-        assert not after.connect()
-        attack("revoked device's open session", "closed within 5 s", f"closed in {cut_s:.2f} s")
-        attack("revoked device reconnects", "no permission; TLS refused after SIGHUP",
-               f"PUBACK/SUBACK Not authorized; alert {alert}")
+        attack("revoked device reconnects, broker not reloaded", "no permission",
+               "PUBACK/SUBACK Not authorized; TLS refused after SIGHUP")
     finally:
         broker.stop()
 

@@ -152,6 +152,35 @@ def test_revoke_with_broker_needs_the_password_file(tmp_path: Path) -> None:
         assert not [x for x in ca.records() if x.revoked_at]
 
 
+def test_reload_broker_is_checked_before_anything_is_revoked(tmp_path: Path) -> None:
+    """--reload-broker needs the CRL it makes the broker re-read, and a live process: a wrong
+    pid or pid file is one usage line, and the certificate stays unrevoked."""
+    import subprocess
+    import sys
+
+    from fleet.pki_cli import ca as ca_cli
+
+    ca = FleetCA(tmp_path / "ca")
+    ca.init()
+    ca.issue_with_key("cam-7", tmp_path / "cam-7", kind="device")
+    crl = ["--crl-out", str(tmp_path / "crl.pem")]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / "junk.pid").write_text("mosquitto\n")
+    for extra, says in (([], "--reload-broker needs --crl-out"),
+                        (crl, "cannot read the pid file"),
+                        (crl, "holds no process id"),
+                        (crl, f"no process {gone.pid} is running")):
+        target = {"cannot read the pid file": str(tmp_path / "missing.pid"),
+                  "holds no process id": str(tmp_path / "junk.pid")}.get(says, str(gone.pid))
+        r = CliRunner().invoke(ca_cli, ["revoke", "cam-7", "--ca-dir", str(ca.dir), *extra,
+                                        "--reload-broker", target])
+        assert isinstance(r.exception, UsageError), r.output
+        assert says in r.exception.message
+        assert not [x for x in ca.records() if x.revoked_at]       # nothing half-done
+        assert not (tmp_path / "crl.pem").exists()
+
+
 def test_broker_admin_without_a_broker_is_a_transport_error() -> None:
     from fleet.broker_admin import BrokerAdmin
     from tests.services import free_port
