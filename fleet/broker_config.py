@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 DEVICE_PUBLISH = ("status", "state", "telemetry", "fetch")
-DEVICE_SUBSCRIBE = ("desired", "commands")
+DEVICE_SUBSCRIBE = ("desired", "commands", "ack")
 _PLACEHOLDER = "devplaceholder"  # a valid device id, swapped for mosquitto's %u
 
 

@@ -3,7 +3,8 @@
 Start-up order matters: open (and migrate) the store; load the online keys and root.json from
 the key store; make sure an admin token exists (first start writes DATA/admin.token, 0600);
 connect the MQTT worker (or run without one and say so); re-publish the persisted commands of
-every notified device (:meth:`RolloutEngine.recover`) so a restart mid-rollout skips nobody;
+every notified device (:meth:`RolloutEngine.recover`) so a restart mid-rollout skips nobody,
+and ask every device in flight to report again (:meth:`RolloutEngine.reconcile`);
 then serve HTTP while a background loop ticks the rollout engine and keeps TUF freshness
 metadata signed. SIGTERM/SIGINT stop uvicorn, then the loop, the worker and the store.
 """
@@ -155,11 +156,12 @@ class FleetServer:
         """Connect MQTT (if configured), recover, start the rollout loop."""
         if self.opts.broker:
             try:
-                from fleet.worker import ManagerWorker, default_client_id
+                from fleet.worker import ManagerWorker, persistent_client_id
             except ImportError:
                 log.warning("fleet.worker is not available: running without MQTT")
             else:
-                # host + pid + HTTP port: unique even for several managers in one process
+                # stable across restarts (a restart resumes its own session), distinct per
+                # HTTP port (several managers sharing one data directory)
                 tls = None
                 if self.opts.broker_ca or self.opts.broker_cert:
                     from fleet.mqtt import TlsOptions
@@ -167,7 +169,8 @@ class FleetServer:
                     tls = TlsOptions(ca=self.opts.broker_ca, cert=self.opts.broker_cert,
                                      key=self.opts.broker_key)
                 self.worker = ManagerWorker(self.store, self.opts.broker, self.opts.data, tls=tls,
-                                            client_id=f"{default_client_id()}-{self.port}",
+                                            client_id=persistent_client_id(
+                                                self.opts.data, str(self.port)),
                                             on_state=self.engine.on_state,
                                             on_status=self.engine.on_status)
                 self.worker.start()
@@ -181,6 +184,8 @@ class FleetServer:
         n = self.engine.recover()
         if n:
             log.info("re-sent %d persisted commands after restart", n)
+        if self.worker is not None:
+            self.engine.reconcile()
         self._loop = threading.Thread(target=self._run_loop, name="rollout", daemon=True)
         self._loop.start()
 

@@ -130,5 +130,16 @@ CREATE TABLE settings (
 );
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+# Telemetry batches already stored, by (device, batch seq): an agent re-sends a batch until a
+# manager acknowledges it (docs/PROTOCOL.md, end-to-end acknowledgement), possibly to another
+# worker or after a restart, so the store, not a worker's memory, makes ingest exactly-once.
+_V2 = """
+CREATE TABLE telemetry_batches (
+    device_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (device_id, seq)
+)
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
