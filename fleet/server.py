@@ -41,6 +41,9 @@ __all__ = ["FleetServer", "OfflineChannel", "ServeOptions", "ensure_admin_token"
 
 log = logging.getLogger(__name__)
 
+MANAGER_SESSION_EXPIRY_S = 10
+"""How long the broker keeps a vanished worker's MQTT session (docs/PROTOCOL.md)."""
+
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -156,7 +159,8 @@ class FleetServer:
         """Connect MQTT (if configured), recover, start the rollout loop."""
         if self.opts.broker:
             try:
-                from fleet.worker import ManagerWorker, persistent_client_id
+                from fleet.mqtt import MqttOptions
+                from fleet.worker import ManagerWorker, WorkerConfig, persistent_client_id
             except ImportError:
                 log.warning("fleet.worker is not available: running without MQTT")
             else:
@@ -168,9 +172,14 @@ class FleetServer:
 
                     tls = TlsOptions(ca=self.opts.broker_ca, cert=self.opts.broker_cert,
                                      key=self.opts.broker_key)
+                cid = persistent_client_id(self.opts.data, str(self.port))
+                # short: a worker killed for good leaves the shared-subscription group soon
+                # (messages the broker hands its session meanwhile are re-sent by devices,
+                # which keep them until a manager acks); a quick restart still resumes it
+                config = WorkerConfig(mqtt=MqttOptions(
+                    client_id=cid, session_expiry_s=MANAGER_SESSION_EXPIRY_S))
                 self.worker = ManagerWorker(self.store, self.opts.broker, self.opts.data, tls=tls,
-                                            client_id=persistent_client_id(
-                                                self.opts.data, str(self.port)),
+                                            client_id=cid, config=config,
                                             on_state=self.engine.on_state,
                                             on_status=self.engine.on_status)
                 self.worker.start()

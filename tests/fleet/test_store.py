@@ -42,9 +42,11 @@ def _deployment(store: Store, ids: list[str], dep_id: str = "d-1") -> None:
 
 
 def test_migrations_are_idempotent(store: Store) -> None:
-    assert store.schema_version() == 1
-    assert store.migrate() == 1
-    assert store.schema_version() == 1
+    from fleet.store.schema import SCHEMA_VERSION
+
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.migrate() == SCHEMA_VERSION
+    assert store.schema_version() == SCHEMA_VERSION
 
 
 def test_device_upsert_get_and_reenrol_keeps_runtime_fields(store: Store) -> None:
