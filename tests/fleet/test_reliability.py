@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from edgeops.keys import KeyStore
+from edgeops.protocol import topics
 from fleet.client import FleetClient
 from fleet.enroll import write_enrollment
 from tests.fleet.live import live_fleet, wait_until
@@ -76,17 +78,44 @@ def _queued(data_dir: Path) -> list[tuple[str, float]]:
         con.close()
 
 
-def _outage_with_manager_last(lf: Any, broker: MosquittoBroker, during: Any = None) -> None:
-    """Broker down for OUTAGE_S; back up; the manager reconnects only after the agents."""
+def _wait_online(broker: MosquittoBroker, device_id: str, timeout_s: float = 150.0) -> None:
+    """Until the agent says ``online: true`` on its status topic (it has reconnected)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    seen = threading.Event()
+
+    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+        if msg.payload and json.loads(msg.payload).get("online"):
+            seen.set()
+
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{device_id}",
+                    protocol=MQTTProtocolVersion.MQTTv5)
+    c.on_message = on_message
+    c.connect(broker.host, broker.port)
+    c.subscribe(topics.device_topic(device_id, "status"), qos=1)
+    c.loop_start()
+    try:
+        assert seen.wait(timeout_s), f"{device_id} did not reconnect"
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def _outage_with_manager_last(lf: Any, broker: MosquittoBroker, device_id: str,
+                              during: Any = None) -> None:
+    """Broker down for OUTAGE_S; back up; the agent reconnects and sends what it queued while
+    no manager is subscribed; only then does the manager reconnect."""
     control = lf.server.worker.control
-    control.close()                  # the manager is gone too (its session stays behind)
+    control.close()                  # the manager is gone too
     broker.stop()
     t0 = time.monotonic()
     if during is not None:
         during()
     time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - t0)))
     broker.start()
-    time.sleep(8)                    # agents reconnect and send: nobody is subscribed
+    _wait_online(broker, device_id)
+    time.sleep(5)                    # the backlog goes out (and, before issue 22, was lost)
     control.start(20)
 
 
@@ -112,7 +141,7 @@ def test_outage_agent_reconnects_before_the_manager_loses_nothing(
         try:
             db = tmp_path / "mgr" / "fleet.db"
             wait_until("telemetry flowing", lambda: len(_stored(db, "cam-out")) >= 6, 60)
-            _outage_with_manager_last(lf, broker)
+            _outage_with_manager_last(lf, broker, "cam-out")
             n_made = len(made)
             wait_until("every record stored",
                        lambda: set(made[:n_made]) <= set(_stored(db, "cam-out")), 120)
@@ -153,7 +182,7 @@ def test_outage_with_the_agent_killed_and_restarted_mid_outage_loses_nothing(
                 on_disk.extend(_queued(data_dir))          # all that no manager acked
                 procs.append(subprocess.Popen([*run, str(cfg)], env=env, cwd=cfg.parent))
 
-            _outage_with_manager_last(lf, broker, during=kill_and_restart)
+            _outage_with_manager_last(lf, broker, "cam-kill", during=kill_and_restart)
             assert len(on_disk) >= 3 * (OUTAGE_S / 2) * 0.7   # ~3 records a second offline
             wait_until("every record of the killed agent stored",
                        lambda: set(on_disk) <= set(_stored(db, "cam-kill")), 120)
