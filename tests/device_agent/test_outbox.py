@@ -116,3 +116,63 @@ def test_ack_round_trip_and_merge() -> None:
         Ack.from_bytes(b'{"v":1,"type":"ack","device_id":"x","state":"1"}')
     with pytest.raises(MessageError):
         Ack.from_bytes(b'{"v":1,"type":"ack","device_id":"x","fetch":["short"]}')
+
+
+class _Link:
+    """A MessageLink that records fetch requests and delivers nothing (a dead manager)."""
+
+    generation = 1
+
+    def __init__(self) -> None:
+        self.fetches: list[bytes] = []
+
+    def subscribe(self, topic_filter: str) -> None:
+        pass
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        pass
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> object:
+        if topic.endswith("/fetch"):
+            self.fetches.append(payload)
+        return None
+
+
+def test_unacknowledged_fetch_is_sent_again_before_the_idle_timeout(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from device_agent.tuf_client import DownloadLimits, MqttTufTransport
+
+    link = _Link()
+    limits = DownloadLimits(idle_timeout_s=60.0, fetch_ack_timeout_s=0.2, fetch_ack_max_s=0.4)
+    tr = MqttTufTransport(link, DEV, tmp_path / "dl", limits)
+    stop = threading.Event()
+
+    def check() -> None:
+        if stop.is_set():
+            raise RuntimeError("stopped")
+
+    tr.check = check
+    sha = "cd" * 32
+    def run() -> None:
+        try:
+            next(tr.download(sha), None)
+        except RuntimeError:
+            pass                            # stopped by the test
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(link.fetches) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(link.fetches) >= 3       # re-sent well before the 60 s idle timeout
+        tr.on_ack((sha,))                   # a manager took it: no more re-sends
+        time.sleep(0.3)
+        n = len(link.fetches)
+        time.sleep(1.0)
+        assert len(link.fetches) == n
+    finally:
+        stop.set()
+        t.join(5)
