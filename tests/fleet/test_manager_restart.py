@@ -107,7 +107,9 @@ def _count_notified(agents: list[Agent]) -> dict[str, int]:
 
 
 def _rollout(keystore: KeyStore, bundle: Path, tmp: Path, managers: list[Serve],
-             interrupt: Any) -> None:
+             interrupt: Any, bound_s: float) -> None:
+    """Roll out to AGENTS agents, ``interrupt()`` once the second phase is notified (it
+    returns the manager that carries on), then the rollout must complete within ``bound_s``."""
     agents: list[Agent] = []
     try:
         for m in managers:
@@ -123,13 +125,13 @@ def _rollout(keystore: KeyStore, bundle: Path, tmp: Path, managers: list[Serve],
         t0 = time.monotonic()
         sc = survivor.client()
         done = wait_until("the rollout", lambda: (s := sc.deployment(dep["id"]))["status"]
-                          != "running" and s, 60 + 2 * BAKE_S)
+                          != "running" and s, bound_s)
         elapsed = time.monotonic() - t0
         assert done["status"] == "completed", done
         assert done["counts"] == {"healthy": AGENTS}, done
         assert sc.devices(version="tiny@1.0.0")["total"] == AGENTS
         assert counts == {a.device_id: 1 for a in agents}, counts     # none notified twice
-        assert elapsed < 60 + 2 * BAKE_S
+        assert elapsed < bound_s, elapsed
     finally:
         for a in agents:
             a.stop()
@@ -150,7 +152,9 @@ def test_manager_restarted_mid_rollout_finishes_it(
         m.start()
         return m
 
-    _rollout(keystore, bundles["1.0.0"], tmp_path, [m], interrupt)
+    # the issue's bar: within 60 s of the restart plus the remaining bake (one phase left to
+    # bake after the interrupted one, plus the one in progress at most)
+    _rollout(keystore, bundles["1.0.0"], tmp_path, [m], interrupt, 60 + 2 * BAKE_S)
 
 
 @pytest.mark.postgres
@@ -169,4 +173,6 @@ def test_two_managers_one_killed_for_good_the_other_finishes(
             a.signal(signal.SIGKILL)      # its session stays in the share group; never back
             return b
 
-        _rollout(keystore, bundles["1.0.0"], tmp_path, [a, b], interrupt)
+        # no time bar in the issue: devices re-send what the dead session swallowed until its
+        # session expires (10 s), each after its ack timeout (5 s, doubling up to 30 s)
+        _rollout(keystore, bundles["1.0.0"], tmp_path, [a, b], interrupt, 120)
