@@ -38,7 +38,8 @@ against the same-run baseline are what to compare.
 `results/<name>.<machine>.md` and shown under the same benchmark: `h200` is a GPU box lent for
 one session (NVIDIA H200, driver 580.159.04, onnxruntime-gpu 1.31.1 for CUDA 13 without
 TensorRT, 16-core Intel Xeon with AVX-512 VNNI and AMX, Python 3.12); `h200-cpu` is that box's
-CPU. The `cuda-gpu` figures (`converter_gpu`, `hardware_tests.h200`) come only from there: CI
+CPU. A partial run (`--only`) of a benchmark is kept the same way, as
+`results/<name>.only-<variants>.md`. The `cuda-gpu` figures (`converter_gpu`, `hardware_tests.h200`) come only from there: CI
 and this machine have no GPU. AVX-512 VNNI: this machine's AMD EPYC has it, so the converter's
 "2× over FP32 on a VNNI CPU" goal is measured here and on the Xeon.
 

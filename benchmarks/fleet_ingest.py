@@ -19,6 +19,12 @@ Variants, side by side in one run on the same machine:
 * ``naive`` (baseline): paho and mosquitto defaults (Nagle on, 20 in flight, broker queue of
   1,000 messages per client) and one transaction per message;
 * ``2 workers``: two worker processes splitting the shared subscription (PostgreSQL);
+* ``e2e ack`` (issue 22): the worker publishes an end-to-end ``ack`` per device per flush
+  (QoS 0, on ``devices/<id>/ack``, which each publisher subscribes to) and stores each
+  (device, batch seq) once (``telemetry_batches``); every other variant runs without both,
+  as the worker did before, so the pairs show what the acknowledgement costs. Publishers
+  still send without waiting for acks: a real agent keeps one batch (up to 1,000 records) in
+  flight, which bounds a device, not the manager;
 * ``drain backlog``: the workers subscribe, go away, the devices publish everything (the broker
   queues it in the workers' sessions), then the workers come back and the clock measures only
   broker → worker → database, without the publishers competing for the same two cores.
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import re
 import resource
 import socket
 import sys
@@ -66,18 +73,23 @@ class Variant:
     drain: bool = False           # publish a backlog first, then time the workers alone
     fast: bool = True             # the adapter's FastClient receive path (False: plain paho)
     threaded_publishers: bool = False   # paho loop_start per client (the previous runs)
+    acks: bool = False            # end-to-end acks + exactly-once store (issue 22)
 
 
 def _worker_proc(db_url: str, data_dir: str, broker_url: str, client_id: str, tuned: bool,
-                 fast: bool, ready: Any, stop: Any, out: Any) -> None:
+                 fast: bool, ready: Any, stop: Any, out: Any, acks: bool = False) -> None:
     """One manager worker in its own process (as `fleet serve` would run it)."""
     store = open_store(db_url, Path(data_dir))
+    # the session outlives stop() (drain variants), as it would a crash
+    common = {"send_acks": acks, "end_session_on_stop": False}
     if tuned:
-        cfg = WorkerConfig(mqtt=MqttOptions(client_id="x", fast_receive=fast))
+        cfg = WorkerConfig(mqtt=MqttOptions(client_id="x", fast_receive=fast),
+                           ingest=IngestConfig(exactly_once=acks), **common)
     else:
         cfg = WorkerConfig(mqtt=MqttOptions(client_id="x", tcp_nodelay=False, fast_receive=False,
                                             receive_maximum=20, max_inflight_out=20),
-                           ingest=IngestConfig(telemetry_batch_rows=1))
+                           ingest=IngestConfig(telemetry_batch_rows=1, exactly_once=acks),
+                           **common)
     worker = ManagerWorker(store, broker_url, client_id=client_id, config=cfg)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     worker.start()
@@ -92,7 +104,7 @@ def _worker_proc(db_url: str, data_dir: str, broker_url: str, client_id: str, tu
 
 
 def _publisher(host: str, port: int, ids: list[str], n: int, tuned: bool, start: Any,
-               done: Any, threaded: bool = True) -> None:
+               done: Any, threaded: bool = True, acks: bool = False) -> None:
     """One process publishing ``n`` telemetry batches (one record each) per device.
 
     ``threaded``: each client runs paho's ``loop_start`` thread, and every publish from this
@@ -102,11 +114,16 @@ def _publisher(host: str, port: int, ids: list[str], n: int, tuned: bool, start:
     (the load generator stands in for devices, which have CPUs of their own)."""
     clients = []
     acked = [0]
+    e2e = [0]            # end-to-end acks received (the ``e2e ack`` variants)
     lock = threading.Lock()
 
     def on_publish(*_a: Any) -> None:
         with lock:
             acked[0] += 1
+
+    def on_message(*_a: Any) -> None:
+        with lock:
+            e2e[0] += 1
 
     for dev in ids:
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{dev}",
@@ -116,7 +133,10 @@ def _publisher(host: str, port: int, ids: list[str], n: int, tuned: bool, start:
             c.on_socket_open = lambda cl, ud, s: s.setsockopt(socket.IPPROTO_TCP,
                                                               socket.TCP_NODELAY, 1)
         c.on_publish = on_publish
+        c.on_message = on_message
         c.connect(host, port)
+        if acks:
+            c.subscribe(topics.device_topic(dev, "ack"), qos=0)
         if threaded:
             c.loop_start()
         clients.append((dev, c))
@@ -152,7 +172,7 @@ def _publisher(host: str, port: int, ids: list[str], n: int, tuned: bool, start:
         else:
             c.loop(timeout=0.01)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-    done.put((acked[0], (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)))
+    done.put((acked[0], (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), e2e[0]))
 
 
 def _open(db: str, tmp: Path) -> tuple[str, str]:
@@ -204,7 +224,7 @@ def run_variant(v: Variant, publishers: int = 2) -> dict[str, Any]:
         ps = [ctx.Process(target=_worker_proc, args=(url, str(tmp / "data"), broker.url,
                                                      f"bench-mgr-{k}", v.tuned, v.fast,
                                                      readies[k],
-                                                     stop, out))
+                                                     stop, out, v.acks))
               for k in range(v.workers)]
         for p in ps:
             p.start()
@@ -222,7 +242,7 @@ def run_variant(v: Variant, publishers: int = 2) -> dict[str, Any]:
     start, done = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_publisher, args=(broker.host, broker.port, ids[k::publishers],
                                                   v.messages_per_device, v.tuned, start, done,
-                                                  v.threaded_publishers))
+                                                  v.threaded_publishers, v.acks))
              for k in range(publishers)]
     for p in procs:
         p.start()
@@ -289,6 +309,8 @@ def run_variant(v: Variant, publishers: int = 2) -> dict[str, Any]:
             "broker_dropped_messages": counters.get("publish/messages/dropped", 0),
             "worker_flushes": sum(w["flushes"] for w in wstats),
             "worker_errors": sum(w["errors"] for w in wstats),
+            "e2e_acks_sent": sum(w.get("acks_sent", 0) for w in wstats),
+            "e2e_acks_received": sum(p[2] for p in pubs),
             "publisher_processes": publishers, "load_avg_1m_at_start": round(load, 2)}
 
 
@@ -301,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="small run to check it works")
     ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--only", default=None,
+                    help="run only variants whose name contains this (plus the baseline)")
     args = ap.parse_args(argv)
     if args.quick:
         args.devices, args.messages, args.naive_messages, args.repeats = 4, 200, 10, 1
@@ -318,6 +342,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_postgres:
         variants.append(Variant("tuned, 2 workers, drain backlog", "postgresql", True,
                                 args.devices, args.messages, workers=2, drain=True))
+    variants.append(Variant("tuned, e2e ack", "sqlite", True, args.devices, args.messages,
+                            acks=True))
+    if not args.no_postgres:
+        variants.append(Variant("tuned, e2e ack", "postgresql", True, args.devices,
+                                args.messages, acks=True))
+        variants.append(Variant("tuned, 2 workers, e2e ack", "postgresql", True, args.devices,
+                                args.messages, workers=2, acks=True))
+    if args.only:
+        variants = [variants[0], *(v for v in variants[1:] if args.only in v.name
+                                   or v.name in ("tuned", "tuned, 2 workers"))]
     runs: list[dict[str, Any]] = []
     for r in range(args.repeats):
         for v in variants:
@@ -377,7 +411,11 @@ def main(argv: list[str] | None = None) -> int:
               "publish). 10⁶ / the worker figure is what one uncontended core could sustain; "
               "the sum of the three, times the rate, is what the two shared cores must "
               "supply (PostgreSQL's own CPU comes on top)."]
-    write_results("fleet_ingest", data, "\n".join(lines) + "\n")
+    # a partial run (--only) gets its own files, next to the full run's, shown beside them in
+    # benchmarks/README.md (results/fleet_ingest.only-<variants>.md)
+    only = "-".join(re.findall(r"[a-z0-9]+", args.only.lower())) if args.only else ""
+    write_results(f"fleet_ingest.only-{only}" if only else "fleet_ingest", data,
+                  "\n".join(lines) + "\n")
     return 0
 
 

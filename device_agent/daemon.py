@@ -5,7 +5,8 @@ nothing of the fleet. This module connects it: it verifies signed commands (pinn
 keys, persisted sequence numbers), fetches bundles through TUF (MQTT chunks first, HTTP as a
 fallback), drives the installer, reports every phase as a ``state`` message with a persisted
 increasing ``seq``, and sends telemetry. State reports and telemetry go through on-disk queues
-and leave them only once the broker acknowledged them, so outages and restarts lose nothing.
+and leave them only once a manager acknowledged them end to end (:mod:`device_agent.outbox`),
+so outages, restarts and dead manager sessions lose nothing.
 
 Built for many agents in one process (the fleet simulator): no module state, an injectable
 clock, :class:`Agent` with ``start()``/``stop()``; :func:`run` is the process entry point.
@@ -39,8 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-
 from device_agent import AGENT_VERSION
 from device_agent.config import AgentConfig
 from device_agent.core import AgentCore, request_from_fetched
@@ -54,13 +53,13 @@ from device_agent.diskspace import (
 )
 from device_agent.memory import tune_allocator
 from device_agent.mqtt import Backoff, MqttConnection, TlsFiles, parse_broker_url
+from device_agent.outbox import AckSettings, Outbox, StateOutbox
 from device_agent.telemetry import (
     DurableQueue,
     FeatureStats,
     TelemetryLimits,
     drift_record,
     system_record,
-    take_batch,
 )
 from device_agent.tuf_client import DownloadLimits, MqttTufTransport
 from edgeops.bundle.manifest import Manifest
@@ -69,13 +68,13 @@ from edgeops.errors import EdgeOpsError, TransportError
 from edgeops.floors import DowngradeRefused, check_install
 from edgeops.fsutil import atomic_write
 from edgeops.protocol import (
+    Ack,
     Command,
     DevicePhase,
     MessageError,
     SignedCommand,
     StateReport,
     StatusMessage,
-    TelemetryBatch,
     check_command,
     topics,
 )
@@ -111,6 +110,7 @@ class DaemonSettings:
     disk: DiskLimits = field(default_factory=DiskLimits)   # the agent's own disk reserve
     loop_backoff: Backoff = field(default_factory=lambda: Backoff(0.5, 30.0))  # loop restarts
     unwritten_reports_max: int = 1000    # state reports held in memory while the disk is full
+    acks: AckSettings = field(default_factory=AckSettings)   # end-to-end ack re-sends
 
 
 class DeploymentCancelled(EdgeOpsError):
@@ -173,12 +173,6 @@ class NetState:
                     raise
 
 
-@dataclass
-class _Inflight:
-    last_id: int
-    info: paho.MQTTMessageInfo
-
-
 class _RepeatFilter:
     """Says whether an error is worth logging: a new one, or the same one once a period."""
 
@@ -224,8 +218,13 @@ class Agent:
                                           settings.download)
         self.telemetry_q = self.disk.run(lambda: DurableQueue(
             data / "telemetry.db", config.telemetry.queue_max_records), "the telemetry queue")
-        self.state_q = self.disk.run(lambda: DurableQueue(
-            data / "state_outbox.db", settings.state_outbox_max), "the state outbox")
+        self.state_q = self.disk.run(lambda: StateOutbox(
+            data / "state_outbox.db", settings.state_outbox_max, data / "last_report.json"),
+            "the state outbox")
+        self.outbox = Outbox(self.device_id, self.state_q, self.telemetry_q,
+                             lambda topic, body: self.conn.publish(topic, body),
+                             lambda: self.conn.generation, settings=settings.acks,
+                             telemetry=settings.telemetry, rng=rng)
         # State reports that found the disk full, oldest first: written before any newer one
         self._unwritten: collections.deque[tuple[Any, ...]] = collections.deque()
         self._report_lock = threading.Lock()
@@ -249,8 +248,7 @@ class Agent:
         self._cancel: str | None = None
         self._deferred: tuple[str | None, str | None] | None = None   # (deployment, bundle)
         self._driving_topic: str | None = None
-        self._inflight_state: _Inflight | None = None
-        self._inflight_tel: _Inflight | None = None
+        self._ack_topic = topics.device_topic(self.device_id, "ack")
         self._baseline: tuple[str | None, dict[str, Any]] = (None, {})
         self._started_at = clock()
         self.rejected_commands = 0
@@ -262,7 +260,8 @@ class Agent:
         if resumed is not None:
             log.info("finished an install a restart interrupted: %s", resumed.phase.value)
         for t in (topics.device_topic(self.device_id, "desired"),
-                  topics.device_topic(self.device_id, "commands"), *self.transport.filters()):
+                  topics.device_topic(self.device_id, "commands"), self._ack_topic,
+                  *self.transport.filters()):
             self.conn.subscribe(t)
         self._sync_driving_topic()
         self.conn.start()
@@ -413,8 +412,8 @@ class Agent:
     def _io_loop(self) -> None:
         next_tel = self.clock()
         while not self._stop.is_set():
-            busy = self._inflight_state is not None or self._inflight_tel is not None
-            msg = self.conn.get(self.settings.busy_poll_s if busy else self.settings.idle_poll_s)
+            # an ack arrives as a message and wakes this loop: no busy polling while waiting
+            msg = self.conn.get(self.settings.idle_poll_s)
             try:
                 if msg is not None:
                     self._route(msg.topic, msg.payload)
@@ -429,6 +428,9 @@ class Agent:
                     log.exception("agent I/O loop error")
 
     def _route(self, topic: str, payload: bytes) -> None:
+        if topic == self._ack_topic:
+            self._on_ack(payload)
+            return
         if self.transport.handle(topic, payload):
             return
         if self._driving_topic is not None and topic == self._driving_topic:
@@ -461,6 +463,9 @@ class Agent:
             log.warning("rejected command: %s", exc.message)
             self.report(None, reason=f"command rejected: {exc.message}")
             return
+        if cmd.kind == "report-state":
+            self._report_again(cmd)      # not accepted: its seq must not hide a pending deploy
+            return
         if cmd.kind == "cancel":
             self._cancel = str(cmd.body.get("deployment_id"))
             self.net.accept_command(cmd.seq, digest)
@@ -473,6 +478,37 @@ class Agent:
             return
         self._queued_seq = cmd.seq
         self._queued_digests.add(digest)
+
+    def _on_ack(self, payload: bytes) -> None:
+        try:
+            ack = Ack.from_bytes(payload)
+        except MessageError as exc:
+            log.warning("ignored an ack: %s", exc.message)
+            return
+        self.outbox.on_ack(ack)
+        if ack.fetch:
+            self.transport.on_ack(ack.fetch)
+
+    def _report_again(self, cmd: Command) -> None:
+        """``report-state``: the manager lost track (a report went to a dead session).
+
+        Sent again with a new ``seq``: the last report about the deployment it names, else
+        a report without a phase saying there is none. Its ``seq`` is not recorded as
+        accepted, so a ``deploy`` signed before it but not yet received still counts; a
+        replay only causes another report.
+        """
+        dep = cmd.body.get("deployment_id")
+        last = self.state_q.last_report()
+        if last is not None and (dep is None or last.get("deployment_id") == dep):
+            try:
+                phase = DevicePhase(str(last.get("phase")))
+            except ValueError:
+                phase = None
+            if phase is not None:
+                self.report(phase, deployment_id=str(last["deployment_id"]),
+                            bundle=last.get("bundle"), reason=last.get("reason"))
+                return
+        self.report(None, reason=f"report-state: no report about deployment {dep} here")
 
     def _genuine(self, signed: SignedCommand, keys: list[Any]) -> bool:
         """Signed by a pinned manager key and addressed to us (ignoring expiry and seq)."""
@@ -495,56 +531,16 @@ class Agent:
 
     # -- sending the durable queues ----------------------------------------------------------
     def _flush(self, final: bool = False) -> None:
+        """Send the queues (device_agent.outbox); ``final``: wait up to 2 s for their acks."""
         if not self.conn.connected.is_set():
             return
-        deadline = time.monotonic() + (2.0 if final else 0.0)
-        while True:
-            self._inflight_state = self._advance(
-                self._inflight_state, self.state_q, self._next_state)
-            self._inflight_tel = self._advance(
-                self._inflight_tel, self.telemetry_q, self._next_telemetry)
-            if not final or (self._inflight_state is None and self._inflight_tel is None) \
-                    or time.monotonic() > deadline:
-                return
-            time.sleep(0.01)
-
-    @staticmethod
-    def _advance(inflight: _Inflight | None, q: DurableQueue,
-                 send: Callable[[], _Inflight | None]) -> _Inflight | None:
-        if inflight is not None:
-            try:
-                published = inflight.info.is_published()
-            except (RuntimeError, ValueError) as exc:
-                # Published while the connection was being lost: paho leaves that info failed
-                # for good (even if it resends the message later), so waiting on it would wedge
-                # the queue. The records are still on disk: send them again (at least once;
-                # the manager drops repeats by seq).
-                log.info("resending queued record(s) up to %d after a lost connection (%s)",
-                         inflight.last_id, exc)
-                return send()
-            if not published:
-                return inflight
-            q.ack(inflight.last_id)        # the broker has it: now it may leave the disk
-        return send()
-
-    def _next_state(self) -> _Inflight | None:
-        rows = self.state_q.peek(1)
-        if not rows:
-            return None
-        rid, body = rows[0]
-        info = self.conn.publish(topics.device_topic(self.device_id, "state"), body)
-        return _Inflight(rid, info)
-
-    def _next_telemetry(self) -> _Inflight | None:
-        batch = take_batch(self.telemetry_q, self.settings.telemetry)
-        if batch is None:
-            return None
-        last, records = batch
-        msg = TelemetryBatch(self.device_id, self.telemetry_q.next_seq(), tuple(records),
-                             self.telemetry_q.dropped)
-        info = self.conn.publish(topics.device_topic(self.device_id, "telemetry"),
-                                 msg.to_bytes())
-        return _Inflight(last, info)
+        self.outbox.pump()
+        deadline = time.monotonic() + 2.0
+        while final and self.outbox.busy and time.monotonic() < deadline:
+            msg = self.conn.get(0.05)      # the I/O thread has stopped: only acks matter now
+            if msg is not None and msg.topic == self._ack_topic:
+                self._on_ack(msg.payload)
+                self.outbox.pump()
 
     # -- telemetry ---------------------------------------------------------------------------
     def collect_telemetry(self, now: float) -> None:

@@ -68,6 +68,8 @@ class DurableQueue:
                          " body BLOB NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER)")
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('dropped', 0), ('seq', 0)")
+        # the batch on its way (end-to-end ack): its seq and last record id; 0 = none
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('batch_seq', 0), ('batch_last', 0)")
 
     @staticmethod
     def _open_wal(path: Path) -> sqlite3.Connection:
@@ -124,6 +126,41 @@ class DurableQueue:
             self._db.execute("UPDATE meta SET v = v + 1 WHERE k = 'seq'")
             return int(self._db.execute("SELECT v FROM meta WHERE k = 'seq'").fetchone()[0])
 
+    def pinned_batch(self) -> tuple[int, int] | None:
+        """(seq, last id) of the batch sent and not yet acknowledged, or None."""
+        with self._lock:
+            d = dict(self._db.execute("SELECT k, v FROM meta WHERE k IN ('batch_seq', "
+                                      "'batch_last')").fetchall())
+        return (int(d["batch_seq"]), int(d["batch_last"])) if d.get("batch_seq") else None
+
+    def pin_batch(self, last_id: int) -> int:
+        """Give the records up to ``last_id`` a new batch seq, persisted: a re-send after a
+        restart carries the same seq and records, so the manager stores them once."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("UPDATE meta SET v = v + 1 WHERE k = 'seq'")
+                (seq,) = self._db.execute("SELECT v FROM meta WHERE k = 'seq'").fetchone()
+                self._db.execute("UPDATE meta SET v = ? WHERE k = 'batch_seq'", (seq,))
+                self._db.execute("UPDATE meta SET v = ? WHERE k = 'batch_last'", (last_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(seq)
+
+    def ack_batch(self, last_id: int) -> None:
+        """The pinned batch is stored by the manager: delete its records and unpin it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM q WHERE id <= ?", (last_id,))
+                self._db.execute("UPDATE meta SET v = 0 WHERE k IN ('batch_seq', 'batch_last')")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     @property
     def dropped(self) -> int:
         with self._lock:
@@ -138,10 +175,15 @@ class DurableQueue:
             self._db.close()
 
 
-def take_batch(queue: DurableQueue, limits: TelemetryLimits = TelemetryLimits()
-               ) -> tuple[int, list[dict[str, Any]]] | None:
-    """The oldest records that fit one batch: (last id, records), or None if empty."""
+def take_batch(queue: DurableQueue, limits: TelemetryLimits = TelemetryLimits(),
+               upto: int | None = None) -> tuple[int, list[dict[str, Any]]] | None:
+    """The oldest records that fit one batch: (last id, records), or None if empty.
+
+    ``upto``: only records with an id up to this one (re-sending a pinned batch).
+    """
     rows = queue.peek(limits.max_records_per_batch)
+    if upto is not None:
+        rows = [r for r in rows if r[0] <= upto]
     if not rows:
         return None
     out: list[dict[str, Any]] = []

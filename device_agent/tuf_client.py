@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import random
 import shutil
 import threading
 import time
@@ -81,6 +82,10 @@ class DownloadLimits:
     idle_timeout_s: float = 15.0     # no frame at all for this long: ask again for what is missing
     idle_backoff_max_s: float = 60.0  # ...and each further ask waits twice as long, up to this
     max_requests: int = 8            # fetch requests per file before giving up
+    # a fetch no manager acknowledged (docs/PROTOCOL.md ``ack``) is sent again after this,
+    # doubling (with jitter) up to fetch_ack_max_s; these re-sends do not count as requests
+    fetch_ack_timeout_s: float = 3.0
+    fetch_ack_max_s: float = 30.0
     metadata_wait_s: float = 10.0    # how long to wait for retained metadata to arrive
     http_timeout_s: float = 30.0
 
@@ -329,6 +334,7 @@ class MqttTufTransport:
         # called while waiting for chunks; may raise to abandon the download (cancel, stop)
         self.check: Callable[[], None] | None = None
         self._active: dict[str, ChunkAssembler] = {}
+        self._acked: set[str] = set()    # artifacts whose latest fetch a manager acknowledged
         self._lock = threading.Lock()
         self._meta_prefix = topics.tuf_metadata("x.json")[: -len("x.json")]
         self._chunk_prefix = f"{topics.PREFIX}/artifacts/"
@@ -358,7 +364,14 @@ class MqttTufTransport:
 
         return MqttFetcher(self)
 
+    def on_ack(self, artifacts: tuple[str, ...]) -> None:
+        """A manager acknowledged fetch requests for these artifacts (I/O thread)."""
+        with self._lock:
+            self._acked.update(a for a in artifacts if a in self._active)
+
     def _request(self, asm: ChunkAssembler) -> None:
+        with self._lock:
+            self._acked.discard(asm.artifact)
         req = FetchRequest(self.device_id, asm.artifact, asm.missing())
         self.link.publish(topics.device_topic(self.device_id, "fetch"), req.to_bytes())
 
@@ -385,6 +398,8 @@ class MqttTufTransport:
             self._request(asm)
             requests, last_progress, seen, nxt = 1, self.clock(), 0, 0
             patience = self.limits.idle_timeout_s
+            ack_wait = self.limits.fetch_ack_timeout_s
+            ack_due = self.clock() + ack_wait
             while True:
                 while asm.count is not None and nxt < asm.count and asm.has(nxt):
                     yield asm.read(nxt)
@@ -405,6 +420,13 @@ class MqttTufTransport:
                     gen = self.link.generation
                     self._request(asm)
                     last_progress = self.clock()
+                elif seen == 0 and sha not in self._acked and self.clock() >= ack_due:
+                    # no manager took the request (none subscribed, or a dead session in the
+                    # group got it): ask again soon rather than after the idle timeout
+                    self._request(asm)
+                    ack_wait = min(2 * ack_wait, self.limits.fetch_ack_max_s)
+                    ack_due = self.clock() + ack_wait * random.uniform(0.5, 1.0)
+                    last_progress = self.clock()
                 elif self.clock() - last_progress >= patience:
                     if requests >= self.limits.max_requests:
                         err = self._give_up(asm, requests)
@@ -423,6 +445,8 @@ class MqttTufTransport:
             raise
         finally:
             self.link.unsubscribe(topic)
+            with self._lock:
+                self._acked.discard(sha)
             # out of the routing table first, then off the disk: a frame routed in between
             # would otherwise re-create the directory (and discard() ignores late ones anyway)
             with self._lock:

@@ -88,6 +88,8 @@ class PahoMember:
         self._timer: Timer | None = None  # backoff before the next connect (loop thread only)
         self.idle = threading.Event()    # no socket, no connect under way, no timer pending
         self.idle.set()
+        # sent with the DISCONNECT of stop(): e.g. SessionExpiryInterval 0 to end the session
+        self.disconnect_properties: Any = None
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
         client.on_socket_unregister_write = self._on_unregister_write
@@ -225,7 +227,7 @@ class PahoMember:
         if self._sock is None:
             return           # a connect is under way: _connect/_attach settle it
         with self._wire:
-            self.client.disconnect()
+            self.client.disconnect(properties=self.disconnect_properties)
         if self.client.socket() is not self._sock:
             self._lost()
 

@@ -61,7 +61,7 @@ MANAGER_ROLE = "edgeops-manager"
 ADMIN_ROLE = "edgeops-broker-admin"
 SHARED_DEVICE_ROLE = "edgeops-devices-shared"
 DEVICE_PUBLISH = ("status", "state", "telemetry", "fetch")
-DEVICE_SUBSCRIBE = ("desired", "commands")
+DEVICE_SUBSCRIBE = ("desired", "commands", "ack")   # ack: the manager's end-to-end acks
 PBKDF2_ITERATIONS = 20_000  # the plugin's sha512-pbkdf2; only the manager has a password
 _SALT_BYTES = 12           # what mosquitto_dynamic_security 2.0 reads
 

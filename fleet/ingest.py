@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from edgeops.config import DEFAULT_LIMITS
 from edgeops.protocol import (
+    Ack,
     FetchRequest,
     MessageError,
     StateReport,
@@ -79,6 +80,8 @@ class IngestStore(Protocol):
 
     def insert_telemetry(self, rows: Sequence[Any]) -> int: ...
 
+    def insert_telemetry_once(self, rows: Sequence[Any]) -> int: ...
+
     def mark_seen(self, seen: Mapping[str, float]) -> None: ...
 
 
@@ -99,6 +102,10 @@ class IngestConfig:
     unknown_cache_ttl_s: float = 5.0     # newly enrolled devices are seen within this
     device_cache_max: int = 100_000
     dedupe_per_device: int = 64          # recent telemetry payload digests remembered
+    # each (device, batch seq) stored once, checked in the store (telemetry_batches): devices
+    # re-send until acknowledged, possibly to another worker; False = the in-memory check
+    # only (benchmarks/fleet_ingest.py measures the difference)
+    exactly_once: bool = True
 
 
 @dataclass
@@ -149,6 +156,10 @@ class Ingest:
         self._rows: list[Any] = []
         self._seen: dict[str, float] = {}
         self._first_buffered: float | None = None
+        # end-to-end acknowledgements (docs/PROTOCOL.md): ready to send, and telemetry ones
+        # that wait for the flush that persists their batch
+        self._acks: dict[str, Ack] = {}
+        self._acks_after_flush: dict[str, Ack] = {}
         # topic -> (device id, channel), or None for a topic ingest ignores; topics repeat
         # per device, and the split + id regex was a visible share of the per-message cost
         self._topics: dict[str, tuple[str, str] | None] = {}
@@ -209,7 +220,11 @@ class Ingest:
         return self._fetch(msg, target)
 
     def _state(self, report: StateReport) -> Outcome:
-        if not self.store.record_state(report):
+        stored = self.store.record_state(report)
+        # stored now, or a seq at or below the last stored one (a re-send whose first copy
+        # made it): either way the device may forget it
+        self._ack(self._acks, Ack(report.device_id, state=report.seq))
+        if not stored:
             log.info("ignored state seq %d from %s (replayed or out of order)", report.seq,
                      report.device_id)
             return Outcome.STALE
@@ -238,12 +253,18 @@ class Ingest:
             self.delivery.submit(req, target)
         except DeliveryRejected as exc:
             log.warning("refused fetch: %s", exc.message)
+            # acknowledged all the same: asking again cannot change the answer
+            self._ack(self._acks, Ack(req.device_id, fetch=(req.artifact,)))
             return Outcome.REFUSED
+        self._ack(self._acks, Ack(req.device_id, fetch=(req.artifact,)))
         return Outcome.ACCEPTED
 
     def _telemetry(self, batch: TelemetryBatch, payload: bytes) -> Outcome:
         digest = hash(payload)
         recent = self._recent.get(batch.device_id)
+        # acknowledged once the flush that follows has committed (the first copy of a
+        # duplicate may still be in the buffer)
+        self._ack(self._acks_after_flush, Ack(batch.device_id, telemetry=batch.seq))
         if recent is None:
             recent = self._recent[batch.device_id] = deque(maxlen=self.config.dedupe_per_device)
         elif digest in recent:
@@ -288,9 +309,10 @@ class Ingest:
         a failure: rows that were committed are not written twice."""
         rows = self._rows
         if rows:
-            self.store.insert_telemetry(rows)
+            stored = (self.store.insert_telemetry_once(rows) if self.config.exactly_once
+                      else self.store.insert_telemetry(rows))
             self._rows = []
-            self.stats.telemetry_rows += len(rows)
+            self.stats.telemetry_rows += stored
         if self._seen:
             # one lock order for every worker: two workers updating the same devices in
             # different orders deadlock on PostgreSQL
@@ -298,7 +320,28 @@ class Ingest:
             self._seen = {}
         self._first_buffered = None
         self.stats.flushes += 1
+        for ack in self._acks_after_flush.values():
+            self._ack(self._acks, ack)
+        self._acks_after_flush = {}
         return len(rows)
+
+    # -- end-to-end acknowledgements -------------------------------------------------------
+    @staticmethod
+    def _ack(into: dict[str, Ack], ack: Ack) -> None:
+        cur = into.get(ack.device_id)
+        into[ack.device_id] = ack if cur is None else cur.merge(ack)
+
+    def take_acks(self) -> list[Ack]:
+        """Acknowledgements due (one per device, cumulative), to publish on ``ack`` topics.
+
+        Telemetry is acknowledged only after :meth:`flush` persisted it; state reports and
+        fetches as soon as they were handled.
+        """
+        if not self._acks:
+            return []
+        out = list(self._acks.values())
+        self._acks = {}
+        return out
 
     # -- device lookups --------------------------------------------------------------------
     def _device_target(self, device_id: str) -> str | None:

@@ -3,7 +3,8 @@
 Start-up order matters: open (and migrate) the store; load the online keys and root.json from
 the key store; make sure an admin token exists (first start writes DATA/admin.token, 0600);
 connect the MQTT worker (or run without one and say so); re-publish the persisted commands of
-every notified device (:meth:`RolloutEngine.recover`) so a restart mid-rollout skips nobody;
+every notified device (:meth:`RolloutEngine.recover`) so a restart mid-rollout skips nobody,
+and ask every device in flight to report again (:meth:`RolloutEngine.reconcile`);
 then serve HTTP while a background loop ticks the rollout engine and keeps TUF freshness
 metadata signed. SIGTERM/SIGINT stop uvicorn, then the loop, the worker and the store.
 """
@@ -43,6 +44,9 @@ __all__ = ["FleetServer", "OfflineChannel", "ServeOptions", "ensure_admin_token"
            "remove_stale_uploads"]
 
 log = logging.getLogger(__name__)
+
+MANAGER_SESSION_EXPIRY_S = 10
+"""How long the broker keeps a vanished worker's MQTT session (docs/PROTOCOL.md)."""
 
 
 @dataclass(frozen=True)
@@ -185,19 +189,23 @@ class FleetServer:
             try:
                 from fleet.mqtt import MqttOptions
                 from fleet.pki import MANAGER_IDENTITY
-                from fleet.worker import ManagerWorker, WorkerConfig, default_client_id
+                from fleet.worker import ManagerWorker, WorkerConfig, persistent_client_id
             except ImportError:
                 log.warning("fleet.worker is not available: running without MQTT")
             else:
-                # host + pid + HTTP port: unique even for several managers in one process
-                client_id = f"{default_client_id()}-{self.port}"
-                config = None
-                if self.broker_password is not None:
-                    config = WorkerConfig(mqtt=MqttOptions(
-                        client_id=client_id, username=MANAGER_IDENTITY,
-                        password=self.broker_password))
+                # stable across restarts (a restart resumes its own session), distinct per
+                # HTTP port (several managers sharing one data directory)
+                cid = persistent_client_id(self.opts.data, str(self.port))
+                # short: a worker killed for good leaves the shared-subscription group soon
+                # (messages the broker hands its session meanwhile are re-sent by devices,
+                # which keep them until a manager acks); a quick restart still resumes it
+                password = self.broker_password     # the manager listener's login, if any
+                config = WorkerConfig(mqtt=MqttOptions(
+                    client_id=cid, session_expiry_s=MANAGER_SESSION_EXPIRY_S,
+                    username=MANAGER_IDENTITY if password is not None else None,
+                    password=password))
                 self.worker = ManagerWorker(self.store, self.opts.broker, self.opts.data,
-                                            tls=self._broker_tls(), client_id=client_id,
+                                            tls=self._broker_tls(), client_id=cid,
                                             on_state=self.engine.on_state,
                                             on_status=self.engine.on_status, config=config)
                 self.worker.start()
@@ -211,6 +219,8 @@ class FleetServer:
         n = self.engine.recover()
         if n:
             log.info("re-sent %d persisted commands after restart", n)
+        if self.worker is not None:
+            self.engine.reconcile()
         self._loop = threading.Thread(target=self._run_loop, name="rollout", daemon=True)
         self._loop.start()
 

@@ -14,6 +14,13 @@ runs three things:
 * a *chunk* MQTT session used only by :class:`fleet.delivery.ChunkDelivery`, whose publish
   acknowledgements drive the delivery's in-flight window and whose bytes are the manager's
   artifact egress.
+
+End-to-end acknowledgement (docs/PROTOCOL.md): once a state report or fetch is handled, and
+once a telemetry batch is committed, the worker publishes an ``ack`` on the device's own topic;
+the agent keeps the message in its outbox until then. A worker's control session has a stable
+client id (:func:`persistent_client_id`), so a restarted worker resumes its own session, and
+:meth:`ManagerWorker.stop` unsubscribes and ends the session, so no dead session stays in the
+shared-subscription group.
 """
 
 from __future__ import annotations
@@ -22,22 +29,26 @@ import functools
 import logging
 import os
 import queue
+import re
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgeops.errors import EdgeOpsError
+from edgeops.errors import EdgeOpsError, TransportError
+from edgeops.fsutil import atomic_write
 from edgeops.protocol import SignedCommand, StateReport, topics
 from fleet.delivery import ArtifactCatalog, ArtifactInfo, ChunkDelivery, DeliveryConfig
 from fleet.ingest import Ingest, IngestConfig
 from fleet.mqtt import Inbound, MqttConnection, MqttOptions, TlsOptions
 from fleet.store import Store
 
-__all__ = ["ManagerWorker", "StoreCatalog", "WorkerConfig", "default_client_id"]
+__all__ = ["ManagerWorker", "StoreCatalog", "WorkerConfig", "default_client_id",
+           "persistent_client_id"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +57,34 @@ _SHARED_CHANNELS = ("state", "telemetry", "fetch")
 
 def default_client_id() -> str:
     return f"edgeops-manager-{socket.gethostname()}-{os.getpid()}"
+
+
+_CLIENT_ID = re.compile(r"^edgeops-manager-[A-Za-z0-9_.-]{1,64}$")
+
+
+def persistent_client_id(data_dir: Path, instance: str) -> str:
+    """This worker's MQTT client id, the same at every start (kept in ``data_dir``).
+
+    Why: with a new id per start, the session of the previous process stays in the
+    shared-subscription group until it expires and the broker keeps handing it device
+    messages. With the same id the new process takes that session over (and the broker
+    redelivers what the old one left unacknowledged). ``instance`` tells apart workers that
+    share a data directory (``fleet serve`` passes its HTTP port); they must not share an id,
+    or they would take each other's session over.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", instance)[:32] or "0"
+    path = data_dir / f"mqtt-client-id.{safe}"
+    try:
+        cid = path.read_text().strip()
+        if _CLIENT_ID.match(cid):
+            return cid
+        log.warning("%s does not hold a manager client id; writing a new one", path)
+    except FileNotFoundError:
+        pass
+    cid = f"edgeops-manager-{uuid.uuid4().hex[:16]}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, cid.encode() + b"\n")
+    return cid
 
 
 @dataclass(frozen=True)
@@ -58,6 +97,8 @@ class WorkerConfig:
     share_group: str = topics.SHARE_GROUP    # "" = no shared subscriptions (single worker)
     connect_timeout_s: float = 10.0
     store_retry_max_s: float = 5.0           # back-off ceiling while the database is down
+    send_acks: bool = True                   # end-to-end acks on devices/<id>/ack
+    end_session_on_stop: bool = True         # stop() unsubscribes and ends the MQTT session
 
 
 class StoreCatalog:
@@ -143,6 +184,7 @@ class ManagerWorker:
         self._consumer: threading.Thread | None = None
         self._unacked: list[Inbound] = []
         self.errors = 0
+        self.acks_sent = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -165,6 +207,8 @@ class ManagerWorker:
             self._consumer.join(timeout=15)
             self._consumer = None
         self.delivery.stop()
+        if self.config.end_session_on_stop:
+            self.control.end_session()
         self.control.close()
         self.chunks.close()
 
@@ -201,7 +245,7 @@ class ManagerWorker:
                              "chunks_requested": d.chunks_requested,
                              "chunks_published": d.chunks_published,
                              "bytes_published": d.bytes_published},
-                "errors": self.errors}
+                "acks_sent": self.acks_sent, "errors": self.errors}
 
     # -- internals -------------------------------------------------------------------------
     def _publish_chunk(self, topic: str, frame: bytes) -> int:
@@ -225,7 +269,9 @@ class ManagerWorker:
                 self._retrying(self._flush)
             if msg is None and self._stop.is_set():
                 self._retrying(self._flush)
+                self._send_acks()
                 return
+            self._send_acks()
 
     def _handle(self, msg: Inbound) -> None:
         outcome = self.ingest.handle(msg.topic, msg.payload)
@@ -238,6 +284,21 @@ class ManagerWorker:
         self.ingest.flush()
         self.control.ack_all(self._unacked)
         self._unacked.clear()
+
+    def _send_acks(self) -> None:
+        """Publish the end-to-end acks that ingest has due (QoS 0: a lost one only means the
+        device re-sends, and the re-send is acknowledged again)."""
+        acks = self.ingest.take_acks()
+        if not self.config.send_acks:
+            return
+        for ack in acks:
+            try:
+                self.control.publish(topics.device_topic(ack.device_id, "ack"), ack.to_bytes(),
+                                     qos=0)
+                self.acks_sent += 1
+            except TransportError as exc:
+                log.info("ack for %s not sent (%s); the device will re-send", ack.device_id,
+                         exc.message)
 
     def _retrying(self, fn: Callable[[], None], attempts: int = 0,
                   give_up: Callable[[], None] | None = None) -> None:

@@ -4,6 +4,7 @@ Pure data and functions, no sockets: paho lives behind one adapter per side (fle
 """
 
 from edgeops.protocol import topics
+from edgeops.protocol.acks import Ack
 from edgeops.protocol.commands import (
     COMMAND_KINDS,
     Command,
@@ -28,6 +29,7 @@ from edgeops.protocol.messages import (
 __all__ = [
     "COMMAND_KINDS",
     "PROTOCOL_VERSION",
+    "Ack",
     "Chunk",
     "Command",
     "CommandRejected",

@@ -25,7 +25,7 @@ from edgeops.protocol.messages import PROTOCOL_VERSION, MessageError
 
 __all__ = ["COMMAND_KINDS", "Command", "CommandRejected", "SignedCommand", "check_command"]
 
-COMMAND_KINDS = ("deploy", "rollback", "config", "cancel")
+COMMAND_KINDS = ("deploy", "rollback", "config", "cancel", "report-state")
 
 
 class CommandRejected(MessageError):

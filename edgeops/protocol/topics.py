@@ -28,7 +28,7 @@ _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 # Device-side channels: who publishes is in docs/PROTOCOL.md.
-DEVICE_CHANNELS = ("status", "state", "telemetry", "fetch", "desired", "commands")
+DEVICE_CHANNELS = ("status", "state", "telemetry", "fetch", "desired", "commands", "ack")
 
 
 def valid_device_id(device_id: str) -> bool:

@@ -326,6 +326,9 @@ class MqttConnection:
         self.last_error: str | None = None
         self._net: NetLoop | None = None  # this connection's loop, while started
         self._attempts = 0              # consecutive failed connects (backoff exponent)
+        self._end_session = False       # end_session() was called: close() ends the session
+        self._unsub_mid: int | None = None
+        self._unsubscribed = threading.Event()
 
         if options.network_loop not in ("selector", "paho"):
             raise UsageError(f"MQTT network loop {options.network_loop!r} is not 'selector' or "
@@ -356,6 +359,7 @@ class MqttConnection:
         if isinstance(c, FastClient):
             c.fast_publish = self._on_fast_message
         c.on_publish = self._on_publish
+        c.on_unsubscribe = self._on_unsubscribe
         c.on_socket_open = self._on_socket_open
         self._client: LockedClient = c
         # The member sets paho's socket hooks, so paho never writes on the caller's thread: a
@@ -403,12 +407,43 @@ class MqttConnection:
                                  f"{timeout_s:.0f} s{why}",
                                  hint="check --broker, TLS options and that the broker runs")
 
+    def end_session(self, timeout_s: float = 2.0) -> None:
+        """Leave for good: unsubscribe, then have :meth:`close` end the broker session.
+
+        Why: a persistent session left behind stays a member of its shared-subscription
+        groups, and the broker keeps handing it a share of the messages until it expires.
+        Unsubscribing first takes it out of the groups at once; the DISCONNECT then carries
+        a session expiry of 0, so the broker discards the session (MQTT 5). Messages that
+        were in flight to it are not lost: devices re-send what no manager acknowledged.
+        """
+        self._end_session = True
+        if not self._v5 or not self.connected.is_set() or not self.subscriptions:
+            return
+        self._unsubscribed.clear()
+        with self._client.write_lock:
+            rc, mid = self._client.unsubscribe([f for f, _ in self.subscriptions])
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._unsub_mid = mid
+            if not self._unsubscribed.wait(timeout_s):
+                log.warning("no UNSUBACK from %s within %.1f s; ending the session anyway",
+                            self.address.url, timeout_s)
+
+    def _disconnect_properties(self) -> Properties | None:
+        if not (self._v5 and self._end_session):
+            return None
+        props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 0
+        return props
+
     def close(self, timeout_s: float = 3.0) -> None:
-        """Disconnect cleanly (queued packets are written first) and stop the network thread."""
+        """Disconnect cleanly (queued packets are written first) and stop the network thread.
+
+        After :meth:`end_session` the DISCONNECT also ends the broker session.
+        """
         self._closing.set()
         if self._paho_loop:
             try:
-                self._client.disconnect()
+                self._client.disconnect(properties=self._disconnect_properties())
             finally:
                 self._client.loop_stop()
                 self.connected.clear()
@@ -416,6 +451,7 @@ class MqttConnection:
         net = self._net
         if net is None or self._member is None:
             return
+        self._member.disconnect_properties = self._disconnect_properties()
         self._member.stop(timeout_s)   # a connect under way finishes first
         net.close()
         self._net = None
@@ -539,6 +575,11 @@ class MqttConnection:
                 return        # not acked: the broker redelivers it to the resumed session
             time.sleep(0.002)  # back-pressure: paho stops reading until the consumer catches up
         self.inbound.put(msg)
+
+    def _on_unsubscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any,
+                        properties: Any) -> None:
+        if mid == self._unsub_mid:
+            self._unsubscribed.set()
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:

@@ -31,6 +31,7 @@ __all__ = ["RolloutEngine", "hardware_class"]
 log = logging.getLogger(__name__)
 
 _NOTIFY_BATCH = 200      # devices per store transaction when notifying
+REPORT_STATE_TTL_S = 600.0   # a report-state command is only worth answering this long
 _CANCELLABLE = ("notified", "downloading", "verifying", "installing", "deferred")
 
 
@@ -215,6 +216,31 @@ class RolloutEngine:
                         n += 1
                     except MessageError:
                         log.warning("stored command for %s is unreadable", row.device_id)
+        return n
+
+    def reconcile(self) -> int:
+        """After a start: ask every device in flight in a running deployment to report again.
+
+        Why: a report sent before the restart may have gone to a manager session that no
+        longer exists; rather than wait for news that will not come, each such device gets a
+        signed ``report-state`` command (not retained, short-lived) and answers with its last
+        report about the deployment. The agent does not record a ``report-state`` seq as
+        accepted, so a ``deploy`` it has not yet received stays valid. Returns how many
+        devices were asked.
+        """
+        n = 0
+        for dep in self.store.list_deployments(["running", "paused"], limit=1000):
+            rows = self.store.deployment_devices(dep.id, sorted(IN_FLIGHT_STATES))
+            for i in range(0, len(rows), _NOTIFY_BATCH):
+                part = rows[i : i + _NOTIFY_BATCH]
+                cmds = self.signer.issue_many(
+                    [(r.device_id, "report-state", {"deployment_id": dep.id}) for r in part],
+                    ttl_s=REPORT_STATE_TTL_S)
+                for cmd in cmds:
+                    self.channel.send_command(cmd.command.device_id, cmd)
+                    n += 1
+        if n:
+            log.info("asked %d in-flight devices to report their state again", n)
         return n
 
     # -- device events ------------------------------------------------------------------------

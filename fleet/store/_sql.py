@@ -284,6 +284,42 @@ class SqlStore(AggregateReads, AliasRecords):
                 [self._telemetry_tuple(r) for r in rows])
         return len(rows)
 
+    def insert_telemetry_once(self, rows: Sequence[TelemetryRow]) -> int:
+        """Like :meth:`insert_telemetry`, but each (device, batch seq) is stored only once.
+
+        Agents re-send a batch until a manager acknowledges it, so the same batch can reach
+        two workers or a restarted one; whichever commits its key first stores the rows, the
+        others drop theirs (on PostgreSQL the second insert of a key waits for the first
+        transaction, then does nothing). Returns how many rows were persisted.
+        """
+        if not rows:
+            return 0
+        with self._tx() as cur:
+            fresh = self._claim_batches(cur, rows)
+            kept = [r for r in rows if (r.device_id, r.seq) in fresh]
+            self._write_telemetry(cur, kept)
+        return len(kept)
+
+    def _claim_batches(self, cur: Any, rows: Sequence[TelemetryRow]) -> set[tuple[str, int]]:
+        """Record the rows' (device, seq) keys; returns those that were new."""
+        keys = sorted({(r.device_id, int(r.seq)) for r in rows})
+        fresh: set[tuple[str, int]] = set()
+        for i in range(0, len(keys), 400):          # SQLite: at most 999 parameters
+            part = keys[i : i + 400]
+            self._exec(cur, "INSERT INTO telemetry_batches (device_id, seq) VALUES "
+                            + ", ".join("(?, ?)" for _ in part)
+                            + " ON CONFLICT DO NOTHING RETURNING device_id, seq",
+                       tuple(v for k in part for v in k))
+            fresh.update((str(d), int(q)) for d, q in cur.fetchall())
+        return fresh
+
+    def _write_telemetry(self, cur: Any, rows: Sequence[TelemetryRow]) -> None:
+        if rows:
+            cur.executemany(self._sql(
+                "INSERT INTO telemetry (device_id, ts, kind, seq, deployment_id, n_count, "
+                "n_errors, p95_ms, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                [self._telemetry_tuple(r) for r in rows])
+
     def query_telemetry(self, device_id: str, kind: str | None = None,
                         since: float | None = None, until: float | None = None,
                         limit: int = 1000) -> list[TelemetryRow]:

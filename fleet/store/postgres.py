@@ -60,3 +60,12 @@ class PostgresStore(SqlStore):
             for r in rows:
                 copy.write_row(self._telemetry_tuple(r))
         return len(rows)
+
+    def _write_telemetry(self, cur: Any, rows: Sequence[TelemetryRow]) -> None:
+        if not rows or not self.use_copy:
+            super()._write_telemetry(cur, rows)
+            return
+        with cur.copy("COPY telemetry (device_id, ts, kind, seq, deployment_id, n_count, "
+                      "n_errors, p95_ms, data) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(self._telemetry_tuple(r))

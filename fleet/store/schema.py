@@ -156,5 +156,16 @@ CREATE TABLE bundle_alias_moves (
 CREATE INDEX bundle_alias_moves_alias ON bundle_alias_moves (name, alias, id)
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2_ALIASES))
+# Telemetry batches already stored, by (device, batch seq): an agent re-sends a batch until a
+# manager acknowledges it (docs/PROTOCOL.md, end-to-end acknowledgement), possibly to another
+# worker or after a restart, so the store, not a worker's memory, makes ingest exactly-once.
+_V3_TELEMETRY_BATCHES = """
+CREATE TABLE telemetry_batches (
+    device_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    PRIMARY KEY (device_id, seq)
+)
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2_ALIASES), (3, _V3_TELEMETRY_BATCHES))
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -137,6 +137,8 @@ class MqttProbe:
     suback: dict[int, list[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     client: mqtt.Client | None = None
+    # act as the manager for end-to-end acks: acknowledge every state report it receives
+    ack_reports: bool = False
 
     def connect(self, timeout_s: float = 5.0) -> bool:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
@@ -188,6 +190,14 @@ class MqttProbe:
     def _on_message(self, c: mqtt.Client, u: object, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
             self.messages.append((msg.topic, msg.payload))
+        if self.ack_reports and msg.topic.endswith("/state"):
+            import json
+
+            from edgeops.protocol import Ack
+
+            d = json.loads(msg.payload)
+            c.publish(msg.topic[: -len("state")] + "ack",
+                      Ack(str(d["device_id"]), state=int(d["seq"])).to_bytes(), qos=0)
 
     def _on_publish(self, c: mqtt.Client, u: object, mid: int, rc: object, props: object) -> None:
         with self._lock:

@@ -136,6 +136,7 @@ def rig(fleet_ca: FleetCA, secure_broker: SecureBroker, ident: Callable[[str], I
         "trust": {"root": "root.json", "manager_keys": [{"keyid": key.keyid, **key.to_dict()}]},
         "telemetry": {"interval_s": 60, "queue_max_records": 1000}}))
     observer = MqttProbe(ident("manager"), secure_broker.port, f"observer-{next(_ids)}")
+    observer.ack_reports = True
     thief = MqttProbe(ident("manager"), secure_broker.port, f"thief-{next(_ids)}")
     assert observer.connect() and thief.connect()
     observer.subscribe(topics.device_topic(DEVICE, "state"))

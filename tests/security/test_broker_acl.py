@@ -76,6 +76,8 @@ def test_device_cannot_publish_into_another_devices_topics(manager: MqttProbe, c
     topics.device_topic("cam-2", "commands"),
     topics.device_topic("cam-1", "commands"),   # a device cannot command itself either
     topics.device_topic("cam-2", "desired"),
+    topics.device_topic("cam-2", "ack"),        # no device acknowledges another's traffic
+    topics.device_topic("cam-1", "ack"),        # nor its own (only the manager acks)
     topics.tuf_metadata("timestamp.json"),
     topics.artifact_chunks("ab" * 32),
 ])

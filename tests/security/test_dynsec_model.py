@@ -36,8 +36,9 @@ def test_a_device_role_names_only_its_own_topics() -> None:
     own = f"{topics.PREFIX}/devices/cam-1/"
     assert _topics(acls, "publishClientSend") == [own + c for c in ("status", "state",
                                                                     "telemetry", "fetch")]
-    assert _topics(acls, "subscribeLiteral") == [own + "desired", own + "commands"]
-    assert _topics(acls, "publishClientReceive") == [own + "desired", own + "commands"]
+    downlink = [own + c for c in ("desired", "commands", "ack")]   # ack: manager's e2e acks
+    assert _topics(acls, "subscribeLiteral") == downlink
+    assert _topics(acls, "publishClientReceive") == downlink
     assert not _topics(acls, "subscribePattern")          # literal only: no wildcards at all
     shared = dynsec.shared_device_acls()
     assert set(_topics(shared, "subscribePattern")) == {f"{topics.PREFIX}/artifacts/+/chunks",

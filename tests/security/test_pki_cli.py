@@ -180,7 +180,8 @@ def test_acl_is_generated_from_the_topic_builders() -> None:
     assert write == [f"edgeops/v1/devices/%u/{c}" for c in ("status", "state", "telemetry",
                                                            "fetch")]
     assert read == ["edgeops/v1/devices/%u/desired", "edgeops/v1/devices/%u/commands",
-                    "edgeops/v1/artifacts/+/chunks", "edgeops/v1/tuf/metadata/#"]
+                    "edgeops/v1/devices/%u/ack", "edgeops/v1/artifacts/+/chunks",
+                    "edgeops/v1/tuf/metadata/#"]
     from edgeops.errors import UsageError
 
     with pytest.raises(UsageError):

@@ -19,7 +19,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from securesystemslib.signer import Signer
 
-from edgeops.protocol import Chunk, Command, FetchRequest, SignedCommand, encode_chunk, topics
+from edgeops.protocol import Ack, Chunk, Command, FetchRequest, SignedCommand, encode_chunk, topics
 from edgeops.protocol.messages import decode_json
 from tests.tuf_repo import TufRepo
 
@@ -41,6 +41,7 @@ class FakeManager:
         self.skip_first: set[int] = set()         # indices left out of the first answer only
         self.corrupt: Callable[[int, bytes], bytes] | None = None   # frame rewriter
         self.answer = True
+        self.acks = True                          # end-to-end acks on devices/<id>/ack
         self.served = 0                           # fetch requests fully answered (or ignored)
         self._cond = threading.Condition()
         self._work: queue.Queue[FetchRequest | None] = queue.Queue()
@@ -68,13 +69,21 @@ class FakeManager:
         if dt is None or not msg.payload:
             return
         if dt.channel == "fetch":
-            self._work.put(decode_json(bytes(msg.payload), expect=FetchRequest))
+            req = decode_json(bytes(msg.payload), expect=FetchRequest)
+            self._ack(Ack(dt.device_id, fetch=(req.artifact,)))
+            self._work.put(req)
             return
         d = json.loads(msg.payload)
+        if dt.channel in ("state", "telemetry"):
+            self._ack(Ack(dt.device_id, **{dt.channel: int(d["seq"])}))
         with self._cond:
             {"state": self.states, "telemetry": self.telemetry,
              "status": self.statuses}[dt.channel].append(d)
             self._cond.notify_all()
+
+    def _ack(self, ack: Ack) -> None:
+        if self.acks:
+            self.client.publish(topics.device_topic(ack.device_id, "ack"), ack.to_bytes(), qos=0)
 
     def _serve(self) -> None:
         while (req := self._work.get()) is not None:

@@ -23,7 +23,7 @@ import pytest
 from device_agent.daemon import Agent
 from device_agent.tuf_client import DownloadLimits
 from edgeops.bundle import read_bundle
-from edgeops.protocol import topics
+from edgeops.protocol import DevicePhase, topics
 from tests.device_agent.net.agents import (
     FAST,
     FleetRepo,
@@ -497,3 +497,24 @@ def test_foreign_signed_metadata_and_wrong_artifact_bytes_are_rejected(
         repo.by_sha[entry.file.sha256] = good
     assert _serving(agent) == "1.0.0"
     np.testing.assert_allclose(agent.core.inference.predict({"x": X})["y"], 3.0)
+
+
+def test_report_state_resends_the_last_deployment_report_without_taking_the_seq(
+        mgr: FakeManager, agent: Agent) -> None:
+    """``report-state`` (manager restart): the last report about the deployment comes again,
+    with a new seq; the command's seq is not recorded, so an older deploy still counts."""
+    agent.report(DevicePhase.HEALTHY, deployment_id="d-rs", bundle="tiny@1.0.0")
+    mgr.wait(lambda: [s for s in mgr.states if s["deployment_id"] == "d-rs"])
+    before = agent.net.command_seq
+    mgr.command(DEV, "report-state", {"deployment_id": "d-rs"}, seq=before + 10)
+    again = mgr.wait(lambda: [s for s in mgr.states if s["deployment_id"] == "d-rs"][1:])
+    first = next(s for s in mgr.states if s["deployment_id"] == "d-rs")
+    assert again[0]["phase"] == "healthy" and again[0]["seq"] > first["seq"]
+    assert agent.net.command_seq == before
+    mgr.command(DEV, "report-state", {"deployment_id": "d-other"}, seq=before + 11)
+    mgr.wait(lambda: [s for s in mgr.states if "no report about deployment d-other"
+                      in (s["reason"] or "")])
+    # a command signed before the report-state ones, received after them, is accepted
+    mgr.command(DEV, "config", {"deployment_id": None}, seq=before + 1)
+    mgr.wait(lambda: [s for s in mgr.states if s["reason"] == "config applied"])
+    assert agent.net.command_seq == before + 1 and agent.rejected_commands == 0

@@ -276,8 +276,9 @@ def mqtt_env(tmp_path: Path, broker: MosquittoBroker, repo: TufRepo, keys: KeySt
     mgr = FakeManager(broker.port, repo, keys.signer("manager"), chunk_bytes=64)
     mgr.publish_metadata()
     conn = mqtt_link(broker.port, DEV)
+    # this link does not route acks: no re-send for a missing ack within these tests
     limits = DownloadLimits(chunk_bytes=64, idle_timeout_s=0.5, max_requests=3,
-                            metadata_wait_s=5)
+                            metadata_wait_s=5, fetch_ack_timeout_s=60.0)
     transport = MqttTufTransport(conn, DEV, tmp_path / "dl", limits)
     for f in transport.filters():
         conn.subscribe(f)

@@ -55,11 +55,11 @@ class FailingTelemetryStore:
         self.failing = True
         self.attempts = 0
 
-    def insert_telemetry(self, rows: Any) -> int:
+    def insert_telemetry_once(self, rows: Any) -> int:
         self.attempts += 1
         if self.failing:
             raise ConnectionError("database is down")
-        return self.inner.insert_telemetry(rows)
+        return self.inner.insert_telemetry_once(rows)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -72,8 +72,9 @@ def test_unpersisted_telemetry_is_redelivered_to_the_next_worker(
     broker hands the messages to the worker that resumes the session."""
     enroll(store, "cam-1")
     failing = FailingTelemetryStore(store)
+    # the session must outlive the stop here (as after a crash): a clean stop ends it
     cfg = WorkerConfig(ingest=IngestConfig(telemetry_flush_s=0.02), store_retry_max_s=0.2,
-                       connect_timeout_s=5)
+                       connect_timeout_s=5, end_session_on_stop=False)
     w1 = ManagerWorker(failing, broker.url, client_id="mgr-a", config=cfg)  # type: ignore[arg-type]
     w1.start()
     d = SimDevice("cam-1", broker.host, broker.port)
@@ -98,6 +99,55 @@ def test_unpersisted_telemetry_is_redelivered_to_the_next_worker(
             w2.stop()
     finally:
         d.close()
+
+
+@pytest.mark.broker
+def test_clean_stop_leaves_the_share_group_and_ends_the_session(
+        store: Store, broker: MosquittoBroker) -> None:
+    """After stop() no session of the worker is left: the broker hands it nothing, and a
+    client resuming its id finds no session (MQTT 5 session present flag)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    enroll(store, "cam-1")
+    w = ManagerWorker(store, broker.url, client_id="mgr-end", config=WorkerConfig(
+        connect_timeout_s=5))
+    w.start()
+    w.stop()
+    assert w.control._unsubscribed.is_set()          # UNSUBACK came before the DISCONNECT
+    present: list[bool] = []
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="mgr-end",
+                    protocol=MQTTProtocolVersion.MQTTv5)
+    c.on_connect = lambda _c, _u, flags, _rc, _p: present.append(flags.session_present)
+    c.connect(broker.host, broker.port, clean_start=False)
+    c.loop_start()
+    try:
+        deadline = time.monotonic() + 5
+        while not present and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert present == [False]
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    # the control group: kept by a plain close (end_session_on_stop=False)
+    w2 = ManagerWorker(store, broker.url, client_id="mgr-keep", config=WorkerConfig(
+        connect_timeout_s=5, end_session_on_stop=False))
+    w2.start()
+    w2.stop()
+    present.clear()
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="mgr-keep",
+                    protocol=MQTTProtocolVersion.MQTTv5)
+    c.on_connect = lambda _c, _u, flags, _rc, _p: present.append(flags.session_present)
+    c.connect(broker.host, broker.port, clean_start=False)
+    c.loop_start()
+    try:
+        deadline = time.monotonic() + 5
+        while not present and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert present == [True]
+    finally:
+        c.disconnect()
+        c.loop_stop()
 
 
 @pytest.mark.broker
