@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import uvicorn
 from tuf.api.metadata import Metadata, Root
 
@@ -28,8 +29,21 @@ from tests.services import free_port
 if TYPE_CHECKING:
     from device_agent.daemon import Agent
 
-__all__ = ["LiveFleet", "enrol_and_start_agents", "free_port", "live_fleet", "publish_bundle",
-           "wait_until"]
+__all__ = ["LiveFleet", "cli_fleet", "enrol_and_start_agents", "free_port", "live_fleet",
+           "publish_bundle", "run_cli", "wait_until"]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``edgeops ARGV`` in this process: exit code, stdout, stderr."""
+    from edgeops.cli.main import main
+
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 class LiveFleet:
@@ -65,6 +79,19 @@ def live_fleet(keys: KeyStore, tmp: Path, *, db: str | None = None, broker: str 
         uv.should_exit = True
         t.join(timeout=10)
         server.stop()
+
+
+@contextmanager
+def cli_fleet(keystore: KeyStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+              ) -> Iterator[LiveFleet]:
+    """A live fleet that the `edgeops` CLI in this process talks to (its URL, admin token,
+    EDGEOPS_HOME and key passphrase in the environment)."""
+    with live_fleet(keystore, tmp_path) as lf:
+        monkeypatch.setenv("EDGEOPS_FLEET", lf.url)
+        monkeypatch.setenv("EDGEOPS_TOKEN", lf.admin)
+        monkeypatch.setenv("EDGEOPS_HOME", str(keystore.home))
+        monkeypatch.setenv("EDGEOPS_KEY_PASSPHRASE", PASSPHRASE.decode())
+        yield lf
 
 
 def publish_bundle(c: FleetClient, keys: KeyStore, bundle: Path) -> None:

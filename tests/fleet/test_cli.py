@@ -11,31 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from edgeops.cli.main import main
 from edgeops.keys import KeyStore
-from tests.edgeops.bundles import PASSPHRASE
-from tests.fleet.live import LiveFleet, live_fleet
+from tests.fleet.live import LiveFleet, cli_fleet, live_fleet, run_cli
 
 
 @pytest.fixture
 def live(keystore: KeyStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
          ) -> Iterator[LiveFleet]:
-    with live_fleet(keystore, tmp_path) as lf:
-        monkeypatch.setenv("EDGEOPS_FLEET", lf.url)
-        monkeypatch.setenv("EDGEOPS_TOKEN", lf.admin)
-        monkeypatch.setenv("EDGEOPS_HOME", str(keystore.home))
-        monkeypatch.setenv("EDGEOPS_KEY_PASSPHRASE", PASSPHRASE.decode())
+    with cli_fleet(keystore, tmp_path, monkeypatch) as lf:
         yield lf
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 def test_enrol_writes_a_config_the_agent_reads(live: LiveFleet, tmp_path: Path,

@@ -24,7 +24,7 @@ from fleet.worker import StoreCatalog
 from tests.edgeops.bundles import PASSPHRASE
 from tests.edgeops.delta_models import mlp_bundle
 from tests.fleet.helpers import publish, repository
-from tests.fleet.live import LiveFleet, live_fleet
+from tests.fleet.live import LiveFleet, cli_fleet
 from tests.fleet.test_cli import run
 
 ART = "artifacts/x86-cpu/model.onnx"
@@ -130,11 +130,7 @@ def test_delta_that_yields_another_artifact_is_refused(
 @pytest.fixture
 def live(keystore: KeyStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
          ) -> Iterator[LiveFleet]:
-    with live_fleet(keystore, tmp_path) as lf:
-        monkeypatch.setenv("EDGEOPS_FLEET", lf.url)
-        monkeypatch.setenv("EDGEOPS_TOKEN", lf.admin)
-        monkeypatch.setenv("EDGEOPS_HOME", str(keystore.home))
-        monkeypatch.setenv("EDGEOPS_KEY_PASSPHRASE", PASSPHRASE.decode())
+    with cli_fleet(keystore, tmp_path, monkeypatch) as lf:
         yield lf
 
 

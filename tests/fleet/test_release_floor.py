@@ -98,23 +98,12 @@ def test_allow_downgrade_marks_the_deploy_command(store: Store, keystore: KeySto
 def test_publish_floor_from_the_cli(keystore: KeyStore, bundles: dict[str, Path], tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgeops.cli.main import main
-    from tests.fleet.live import live_fleet
+    from tests.fleet.live import cli_fleet, run_cli
 
     def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            main(list(argv))
-            code = 0
-        except SystemExit as e:
-            code = int(e.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_cli(capsys, *argv)
 
-    with live_fleet(keystore, tmp_path) as lf:
-        for k, v in {"EDGEOPS_FLEET": lf.url, "EDGEOPS_TOKEN": lf.admin,
-                     "EDGEOPS_HOME": str(keystore.home),
-                     "EDGEOPS_KEY_PASSPHRASE": PASSPHRASE.decode()}.items():
-            monkeypatch.setenv(k, v)
+    with cli_fleet(keystore, tmp_path, monkeypatch) as lf:
         code, _, err = run("publish", str(bundles["1.1.0"]), "--floor", "1.1.0")
         assert code == 0, err
         before = lf.server.store.latest_metadata("targets")

@@ -28,7 +28,7 @@ from fleet.client import FleetClient
 from fleet.release_signing import merge_partials
 from fleet.repository import targets_update
 from tests.edgeops.bundles import PASSPHRASE
-from tests.fleet.live import live_fleet
+from tests.fleet.live import live_fleet, run_cli
 from tests.security.bundles import build_bundle
 from tests.tuf_repo import HttpRepoServer, TufRepo
 
@@ -38,16 +38,8 @@ pytestmark = pytest.mark.slow
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, home: Path,
         *argv: str) -> tuple[int, str, str]:
     """``edgeops ARGV`` on the machine whose EDGEOPS_HOME is ``home``."""
-    from edgeops.cli.main import main
-
     monkeypatch.setenv("EDGEOPS_HOME", str(home))
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, *argv)
 
 
 @pytest.fixture
