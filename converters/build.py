@@ -33,9 +33,11 @@ import numpy as np
 
 from converters.api import BackendContext, BuildRequest, BuiltArtifact, ProgressFn, get_backend
 from converters.data import InputSpec, Preprocessing, SampleSet, load_labels, load_samples
+from converters.drift_baseline import drift_reference_for
 from converters.model_check import SourceModel, load_source
 from converters.profiles import TargetProfile, get_profile
 from converters.validate import classifier_outputs, model_inputs, run_onnx, synthetic_samples
+from edgeops.drift.reference import DriftReference
 from edgeops.errors import BadContentError, UnsupportedModelError, UsageError
 
 __all__ = ["BuildOutcome", "build", "build_artifacts", "check_artifacts_fit", "check_one_file",
@@ -58,6 +60,7 @@ class BuildOutcome:
     baseline: dict[str, Any]
     data: dict[str, Any]                     # where samples came from, counts, warnings
     warnings: list[str] = field(default_factory=list)
+    drift: DriftReference | None = None      # converters/drift_baseline.py
 
 
 def resolve_targets(request: BuildRequest) -> list[tuple[TargetProfile, str]]:
@@ -309,7 +312,9 @@ def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOu
     stats_src = cal if request.calibration is not None or request.validation is None else val
     return BuildOutcome(source=source, inputs=inputs, outputs=_outputs(source.model),
                         artifacts=artifacts, baseline=_baseline(stats_src), data=info,
-                        warnings=warnings)
+                        warnings=warnings,
+                        drift=drift_reference_for(val, reference,
+                                                  synthetic=bool(info.get("synthetic"))))
 
 
 def build_artifacts(request: BuildRequest, progress: ProgressFn,
