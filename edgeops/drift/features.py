@@ -117,7 +117,8 @@ def _as_probabilities(scores: np.ndarray) -> np.ndarray:
         return scores
     z = scores - scores.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
 
 
 def _categorical(name: str) -> int | None:

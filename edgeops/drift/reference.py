@@ -65,7 +65,7 @@ def quantile_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> tuple[float,
     v = v[np.isfinite(v)]
     if v.size == 0 or bins < 2:
         return ()
-    qs = np.quantile(v, np.arange(1, bins) / bins)
+    qs = np.quantile(v, np.arange(1, bins) / bins, method="inverted_cdf")   # observed values
     out: list[float] = []
     for q in qs.tolist():
         r = float(f"{q:.6g}")

@@ -156,7 +156,8 @@ def _proportions(c: np.ndarray) -> np.ndarray:
     total = a.sum()
     p = a / total if total > 0 else np.full_like(a, 1.0 / max(1, a.size))
     p = np.maximum(p, _EPS)
-    return p / p.sum()
+    out: np.ndarray = p / p.sum()
+    return out
 
 
 def js_distance(ref: np.ndarray, live: np.ndarray) -> float:

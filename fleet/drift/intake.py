@@ -57,9 +57,9 @@ def check_sketch(record: Mapping[str, Any], device_id: str, reference: DriftRefe
     start, end = record.get("window_start"), record.get("window_end")
     requests, sampled = record.get("requests"), record.get("sampled")
     counts = record.get("counts")
-    if not (_num(start) and _num(end) and isinstance(requests, int) and
-            isinstance(sampled, int) and isinstance(counts, dict)
-            and isinstance(record.get("bundle"), str)):
+    if not (isinstance(start, int | float) and isinstance(end, int | float) and _num(start)
+            and _num(end) and isinstance(requests, int) and isinstance(sampled, int)
+            and isinstance(counts, dict) and isinstance(record.get("bundle"), str)):
         return SketchRefusal("malformed", "sketch needs bundle, window_start, window_end, "
                              "requests, sampled and counts")
     if end > now + limits.max_clock_skew_s:
