@@ -277,6 +277,10 @@ def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOu
     progress(f"FP32 reference on {len(val)} validation samples")
     reference = run_onnx(source.path, val, threads=request.threads)
     _check_finite(reference, len(val))
+    drift = drift_reference_for(request, source.path, inputs, val, reference,
+                                synthetic=bool(info.get("synthetic")), progress=progress,
+                                preprocessing=preprocessing_from(request.options.get(
+                                    "preprocessing")))
     gate_metric = str(request.options.get("gate_metric", "auto"))
     if gate_metric not in ("auto", "top1", "cosine"):
         raise UsageError(f"unknown gate metric '{gate_metric}'", hint="use auto, top1 or cosine")
@@ -313,8 +317,7 @@ def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOu
     return BuildOutcome(source=source, inputs=inputs, outputs=_outputs(source.model),
                         artifacts=artifacts, baseline=_baseline(stats_src), data=info,
                         warnings=warnings,
-                        drift=drift_reference_for(val, reference,
-                                                  synthetic=bool(info.get("synthetic"))))
+                        drift=drift)
 
 
 def build_artifacts(request: BuildRequest, progress: ProgressFn,

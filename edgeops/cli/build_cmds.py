@@ -105,6 +105,9 @@ def _signer() -> Any:
               help=".npz (arrays keyed by input name, samples first) or a directory of .npy.")
 @click.option("--validation", type=click.Path(path_type=Path), default=None,
               help="Same forms as --calibration; may hold 'labels' (class per sample).")
+@click.option("--reference", "drift_reference", type=click.Path(path_type=Path), default=None,
+              help="Drift reference data (same forms as --calibration; default: the "
+                   "validation data). See docs/DRIFT.md.")
 @click.option("--preprocessing", "preprocessing", default=None,
               help="For image directories: JSON (or a .json file) with size [h, w], layout "
                    "NCHW|NHWC, mean, std, scale; recorded in the manifest.")
@@ -136,7 +139,7 @@ def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
           preprocessing: str | None, input_shapes: tuple[str, ...], max_accuracy_drop: float,
           gate_metric: str, perf_aware: bool, calibration_method: str,
           threads: int, keep_io_layout: bool, out_dir: Path, timestamp: str | None,
-          sign_latency: bool, as_json: bool) -> None:
+          sign_latency: bool, as_json: bool, drift_reference: Path | None = None) -> None:
     """Convert a trained ONNX model into a signed bundle of per-target artifacts.
 
     Writes OUT/NAME-VERSION.edgebundle, OUT/NAME-VERSION.report.json and
@@ -166,7 +169,8 @@ def build(model: Path, name: str, version: str, target_names: tuple[str, ...],
         max_accuracy_drop=max_accuracy_drop, calibration_method=calibration_method,
         threads=threads, keep_io_layout=keep_io_layout,
         options={**_options(preprocessing), "gate_metric": gate_metric,
-                 "perf_aware": perf_aware})
+                 "perf_aware": perf_aware,
+                 **({"drift_reference": str(drift_reference)} if drift_reference else {})})
     from converters.build import resolve_targets
 
     resolve_targets(request)

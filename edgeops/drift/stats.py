@@ -238,7 +238,8 @@ def compare(feature: str, side: str, ref: Sequence[int], live: Sequence[int], *,
     if test not in ("chi2", "g"):
         raise ValueError(f"unknown test {test!r} (chi2 or g)")
     stat, df, p = (chi_square if test == "chi2" else g_test)(r, v)
-    return FeatureTest(feature=feature, side=side, n_live=int(v.sum()), n_reference=int(r.sum()),
+    return FeatureTest(feature=feature, side=side, n_live=round(float(v.sum())),
+                       n_reference=int(r.sum()),
                        test=test, statistic=stat, df=df, p_value=p, psi=psi(r, v),
                        js=js_distance(r, v), ks=ks_binned(r, v) if ordered else None)
 

@@ -45,6 +45,11 @@ class MonitorPolicy:
     test: str = "chi2"                   # "chi2" or "g"
     persistence: int = 2                 # consecutive drifting windows before an alarm
     min_samples: int = 200               # live samples per feature before any verdict
+    # live counts above this many times the reference's are scaled down to it (conservative):
+    # every window is compared with the same finite reference, and when live samples dwarf it
+    # the reference's own noise decides, the same way in every window, so windows stop being
+    # independent and persistence stops cutting false alarms (docs/DRIFT.md, "False alarm rate")
+    max_live_to_reference: float = 4.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -55,6 +60,8 @@ class MonitorPolicy:
             raise UsageError(f"drift test {self.test!r}: use chi2 or g")
         if self.persistence < 1 or self.min_samples < 1:
             raise UsageError("drift persistence and min_samples must be at least 1")
+        if not self.max_live_to_reference >= 1.0:
+            raise UsageError("drift max_live_to_reference must be at least 1")
 
     @property
     def false_alarm_rate(self) -> float:
@@ -64,6 +71,7 @@ class MonitorPolicy:
     def to_dict(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "correction": self.correction, "test": self.test,
                 "persistence": self.persistence, "min_samples": self.min_samples,
+                "max_live_to_reference": self.max_live_to_reference,
                 "false_alarm_rate_per_window": self.false_alarm_rate}
 
 
@@ -133,20 +141,26 @@ def window_verdict(counts: Mapping[str, np.ndarray], reference: DriftReference, 
                 policy: MonitorPolicy) -> tuple[bool | None, list[dict[str, Any]]]:
     """(drifted?, per-feature results) for one window and side; None: too few samples."""
     tests: list[FeatureTest] = []
+    n_live: list[int] = []
     for fb in reference.features:
         if fb.side != side:
             continue
         live = counts.get(fb.name)
         if live is None or int(live.sum()) < policy.min_samples:
             continue
-        tests.append(compare(fb.name, side, fb.counts, live.tolist(),
+        n = int(live.sum())
+        cap = policy.max_live_to_reference * fb.total
+        scaled = live * (cap / n) if n > cap else live
+        tests.append(compare(fb.name, side, fb.counts, scaled.tolist(),
                              ordered=fb.kind == "quantile", test=policy.test))
+        n_live.append(n)
     if not tests:
         return None, []
     ps = [t.p_value for t in tests]
     adj = benjamini_hochberg(ps) if policy.correction == "bh" else bonferroni(ps)
-    rows = [t.to_dict() | {"p_adjusted": a, "drift": a < policy.alpha}
-            for t, a in zip(tests, adj, strict=True)]
+    rows = [t.to_dict() | {"n_live": n, "n_effective": t.n_live, "p_adjusted": a,
+                           "drift": a < policy.alpha}
+            for t, a, n in zip(tests, adj, n_live, strict=True)]
     return any(a < policy.alpha for a in adj), rows
 
 
