@@ -11,7 +11,7 @@ import pytest
 from device_agent.drift_sketch import DriftSketch
 from device_agent.inference import InferenceService
 from device_agent.slots import SlotStore
-from edgeops.drift.features import build_reference
+from edgeops.drift.features import build_reference, extract
 from edgeops.drift.reference import DriftReference
 from tests.device_agent.bundles import FEATURES, Fleet, build_bundle, drift_reference
 from tests.device_agent.test_inference import installed
@@ -124,3 +124,32 @@ def test_inputs_it_cannot_read_are_skipped_not_raised(bad: dict[str, np.ndarray]
     s.observe(bad, {})
     rec = s.take(2000.0, "cam-1")
     assert rec is not None and rec["sampled"] == 1 and rec["counts"] == {}
+
+
+def test_the_compiled_counting_matches_the_reference_bins_exactly() -> None:
+    """Edges, values on edges, NaN/inf, categorical out of range: the agent's one-matrix
+    counting gives what FeatureBins.bin_counts (the build's counting) gives."""
+    from device_agent.drift_sketch import _Plan
+
+    x = RNG.normal(size=(300, 5))
+    x[:, 4] = RNG.integers(0, 3, 300)                     # discrete: duplicate edges merged
+    ref = build_reference({"x": x}, {"y": RNG.normal(size=(300, 4))})
+    assert ref is not None
+    plan = _Plan(ref)
+    live = RNG.normal(size=(64, 5)) * 2
+    live[:8, 0] = ref.features[0].edges[:8]               # exactly on edges
+    live[8, 1], live[9, 2] = np.nan, np.inf
+    live[:, 4] = RNG.integers(-1, 5, 64)
+    y = RNG.normal(size=(64, 4))
+    y[3, 0] = np.nan
+    found = {**extract(ref.rules[0], live), **extract(ref.rules[1], y)}
+    got = np.zeros(len(plan.names) * plan.width, dtype=np.int64)
+    for rule, arr in zip(ref.rules, (live, y), strict=True):
+        blk = plan.block(rule, arr)
+        assert blk is not None
+        plan.add(got, *blk)
+    table = got.reshape(len(plan.names), plan.width)
+    for i, f in enumerate(ref.features):
+        want = f.bin_counts(found[f.name])
+        assert table[i, : f.bins].tolist() == want.tolist(), f.name
+        assert not table[i, f.bins:].any()
