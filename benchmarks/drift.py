@@ -15,7 +15,7 @@ the same streams, what each detects, how fast, how often it cries wolf and what 
   magnitudes, and gradual over 12 windows); a mean-preserving spread change (speed 1.5x around
   its mean); a prediction-only drift (length readings swapped between vehicles: every input's
   distribution unchanged, the joint one and the predictions not);
-* detectors: sketch = `fleet.drift.monitor` (chi-square, Benjamini-Hochberg, alpha 0.02, alarm
+* detectors: sketch = `fleet.drift.monitor` (chi-square, Benjamini-Hochberg, alpha 0.01, alarm
   after 2 consecutive drifting windows, min 200 samples); mean shift = per feature
   `|mean - mean_ref| / std_ref > 3` on the same sampled requests, alarm in the window it
   exceeds (the console's `drift_alert_shift`), computed per feature as it was meant to be
@@ -150,23 +150,25 @@ def _delay(world: World, kind: str, magnitude: float, gradual: bool, devices: in
 
 
 def _false_alarms(world: World, windows: int, devices: int, seed: int,
-                  pinned: bool = False) -> dict[str, float]:
+                  pinned: bool = False, policy: Any = None) -> dict[str, float]:
     from edgeops.drift.stats import persistent
     from fleet.drift.monitor import MonitorPolicy, window_verdict
 
     rng = np.random.default_rng(seed)
-    policy = MonitorPolicy()
-    flags: list[bool] = []
+    policy = policy or MonitorPolicy()
+    data_flags: list[bool] = []
+    pred_flags: list[bool] = []
     alarm_ours = alarm_mean = False
     ours = mean = in_ours = in_mean = 0
     for w in range(windows):
         hour = (w * WINDOW_S / 3600.0) % 24 if pinned else None
         x = _sample(rng, PER_WINDOW * devices, 0.0, "none", hour)
         counts = {k: np.asarray(v) for k, v in world.counts(x).items()}
-        d = bool(window_verdict(counts, world.ref, "input", policy)[0])
-        p = bool(window_verdict(counts, world.ref, "output", policy)[0])
-        flags.append(d or p)
-        now_ours = persistent(flags, policy.persistence)
+        data_flags.append(bool(window_verdict(counts, world.ref, "input", policy)[0]))
+        pred_flags.append(bool(window_verdict(counts, world.ref, "output", policy)[0]))
+        # the group's status: either side in alarm (each side has its own persistence)
+        now_ours = (persistent(data_flags, policy.persistence)
+                    or persistent(pred_flags, policy.persistence))
         now_mean = world.shift(x) > SHIFT_ALERT
         ours += now_ours and not alarm_ours            # alarms raised (onsets)
         mean += now_mean and not alarm_mean
@@ -289,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                            "sample_every": SAMPLE_EVERY, "sampled_per_window": PER_WINDOW,
                            "cohort_devices": COHORT, "onset_window": ONSET,
                            "horizon_windows": HORIZON, "seeds": args.seeds,
-                           "stable_windows": args.stable_windows, "alpha": 0.02,
+                           "stable_windows": args.stable_windows, "alpha": 0.01,
                            "persistence": 2, "correction": "bh", "mean_shift_alert": 3.0,
                            "reference_samples": world.ref.samples,
                            "features_watched": len(world.ref.features)},

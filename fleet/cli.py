@@ -422,7 +422,7 @@ def telemetry(device_id: str | None, deployment: str | None, tags: tuple[str, ..
               help="Tag selector merged as one group (repeatable), e.g. city=lyon.")
 @click.option("--deployment", default=None, help="Merge the devices of this deployment.")
 @click.option("--device", "device_id", default=None, help="Only this device.")
-@click.option("--alpha", type=float, default=0.02, show_default=True,
+@click.option("--alpha", type=float, default=0.01, show_default=True,
               help="Per-window error rate after correction.")
 @click.option("--correction", type=click.Choice(["bh", "bonferroni"]), default="bh",
               show_default=True)

@@ -30,7 +30,7 @@ def _num(call: Call, name: str, default: float, cast: type = float) -> Any:
 
 def get_drift(svc: Services, call: Call) -> Any:
     q = call.query
-    policy = MonitorPolicy(alpha=_num(call, "alpha", 0.02),
+    policy = MonitorPolicy(alpha=_num(call, "alpha", 0.01),
                            correction=q.get("correction", "bh"), test=q.get("test", "chi2"),
                            persistence=_num(call, "persistence", 2, int),
                            min_samples=_num(call, "min_samples", 200, int))
@@ -67,7 +67,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              query=(("cohort", "string", "tag selector, repeatable (city=lyon,class=camera)"),
                     ("deployment", "string", "deployment id"),
                     ("device", "string", "only this device"),
-                    ("alpha", "number", "per-window error rate after correction (0.02)"),
+                    ("alpha", "number", "per-window error rate after correction (0.01)"),
                     ("correction", "string", "bh|bonferroni"),
                     ("test", "string", "chi2|g"),
                     ("persistence", "integer", "consecutive drifting windows for an alarm (2)"),

@@ -40,7 +40,7 @@ STATUSES = ("no-data", "insufficient-data", "ok", "drifting", "alarm")
 class MonitorPolicy:
     """Per-monitor settings. Defaults: at most ~1 false alarm per 1,000 windows per group."""
 
-    alpha: float = 0.02                  # per window, per side, after correction
+    alpha: float = 0.01                  # per window, per side, after correction
     correction: str = "bh"               # "bh" (Benjamini-Hochberg) or "bonferroni"
     test: str = "chi2"                   # "chi2" or "g"
     persistence: int = 2                 # consecutive drifting windows before an alarm

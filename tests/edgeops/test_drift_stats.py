@@ -137,7 +137,7 @@ def test_without_scaling_a_small_reference_breaks_persistence() -> None:
     p = np.full(20, 1 / 20)
     flagged, alarms = {}, {}
     for ratio in (4.0, 1e9):
-        policy = MonitorPolicy(max_live_to_reference=ratio)
+        policy = MonitorPolicy(alpha=0.02, max_live_to_reference=ratio)
         rng, ref_rng = np.random.default_rng(1), np.random.default_rng(101)
         flagged[ratio] = alarms[ratio] = 0
         for _ in range(20):

@@ -193,7 +193,7 @@ def test_cohort_merges_devices_that_alone_are_too_small(ingest: Ingest, store: S
     assert lyon["devices"] == 2 and lyon["data_drift"]["status"] == "alarm"
     assert lyon["prediction_drift"]["status"] == "alarm"    # y follows x0: its spread too
     assert cohorts["cohort:city=paris"]["data_drift"]["status"] == "insufficient-data"
-    assert out["policy"]["false_alarm_rate_per_window"] == pytest.approx(4e-4)
+    assert out["policy"]["false_alarm_rate_per_window"] == pytest.approx(1e-4)
     text = render(out)
     assert "cohort:city=lyon" in text and "input:x[0]" in text
 
