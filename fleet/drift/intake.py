@@ -106,16 +106,21 @@ class SketchIntake:
     """:func:`check_sketch` with the bundle's reference looked up (and cached) from the store."""
 
     def __init__(self, store: _Bundles, *, limits: SketchLimits = SketchLimits(),
-                 clock: Callable[[], float] = time.time, cache_max: int = 256) -> None:
+                 clock: Callable[[], float] = time.time, cache_max: int = 256,
+                 unknown_ttl_s: float = 60.0) -> None:
         self.store = store
         self.limits = limits
         self._clock = clock
-        self._refs: dict[str, DriftReference | None] = {}
+        # published bundles never change, so a found reference is kept; "unknown" is kept
+        # only briefly, or a bundle published after a bogus sketch named it would stay refused
+        self._refs: dict[str, tuple[DriftReference | None, float]] = {}
         self._cache_max = cache_max
+        self._unknown_ttl_s = unknown_ttl_s
 
     def reference(self, bundle: str) -> DriftReference | None:
-        if bundle in self._refs:
-            return self._refs[bundle]
+        hit = self._refs.get(bundle)
+        if hit is not None and (hit[0] is not None or hit[1] > self._clock()):
+            return hit[0]
         ref = None
         name, sep, version = bundle.partition("@")
         if sep:
@@ -127,7 +132,7 @@ class SketchIntake:
                     ref = None
         if len(self._refs) >= self._cache_max:
             self._refs.clear()
-        self._refs[bundle] = ref
+        self._refs[bundle] = (ref, self._clock() + self._unknown_ttl_s)
         return ref
 
     def check(self, device_id: str, record: Mapping[str, Any]) -> SketchRefusal | None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgeops.bundle import Manifest, read_bundle
 from edgeops.drift.features import build_reference, choose_rule, extract
@@ -128,3 +130,28 @@ def test_manifest_carries_the_reference_signed_and_old_manifests_are_unchanged(
     bad["drift"]["features"][0]["counts"][0] = -1
     with pytest.raises(InvalidBundleError, match="counts"):
         Manifest.from_dict(bad)
+
+
+@st.composite
+def _features(draw: st.DrawFn) -> FeatureBins:
+    name = draw(st.from_regex(r"(input|output):[a-z]{1,8}(\[[0-9]{1,2}\])?", fullmatch=True))
+    side = name.split(":")[0]
+    if draw(st.booleans()):
+        counts = draw(st.lists(st.integers(0, 10**9), min_size=1, max_size=64))
+        return FeatureBins(name, side, "categorical", tuple(counts))
+    edges = sorted(set(draw(st.lists(st.floats(-1e9, 1e9, allow_nan=False, width=32),
+                                     max_size=63))))
+    counts = draw(st.lists(st.integers(0, 10**9), min_size=len(edges) + 1,
+                           max_size=len(edges) + 1))
+    return FeatureBins(name, side, "quantile", tuple(counts), tuple(edges))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_features(), max_size=8, unique_by=lambda f: f.name),
+       st.integers(1, 10**6), st.integers(1, 64))
+def test_any_valid_reference_round_trips_through_canonical_json(
+        features: list[FeatureBins], samples: int, every: int) -> None:
+    ref = DriftReference(rules=(TensorRule("x", "input", "tabular"),),
+                         features=tuple(features), samples=samples, sample_every=every)
+    again = DriftReference.from_dict(json.loads(json.dumps(ref.to_dict())))
+    assert again == ref

@@ -161,6 +161,20 @@ def test_a_batch_on_another_devices_topic_is_refused_whole(ingest: Ingest, store
     assert store.query_telemetry("cam-2", "drift_sketch") == []
 
 
+def test_a_bundle_published_after_a_refusal_is_found_once_the_miss_expires(
+        store: Store) -> None:
+    _enrol(store)
+    now = [NOW]
+    intake = SketchIntake(store, clock=lambda: now[0], unknown_ttl_s=60.0)
+    refusal = intake.check("cam-1", GOOD)
+    assert refusal is not None and refusal.reason == "no-reference"
+    _publish(store)
+    assert intake.check("cam-1", GOOD) is not None          # the miss is still cached
+    now[0] += 61
+    assert intake.check("cam-1", GOOD | {"window_end": now[0] - 10,
+                                         "window_start": now[0] - 910}) is None
+
+
 def test_without_a_checker_sketches_are_never_stored(store: Store) -> None:
     _enrol(store)
     ing = Ingest(store)
