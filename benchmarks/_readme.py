@@ -39,9 +39,10 @@ against the same-run baseline are what to compare.
 one session (NVIDIA H200, driver 580.159.04, onnxruntime-gpu 1.31.1 for CUDA 13 without
 TensorRT, 16-core Intel Xeon with AVX-512 VNNI and AMX, Python 3.12); `h200-cpu` is that box's
 CPU. A partial run (`--only`) of a benchmark is kept the same way, as
-`results/<name>.only-<variants>.md`. The `cuda-gpu` figures (`converter_gpu`, `hardware_tests.h200`) come only from there: CI
-and this machine have no GPU. AVX-512 VNNI: this machine's AMD EPYC has it, so the converter's
-"2× over FP32 on a VNNI CPU" goal is measured here and on the Xeon.
+`results/<name>.only-<variants>.md`. The `cuda-gpu` figures (`converter_gpu`,
+`hardware_tests.h200`) come only from there: CI and this machine have no GPU. AVX-512 VNNI:
+this machine's AMD EPYC has it, so the converter's "2× over FP32 on a VNNI CPU" goal is
+measured here and on the Xeon.
 
 | benchmark | what it measures | baseline beside it |
 |---|---|---|
@@ -60,6 +61,7 @@ _BASELINES = {
     "converter_zoo": "FP32 source and stock `quantize_static`, interleaved",
     "fleet_delivery_agents": "none in the same run: the 60 s goal beside each size",
     "delta": "full artifact, zstd -19, bsdiff4 and zstd --patch-from of the same pair",
+    "drift": "the agent's standardised mean shift on the same requests",
     "fleet_delivery": "unicast (one publication per fetch) in the same run",
     "fleet_ingest": "naive ingest (one transaction per message) in the same run",
     "fleet_store": "SQLite executemany vs PostgreSQL executemany vs COPY",

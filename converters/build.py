@@ -40,6 +40,7 @@ import numpy as np
 
 from converters.api import BackendContext, BuildRequest, BuiltArtifact, ProgressFn, get_backend
 from converters.data import InputSpec, Preprocessing, SampleSet, load_labels, load_samples
+from converters.drift_baseline import drift_reference_for
 from converters.feeds import CarriedSamples, Samples, is_feed_source, spool
 from converters.io_layout import parse_states, state_pairs
 from converters.model_check import SourceModel, load_source
@@ -52,6 +53,7 @@ from converters.validate import (
     synthetic_samples,
     tensor_decls,
 )
+from edgeops.drift.reference import DriftReference
 from edgeops.errors import BadContentError, EdgeOpsError, UnsupportedModelError, UsageError
 
 __all__ = ["BuildOutcome", "build", "build_artifacts", "check_artifacts_fit", "check_one_file",
@@ -74,6 +76,7 @@ class BuildOutcome:
     baseline: dict[str, Any]
     data: dict[str, Any]                     # where samples came from, counts, warnings
     warnings: list[str] = field(default_factory=list)
+    drift: DriftReference | None = None      # converters/drift_baseline.py
 
 
 def resolve_targets(request: BuildRequest) -> list[tuple[TargetProfile, str]]:
@@ -417,6 +420,10 @@ def _build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildO
     progress(f"FP32 reference on {len(val)} validation samples")
     reference = run_onnx(source.path, val, threads=request.threads, states=states)
     _check_finite(reference, len(val))
+    drift = drift_reference_for(request, source.path, inputs, val, reference,
+                                synthetic=bool(info.get("synthetic")), progress=progress,
+                                preprocessing=preprocessing_from(request.options.get(
+                                    "preprocessing")), stateful=bool(states))
     gate_metric = str(request.options.get("gate_metric", "auto"))
     if gate_metric not in ("auto", "top1", "cosine"):
         raise UsageError(f"unknown gate metric '{gate_metric}'", hint="use auto, top1 or cosine")
@@ -458,7 +465,8 @@ def _build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildO
         request.calibration is not None or request.validation is None) else val
     return BuildOutcome(source=source, inputs=inputs, outputs=_outputs(source.model),
                         artifacts=artifacts, baseline=_baseline(stats_src), data=info,
-                        warnings=warnings)
+                        warnings=warnings,
+                        drift=drift)
 
 
 def build_artifacts(request: BuildRequest, progress: ProgressFn,

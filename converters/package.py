@@ -94,7 +94,7 @@ def manifest_for(request: BuildRequest, outcome: BuildOutcome, *, created: str |
         provenance=provenance(cwd),
         source={"filename": src.path.name, "size": src.size, "opset": src.opset,
                 "producer": src.producer, "external_data": src.external_data},
-        baseline=outcome.baseline, created=created, lineage=lineage,
+        baseline=outcome.baseline, drift=outcome.drift, created=created, lineage=lineage,
         preprocessing=dict(request.options["preprocessing"])
         if request.options.get("preprocessing") else None)
 

@@ -51,6 +51,7 @@ from device_agent.diskspace import (
     is_disk_full,
     space_shortfall,
 )
+from device_agent.drift_sketch import DriftSketch
 from device_agent.memory import tune_allocator
 from device_agent.mqtt import Backoff, MqttConnection, TlsFiles, parse_broker_url
 from device_agent.outbox import AckSettings, Outbox, StateOutbox
@@ -235,6 +236,9 @@ class Agent:
         self.features = FeatureStats(settings.telemetry.max_features,
                                      settings.telemetry.drift_sample_every)
         self.core.inference.observers.append(self.features.observe)
+        self.drift_sketch = DriftSketch(clock)
+        self.core.inference.output_observers.append(self.drift_sketch.observe)
+        self._drift_ref_key: str | None = None
         self._work: queue.Queue[tuple[Command, str]] = queue.Queue(settings.work_queue_max)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -560,6 +564,9 @@ class Agent:
         drift = drift_record(now, self.features.drain(), self._baseline_for(active), label)
         if drift is not None:
             records.append(drift)
+        sketch = self._drift_sketch_record(now, active, label)
+        if sketch is not None:
+            records.append(sketch)
         try:
             self.telemetry_q.push_many([json.dumps(r, sort_keys=True, separators=(",", ":"),
                                                    default=str).encode() for r in records])
@@ -575,6 +582,22 @@ class Agent:
             log.info("telemetry queued again; %d records were lost to a full disk",
                      self.telemetry_lost)
             self.telemetry_lost = 0
+
+    def _drift_sketch_record(self, now: float, active: dict[str, Any] | None,
+                             label: str | None) -> dict[str, Any] | None:
+        """The closed sketch window, if due (device_agent/drift_sketch.py)."""
+        key = None if active is None else f"{active.get('slot')}:{label}"
+        if key != self._drift_ref_key:
+            self._drift_ref_key = key
+            ref = None
+            if active is not None:
+                try:
+                    ref = Manifest.from_bytes(self.core.store.path(
+                        str(active["slot"]), "manifest.json").read_bytes()).drift
+                except (OSError, EdgeOpsError, KeyError):
+                    ref = None
+            self.drift_sketch.set_reference(label, ref)
+        return self.drift_sketch.take(now, self.device_id) if self.drift_sketch.due(now) else None
 
     def _baseline_for(self, active: dict[str, Any] | None) -> dict[str, Any]:
         if active is None:

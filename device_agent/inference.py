@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 _perf_counter = time.perf_counter
 
 Observer = Callable[[Mapping[str, np.ndarray], float, bool], None]
+# (inputs, outputs) of a request that succeeded: prediction drift needs the outputs
+OutputObserver = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], None]
 # Latency histogram bucket upper bounds in milliseconds (last bucket is open-ended).
 LATENCY_BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0,
                       1000.0, 2500.0, float("inf"))
@@ -187,6 +189,7 @@ class InferenceService:
         self.threads = threads
         self.stats = InferenceStats()
         self.observers = list(observers)
+        self.output_observers: list[OutputObserver] = []
 
     @property
     def model(self) -> LoadedModel | None:
@@ -220,12 +223,17 @@ class InferenceService:
         try:
             out = model.serve(_check_inputs(model, inputs))
             ok = True
-            return out
         finally:
             ms = (_perf_counter() - t0) * 1000.0
             self.stats.record(ms, ok)
             if self.observers:
                 self._notify(inputs, ms, ok)
+        for obs_out in self.output_observers:     # after the latency was taken
+            try:
+                obs_out(inputs, out)
+            except Exception:  # an observer must never fail a request
+                log.exception("inference output observer failed")
+        return out
 
     def _notify(self, inputs: Mapping[str, np.ndarray], ms: float, ok: bool) -> None:
         for obs in self.observers:

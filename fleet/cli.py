@@ -434,6 +434,41 @@ def telemetry(device_id: str | None, deployment: str | None, tags: tuple[str, ..
 
 
 @fleet.command()
+@click.option("--cohort", "cohorts", multiple=True,
+              help="Tag selector merged as one group (repeatable), e.g. city=lyon.")
+@click.option("--deployment", default=None, help="Merge the devices of this deployment.")
+@click.option("--device", "device_id", default=None, help="Only this device.")
+@click.option("--alpha", type=float, default=0.01, show_default=True,
+              help="Per-window error rate after correction.")
+@click.option("--correction", type=click.Choice(["bh", "bonferroni"]), default="bh",
+              show_default=True)
+@click.option("--test", "test_name", type=click.Choice(["chi2", "g"]), default="chi2",
+              show_default=True)
+@click.option("--persistence", type=int, default=2, show_default=True,
+              help="Consecutive drifting windows before an alarm.")
+@click.option("--min-samples", type=int, default=200, show_default=True,
+              help="Live samples per feature before any verdict.")
+@_fleet_options
+@json_option
+def drift(cohorts: tuple[str, ...], deployment: str | None, device_id: str | None, alpha: float,
+          correction: str, test_name: str, persistence: int, min_samples: int, fleet_url: str,
+          token: str | None, as_json: bool) -> None:
+    """Data and prediction drift per device, cohort and deployment (docs/DRIFT.md).
+
+    \b
+    Example:
+      edgeops fleet drift --cohort city=lyon --cohort class=camera
+      edgeops fleet drift --deployment d-1a2b3c4d5e --correction bonferroni --json
+    """
+    from fleet.drift.report import render
+
+    out = _client(fleet_url, token).drift(
+        cohort=list(cohorts) or None, deployment=deployment, device=device_id, alpha=alpha,
+        correction=correction, test=test_name, persistence=persistence, min_samples=min_samples)
+    emit(as_json, out, lambda: render(out))
+
+
+@fleet.command()
 @click.option("--name", default=None, help="Only this bundle name.")
 @_fleet_options
 @json_option

@@ -103,6 +103,9 @@ class FleetClient:
     def aggregate(self, **query: Any) -> dict[str, Any]:
         return dict(self.request("GET", "/api/v1/telemetry/aggregate", query=query))
 
+    def drift(self, **query: Any) -> dict[str, Any]:
+        return dict(self.request("GET", "/api/v1/drift", query=query))
+
     def bundles(self, name: str | None = None) -> dict[str, Any]:
         return dict(self.request("GET", "/api/v1/bundles", query={"name": name}))
 

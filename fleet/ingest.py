@@ -39,6 +39,7 @@ from edgeops.protocol import (
     topics,
 )
 from fleet.delivery import DeliveryRejected
+from fleet.drift.intake import SketchRefusal
 
 __all__ = [
     "FetchSink",
@@ -83,6 +84,12 @@ class IngestStore(Protocol):
     def insert_telemetry_once(self, rows: Sequence[Any]) -> int: ...
 
     def mark_seen(self, seen: Mapping[str, float]) -> None: ...
+
+
+class SketchCheck(Protocol):
+    """fleet.drift.intake.SketchIntake: why a drift_sketch record must not be stored, or None."""
+
+    def check(self, device_id: str, record: Mapping[str, Any]) -> SketchRefusal | None: ...
 
 
 class FetchSink(Protocol):
@@ -142,7 +149,8 @@ class Ingest:
                  on_status: Callable[[str, bool], None] | None = None,
                  row_factory: Callable[..., Any] | None = None,
                  config: IngestConfig | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 sketches: SketchCheck | None = None) -> None:
         self.store = store
         self.delivery = delivery
         self.on_state = on_state
@@ -164,6 +172,9 @@ class Ingest:
         # per device, and the split + id regex was a visible share of the per-message cost
         self._topics: dict[str, tuple[str, str] | None] = {}
         self.stats = IngestStats()
+        # drift_sketch records are checked against the bundle's signed bins before they are
+        # stored (fleet/drift/intake.py); without a checker they are refused, never stored
+        self.sketches = sketches
 
     # -- one message -----------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> Outcome:
@@ -275,6 +286,8 @@ class Ingest:
         for rec in batch.records:
             data = dict(rec)             # the record is ours: decoded from this payload
             kind = data.pop("kind")
+            if kind == "drift_sketch" and not self._sketch_ok(device_id, rec):
+                continue
             ts = float(data.pop("ts"))
             dep = data.pop("deployment_id", None)
             if ts > last_ts:
@@ -290,6 +303,16 @@ class Ingest:
         if self._first_buffered is None:
             self._first_buffered = self._clock()
         return Outcome.BUFFERED
+
+    def _sketch_ok(self, device_id: str, rec: Mapping[str, Any]) -> bool:
+        refusal = (self.sketches.check(device_id, rec) if self.sketches is not None
+                   else _NO_SKETCH_CHECK)
+        if refusal is None:
+            return True
+        key = f"drift_sketch:refused:{refusal.reason}"
+        self.stats.counts[key] = self.stats.counts.get(key, 0) + 1
+        log.warning("refused drift sketch from %s: %s", device_id, refusal.message)
+        return False
 
     # -- batching --------------------------------------------------------------------------
     def flush_due(self) -> bool:
@@ -401,6 +424,9 @@ def _storable(msg: Any, payload: bytes) -> str | None:
 
 _NUMERIC_KEYS_ORDERED = ("count", "errors", "p50_ms", "p95_ms", "p99_ms")
 _NUMERIC_KEYS = frozenset(_NUMERIC_KEYS_ORDERED)
+
+
+_NO_SKETCH_CHECK = SketchRefusal("no-reference", "this manager checks no drift sketches")
 
 
 def _default_row_factory() -> Callable[..., Any]:

@@ -43,6 +43,7 @@ from edgeops.errors import EdgeOpsError, TransportError
 from edgeops.fsutil import atomic_write
 from edgeops.protocol import SignedCommand, StateReport, topics
 from fleet.delivery import ArtifactCatalog, ArtifactInfo, ChunkDelivery, DeliveryConfig
+from fleet.drift.intake import SketchIntake
 from fleet.ingest import Ingest, IngestConfig
 from fleet.mqtt import Inbound, MqttConnection, MqttOptions, TlsOptions
 from fleet.store import Store
@@ -179,7 +180,8 @@ class ManagerWorker:
                                 session_expiry_s=0, manual_ack=False),
             tls=tls, on_published=self.delivery.published)
         self.ingest = Ingest(store, delivery=self.delivery, on_state=on_state,
-                             on_status=on_status, config=self.config.ingest)
+                             on_status=on_status, config=self.config.ingest,
+                             sketches=SketchIntake(store))
         self._stop = threading.Event()
         self._consumer: threading.Thread | None = None
         self._unacked: list[Inbound] = []

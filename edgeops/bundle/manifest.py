@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgeops.bundle.lineage import Lineage
+from edgeops.drift.reference import DriftReference
 from edgeops.errors import InvalidBundleError
 
 __all__ = [
@@ -193,6 +194,7 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)
     preprocessing: dict[str, Any] | None = None
     baseline: dict[str, Any] = field(default_factory=dict)   # per-input stats for drift
+    drift: DriftReference | None = None     # bins + reference counts (edgeops/drift)
     min_agent_version: str = "0.1.0"
     created: str | None = None
     lineage: Lineage | None = None   # registry/run/data origin; absent for plain local builds
@@ -247,7 +249,7 @@ class Manifest:
                           "preprocessing": self.preprocessing},
             "baseline": self.baseline,
             "artifacts": [a.to_dict() for a in sorted(self.artifacts, key=lambda a: a.target)],
-        }
+        } | ({"drift": self.drift.to_dict()} if self.drift is not None else {})
 
     def to_bytes(self) -> bytes:
         return canonical_json(self.to_dict())
@@ -289,10 +291,19 @@ class Manifest:
                             for i, a in enumerate(arts)),
             provenance=dict(_need(d, "provenance", dict, "")),
             baseline=dict(d.get("baseline", {})),
+            drift=_drift(d.get("drift")),
             min_agent_version=_need(d, "min_agent_version", str, ""),
             created=created if isinstance(created, str) else None,
             lineage=Lineage.from_dict(lineage) if lineage is not None else None,
         )
+
+
+def _drift(d: Any) -> DriftReference | None:
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise InvalidBundleError("manifest drift is not an object")
+    return DriftReference.from_dict(d)
 
 
 def _bad(message: str) -> ArtifactEntry:

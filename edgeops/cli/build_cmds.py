@@ -120,6 +120,9 @@ def _signers() -> list[Any]:
                    "shape).")
 @click.option("--state", "states", multiple=True,
               help="A state pair for --sequence: OUTPUT=INPUT (repeatable; implies --sequence).")
+@click.option("--reference", "drift_reference", type=click.Path(path_type=Path), default=None,
+              help="Drift reference data (same forms as --calibration; default: the "
+                   "validation data). See docs/DRIFT.md.")
 @click.option("--preprocessing", "preprocessing", default=None,
               help="For image directories: JSON (or a .json file) with size [h, w], layout "
                    "NCHW|NHWC, mean, std, scale; recorded in the manifest.")
@@ -170,7 +173,8 @@ def build(model: str, name: str, version: str, target_names: tuple[str, ...],
           gate_metric: str, task: str, user_metric: str | None, quantise_tail: bool,
           perf_aware: bool, calibration_method: str,
           threads: int, keep_io_layout: bool, out_dir: Path, timestamp: str | None,
-          sign_latency: bool, mlflow_log: bool, as_json: bool) -> None:
+          sign_latency: bool, mlflow_log: bool, as_json: bool,
+          drift_reference: Path | None = None) -> None:
     """Convert a trained ONNX model into a signed bundle of per-target artifacts.
 
     MODEL is an .onnx file or an MLflow model URI (models:/NAME/VERSION, models:/NAME@ALIAS,
@@ -210,7 +214,8 @@ def build(model: str, name: str, version: str, target_names: tuple[str, ...],
                "batch_axes": parse_batch_axes(batch_axes),
                "input_values": parse_input_values(input_values), "sequence": sequence,
                "states": states, "task": task, "quantise_tail": quantise_tail,
-               **({"metric": user_metric} if user_metric else {})}
+               **({"metric": user_metric} if user_metric else {}),
+               **({"drift_reference": str(drift_reference)} if drift_reference else {})}
     shapes = _parse_shapes(input_shapes)
     from converters.build import resolve_targets
 

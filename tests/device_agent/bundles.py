@@ -33,6 +33,7 @@ from edgeops.bundle import (
     read_bundle,
     write_bundle,
 )
+from edgeops.drift.reference import DriftReference
 from edgeops.keys import ROLES, KeyStore
 from edgeops.trust import create_root, trusted_targets_keys
 
@@ -128,7 +129,8 @@ def build_bundle(out_dir: Path, fleet: Fleet, *, name: str = "classifier",
                  version: str = "1.0.0", target: str = "x86-cpu", kind: str = "affine",
                  scale: float = 2.0, signer: CryptoSigner | None = None,
                  metrics: dict[str, Any] | None = None, min_agent_version: str = "0.1.0",
-                 tolerance: dict[str, float] | None = None) -> Path:
+                 tolerance: dict[str, float] | None = None,
+                 drift: DriftReference | None = None) -> Path:
     """A real signed bundle holding one artifact of the given ``kind``."""
     uniq = uuid.uuid4().hex[:8]
     work = out_dir / f"src-{name}-{version}-{uniq}"
@@ -157,7 +159,7 @@ def build_bundle(out_dir: Path, fleet: Fleet, *, name: str = "classifier",
                         source_sha256=hashlib.sha256(model_bytes).hexdigest(),
                         inputs=spec, outputs=(TensorSpec("y", "float32", ("n", FEATURES)),),
                         artifacts=(entry,), min_agent_version=min_agent_version,
-                        baseline={"x": {"mean": 0.0, "std": 1.0}})
+                        baseline={"x": {"mean": 0.0, "std": 1.0}}, drift=drift)
     files = {entry.file.path: model_path, entry.golden.path: golden_path}  # type: ignore[union-attr]
     out = out_dir / f"{name}-{version}-{kind}-{uniq}.edgebundle"
     return write_bundle(out, manifest, files, [signer or fleet.targets])
@@ -188,3 +190,15 @@ def traversal_bundle(good: Path, out: Path) -> Path:
         evil.size = len(payload)
         dst.addfile(evil, io.BytesIO(payload))
     return out
+
+
+def drift_reference(scale: float = 2.0, window_inferences: int = 16) -> DriftReference:
+    """The drift reference of the affine model: x ~ N(0, 1) per column, y = scale * x; counted
+    on every request, a window closing after ``window_inferences`` requests."""
+    from edgeops.drift.features import build_reference
+
+    x = np.random.default_rng(0).standard_normal((400, FEATURES)).astype(np.float32)
+    ref = build_reference({"x": x}, {"y": x * scale}, window_inferences=window_inferences,
+                          sample_every=1)
+    assert ref is not None
+    return ref

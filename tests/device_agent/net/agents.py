@@ -11,7 +11,13 @@ from device_agent.daemon import Agent, DaemonSettings
 from device_agent.mqtt import Backoff
 from device_agent.tuf_client import DownloadLimits
 from edgeops.keys import KeyStore
-from tests.device_agent.bundles import PASSPHRASE, Fleet, build_bundle, make_fleet
+from tests.device_agent.bundles import (
+    PASSPHRASE,
+    Fleet,
+    build_bundle,
+    drift_reference,
+    make_fleet,
+)
 from tests.tuf_repo import TufRepo
 
 __all__ = ["FAST", "FleetRepo", "agent_config", "make_fleet_repo", "new_agent"]
@@ -38,7 +44,7 @@ def make_fleet_repo(tmp: Path) -> FleetRepo:
     out = tmp / "bundles"
     out.mkdir()
     bundles = {
-        "1.0.0": build_bundle(out, fleet, version="1.0.0", scale=2.0),
+        "1.0.0": build_bundle(out, fleet, version="1.0.0", scale=2.0, drift=drift_reference()),
         "2.0.0": build_bundle(out, fleet, version="2.0.0", scale=3.0),
         "3.0.0": build_bundle(out, fleet, version="3.0.0", kind="nan"),
         "4.0.0": build_bundle(out, fleet, version="4.0.0", kind="broken"),

@@ -302,6 +302,21 @@ def test_drift_summaries_follow_the_inputs_against_the_baseline(
     assert inf["p50_ms"] is not None and inf["errors"] == 0
 
 
+def test_drift_sketch_counts_live_requests_into_the_signed_bins(
+        mgr: FakeManager, agent: Agent) -> None:
+    _deploy(mgr, "1.0.0", "d1")
+    _final(mgr, "d1")
+    for _ in range(16):                  # the reference closes a window after 16 requests
+        agent.core.inference.predict({"x": np.full((1, 4), 5.0, dtype=np.float32)})
+    rec = mgr.wait(lambda: next((r for b in mgr.telemetry for r in b["records"]
+                                 if r["kind"] == "drift_sketch"), None))
+    assert rec["device_id"] == DEV and rec["bundle"] == "classifier@1.0.0"
+    assert rec["requests"] == 16 and rec["sampled"] == 16
+    x0 = rec["counts"]["input:x[0]"]
+    assert len(x0) == 20 and sum(x0) == 16 and x0[-1] == 16     # 5.0 is above every edge
+    assert sum(rec["counts"]["output:y/class"]) == 16
+
+
 def test_many_agents_share_one_process(mgr: FakeManager, tmp_path: Path, fr: FleetRepo,
                                        broker: MosquittoBroker) -> None:
     agents = [new_agent(agent_config(fr, tmp_path, f"sim-{i}", broker.url,

@@ -1,0 +1,39 @@
+"""Text for ``edgeops fleet drift``: one line per group, then the features that drifted.
+
+Pure: the JSON the API returns (fleet/drift/service.py) in, lines out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["render"]
+
+
+def _side(name: str, side: Mapping[str, Any]) -> list[str]:
+    out = []
+    for f in side.get("features", []):
+        if f.get("drift"):
+            ks = "" if f.get("ks") is None else f" ks={f['ks']:.3f}"
+            out.append(f"    {name}: {f['feature']} p_adj={f['p_adjusted']:.2e} "
+                       f"psi={f['psi']:.3f} js={f['js']:.3f}{ks} n={f['n_live']}")
+    return out
+
+
+def render(status: Mapping[str, Any]) -> str:
+    p = status.get("policy", {})
+    lines = [f"policy: alpha={p.get('alpha')} ({p.get('correction')}, {p.get('test')}), "
+             f"alarm after {p.get('persistence')} windows, min {p.get('min_samples')} samples; "
+             f"false alarms <= {p.get('false_alarm_rate_per_window', 0):.1e} per window"]
+    groups = [g for key in ("deployments", "cohorts", "devices") for g in status.get(key, [])]
+    if not groups:
+        lines.append("no drift sketches yet (bundles built with real validation data send "
+                     "them once a window closes)")
+    for g in groups:
+        lines.append(f"{g['group']:<32} {g['bundle']:<28} {g['status']:<18} "
+                     f"data={g['data_drift']['status']} "
+                     f"prediction={g['prediction_drift']['status']} "
+                     f"devices={g['devices']} windows={g['windows']}")
+        lines += _side("data", g["data_drift"]) + _side("prediction", g["prediction_drift"])
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Drift status from the store: which sketches belong to which group, then the pure monitor.
+
+Why it exists apart from fleet/drift/monitor.py: the monitor decides on rows; this module only
+reads them (accepted ``drift_sketch`` telemetry of the last few windows, devices, deployments,
+bundles) and groups them per device, per cohort (a tag selector) and per deployment. Groups are
+per bundle: counts are only comparable within one reference.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from edgeops.bundle.manifest import Manifest
+from edgeops.drift.reference import DEFAULT_WINDOW_S, DriftReference
+from edgeops.errors import EdgeOpsError
+from fleet.drift.monitor import GroupVerdict, MonitorPolicy, Sketch, evaluate
+from fleet.errors import NotFoundError
+from fleet.selector import parse_selector
+from fleet.store import DeviceFilter, Store
+from fleet.store.models import Device
+
+__all__ = ["drift_status"]
+
+MAX_DEVICES = 10_000           # per request; a larger fleet is asked per cohort
+ROWS_PER_DEVICE = 1000
+
+
+def _reference(store: Store, bundle: str, cache: dict[str, DriftReference | None]
+               ) -> DriftReference | None:
+    if bundle not in cache:
+        name, _, version = bundle.partition("@")
+        rec = store.get_bundle(name, version)
+        ref = None
+        if rec is not None:
+            try:
+                ref = Manifest.from_bytes(rec.manifest).drift
+            except EdgeOpsError:
+                ref = None
+        cache[bundle] = ref
+    return cache[bundle]
+
+
+def _sketches(store: Store, devices: Sequence[Device], since: float) -> dict[str, list[Sketch]]:
+    """bundle -> accepted sketches of these devices since ``since``."""
+    out: dict[str, list[Sketch]] = defaultdict(list)
+    for d in devices:
+        for r in store.query_telemetry(d.id, "drift_sketch", since=since, limit=ROWS_PER_DEVICE):
+            bundle, counts, end = r.data.get("bundle"), r.data.get("counts"), r.data.get(
+                "window_end", r.ts)
+            if isinstance(bundle, str) and isinstance(counts, dict) and isinstance(
+                    end, int | float):
+                out[bundle].append(Sketch(d.id, float(end), counts))
+    return out
+
+
+def _groups(name: str, per_bundle: dict[str, list[Sketch]], store: Store,
+            refs: dict[str, DriftReference | None], policy: MonitorPolicy,
+            bundle: str | None = None) -> list[GroupVerdict]:
+    out = []
+    for b, sketches in sorted(per_bundle.items()):
+        if bundle is not None and b != bundle:
+            continue
+        ref = _reference(store, b, refs)
+        if ref is not None and sketches:
+            out.append(evaluate(name, b, sketches, ref, policy))
+    return out
+
+
+def drift_status(store: Store, *, now: float, cohorts: Sequence[str] = (),
+                 deployment: str | None = None, device: str | None = None,
+                 policy: MonitorPolicy | None = None,
+                 lookback_s: float = 8 * DEFAULT_WINDOW_S) -> dict[str, Any]:
+    """Verdicts per device, per cohort selector and per deployment (see docs/DRIFT.md)."""
+    policy = policy or MonitorPolicy()
+    refs: dict[str, DriftReference | None] = {}
+    selectors = [parse_selector(c) for c in cohorts]      # bad selector: UsageError first
+    if device is not None:
+        d = store.get_device(device)
+        if d is None:
+            raise NotFoundError(f"no device {device!r}")
+        devices = [d]
+    else:
+        devices = store.select_devices(DeviceFilter())[:MAX_DEVICES]
+    by_device = {d.id: d for d in devices}
+    per_device: dict[str, dict[str, list[Sketch]]] = {}
+    for d in devices:
+        per_device[d.id] = _sketches(store, [d], now - lookback_s)
+    result: dict[str, Any] = {"now": now, "policy": policy.to_dict(), "devices": [],
+                              "cohorts": [], "deployments": []}
+    for dev_id in sorted(per_device):
+        result["devices"] += [v.to_dict() for v in
+                              _groups(f"device:{dev_id}", per_device[dev_id], store, refs,
+                                      policy)]
+    for text, sel in zip(cohorts, selectors, strict=True):
+        merged: dict[str, list[Sketch]] = defaultdict(list)
+        for dev_id, per_bundle in per_device.items():
+            if sel.matches(by_device[dev_id]):
+                for b, s in per_bundle.items():
+                    merged[b] += s
+        result["cohorts"] += [v.to_dict() for v in
+                              _groups(f"cohort:{text}", merged, store, refs, policy)]
+    if deployment is not None:
+        dep = store.get_deployment(deployment)
+        if dep is None:
+            raise NotFoundError(f"no deployment {deployment!r}")
+        members = {row.device_id for row in store.deployment_devices(deployment)}
+        merged = defaultdict(list)
+        for dev_id in members:
+            for b, s in per_device.get(dev_id, {}).items():
+                merged[b] += s
+        result["deployments"] += [v.to_dict() for v in
+                                  _groups(f"deployment:{deployment}", merged, store, refs,
+                                          policy, bundle=dep.bundle)]
+    return result
