@@ -33,7 +33,9 @@ _OPTIONS: dict[str, str] = {
     "STRIDED_SLICE": "StridedSliceOptions", "SPLIT": "SplitOptions",
     "QUANTIZE": "QuantizeOptions", "DEQUANTIZE": "DequantizeOptions",
     "MAXIMUM": "MaximumMinimumOptions", "MINIMUM": "MaximumMinimumOptions",
-    "HARD_SWISH": "HardSwishOptions",
+    "HARD_SWISH": "HardSwishOptions", "SPLIT_V": "SplitVOptions", "SUM": "ReducerOptions",
+    "REDUCE_MAX": "ReducerOptions", "REDUCE_MIN": "ReducerOptions",
+    "REDUCE_PROD": "ReducerOptions", "GATHER": "GatherOptions", "GELU": "GeluOptions",
 }
 
 _TYPES = {"float32": "FLOAT32", "float16": "FLOAT16", "int32": "INT32", "int8": "INT8",
@@ -47,7 +49,8 @@ _INT8_VERSION = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "AD
                  "RESIZE_NEAREST_NEIGHBOR": 2, "STRIDED_SLICE": 2, "MAXIMUM": 2, "MINIMUM": 2,
                  "QUANTIZE": 2, "DEQUANTIZE": 2, "LEAKY_RELU": 2, "PRELU": 1, "RELU": 2,
                  "RELU6": 2, "HARD_SWISH": 1, "TRANSPOSE_CONV": 3, "BATCH_MATMUL": 1,
-                 "SPLIT": 2, "MIRROR_PAD": 2}
+                 "SPLIT": 2, "MIRROR_PAD": 2, "SPLIT_V": 2, "REDUCE_MAX": 2, "GATHER": 2,
+                 "BROADCAST_TO": 2, "RELU_0_TO_1": 1}
 
 
 _BUFFER_ALIGNMENT = 16     # bytes; as TensorFlow's converter, so kernels may read weights aligned
