@@ -66,7 +66,7 @@ def _fold_affine(g: Graph) -> int:
         while True:
             nxt = _sole_reader(g, op.outputs[0])
             if nxt is None or nxt.kind not in ("MUL", "ADD") or \
-                    nxt.options.get("fusedActivationFunction", 0) != 0:
+                    op.options.get("fusedActivationFunction", 0) != 0:
                 break
             y = op.outputs[0]
             other = nxt.inputs[1] if nxt.inputs[0] == y else nxt.inputs[0]
@@ -87,6 +87,8 @@ def _fold_affine(g: Graph) -> int:
             # fresh constants: the originals may be shared with another op
             op.inputs[1] = g.add_const(op.inputs[1] + "_folded", w.astype(np.float32))
             op.inputs[2] = g.add_const(op.inputs[2] + "_folded", b.astype(np.float32))
+            # the folded op's activation (RELU fused into the ADD) moves to the conv
+            op.options["fusedActivationFunction"] = nxt.options.get("fusedActivationFunction", 0)
             out = nxt.outputs[0]
             g.ops.remove(nxt)
             if out in g.outputs:
