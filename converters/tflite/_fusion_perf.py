@@ -88,15 +88,18 @@ def _chain(g: Graph, x: str, steps: list[tuple[str, list[str], dict[str, Any]]])
     g.outputs.append(cur)
 
 
-def _conv(g: Graph, rng: np.random.Generator) -> list[str]:
+def _conv(g: Graph, k: np.ndarray | None = None) -> list[str]:
+    """1x1 convolution weights and bias; ``k``: a MUL then ADD by ``k`` folded in."""
     c = _SHAPE[-1]
-    return [g.add_const("w", (rng.standard_normal((c, 1, 1, c)) * 0.2).astype(np.float32)),
-            g.add_const("b", np.zeros(c, np.float32))]
+    w = np.random.default_rng(0).standard_normal((c, 1, 1, c)) * 0.2
+    b = np.zeros(c)
+    if k is not None:
+        w, b = w * k.reshape(-1, 1, 1, 1), b * k + k
+    return [g.add_const("w", w.astype(np.float32)), g.add_const("b", b.astype(np.float32))]
 
 
 def micro_graphs(rewrite: str) -> tuple[Graph, Graph]:
     """(decomposed, fused) forms of one rewrite on one tensor."""
-    rng = np.random.default_rng(0)
     conv_opts = {"padding": 1, "strideH": 1, "strideW": 1, "dilationHFactor": 1,
                  "dilationWFactor": 1}
     forms = []
@@ -109,12 +112,13 @@ def micro_graphs(rewrite: str) -> tuple[Graph, Graph]:
                 ("MUL", [x, "$"], {"fusedActivationFunction": 0}),
                 ("MUL", ["$", _full(g, 1 / 6)], {"fusedActivationFunction": 0})]
         elif rewrite == "affine":
-            w, b = _conv(g, rng)
+            k = np.linspace(0.5, 1.5, _SHAPE[-1])
+            w, b = _conv(g, k if fused else None)
             steps = [("CONV_2D", ["$", w, b], {**conv_opts, "fusedActivationFunction": 0})]
             if not fused:
-                k = g.add_const("k", np.linspace(0.5, 1.5, _SHAPE[-1], dtype=np.float32))
-                steps += [("MUL", ["$", k], {"fusedActivationFunction": 0}),
-                          ("ADD", ["$", k], {"fusedActivationFunction": 0})]
+                kc = g.add_const("k", k.astype(np.float32))
+                steps += [("MUL", ["$", kc], {"fusedActivationFunction": 0}),
+                          ("ADD", ["$", kc], {"fusedActivationFunction": 0})]
         elif rewrite == "relu_0_to_1":
             steps = [("RELU_0_TO_1", ["$"], {})] if fused else [
                 ("MAXIMUM", ["$", _full(g, 0.0)], {}), ("MINIMUM", ["$", _full(g, 1.0)], {})]
@@ -127,7 +131,7 @@ def micro_graphs(rewrite: str) -> tuple[Graph, Graph]:
             steps = [("SQUARED_DIFFERENCE", ["$", m], {})] if fused else [
                 ("SUB", ["$", m], {"fusedActivationFunction": 0}), ("SQUARE", ["$"], {})]
         elif rewrite == "fused_relu_n1_to_1":
-            w, b = _conv(g, rng)
+            w, b = _conv(g)
             steps = [("CONV_2D", ["$", w, b],
                       {**conv_opts, "fusedActivationFunction": 2 if fused else 0})]
             if not fused:

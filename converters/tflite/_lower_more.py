@@ -91,11 +91,25 @@ class MoreOps(SpatialOps):
         axis = int(a.get("axis", 0)) % rank  # type: ignore[call-overload]
         idx = np.asarray(self.p.consts[n.input[1]]).astype(np.int64)
         idx = np.where(idx < 0, idx + self.shape(n.input[0])[axis], idx).astype(np.int32)
-        x = self.get(n.input[0])
-        out = self.shape(n.output[0])
-        y = self.new(n.output[0], identity(len(out)))
-        self.g.add_op("GATHER", [x, self.g.add_const(n.input[1] + "_i32", idx)], [y], n.name,
-                      axis=axis, batchDims=0)
+        perm = self.perm_of(n.input[0])
+        if idx.ndim <= 1:
+            out_perm = perm                          # same rank: the layout carries over
+        else:
+            perm, out_perm = identity(rank), identity(len(self.shape(n.output[0])))
+        x = self.get(n.input[0], perm)
+        # a scalar index drops the axis: gather one slice (LiteRT reads a 0-d index tensor
+        # as unknown-rank), then reshape it away
+        scalar = idx.ndim == 0
+        oshape = list(self.g.tensors[x].shape)
+        oshape[perm.index(axis)] = 1
+        y = self.g.add_tensor(n.output[0] + "__g", tuple(oshape)) if scalar \
+            else self.new(n.output[0], out_perm)
+        self.g.add_op("GATHER", [x, self.g.add_const(n.input[1] + "_i32", idx.reshape(-1)
+                                                     if scalar else idx)], [y], n.name,
+                      axis=perm.index(axis), batchDims=0)
+        if scalar:
+            z = self.new(n.output[0], _axes_after_reduce(perm, [axis], keep=False))
+            self._reshape(y, z, self.g.tensors[z].shape)
 
     def op_Cast(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
         # only float32 -> float32 reaches here (check_supported); a no-op

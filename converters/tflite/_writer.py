@@ -53,6 +53,9 @@ _INT8_VERSION = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "AD
                  "BROADCAST_TO": 2, "RELU_0_TO_1": 1}
 
 
+# Ops LiteRT registers from a version above 1 only, whatever the data type.
+_MIN_VERSION = {"BROADCAST_TO": 2}
+
 _BUFFER_ALIGNMENT = 16     # bytes; as TensorFlow's converter, so kernels may read weights aligned
 
 
@@ -132,7 +135,8 @@ def write_flatbuffer(g: Graph, description: str = "edgeops") -> bytes:
     ops = []
     for op in g.ops:
         quantised = any(g.tensors[n].dtype == "int8" for n in op.inputs + op.outputs if n)
-        version = _INT8_VERSION.get(op.kind, 1) if quantised else 1
+        version = max(_INT8_VERSION.get(op.kind, 1) if quantised else 1,
+                      _MIN_VERSION.get(op.kind, 1))
         if op.kind == "TRANSPOSE_CONV" and len(op.inputs) > 3:
             version = max(version, 3)
         if op.kind == "FULLY_CONNECTED" and quantised and g.tensors[op.inputs[0]].dtype != "int8":
