@@ -58,9 +58,9 @@ class _View:
         if len(n.input) != 2:
             return None
         if n.input[0] == name:
-            return n.input[1]
+            return str(n.input[1])
         if n.input[1] == name:
-            return n.input[0]
+            return str(n.input[0])
         return None
 
     def scaled_by(self, name: str, k: float) -> str | None:
@@ -69,10 +69,10 @@ class _View:
         if m is not None:
             for i, j in ((0, 1), (1, 0)):
                 if self.is_value(m.input[j], k) and m.input[i] not in self.consts:
-                    return m.input[i]
+                    return str(m.input[i])
         d = self.node(name, "Div")
         if d is not None and self.is_value(d.input[1], 1.0 / k) and d.input[0] not in self.consts:
-            return d.input[0]
+            return str(d.input[0])
         return None
 
 
@@ -93,7 +93,7 @@ def _relu6_of_x_plus_3(v: _View, name: str) -> str | None:
         return None
     for i, j in ((0, 1), (1, 0)):
         if v.is_value(a.input[j], 3.0) and a.input[i] not in v.consts:
-            return a.input[i]
+            return str(a.input[i])
     return None
 
 
