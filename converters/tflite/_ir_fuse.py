@@ -20,7 +20,7 @@ import numpy as np
 
 from converters.tflite._ir import Graph, Op
 
-__all__ = ["IR_REWRITES", "apply"]
+__all__ = ["IR_REWRITES", "apply", "fold_layout_chains"]
 
 IR_REWRITES = ("affine", "relu_0_to_1", "rsqrt", "squared_difference", "fused_relu_n1_to_1")
 
@@ -171,6 +171,55 @@ def _fused_relu_n1_to_1(g: Graph) -> int:
         else:
             g.replace_uses(op.outputs[0], prod.outputs[0])
         done += 1
+    return done
+
+
+def fold_layout_chains(g: Graph, max_elems: int = 1 << 22) -> int:
+    """A chain of TRANSPOSE/RESHAPE ops that keeps memory order becomes one RESHAPE.
+
+    ``NHWC [1, 1, W, C] → TRANSPOSE → [1, C, 1, W] → RESHAPE [1, C, W] → TRANSPOSE [1, W, C]``
+    (a conv feature map flattened for an encoder) moves nothing in memory. Decided exactly by
+    pushing element indices through the chain. Always applied: it removes ops and is exact.
+    """
+    done = 0
+    layout = ("TRANSPOSE", "RESHAPE")
+    for op in list(g.ops):
+        if op not in g.ops or op.kind not in layout:
+            continue
+        prev = g.producer(op.inputs[0])
+        if prev is not None and prev.kind in layout and _sole_reader(g, prev.outputs[0]) is op:
+            continue                                 # start only at the head of a chain
+        chain = [op]
+        while True:
+            nxt = _sole_reader(g, chain[-1].outputs[0])
+            if nxt is None or nxt.kind not in layout or nxt.inputs[0] != chain[-1].outputs[0]:
+                break
+            chain.append(nxt)
+        if len(chain) < 2 or sum(c.kind == "TRANSPOSE" for c in chain) == 0:
+            continue
+        src = chain[0].inputs[0]
+        size = int(np.prod(g.tensors[src].shape))
+        if size > max_elems:
+            continue
+        idx = np.arange(size).reshape(g.tensors[src].shape)
+        for c in chain:
+            if c.kind == "TRANSPOSE":
+                perm = g.tensors[c.inputs[1]].data
+                if perm is None:
+                    break
+                idx = idx.transpose([int(v) for v in perm])
+            else:
+                idx = idx.reshape(g.tensors[c.outputs[0]].shape)
+        else:
+            if not np.array_equal(idx.ravel(), np.arange(size)):
+                continue
+            last, shape = chain[-1], g.tensors[chain[-1].outputs[0]].shape
+            for c in chain[:-1]:
+                g.ops.remove(c)
+            last.kind, last.options = "RESHAPE", {"newShape": [int(d) for d in shape]}
+            last.inputs = [src, g.add_const("shape", np.array(shape, np.int32))]
+            done += 1
+    g.prune()
     return done
 
 

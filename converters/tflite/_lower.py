@@ -32,6 +32,12 @@ SUPPORTED_OPS = frozenset({
     "Squeeze", "Unsqueeze", "Transpose", "Pad", "Resize", "Slice", "ReduceMean", "Identity",
     "Dropout",
 }) | MORE_OPS
+# consumers that read a tensor in ONNX order (a held permutation costs them a TRANSPOSE) ...
+_ONNX_ORDER = {"MatMul", "Gemm", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+# ... and ops that take any layout and hand it on
+_AGNOSTIC = {"Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid",
+             "Clip", "LeakyRelu", "Gelu", "Erf", "Pow", "Sqrt", "ReduceMean", "Slice",
+             "LayerNormalization", "Identity", "Dropout", "Softmax", "Max", "Min", "Exp", "Neg"}
 _SPATIAL = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool",
             "GlobalMaxPool", "Resize"}
 # ONNX ops lowered exactly like another: all three only change the shape in ONNX order
@@ -152,6 +158,7 @@ class _Lowering(MoreOps):
         for n in g.node:
             for i in n.input:
                 consumers.setdefault(i, []).append(n)
+        self.consumers = consumers
         for vi in g.input:
             if vi.name in self.p.consts:
                 continue
@@ -355,7 +362,38 @@ class _Lowering(MoreOps):
         ir, cur = self.val[n.input[0]]
         inv_t = [t.index(i) for i in range(rank)]
         # ir = in.transpose(cur) and out = in.transpose(t)  =>  ir = out.transpose(inv_t∘cur)
-        self.val[n.output[0]] = (ir, tuple(inv_t[c] for c in cur))
+        perm = tuple(inv_t[c] for c in cur)
+        self.val[n.output[0]] = (ir, perm)
+        swapped = (*range(rank - 2), rank - 1, rank - 2)
+        readers = self.consumers.get(n.output[0], [])
+        if perm == swapped and readers and all(c.op_type == "MatMul" for c in readers):
+            return                                   # k^T: BATCH_MATMUL's adj flag reads it
+        if perm != identity(rank) and self._wants_onnx_order(n.output[0]):
+            # relabelling would make every elementwise op downstream hold the permuted order
+            # and each MatMul/Reshape pay its own TRANSPOSE: transpose once, here, instead
+            self.val[n.output[0]] = (self.get(n.output[0], identity(rank)), identity(rank))
+
+    def _wants_onnx_order(self, name: str) -> bool:
+        """Whether ``name`` flows, through layout-agnostic ops only, into ops that need the ONNX
+        order (MatMul, Gemm, Reshape...) and into no op that prefers channels-last."""
+        seen, todo, votes = set(), [name], set()
+        while todo and len(seen) < 64:
+            t = todo.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            if t in self.p.graph.output:
+                votes.add("output")
+            for c in self.consumers.get(t, []):
+                if c.op_type in _ONNX_ORDER:
+                    votes.add("onnx")
+                elif c.op_type in _SPATIAL or c.op_type in ("Transpose", "Concat", "Split"):
+                    votes.add("other")
+                elif c.op_type in _AGNOSTIC:
+                    todo.extend(o for o in c.output if o)
+                else:
+                    votes.add("other")
+        return votes == {"onnx"}
 
     def op_Pad(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
         rank = len(self.shape(n.input[0]))
@@ -481,9 +519,18 @@ class _Lowering(MoreOps):
             self._fc(n, n.input[0], bb.T, np.zeros(bb.shape[1], np.float32))
             return
         out = self.shape(n.output[0])
-        xa, xb = self.get(n.input[0]), self.get(n.input[1])
+        ins, adj = [], []
+        for name in n.input[:2]:
+            rank = len(self.shape(name))
+            swapped = (*range(rank - 2), rank - 1, rank - 2)
+            if rank >= 2 and self.const(name) is None and self.perm_of(name) == swapped:
+                ins.append(self.val[name][0])          # held transposed (k^T): adj flag, no op
+                adj.append(True)
+            else:
+                ins.append(self.get(name))
+                adj.append(False)
         y = self.new(n.output[0], identity(len(out)))
-        self.g.add_op("BATCH_MATMUL", [xa, xb], [y], n.name)
+        self.g.add_op("BATCH_MATMUL", ins, [y], n.name, adjX=adj[0], adjY=adj[1])
 
 
 def lower(prep: Prepared, *, keep_io_layout: bool) -> tuple[Graph, dict[str, dict[str, object]]]:

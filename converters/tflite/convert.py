@@ -17,7 +17,7 @@ import onnx
 
 from converters.tflite._fuse import FUSIONS, fuse
 from converters.tflite._ir import Graph
-from converters.tflite._ir_fuse import IR_REWRITES
+from converters.tflite._ir_fuse import IR_REWRITES, fold_layout_chains
 from converters.tflite._ir_fuse import apply as apply_rewrites
 from converters.tflite._lower import lower
 from converters.tflite._prep import prepare
@@ -79,6 +79,8 @@ def convert(model: onnx.ModelProto, *, precision: str = "fp32",
     prep.graph.node.extend(nodes)
     graph, io = lower(prep, keep_io_layout=keep_io_layout)
     fused.update(apply_rewrites(graph, tuple(k for k in IR_REWRITES if k in enabled)))
+    fused["layout_chains"] = fold_layout_chains(graph)
+    graph.merge_reshapes()
     graph.fuse_activations()
     onnx_inputs = [vi.name for vi in prep.graph.input if vi.name in prep.input_shapes]
     onnx_outputs = [o.name for o in prep.graph.output]

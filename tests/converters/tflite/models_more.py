@@ -125,6 +125,19 @@ def _more_cases() -> dict[str, onnx.ModelProto]:
     c["pow_cube"] = _conv_then([n("Pow", ["c", "e"], ["y"])], ["y"], [f32("e", 3.0)])
     c["softplus"] = _conv_then([n("Softplus", ["c"], ["y"])], ["y"], [])
     c["cast_float_noop"] = _conv_then([n("Cast", ["c"], ["y"], to=T.FLOAT)], ["y"], [])
+    # layout: an encoder after a conv stem, and attention with k^T
+    c["conv_to_encoder_tokens"] = graph(   # (1, C, 1, W) -> (1, C, W) -> (1, W, C) tokens
+        [n("Conv", ["x", "cw"], ["c"]), n("Reshape", ["c", "s"], ["r"]),
+         n("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
+         n("LayerNormalization", ["t", "g"], ["ln"], axis=-1), n("MatMul", ["ln", "w1"], ["m1"]),
+         n("Add", ["t", "m1"], ["res"]), n("MatMul", ["res", "w2"], ["y"])],
+        {"x": [1, 4, 1, 10]}, ["y"],
+        [W(r, "cw", 8, 4, 1, 1), i64("s", 1, 8, 10), W(r, "g", 8, positive=True),
+         W(r, "w1", 8, 8), W(r, "w2", 8, 5)])
+    c["attention_k_transposed"] = graph(
+        [n("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]), n("MatMul", ["q", "kt"], ["s"]),
+         n("Softmax", ["s"], ["a"], axis=-1), n("MatMul", ["a", "v"], ["y"])],
+        {"q": [1, 2, 6, 4], "k": [1, 2, 6, 4], "v": [1, 2, 6, 4]}, ["y"])
     # Resize variants of segmentation heads
     c["resize_nearest_sizes_half_pixel"] = _conv_then(
         [n("Resize", ["c", "", "", "sz"], ["y"], mode="nearest",
