@@ -376,7 +376,9 @@ class _Lowering(MoreOps):
     def _wants_onnx_order(self, name: str) -> bool:
         """Whether ``name`` flows, through layout-agnostic ops only, into ops that need the ONNX
         order (MatMul, Gemm, Reshape...) and into no op that prefers channels-last."""
-        seen, todo, votes = set(), [name], set()
+        seen: set[str] = set()
+        votes: set[str] = set()
+        todo = [name]
         while todo and len(seen) < 64:
             t = todo.pop()
             if t in seen:
