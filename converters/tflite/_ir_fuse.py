@@ -6,7 +6,8 @@ read by the pattern alone. Which rewrites run is the caller's decision (measured
 
 * ``affine``: a per-channel (or scalar) MUL then ADD by constants right after a CONV_2D,
   DEPTHWISE_CONV_2D or FULLY_CONNECTED is folded into its weights and bias (MobileOne-style
-  learnable scales, HardSigmoid's slope and offset after an SE convolution).
+  learnable scales, HardSigmoid's slope and offset after an SE convolution); so is one right
+  before such an op (a MUL always, an ADD where the op reads no zero padding).
 * ``relu_0_to_1``: MAXIMUM(x, 0) → MINIMUM(., 1) becomes RELU_0_TO_1.
 * ``rsqrt``: DIV(a, SQRT(b)) becomes MUL(a, RSQRT(b)) (normalisation layers).
 * ``squared_difference``: SQUARE(SUB(a, b)) becomes SQUARED_DIFFERENCE(a, b).
@@ -96,6 +97,62 @@ def _fold_affine(g: Graph) -> int:
             else:
                 g.replace_uses(out, y)
             done += 1
+    return done
+
+
+def _fold_affine_forward(g: Graph) -> int:
+    """MUL (any padding) or ADD (unpadded only) by per-channel constants right before a
+    convolution or FULLY_CONNECTED becomes part of its weights and bias.
+
+    MobileOne-style ``act * a + b`` learnable scales sit between activation and the next
+    convolution. Scaling an input channel scales the weights that read it; adding ``c`` adds
+    ``sum(w * c)`` to each output's bias, which is exact only where no zero padding is read.
+    """
+    done = 0
+    changed = True
+    while changed:
+        changed = False
+        for op in list(g.ops):
+            if op.kind not in ("MUL", "ADD") or op.options.get("fusedActivationFunction", 0):
+                continue
+            nxt = _sole_reader(g, op.outputs[0])
+            if nxt is None or nxt.kind not in _WEIGHTED or nxt.inputs[0] != op.outputs[0] \
+                    or len(nxt.inputs) < 3 or not nxt.inputs[2] \
+                    or not g.is_const(nxt.inputs[1]):
+                continue
+            consts = [i for i in op.inputs if g.is_const(i)]
+            x = next((i for i in op.inputs if not g.is_const(i)), None)
+            if len(consts) != 1 or x is None or g.tensors[x].shape != g.tensors[op.outputs[0]].shape:
+                continue
+            w_t, b_t = g.tensors[nxt.inputs[1]], g.tensors[nxt.inputs[2]]
+            assert w_t.data is not None and b_t.data is not None
+            w, b = w_t.data.astype(np.float64), b_t.data.astype(np.float64)
+            cin = int(g.tensors[x].shape[-1])
+            k = _channel_vector(g, consts[0], cin)
+            if k is None:
+                continue
+            if nxt.kind == "DEPTHWISE_CONV_2D":
+                k_out = np.repeat(k, w.shape[3] // cin)          # input channel of each output
+                if op.kind == "MUL":
+                    w = w * k_out.reshape(1, 1, 1, -1)
+                elif nxt.options.get("padding") == 1:
+                    b = b + (w * k_out.reshape(1, 1, 1, -1)).sum(axis=(0, 1, 2))
+                else:
+                    continue
+            else:
+                kk = k.reshape((1,) * (w.ndim - 1) + (-1,))
+                if op.kind == "MUL":
+                    w = w * kk
+                elif nxt.kind == "FULLY_CONNECTED" or nxt.options.get("padding") == 1:
+                    b = b + (w * kk).reshape(w.shape[0], -1).sum(axis=1)
+                else:
+                    continue
+            nxt.inputs[1] = g.add_const(nxt.inputs[1] + "_folded", w.astype(np.float32))
+            nxt.inputs[2] = g.add_const(nxt.inputs[2] + "_folded", b.astype(np.float32))
+            nxt.inputs[0] = x
+            g.ops.remove(op)
+            done += 1
+            changed = True
     return done
 
 
@@ -223,7 +280,11 @@ def fold_layout_chains(g: Graph, max_elems: int = 1 << 22) -> int:
     return done
 
 
-_PASSES = {"affine": _fold_affine, "relu_0_to_1": _relu_0_to_1, "rsqrt": _rsqrt,
+def _affine(g: Graph) -> int:
+    return _fold_affine(g) + _fold_affine_forward(g)
+
+
+_PASSES = {"affine": _affine, "relu_0_to_1": _relu_0_to_1, "rsqrt": _rsqrt,
            "squared_difference": _squared_difference, "fused_relu_n1_to_1": _fused_relu_n1_to_1}
 
 

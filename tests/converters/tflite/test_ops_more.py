@@ -16,7 +16,7 @@ from converters.tflite._ir_fuse import IR_REWRITES
 from converters.tflite._runtime import LiteRT
 from converters.tflite._writer import write_flatbuffer
 from edgeops.errors import UnsupportedModelError
-from tests.converters.tflite.models import OP_CASES
+from tests.converters.tflite.models import OP_CASES, W
 from tests.converters.tflite.models_more import FUSION_CASES, MORE_CASES, _conv_then, f32
 from tests.converters.tflite.test_ops import RTOL, _max_rel_err
 
@@ -185,3 +185,26 @@ def test_attention_reads_k_transposed_through_the_adj_flag() -> None:
     assert "TRANSPOSE" not in res.graph.op_counts()
     bmm = [op for op in res.graph.ops if op.kind == "BATCH_MATMUL"]
     assert [op.options["adjY"] for op in bmm] == [True, False]
+
+
+@pytest.mark.parametrize(("kernel", "pads", "shift", "left"),
+                         [(1, 0, True, {}), (3, 1, True, {"MUL": 1, "ADD": 1}),
+                          (3, 1, False, {})])
+def test_scale_and_shift_before_a_conv_fold_into_it_where_exact(
+        kernel: int, pads: int, shift: bool, left: dict[str, int]) -> None:
+    """MobileOne's act * a + b before the next conv folds into it when the conv reads no zero
+    padding (a padded border would miss the + b); a scale alone folds into any conv."""
+    n = h.make_node
+    r = np.random.default_rng(5)
+    nodes = [n("Relu", ["c"], ["a"]), n("Mul", ["a", "k"], ["s"])]
+    if shift:
+        nodes.append(n("Add", ["s", "b"], ["t"]))
+    nodes.append(n("Conv", ["t" if shift else "s", "w2", "b2"], ["y"], pads=[pads] * 4))
+    m = _conv_then(nodes, ["y"],
+                   [f32("k", list(np.linspace(0.5, 2.0, 6)[:, None, None])),
+                    f32("b", list(np.linspace(-1, 1, 6)[:, None, None])),
+                    W(r, "w2", 5, 6, kernel, kernel), W(r, "b2", 5)])
+    err, res = _max_rel_err(m, keep_io=False)
+    assert err <= RTOL
+    counts = res.graph.op_counts()
+    assert {k: v for k, v in counts.items() if k in ("MUL", "ADD")} == left
