@@ -199,6 +199,8 @@ def _op_counts(data: bytes) -> dict[str, int]:
     for i in range(sg.OperatorsLength()):
         oc = m.OperatorCodes(sg.Operators(i).OpcodeIndex())
         k = names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "CUSTOM")
+        if k == "CUSTOM":
+            k = f"CUSTOM {(oc.CustomCode() or b'').decode()}"
         counts[k] = counts.get(k, 0) + 1
     return counts
 
@@ -315,7 +317,16 @@ def bench_zoo(names: list[str], venv: Path | None, rounds: int = 7, runs: int = 
                                         for n in ours["inputs"]]
             if "error" not in o2t:
                 data = Path(o2t["path"]).read_bytes()
-                rt2 = LiteRT(data)
+                try:
+                    rt2 = LiteRT(data)
+                except (RuntimeError, ValueError) as exc:
+                    flex = sorted({k for k in _op_counts(data) if k.startswith("CUSTOM")})
+                    o2t = row["onnx2tf"] = {
+                        **row["onnx2tf"],
+                        "error": f"converted in {o2t['convert_s']:.0f} s, but the artifact "
+                                 f"does not run in LiteRT ({', '.join(flex) or ''}"
+                                 f"{str(exc).split('Node number')[-1][:80]})"}
+            if "error" not in o2t:
                 got2 = [rt2.run(_onnx2tf_feeds(rt2, f)) for f in feeds]
                 row["onnx2tf"]["max_rel_err"] = max(_rel_err(r, g) for r, g in zip(refs, got2,
                                                                                    strict=True))
