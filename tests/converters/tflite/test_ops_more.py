@@ -208,3 +208,13 @@ def test_scale_and_shift_before_a_conv_fold_into_it_where_exact(
     assert err <= RTOL
     counts = res.graph.op_counts()
     assert {k: v for k, v in counts.items() if k in ("MUL", "ADD")} == left
+
+
+@pytest.mark.parametrize("case", ["conv_to_encoder_tokens", "layer_norm_decomposed",
+                                  "split_opset18_uneven"])
+def test_conversion_is_deterministic_and_leaves_the_model_alone(case: str) -> None:
+    model = MORE_CASES[case]
+    before = model.SerializeToString()
+    first, second = convert(model), convert(model)
+    assert first.model == second.model
+    assert model.SerializeToString() == before
