@@ -343,13 +343,47 @@ class _Lowering(MoreOps):
                 perm = self.perm_of(i)
                 if perm != identity(rank):
                     break
+        perm = self._cheapest_layout(n, perm)
         ins = [self.get(i, perm) for i in n.input if i and math.prod(self.shape(i)) > 0]
         y = self.new(n.output[0], perm)
         self.g.add_op("CONCATENATION", ins, [y], n.name, axis=perm.index(axis))
 
+    def _cheapest_layout(self, n: onnx.NodeProto, default: Perm) -> Perm:
+        """The layout for an op joining tensors held in different layouts that moves the
+        fewest elements: inputs not in it are transposed, and so is the output when it is a
+        graph output or flows into ops that need ONNX order. Ties keep ``default``."""
+        rank = len(self.shape(n.output[0]))
+        held = [(self.perm_of(i), math.prod(self.shape(i))) for i in n.input
+                if i and self.const(i) is None and len(self.shape(i)) == rank]
+        out_size = math.prod(self.shape(n.output[0]))
+        out_wants_onnx = n.output[0] in {o.name for o in self.p.graph.output} or \
+            self._wants_onnx_order(n.output[0])
+
+        def cost(p: Perm) -> int:
+            moved = sum(size for q, size in held if q != p)
+            return moved + (out_size if out_wants_onnx and p != identity(rank) else 0)
+
+        best = default
+        for p in [identity(rank), *(q for q, _ in held)]:
+            if cost(p) < cost(best):
+                best = p
+        return best
+
     def _reshape_node(self, n: onnx.NodeProto) -> None:
-        x = self.get(n.input[0])
         shp = self.shape(n.output[0])
+        ins = self.shape(n.input[0])
+        if n.input[0] in self.val and len(ins) >= 3 and len(shp) >= 3 \
+                and self.perm_of(n.input[0]) == channels_last(len(ins)) \
+                and ins[:2] == shp[:2]:
+            # only the spatial dims merge or split (a detection head's (N, C, H, W) ->
+            # (N, C, H*W)): channels-last memory order is the same before and after, so the
+            # result stays channels-last and no TRANSPOSE is needed
+            x = self.get(n.input[0], channels_last(len(ins)))
+            perm = channels_last(len(shp))
+            y = self.new(n.output[0], perm)
+            self._reshape(x, y, tuple(shp[i] for i in perm))
+            return
+        x = self.get(n.input[0])
         y = self.new(n.output[0], identity(len(shp)))
         self._reshape(x, y, shp)
 

@@ -177,7 +177,30 @@ def test_encoder_after_conv_stem_needs_no_transpose() -> None:
     """NHWC (1,1,W,C) → NCHW → flatten → tokens (1,W,C) keeps memory order: one RESHAPE."""
     res = convert(MORE_CASES["conv_to_encoder_tokens"])
     assert "TRANSPOSE" not in res.graph.op_counts()
-    assert res.details["fused"].get("layout_chains", 0) >= 1
+
+
+@pytest.mark.parametrize(("shape", "folds"), [((1, 4, 6, 1), True), ((1, 2, 4, 6), False)])
+def test_order_keeping_transpose_reshape_chain_becomes_one_reshape(
+        shape: tuple[int, ...], folds: bool) -> None:
+    """NHWC → NCHW → flatten keeps memory order only when C or H*W is 1."""
+    from converters.tflite._ir import Graph
+    from converters.tflite._ir_fuse import fold_layout_chains
+
+    n, h_, w, c = shape
+    g = Graph()
+    x = g.add_tensor("x", shape)
+    g.inputs.append(x)
+    t1 = g.add_tensor("t1", (n, c, h_, w))
+    g.add_op("TRANSPOSE", [x, g.add_const("p1", np.array([0, 3, 1, 2], np.int32))], [t1])
+    y = g.add_tensor("y", (n, c * h_ * w))
+    g.add_op("RESHAPE", [t1, g.add_const("s", np.array([n, c * h_ * w], np.int32))], [y],
+             newShape=[n, c * h_ * w])
+    g.outputs.append(y)
+    xv = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    before = LiteRT(write_flatbuffer(g)).run([xv])[0]
+    assert fold_layout_chains(g) == int(folds)
+    assert (g.op_counts() == {"RESHAPE": 1}) == folds
+    assert np.array_equal(LiteRT(write_flatbuffer(g)).run([xv])[0], before)
 
 
 def test_attention_reads_k_transposed_through_the_adj_flag() -> None:
