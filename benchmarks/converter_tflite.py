@@ -363,12 +363,15 @@ def _zoo_main(names: list[str], venv: Path) -> int:
         vers = {p["name"].lower(): p["version"] for p in json.loads(pip.stdout or "[]")}
         machine["onnx2tf"] = (f"{vers.get('onnx2tf')} (tensorflow {vers.get('tensorflow')}, "
                               f"in {o2t})")
-    rows = bench_zoo(names or list(ZOO_SHAPES), o2t)
-    machine["load_after"] = round(os.getloadavg()[0], 2)
     RESULTS.mkdir(exist_ok=True)
-    doc = {"benchmark": "converter_tflite --zoo", "machine": machine, "results": rows}
-    (RESULTS / "converter_tflite_zoo.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (RESULTS / "converter_tflite_zoo.md").write_text(markdown(rows, machine))
+
+    def write(rows: list[dict[str, Any]]) -> None:      # after every model: nothing lost
+        machine["load_after"] = round(os.getloadavg()[0], 2)
+        doc = {"benchmark": "converter_tflite --zoo", "machine": machine, "results": rows}
+        (RESULTS / "converter_tflite_zoo.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (RESULTS / "converter_tflite_zoo.md").write_text(markdown(rows, machine))
+
+    write(bench_zoo(names or list(ZOO_SHAPES), o2t, progress=write))
     return 0
 
 

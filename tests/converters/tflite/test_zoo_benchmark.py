@@ -15,7 +15,7 @@ def test_zoo_run_without_onnx2tf_venv_skips_its_columns(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_bench(names: list[str], venv: Path | None) -> list[dict[str, Any]]:
+    def fake_bench(names: list[str], venv: Path | None, **_: Any) -> list[dict[str, Any]]:
         seen["venv"] = venv
         return [{"model": "ocr-cls", "input_unchanged": True,
                  "edgeops": {"convert_s": 1.0, "peak_rss_mib": 100.0, "ops": 10,
