@@ -125,8 +125,11 @@ class MoreOps(SpatialOps):
         perm = self.perm_of(n.input[0])
         x = self.get(n.input[0], perm)
         y = self.new(n.output[0], _axes_after_reduce(perm, axes, keep))
-        self.g.add_op(kind, [x, self.i32("axes", sorted(perm.index(ax) for ax in axes))], [y],
-                      n.name, keepDims=keep)
+        ir_axes = sorted(perm.index(ax) for ax in axes)
+        if kind == "MEAN":
+            self._mean(x, ir_axes, keep, y, n.name)
+            return
+        self.g.add_op(kind, [x, self.i32("axes", ir_axes)], [y], n.name, keepDims=keep)
 
     def op_ReduceMean(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
         self._reduce(n, a, "MEAN")

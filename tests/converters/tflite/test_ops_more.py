@@ -16,7 +16,7 @@ from converters.tflite._ir_fuse import IR_REWRITES
 from converters.tflite._runtime import LiteRT
 from converters.tflite._writer import write_flatbuffer
 from edgeops.errors import UnsupportedModelError
-from tests.converters.tflite.models import OP_CASES, W
+from tests.converters.tflite.models import OP_CASES, W, graph
 from tests.converters.tflite.models_more import FUSION_CASES, MORE_CASES, _conv_then, f32
 from tests.converters.tflite.test_ops import RTOL, _max_rel_err
 
@@ -241,3 +241,16 @@ def test_conversion_is_deterministic_and_leaves_the_model_alone(case: str) -> No
     first, second = convert(model), convert(model)
     assert first.model == second.model
     assert model.SerializeToString() == before
+
+
+@pytest.mark.parametrize(("size", "means"), [(16, 1), (96, 2)])
+def test_long_global_means_are_taken_one_axis_at_a_time(size: int, means: int) -> None:
+    """A sequential float32 sum over 96x96 values drifts; two short MEANs stay exact."""
+    m = graph([h.make_node("GlobalAveragePool", ["x"], ["y"])], {"x": [1, 3, size, size]},
+              ["y"])
+    res = convert(m)
+    assert res.graph.op_counts() == {"MEAN": means}
+    x = (np.abs(np.random.default_rng(0).standard_normal((1, 3, size, size))) + 1)
+    got = LiteRT(res.model).run_float([x.astype(np.float32).transpose(0, 2, 3, 1)])[0]
+    exact = x.mean(axis=(2, 3))
+    assert np.abs(got.reshape(1, 3) - exact).max() / exact.max() < 2e-6
