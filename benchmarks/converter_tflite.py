@@ -14,6 +14,14 @@ cosine, top-1 agreement; per-pixel argmax agreement for the segmenter).
 Goals from the issue: FP32 within 1e-4 relative; INT8 top-1 agreement >= 98% and cosine >= 0.98.
 
     python -m benchmarks.converter_tflite [--threads 1] [--runs 50] [--samples 200]
+
+``--zoo [MODEL ...]`` instead runs the pretrained real-model zoo (tests/realzoo.py) through
+edgeops and, beside it in the same run, onnx2tf from a separate benchmark-only venv with
+TensorFlow (``--onnx2tf-venv``; absent: its columns are skipped): conversion time and peak
+RSS, op and TRANSPOSE counts, LiteRT latency (1 thread, interleaved) and error against ONNX
+Runtime; results in ``results/converter_tflite.zoo.{json,md}`` (see ``_tflite_zoo.py``).
+Issue 23's goals: every model onnx2tf converts, edgeops converts; LiteRT latency <= onnx2tf's
+(goal 10% below); conversion >= 4x faster without TensorFlow; FP32 error <= 1e-4.
 """
 
 from __future__ import annotations
@@ -368,8 +376,8 @@ def _zoo_main(names: list[str], venv: Path) -> int:
     def write(rows: list[dict[str, Any]]) -> None:      # after every model: nothing lost
         machine["load_after"] = round(os.getloadavg()[0], 2)
         doc = {"benchmark": "converter_tflite --zoo", "machine": machine, "results": rows}
-        (RESULTS / "converter_tflite_zoo.json").write_text(json.dumps(doc, indent=2) + "\n")
-        (RESULTS / "converter_tflite_zoo.md").write_text(markdown(rows, machine))
+        (RESULTS / "converter_tflite.zoo.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (RESULTS / "converter_tflite.zoo.md").write_text(markdown(rows, machine))
 
     write(bench_zoo(names or list(ZOO_SHAPES), o2t, progress=write))
     return 0

@@ -28,7 +28,7 @@ def test_zoo_run_without_onnx2tf_venv_skips_its_columns(tmp_path: Path,
     assert converter_tflite.main(["--zoo", "ocr-cls", "--onnx2tf-venv",
                                   str(tmp_path / "absent")]) == 0
     assert seen["venv"] is None
-    md = (tmp_path / "converter_tflite_zoo.md").read_text()
+    md = (tmp_path / "converter_tflite.zoo.md").read_text()
     assert "| ocr-cls | edgeops | 1.0 | 100 | 10 / 0 | 0.50 |" in md
     assert "| onnx2tf | fails: skipped: no onnx2tf venv |" in md
     assert "onnx2tf absent" in md
