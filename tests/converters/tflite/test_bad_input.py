@@ -63,6 +63,7 @@ def test_dynamic_dims_without_input_shape_fail_for_npu_targets_in_the_library() 
         convert(m, precision="int8", require_static=True, target="edgetpu", calibration=[])
     assert "needs static shapes" in ei.value.message and "x" in ei.value.message
     assert "--input-shape" in ei.value.hint
+    assert "--input-shape x=" in ei.value.hint and "xNxN" in ei.value.hint   # names the input
     # tflite-cpu also writes static shapes, and says so
     with pytest.raises(UnsupportedModelError, match="writes static shapes"):
         convert(m, target="tflite-cpu")
