@@ -14,6 +14,14 @@ cosine, top-1 agreement; per-pixel argmax agreement for the segmenter).
 Goals from the issue: FP32 within 1e-4 relative; INT8 top-1 agreement >= 98% and cosine >= 0.98.
 
     python -m benchmarks.converter_tflite [--threads 1] [--runs 50] [--samples 200]
+
+``--zoo [MODEL ...]`` instead runs the pretrained real-model zoo (tests/realzoo.py) through
+edgeops and, beside it in the same run, onnx2tf from a separate benchmark-only venv with
+TensorFlow (``--onnx2tf-venv``; absent: its columns are skipped): conversion time and peak
+RSS, op and TRANSPOSE counts, LiteRT latency (1 thread, interleaved) and error against ONNX
+Runtime; results in ``results/converter_tflite.zoo.{json,md}`` (see ``_tflite_zoo.py``).
+Issue 23's goals: every model onnx2tf converts, edgeops converts; LiteRT latency <= onnx2tf's
+(goal 10% below); conversion >= 4x faster without TensorFlow; FP32 error <= 1e-4.
 """
 
 from __future__ import annotations
@@ -303,7 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="*",
                     default=["mobilenet", "resnet", "segnet", "audio", "gru"],
                     choices=sorted(MODELS))
+    ap.add_argument("--zoo", nargs="*", default=None, metavar="MODEL",
+                    help="instead: the real-model zoo (tests/realzoo.py) beside onnx2tf; "
+                         "no names = every zoo model")
+    ap.add_argument("--onnx2tf-venv", type=Path, default=Path("/work/onnx2tf-venv"),
+                    help="venv with onnx2tf + TensorFlow; absent = onnx2tf columns skipped")
     args = ap.parse_args(argv)
+    if args.zoo is not None:
+        return _zoo_main(args.zoo, args.onnx2tf_venv)
     # import the converter's lazy dependencies up front so the first conversion is not charged
     import os
 
@@ -334,6 +349,37 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "converter_tflite.json").write_text(json.dumps(doc, indent=2) + "\n")
     (RESULTS / "converter_tflite.md").write_text(_markdown(doc))
+    return 0
+
+
+def _zoo_main(names: list[str], venv: Path) -> int:
+    import os
+
+    from benchmarks._tflite_zoo import ZOO_SHAPES, bench_zoo, markdown
+
+    o2t = venv if (venv / "bin" / "onnx2tf").exists() else None
+    machine: dict[str, Any] = {"processor": platform.processor() or platform.machine(),
+                               "cpus": os.cpu_count(),
+                               "litert": f"ai-edge-litert {version('ai-edge-litert')}",
+                               "onnxruntime": version("onnxruntime"),
+                               "load_before": round(os.getloadavg()[0], 2)}
+    if o2t is not None:
+        import subprocess
+
+        pip = subprocess.run([str(o2t / "bin" / "python"), "-m", "pip", "list",
+                              "--format=json"], capture_output=True, text=True, check=False)
+        vers = {p["name"].lower(): p["version"] for p in json.loads(pip.stdout or "[]")}
+        machine["onnx2tf"] = (f"{vers.get('onnx2tf')} (tensorflow {vers.get('tensorflow')}, "
+                              f"in {o2t})")
+    RESULTS.mkdir(exist_ok=True)
+
+    def write(rows: list[dict[str, Any]]) -> None:      # after every model: nothing lost
+        machine["load_after"] = round(os.getloadavg()[0], 2)
+        doc = {"benchmark": "converter_tflite --zoo", "machine": machine, "results": rows}
+        (RESULTS / "converter_tflite.zoo.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (RESULTS / "converter_tflite.zoo.md").write_text(markdown(rows, machine))
+
+    write(bench_zoo(names or list(ZOO_SHAPES), o2t, progress=write))
     return 0
 
 

@@ -19,7 +19,7 @@ from onnx import helper
 
 from converters.tflite._ir import Graph
 from converters.tflite._layout import Perm, channels_last, identity, layout_record
-from converters.tflite._lower_spatial import SpatialOps
+from converters.tflite._lower_more import MORE_OPS, MoreOps
 from converters.tflite._prep import Prepared
 from edgeops.errors import UnsupportedModelError
 
@@ -31,8 +31,15 @@ SUPPORTED_OPS = frozenset({
     "AveragePool", "GlobalAveragePool", "BatchNormalization", "Concat", "Reshape", "Flatten",
     "Squeeze", "Unsqueeze", "Transpose", "Pad", "Resize", "Slice", "ReduceMean", "Identity",
     "Dropout",
-})
-_SPATIAL = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "Resize"}
+}) | MORE_OPS
+# consumers that read a tensor in ONNX order (a held permutation costs them a TRANSPOSE) ...
+_ONNX_ORDER = {"MatMul", "Gemm", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+# ... and ops that take any layout and hand it on
+_AGNOSTIC = {"Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid",
+             "Clip", "LeakyRelu", "Gelu", "Erf", "Pow", "Sqrt", "ReduceMean", "Slice",
+             "LayerNormalization", "Identity", "Dropout", "Softmax", "Max", "Min", "Exp", "Neg"}
+_SPATIAL = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool",
+            "GlobalMaxPool", "Resize"}
 # ONNX ops lowered exactly like another: all three only change the shape in ONNX order
 _SAME_LOWERING = {"Dropout": "Identity", "Flatten": "Reshape", "Squeeze": "Reshape",
                   "Unsqueeze": "Reshape"}
@@ -49,11 +56,14 @@ def _s(v: object) -> str:
 def check_supported(prep: Prepared) -> None:
     """One error naming every node the TFLite lowering cannot take, before anything is built."""
     bad: list[str] = []
+    dynamic = False
     for n in prep.graph.node:
         a = _attrs(n)
         why = ""
         if n.domain not in ("", "ai.onnx") or n.op_type not in SUPPORTED_OPS:
             why = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+            if n.op_type == "Erf" and n.domain in ("", "ai.onnx"):
+                why = _ERF_HINT
         elif n.op_type == "Resize" and _s(a.get("mode", "nearest")) not in ("nearest", "linear"):
             why = f"Resize mode={_s(a.get('mode'))}"
         elif n.op_type == "Pad" and _s(a.get("mode", "constant")) not in ("constant", "reflect"):
@@ -67,7 +77,7 @@ def check_supported(prep: Prepared) -> None:
             why = f"{n.op_type} on rank {len(prep.shapes.get(n.input[0], ()))} (1D/2D only)"
         elif any(prep.dtypes.get(i, np.dtype(np.float32)) not in (np.float32,)
                  for i in n.input[:1] if i and i not in prep.consts) and \
-                n.op_type not in ("Identity",):
+                n.op_type not in ("Identity", "Where"):
             why = f"{n.op_type} on {prep.dtypes.get(n.input[0])} data (float32 only)"
         elif n.op_type == "Resize" and len(prep.shapes.get(n.input[0], ())) != 4:
             why = "Resize of a non-4D tensor"
@@ -83,17 +93,59 @@ def check_supported(prep: Prepared) -> None:
             why = f"{n.op_type} with dilations"
         elif any(o and o not in prep.shapes for o in n.output):
             why = f"{n.op_type} with an output shape that is not static"
+            dynamic = True
+        else:
+            why = _attribute_problem(n, a, prep)
         if why:
             bad.append(f"{n.name or n.output[0]} ({why})")
     if bad:
         kinds = sorted({b.split("(", 1)[1][:-1] for b in bad})   # keeps "(float32 only)" whole
+        hint = f"unsupported: {', '.join(kinds)}; change the model or pick an ONNX target " \
+               "(x86-cpu, arm64-cpu), which runs every op"
+        if dynamic:
+            hint = ("shapes that depend on data at run time cannot be written to TFLite: fix "
+                    "the input shapes with --input-shape NAME=1x3x224x224, or pick an ONNX "
+                    "target (x86-cpu, arm64-cpu), which runs dynamic shapes; " + hint)
         raise UnsupportedModelError(
             f"{len(bad)} node(s) not supported by the TFLite backend: {', '.join(bad)}",
-            hint=f"unsupported: {', '.join(kinds)}; change the model or pick an ONNX target")
+            hint=hint)
 
 
-class _Lowering(SpatialOps):
-    """ONNX node by node into the TFLite graph; spatial ops come from :class:`SpatialOps`."""
+_ERF_HINT = "Erf outside GELU x*0.5*(1+erf(x/sqrt(2)))"
+
+
+def _attribute_problem(n: onnx.NodeProto, a: dict[str, object], prep: Prepared) -> str:
+    """Why a supported op type cannot be lowered with these attributes/inputs ("" if it can)."""
+    def const(i: int) -> bool:
+        return len(n.input) > i and bool(n.input[i]) and n.input[i] in prep.consts
+
+    t = n.op_type
+    if t == "Pow" and not const(1):
+        return "Pow with a non-constant exponent"
+    if t == "Pow" and np.asarray(prep.consts[n.input[1]]).size != 1:
+        return "Pow with a non-scalar exponent"
+    if t == "Where" and not const(0):
+        return "Where with a condition computed at run time"
+    if t == "Gather" and not const(1):
+        return "Gather with indices computed at run time"
+    if t == "Cast" and int(a.get("to", 0)) != onnx.TensorProto.FLOAT:  # type: ignore[call-overload]
+        return f"Cast to {onnx.TensorProto.DataType.Name(int(a.get('to', 0)))}"  # type: ignore[call-overload]
+    if t == "LayerNormalization" and len(n.output) > 1 and any(n.output[1:]):
+        return "LayerNormalization with Mean/InvStdDev outputs"
+    if t == "LayerNormalization" and int(a.get("stash_type", 1)) != 1:  # type: ignore[call-overload]
+        return "LayerNormalization stash_type!=1"
+    if t == "MatMul" and any(len(prep.shapes.get(i, ())) < 2 for i in n.input[:2]):
+        return "MatMul with a 1D operand"
+    if t.startswith("Reduce") and int(a.get("noop_with_empty_axes", 0)):  # type: ignore[call-overload]
+        return f"{t} noop_with_empty_axes=1"
+    if t == "Split" and any(not o for o in n.output):
+        return "Split with an omitted output"
+    return ""
+
+
+class _Lowering(MoreOps):
+    """ONNX node by node into the TFLite graph; spatial ops come from ``SpatialOps``, the ops
+    of real exports beyond convolutions (split, reductions, norms) from :class:`MoreOps`."""
 
     def __init__(self, prep: Prepared, keep_io_layout: bool) -> None:
         super().__init__(prep)
@@ -106,6 +158,7 @@ class _Lowering(SpatialOps):
         for n in g.node:
             for i in n.input:
                 consumers.setdefault(i, []).append(n)
+        self.consumers = consumers
         for vi in g.input:
             if vi.name in self.p.consts:
                 continue
@@ -143,24 +196,6 @@ class _Lowering(SpatialOps):
             self.p.consts[n.output[0]] = self.p.consts[n.input[0]]
         else:
             self.val[n.output[0]] = self.val[n.input[0]]
-
-    def op_ReduceMean(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
-        rank = len(self.shape(n.input[0]))
-        axes_v = self.const(n.input[1]) if len(n.input) > 1 and n.input[1] else a.get("axes")
-        axes = sorted(int(v) % rank for v in (np.asarray(axes_v).ravel()
-                                              if axes_v is not None else range(rank)))
-        keep = bool(a.get("keepdims", 1))
-        perm = self.perm_of(n.input[0])
-        x = self.get(n.input[0], perm)
-        ir_axes = sorted(perm.index(ax) for ax in axes)
-        if keep:
-            out_perm = perm
-        else:
-            rest = [p for p in perm if p not in axes]
-            order = sorted(rest)
-            out_perm = tuple(order.index(p) for p in rest)
-        y = self.new(n.output[0], out_perm)
-        self.g.add_op("MEAN", [x, self.i32("axes", ir_axes)], [y], n.name, keepDims=keep)
 
     def _binary(self, n: onnx.NodeProto, kind: str) -> None:
         a_name, b_name = n.input[0], n.input[1]
@@ -308,13 +343,47 @@ class _Lowering(SpatialOps):
                 perm = self.perm_of(i)
                 if perm != identity(rank):
                     break
+        perm = self._cheapest_layout(n, perm)
         ins = [self.get(i, perm) for i in n.input if i and math.prod(self.shape(i)) > 0]
         y = self.new(n.output[0], perm)
         self.g.add_op("CONCATENATION", ins, [y], n.name, axis=perm.index(axis))
 
+    def _cheapest_layout(self, n: onnx.NodeProto, default: Perm) -> Perm:
+        """The layout for an op joining tensors held in different layouts that moves the
+        fewest elements: inputs not in it are transposed, and so is the output when it is a
+        graph output or flows into ops that need ONNX order. Ties keep ``default``."""
+        rank = len(self.shape(n.output[0]))
+        held = [(self.perm_of(i), math.prod(self.shape(i))) for i in n.input
+                if i and self.const(i) is None and len(self.shape(i)) == rank]
+        out_size = math.prod(self.shape(n.output[0]))
+        out_wants_onnx = n.output[0] in {o.name for o in self.p.graph.output} or \
+            self._wants_onnx_order(n.output[0])
+
+        def cost(p: Perm) -> int:
+            moved = sum(size for q, size in held if q != p)
+            return moved + (out_size if out_wants_onnx and p != identity(rank) else 0)
+
+        best = default
+        for p in [identity(rank), *(q for q, _ in held)]:
+            if cost(p) < cost(best):
+                best = p
+        return best
+
     def _reshape_node(self, n: onnx.NodeProto) -> None:
-        x = self.get(n.input[0])
         shp = self.shape(n.output[0])
+        ins = self.shape(n.input[0])
+        if n.input[0] in self.val and len(ins) >= 3 and len(shp) >= 3 \
+                and self.perm_of(n.input[0]) == channels_last(len(ins)) \
+                and ins[:2] == shp[:2]:
+            # only the spatial dims merge or split (a detection head's (N, C, H, W) ->
+            # (N, C, H*W)): channels-last memory order is the same before and after, so the
+            # result stays channels-last and no TRANSPOSE is needed
+            x = self.get(n.input[0], channels_last(len(ins)))
+            perm = channels_last(len(shp))
+            y = self.new(n.output[0], perm)
+            self._reshape(x, y, tuple(shp[i] for i in perm))
+            return
+        x = self.get(n.input[0])
         y = self.new(n.output[0], identity(len(shp)))
         self._reshape(x, y, shp)
 
@@ -327,7 +396,40 @@ class _Lowering(SpatialOps):
         ir, cur = self.val[n.input[0]]
         inv_t = [t.index(i) for i in range(rank)]
         # ir = in.transpose(cur) and out = in.transpose(t)  =>  ir = out.transpose(inv_t∘cur)
-        self.val[n.output[0]] = (ir, tuple(inv_t[c] for c in cur))
+        perm = tuple(inv_t[c] for c in cur)
+        self.val[n.output[0]] = (ir, perm)
+        swapped = (*range(rank - 2), rank - 1, rank - 2)
+        readers = self.consumers.get(n.output[0], [])
+        if perm == swapped and readers and all(c.op_type == "MatMul" for c in readers):
+            return                                   # k^T: BATCH_MATMUL's adj flag reads it
+        if perm != identity(rank) and self._wants_onnx_order(n.output[0]):
+            # relabelling would make every elementwise op downstream hold the permuted order
+            # and each MatMul/Reshape pay its own TRANSPOSE: transpose once, here, instead
+            self.val[n.output[0]] = (self.get(n.output[0], identity(rank)), identity(rank))
+
+    def _wants_onnx_order(self, name: str) -> bool:
+        """Whether ``name`` flows, through layout-agnostic ops only, into ops that need the ONNX
+        order (MatMul, Gemm, Reshape...) and into no op that prefers channels-last."""
+        seen: set[str] = set()
+        votes: set[str] = set()
+        todo = [name]
+        while todo and len(seen) < 64:
+            t = todo.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            if t in self.p.graph.output:
+                votes.add("output")
+            for c in self.consumers.get(t, []):
+                if c.op_type in _ONNX_ORDER:
+                    votes.add("onnx")
+                elif c.op_type in _SPATIAL or c.op_type in ("Transpose", "Concat", "Split"):
+                    votes.add("other")
+                elif c.op_type in _AGNOSTIC:
+                    todo.extend(o for o in c.output if o)
+                else:
+                    votes.add("other")
+        return votes == {"onnx"}
 
     def op_Pad(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
         rank = len(self.shape(n.input[0]))
@@ -453,9 +555,18 @@ class _Lowering(SpatialOps):
             self._fc(n, n.input[0], bb.T, np.zeros(bb.shape[1], np.float32))
             return
         out = self.shape(n.output[0])
-        xa, xb = self.get(n.input[0]), self.get(n.input[1])
+        ins, adj = [], []
+        for name in n.input[:2]:
+            rank = len(self.shape(name))
+            swapped = (*range(rank - 2), rank - 1, rank - 2)
+            if rank >= 2 and self.const(name) is None and self.perm_of(name) == swapped:
+                ins.append(self.val[name][0])          # held transposed (k^T): adj flag, no op
+                adj.append(True)
+            else:
+                ins.append(self.get(name))
+                adj.append(False)
         y = self.new(n.output[0], identity(len(out)))
-        self.g.add_op("BATCH_MATMUL", [xa, xb], [y], n.name)
+        self.g.add_op("BATCH_MATMUL", ins, [y], n.name, adjX=adj[0], adjY=adj[1])
 
 
 def lower(prep: Prepared, *, keep_io_layout: bool) -> tuple[Graph, dict[str, dict[str, object]]]:

@@ -79,7 +79,11 @@ def fix_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[in
         why = "needs static shapes" if require_static else "writes static shapes (TFLite)"
         raise UnsupportedModelError(
             f"target {target} {why}; dynamic dims in: {', '.join(dynamic)}",
-            hint="fix them with --input-shape NAME=1x3x224x224")
+            hint="fix them with " + " ".join(
+                f"--input-shape {d.split(' ')[0]}="
+                + "x".join("1" if i == 0 and v == "?" else ("N" if v == "?" else v)
+                           for i, v in enumerate(d.split(" ")[1].split("x")))
+                for d in dynamic) + " (N: the size to build for)")
     for vi in model.graph.input:
         if vi.name in fixed:
             shp = vi.type.tensor_type.shape

@@ -34,7 +34,8 @@ _CONV_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"}
 # int8 kernels that require output parameters equal to the (first) input's
 _SAME_AS_INPUT = {"RESHAPE", "TRANSPOSE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "PAD", "PADV2",
                   "MIRROR_PAD", "STRIDED_SLICE", "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR",
-                  "SPLIT", "MAXIMUM", "MINIMUM", "SQUEEZE"}
+                  "SPLIT", "MAXIMUM", "MINIMUM", "SQUEEZE", "SPLIT_V", "RELU_0_TO_1",
+                  "REDUCE_MAX", "GATHER", "BROADCAST_TO"}
 _FIXED_OUTPUT = {"LOGISTIC": (1 / 256, -128), "SOFTMAX": (1 / 256, -128), "TANH": (1 / 128, 0)}
 _INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "ADD", "SUB",
              "MUL", "RELU", "RELU6", "RELU_N1_TO_1", "LEAKY_RELU", "PRELU", "LOGISTIC", "TANH",
@@ -43,7 +44,8 @@ _INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED"
 # inputs that are parameters (shapes, axes, sizes), never quantised
 _PARAM_INPUTS = {"RESHAPE": {1}, "TRANSPOSE": {1}, "PAD": {1}, "PADV2": {1}, "MIRROR_PAD": {1},
                  "STRIDED_SLICE": {1, 2, 3}, "RESIZE_NEAREST_NEIGHBOR": {1},
-                 "RESIZE_BILINEAR": {1}, "MEAN": {1}, "SPLIT": {0}, "TRANSPOSE_CONV": {0}}
+                 "RESIZE_BILINEAR": {1}, "MEAN": {1}, "SPLIT": {0}, "TRANSPOSE_CONV": {0},
+                 "SPLIT_V": {1, 2}, "REDUCE_MAX": {1}, "GATHER": {1}, "BROADCAST_TO": {1}}
 
 
 def _float_consts(g: Graph) -> Iterable[str]:

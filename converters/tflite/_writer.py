@@ -33,7 +33,9 @@ _OPTIONS: dict[str, str] = {
     "STRIDED_SLICE": "StridedSliceOptions", "SPLIT": "SplitOptions",
     "QUANTIZE": "QuantizeOptions", "DEQUANTIZE": "DequantizeOptions",
     "MAXIMUM": "MaximumMinimumOptions", "MINIMUM": "MaximumMinimumOptions",
-    "HARD_SWISH": "HardSwishOptions",
+    "HARD_SWISH": "HardSwishOptions", "SPLIT_V": "SplitVOptions", "SUM": "ReducerOptions",
+    "REDUCE_MAX": "ReducerOptions", "REDUCE_MIN": "ReducerOptions",
+    "REDUCE_PROD": "ReducerOptions", "GATHER": "GatherOptions", "GELU": "GeluOptions",
 }
 
 _TYPES = {"float32": "FLOAT32", "float16": "FLOAT16", "int32": "INT32", "int8": "INT8",
@@ -47,8 +49,12 @@ _INT8_VERSION = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "AD
                  "RESIZE_NEAREST_NEIGHBOR": 2, "STRIDED_SLICE": 2, "MAXIMUM": 2, "MINIMUM": 2,
                  "QUANTIZE": 2, "DEQUANTIZE": 2, "LEAKY_RELU": 2, "PRELU": 1, "RELU": 2,
                  "RELU6": 2, "HARD_SWISH": 1, "TRANSPOSE_CONV": 3, "BATCH_MATMUL": 1,
-                 "SPLIT": 2, "MIRROR_PAD": 2}
+                 "SPLIT": 2, "MIRROR_PAD": 2, "SPLIT_V": 2, "REDUCE_MAX": 2, "GATHER": 2,
+                 "BROADCAST_TO": 2, "RELU_0_TO_1": 1}
 
+
+# Ops LiteRT registers from a version above 1 only, whatever the data type.
+_MIN_VERSION = {"BROADCAST_TO": 2}
 
 _BUFFER_ALIGNMENT = 16     # bytes; as TensorFlow's converter, so kernels may read weights aligned
 
@@ -129,7 +135,8 @@ def write_flatbuffer(g: Graph, description: str = "edgeops") -> bytes:
     ops = []
     for op in g.ops:
         quantised = any(g.tensors[n].dtype == "int8" for n in op.inputs + op.outputs if n)
-        version = _INT8_VERSION.get(op.kind, 1) if quantised else 1
+        version = max(_INT8_VERSION.get(op.kind, 1) if quantised else 1,
+                      _MIN_VERSION.get(op.kind, 1))
         if op.kind == "TRANSPOSE_CONV" and len(op.inputs) > 3:
             version = max(version, 3)
         if op.kind == "FULLY_CONNECTED" and quantised and g.tensors[op.inputs[0]].dtype != "int8":

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from converters.api import BackendContext, BuiltArtifact
+from converters.tflite._fusion_perf import NPU_REWRITES, measured_rewrites
 from converters.tflite._runtime import LiteRT, litert_version
 from converters.tflite.convert import ConversionResult, convert, to_artifact_layout, to_onnx_layout
 from converters.tflite.npu import compatibility_report
@@ -70,19 +71,31 @@ def _rounded(obj: Any) -> Any:
     return obj
 
 
+def _rewrites_for(ctx: BackendContext) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The fused builtins to emit: measured in LiteRT here for the CPU target; for an NPU the
+    ones whose ops are on its op list (a CPU timing says nothing about the accelerator)."""
+    if ctx.profile.static_shapes:
+        return NPU_REWRITES, {"rule": "ops on the NPU op list", "enabled": list(NPU_REWRITES)}
+    d = measured_rewrites(ctx.request.threads,
+                          use_cache=bool(ctx.request.options.get("perf_cache", True)))
+    return tuple(d["enabled"]), {"rule": "measured in LiteRT on the build machine", **d}
+
+
 def tflite_backend(ctx: BackendContext) -> BuiltArtifact:
     opts = ctx.profile.options
     full_int = ctx.precision == "int8"
     cal = ctx.shared["calibration"]
     ctx.progress(f"{ctx.profile.name}: lowering ONNX to TFLite ({ctx.precision})"
                  + (f", calibrating on {len(cal)} samples" if full_int else ""))
+    rewrites, fusion_info = _rewrites_for(ctx)
     res = convert(
         ctx.shared["model"], precision=ctx.precision, input_shapes=ctx.request.input_shapes,
         keep_io_layout=ctx.request.keep_io_layout, require_static=ctx.profile.static_shapes,
         calibration=cal.iter_samples() if full_int else None,
         calibration_method=ctx.request.calibration_method,
         per_channel=opts.get("per_channel", True), io_int8=opts.get("io_dtype") == "int8",
-        target=ctx.profile.name)
+        target=ctx.profile.name, rewrites=rewrites)
+    res.details["fusion_decision"] = fusion_info
     path = ctx.workdir / "model.tflite"
     atomic_write(path, res.model)
     try:

@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 import onnx
 
+from converters.tflite._fuse import FUSIONS, fuse
 from converters.tflite._ir import Graph
+from converters.tflite._ir_fuse import IR_REWRITES, fold_layout_chains
+from converters.tflite._ir_fuse import apply as apply_rewrites
 from converters.tflite._lower import lower
 from converters.tflite._prep import prepare
 from converters.tflite._quant import (
@@ -59,17 +62,31 @@ def convert(model: onnx.ModelProto, *, precision: str = "fp32",
             keep_io_layout: bool = False, require_static: bool = False,
             calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
             calibration_method: str = "minmax", per_channel: bool | str = True,
-            io_int8: bool = True, target: str = "tflite") -> ConversionResult:
-    """Convert; ``calibration`` samples (ONNX layout, batch of one) are needed for ``int8``."""
+            io_int8: bool = True, target: str = "tflite",
+            rewrites: tuple[str, ...] | None = None) -> ConversionResult:
+    """Convert; ``calibration`` samples (ONNX layout, batch of one) are needed for ``int8``.
+
+    ``rewrites``: the fusions to apply (names from ``FUSIONS`` and ``IR_REWRITES``); ``None``
+    applies all of them. The backend passes the set measured faster on this machine."""
     if precision not in PRECISIONS:
         raise UsageError(f"unknown TFLite precision '{precision}'",
                          hint=f"use one of {', '.join(PRECISIONS)}")
     prep = prepare(model, input_shapes or {}, require_static=require_static, target=target)
+    enabled = tuple(FUSIONS + IR_REWRITES) if rewrites is None else tuple(rewrites)
+    nodes, fused = fuse(list(prep.graph.node), prep.consts, {o.name for o in prep.graph.output},
+                        tuple(k for k in FUSIONS if k in enabled))
+    del prep.graph.node[:]
+    prep.graph.node.extend(nodes)
     graph, io = lower(prep, keep_io_layout=keep_io_layout)
+    fused.update(apply_rewrites(graph, tuple(k for k in IR_REWRITES if k in enabled)))
+    fused["layout_chains"] = fold_layout_chains(graph)
+    graph.merge_reshapes()
+    graph.fuse_activations()
     onnx_inputs = [vi.name for vi in prep.graph.input if vi.name in prep.input_shapes]
     onnx_outputs = [o.name for o in prep.graph.output]
     details: dict[str, Any] = {"precision": precision,
-                               "transposes": graph.op_counts().get("TRANSPOSE", 0)}
+                               "transposes": graph.op_counts().get("TRANSPOSE", 0),
+                               "fused": {k: v for k, v in fused.items() if v}}
     if precision == "fp16":
         to_fp16(graph)
         details["weights"] = "float16 + DEQUANTIZE"

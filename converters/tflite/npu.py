@@ -14,7 +14,7 @@ from typing import Any
 
 from converters.tflite._ir import Graph, Op
 
-__all__ = ["EDGETPU_OPS", "ETHOSU_OPS", "compatibility_report"]
+__all__ = ["EDGETPU_OPS", "ETHOSU_OPS", "compatibility_report", "dynamic_ops"]
 
 EDGETPU_OPS = frozenset({
     "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
@@ -31,6 +31,24 @@ ETHOSU_OPS = frozenset({
     "STRIDED_SLICE", "SUB", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
 })
 _CONV = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"}
+# ops that compute shapes or data-dependent sizes at run time; NPU compilers reject them
+_DYNAMIC_KINDS = {"SHAPE", "RANGE", "FILL", "WHERE", "UNIQUE", "BROADCAST_ARGS",
+                  "NON_MAX_SUPPRESSION_V4", "NON_MAX_SUPPRESSION_V5", "DYNAMIC_UPDATE_SLICE"}
+# ops whose shape-giving input is static only when it is a constant (input index)
+_SHAPE_INPUT = {"RESHAPE": 1, "BROADCAST_TO": 1, "RESIZE_BILINEAR": 1,
+                "RESIZE_NEAREST_NEIGHBOR": 1, "STRIDED_SLICE": 1, "PAD": 1, "PADV2": 1,
+                "MIRROR_PAD": 1, "SLICE": 1, "TRANSPOSE": 1, "GATHER": 1}
+
+
+def dynamic_ops(g: Graph) -> list[Op]:
+    """Ops whose output shape or size is computed at run time (none after a static build)."""
+    out = []
+    for op in g.ops:
+        idx = _SHAPE_INPUT.get(op.kind)
+        if op.kind in _DYNAMIC_KINDS or (idx is not None and len(op.inputs) > idx
+                                         and op.inputs[idx] and not g.is_const(op.inputs[idx])):
+            out.append(op)
+    return out
 
 
 def _tensors(g: Graph, op: Op) -> list[str]:
@@ -94,6 +112,7 @@ def compatibility_report(g: Graph, npu: str) -> dict[str, Any]:
         "npu_ops": npu_count,
         "cpu_ops": len(g.ops) - npu_count,
         "fully_mapped": npu_count == len(g.ops),
+        "dynamic_ops": len(dynamic_ops(g)),
         "segments": segments,
         "first_fallback": first_fb,
         "unsupported": unsupported,

@@ -73,8 +73,15 @@ def test_build_accepts_and_golden_replays(tmp_path: Path, target: str, precision
         rep = a.metrics["npu_compatibility"]
         assert rep["accelerator"] == target and rep["fully_mapped"]
         assert set(a.details["io_quantization"]) == {"x", "prob"}
+        assert a.details["fusion_decision"]["rule"] == "ops on the NPU op list"
+        assert rep["dynamic_ops"] == 0
     else:
         assert "npu_compatibility" not in a.metrics
+        decision = a.details["fusion_decision"]
+        assert decision["rule"] == "measured in LiteRT on the build machine"
+        assert "gelu" in decision["enabled"] and set(decision["trials"]) >= {"hard_swish"}
+    # mobilenet_block's HardSwish op is emitted as the builtin on every target
+    assert "HARD_SWISH" in a.details["ops"]
 
 
 def test_keep_io_layout_golden_in_onnx_layout(tmp_path: Path) -> None:

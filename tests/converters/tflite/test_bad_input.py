@@ -45,7 +45,7 @@ def test_unsupported_ops_listed_all_at_once_by_the_library() -> None:
     with pytest.raises(UnsupportedModelError) as ei:
         convert(_two_unsupported())
     msg = ei.value.message
-    assert "erf1 (Erf)" in msg and "cubic_up (Resize mode=cubic)" in msg
+    assert "erf1 (Erf outside GELU" in msg and "cubic_up (Resize mode=cubic)" in msg
     assert msg.startswith("2 node(s)")
 
 
@@ -63,6 +63,7 @@ def test_dynamic_dims_without_input_shape_fail_for_npu_targets_in_the_library() 
         convert(m, precision="int8", require_static=True, target="edgetpu", calibration=[])
     assert "needs static shapes" in ei.value.message and "x" in ei.value.message
     assert "--input-shape" in ei.value.hint
+    assert "--input-shape x=" in ei.value.hint and "xNxN" in ei.value.hint   # names the input
     # tflite-cpu also writes static shapes, and says so
     with pytest.raises(UnsupportedModelError, match="writes static shapes"):
         convert(m, target="tflite-cpu")
@@ -149,3 +150,69 @@ def test_attribute_level_problems_are_named_together() -> None:
     for needle in ("dil_pool (MaxPool with dilations)", "dil_tconv (ConvTranspose with dilations)",
                    "gemm_dynamic_b (Gemm with transA or non-constant B)"):
         assert needle in msg
+
+
+def _attribute_combinations() -> onnx.ModelProto:
+    """Supported op types with inputs/attributes the lowering does not take, float I/O only."""
+    r = np.random.default_rng(2)
+    n = h.make_node
+    return graph([n("Abs", ["x"], ["ax"]), n("Sigmoid", ["x"], ["sx"]),
+                  n("Pow", ["ax", "e"], ["p"], name="pow_runtime_exponent"),
+                  n("LayerNormalization", ["p", "g"], ["ln", "ln_mean"], axis=-1,
+                    name="ln_with_mean"),
+                  n("ReduceMax", ["sx"], ["mx"], keepdims=0, name="rmax"),   # in (0, 1)
+                  n("Cast", ["mx"], ["mi"], to=onnx.TensorProto.INT64, name="cast_to_int"),
+                  n("Gather", ["ln", "mi"], ["y"], axis=3, name="gather_runtime_index")],
+                 {"x": [1, 2, 4, 4], "e": [1]}, ["y"], [W(r, "g", 4)])
+
+
+def test_unlowerable_attribute_combinations_named_together() -> None:
+    with pytest.raises(UnsupportedModelError) as ei:
+        convert(_attribute_combinations())
+    msg = ei.value.message
+    assert msg.startswith("4 node(s)"), msg
+    for needle in ("pow_runtime_exponent (Pow with a non-constant exponent)",
+                   "ln_with_mean (LayerNormalization with Mean/InvStdDev outputs)",
+                   "cast_to_int (Cast to INT64)",
+                   "gather_runtime_index (Gather with indices computed at run time)"):
+        assert needle in msg
+    assert "x86-cpu" in ei.value.hint
+
+
+def test_unlowerable_attribute_combinations_cli(cli, keys_home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    p = tmp_path / "m.onnx"
+    onnx.save(_attribute_combinations(), str(p))
+    out = tmp_path / "out"
+    _assert_refused(_build(cli, p, out, "--target", "tflite-cpu"), out, 1,
+                    "Pow with a non-constant exponent", "Cast to INT64",
+                    "Gather with indices computed at run time")
+
+
+def test_where_with_a_runtime_condition_is_refused() -> None:
+    g = h.make_graph([h.make_node("Where", ["c", "x", "z"], ["y"], name="where_rt")], "t",
+                     [h.make_tensor_value_info("c", onnx.TensorProto.BOOL, [1, 4]),
+                      h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4]),
+                      h.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [1, 4])],
+                     [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    with pytest.raises(UnsupportedModelError, match=r"where_rt \(Where with a condition computed"):
+        convert(m)
+
+
+@pytest.mark.parametrize("target", ["tflite-cpu", "ethos-u"])
+def test_shape_that_stays_dynamic_is_named_with_the_hint(target: str) -> None:
+    """Input shapes fixed, but a Reshape's target shape is data: every such node, one error."""
+    n = h.make_node
+    m = graph([n("ReduceMax", ["s"], ["k"], keepdims=1, name="rmax"),
+               n("Cast", ["k"], ["ki"], to=onnx.TensorProto.INT64, name="to_int"),
+               n("Concat", ["one", "ki"], ["shape"], axis=0, name="shape_of_data"),
+               n("Reshape", ["x", "shape"], ["r"], name="reshape_by_data"),
+               n("Relu", ["r"], ["y"], name="relu_after")],
+              {"x": [1, 12], "s": [1]}, ["y"],
+              [onnx.numpy_helper.from_array(np.array([1], np.int64), "one")])
+    with pytest.raises(UnsupportedModelError) as ei:
+        convert(m, require_static=target != "tflite-cpu", target=target)
+    msg, hint = ei.value.message, ei.value.hint
+    assert "reshape_by_data (Reshape with an output shape that is not static)" in msg
+    assert "relu_after (Relu with an output shape that is not static)" in msg
+    assert "--input-shape" in hint and "x86-cpu" in hint

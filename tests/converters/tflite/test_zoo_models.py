@@ -1,0 +1,85 @@
+"""Pretrained models from the real-model zoo through the TFLite backend, end to end in LiteRT.
+
+Each convertible model is fed real scans (tests/realdata), run in LiteRT and compared with ONNX
+Runtime FP32 (max error relative to the output's magnitude, at least 0.01: the issue's 1e-4
+bar); the fused
+builtins the exporters' patterns must become are counted. Models whose ops the backend does not
+lower are refused in one error that names every node, before anything is written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from converters.tflite import compatibility_report, convert
+from converters.tflite._runtime import LiteRT
+from converters.tflite.convert import to_artifact_layout, to_onnx_layout
+from edgeops.errors import UnsupportedModelError
+from tests.converters.tflite.models import ort_run
+from tests.realdata import scans
+from tests.realzoo import model_path
+
+pytestmark = pytest.mark.slow
+
+# model -> (input shape, builtins that must appear, at least this many; most TRANSPOSEs)
+CONVERTIBLE = {
+    "ocr-cls": ((1, 3, 48, 192), {"HARD_SWISH": 18}, 0),
+    "ocr-det": ((1, 3, 320, 320), {"HARD_SWISH": 24}, 0),
+    "ocr-rec": ((1, 3, 48, 320), {"HARD_SWISH": 20, "RSQRT": 5, "BATCH_MATMUL": 4}, 4),
+    "ocr-det-small": ((1, 3, 320, 320), {"GELU": 13}, 0),
+    # the DFL softmax and the class scores joining the boxes need one each
+    "yolov8-doc": ((1, 3, 1024, 1024), {"SPLIT": 8, "SOFTMAX": 1}, 2),
+}
+# what is still refused, with the shapes that make everything else static
+REFUSED = {
+    "vad": {"input": (1, 576), "state": (2, 1, 128)},
+    "vad-ifless": {"input": (1, 576), "state": (2, 1, 128)},
+    "magika": {"bytes": (1, 2048)},
+    "name-encoder": {"src": (1, 16), "src_mask": (1, 16)},
+}
+
+
+def _image(shape: tuple[int, ...], i: int) -> np.ndarray:
+    """A printed-text scan resized (nearest) to ``shape``, normalised to [-1, 1]."""
+    img = scans()[i].astype(np.float32) / 255.0
+    _, c, hh, ww = shape
+    rows = (np.arange(hh) * img.shape[0] / hh).astype(int)
+    cols = (np.arange(ww) * img.shape[1] / ww).astype(int)
+    x = (img[rows][:, cols] - 0.5) / 0.5
+    return np.ascontiguousarray(np.repeat(x[None, None], c, axis=1), np.float32)
+
+
+@pytest.mark.parametrize("name", sorted(CONVERTIBLE))
+def test_zoo_model_runs_in_litert_like_onnxruntime(name: str) -> None:
+    shape, builtins, max_transposes = CONVERTIBLE[name]
+    m = onnx.load(str(model_path(name)))
+    inp = m.graph.input[0].name
+    res = convert(m, input_shapes={inp: shape})
+    counts = res.graph.op_counts()
+    for kind, at_least in builtins.items():
+        assert counts.get(kind, 0) >= at_least, (kind, counts)
+    assert counts.get("TRANSPOSE", 0) <= max_transposes, counts
+    rt = LiteRT(res.model)
+    for i in range(2):
+        x = _image(shape, i)
+        ref = ort_run(m, {inp: x})
+        got = rt.run_float([to_artifact_layout(x, res.io_layout[inp])])
+        for o, r, g in zip(res.output_names, ref, got, strict=True):
+            g = to_onnx_layout(g, res.io_layout[o])
+            assert g.shape == r.shape
+            # a detector that finds nothing outputs ~1e-7 everywhere: judge it on a 0.01 scale
+            err = float(np.abs(g - r).max() / max(float(np.abs(r).max()), 1e-2))
+            assert err <= 1e-4, f"{name} {o}: relative error {err:.2e}"
+    assert compatibility_report(res.graph, "ethos-u")["dynamic_ops"] == 0
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_zoo_model_with_unlowered_ops_refused_in_one_error(name: str) -> None:
+    m = onnx.load(str(model_path(name)))
+    with pytest.raises(UnsupportedModelError) as ei:
+        convert(m, input_shapes=REFUSED[name])
+    msg = ei.value.message
+    assert msg.startswith(tuple(f"{k} node(s)" for k in range(1, 100))), msg
+    assert "\n" not in ei.value.diagnostics()
