@@ -268,3 +268,18 @@ def test_delta_of_an_older_format_is_refused_with_a_hint(pair: tuple[Path, Path,
     with pytest.raises(DeltaError, match="delta format '1' is not the '2'") as exc:
         apply_delta_file(old, delta, old.parent / "out")
     assert "full artifact" in (exc.value.hint or "")
+
+
+def test_ops_and_graph_spanning_several_block_frames_round_trip(tmp_path: Path) -> None:
+    from edgeops.delta.format import BLOCK_BYTES
+
+    old, new = _model(0), _model(1)                        # every tensor changed
+    d = diff_artifacts(old, new)
+    assert any(op.kind in ("xor", "sub") and op.length > BLOCK_BYTES for op in d.header.ops)
+    assert _apply(tmp_path, old, d.to_bytes()) == new
+    rng = np.random.default_rng(0)                         # no tensor map: all graph stream
+    blob = rng.integers(0, 4, 3 * BLOCK_BYTES + 123, dtype=np.uint8).tobytes()
+    edited = blob[:BLOCK_BYTES - 5] + b"edit across a frame boundary" + blob[BLOCK_BYTES + 23:]
+    d = diff_artifacts(blob, edited)
+    assert d.header.fmt == "bytes" and d.header.graph_length > 3 * BLOCK_BYTES
+    assert _apply(tmp_path, blob, d.to_bytes()) == edited
