@@ -26,6 +26,7 @@ from edgeops.delta.format import (
     BLOCK_BYTES,
     FRAME_PREFIX,
     MAGIC,
+    MAX_FRAME_BYTES,
     MAX_HEADER_BYTES,
     WINDOW_LOG,
     DeltaError,
@@ -54,6 +55,9 @@ class _Frames:
         head = _pread(self._f, self._pos, FRAME_PREFIX) if self._pos + FRAME_PREFIX <= \
             self._end else b""
         size = int.from_bytes(head, "big") if head else -1
+        if size > MAX_FRAME_BYTES:
+            raise DeltaError(f"delta payload for {self._what} has a block frame of {size} bytes, "
+                             f"more than one block compresses to ({MAX_FRAME_BYTES})")
         if size < 0 or self._pos + FRAME_PREFIX + size > self._end:
             raise DeltaError(f"delta payload for {self._what} is shorter than declared")
         frame = _pread(self._f, self._pos + FRAME_PREFIX, size)

@@ -50,6 +50,7 @@ __all__ = [
     "DELTA_SCHEMA",
     "FRAME_PREFIX",
     "MAGIC",
+    "MAX_FRAME_BYTES",
     "SMALL_TENSOR_BYTES",
     "WINDOW_LOG",
     "DeltaError",
@@ -66,6 +67,7 @@ MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_GRAPH_DICT_BYTES = 16 * 1024 * 1024
 WINDOW_LOG = 17                   # largest zstd window a frame may declare (128 KiB)
 FRAME_PREFIX = 4                  # u32 big-endian length before each block frame
+MAX_FRAME_BYTES = BLOCK_BYTES + 1024   # above zstd's compress bound of one block
 SMALL_TENSOR_BYTES = 4096         # smaller tensors travel in the graph stream (less overhead)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _KINDS = {"copy": 2, "xor": 4, "sub": 4, "lit": 2, "graph": 1}

@@ -240,9 +240,9 @@ def test_payloads_are_block_frames_each_decompressible_alone(
 
 def test_block_frame_length_past_its_payload_is_refused(pair: tuple[Path, Path, bytes]) -> None:
     old, delta, _ = pair
-    _, start, _ = _op_payloads(delta)[0]
+    _, start, payload = _op_payloads(delta)[0]
     data = bytearray(delta.read_bytes())
-    data[start:start + 4] = (1 << 30).to_bytes(4, "big")
+    data[start:start + 4] = len(payload).to_bytes(4, "big")     # 4 bytes past its end
     delta.write_bytes(bytes(data))
     _expect_failure(old, delta, old.parent / "out", "shorter than declared")
 
@@ -283,3 +283,20 @@ def test_ops_and_graph_spanning_several_block_frames_round_trip(tmp_path: Path) 
     d = diff_artifacts(blob, edited)
     assert d.header.fmt == "bytes" and d.header.graph_length > 3 * BLOCK_BYTES
     assert _apply(tmp_path, blob, d.to_bytes()) == edited
+
+
+def test_block_frame_larger_than_a_block_compresses_to_is_refused(tmp_path: Path) -> None:
+    from edgeops.delta.format import BLOCK_BYTES, MAX_FRAME_BYTES
+
+    rng = np.random.default_rng(1)
+    old = rng.integers(0, 256, 2 * BLOCK_BYTES, dtype=np.uint8).tobytes()
+    new = rng.integers(0, 256, 2 * BLOCK_BYTES, dtype=np.uint8).tobytes()   # incompressible
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "d").write_bytes(diff_artifacts(old, new).to_bytes())
+    header, start = read_delta_header(tmp_path / "d")
+    assert header.graph_payload > MAX_FRAME_BYTES + 4              # room for the lie below
+    data = bytearray((tmp_path / "d").read_bytes())
+    data[start:start + 4] = (MAX_FRAME_BYTES + 1).to_bytes(4, "big")
+    (tmp_path / "d").write_bytes(bytes(data))
+    _expect_failure(tmp_path / "old", tmp_path / "d", tmp_path / "out",
+                    "more than one block compresses to")
