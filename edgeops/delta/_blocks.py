@@ -26,9 +26,10 @@ def _shuffle(data: np.ndarray[Any, Any], width: int) -> bytes:
 
 
 def _unshuffle(data: bytes, width: int) -> np.ndarray[Any, Any]:
+    """The diff's bytes back in element order, as a fresh writable array."""
     raw = np.frombuffer(data, dtype=np.uint8)
     if width == 1:
-        return raw
+        return raw.copy()
     return np.ascontiguousarray(raw.reshape(width, -1).T).reshape(-1)
 
 
@@ -42,12 +43,17 @@ def difference(kind: str, old: bytes | memoryview, new: bytes | memoryview, widt
     return _shuffle(d, width)
 
 
-def combine(kind: str, old: bytes, diff: bytes, width: int) -> bytes:
-    """Undo :func:`difference`: the new block from the old one and the transformed diff."""
+def combine(kind: str, old: bytes, diff: bytes, width: int) -> memoryview:
+    """Undo :func:`difference`: the new block from the old one and the transformed diff.
+
+    Computed in place in the unshuffled diff (one block-sized buffer besides the inputs).
+    """
     d = _unshuffle(diff, width)
     if kind == "xor":
-        x: bytes = np.bitwise_xor(np.frombuffer(old, np.uint8), d).tobytes()
-        return x
-    t = _UINT[width]
-    out: bytes = np.add(np.frombuffer(old, t), d.view(t)).tobytes()
-    return out
+        np.bitwise_xor(d, np.frombuffer(old, np.uint8), out=d)
+    else:
+        t = _UINT[width]
+        dt = d.view(t)
+        np.add(dt, np.frombuffer(old, t), out=dt)
+    view: memoryview = d.data          # uint8, contiguous: bytes as written
+    return view

@@ -1,9 +1,10 @@
 """Applying a delta (device side): old artifact + delta file -> new artifact, streamed.
 
 Memory stays bounded by a few :data:`~edgeops.delta.format.BLOCK_BYTES` blocks, the graph
-dictionary and zstd's window (never more than the frame's own content), whatever the model's
-size: the old file is read block by block at the offsets the header names, payloads are
-decompressed with zstd stream readers, and the output is hashed as it is written.
+dictionary and one zstd decompression context, whatever the model's size: the old file is read
+block by block at the offsets the header names, each block frame is decompressed in one call
+into a buffer of its own size (no streaming window), and the output is hashed as it is
+written.
 
 Nothing is trusted until the end: the header is checked against the file size (so a truncated
 delta fails before any work), the old file against the header's ``from`` digest (a delta for a
@@ -23,7 +24,9 @@ import zstandard
 from edgeops.delta._blocks import combine
 from edgeops.delta.format import (
     BLOCK_BYTES,
+    FRAME_PREFIX,
     MAGIC,
+    MAX_FRAME_BYTES,
     MAX_HEADER_BYTES,
     WINDOW_LOG,
     DeltaError,
@@ -36,32 +39,37 @@ from edgeops.fsutil import atomic_open
 __all__ = ["apply_delta", "apply_delta_file", "read_delta_header"]
 
 
-class _Window:
-    """A read-only view of ``[start, start + length)`` of a shared file (seeks on every read)."""
+class _Frames:
+    """The block frames of one payload ``[start, start + length)`` of the delta file.
 
-    def __init__(self, f: BinaryIO, start: int, length: int) -> None:
-        self._f, self._pos, self._end = f, start, start + length
+    Each :meth:`block` reads one length-prefixed zstd frame and decompresses it in one call
+    (no streaming window): the only buffers are the frame and its output.
+    """
 
-    def read(self, n: int = -1) -> bytes:
-        left = self._end - self._pos
-        n = left if n < 0 else min(n, left)
-        if n <= 0:
-            return b""
-        self._f.seek(self._pos)
-        data = self._f.read(n)
-        self._pos += len(data)
+    def __init__(self, f: BinaryIO, start: int, length: int,
+                 dctx: zstandard.ZstdDecompressor, what: str) -> None:
+        self._f, self._pos, self._end, self._dctx, self._what = f, start, start + length, dctx, what
+
+    def block(self, n: int) -> bytes:
+        """The next ``n`` bytes (one block frame's content, exactly ``n`` bytes long)."""
+        head = _pread(self._f, self._pos, FRAME_PREFIX) if self._pos + FRAME_PREFIX <= \
+            self._end else b""
+        size = int.from_bytes(head, "big") if head else -1
+        if size > MAX_FRAME_BYTES:
+            raise DeltaError(f"delta payload for {self._what} has a block frame of {size} bytes, "
+                             f"more than one block compresses to ({MAX_FRAME_BYTES})")
+        if size < 0 or self._pos + FRAME_PREFIX + size > self._end:
+            raise DeltaError(f"delta payload for {self._what} is shorter than declared")
+        frame = _pread(self._f, self._pos + FRAME_PREFIX, size)
+        self._pos += FRAME_PREFIX + size
+        data: bytes = self._dctx.decompress(frame, max_output_size=n)
+        if len(data) != n:
+            raise DeltaError(f"delta payload for {self._what} has a block of {len(data)} bytes, "
+                             f"not {n}")
         return data
 
-
-def _read_exact(reader: zstandard.ZstdDecompressionReader, n: int, what: str) -> bytes:
-    parts, got = [], 0
-    while got < n:
-        block = reader.read(n - got)
-        if not block:
-            raise DeltaError(f"delta payload for {what} is shorter than declared")
-        parts.append(block)
-        got += len(block)
-    return b"".join(parts)
+    def done(self) -> bool:
+        return self._pos == self._end
 
 
 def _pread(f: BinaryIO, offset: int, n: int) -> bytes:
@@ -112,7 +120,7 @@ def apply_delta(base: Path, delta: Path, out: BinaryIO, *,
     h = hashlib.sha256()
     written = 0
 
-    def emit(data: bytes) -> None:
+    def emit(data: bytes | memoryview) -> None:
         nonlocal written
         h.update(data)
         written += len(data)
@@ -120,33 +128,43 @@ def apply_delta(base: Path, delta: Path, out: BinaryIO, *,
 
     try:
         with open(base, "rb") as old, open(delta, "rb") as df:
-            dict_bytes = b"".join(_pread(old, o, n) for o, n in header.graph_dict)
-            zdict = (zstandard.ZstdCompressionDict(dict_bytes,
-                                                   dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-                     if header.graph_dict else None)
-            graph = zstandard.ZstdDecompressor(dict_data=zdict,
-                                               max_window_size=1 << WINDOW_LOG).stream_reader(
-                _Window(df, start, header.graph_payload))  # type: ignore[arg-type]  # has read()
+            zdict = (zstandard.ZstdCompressionDict(
+                b"".join(_pread(old, o, n) for o, n in header.graph_dict),
+                dict_type=zstandard.DICT_TYPE_RAWCONTENT) if header.graph_dict else None)
+            # one context for every frame (frames made without the dictionary never refer to it)
+            dctx = zstandard.ZstdDecompressor(dict_data=zdict, max_window_size=1 << WINDOW_LOG)
+            graph = _Frames(df, start, header.graph_payload, dctx, "the graph stream")
+            pending = memoryview(b"")          # decoded graph bytes not yet written
+            graph_left = header.graph_length
             pos = start + header.graph_payload
-            plain = zstandard.ZstdDecompressor(max_window_size=1 << WINDOW_LOG)
             for i, op in enumerate(header.ops):
                 what = f"op {i} ({op.kind})"
                 if op.kind == "graph":
-                    emit(_read_exact(graph, op.length, what))
+                    need = op.length
+                    while need:
+                        if not pending:
+                            pending = memoryview(graph.block(min(BLOCK_BYTES,
+                                                                 graph_left)))
+                            graph_left -= len(pending)
+                        take = min(need, len(pending))
+                        emit(pending[:take])
+                        pending, need = pending[take:], need - take
                     continue
                 if op.kind == "copy":
                     for k in range(0, op.length, BLOCK_BYTES):
                         emit(_pread(old, op.old_offset + k, min(BLOCK_BYTES, op.length - k)))
                     continue
-                reader = plain.stream_reader(_Window(df, pos, op.payload))  # type: ignore[arg-type]
+                frames = _Frames(df, pos, op.payload, dctx, what)
                 pos += op.payload
                 for k in range(0, op.length, BLOCK_BYTES):
                     n = min(BLOCK_BYTES, op.length - k)
-                    block = _read_exact(reader, n, what)
-                    if op.kind != "lit":
-                        block = combine(op.kind, _pread(old, op.old_offset + k, n), block,
-                                        op.width)
-                    emit(block)
+                    block = frames.block(n)
+                    emit(block if op.kind == "lit" else
+                         combine(op.kind, _pread(old, op.old_offset + k, n), block, op.width))
+                if not frames.done():
+                    raise DeltaError(f"delta payload for {what} is longer than declared")
+            if pending or not graph.done():
+                raise DeltaError("delta graph stream is longer than its operations")
     except zstandard.ZstdError as exc:
         raise DeltaError(f"delta payload is corrupt ({exc})") from None
     got = FileId(h.hexdigest(), written)

@@ -2,11 +2,17 @@
 
 Layout (see docs/PROTOCOL.md, "Delta updates")::
 
-    b"EDGEDLT1"                 magic (8 bytes)
+    b"EDGEDLT2"                 magic (8 bytes)
     u32 big-endian              header length
-    header                      canonical JSON, schema edgeops.delta/v1, as one zstd frame
-    graph payload               one zstd frame (optional dictionary: the old file's graph bytes)
-    op payloads                 one zstd frame per op that has one, in op order
+    header                      canonical JSON, schema edgeops.delta/v2, as one zstd frame
+    graph payload               block frames of the graph stream (dictionary: old graph bytes)
+    op payloads                 block frames of each op that has a payload, in op order
+
+Every payload is a run of *block frames*: a big-endian u32 length, then one zstd frame holding
+the next :data:`BLOCK_BYTES` (the last one: fewer) of that op's bytes (or of the graph
+stream), its content size in the frame header. A block frame is decompressed in one call into
+a buffer of its own size, so applying needs one zstd context and a few blocks, never a
+streaming window (v1 used one streaming frame per payload: 0.25-0.75 MiB of buffers).
 
 The header says how to write the new artifact from first byte to last, one op at a time:
 
@@ -42,7 +48,9 @@ from edgeops.errors import BadContentError
 __all__ = [
     "BLOCK_BYTES",
     "DELTA_SCHEMA",
+    "FRAME_PREFIX",
     "MAGIC",
+    "MAX_FRAME_BYTES",
     "SMALL_TENSOR_BYTES",
     "WINDOW_LOG",
     "DeltaError",
@@ -52,12 +60,14 @@ __all__ = [
     "read_header",
 ]
 
-MAGIC = b"EDGEDLT1"
-DELTA_SCHEMA = "edgeops.delta/v1"
-BLOCK_BYTES = 64 * 1024           # diff transforms work block by block: bounded memory
+MAGIC = b"EDGEDLT2"
+DELTA_SCHEMA = "edgeops.delta/v2"
+BLOCK_BYTES = 32 * 1024           # one zstd frame per block: bounded memory when applying
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_GRAPH_DICT_BYTES = 16 * 1024 * 1024
-WINDOW_LOG = 17                   # zstd window of every payload: 128 KiB to decompress
+WINDOW_LOG = 17                   # largest zstd window a frame may declare (128 KiB)
+FRAME_PREFIX = 4                  # u32 big-endian length before each block frame
+MAX_FRAME_BYTES = BLOCK_BYTES + 1024   # above zstd's compress bound of one block
 SMALL_TENSOR_BYTES = 4096         # smaller tensors travel in the graph stream (less overhead)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _KINDS = {"copy": 2, "xor": 4, "sub": 4, "lit": 2, "graph": 1}
@@ -209,6 +219,11 @@ def read_header(prefix: bytes, file_size: int) -> tuple[DeltaHeader, int]:
     ``prefix`` must hold at least the header (callers read ``12 + MAX_HEADER_BYTES`` at most).
     The payload lengths must fill the rest of the file exactly.
     """
+    if len(prefix) >= 8 and prefix[:7] == MAGIC[:7] and prefix[:8] != MAGIC:
+        raise DeltaError(f"delta format {bytes(prefix[7:8]).decode('latin-1')!r} is not the "
+                         f"{MAGIC[7:].decode()!r} this edgeops reads",
+                         hint="the delta was made by another edgeops version; fetch the full "
+                              "artifact")
     if len(prefix) < 12 or prefix[:8] != MAGIC:
         raise DeltaError("not an edgeops delta (bad magic)")
     (n,) = struct.unpack(">I", prefix[8:12])

@@ -206,3 +206,97 @@ def test_tflite_buffers_are_matched_by_tensor_name(tmp_path: Path) -> None:
     changed = [p for p in d.planned if p.why in ("changed", "new")]
     assert len(changed) == 1 and changed[0].op.length == 128 * 10 * 4
     assert _apply(tmp_path, old, d.to_bytes()) == new
+
+
+def _op_payloads(delta: Path) -> list[tuple[int, int, bytes]]:
+    """(op length, payload start, payload) of every op that has one."""
+    header, start = read_delta_header(delta)
+    data, pos, out = delta.read_bytes(), start + header.graph_payload, []
+    for op in header.ops:
+        if op.payload:
+            out.append((op.length, pos, data[pos:pos + op.payload]))
+            pos += op.payload
+    return out
+
+
+def test_payloads_are_block_frames_each_decompressible_alone(
+        pair: tuple[Path, Path, bytes]) -> None:
+    import zstandard
+
+    from edgeops.delta.format import BLOCK_BYTES, FRAME_PREFIX
+
+    payloads = _op_payloads(pair[1])
+    assert payloads
+    for length, _, payload in payloads:
+        sizes, pos = [], 0
+        while pos < len(payload):
+            n = int.from_bytes(payload[pos:pos + FRAME_PREFIX], "big")
+            frame = payload[pos + FRAME_PREFIX:pos + FRAME_PREFIX + n]
+            sizes.append(zstandard.get_frame_parameters(frame).content_size)
+            pos += FRAME_PREFIX + n
+        assert pos == len(payload)
+        assert sizes == [min(BLOCK_BYTES, length - k) for k in range(0, length, BLOCK_BYTES)]
+
+
+def test_block_frame_length_past_its_payload_is_refused(pair: tuple[Path, Path, bytes]) -> None:
+    old, delta, _ = pair
+    _, start, payload = _op_payloads(delta)[0]
+    data = bytearray(delta.read_bytes())
+    data[start:start + 4] = len(payload).to_bytes(4, "big")     # 4 bytes past its end
+    delta.write_bytes(bytes(data))
+    _expect_failure(old, delta, old.parent / "out", "shorter than declared")
+
+
+def test_block_frame_of_the_wrong_size_is_refused(pair: tuple[Path, Path, bytes]) -> None:
+    import zstandard
+
+    old, delta, _ = pair
+    _, start, payload = _op_payloads(delta)[0]
+    short = zstandard.ZstdCompressor().compress(b"\0" * 8)   # a valid frame, 8 bytes of content
+    body = len(short).to_bytes(4, "big") + short
+    body += b"\0" * (len(payload) - len(body))              # keep the declared payload size
+    data = delta.read_bytes()
+    delta.write_bytes(data[:start] + body + data[start + len(payload):])
+    _expect_failure(old, delta, old.parent / "out", "block of 8 bytes|longer than declared")
+
+
+def test_delta_of_an_older_format_is_refused_with_a_hint(pair: tuple[Path, Path, bytes]) -> None:
+    old, delta, _ = pair
+    data = bytearray(delta.read_bytes())
+    data[:8] = b"EDGEDLT1"
+    delta.write_bytes(bytes(data))
+    with pytest.raises(DeltaError, match="delta format '1' is not the '2'") as exc:
+        apply_delta_file(old, delta, old.parent / "out")
+    assert "full artifact" in (exc.value.hint or "")
+
+
+def test_ops_and_graph_spanning_several_block_frames_round_trip(tmp_path: Path) -> None:
+    from edgeops.delta.format import BLOCK_BYTES
+
+    old, new = _model(0), _model(1)                        # every tensor changed
+    d = diff_artifacts(old, new)
+    assert any(op.kind in ("xor", "sub") and op.length > BLOCK_BYTES for op in d.header.ops)
+    assert _apply(tmp_path, old, d.to_bytes()) == new
+    rng = np.random.default_rng(0)                         # no tensor map: all graph stream
+    blob = rng.integers(0, 4, 3 * BLOCK_BYTES + 123, dtype=np.uint8).tobytes()
+    edited = blob[:BLOCK_BYTES - 5] + b"edit across a frame boundary" + blob[BLOCK_BYTES + 23:]
+    d = diff_artifacts(blob, edited)
+    assert d.header.fmt == "bytes" and d.header.graph_length > 3 * BLOCK_BYTES
+    assert _apply(tmp_path, blob, d.to_bytes()) == edited
+
+
+def test_block_frame_larger_than_a_block_compresses_to_is_refused(tmp_path: Path) -> None:
+    from edgeops.delta.format import BLOCK_BYTES, MAX_FRAME_BYTES
+
+    rng = np.random.default_rng(1)
+    old = rng.integers(0, 256, 2 * BLOCK_BYTES, dtype=np.uint8).tobytes()
+    new = rng.integers(0, 256, 2 * BLOCK_BYTES, dtype=np.uint8).tobytes()   # incompressible
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "d").write_bytes(diff_artifacts(old, new).to_bytes())
+    header, start = read_delta_header(tmp_path / "d")
+    assert header.graph_payload > MAX_FRAME_BYTES + 4              # room for the lie below
+    data = bytearray((tmp_path / "d").read_bytes())
+    data[start:start + 4] = (MAX_FRAME_BYTES + 1).to_bytes(4, "big")
+    (tmp_path / "d").write_bytes(bytes(data))
+    _expect_failure(tmp_path / "old", tmp_path / "d", tmp_path / "out",
+                    "more than one block compresses to")
