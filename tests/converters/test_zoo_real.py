@@ -97,17 +97,10 @@ def _built_or_refused(res, out: Path, task: str, metric: str) -> dict | None:  #
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(("name", "samples", "extra", "task", "metric"), [
     ("ocr-cls", 12, (), "classification", "top1_agreement"),
-    pytest.param("magika", 12, (), "classification", "top1_agreement", marks=pytest.mark.xfail(
-        reason="ORT's quantize_static raises ValueError on its (1, N) broadcast bias: turning "
-               "quantiser exceptions into one line is issue 15 section 2 (branch i15data)",
-        strict=False)),
+    ("magika", 12, (), "classification", "top1_agreement"),
     ("name-encoder", 8, (), "embedding", "channel_cosine_min"),
     ("minilm", 8, (), "embedding", "channel_cosine_min"),
-    pytest.param("quantised-encoder", 6, (), "embedding", "channel_cosine_min",
-                 marks=pytest.mark.xfail(
-                     reason="already quantised (MatMulInteger): ORT's quantiser raises KeyError; "
-                            "recognising prequantised models is issue 15 section 2 (i15data)",
-                     strict=False)),
+    ("quantised-encoder", 6, (), "embedding", "channel_cosine_min"),
     ("ocr-det", 6, ("--task", "text-detection"), "text-detection", "mask_iou"),
     ("ocr-det-small", 6, (), "segmentation", "mask_iou"),
     ("ocr-rec", 6, (), "ctc", "one_minus_cer"),
