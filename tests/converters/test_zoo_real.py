@@ -95,6 +95,8 @@ def _built_or_refused(res, out: Path, task: str, metric: str) -> dict | None:  #
     assert len(lines) == 1, res.err
     if " dropped " in lines[0]:                     # the gate: it read the task's metric
         assert f"{metric} dropped" in lines[0] and f"(task {task}," in lines[0], lines[0]
+    else:                                           # a library failure: the node it was on
+        assert " node '" in lines[0], lines[0]
     assert listing(out) == []
     return None
 
