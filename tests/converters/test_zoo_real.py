@@ -1,7 +1,9 @@
 """The converter on pretrained models from PyPI wheels (tests/realzoo.py), fed real inputs.
 
 Each model builds for x86-cpu INT8 with default settings, judged by its task's metric, or
-stops with one line that names that metric and the task; never a traceback, nothing written.
+stops with one line that names that metric and the task (or, failing inside a library, the node
+it was on); never a traceback, nothing written; from batch-stacked data and from whole inputs
+per sample alike.
 ``--no-perf-aware`` keeps the builds short (the performance pass only moves nodes to float,
 which never hurts accuracy; it is covered in test_onnx_perf.py), and the models with dynamic
 H/W get small inputs. Quantisation quality on the OCR models is issue 16: here they must be
