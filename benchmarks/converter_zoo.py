@@ -1,7 +1,11 @@
 """Pretrained models from PyPI wheels: FP32 vs ONNX Runtime's stock quantize_static vs ours.
 
     python -m benchmarks.converter_zoo [--models ocr-cls,magika] [--samples 8] [--rounds 5]
-                                       [--runs 5] [--threads 1] [--no-perf-aware]
+                                       [--runs 5] [--threads 1] [--no-perf-aware] [--merge]
+
+``--merge`` keeps the models of the last results file that this run does not measure (each
+row marked with the settings of the run that measured it), so a slow model need not be rerun
+with every table.
 
 For each model of the real-model zoo (tests/realzoo.py: pinned wheels, cached under
 ~/.cache/edgeops-test-models; inputs from tests/zoo_inputs.py, made of the photos, scans and
@@ -39,7 +43,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # model -> --task (None: auto)
 MODELS: dict[str, str | None] = {"ocr-cls": None, "magika": None, "ocr-det": "text-detection",
                                  "ocr-det-small": None, "ocr-rec": None, "name-encoder": None,
-                                 "yolov8-doc": None}
+                                 "yolov8-doc": None, "quantised-encoder": None,
+                                 "nucleus-seg-256": "segmentation"}
+
+
+def _source(name: str) -> Path:
+    """The zoo model's .onnx: a pinned file, or one made from it (tests/realzoo_made.py)."""
+    from tests.realzoo import model_path
+    from tests.realzoo_made import nucleus_seg
+
+    return nucleus_seg(256) if name == "nucleus-seg-256" else model_path(name)
 
 
 def _session(path: Path | bytes, threads: int) -> Any:
@@ -129,10 +142,9 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
 
     from converters.tasks import infer_task, task_score
     from edgeops.errors import EdgeOpsError
-    from tests.realzoo import model_path
     from tests.zoo_inputs import INPUTS
 
-    src = model_path(name)
+    src = _source(name)
     data = INPUTS[name](samples)
     feeds = _feeds(data)
     entry: dict[str, Any] = {"samples": samples}
@@ -156,7 +168,9 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
                               perf_aware)
             entry["edgeops"] = {"build_s": secs, "precision": art.precision,
                                 "float_nodes": len(art.details.get("float_nodes", {})),
-                                "quantised_nodes": art.details.get("quantised_nodes")}
+                                "quantised_nodes": art.details.get("quantised_nodes"),
+                                **({"pass": art.details["pass"]} if "pass" in art.details
+                                   else {})}
             sessions["edgeops"] = _session(art.path, threads)
         except EdgeOpsError as exc:          # the gate refused: recorded, not hidden
             entry["edgeops"] = {"error": exc.diagnostics()}
@@ -200,6 +214,25 @@ def _cell(v: dict[str, Any], key: str, fmt: str) -> str:
     return "-" if key not in v else format(v[key], fmt)
 
 
+_RUN_KEYS = ("threads", "rounds", "runs_per_round", "samples", "perf_aware", "loadavg_start",
+             "loadavg_end", "versions")
+
+
+def _earlier(run: dict[str, Any]) -> str:
+    return (f"[earlier run: perf-aware {'on' if run['perf_aware'] else 'off'}, "
+            f"{run['samples']} samples, {run['rounds']}×{run['runs_per_round']} runs]")
+
+
+def merged(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """``new`` plus the models only ``old`` measured, each tagged with ``old``'s settings."""
+    out = {**new, "models": dict(new["models"])}
+    for name, e in old.get("models", {}).items():
+        if name not in out["models"]:
+            out["models"][name] = {**e, "earlier_run": e.get("earlier_run") or {
+                k: old[k] for k in _RUN_KEYS if k in old}}
+    return out
+
+
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         "## Converter on pretrained models: FP32 vs stock quantize_static vs edgeops "
@@ -217,6 +250,8 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---|---:|---:|---|---:|---:|---|"]
     for name, e in r["models"].items():
         task = f"{e['task']['task']} ({'auto' if e['task']['inferred'] else '--task'})"
+        if "earlier_run" in e:
+            task += " " + _earlier(e["earlier_run"])
         for k in ("fp32", "stock", "edgeops"):
             v = e.get(k, {})
             metric = (f"{v['task_metric']} {v['task_value']:.4f}" if "task_value" in v else "-")
@@ -225,6 +260,8 @@ def markdown(r: dict[str, Any]) -> str:
                     else "")
             if k == "edgeops" and "float_nodes" in v:
                 note = f"{v['float_nodes']} node(s) float, {v['quantised_nodes']} quantised"
+            if k == "edgeops" and v.get("pass") == "prequantised":
+                note = "already quantised: shipped as it is (pass: prequantised)"
             lines.append(f"| {name} | {task} | {k} | {_cell(v, 'p50_ms', '.2f')} | "
                          f"{_cell(v, 'speedup_vs_fp32', '.2f')}"
                          f"{'×' if 'speedup_vs_fp32' in v else ''} | {metric} | "
@@ -242,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-perf-aware", dest="perf_aware", action="store_false")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the last results' models that this run does not measure")
     ap.add_argument("--markdown-only", action="store_true",
                     help="rewrite converter_zoo.md from the last converter_zoo.json")
     args = ap.parse_args(argv)
@@ -253,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     r = run(args.models.split(","), args.samples, args.threads, args.rounds, args.runs,
             args.perf_aware)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.merge and (RESULTS / "converter_zoo.json").exists():
+        r = merged(r, json.loads((RESULTS / "converter_zoo.json").read_text()))
     (RESULTS / "converter_zoo.json").write_text(json.dumps(r, indent=2, sort_keys=True,
                                                            default=str) + "\n")
     md = markdown(r)

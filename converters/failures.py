@@ -41,9 +41,36 @@ def _where(exc: BaseException) -> str:
     """The innermost frame outside our own code: which library step failed."""
     frames = traceback.extract_tb(exc.__traceback__)
     for f in reversed(frames):
-        if "/converters/" not in f.filename and "/edgeops/" not in f.filename:
+        if not _ours(f.filename):
             return f"{Path(f.filename).name}:{f.name}"
     return frames[-1].name if frames else "?"
+
+
+def _ours(filename: str) -> bool:
+    return "/converters/" in filename or "/edgeops/" in filename
+
+
+def _node_in_frames(exc: BaseException) -> str | None:
+    """The graph node a library was working on when it raised, read from its frames (innermost
+    first): a local ``node`` (an ONNX NodeProto), ``node_name``, or a value carrying one (ORT's
+    quantiser keeps ``bias_info.node_name``). None when no library frame names one."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for f in reversed(frames):
+        if _ours(f.f_code.co_filename):
+            continue
+        loc = f.f_locals
+        n = loc.get("node")
+        if getattr(n, "op_type", None) and getattr(n, "name", None):
+            return f"{n.op_type} node '{n.name}'"
+        named = [loc.get("node_name"), *(getattr(v, "node_name", None) for v in loc.values())]
+        for name in named:
+            if isinstance(name, str) and name:
+                return f"node '{name}'"
+    return None
 
 
 def explain(exc: BaseException, model: Path | str, stage: str) -> BuildFailure:
@@ -74,4 +101,6 @@ def explain(exc: BaseException, model: Path | str, stage: str) -> BuildFailure:
                             hint="the data or shapes do not suit this node; check --input-shape "
                                  "and the data (whole inputs, samples first); --debug shows "
                                  "the trace")
-    return BuildFailure(f"{name}: {stage} failed in {_where(exc)}: {_first_line(exc)}")
+    found = _node_in_frames(exc)
+    return BuildFailure(f"{name}: {stage} failed in {_where(exc)}"
+                        f"{f' at {found}' if found else ''}: {_first_line(exc)}")

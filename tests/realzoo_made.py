@@ -6,6 +6,11 @@
 * :func:`vad_16k`: the ``vad-ifless`` VAD's 16 kHz network lifted out of the ``If`` on the
   sample rate (the quantiser does not enter subgraphs, so the whole model would ship FP32 and
   prove nothing about sequence calibration). Same weights, same inputs (``sr`` kept, unused).
+* :func:`nucleus_seg`: the ``nucleus-seg`` U-Net at a smaller tile. Its package tiles images
+  into fixed 1024x1024 inputs; the network is fully convolutional, and the TensorFlow export
+  spells the tile size only in the input/output shapes and two layout Reshapes, which are
+  rewritten (same weights, same graph). At 1024x1024 the build's calibration needs more
+  memory than a CI machine has (over 22 GB for 3 samples: it sees every activation map).
 
 Made once per cache directory, from the pinned files only; nothing is downloaded here.
 """
@@ -18,7 +23,7 @@ from pathlib import Path
 
 from tests.realzoo import cache_dir, model_path
 
-__all__ = ["prequantised", "vad_16k"]
+__all__ = ["nucleus_seg", "prequantised", "vad_16k"]
 
 
 def _cached(name: str) -> tuple[Path, bool]:
@@ -69,4 +74,30 @@ def vad_16k() -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         p = Path(tmp) / "v.onnx"
         onnx.save_model(made, str(p))
+        return _publish(p, out)
+
+
+def nucleus_seg(size: int = 256) -> Path:
+    out, done = _cached(f"nucleus-seg-{size}")
+    if done:
+        return out
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(model_path("nucleus-seg")))
+    tile = m.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    for vi in (*m.graph.input, *m.graph.output):
+        for d in vi.type.tensor_type.shape.dim[1:3]:
+            d.dim_value = size
+    del m.graph.value_info[:]
+    shapes = {n.input[1] for n in m.graph.node if n.op_type == "Reshape"}
+    for i, t in enumerate(m.graph.initializer):
+        a = numpy_helper.to_array(t)
+        if t.name in shapes and (a == tile).sum() == 2:          # the NHWC <-> NCHW layouts
+            m.graph.initializer[i].CopyFrom(numpy_helper.from_array(
+                np.where(a == tile, size, a).astype(a.dtype), t.name))
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        p = Path(tmp) / "s.onnx"
+        onnx.save_model(m, str(p))
         return _publish(p, out)

@@ -12,8 +12,8 @@ import numpy as np
 
 from tests.realdata import PHRASES, photos, scans
 
-__all__ = ["INPUTS", "bert_tokens", "magika_bytes", "name_tokens", "ocr_cls", "ocr_det",
-           "ocr_rec", "t5_tokens", "yolo"]
+__all__ = ["INPUTS", "bert_tokens", "magika_bytes", "micrographs", "name_tokens", "ocr_cls",
+           "ocr_det", "ocr_rec", "t5_tokens", "yolo"]
 
 _MEAN = np.array((0.485, 0.456, 0.406))
 _STD = np.array((0.229, 0.224, 0.225))
@@ -82,6 +82,17 @@ def yolo(n: int, size: int = 1024) -> dict[str, np.ndarray]:
     return {"images": (np.stack(out) / 255.0).transpose(0, 3, 1, 2).astype(np.float32)}
 
 
+def micrographs(n: int, size: int = 256) -> dict[str, np.ndarray]:
+    """Grey microscopy-like tiles for the nucleus segmenter: scikit-image's cell micrograph and
+    coins (round blobs on a background), resized to size x size, in [0, 1] (the model package
+    scales 8-bit input by its bit depth), NHWC with one channel."""
+    import skimage.data
+
+    src = (skimage.data.cell(), skimage.data.coins())
+    out = [_resize(src[i % 2][::1 if i < 2 else -1], size, size) / 255.0 for i in range(n)]
+    return {"input:0": np.stack(out)[..., None].astype(np.float32)}
+
+
 def magika_bytes(n: int) -> dict[str, np.ndarray]:
     """File-type classifier input: 2048 byte values (int32) of text, image rows and JSON."""
     text = np.frombuffer((" ".join(PHRASES) * 20).encode(), np.uint8)
@@ -124,4 +135,5 @@ def t5_tokens(n: int, length: int = 16) -> dict[str, np.ndarray]:
 
 INPUTS = {"ocr-det": ocr_det, "ocr-det-small": ocr_det, "ocr-rec": ocr_rec, "ocr-cls": ocr_cls,
           "yolov8-doc": yolo, "magika": magika_bytes, "name-encoder": name_tokens,
-          "minilm": bert_tokens, "quantised-encoder": t5_tokens}
+          "minilm": bert_tokens, "quantised-encoder": t5_tokens,
+          "nucleus-seg-256": micrographs}

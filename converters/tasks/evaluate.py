@@ -64,7 +64,10 @@ def task_score(spec: TaskSpec, reference: Mapping[str, np.ndarray],
     if spec.task == "detection":
         return _end_to_end(spec, reference, candidate)
     if spec.task in ("segmentation", "text-detection") and out is not None:
-        return mask_score(reference[out], candidate[out], spec.threshold)
+        r, g = reference[out], candidate[out]
+        if spec.channels_last:                    # (N, H, W, C) -> (N, C, H, W)
+            r, g = np.moveaxis(r, -1, 1), np.moveaxis(g, -1, 1)
+        return mask_score(r, g, spec.threshold)
     if spec.task == "ctc" and out is not None:
         return ctc_score(reference[out], candidate[out], spec.blank)
     if spec.task == "classification" and out is not None:

@@ -9,7 +9,9 @@
    with a Sigmoid/Softmax branch (box values beside class probabilities);
 3. ``segmentation``: a ``(C, H, W)`` map, ``H, W >= 8``, made by Sigmoid/Softmax (threshold 0.5
    on a probability map, 0 on logits). ``text-detection`` is the same read at 0.3 (the DB
-   binarisation threshold): the graph cannot tell them apart, pass ``--task text-detection``;
+   binarisation threshold): the graph cannot tell them apart, pass ``--task text-detection``.
+   An explicit ``--task`` also reads a channels-last ``(H, W, C)`` map (``C`` under ``H, W``,
+   as TensorFlow exports give), which ``auto`` does not guess;
 4. ``ctc``: ``(T, C)`` scores made by Softmax/LogSoftmax, ``C >= 3``, ``T > 1``;
 5. ``classification``: ``(C,)`` scores made by Softmax/LogSoftmax, or non-negative rows summing
    to 1, or one Sigmoid score; a streaming model (state outputs) with such a score is ``vad``;
@@ -50,6 +52,7 @@ class TaskSpec:
     channel_axes: Mapping[str, int] = field(default_factory=dict)
     threshold: float = 0.5
     layout: DenseLayout | None = None            # dense detection heads
+    channels_last: bool = False                  # segmentation map (H, W, C), not (C, H, W)
     blank: int = 0                               # CTC blank class
     user_metric: UserMetric | None = None
     user_metric_name: str | None = None
@@ -163,6 +166,11 @@ def _find(task: str, cands: Mapping[str, np.ndarray], producers: Mapping[str, An
                     0.5 if op in _PROB_OPS or _in_unit(arr) else 0.0)
                 return (name,), f"'{name}' {per} is a (C, H, W) map made by {op}", \
                     {"threshold": thr}
+            if not strict and len(per) == 3 and min(per[:2]) >= 8 and per[2] < min(per[:2]):
+                thr = TEXT_DETECTION_THRESHOLD if task == "text-detection" else (
+                    0.5 if _in_unit(arr) else 0.0)
+                return (name,), f"'{name}' {per} is a channels-last (H, W, C) map made by " \
+                    f"{op}", {"threshold": thr, "channels_last": True}
         elif task == "ctc":
             if len(per) == 2 and per[-1] >= 3 and per[0] > 1 and (
                     not strict or op in ("Softmax", "LogSoftmax")):

@@ -388,3 +388,38 @@ def test_hardware_suite_replays_a_sequence_in_order(stream_model: Path) -> None:
     out = replay_golden(run, Golden(ins, {}, sig))
     assert [f["h"].shape for f in fed] == [(2, 1, 3)] * n and fed[0]["sr"].shape == ()
     np.testing.assert_array_equal(fed[1]["h"], out["hN"][0])  # step 1 got step 0's state
+
+
+def _raise_in_library(src: str, **env: object) -> BaseException:
+    """An exception raised from code whose file is a library's (not converters/ or edgeops/)."""
+    code = compile(src, "/site-packages/onnxruntime/quantization/qdq_quantizer.py", "exec")
+    try:
+        exec(code, dict(env))  # noqa: S102 - code whose frames a library would own
+    except Exception as exc:
+        return exc
+    raise AssertionError("did not raise")
+
+
+def test_library_failure_names_the_node_it_was_on() -> None:
+    """Was: 'failed in qdq_quantizer.py:_adjust_weight_scale_for_int32_bias: The truth value
+    of an array ...' with no node: the line now names the node the quantiser was working on."""
+    import onnx
+
+    from converters.failures import explain
+
+    node = onnx.helper.make_node("MatMul", ["a", "w"], ["y"], name="Dense_1/MatMul")
+    exc = _raise_in_library("def adjust(node):\n    raise ValueError('ambiguous')\nadjust(node)",
+                            node=node)
+    line = str(explain(exc, "/m/model.onnx", "x86-cpu: quantising"))
+    assert line.startswith("model.onnx: x86-cpu: quantising failed in qdq_quantizer.py:adjust")
+    assert "at MatMul node 'Dense_1/MatMul': ambiguous" in line
+
+    class BiasInfo:
+        node_name = "Conv_0"
+
+    exc = _raise_in_library("def f(info):\n    raise ValueError('bad bias')\nf(info)",
+                            info=BiasInfo())
+    assert "at node 'Conv_0': bad bias" in str(explain(exc, "m.onnx", "s"))
+    exc = _raise_in_library("raise KeyError('140_scale')")
+    line = str(explain(exc, "m.onnx", "s"))
+    assert " node " not in line and "KeyError '140_scale'" in line       # none to name

@@ -117,11 +117,15 @@ def test_vad_sequence_keeps_decisions_on_a_held_out_stream(tmp_path: Path) -> No
     speech/silence decisions over a held-out espeak-ng stream, each model free-running.
 
     The VAD's 16 kHz network, lifted out of the ``If`` on the sample rate (ORT's quantiser does
-    not enter subgraphs: the shipped file alone builds to FP32, checked below). The budget is
-    on cosine, which the state output drags down; the decisions are what its users judge.
+    not enter subgraphs: the shipped file alone builds to FP32, checked below). The gate reads
+    the decisions (task ``vad``), but on the calibration stream's own validation split (200
+    frames) it measures 90.5% agreement where the held-out stream keeps 99%: the default 1%
+    budget stops the build with one line ("decision_agreement dropped 7.00% ... with 8
+    node(s) in float"), so this bar is held at a 12% budget; quantisation quality is issue 16.
     """
     art = _vad_build(vad_16k(), tmp_path, sequence=True, max_accuracy_drop=0.12)
     assert art.precision == "int8" and art.details["quantised_nodes"] > 0
+    assert art.metrics["accuracy"]["gate_metric"] == "decision_agreement"
     assert _agreement(vad_16k(), art.path, _frames(PHRASES[2:])) >= 0.98
     (tmp_path / "whole").mkdir()
     shipped = _vad_build(model_path("vad-ifless"), tmp_path / "whole", sequence=True)

@@ -163,6 +163,21 @@ def test_mask_iou_at_the_threshold_and_over_classes() -> None:
     assert mask_score(multi, flip).value == 0.0
 
 
+def test_channels_last_masks_are_read_per_pixel_class() -> None:
+    from converters.tasks import TaskSpec, task_score
+
+    ref = np.zeros((2, 8, 8, 2))
+    ref[..., 0] = 1.0
+    ref[:, 2:6, 2:6] = (0.1, 0.9)                            # an object in the middle
+    got = ref.copy()
+    got[:, 2:6, 4:6] = (0.9, 0.1)                            # half of it lost
+    spec = TaskSpec("segmentation", False, "", ("y",), channels_last=True)
+    s = task_score(spec, {"y": ref}, {"y": got})
+    assert s.metric == "mask_iou" and s.details["classes"] == 2
+    assert s.value == pytest.approx((48 + 8) / (56 + 16))    # background and object, summed
+    assert task_score(spec, {"y": ref}, {"y": ref}).value == 1.0
+
+
 def test_ctc_greedy_decode_and_cer() -> None:
     steps = [0, 3, 3, 0, 3, 5, 5, 0]                         # blank 0: reads 3 3 5
     ref = np.eye(6)[steps][None]
@@ -234,6 +249,12 @@ def test_auto_task_rules_on_hand_made_graphs() -> None:
                       {"y": rng.uniform(size=(2, 1, 16, 16))}, {"x": (1, 3, 16, 16)},
                       "text-detection")
     assert text.task == "text-detection" and text.threshold == 0.3 and not text.inferred
+    nhwc = rng.uniform(size=(2, 16, 16, 2))
+    last = infer_task(_graph(["N", 16, 16, 2], "Div"), {"y": nhwc}, {"x": (1, 16, 16, 1)},
+                      "segmentation")
+    assert last.channels_last and "channels-last" in last.why
+    assert infer_task(_graph(["N", 16, 16, 2], "Div"), {"y": nhwc},
+                      {"x": (1, 16, 16, 1)}).task != "segmentation"   # auto does not guess it
 
 
 def test_end_to_end_detection_outputs() -> None:
