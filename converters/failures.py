@@ -64,8 +64,9 @@ def _node_in_frames(exc: BaseException) -> str | None:
             continue
         loc = f.f_locals
         n = loc.get("node")
-        if getattr(n, "op_type", None) and getattr(n, "name", None):
-            return f"{n.op_type} node '{n.name}'"
+        op, node_name = getattr(n, "op_type", None), getattr(n, "name", None)
+        if op and node_name:
+            return f"{op} node '{node_name}'"
         named = [loc.get("node_name"), *(getattr(v, "node_name", None) for v in loc.values())]
         for name in named:
             if isinstance(name, str) and name:
