@@ -119,8 +119,10 @@ def test_full_disk_fails_the_deployment_survives_a_restart_and_recovers(
             assert final["phase"] == "healthy", final
             assert final["active"]["version"] == "2.0.0"
             np.testing.assert_allclose(a.core.inference.predict({"x": X})["y"], 4.0)
-            seqs = [s["seq"] for s in mgr.states]
-            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+            # at least once end to end: a report whose ack came late is sent again (the
+            # manager keeps one per seq), but reports first arrive in the order they were made
+            seqs = list(dict.fromkeys(s["seq"] for s in mgr.states))
+            assert seqs == sorted(seqs)
         finally:
             for ag in agents:
                 ag.stop()
