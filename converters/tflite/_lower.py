@@ -20,6 +20,7 @@ from onnx import helper
 from converters.tflite._ir import Graph
 from converters.tflite._layout import Perm, channels_last, identity, layout_record
 from converters.tflite._lower_more import MORE_OPS, MoreOps
+from converters.tflite._lower_rnn import RnnOps, gru_problem
 from converters.tflite._prep import Prepared
 from edgeops.errors import UnsupportedModelError
 
@@ -30,7 +31,7 @@ SUPPORTED_OPS = frozenset({
     "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softmax", "MaxPool",
     "AveragePool", "GlobalAveragePool", "BatchNormalization", "Concat", "Reshape", "Flatten",
     "Squeeze", "Unsqueeze", "Transpose", "Pad", "Resize", "Slice", "ReduceMean", "Identity",
-    "Dropout", "Equal", "Less", "Greater", "Not",
+    "Dropout", "Equal", "Less", "Greater", "Not", "GRU",
 }) | MORE_OPS
 # ops that also move integer and bool tensors (ids, masks, one-hot comparisons)
 _ANY_DTYPE = {"Identity", "Where", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand",
@@ -144,12 +145,14 @@ def _attribute_problem(n: onnx.NodeProto, a: dict[str, object], prep: Prepared) 
             and not (const(1) and np.asarray(prep.consts[n.input[1]]).size) \
             and not a.get("axes"):  # type: ignore[call-overload]
         return f"{t} noop_with_empty_axes=1"
+    if t == "GRU":
+        return gru_problem(n, a, prep.consts, prep.shapes)
     if t == "Split" and any(not o for o in n.output):
         return "Split with an omitted output"
     return ""
 
 
-class _Lowering(MoreOps):
+class _Lowering(MoreOps, RnnOps):
     """ONNX node by node into the TFLite graph; spatial ops come from ``SpatialOps``, the ops
     of real exports beyond convolutions (split, reductions, norms) from :class:`MoreOps`."""
 
@@ -189,7 +192,8 @@ class _Lowering(MoreOps):
             t = self.get(o.name, perm)
             if t in self.g.inputs or t in self.g.outputs or self.g.is_const(t):
                 # an output that is an input, another output or a constant needs its own tensor
-                copy = self.g.add_tensor(o.name + "__copy", self.g.tensors[t].shape)
+                copy = self.g.add_tensor(o.name + "__copy", self.g.tensors[t].shape,
+                                         self.g.tensors[t].dtype)
                 self._reshape(t, copy, self.g.tensors[t].shape)
                 t = copy
             self.g.outputs.append(t)

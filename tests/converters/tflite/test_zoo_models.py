@@ -22,6 +22,7 @@ from edgeops.errors import UnsupportedModelError
 from tests.converters.tflite.models import ort_run
 from tests.realdata import scans
 from tests.realzoo import model_path
+from tests.zoo_inputs import name_tokens
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,6 @@ CONVERTIBLE = {
 REFUSED = {
     "vad": {"input": (1, 576), "state": (2, 1, 128)},
     "vad-ifless": {"input": (1, 576), "state": (2, 1, 128)},
-    "name-encoder": {"src": (1, 16), "src_mask": (1, 16)},
 }
 
 
@@ -115,4 +115,29 @@ def test_magika_classifies_source_files_in_litert_like_onnxruntime() -> None:
         err = float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-2))
         assert err <= 1e-4, f"{f.name}: relative error {err:.2e}"
         assert int(got.argmax()) == int(ref.argmax()), f.name
+    assert compatibility_report(res.graph, "ethos-u")["dynamic_ops"] == 0
+
+
+def test_name_encoder_gru_runs_in_litert_like_onnxruntime() -> None:
+    """int64 token ids into GATHER, two bidirectional GRUs (linear_before_reset=1) unrolled
+    over the fixed length, a bool padding mask into the mean pooling."""
+    m = onnx.load(str(model_path("name-encoder")))
+    res = convert(m, input_shapes={"src": (1, 12), "src_mask": (1, 12)})
+    counts = res.graph.op_counts()
+    assert "GRU" not in str(counts) and counts.get("GATHER") == 1, counts
+    assert counts.get("TANH", 0) >= 2 * 2 * 12, counts
+    rt = LiteRT(res.model)
+    feeds = name_tokens(2)
+    feeds["src_mask"][1, 9:] = False                       # a shorter name, padded
+    for i in range(2):
+        x = {k: v[i:i + 1] for k, v in feeds.items()}
+        ref = ort_run(m, x)
+        got = rt.run([x[k] for k in res.input_names])
+        for o, r, g in zip(res.output_names, ref, got, strict=True):
+            assert g.shape == r.shape and g.dtype == r.dtype, o
+            if r.dtype == np.bool_:
+                assert np.array_equal(g, r), o
+                continue
+            err = float(np.abs(g - r).max() / max(float(np.abs(r).max()), 1e-2))
+            assert err <= 1e-4, f"{o}: relative error {err:.2e}"
     assert compatibility_report(res.graph, "ethos-u")["dynamic_ops"] == 0
