@@ -314,11 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--zoo", nargs="*", default=None, metavar="MODEL",
                     help="instead: the real-model zoo (tests/realzoo.py) beside onnx2tf; "
                          "no names = every zoo model")
+    ap.add_argument("--zoo-rounds", type=int, default=7,
+                    help="interleaved latency rounds per zoo model (default 7)")
     ap.add_argument("--onnx2tf-venv", type=Path, default=Path("/work/onnx2tf-venv"),
                     help="venv with onnx2tf + TensorFlow; absent = onnx2tf columns skipped")
     args = ap.parse_args(argv)
     if args.zoo is not None:
-        return _zoo_main(args.zoo, args.onnx2tf_venv)
+        return _zoo_main(args.zoo, args.onnx2tf_venv, args.zoo_rounds)
     # import the converter's lazy dependencies up front so the first conversion is not charged
     import os
 
@@ -352,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _zoo_main(names: list[str], venv: Path) -> int:
+def _zoo_main(names: list[str], venv: Path, rounds: int = 7) -> int:
     import os
 
     from benchmarks._tflite_zoo import ZOO_SHAPES, bench_zoo, markdown
@@ -379,7 +381,25 @@ def _zoo_main(names: list[str], venv: Path) -> int:
         (RESULTS / "converter_tflite.zoo.json").write_text(json.dumps(doc, indent=2) + "\n")
         (RESULTS / "converter_tflite.zoo.md").write_text(markdown(rows, machine))
 
-    write(bench_zoo(names or list(ZOO_SHAPES), o2t, progress=write))
+    # a run of some models updates their rows and keeps the others from the previous run
+    json_path = RESULTS / "converter_tflite.zoo.json"
+    kept: list[dict[str, Any]] = []
+    if names and json_path.exists():
+        kept = [r for r in json.loads(json_path.read_text()).get("results", [])
+                if r.get("model") not in names]
+        if kept:
+            machine["merged"] = (f"Rows of {', '.join(names)} from this run ({rounds} rounds); "
+                                 "the others kept from the previous full run.")
+
+    def merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        by_name = {r["model"]: r for r in kept + rows}
+        return [by_name[m] for m in ZOO_SHAPES if m in by_name]
+
+    def write_merged(rows: list[dict[str, Any]]) -> None:
+        write(merged(rows))
+
+    write_merged(bench_zoo(names or list(ZOO_SHAPES), o2t, rounds=rounds,
+                           progress=write_merged))
     return 0
 
 

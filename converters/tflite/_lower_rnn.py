@@ -46,11 +46,10 @@ def gru_problem(n: onnx.NodeProto, a: dict[str, object], consts: dict[str, np.nd
 class RnnOps(LayoutTracker):
     """GRU, unrolled."""
 
-    def _fc2(self, x: str, w: np.ndarray, b: np.ndarray, out: str, src: str,
-             keep: bool = False) -> None:
+    def _fc2(self, x: str, w: np.ndarray, b: np.ndarray, out: str, src: str) -> None:
         self.g.add_op("FULLY_CONNECTED", [x, self.g.add_const(out + "_w", w.astype(np.float32)),
                                           self.g.add_const(out + "_b", b.astype(np.float32))],
-                      [out], src, keepNumDims=keep, fusedActivationFunction=0)
+                      [out], src, keepNumDims=False, fusedActivationFunction=0)
 
     def _t(self, base: str, shape: tuple[int, ...]) -> str:
         return self.g.add_tensor(base, shape)
@@ -85,10 +84,11 @@ class RnnOps(LayoutTracker):
             w, r, b = w_all[d], r_all[d], b_all[d]
             wb, rb = b[:3 * hid], b[3 * hid:]
             xb = wb + np.concatenate([rb[:2 * hid], np.zeros(hid) if lbr else rb[2 * hid:]])
-            # every step's input projection in one FULLY_CONNECTED: (S, B, 3H)
-            xp = self._t(f"{base}__x{d}", (seq, batch, 3 * hid))
-            self._fc2(x, w, xb, xp, n.name, keep=True)
-            steps = [self._t(f"{base}__x{d}_{t}", (1, batch, 3 * hid)) for t in range(seq)]
+            # every step's input projection in one FULLY_CONNECTED: (S*B, 3H), whose SPLIT
+            # along the first axis hands each step its (B, 3H) rows without a RESHAPE
+            xp = self._t(f"{base}__x{d}", (seq * batch, 3 * hid))
+            self._fc2(x, w, xb, xp, n.name)
+            steps = [self._t(f"{base}__x{d}_{t}", (batch, 3 * hid)) for t in range(seq)]
             self.g.add_op("SPLIT", [self.i32("axis", [0]), xp], steps, n.name, numSplits=seq)
             h = self.g.add_const(f"{base}__h0_{d}", h0_all[d])
             outs: list[str] = [""] * seq
@@ -112,28 +112,32 @@ class RnnOps(LayoutTracker):
     def _step(self, n: onnx.NodeProto, base: str, xt: str, h: str, r: np.ndarray,
               rb: np.ndarray, hid: int, batch: int, lbr: bool) -> str:
         """One GRU step: the new hidden state (B, H) from x_t's projection and h."""
-        shp = (batch, hid)
-        xs = [self._t(f"{base}_x{g}", shp) for g in "zrh"]
-        flat = self._t(f"{base}_xt", (batch, 3 * hid))
-        self._reshape(xt, flat, (batch, 3 * hid))
-        self.g.add_op("SPLIT", [self.i32("axis", [1]), flat], xs, n.name, numSplits=3)
+        shp, zr = (batch, hid), (batch, 2 * hid)
+        # z and r share one ADD and one LOGISTIC over (B, 2H): fewer, larger ops per step
+        x_zr, x_h = self._t(f"{base}_xzr", zr), self._t(f"{base}_xh", shp)
+        self.g.add_op("SPLIT_V", [xt, self.i32("sizes", [2 * hid, hid]), self.i32("axis", [1])],
+                      [x_zr, x_h], n.name, numSplits=2)
         gates = 3 if lbr else 2
         hp = self._t(f"{base}_hp", (batch, gates * hid))
         hb = np.concatenate([np.zeros(2 * hid), rb[2 * hid:]]) if lbr else np.zeros(2 * hid)
         self._fc2(h, r[:gates * hid], hb, hp, n.name)
-        hs = [self._t(f"{base}_h{g}", shp) for g in "zrh"[:gates]]
-        self.g.add_op("SPLIT", [self.i32("axis", [1]), hp], hs, n.name, numSplits=gates)
-        z = self._op("LOGISTIC", [self._op("ADD", [xs[0], hs[0]], f"{base}_zs", shp, n.name)],
-                     f"{base}_z", shp, n.name)
-        rg = self._op("LOGISTIC", [self._op("ADD", [xs[1], hs[1]], f"{base}_rs", shp, n.name)],
-                      f"{base}_r", shp, n.name)
         if lbr:
-            rh = self._op("MUL", [rg, hs[2]], f"{base}_rh", shp, n.name)
+            h_zr, h_h = self._t(f"{base}_hzr", zr), self._t(f"{base}_hh", shp)
+            self.g.add_op("SPLIT_V", [hp, self.i32("sizes", [2 * hid, hid]),
+                                      self.i32("axis", [1])], [h_zr, h_h], n.name, numSplits=2)
+        else:
+            h_zr, h_h = hp, ""
+        s_zr = self._op("LOGISTIC", [self._op("ADD", [x_zr, h_zr], f"{base}_zrs", zr, n.name)],
+                        f"{base}_zr", zr, n.name)
+        z, rg = self._t(f"{base}_z", shp), self._t(f"{base}_r", shp)
+        self.g.add_op("SPLIT", [self.i32("axis", [1]), s_zr], [z, rg], n.name, numSplits=2)
+        if lbr:
+            rh = self._op("MUL", [rg, h_h], f"{base}_rh", shp, n.name)
         else:
             gated = self._op("MUL", [rg, h], f"{base}_rh0", shp, n.name)
             rh = self._t(f"{base}_rh", shp)
             self._fc2(gated, r[2 * hid:], np.zeros(hid), rh, n.name)   # Rbh is in x_h
-        cand = self._op("TANH", [self._op("ADD", [xs[2], rh], f"{base}_ns", shp, n.name)],
+        cand = self._op("TANH", [self._op("ADD", [x_h, rh], f"{base}_ns", shp, n.name)],
                         f"{base}_n", shp, n.name)
         diff = self._op("SUB", [h, cand], f"{base}_d", shp, n.name)
         zd = self._op("MUL", [z, diff], f"{base}_zd", shp, n.name)
