@@ -31,7 +31,7 @@ SUPPORTED_OPS = frozenset({
     "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softmax", "MaxPool",
     "AveragePool", "GlobalAveragePool", "BatchNormalization", "Concat", "Reshape", "Flatten",
     "Squeeze", "Unsqueeze", "Transpose", "Pad", "Resize", "Slice", "ReduceMean", "Identity",
-    "Dropout", "Equal", "Less", "Greater", "Not", "GRU",
+    "Dropout", "Equal", "Less", "Greater", "Not", "GRU", "LSTM",
 }) | MORE_OPS
 # ops that also move integer and bool tensors (ids, masks, one-hot comparisons)
 _ANY_DTYPE = {"Identity", "Where", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand",
@@ -145,7 +145,7 @@ def _attribute_problem(n: onnx.NodeProto, a: dict[str, object], prep: Prepared) 
             and not (const(1) and np.asarray(prep.consts[n.input[1]]).size) \
             and not a.get("axes"):  # type: ignore[call-overload]
         return f"{t} noop_with_empty_axes=1"
-    if t == "GRU":
+    if t in ("GRU", "LSTM"):
         return gru_problem(n, a, prep.consts, prep.shapes)
     if t == "Split" and any(not o for o in n.output):
         return "Split with an omitted output"

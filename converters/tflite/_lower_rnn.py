@@ -25,26 +25,33 @@ def _s(v: object) -> str:
 
 def gru_problem(n: onnx.NodeProto, a: dict[str, object], consts: dict[str, np.ndarray],
                 shapes: dict[str, tuple[int, ...]]) -> str:
-    """Why this GRU node is not lowered ("" if it is)."""
+    """Why this GRU or LSTM node is not lowered ("" if it is)."""
+    t = n.op_type
     acts = [_s(v).lower() for v in a.get("activations", []) or []]  # type: ignore[attr-defined]
-    if acts and any(x != y for x, y in zip(acts, ["sigmoid", "tanh"] * 2, strict=False)):
-        return f"GRU activations={','.join(acts)} (Sigmoid,Tanh only)"
+    want = ["sigmoid", "tanh"] if t == "GRU" else ["sigmoid", "tanh", "tanh"]
+    if acts and any(x != y for x, y in zip(acts, want * 2, strict=False)):
+        return f"{t} activations={','.join(acts)} ({','.join(w.title() for w in want)} only)"
     if "clip" in a:
-        return "GRU with clip"
+        return f"{t} with clip"
     if int(a.get("layout", 0)):  # type: ignore[call-overload]
-        return "GRU layout=1 (batch-first)"
-    if any(len(n.input) > i and n.input[i] and n.input[i] not in consts for i in (1, 2, 3, 5)):
-        return "GRU with weights, biases or initial_h computed at run time"
+        return f"{t} layout=1 (batch-first)"
+    if t == "LSTM" and int(a.get("input_forget", 0)):  # type: ignore[call-overload]
+        return "LSTM input_forget=1"
+    if t == "LSTM" and len(n.input) > 7 and n.input[7]:
+        return "LSTM with peepholes"
+    states = (1, 2, 3, 5) if t == "GRU" else (1, 2, 3, 5, 6)
+    if any(len(n.input) > i and n.input[i] and n.input[i] not in consts for i in states):
+        return f"{t} with weights, biases or initial state computed at run time"
     if len(n.input) > 4 and n.input[4]:
         lens = consts.get(n.input[4])
         seq = shapes.get(n.input[0], (0,))[0]
         if lens is None or np.any(np.asarray(lens) != seq):
-            return "GRU with sequence_lens shorter than the sequence"
+            return f"{t} with sequence_lens shorter than the sequence"
     return ""
 
 
 class RnnOps(LayoutTracker):
-    """GRU, unrolled."""
+    """GRU and LSTM, unrolled."""
 
     def _fc2(self, x: str, w: np.ndarray, b: np.ndarray, out: str, src: str) -> None:
         self.g.add_op("FULLY_CONNECTED", [x, self.g.add_const(out + "_w", w.astype(np.float32)),
@@ -98,16 +105,7 @@ class RnnOps(LayoutTracker):
                 outs[t] = h
             per_dir.append(outs)
             last.append(h)
-        shp = (batch, hid)
-        if n.output[0]:
-            packed = [self._op("PACK", [per_dir[d][t] for d in range(len(dirs))],
-                               f"{base}__y{t}", (len(dirs), *shp), n.name,
-                               valuesCount=len(dirs), axis=0) for t in range(seq)]
-            y = self.new(n.output[0], identity(4))
-            self.g.add_op("PACK", packed, [y], n.name, valuesCount=seq, axis=0)
-        if len(n.output) > 1 and n.output[1]:
-            yh = self.new(n.output[1], identity(3))
-            self.g.add_op("PACK", last, [yh], n.name, valuesCount=len(dirs), axis=0)
+        self._pack_outputs(n, base, per_dir, [last], seq, (batch, hid))
 
     def _step(self, n: onnx.NodeProto, base: str, xt: str, h: str, r: np.ndarray,
               rb: np.ndarray, hid: int, batch: int, lbr: bool) -> str:
@@ -142,3 +140,77 @@ class RnnOps(LayoutTracker):
         diff = self._op("SUB", [h, cand], f"{base}_d", shp, n.name)
         zd = self._op("MUL", [z, diff], f"{base}_zd", shp, n.name)
         return self._op("ADD", [cand, zd], f"{base}_h", shp, n.name)
+
+    def op_LSTM(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+        """Gates i, o, f, c (ONNX order): one ADD of the projections, LOGISTIC over i/o/f
+        together, TANH of the cell candidate, c' = f*c + i*g, h' = o*tanh(c')."""
+        hid = int(a["hidden_size"])  # type: ignore[call-overload]
+        direction = _s(a.get("direction", "forward"))
+        seq, batch, _ = self.shape(n.input[0])
+        w_all = np.asarray(self.p.consts[n.input[1]], np.float64)
+        r_all = np.asarray(self.p.consts[n.input[2]], np.float64)
+        ndir = w_all.shape[0]
+
+        def opt(i: int, shape: tuple[int, ...]) -> np.ndarray:
+            if len(n.input) > i and n.input[i]:
+                return np.asarray(self.p.consts[n.input[i]], np.float64)
+            return np.zeros(shape)
+
+        b_all = opt(3, (ndir, 8 * hid))
+        h0_all, c0_all = opt(5, (ndir, batch, hid)), opt(6, (ndir, batch, hid))
+        x = self.get(n.input[0])
+        base = n.output[0] or n.name
+        dirs = ["reverse"] if direction == "reverse" else \
+            ["forward", "reverse"] if direction == "bidirectional" else ["forward"]
+        shp, gates3 = (batch, hid), (batch, 3 * hid)
+        per_dir: list[list[str]] = []
+        last_h: list[str] = []
+        last_c: list[str] = []
+        for d, way in enumerate(dirs):
+            xp = self._t(f"{base}__x{d}", (seq * batch, 4 * hid))
+            self._fc2(x, w_all[d], b_all[d][:4 * hid] + b_all[d][4 * hid:], xp, n.name)
+            steps = [self._t(f"{base}__x{d}_{t}", (batch, 4 * hid)) for t in range(seq)]
+            self.g.add_op("SPLIT", [self.i32("axis", [0]), xp], steps, n.name, numSplits=seq)
+            h = self.g.add_const(f"{base}__h0_{d}", h0_all[d].astype(np.float32))
+            c = self.g.add_const(f"{base}__c0_{d}", c0_all[d].astype(np.float32))
+            outs: list[str] = [""] * seq
+            order = range(seq) if way == "forward" else range(seq - 1, -1, -1)
+            for t in order:
+                sb = f"{base}__{d}_{t}"
+                hp = self._t(f"{sb}_hp", (batch, 4 * hid))
+                self._fc2(h, r_all[d], np.zeros(4 * hid), hp, n.name)
+                pre = self._op("ADD", [steps[t], hp], f"{sb}_pre", (batch, 4 * hid), n.name)
+                sig_in, cand_in = self._t(f"{sb}_iof", gates3), self._t(f"{sb}_g", shp)
+                self.g.add_op("SPLIT_V", [pre, self.i32("sizes", [3 * hid, hid]),
+                                          self.i32("axis", [1])], [sig_in, cand_in], n.name,
+                              numSplits=2)
+                sig = self._op("LOGISTIC", [sig_in], f"{sb}_sig", gates3, n.name)
+                i_g, o_g, f_g = (self._t(f"{sb}_{k}", shp) for k in "iof")
+                self.g.add_op("SPLIT", [self.i32("axis", [1]), sig], [i_g, o_g, f_g], n.name,
+                              numSplits=3)
+                cand = self._op("TANH", [cand_in], f"{sb}_cand", shp, n.name)
+                fc = self._op("MUL", [f_g, c], f"{sb}_fc", shp, n.name)
+                ig = self._op("MUL", [i_g, cand], f"{sb}_ig", shp, n.name)
+                c = self._op("ADD", [fc, ig], f"{sb}_c", shp, n.name)
+                h = self._op("MUL", [o_g, self._op("TANH", [c], f"{sb}_tc", shp, n.name)],
+                             f"{sb}_h", shp, n.name)
+                outs[t] = h
+            per_dir.append(outs)
+            last_h.append(h)
+            last_c.append(c)
+        self._pack_outputs(n, base, per_dir, [last_h, last_c], seq, shp)
+
+    def _pack_outputs(self, n: onnx.NodeProto, base: str, per_dir: list[list[str]],
+                      lasts: list[list[str]], seq: int, shp: tuple[int, int]) -> None:
+        """Y (seq, dirs, batch, hidden) and the final states (dirs, batch, hidden)."""
+        nd = len(per_dir)
+        if n.output[0]:
+            packed = [self._op("PACK", [per_dir[d][t] for d in range(nd)], f"{base}__y{t}",
+                               (nd, *shp), n.name, valuesCount=nd, axis=0)
+                      for t in range(seq)]
+            y = self.new(n.output[0], identity(4))
+            self.g.add_op("PACK", packed, [y], n.name, valuesCount=seq, axis=0)
+        for k, last in enumerate(lasts, 1):
+            if len(n.output) > k and n.output[k]:
+                out = self.new(n.output[k], identity(3))
+                self.g.add_op("PACK", last, [out], n.name, valuesCount=nd, axis=0)

@@ -103,3 +103,68 @@ def test_gru_attribute_combinations_not_lowered_named_at_once() -> None:
                    "gru_relu (GRU activations=relu,tanh (Sigmoid,Tanh only))",
                    "gru_short (GRU with sequence_lens shorter than the sequence)"):
         assert needle in msg, msg
+
+
+def _lstm(direction: str, *, bias: bool = True, state: bool = True,
+          extra_attrs: dict[str, object] | None = None, peepholes: bool = False,
+          name: str = "lstm") -> onnx.ModelProto:
+    rng = np.random.default_rng(len(direction))
+    nd = 2 if direction == "bidirectional" else 1
+    inits = [nh.from_array((rng.standard_normal((nd, 4 * HID, IN)) * 0.6).astype(np.float32), "W"),
+             nh.from_array((rng.standard_normal((nd, 4 * HID, HID)) * 0.6).astype(np.float32),
+                           "R")]
+    ins = ["x", "W", "R", "", "", "", "", ""]
+    if bias:
+        inits.append(nh.from_array(rng.standard_normal((nd, 8 * HID)).astype(np.float32), "B"))
+        ins[3] = "B"
+    if state:
+        for i, k in ((5, "h0"), (6, "c0")):
+            inits.append(nh.from_array(rng.standard_normal((nd, BATCH, HID)).astype(np.float32),
+                                       k))
+            ins[i] = k
+    if peepholes:
+        inits.append(nh.from_array(rng.standard_normal((nd, 3 * HID)).astype(np.float32), "P"))
+        ins[7] = "P"
+    while not ins[-1]:
+        ins.pop()
+    node = h.make_node("LSTM", ins, ["y", "y_h", "y_c"], hidden_size=HID, direction=direction,
+                       name=name, **(extra_attrs or {}))
+    g = h.make_graph([node], "t", [h.make_tensor_value_info("x", T.FLOAT, [SEQ, BATCH, IN])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [SEQ, nd, BATCH, HID]),
+                      h.make_tensor_value_info("y_h", T.FLOAT, [nd, BATCH, HID]),
+                      h.make_tensor_value_info("y_c", T.FLOAT, [nd, BATCH, HID])], inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 14)], producer_name="tflite-tests")
+    m.ir_version = 8
+    return m
+
+
+LSTM_CASES = {d: _lstm(d) for d in ("forward", "reverse", "bidirectional")}
+LSTM_CASES["forward_no_bias_no_state"] = _lstm("forward", bias=False, state=False)
+
+
+@pytest.mark.parametrize("case", sorted(LSTM_CASES))
+def test_lstm_matches_onnxruntime(case: str) -> None:
+    m = LSTM_CASES[case]
+    res = convert(m, precision="fp32")
+    counts = res.graph.op_counts()
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in counts and counts["TANH"] >= 2 * SEQ, counts
+    rt = LiteRT(res.model)
+    x = np.random.default_rng(4).standard_normal((SEQ, BATCH, IN)).astype(np.float32)
+    ref = ort_run(m, {"x": x})
+    got = rt.run([x])
+    assert len(got) == 3
+    for r, g in zip(ref, got, strict=True):
+        assert g.shape == r.shape
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw,reason", [
+    ({"peepholes": True}, "LSTM with peepholes"),
+    ({"extra_attrs": {"input_forget": 1}}, "LSTM input_forget=1"),
+    ({"extra_attrs": {"clip": 2.0}}, "LSTM with clip"),
+])
+def test_lstm_attribute_combination_not_lowered_is_named(kw: dict[str, object],
+                                                         reason: str) -> None:
+    with pytest.raises(UnsupportedModelError) as ei:
+        convert(_lstm("forward", name="enc", **kw), precision="fp32")  # type: ignore[arg-type]
+    assert f"enc ({reason})" in ei.value.message, ei.value.message
