@@ -1,8 +1,8 @@
 """Benchmark the TFLite backend on three real architectures, side by side with ONNX Runtime.
 
 For each model (MobileNet-style classifier and segmenter with ConvTranspose/Resize from
-benchmarks/models/, an audio 1D-CNN from benchmarks/models/tflite/; the GRU forecaster is
-listed to show the one-line refusal of an unsupported model) and each
+benchmarks/models/, an audio 1D-CNN from benchmarks/models/tflite/; the GRU forecaster, which
+the results file shows refused, converts since GRU is unrolled (not re-run here)) and each
 precision (fp32, fp16, int8-dynamic for tflite-cpu; full-integer int8 per-tensor as for the Edge
 TPU and per-axis-on-conv as for Ethos-U), in one run: conversion time and peak Python heap
 (tracemalloc) and peak-RSS growth of :func:`converters.tflite.convert` (each conversion in a
@@ -22,6 +22,8 @@ RSS, op and TRANSPOSE counts, LiteRT latency (1 thread, interleaved) and error a
 Runtime; results in ``results/converter_tflite.zoo.{json,md}`` (see ``_tflite_zoo.py``).
 Issue 23's goals: every model onnx2tf converts, edgeops converts; LiteRT latency <= onnx2tf's
 (goal 10% below); conversion >= 4x faster without TensorFlow; FP32 error <= 1e-4.
+``--zoo NAME ...`` re-runs only those models (``--zoo-rounds``: latency rounds, default 7)
+and keeps the other rows of the results file.
 """
 
 from __future__ import annotations
@@ -389,7 +391,7 @@ def _zoo_main(names: list[str], venv: Path, rounds: int = 7) -> int:
                 if r.get("model") not in names]
         if kept:
             machine["merged"] = (f"Rows of {', '.join(names)} from this run ({rounds} rounds); "
-                                 "the others kept from the previous full run.")
+                                 "the others kept from earlier runs.")
 
     def merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         by_name = {r["model"]: r for r in kept + rows}
