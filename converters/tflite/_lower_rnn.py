@@ -54,6 +54,11 @@ class RnnOps(LayoutTracker):
     """GRU and LSTM, unrolled."""
 
     def _fc2(self, x: str, w: np.ndarray, b: np.ndarray, out: str, src: str) -> None:
+        xd = self.g.tensors[x].data
+        if xd is not None:                   # the first step's constant initial state
+            t = self.g.tensors[out]
+            t.data = (np.asarray(xd, np.float64) @ w.T + b).astype(np.float32).reshape(t.shape)
+            return
         self.g.add_op("FULLY_CONNECTED", [x, self.g.add_const(out + "_w", w.astype(np.float32)),
                                           self.g.add_const(out + "_b", b.astype(np.float32))],
                       [out], src, keepNumDims=False, fusedActivationFunction=0)

@@ -262,8 +262,9 @@ def _quantise_consts(g: Graph, op: Op, qp: dict[str, Quant], st: FullIntSettings
             # bias: int32 at s_in * s_w
             x = op.inputs[2] if op.kind == "TRANSPOSE_CONV" else op.inputs[0]
             wq = g.tensors[op.inputs[widx]].quant
-            assert wq is not None
-            s = (qp[x].scale[0] * wq.scale).astype(np.float64)
+            xq = qp[x] if x in qp else g.tensors[x].quant     # a constant input: quantised
+            assert wq is not None and xq is not None
+            s = (xq.scale[0] * wq.scale).astype(np.float64)
             s = np.broadcast_to(s, t.data.shape)
             b = np.clip(np.round(t.data / s), -2**31, 2**31 - 1).astype(np.int32)
             new = g.add_const(name + "__q", b)
