@@ -275,7 +275,8 @@ def _quantise_consts(g: Graph, op: Op, qp: dict[str, Quant], st: FullIntSettings
             op.inputs[i] = new
         else:
             if op.kind in ("MAXIMUM", "MINIMUM", "PADV2"):
-                quant = qp[op.inputs[0]]          # compared / padded in the input's scale
+                # compared / padded in the scale of the data input (either side for MAXIMUM)
+                quant = next(qp[x] for x in op.inputs if x in qp)
             else:
                 quant = _act_quant(float(t.data.min()), float(t.data.max()))
                 if op.kind == "PRELU":

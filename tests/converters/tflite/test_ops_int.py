@@ -126,3 +126,18 @@ def test_cast_to_unlowered_type_refused_naming_each_node() -> None:
         convert(m, precision="fp32")
     msg = ei.value.message
     assert "to_half (Cast to FLOAT16)" in msg and "to_bool (Cast to BOOL)" in msg, msg
+
+
+def test_full_int8_max_with_a_constant_first_operand() -> None:
+    """magika's Max(eps, variance): the constant comes first; int8 used to KeyError on it."""
+    m = _typed([h.make_node("Mul", ["x", "x"], ["sq"]),
+                h.make_node("Max", ["eps", "sq"], ["y"])],
+               {"x": (T.FLOAT, (1, 8))}, ["y"], [nh.from_array(np.array(0.05, np.float32), "eps")])
+    rng = np.random.default_rng(5)
+    cal = [{"x": rng.standard_normal((1, 8)).astype(np.float32)} for _ in range(8)]
+    res = convert(m, precision="int8", calibration=iter(cal))
+    assert res.graph.op_counts().get("MAXIMUM") == 1
+    x = cal[0]["x"]
+    got = LiteRT(res.model).run_float([x])[0]
+    ref = np.maximum(0.05, x * x)
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
