@@ -1,12 +1,13 @@
-"""ONNX GRU unrolled over its static sequence length into FULLY_CONNECTED/LOGISTIC/TANH steps.
+"""ONNX GRU and LSTM unrolled over the static sequence length into FULLY_CONNECTED/LOGISTIC/TANH.
 
 LiteRT has no GRU builtin, so each time step becomes plain ops every delegate runs: the input
 projection of all steps is one FULLY_CONNECTED (with the biases folded in), each step one
 FULLY_CONNECTED of the hidden state, SPLIT into the z/r/h gates, LOGISTIC, TANH and
 ``h' = n + z * (h - n)``. The sequence length comes from the input shape (``--input-shape``);
 forward, reverse and bidirectional, ``linear_before_reset`` 0 and 1 are lowered. Anything else
-(custom activations, clip, batch-first layout, per-sample sequence lengths) is refused by
-:func:`gru_problem` before anything is built.
+(custom activations, clip, batch-first layout, per-sample sequence lengths; for LSTM also
+peepholes and input_forget) is refused by :func:`gru_problem` before anything is built. LSTM
+(:meth:`RnnOps.op_LSTM`) follows the same plan with its four gates.
 """
 
 from __future__ import annotations
