@@ -367,7 +367,7 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
              f"before/after {machine['load_before']}/{machine['load_after']}; onnx2tf "
              f"{machine.get('onnx2tf', 'absent')}. Latency: both artifacts in the same LiteRT, "
              "interleaved rounds; ratio = median per-round edgeops/onnx2tf (below 1: edgeops "
-             "faster).", "",
+             "faster)." + (f" {machine['merged']}" if machine.get("merged") else ""), "",
              "| model | tool | convert s | peak RSS MiB | ops / TRANSPOSE | LiteRT ms | "
              "ratio | max rel err vs ORT | note |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -1,8 +1,8 @@
 """Benchmark the TFLite backend on three real architectures, side by side with ONNX Runtime.
 
 For each model (MobileNet-style classifier and segmenter with ConvTranspose/Resize from
-benchmarks/models/, an audio 1D-CNN from benchmarks/models/tflite/; the GRU forecaster is
-listed to show the one-line refusal of an unsupported model) and each
+benchmarks/models/, an audio 1D-CNN from benchmarks/models/tflite/; the GRU forecaster, which
+the results file shows refused, converts since GRU is unrolled (not re-run here)) and each
 precision (fp32, fp16, int8-dynamic for tflite-cpu; full-integer int8 per-tensor as for the Edge
 TPU and per-axis-on-conv as for Ethos-U), in one run: conversion time and peak Python heap
 (tracemalloc) and peak-RSS growth of :func:`converters.tflite.convert` (each conversion in a
@@ -22,6 +22,8 @@ RSS, op and TRANSPOSE counts, LiteRT latency (1 thread, interleaved) and error a
 Runtime; results in ``results/converter_tflite.zoo.{json,md}`` (see ``_tflite_zoo.py``).
 Issue 23's goals: every model onnx2tf converts, edgeops converts; LiteRT latency <= onnx2tf's
 (goal 10% below); conversion >= 4x faster without TensorFlow; FP32 error <= 1e-4.
+``--zoo NAME ...`` re-runs only those models (``--zoo-rounds``: latency rounds, default 7)
+and keeps the other rows of the results file.
 """
 
 from __future__ import annotations
@@ -314,11 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--zoo", nargs="*", default=None, metavar="MODEL",
                     help="instead: the real-model zoo (tests/realzoo.py) beside onnx2tf; "
                          "no names = every zoo model")
+    ap.add_argument("--zoo-rounds", type=int, default=7,
+                    help="interleaved latency rounds per zoo model (default 7)")
     ap.add_argument("--onnx2tf-venv", type=Path, default=Path("/work/onnx2tf-venv"),
                     help="venv with onnx2tf + TensorFlow; absent = onnx2tf columns skipped")
     args = ap.parse_args(argv)
     if args.zoo is not None:
-        return _zoo_main(args.zoo, args.onnx2tf_venv)
+        return _zoo_main(args.zoo, args.onnx2tf_venv, args.zoo_rounds)
     # import the converter's lazy dependencies up front so the first conversion is not charged
     import os
 
@@ -352,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _zoo_main(names: list[str], venv: Path) -> int:
+def _zoo_main(names: list[str], venv: Path, rounds: int = 7) -> int:
     import os
 
     from benchmarks._tflite_zoo import ZOO_SHAPES, bench_zoo, markdown
@@ -379,7 +383,25 @@ def _zoo_main(names: list[str], venv: Path) -> int:
         (RESULTS / "converter_tflite.zoo.json").write_text(json.dumps(doc, indent=2) + "\n")
         (RESULTS / "converter_tflite.zoo.md").write_text(markdown(rows, machine))
 
-    write(bench_zoo(names or list(ZOO_SHAPES), o2t, progress=write))
+    # a run of some models updates their rows and keeps the others from the previous run
+    json_path = RESULTS / "converter_tflite.zoo.json"
+    kept: list[dict[str, Any]] = []
+    if names and json_path.exists():
+        kept = [r for r in json.loads(json_path.read_text()).get("results", [])
+                if r.get("model") not in names]
+        if kept:
+            machine["merged"] = (f"Rows of {', '.join(names)} from this run ({rounds} rounds); "
+                                 "the others kept from earlier runs.")
+
+    def merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        by_name = {r["model"]: r for r in kept + rows}
+        return [by_name[m] for m in ZOO_SHAPES if m in by_name]
+
+    def write_merged(rows: list[dict[str, Any]]) -> None:
+        write(merged(rows))
+
+    write_merged(bench_zoo(names or list(ZOO_SHAPES), o2t, rounds=rounds,
+                           progress=write_merged))
     return 0
 
 

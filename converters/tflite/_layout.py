@@ -16,9 +16,19 @@ import numpy as np
 from converters.tflite._ir import Graph
 from converters.tflite._prep import Prepared
 
-__all__ = ["LayoutTracker", "Perm", "channels_last", "identity", "layout_record"]
+__all__ = ["LayoutTracker", "Perm", "channels_last", "identity", "ir_dtype", "layout_record"]
 
 Perm = tuple[int, ...]
+
+
+def ir_dtype(dt: np.dtype[np.generic] | None) -> str:
+    """The dtype an ONNX tensor of ``dt`` has inside the TFLite graph: integers compute in
+    int32 (LiteRT's integer kernels; token and byte ids fit), bool stays bool."""
+    if dt is None or np.issubdtype(dt, np.floating):
+        return "float32"
+    if dt == np.bool_:
+        return "bool"
+    return "int32"
 
 
 def channels_last(rank: int) -> Perm:
@@ -64,7 +74,8 @@ class LayoutTracker:
 
     def new(self, onnx_name: str, perm: Perm, shape: Sequence[int] | None = None) -> str:
         shp = tuple(self.shape(onnx_name)) if shape is None else tuple(shape)
-        t = self.g.add_tensor(onnx_name, tuple(shp[i] for i in perm))
+        t = self.g.add_tensor(onnx_name, tuple(shp[i] for i in perm),
+                              ir_dtype(self.p.dtypes.get(onnx_name)))
         self.val[onnx_name] = (t, perm)
         return t
 
@@ -93,7 +104,7 @@ class LayoutTracker:
             shp = (1,) * (rank - len(cur)) + self.shape(name)
             key = (name + f"@{rank}", identity(rank))
             if key not in self.cache:
-                out = self.g.add_tensor(name + "__r", shp)
+                out = self.g.add_tensor(name + "__r", shp, self.g.tensors[ir].dtype)
                 self._reshape(ir, out, shp)
                 self.cache[key] = out
             ir = self.cache[key]
@@ -113,7 +124,8 @@ class LayoutTracker:
         q = tuple(cur.index(w) for w in want)
         src_shape = self.g.tensors[ir].shape
         out_shape = tuple(onnx_shape[w] for w in want)
-        out = self.g.add_tensor(key_name + "__" + "".join(map(str, want)), out_shape)
+        out = self.g.add_tensor(key_name + "__" + "".join(map(str, want)), out_shape,
+                                self.g.tensors[ir].dtype)
         moved = [i for i in q if src_shape[i] != 1]
         if moved == sorted(moved):
             self._reshape(ir, out, out_shape)        # only size-1 axes move: memory order kept

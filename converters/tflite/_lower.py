@@ -20,6 +20,7 @@ from onnx import helper
 from converters.tflite._ir import Graph
 from converters.tflite._layout import Perm, channels_last, identity, layout_record
 from converters.tflite._lower_more import MORE_OPS, MoreOps
+from converters.tflite._lower_rnn import RnnOps, gru_problem
 from converters.tflite._prep import Prepared
 from edgeops.errors import UnsupportedModelError
 
@@ -30,8 +31,12 @@ SUPPORTED_OPS = frozenset({
     "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softmax", "MaxPool",
     "AveragePool", "GlobalAveragePool", "BatchNormalization", "Concat", "Reshape", "Flatten",
     "Squeeze", "Unsqueeze", "Transpose", "Pad", "Resize", "Slice", "ReduceMean", "Identity",
-    "Dropout",
+    "Dropout", "Equal", "Less", "Greater", "Not", "GRU", "LSTM",
 }) | MORE_OPS
+# ops that also move integer and bool tensors (ids, masks, one-hot comparisons)
+_ANY_DTYPE = {"Identity", "Where", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand",
+              "Equal", "Less", "Greater", "Not", "Cast", "Gather", "Concat", "Transpose",
+              "Slice"}
 # consumers that read a tensor in ONNX order (a held permutation costs them a TRANSPOSE) ...
 _ONNX_ORDER = {"MatMul", "Gemm", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 # ... and ops that take any layout and hand it on
@@ -77,7 +82,7 @@ def check_supported(prep: Prepared) -> None:
             why = f"{n.op_type} on rank {len(prep.shapes.get(n.input[0], ()))} (1D/2D only)"
         elif any(prep.dtypes.get(i, np.dtype(np.float32)) not in (np.float32,)
                  for i in n.input[:1] if i and i not in prep.consts) and \
-                n.op_type not in ("Identity", "Where"):
+                n.op_type not in _ANY_DTYPE:
             why = f"{n.op_type} on {prep.dtypes.get(n.input[0])} data (float32 only)"
         elif n.op_type == "Resize" and len(prep.shapes.get(n.input[0], ())) != 4:
             why = "Resize of a non-4D tensor"
@@ -111,6 +116,8 @@ def check_supported(prep: Prepared) -> None:
             hint=hint)
 
 
+_CAST_TO = {onnx.TensorProto.FLOAT, onnx.TensorProto.INT32, onnx.TensorProto.INT64}
+_CAST_FROM = {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64, np.bool_)}
 _ERF_HINT = "Erf outside GELU x*0.5*(1+erf(x/sqrt(2)))"
 
 
@@ -124,26 +131,28 @@ def _attribute_problem(n: onnx.NodeProto, a: dict[str, object], prep: Prepared) 
         return "Pow with a non-constant exponent"
     if t == "Pow" and np.asarray(prep.consts[n.input[1]]).size != 1:
         return "Pow with a non-scalar exponent"
-    if t == "Where" and not const(0):
-        return "Where with a condition computed at run time"
-    if t == "Gather" and not const(1):
-        return "Gather with indices computed at run time"
-    if t == "Cast" and int(a.get("to", 0)) != onnx.TensorProto.FLOAT:  # type: ignore[call-overload]
+    if t == "Cast" and int(a.get("to", 0)) not in _CAST_TO:  # type: ignore[call-overload]
         return f"Cast to {onnx.TensorProto.DataType.Name(int(a.get('to', 0)))}"  # type: ignore[call-overload]
+    if t == "Cast" and prep.dtypes.get(n.input[0], np.dtype(np.float32)) not in _CAST_FROM:
+        return f"Cast from {prep.dtypes.get(n.input[0])}"
     if t == "LayerNormalization" and len(n.output) > 1 and any(n.output[1:]):
         return "LayerNormalization with Mean/InvStdDev outputs"
     if t == "LayerNormalization" and int(a.get("stash_type", 1)) != 1:  # type: ignore[call-overload]
         return "LayerNormalization stash_type!=1"
     if t == "MatMul" and any(len(prep.shapes.get(i, ())) < 2 for i in n.input[:2]):
         return "MatMul with a 1D operand"
-    if t.startswith("Reduce") and int(a.get("noop_with_empty_axes", 0)):  # type: ignore[call-overload]
+    if t.startswith("Reduce") and int(a.get("noop_with_empty_axes", 0)) \
+            and not (const(1) and np.asarray(prep.consts[n.input[1]]).size) \
+            and not a.get("axes"):  # type: ignore[call-overload]
         return f"{t} noop_with_empty_axes=1"
+    if t in ("GRU", "LSTM"):
+        return gru_problem(n, a, prep.consts, prep.shapes)
     if t == "Split" and any(not o for o in n.output):
         return "Split with an omitted output"
     return ""
 
 
-class _Lowering(MoreOps):
+class _Lowering(MoreOps, RnnOps):
     """ONNX node by node into the TFLite graph; spatial ops come from ``SpatialOps``, the ops
     of real exports beyond convolutions (split, reductions, norms) from :class:`MoreOps`."""
 
@@ -166,7 +175,13 @@ class _Lowering(MoreOps):
             spatial = any(c.op_type in _SPATIAL for c in consumers.get(vi.name, []))
             perm = channels_last(len(shp)) if (not self.keep_io and spatial and len(shp) in (3, 4)) \
                 else identity(len(shp))
-            self.g.inputs.append(self.new(vi.name, perm))
+            if self.p.dtypes.get(vi.name) == np.int64:
+                # the artifact takes the model's int64 ids and computes in int32
+                raw = self.g.add_tensor(vi.name, tuple(shp[i] for i in perm), "int64")
+                self.g.inputs.append(raw)
+                self.g.add_op("CAST", [raw], [self.new(vi.name, perm)], vi.name)
+            else:
+                self.g.inputs.append(self.new(vi.name, perm))
             self.io_layout[vi.name] = layout_record(perm)
         for n in g.node:
             getattr(self, "op_" + _SAME_LOWERING.get(n.op_type, n.op_type))(n, _attrs(n))
@@ -177,7 +192,8 @@ class _Lowering(MoreOps):
             t = self.get(o.name, perm)
             if t in self.g.inputs or t in self.g.outputs or self.g.is_const(t):
                 # an output that is an input, another output or a constant needs its own tensor
-                copy = self.g.add_tensor(o.name + "__copy", self.g.tensors[t].shape)
+                copy = self.g.add_tensor(o.name + "__copy", self.g.tensors[t].shape,
+                                         self.g.tensors[t].dtype)
                 self._reshape(t, copy, self.g.tensors[t].shape)
                 t = copy
             self.g.outputs.append(t)
@@ -216,6 +232,18 @@ class _Lowering(MoreOps):
         self.g.add_op(kind, ins, [y], n.name, **({"fusedActivationFunction": 0}
                                                  if kind in ("ADD", "SUB", "MUL", "DIV")
                                                  else {}))
+
+    def op_Equal(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+        self._binary(n, "EQUAL")
+
+    def op_Less(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+        self._binary(n, "LESS")
+
+    def op_Greater(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+        self._binary(n, "GREATER")
+
+    def op_Not(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+        self._unary(n, "LOGICAL_NOT")
 
     def op_Add(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
         self._binary(n, "ADD")

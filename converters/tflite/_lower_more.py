@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from converters.tflite._layout import Perm, channels_last, identity
+from converters.tflite._layout import Perm, channels_last, identity, ir_dtype
 from converters.tflite._lower_spatial import SpatialOps
 from edgeops.errors import UnsupportedModelError
 
@@ -78,17 +78,22 @@ class MoreOps(SpatialOps):
                 perm = self.perm_of(name)
                 break
         cond = self.const(n.input[0])
-        assert cond is not None                     # check_supported: constant condition only
-        c = np.asarray(cond, bool)
-        c = c.reshape((1,) * (rank - c.ndim) + c.shape).transpose(perm)
-        ins = [self.g.add_const(n.input[0] + "_cond", c)] + \
-            [self.get(name, perm, rank=rank) for name in n.input[1:]]
+        if cond is None:                            # a mask computed at run time
+            c_name = self.get(n.input[0], perm, rank=rank)
+        else:
+            c = np.asarray(cond, bool)
+            c = c.reshape((1,) * (rank - c.ndim) + c.shape).transpose(perm)
+            c_name = self.g.add_const(n.input[0] + "_cond", c)
+        ins = [c_name] + [self.get(name, perm, rank=rank) for name in n.input[1:]]
         y = self.new(n.output[0], perm)
         self.g.add_op("SELECT_V2", ins, [y], n.name)
 
     def op_Gather(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
         rank = len(self.shape(n.input[0]))
         axis = int(a.get("axis", 0)) % rank  # type: ignore[call-overload]
+        if self.const(n.input[1]) is None:
+            self._gather_computed(n, axis)
+            return
         idx = np.asarray(self.p.consts[n.input[1]]).astype(np.int64)
         idx = np.where(idx < 0, idx + self.shape(n.input[0])[axis], idx).astype(np.int32)
         perm = self.perm_of(n.input[0])
@@ -111,9 +116,24 @@ class MoreOps(SpatialOps):
             z = self.new(n.output[0], _axes_after_reduce(perm, [axis], keep=False))
             self._reshape(y, z, self.g.tensors[z].shape)
 
+    def _gather_computed(self, n: onnx.NodeProto, axis: int) -> None:
+        """GATHER with indices from the graph (token ids into an embedding table). LiteRT
+        takes no negative indices: ids out of [0, dim) fail at run time there."""
+        x = self.get(n.input[0])
+        idx = self.get(n.input[1])
+        y = self.new(n.output[0], identity(len(self.shape(n.output[0]))))
+        self.g.add_op("GATHER", [x, idx], [y], n.name, axis=axis, batchDims=0)
+
     def op_Cast(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
-        # only float32 -> float32 reaches here (check_supported); a no-op
-        self.val[n.output[0]] = self.val[n.input[0]]
+        # float->float and int64<->int32 keep the graph's type (integers are int32 inside)
+        src = self.g.tensors[self.val[n.input[0]][0]].dtype
+        perm = self.perm_of(n.input[0])
+        if src == ir_dtype(self.p.dtypes.get(n.output[0])):
+            self.val[n.output[0]] = self.val[n.input[0]]
+            return
+        x = self.get(n.input[0], perm)
+        y = self.new(n.output[0], perm)
+        self.g.add_op("CAST", [x], [y], n.name)
 
     # -- reductions -----------------------------------------------------------------------------
     def _reduce(self, n: onnx.NodeProto, a: dict[str, object], kind: str) -> None:

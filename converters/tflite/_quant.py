@@ -262,8 +262,9 @@ def _quantise_consts(g: Graph, op: Op, qp: dict[str, Quant], st: FullIntSettings
             # bias: int32 at s_in * s_w
             x = op.inputs[2] if op.kind == "TRANSPOSE_CONV" else op.inputs[0]
             wq = g.tensors[op.inputs[widx]].quant
-            assert wq is not None
-            s = (qp[x].scale[0] * wq.scale).astype(np.float64)
+            xq = qp[x] if x in qp else g.tensors[x].quant     # a constant input: quantised
+            assert wq is not None and xq is not None
+            s = (xq.scale[0] * wq.scale).astype(np.float64)
             s = np.broadcast_to(s, t.data.shape)
             b = np.clip(np.round(t.data / s), -2**31, 2**31 - 1).astype(np.int32)
             new = g.add_const(name + "__q", b)
@@ -274,7 +275,8 @@ def _quantise_consts(g: Graph, op: Op, qp: dict[str, Quant], st: FullIntSettings
             op.inputs[i] = new
         else:
             if op.kind in ("MAXIMUM", "MINIMUM", "PADV2"):
-                quant = qp[op.inputs[0]]          # compared / padded in the input's scale
+                # compared / padded in the scale of the data input (either side for MAXIMUM)
+                quant = next(qp[x] for x in op.inputs if x in qp)
             else:
                 quant = _act_quant(float(t.data.min()), float(t.data.max()))
                 if op.kind == "PRELU":

@@ -34,10 +34,11 @@ _CONV = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"}
 # ops that compute shapes or data-dependent sizes at run time; NPU compilers reject them
 _DYNAMIC_KINDS = {"SHAPE", "RANGE", "FILL", "WHERE", "UNIQUE", "BROADCAST_ARGS",
                   "NON_MAX_SUPPRESSION_V4", "NON_MAX_SUPPRESSION_V5", "DYNAMIC_UPDATE_SLICE"}
-# ops whose shape-giving input is static only when it is a constant (input index)
+# ops whose shape-giving input is static only when it is a constant (input index); GATHER is
+# not one: its output shape is the indices' shape, whatever ids (tokens, bytes) they hold
 _SHAPE_INPUT = {"RESHAPE": 1, "BROADCAST_TO": 1, "RESIZE_BILINEAR": 1,
                 "RESIZE_NEAREST_NEIGHBOR": 1, "STRIDED_SLICE": 1, "PAD": 1, "PADV2": 1,
-                "MIRROR_PAD": 1, "SLICE": 1, "TRANSPOSE": 1, "GATHER": 1}
+                "MIRROR_PAD": 1, "SLICE": 1, "TRANSPOSE": 1}
 
 
 def dynamic_ops(g: Graph) -> list[Op]:

@@ -160,10 +160,13 @@ def _attribute_combinations() -> onnx.ModelProto:
                   n("Pow", ["ax", "e"], ["p"], name="pow_runtime_exponent"),
                   n("LayerNormalization", ["p", "g"], ["ln", "ln_mean"], axis=-1,
                     name="ln_with_mean"),
-                  n("ReduceMax", ["sx"], ["mx"], keepdims=0, name="rmax"),   # in (0, 1)
-                  n("Cast", ["mx"], ["mi"], to=onnx.TensorProto.INT64, name="cast_to_int"),
-                  n("Gather", ["ln", "mi"], ["y"], axis=3, name="gather_runtime_index")],
-                 {"x": [1, 2, 4, 4], "e": [1]}, ["y"], [W(r, "g", 4)])
+                  n("ReduceMax", ["sx"], ["mx"], keepdims=0, name="rmax"),
+                  n("Cast", ["mx"], ["mb"], to=onnx.TensorProto.BOOL, name="cast_to_bool"),
+                  n("Where", ["mb", "sx", "x"], ["y"]),
+                  n("ReduceSum", ["sx", "no_axes"], ["sm"], keepdims=1,
+                    noop_with_empty_axes=1, name="rsum_noop")],
+                 {"x": [1, 2, 4, 4], "e": [1]}, ["ln", "y", "sm"],
+                 [W(r, "g", 4), onnx.numpy_helper.from_array(np.zeros(0, np.int64), "no_axes")])
 
 
 def test_unlowerable_attribute_combinations_named_together() -> None:
@@ -173,8 +176,8 @@ def test_unlowerable_attribute_combinations_named_together() -> None:
     assert msg.startswith("4 node(s)"), msg
     for needle in ("pow_runtime_exponent (Pow with a non-constant exponent)",
                    "ln_with_mean (LayerNormalization with Mean/InvStdDev outputs)",
-                   "cast_to_int (Cast to INT64)",
-                   "gather_runtime_index (Gather with indices computed at run time)"):
+                   "cast_to_bool (Cast to BOOL)",
+                   "rsum_noop (ReduceSum noop_with_empty_axes=1)"):
         assert needle in msg
     assert "x86-cpu" in ei.value.hint
 
@@ -184,19 +187,20 @@ def test_unlowerable_attribute_combinations_cli(cli, keys_home: Path, tmp_path: 
     onnx.save(_attribute_combinations(), str(p))
     out = tmp_path / "out"
     _assert_refused(_build(cli, p, out, "--target", "tflite-cpu"), out, 1,
-                    "Pow with a non-constant exponent", "Cast to INT64",
-                    "Gather with indices computed at run time")
+                    "Pow with a non-constant exponent", "Cast to BOOL",
+                    "ReduceSum noop_with_empty_axes=1")
 
 
-def test_where_with_a_runtime_condition_is_refused() -> None:
+def test_where_with_a_runtime_bool_input_lowers_to_select() -> None:
     g = h.make_graph([h.make_node("Where", ["c", "x", "z"], ["y"], name="where_rt")], "t",
                      [h.make_tensor_value_info("c", onnx.TensorProto.BOOL, [1, 4]),
                       h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4]),
                       h.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [1, 4])],
                      [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])])
     m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
-    with pytest.raises(UnsupportedModelError, match=r"where_rt \(Where with a condition computed"):
-        convert(m)
+    res = convert(m)
+    assert res.graph.op_counts() == {"SELECT_V2": 1}
+    assert res.graph.tensors[res.graph.inputs[0]].dtype == "bool"
 
 
 @pytest.mark.parametrize("target", ["tflite-cpu", "ethos-u"])

@@ -1,8 +1,8 @@
 """PyTorch-exported models (benchmarks/models): FP32 within 1e-4 of ONNX Runtime, INT8 close.
 
 These are the committed benchmark exports (MobileNet-style classifier, ResNet-style classifier,
-segmenter with ConvTranspose and Resize, audio 1D-CNN); the GRU forecaster is refused with the
-one-line error. Marked slow: each converts and runs a real network.
+segmenter with ConvTranspose and Resize, audio 1D-CNN) and the GRU forecaster (unrolled).
+Marked slow: each converts and runs a real network.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pytest
 from converters.tflite import compatibility_report, convert
 from converters.tflite._runtime import LiteRT
 from converters.tflite.convert import to_artifact_layout, to_onnx_layout
-from edgeops.errors import UnsupportedModelError
 from tests.converters.tflite.models import ort_run
 
 MODELS = Path(__file__).resolve().parents[3] / "benchmarks" / "models"
@@ -59,13 +58,28 @@ def test_fp32_within_1e4_and_int8_close(name: str) -> None:
     assert compatibility_report(int8.graph, "ethos-u")["fully_mapped"]
 
 
-def test_gru_model_refused_in_one_line() -> None:
+def test_gru_forecaster_unrolled_fp32_within_1e4() -> None:
+    """Two stacked GRUs over 48 steps, unrolled into FULLY_CONNECTED/LOGISTIC/TANH steps; the
+    full-integer build (a constant initial state feeding the first step) stays close too."""
     path = MODELS / "gru.onnx"
     if not path.exists():
         pytest.skip(f"{path} not exported")
-    with pytest.raises(UnsupportedModelError) as ei:
-        convert(onnx.load(str(path)))
-    assert "GRU" in ei.value.message and "\n" not in ei.value.diagnostics()
+    m = onnx.load(str(path))
+    inp = m.graph.input[0].name
+    with np.load(MODELS / "gru.cal.npz") as z:
+        data = z[inp].astype(np.float32)
+    res = convert(m)
+    assert "GRU" not in res.graph.op_counts() and res.graph.op_counts()["TANH"] >= 48
+    int8 = convert(m, precision="int8", calibration=({inp: data[i:i + 1]} for i in range(32)))
+    rt, rt8 = LiteRT(res.model), LiteRT(int8.model)
+    for i in range(40, 44):
+        x = data[i:i + 1]
+        (ref,) = ort_run(m, {inp: x})[:1]
+        (got,) = rt.run_float([x])
+        assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+        g8 = rt8.run_float([x])[0].ravel().astype(np.float64)
+        r = ref.ravel().astype(np.float64)
+        assert r @ g8 / (np.linalg.norm(r) * np.linalg.norm(g8)) >= 0.98
 
 
 @pytest.mark.parametrize("target", ["edgetpu", "ethos-u"])

@@ -49,3 +49,34 @@ def test_onnx2tf_copy_fixes_shapes_and_scope_names_and_leaves_the_source(tmp_pat
     assert m.graph.node[0].name == "Relu_0" and changes == ["1 node names made scope-safe"]
     assert [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == [1, 4]
     assert src.read_bytes() == before
+
+
+def test_zoo_subset_run_updates_its_rows_and_keeps_the_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    def row(model: str, ms: float) -> dict[str, Any]:
+        return {"model": model, "input_unchanged": True,
+                "edgeops": {"convert_s": 1.0, "peak_rss_mib": 100.0, "ops": 10,
+                            "transposes": 0, "max_rel_err": 1e-7},
+                "onnx2tf": {"error": "skipped: no onnx2tf venv"}, "litert_ms": {"edgeops": ms}}
+
+    rounds_seen: list[int] = []
+
+    def fake_bench(names: list[str], venv: Path | None, rounds: int = 7,
+                   **_: Any) -> list[dict[str, Any]]:
+        rounds_seen.append(rounds)
+        return [row(n, 2.0) for n in names]
+
+    monkeypatch.setattr(zoo_bench, "bench_zoo", fake_bench)
+    monkeypatch.setattr(converter_tflite, "RESULTS", tmp_path)
+    (tmp_path / "converter_tflite.zoo.json").write_text(json.dumps(
+        {"results": [row("magika", 9.0), row("ocr-cls", 9.0)]}))
+    assert converter_tflite.main(["--zoo", "ocr-cls", "--zoo-rounds", "15", "--onnx2tf-venv",
+                                  str(tmp_path / "absent")]) == 0
+    doc = json.loads((tmp_path / "converter_tflite.zoo.json").read_text())
+    ms = {r["model"]: r["litert_ms"]["edgeops"] for r in doc["results"]}
+    assert ms == {"ocr-cls": 2.0, "magika": 9.0} and rounds_seen == [15]
+    assert [r["model"] for r in doc["results"]] == ["ocr-cls", "magika"]   # zoo order
+    assert "Rows of ocr-cls from this run (15 rounds)" in (
+        tmp_path / "converter_tflite.zoo.md").read_text()

@@ -9,6 +9,8 @@ lower are refused in one error that names every node, before anything is written
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -20,6 +22,7 @@ from edgeops.errors import UnsupportedModelError
 from tests.converters.tflite.models import ort_run
 from tests.realdata import scans
 from tests.realzoo import model_path
+from tests.zoo_inputs import name_tokens
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +39,6 @@ CONVERTIBLE = {
 REFUSED = {
     "vad": {"input": (1, 576), "state": (2, 1, 128)},
     "vad-ifless": {"input": (1, 576), "state": (2, 1, 128)},
-    "magika": {"bytes": (1, 2048)},
-    "name-encoder": {"src": (1, 16), "src_mask": (1, 16)},
 }
 
 
@@ -83,3 +84,60 @@ def test_zoo_model_with_unlowered_ops_refused_in_one_error(name: str) -> None:
     msg = ei.value.message
     assert msg.startswith(tuple(f"{k} node(s)" for k in range(1, 100))), msg
     assert "\n" not in ei.value.diagnostics()
+
+
+def _magika_features(path: Path) -> np.ndarray:
+    """magika's v3 features of a file: the first 1024 bytes after leading whitespace (padded
+    right) and the last 1024 before trailing whitespace (padded left), padding token 256."""
+    data = path.read_bytes()
+    beg = list(data[:4096].lstrip()[:1024])
+    end = list(data[-4096:].rstrip()[-1024:])
+    beg += [256] * (1024 - len(beg))
+    end = [256] * (1024 - len(end)) + end
+    return np.array([beg + end], np.int32)
+
+
+def test_magika_classifies_source_files_in_litert_like_onnxruntime() -> None:
+    """int32 byte values through one-hot EQUAL/CAST, FULLY_CONNECTED and the norms."""
+    m = onnx.load(str(model_path("magika")))
+    res = convert(m, input_shapes={"bytes": (1, 2048)})
+    counts = res.graph.op_counts()
+    assert counts.get("EQUAL") == 1 and counts.get("CAST") == 1, counts
+    assert res.graph.tensors[res.graph.inputs[0]].dtype == "int32"
+    rt = LiteRT(res.model)
+    root = Path(__file__).resolve().parents[3]
+    files = [root / "converters/tflite/_lower.py", root / "docs/TFLITE.md",
+             root / "pyproject.toml", Path(__file__).with_name("__init__.py")]
+    for f in files:
+        x = _magika_features(f)
+        ref = ort_run(m, {"bytes": x})[0]
+        got = rt.run([x])[0]
+        err = float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-2))
+        assert err <= 1e-4, f"{f.name}: relative error {err:.2e}"
+        assert int(got.argmax()) == int(ref.argmax()), f.name
+    assert compatibility_report(res.graph, "ethos-u")["dynamic_ops"] == 0
+
+
+def test_name_encoder_gru_runs_in_litert_like_onnxruntime() -> None:
+    """int64 token ids into GATHER, two bidirectional GRUs (linear_before_reset=1) unrolled
+    over the fixed length, a bool padding mask into the mean pooling."""
+    m = onnx.load(str(model_path("name-encoder")))
+    res = convert(m, input_shapes={"src": (1, 12), "src_mask": (1, 12)})
+    counts = res.graph.op_counts()
+    assert "GRU" not in str(counts) and counts.get("GATHER") == 1, counts
+    assert counts.get("TANH", 0) >= 2 * 2 * 12, counts
+    rt = LiteRT(res.model)
+    feeds = name_tokens(2)
+    feeds["src_mask"][1, 9:] = False                       # a shorter name, padded
+    for i in range(2):
+        x = {k: v[i:i + 1] for k, v in feeds.items()}
+        ref = ort_run(m, x)
+        got = rt.run([x[k] for k in res.input_names])
+        for o, r, g in zip(res.output_names, ref, got, strict=True):
+            assert g.shape == r.shape and g.dtype == r.dtype, o
+            if r.dtype == np.bool_:
+                assert np.array_equal(g, r), o
+                continue
+            err = float(np.abs(g - r).max() / max(float(np.abs(r).max()), 1e-2))
+            assert err <= 1e-4, f"{o}: relative error {err:.2e}"
+    assert compatibility_report(res.graph, "ethos-u")["dynamic_ops"] == 0
