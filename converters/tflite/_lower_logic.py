@@ -4,8 +4,8 @@ Transformer exports build their attention masks from bools: ``Cast(mask, to=BOOL
 NOT_EQUAL against zero, And/Or/Xor the LOGICAL_* ops (Xor as NOT_EQUAL of two bools), IsNaN
 NOT_EQUAL of a tensor with itself (only NaN differs from itself), and GatherND (batch_dims 0)
 GATHER_ND in ONNX order. Sub-pixel convolution decoders (nucleus-seg) use DepthToSpace:
-TFLite's DEPTH_TO_SPACE on a channels-last tensor is exactly ONNX's DCR mode; CRD mode is
-refused by ``logic_problem`` naming the node.
+TFLite's DEPTH_TO_SPACE on a channels-last tensor is exactly ONNX's DCR mode; CRD mode first
+reorders the channels from (C, b, b) to (b, b, C) with RESHAPE, TRANSPOSE, RESHAPE.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def logic_problem(n: onnx.NodeProto, a: dict[str, object], shapes: dict[str, tup
                   consts: dict[str, np.ndarray]) -> str:
     """Why a node of LOGIC_OPS cannot be lowered with these attributes ("" if it can)."""
     t = n.op_type
-    if t == "DepthToSpace" and _s(a.get("mode", "DCR")) != "DCR":
-        return f"DepthToSpace mode={_s(a.get('mode'))} (DCR only)"
+    if t == "DepthToSpace" and _s(a.get("mode", "DCR")) not in ("DCR", "CRD"):
+        return f"DepthToSpace mode={_s(a.get('mode'))}"
     if t == "DepthToSpace" and len(shapes.get(n.input[0], ())) != 4:
         return "DepthToSpace of a non-4D tensor"
     if t == "GatherND" and int(a.get("batch_dims", 0)) != 0:  # type: ignore[call-overload]
@@ -95,7 +95,19 @@ class LogicOps(LayoutTracker):
         self.g.add_op("GATHER_ND", [x, idx], [y], n.name)
 
     def op_DepthToSpace(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+        b = int(a["blocksize"])  # type: ignore[call-overload]
         x = self.get(n.input[0], channels_last(4))
+        if _s(a.get("mode", "DCR")) == "CRD":         # channel c*b*b + k -> k*C + c
+            nn, hh, ww, cc = self.g.tensors[x].shape
+            c = cc // (b * b)
+            split = self.g.add_tensor(n.output[0] + "__crd", (nn, hh, ww, c, b * b),
+                                      self.g.tensors[x].dtype)
+            self._reshape(x, split, (nn, hh, ww, c, b * b))
+            moved = self.g.add_tensor(n.output[0] + "__dcr5", (nn, hh, ww, b * b, c),
+                                      self.g.tensors[x].dtype)
+            self.g.add_op("TRANSPOSE", [split, self.i32("perm", [0, 1, 2, 4, 3])], [moved])
+            x = self.g.add_tensor(n.output[0] + "__dcr", (nn, hh, ww, cc),
+                                  self.g.tensors[split].dtype)
+            self._reshape(moved, x, (nn, hh, ww, cc))
         y = self.new(n.output[0], channels_last(4))
-        self.g.add_op("DEPTH_TO_SPACE", [x], [y], n.name,
-                      blockSize=int(a["blocksize"]))  # type: ignore[call-overload]
+        self.g.add_op("DEPTH_TO_SPACE", [x], [y], n.name, blockSize=b)

@@ -108,12 +108,14 @@ def _conv_d2s(mode: str, name: str = "d2s") -> onnx.ModelProto:
                   {"x": (T.FLOAT, (1, 2, 5, 6))}, ["y"], [nh.from_array(w, "w")])
 
 
-@pytest.mark.parametrize("keep_io", [False, True])
-def test_depth_to_space_dcr_matches_onnxruntime(keep_io: bool) -> None:
-    m = _conv_d2s("DCR")
+@pytest.mark.parametrize(("mode", "keep_io"), [("DCR", False), ("DCR", True), ("CRD", False)])
+def test_depth_to_space_matches_onnxruntime(mode: str, keep_io: bool) -> None:
+    m = _conv_d2s(mode)
     res = convert(m, precision="fp32", keep_io_layout=keep_io)
     counts = res.graph.op_counts()
     assert counts.get("DEPTH_TO_SPACE") == 1, counts
+    # DCR is the builtin's own channel order; CRD reorders the channels with one TRANSPOSE
+    assert counts.get("TRANSPOSE", 0) == (mode == "CRD") + 2 * keep_io, counts
     x = _x(1, 2, 5, 6)
     ref = ort_run(m, {"x": x})[0]
     got = LiteRT(res.model).run([to_artifact_layout(x, res.io_layout["x"])])[0]
@@ -123,11 +125,11 @@ def test_depth_to_space_dcr_matches_onnxruntime(keep_io: bool) -> None:
 
 
 def test_unlowered_forms_refused_naming_each_node() -> None:
-    """DepthToSpace CRD (channel order differs from DEPTH_TO_SPACE) and GatherND batch_dims."""
-    m = _conv_d2s("CRD", name="crd_upsample")
+    """DepthToSpace in a mode ONNX does not define, GatherND with batch_dims."""
+    m = _conv_d2s("XYZ", name="odd_upsample")
     with pytest.raises(UnsupportedModelError) as ei:
         convert(m, precision="fp32")
-    assert "crd_upsample (DepthToSpace mode=CRD (DCR only))" in ei.value.message, ei.value.message
+    assert "odd_upsample (DepthToSpace mode=XYZ)" in ei.value.message, ei.value.message
     g = _typed([h.make_node("GatherND", ["x", "i"], ["y"], batch_dims=1, name="batched")],
                {"x": (T.FLOAT, (2, 4, 3))}, ["y"],
                [nh.from_array(np.array([[1], [3]], np.int64), "i")])
