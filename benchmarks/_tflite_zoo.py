@@ -98,6 +98,18 @@ def _feeds(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], i: int
     return out
 
 
+def _token_feeds(name: str, shapes: dict[str, tuple[int, ...]], i: int
+                 ) -> dict[str, np.ndarray] | None:
+    """Real-ish token ids for the BERT-vocabulary encoder (its token_type_ids must be 0/1,
+    its ids within the vocabulary); None for every other model."""
+    if name != "minilm":
+        return None
+    from tests.zoo_inputs import bert_tokens
+
+    toks = bert_tokens(2, shapes["input_ids"][1])
+    return {k: v[i:i + 1] for k, v in toks.items()}
+
+
 def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     import onnxruntime as ort
 
@@ -272,8 +284,12 @@ def _onnx2tf_feeds(rt: Any, onnx_feeds: dict[str, np.ndarray]) -> list[np.ndarra
         if src is None:
             src = next((v for v in onnx_feeds.values() if v.size == int(np.prod(d["shape"]))),
                        next(iter(onnx_feeds.values())))
-        vals.append(_match(np.zeros(tuple(d["shape"])), src).astype(d["dtype"])
-                    if src.ndim == len(d["shape"]) else src.reshape(d["shape"]))
+        shape = tuple(int(v) for v in d["shape"])
+        if src.ndim == 4 and src.transpose(0, 2, 3, 1).shape == shape:
+            vals.append(src.transpose(0, 2, 3, 1).astype(d["dtype"]))  # its NCHW -> NHWC
+            continue
+        vals.append(_match(np.zeros(shape), src).astype(d["dtype"])
+                    if src.ndim == len(shape) else src.reshape(shape))
     return vals
 
 
@@ -315,7 +331,7 @@ def bench_zoo(names: list[str], venv: Path | None, rounds: int = 7, runs: int = 
             else:
                 o2t = {"error": "skipped: no onnx2tf venv"}
                 row["onnx2tf"] = o2t
-            feeds = [_feeds(model, shapes, i) for i in range(2)]
+            feeds = [_token_feeds(name, shapes, i) or _feeds(model, shapes, i) for i in range(2)]
             try:
                 refs = [_ort(model, f) for f in feeds]
             except Exception as exc:                # no reference: report, keep going
