@@ -51,6 +51,8 @@ ZOO_SHAPES: dict[str, dict[str, tuple[int, ...]]] = {
     "vad-ifless": {"input": (1, 576), "state": (2, 1, 128), "sr": ()},
     "magika": {"bytes": (1, 2048)},
     "name-encoder": {"src": (1, 16), "src_mask": (1, 16)},
+    "minilm": {"input_ids": (1, 16), "attention_mask": (1, 16), "token_type_ids": (1, 16)},
+    "nucleus-seg-256": {"input:0": (1, 256, 256, 1)},
 }
 _SAMPLE_NPY = "calibration_image_sample_data_20x128x128x3_float32.npy"
 _SCOPE_OK = re.compile(r"[^A-Za-z0-9_./>-]")
@@ -73,7 +75,12 @@ def _feeds(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], i: int
     types = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.input}
     for name, shp in shapes.items():
         et = types.get(name, onnx.TensorProto.FLOAT)
-        if len(shp) == 4:
+        if len(shp) == 4 and shp[-1] == 1 and shp[1] > 4:   # channels-last grey, in [0, 1]
+            img = scans()[i].astype(np.float32) / 255.0
+            rows = (np.arange(shp[1]) * img.shape[0] / shp[1]).astype(int)
+            cols = (np.arange(shp[2]) * img.shape[1] / shp[2]).astype(int)
+            out[name] = np.ascontiguousarray(img[rows][:, cols][None, :, :, None], np.float32)
+        elif len(shp) == 4:
             img = scans()[i].astype(np.float32) / 255.0
             rows = (np.arange(shp[2]) * img.shape[0] / shp[2]).astype(int)
             cols = (np.arange(shp[3]) * img.shape[1] / shp[3]).astype(int)
@@ -89,6 +96,18 @@ def _feeds(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], i: int
             out[name] = (np.full(shp, 16000) if name == "sr" else     # token ids, small
                          rng.integers(1, 50, shp)).astype(dt)                 # vocabularies
     return out
+
+
+def _token_feeds(name: str, shapes: dict[str, tuple[int, ...]], i: int
+                 ) -> dict[str, np.ndarray] | None:
+    """Real-ish token ids for the BERT-vocabulary encoder (its token_type_ids must be 0/1,
+    its ids within the vocabulary); None for every other model."""
+    if name != "minilm":
+        return None
+    from tests.zoo_inputs import bert_tokens
+
+    toks = bert_tokens(2, shapes["input_ids"][1])
+    return {k: v[i:i + 1] for k, v in toks.items()}
 
 
 def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -265,9 +284,21 @@ def _onnx2tf_feeds(rt: Any, onnx_feeds: dict[str, np.ndarray]) -> list[np.ndarra
         if src is None:
             src = next((v for v in onnx_feeds.values() if v.size == int(np.prod(d["shape"]))),
                        next(iter(onnx_feeds.values())))
-        vals.append(_match(np.zeros(tuple(d["shape"])), src).astype(d["dtype"])
-                    if src.ndim == len(d["shape"]) else src.reshape(d["shape"]))
+        shape = tuple(int(v) for v in d["shape"])
+        if src.ndim == 4 and src.transpose(0, 2, 3, 1).shape == shape:
+            vals.append(src.transpose(0, 2, 3, 1).astype(d["dtype"]))  # its NCHW -> NHWC
+            continue
+        vals.append(_match(np.zeros(shape), src).astype(d["dtype"])
+                    if src.ndim == len(shape) else src.reshape(shape))
     return vals
+
+
+def _source(name: str) -> Path:
+    """The zoo model file; ``nucleus-seg-256`` is the segmenter re-made for 256x256 tiles."""
+    from tests.realzoo import model_path
+    from tests.realzoo_made import nucleus_seg
+
+    return nucleus_seg(256) if name == "nucleus-seg-256" else model_path(name)
 
 
 def bench_zoo(names: list[str], venv: Path | None, rounds: int = 7, runs: int = 3,
@@ -276,14 +307,13 @@ def bench_zoo(names: list[str], venv: Path | None, rounds: int = 7, runs: int = 
     from converters.tflite._fusion_perf import measured_rewrites
     from converters.tflite._runtime import LiteRT
     from converters.tflite.convert import to_artifact_layout, to_onnx_layout
-    from tests.realzoo import model_path
 
     rewrites = measured_rewrites(1)["enabled"]
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="tflite-zoo-"))
     try:
         for name in names:
-            src = model_path(name)
+            src = _source(name)
             shapes = ZOO_SHAPES[name]
             digest = _sha(src)
             model = onnx.load(str(src))
@@ -301,7 +331,7 @@ def bench_zoo(names: list[str], venv: Path | None, rounds: int = 7, runs: int = 
             else:
                 o2t = {"error": "skipped: no onnx2tf venv"}
                 row["onnx2tf"] = o2t
-            feeds = [_feeds(model, shapes, i) for i in range(2)]
+            feeds = [_token_feeds(name, shapes, i) or _feeds(model, shapes, i) for i in range(2)]
             try:
                 refs = [_ort(model, f) for f in feeds]
             except Exception as exc:                # no reference: report, keep going

@@ -19,6 +19,7 @@ from onnx import helper
 
 from converters.tflite._ir import Graph
 from converters.tflite._layout import Perm, channels_last, identity, layout_record
+from converters.tflite._lower_logic import LOGIC_ANY_DTYPE, LOGIC_OPS, LogicOps, logic_problem
 from converters.tflite._lower_more import MORE_OPS, MoreOps
 from converters.tflite._lower_rnn import RnnOps, gru_problem
 from converters.tflite._prep import Prepared
@@ -32,11 +33,11 @@ SUPPORTED_OPS = frozenset({
     "AveragePool", "GlobalAveragePool", "BatchNormalization", "Concat", "Reshape", "Flatten",
     "Squeeze", "Unsqueeze", "Transpose", "Pad", "Resize", "Slice", "ReduceMean", "Identity",
     "Dropout", "Equal", "Less", "Greater", "Not", "GRU", "LSTM",
-}) | MORE_OPS
+}) | MORE_OPS | LOGIC_OPS
 # ops that also move integer and bool tensors (ids, masks, one-hot comparisons)
 _ANY_DTYPE = {"Identity", "Where", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand",
               "Equal", "Less", "Greater", "Not", "Cast", "Gather", "Concat", "Transpose",
-              "Slice"}
+              "Slice"} | LOGIC_ANY_DTYPE
 # consumers that read a tensor in ONNX order (a held permutation costs them a TRANSPOSE) ...
 _ONNX_ORDER = {"MatMul", "Gemm", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 # ... and ops that take any layout and hand it on
@@ -116,7 +117,8 @@ def check_supported(prep: Prepared) -> None:
             hint=hint)
 
 
-_CAST_TO = {onnx.TensorProto.FLOAT, onnx.TensorProto.INT32, onnx.TensorProto.INT64}
+_CAST_TO = {onnx.TensorProto.FLOAT, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+            onnx.TensorProto.BOOL}
 _CAST_FROM = {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64, np.bool_)}
 _ERF_HINT = "Erf outside GELU x*0.5*(1+erf(x/sqrt(2)))"
 
@@ -149,10 +151,12 @@ def _attribute_problem(n: onnx.NodeProto, a: dict[str, object], prep: Prepared) 
         return gru_problem(n, a, prep.consts, prep.shapes)
     if t == "Split" and any(not o for o in n.output):
         return "Split with an omitted output"
+    if t in LOGIC_OPS:
+        return logic_problem(n, a, prep.shapes, prep.consts)
     return ""
 
 
-class _Lowering(MoreOps, RnnOps):
+class _Lowering(MoreOps, RnnOps, LogicOps):
     """ONNX node by node into the TFLite graph; spatial ops come from ``SpatialOps``, the ops
     of real exports beyond convolutions (split, reductions, norms) from :class:`MoreOps`."""
 
@@ -206,6 +210,12 @@ class _Lowering(MoreOps, RnnOps):
         for o, t in zip(g.output, list(self.g.outputs), strict=True):
             self.g.rename(t, o.name)
         return self.g
+
+    def op_Cast(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+        if int(a.get("to", 0)) == onnx.TensorProto.BOOL:  # type: ignore[call-overload]
+            self.cast_to_bool(n)
+        else:
+            super().op_Cast(n, a)
 
     def op_Identity(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
         if n.input[0] in self.p.consts:

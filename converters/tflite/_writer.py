@@ -36,7 +36,7 @@ _OPTIONS: dict[str, str] = {
     "HARD_SWISH": "HardSwishOptions", "SPLIT_V": "SplitVOptions", "SUM": "ReducerOptions",
     "REDUCE_MAX": "ReducerOptions", "REDUCE_MIN": "ReducerOptions",
     "REDUCE_PROD": "ReducerOptions", "GATHER": "GatherOptions", "GELU": "GeluOptions",
-    "PACK": "PackOptions",
+    "PACK": "PackOptions", "DEPTH_TO_SPACE": "DepthToSpaceOptions",
 }
 
 _TYPES = {"float32": "FLOAT32", "float16": "FLOAT16", "int32": "INT32", "int8": "INT8",

@@ -161,7 +161,8 @@ def _attribute_combinations() -> onnx.ModelProto:
                   n("LayerNormalization", ["p", "g"], ["ln", "ln_mean"], axis=-1,
                     name="ln_with_mean"),
                   n("ReduceMax", ["sx"], ["mx"], keepdims=0, name="rmax"),
-                  n("Cast", ["mx"], ["mb"], to=onnx.TensorProto.BOOL, name="cast_to_bool"),
+                  n("Cast", ["mx"], ["mh"], to=onnx.TensorProto.FLOAT16, name="cast_to_half"),
+                  n("Cast", ["mh"], ["mb"], to=onnx.TensorProto.BOOL, name="bool_of_half"),
                   n("Where", ["mb", "sx", "x"], ["y"]),
                   n("ReduceSum", ["sx", "no_axes"], ["sm"], keepdims=1,
                     noop_with_empty_axes=1, name="rsum_noop")],
@@ -173,10 +174,10 @@ def test_unlowerable_attribute_combinations_named_together() -> None:
     with pytest.raises(UnsupportedModelError) as ei:
         convert(_attribute_combinations())
     msg = ei.value.message
-    assert msg.startswith("4 node(s)"), msg
+    assert msg.startswith("5 node(s)"), msg
     for needle in ("pow_runtime_exponent (Pow with a non-constant exponent)",
                    "ln_with_mean (LayerNormalization with Mean/InvStdDev outputs)",
-                   "cast_to_bool (Cast to BOOL)",
+                   "cast_to_half (Cast to FLOAT16)", "bool_of_half (Cast from float16)",
                    "rsum_noop (ReduceSum noop_with_empty_axes=1)"):
         assert needle in msg
     assert "x86-cpu" in ei.value.hint
@@ -187,7 +188,7 @@ def test_unlowerable_attribute_combinations_cli(cli, keys_home: Path, tmp_path: 
     onnx.save(_attribute_combinations(), str(p))
     out = tmp_path / "out"
     _assert_refused(_build(cli, p, out, "--target", "tflite-cpu"), out, 1,
-                    "Pow with a non-constant exponent", "Cast to BOOL",
+                    "Pow with a non-constant exponent", "Cast to FLOAT16",
                     "ReduceSum noop_with_empty_axes=1")
 
 

@@ -117,7 +117,7 @@ def test_one_hot_is_equal_cast_fully_connected() -> None:
 
 def test_cast_to_unlowered_type_refused_naming_each_node() -> None:
     m = _typed([h.make_node("Cast", ["x"], ["a"], to=T.FLOAT16, name="to_half"),
-                h.make_node("Cast", ["x"], ["b"], to=T.BOOL, name="to_bool"),
+                h.make_node("Cast", ["x"], ["b"], to=T.INT8, name="to_int8"),
                 h.make_node("Cast", ["a"], ["c"], to=T.FLOAT),
                 h.make_node("Cast", ["b"], ["d"], to=T.FLOAT),
                 h.make_node("Add", ["c", "d"], ["y"])],
@@ -125,7 +125,7 @@ def test_cast_to_unlowered_type_refused_naming_each_node() -> None:
     with pytest.raises(UnsupportedModelError) as ei:
         convert(m, precision="fp32")
     msg = ei.value.message
-    assert "to_half (Cast to FLOAT16)" in msg and "to_bool (Cast to BOOL)" in msg, msg
+    assert "to_half (Cast to FLOAT16)" in msg and "to_int8 (Cast to INT8)" in msg, msg
 
 
 def test_full_int8_max_with_a_constant_first_operand() -> None:

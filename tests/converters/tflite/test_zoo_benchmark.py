@@ -80,3 +80,18 @@ def test_zoo_subset_run_updates_its_rows_and_keeps_the_others(
     assert [r["model"] for r in doc["results"]] == ["ocr-cls", "magika"]   # zoo order
     assert "Rows of ocr-cls from this run (15 rounds)" in (
         tmp_path / "converter_tflite.zoo.md").read_text()
+
+
+def test_channels_last_grey_input_gets_a_scan_in_unit_range() -> None:
+    """nucleus-seg-256's (N, 256, 256, 1) input: a scan resized to 256x256, in [0, 1]."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    g = h.make_graph([h.make_node("Identity", ["input:0"], ["y"])], "t",
+                     [h.make_tensor_value_info("input:0", T.FLOAT, [1, 256, 256, 1])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [1, 256, 256, 1])])
+    m: onnx.ModelProto = h.make_model(g)
+    x = zoo_bench._feeds(m, zoo_bench.ZOO_SHAPES["nucleus-seg-256"], 0)["input:0"]
+    assert x.shape == (1, 256, 256, 1) and x.dtype.name == "float32"
+    assert 0.0 <= float(x.min()) < float(x.max()) <= 1.0

@@ -22,7 +22,8 @@ from edgeops.errors import UnsupportedModelError
 from tests.converters.tflite.models import ort_run
 from tests.realdata import scans
 from tests.realzoo import model_path
-from tests.zoo_inputs import name_tokens
+from tests.realzoo_made import nucleus_seg
+from tests.zoo_inputs import bert_tokens, name_tokens
 
 pytestmark = pytest.mark.slow
 
@@ -139,5 +140,55 @@ def test_name_encoder_gru_runs_in_litert_like_onnxruntime() -> None:
                 assert np.array_equal(g, r), o
                 continue
             err = float(np.abs(g - r).max() / max(float(np.abs(r).max()), 1e-2))
+            assert err <= 1e-4, f"{o}: relative error {err:.2e}"
+    assert compatibility_report(res.graph, "ethos-u")["dynamic_ops"] == 0
+
+
+def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-2))
+
+
+def test_minilm_sentence_encoder_runs_in_litert_like_onnxruntime() -> None:
+    """int64 BERT token ids; the attention mask built from bools (Cast to BOOL -> NOT_EQUAL,
+    GatherND, And -> LOGICAL_AND) and IsNaN guards (NOT_EQUAL x, x) in the softmax."""
+    m = onnx.load(str(model_path("minilm")))
+    shapes = dict.fromkeys(("input_ids", "attention_mask", "token_type_ids"), (1, 16))
+    res = convert(m, input_shapes=shapes)
+    counts = res.graph.op_counts()
+    assert counts.get("GATHER_ND") == 1 and counts.get("LOGICAL_AND") == 1, counts
+    assert counts.get("NOT_EQUAL", 0) >= 7, counts       # Cast to BOOL + six IsNaN
+    rt = LiteRT(res.model)
+    feeds = bert_tokens(2)
+    feeds["attention_mask"][1, 11:] = 0                    # a shorter sentence, padded
+    for i in range(2):
+        x = {k: v[i:i + 1] for k, v in feeds.items()}
+        ref = ort_run(m, x)
+        got = rt.run([x[k] for k in res.input_names])
+        for o, r, g in zip(res.output_names, ref, got, strict=True):
+            assert g.shape == r.shape, o
+            err = _rel_err(g, r)
+            assert err <= 1e-4, f"{o}: relative error {err:.2e}"
+    assert compatibility_report(res.graph, "ethos-u")["dynamic_ops"] == 0
+
+
+def test_nucleus_segmenter_runs_in_litert_like_onnxruntime() -> None:
+    """A channels-last (N,256,256,1) input and five sub-pixel DepthToSpace (DCR) upsamplers
+    that become DEPTH_TO_SPACE; fed printed-text scans in [0, 1]."""
+    m = onnx.load(str(nucleus_seg(256)))
+    inp = m.graph.input[0].name
+    res = convert(m)
+    counts = res.graph.op_counts()
+    assert counts.get("DEPTH_TO_SPACE") == 5, counts
+    assert counts.get("TRANSPOSE", 0) == 0, counts
+    rt = LiteRT(res.model)
+    for i in range(2):
+        x = _image((1, 1, 256, 256), i).transpose(0, 2, 3, 1) * 0.5 + 0.5   # NHWC in [0, 1]
+        x = np.ascontiguousarray(x, np.float32)
+        ref = ort_run(m, {inp: x})
+        got = rt.run_float([to_artifact_layout(x, res.io_layout[inp])])
+        for o, r, g in zip(res.output_names, ref, got, strict=True):
+            g = to_onnx_layout(g, res.io_layout[o])
+            assert g.shape == r.shape, o
+            err = _rel_err(g, r)
             assert err <= 1e-4, f"{o}: relative error {err:.2e}"
     assert compatibility_report(res.graph, "ethos-u")["dynamic_ops"] == 0
