@@ -264,12 +264,6 @@ def test_route_and_cli_report_drift(live: LiveFleet, capsys: pytest.CaptureFixtu
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    from edgeops.cli.main import main
+    from tests.fleet.live import run_cli
 
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, *argv)

@@ -101,53 +101,46 @@ def test_unpersisted_telemetry_is_redelivered_to_the_next_worker(
         d.close()
 
 
+def _session_present(broker: Any, client_id: str) -> bool | None:
+    """Whether the broker still holds a session for ``client_id`` (connect without clean
+    start and read CONNACK's session-present flag); None if no CONNACK came in 5 s."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    present: list[bool] = []
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                    protocol=MQTTProtocolVersion.MQTTv5)
+    c.on_connect = lambda _c, _u, flags, _rc, _p: present.append(flags.session_present)
+    c.connect(broker.host, broker.port, clean_start=False)
+    c.loop_start()
+    try:
+        deadline = time.monotonic() + 5
+        while not present and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return present[0] if present else None
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
 @pytest.mark.broker
 def test_clean_stop_leaves_the_share_group_and_ends_the_session(
         store: Store, broker: MosquittoBroker) -> None:
     """After stop() no session of the worker is left: the broker hands it nothing, and a
     client resuming its id finds no session (MQTT 5 session present flag)."""
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
     enroll(store, "cam-1")
     w = ManagerWorker(store, broker.url, client_id="mgr-end", config=WorkerConfig(
         connect_timeout_s=5))
     w.start()
     w.stop()
     assert w.control._unsubscribed.is_set()          # UNSUBACK came before the DISCONNECT
-    present: list[bool] = []
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="mgr-end",
-                    protocol=MQTTProtocolVersion.MQTTv5)
-    c.on_connect = lambda _c, _u, flags, _rc, _p: present.append(flags.session_present)
-    c.connect(broker.host, broker.port, clean_start=False)
-    c.loop_start()
-    try:
-        deadline = time.monotonic() + 5
-        while not present and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert present == [False]
-    finally:
-        c.disconnect()
-        c.loop_stop()
+    assert _session_present(broker, "mgr-end") is False
     # the control group: kept by a plain close (end_session_on_stop=False)
     w2 = ManagerWorker(store, broker.url, client_id="mgr-keep", config=WorkerConfig(
         connect_timeout_s=5, end_session_on_stop=False))
     w2.start()
     w2.stop()
-    present.clear()
-    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="mgr-keep",
-                    protocol=MQTTProtocolVersion.MQTTv5)
-    c.on_connect = lambda _c, _u, flags, _rc, _p: present.append(flags.session_present)
-    c.connect(broker.host, broker.port, clean_start=False)
-    c.loop_start()
-    try:
-        deadline = time.monotonic() + 5
-        while not present and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert present == [True]
-    finally:
-        c.disconnect()
-        c.loop_stop()
+    assert _session_present(broker, "mgr-keep") is True
 
 
 @pytest.mark.broker
