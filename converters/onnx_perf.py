@@ -266,19 +266,13 @@ class OrtTimer:
 
 def _cache_path(ctx: BackendContext, facts: dict[str, Any], groups: dict[str, list[str]]
                 ) -> Path:
-    import platform
-
     import onnxruntime
 
-    cpu = ""
-    try:
-        cpu = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), "")
-    except OSError:
-        pass
+    from converters._machine import cpu_name
+
     key = json.dumps({"v": CACHE_VERSION, "source": ctx.shared["source"].sha256,
                       "target": ctx.profile.name, "precision": ctx.precision,
-                      "ort": onnxruntime.__version__, "cpu": cpu or platform.processor(),
+                      "ort": onnxruntime.__version__, "cpu": cpu_name(),
                       "facts": facts, "threads": ctx.request.threads, "groups": groups},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -174,17 +173,12 @@ class LiteRTPairTimer:
 
 
 def _cache_path(threads: int) -> Path:
+    from converters._machine import cpu_name
     from converters.tflite._runtime import litert_version
     from edgeops.config import edgeops_home
 
-    cpu = ""
-    try:
-        cpu = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), "")
-    except OSError:
-        pass
     key = json.dumps({"v": CACHE_VERSION, "litert": litert_version(), "threads": threads,
-                      "cpu": cpu or platform.processor(), "measured": MEASURED},
+                      "cpu": cpu_name(), "measured": MEASURED},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return edgeops_home() / "cache" / "perf" / f"tflite-fusions-{digest}.json"
