@@ -292,7 +292,7 @@ def test_drift_summaries_follow_the_inputs_against_the_baseline(
     for _ in range(20):
         agent.core.inference.predict({"x": np.full((1, 4), 5.0, dtype=np.float32)})
     rec = mgr.wait(lambda: next((r for b in mgr.telemetry for r in b["records"]
-                                 if r["kind"] == "drift"), None))
+                                 if r["kind"] == "drift"), None), timeout_s=60.0)
     x = rec["features"]["x"]
     # sampled (1 request in 8), each request holds 4 values
     assert x["mean"] == pytest.approx(5.0) and x["count"] > 0 and x["count"] % 4 == 0
@@ -308,8 +308,10 @@ def test_drift_sketch_counts_live_requests_into_the_signed_bins(
     _final(mgr, "d1")
     for _ in range(16):                  # the reference closes a window after 16 requests
         agent.core.inference.predict({"x": np.full((1, 4), 5.0, dtype=np.float32)})
+    # a telemetry batch waits for the one before it to be acknowledged (at least once end to
+    # end); one late ack costs a 5-10 s re-send, so this wait is longer than the others
     rec = mgr.wait(lambda: next((r for b in mgr.telemetry for r in b["records"]
-                                 if r["kind"] == "drift_sketch"), None))
+                                 if r["kind"] == "drift_sketch"), None), timeout_s=60.0)
     assert rec["device_id"] == DEV and rec["bundle"] == "classifier@1.0.0"
     assert rec["requests"] == 16 and rec["sampled"] == 16
     x0 = rec["counts"]["input:x[0]"]
