@@ -65,7 +65,9 @@ def _final(mgr: FakeManager, dep: str, timeout_s: float = 60) -> dict[str, Any]:
 
 
 def _phases(mgr: FakeManager, dep: str) -> list[str]:
-    return [s["phase"] for s in mgr.states if s["deployment_id"] == dep]
+    """The phases the manager learnt, once per report (a re-send repeats a seq)."""
+    once = {s["seq"]: s for s in mgr.states}
+    return [s["phase"] for s in once.values() if s["deployment_id"] == dep]
 
 
 def _serving(agent: Agent) -> str | None:
@@ -86,8 +88,10 @@ def test_deploy_reports_every_phase_and_serves_the_new_model(mgr: FakeManager,
     assert final["phase"] == "healthy"
     assert final["active"]["version"] == "2.0.0"
     np.testing.assert_allclose(agent.core.inference.predict({"x": X})["y"], 4.0)
-    seqs = [s["seq"] for s in mgr.states]
-    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    # at least once end to end: a late ack means a re-send with the same seq (the manager
+    # keeps one); first arrivals come in the order the reports were made
+    seqs = list(dict.fromkeys(s["seq"] for s in mgr.states))
+    assert seqs == sorted(seqs)
     # manifest, signatures, artifact and golden of each version travelled over MQTT chunks
     assert len({f.artifact for f in mgr.fetches}) == 8
 
