@@ -21,7 +21,7 @@ from fleet.selector import parse_selector
 from fleet.store import DeviceFilter, Store
 from fleet.store.models import Device
 
-__all__ = ["drift_status"]
+__all__ = ["cohort_verdicts", "drift_status"]
 
 MAX_DEVICES = 10_000           # per request; a larger fleet is asked per cohort
 ROWS_PER_DEVICE = 1000
@@ -114,3 +114,20 @@ def drift_status(store: Store, *, now: float, cohorts: Sequence[str] = (),
                                   _groups(f"deployment:{deployment}", merged, store, refs,
                                           policy, bundle=dep.bundle)]
     return result
+
+
+def cohort_verdicts(store: Store, cohort: str, *, now: float, policy: MonitorPolicy,
+                    lookback_s: float = 8 * DEFAULT_WINDOW_S
+                    ) -> list[tuple[GroupVerdict, DriftReference]]:
+    """One cohort's verdict per bundle, with the bundle's reference (a stored monitor's view:
+    no per-device verdicts computed)."""
+    sel = parse_selector(cohort)
+    members = [d for d in store.select_devices(DeviceFilter())[:MAX_DEVICES] if sel.matches(d)]
+    merged = _sketches(store, members, now - lookback_s)
+    refs: dict[str, DriftReference | None] = {}
+    out = []
+    for b, sketches in sorted(merged.items()):
+        ref = _reference(store, b, refs)
+        if ref is not None and sketches:
+            out.append((evaluate(f"cohort:{cohort}", b, sketches, ref, policy), ref))
+    return out

@@ -1,0 +1,327 @@
+"""Drift monitors and webhooks: transitions announced once, CloudEvents signed with HMAC, retried
+with backoff, recorded per attempt, kept across a restart. Deliveries go to a REAL local HTTP
+receiver (http.server on a free loopback port); stores are SQLite and PostgreSQL (``store``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgeops.errors import UsageError
+from fleet.drift.alerts import DriftAlerts, alert_store, monitor_view, parse_monitor
+from fleet.drift.intake import SketchIntake
+from fleet.drift.webhook_sender import WebhookSender
+from fleet.drift.webhooks import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    TYPE_DETECTED,
+    TYPE_RESOLVED,
+    TYPE_RETRAIN,
+    RetryPolicy,
+    sign,
+    verify,
+)
+from fleet.errors import ConflictError
+from fleet.ingest import Ingest
+from fleet.store import Store, open_store
+from tests.fleet.test_drift import NOW, REF, _enrol, _publish, _send, _sketch
+
+SECRET = "s3cret-for-tests-0123456789"
+
+
+class Receiver:
+    """A real HTTP endpoint: answers the scripted statuses in turn (then the last), keeps
+    every request's headers and body."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = list(statuses)
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.requests.append((dict(self.headers.items()), body))
+                status = outer.statuses.pop(0) if len(outer.statuses) > 1 else outer.statuses[0]
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(b) for _, b in self.requests]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver([200])
+    yield r
+    r.close()
+
+
+class Clock:
+    def __init__(self, t: float = NOW) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _drift(store: Store, scale: float = 1.6, windows: int = 3, first: int = 0,
+           seq0: int = 0) -> None:
+    """Sketches of the two Lyon cameras; ``scale`` > 1: their inputs' spread grew."""
+    ing = Ingest(store, sketches=SketchIntake(store, clock=lambda: NOW))
+    rng = np.random.default_rng(9 + first)
+    seq = seq0
+    for w in range(first, first + windows):
+        end = (int(NOW // REF.window_s) - 6 + w) * REF.window_s + 1
+        for dev in ("cam-1", "cam-2"):
+            seq += 1
+            _send(ing, dev, [_sketch(dev, end, rng.normal(size=(150, 2)) * scale)], seq=seq)
+    ing.flush()
+
+
+def _monitor(store: Store, url: str, *, retrain: bool = False, secret: str | None = SECRET,
+             name: str = "lyon") -> None:
+    hook: dict[str, Any] = {"url": url} | ({"secret": secret} if secret else {})
+    rec, _ = parse_monitor({"name": name, "cohort": "city=lyon", "retrain": retrain,
+                            "webhooks": [hook]}, now=NOW, created_by="test")
+    alert_store(store).add_monitor(rec)
+
+
+@pytest.fixture
+def fleet(store: Store) -> Store:
+    _enrol(store)
+    _publish(store)
+    return store
+
+
+def _sender(store: Store, clock: Clock, **policy: Any) -> WebhookSender:
+    return WebhookSender(alert_store(store), clock=clock, rand=lambda: 0.5,
+                         policy=RetryPolicy(**({"base_s": 2.0, "timeout_s": 5.0} | policy)))
+
+
+def test_alarm_delivers_signed_cloudevents_and_retrain(fleet: Store,
+                                                       receiver: Receiver) -> None:
+    _monitor(fleet, receiver.url, retrain=True)
+    _drift(fleet)
+    assert DriftAlerts(fleet, clock=lambda: NOW).evaluate() == 2     # data and prediction
+    clock = Clock()
+    assert _sender(fleet, clock).run_once() == 4                     # 2 detected + 2 retrain
+    assert len(receiver.requests) == 4
+    for headers, body in receiver.requests:
+        assert headers["Content-Type"].startswith("application/cloudevents+json")
+        assert verify(SECRET, body, headers, now=NOW) is None
+        assert verify("another-secret-0123456789", body, headers, now=NOW) is not None
+        assert verify(SECRET, body + b" ", headers, now=NOW) == "signature does not match"
+        assert verify(SECRET, body, headers, now=NOW + 3600) is not None        # replayed
+        ts = int(headers[TIMESTAMP_HEADER])
+        assert headers[SIGNATURE_HEADER] == sign(SECRET, ts, body)
+    events = receiver.events()
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        assert e["specversion"] == "1.0" and e["datacontenttype"] == "application/json"
+        assert e["source"] == "/edgeops/fleet/monitors/lyon" and e["time"].endswith("Z")
+        by_type.setdefault(e["type"], []).append(e)
+    detected = {e["data"]["side"]: e for e in by_type[TYPE_DETECTED]}
+    assert set(detected) == {"data", "prediction"}
+    d = detected["data"]
+    assert d["subject"] == "vc@1.0.0/data" and d["data"]["in_alarm"] is True
+    assert d["data"]["cohort"] == "city=lyon" and d["data"]["devices"] == 2
+    assert "input:x[0]" in [f["feature"] for f in d["data"]["features"]]
+    retrain = {e["data"]["side"]: e for e in by_type[TYPE_RETRAIN]}
+    r = retrain["data"]["data"]
+    assert r["model"] == "vc" and r["bundle_version"] == "1.0.0" and r["capture_id"] is None
+    assert "input:x[0]" in r["drifting_features"]
+    assert r["window"]["start"] < r["window"]["end"]
+    assert r["detected_event"] == d["id"]
+    log = alert_store(fleet).list_deliveries(monitor="lyon")
+    assert {x.state for x in log} == {"delivered"} and all(x.attempts == 1 for x in log)
+    assert all(x.log[0].status_code == 200 and x.log[0].error is None for x in log)
+
+
+def test_one_transition_is_announced_once(fleet: Store, receiver: Receiver) -> None:
+    _monitor(fleet, receiver.url)
+    _drift(fleet)
+    first, second = DriftAlerts(fleet, clock=lambda: NOW), DriftAlerts(fleet, clock=lambda: NOW)
+    assert first.evaluate() == 2
+    assert first.evaluate() == 0 and second.evaluate() == 0    # a second manager, same store
+    clock = Clock()
+    sender = _sender(fleet, clock)
+    assert sender.run_once() == 2 and sender.run_once() == 0
+    assert len(receiver.requests) == 2
+    (alarm, *_) = alert_store(fleet).alarm_states("lyon")
+    assert alarm.in_alarm and alarm.status == "alarm" and alarm.drifting_windows == 3
+    assert len(alert_store(fleet).alarm_history("lyon")) == 2
+
+
+def test_recovery_sends_resolved(fleet: Store, receiver: Receiver) -> None:
+    _monitor(fleet, receiver.url, retrain=True)
+    _drift(fleet)
+    alerts = DriftAlerts(fleet, clock=lambda: NOW)
+    assert alerts.evaluate() == 2
+    _drift(fleet, scale=1.0, windows=2, first=3, seq0=100)        # back to the reference
+    assert alerts.evaluate() == 2
+    _sender(fleet, Clock()).run_once()
+    types = sorted(e["type"] for e in receiver.events())
+    assert types == [TYPE_DETECTED] * 2 + [TYPE_RESOLVED] * 2 + [TYPE_RETRAIN] * 2
+    hist = alert_store(fleet).alarm_history("lyon")
+    assert [h.in_alarm for h in hist] == [False, False, True, True]      # newest first
+
+
+def test_retries_after_500s_then_succeeds(fleet: Store) -> None:
+    r = Receiver([500, 502, 200])
+    try:
+        _monitor(fleet, r.url)
+        _drift(fleet, windows=3)
+        DriftAlerts(fleet, clock=lambda: NOW).evaluate()
+        clock = Clock()
+        sender = _sender(fleet, clock, max_attempts=5)
+        assert sender.run_once() == 2                    # both sides' events: 500 and 502
+        assert sender.run_once() == 0                    # not due before the backoff
+        clock.t += 1.4                                   # attempt 1 waits 1.5 s (2 s, jitter .5)
+        assert sender.run_once() == 0
+        clock.t += 0.2
+        assert sender.run_once() == 2                    # 200 for the first, 200 (last) after
+        log = alert_store(fleet).list_deliveries(monitor="lyon")
+        assert {x.state for x in log} == {"delivered"}
+        codes = sorted(tuple(a.status_code for a in x.log) for x in log)
+        assert codes == [(500, 200), (502, 200)]
+        assert all(x.log[1].at - x.log[0].at == pytest.approx(1.6) for x in log)
+        ids = {json.loads(b)["id"] for _, b in r.requests}
+        assert len(ids) == 2                             # a retry re-sends the same event id
+    finally:
+        r.close()
+
+
+def test_gives_up_after_max_attempts_and_on_a_4xx(fleet: Store) -> None:
+    r = Receiver([503])
+    try:
+        _monitor(fleet, r.url)
+        _drift(fleet)
+        DriftAlerts(fleet, clock=lambda: NOW).evaluate()
+        clock = Clock()
+        sender = _sender(fleet, clock, max_attempts=3)
+        for _ in range(6):
+            sender.run_once()
+            clock.t += 100.0
+        log = alert_store(fleet).list_deliveries(monitor="lyon")
+        assert {x.state for x in log} == {"failed"} and {x.attempts for x in log} == {3}
+        assert len(r.requests) == 6
+        assert alert_store(fleet).list_deliveries(state="pending") == []
+    finally:
+        r.close()
+    gone = Receiver([410])
+    try:
+        _monitor(fleet, gone.url, name="other")
+        DriftAlerts(fleet, clock=lambda: NOW).evaluate()
+        _sender(fleet, clock).run_once()
+        log = alert_store(fleet).list_deliveries(monitor="other")
+        assert {(x.state, x.attempts) for x in log} == {("failed", 1)}
+    finally:
+        gone.close()
+
+
+def test_unreachable_receiver_is_recorded_as_an_error(fleet: Store) -> None:
+    r = Receiver([200])
+    url = r.url
+    r.close()                                            # nothing listens there any more
+    _monitor(fleet, url)
+    _drift(fleet)
+    DriftAlerts(fleet, clock=lambda: NOW).evaluate()
+    _sender(fleet, Clock()).run_once()
+    (x, *_) = alert_store(fleet).list_deliveries(monitor="lyon")
+    assert x.state == "pending" and x.log[0].status_code is None
+    assert x.log[0].error and "refused" in x.log[0].error.lower()
+
+
+def test_pending_deliveries_survive_a_restart(tmp_path: Path, receiver: Receiver) -> None:
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    s = open_store(url, tmp_path / "data")
+    _enrol(s)
+    _publish(s)
+    _monitor(s, receiver.url)
+    _drift(s)
+    DriftAlerts(s, clock=lambda: NOW).evaluate()
+    clock = Clock()
+    claimed = alert_store(s).claim_deliveries(clock(), 60.0, 1)   # sender dies mid-attempt
+    assert len(claimed) == 1
+    s.close()
+    s2 = open_store(url, tmp_path / "data")                       # the manager restarts
+    try:
+        sender = _sender(s2, clock)
+        assert sender.run_once() == 1                             # the unclaimed one
+        clock.t += 61.0                                           # the dead claim's lease ends
+        assert sender.run_once() == 1
+        assert {x.state for x in alert_store(s2).list_deliveries()} == {"delivered"}
+        assert len(receiver.requests) == 2
+        assert DriftAlerts(s2, clock=lambda: NOW).evaluate() == 0  # state survived too
+    finally:
+        s2.close()
+
+
+@pytest.mark.parametrize(("hook", "words"), [
+    ({"url": "ftp://example.com/x"}, "not an http(s) URL"),
+    ({"url": "http://"}, "not an http(s) URL"),
+    ({"url": "https://user:pw@example.com/"}, "credentials"),
+    ({"url": "https://exa mple.com/"}, "spaces"),
+    ({"url": "https://example.com/", "secret": "short"}, "16-256 printable"),
+    ({"url": "https://example.com/", "secret": "has spaces in the secret"}, "16-256 printable"),
+    ({"url": 5}, "non-empty string"),
+    ({"url": "https://example.com/", "extra": 1}, "secret optional"),
+])
+def test_bad_webhook_is_refused_at_creation(hook: dict[str, Any], words: str) -> None:
+    with pytest.raises(UsageError, match=words.replace("(", r"\(").replace(")", r"\)")) as e:
+        parse_monitor({"name": "m", "cohort": "city=lyon", "webhooks": [hook]}, now=NOW,
+                      created_by=None)
+    assert "\n" not in e.value.message
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ({"name": "Bad Name"}, "monitor name"),
+    ({"name": "m", "cohort": "city"}, "key=value"),
+    ({"name": "m", "alpha": 2}, "alpha"),
+    ({"name": "m", "alpha": True}, "alpha must be a number"),
+    ({"name": "m", "correction": "holm"}, "correction"),
+    ({"name": "m", "persistence": 0}, "persistence"),
+    ({"name": "m", "retrain": "yes"}, "retrain"),
+    ({"name": "m", "colour": "red"}, "unknown monitor field"),
+    ([], "JSON object"),
+])
+def test_bad_monitor_is_refused(body: Any, words: str) -> None:
+    with pytest.raises(UsageError, match=words):
+        parse_monitor(body, now=NOW, created_by=None)
+
+
+def test_monitor_crud_and_view_hides_secrets(fleet: Store) -> None:
+    rec, generated = parse_monitor({"name": "m", "webhooks": [{"url": "https://e.example/h"}]},
+                                   now=NOW, created_by="ops")
+    (wid,) = generated
+    assert len(generated[wid]) >= 32
+    a = alert_store(fleet)
+    a.add_monitor(rec)
+    with pytest.raises(ConflictError):
+        a.add_monitor(rec)
+    view = monitor_view(a.list_monitors()[0])
+    assert view["cohort"] == "all" and view["policy"]["alpha"] == 0.01
+    assert "secret" not in json.dumps(view) and generated[wid] not in json.dumps(view)
+    assert a.remove_monitor("m") and not a.remove_monitor("m")
+    assert a.list_monitors() == []
