@@ -691,6 +691,12 @@ def token_revoke(token_id: str, fleet_url: str, token: str | None, as_json: bool
     emit(as_json, out, lambda: f"revoked {token_id}")
 
 
+# -- stored drift monitors (fleet.monitor_cli) --------------------------------------------------
+from fleet.monitor_cli import monitor as _monitor  # noqa: E402 - after the group it joins
+
+fleet.add_command(_monitor)
+
+
 # -- PKI hook (fleet.pki_cli, owned by the security work) -----------------------------------------
 try:
     from fleet import pki_cli as _pki_cli

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from edgeops import __version__
 from edgeops.errors import EdgeOpsError, UsageError
 from edgeops.fsutil import atomic_open
+from fleet.api.alert_routes import ENDPOINTS as ALERT_ENDPOINTS
 from fleet.api.auth import ROLES, authenticate
 from fleet.api.drift_routes import ENDPOINTS as DRIFT_ENDPOINTS
 from fleet.api.routes import ENDPOINTS, Call, Endpoint
@@ -115,7 +116,7 @@ def _console_endpoints() -> tuple[Endpoint, ...]:
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 for every route in the table (plus the PKI routes when mounted)."""
     paths: dict[str, dict[str, Any]] = {}
-    for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *_console_endpoints()):
+    for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *ALERT_ENDPOINTS, *_console_endpoints()):
         path = re.sub(r"\{(\w+):path\}", r"{\1}", ep.path)
         params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                   for n in re.findall(r"\{(\w+)(?::path)?\}", ep.path)]
@@ -189,7 +190,8 @@ def create_app(svc: Services, fleet_ca: Any = None) -> Starlette:
         return JSONResponse(doc)
 
     routes: list[BaseRoute] = [Route(ep.path, _wrap(ep, svc), methods=[ep.method])
-                               for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *_console_endpoints())]
+                               for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *ALERT_ENDPOINTS,
+                                          *_console_endpoints())]
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
     routes += _pki_routes()
     routes += _console_pages()

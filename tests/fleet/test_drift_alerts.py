@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,6 +16,9 @@ import numpy as np
 import pytest
 
 from edgeops.errors import UsageError
+from edgeops.keys import KeyStore
+from fleet.api import openapi_document
+from fleet.client import FleetClient
 from fleet.drift.alerts import DriftAlerts, alert_store, monitor_view, parse_monitor
 from fleet.drift.intake import SketchIntake
 from fleet.drift.webhook_sender import WebhookSender
@@ -31,6 +35,7 @@ from fleet.drift.webhooks import (
 from fleet.errors import ConflictError
 from fleet.ingest import Ingest
 from fleet.store import Store, open_store
+from tests.fleet.live import LiveFleet, live_fleet, run_cli, wait_until
 from tests.fleet.test_drift import NOW, REF, _enrol, _publish, _send, _sketch
 
 SECRET = "s3cret-for-tests-0123456789"
@@ -325,3 +330,86 @@ def test_monitor_crud_and_view_hides_secrets(fleet: Store) -> None:
     assert "secret" not in json.dumps(view) and generated[wid] not in json.dumps(view)
     assert a.remove_monitor("m") and not a.remove_monitor("m")
     assert a.list_monitors() == []
+
+
+# -- HTTP, CLI and the manager's background threads -----------------------------------------
+@pytest.fixture
+def live(keystore: KeyStore, tmp_path: Path) -> Iterator[LiveFleet]:
+    with live_fleet(keystore, tmp_path) as lf:
+        yield lf
+
+
+def _live_drift(store: Store) -> None:
+    """Three drifting windows of the Lyon cameras ending now (the manager's real clock)."""
+    ing = Ingest(store, sketches=SketchIntake(store))
+    now = time.time()
+    rng = np.random.default_rng(3)
+    seq = 0
+    for w in range(3):
+        end = min((int(now // REF.window_s) - 2 + w) * REF.window_s + 1, now)
+        for dev in ("cam-1", "cam-2"):
+            seq += 1
+            _send(ing, dev, [_sketch(dev, end, rng.normal(size=(150, 2)) * 2)], seq=seq)
+    ing.flush()
+
+
+def test_cli_and_api_manage_monitors_and_the_manager_delivers(
+        live: LiveFleet, receiver: Receiver, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    store = live.server.store
+    _enrol(store)
+    _publish(store)
+    secret_file = tmp_path / "hook.secret"
+    secret_file.write_text(SECRET + "\n")
+    base = ["--fleet", live.url, "--token", live.admin]
+    code, out, err = run_cli(capsys, "fleet", "monitor", "add", "lyon", "--cohort", "city=lyon",
+                             "--webhook", receiver.url, "--secret-file", str(secret_file),
+                             "--retrain", *base)
+    assert code == 0, err
+    assert "monitor lyon on cohort city=lyon: 1 webhook(s), retrain events" in out
+    assert SECRET not in out                                  # given, so not echoed
+    code, out, err = run_cli(capsys, "fleet", "monitor", "add", "gen", "--webhook",
+                             "https://hooks.example.com/x", *base)
+    assert code == 0 and "secret (shown once):" in out
+    code, out, err = run_cli(capsys, "fleet", "monitor", "add", "bad", "--webhook",
+                             "ftp://hooks.example.com/x", *base)
+    assert code != 0 and "not an http(s) URL" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2                 # the line and its hint
+    (tmp_path / "short").write_text("short")
+    code, out, err = run_cli(capsys, "fleet", "monitor", "add", "bad", "--webhook",
+                             receiver.url, "--secret-file", str(tmp_path / "short"), *base)
+    assert code != 0 and "16-256 printable" in err and "Traceback" not in err
+    code, out, err = run_cli(capsys, "fleet", "monitor", "list", "--json", *base)
+    listed = json.loads(out)["items"]
+    assert [m["name"] for m in listed] == ["gen", "lyon"] and SECRET not in out
+
+    _live_drift(store)
+    live.server.alerts.alerts.evaluate()           # the background loop would, within 60 s
+    live.server.alerts._wake.set()
+    wait_until("4 deliveries", lambda: len(receiver.requests) >= 4, 30)
+    assert all(verify(SECRET, b, h, now=time.time()) is None for h, b in receiver.requests)
+
+    c = FleetClient(live.url, live.admin)
+    got = c.request("GET", "/api/v1/drift/monitors/lyon")
+    assert {(a["side"], a["in_alarm"]) for a in got["alarms"]} == {("data", True),
+                                                                    ("prediction", True)}
+    wait_until("delivered", lambda: all(
+        d["state"] == "delivered" for d in c.request(
+            "GET", "/api/v1/drift/deliveries", query={"monitor": "lyon"})["items"]), 30)
+    code, out, err = run_cli(capsys, "fleet", "monitor", "deliveries", "--monitor", "lyon",
+                             *base)
+    assert code == 0 and out.count("delivered") == 4 and TYPE_RETRAIN in out
+    assert "#1 " in out and " 200" in out
+    code, out, err = run_cli(capsys, "fleet", "monitor", "alarms", *base)
+    assert code == 0 and "ALARM" in out and "alarm started" in out
+    with pytest.raises(UsageError, match="state="):
+        c.request("GET", "/api/v1/drift/deliveries", query={"state": "lost"})
+    paths = openapi_document()["paths"]
+    assert {"/api/v1/drift/monitors", "/api/v1/drift/monitors/{name}",
+            "/api/v1/drift/deliveries", "/api/v1/drift/alarms"} <= set(paths)
+    code, out, err = run_cli(capsys, "fleet", "monitor", "rm", "lyon", *base)
+    assert code == 0 and "removed monitor lyon" in out
+    code, out, err = run_cli(capsys, "fleet", "monitor", "rm", "lyon", *base)
+    assert code != 0 and "no drift monitor 'lyon'" in err
+    assert c.request("GET", "/api/v1/drift/deliveries", query={"monitor": "lyon"}) == {
+        "items": []}
