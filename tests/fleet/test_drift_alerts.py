@@ -413,3 +413,58 @@ def test_cli_and_api_manage_monitors_and_the_manager_delivers(
     assert code != 0 and "no drift monitor 'lyon'" in err
     assert c.request("GET", "/api/v1/drift/deliveries", query={"monitor": "lyon"}) == {
         "items": []}
+
+
+# -- /metrics --------------------------------------------------------------------------------
+def test_metrics_report_alarm_state_statistics_and_refusals(fleet: Store,
+                                                            receiver: Receiver) -> None:
+    from fleet.drift.metrics import MAX_FEATURES, drift_families
+    from fleet.metrics import render
+    from tests.console.test_metrics import parse
+
+    _monitor(fleet, receiver.url)
+    _drift(fleet)
+    DriftAlerts(fleet, clock=lambda: NOW).evaluate()
+    ing = Ingest(fleet, sketches=SketchIntake(fleet, clock=lambda: NOW))
+    bad = _sketch("cam-1", NOW - 10, np.zeros((10, 2))) | {"counts": {"input:nope": [1]}}
+    _send(ing, "cam-1", [bad, bad | {"device_id": "cam-2"}], seq=999)
+    ing.flush()
+    samples = parse(render(drift_families(fleet, lambda: ing.stats.counts)))
+    got = {(n, tuple(sorted(lab.items()))): v for n, lab, v in samples}
+    key = (("bundle", "vc@1.0.0"), ("monitor", "lyon"), ("side", "data"))
+    assert got[("edgeops_drift_alarm", key)] == 1
+    assert got[("edgeops_drift_drifting_windows", key)] == 3
+    assert got[("edgeops_drift_evaluated_timestamp_seconds", key)] == NOW
+    fkey = (*key[:2], ("feature", "input:x[0]"), key[2])
+    fkey = tuple(sorted(fkey))
+    assert got[("edgeops_drift_feature_drift", fkey)] == 1
+    assert got[("edgeops_drift_feature_p_adjusted", fkey)] < 0.01
+    assert got[("edgeops_drift_feature_psi", fkey)] > 0.1
+    assert 0 < got[("edgeops_drift_feature_js_distance", fkey)] <= 1
+    refused = {dict(lab)["reason"]: v for n, lab, v in samples
+               if n == "edgeops_drift_sketches_refused_total"}
+    assert refused["unknown-feature"] == 1 and refused["device-mismatch"] == 1
+    assert refused["stale-window"] == 0 and len(refused) == 9     # every reason, bounded
+    per_side = [s for s in samples if s[0] == "edgeops_drift_feature_drift"]
+    assert len(per_side) <= 2 * MAX_FEATURES
+    # without an alert store or ingest counters: the families are there, empty or zero
+    empty = parse(render(drift_families(object(), None)))
+    assert {n for n, _, _ in empty} == {"edgeops_drift_sketches_refused_total"}
+
+
+def test_manager_metrics_endpoint_has_drift_families(live: LiveFleet,
+                                                     receiver: Receiver) -> None:
+    store = live.server.store
+    _enrol(store)
+    _publish(store)
+    c = FleetClient(live.url, live.admin)
+    c.request("POST", "/api/v1/drift/monitors",
+              body={"name": "lyon", "cohort": "city=lyon",
+                    "webhooks": [{"url": receiver.url, "secret": SECRET}]})
+    _live_drift(store)
+    live.server.alerts.alerts.evaluate()
+    live.server.services.ingest_counts = lambda: {"drift_sketch:refused:bins-mismatch": 4}
+    text = c.request("GET", "/metrics", raw=True).decode()
+    assert 'edgeops_drift_alarm{bundle="vc@1.0.0",monitor="lyon",side="data"} 1' in text
+    assert 'edgeops_drift_sketches_refused_total{reason="bins-mismatch"} 4' in text
+    assert "# TYPE edgeops_devices gauge" in text                 # the rest is still there
