@@ -14,6 +14,7 @@ from edgeops.errors import UsageError
 from fleet.api.routes import Call, Endpoint, _int
 from fleet.api.services import Services
 from fleet.drift.alerts import MAX_MONITORS, alert_store, monitor_view, parse_monitor
+from fleet.drift.service import group_histograms
 from fleet.errors import ConflictError, NotFoundError
 from fleet.store._drift_alerts import DELIVERY_STATES, AlarmEvent, AlarmState, DeliveryRecord
 
@@ -92,6 +93,14 @@ def alarms(svc: Services, call: Call) -> Any:
                 monitor, _int(call.query, "limit", 100, 1, 1000))]}
 
 
+def console_drift(svc: Services, call: Call) -> Any:
+    cohort = call.query.get("cohort")
+    if cohort is not None and len(cohort) > 1024:
+        raise UsageError("cohort selector is over 1024 characters")
+    return group_histograms(svc.store, now=time.time(), cohort=cohort,
+                            device=call.query.get("device"))
+
+
 _P = "/api/v1/drift"
 _OBJ: dict[str, Any] = {"type": "object"}
 _ITEMS = {"type": "object", "required": ["items"],
@@ -125,4 +134,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                              "history": {"type": "array", "items": _OBJ}}},
              query=(("monitor", "string", "only this monitor"),
                     ("limit", "integer", "history rows (1-1000, 100)")), tag="drift"),
+    Endpoint("GET", "/api/v1/console/drift", console_drift, "viewer",
+             "Reference vs live histograms per feature for one cohort or device (latest "
+             "window, per bundle) with the window's verdict",
+             {"type": "object", "required": ["group", "now", "items"],
+              "properties": {"group": {"type": "string"}, "now": {"type": "number"},
+                             "items": {"type": "array", "items": _OBJ}}},
+             query=(("cohort", "string", "tag selector (default all)"),
+                    ("device", "string", "one device instead of a cohort")), tag="console"),
 )
