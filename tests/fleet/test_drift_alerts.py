@@ -468,3 +468,23 @@ def test_manager_metrics_endpoint_has_drift_families(live: LiveFleet,
     assert 'edgeops_drift_alarm{bundle="vc@1.0.0",monitor="lyon",side="data"} 1' in text
     assert 'edgeops_drift_sketches_refused_total{reason="bins-mismatch"} 4' in text
     assert "# TYPE edgeops_devices gauge" in text                 # the rest is still there
+
+
+def test_the_receiver_in_the_docs_verifies_a_real_delivery(
+        fleet: Store, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "DRIFT.md").read_text()
+    snippet = text.split("A receiver (standard library only")[1].split("```python\n")[1]
+    snippet = snippet.split("```")[0]
+    scope: dict[str, Any] = {}
+    exec(compile(snippet, "docs/DRIFT.md", "exec"), scope)  # noqa: S102 - our own docs
+    _monitor(fleet, receiver.url)
+    _drift(fleet)
+    DriftAlerts(fleet, clock=lambda: NOW).evaluate()
+    _sender(fleet, Clock()).run_once()
+    monkeypatch.setattr(time, "time", lambda: NOW + 5)      # the receiver's clock, 5 s later
+    headers, body = receiver.requests[0]
+    assert scope["verify"](SECRET.encode(), body, headers)
+    assert not scope["verify"](SECRET.encode(), body.replace(b"lyon", b"paris"), headers)
+    assert not scope["verify"](b"wrong-secret-0123456789", body, headers)
+    old = headers | {TIMESTAMP_HEADER: str(int(NOW) - 600)}
+    assert not scope["verify"](SECRET.encode(), body, old)
