@@ -75,7 +75,13 @@ def monitor() -> None:
 def add(name: str, cohort: str, webhooks: tuple[str, ...], secret_file: Path | None,
         retrain: bool, alpha: float, correction: str, test_name: str, persistence: int,
         min_samples: int, fleet_url: str, token: str | None, as_json: bool) -> None:
-    """Create a monitor (secrets never go on the command line: use --secret-file)."""
+    """Create a monitor (secrets never go on the command line: use --secret-file).
+
+    \b
+    Example:
+      edgeops fleet monitor add lyon-cams --cohort city=lyon,class=camera \\
+          --webhook https://hooks.example.com/edgeops --secret-file hook.secret --retrain
+    """
     secret = None
     if secret_file is not None:
         try:
@@ -105,7 +111,12 @@ def add(name: str, cohort: str, webhooks: tuple[str, ...], secret_file: Path | N
 @_fleet_options
 @json_option
 def list_(fleet_url: str, token: str | None, as_json: bool) -> None:
-    """Monitors with their cohort, policy and webhooks."""
+    """Monitors with their cohort, policy and webhooks.
+
+    \b
+    Example:
+      edgeops fleet monitor list --json
+    """
     out = _client(fleet_url, token).request("GET", "/api/v1/drift/monitors")
 
     def text() -> str:
@@ -125,7 +136,12 @@ def list_(fleet_url: str, token: str | None, as_json: bool) -> None:
 @_fleet_options
 @json_option
 def rm(name: str, fleet_url: str, token: str | None, as_json: bool) -> None:
-    """Remove a monitor with its webhooks, alarms and delivery log."""
+    """Remove a monitor with its webhooks, alarms and delivery log.
+
+    \b
+    Example:
+      edgeops fleet monitor rm lyon-cams
+    """
     from urllib.parse import quote
 
     out = _client(fleet_url, token).request("DELETE",
@@ -140,7 +156,12 @@ def rm(name: str, fleet_url: str, token: str | None, as_json: bool) -> None:
 @json_option
 def alarms(monitor_name: str | None, limit: int, fleet_url: str, token: str | None,
            as_json: bool) -> None:
-    """Current alarm state per monitor, bundle and side, then alarm starts and ends."""
+    """Current alarm state per monitor, bundle and side, then alarm starts and ends.
+
+    \b
+    Example:
+      edgeops fleet monitor alarms --monitor lyon-cams
+    """
     out = _client(fleet_url, token).request("GET", "/api/v1/drift/alarms",
                                             query={"monitor": monitor_name, "limit": limit})
 
@@ -164,7 +185,12 @@ def alarms(monitor_name: str | None, limit: int, fleet_url: str, token: str | No
 @json_option
 def deliveries(monitor_name: str | None, state: str | None, limit: int, fleet_url: str,
                token: str | None, as_json: bool) -> None:
-    """Webhook deliveries with every attempt (status code or error, time)."""
+    """Webhook deliveries with every attempt (status code or error, time).
+
+    \b
+    Example:
+      edgeops fleet monitor deliveries --monitor lyon-cams --state failed
+    """
     out = _client(fleet_url, token).request(
         "GET", "/api/v1/drift/deliveries",
         query={"monitor": monitor_name, "state": state, "limit": limit})
