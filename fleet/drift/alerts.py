@@ -182,11 +182,13 @@ class DriftAlerts:
                 if sv.status == "no-data" and not sv.features and (
                         verdict.bundle, side) not in prior:
                     continue            # e.g. a reference without outputs: nothing to watch
-                was = prior.get((verdict.bundle, side), False)
-                in_alarm = True if sv.status == "alarm" else False if sv.status == "ok" else was
+                # alarm starts it, ok ends it, anything else keeps the stored state; the store
+                # decides under its lock whether this is a transition (another manager may
+                # have written since ``prior`` was read), so events are built either way
+                in_alarm = {"alarm": True, "ok": False}.get(sv.status)
                 detail = self._detail(m, verdict, ref, side, sv)
-                events = self._events(m, verdict, side, in_alarm, detail, now) \
-                    if in_alarm != was else []
+                events = [] if in_alarm is None else self._events(m, verdict, side, in_alarm,
+                                                                  detail, now)
                 state = AlarmState(m.name, verdict.bundle, side, in_alarm, now, sv.status,
                                    sv.drifting_windows, list(sv.features), now)
                 if self.alerts.update_alarm(state, events, detail):

@@ -52,7 +52,7 @@ class AlarmState:
     monitor: str
     bundle: str
     side: str                            # "data" | "prediction"
-    in_alarm: bool
+    in_alarm: bool | None                # written as None: keep the stored state
     since: float                         # when in_alarm last changed
     status: str                          # the monitor's status at the last evaluation
     drifting_windows: int
@@ -212,9 +212,11 @@ class DriftAlertRecords:
     # -- alarms ----------------------------------------------------------------------------
     def update_alarm(self, state: AlarmState, events: Sequence[OutgoingEvent],
                      detail: dict[str, Any]) -> bool:
-        """Store the latest verdict; when ``state.in_alarm`` differs from the stored one (a
-        first verdict counts as "not in alarm" before), record the transition and queue
-        ``events`` for every webhook of the monitor, in one transaction. True: a transition."""
+        """Store the latest verdict; when ``state.in_alarm`` (None: keep) differs from the
+        stored one (a first verdict counts as "not in alarm" before), record the transition
+        and queue ``events`` for every webhook of the monitor, in one transaction, decided on
+        the stored state under a row lock, never on what the caller read earlier. True: a
+        transition."""
         if state.side not in ("data", "prediction"):
             raise UsageError(f"drift side {state.side!r}")
         with self._tx() as cur:
@@ -231,11 +233,12 @@ class DriftAlertRecords:
                             f"bundle = ? AND side = ?{self.dialect.for_update}",
                        (state.monitor, state.bundle, state.side))
             was, since = cur.fetchone()
-            changed = bool(was) != state.in_alarm
+            now_in = bool(was) if state.in_alarm is None else state.in_alarm
+            changed = bool(was) != now_in
             self._exec(cur, "UPDATE drift_alarms SET in_alarm = ?, since = ?, status = ?, "
                             "drifting_windows = ?, features = ?, evaluated_at = ? "
                             "WHERE monitor = ? AND bundle = ? AND side = ?",
-                       (int(state.in_alarm), state.since if changed else float(since),
+                       (int(now_in), state.since if changed else float(since),
                         state.status, state.drifting_windows,
                         json.dumps(state.features, sort_keys=True), state.evaluated_at,
                         state.monitor, state.bundle, state.side))
@@ -244,7 +247,7 @@ class DriftAlertRecords:
             self._exec(cur, "INSERT INTO drift_alarm_events (event_id, monitor, bundle, side, "
                             "in_alarm, at, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (events[0].event_id if events else "", state.monitor, state.bundle,
-                        state.side, int(state.in_alarm), state.evaluated_at,
+                        state.side, int(now_in), state.evaluated_at,
                         json.dumps(detail, sort_keys=True)))
             self._exec(cur, "SELECT id FROM drift_webhooks WHERE monitor = ? ORDER BY id",
                        (state.monitor,))

@@ -488,3 +488,29 @@ def test_the_receiver_in_the_docs_verifies_a_real_delivery(
     assert not scope["verify"](b"wrong-secret-0123456789", body, headers)
     old = headers | {TIMESTAMP_HEADER: str(int(NOW) - 600)}
     assert not scope["verify"](SECRET.encode(), body, old)
+
+
+def test_the_store_decides_transitions_on_its_own_state(fleet: Store) -> None:
+    from fleet.store._drift_alerts import AlarmState, OutgoingEvent
+
+    _monitor(fleet, "https://hooks.example.com/x")
+    a = alert_store(fleet)
+
+    def state(in_alarm: bool | None, t: float) -> AlarmState:
+        return AlarmState("lyon", "vc@1.0.0", "data", in_alarm, t, "x", 0, [], t)
+
+    def ev(i: str) -> list[OutgoingEvent]:
+        return [OutgoingEvent(i, TYPE_DETECTED, b"{}")]
+
+    assert a.update_alarm(state(None, 1.0), ev("e0"), {}) is False      # first: not in alarm
+    assert a.update_alarm(state(True, 2.0), ev("e1"), {}) is True
+    assert a.update_alarm(state(True, 3.0), ev("e2"), {}) is False      # a second announcer
+    assert a.update_alarm(state(None, 4.0), ev("e3"), {}) is False      # "keep": no flip
+    (now,) = a.alarm_states("lyon")
+    assert now.in_alarm and now.since == 2.0 and now.evaluated_at == 4.0
+    assert a.update_alarm(state(False, 5.0), ev("e4"), {}) is True
+    assert [d.event_id for d in a.list_deliveries("lyon")] == ["e4", "e1"]
+    with pytest.raises(UsageError, match="side"):
+        a.update_alarm(AlarmState("lyon", "b", "both", True, 1, "x", 0, [], 1), [], {})
+    assert a.update_alarm(AlarmState("gone", "b", "data", True, 1, "x", 0, [], 1), ev("e5"),
+                          {}) is False                                   # removed monitor
