@@ -24,7 +24,7 @@ from fleet.api.routes import Call, Endpoint, _int
 from fleet.api.services import Services
 from fleet.console.digest import TelemetryDigest
 from fleet.console.queries import FleetQueries
-from fleet.drift.metrics import drift_families
+from fleet.drift.metrics import drift_alarm_alerts, drift_families
 from fleet.errors import NotFoundError
 from fleet.metrics import CONTENT_TYPE, MetricsCollector, render
 
@@ -95,6 +95,7 @@ def overview(svc: Services, call: Call) -> Any:
         alerts.append({"severity": "critical", "kind": "deployment", "subject": a["id"],
                        "message": f"deployment of {a['bundle']} {a['status']}: "
                                   f"{a['reason'] or 'no reason given'}", "ts": a["updated_at"]})
+    alerts += drift_alarm_alerts(svc.store)          # stored monitors in alarm (docs/DRIFT.md)
     for c in devices["by_city"]:
         n = c["online"] + c["offline"]
         if n >= lim.offline_alert_min_devices and c["offline"] / n >= lim.offline_alert_fraction:

@@ -20,7 +20,7 @@ from fleet.drift.intake import REASONS
 from fleet.metrics import Family
 from fleet.store._drift_alerts import AlarmState, DriftAlertStore
 
-__all__ = ["MAX_BUNDLES", "MAX_FEATURES", "drift_families"]
+__all__ = ["MAX_BUNDLES", "MAX_FEATURES", "drift_alarm_alerts", "drift_families"]
 
 MAX_BUNDLES = 4
 MAX_FEATURES = 10
@@ -77,3 +77,19 @@ def drift_families(store: Any, ingest_counts: Callable[[], Mapping[str, int]] | 
     for reason in REASONS:
         refused.add(counts.get(f"drift_sketch:refused:{reason}", 0), reason=reason)
     return [alarm, windows, evaluated, feature, *stats.values(), refused]
+
+
+def drift_alarm_alerts(store: Any) -> list[dict[str, Any]]:
+    """The console overview's alerts for stored monitors in alarm (kind ``drift-alarm``)."""
+    if not isinstance(store, DriftAlertStore):
+        return []
+    out = []
+    for a in store.alarm_states():
+        if a.in_alarm:
+            names = [f["feature"] for f in a.features if f.get("drift")][:3]
+            out.append({"severity": "critical", "kind": "drift-alarm",
+                        "subject": f"{a.monitor}: {a.bundle}",
+                        "message": f"{a.side} drift for {a.drifting_windows} windows"
+                                   + (f" ({', '.join(names)})" if names else ""),
+                        "ts": a.since})
+    return out

@@ -30,6 +30,8 @@ def test_drift_page_renders_histograms_of_a_drifting_cohort(page_for: Any,
     assert DriftAlerts(store).evaluate() == 2
 
     page = page_for(console_fleet.viewer)
+    alerts = page.inner_text("[data-testid=alerts]")            # the overview lists the alarm
+    assert "lyon-cams: vc@1.0.0" in alerts and "data drift for 3 windows" in alerts
     page.click("a[data-nav=drift]")
     page.wait_for_selector("[data-testid=drift-monitors]")
     assert "lyon-cams" in page.inner_text("[data-testid=drift-monitors]")
