@@ -62,6 +62,8 @@ _BASELINES = {
     "fleet_delivery_agents": "none in the same run: the 60 s goal beside each size",
     "delta": "full artifact, zstd -19, bsdiff4 and zstd --patch-from of the same pair",
     "drift": "the agent's standardised mean shift on the same requests",
+    "drift_alerts": "on-demand `drift_status` for the same cohort; the rest of /metrics; plain "
+                    "urllib POSTs to the same receiver",
     "fleet_delivery": "unicast (one publication per fetch) in the same run",
     "fleet_ingest": "naive ingest (one transaction per message) in the same run",
     "fleet_store": "SQLite executemany vs PostgreSQL executemany vs COPY",
