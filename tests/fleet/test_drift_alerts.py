@@ -514,3 +514,34 @@ def test_the_store_decides_transitions_on_its_own_state(fleet: Store) -> None:
         a.update_alarm(AlarmState("lyon", "b", "both", True, 1, "x", 0, [], 1), [], {})
     assert a.update_alarm(AlarmState("gone", "b", "data", True, 1, "x", 0, [], 1), ev("e5"),
                           {}) is False                                   # removed monitor
+
+
+def test_a_restarted_manager_finishes_pending_deliveries(keystore: KeyStore,
+                                                         tmp_path: Path) -> None:
+    r = Receiver([503, 200])
+    try:
+        with live_fleet(keystore, tmp_path) as first:
+            store = first.server.store
+            _enrol(store)
+            _publish(store)
+            FleetClient(first.url, first.admin).request(
+                "POST", "/api/v1/drift/monitors",
+                body={"name": "lyon", "cohort": "city=lyon",
+                      "webhooks": [{"url": r.url, "secret": SECRET}]})
+            _live_drift(store)
+            first.server.alerts.alerts.evaluate()
+            first.server.alerts._wake.set()
+            wait_until("a first attempt", lambda: any(
+                d.attempts for d in alert_store(first.server.store).list_deliveries()), 30)
+        # the manager is gone with at least one delivery pending (503, retried in 5-10 s)
+        with live_fleet(keystore, tmp_path) as second:
+            pending = alert_store(second.server.store).list_deliveries(state="pending")
+            assert pending, "nothing was left pending by the first manager"
+            wait_until("delivered by the restarted manager", lambda: all(
+                d.state == "delivered"
+                for d in alert_store(second.server.store).list_deliveries()), 60)
+            log = alert_store(second.server.store).list_deliveries()
+            assert any([a.status_code for a in d.log] == [503, 200] for d in log)
+            assert len({json.loads(b)["id"] for _, b in r.requests}) == 2    # one per side
+    finally:
+        r.close()
