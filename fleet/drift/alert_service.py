@@ -50,6 +50,13 @@ class AlertService:
             t.join(timeout=timeout_s)
         self._threads = []
 
+    def run_now(self) -> int:
+        """Evaluate every monitor at once (not waiting for the interval) and wake the sender;
+        the number of transitions."""
+        n = self.alerts.evaluate()
+        self._wake.set()
+        return n
+
     def _evaluate_loop(self) -> None:
         while not self._stop.is_set():
             try:

@@ -16,14 +16,14 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from edgeops.drift.reference import DriftReference
 from edgeops.errors import ConfigError, UsageError
 from fleet.drift.monitor import GroupVerdict, MonitorPolicy, SideVerdict
-from fleet.drift.service import cohort_verdicts
+from fleet.drift.service import MAX_DEVICES, cohort_verdicts
 from fleet.drift.webhooks import (
     TYPE_DETECTED,
     TYPE_RESOLVED,
@@ -34,7 +34,7 @@ from fleet.drift.webhooks import (
     new_secret,
 )
 from fleet.selector import parse_selector
-from fleet.store import Store
+from fleet.store import DeviceFilter, Store
 from fleet.store._drift_alerts import (
     AlarmState,
     DriftAlertStore,
@@ -42,6 +42,7 @@ from fleet.store._drift_alerts import (
     OutgoingEvent,
     WebhookRecord,
 )
+from fleet.store.models import Device
 
 __all__ = ["MAX_MONITORS", "MAX_WEBHOOKS", "DriftAlerts", "alert_store", "monitor_view",
            "parse_monitor"]
@@ -164,16 +165,18 @@ class DriftAlerts:
     def evaluate(self) -> int:
         """Evaluate every monitor once; the number of alarm transitions recorded."""
         now = self.clock()
-        n = 0
-        for m in self.alerts.list_monitors()[:MAX_MONITORS]:
-            n += self.evaluate_monitor(m, now)
-        return n
+        monitors = self.alerts.list_monitors()[:MAX_MONITORS]
+        if not monitors:
+            return 0
+        fleet = self.store.select_devices(DeviceFilter())[:MAX_DEVICES]   # once per round
+        return sum(self.evaluate_monitor(m, now, fleet) for m in monitors)
 
-    def evaluate_monitor(self, m: MonitorRecord, now: float) -> int:
+    def evaluate_monitor(self, m: MonitorRecord, now: float,
+                         devices: Sequence[Device] | None = None) -> int:
         policy = monitor_policy(m)
         prior = {(a.bundle, a.side): a.in_alarm for a in self.alerts.alarm_states(m.name)}
         verdicts = cohort_verdicts(self.store, m.cohort, now=now, policy=policy,
-                                   lookback_s=self.lookback_s)
+                                   lookback_s=self.lookback_s, devices=devices)
         verdicts.sort(key=lambda v: -(v[0].latest_window_end or 0.0))
         n = 0
         for verdict, ref in verdicts[:MAX_BUNDLES]:

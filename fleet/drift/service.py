@@ -117,12 +117,15 @@ def drift_status(store: Store, *, now: float, cohorts: Sequence[str] = (),
 
 
 def cohort_verdicts(store: Store, cohort: str, *, now: float, policy: MonitorPolicy,
-                    lookback_s: float = 8 * DEFAULT_WINDOW_S
+                    lookback_s: float = 8 * DEFAULT_WINDOW_S,
+                    devices: Sequence[Device] | None = None
                     ) -> list[tuple[GroupVerdict, DriftReference]]:
     """One cohort's verdict per bundle, with the bundle's reference (a stored monitor's view:
-    no per-device verdicts computed)."""
+    no per-device verdicts computed). ``devices``: the fleet, when the caller already read it
+    (one read for every monitor of an evaluation round)."""
     sel = parse_selector(cohort)
-    members = [d for d in store.select_devices(DeviceFilter())[:MAX_DEVICES] if sel.matches(d)]
+    fleet = store.select_devices(DeviceFilter())[:MAX_DEVICES] if devices is None else devices
+    members = [d for d in fleet if sel.matches(d)]
     merged = _sketches(store, members, now - lookback_s)
     refs: dict[str, DriftReference | None] = {}
     out = []

@@ -384,8 +384,7 @@ def test_cli_and_api_manage_monitors_and_the_manager_delivers(
     assert [m["name"] for m in listed] == ["gen", "lyon"] and SECRET not in out
 
     _live_drift(store)
-    live.server.alerts.alerts.evaluate()           # the background loop would, within 60 s
-    live.server.alerts._wake.set()
+    live.server.alerts.run_now()                   # the background loop would, within 60 s
     wait_until("4 deliveries", lambda: len(receiver.requests) >= 4, 30)
     assert all(verify(SECRET, b, h, now=time.time()) is None for h, b in receiver.requests)
 
@@ -529,8 +528,7 @@ def test_a_restarted_manager_finishes_pending_deliveries(keystore: KeyStore,
                 body={"name": "lyon", "cohort": "city=lyon",
                       "webhooks": [{"url": r.url, "secret": SECRET}]})
             _live_drift(store)
-            first.server.alerts.alerts.evaluate()
-            first.server.alerts._wake.set()
+            first.server.alerts.run_now()
             wait_until("a first attempt", lambda: any(
                 d.attempts for d in alert_store(first.server.store).list_deliveries()), 30)
         # the manager is gone with at least one delivery pending (503, retried in 5-10 s)
