@@ -193,7 +193,7 @@ def _latency(work: Path, store: Any, parts: dict[str, Any], calls: int, reps: in
     import onnxruntime as ort
 
     from device_agent.core import AgentCore
-    from device_agent.inference import LocalClient
+    from device_agent.local_api import LocalClient
     from device_agent.telemetry import FeatureStats
 
     width = parts["width"]

@@ -8,7 +8,8 @@ reference. A request in flight keeps the old session alive (plain reference coun
 returns, so no request ever fails because of an activation.
 
 The socket API over this service lives in :mod:`device_agent.local_api` (imported only when a
-socket or port is configured, to keep the agent's resident size down).
+socket or port is configured, to keep the agent's resident size down); it imports this module,
+never the other way round.
 """
 
 from __future__ import annotations
@@ -38,18 +39,6 @@ __all__ = [
     "NoModelError",
     "PredictInputError",
 ]
-
-_LOCAL_API_NAMES = ("InferenceLimits", "LocalApiServer", "LocalClient")
-
-
-def __getattr__(name: str) -> Any:
-    """``from device_agent.inference import LocalClient`` keeps working, loaded on demand."""
-    if name in _LOCAL_API_NAMES:
-        from device_agent import local_api
-
-        return getattr(local_api, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 log = logging.getLogger(__name__)
 _perf_counter = time.perf_counter
