@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from device_agent import AGENT_VERSION
+from device_agent.capture import CaptureSampler
 from device_agent.config import AgentConfig
 from device_agent.core import AgentCore, request_from_fetched
 from device_agent.diskspace import (
@@ -52,6 +53,7 @@ from device_agent.diskspace import (
     space_shortfall,
 )
 from device_agent.drift_sketch import DriftSketch
+from device_agent.feedback import PredictionLog
 from device_agent.memory import tune_allocator
 from device_agent.mqtt import Backoff, MqttConnection, TlsFiles, parse_broker_url
 from device_agent.outbox import AckSettings, Outbox, StateOutbox
@@ -239,6 +241,11 @@ class Agent:
         self.drift_sketch = DriftSketch(clock)
         self.core.inference.output_observers.append(self.drift_sketch.observe)
         self._drift_ref_key: str | None = None
+        # ground truth per prediction id, and the opt-in capture (off until a signed command)
+        self.predictions = PredictionLog(clock)
+        self.core.inference.predictions = self.predictions
+        self.capture = CaptureSampler(data / "capture.json", clock, rng=rng)
+        self.core.inference.output_observers.append(self.capture.observe)
         self._work: queue.Queue[tuple[Command, str]] = queue.Queue(settings.work_queue_max)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -470,6 +477,9 @@ class Agent:
         if cmd.kind == "report-state":
             self._report_again(cmd)      # not accepted: its seq must not hide a pending deploy
             return
+        if cmd.kind == "capture":
+            self._on_capture(cmd, digest)
+            return
         if cmd.kind == "cancel":
             self._cancel = str(cmd.body.get("deployment_id"))
             self.net.accept_command(cmd.seq, digest)
@@ -482,6 +492,17 @@ class Agent:
             return
         self._queued_seq = cmd.seq
         self._queued_digests.add(digest)
+
+    def _on_capture(self, cmd: Command, digest: str) -> None:
+        """Open or close the data capture the verified command states (device_agent/capture.py)."""
+        self.net.accept_command(cmd.seq, digest)
+        try:
+            order = self.capture.apply(cmd.body)
+        except MessageError as exc:
+            self.report(None, reason=f"capture refused: {exc.message}")
+            return
+        self.report(None, reason=f"capture {order.capture_id} "
+                                 f"{'opened' if order.open else 'closed'}")
 
     def _on_ack(self, payload: bytes) -> None:
         try:
@@ -567,6 +588,9 @@ class Agent:
         sketch = self._drift_sketch_record(now, active, label)
         if sketch is not None:
             records.append(sketch)
+        if self.predictions.due(now):
+            records += self.predictions.take(now, self.device_id)
+        records += self.capture.take(self.device_id, label)
         try:
             self.telemetry_q.push_many([json.dumps(r, sort_keys=True, separators=(",", ":"),
                                                    default=str).encode() for r in records])
