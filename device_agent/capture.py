@@ -14,7 +14,7 @@ writes), so a restart neither resets the caps nor reuses a sample number.
 
 Cost on the request path with no open capture: one attribute read. With one: a random draw per
 request; a sampled request pays one copy of its tensors into the buffer (at most
-``buffer_max`` samples wait for the next telemetry tick; more are dropped and counted).
+``buffer_max_bytes``, 1 MiB, wait for the next telemetry tick; more are dropped and counted).
 """
 
 from __future__ import annotations
@@ -45,13 +45,15 @@ class CaptureSampler:
     """Holds the open capture (if any), samples requests, hands out records. Thread-safe."""
 
     def __init__(self, state_path: Path, clock: Callable[[], float], *,
-                 rng: random.Random | None = None, buffer_max: int = 16) -> None:
+                 rng: random.Random | None = None,
+                 buffer_max_bytes: int = 1024 * 1024) -> None:
         self._path = state_path
         self._clock = clock
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._buffer: deque[tuple[float, bytes]] = deque()
-        self.buffer_max = buffer_max
+        self._buffered = 0                 # bytes waiting in the buffer
+        self.buffer_max_bytes = buffer_max_bytes
         self.order: CaptureOrder | None = None
         self.used_total = 0           # bytes of the current capture taken into the buffer
         self.used_day = 0
@@ -70,6 +72,7 @@ class CaptureSampler:
                 self.used_total = self.used_day = 0
                 self.next_seq = 0
                 self._buffer.clear()
+                self._buffered = 0
             self.order = order if order.open else None
             self._save()
         log.info("capture %s %s", order.capture_id, "opened" if order.open else "closed")
@@ -112,11 +115,12 @@ class CaptureSampler:
             if self.used_day + len(data) > order.max_bytes_per_day:
                 self._skip("day-cap")
                 return
-            if len(self._buffer) >= self.buffer_max:
+            if self._buffered + len(data) > self.buffer_max_bytes:
                 self._skip("buffer-full")
                 return
             self.used_total += len(data)
             self.used_day += len(data)
+            self._buffered += len(data)
             self._buffer.append((now, data))
 
     def _skip(self, why: str) -> None:
@@ -131,6 +135,7 @@ class CaptureSampler:
                 return []
             items = list(self._buffer)
             self._buffer.clear()
+            self._buffered = 0
             first = self.next_seq
             self.next_seq += len(items)
             self._save()

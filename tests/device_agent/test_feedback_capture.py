@@ -189,7 +189,7 @@ def test_capture_is_off_until_an_order_and_keeps_to_its_caps(tmp_path: Path) -> 
 
 def test_capture_rate_until_sample_size_and_bad_orders(tmp_path: Path) -> None:
     clock = Clock()
-    s = CaptureSampler(tmp_path / "capture.json", clock, rng=random.Random(7), buffer_max=1000)
+    s = CaptureSampler(tmp_path / "capture.json", clock, rng=random.Random(7), buffer_max_bytes=10**6)
     s.apply(_order(sample_rate=0.25, max_bytes_per_device=10**6, max_bytes_per_day=10**6))
     _serve(s, 400)
     n = len(s.take("cam-1", None))
