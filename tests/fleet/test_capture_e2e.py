@@ -101,6 +101,17 @@ def test_capture_reaches_the_cohort_and_refuses_an_outsider(
             c.request("POST", f"/api/v1/captures/{cap['id']}/stop")
             wait_until("orders closed", lambda: all(
                 a.capture.order is None for a in agents[:2]))
+
+            # ground truth: scored on the agent, sent as an accuracy window, tested in the fleet
+            log = agents[0].predictions
+            log.window_s = 0.0                     # close the window at the next tick
+            for i in range(10):
+                pid = log.record("tiny@1.0.0", {"y": np.array([[0.9, 0.1]])})
+                log.feedback(pid, label=0 if i < 7 else 1)
+            got = wait_until("accuracy in the fleet", lambda: [
+                g for g in c.drift(device="cam-0", reference_accuracy=0.9, min_samples=5)
+                ["concept"] if g["group"] == "device:cam-0"], 60)
+            assert got[0]["latest"]["total"] == 10 and got[0]["latest"]["correct"] == 7
         finally:
             for a in agents:
                 a.stop()
