@@ -99,7 +99,13 @@ def capture() -> None:
 def start(selector: str, sample_rate: float, max_bytes_per_device: str, max_bytes_per_day: str,
           max_sample_bytes: str, until_text: str, fleet_url: str, token: str | None,
           as_json: bool) -> None:
-    """Open a capture: each selected device gets a signed command stating the bounds."""
+    """Open a capture: each selected device gets a signed command stating the bounds.
+
+    \b
+    Example:
+      edgeops fleet capture start --selector city=lyon --sample-rate 0.05 \\
+          --max-bytes-per-device 20M --max-bytes-per-day 5M --until 24h
+    """
     body = {"selector": selector, "sample_rate": sample_rate,
             "max_bytes_per_device": parse_bytes(max_bytes_per_device),
             "max_bytes_per_day": parse_bytes(max_bytes_per_day),
@@ -113,7 +119,12 @@ def start(selector: str, sample_rate: float, max_bytes_per_device: str, max_byte
 @_fleet_options
 @json_option
 def list_(fleet_url: str, token: str | None, as_json: bool) -> None:
-    """Captures, newest first, with samples and bytes received."""
+    """Captures, newest first, with samples and bytes received.
+
+    \b
+    Example:
+      edgeops fleet capture list --json
+    """
     out = _client(fleet_url, token).request("GET", "/api/v1/captures")
     emit(as_json, out, lambda: "\n".join(_line(c) for c in out["items"]) or "no captures")
 
@@ -123,7 +134,12 @@ def list_(fleet_url: str, token: str | None, as_json: bool) -> None:
 @_fleet_options
 @json_option
 def stop(capture_id: str, fleet_url: str, token: str | None, as_json: bool) -> None:
-    """Stop a capture now; devices stop sampling, later uploads are refused."""
+    """Stop a capture now; devices stop sampling, later uploads are refused.
+
+    \b
+    Example:
+      edgeops fleet capture stop c-1a2b3c4d5e6f7a8b
+    """
     out = _client(fleet_url, token).request("POST", f"/api/v1/captures/{capture_id}/stop")
     emit(as_json, out, lambda: f"stopped {_line(out)}")
 
@@ -136,7 +152,13 @@ def stop(capture_id: str, fleet_url: str, token: str | None, as_json: bool) -> N
 @json_option
 def export(capture_id: str, output: Path, fleet_url: str, token: str | None,
            as_json: bool) -> None:
-    """Write the capture's inputs as an .npz for `edgeops build --calibration/--validation`."""
+    """Write the capture's inputs as an .npz for `edgeops build --calibration/--validation`.
+
+    \b
+    Example:
+      edgeops fleet capture export c-1a2b3c4d5e6f7a8b -o live.npz
+      edgeops build model.onnx --calibration live.npz --reference live.npz ...
+    """
     import io
 
     import numpy as np
