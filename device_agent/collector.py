@@ -57,6 +57,8 @@ class TelemetryCollector(AgentPart):
         core.inference.output_observers.append(self.drift_sketch.observe)
         self._drift_ref_key: str | None = None
         self._baseline: tuple[str | None, dict[str, Any]] = (None, {})
+        # more records per interval from other parts (ground truth, capture): (now, bundle) in
+        self.sources: list[Callable[[float, str | None], list[dict[str, Any]]]] = []
 
     def tick(self, now: float) -> None:
         """The I/O loop's pass: collect when the interval is up."""
@@ -82,6 +84,8 @@ class TelemetryCollector(AgentPart):
         sketch = self._drift_sketch_record(now, active, label)
         if sketch is not None:
             records.append(sketch)
+        for source in self.sources:
+            records += source(now, label)
         try:
             self.queue.push_many([json.dumps(r, sort_keys=True, separators=(",", ":"),
                                              default=str).encode() for r in records])

@@ -45,12 +45,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from device_agent import AGENT_VERSION
+from device_agent.capture import CaptureSampler
 from device_agent.collector import TelemetryCollector
 from device_agent.command_gate import Admitted, BadBody, CommandGate, Refused
 from device_agent.config import AgentConfig
 from device_agent.core import AgentCore
 from device_agent.deployer import Deployer, FetchSettings, Stopping
 from device_agent.diskspace import DiskFullError, DiskLimits, DiskReserve
+from device_agent.feedback import PredictionLog
 from device_agent.memory import tune_allocator
 from device_agent.mqtt import Backoff, MqttConnection, TlsFiles, parse_broker_url
 from device_agent.net_state import NetState
@@ -74,6 +76,7 @@ from edgeops.protocol import (
     topics,
 )
 from edgeops.protocol.bodies import raw_deployment_id
+from edgeops.protocol.capture import CaptureOrder
 
 __all__ = ["Agent", "DaemonSettings", "run"]
 
@@ -178,6 +181,12 @@ class Agent:
             self.device_id, core=self.core, queue=self.telemetry_q, limits=settings.telemetry,
             interval_s=config.telemetry.interval_s, data_dir=data, clock=clock,
             heartbeat=self._heartbeat)
+        # ground truth per prediction id, and the opt-in capture (off until a signed command)
+        self.predictions = PredictionLog(clock)
+        self.core.inference.predictions = self.predictions
+        self.capture = CaptureSampler(data / "capture.json", clock, rng=rng)
+        self.core.inference.output_observers.append(self.capture.observe)
+        self.collector.sources += [self._accuracy_records, self._capture_records]
         # driven from the I/O thread in this order (device_agent.parts); features append theirs
         self.parts: list[AgentPart] = [self.collector, self.reports]
         # -- threads ------------------------------------------------------------------------
@@ -373,6 +382,9 @@ class Agent:
             self._on_bad_body(decision)
             return
         body = decision.body
+        if isinstance(body, CaptureOrder):
+            self._on_capture(body, decision)
+            return
         if isinstance(body, ReportStateCommand):
             self._report_again(body)      # not accepted: its seq must not hide a pending deploy
             return
@@ -397,6 +409,25 @@ class Agent:
         self.report(phase, deployment_id=dep, reason=bad.error.message)
         if cmd.kind != ReportStateCommand.KIND:
             self._accept(cmd.seq, bad.digest)
+
+    def _on_capture(self, order: CaptureOrder, admitted: Admitted) -> None:
+        """Open or close the data capture the verified command states (device_agent/capture.py)."""
+        self.gate.accept(admitted.command.seq, admitted.digest)
+        try:
+            order = self.capture.apply(order.to_dict())
+        except MessageError as exc:
+            self.report(None, reason=f"capture refused: {exc.message}")
+            return
+        self.report(None, reason=f"capture {order.capture_id} "
+                                 f"{'opened' if order.open else 'closed'}")
+
+    def _accuracy_records(self, now: float, label: str | None) -> list[dict[str, Any]]:
+        """Closed ground-truth windows (device_agent/feedback.py)."""
+        return self.predictions.take(now, self.device_id) if self.predictions.due(now) else []
+
+    def _capture_records(self, now: float, label: str | None) -> list[dict[str, Any]]:
+        """Captured samples waiting to be sent (device_agent/capture.py)."""
+        return self.capture.take(self.device_id, label)
 
     def _on_ack(self, payload: bytes) -> None:
         try:

@@ -21,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from device_agent.runtime import ModelRunner, load_runner
 from device_agent.slots import SlotInfo, SlotStore
 from edgeops.bundle.manifest import Manifest, TensorSpec
 from edgeops.errors import BadContentError, EdgeOpsError
+
+if TYPE_CHECKING:
+    from device_agent.feedback import PredictionLog
 
 __all__ = [
     "InferenceService",
@@ -179,6 +182,8 @@ class InferenceService:
         self.stats = InferenceStats()
         self.observers = list(observers)
         self.output_observers: list[OutputObserver] = []
+        # ground truth per prediction id (device_agent/feedback.py); None: no ids handed out
+        self.predictions: PredictionLog | None = None
 
     @property
     def model(self) -> LoadedModel | None:

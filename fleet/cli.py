@@ -19,6 +19,8 @@ import click
 
 from edgeops.cli.common import emit, json_option, progress_printer
 from edgeops.errors import UsageError
+from fleet.capture.cli import capture as _capture_group
+from fleet.monitor_cli import monitor as _monitor_group
 
 __all__ = ["fleet"]  # publish, sign_targets: fleet.release_cli (module __getattr__ below)
 
@@ -691,10 +693,12 @@ def token_revoke(token_id: str, fleet_url: str, token: str | None, as_json: bool
     emit(as_json, out, lambda: f"revoked {token_id}")
 
 
-# -- stored drift monitors (fleet.monitor_cli) --------------------------------------------------
-from fleet.monitor_cli import monitor as _monitor  # noqa: E402 - after the group it joins
+# -- data capture (issue 18): fleet.capture.cli ------------------------------------------------
+fleet.add_command(_capture_group)
 
-fleet.add_command(_monitor)
+
+# -- stored drift monitors and their webhooks (issue 18): fleet.monitor_cli ----------------------
+fleet.add_command(_monitor_group)
 
 
 # -- PKI hook (fleet.pki_cli, owned by the security work) -----------------------------------------

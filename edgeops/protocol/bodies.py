@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgeops.protocol.capture import CaptureOrder
 from edgeops.protocol.messages import MessageError
 
 __all__ = [
@@ -245,10 +246,11 @@ class ConfigCommand:
         return cls(d.get("deployment_id"), d.get("driving_signal"), "driving_signal" in d)
 
 
-CommandBody = DeployCommand | RollbackCommand | CancelCommand | ReportStateCommand | ConfigCommand
+CommandBody = (DeployCommand | RollbackCommand | CancelCommand | ReportStateCommand
+               | ConfigCommand | CaptureOrder)
 
 _BODIES: dict[str, Any] = {c.KIND: c for c in (DeployCommand, RollbackCommand, CancelCommand,
-                                                ReportStateCommand, ConfigCommand)}
+                                                ReportStateCommand, ConfigCommand, CaptureOrder)}
 
 
 def parse_body(kind: str, body: Mapping[str, Any]) -> CommandBody:
@@ -256,7 +258,12 @@ def parse_body(kind: str, body: Mapping[str, Any]) -> CommandBody:
     cls = _BODIES.get(kind)
     if cls is None:
         raise BodyError(f"unknown command kind {kind!r}")
-    parsed: CommandBody = cls.from_dict(body)
+    try:
+        parsed: CommandBody = cls.from_dict(body)
+    except BodyError:
+        raise
+    except MessageError as exc:     # the capture order's own checks (edgeops/protocol/capture.py)
+        raise BodyError(exc.message) from None
     return parsed
 
 
