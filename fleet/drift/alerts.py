@@ -159,8 +159,20 @@ class DriftAlerts:
         self.source = source.rstrip("/")
         self.lookback_s = lookback_s
         self.clock = clock
-        # 18-capture's hook: a capture id to suggest in the retrain event (monitor, bundle)
-        self.capture_for = capture_for
+        # the capture id to suggest in the retrain event: (cohort, bundle) -> id or None;
+        # default: an open capture on exactly the monitor's cohort (fleet/capture)
+        self.capture_for = capture_for if capture_for is not None else self._open_capture
+
+    def _open_capture(self, cohort: str, bundle: str) -> str | None:
+        """The newest open capture whose selector is the monitor's cohort, if any."""
+        list_captures = getattr(self.store, "list_captures", None)
+        if list_captures is None:
+            return None
+        now = self.clock()
+        for c in list_captures(100):
+            if c.selector == cohort and c.is_open(now):
+                return str(c.id)
+        return None
 
     def evaluate(self) -> int:
         """Evaluate every monitor once; the number of alarm transitions recorded."""
@@ -228,7 +240,7 @@ class DriftAlerts:
                                                      data=data))]
         if in_alarm and m.retrain:
             rid = uuid.uuid4().hex
-            capture = self.capture_for(m.name, v.bundle) if self.capture_for else None
+            capture = self.capture_for(m.cohort, v.bundle)
             retrain = {"model": name, "bundle_version": version, "bundle": v.bundle,
                        "cohort": m.cohort, "monitor": m.name, "side": side,
                        "drifting_features": [f["feature"] for f in detail["features"]],

@@ -543,3 +543,23 @@ def test_a_restarted_manager_finishes_pending_deliveries(keystore: KeyStore,
             assert len({json.loads(b)["id"] for _, b in r.requests}) == 2    # one per side
     finally:
         r.close()
+
+
+def test_the_retrain_event_suggests_an_open_capture_on_the_cohort(fleet: Store,
+                                                                  receiver: Receiver) -> None:
+    from fleet.store._captures import CaptureRecord
+
+    def capture(cid: str, selector: str, status: str = "open", until: float = NOW + 3600,
+                created: float = NOW - 60) -> CaptureRecord:
+        return CaptureRecord(cid, selector, 0.1, 1 << 20, 1 << 20, 1 << 16, until, status,
+                             ("cam-1",), created)
+
+    fleet.create_capture(capture("c-other", "city=paris"))                  # type: ignore[attr-defined]
+    fleet.create_capture(capture("c-gone", "city=lyon", until=NOW - 1))     # type: ignore[attr-defined]
+    fleet.create_capture(capture("c-lyon", "city=lyon", created=NOW - 30))  # type: ignore[attr-defined]
+    _monitor(fleet, receiver.url, retrain=True)
+    _drift(fleet)
+    DriftAlerts(fleet, clock=lambda: NOW).evaluate()
+    _sender(fleet, Clock()).run_once()
+    retrain = [e for e in receiver.events() if e["type"] == TYPE_RETRAIN]
+    assert retrain and {e["data"]["capture_id"] for e in retrain} == {"c-lyon"}
