@@ -50,8 +50,8 @@ class Tools:
         out: dict[str, Any] = {}
         if "ks" in tools:
             r = self.ks[name].predict(x.astype(np.float32))["data"]
-            out["ks"] = {"drift": bool(r["is_drift"]),
-                         "p_min": float(np.min(r["p_val"]))}
+            out["ks"] = {"drift": bool(r["is_drift"]), "p_min": float(np.min(r["p_val"])),
+                         "features": int(np.size(r["p_val"]))}
         if "evidently" in tools:
             out["evidently"] = self._evidently(name, x)
         return out

@@ -26,7 +26,8 @@ windows, what each detects, how fast, how often it cries wolf and what a device 
   policy (alpha 0.0005 per side, persistence 1: the same bound of 1e-3 false alarms per window,
   no wait); mean shift = per feature `|mean - mean_ref| / std_ref > 3` (tabular: per column;
   images: per channel of the pixels, as the agent's `drift` record means it); Alibi Detect's
-  `KSDrift` (p_val 0.05, Bonferroni: its defaults) and Evidently's `DataDriftPreset` (defaults;
+  `KSDrift` (p_val 0.05, Bonferroni: its defaults; and at p_val 0.001, the goal's
+  false-alarm budget, from the same p-values) and Evidently's `DataDriftPreset` (defaults;
   alarm = its dataset-drift verdict, half the columns drifting; "any column" beside it) on the
   RAW window: tabular the 12 sensor columns, images per image the channel means and standard
   deviations of the model input (6 columns: the sketch's brightness/contrast before binning),
@@ -72,8 +73,9 @@ HORIZON = 20
 RAMP = 12
 SHIFT_ALERT = 3.0
 FAST_ALPHA = 0.0005                                         # the one-window policy, per side
-DETECTORS = ("ours", "ours_fast", "mean_shift", "ks", "evidently", "evidently_any")
-RAW = ("ks", "evidently", "evidently_any")
+KS_STRICT = 0.001                       # KSDrift at the goal's false-alarm budget (p_val)
+DETECTORS = ("ours", "ours_fast", "mean_shift", "ks", "ks_strict", "evidently", "evidently_any")
+RAW = ("ks", "ks_strict", "evidently", "evidently_any")
 
 
 def _counts(ref: DriftReference, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
@@ -266,14 +268,15 @@ class _Rules:
                 "flag_input": self.flags["input"][-1], "flag_output": self.flags["output"][-1]}
 
     def raw_tools(self, raw: np.ndarray, want: set[str]) -> dict[str, bool]:
-        tools: list[str] = [t for t in ("ks", "evidently") if t in want or (
-            t == "evidently" and "evidently_any" in want)]
+        tools: list[str] = [t for t in ("ks", "evidently")
+                            if t in want or f"{t}_strict" in want or f"{t}_any" in want]
         if self.raw is None or not tools:
             return {}
         r = self.raw.test(self.world.name, raw, tools)
         out: dict[str, bool] = {}
-        if "ks" in r:
+        if "ks" in r:           # the same p-values at p_val 0.001 (Bonferroni as its default)
             out["ks"] = bool(r["ks"]["drift"])
+            out["ks_strict"] = r["ks"]["p_min"] < KS_STRICT / r["ks"]["features"]
         if "evidently" in r:
             out["evidently"] = bool(r["evidently"]["dataset_drift"])
             out["evidently_any"] = bool(r["evidently"]["any_column"])
@@ -293,8 +296,7 @@ def _delay(world: World, kind: str, magnitude: float, gradual: bool, devices: in
     hit: dict[str, int | None] = dict.fromkeys(DETECTORS)
     judged: dict[str, int] = {}
     others = ["mean_shift"] + [k for k in RAW if raw is not None and
-                               (k in raw_tools or (k == "evidently_any" and
-                                                   "evidently" in raw_tools))]
+                               k.removesuffix("_any").removesuffix("_strict") in raw_tools]
     full = {"mean_shift"} if isinstance(world, Tabular) else set()
     for w in range(1, HORIZON + 1):
         ours_done = hit["ours"] is not None and hit["ours_fast"] is not None
@@ -335,7 +337,7 @@ def _false_alarms(world: World, windows: int, devices: int, seed: int,
         now = rules.ours(counts)
         now["mean_shift"] = world.shift(x) > SHIFT_ALERT
         if w < raw_windows:
-            now |= rules.raw_tools(x, set(RAW) if w < ev_windows else {"ks"})
+            now |= rules.raw_tools(x, set(RAW) if w < ev_windows else {"ks", "ks_strict"})
         for k, v in now.items():
             onsets[k] = onsets.get(k, 0) + (v and not prev.get(k, False))
             in_alarm[k] = in_alarm.get(k, 0) + v
