@@ -56,12 +56,14 @@ def _brightness(x: np.ndarray, level: float) -> np.ndarray:
 
 def _contrast(x: np.ndarray, level: float) -> np.ndarray:
     m = x.mean(axis=(2, 3), keepdims=True)                  # each frame's own mean: kept
-    return m + np.float32(1.0 - level) * (x - m)            # haze
+    out: np.ndarray = m + np.float32(1.0 - level) * (x - m)   # haze
+    return out
 
 
 def _colour(x: np.ndarray, level: float) -> np.ndarray:
     gain = np.array([1.0 + level, 1.0, 1.0 - level], np.float32)[None, :, None, None]
-    return x * gain                                         # white balance drifts warm
+    out: np.ndarray = x * gain                              # white balance drifts warm
+    return out
 
 
 IMAGE_DRIFTS = (
@@ -126,7 +128,8 @@ class Camera:
 
     @staticmethod
     def normalise(x: np.ndarray) -> np.ndarray:
-        return ((np.clip(x, 0.0, 1.0) - np.float32(MEAN)) / np.float32(STD)).astype(np.float32)
+        out: np.ndarray = ((np.clip(x, 0.0, 1.0) - np.float32(MEAN)) / np.float32(STD))
+        return out.astype(np.float32)
 
 
 def stats(x: np.ndarray) -> np.ndarray:

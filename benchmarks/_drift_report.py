@@ -85,12 +85,14 @@ def goals(r: dict[str, Any]) -> dict[str, Any]:
             if mine is None or mine > 1.5 * best:
                 delay[ours].append(f"{_name(row)}: {_fmt(mine)} vs {best:g}")
     special = {}
-    for key in (("tabular", "spread", "device"), ("tabular", "decorrelate", "device"),
-                ("images", "contrast", "device")):
-        rows = [x for x in r["detection"] if (x["stream"], x["drift"], x["scope"]) == key]
+    keys: tuple[tuple[str, str, str], ...] = (("tabular", "spread", "device"),
+                                               ("tabular", "decorrelate", "device"),
+                                               ("images", "contrast", "device"))
+    for wanted in keys:
+        rows = [x for x in r["detection"] if (x["stream"], x["drift"], x["scope"]) == wanted]
         row = max(rows, key=lambda x: x["magnitude"]) if rows else None
         if row is not None:
-            special["/".join(key)] = {"ours": _median(row["delays"]["ours"]),
+            special["/".join(wanted)] = {"ours": _median(row["delays"]["ours"]),
                                       "mean_shift": _median(row["delays"]["mean_shift"])}
     b = {f"{x['stream']} {x['requests_per_s']:g} req/s {x['window_s'] / 60:.0f} min":
          x["sketch_bytes_per_day"] / x["raw_input_bytes_per_day"] for x in r["bytes"]}
