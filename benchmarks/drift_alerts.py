@@ -1,5 +1,5 @@
 """Drift monitors on the manager: what a stored monitor's evaluation, a /metrics scrape and a
-webhook delivery cost (issue 18, docs/DRIFT.md section 5).
+webhook delivery cost (issue 18, docs/DRIFT.md section 8).
 
 - **evaluation**: ``DriftAlerts.evaluate_monitor`` for one cohort (reads the cohort's sketches,
   merges, tests, writes the alarm state) beside the baseline ``drift_status`` for the same
