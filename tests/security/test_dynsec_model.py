@@ -21,7 +21,8 @@ from edgeops.errors import TransportError, UsageError
 from edgeops.protocol import topics
 from fleet import dynsec
 from fleet.api.pki_routes import routes
-from fleet.pki import MANAGER_IDENTITY, FleetCA, generate_key, make_csr
+from fleet.certs import generate_key, make_csr
+from fleet.pki import MANAGER_IDENTITY, FleetCA
 from tests.security._services import serve_app
 
 PASSWORD = "correct horse battery staple"

@@ -12,7 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from edgeops.errors import EdgeOpsError
-from fleet.pki import MANAGER_IDENTITY, make_csr
+from fleet.certs import make_csr
+from fleet.pki import MANAGER_IDENTITY
 from fleet.pki_cli import broker_config, ca, device_enroll
 
 
