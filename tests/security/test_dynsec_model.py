@@ -137,7 +137,7 @@ def test_enrolment_with_the_broker_down_is_503_with_a_reason(tmp_path: Path) -> 
 
 
 def test_revoke_with_broker_needs_the_password_file(tmp_path: Path) -> None:
-    from fleet.pki_cli import ca as ca_cli
+    from fleet.cli.pki import ca as ca_cli
 
     ca = FleetCA(tmp_path / "ca")
     ca.init()
@@ -160,7 +160,7 @@ def test_reload_broker_is_checked_before_anything_is_revoked(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    from fleet.pki_cli import ca as ca_cli
+    from fleet.cli.pki import ca as ca_cli
 
     ca = FleetCA(tmp_path / "ca")
     ca.init()
@@ -214,7 +214,7 @@ def test_broker_config_grants_devices_enrolled_before_it(tmp_path: Path) -> None
 def test_revoke_with_the_broker_down_says_what_was_done(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import fleet.broker_admin
-    from fleet.pki_cli import ca as ca_cli
+    from fleet.cli.pki import ca as ca_cli
     from tests.services import free_port
 
     monkeypatch.setattr(fleet.broker_admin, "DEFAULT_TIMEOUT_S", 1.0)
