@@ -119,4 +119,5 @@ class InboundMessage:
         return (self.topic, self.payload, self.qos, self.retain, self.mid) == (
             other.topic, other.payload, other.qos, other.retain, other.mid)
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+    def __hash__(self) -> int:
+        return hash((self.topic, self.payload, self.qos, self.retain, self.mid))

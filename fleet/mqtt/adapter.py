@@ -139,6 +139,13 @@ class Inbound(InboundMessage):
         if self.connection is not None:
             self.connection.ack(self)
 
+    # one delivery on one connection: two deliveries of the same bytes are two messages to ack
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
 
 class MqttConnection:
     """One MQTT 5 client session: subscriptions, an inbound queue and publish accounting.

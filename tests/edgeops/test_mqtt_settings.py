@@ -73,4 +73,12 @@ def test_inbound_messages_compare_by_value() -> None:
     a = InboundMessage("devices/x/state", b"{}", 1, False, 7)
     assert a == InboundMessage("devices/x/state", b"{}", 1, False, 7)
     assert a != InboundMessage("devices/x/state", b"{}", 1, True, 7)
+    assert len({a, InboundMessage("devices/x/state", b"{}", 1, False, 7)}) == 1
     assert "devices/x/state" in repr(a) and "2 bytes" in repr(a)
+
+
+def test_the_managers_inbound_messages_are_deliveries() -> None:
+    from fleet.mqtt import Inbound
+
+    one, two = (Inbound("t", b"x", 1, False, 5, generation=1) for _ in range(2))
+    assert one != two and one == one and len({one, two}) == 2
