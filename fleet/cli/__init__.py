@@ -2,9 +2,9 @@
 
 ``serve`` (:mod:`.serve`), devices (:mod:`.devices`), deployments (:mod:`.deployments`),
 telemetry and drift (:mod:`.telemetry`), bundles and blessings (:mod:`.bundles`), aliases
-(:mod:`.aliases`), API tokens (:mod:`.tokens`), the PKI (:mod:`.pki`: ``ca``,
-``broker-config``); the top-level ``edgeops publish`` and ``sign-targets`` are in
-:mod:`.release`.
+(:mod:`.aliases`), API tokens (:mod:`.tokens`), data capture (:mod:`fleet.capture.cli`), the
+PKI (:mod:`.pki`: ``ca``, ``broker-config``); the top-level ``edgeops publish`` and
+``sign-targets`` are in :mod:`.release`.
 
 A thin shell: ``serve`` wires :mod:`fleet.server`; every other command talks to the HTTP API
 through :class:`fleet.client.FleetClient` with ``--fleet URL`` / ``EDGEOPS_FLEET`` and
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import click
 
+from fleet.capture.cli import capture
 from fleet.cli import aliases, bundles, deployments, devices, pki, serve, telemetry, tokens
 from fleet.cli._common import parse_duration
 from fleet.cli.release import publish, sign_targets
@@ -49,6 +50,7 @@ _COMMANDS: tuple[click.Command, ...] = (
     bundles.bundles, bundles.bless,
     aliases.alias,
     tokens.token,
+    capture,                  # data capture (issue 18): lives with fleet.capture
     pki.ca, pki.broker_config,
 )
 for _cmd in _COMMANDS:

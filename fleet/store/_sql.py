@@ -4,8 +4,8 @@ Every public method is one short transaction under a lock (the API's thread pool
 worker and the rollout loop share one store). SQL uses ``?`` placeholders and never a literal
 ``?`` or ``%``; the PostgreSQL backend rewrites placeholders for psycopg. Each role's SQL is in
 its own module (:mod:`._devices`, :mod:`._telemetry`, :mod:`._repository`, :mod:`._deployments`,
-:mod:`._access`, :mod:`._aliases`, :mod:`._aggregates`); a new role is a new mixin listed here
-and a new Protocol in :mod:`fleet.store.roles`. Artifact bytes are in the
+:mod:`._access`, :mod:`._aliases`, :mod:`._aggregates`, :mod:`._captures`); a new role is a
+new mixin listed here and a new Protocol in :mod:`fleet.store.roles`. Artifact bytes are in the
 :class:`fleet.store.blobs.BlobStore` under ``data_dir/blobs``, not in the database.
 """
 
@@ -21,6 +21,7 @@ from fleet.store._access import SettingRows, TokenRows
 from fleet.store._aggregates import AggregateReads
 from fleet.store._aliases import AliasRecords
 from fleet.store._base import Dialect, SqlBase, StoreConflict
+from fleet.store._captures import CaptureRecords
 from fleet.store._deployments import DeploymentRows
 from fleet.store._devices import DeviceRows
 from fleet.store._repository import RepositoryRows
@@ -32,7 +33,7 @@ __all__ = ["Dialect", "SqlStore", "StoreConflict"]
 
 
 class SqlStore(DeviceRows, TelemetryRows, RepositoryRows, DeploymentRows, TokenRows, SettingRows,
-               AliasRecords, AggregateReads, SqlBase):
+               AliasRecords, AggregateReads, CaptureRecords, SqlBase):
     """The :class:`fleet.store.Store` implementation shared by both backends."""
 
     def __init__(self, conn: Any, data_dir: Path | None) -> None:
