@@ -3,14 +3,14 @@
 Why in the store: an alarm transition and the deliveries it causes are written in one
 transaction, guarded by the stored state (``drift_alarms``), so a transition seen by two
 manager processes, or twice by one, is announced once; and pending deliveries outlive a manager
-restart. Written once in the same portable ``?`` SQL as :mod:`fleet.store._sql`, which mixes
-this in. The role protocol :class:`DriftAlertStore` names what fleet/drift/alerts.py needs.
+restart. Written once in the same portable ``?`` SQL as the other role modules
+(fleet/store/_base.py); :mod:`fleet.store._sql` composes it. The role protocol
+:class:`DriftAlertStore` names what fleet/drift/alerts.py needs.
 """
 
 # ruff: noqa: S608 - SQL text is assembled only from constant fragments and "?" placeholders.
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from edgeops.errors import UsageError
 from fleet.errors import ConflictError
+from fleet.store._base import SqlBase
 
 __all__ = ["AlarmEvent", "AlarmState", "DeliveryAttempt", "DeliveryJob", "DeliveryRecord",
            "DriftAlertRecords", "DriftAlertStore", "MonitorRecord", "OutgoingEvent",
@@ -146,20 +147,8 @@ def _alarm(r: Sequence[Any]) -> AlarmState:
                       json.loads(r[7]), float(r[8]))
 
 
-class DriftAlertRecords:
-    """Monitors, alarms and webhook deliveries; the SQL store supplies the plumbing."""
-
-    # provided by fleet.store._sql.SqlStore
-    dialect: Any
-
-    def _tx(self) -> contextlib.AbstractContextManager[Any]:
-        raise NotImplementedError
-
-    def _exec(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-        raise NotImplementedError
-
-    def _blob(self, v: Any) -> bytes | None:
-        raise NotImplementedError
+class DriftAlertRecords(SqlBase):
+    """Monitors, alarms and webhook deliveries (the SQL store composes this role)."""
 
     # -- monitors --------------------------------------------------------------------------
     def add_monitor(self, monitor: MonitorRecord) -> None:

@@ -8,30 +8,16 @@ the same things with the same line.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
 from edgeops.cli.common import emit, json_option
 from edgeops.errors import UsageError
+from fleet.cli._common import api_client as _client
+from fleet.cli._common import fleet_options as _fleet_options
 
 __all__ = ["monitor"]
-
-
-def _fleet_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--token", envvar="EDGEOPS_TOKEN", show_envvar=True,
-                     help="API token (Bearer).")(f)
-    return click.option("--fleet", "fleet_url", envvar="EDGEOPS_FLEET", show_envvar=True,
-                        default="http://127.0.0.1:8080", show_default=True,
-                        help="Fleet manager URL.")(f)
-
-
-def _client(fleet_url: str, token: str | None) -> Any:
-    from fleet.client import FleetClient
-
-    return FleetClient(fleet_url, token)
 
 
 def _when(ts: float | None) -> str:
