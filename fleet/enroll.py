@@ -76,7 +76,7 @@ def new_device(device_id: str, device_class: str, target: str,
         raise UsageError(f"unknown device class {device_class!r}",
                          hint=f"classes: {', '.join(DEVICE_CLASSES)}")
     try:
-        from converters.profiles import PROFILES
+        from edgeops.targets import PROFILES
     except ImportError:  # converters not installed: accept any target name
         PROFILES = {}  # noqa: N806
     if PROFILES and target not in PROFILES:

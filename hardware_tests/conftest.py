@@ -130,7 +130,7 @@ def pytest_configure(config: pytest.Config) -> None:
                      provider=config.getoption("hw_provider"),
                      trusted_key=Path(key) if key else None)
     if ctx.target is not None:
-        from converters.profiles import PROFILES
+        from edgeops.targets import PROFILES
 
         if ctx.target not in PROFILES:
             raise pytest.UsageError(f"hardware_tests: unknown target '{ctx.target}' (known: "

@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from converters.profiles import CPU_PROVIDERS
 from device_agent.runtime import ModelLoadError, ModelRunner, load_runner
 from edgeops.bundle import ArtifactEntry
 from edgeops.errors import BadContentError
+from edgeops.targets import CPU_PROVIDERS
 
 __all__ = [
     "CPU_PROVIDERS",

@@ -39,7 +39,7 @@ __all__ = [
 
 def hardware_class(target: str) -> str:
     """The hardware class a target's blessing applies to (``TargetProfile.hardware``)."""
-    from converters.profiles import PROFILES
+    from edgeops.targets import PROFILES
 
     profile = PROFILES.get(target)
     return profile.hardware if profile is not None else f"unknown:{target}"

@@ -38,7 +38,7 @@ _CANCELLABLE = ("notified", "downloading", "verifying", "installing", "deferred"
 def hardware_class(target: str) -> str | None:
     """The hardware class a target profile belongs to (for blessings), if known."""
     try:
-        from converters.profiles import PROFILES
+        from edgeops.targets import PROFILES
     except ImportError:  # converters not installed: blessing lookups cannot be made
         return None
     p = PROFILES.get(target)

@@ -23,7 +23,7 @@ def _verify(bundle: Path, home: Path):  # type: ignore[no-untyped-def]
 
 
 def test_targets_lists_every_profile_as_json(cli) -> None:
-    from converters.profiles import PROFILES
+    from edgeops.targets import PROFILES
 
     res = cli("targets", "--json")
     assert res.code == 0

@@ -1,5 +1,9 @@
 """Target profiles as data: what each hardware class gets, in one documented registry.
 
+It lives in edgeops (the contracts layer) because the converters build for a profile, the fleet
+checks a device's target name and blessing hardware class against it, and the hardware tests
+pick providers from it; none of those parts may import another.
+
 A profile names the artifact format, the runtime and execution providers that load it, the
 precisions it accepts (the first is the default) and the facts about the hardware that the
 passes read (ISA features, whether shapes must be static). Adding a target means adding a
