@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from converters.data import InputSpec, SampleSet
-from converters.metrics import compare_outputs, relative_drop
 from converters.tasks import TaskSpec
 from converters.tasks import evaluate as evaluate_task
+from edgeops.compare import compare_outputs, relative_drop
 from edgeops.errors import AccuracyGateError, UsageError
 from edgeops.fsutil import atomic_open
 
