@@ -10,8 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from converters.validate import sample_output
 from edgeops.bundle import read_bundle
+from edgeops.golden import sample_output
 from edgeops.keys import KeyStore
 from tests.converters import zoo
 
