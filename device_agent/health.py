@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.runtime import ModelRunner, load_runner
 from edgeops.bundle.manifest import ArtifactEntry, Manifest, TensorSpec
 from edgeops.errors import EdgeOpsError
 from edgeops.golden import golden_feeds, sample_output
+from edgeops.runtime import ModelRunner, load_runner
 
 __all__ = [
     "DEFAULT_HEALTH",

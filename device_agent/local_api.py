@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from device_agent.inference import InferenceService, NoModelError, PredictInputError
-from device_agent.runtime import ModelRunError
 from edgeops.errors import EdgeOpsError, TransportError
+from edgeops.runtime import ModelRunError
 
 __all__ = [
     "NPZ",

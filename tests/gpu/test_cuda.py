@@ -86,7 +86,7 @@ def test_fp16_artifact_runs_on_the_cuda_provider_and_matches_fp32(tmp_path: Path
 def test_agent_loader_never_silently_lands_on_cpu_for_cuda_gpu(tmp_path: Path) -> None:
     """With the profile's providers (TensorRT, CUDA, CPU) the agent runs on TensorRT or CUDA."""
     _require_cuda()
-    from device_agent.runtime import load_runner
+    from edgeops.runtime import load_runner
     from edgeops.targets import get_profile
 
     profile = get_profile("cuda-gpu")
