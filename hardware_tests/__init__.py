@@ -8,7 +8,7 @@ the manifest's figures and checks repeated runs are stable; the JSON report it w
 docs/HARDWARE_TESTS.md.
 """
 
-from hardware_tests.report import CheckResult, HardwareReport, render_markdown, write_report
+from edgeops.blessing import CheckResult, HardwareReport, render_markdown, write_report
 from hardware_tests.settings import DEFAULT_SETTINGS, HardwareSettings, default_target
 
 __all__ = [

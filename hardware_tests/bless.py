@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeops.blessing import HardwareReport, InvalidReportError
 from edgeops.bundle import read_bundle
 from edgeops.errors import BadContentError, ConfigError, TransportError, UsageError
-from hardware_tests.report import HardwareReport, InvalidReportError
 from hardware_tests.suite import hardware_class
 
 __all__ = [

@@ -164,7 +164,7 @@ def test_blessing_gate_over_http(keystore: KeyStore, bundles: dict[str, Path],
         assert c.request("GET", "/api/v1/bundles/tiny/1.0.0/blessings")["items"] == []
         import hashlib
 
-        from hardware_tests.report import REQUIRED_CHECKS, CheckResult, HardwareReport
+        from edgeops.blessing import REQUIRED_CHECKS, CheckResult, HardwareReport
 
         manifest_sha = hashlib.sha256(read_bundle(bundles["1.0.0"]).manifest_bytes).hexdigest()
 
