@@ -18,6 +18,7 @@ from typing import Any
 from edgeops.bundle import Manifest
 from edgeops.errors import UsageError
 from edgeops.protocol import MessageError, SignedCommand, StateReport, StatusMessage
+from edgeops.targets import PROFILES
 from fleet.errors import ConflictError, DeploymentRejected, NotFoundError
 from fleet.ports import CommandSigner, DeviceChannel
 from fleet.rollout.plan import Health, Plan, decide
@@ -37,10 +38,6 @@ _CANCELLABLE = ("notified", "downloading", "verifying", "installing", "deferred"
 
 def hardware_class(target: str) -> str | None:
     """The hardware class a target profile belongs to (for blessings), if known."""
-    try:
-        from edgeops.targets import PROFILES
-    except ImportError:  # converters not installed: blessing lookups cannot be made
-        return None
     p = PROFILES.get(target)
     return p.hardware if p else None
 
