@@ -30,7 +30,7 @@ AGENT_CONFIG_SCHEMA = "edgeops.agent-config/v1"
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _RESERVED_TAGS = ("class", "target", "id", "version")
 TLS_FILES = {"ca": "ca.pem", "cert": "device.crt", "key": "device.key"}
-"""Mutual-TLS files beside agent.json, as device_agent.enroll writes them."""
+"""Mutual-TLS files beside agent.json, as edgeops.enrolment writes them."""
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from edgeops.errors import EdgeOpsError
 __all__ = ["cli", "main"]
 
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "targets": ("edgeops.cli.build_cmds:targets", "List target profiles and what each produces."),
-    "build": ("edgeops.cli.build_cmds:build", "Convert a model into a signed bundle."),
+    "targets": ("converters.cli:targets", "List target profiles and what each produces."),
+    "build": ("converters.cli:build", "Convert a model into a signed bundle."),
     "bundle": ("edgeops.cli.bundle_cmds:bundle", "Inspect, verify or unpack a bundle."),
     "report": ("edgeops.cli.report_cmds:report", "Write a pull-request comment for a bundle."),
     "keys": ("edgeops.cli.keys_cmds:keys", "Create, list and rotate signing keys."),
