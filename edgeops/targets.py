@@ -19,7 +19,7 @@ from typing import Any
 
 from edgeops.errors import UsageError
 
-__all__ = ["CPU_PROVIDERS", "PROFILES", "TargetProfile", "get_profile", "register"]
+__all__ = ["CPU_PROVIDERS", "PROFILES", "TargetProfile", "get_profile", "hardware_class", "register"]
 
 # Providers that run on the machine's own CPU: a latency measured on one of them is a target's
 # own figure only when the target's first provider is one of them too (converters.api
@@ -64,6 +64,12 @@ def get_profile(name: str) -> TargetProfile:
 
 
 PROFILES: Mapping[str, TargetProfile] = MappingProxyType(_REGISTRY)
+
+
+def hardware_class(target: str) -> str | None:
+    """The hardware class a target's blessing applies to (``TargetProfile.hardware``), if known."""
+    profile = _REGISTRY.get(target)
+    return profile.hardware if profile is not None else None
 
 register(TargetProfile(
     name="x86-cpu", format="onnx", runtime="onnxruntime", providers=("CPUExecutionProvider",),

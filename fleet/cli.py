@@ -509,11 +509,8 @@ def bless(bundle_path: Path, report_path: Path, fleet_url: str, token: str | Non
     Example:
       edgeops fleet bless out/vc-2.1.0.edgebundle --report hardware-report.json
     """
-    try:
-        from hardware_tests.bless import upload_blessing
-    except ImportError:
-        raise UsageError("hardware_tests is not installed here",
-                         hint="install edgeops with the hardware_tests package") from None
+    from fleet.bless import upload_blessing
+
     out = upload_blessing(fleet_url, token or "", bundle_path, report_path)
     emit(as_json, out, lambda: f"blessed {out.get('name')}@{out.get('version')} for "
                                f"{out.get('hardware')} (passed: {out.get('passed')})")

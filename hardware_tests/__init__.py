@@ -4,7 +4,7 @@ Run on the device itself: ``pytest hardware_tests --bundle FILE [--target PROFIL
 ``python -m hardware_tests --bundle FILE``). The suite loads the artifact for this machine's
 target in its intended runtime and provider, compares golden outputs, latency and memory with
 the manifest's figures and checks repeated runs are stable; the JSON report it writes is what
-``edgeops fleet bless`` uploads (:func:`hardware_tests.bless.upload_blessing`). See
+``edgeops fleet bless`` uploads (:func:`fleet.bless.upload_blessing`). See
 docs/HARDWARE_TESTS.md.
 """
 

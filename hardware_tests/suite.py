@@ -23,6 +23,7 @@ from edgeops.bundle import ArtifactEntry, Bundle, TensorSpec, read_bundle
 from edgeops.config import DEFAULT_LIMITS
 from edgeops.errors import BadContentError, EdgeOpsError, InvalidBundleError, UsageError
 from edgeops.golden import golden_feeds, stack_outputs
+from edgeops.targets import hardware_class as _profile_hardware
 from hardware_tests.settings import HardwareSettings, default_target
 
 __all__ = [
@@ -40,10 +41,7 @@ __all__ = [
 
 def hardware_class(target: str) -> str:
     """The hardware class a target's blessing applies to (``TargetProfile.hardware``)."""
-    from edgeops.targets import PROFILES
-
-    profile = PROFILES.get(target)
-    return profile.hardware if profile is not None else f"unknown:{target}"
+    return _profile_hardware(target) or f"unknown:{target}"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 from edgeops.bundle import Manifest
 from edgeops.errors import UsageError
 from edgeops.protocol import MessageError, SignedCommand, StateReport, StatusMessage
-from edgeops.targets import PROFILES
+from edgeops.targets import hardware_class
 from fleet.errors import ConflictError, DeploymentRejected, NotFoundError
 from fleet.ports import CommandSigner, DeviceChannel
 from fleet.rollout.plan import Health, Plan, decide
@@ -34,12 +34,6 @@ log = logging.getLogger(__name__)
 _NOTIFY_BATCH = 200      # devices per store transaction when notifying
 REPORT_STATE_TTL_S = 600.0   # a report-state command is only worth answering this long
 _CANCELLABLE = ("notified", "downloading", "verifying", "installing", "deferred")
-
-
-def hardware_class(target: str) -> str | None:
-    """The hardware class a target profile belongs to (for blessings), if known."""
-    p = PROFILES.get(target)
-    return p.hardware if p else None
 
 
 class RolloutEngine:

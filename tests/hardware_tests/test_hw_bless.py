@@ -22,7 +22,7 @@ import pytest
 from edgeops.blessing import InvalidReportError
 from edgeops.errors import BadContentError, ConfigError, TransportError, UsageError
 from edgeops.keys import KeyStore
-from hardware_tests.bless import BlessingRejectedError, blessing_url, upload_blessing
+from fleet.bless import BlessingRejectedError, blessing_url, upload_blessing
 from tests.hardware_tests.bundles import build_bundle
 from tests.hardware_tests.conftest import SuiteRun
 
