@@ -5,7 +5,7 @@ two-sample tests on binned counts (docs/DRIFT.md). This measures, side by side i
 the same streams, what each detects, how fast, how often it cries wolf and what it sends:
 
 * streams: the example vehicle classifier (`edgeops.examples`, 12 roadside-sensor features, 5
-  classes) fed with `edgeops sim`'s observation generator (`fleet.sim.streams`: vehicle
+  classes) fed with `edgeops sim`'s observation generator (`edgeops_sim.streams`: vehicle
   readings plus the sensor calibration drift the simulator injects, `noise_db += 15 * d`), one
   device at 1 request/s, windows of 15 minutes, 1 request in 4 counted (225 per window); a
   cohort is 10 such devices merged. Hours are spread over the day within a window: the
@@ -104,7 +104,7 @@ class World:
 def _sample(rng: np.random.Generator, n: int, drift: float, kind: str,
             pinned_hour: float | None = None) -> np.ndarray:
     from edgeops.examples import FEATURES, vehicle_data
-    from fleet.sim.streams import observations
+    from edgeops_sim.streams import observations
 
     if pinned_hour is not None:            # exactly what the simulator feeds its agents
         return observations(rng, n, pinned_hour, drift if kind == "calibration" else 0.0)

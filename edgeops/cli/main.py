@@ -29,8 +29,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "sign-targets": ("fleet.release_cli:sign_targets", "Add your targets signature to a targets update."),
     "fleet": ("fleet.cli:fleet", "Run and steer the fleet manager."),
     "agent": ("device_agent.cli:agent", "Run the device agent."),
-    "demo": ("edgeops.demo:demo", "Run the whole story on this machine."),
-    "sim": ("fleet.sim.cli:sim", "Simulate a fleet of devices with the real agent code."),
+    "demo": ("edgeops_sim.demo:demo", "Run the whole story on this machine."),
+    "sim": ("edgeops_sim.cli:sim", "Simulate a fleet of devices with the real agent code."),
 }
 
 
