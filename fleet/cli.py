@@ -689,15 +689,10 @@ def token_revoke(token_id: str, fleet_url: str, token: str | None, as_json: bool
 
 
 # -- PKI hook (fleet.pki_cli, owned by the security work) -----------------------------------------
-try:
-    from fleet import pki_cli as _pki_cli
-except ImportError:  # the PKI commands are optional
-    _pki_cli = None  # type: ignore[assignment]
-if _pki_cli is not None:
-    for _attr in ("ca", "broker_config"):
-        _cmd = getattr(_pki_cli, _attr, None)
-        if isinstance(_cmd, click.Command):
-            fleet.add_command(_cmd)
+from fleet import pki_cli as _pki_cli  # noqa: E402 - after `fleet` exists, as before
+
+fleet.add_command(_pki_cli.ca)
+fleet.add_command(_pki_cli.broker_config)
 
 
 # -- publish and sign-targets (top level) live in fleet.release_cli ----------------------------

@@ -240,12 +240,9 @@ def open_suite(bundle_path: Path, settings: HardwareSettings, target: str | None
         return ctx
     ctx.manifest_sha256 = hashlib.sha256(ctx.bundle.manifest_bytes).hexdigest()
     if target is None:
-        try:
-            import onnxruntime as ort
+        import onnxruntime as ort  # a base dependency
 
-            available: Sequence[str] = ort.get_available_providers()
-        except ImportError:
-            available = ()
+        available: Sequence[str] = ort.get_available_providers()
         ctx.target = default_target(platform.machine(), available,
                                     [a.target for a in ctx.bundle.manifest.artifacts])
         ctx.notes.append(f"target {ctx.target} chosen for this {platform.machine()} machine")

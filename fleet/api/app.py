@@ -105,10 +105,8 @@ def _wrap(ep: Endpoint, svc: Services) -> Callable[[Request], Awaitable[Response
 
 
 def _console_endpoints() -> tuple[Endpoint, ...]:
-    try:
-        from fleet.api.console_routes import ENDPOINTS as CONSOLE_ENDPOINTS
-    except ImportError:  # the console is optional
-        return ()
+    from fleet.api.console_routes import ENDPOINTS as CONSOLE_ENDPOINTS
+
     return CONSOLE_ENDPOINTS
 
 
@@ -158,26 +156,20 @@ def openapi_document() -> dict[str, Any]:
 
 
 def _pki_openapi() -> dict[str, dict[str, Any]]:
-    try:
-        from fleet.api.pki_routes import OPENAPI_PATHS
-    except ImportError:  # the PKI part of the fleet is optional
-        return {}
+    from fleet.api.pki_routes import OPENAPI_PATHS
+
     return OPENAPI_PATHS
 
 
 def _pki_routes() -> list[BaseRoute]:
-    try:
-        from fleet.api.pki_routes import routes
-    except ImportError:  # the PKI part of the fleet is optional
-        return []
+    from fleet.api.pki_routes import routes
+
     return list(routes)
 
 
 def _console_pages() -> list[BaseRoute]:
-    try:
-        from fleet.console.web import routes
-    except ImportError:  # the console is optional
-        return []
+    from fleet.console.web import routes
+
     return list(routes)
 
 
