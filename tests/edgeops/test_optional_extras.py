@@ -23,8 +23,6 @@ def test_postgres_store_without_psycopg_names_the_postgres_extra(
 
 def test_tflite_runner_without_litert_names_the_tflite_extra(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import sys
-
     from edgeops.runtime import ModelLoadError, TfliteRunner
 
     for name in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime",
