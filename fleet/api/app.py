@@ -26,11 +26,11 @@ from edgeops import __version__
 from edgeops.errors import EdgeOpsError, UsageError
 from edgeops.fsutil import atomic_open
 from fleet.api.auth import ROLES, authenticate
+from fleet.api.capture_routes import ENDPOINTS as CAPTURE_ENDPOINTS
 from fleet.api.drift_routes import ENDPOINTS as DRIFT_ENDPOINTS
 from fleet.api.routes import ENDPOINTS, Call, Endpoint
 from fleet.api.schemas import SCHEMAS, ref
 from fleet.api.services import Services
-from fleet.capture.routes import ENDPOINTS as CAPTURE_ENDPOINTS
 from fleet.errors import http_status
 
 __all__ = ["create_app", "openapi_document"]
