@@ -331,6 +331,15 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
             freed_outputs[:] = unquantise_outputs(out)
         return out
 
+    if engine and len(engine.range_candidates) > 1:   # ranges chosen on the task metric
+
+        def drop_with(candidate: Path) -> float:
+            nonlocal cache, ranges
+            cache, ranges = candidate, calibrated_ranges(candidate)
+            return _validation_drop(ctx, make(set()))
+
+        cache = engine.choose_ranges(drop_with)
+        ranges = calibrated_ranges(cache)
     make(set())
     from converters.onnx_unquantisable import any_quantised, ship_fp32, unquantisable_nodes
 
@@ -415,6 +424,18 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         details_base["graph_passes"]
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
                              "quantised_nodes": len(_quantised_nodes(out))})
+
+
+def _validation_drop(ctx: BackendContext, model: Path) -> float:
+    """The gate's relative drop of the task metric for ``model`` on the validation data."""
+    from converters.validate import accuracy_report, gate_drop, run_onnx
+
+    report = accuracy_report(ctx.shared["reference"],
+                             run_onnx(model, ctx.shared["validation"],
+                                      states=ctx.shared.get("states")),
+                             ctx.shared.get("labels"), ctx.shared.get("classifier_outputs"),
+                             ctx.shared.get("task"))
+    return float(gate_drop(report, ctx.shared.get("gate_metric", "auto"))[1])
 
 
 def _engine(ctx: BackendContext, prepared: Path, plan: QuantPlan) -> Any:

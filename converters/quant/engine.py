@@ -21,7 +21,7 @@ the effort's list, for experiments and benchmarks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,27 @@ class EngineState:
     outcomes: list[PassOutcome] = field(default_factory=list)
     float_nodes: dict[str, str] = field(default_factory=dict)
     bias: BiasCorrection | None = None
+    # ranges to choose between on the task metric, cheapest first: {"minmax": cache, ...}
+    range_candidates: dict[str, Path] = field(default_factory=dict)
+
+    def choose_ranges(self, gate_drop: Callable[[Path], float]) -> Path:
+        """The candidate ranges whose quantised model drops the task metric least.
+
+        Per-tensor MSE is not the user's metric: on a DBNet text detector MSE ranges lowered
+        every tensor's error yet cost mask IoU. So each candidate is quantised and validated
+        once, and the cheaper one wins ties. Recorded in the range pass's outcome.
+        """
+        drops = {name: gate_drop(path) for name, path in self.range_candidates.items()}
+        best = min(drops, key=lambda k: (drops[k], list(drops).index(k)))
+        for i, o in enumerate(self.outcomes):
+            if o.name == "mse_ranges":
+                verdict = ("kept" if best == "mse_ranges" else
+                           "not used: MinMax ranges scored better on the task metric")
+                self.outcomes[i] = PassOutcome(
+                    o.name, o.status, f"{o.detail}; {verdict}",
+                    {**o.data, "chosen": best,
+                     "gate_drop": {k: float(f"{v:.6g}") for k, v in drops.items()}})
+        return self.range_candidates[best]
 
     def source_for(self, exclude: set[str], workdir: Path) -> Path:
         """The model to quantise when ``exclude`` stays float (their biases uncorrected)."""
@@ -150,6 +171,8 @@ def range_passes(state: EngineState, cache: Path, method: Any, samples: Any,
     path, outcome = run_guarded(pass_.name, go, cache)
     if outcome.status == "failed":
         outcome = PassOutcome(outcome.name, "failed", outcome.detail + " (MinMax ranges used)")
+    else:
+        state.range_candidates = {"minmax": cache, "mse_ranges": path}
     state.outcomes.append(outcome)
     return path
 

@@ -31,6 +31,8 @@ def test_default_effort_records_every_pass_and_is_byte_identical(tmp_path: Path)
     assert rep["cross_layer_equalisation"]["status"] == "applied"
     assert rep["bias_correction"]["status"] == "applied"
     assert rep["mse_ranges"]["status"] == "applied"
+    assert rep["mse_ranges"]["chosen"] in ("minmax", "mse_ranges")     # by the task metric
+    assert set(rep["mse_ranges"]["gate_drop"]) == {"minmax", "mse_ranges"}
     assert rep["smoothquant"]["status"] in ("applied", "skipped")
 
 
@@ -64,3 +66,27 @@ def test_mse_failure_falls_back_to_minmax_ranges(tmp_path: Path,
     art = _build(p, tmp_path / "a")
     mse = art.details["quantisation_passes"]["mse_ranges"]
     assert mse["status"] == "failed" and "MinMax ranges used" in mse["detail"]
+
+
+@pytest.mark.parametrize(("options", "needle"), [
+    ({"effort": "turbo"}, "unknown effort 'turbo'"),
+    ({"quant_passes": "adaround"}, "unknown quantisation pass(es) adaround"),
+])
+def test_unknown_effort_or_pass_is_a_usage_error(tmp_path: Path, options: dict[str, str],
+                                                 needle: str) -> None:
+    from converters.build import resolve_targets
+    from edgeops.errors import UsageError
+
+    req = BuildRequest(model=tmp_path / "m.onnx", name="m", version="1.0.0",
+                       targets=("x86-cpu",), options=options)
+    with pytest.raises(UsageError) as err:
+        resolve_targets(req)
+    assert needle in err.value.message
+
+
+def test_cli_effort_flag_reaches_the_build(cli, keys_home: Path,  # type: ignore[no-untyped-def]
+                                           tmp_path: Path) -> None:
+    p = zoo.save(zoo.convnet(13), tmp_path / "m.onnx")
+    bad = cli("build", p, "--name", "m", "--version", "1.0.0", "--target", "x86-cpu",
+              "--effort", "turbo", "--out", tmp_path / "out")
+    assert bad.code == 2 and "turbo" in bad.err and "Traceback" not in bad.err

@@ -247,3 +247,22 @@ def test_a_failing_pass_falls_back_with_a_warning(tmp_path: Path, monkeypatch: p
     assert "RuntimeError: boom" in by["cross_layer_equalisation"].detail
     assert by["bias_correction"].status == "applied"      # the pipeline went on
     assert "cross_layer_equalisation failed" in caplog.text
+
+
+def test_ranges_are_chosen_on_the_task_metric_cheapest_on_ties(tmp_path: Path) -> None:
+    from converters.quant import EngineState, PassOutcome
+
+    def state() -> EngineState:
+        st = EngineState("default", ("mse_ranges",), tmp_path / "m.onnx")
+        st.outcomes.append(PassOutcome("mse_ranges", "applied", "clipped"))
+        st.range_candidates = {"minmax": tmp_path / "a.json", "mse_ranges": tmp_path / "b.json"}
+        return st
+
+    st = state()
+    assert st.choose_ranges(lambda p: 0.01 if p.name == "a.json" else 0.02) == tmp_path / "a.json"
+    assert st.outcomes[0].data["chosen"] == "minmax" and "not used" in st.outcomes[0].detail
+    st = state()
+    assert st.choose_ranges(lambda p: 0.0) == tmp_path / "a.json"
+    st = state()
+    assert st.choose_ranges(lambda p: 0.02 if p.name == "a.json" else 0.01) == tmp_path / "b.json"
+    assert st.outcomes[0].data["gate_drop"] == {"minmax": 0.02, "mse_ranges": 0.01}
