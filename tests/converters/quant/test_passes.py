@@ -266,3 +266,16 @@ def test_ranges_are_chosen_on_the_task_metric_cheapest_on_ties(tmp_path: Path) -
     st = state()
     assert st.choose_ranges(lambda p: 0.02 if p.name == "a.json" else 0.01) == tmp_path / "b.json"
     assert st.outcomes[0].data["gate_drop"] == {"minmax": 0.02, "mse_ranges": 0.01}
+
+
+def test_layers_sharing_a_merged_bias_get_their_own_copy() -> None:
+    from converters.quant._graph import privatise_params
+
+    m = tiny.conv_chain()
+    for n in m.graph.node:                 # what ORT's optimiser does to equal zero biases
+        if n.name == "dw":
+            n.input[2] = "b1"
+    m.graph.initializer.remove(next(i for i in m.graph.initializer if i.name == "b2"))
+    assert privatise_params(m) == 1
+    biases = [n.input[2] for n in m.graph.node if n.op_type == "Conv"]
+    assert len(set(biases)) == 3
