@@ -331,15 +331,17 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
             freed_outputs[:] = unquantise_outputs(out)
         return out
 
-    if engine and len(engine.range_candidates) > 1:   # ranges chosen on the task metric
+    if engine and (engine.range_candidates or engine.bias):  # chosen on the task metric
 
-        def drop_with(candidate: Path) -> float:
+        def drop_with(candidate: Path | None) -> float:
             nonlocal cache, ranges
-            cache, ranges = candidate, calibrated_ranges(candidate)
+            if candidate is not None:
+                cache, ranges = candidate, calibrated_ranges(candidate)
             return _validation_drop(ctx, make(set()))
 
-        cache = engine.choose_ranges(drop_with)
-        ranges = calibrated_ranges(cache)
+        chosen = engine.choose(drop_with)
+        if chosen is not None:
+            cache, ranges = chosen, calibrated_ranges(chosen)
     make(set())
     from converters.onnx_unquantisable import any_quantised, ship_fp32, unquantisable_nodes
 

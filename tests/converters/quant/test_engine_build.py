@@ -31,8 +31,10 @@ def test_default_effort_records_every_pass_and_is_byte_identical(tmp_path: Path)
     assert rep["cross_layer_equalisation"]["status"] == "applied"
     assert rep["bias_correction"]["status"] == "applied"
     assert rep["mse_ranges"]["status"] == "applied"
-    assert rep["mse_ranges"]["chosen"] in ("minmax", "mse_ranges")     # by the task metric
-    assert set(rep["mse_ranges"]["gate_drop"]) == {"minmax", "mse_ranges"}
+    # chosen on the task metric: four combinations quantised and validated once each
+    assert isinstance(rep["mse_ranges"]["used"], bool)
+    assert isinstance(rep["bias_correction"]["used"], bool)
+    assert len(rep["mse_ranges"]["gate_drop_by_choice"]) == 4
     assert rep["smoothquant"]["status"] in ("applied", "skipped")
 
 

@@ -249,23 +249,36 @@ def test_a_failing_pass_falls_back_with_a_warning(tmp_path: Path, monkeypatch: p
     assert "cross_layer_equalisation failed" in caplog.text
 
 
-def test_ranges_are_chosen_on_the_task_metric_cheapest_on_ties(tmp_path: Path) -> None:
+def test_ranges_and_bias_correction_are_chosen_on_the_task_metric(tmp_path: Path) -> None:
     from converters.quant import EngineState, PassOutcome
 
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+
     def state() -> EngineState:
-        st = EngineState("default", ("mse_ranges",), tmp_path / "m.onnx")
-        st.outcomes.append(PassOutcome("mse_ranges", "applied", "clipped"))
-        st.range_candidates = {"minmax": tmp_path / "a.json", "mse_ranges": tmp_path / "b.json"}
+        st = EngineState("default", ("bias_correction", "mse_ranges"), tmp_path / "m.onnx")
+        st.outcomes += [PassOutcome("bias_correction", "applied", "corrected"),
+                        PassOutcome("mse_ranges", "applied", "clipped")]
+        st.bias = BiasCorrection()
+        st.range_candidates = {"minmax": a, "mse_ranges": b}
         return st
 
     st = state()
-    assert st.choose_ranges(lambda p: 0.01 if p.name == "a.json" else 0.02) == tmp_path / "a.json"
-    assert st.outcomes[0].data["chosen"] == "minmax" and "not used" in st.outcomes[0].detail
+    # MSE ranges with bias correction is best
+    assert st.choose(lambda p: 0.01 if p == b and st.bias_enabled else 0.03) == b
+    assert st.bias_enabled
+    by = {o.name: o for o in st.outcomes}
+    assert by["mse_ranges"].data["used"] and by["bias_correction"].data["used"]
+    assert by["mse_ranges"].data["gate_drop_by_choice"] == {
+        "minmax": 0.03, "minmax + bias correction": 0.03, "mse_ranges": 0.03,
+        "mse_ranges + bias correction": 0.01}
+    st = state()                       # ties: the simplest (MinMax, no correction) wins
+    assert st.choose(lambda p: 0.0) == a and not st.bias_enabled
+    assert "not used" in {o.name: o for o in st.outcomes}["bias_correction"].detail
     st = state()
-    assert st.choose_ranges(lambda p: 0.0) == tmp_path / "a.json"
-    st = state()
-    assert st.choose_ranges(lambda p: 0.02 if p.name == "a.json" else 0.01) == tmp_path / "b.json"
-    assert st.outcomes[0].data["gate_drop"] == {"minmax": 0.02, "mse_ranges": 0.01}
+    st.range_candidates = {}           # no MSE candidate: bias correction alone is chosen
+    seen: list[Path | None] = []
+    assert st.choose(lambda p: seen.append(p) or (0.0 if st.bias_enabled else 0.1)) is None
+    assert seen == [None, None] and st.bias_enabled
 
 
 def test_layers_sharing_a_merged_bias_get_their_own_copy() -> None:
