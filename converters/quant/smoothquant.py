@@ -7,10 +7,12 @@ of ``X`` by ``s_k`` and multiplying row ``k`` of ``W`` by it is exact; with
 and weight (which is quantised per output channel and absorbs it well).
 
 The division must happen *before* the tensor is quantised, so it is folded into the producer
-when that is a LayerNormalization (gamma and beta divided) used only by these MatMuls;
-otherwise a Mul by ``1/s`` is inserted and reported as a node that must stay float (its input
-is the outlier tensor). All MatMul/Gemm consumers of one tensor share one ``s`` (e.g. Q, K, V
-projections of one LayerNorm). Applied only where a channel's maximum is ``outlier_ratio``
+when that is a LayerNormalization (gamma and beta divided) used only by these MatMuls.
+Otherwise nothing is done by default (counted in the report): a Mul by ``1/s`` kept float
+(``insert_mul``) is exact too, but ORT's quantiser still put a Q/DQ pair on its input after a
+quantised MatMul, so the outlier tensor was quantised anyway and the Mul only cost time.
+All MatMul/Gemm consumers of one tensor share one ``s`` (e.g. Q, K, V projections of one
+LayerNorm). Applied only where a channel's maximum is ``outlier_ratio``
 times the median channel's, measured on calibration data.
 """
 
@@ -33,6 +35,10 @@ class SmoothQuantSettings:
     outlier_ratio: float = setting(8.0, "apply where max channel |x| / median channel |x| >= this")
     samples: int = setting(16, "calibration samples used for per-channel maxima (from the start)")
     max_scale: float = setting(1e4, "per-channel scale is clamped to [1/max_scale, max_scale]")
+    insert_mul: bool = setting(False, "where the producer is not a LayerNormalization, insert a "
+                                      "float Mul by 1/s (off: ORT's quantiser still quantised "
+                                      "the Mul's input after a quantised MatMul, so nothing "
+                                      "was gained and the Mul cost time)")
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,7 @@ class SmoothQuant:
         a = self.settings.alpha
         done: list[str] = []
         muls: dict[tuple[str, ...], Any] = {}
-        folded = inserted = 0
+        folded = inserted = unfoldable = 0
         for site in sites:
             x = amax.get(site.tensor)
             if x is None or x.shape[0] != site.rows:
@@ -120,16 +126,21 @@ class SmoothQuant:
             s = np.where(ok, np.power(np.where(ok, x, 1), a)
                          / np.power(np.where(ok, wmax, 1), 1 - a), 1.0)
             s = np.clip(s, 1 / self.settings.max_scale, self.settings.max_scale)
+            prod = g.producer.get(site.tensor)
+            foldable = (prod is not None and prod.op_type == "LayerNormalization"
+                        and int(attr(prod, "axis", -1)) == -1 and len(prod.output) == 1
+                        and all(g.private_const(i) for i in prod.input[1:3] if i))
+            if not foldable and not self.settings.insert_mul:
+                unfoldable += 1
+                continue
             for c in site.consumers:
                 n = nodes[c]
                 w = g.const(n.input[1])
                 assert w is not None
                 transposed = n.op_type == "Gemm" and int(attr(n, "transB", 0))
                 g.set_const(n.input[1], w * (s[None, :] if transposed else s[:, None]))
-            prod = g.producer.get(site.tensor)
-            if (prod is not None and prod.op_type == "LayerNormalization"
-                    and int(attr(prod, "axis", -1)) == -1 and len(prod.output) == 1
-                    and all(g.private_const(i) for i in prod.input[1:3] if i)):
+            if foldable:
+                assert prod is not None
                 for i in prod.input[1:3]:
                     if i:
                         v = g.const(i)
@@ -156,8 +167,11 @@ class SmoothQuant:
             f"{len(done)} of {len(sites)} MatMul/Gemm input(s) had outlier channels and were "
             f"smoothed (alpha {a}; {folded} folded into LayerNorm, {inserted} via a float Mul)"
             if done else f"none of {len(sites)} MatMul/Gemm input(s) has outlier channels "
-                         f"(max/median channel < {self.settings.outlier_ratio})",
-            {"sites": len(sites), "smoothed": sorted(done), "alpha": a})
+                         f"(max/median channel < {self.settings.outlier_ratio})"
+            + (f" that a LayerNormalization produces ({unfoldable} with outliers have no "
+               "producer to fold into)" if unfoldable else ""),
+            {"sites": len(sites), "smoothed": sorted(done), "alpha": a,
+             "outliers_without_foldable_producer": unfoldable})
 
 
 def _insert_before_first_consumer(model: Any, muls: dict[tuple[str, ...], Any]) -> None:

@@ -14,7 +14,7 @@ from converters.quant import describe_settings, graph_passes, passes_for
 from converters.quant.bias_correction import BiasCorrection, fake_quant_weight
 from converters.quant.equalise import CrossLayerEqualisation, equalisable_pairs
 from converters.quant.mse_ranges import MseRanges, MseRangesSettings, mse_clip, quantisation_mse
-from converters.quant.smoothquant import SmoothQuant
+from converters.quant.smoothquant import SmoothQuant, SmoothQuantSettings
 from tests.converters.quant import tiny
 
 
@@ -168,7 +168,7 @@ def test_bias_correction_restores_biases_of_layers_kept_float(tmp_path: Path) ->
 def test_smoothquant_is_exact_and_flattens_outlier_channels(layernorm: bool) -> None:
     m = tiny.matmul_outliers(layernorm)
     data = tiny.samples(m)
-    sq = SmoothQuant()
+    sq = SmoothQuant(SmoothQuantSettings(insert_mul=not layernorm))
     assert sq.applies(m) is None
     out, outcome = sq.run(m, data)
     assert outcome.status == "applied" and outcome.data["smoothed"] == ["t"]
@@ -186,6 +186,14 @@ def test_smoothquant_is_exact_and_flattens_outlier_channels(layernorm: bool) -> 
         assert not sq.float_nodes and outcome.detail.count("1 folded") == 1
     else:
         assert list(sq.float_nodes) == ["t__sq_mul"]
+
+
+def test_smoothquant_by_default_only_folds_into_a_layernorm() -> None:
+    m = tiny.matmul_outliers(False)
+    out, outcome = SmoothQuant().run(m, tiny.samples(m))
+    assert outcome.status == "skipped"
+    assert outcome.data["outliers_without_foldable_producer"] == 1
+    assert out.SerializeToString() == m.SerializeToString()
 
 
 def test_smoothquant_leaves_inputs_without_outliers_alone() -> None:
