@@ -245,7 +245,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['versions']['onnxruntime']}, onnx {r['versions']['onnx']}, numpy "
         f"{r['versions']['numpy']}, Python {r['versions']['python']}; "
         f"{'VNNI' if r['cpu'].get('vnni') else 'no VNNI'}; "
-        f"perf-aware pass {'on' if r['perf_aware'] else 'off'}. Load average "
+        f"perf-aware pass {'on' if r['perf_aware'] else 'off'}"
+        f"{'; edgeops effort ' + r['effort'] if 'effort' in r else ''}. Load average "
         f"{r['loadavg_start'][0]:.1f} → {r['loadavg_end'][0]:.1f} (shared cores).", "",
         "| model | task (how chosen) | variant | p50 ms | speedup | task metric vs FP32 "
         "| raw cosine | build s | note |",
@@ -269,6 +270,12 @@ def markdown(r: dict[str, Any]) -> str:
                          f"{'×' if 'speedup_vs_fp32' in v else ''} | {metric} | "
                          f"{_cell(v, 'raw_cosine', '.4f')} | {_cell(v, 'build_s', '.1f')} | "
                          f"{note.replace('|', '/')} |")
+    fast = r.get("effort_fast_same_machine")
+    if fast:   # the same models built with --effort fast (no pass) in a parallel run
+        lines += ["", "Same machine, same settings, `--effort fast` (MinMax, no engine pass), "
+                  "run alongside: " + "; ".join(
+                      f"{k}: {v.get('error', '').split('; most sensitive')[0] or 'built'}"
+                      for k, v in fast.items())]
     return "\n".join(lines) + "\n"
 
 
