@@ -86,6 +86,15 @@ def resolve_targets(request: BuildRequest) -> list[tuple[TargetProfile, str]]:
     if request.calibration_method not in CALIBRATION_METHODS:
         raise UsageError(f"unknown calibration method '{request.calibration_method}'",
                          hint=f"use one of {', '.join(CALIBRATION_METHODS)}")
+    from converters.quant.engine import ALL_PASSES, EFFORTS, passes_for
+
+    try:
+        passes_for(str(request.options.get("effort") or "default"),
+                   request.options.get("quant_passes"))
+    except ValueError as exc:
+        raise UsageError(str(exc).split(";")[0],
+                         hint=f"efforts: {', '.join(EFFORTS)} (--effort); quantisation "
+                              f"passes: {', '.join(ALL_PASSES)}") from None
     if not 0.0 <= request.max_accuracy_drop < 1.0:
         raise UsageError("--max-accuracy-drop must be in [0, 1) (0.01 = 1% relative)")
     per_target = _per_target_precision(request.precision, request.targets)
