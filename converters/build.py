@@ -44,7 +44,6 @@ from converters.drift_baseline import drift_reference_for
 from converters.feeds import CarriedSamples, Samples, is_feed_source, spool
 from converters.io_layout import parse_states, state_pairs
 from converters.model_check import SourceModel, load_source
-from converters.profiles import TargetProfile, get_profile
 from converters.tasks import TaskSpec
 from converters.validate import (
     classifier_outputs,
@@ -55,6 +54,7 @@ from converters.validate import (
 )
 from edgeops.drift.reference import DriftReference
 from edgeops.errors import BadContentError, EdgeOpsError, UnsupportedModelError, UsageError
+from edgeops.targets import TargetProfile, get_profile
 
 __all__ = ["BuildOutcome", "build", "build_artifacts", "check_artifacts_fit", "check_one_file",
            "resolve_targets"]
