@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from converters.profiles import CPU_PROVIDERS, TargetProfile
+from edgeops.targets import CPU_PROVIDERS, TargetProfile
 
 __all__ = [
     "BACKENDS",

@@ -24,10 +24,10 @@ from converters.validate import (
     gate_drop,
     latency_ms,
     run_onnx,
-    sample_output,
     write_golden,
 )
 from edgeops.errors import ConversionError
+from edgeops.golden import sample_output
 
 __all__ = ["accept", "onnx_backend", "optimise_fp32", "tolerance_for"]
 
