@@ -18,6 +18,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ from edgeops.drift.reference import DriftReference
 from edgeops.errors import ConfigError, EdgeOpsError, UsageError
 from fleet.drift.drift_capture import DriftCapture, parse_drift_capture
 from fleet.drift.monitor import GroupVerdict, MonitorPolicy, SideVerdict
-from fleet.drift.service import MAX_DEVICES, cohort_verdicts
+from fleet.drift.service import MAX_DEVICES, cohort_concept, cohort_verdicts
 from fleet.drift.webhooks import (
     TYPE_DETECTED,
     TYPE_RESOLVED,
@@ -155,6 +156,14 @@ def monitor_view(m: MonitorRecord) -> dict[str, Any]:
                          for w in m.webhooks]}
 
 
+@dataclass(frozen=True)
+class _Concept:
+    """What :meth:`DriftAlerts._events` reads of a verdict, for a concept-drift verdict."""
+
+    bundle: str
+    devices: int
+
+
 def _finite(v: Any) -> Any:
     """JSON has no NaN or infinity: a statistic that is not finite is sent as null."""
     return None if isinstance(v, float) and not math.isfinite(v) else v
@@ -234,6 +243,45 @@ class DriftAlerts:
                                    sv.drifting_windows, list(sv.features), now)
                 if self.alerts.update_alarm(state, events, detail):
                     n += 1
+        return n + self._evaluate_concept(m, now, devices, policy, prior, opened)
+
+    def _evaluate_concept(self, m: MonitorRecord, now: float, devices: Sequence[Device] | None,
+                          policy: MonitorPolicy, prior: Mapping[tuple[str, str], bool | None],
+                          opened: list[str | None]) -> int:
+        """Concept drift (live accuracy against the build's, fleet/drift/concept.py) on the
+        same alarm path, side ``concept``: the same start/end rules, events and capture."""
+        verdicts = cohort_concept(self.store, m.cohort, now=now, policy=policy,
+                                  lookback_s=self.lookback_s, devices=devices)
+        verdicts.sort(key=lambda v: -((v.get("latest") or {}).get("window_end") or 0.0))
+        n = 0
+        for v in verdicts[:MAX_BUNDLES]:
+            bundle, status = str(v["bundle"]), str(v["status"])
+            if status in ("no-reference", "no-data") and (bundle, "concept") not in prior:
+                continue            # no accuracy to compare with: nothing to watch
+            run = 0
+            for row in reversed(v.get("recent") or []):
+                if row["status"] != "drifting":
+                    break
+                run += 1
+            latest = v.get("latest") or {}
+            end = latest.get("window_end")
+            detail: dict[str, Any] = {
+                "monitor": m.name, "cohort": m.cohort, "bundle": bundle, "side": "concept",
+                "status": status, "drifting_windows": run, "devices": v.get("devices"),
+                "window": {"start": None if end is None else end - run * 900.0, "end": end},
+                "features": [], "reference_accuracy": v.get("reference_accuracy"),
+                "accuracy": _finite(latest.get("accuracy")),
+                "p_value": _finite(latest.get("p_value")), "answers": latest.get("total")}
+            in_alarm = {"alarm": True, "ok": False}.get(status)
+            capture_id = None
+            if in_alarm and not prior.get((bundle, "concept"), False):
+                capture_id = self._capture_on_drift(m, bundle, now, detail, opened)
+            events = [] if in_alarm is None else self._events(
+                m, _Concept(bundle, v.get("devices") or 0), "concept", in_alarm, detail, now,
+                capture_id)
+            state = AlarmState(m.name, bundle, "concept", in_alarm, now, status, run, [], now)
+            if self.alerts.update_alarm(state, events, detail):
+                n += 1
         return n
 
     def _capture_on_drift(self, m: MonitorRecord, bundle: str, now: float,
@@ -282,7 +330,7 @@ class DriftAlerts:
                                                              "js", "ks", "n_live")}
                              for f in drifting]}
 
-    def _events(self, m: MonitorRecord, v: GroupVerdict, side: str, in_alarm: bool,
+    def _events(self, m: MonitorRecord, v: GroupVerdict | _Concept, side: str, in_alarm: bool,
                 detail: dict[str, Any], now: float,
                 capture_id: str | None = None) -> list[OutgoingEvent]:
         name, _, version = v.bundle.partition("@")

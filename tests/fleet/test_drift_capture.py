@@ -179,3 +179,64 @@ def test_cli_and_api_set_and_refuse_capture_on_drift(
             "name": "bad", "capture_on_drift": {"max_bytes_per_device": 10,
                                                 "max_bytes_per_day": 20}})
     assert [m["name"] for m in c.request("GET", "/api/v1/drift/monitors")["items"]] == ["lyon"]
+
+
+# -- concept drift on the same alarm path ---------------------------------------------------
+def _accuracy(store: Store, accuracies: list[float], now: float, seq: int = 100) -> None:
+    """Accuracy windows of both Lyon cameras for a bundle whose build measured 0.9."""
+    from edgeops.bundle import ArtifactEntry, FileRef, Manifest, TensorSpec
+    from edgeops.protocol import TelemetryBatch, topics
+    from fleet.ingest import Ingest
+    from fleet.store.models import BundleRecord
+
+    sha = "a" * 64
+    art = ArtifactEntry("x86-cpu", FileRef("artifacts/x86-cpu/model.onnx", sha, 10), "onnx",
+                        "onnxruntime", ("CPUExecutionProvider",), "fp32",
+                        metrics={"accuracy": {"summary": {"top1_accuracy": 0.9}}})
+    manifest = Manifest("acc", "1.0.0", sha, (TensorSpec("x", "float32", ("n", 2)),),
+                        (TensorSpec("y", "float32", ("n", 2)),), (art,)).to_bytes()
+    if store.get_bundle("acc", "1.0.0") is None:
+        store.put_bundle(BundleRecord("acc", "1.0.0", manifest, b"{}", 1.0))
+    ing = Ingest(store)
+    for i, dev in enumerate(("cam-1", "cam-2")):
+        recs = []
+        for w, acc in enumerate(accuracies):
+            end = min((int(now // 900) - len(accuracies) + 1 + w) * 900.0 + 1, now)
+            recs.append({"kind": "accuracy", "ts": end, "device_id": dev,
+                         "bundle": "acc@1.0.0", "task": "classification",
+                         "window_start": end - 900, "window_end": end, "total": 300,
+                         "correct": int(300 * acc), "per_class": {}})
+        ing.handle(topics.device_topic(dev, "telemetry"),
+                   TelemetryBatch(dev, seq + i, tuple(recs)).to_bytes())
+    ing.flush()
+
+
+def test_concept_drift_raises_the_same_alarm_webhooks_and_capture(
+        fleet: Store, keystore: KeyStore, receiver: Receiver) -> None:  # noqa: F811
+    import time
+
+    now = time.time() - 900               # ingest takes no window from the future
+    _accuracy(fleet, [0.9, 0.7, 0.7], now)
+    _monitor(fleet, receiver.url, BOUNDS)
+    ch = FakeDeviceChannel()
+    signer = CommandSigner(keystore.signer("manager"), fleet, clock=lambda: now)
+    alerts = DriftAlerts(fleet, clock=lambda: now, lookback_s=3 * 3600,
+                         open_capture=CaptureOpener(fleet, lambda: (signer, ch)))
+    assert alerts.evaluate() == 1
+    (state,) = [a for a in alert_store(fleet).alarm_states("lyon") if a.side == "concept"]
+    assert state.in_alarm and state.bundle == "acc@1.0.0" and state.drifting_windows == 2
+    (rec,) = as_capture_store(fleet).list_captures()
+    _sender(fleet, Clock(now)).run_once()
+    events = receiver.events()
+    detected = [e for e in events if e["type"] == "io.edgeops.drift.detected"]
+    assert [e["subject"] for e in detected] == ["acc@1.0.0/concept"]
+    assert detected[0]["data"]["accuracy"] == pytest.approx(0.7)
+    assert detected[0]["data"]["reference_accuracy"] == 0.9
+    assert [e["data"]["capture_id"] for e in events if e["type"] == TYPE_RETRAIN] == [rec.id]
+    assert alerts.evaluate() == 0                      # holds: announced once
+    # accuracy back at the build's: the alarm ends with a resolved event
+    _accuracy(fleet, [0.9], now + 900, seq=200)
+    later = DriftAlerts(fleet, clock=lambda: now + 900, lookback_s=3 * 3600)
+    assert later.evaluate() == 1
+    (ended,) = [a for a in alert_store(fleet).alarm_states("lyon") if a.side == "concept"]
+    assert ended.in_alarm is False
