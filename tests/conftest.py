@@ -10,6 +10,7 @@ import pytest
 
 from tests.mosquitto import MosquittoBroker, start_or_skip
 from tests.services import postgres_database
+from tests.tiers import markers_for, xdist_group_for
 
 
 @pytest.fixture()
@@ -34,3 +35,20 @@ def edgeops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "edgeops-home"
     monkeypatch.setenv("EDGEOPS_HOME", str(home))
     return home
+
+
+# -- tiers: markers from what a test uses (tests/tiers.py) ----------------------------------
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        funcs = [d[-1].func for d in defs
+                 if d and getattr(d[-1].func, "__module__", "").startswith("tests")]
+        have = {m.name for m in item.iter_markers()}
+        for name in markers_for(getattr(item, "function", None),
+                                getattr(item, "fixturenames", ()), funcs) - have:
+            item.add_marker(getattr(pytest.mark, name))
+        group = xdist_group_for(getattr(item, "fixturenames", ()))
+        if group and "xdist_group" not in have:
+            item.add_marker(pytest.mark.xdist_group(group))
