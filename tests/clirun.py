@@ -6,7 +6,10 @@ is the same in-process. ``CliRunner.isolation`` swaps stdin/stdout/stderr and ``
 the call and restores them after, and ``edgeops.cli.main.main`` keeps its own error-to-exit-code
 mapping (``CliRunner.invoke`` would bypass it). What only a real process shows (the installed
 console scripts start, nothing leaks into a traceback on a real stderr) is covered by one
-subprocess smoke test per entry point in ``tests/test_entry_points.py``.
+subprocess smoke test per entry point: ``edgeops`` in tests/fleet/test_cli.py, ``edgeops-agent``
+in tests/device_agent/test_cli.py, ``edgeops-tuf-client`` in tests/device_agent/test_tuf_cli.py
+(plus the tests whose subject is a process: servers stopped by signals, crash children, the
+hardware suite run as a device runs it).
 """
 
 from __future__ import annotations

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.mosquitto import MosquittoBroker, start_or_skip
 from tests.services import postgres_database
 from tests.tiers import markers_for, xdist_group_for
+
+if TYPE_CHECKING:
+    from edgeops.examples import ExampleModel
 
 
 @pytest.fixture()
@@ -35,6 +39,15 @@ def edgeops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "edgeops-home"
     monkeypatch.setenv("EDGEOPS_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def broken_example_model(tmp_path_factory: pytest.TempPathFactory) -> ExampleModel:
+    """The demo's broken classifier (really trained, first layer corrupted to Inf), trained
+    once per session: training is the expensive part of the tests that use it."""
+    from edgeops.examples import make_vehicle_classifier
+
+    return make_vehicle_classifier(tmp_path_factory.mktemp("broken-example"), broken=True)
 
 
 # -- tiers: markers from what a test uses (tests/tiers.py) ----------------------------------

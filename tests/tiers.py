@@ -17,7 +17,8 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["SERVICE_NAMES", "SLOW_FIXTURES", "TIERS", "XDIST_GROUPS", "markers_for", "xdist_group_for"]
+__all__ = ["FIXTURE_MARKS", "SERVICE_NAMES", "SLOW_FIXTURES", "TIERS", "XDIST_GROUPS", "markers_for",
+           "xdist_group_for"]
 
 # What a test's code names when it starts each service (the starters in tests/ and product code).
 SERVICE_NAMES: dict[str, frozenset[str]] = {
@@ -29,8 +30,13 @@ SERVICE_NAMES: dict[str, frozenset[str]] = {
     "subprocess": frozenset({"subprocess", "Popen"}),
 }
 
+# Fixtures whose service runs out of sight (inside a child process), so no name shows it.
+FIXTURE_MARKS: dict[str, frozenset[str]] = {
+    "demo_summary": frozenset({"mlflow"}),     # `edgeops demo --mlflow` starts its own server
+}
+
 # Session or module fixtures whose first use costs seconds (a trained model, a suite run).
-SLOW_FIXTURES = frozenset({"good_run", "demo_summary", "kept_demo"})
+SLOW_FIXTURES = frozenset({"good_run", "demo_summary", "kept_demo", "broken_example_model"})
 
 # Session fixtures worth computing once: under ``pytest -n N --dist loadgroup`` every test
 # using one goes to the same worker (xdist would otherwise build it once per worker).
@@ -39,6 +45,7 @@ XDIST_GROUPS: dict[str, str] = {
     "kept_demo": "demo-keep",
     "good_run": "hw-suite-good-run",
     "built_bundle": "hw-suite-built-bundle",
+    "broken_example_model": "example-model",
 }
 
 TIERS = ("broker", "postgres", "mlflow", "browser", "subprocess", "slow")
@@ -105,6 +112,8 @@ def markers_for(function: Callable[..., Any] | None, fixturenames: Iterable[str]
         marks.add("postgres")
     if fixtures & SLOW_FIXTURES:
         marks.add("slow")
+    for name in fixtures & FIXTURE_MARKS.keys():
+        marks |= FIXTURE_MARKS[name]
     return marks
 
 

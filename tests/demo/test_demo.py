@@ -22,7 +22,7 @@ import pytest
 
 from fleet.embedded_broker import find_mosquitto
 
-pytestmark = [pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 PASSPHRASE_ENV = {"EDGEOPS_KEY_PASSPHRASE": "edgeops-demo-passphrase"}
 
@@ -69,7 +69,6 @@ def demo_summary(tmp_path_factory: pytest.TempPathFactory) -> dict:  # type: ign
         return _run_demo(tmp_path_factory.mktemp("demo"), "--broker-kind", "mosquitto", "--mlflow")
 
 
-@pytest.mark.mlflow
 def test_demo_with_mosquitto(demo_summary: dict) -> None:  # type: ignore[type-arg]
     assert demo_summary["broker"]["kind"] == "mosquitto"
     _check(demo_summary)
@@ -181,7 +180,6 @@ def test_demo_with_the_embedded_amqtt_broker(kept_demo: KeptDemo) -> None:
     _check(s, devices=4, stopped=False)     # threads are counted after a run that stopped
 
 
-@pytest.mark.mlflow
 def test_demo_through_an_mlflow_registry(demo_summary: dict) -> None:  # type: ignore[type-arg]
     """`--mlflow`: registered model, build from @champion with --mlflow-log, rollout by moving
     the fleet alias, and both deployments' outcomes tagged back on the model version. The
