@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,18 +22,13 @@ from edgeops.keys import KeyStore
 from edgeops.trust import root_path
 from tests.clirun import CliResult, run_edgeops
 from tests.device_agent.bundles import FEATURES, Fleet, build_bundle, traversal_bundle
+from tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def edgeops(*args: str) -> CliResult:
     return run_edgeops(*args)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
