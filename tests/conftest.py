@@ -1,5 +1,6 @@
-"""Suite-wide fixtures: real services (tests/services.py, tests/mosquitto.py) and an isolated
-EDGEOPS_HOME."""
+"""Suite-wide fixtures: real services (tests/services.py, tests/mosquitto.py), an isolated
+EDGEOPS_HOME, expensive shared artifacts built once per session, and the test tiers: every
+test's markers set from what it uses (tests/tiers.py), never by hand."""
 
 from __future__ import annotations
 

@@ -49,6 +49,16 @@ def test_an_annotation_or_pure_code_marks_nothing() -> None:
     assert markers_for(_pure, ("tmp_path", "monkeypatch"), ()) == set()
 
 
+def _trains() -> None:
+    from edgeops.examples import make_vehicle_classifier
+
+    make_vehicle_classifier  # noqa: B018 - named, not called: the rule reads names
+
+
+def test_an_expensive_call_is_slow_wherever_it_is_imported() -> None:
+    assert markers_for(_f("_trains"), (), ()) == {"slow"}
+
+
 def test_expensive_fixtures_make_slow_tests_grouped_on_one_worker() -> None:
     assert markers_for(_pure, ("demo_summary",), ()) == {"slow", "mlflow"}
     assert "postgres" in markers_for(_pure, ("pg_database",), ())

@@ -6,7 +6,8 @@ of the fixtures it uses (``item.fixturenames`` is already the transitive closure
 functions those call in the same module name one of the things that start that service. Names
 are read from the compiled code (``co_names``), so an import used only for a type annotation does
 not count, and nothing is executed. ``slow`` comes from fixtures known to be expensive and from
-hand-set marks on tests whose cost no fixture shows (a model trained in the test body).
+calls known to be expensive (``SLOW_CALLS``: training the example model, the real-model zoo),
+and hand-set marks on tests whose cost nothing else shows (a fuzzer, a large build in the body).
 
 ``make test-fast`` deselects every tier: what is left runs in-process, without services.
 """
@@ -17,8 +18,8 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["FIXTURE_MARKS", "SERVICE_NAMES", "SLOW_FIXTURES", "TIERS", "XDIST_GROUPS", "markers_for",
-           "xdist_group_for"]
+__all__ = ["FIXTURE_MARKS", "SERVICE_NAMES", "SLOW_CALLS", "SLOW_FIXTURES", "TIERS",
+           "XDIST_GROUPS", "markers_for", "xdist_group_for"]
 
 # What a test's code names when it starts each service (the starters in tests/ and product code).
 SERVICE_NAMES: dict[str, frozenset[str]] = {
@@ -36,7 +37,14 @@ FIXTURE_MARKS: dict[str, frozenset[str]] = {
 }
 
 # Session or module fixtures whose first use costs seconds (a trained model, a suite run).
-SLOW_FIXTURES = frozenset({"good_run", "demo_summary", "kept_demo", "broken_example_model"})
+SLOW_FIXTURES = frozenset({"good_run", "demo_summary", "kept_demo", "broken_example_model",
+                           "exported"})
+
+# Functions whose call costs seconds: training the example model, fetching (PyPI, on first
+# use) and loading the real-model zoo.
+SLOW_CALLS = frozenset({"edgeops.examples.make_vehicle_classifier", "tests.realzoo.model_path",
+                        "tests.realzoo_made.prequantised", "tests.realzoo_made.vad_16k",
+                        "tests.realzoo_made.nucleus_seg"})
 
 # Session fixtures worth computing once: under ``pytest -n N --dist loadgroup`` every test
 # using one goes to the same worker (xdist would otherwise build it once per worker).
@@ -46,6 +54,7 @@ XDIST_GROUPS: dict[str, str] = {
     "good_run": "hw-suite-good-run",
     "built_bundle": "hw-suite-built-bundle",
     "broken_example_model": "example-model",
+    "exported": "skl2onnx-exports",          # tests/converters/test_exporters.py
 }
 
 TIERS = ("broker", "postgres", "mlflow", "browser", "subprocess", "slow")
@@ -63,7 +72,10 @@ def _code_names(code: types.CodeType, seen: set[types.CodeType]) -> Iterable[str
 
 
 def _names_used(func: Callable[..., Any], depth: int = 3) -> set[str]:
-    """Names ``func`` uses, following calls into functions of its own module ``depth`` deep."""
+    """Names ``func`` uses, following calls into functions of its own module ``depth`` deep.
+
+    Besides bare names, every name that resolves to a function in the caller's module globals
+    is also given as ``module.qualname``, so a rule can name one function exactly."""
     names: set[str] = set()
     seen: set[types.CodeType] = set()
     todo: list[tuple[Any, int]] = [(func, 0)]
@@ -75,11 +87,13 @@ def _names_used(func: Callable[..., Any], depth: int = 3) -> set[str]:
             continue
         found = set(_code_names(code, seen))
         names |= found
-        if level >= depth:
-            continue
         module_globals = getattr(f, "__globals__", {})
         for name in found:
             target = module_globals.get(name)
+            if isinstance(target, types.FunctionType):
+                names.add(f"{target.__module__}.{target.__qualname__}")
+            if level >= depth:
+                continue
             if isinstance(target, types.FunctionType) and target.__module__ == f.__module__:
                 todo.append((target, level + 1))
             elif isinstance(target, type) and target.__module__ == f.__module__:
@@ -110,8 +124,9 @@ def markers_for(function: Callable[..., Any] | None, fixturenames: Iterable[str]
     marks = {tier for tier, starters in SERVICE_NAMES.items() if names & starters}
     if fixtures & SERVICE_NAMES["postgres"]:
         marks.add("postgres")
-    if fixtures & SLOW_FIXTURES:
-        marks.add("slow")
+    if fixtures & SLOW_FIXTURES or names & SLOW_CALLS or any(
+            {mod, fn} <= names for mod, _, fn in (q.rpartition(".") for q in SLOW_CALLS)):
+        marks.add("slow")       # called through a module global, or imported in the body
     for name in fixtures & FIXTURE_MARKS.keys():
         marks |= FIXTURE_MARKS[name]
     return marks
