@@ -15,7 +15,7 @@ Behaviour that the fleet relies on (docs/PROTOCOL.md, docs/AGENT_NET.md):
 - callbacks only enqueue (bounded; overflow is counted, never blocks the network thread).
 
 Threads: paho is driven through its external-loop API by an :class:`edgeops.paho_loop.PahoMember`
-on a :class:`device_agent.netloop.NetLoop`: one thread per process waits on an epoll selector
+on a :class:`edgeops.netloop.NetLoop`: one thread per process waits on an epoll selector
 for every connection (no ``select()``, so descriptors above 1024 work) and runs their keepalive
 and backoff timers; blocking connects (TCP, TLS handshake) run on its small connect pool.
 
@@ -43,8 +43,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from device_agent.netloop import NetLoop
 from edgeops.errors import ConfigError
+from edgeops.netloop import NetLoop
 from edgeops.paho_loop import PahoMember
 from edgeops.protocol import topics
 
@@ -127,7 +127,7 @@ class MqttConnection:
 
     ``status_payload(online)`` builds the retained status message (the daemon owns the clock and
     the schema); it is called for the Last Will at construction and on every (dis)connect.
-    ``net`` is the :class:`device_agent.netloop.NetLoop` whose thread reads and writes the
+    ``net`` is the :class:`edgeops.netloop.NetLoop` whose thread reads and writes the
     socket; by default the process's shared one, so a hundred agents in one process cost one
     network thread, not a hundred.
     """

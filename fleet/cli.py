@@ -19,6 +19,7 @@ import click
 
 from edgeops.cli.common import emit, json_option, progress_printer
 from edgeops.errors import UsageError
+from fleet.capture.cli import capture as _capture_group
 
 __all__ = ["fleet"]  # publish, sign_targets: fleet.release_cli (module __getattr__ below)
 
@@ -689,6 +690,10 @@ def token_revoke(token_id: str, fleet_url: str, token: str | None, as_json: bool
     """
     out = _client(fleet_url, token).revoke_token(token_id)
     emit(as_json, out, lambda: f"revoked {token_id}")
+
+
+# -- data capture (issue 18): fleet.capture.cli ------------------------------------------------
+fleet.add_command(_capture_group)
 
 
 # -- PKI hook (fleet.pki_cli, owned by the security work) -----------------------------------------

@@ -42,6 +42,8 @@ from typing import Any
 from edgeops.errors import EdgeOpsError, TransportError
 from edgeops.fsutil import atomic_write
 from edgeops.protocol import SignedCommand, StateReport, topics
+from fleet.capture.intake import CaptureIntake
+from fleet.capture.service import as_capture_store
 from fleet.delivery import ArtifactCatalog, ArtifactInfo, ChunkDelivery, DeliveryConfig
 from fleet.drift.intake import SketchIntake
 from fleet.ingest import Ingest, IngestConfig
@@ -181,7 +183,8 @@ class ManagerWorker:
             tls=tls, on_published=self.delivery.published)
         self.ingest = Ingest(store, delivery=self.delivery, on_state=on_state,
                              on_status=on_status, config=self.config.ingest,
-                             sketches=SketchIntake(store))
+                             sketches=SketchIntake(store),
+                             captures=CaptureIntake(as_capture_store(store)))
         self._stop = threading.Event()
         self._consumer: threading.Thread | None = None
         self._unacked: list[Inbound] = []

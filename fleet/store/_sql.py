@@ -23,6 +23,7 @@ from edgeops.protocol import StateReport
 from fleet.states import apply_report
 from fleet.store._aggregates import AggregateReads
 from fleet.store._aliases import AliasRecords
+from fleet.store._captures import CaptureRecords
 from fleet.store.models import (
     Blessing,
     BundleRecord,
@@ -66,7 +67,7 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
-class SqlStore(AggregateReads, AliasRecords):
+class SqlStore(AggregateReads, AliasRecords, CaptureRecords):
     """The :class:`fleet.store.Store` implementation shared by both backends (the aggregate
     reads for the console live in :mod:`fleet.store._aggregates`, aliases in
     :mod:`fleet.store._aliases`)."""
