@@ -18,7 +18,7 @@ The pipeline for static precisions:
 5. accuracy-aware: while the gate fails, keep the most sensitive nodes in float
    (converters/onnx_sensitivity) doubling their number; give up naming them.
 
-Every candidate is written, loaded and run by :func:`converters.onnx_backend.accept`.
+Every candidate is written, loaded and run by :func:`converters.onnx_accept.accept`.
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def _quantised_nodes(path: Path) -> set[str]:
 
 
 def quantise(ctx: BackendContext) -> BuiltArtifact:
-    from converters.onnx_backend import accept
+    from converters.onnx_accept import accept
 
     if ctx.precision == "int8-dynamic":
         return _dynamic(ctx, accept)

@@ -73,7 +73,7 @@ def ship_as_is(ctx: BackendContext) -> BuiltArtifact:
     """The source model, unchanged, as the INT8 artifact, once it passes validation."""
     import shutil
 
-    from converters.onnx_backend import accept
+    from converters.onnx_accept import accept
 
     ops = ctx.shared["prequantised"]
     ctx.progress(f"{ctx.profile.name}: the model is already quantised ({_summary(ops)}); "
