@@ -20,8 +20,8 @@ import numpy as np
 
 from converters.api import BackendContext, BuiltArtifact, timed_on_target
 from converters.onnx_perf import MIN_GAIN
+from converters.ort_session import open_session
 from converters.validate import (
-    _session,
     accuracy_report,
     check_gate,
     gate_drop,
@@ -100,7 +100,7 @@ def measure_latency(path: Path, ctx: BackendContext) -> dict[str, Any]:
     figure describes the build machine, not the target, and is never signed as the target's
     budget (converters/package.py); the recorded ``provider`` says which it is.
     """
-    sess = _session(Path(path), ctx.profile.providers, ctx.request.threads)
+    sess = open_session(Path(path), ctx.profile.providers, ctx.request.threads)
     feed = ctx.shared["validation"].sample(0)
     lat: dict[str, Any] = dict(latency_ms(lambda: sess.run(None, feed), warmup=LATENCY_WARMUP,
                                           runs=LATENCY_RUNS))
@@ -183,7 +183,7 @@ def _carried_golden(path: Path, golden: Any, states: dict[str, str]) -> Any:
     from converters.data import SampleSet, to_sample
     from converters.feeds import carry
 
-    sess = _session(Path(path), ("CPUExecutionProvider",), 1)
+    sess = open_session(Path(path), ("CPUExecutionProvider",), 1)
     names = list(states)
     fed = [f for f, _ in carry(lambda f: dict(zip(names, sess.run(names, f), strict=True)),
                                golden, states)]

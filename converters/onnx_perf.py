@@ -228,14 +228,14 @@ class OrtTimer:
         self._sessions: dict[frozenset[str] | None, Any] = {}
 
     def _session(self, floated: frozenset[str] | None) -> Any:
-        from converters.validate import _session
+        from converters.ort_session import open_session
 
         if floated not in self._sessions:
             if len(self._sessions) >= 4:
                 self._sessions.pop(next(k for k in self._sessions if k is not None))
             src: Path | bytes = self._fp32 if floated is None \
                 else self._make(set(floated)).read_bytes()
-            self._sessions[floated] = _session(src, ("CPUExecutionProvider",), self._threads)
+            self._sessions[floated] = open_session(src, ("CPUExecutionProvider",), self._threads)
         return self._sessions[floated]
 
     def compare(self, floated: frozenset[str], reference: frozenset[str] | None) -> Timing:

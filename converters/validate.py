@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 
 from converters.data import InputSpec, SampleSet
+from converters.feeds import carry
 from converters.metrics import compare_outputs, relative_drop
+from converters.ort_session import open_session
 from converters.tasks import TaskSpec
 from converters.tasks import evaluate as evaluate_task
 from edgeops.errors import AccuracyGateError, UsageError
@@ -185,19 +187,6 @@ def sample_output(run_output: np.ndarray, golden: np.ndarray, index: int) -> np.
     return run_output
 
 
-def _session(model: Path | bytes, providers: Sequence[str], threads: int) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    available = set(ort.get_available_providers())
-    use = [p for p in providers if p in available] or ["CPUExecutionProvider"]
-    src = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(src, so, providers=use)
-
-
 def run_onnx(model: Path | bytes, samples: Any,
              providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 1,
              states: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
@@ -209,10 +198,9 @@ def run_onnx(model: Path | bytes, samples: Any,
     Providers missing from this onnxruntime build are skipped (CPU is the fallback), so a CUDA
     profile's artifact is still loaded and checked on a CPU-only build machine.
     """
-    sess = _session(model, providers, threads)
+    sess = open_session(model, providers, threads)
     names = [o.name for o in sess.get_outputs()]
     per: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    from converters.feeds import carry
 
     def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(names, sess.run(names, feed), strict=True))
