@@ -13,16 +13,17 @@ one way: dispatcher -> passes -> accept.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from converters.api import BackendContext, BuiltArtifact, timed_on_target
+from converters.data import SampleSet
 from converters.onnx_perf import MIN_GAIN
 from converters.ort_session import open_session
 from converters.validate import (
-    accuracy_report,
     check_gate,
     gate_drop,
     latency_ms,
@@ -52,7 +53,7 @@ def nice_ceil(x: float) -> float:
     return float(f"{next(m * p for m in (1, 2, 5, 10) if m * p >= x * (1 - 1e-12)):.1g}")
 
 
-def tolerance_for(path: Path, ctx: BackendContext, golden_in: Any,
+def tolerance_for(path: Path, ctx: BackendContext, golden_in: SampleSet,
                   golden_out: dict[str, np.ndarray]) -> dict[str, float]:
     """atol/rtol for the device's golden check, from measured run-to-run differences.
 
@@ -86,11 +87,12 @@ def tolerance_for(path: Path, ctx: BackendContext, golden_in: Any,
 
 
 def _fp32_latency(ctx: BackendContext) -> dict[str, Any]:
-    key = f"fp32_latency@{ctx.request.threads}@{','.join(ctx.profile.providers)}"
-    if key not in ctx.shared:
-        ctx.shared[key] = measure_latency(ctx.shared["model_path"], ctx)
-    lat: dict[str, Any] = ctx.shared[key]
-    return lat
+    """The FP32 source's latency on this target's providers, measured once per build."""
+    memo = ctx.data.cache.fp32_latency
+    key = (ctx.request.threads, ctx.profile.providers)
+    if key not in memo:
+        memo[key] = measure_latency(ctx.data.model_path, ctx)
+    return memo[key]
 
 
 def measure_latency(path: Path, ctx: BackendContext) -> dict[str, Any]:
@@ -101,7 +103,7 @@ def measure_latency(path: Path, ctx: BackendContext) -> dict[str, Any]:
     budget (converters/package.py); the recorded ``provider`` says which it is.
     """
     sess = open_session(Path(path), ctx.profile.providers, ctx.request.threads)
-    feed = ctx.shared["validation"].sample(0)
+    feed = ctx.data.validation.sample(0)
     lat: dict[str, Any] = dict(latency_ms(lambda: sess.run(None, feed), warmup=LATENCY_WARMUP,
                                           runs=LATENCY_RUNS))
     lat["provider"] = sess.get_providers()[0]
@@ -111,25 +113,22 @@ def measure_latency(path: Path, ctx: BackendContext) -> dict[str, Any]:
 def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
            gate: bool = True) -> BuiltArtifact:
     """Load, run, compare, gate, time and golden-check an artifact; raise if it is not fit."""
-    val = ctx.shared["validation"]
+    val = ctx.data.validation
     try:
-        outputs = run_onnx(path, val, providers=ctx.profile.providers,
-                           states=ctx.shared.get("states"))
+        outputs = run_onnx(path, val, providers=ctx.profile.providers, states=ctx.data.states)
     except Exception as exc:
         # An artifact ONNX Runtime cannot load or run is a converter bug, never an output.
         raise ConversionError(f"target {ctx.profile.name}: the {ctx.precision} artifact does not "
                               f"run in ONNX Runtime ({str(exc).splitlines()[0]})",
                               hint="report this as an edgeops bug; use --precision fp32 meanwhile"
                               ) from None
-    report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"),
-                             ctx.shared.get("classifier_outputs"),
-                             ctx.shared.get("task"))
-    gate_metric = ctx.shared.get("gate_metric", "auto")
+    report = ctx.data.accuracy_report(outputs)
+    gate_metric = ctx.data.gate_metric
     if gate:
         check_gate(report, ctx.request.max_accuracy_drop, ctx.profile.name, gate_metric)
     metric, drop = gate_drop(report, gate_metric)
     n_golden = min(ctx.request.golden_samples, len(val))
-    golden_in = _carried_golden(path, val.head(n_golden), ctx.shared.get("states") or {})
+    golden_in = _carried_golden(path, val.head(n_golden), ctx.data.states)
     golden_out = {k: v[:n_golden] if v.shape[0] == len(val) else v for k, v in outputs.items()}
     golden_path = ctx.workdir / "golden.npz"
     write_golden(golden_path, golden_in.arrays, golden_out)
@@ -137,27 +136,28 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
     lat = measure_latency(path, ctx)
     base = _fp32_latency(ctx)
     size = path.stat().st_size
-    metrics = {
+    latency: dict[str, Any] = {
+        "p50_ms": round(lat["p50"], 4), "p95_ms": round(lat["p95"], 4),
+        "fp32_p50_ms": round(base["p50"], 4), "fp32_p95_ms": round(base["p95"], 4),
+        "speedup_vs_fp32": round(base["p50"] / lat["p50"], 3) if lat["p50"] else None,
+        "threads": ctx.request.threads, "runs": LATENCY_RUNS, "provider": lat["provider"]}
+    metrics: dict[str, Any] = {
         "size_bytes": size,
-        "source_size_bytes": ctx.shared["source"].size,
+        "source_size_bytes": ctx.data.source.size,
         "accuracy": {"gate_metric": metric, "drop": round(drop, 6),
                      "summary": _rounded(report["summary"]),
                      **({"task": _rounded(report["task"])} if "task" in report else {}),
                      "outputs": _rounded(report["outputs"])},
         "validation_samples": len(val),
-        "latency": {"p50_ms": round(lat["p50"], 4), "p95_ms": round(lat["p95"], 4),
-                    "fp32_p50_ms": round(base["p50"], 4), "fp32_p95_ms": round(base["p95"], 4),
-                    "speedup_vs_fp32": round(base["p50"] / lat["p50"], 3) if lat["p50"] else None,
-                    "threads": ctx.request.threads, "runs": LATENCY_RUNS,
-                    "provider": lat["provider"]},
+        "latency": latency,
     }
     if not timed_on_target(ctx.profile.runtime, ctx.profile.providers, lat["provider"]):
-        metrics["latency"]["warnings"] = [
+        latency["warnings"] = [
             f"{ctx.profile.name}: latency measured on {lat['provider']} (this machine has no "
             f"{' or '.join(p for p in ctx.profile.providers if p != 'CPUExecutionProvider')}): "
             "a build-machine figure for the report only, never signed into the manifest; run "
             "the hardware suite on the device for the target's figure"]
-    speedup = metrics["latency"]["speedup_vs_fp32"]
+    speedup = latency["speedup_vs_fp32"]
     # Warn past the perf pass's own noise margin only, and never for an artifact that the pass
     # left all float (it *is* the FP32 graph: any gap there is timing noise).
     if ctx.precision != "fp32" and speedup is not None and speedup < 1 / (1 + MIN_GAIN) \
@@ -165,7 +165,7 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
             and ctx.profile.providers == ("CPUExecutionProvider",):
         # Measured on the build machine: the user must know before shipping a slower model.
         # Kept with the latency (report only), as it varies run to run.
-        metrics["latency"]["warnings"] = [
+        latency["warnings"] = [
             f"{ctx.profile.name}: the {ctx.precision} artifact ran {1 / speedup:.2f}x slower "
             "than FP32 on the build machine (too little compute for INT8 to pay off); "
             "consider --precision fp32"]
@@ -175,12 +175,12 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
                          tolerance=tolerance, details=details)
 
 
-def _carried_golden(path: Path, golden: Any, states: dict[str, str]) -> Any:
+def _carried_golden(path: Path, golden: SampleSet, states: Mapping[str, str]) -> SampleSet:
     """Golden inputs of a sequence hold the states the artifact itself carried, so the device
     gets the same outputs replaying them in order (carrying its own) or one by one."""
     if not states:
         return golden
-    from converters.data import SampleSet, to_sample
+    from converters.data import to_sample
     from converters.feeds import carry
 
     sess = open_session(Path(path), ("CPUExecutionProvider",), 1)

@@ -18,7 +18,7 @@ __all__ = ["onnx_backend"]
 def onnx_backend(ctx: BackendContext) -> BuiltArtifact:
     from converters.prequantised import INT8_PRECISIONS, ship_as_is
 
-    if ctx.shared.get("prequantised") and ctx.precision in INT8_PRECISIONS:
+    if ctx.data.prequantised and ctx.precision in INT8_PRECISIONS:
         return ship_as_is(ctx)
     if ctx.precision == "fp32":
         path, details = optimise_fp32(ctx)

@@ -27,7 +27,7 @@ def optimise_fp32(ctx: BackendContext) -> tuple[Path, dict[str, Any]]:
     so.graph_optimization_level = level
     so.optimized_model_filepath = str(out)
     so.log_severity_level = 3
-    source = ctx.shared["source"]
+    source = ctx.data.source
     if source.external_data:
         if source.large:
             raise ConversionError(
@@ -38,6 +38,6 @@ def optimise_fp32(ctx: BackendContext) -> tuple[Path, dict[str, Any]]:
         ort.InferenceSession(source.model.SerializeToString(), so,
                              providers=["CPUExecutionProvider"])
     else:
-        ort.InferenceSession(str(ctx.shared["model_path"]), so,
+        ort.InferenceSession(str(source.path), so,
                              providers=["CPUExecutionProvider"])
     return out, {"graph_optimization": "extended" if cpu_only else "basic"}

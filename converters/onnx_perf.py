@@ -270,7 +270,7 @@ def _cache_path(ctx: BackendContext, facts: dict[str, Any], groups: dict[str, li
 
     from converters._machine import cpu_name
 
-    key = json.dumps({"v": CACHE_VERSION, "source": ctx.shared["source"].sha256,
+    key = json.dumps({"v": CACHE_VERSION, "source": ctx.data.source.sha256,
                       "target": ctx.profile.name, "precision": ctx.precision,
                       "ort": onnxruntime.__version__, "cpu": cpu_name(),
                       "facts": facts, "threads": ctx.request.threads, "groups": groups},
@@ -297,7 +297,7 @@ def slower_groups(ctx: BackendContext, prepared: Path, make: Callable[[set[str]]
         except (OSError, ValueError, KeyError, TypeError):
             pass
     t0 = time.perf_counter()
-    timer = OrtTimer(make, Path(ctx.shared["model_path"]), ctx.shared["validation"].sample(0),
+    timer = OrtTimer(make, ctx.data.model_path, ctx.data.validation.sample(0),
                      ctx.request.threads)
     d = decide(groups, timer)
     summary = {**d.vs_fp32, "groups": len(groups), "comparisons": d.comparisons,
