@@ -61,7 +61,8 @@ _BASELINES = {
     "converter_zoo": "FP32 source and stock `quantize_static`, interleaved",
     "fleet_delivery_agents": "none in the same run: the 60 s goal beside each size",
     "delta": "full artifact, zstd -19, bsdiff4 and zstd --patch-from of the same pair",
-    "drift": "the agent's standardised mean shift on the same requests",
+    "drift": "Alibi Detect's KSDrift and Evidently's DataDriftPreset on the raw windows (own "
+             "venv) and the agent's standardised mean shift, on the same windows",
     "fleet_delivery": "unicast (one publication per fetch) in the same run",
     "fleet_ingest": "naive ingest (one transaction per message) in the same run",
     "fleet_store": "SQLite executemany vs PostgreSQL executemany vs COPY",

@@ -8,8 +8,9 @@ and an idle agent uses < 1 % of a core. Measured side by side in one run:
 * latency, per model (tiny 4-feature affine; 4-layer 512-wide MLP): ``InferenceSession.run``
   directly (baseline), the session's C++ binding without ORT's Python wrapper (what
   ``InferenceService`` calls after its own input check, so the agent's own cost shows too),
-  ``InferenceService.predict`` alone and with the daemon's drift observer attached (what a
-  device really runs), and the local API over a Unix socket (npz bodies, keep-alive). Median
+  ``InferenceService.predict`` alone, with the daemon's mean-shift observer attached, with the
+  drift sketch too (what a device really runs) and with an open data capture on top, and the
+  local API over a Unix socket (npz bodies, keep-alive). Median
   per-call latency of N calls per repetition, median over repetitions, ratio to both baselines;
 * memory: RSS of a real ``device_agent.daemon.run`` subprocess (connected to a real mosquitto,
   model installed and loaded, telemetry on) beside baseline subprocesses that only import
@@ -192,9 +193,13 @@ def _latency(work: Path, store: Any, parts: dict[str, Any], calls: int, reps: in
              broker_port: int) -> dict[str, Any]:
     import onnxruntime as ort
 
+    from device_agent.capture import CaptureSampler
     from device_agent.core import AgentCore
-    from device_agent.inference import LocalClient
+    from device_agent.drift_sketch import DriftSketch
+    from device_agent.local_api import LocalClient
     from device_agent.telemetry import FeatureStats
+    from edgeops.drift.features import build_reference
+    from edgeops.protocol.capture import CaptureOrder
 
     width = parts["width"]
     x = np.random.default_rng(2).standard_normal((1, width)).astype(np.float32)
@@ -214,6 +219,8 @@ def _latency(work: Path, store: Any, parts: dict[str, Any], calls: int, reps: in
         ("ort_binding", lambda: binding.run(["y"], {"x": x}, None), calls),
         ("in_process_core_only", lambda: core.inference.predict({"x": x}), calls),
         ("in_process", lambda: observed(), calls),
+        ("in_process_sketch", lambda: sketched(), calls),
+        ("in_process_sketch_capture", lambda: captured(), calls),
         ("unix_socket", lambda: client.predict({"x": x}), max(200, calls // 4))]
     drift = FeatureStats()            # the daemon's drift observer, as it wires it
 
@@ -222,11 +229,40 @@ def _latency(work: Path, store: Any, parts: dict[str, Any], calls: int, reps: in
         drift.observe({"x": x}, 0.0, True)
         return out
 
+    # The drift sketch (1 in 4, the reference's default) and an open data capture (1 in 20,
+    # caps out of reach, a buffer drained by nobody: every sampled request pays its copy), as
+    # the daemon wires them: output observers after the latency was taken.
+    ref_x = np.random.default_rng(3).standard_normal((2000, width)).astype(np.float32)
+    reference = build_reference({"x": ref_x}, {"y": sess.run(None, {"x": ref_x})[0]})
+    sketch = DriftSketch(time.time)
+    sketch.set_reference("bench@1", reference)
+    sampler = CaptureSampler(work / f"{parts['name']}-capture.json", time.time,
+                             buffer_max_bytes=2**40)
+    sampler.apply(CaptureOrder("c-00000000000000be", True, 0.05, 2**40, 2**40,
+                               time.time() + 86_400, 64 * 1024).to_dict())
+
+    def sketched() -> object:
+        out = core.inference.predict({"x": x})
+        drift.observe({"x": x}, 0.0, True)
+        sketch.observe({"x": x}, out)
+        return out
+
+    def captured() -> object:
+        out = core.inference.predict({"x": x})
+        drift.observe({"x": x}, 0.0, True)
+        sketch.observe({"x": x}, out)
+        sampler.observe({"x": x}, out)
+        return out
+
     per_rep: dict[str, list[float]] = {name: [] for name, _, _ in paths}
     try:
         # interleaved: every repetition measures every path, so load drift hits all alike
         for _ in range(reps):
             for name, fn, n in paths:
+                if name == "unix_socket":
+                    # a fresh keep-alive connection each repetition: on a loaded machine the
+                    # other paths can outlast the server's 30 s idle timeout
+                    client.close()
                 per_rep[name].append(_median_call_us(fn, n, 1)[0])
     finally:
         client.close()
@@ -239,7 +275,8 @@ def _latency(work: Path, store: Any, parts: dict[str, Any], calls: int, reps: in
     for r in rows.values():
         r["ratio"] = round(r["p50_us"] / base, 3)
         r["ratio_vs_binding"] = round(r["p50_us"] / bound, 3)
-    for k in ("in_process_core_only", "in_process"):
+    for k in ("in_process_core_only", "in_process", "in_process_sketch",
+              "in_process_sketch_capture"):
         rows[k]["overhead_pct"] = round((rows[k]["ratio"] - 1) * 100, 1)
     rows["unix_socket"]["added_us"] = round(rows["unix_socket"]["p50_us"] - base, 1)
     return rows
@@ -505,7 +542,11 @@ def _markdown(r: dict[str, Any]) -> str:
              "medians).", "",
              "`ort_direct` is `InferenceSession.run` (ORT's Python wrapper re-validates each "
              "feed); `ort_binding` is the C++ session under it, which `InferenceService` calls "
-             "after its own input check: the agent's own cost is the ratio against that.", "",
+             "after its own input check: the agent's own cost is the ratio against that. "
+             "`in_process` adds today's mean-shift observer (1 in 8); `in_process_sketch` also "
+             "the drift sketch (device_agent/drift_sketch.py, 1 in 4); "
+             "`in_process_sketch_capture` also an open data capture (device_agent/capture.py, "
+             "1 in 20 sampled; with no capture open it costs one attribute read).", "",
              "| model | path | p50 µs | ratio vs ORT direct | ratio vs ORT binding |",
              "|---|---|---:|---:|---:|"]
     for model, rows in r["latency"].items():

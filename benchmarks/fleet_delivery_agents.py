@@ -117,7 +117,7 @@ def build_bundle(work: Path, keys: Any, size_bytes: int, name: str = "big",
 
 AGENTS_PER_PROCESS = 100
 """Agents per process. Until the agent's MQTT adapter moved to one epoll network loop per
-process (``device_agent.netloop``), paho's ``select()`` loop capped a process at ~100 agents
+process (``edgeops.netloop``), paho's ``select()`` loop capped a process at ~100 agents
 (descriptors >= 1024) and this was 80. Now the bound is CPU: one process runs its agents under
 one GIL, so two processes of 100 keep both cores busy without more interpreters' memory."""
 

@@ -53,7 +53,7 @@ def load_trusted_root(path: Path) -> Metadata[Root]:
 
 
 def request_from_fetched(fetched: Any, deployment_id: str | None) -> InstallRequest:
-    """Turn :class:`device_agent.tuf_client.FetchedBundle` into the installer's input."""
+    """Turn :class:`device_agent.tuf_update.FetchedBundle` into the installer's input."""
     return InstallRequest(manifest=fetched.manifest_bytes, signatures=fetched.signatures_bytes,
                           artifact=(fetched.artifact if isinstance(fetched.artifact, DeltaArtifact)
                                     else Path(fetched.artifact)),

@@ -1,17 +1,27 @@
-"""The agent daemon: the fleet connection around the local core.
+"""The agent daemon: the fleet connection around the local core, wired from its parts.
 
 Why it exists: :mod:`device_agent.core` installs, health-checks and serves models but knows
-nothing of the fleet. This module connects it: it verifies signed commands (pinned manager
-keys, persisted sequence numbers), fetches bundles through TUF (MQTT chunks first, HTTP as a
-fallback), drives the installer, reports every phase as a ``state`` message with a persisted
-increasing ``seq``, and sends telemetry. State reports and telemetry go through on-disk queues
-and leave them only once a manager acknowledged them end to end (:mod:`device_agent.outbox`),
-so outages, restarts and dead manager sessions lose nothing.
+nothing of the fleet. :class:`Agent` connects it by composing parts, each with one job:
+
+* the command gate (:mod:`device_agent.command_gate`) decides which signed commands to act on
+  (pinned manager keys, persisted sequence numbers, typed bodies);
+* the deployer (:mod:`device_agent.deployer`) downloads through TUF (MQTT chunks first, HTTP
+  as a fallback), installs and switches slots;
+* the state reporter (:mod:`device_agent.reports`) numbers every phase as a ``state`` message
+  with a persisted increasing ``seq``;
+* the telemetry collector (:mod:`device_agent.collector`) measures each interval;
+* the outbox (:mod:`device_agent.outbox`) sends state reports and telemetry from on-disk
+  queues and lets them go only once a manager acknowledged them end to end, so outages,
+  restarts and dead manager sessions lose nothing.
+
+The agent owns the wiring and the threads: paho's network thread, one I/O thread (routes
+messages, asks the gate, drives the parts' hooks, sends the queues: never blocks) and one
+worker (hands admitted commands to the deployer). A new feature adds a part: an
+:class:`~device_agent.parts.AgentPart` appended to ``Agent.parts`` gets subscriptions, the
+messages no other route takes, a tick per I/O pass, heartbeat fields and a close.
 
 Built for many agents in one process (the fleet simulator): no module state, an injectable
 clock, :class:`Agent` with ``start()``/``stop()``; :func:`run` is the process entry point.
-Threads per agent: paho's network thread, one I/O thread (routes messages, verifies commands,
-sends queues, collects telemetry: never blocks) and one worker (downloads and installs).
 
 Stopping is ordered: the threads stop first, and the state and telemetry queues and the core
 (slot lock) close only once no thread can use them. A download is abandoned at its next check
@@ -22,70 +32,55 @@ end, and if that outlasts ``stop``'s timeout, the worker closes the rest when it
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import functools
-import hashlib
-import json
 import logging
 import queue
 import random
-import re
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from device_agent import AGENT_VERSION
+from device_agent.capture import CaptureSampler
+from device_agent.collector import TelemetryCollector
+from device_agent.command_gate import Admitted, BadBody, CommandGate, Refused
 from device_agent.config import AgentConfig
-from device_agent.core import AgentCore, request_from_fetched
-from device_agent.diskspace import (
-    DiskFullError,
-    DiskLimits,
-    DiskReserve,
-    free_bytes,
-    is_disk_full,
-    space_shortfall,
-)
-from device_agent.drift_sketch import DriftSketch
+from device_agent.core import AgentCore
+from device_agent.deployer import Deployer, FetchSettings, Stopping
+from device_agent.diskspace import DiskFullError, DiskLimits, DiskReserve
+from device_agent.feedback import PredictionLog
 from device_agent.memory import tune_allocator
 from device_agent.mqtt import Backoff, MqttConnection, TlsFiles, parse_broker_url
+from device_agent.net_state import NetState
 from device_agent.outbox import AckSettings, Outbox, StateOutbox
-from device_agent.telemetry import (
-    DurableQueue,
-    FeatureStats,
-    TelemetryLimits,
-    drift_record,
-    system_record,
-)
+from device_agent.parts import AgentPart
+from device_agent.reports import StateReporter
+from device_agent.telemetry import DurableQueue, TelemetryLimits
 from device_agent.tuf_client import DownloadLimits, MqttTufTransport
-from edgeops.bundle.manifest import Manifest
-from edgeops.config import DEFAULT_LIMITS
-from edgeops.errors import EdgeOpsError, TransportError
-from edgeops.floors import DowngradeRefused, check_install
-from edgeops.fsutil import atomic_write
+from edgeops.errors import EdgeOpsError
 from edgeops.protocol import (
     Ack,
-    Command,
+    CancelCommand,
+    ConfigCommand,
+    DeployCommand,
     DevicePhase,
     MessageError,
-    SignedCommand,
+    ReportStateCommand,
+    RollbackCommand,
     StateReport,
     StatusMessage,
-    check_command,
     topics,
 )
+from edgeops.protocol.bodies import raw_deployment_id
+from edgeops.protocol.capture import CaptureOrder
 
-__all__ = ["Agent", "DaemonSettings", "DeploymentCancelled", "NetState", "run"]
+__all__ = ["Agent", "DaemonSettings", "run"]
 
 log = logging.getLogger(__name__)
-
-# ``scheme://user:password@host``: the credentials part of a URL in an error message
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
 PhaseCallback = Callable[[DevicePhase, str | None, str | None], None]
 CoreFactory = Callable[[AgentConfig, PhaseCallback], AgentCore]
@@ -113,65 +108,9 @@ class DaemonSettings:
     unwritten_reports_max: int = 1000    # state reports held in memory while the disk is full
     acks: AckSettings = field(default_factory=AckSettings)   # end-to-end ack re-sends
 
-
-class DeploymentCancelled(EdgeOpsError):
-    """The fleet cancelled the deployment this agent was working on."""
-
-    default_hint = "nothing to do: the previous model keeps serving"
-
-
-class _Stopping(Exception):
-    """The agent is stopping: abandon the current download, report nothing, accept nothing.
-
-    Deliberately outside :class:`EdgeOpsError`, so no handler that reports a failure catches it.
-    """
-
-
-@dataclass
-class NetState:
-    """Counters that must survive restarts: last accepted command, last state report seq."""
-
-    path: Path
-    command_seq: int = 0
-    command_digest: str = ""
-    state_seq: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @classmethod
-    def load(cls, path: Path) -> NetState:
-        try:
-            d = json.loads(path.read_bytes())
-            return cls(path, int(d["command_seq"]), str(d.get("command_digest", "")),
-                       int(d["state_seq"]))
-        except FileNotFoundError:
-            return cls(path)
-        except (ValueError, KeyError, TypeError):
-            # A damaged file must not let replays through: refuse everything until re-enrolled
-            # would brick the device, so keep going with seq 0 but say so loudly.
-            log.error("%s is damaged; command replay protection restarts from 0", path)
-            return cls(path)
-
-    def _save(self) -> None:
-        atomic_write(self.path, json.dumps({"command_seq": self.command_seq,
-                                            "command_digest": self.command_digest,
-                                            "state_seq": self.state_seq}).encode())
-
-    def next_state_seq(self) -> int:
-        with self._lock:
-            self.state_seq += 1
-            self._save()
-            return self.state_seq
-
-    def accept_command(self, seq: int, digest: str) -> None:
-        with self._lock:
-            if seq > self.command_seq:
-                before = self.command_seq, self.command_digest
-                self.command_seq, self.command_digest = seq, digest
-                try:
-                    self._save()
-                except BaseException:     # not saved: a retry must save it, not skip it
-                    self.command_seq, self.command_digest = before
-                    raise
+    def fetch(self) -> FetchSettings:
+        """What the deployer needs of these."""
+        return FetchSettings(self.metadata_wait_s, self.http_fallback, self.download)
 
 
 class _RepeatFilter:
@@ -190,7 +129,7 @@ class _RepeatFilter:
 
 
 class Agent:
-    """One device's agent: core + fleet connection. Safe to run many in one process."""
+    """One device's agent: core + fleet connection, composed of parts. Many fit one process."""
 
     def __init__(self, config: AgentConfig, *, settings: DaemonSettings = DaemonSettings(),
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
@@ -226,36 +165,63 @@ class Agent:
                              lambda topic, body: self.conn.publish(topic, body),
                              lambda: self.conn.generation, settings=settings.acks,
                              telemetry=settings.telemetry, rng=rng)
-        # State reports that found the disk full, oldest first: written before any newer one
-        self._unwritten: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._report_lock = threading.Lock()
-        self._next_unwritten_try = 0.0
-        self.disk_full_since: float | None = None
-        self.telemetry_lost = 0      # records not queued for lack of disk space
-        self._io_errors = _RepeatFilter(60.0)
-        self.features = FeatureStats(settings.telemetry.max_features,
-                                     settings.telemetry.drift_sample_every)
-        self.core.inference.observers.append(self.features.observe)
-        self.drift_sketch = DriftSketch(clock)
-        self.core.inference.output_observers.append(self.drift_sketch.observe)
-        self._drift_ref_key: str | None = None
-        self._work: queue.Queue[tuple[Command, str]] = queue.Queue(settings.work_queue_max)
         self._stop = threading.Event()
+        # -- the parts ----------------------------------------------------------------------
+        self.reports = StateReporter(
+            self.device_id, net=self.net, outbox=self.state_q, disk=self.disk,
+            status=self.core.store.status, clock=clock,
+            max_waiting=settings.unwritten_reports_max)
+        self.gate = CommandGate(self.device_id, net=self.net,
+                                manager_keys=lambda: config.trust.manager_keys, clock=clock)
+        self.deployer = Deployer(
+            config, core=self.core, transport=self.transport, disk=self.disk,
+            report=self.reports.report, telemetry=self.telemetry_q, stopping=self._stop,
+            clock=clock, settings=settings.fetch(), on_config=self._sync_driving_topic)
+        self.collector = TelemetryCollector(
+            self.device_id, core=self.core, queue=self.telemetry_q, limits=settings.telemetry,
+            interval_s=config.telemetry.interval_s, data_dir=data, clock=clock,
+            heartbeat=self._heartbeat)
+        # ground truth per prediction id, and the opt-in capture (off until a signed command)
+        self.predictions = PredictionLog(clock)
+        self.core.inference.predictions = self.predictions
+        self.capture = CaptureSampler(data / "capture.json", clock, rng=rng)
+        self.core.inference.output_observers.append(self.capture.observe)
+        self.collector.sources += [self._accuracy_records, self._capture_records]
+        # driven from the I/O thread in this order (device_agent.parts); features append theirs
+        self.parts: list[AgentPart] = [self.collector, self.reports]
+        # -- threads ------------------------------------------------------------------------
+        self._io_errors = _RepeatFilter(60.0)
+        self._work: queue.Queue[Admitted] = queue.Queue(settings.work_queue_max)
         self._threads: list[threading.Thread] = []
         self._close_lock = threading.Lock()
         self._running = 0            # agent threads not yet finished (under _close_lock)
         self._closing = False        # stop() has run: the last thread out closes the rest
         self.closed = threading.Event()   # queues and core closed: safe to reuse the data dir
-        self._queued_seq = 0
-        self._queued_digests: set[str] = set()
-        self._current: tuple[str | None, str | None] = (None, None)  # deployment, bundle
-        self._cancel: str | None = None
-        self._deferred: tuple[str | None, str | None] | None = None   # (deployment, bundle)
         self._driving_topic: str | None = None
         self._ack_topic = topics.device_topic(self.device_id, "ack")
-        self._baseline: tuple[str | None, dict[str, Any]] = (None, {})
-        self._started_at = clock()
-        self.rejected_commands = 0
+
+    # -- what the parts count, under the names callers know ------------------------------------
+    @property
+    def rejected_commands(self) -> int:
+        return self.gate.rejected
+
+    @property
+    def telemetry_lost(self) -> int:
+        return self.collector.lost
+
+    @property
+    def disk_full_since(self) -> float | None:
+        return self.reports.disk_full_since
+
+    def report(self, phase: DevicePhase | None, *, deployment_id: str | None = None,
+               bundle: str | None = None, reason: str | None = None) -> StateReport | None:
+        """Queue one state report (:meth:`device_agent.reports.StateReporter.report`)."""
+        return self.reports.report(phase, deployment_id=deployment_id, bundle=bundle,
+                                   reason=reason)
+
+    def collect_telemetry(self, now: float) -> None:
+        """Queue this interval's telemetry now (:class:`TelemetryCollector`)."""
+        self.collector.collect(now)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -265,7 +231,7 @@ class Agent:
             log.info("finished an install a restart interrupted: %s", resumed.phase.value)
         for t in (topics.device_topic(self.device_id, "desired"),
                   topics.device_topic(self.device_id, "commands"), self._ack_topic,
-                  *self.transport.filters()):
+                  *self.transport.filters(), *(f for p in self.parts for f in p.subscriptions())):
             self.conn.subscribe(t)
         self._sync_driving_topic()
         self.conn.start()
@@ -334,12 +300,18 @@ class Agent:
                     else attempt + 1
                 delay = self.settings.loop_backoff.delay(attempt, rng)
                 log.exception("%s: loop failed (current deployment %s); restarting it in "
-                              "%.1f s", name, self._current[0], delay)
+                              "%.1f s", name, self.deployer.current[0], delay)
                 self._stop.wait(delay)
 
     def _close(self) -> None:
         """Release what the threads used; runs once, after the last of them has finished."""
         try:
+            for part in reversed(self.parts):
+                try:
+                    part.close()
+                except Exception:
+                    log.exception("agent %s: closing %s failed", self.device_id,
+                                  type(part).__name__)
             self.core.close()
         finally:
             self.telemetry_q.close()
@@ -349,72 +321,19 @@ class Agent:
     def _status_payload(self, online: bool) -> bytes:
         return StatusMessage(self.device_id, online, AGENT_VERSION, self.clock()).to_bytes()
 
-    # -- state reports ---------------------------------------------------------------------
     def _on_phase(self, phase: DevicePhase, label: str | None, reason: str | None) -> None:
-        dep, bundle = self._current
-        if phase is DevicePhase.DEFERRED:
-            if self._deferred is not None and dep is None:
-                return            # a periodic re-check that still says "wait": said already
-            self._deferred = (dep, label or bundle)
-        elif phase.terminal:
-            self._deferred = None
-        self.report(phase, deployment_id=dep, bundle=label or bundle, reason=reason)
+        self.deployer.on_phase(phase, label, reason)
 
-    def report(self, phase: DevicePhase | None, *, deployment_id: str | None = None,
-               bundle: str | None = None, reason: str | None = None) -> StateReport | None:
-        """Queue one state report (persisted seq) for sending; returns it.
-
-        Never raises for lack of disk space: the report then waits in memory, in order, and is
-        written by the next report or by the I/O loop once there is room (None is returned).
-        """
-        st = self.core.store.status()
-        with self._report_lock:
-            if len(self._unwritten) >= self.settings.unwritten_reports_max:
-                log.error("dropping an unwritten state report: %d wait for disk space",
-                          len(self._unwritten))
-                self._unwritten.popleft()
-            self._unwritten.append((self.clock(), phase, deployment_id, bundle, reason, st))
-            return self._write_reports()
-
-    def _write_reports(self) -> StateReport | None:
-        """Write the waiting reports to the outbox, oldest first (under ``_report_lock``)."""
-        rep: StateReport | None = None
-        while self._unwritten:
-            item = self._unwritten[0]
-            try:
-                rep = self.disk.run(functools.partial(self._write_report, *item),
-                                    "a state report")
-            except DiskFullError as exc:
-                if self.disk_full_since is None:
-                    self.disk_full_since = self.clock()
-                    log.error("%s; %d state report(s) wait in memory", exc.message,
-                              len(self._unwritten))
-                return None
-            self._unwritten.popleft()
-            if self.disk_full_since is not None:
-                log.info("state reports are written again after %.0f s of a full disk",
-                         self.clock() - self.disk_full_since)
-                self.disk_full_since = None
-        return rep
-
-    def _write_report(self, ts: float, phase: DevicePhase | None, dep: str | None,
-                      bundle: str | None, reason: str | None, st: dict[str, Any]) -> StateReport:
-        rep = StateReport(self.device_id, self.net.next_state_seq(), ts, phase, dep, bundle,
-                          reason, st.get("active"), st.get("slots", {}))
-        self.state_q.push(rep.to_bytes())
-        return rep
-
-    def _retry_unwritten(self) -> None:
-        """I/O loop: reports that found the disk full, tried again at most once a second."""
-        if not self._unwritten or time.monotonic() < self._next_unwritten_try:
-            return
-        self._next_unwritten_try = time.monotonic() + 1.0
-        with self._report_lock:
-            self._write_reports()
+    def _heartbeat(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"deferred": self.deployer.deferred is not None,
+                                  "rejected_commands": self.gate.rejected,
+                                  "mqtt_dropped_inbound": self.conn.dropped_inbound}
+        for part in self.parts:
+            fields.update(part.heartbeat())
+        return fields
 
     # -- I/O thread: never blocks on the network ---------------------------------------------
     def _io_loop(self) -> None:
-        next_tel = self.clock()
         while not self._stop.is_set():
             # an ack arrives as a message and wakes this loop: no busy polling while waiting
             msg = self.conn.get(self.settings.idle_poll_s)
@@ -422,10 +341,8 @@ class Agent:
                 if msg is not None:
                     self._route(msg.topic, msg.payload)
                 now = self.clock()
-                if now >= next_tel:
-                    next_tel = now + self.config.telemetry.interval_s
-                    self.collect_telemetry(now)
-                self._retry_unwritten()
+                for part in self.parts:
+                    part.tick(now)
                 self._flush()
             except Exception as exc:  # the I/O loop must survive anything one message does
                 if self._io_errors.first(exc, self.clock()):   # not every 20 ms on a full disk
@@ -442,46 +359,75 @@ class Agent:
             return
         dt = topics.parse_device_topic(topic)
         if dt is not None and dt.device_id == self.device_id and dt.channel in (
-                "commands", "desired") and payload:   # empty retained = cleared ``desired``
-            self._on_command(payload, retained_desired=dt.channel == "desired")
+                "commands", "desired"):
+            if payload:                   # empty retained = cleared ``desired``
+                self._on_command(payload, retained_desired=dt.channel == "desired")
+            return
+        for part in self.parts:
+            if part.handle(topic, payload):
+                return
 
     def _on_command(self, payload: bytes, retained_desired: bool = False) -> None:
-        digest = hashlib.sha256(payload).hexdigest()
-        if digest == self.net.command_digest or digest in self._queued_digests:
-            return        # the retained ``desired`` again after a reconnect: already handled
-        keys = list(self.config.trust.manager_keys)
-        signed: SignedCommand | None = None
-        try:
-            signed = SignedCommand.from_bytes(payload, DEFAULT_LIMITS.max_mqtt_payload_bytes)
-            cmd = check_command(signed, device_id=self.device_id, manager_keys=keys,
-                                last_seq=max(self.net.command_seq, self._queued_seq),
-                                now=self.clock())
-        except MessageError as exc:
-            if retained_desired and signed is not None and self._genuine(signed, keys):
-                # A stale retained ``desired`` (older seq or expired) that the manager signed
-                # for us: expected after a restart until it re-signs; not worth an alarm.
-                log.info("ignoring stale desired command %s: %s", signed.command.seq,
-                         exc.message)
-                return
-            self.rejected_commands += 1
-            log.warning("rejected command: %s", exc.message)
-            self.report(None, reason=f"command rejected: {exc.message}")
+        decision = self.gate.check(payload, retained_desired=retained_desired)
+        if decision is None:
             return
-        if cmd.kind == "report-state":
-            self._report_again(cmd)      # not accepted: its seq must not hide a pending deploy
+        if isinstance(decision, Refused):
+            if decision.stale:
+                log.info("ignoring stale desired command %s: %s", decision.seq, decision.reason)
+            else:
+                log.warning("rejected command: %s", decision.reason)
+                self.report(None, reason=f"command rejected: {decision.reason}")
             return
-        if cmd.kind == "cancel":
-            self._cancel = str(cmd.body.get("deployment_id"))
-            self.net.accept_command(cmd.seq, digest)
-            self.report(None, deployment_id=self._cancel, reason="cancel accepted")
+        if isinstance(decision, BadBody):
+            self._on_bad_body(decision)
+            return
+        body = decision.body
+        if isinstance(body, CaptureOrder):
+            self._on_capture(body, decision)
+            return
+        if isinstance(body, ReportStateCommand):
+            self._report_again(body)      # not accepted: its seq must not hide a pending deploy
+            return
+        if isinstance(body, CancelCommand):
+            self.deployer.cancel(body.deployment_id)
+            self.gate.accept(decision.command.seq, decision.digest)
+            self.report(None, deployment_id=body.deployment_id, reason="cancel accepted")
             return
         try:
-            self._work.put_nowait((cmd, digest))
+            self._work.put_nowait(decision)
         except queue.Full:
-            self.report(None, reason=f"command {cmd.seq} dropped: agent busy")
+            self.report(None, reason=f"command {decision.command.seq} dropped: agent busy")
             return
-        self._queued_seq = cmd.seq
-        self._queued_digests.add(digest)
+        self.gate.queued(decision.command.seq, decision.digest)
+
+    def _on_bad_body(self, bad: BadBody) -> None:
+        """Our manager signed a body we cannot read: fail what it names, do not run it again."""
+        cmd = bad.command
+        dep = raw_deployment_id(cmd.body)
+        log.warning("command %s: %s", cmd.seq, bad.error.message)
+        phase = DevicePhase.FAILED if cmd.kind in ("deploy", "rollback") and dep else None
+        self.report(phase, deployment_id=dep, reason=bad.error.message)
+        if cmd.kind != ReportStateCommand.KIND:
+            self._accept(cmd.seq, bad.digest)
+
+    def _on_capture(self, order: CaptureOrder, admitted: Admitted) -> None:
+        """Open or close the data capture the verified command states (device_agent/capture.py)."""
+        self.gate.accept(admitted.command.seq, admitted.digest)
+        try:
+            order = self.capture.apply(order.to_dict())
+        except MessageError as exc:
+            self.report(None, reason=f"capture refused: {exc.message}")
+            return
+        self.report(None, reason=f"capture {order.capture_id} "
+                                 f"{'opened' if order.open else 'closed'}")
+
+    def _accuracy_records(self, now: float, label: str | None) -> list[dict[str, Any]]:
+        """Closed ground-truth windows (device_agent/feedback.py)."""
+        return self.predictions.take(now, self.device_id) if self.predictions.due(now) else []
+
+    def _capture_records(self, now: float, label: str | None) -> list[dict[str, Any]]:
+        """Captured samples waiting to be sent (device_agent/capture.py)."""
+        return self.capture.take(self.device_id, label)
 
     def _on_ack(self, payload: bytes) -> None:
         try:
@@ -493,7 +439,7 @@ class Agent:
         if ack.fetch:
             self.transport.on_ack(ack.fetch)
 
-    def _report_again(self, cmd: Command) -> None:
+    def _report_again(self, body: ReportStateCommand) -> None:
         """``report-state``: the manager lost track (a report went to a dead session).
 
         Sent again with a new ``seq``: the last report about the deployment it names, else
@@ -501,7 +447,7 @@ class Agent:
         accepted, so a ``deploy`` signed before it but not yet received still counts; a
         replay only causes another report.
         """
-        dep = cmd.body.get("deployment_id")
+        dep = body.deployment_id
         last = self.state_q.last_report()
         if last is not None and (dep is None or last.get("deployment_id") == dep):
             try:
@@ -513,15 +459,6 @@ class Agent:
                             bundle=last.get("bundle"), reason=last.get("reason"))
                 return
         self.report(None, reason=f"report-state: no report about deployment {dep} here")
-
-    def _genuine(self, signed: SignedCommand, keys: list[Any]) -> bool:
-        """Signed by a pinned manager key and addressed to us (ignoring expiry and seq)."""
-        try:
-            check_command(signed, device_id=self.device_id, manager_keys=keys, last_seq=-1,
-                          now=float("-inf"))
-        except MessageError:
-            return False
-        return True
 
     def _sync_driving_topic(self) -> None:
         sig = self.core.policy.driving.signal
@@ -546,312 +483,61 @@ class Agent:
                 self._on_ack(msg.payload)
                 self.outbox.pump()
 
-    # -- telemetry ---------------------------------------------------------------------------
-    def collect_telemetry(self, now: float) -> None:
-        """Append this interval's records to the durable queue (sent by the I/O loop)."""
-        st = self.core.store.status()
-        active = st.get("active")
-        label = f"{active['name']}@{active['version']}" if active else None
-        records: list[dict[str, Any]] = [
-            {"kind": "heartbeat", "ts": now, "agent_version": AGENT_VERSION,
-             "uptime_s": round(now - self._started_at, 1), "active": active,
-             "deferred": self._deferred is not None,
-             "rejected_commands": self.rejected_commands,
-             "mqtt_dropped_inbound": self.conn.dropped_inbound},
-            system_record(now, self.config.data_dir),
-            {"kind": "inference", "ts": now, "bundle": label,
-             **self.core.inference.stats.snapshot(reset=True)}]
-        drift = drift_record(now, self.features.drain(), self._baseline_for(active), label)
-        if drift is not None:
-            records.append(drift)
-        sketch = self._drift_sketch_record(now, active, label)
-        if sketch is not None:
-            records.append(sketch)
-        try:
-            self.telemetry_q.push_many([json.dumps(r, sort_keys=True, separators=(",", ":"),
-                                                   default=str).encode() for r in records])
-        except Exception as exc:
-            if not is_disk_full(exc):
-                raise
-            # Measurements are let go; the disk reserve is kept for state reports.
-            if not self.telemetry_lost:
-                log.error("disk full: telemetry is not queued until there is room (%s)", exc)
-            self.telemetry_lost += len(records)
-            return
-        if self.telemetry_lost:
-            log.info("telemetry queued again; %d records were lost to a full disk",
-                     self.telemetry_lost)
-            self.telemetry_lost = 0
-
-    def _drift_sketch_record(self, now: float, active: dict[str, Any] | None,
-                             label: str | None) -> dict[str, Any] | None:
-        """The closed sketch window, if due (device_agent/drift_sketch.py)."""
-        key = None if active is None else f"{active.get('slot')}:{label}"
-        if key != self._drift_ref_key:
-            self._drift_ref_key = key
-            ref = None
-            if active is not None:
-                try:
-                    ref = Manifest.from_bytes(self.core.store.path(
-                        str(active["slot"]), "manifest.json").read_bytes()).drift
-                except (OSError, EdgeOpsError, KeyError):
-                    ref = None
-            self.drift_sketch.set_reference(label, ref)
-        return self.drift_sketch.take(now, self.device_id) if self.drift_sketch.due(now) else None
-
-    def _baseline_for(self, active: dict[str, Any] | None) -> dict[str, Any]:
-        if active is None:
-            return {}
-        key = f"{active.get('slot')}:{active.get('name')}@{active.get('version')}"
-        if self._baseline[0] != key:
-            try:
-                m = Manifest.from_bytes(self.core.store.path(str(active["slot"]),
-                                                             "manifest.json").read_bytes())
-                self._baseline = (key, dict(m.baseline))
-            except (OSError, EdgeOpsError, KeyError):
-                self._baseline = (key, {})
-        return self._baseline[1]
-
     # -- worker: commands that take time -----------------------------------------------------
     def _work_loop(self) -> None:
         next_retry = self.clock() + self.settings.deferred_retry_s
         while not self._stop.is_set():
             try:
-                cmd, digest = self._work.get(timeout=2 * self.settings.idle_poll_s)
+                admitted = self._work.get(timeout=2 * self.settings.idle_poll_s)
             except queue.Empty:
                 self.disk.restore_if_due()
-                if self._deferred is not None and self.clock() >= next_retry:
+                if self.deployer.deferred is not None and self.clock() >= next_retry:
                     next_retry = self.clock() + self.settings.deferred_retry_s
-                    self._run_guarded(self._retry_deferred, self._deferred)
+                    self._retry_deferred()
                 continue
+            cmd = admitted.command
             handled = True
             try:
-                self._execute(cmd)
-            except _Stopping:
+                self._execute(admitted)
+            except Stopping:
                 # Not accepted: the retained ``desired`` command runs again after the restart
                 # and the download resumes from the chunks already on disk.
                 handled = False
                 log.info("command %s interrupted by stop; it resumes after the restart", cmd.seq)
             except Exception as exc:  # report, never die: the old model keeps serving
                 log.exception("command %s failed", cmd.seq)
-                self.report(DevicePhase.FAILED, deployment_id=self._current[0],
-                            bundle=self._current[1], reason=self.redact(f"agent error: {exc}"))
+                dep, bundle = self.deployer.current
+                self.report(DevicePhase.FAILED, deployment_id=dep, bundle=bundle,
+                            reason=self.deployer.redact(f"agent error: {exc}"))
             finally:
                 if handled:
-                    self._accept(cmd.seq, digest)
-                self._queued_digests.discard(digest)
-                self._current = (None, None)
+                    self._accept(cmd.seq, admitted.digest)
+                self.gate.done(admitted.digest)
+                self.deployer.done()
+
+    def _execute(self, admitted: Admitted) -> None:
+        body = admitted.body
+        if isinstance(body, DeployCommand):
+            self.deployer.deploy(body)
+        elif isinstance(body, RollbackCommand):
+            self.deployer.rollback(body)
+        elif isinstance(body, ConfigCommand):
+            self.deployer.config_change(body)
 
     def _accept(self, seq: int, digest: str) -> None:
         """Persist a handled command's seq; on a full disk it stays unsaved (the retained
         ``desired`` may run again after a restart, which a deploy survives: "already active").
         """
         try:
-            self.disk.run(lambda: self.net.accept_command(seq, digest), "net_state.json")
+            self.disk.run(lambda: self.gate.accept(seq, digest), "net_state.json")
         except DiskFullError as exc:
             log.error("command %d handled but not recorded: %s", seq, exc.message)
 
-    def _retry_deferred(self, waiting: tuple[str | None, str | None]) -> None:
-        self._current = (None, None)          # re-checks that still defer stay silent
-        if self.core.installer.policy.evaluate().allowed:
-            self._current = waiting           # phases from here on belong to the deployment
+    def _retry_deferred(self) -> None:
         try:
-            self.core.retry_deferred()
-        finally:
-            self._current = (None, None)
-
-    def _run_guarded(self, fn: Callable[[tuple[str | None, str | None]], object],
-                     arg: tuple[str | None, str | None]) -> None:
-        try:
-            fn(arg)
+            self.deployer.retry_deferred()
         except Exception:
             log.exception("deferred install retry failed")
-
-    def _execute(self, cmd: Command) -> None:
-        body = cmd.body
-        dep = body.get("deployment_id")
-        dep = dep if isinstance(dep, str) else None
-        if cmd.kind == "deploy":
-            self._deploy(dep, body)
-        elif cmd.kind == "rollback":
-            self._current = (dep, None)
-            if self._rollback_allowed(dep):
-                self.core.rollback(dep)
-        elif cmd.kind == "config":
-            self.core.apply_config(body)
-            self._sync_driving_topic()
-            self.report(None, deployment_id=dep, reason="config applied")
-
-    def _deploy(self, dep: str | None, body: dict[str, Any]) -> None:
-        name, version, target = body.get("name"), body.get("version"), body.get("target")
-        if not all(isinstance(v, str) and v for v in (name, version)):
-            self.report(DevicePhase.FAILED, deployment_id=dep,
-                        reason="deploy command lacks bundle name/version")
-            return
-        assert isinstance(name, str) and isinstance(version, str)
-        label = f"{name}@{version}"
-        self._current = (dep, label)
-        if target is not None and target != self.config.target:
-            self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label,
-                        reason=f"deployment is for target {target!r}, this device is "
-                               f"{self.config.target!r}")
-            return
-        self._cancel = None
-        self.disk.restore_if_due()
-        self.report(DevicePhase.NOTIFIED, deployment_id=dep, bundle=label)
-        self.report(DevicePhase.DOWNLOADING, deployment_id=dep, bundle=label)
-        active = self.core.store.active()
-        installed = active.version if active is not None and active.name == name else None
-        try:
-            fetched = self._fetch(name, version, dep, installed=installed,
-                                  rollback=body.get("downgrade") is True)
-        except DowngradeRefused as exc:
-            log.warning("deployment %s: %s refused: %s", dep, label, exc.message)
-            self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label, reason=exc.message)
-            return
-        except DeploymentCancelled:
-            self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label,
-                        reason="cancelled by the fleet before install")
-            return
-        except DiskFullError as exc:
-            log.warning("deployment %s: %s not downloaded: %s", dep, label, exc.message)
-            self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label,
-                        reason=self.redact(f"download failed: {exc.message}"))
-            return
-        except EdgeOpsError as exc:
-            reason = self.redact(f"download rejected: {exc.message}")
-            log.warning("deployment %s: %s refused: %s", dep, label, reason)
-            self.report(DevicePhase.FAILED, deployment_id=dep, bundle=label, reason=reason)
-            return
-        self._note_delivery(dep, label, fetched)
-        outcome = self.core.install(request_from_fetched(fetched, dep))
-        self._record_delivery(dep, label, fetched)
-        if outcome.phase in (DevicePhase.FAILED, DevicePhase.ROLLED_BACK):
-            log.warning("deployment %s: %s %s: %s", dep, label, outcome.phase.value,
-                        self.redact(outcome.reason or "no reason given"))
-        else:
-            log.info("deployment %s: %s", dep, outcome.phase.value)
-
-    def _note_delivery(self, dep: str | None, label: str, fetched: Any) -> None:
-        """A published delta that failed before the install: say why (issue 20)."""
-        d = fetched.delivery
-        if d is not None and d.delta_failed and d.reason:
-            self.report(DevicePhase.DOWNLOADING, deployment_id=dep, bundle=label,
-                        reason=self.redact(d.reason))
-
-    def _record_delivery(self, dep: str | None, label: str, fetched: Any) -> None:
-        """Delta, full or cached, and the bytes fetched: the fleet's bytes-saved figure."""
-        from device_agent.tuf_update import delivery_record
-
-        d = fetched.final_delivery()
-        if d is not None:
-            rec = delivery_record(self.clock(), dep, label, d)
-            self.telemetry_q.push(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
-
-    def redact(self, text: str) -> str:
-        """``text`` without credentials (URL user:password, the broker password).
-
-        Error messages quote URLs (python-tuf: "Failed to download <url>"), and ``fleet_url``
-        may carry basic-auth credentials; neither the log nor the fleet may receive them.
-        """
-        text = _URL_USERINFO.sub(r"\g<scheme>***@", text)
-        password = self.config.broker.password
-        return text.replace(password, "***") if password else text
-
-    def _check_cancel(self, dep: str | None) -> None:
-        if self._stop.is_set():
-            raise _Stopping
-        if self._cancel is not None and self._cancel == dep:
-            raise DeploymentCancelled(f"deployment {dep} was cancelled")
-
-    def _rollback_allowed(self, dep: str | None) -> bool:
-        """A rollback command may not take the device below the model's release floor.
-
-        The floor comes from the freshest targets TUF verifies now (retained metadata); if that
-        fails, from the last targets this device verified.
-        """
-        from device_agent.tuf_update import TufClient
-
-        store = self.core.store
-        previous = store.pointer().previous
-        info = store.info(previous) if previous else None
-        if info is None:
-            return True            # nothing to go back to: the installer reports that
-        tuf = TufClient.over_mqtt(self.config.trust.root, self.config.data_dir / "tuf",
-                                  self.transport)
-        try:
-            tuf.refresh()
-        except EdgeOpsError as exc:
-            log.warning("rollback: TUF refresh failed (%s); using the last verified floors",
-                        self.redact(exc.message))
-        try:
-            check_install(info.name, info.version, installed=None,
-                          floor=tuf.trusted_floors().get(info.name), rollback=True)
-        except EdgeOpsError as exc:  # DowngradeRefused, or unreadable floors (fail closed)
-            log.warning("rollback %s refused: %s", dep, exc.message)
-            self.report(DevicePhase.FAILED, deployment_id=dep,
-                        bundle=f"{info.name}@{info.version}", reason=exc.message)
-            return False
-        return True
-
-    def _fetch(self, name: str, version: str, dep: str | None, *, installed: str | None = None,
-               rollback: bool = False) -> Any:
-        # ngclient and urllib3 load with the first update, not at start (module docstring of
-        # device_agent.tuf_client)
-        from device_agent.tuf_update import TufClient, active_artifact, fetch_bundle
-
-        base = active_artifact(self.core.store)
-        cache = self.config.data_dir / "tuf"
-        tuf = TufClient.over_mqtt(self.config.trust.root, cache, self.transport)
-        deadline = time.monotonic() + self.settings.metadata_wait_s
-        gen = self.transport.metadata.generation
-
-        def wait_for_metadata() -> bool:
-            nonlocal gen
-            self._check_cancel(dep)       # stopping: not "the bundle is not published"
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            newer = self.transport.metadata.wait_newer(gen, left)
-            gen = self.transport.metadata.generation
-            return newer
-
-        def progress(_what: str) -> None:
-            self._check_cancel(dep)
-
-        def check_space(download_bytes: int) -> None:
-            # chunks and the assembled file are on disk together; the install that follows
-            # keeps the installer's floor free, so a download that cannot be installed is not
-            # worth its bandwidth either; and a released disk reserve must fit again afterwards
-            short = space_shortfall(
-                2 * download_bytes, self.core.installer.reserve_free_bytes
-                + self.disk.missing_bytes, free_bytes(self.config.data_dir),
-                "download the model")
-            if short is not None:
-                raise DiskFullError(short)
-
-        self.transport.check = lambda: self._check_cancel(dep)
-        try:
-            fetched = fetch_bundle(tuf, name, version, self.config.target,
-                                   wait_for_metadata=wait_for_metadata, progress=progress,
-                                   check_space=check_space, installed=installed,
-                                   rollback=rollback, active=base)
-        except TransportError as exc:
-            if not (self.settings.http_fallback and self.config.fleet_url):
-                raise
-            log.warning("MQTT transfer failed (%s); trying %s", self.redact(exc.message),
-                        self.redact(self.config.fleet_url))
-            tuf = TufClient.over_http(self.config.trust.root, cache, self.config.fleet_url,
-                                      self.settings.download)
-            fetched = fetch_bundle(tuf, name, version, self.config.target, progress=progress,
-                                   check_space=check_space, installed=installed,
-                                   rollback=rollback, active=base)
-        finally:
-            self.transport.check = None
-        root = tuf.trusted_root()
-        if root.signed.version != self.core.root.signed.version:
-            self.core.update_trust(root)
-        return fetched
 
 
 def run(config: AgentConfig, *, settings: DaemonSettings = DaemonSettings()) -> int:

@@ -1,7 +1,7 @@
 """``edgeops agent enroll``: the device-side enrolment command (key made here, CSR sent).
 
 A thin click shell over :mod:`device_agent.enroll`, kept in the agent package so devices need
-nothing from ``fleet/``. ``fleet.pki_cli.device_enroll`` is this same command.
+nothing from ``fleet/``. ``fleet.cli.pki.device_enroll`` is this same command.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ reference. A request in flight keeps the old session alive (plain reference coun
 returns, so no request ever fails because of an activation.
 
 The socket API over this service lives in :mod:`device_agent.local_api` (imported only when a
-socket or port is configured, to keep the agent's resident size down).
+socket or port is configured, to keep the agent's resident size down); it imports this module,
+never the other way round.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from device_agent.slots import SlotInfo, SlotStore
 from edgeops.bundle.manifest import Manifest, TensorSpec
 from edgeops.errors import BadContentError, EdgeOpsError
 
+if TYPE_CHECKING:
+    from device_agent.feedback import PredictionLog
+
 __all__ = [
     "InferenceService",
     "InferenceStats",
@@ -38,18 +42,6 @@ __all__ = [
     "NoModelError",
     "PredictInputError",
 ]
-
-_LOCAL_API_NAMES = ("InferenceLimits", "LocalApiServer", "LocalClient")
-
-
-def __getattr__(name: str) -> Any:
-    """``from device_agent.inference import LocalClient`` keeps working, loaded on demand."""
-    if name in _LOCAL_API_NAMES:
-        from device_agent import local_api
-
-        return getattr(local_api, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 log = logging.getLogger(__name__)
 _perf_counter = time.perf_counter
@@ -190,6 +182,8 @@ class InferenceService:
         self.stats = InferenceStats()
         self.observers = list(observers)
         self.output_observers: list[OutputObserver] = []
+        # ground truth per prediction id (device_agent/feedback.py); None: no ids handed out
+        self.predictions: PredictionLog | None = None
 
     @property
     def model(self) -> LoadedModel | None:

@@ -7,7 +7,10 @@ Stdlib HTTP/1.1 (no extra dependency) on a Unix socket and/or a loopback TCP por
 ``GET /v1/model``, ``GET /v1/health``, ``GET /v1/stats``, ``POST /v1/predict`` with JSON
 ``{"inputs": {name: nested lists}}``, an ``application/x-npz`` body (one array per input) or
 the compact ``application/x-edgeops-tensors`` frame (:func:`tensors_bytes`); answers in the
-same format. It has no authentication, so it binds loopback only (the config
+same format, with the request's prediction id in ``X-Edgeops-Prediction-Id`` (and
+``prediction_id`` in JSON) when the agent keeps predictions for ground truth, which
+``POST /v1/feedback`` takes as JSON ``{"prediction_id", "label"}`` or ``{..., "value"}``
+(device_agent/feedback.py). It has no authentication, so it binds loopback only (the config
 refuses anything else) and the Unix socket is created 0660.
 """
 
@@ -30,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from device_agent.feedback import FeedbackRefused
 from device_agent.inference import InferenceService, NoModelError, PredictInputError
 from device_agent.runtime import ModelRunError
 from edgeops.errors import EdgeOpsError, TransportError
@@ -167,7 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": f"no such endpoint {self.path}"})
 
     def do_POST(self) -> None:
-        if self.path != "/v1/predict":
+        if self.path not in ("/v1/predict", "/v1/feedback"):
             self._json(404, {"error": f"no such endpoint {self.path}"})
             return
         try:
@@ -188,6 +192,9 @@ class _Handler(BaseHTTPRequestHandler):
                                       f"{self.limits.max_request_bytes}-byte limit"})
             return
         body = self.rfile.read(length)
+        if self.path == "/v1/feedback":
+            self._feedback(body)
+            return
         ctype = self.headers.get("Content-Type", "application/json").split(";")[0].strip()
         try:
             inputs = (read_tensors(body) if ctype == TENSORS else
@@ -201,13 +208,43 @@ class _Handler(BaseHTTPRequestHandler):
             return
         model = self.service.model
         version = f"{model.name}@{model.version}" if model else ""
+        headers = {"X-Edgeops-Model": version}
+        predictions = self.service.predictions
+        pid = predictions.record(version or None, outputs) if predictions is not None else None
+        if pid is not None:
+            headers["X-Edgeops-Prediction-Id"] = pid
         if ctype == TENSORS:
-            self._send(200, tensors_bytes(outputs), TENSORS, {"X-Edgeops-Model": version})
+            self._send(200, tensors_bytes(outputs), TENSORS, headers)
         elif ctype == NPZ:
-            self._send(200, _npz_bytes(outputs), NPZ, {"X-Edgeops-Model": version})
+            self._send(200, _npz_bytes(outputs), NPZ, headers)
         else:
-            self._json(200, {"model": version,
-                             "outputs": {k: np.asarray(v).tolist() for k, v in outputs.items()}})
+            answer: dict[str, Any] = {"model": version, "outputs": {
+                k: np.asarray(v).tolist() for k, v in outputs.items()}}
+            if pid is not None:
+                answer["prediction_id"] = pid
+            self._send(200, json.dumps(answer).encode(), "application/json", headers)
+
+    def _feedback(self, body: bytes) -> None:
+        predictions = self.service.predictions
+        if predictions is None:
+            self._json(404, {"error": "this agent does not keep predictions for feedback"})
+            return
+        try:
+            d = json.loads(body)
+            if not isinstance(d, dict) or "prediction_id" not in d:
+                raise TypeError
+        except (ValueError, TypeError, RecursionError):
+            self._json(400, {"error": 'feedback must be JSON {"prediction_id", "label"} or '
+                                      '{"prediction_id", "value"}', "reason": "malformed"})
+            return
+        try:
+            result = predictions.feedback(d["prediction_id"], label=d.get("label"),
+                                          value=d.get("value"))
+        except FeedbackRefused as exc:
+            status = {"unknown-id": 404, "expired": 410, "duplicate": 409}.get(exc.reason, 400)
+            self._json(status, {"error": exc.message, "hint": exc.hint, "reason": exc.reason})
+            return
+        self._json(200, {"accepted": True, **result})
 
 
 def _json_inputs(body: bytes) -> dict[str, np.ndarray]:
@@ -327,6 +364,7 @@ class LocalClient:
             raise ValueError("give exactly one of http or unix_socket")
         self._http, self._unix, self._timeout = http, unix_socket, timeout_s
         self._conn: httpclient.HTTPConnection | None = None
+        self.last_prediction_id: str | None = None   # of the last answer (ground truth)
 
     def _connection(self) -> httpclient.HTTPConnection:
         if self._conn is None:
@@ -348,6 +386,7 @@ class LocalClient:
         except (OSError, httpclient.HTTPException) as exc:
             self.close()
             raise TransportError(f"local inference API unreachable: {exc}") from None
+        self.last_prediction_id = resp.getheader("X-Edgeops-Prediction-Id")
         return resp.status, data, resp.getheader("Content-Type", "")
 
     def predict(self, inputs: Mapping[str, np.ndarray], *, npz: bool = True,
@@ -375,6 +414,17 @@ class LocalClient:
         if fmt == "npz":
             return _read_npz(data)
         return {k: np.asarray(v) for k, v in json.loads(data)["outputs"].items()}
+
+    def feedback(self, prediction_id: str, *, label: Any = None, value: Any = None
+                 ) -> tuple[int, dict[str, Any]]:
+        """``POST /v1/feedback``: (HTTP status, answer)."""
+        body: dict[str, Any] = {"prediction_id": prediction_id}
+        if label is not None:
+            body["label"] = label
+        if value is not None:
+            body["value"] = value
+        status, data, _ = self.request("POST", "/v1/feedback", json.dumps(body).encode())
+        return status, json.loads(data)
 
     def close(self) -> None:
         if self._conn is not None:

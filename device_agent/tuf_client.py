@@ -6,7 +6,8 @@ the manager). python-tuf's ``Updater`` makes every trust decision (rollback, exp
 mix-and-match, hashes, lengths, endless data) in :mod:`device_agent.tuf_update`; this module
 only moves bytes for it, and is all the agent holds between updates: the ngclient side (with
 urllib3 under it) loads with the first download, not at start (benchmarks/agent_footprint.py).
-The fetchers, ``TufClient`` and ``fetch_bundle`` still import from here, loaded on demand.
+The dependency runs one way: :mod:`device_agent.tuf_update` (fetchers, ``TufClient``,
+``fetch_bundle``) builds on this module, which never imports it.
 
 MQTT transport (docs/PROTOCOL.md): metadata arrives as retained messages on
 ``tuf/metadata/<file>`` and is cached as it comes; a target file is requested with a ``fetch``
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tuf.api import exceptions as tuf_exc
 
@@ -41,8 +42,6 @@ from edgeops.protocol import Chunk, FetchRequest, MessageError, decode_chunk, to
 if TYPE_CHECKING:
     from tuf.ngclient import UpdaterConfig
 
-    from device_agent.tuf_update import MqttFetcher
-
 __all__ = [
     "MQTT_METADATA_URL",
     "MQTT_TARGETS_URL",
@@ -52,18 +51,6 @@ __all__ = [
     "MetadataCache",
     "MqttTufTransport",
 ]
-
-_UPDATE_NAMES = ("FetchedBundle", "HttpFetcher", "MqttFetcher", "TufClient", "fetch_bundle")
-
-
-def __getattr__(name: str) -> Any:
-    """``from device_agent.tuf_client import TufClient`` keeps working, loaded on demand."""
-    if name in _UPDATE_NAMES:
-        from device_agent import tuf_update
-
-        return getattr(tuf_update, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 log = logging.getLogger(__name__)
 
@@ -358,11 +345,6 @@ class MqttTufTransport:
                 asm.add_frame(payload)
             return True
         return False
-
-    def fetcher(self) -> MqttFetcher:
-        from device_agent.tuf_update import MqttFetcher
-
-        return MqttFetcher(self)
 
     def on_ack(self, artifacts: tuple[str, ...]) -> None:
         """A manager acknowledged fetch requests for these artifacts (I/O thread)."""

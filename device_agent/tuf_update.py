@@ -176,7 +176,7 @@ class TufClient:
     @classmethod
     def over_mqtt(cls, root_file: Path, cache_dir: Path,
                   transport: MqttTufTransport) -> TufClient:
-        return cls(root_file, cache_dir, transport.fetcher(), MQTT_METADATA_URL,
+        return cls(root_file, cache_dir, MqttFetcher(transport), MQTT_METADATA_URL,
                    MQTT_TARGETS_URL, transport.limits)
 
     def refresh(self) -> None:

@@ -6,8 +6,7 @@ running a hundred agents (the fleet simulator, the delivery benchmark) then lose
 for ever, and hundreds of network threads fight over one GIL; a manager process with a
 thousand descriptors open (HTTP clients, database connections, files) cannot (re)connect to
 its broker at all. Used by the agent (:mod:`device_agent.mqtt`, one loop per process) and the
-manager (:mod:`fleet.mqtt.adapter`, one loop per connection); ``device_agent.netloop`` re-exports
-it. Here one thread waits on a
+manager (:mod:`fleet.mqtt.adapter`, one loop per connection). Here one thread waits on a
 :mod:`selectors` selector (epoll on Linux: no descriptor limit) for every connection that
 registered with it, and runs their timers (reconnect backoff, keepalive ticks).
 

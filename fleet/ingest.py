@@ -39,6 +39,7 @@ from edgeops.protocol import (
     topics,
 )
 from fleet.delivery import DeliveryRejected
+from fleet.drift.concept import check_accuracy
 from fleet.drift.intake import SketchRefusal
 
 __all__ = [
@@ -90,6 +91,12 @@ class SketchCheck(Protocol):
     """fleet.drift.intake.SketchIntake: why a drift_sketch record must not be stored, or None."""
 
     def check(self, device_id: str, record: Mapping[str, Any]) -> SketchRefusal | None: ...
+
+
+class CaptureSink(Protocol):
+    """fleet.capture.intake.CaptureIntake: stores a ``capture`` sample, or says why not."""
+
+    def accept(self, device_id: str, record: Mapping[str, Any]) -> Any: ...
 
 
 class FetchSink(Protocol):
@@ -150,7 +157,8 @@ class Ingest:
                  row_factory: Callable[..., Any] | None = None,
                  config: IngestConfig | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 sketches: SketchCheck | None = None) -> None:
+                 sketches: SketchCheck | None = None,
+                 captures: CaptureSink | None = None) -> None:
         self.store = store
         self.delivery = delivery
         self.on_state = on_state
@@ -175,6 +183,9 @@ class Ingest:
         # drift_sketch records are checked against the bundle's signed bins before they are
         # stored (fleet/drift/intake.py); without a checker they are refused, never stored
         self.sketches = sketches
+        # capture samples go to the capture store (fleet/capture), never the telemetry table;
+        # without a sink they are refused
+        self.captures = captures
 
     # -- one message -----------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> Outcome:
@@ -288,6 +299,11 @@ class Ingest:
             kind = data.pop("kind")
             if kind == "drift_sketch" and not self._sketch_ok(device_id, rec):
                 continue
+            if kind == "capture":
+                self._capture(device_id, rec)
+                continue
+            if kind == "accuracy" and not self._accuracy_ok(device_id, rec):
+                continue
             ts = float(data.pop("ts"))
             dep = data.pop("deployment_id", None)
             if ts > last_ts:
@@ -313,6 +329,27 @@ class Ingest:
         self.stats.counts[key] = self.stats.counts.get(key, 0) + 1
         log.warning("refused drift sketch from %s: %s", device_id, refusal.message)
         return False
+
+    def _refused(self, kind: str, device_id: str, reason: str, message: str) -> None:
+        key = f"{kind}:refused:{reason}"
+        self.stats.counts[key] = self.stats.counts.get(key, 0) + 1
+        log.warning("refused %s from %s: %s", kind, device_id, message)
+
+    def _capture(self, device_id: str, rec: Mapping[str, Any]) -> None:
+        if self.captures is None:
+            self._refused("capture", device_id, "no-capture", "this manager takes no captures")
+            return
+        refusal = self.captures.accept(device_id, rec)
+        if refusal is not None:
+            self._refused("capture", device_id, refusal.reason, refusal.message)
+        else:
+            self.stats.counts["capture:stored"] = self.stats.counts.get("capture:stored", 0) + 1
+
+    def _accuracy_ok(self, device_id: str, rec: Mapping[str, Any]) -> bool:
+        refusal = check_accuracy(rec, device_id, time.time())
+        if refusal is not None:
+            self._refused("accuracy", device_id, refusal.reason, refusal.message)
+        return refusal is None
 
     # -- batching --------------------------------------------------------------------------
     def flush_due(self) -> bool:

@@ -37,16 +37,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgeops.errors import EdgeOpsError, TransportError
 from edgeops.fsutil import atomic_write
 from edgeops.protocol import SignedCommand, StateReport, topics
+from fleet.capture.intake import CaptureIntake
+from fleet.capture.service import as_capture_store
 from fleet.delivery import ArtifactCatalog, ArtifactInfo, ChunkDelivery, DeliveryConfig
 from fleet.drift.intake import SketchIntake
 from fleet.ingest import Ingest, IngestConfig
 from fleet.mqtt import Inbound, MqttConnection, MqttOptions, TlsOptions
-from fleet.store import Store
+from fleet.store import ArtifactStore, BundleStore, Store
 
 __all__ = ["ManagerWorker", "StoreCatalog", "WorkerConfig", "default_client_id",
            "persistent_client_id"]
@@ -102,6 +104,10 @@ class WorkerConfig:
     end_session_on_stop: bool = True         # stop() unsubscribes and ends the MQTT session
 
 
+class CatalogStore(ArtifactStore, BundleStore, Protocol):
+    """The catalog reads published bundles and finds their blobs."""
+
+
 class StoreCatalog:
     """Artifacts by digest from the store: the blob on disk plus which targets may fetch it.
 
@@ -110,7 +116,7 @@ class StoreCatalog:
     immutable, so answers are cached; a miss or a refusal re-reads the bundle list once.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: CatalogStore) -> None:
         self.store = store
         self._targets: dict[str, frozenset[str] | None] = {}
         self._lock = threading.Lock()
@@ -181,7 +187,8 @@ class ManagerWorker:
             tls=tls, on_published=self.delivery.published)
         self.ingest = Ingest(store, delivery=self.delivery, on_state=on_state,
                              on_status=on_status, config=self.config.ingest,
-                             sketches=SketchIntake(store))
+                             sketches=SketchIntake(store),
+                             captures=CaptureIntake(as_capture_store(store)))
         self._stop = threading.Event()
         self._consumer: threading.Thread | None = None
         self._unacked: list[Inbound] = []

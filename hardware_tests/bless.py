@@ -1,6 +1,6 @@
 """Upload a passing hardware report to the fleet manager as the blessing of a hardware class.
 
-``edgeops fleet bless BUNDLE --report FILE`` (fleet/cli) calls :func:`upload_blessing`. Before a
+``edgeops fleet bless BUNDLE --report FILE`` (fleet/cli/bundles.py) calls :func:`upload_blessing`. Before a
 byte leaves this machine the report is checked against the bundle: it must be a valid hardware
 report, it must pass, and its name, version and manifest digest must be this bundle's, so a
 report for another build can never bless this one. The fleet then stores it and, with

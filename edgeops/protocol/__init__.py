@@ -5,6 +5,17 @@ Pure data and functions, no sockets: paho lives behind one adapter per side (fle
 
 from edgeops.protocol import topics
 from edgeops.protocol.acks import Ack
+from edgeops.protocol.bodies import (
+    BodyError,
+    BundleRef,
+    CancelCommand,
+    CommandBody,
+    ConfigCommand,
+    DeployCommand,
+    ReportStateCommand,
+    RollbackCommand,
+    parse_body,
+)
 from edgeops.protocol.commands import (
     COMMAND_KINDS,
     Command,
@@ -30,12 +41,20 @@ __all__ = [
     "COMMAND_KINDS",
     "PROTOCOL_VERSION",
     "Ack",
+    "BodyError",
+    "BundleRef",
+    "CancelCommand",
     "Chunk",
     "Command",
+    "CommandBody",
     "CommandRejected",
+    "ConfigCommand",
+    "DeployCommand",
     "DevicePhase",
     "FetchRequest",
     "MessageError",
+    "ReportStateCommand",
+    "RollbackCommand",
     "SignedCommand",
     "StateReport",
     "StatusMessage",
@@ -44,5 +63,6 @@ __all__ = [
     "decode_chunk",
     "decode_json",
     "encode_chunk",
+    "parse_body",
     "topics",
 ]

@@ -1,6 +1,6 @@
 """Signed commands from the fleet manager to one device.
 
-Every command (deploy, rollback, config, cancel) carries the device id, a per-device sequence
+Every command (deploy, rollback, config, cancel, capture) carries the device id, a per-device sequence
 number and an expiry, and is signed with the manager's online ``manager`` key. The agent accepts
 a command only if the signature verifies against its pinned manager key, it is addressed to this
 device, it has not expired, and its ``seq`` is higher than any it has accepted (persisted), so
@@ -25,7 +25,8 @@ from edgeops.protocol.messages import PROTOCOL_VERSION, MessageError
 
 __all__ = ["COMMAND_KINDS", "Command", "CommandRejected", "SignedCommand", "check_command"]
 
-COMMAND_KINDS = ("deploy", "rollback", "config", "cancel", "report-state")
+# ``capture``: open or close an opt-in data capture (fleet/capture, device_agent/capture.py)
+COMMAND_KINDS = ("deploy", "rollback", "config", "cancel", "report-state", "capture")
 
 
 class CommandRejected(MessageError):

@@ -74,6 +74,12 @@ def _field(d: dict[str, Any], key: str, kind: type | tuple[type, ...], optional:
     return v
 
 
+def _check(value: object, name: str, kind: type | tuple[type, ...], optional: bool = False
+           ) -> None:
+    """Construction-time check of one field (the same rule :func:`_field` applies on parse)."""
+    _field({name: value}, name, kind, optional)
+
+
 def _load(payload: bytes, max_bytes: int) -> dict[str, Any]:
     if len(payload) > max_bytes:
         raise MessageError(f"message of {len(payload)} bytes exceeds the {max_bytes}-byte limit")
@@ -98,10 +104,18 @@ class StatusMessage:
     ts: float = 0.0
     TYPE = "status"
 
+    def __post_init__(self) -> None:
+        _check(self.device_id, "device_id", str)
+        _check(self.online, "online", bool)
+        _check(self.agent_version, "agent_version", str)
+        _check(self.ts, "ts", (int, float))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "type": self.TYPE, "device_id": self.device_id,
+                "online": self.online, "agent_version": self.agent_version, "ts": self.ts}
+
     def to_bytes(self) -> bytes:
-        return canonical_json({"v": PROTOCOL_VERSION, "type": self.TYPE, "device_id": self.device_id,
-                               "online": self.online, "agent_version": self.agent_version,
-                               "ts": self.ts})
+        return canonical_json(self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StatusMessage:
@@ -129,12 +143,27 @@ class StateReport:
     slots: dict[str, Any] = field(default_factory=dict)
     TYPE = "state"
 
+    def __post_init__(self) -> None:
+        _check(self.device_id, "device_id", str)
+        _check(self.seq, "seq", int)
+        if self.seq < 0:
+            raise MessageError("seq must not be negative")
+        _check(self.ts, "ts", (int, float))
+        if self.phase is not None and not isinstance(self.phase, DevicePhase):
+            raise MessageError(f"unknown phase {self.phase!r}")
+        for name in ("deployment_id", "bundle", "reason"):
+            _check(getattr(self, name), name, str, optional=True)
+        _check(self.active, "active", dict, optional=True)
+        _check(self.slots, "slots", dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "type": self.TYPE, "device_id": self.device_id,
+                "seq": self.seq, "ts": self.ts, "phase": self.phase.value if self.phase else None,
+                "deployment_id": self.deployment_id, "bundle": self.bundle,
+                "reason": self.reason, "active": self.active, "slots": self.slots}
+
     def to_bytes(self) -> bytes:
-        return canonical_json({
-            "v": PROTOCOL_VERSION, "type": self.TYPE, "device_id": self.device_id,
-            "seq": self.seq, "ts": self.ts, "phase": self.phase.value if self.phase else None,
-            "deployment_id": self.deployment_id, "bundle": self.bundle, "reason": self.reason,
-            "active": self.active, "slots": self.slots})
+        return canonical_json(self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StateReport:

@@ -30,6 +30,7 @@ from fleet.api.drift_routes import ENDPOINTS as DRIFT_ENDPOINTS
 from fleet.api.routes import ENDPOINTS, Call, Endpoint
 from fleet.api.schemas import SCHEMAS, ref
 from fleet.api.services import Services
+from fleet.capture.routes import ENDPOINTS as CAPTURE_ENDPOINTS
 from fleet.errors import http_status
 
 __all__ = ["create_app", "openapi_document"]
@@ -115,7 +116,7 @@ def _console_endpoints() -> tuple[Endpoint, ...]:
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 for every route in the table (plus the PKI routes when mounted)."""
     paths: dict[str, dict[str, Any]] = {}
-    for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *_console_endpoints()):
+    for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *CAPTURE_ENDPOINTS, *_console_endpoints()):
         path = re.sub(r"\{(\w+):path\}", r"{\1}", ep.path)
         params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                   for n in re.findall(r"\{(\w+)(?::path)?\}", ep.path)]
@@ -189,7 +190,8 @@ def create_app(svc: Services, fleet_ca: Any = None) -> Starlette:
         return JSONResponse(doc)
 
     routes: list[BaseRoute] = [Route(ep.path, _wrap(ep, svc), methods=[ep.method])
-                               for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *_console_endpoints())]
+                               for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *CAPTURE_ENDPOINTS,
+                                          *_console_endpoints())]
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
     routes += _pki_routes()
     routes += _console_pages()

@@ -36,7 +36,20 @@ def get_drift(svc: Services, call: Call) -> Any:
                            min_samples=_num(call, "min_samples", 200, int))
     return drift_status(svc.store, now=time.time(), cohorts=q.getlist("cohort"),
                         deployment=q.get("deployment"), device=q.get("device"), policy=policy,
-                        lookback_s=_lookback(_num(call, "lookback_s", 7200.0)))
+                        lookback_s=_lookback(_num(call, "lookback_s", 7200.0)),
+                        reference=_reference(q.get("reference_accuracy")))
+
+
+def _reference(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        v = -1.0
+    if not 0.0 < v <= 1.0:
+        raise UsageError(f"reference_accuracy={raw!r} must be a number in (0, 1]")
+    return v
 
 
 def _lookback(v: float) -> float:
@@ -63,7 +76,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "against the bundle's signed reference)",
              {"type": "object", "required": ["devices", "cohorts", "deployments", "policy"],
               "properties": {"now": {"type": "number"}, "policy": {"type": "object"},
-                             "devices": _GROUPS, "cohorts": _GROUPS, "deployments": _GROUPS}},
+                             "devices": _GROUPS, "cohorts": _GROUPS, "deployments": _GROUPS,
+                             "concept": {"type": "array", "items": {"type": "object"}}}},
              query=(("cohort", "string", "tag selector, repeatable (city=lyon,class=camera)"),
                     ("deployment", "string", "deployment id"),
                     ("device", "string", "only this device"),
@@ -72,5 +86,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     ("test", "string", "chi2|g"),
                     ("persistence", "integer", "consecutive drifting windows for an alarm (2)"),
                     ("min_samples", "integer", "live samples per feature before a verdict (200)"),
-                    ("lookback_s", "number", "how far back sketches are read (7200)"))),
+                    ("lookback_s", "number", "how far back sketches are read (7200)"),
+                    ("reference_accuracy", "number",
+                     "accuracy to test ground truth against (default: the build's)"))),
 )

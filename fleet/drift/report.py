@@ -36,4 +36,11 @@ def render(status: Mapping[str, Any]) -> str:
                      f"prediction={g['prediction_drift']['status']} "
                      f"devices={g['devices']} windows={g['windows']}")
         lines += _side("data", g["data_drift"]) + _side("prediction", g["prediction_drift"])
+    for c in status.get("concept", []):
+        last = c.get("latest") or {}
+        acc, ref = last.get("accuracy"), c.get("reference_accuracy")
+        lines.append(f"{c['group']:<32} {c['bundle']:<28} {'concept=' + c['status']:<18} "
+                     f"accuracy={'-' if acc is None else f'{acc:.3f}'} "
+                     f"reference={'-' if ref is None else f'{ref:.3f}'} "
+                     f"n={last.get('total', 0)} devices={c['devices']} windows={c['windows']}")
     return "\n".join(lines)

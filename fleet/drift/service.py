@@ -15,6 +15,7 @@ from typing import Any
 from edgeops.bundle.manifest import Manifest
 from edgeops.drift.reference import DEFAULT_WINDOW_S, DriftReference
 from edgeops.errors import EdgeOpsError
+from fleet.drift.concept import AccuracyWindow, evaluate_accuracy, reference_accuracy
 from fleet.drift.monitor import GroupVerdict, MonitorPolicy, Sketch, evaluate
 from fleet.errors import NotFoundError
 from fleet.selector import parse_selector
@@ -71,8 +72,10 @@ def _groups(name: str, per_bundle: dict[str, list[Sketch]], store: Store,
 def drift_status(store: Store, *, now: float, cohorts: Sequence[str] = (),
                  deployment: str | None = None, device: str | None = None,
                  policy: MonitorPolicy | None = None,
-                 lookback_s: float = 8 * DEFAULT_WINDOW_S) -> dict[str, Any]:
-    """Verdicts per device, per cohort selector and per deployment (see docs/DRIFT.md)."""
+                 lookback_s: float = 8 * DEFAULT_WINDOW_S,
+                 reference: float | None = None) -> dict[str, Any]:
+    """Verdicts per device, per cohort selector and per deployment (see docs/DRIFT.md);
+    ``concept``: accuracy against ``reference`` or the bundle's measured one."""
     policy = policy or MonitorPolicy()
     refs: dict[str, DriftReference | None] = {}
     selectors = [parse_selector(c) for c in cohorts]      # bad selector: UsageError first
@@ -113,4 +116,61 @@ def drift_status(store: Store, *, now: float, cohorts: Sequence[str] = (),
         result["deployments"] += [v.to_dict() for v in
                                   _groups(f"deployment:{deployment}", merged, store, refs,
                                           policy, bundle=dep.bundle)]
+    result["concept"] = _concept(store, devices, by_device, selectors, cohorts, deployment,
+                                 policy, now - lookback_s, reference)
     return result
+
+
+def _accuracy(store: Store, device_id: str, since: float) -> dict[str, list[AccuracyWindow]]:
+    """bundle -> classification accuracy windows of one device (accepted on intake)."""
+    out: dict[str, list[AccuracyWindow]] = defaultdict(list)
+    for r in store.query_telemetry(device_id, "accuracy", since=since, limit=ROWS_PER_DEVICE):
+        d = r.data
+        if d.get("task") == "classification" and isinstance(d.get("bundle"), str):
+            out[d["bundle"]].append(AccuracyWindow(device_id, float(d.get("window_end", r.ts)),
+                                                   int(d["total"]), int(d["correct"])))
+    return out
+
+
+def _concept(store: Store, devices: Sequence[Device], by_device: dict[str, Device],
+             selectors: Sequence[Any], cohorts: Sequence[str], deployment: str | None,
+             policy: MonitorPolicy, since: float, override: float | None
+             ) -> list[dict[str, Any]]:
+    """Concept drift (fleet/drift/concept.py) per device, cohort and deployment."""
+    refs: dict[str, float | None] = {}
+
+    def ref(bundle: str) -> float | None:
+        if override is not None:
+            return override
+        if bundle not in refs:
+            name, _, version = bundle.partition("@")
+            rec = store.get_bundle(name, version)
+            acc = None
+            if rec is not None:
+                try:
+                    acc = reference_accuracy(a.metrics for a in
+                                             Manifest.from_bytes(rec.manifest).artifacts)
+                except EdgeOpsError:
+                    acc = None
+            refs[bundle] = acc
+        return refs[bundle]
+
+    per_device = {d.id: _accuracy(store, d.id, since) for d in devices}
+    groups: list[tuple[str, dict[str, list[AccuracyWindow]]]] = [
+        (f"device:{dev}", per_device[dev]) for dev in sorted(per_device)]
+    for text, sel in zip(cohorts, selectors, strict=True):
+        merged: dict[str, list[AccuracyWindow]] = defaultdict(list)
+        for dev, per_bundle in per_device.items():
+            if sel.matches(by_device[dev]):
+                for b, w in per_bundle.items():
+                    merged[b] += w
+        groups.append((f"cohort:{text}", merged))
+    if deployment is not None:
+        members = {row.device_id for row in store.deployment_devices(deployment)}
+        merged = defaultdict(list)
+        for dev in members:
+            for b, w in per_device.get(dev, {}).items():
+                merged[b] += w
+        groups.append((f"deployment:{deployment}", merged))
+    return [evaluate_accuracy(name, b, w, ref(b), policy)
+            for name, per_bundle in groups for b, w in sorted(per_bundle.items()) if w]

@@ -13,18 +13,36 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from edgeops.bundle import Manifest
 from edgeops.errors import UsageError
-from edgeops.protocol import MessageError, SignedCommand, StateReport, StatusMessage
+from edgeops.protocol import (
+    BundleRef,
+    CancelCommand,
+    DeployCommand,
+    MessageError,
+    ReportStateCommand,
+    RollbackCommand,
+    SignedCommand,
+    StateReport,
+    StatusMessage,
+)
 from fleet.errors import ConflictError, DeploymentRejected, NotFoundError
 from fleet.ports import CommandSigner, DeviceChannel
 from fleet.rollout.plan import Health, Plan, decide
 from fleet.rollout.strategy import Strategy, assign_waves
 from fleet.selector import parse_selector
 from fleet.states import IN_FLIGHT_STATES
-from fleet.store import Deployment, DeploymentDevice, Store
+from fleet.store import (
+    BlessingStore,
+    BundleStore,
+    Deployment,
+    DeploymentDevice,
+    DeploymentStore,
+    DeviceStore,
+    TelemetryStore,
+)
 
 __all__ = ["RolloutEngine", "hardware_class"]
 
@@ -45,8 +63,14 @@ def hardware_class(target: str) -> str | None:
     return p.hardware if p else None
 
 
+class RolloutStore(DeploymentStore, DeviceStore, BundleStore, BlessingStore, TelemetryStore,
+                   Protocol):
+    """What the engine reads and writes: deployments and their device rows, the devices it
+    selects and whose reports it applies, the bundle and its blessings, health telemetry."""
+
+
 class RolloutEngine:
-    def __init__(self, store: Store, channel: DeviceChannel, signer: CommandSigner, *,
+    def __init__(self, store: RolloutStore, channel: DeviceChannel, signer: CommandSigner, *,
                  clock: Callable[[], float] = time.time, require_blessing: bool = False,
                  hardware_for: Callable[[str], str | None] = hardware_class) -> None:
         self.store = store
@@ -167,7 +191,8 @@ class RolloutEngine:
 
     def _notify(self, rows: list[DeploymentDevice], dep: Deployment,
                 body: dict[str, dict[str, Any]], now: float) -> None:
-        cmds = self.signer.issue_many([(r.device_id, "deploy", body[r.target]) for r in rows])
+        cmds = self.signer.issue_many([(r.device_id, DeployCommand.KIND, body[r.target])
+                                       for r in rows])
         by_device = {c.command.device_id: c for c in cmds}
         # persist first: if we die before sending, recover() re-sends these exact bytes; a
         # device another manager notified meanwhile is not moved and gets nothing from us
@@ -183,12 +208,12 @@ class RolloutEngine:
         m = Manifest.from_bytes(bundle.manifest)
         # an operator rollback may go below what a device runs (never below the release floor,
         # which the agent checks against the offline-signed targets: edgeops.floors)
-        downgrade = {"downgrade": True} if Strategy.from_dict(dep.strategy).allow_downgrade else {}
-        return {a.target: {"deployment_id": dep.id, "name": dep.bundle_name,
-                           "version": dep.bundle_version, "target": a.target,
-                           "manifest_path": f"bundles/{dep.bundle_name}/{dep.bundle_version}/"
-                                            "manifest.json",
-                           "artifact": a.file.sha256, "size": a.file.size, **downgrade}
+        downgrade = Strategy.from_dict(dep.strategy).allow_downgrade
+        return {a.target: DeployCommand(
+                    name=dep.bundle_name, version=dep.bundle_version, deployment_id=dep.id,
+                    target=a.target, manifest_path=f"bundles/{dep.bundle_name}/"
+                                                   f"{dep.bundle_version}/manifest.json",
+                    artifact=a.file.sha256, size=a.file.size, downgrade=downgrade).to_dict()
                 for a in m.artifacts}
 
     def _health(self, dep: Deployment, s: Strategy) -> Health | None:
@@ -234,7 +259,8 @@ class RolloutEngine:
             for i in range(0, len(rows), _NOTIFY_BATCH):
                 part = rows[i : i + _NOTIFY_BATCH]
                 cmds = self.signer.issue_many(
-                    [(r.device_id, "report-state", {"deployment_id": dep.id}) for r in part],
+                    [(r.device_id, ReportStateCommand.KIND,
+                      ReportStateCommand(dep.id).to_dict()) for r in part],
                     ttl_s=REPORT_STATE_TTL_S)
                 for cmd in cmds:
                     self.channel.send_command(cmd.command.device_id, cmd)
@@ -311,7 +337,8 @@ class RolloutEngine:
         dep = self._set(deployment_id, "cancelled", ["running", "paused"], "cancel",
                         "cancelled by operator")
         for row in self.store.deployment_devices(dep.id, list(_CANCELLABLE)):
-            cmd = self.signer.issue(row.device_id, "cancel", {"deployment_id": dep.id})
+            cmd = self.signer.issue(row.device_id, CancelCommand.KIND,
+                                    CancelCommand(dep.id).to_dict())
             self.store.set_device_command(dep.id, row.device_id, cmd.to_bytes())
             self.channel.send_desired(row.device_id, cmd)
         self._ended(dep.id)
@@ -333,10 +360,9 @@ class RolloutEngine:
 
     def _send_rollback(self, dep: Deployment, row: DeploymentDevice) -> None:
         prev_name, _, prev_version = (row.previous or "").partition("@")
-        body = {"deployment_id": dep.id, "name": dep.bundle_name,
-                "version": dep.bundle_version,
-                "to": {"name": prev_name, "version": prev_version} if row.previous else None}
-        cmd = self.signer.issue(row.device_id, "rollback", body)
+        body = RollbackCommand(dep.id, dep.bundle_name, dep.bundle_version,
+                               BundleRef(prev_name, prev_version) if row.previous else None)
+        cmd = self.signer.issue(row.device_id, RollbackCommand.KIND, body.to_dict())
         self.store.set_device_command(dep.id, row.device_id, cmd.to_bytes())
         self.channel.send_desired(row.device_id, cmd)
 
@@ -361,7 +387,8 @@ class RolloutEngine:
                 self._send_rollback(dep, row)
                 rolled += 1
             elif row.state in _CANCELLABLE:
-                cmd = self.signer.issue(row.device_id, "cancel", {"deployment_id": dep.id})
+                cmd = self.signer.issue(row.device_id, CancelCommand.KIND,
+                                        CancelCommand(dep.id).to_dict())
                 self.store.set_device_command(dep.id, row.device_id, cmd.to_bytes())
                 self.channel.send_desired(row.device_id, cmd)
                 cancelled += 1

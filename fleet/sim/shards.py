@@ -6,7 +6,7 @@ most one core however many agents it runs. A large fleet therefore runs as shard
 of the enrolled devices, reporting its snapshot as one JSON line every couple of seconds.
 (Until the agent's MQTT adapter moved to one epoll loop per process, paho's ``select()`` also
 capped a process at ~100 agents: descriptors numbered 1024 or above lost their connections for
-ever. That limit is gone; ``device_agent.netloop``.)
+ever. That limit is gone; ``edgeops.netloop``.)
 """
 
 from __future__ import annotations

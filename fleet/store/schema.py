@@ -167,5 +167,39 @@ CREATE TABLE telemetry_batches (
 )
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2_ALIASES), (3, _V3_TELEMETRY_BATCHES))
+# Opt-in data captures (issue 18, fleet/capture): the capture an operator opened, and an index
+# of the samples devices uploaded (the bytes sit in the blob directory, by SHA-256); one row
+# per (capture, device, seq), so a re-sent sample is stored once.
+_V4_CAPTURES = """
+CREATE TABLE captures (
+    id TEXT PRIMARY KEY,
+    selector TEXT NOT NULL,
+    sample_rate {real} NOT NULL,
+    max_bytes_per_device BIGINT NOT NULL,
+    max_bytes_per_day BIGINT NOT NULL,
+    max_sample_bytes BIGINT NOT NULL,
+    until {real} NOT NULL,
+    status TEXT NOT NULL,
+    devices TEXT NOT NULL,
+    created_at {real} NOT NULL,
+    created_by TEXT,
+    stopped_at {real}
+);
+CREATE TABLE capture_samples (
+    capture_id TEXT NOT NULL REFERENCES captures(id) ON DELETE CASCADE,
+    device_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    ts {real} NOT NULL,
+    day BIGINT NOT NULL,
+    size BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    bundle TEXT,
+    received_at {real} NOT NULL,
+    PRIMARY KEY (capture_id, device_id, seq)
+);
+CREATE INDEX capture_samples_day ON capture_samples (capture_id, device_id, day)
+"""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2_ALIASES), (3, _V3_TELEMETRY_BATCHES),
+                                           (4, _V4_CAPTURES))
 SCHEMA_VERSION = MIGRATIONS[-1][0]

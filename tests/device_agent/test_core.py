@@ -126,7 +126,7 @@ def test_bad_roots(tmp_path: Path, fleet: Fleet) -> None:
 
 
 def test_request_from_fetched(tmp_path: Path, fleet: Fleet, bundle_dir: Path) -> None:
-    from device_agent.tuf_client import FetchedBundle
+    from device_agent.tuf_update import FetchedBundle
 
     parts = bundle_parts(build_bundle(bundle_dir, fleet))
     art = tmp_path / "a"

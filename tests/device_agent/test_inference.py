@@ -215,14 +215,6 @@ def test_swap_under_concurrent_load_fails_no_request(
     assert answers["1.0.0"] > 0 and answers["2.0.0"] > 0
 
 
-def test_local_api_names_still_import_from_inference() -> None:
-    import device_agent.inference as inference
-
-    assert inference.LocalClient is LocalClient
-    with pytest.raises(AttributeError):
-        _ = inference.NoSuchThing
-
-
 _dtypes = st.sampled_from(["bool", "int8", "uint8", "int32", "int64", "float16", "float32",
                            "float64"])
 

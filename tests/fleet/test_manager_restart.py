@@ -96,13 +96,13 @@ def _count_notified(agents: list[Agent]) -> dict[str, int]:
     """Wrap each agent's deploy step: how many times it acted on a deploy command."""
     counts = {a.device_id: 0 for a in agents}
     for a in agents:
-        orig = a._deploy
+        orig = a.deployer.deploy
 
         def deploy(*args: Any, _orig: Any = orig, _dev: str = a.device_id) -> Any:
             counts[_dev] += 1
             return _orig(*args)
 
-        a._deploy = deploy                          # type: ignore[method-assign]
+        a.deployer.deploy = deploy                  # type: ignore[method-assign]
     return counts
 
 

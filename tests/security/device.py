@@ -18,7 +18,7 @@ from tuf.api.metadata import Metadata, Root
 
 from device_agent.installer import Installer, InstallOutcome, InstallRequest
 from device_agent.slots import SlotStore
-from device_agent.tuf_client import TufClient, fetch_bundle
+from device_agent.tuf_update import TufClient, fetch_bundle
 from edgeops.errors import EdgeOpsError
 from edgeops.trust import trusted_targets_keys
 

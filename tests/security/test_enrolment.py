@@ -26,7 +26,8 @@ from starlette.applications import Starlette
 from device_agent.enroll import due_for_renewal, renew_certificate, request_certificate
 from edgeops.errors import UsageError, VerificationError
 from fleet.api.pki_routes import routes
-from fleet.pki import FleetCA, certificate_identity, hash_token, make_csr
+from fleet.certs import certificate_identity, make_csr
+from fleet.pki import FleetCA, hash_token
 from tests.security._services import serve_app
 
 

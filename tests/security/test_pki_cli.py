@@ -12,8 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from edgeops.errors import EdgeOpsError
-from fleet.pki import MANAGER_IDENTITY, make_csr
-from fleet.pki_cli import broker_config, ca, device_enroll
+from fleet.certs import make_csr
+from fleet.cli.pki import broker_config, ca, device_enroll
+from fleet.pki import MANAGER_IDENTITY
 
 
 def run(cmd, args: list[str]) -> tuple[int, str, EdgeOpsError | None]:

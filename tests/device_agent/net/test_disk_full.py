@@ -102,8 +102,8 @@ def test_full_disk_fails_the_deployment_survives_a_restart_and_recovers(
             _deploy(mgr, "2.0.0", "d3")
             # reports wait in memory, in order, up to the deployment's failure: the disk must
             # stay full until the agent has given up on d3, or a slow run installs it
-            _until(lambda: any(item[1] == DevicePhase.FAILED and item[2] == "d3"
-                               for item in list(a._unwritten)))
+            _until(lambda: any(item.phase == DevicePhase.FAILED and item.deployment_id == "d3"
+                               for item in list(a.reports.waiting)))
             _serves_v1(a)
             assert [t for t in threading.enumerate() if t.name == f"agent-work-{DEV}"]
 
@@ -113,7 +113,7 @@ def test_full_disk_fails_the_deployment_survives_a_restart_and_recovers(
             more.unlink()
             final = _final(mgr, "d3")
             assert final["phase"] == "failed" and "disk" in final["reason"], final["reason"]
-            _until(lambda: not a._unwritten and a.disk.held)
+            _until(lambda: not a.reports.waiting and a.disk.held)
             _deploy(mgr, "2.0.0", "d4")
             final = _final(mgr, "d4")
             assert final["phase"] == "healthy", final

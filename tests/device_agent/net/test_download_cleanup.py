@@ -15,13 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from device_agent.tuf_client import (
-    ChunkAssembler,
-    DownloadLimits,
-    MqttTufTransport,
-    TufClient,
-    fetch_bundle,
-)
+from device_agent.tuf_client import ChunkAssembler, DownloadLimits, MqttTufTransport
+from device_agent.tuf_update import TufClient, fetch_bundle
 from edgeops.bundle import read_bundle
 from edgeops.errors import VerificationError
 from edgeops.keys import KeyStore

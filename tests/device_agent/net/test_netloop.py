@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import pytest
 
 from device_agent.mqtt import Backoff, BrokerSettings, MqttConnection
-from device_agent.netloop import NetLoop
+from edgeops.netloop import NetLoop
 from edgeops.protocol import StatusMessage, topics
 from tests.device_agent.net.observer import Observer
 from tests.mosquitto import MosquittoBroker, free_port

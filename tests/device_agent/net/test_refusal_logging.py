@@ -53,7 +53,7 @@ def _refused(mgr: FakeManager, version: str, dep: str) -> dict[str, Any]:
 
 def _warnings(caplog: pytest.LogCaptureFixture, dep: str) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "device_agent.daemon" and r.levelno == logging.WARNING
+            if r.name == "device_agent.deployer" and r.levelno == logging.WARNING
             and f"deployment {dep}:" in r.getMessage()]
 
 

@@ -13,14 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device_agent.tuf_client import (
-    ChunkAssembler,
-    DownloadLimits,
-    FetchedBundle,
-    MqttTufTransport,
-    TufClient,
-    fetch_bundle,
-)
+from device_agent.tuf_client import ChunkAssembler, DownloadLimits, MqttTufTransport
+from device_agent.tuf_update import FetchedBundle, TufClient, fetch_bundle
 from edgeops.bundle import read_bundle
 from edgeops.errors import TransportError, VerificationError
 from edgeops.keys import KeyStore

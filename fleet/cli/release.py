@@ -1,6 +1,6 @@
 """``edgeops publish`` and ``edgeops sign-targets``: releasing a bundle with offline signatures.
 
-Why apart from :mod:`fleet.cli`: the release side is the ML team's, run on the machines that
+Why a module of its own: the release side is the ML team's, run on the machines that
 hold the offline targets keys, and with a threshold it is a small protocol of its own (one
 holder writes the targets update, the others co-sign it, one uploads it; pure steps in
 :mod:`fleet.release_signing`). A thin shell like the rest of the CLI; errors are EdgeOpsError
@@ -17,7 +17,7 @@ import click
 
 from edgeops.cli.common import emit, json_option, passphrase_from_env, progress_printer
 from edgeops.errors import UsageError, VerificationError
-from fleet.cli import _client, _fleet_options
+from fleet.cli._common import api_client, fleet_options
 from fleet.errors import ConflictError
 
 __all__ = ["publish", "sign_targets"]
@@ -58,7 +58,7 @@ def _verified_bundle(bundle_path: Path, root: Any) -> Any:
 
 @click.command()
 @click.argument("bundle_path", type=click.Path(path_type=Path, dir_okay=False))
-@_fleet_options
+@fleet_options
 @click.option("--keys", "keys_home", type=click.Path(path_type=Path), default=None,
               help="EDGEOPS_HOME with the offline targets key and trust/root.json.")
 @click.option("--floor", default=None, metavar="VERSION",
@@ -124,7 +124,7 @@ def publish(bundle_path: Path, fleet_url: str, token: str | None, keys_home: Pat
     keys, root = _release_root(keys_home)
     bundle = _verified_bundle(bundle_path, root)
     show(f"verified {bundle.manifest.name}@{bundle.manifest.version} locally")
-    client = _client(fleet_url, token)
+    client = api_client(fleet_url, token)
     if partials:
         md = merge_partials([(str(p), p.read_bytes()) for p in partials])
         check_pins(md, bundle)
