@@ -67,6 +67,7 @@ _BASELINES = {
     "fleet_ingest": "naive ingest (one transaction per message) in the same run",
     "fleet_store": "SQLite executemany vs PostgreSQL executemany vs COPY",
     "hardware_tests": "bare runtime call of the same artifact",
+    "quant_passes": "effort `fast` (MinMax, no pass) on the same model, data and run",
     "registry_build": "the same build from the local .onnx file, interleaved",
     "security": "the previous ACL-file config and plain TCP, interleaved (wall and broker CPU)",
     "sim_scale": "same process before any agent; N × one-agent-per-process RSS",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from converters.context import SourceData
-from converters.profiles import CPU_PROVIDERS, TargetProfile
+from edgeops.targets import CPU_PROVIDERS, TargetProfile
 
 __all__ = [
     "BACKENDS",

@@ -30,7 +30,6 @@ from converters.drift_baseline import drift_reference_for
 from converters.feeds import CarriedSamples, Samples, is_feed_source, spool
 from converters.io_layout import parse_states, state_pairs
 from converters.model_check import SourceModel, load_source
-from converters.profiles import TargetProfile, get_profile
 from converters.tasks import TaskSpec
 from converters.validate import (
     classifier_outputs,
@@ -41,6 +40,7 @@ from converters.validate import (
 )
 from edgeops.drift.reference import DriftReference
 from edgeops.errors import BadContentError, EdgeOpsError, UnsupportedModelError, UsageError
+from edgeops.targets import TargetProfile, get_profile
 
 __all__ = ["BuildOutcome", "build", "build_artifacts", "check_artifacts_fit", "check_one_file",
            "resolve_targets"]
@@ -72,6 +72,15 @@ def resolve_targets(request: BuildRequest) -> list[tuple[TargetProfile, str]]:
     if request.calibration_method not in CALIBRATION_METHODS:
         raise UsageError(f"unknown calibration method '{request.calibration_method}'",
                          hint=f"use one of {', '.join(CALIBRATION_METHODS)}")
+    from converters.quant.engine import ALL_PASSES, EFFORTS, passes_for
+
+    try:
+        passes_for(str(request.options.get("effort") or "default"),
+                   request.options.get("quant_passes"))
+    except ValueError as exc:
+        raise UsageError(str(exc).split(";")[0],
+                         hint=f"efforts: {', '.join(EFFORTS)} (--effort); quantisation "
+                              f"passes: {', '.join(ALL_PASSES)}") from None
     if not 0.0 <= request.max_accuracy_drop < 1.0:
         raise UsageError("--max-accuracy-drop must be in [0, 1) (0.01 = 1% relative)")
     per_target = _per_target_precision(request.precision, request.targets)

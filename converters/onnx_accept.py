@@ -28,10 +28,10 @@ from converters.validate import (
     gate_drop,
     latency_ms,
     run_onnx,
-    sample_output,
     write_golden,
 )
 from edgeops.errors import ConversionError
+from edgeops.golden import sample_output
 
 __all__ = ["LATENCY_RUNS", "accept", "measure_latency", "nice_ceil", "tolerance_for"]
 

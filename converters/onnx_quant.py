@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.api import BackendContext, BuiltArtifact
+from converters.onnx_calibrate import calibrated_ranges
 from converters.onnx_utils import (
     fix_batch,
     has_external_data,
@@ -230,18 +231,6 @@ def rewrite_for_cpu(prepared: Path, workdir: Path) -> tuple[Path, list[str]]:
     return save_model(model, workdir / "prepared-cpu.onnx"), rewritten
 
 
-def calibrated_ranges(cache: Path) -> dict[str, tuple[float, float]]:
-    """(min, max) per tensor from an ORT calibration cache."""
-    import numpy as np
-    from onnxruntime.quantization.calibrate import load_tensors_data
-
-    out = {}
-    for name, td in load_tensors_data(cache).items():
-        lo, hi = td.range_value
-        out[name] = (float(np.ravel(lo)[0]), float(np.ravel(hi)[0]))
-    return out
-
-
 def model_opset_path(path: Path) -> int:
     import onnx
 
@@ -284,13 +273,20 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     rewritten: list[str] = []
     if cpu_passes:
         prepared, rewritten = rewrite_for_cpu(prepared, ctx.workdir)
+    engine = _engine(ctx, prepared, plan) if cpu_passes else None   # converters/quant
+    prepared = engine.model if engine else prepared
     ctx.progress(f"{ctx.profile.name}: calibrating ({ctx.request.calibration_method}, "
                  f"{len(ctx.data.calibration)} samples, streamed)")
     from converters.onnx_calibrate import calibrate
 
     cache, method = calibrate(prepared, ctx.data.calibration, ctx.request.calibration_method,
                               ctx.workdir)
-    float_nodes: dict[str, str] = {}
+    if engine:
+        from converters.quant import range_passes
+
+        cache = range_passes(engine, cache, method, ctx.data.calibration, ctx.workdir,
+                             ctx.request.calibration_method)
+    float_nodes: dict[str, str] = dict(engine.float_nodes) if engine else {}
     perf_summary: dict[str, Any] = {}
     out = ctx.workdir / "model.onnx"
     shared: dict[str, Any] = {}
@@ -313,15 +309,27 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     freed_outputs: list[str] = []
 
     def make(exclude: set[str]) -> Path:
-        exclude = exclude | set(float_tail)
+        exclude = exclude | set(float_tail) | set(engine.float_nodes if engine else ())
         shared.clear()
         if cpu_passes:
             shared.update(shared_concat_ranges(graph, ranges, exclude))
-        _quantise_static(prepared, cache, method, plan, exclude, out, shared)
+        src = engine.source_for(exclude, ctx.workdir) if engine else prepared
+        _quantise_static(src, cache, method, plan, exclude, out, shared)
         if not quantise_tail and not has_external_data(out):
             freed_outputs[:] = unquantise_outputs(out)
         return out
 
+    if engine and (engine.range_candidates or engine.bias):  # chosen on the task metric
+
+        def drop_with(candidate: Path | None) -> float:
+            nonlocal cache, ranges
+            if candidate is not None:
+                cache, ranges = candidate, calibrated_ranges(candidate)
+            return _validation_drop(ctx, make(set()))
+
+        chosen = engine.choose(drop_with)
+        if chosen is not None:
+            cache, ranges = chosen, calibrated_ranges(chosen)
     make(set())
     from converters.onnx_unquantisable import any_quantised, ship_fp32, unquantisable_nodes
 
@@ -400,8 +408,30 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     details_base["graph_passes"] = {
         "convtranspose_as_conv": rewritten, "concat_shared_range_tensors": sorted(shared)
     } if cpu_passes else "skipped: " + ("QNN target" if plan.qnn else "the model is over 2 GB")
+    details_base["quantisation_passes"] = engine.report() if engine else \
+        details_base["graph_passes"]
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
                              "quantised_nodes": len(_quantised_nodes(out))})
+
+
+def _validation_drop(ctx: BackendContext, model: Path) -> float:
+    """The gate's relative drop of the task metric for ``model`` on the validation data."""
+    from converters.validate import gate_drop, run_onnx
+
+    report = ctx.data.accuracy_report(run_onnx(model, ctx.data.validation,
+                                               states=ctx.data.states))
+    return float(gate_drop(report, ctx.data.gate_metric)[1])
+
+
+def _engine(ctx: BackendContext, prepared: Path, plan: QuantPlan) -> Any:
+    """The quantisation engine's graph passes (converters/quant) for this build's effort."""
+    from converters.quant import graph_passes
+
+    effort = str(ctx.request.options.get("effort") or "default")
+    ctx.progress(f"{ctx.profile.name}: quantisation passes (effort {effort})")
+    return graph_passes(prepared, ctx.data.calibration, effort=effort,
+                        reduce_range=plan.reduce_range, workdir=ctx.workdir,
+                        override=ctx.request.options.get("quant_passes"))
 
 
 def _recurrent(prepared: Path, states: Mapping[str, str]) -> dict[str, str]:

@@ -15,8 +15,8 @@ from typing import Any
 
 from converters.api import BackendContext, BuiltArtifact
 from converters.model_check import iter_nodes
-from converters.profiles import TargetProfile
 from edgeops.errors import UnsupportedModelError
+from edgeops.targets import TargetProfile
 
 __all__ = ["INT8_PRECISIONS", "check_prequantised_targets", "quantised_ops", "ship_as_is"]
 

@@ -27,11 +27,11 @@ from converters.validate import (
     check_gate,
     gate_drop,
     latency_ms,
-    stack_outputs,
     write_golden,
 )
 from edgeops.errors import ConversionError, EdgeOpsError
 from edgeops.fsutil import atomic_write
+from edgeops.golden import stack_outputs
 
 __all__ = ["LATENCY_RUNS", "tflite_backend"]
 

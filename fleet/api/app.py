@@ -26,11 +26,11 @@ from edgeops import __version__
 from edgeops.errors import EdgeOpsError, UsageError
 from edgeops.fsutil import atomic_open
 from fleet.api.auth import ROLES, authenticate
+from fleet.api.capture_routes import ENDPOINTS as CAPTURE_ENDPOINTS
 from fleet.api.drift_routes import ENDPOINTS as DRIFT_ENDPOINTS
 from fleet.api.routes import ENDPOINTS, Call, Endpoint
 from fleet.api.schemas import SCHEMAS, ref
 from fleet.api.services import Services
-from fleet.capture.routes import ENDPOINTS as CAPTURE_ENDPOINTS
 from fleet.errors import http_status
 
 __all__ = ["create_app", "openapi_document"]
@@ -106,10 +106,8 @@ def _wrap(ep: Endpoint, svc: Services) -> Callable[[Request], Awaitable[Response
 
 
 def _console_endpoints() -> tuple[Endpoint, ...]:
-    try:
-        from fleet.api.console_routes import ENDPOINTS as CONSOLE_ENDPOINTS
-    except ImportError:  # the console is optional
-        return ()
+    from fleet.api.console_routes import ENDPOINTS as CONSOLE_ENDPOINTS
+
     return CONSOLE_ENDPOINTS
 
 
@@ -159,26 +157,20 @@ def openapi_document() -> dict[str, Any]:
 
 
 def _pki_openapi() -> dict[str, dict[str, Any]]:
-    try:
-        from fleet.api.pki_routes import OPENAPI_PATHS
-    except ImportError:  # the PKI part of the fleet is optional
-        return {}
+    from fleet.api.pki_routes import OPENAPI_PATHS
+
     return OPENAPI_PATHS
 
 
 def _pki_routes() -> list[BaseRoute]:
-    try:
-        from fleet.api.pki_routes import routes
-    except ImportError:  # the PKI part of the fleet is optional
-        return []
+    from fleet.api.pki_routes import routes
+
     return list(routes)
 
 
 def _console_pages() -> list[BaseRoute]:
-    try:
-        from fleet.console.web import routes
-    except ImportError:  # the console is optional
-        return []
+    from fleet.console.web import routes
+
     return list(routes)
 
 

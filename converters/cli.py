@@ -34,7 +34,7 @@ def targets(as_json: bool) -> None:
       edgeops targets
       edgeops targets --json
     """
-    from converters.profiles import PROFILES
+    from edgeops.targets import PROFILES
 
     rows: list[dict[str, Any]] = [{"name": p.name, "format": p.format, "runtime": p.runtime,
              "providers": list(p.providers), "precisions": list(p.precisions),
@@ -151,6 +151,10 @@ def _signers() -> list[Any]:
               help="Keep in float what INT8 makes slower, measured on this machine.")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]),
               default="minmax", show_default=True)
+@click.option("--effort", type=click.Choice(["fast", "default", "max"]), default="default",
+              show_default=True,
+              help="INT8 quantisation passes: fast = MinMax ranges only; default = "
+                   "equalisation, SmoothQuant, bias correction and MSE ranges (docs/CONVERTERS.md).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="Threads for latency measurement.")
 @click.option("--keep-io-layout", is_flag=True, envvar="EDGEOPS_KEEP_IO_LAYOUT",
@@ -171,7 +175,7 @@ def build(model: str, name: str, version: str, target_names: tuple[str, ...],
           states: tuple[str, ...], preprocessing: str | None, input_shapes: tuple[str, ...],
           max_accuracy_drop: float,
           gate_metric: str, task: str, user_metric: str | None, quantise_tail: bool,
-          perf_aware: bool, calibration_method: str,
+          perf_aware: bool, calibration_method: str, effort: str,
           threads: int, keep_io_layout: bool, out_dir: Path, timestamp: str | None,
           sign_latency: bool, mlflow_log: bool, as_json: bool,
           drift_reference: Path | None = None) -> None:
@@ -213,7 +217,7 @@ def build(model: str, name: str, version: str, target_names: tuple[str, ...],
     options = {**_options(preprocessing), "gate_metric": gate_metric, "perf_aware": perf_aware,
                "batch_axes": parse_batch_axes(batch_axes),
                "input_values": parse_input_values(input_values), "sequence": sequence,
-               "states": states, "task": task, "quantise_tail": quantise_tail,
+               "states": states, "task": task, "quantise_tail": quantise_tail, "effort": effort,
                **({"metric": user_metric} if user_metric else {}),
                **({"drift_reference": str(drift_reference)} if drift_reference else {})}
     shapes = _parse_shapes(input_shapes)
