@@ -30,6 +30,9 @@ from edgeops.protocol import SignedCommand
 from edgeops.trust import root_path
 from fleet.api import Services, create_app
 from fleet.api.auth import create_token
+from fleet.drift.alert_service import AlertIntervals, AlertService
+from fleet.drift.alerts import DriftAlerts, alert_store
+from fleet.drift.webhook_sender import WebhookSender
 from fleet.enroll import EnrolSettings
 from fleet.ports import CommandSigner, DeviceChannel
 from fleet.repository import Repository
@@ -69,6 +72,7 @@ class ServeOptions:
     refresh_s: float = 60.0
     upload_ttl_s: float = 3600.0            # uploads never published are removed after this
     mlflow_tracking_uri: str | None = None  # tag deployment outcomes on MLflow model versions
+    drift_evaluate_s: float = 60.0          # stored drift monitors are evaluated this often
 
 
 class OfflineChannel:
@@ -179,6 +183,7 @@ class FleetServer:
                                             tls=self._broker_tls())
             self.app.state.broker_admin = self.broker_admin
         self.host, self.port = host, port
+        self.alerts = _alert_service(self.store, opts)
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
 
@@ -214,6 +219,7 @@ class FleetServer:
             self.engine.reconcile()
         self._loop = threading.Thread(target=self._run_loop, name="rollout", daemon=True)
         self._loop.start()
+        self.alerts.start()
 
     def attach_worker(self, worker: ManagerWorker) -> None:
         """Start ``worker`` and make it the server's device channel (engine and repository too).
@@ -224,6 +230,7 @@ class FleetServer:
         """
         worker.start()
         self.worker = worker
+        self.services.ingest_counts = worker.ingest_counts     # sketch refusals in /metrics
         self.channel = worker
         self.engine.channel = worker
         self.repository.channel = worker
@@ -253,6 +260,7 @@ class FleetServer:
         self._stop.set()
         if self._loop is not None:
             self._loop.join(timeout=10)
+        self.alerts.stop()
         if self.broker_admin is not None:
             self.broker_admin.close()
         if self.worker is not None:
@@ -291,6 +299,15 @@ class FleetServer:
         finally:
             self.stop()
             sock.close()
+
+
+def _alert_service(store: Store, opts: ServeOptions) -> AlertService:
+    """Drift monitors' evaluation and webhook delivery threads (fleet/drift/alert_service.py);
+    events name this manager's public URL as their CloudEvents source."""
+    base = (opts.public_url or f"http://{opts.listen}").rstrip("/")
+    return AlertService(DriftAlerts(store, source=f"{base}/api/v1/drift"),
+                        WebhookSender(alert_store(store)),
+                        AlertIntervals(evaluate_s=opts.drift_evaluate_s))
 
 
 def announce(server: FleetServer, out: Any = None) -> None:

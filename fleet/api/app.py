@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from edgeops import __version__
 from edgeops.errors import EdgeOpsError, UsageError
 from edgeops.fsutil import atomic_open
+from fleet.api.alert_routes import ENDPOINTS as ALERT_ENDPOINTS
 from fleet.api.auth import ROLES, authenticate
 from fleet.api.capture_routes import ENDPOINTS as CAPTURE_ENDPOINTS
 from fleet.api.drift_routes import ENDPOINTS as DRIFT_ENDPOINTS
@@ -114,7 +115,8 @@ def _console_endpoints() -> tuple[Endpoint, ...]:
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 for every route in the table (plus the PKI routes when mounted)."""
     paths: dict[str, dict[str, Any]] = {}
-    for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *CAPTURE_ENDPOINTS, *_console_endpoints()):
+    for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *CAPTURE_ENDPOINTS, *ALERT_ENDPOINTS,
+               *_console_endpoints()):
         path = re.sub(r"\{(\w+):path\}", r"{\1}", ep.path)
         params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                   for n in re.findall(r"\{(\w+)(?::path)?\}", ep.path)]
@@ -183,7 +185,7 @@ def create_app(svc: Services, fleet_ca: Any = None) -> Starlette:
 
     routes: list[BaseRoute] = [Route(ep.path, _wrap(ep, svc), methods=[ep.method])
                                for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *CAPTURE_ENDPOINTS,
-                                          *_console_endpoints())]
+                                          *ALERT_ENDPOINTS, *_console_endpoints())]
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
     routes += _pki_routes()
     routes += _console_pages()
