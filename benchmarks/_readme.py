@@ -61,11 +61,15 @@ _BASELINES = {
     "converter_zoo": "FP32 source and stock `quantize_static`, interleaved",
     "fleet_delivery_agents": "none in the same run: the 60 s goal beside each size",
     "delta": "full artifact, zstd -19, bsdiff4 and zstd --patch-from of the same pair",
-    "drift": "the agent's standardised mean shift on the same requests",
+    "drift": "Alibi Detect's KSDrift and Evidently's DataDriftPreset on the raw windows (own "
+             "venv) and the agent's standardised mean shift, on the same windows",
+    "drift_alerts": "on-demand `drift_status` for the same cohort; the rest of /metrics; plain "
+                    "urllib POSTs to the same receiver",
     "fleet_delivery": "unicast (one publication per fetch) in the same run",
     "fleet_ingest": "naive ingest (one transaction per message) in the same run",
     "fleet_store": "SQLite executemany vs PostgreSQL executemany vs COPY",
     "hardware_tests": "bare runtime call of the same artifact",
+    "quant_passes": "effort `fast` (MinMax, no pass) on the same model, data and run",
     "registry_build": "the same build from the local .onnx file, interleaved",
     "security": "the previous ACL-file config and plain TCP, interleaved (wall and broker CPU)",
     "sim_scale": "same process before any agent; N × one-agent-per-process RSS",

@@ -72,7 +72,7 @@ def _feeds(data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
 
 
 def _run(sess: Any, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    from converters.validate import stack_outputs
+    from edgeops.golden import stack_outputs
 
     names = [o.name for o in sess.get_outputs()]
     per: dict[str, list[np.ndarray]] = {n: [] for n in names}
@@ -109,14 +109,15 @@ def _stock(src: Path, feeds: list[dict[str, np.ndarray]], out: Path) -> Path:
     return out
 
 
-def _ours(src: Path, cal: Path, task: str | None, work: Path, threads: int, perf_aware: bool
-          ) -> tuple[Any, float]:
+def _ours(src: Path, cal: Path, task: str | None, work: Path, threads: int, perf_aware: bool,
+          effort: str = "default") -> tuple[Any, float]:
     from converters.api import BuildRequest
     from converters.build import build
 
     req = BuildRequest(model=src, name="zoo", version="1.0.0", targets=("x86-cpu",),
                        calibration=cal, threads=threads,
-                       options={"perf_aware": perf_aware, **({"task": task} if task else {})})
+                       options={"perf_aware": perf_aware, "effort": effort,
+                                **({"task": task} if task else {})})
     t0 = time.perf_counter()
     (art,) = build(req, lambda m: print(f"    {m}", file=sys.stderr), work).artifacts
     return art, time.perf_counter() - t0
@@ -136,8 +137,8 @@ def _latency(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int,
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_aware: bool
-        ) -> dict[str, Any]:
+def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_aware: bool,
+        effort: str = "default") -> dict[str, Any]:
     import onnx
 
     from converters.tasks import infer_task, task_score
@@ -165,10 +166,11 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
             entry["stock"] = {"error": str(exc).splitlines()[0][:200]}
         try:
             art, secs = _ours(src, cal, MODELS.get(name), Path(tmp) / "work", threads,
-                              perf_aware)
+                              perf_aware, effort)
             entry["edgeops"] = {"build_s": secs, "precision": art.precision,
                                 "float_nodes": len(art.details.get("float_nodes", {})),
                                 "quantised_nodes": art.details.get("quantised_nodes"),
+                                "quantisation_passes": art.details.get("quantisation_passes"),
                                 **({"pass": art.details["pass"]} if "pass" in art.details
                                    else {})}
             sessions["edgeops"] = _session(art.path, threads)
@@ -191,7 +193,7 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
 
 
 def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
-        perf_aware: bool) -> dict[str, Any]:
+        perf_aware: bool, effort: str = "default") -> dict[str, Any]:
     import onnx
     import onnxruntime
 
@@ -199,13 +201,13 @@ def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
 
     result: dict[str, Any] = {
         "threads": threads, "rounds": rounds, "runs_per_round": runs, "samples": samples,
-        "perf_aware": perf_aware, "cpu": cpu_facts(),
+        "perf_aware": perf_aware, "effort": effort, "cpu": cpu_facts(),
         "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "loadavg_start": list(os.getloadavg()), "models": {}}
     for name in models:
         print(f"== {name}", file=sys.stderr)
-        result["models"][name] = one(name, samples, threads, rounds, runs, perf_aware)
+        result["models"][name] = one(name, samples, threads, rounds, runs, perf_aware, effort)
     result["loadavg_end"] = list(os.getloadavg())
     return result
 
@@ -243,7 +245,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['versions']['onnxruntime']}, onnx {r['versions']['onnx']}, numpy "
         f"{r['versions']['numpy']}, Python {r['versions']['python']}; "
         f"{'VNNI' if r['cpu'].get('vnni') else 'no VNNI'}; "
-        f"perf-aware pass {'on' if r['perf_aware'] else 'off'}. Load average "
+        f"perf-aware pass {'on' if r['perf_aware'] else 'off'}"
+        f"{'; edgeops effort ' + r['effort'] if 'effort' in r else ''}. Load average "
         f"{r['loadavg_start'][0]:.1f} → {r['loadavg_end'][0]:.1f} (shared cores).", "",
         "| model | task (how chosen) | variant | p50 ms | speedup | task metric vs FP32 "
         "| raw cosine | build s | note |",
@@ -267,6 +270,12 @@ def markdown(r: dict[str, Any]) -> str:
                          f"{'×' if 'speedup_vs_fp32' in v else ''} | {metric} | "
                          f"{_cell(v, 'raw_cosine', '.4f')} | {_cell(v, 'build_s', '.1f')} | "
                          f"{note.replace('|', '/')} |")
+    fast = r.get("effort_fast_same_machine")
+    if fast:   # the same models built with --effort fast (no pass) in a parallel run
+        lines += ["", "Same machine, same settings, `--effort fast` (MinMax, no engine pass), "
+                  "run alongside: " + "; ".join(
+                      f"{k}: {v.get('error', '').split('; most sensitive')[0] or 'built'}"
+                      for k, v in fast.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -279,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-perf-aware", dest="perf_aware", action="store_false")
+    ap.add_argument("--effort", choices=("fast", "default", "max"), default="default",
+                    help="edgeops' quantisation effort (fast: MinMax only, no passes)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the last results' models that this run does not measure")
     ap.add_argument("--markdown-only", action="store_true",
@@ -290,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         print(md)
         return
     r = run(args.models.split(","), args.samples, args.threads, args.rounds, args.runs,
-            args.perf_aware)
+            args.perf_aware, args.effort)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.merge and (RESULTS / "converter_zoo.json").exists():
         r = merged(r, json.loads((RESULTS / "converter_zoo.json").read_text()))

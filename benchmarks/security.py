@@ -47,8 +47,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edgeops.protocol import topics
 from fleet.broker_admin import BrokerAdmin, read_password
 from fleet.broker_config import BrokerFiles, render_acl, write_broker_config
+from fleet.certs import generate_key, key_pem, make_csr
 from fleet.mqtt import TlsOptions
-from fleet.pki import MANAGER_IDENTITY, FleetCA, generate_key, key_pem, make_csr
+from fleet.pki import MANAGER_IDENTITY, FleetCA
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONNECTS = 40

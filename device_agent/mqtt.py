@@ -31,12 +31,10 @@ from __future__ import annotations
 import logging
 import queue
 import random
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -44,6 +42,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edgeops.errors import ConfigError
+from edgeops.mqtt_settings import InboundMessage as Inbound
+from edgeops.mqtt_settings import TlsSettings as TlsFiles
+from edgeops.mqtt_settings import parse_broker_address
 from edgeops.netloop import NetLoop
 from edgeops.paho_loop import PahoMember
 from edgeops.protocol import topics
@@ -73,15 +74,6 @@ class Backoff:
 
 
 @dataclass(frozen=True)
-class TlsFiles:
-    """CA bundle and, for mutual TLS, the device certificate and key (paths as strings)."""
-
-    ca: str
-    cert: str | None = None
-    key: str | None = None
-
-
-@dataclass(frozen=True)
 class BrokerSettings:
     """Where and how to connect; built from the agent config's ``broker`` section."""
 
@@ -101,25 +93,13 @@ class BrokerSettings:
 def parse_broker_url(url: str, *, tls: TlsFiles | None = None, username: str | None = None,
                      password: str | None = None, keepalive_s: int = 30) -> BrokerSettings:
     """``mqtt://host:port`` (plain) or ``mqtts://host:port`` (TLS, needs ``tls``)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ConfigError(f"broker url {url!r} is not mqtt://HOST:PORT or mqtts://HOST:PORT",
-                          hint="set broker.url in the agent config")
-    if parts.scheme == "mqtts" and tls is None:
+    address = parse_broker_address(url, schemes=("mqtt", "mqtts"), error=ConfigError,
+                                   hint="set broker.url in the agent config")
+    if address.tls and tls is None:
         raise ConfigError(f"broker url {url!r} asks for TLS but broker.tls is not set",
                           hint="set broker.tls.ca (and cert/key for mutual TLS)")
-    port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-    return BrokerSettings(host=parts.hostname, port=port, tls=tls, username=username,
+    return BrokerSettings(host=address.host, port=address.port, tls=tls, username=username,
                           password=password, keepalive_s=keepalive_s)
-
-
-@dataclass(frozen=True)
-class Inbound:
-    """One received message, as handed from paho's thread to the agent's."""
-
-    topic: str
-    payload: bytes
-    retained: bool
 
 
 class MqttConnection:
@@ -167,9 +147,8 @@ class MqttConnection:
         if settings.username is not None:
             self._client.username_pw_set(settings.username, settings.password)
         if settings.tls is not None:
-            self._client.tls_set(ca_certs=settings.tls.ca, certfile=settings.tls.cert,
-                                 keyfile=settings.tls.key, cert_reqs=ssl.CERT_REQUIRED,
-                                 tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            self._client.tls_set_context(settings.tls.context(
+                error=ConfigError, hint="check broker.tls in the agent config (PEM files)"))
         self._client.will_set(self._status_topic, status_payload(False), qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -311,6 +290,7 @@ class MqttConnection:
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
-            self._inbox.put_nowait(Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self._inbox.put_nowait(Inbound(msg.topic, bytes(msg.payload), int(msg.qos),
+                                           bool(msg.retain), int(msg.mid)))
         except queue.Full:
             self.dropped_inbound += 1

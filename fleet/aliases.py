@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from edgeops.bundle.manifest import parse_version
 from edgeops.errors import InvalidBundleError, UsageError
 from fleet.errors import NotFoundError
 from fleet.rollout import RolloutEngine, Strategy
-from fleet.store import AliasRecord, Deployment, Store
+from fleet.store import AliasRecord, AliasStore, BundleStore, Deployment
 
 __all__ = ["AliasRollout", "check_alias", "is_alias", "move_alias", "resolve_alias"]
 
@@ -42,7 +43,11 @@ def check_alias(alias: str) -> str:
     return alias
 
 
-def resolve_alias(store: Store, name: str, alias: str) -> AliasRecord:
+class AliasMoveStore(AliasStore, BundleStore, Protocol):
+    """Moving an alias checks the version is published, then records the move."""
+
+
+def resolve_alias(store: AliasStore, name: str, alias: str) -> AliasRecord:
     rec = store.get_alias(name, check_alias(alias))
     if rec is None:
         known = ", ".join(f"@{a.alias}" for a in store.list_aliases(name)) or "none"
@@ -60,7 +65,7 @@ class AliasRollout:
     strategy: Strategy
 
 
-def move_alias(store: Store, engine: RolloutEngine, name: str, alias: str, version: str,
+def move_alias(store: AliasMoveStore, engine: RolloutEngine, name: str, alias: str, version: str,
                moved_by: str | None, now: float, rollout: AliasRollout | None = None,
                created_by: str | None = None) -> tuple[AliasRecord, Deployment | None]:
     """Point ``name@alias`` at a published ``version``; optionally start its rollout.

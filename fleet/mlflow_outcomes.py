@@ -19,7 +19,7 @@ from typing import Any
 
 from edgeops.bundle import Manifest
 from edgeops.errors import ConfigError, EdgeOpsError
-from fleet.store import Deployment, Store
+from fleet.store import BundleStore, Deployment
 
 __all__ = ["MAX_PENDING", "MlflowOutcomes"]
 
@@ -30,7 +30,7 @@ MAX_PENDING = 1000          # outcomes queued for MLflow; beyond this they are l
 class MlflowOutcomes:
     """The engine's outcome listener: ``engine.attach_outcome_listener(MlflowOutcomes(...))``."""
 
-    def __init__(self, store: Store, tracking_uri: str, *, registry: Any = None) -> None:
+    def __init__(self, store: BundleStore, tracking_uri: str, *, registry: Any = None) -> None:
         import importlib.util
 
         if registry is None and importlib.util.find_spec("mlflow") is None:

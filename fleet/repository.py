@@ -46,7 +46,7 @@ from edgeops.fsutil import atomic_open, atomic_write
 from edgeops.trust import trusted_targets_keys
 from fleet.errors import ConflictError, NotFoundError
 from fleet.ports import DeviceChannel
-from fleet.store import BundleRecord, Store
+from fleet.store import BundleRecord, RepositoryStore
 
 __all__ = [
     "SNAPSHOT_LIFETIME",
@@ -211,7 +211,7 @@ class PublishResult:
 class Repository:
     """The manager's side of TUF: validates uploads, stores blobs, signs freshness metadata."""
 
-    def __init__(self, store: Store, root: Metadata[Root], snapshot_signer: Signer,
+    def __init__(self, store: RepositoryStore, root: Metadata[Root], snapshot_signer: Signer,
                  timestamp_signer: Signer, channel: DeviceChannel | None = None,
                  clock: Callable[[], datetime] = _now) -> None:
         self.store = store

@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgeops.errors import EdgeOpsError, TransportError
 from edgeops.fsutil import atomic_write
@@ -48,7 +48,7 @@ from fleet.delivery import ArtifactCatalog, ArtifactInfo, ChunkDelivery, Deliver
 from fleet.drift.intake import SketchIntake
 from fleet.ingest import Ingest, IngestConfig
 from fleet.mqtt import Inbound, MqttConnection, MqttOptions, TlsOptions
-from fleet.store import Store
+from fleet.store import ArtifactStore, BundleStore, Store
 
 __all__ = ["ManagerWorker", "StoreCatalog", "WorkerConfig", "default_client_id",
            "persistent_client_id"]
@@ -104,6 +104,10 @@ class WorkerConfig:
     end_session_on_stop: bool = True         # stop() unsubscribes and ends the MQTT session
 
 
+class CatalogStore(ArtifactStore, BundleStore, Protocol):
+    """The catalog reads published bundles and finds their blobs."""
+
+
 class StoreCatalog:
     """Artifacts by digest from the store: the blob on disk plus which targets may fetch it.
 
@@ -112,7 +116,7 @@ class StoreCatalog:
     immutable, so answers are cached; a miss or a refusal re-reads the bundle list once.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: CatalogStore) -> None:
         self.store = store
         self._targets: dict[str, frozenset[str] | None] = {}
         self._lock = threading.Lock()
@@ -251,6 +255,15 @@ class ManagerWorker:
                              "chunks_published": d.chunks_published,
                              "bytes_published": d.bytes_published},
                 "acks_sent": self.acks_sent, "errors": self.errors}
+
+    def ingest_counts(self) -> dict[str, int]:
+        """A copy of the ingest counters (read from another thread: /metrics)."""
+        for _ in range(5):
+            try:
+                return dict(self.ingest.stats.counts)
+            except RuntimeError:    # the consumer added a key while we copied: try again
+                continue
+        return {}
 
     # -- internals -------------------------------------------------------------------------
     def _publish_chunk(self, topic: str, frame: bytes) -> int:

@@ -15,7 +15,7 @@ import time
 
 from edgeops.errors import UsageError
 from fleet.errors import AuthError, ForbiddenError
-from fleet.store import Store, TokenRecord
+from fleet.store import TokenRecord, TokenStore
 
 __all__ = ["ROLES", "Principal", "authenticate", "create_token", "hash_token", "role_allows"]
 
@@ -45,7 +45,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(store: Store, role: str, name: str) -> tuple[str, TokenRecord]:
+def create_token(store: TokenStore, role: str, name: str) -> tuple[str, TokenRecord]:
     """A new secret (shown once) and its stored record."""
     if role not in ROLES:
         raise UsageError(f"unknown role {role!r}", hint=f"roles: {', '.join(ROLES)}")
@@ -53,7 +53,7 @@ def create_token(store: Store, role: str, name: str) -> tuple[str, TokenRecord]:
     return token, store.add_token(hash_token(token), role, name, time.time())
 
 
-def authenticate(store: Store, header: str | None) -> Principal:
+def authenticate(store: TokenStore, header: str | None) -> Principal:
     """``Authorization: Bearer <token>`` → the principal, or AuthError."""
     if not header:
         raise AuthError("this endpoint needs an API token")

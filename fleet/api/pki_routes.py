@@ -34,7 +34,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from edgeops.errors import BadContentError, ConfigError, EdgeOpsError, TransportError
-from fleet.pki import EnrolmentError, FleetCA
+from fleet.certs import EnrolmentError
+from fleet.pki import FleetCA
 
 __all__ = ["OPENAPI_PATHS", "routes"]
 

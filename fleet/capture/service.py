@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from fleet.errors import ConflictError, NotFoundError
 from fleet.ports import CommandSigner, DeviceChannel
 from fleet.selector import parse_selector
 from fleet.store import Device, DeviceFilter
-from fleet.store._captures import CaptureRecord, CaptureRecords, CaptureSampleRow
+from fleet.store._captures import CaptureRecord, CaptureSampleRow
 
 __all__ = ["CaptureBounds", "CaptureStore", "as_capture_store", "export_npz", "start_capture",
            "stop_capture"]
@@ -38,6 +38,7 @@ MAX_DURATION_S = 30 * 86_400.0
 MAX_BYTES_PER_DEVICE = 1024**3
 
 
+@runtime_checkable
 class CaptureStore(Protocol):
     data_dir: Path | None
 
@@ -53,11 +54,13 @@ class CaptureStore(Protocol):
 
 
 def as_capture_store(store: object) -> CaptureStore:
-    """The store with its capture tables (the SQL stores mix them in), or a ConfigError."""
-    if not isinstance(store, CaptureRecords):
+    """The store with its capture tables (the SQL stores mix them in), or a ConfigError.
+
+    Checked by the methods it has (a wrapper that delegates to a SQL store has them too)."""
+    if not isinstance(store, CaptureStore):
         raise ConfigError(f"{type(store).__name__} keeps no data captures",
                           hint="serve the fleet with a SQLite or PostgreSQL store")
-    return cast(CaptureStore, store)
+    return store
 
 
 @dataclass(frozen=True)

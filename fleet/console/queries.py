@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from fleet.store import DeviceField, OnlineCount, Store, TelemetryDigestRow
+from fleet.store import ConsoleReads, DeploymentStore, DeviceField, OnlineCount, TelemetryDigestRow
 
 __all__ = ["DEFAULT_CONSOLE_LIMITS", "ConsoleLimits", "FleetQueries", "TelemetryScan"]
 
@@ -51,11 +51,16 @@ class TelemetryScan:
     counts: tuple[int, ...]
 
 
+class ConsoleStore(ConsoleReads, DeploymentStore, Protocol):
+    """The console's and ``/metrics``' reads: the grouped counts, and deployments with their
+    per-state counts."""
+
+
 class FleetQueries:
     """Grouped, bounded reads over the fleet store (SQLite or PostgreSQL), shaped for the
     console's JSON and ``/metrics``."""
 
-    def __init__(self, store: Store, limits: ConsoleLimits = DEFAULT_CONSOLE_LIMITS) -> None:
+    def __init__(self, store: ConsoleStore, limits: ConsoleLimits = DEFAULT_CONSOLE_LIMITS) -> None:
         self.store = store
         self.limits = limits
 

@@ -8,6 +8,9 @@ this one adapter means the delivery, ingest and worker logic never see it. The r
   holds the messages (nothing is dropped, nothing grows without bound).
 * QoS 1 messages are acknowledged by the consumer (``manual_ack``) after they are persisted,
   so a worker that dies mid-batch loses nothing: the broker redelivers.
+* Only paho's public API here: no private method is overridden or called, so a paho upgrade
+  cannot silently change what is received. URL parsing, TLS options and the inbound message
+  type are the agent's too (:mod:`edgeops.mqtt_settings`).
 * MQTT 5, with a Receive Maximum (how many unacknowledged messages the broker may push) and a
   large outgoing in-flight window; TCP_NODELAY is set on the socket (paho does not), which is
   what lifts QoS 1 round trips from tens to thousands per second on loopback.
@@ -29,28 +32,24 @@ below blocks the loop thread, which must stall only its own connection.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import queue
 import socket
-import ssl
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edgeops.errors import TransportError, UsageError
+from edgeops.mqtt_settings import BrokerAddress, InboundMessage, parse_broker_address
+from edgeops.mqtt_settings import TlsSettings as TlsOptions
 from edgeops.netloop import NetLoop
 from edgeops.paho_loop import PahoMember
 
@@ -66,53 +65,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-
-    @property
-    def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
-
 
 def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://host:port`` (default 1883) or ``mqtts://host:port`` (default 8883)."""
-    parts = urlsplit(url)
-    if parts.scheme not in _SCHEMES or not parts.hostname:
-        raise UsageError(f"broker URL {url!r} is not mqtt://HOST:PORT or mqtts://HOST:PORT",
-                         hint="e.g. --broker mqtt://127.0.0.1:1883")
-    tls = _SCHEMES[parts.scheme]
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError:
-        raise UsageError(f"broker URL {url!r} has an invalid port") from None
-    return BrokerAddress(parts.hostname, port, tls)
-
-
-@dataclass(frozen=True)
-class TlsOptions:
-    """Server verification against ``ca``; ``cert``/``key`` add a client certificate (mTLS)."""
-
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-
-    def context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                         cafile=str(self.ca) if self.ca else None)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.cert:
-            try:
-                ctx.load_cert_chain(str(self.cert), str(self.key) if self.key else None)
-            except (OSError, ssl.SSLError) as exc:
-                raise UsageError(f"cannot load client certificate {self.cert}: {exc}",
-                                 hint="check --tls-cert/--tls-key point at a PEM pair") from None
-        return ctx
+    """``mqtt://host:port`` (default 1883) or ``mqtts://host:port`` (default 8883); also
+    ``tcp://`` and ``ssl://``."""
+    return parse_broker_address(url, error=UsageError, hint="e.g. --broker mqtt://127.0.0.1:1883")
 
 
 @dataclass(frozen=True)
@@ -133,29 +90,10 @@ class MqttOptions:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 10.0
     protocol_version: int = 5            # 5, or 4 (3.1.1) for brokers without MQTT 5 (amqtt)
-    fast_receive: bool = True            # FastClient's receive path (False: plain paho)
     # "selector": an epoll edgeops.netloop.NetLoop (any descriptor number); "paho": paho's
     # loop_start() thread, whose select() cannot use descriptors numbered 1024 or above
     # (docs/FLEET_MQTT.md: kept because end-to-end ingest measured faster with it)
     network_loop: str = "selector"
-
-
-def _paho_version() -> str:
-    try:
-        return importlib.metadata.version("paho-mqtt")
-    except importlib.metadata.PackageNotFoundError:
-        return ""
-
-
-_PUBACK = struct.Struct("!BBH")
-_PUBACK_CMD = 0x40
-_READ_CHUNK = 65536
-
-# FastClient leans on three private methods of paho's Client; use it only where they exist
-# with the signatures it was written against (paho 2.x), else fall back to plain paho.
-_FAST_OK = _paho_version().startswith("2.") and all(
-    hasattr(paho.Client, m) for m in ("_sock_recv", "_sock_close", "_handle_publish",
-                                      "_packet_queue", "_send_puback"))
 
 
 class LockedClient(paho.Client):
@@ -182,117 +120,31 @@ class LockedClient(paho.Client):
             return super().reconnect()
 
 
-class FastClient(LockedClient):
-    """paho's Client with a cheaper receive path for a high-rate subscriber.
-
-    Why: profiling the worker at a few thousand QoS 1 messages per second showed paho's
-    network thread costing more CPU than ingest itself. paho reads every packet with three or
-    more ``recv()`` calls (the command byte, each length byte, the body), one ``select()`` per
-    packet, builds an ``MQTTMessage`` and an MQTT 5 ``Properties`` object per publish, runs the
-    topic matcher, and queues one PUBACK packet (plus a wake-up byte on its socket pair) per
-    acknowledgement. Here:
-
-    * reads go through a 64 KiB buffer, and ``loop_read`` keeps parsing while it holds bytes;
-    * with ``fast_publish`` set, incoming QoS 0/1 PUBLISH packets are parsed in place (topic,
-      packet id, properties skipped, payload) and handed to it, with no MQTTMessage;
-    * :meth:`ack_many` queues the PUBACKs of a whole batch as one write.
-
-    Everything else (connect, subscribe, TLS, keepalive, reconnect, publishing, QoS 2) is
-    paho's own code. The protocol on the wire is unchanged.
-    """
-
-    fast_publish: Callable[[bytes, bytes, int, bool, int], None] | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._rbuf = bytearray()
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        buf = self._rbuf
-        if not buf:
-            data = super()._sock_recv(max(bufsize, _READ_CHUNK))
-            if len(data) <= bufsize:
-                return data
-            buf += data
-        out = bytes(buf[:bufsize])
-        del buf[:bufsize]          # O(1) at the front of a bytearray
-        return out
-
-    def _sock_close(self) -> None:
-        self._rbuf.clear()         # bytes of a dead connection never reach the next one
-        super()._sock_close()
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        rc = super().loop_read(max_packets)
-        # paho reads one packet per select(); drain what is already buffered first. Each
-        # round either completes a packet or empties the buffer, so this ends.
-        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._rbuf and self._sock is not None:
-            rc = super().loop_read(max_packets)
-        return rc
-
-    def _handle_publish(self) -> MQTTErrorCode:
-        hook = self.fast_publish
-        header: int = self._in_packet["command"]
-        qos = (header & 0x06) >> 1
-        if hook is None or qos > 1 or self._protocol != MQTTProtocolVersion.MQTTv5:
-            return super()._handle_publish()
-        pkt = self._in_packet["packet"]
-        try:
-            pos = 2 + ((pkt[0] << 8) | pkt[1])
-            topic = bytes(pkt[2:pos])
-            mid = 0
-            if qos:
-                mid = (pkt[pos] << 8) | pkt[pos + 1]
-                pos += 2
-            plen, mult = 0, 1
-            for _ in range(4):                  # properties length, variable byte integer
-                b = pkt[pos]
-                pos += 1
-                plen += (b & 0x7F) * mult
-                mult <<= 7
-                if not b & 0x80:
-                    break
-            else:
-                raise MalformedPacket("PUBLISH properties length is too long")
-            pos += plen
-            if pos > len(pkt) or not topic:
-                raise MalformedPacket("PUBLISH packet is truncated or has no topic")
-        except IndexError:
-            raise MalformedPacket("PUBLISH packet is truncated") from None
-        with self._in_callback_mutex:
-            hook(topic, bytes(pkt[pos:]), qos, bool(header & 0x01), mid)
-        if qos == 1 and not self._manual_ack:
-            return self._send_puback(mid)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def ack_many(self, mids: Sequence[int]) -> None:
-        """PUBACK every ``mid`` (QoS 1, manual ack) in one queued write."""
-        if mids:
-            self._packet_queue(_PUBACK_CMD, b"".join(_PUBACK.pack(_PUBACK_CMD, 2, m)
-                                                     for m in mids), 0, 0)
-
-
-class Inbound:
+class Inbound(InboundMessage):
     """One received message; ``ack()`` it once handled (a no-op for QoS 0 or a stale session).
 
-    A slotted class rather than a dataclass: one is built per message on paho's thread.
+    ``generation`` is the connection it arrived on: a packet id from an earlier connection may
+    name another message now, so it is never acknowledged.
     """
 
-    __slots__ = ("connection", "generation", "mid", "payload", "qos", "retain", "topic")
+    __slots__ = ("connection", "generation")
 
     def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, mid: int,
                  generation: int, connection: MqttConnection | None = None) -> None:
-        self.topic = topic
-        self.payload = payload
-        self.qos = qos
-        self.retain = retain
-        self.mid = mid
+        super().__init__(topic, payload, qos, retain, mid)
         self.generation = generation
         self.connection = connection
 
     def ack(self) -> None:
         if self.connection is not None:
             self.connection.ack(self)
+
+    # one delivery on one connection: two deliveries of the same bytes are two messages to ack
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
 
 
 class MqttConnection:
@@ -335,12 +187,11 @@ class MqttConnection:
                              "'paho'", hint="leave MqttOptions.network_loop at 'selector'")
         self._paho_loop = options.network_loop == "paho"
         self._v5 = options.protocol_version == 5
-        cls = FastClient if _FAST_OK and options.fast_receive else LockedClient
         if self._v5:
-            c = cls(CallbackAPIVersion.VERSION2, client_id=options.client_id,
-                            protocol=MQTTProtocolVersion.MQTTv5, manual_ack=options.manual_ack)
+            c = LockedClient(CallbackAPIVersion.VERSION2, client_id=options.client_id,
+                             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=options.manual_ack)
         else:   # 3.1.1: no session expiry or receive maximum; clean_session stands for both
-            c = cls(CallbackAPIVersion.VERSION2, client_id=options.client_id,
+            c = LockedClient(CallbackAPIVersion.VERSION2, client_id=options.client_id,
                     protocol=MQTTProtocolVersion.MQTTv311,
                     clean_session=options.clean_start, manual_ack=options.manual_ack)
         c.max_inflight_messages_set(options.max_inflight_out)
@@ -356,8 +207,6 @@ class MqttConnection:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
-        if isinstance(c, FastClient):
-            c.fast_publish = self._on_fast_message
         c.on_publish = self._on_publish
         c.on_unsubscribe = self._on_unsubscribe
         c.on_socket_open = self._on_socket_open
@@ -484,20 +333,15 @@ class MqttConnection:
                 self._client.ack(msg.mid, msg.qos)
 
     def ack_all(self, msgs: Sequence[Inbound]) -> None:
-        """Acknowledge a batch; one write for all of its QoS 1 PUBACKs where paho allows."""
+        """Acknowledge a batch (paho's public ``ack``, one write lock for the whole batch)."""
         if not self.options.manual_ack:
             return
         gen = self._generation
         c = self._client
-        if isinstance(c, FastClient):
-            with c.write_lock:
-                c.ack_many([m.mid for m in msgs if m.qos == 1 and m.generation == gen])
-                for m in msgs:
-                    if m.qos == 2 and m.generation == gen:
-                        c.ack(m.mid, 2)
-            return
-        for m in msgs:
-            self.ack(m)
+        with c.write_lock:
+            for m in msgs:
+                if m.qos > 0 and m.generation == gen:
+                    c.ack(m.mid, m.qos)
 
     # -- the PahoMember's hooks ---------------------------------------------------------------
     def _connect_failed(self, exc: Exception) -> None:
@@ -555,17 +399,6 @@ class MqttConnection:
             return
         self._enqueue(Inbound(topic, bytes(message.payload), int(message.qos),
                               bool(message.retain), int(message.mid), self._generation, self))
-
-    def _on_fast_message(self, topic: bytes, payload: bytes, qos: int, retain: bool,
-                         mid: int) -> None:
-        try:
-            name = topic.decode("utf-8")
-        except UnicodeDecodeError:
-            log.warning("dropped a message whose topic is not UTF-8")
-            if qos > 0 and self.options.manual_ack:
-                self._client.ack(mid, qos)
-            return
-        self._enqueue(Inbound(name, payload, qos, retain, mid, self._generation, self))
 
     def _enqueue(self, msg: Inbound) -> None:
         self.received_messages += 1

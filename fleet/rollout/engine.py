@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from edgeops.bundle import Manifest
 from edgeops.errors import UsageError
@@ -28,13 +28,22 @@ from edgeops.protocol import (
     StateReport,
     StatusMessage,
 )
+from edgeops.targets import hardware_class
 from fleet.errors import ConflictError, DeploymentRejected, NotFoundError
 from fleet.ports import CommandSigner, DeviceChannel
 from fleet.rollout.plan import Health, Plan, decide
 from fleet.rollout.strategy import Strategy, assign_waves
 from fleet.selector import parse_selector
 from fleet.states import IN_FLIGHT_STATES
-from fleet.store import Deployment, DeploymentDevice, Store
+from fleet.store import (
+    BlessingStore,
+    BundleStore,
+    Deployment,
+    DeploymentDevice,
+    DeploymentStore,
+    DeviceStore,
+    TelemetryStore,
+)
 
 __all__ = ["RolloutEngine", "hardware_class"]
 
@@ -45,18 +54,14 @@ REPORT_STATE_TTL_S = 600.0   # a report-state command is only worth answering th
 _CANCELLABLE = ("notified", "downloading", "verifying", "installing", "deferred")
 
 
-def hardware_class(target: str) -> str | None:
-    """The hardware class a target profile belongs to (for blessings), if known."""
-    try:
-        from converters.profiles import PROFILES
-    except ImportError:  # converters not installed: blessing lookups cannot be made
-        return None
-    p = PROFILES.get(target)
-    return p.hardware if p else None
+class RolloutStore(DeploymentStore, DeviceStore, BundleStore, BlessingStore, TelemetryStore,
+                   Protocol):
+    """What the engine reads and writes: deployments and their device rows, the devices it
+    selects and whose reports it applies, the bundle and its blessings, health telemetry."""
 
 
 class RolloutEngine:
-    def __init__(self, store: Store, channel: DeviceChannel, signer: CommandSigner, *,
+    def __init__(self, store: RolloutStore, channel: DeviceChannel, signer: CommandSigner, *,
                  clock: Callable[[], float] = time.time, require_blessing: bool = False,
                  hardware_for: Callable[[str], str | None] = hardware_class) -> None:
         self.store = store

@@ -10,11 +10,12 @@ Python. These are public :class:`fleet.store.Store` methods, written once in the
 # every value is bound as a parameter.
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from edgeops.errors import UsageError
+from fleet.store._base import SqlBase
+from fleet.store._deployments import deployment_device_from_row, deployment_from_row
 from fleet.store.models import (
     Deployment,
     DeploymentDevice,
@@ -38,26 +39,8 @@ _GROUP_SQL = {"class": "device_class", "target": "target",
               "version": "active_name, active_version"}
 
 
-class AggregateReads:
+class AggregateReads(SqlBase):
     """The store's aggregate reads; the SQL store supplies the transaction plumbing."""
-
-    # provided by fleet.store._sql.SqlStore
-    def _tx(self) -> contextlib.AbstractContextManager[Any]:
-        raise NotImplementedError
-
-    def _exec(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-        raise NotImplementedError
-
-    def _dd(self, r: Sequence[Any]) -> DeploymentDevice:
-        raise NotImplementedError
-
-    def _deployment(self, r: Sequence[Any]) -> Deployment:
-        raise NotImplementedError
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._tx() as cur:
-            self._exec(cur, sql, params)
-            return [tuple(r) for r in cur.fetchall()]
 
     # -- devices ---------------------------------------------------------------------------
     def device_online_counts(self, tag: str | None = None) -> list[OnlineCount]:
@@ -132,7 +115,7 @@ class AggregateReads:
                           "notified_at, reason, previous, command FROM deployment_devices"
                           f"{where} ORDER BY wave, device_id LIMIT ? OFFSET ?",
                           [*params, max(1, limit), max(0, offset)])
-        return total, [self._dd(r) for r in rows]
+        return total, [deployment_device_from_row(r) for r in rows]
 
     def deployment_status_counts(self) -> dict[str, int]:
         """Deployments per status (only statuses that have one), by status name."""
@@ -149,7 +132,7 @@ class AggregateReads:
             "phase_started_at, created_at, updated_at, reason, created_by FROM deployments "
             f"WHERE status IN ({', '.join('?' for _ in statuses)}) AND updated_at >= ? "
             "ORDER BY updated_at DESC, id LIMIT ?", [*statuses, since, max(1, limit)])
-        return [self._deployment(r) for r in rows]
+        return [deployment_from_row(r) for r in rows]
 
     # -- telemetry -------------------------------------------------------------------------
     def telemetry_max_id(self) -> int:

@@ -7,10 +7,10 @@ Written once in the same portable ``?`` SQL as :mod:`fleet.store._sql`, which mi
 # ruff: noqa: S608 - SQL text is assembled only from constant fragments and "?" placeholders.
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+from fleet.store._base import SqlBase
 from fleet.store.models import AliasRecord
 
 __all__ = ["AliasRecords"]
@@ -22,15 +22,8 @@ def _alias(r: Sequence[Any], previous: str | None = None) -> AliasRecord:
     return AliasRecord(r[0], r[1], r[2], float(r[3]), r[4], r[5], previous)
 
 
-class AliasRecords:
+class AliasRecords(SqlBase):
     """The alias table and its move history; the SQL store supplies the plumbing."""
-
-    # provided by fleet.store._sql.SqlStore
-    def _tx(self) -> contextlib.AbstractContextManager[Any]:
-        raise NotImplementedError
-
-    def _exec(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-        raise NotImplementedError
 
     def set_alias(self, record: AliasRecord) -> AliasRecord:
         """Point the alias at ``record.version``, append the move; returns it with ``previous``."""

@@ -9,12 +9,13 @@ this in.
 # ruff: noqa: S608 - SQL text is assembled only from constant fragments and "?" placeholders.
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from fleet.store._base import SqlBase
 
 __all__ = ["CaptureRecord", "CaptureRecords", "CaptureSampleRow"]
 
@@ -79,17 +80,10 @@ def _sample(r: Sequence[Any]) -> CaptureSampleRow:
                             float(r[8]))
 
 
-class CaptureRecords:
+class CaptureRecords(SqlBase):
     """The captures and capture_samples tables; the SQL store supplies the plumbing."""
 
     data_dir: Path | None         # where fleet/capture keeps the sample bytes
-
-    # provided by fleet.store._sql.SqlStore
-    def _tx(self) -> contextlib.AbstractContextManager[Any]:
-        raise NotImplementedError
-
-    def _exec(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-        raise NotImplementedError
 
     def create_capture(self, c: CaptureRecord) -> None:
         with self._tx() as cur:

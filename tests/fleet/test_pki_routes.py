@@ -18,7 +18,8 @@ from starlette.applications import Starlette
 
 from fleet.api.app import openapi_document
 from fleet.api.pki_routes import OPENAPI_PATHS, routes
-from fleet.pki import FleetCA, generate_key, make_csr
+from fleet.certs import generate_key, make_csr
+from fleet.pki import FleetCA
 
 
 @dataclass

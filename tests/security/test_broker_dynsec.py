@@ -36,7 +36,7 @@ def enrolled(fleet_ca: FleetCA, secure_broker: SecureBroker,
     """rogue and victim, enrolled over HTTP as `edgeops agent enroll` does."""
     from starlette.applications import Starlette
 
-    from device_agent.enroll import request_certificate
+    from edgeops.enrolment import request_certificate
     from fleet.api.pki_routes import routes
 
     app = Starlette(routes=routes)
@@ -154,7 +154,7 @@ def test_revoked_device_is_disconnected_at_once_and_cannot_come_back(
     """The operator's revocation, one command: ``edgeops fleet ca revoke ID --crl-out ...
     --broker ... --reload-broker PID`` closes the session through the control API and makes the
     broker re-read its CRL (SIGHUP), so the certificate cannot connect again. No restart."""
-    from fleet.pki_cli import ca as ca_cli
+    from fleet.cli.pki import ca as ca_cli
 
     broker = SecureBroker(fleet_ca, tmp_path / "broker")
     key, cert = fleet_ca.issue_with_key("cam-9", tmp_path / "cam-9", kind="device")
@@ -202,7 +202,7 @@ def test_revoked_device_is_powerless_until_the_broker_rereads_its_crl(
     """Without --reload-broker (a broker on another host): the control API closes the session
     and deletes the role at once; until the CRL is re-read, the certificate can open a session
     in which nothing is allowed; after SIGHUP its handshake fails."""
-    from fleet.pki_cli import ca as ca_cli
+    from fleet.cli.pki import ca as ca_cli
 
     broker = SecureBroker(fleet_ca, tmp_path / "broker")
     key, cert = fleet_ca.issue_with_key("cam-8", tmp_path / "cam-8", kind="device")

@@ -21,7 +21,8 @@ from edgeops.errors import TransportError, UsageError
 from edgeops.protocol import topics
 from fleet import dynsec
 from fleet.api.pki_routes import routes
-from fleet.pki import MANAGER_IDENTITY, FleetCA, generate_key, make_csr
+from fleet.certs import generate_key, make_csr
+from fleet.pki import MANAGER_IDENTITY, FleetCA
 from tests.security._services import serve_app
 
 PASSWORD = "correct horse battery staple"
@@ -136,7 +137,7 @@ def test_enrolment_with_the_broker_down_is_503_with_a_reason(tmp_path: Path) -> 
 
 
 def test_revoke_with_broker_needs_the_password_file(tmp_path: Path) -> None:
-    from fleet.pki_cli import ca as ca_cli
+    from fleet.cli.pki import ca as ca_cli
 
     ca = FleetCA(tmp_path / "ca")
     ca.init()
@@ -159,7 +160,7 @@ def test_reload_broker_is_checked_before_anything_is_revoked(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    from fleet.pki_cli import ca as ca_cli
+    from fleet.cli.pki import ca as ca_cli
 
     ca = FleetCA(tmp_path / "ca")
     ca.init()
@@ -213,7 +214,7 @@ def test_broker_config_grants_devices_enrolled_before_it(tmp_path: Path) -> None
 def test_revoke_with_the_broker_down_says_what_was_done(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import fleet.broker_admin
-    from fleet.pki_cli import ca as ca_cli
+    from fleet.cli.pki import ca as ca_cli
     from tests.services import free_port
 
     monkeypatch.setattr(fleet.broker_admin, "DEFAULT_TIMEOUT_S", 1.0)

@@ -46,14 +46,12 @@ def round_trip(pub: MqttConnection, sub: MqttConnection, acks: Acks, tag: str,
     assert not missing, f"{len(missing)} of {n} publishes never acknowledged"
 
 
-def exchange_through_a_restart(broker: Any, fast_receive: bool, tls: TlsOptions | None
-                               ) -> None:
+def exchange_through_a_restart(broker: Any, tls: TlsOptions | None) -> None:
     """Publisher and shared-subscription consumer above 1024: traffic, restart, traffic."""
     acks = Acks()
 
     def opts(cid: str) -> MqttOptions:
-        return MqttOptions(client_id=cid, reconnect_min_s=0.1, reconnect_max_s=1.0,
-                           fast_receive=fast_receive)
+        return MqttOptions(client_id=cid, reconnect_min_s=0.1, reconnect_max_s=1.0)
 
     before = {t.ident for t in threading.enumerate()}
     with many_open_fds(FILLER_FDS):
@@ -89,18 +87,15 @@ def exchange_through_a_restart(broker: Any, fast_receive: bool, tls: TlsOptions 
     assert not [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
 
 
-@pytest.mark.parametrize("fast_receive", [True, False], ids=["fast-client", "plain-paho"])
-def test_manager_connections_work_with_descriptors_above_1024(broker: Any,
-                                                               fast_receive: bool) -> None:
-    exchange_through_a_restart(broker, fast_receive, None)
+def test_manager_connections_work_with_descriptors_above_1024(broker: Any) -> None:
+    exchange_through_a_restart(broker, None)
 
 
-@pytest.mark.parametrize("fast_receive", [True, False], ids=["fast-client", "plain-paho"])
-def test_mutual_tls_with_descriptors_above_1024(tls_broker: Any, pki: Path,  # noqa: F811
-                                                fast_receive: bool) -> None:
+def test_mutual_tls_with_descriptors_above_1024(tls_broker: Any, pki: Path  # noqa: F811
+                                                ) -> None:
     tls = TlsOptions(ca=pki / "ca.crt", cert=pki / "manager.crt", key=pki / "manager.key")
     assert tls_broker.url.startswith("mqtts://")
-    exchange_through_a_restart(tls_broker, fast_receive, tls)
+    exchange_through_a_restart(tls_broker, tls)
 
 
 def _free_port() -> int:
@@ -156,14 +151,12 @@ def test_unknown_network_loop_is_a_usage_error() -> None:
         MqttConnection("mqtt://127.0.0.1:1", MqttOptions(client_id="x", network_loop="uv"))
 
 
-@pytest.mark.parametrize("fast_receive", [True, False], ids=["fast-client", "plain-paho"])
-def test_acks_go_out_without_waiting_for_more_incoming_traffic(broker: Any,
-                                                               fast_receive: bool) -> None:
+def test_acks_go_out_without_waiting_for_more_incoming_traffic(broker: Any) -> None:
     """With Receive Maximum 10 the broker sends 10 messages, then nothing until they are
     acknowledged: acks queued by the consumer thread must make the loop write at once, with
     no incoming packet to wake it (the keepalive, 60 s here, would be the next one)."""
     sub = MqttConnection(broker.url, MqttOptions(client_id="ack-sub", receive_maximum=10,
-                                                 keepalive_s=60, fast_receive=fast_receive),
+                                                 keepalive_s=60),
                          subscriptions=[("ack/#", 1)])
     pub = MqttConnection(broker.url, MqttOptions(client_id="ack-pub"))
     try:

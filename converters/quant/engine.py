@@ -1,0 +1,203 @@
+"""The INT8 engine: which passes run for an effort level, in what order, and what they did.
+
+Order matters and is fixed: graph passes that keep FP32 outputs exactly go first
+(equalisation, then SmoothQuant migration), bias correction last among graph passes (it
+measures the weights the earlier passes left), then calibration (converters/onnx_calibrate),
+then range setting on the calibrated model. Each pass first says whether it applies; one that
+cannot is recorded as ``skipped`` with its reason, one that fails is recorded as ``failed``
+and the build continues with what the previous step produced (for ranges: MinMax).
+
+Effort levels (``--effort``, recorded in the manifest):
+
+* ``fast``: MinMax ranges only (the quantiser of the previous issue);
+* ``default``: the passes in :data:`DEFAULT_PASSES`;
+* ``max``: ``default`` for now; the slot where weight-rounding optimisation (AdaRound /
+  block reconstruction) plugs in.
+
+``options["quant_passes"]`` (a comma-separated string or a sequence of pass names) overrides
+the effort's list, for experiments and benchmarks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from converters.quant.base import PassOutcome, run_guarded
+from converters.quant.bias_correction import BiasCorrection, BiasCorrectionSettings
+from converters.quant.equalise import CrossLayerEqualisation
+from converters.quant.mse_ranges import MseRanges, write_cache
+from converters.quant.smoothquant import SmoothQuant
+
+__all__ = ["ALL_PASSES", "DEFAULT_PASSES", "EFFORTS", "EngineState", "graph_passes",
+           "passes_for", "range_passes"]
+
+log = logging.getLogger(__name__)
+
+ALL_PASSES = ("cross_layer_equalisation", "smoothquant", "bias_correction", "mse_ranges")
+DEFAULT_PASSES = ("cross_layer_equalisation", "smoothquant", "bias_correction", "mse_ranges")
+EFFORTS: dict[str, tuple[str, ...]] = {"fast": (), "default": DEFAULT_PASSES,
+                                       "max": DEFAULT_PASSES}
+
+
+def passes_for(effort: str, override: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The pass names to run, in pipeline order; unknown names are a ValueError."""
+    if override is not None:
+        names = [p.strip() for p in (override.split(",") if isinstance(override, str)
+                                     else override) if p.strip()]
+        bad = sorted(set(names) - set(ALL_PASSES))
+        if bad:
+            raise ValueError(f"unknown quantisation pass(es) {', '.join(bad)}; "
+                             f"known: {', '.join(ALL_PASSES)}")
+        return tuple(p for p in ALL_PASSES if p in names)
+    if effort not in EFFORTS:
+        raise ValueError(f"unknown effort '{effort}'; use one of {', '.join(EFFORTS)}")
+    return EFFORTS[effort]
+
+
+@dataclass
+class EngineState:
+    """What the engine did to one build, and what later steps need from it."""
+
+    effort: str
+    passes: tuple[str, ...]
+    model: Path
+    outcomes: list[PassOutcome] = field(default_factory=list)
+    float_nodes: dict[str, str] = field(default_factory=dict)
+    bias: BiasCorrection | None = None
+    # ranges to choose between on the task metric, cheapest first: {"minmax": cache, ...}
+    range_candidates: dict[str, Path] = field(default_factory=dict)
+    bias_enabled: bool = True
+
+    def choose(self, gate_drop: Callable[[Path | None], float]) -> Path | None:
+        """Ranges (and bias correction on or off) whose quantised model drops the metric least.
+
+        Per-tensor error is not the user's metric, and measured on the zoo neither MSE ranges
+        nor bias correction helps every model (both raised DBNet-small's mask IoU together,
+        bias correction alone cost the CTC recogniser characters). Both are cheap to toggle
+        after calibration (the bias of a layer is restored, ranges are a file), so each
+        combination is quantised and validated once and the simplest wins ties. ``gate_drop``
+        quantises with the given ranges (``None``: those it has) under the current
+        :attr:`bias_enabled`; returns the chosen ranges (``None`` when there was no choice).
+        """
+        options = [False, True] if self.bias is not None else [self.bias_enabled]
+        drops: dict[tuple[str, bool], float] = {}
+        for ranges in list(self.range_candidates) or ["minmax"]:
+            for bias in options:
+                self.bias_enabled = bias
+                drops[(ranges, bias)] = gate_drop(self.range_candidates.get(ranges))
+        order = list(drops)
+        best = min(order, key=lambda k: (drops[k], order.index(k)))
+        self.bias_enabled = best[1]
+        table = {f"{r}{' + bias correction' if b else ''}": float(f"{d:.6g}")
+                 for (r, b), d in drops.items()}
+        verdicts = {"mse_ranges": best[0] == "mse_ranges", "bias_correction": best[1]}
+        for i, o in enumerate(self.outcomes):
+            if o.name in verdicts and o.status == "applied":
+                kept = verdicts[o.name]
+                self.outcomes[i] = PassOutcome(
+                    o.name, o.status, f"{o.detail}; " + (
+                        "kept: it scored best on the task metric" if kept else
+                        "not used: the build scored better on the task metric without it"),
+                    {**o.data, "used": kept, "gate_drop_by_choice": table})
+        return self.range_candidates.get(best[0])
+
+    def source_for(self, exclude: set[str], workdir: Path) -> Path:
+        """The model to quantise when ``exclude`` stays float (their biases uncorrected)."""
+        if self.bias is None:
+            return self.model
+        if not self.bias_enabled:
+            exclude = exclude | {t.node for t in self.bias.targets}
+        return self.bias.restore(self.model, exclude, workdir / "prepared-bias-restored.onnx")
+
+    def report(self) -> dict[str, Any]:
+        return {"effort": self.effort, "passes": list(self.passes),
+                **{o.name: o.to_dict() for o in self.outcomes}}
+
+
+def graph_passes(prepared: Path, samples: Any, *, effort: str, reduce_range: bool,
+                 workdir: Path, override: str | Sequence[str] | None = None) -> EngineState:
+    """Run the effort's graph passes on ``prepared``; the result is saved beside it."""
+    import onnx
+
+    from converters.onnx_utils import save_model
+
+    names = passes_for(effort, override)
+    state = EngineState(effort, names, prepared)
+    graph = [n for n in names if n != "mse_ranges"]
+    if not graph:
+        return state
+    model = onnx.load(str(prepared))
+    from converters.quant._graph import privatise_params
+
+    changed = privatise_params(model) > 0
+    for name in graph:
+        pass_: Any = (CrossLayerEqualisation() if name == "cross_layer_equalisation"
+                      else SmoothQuant() if name == "smoothquant"
+                      else BiasCorrection(BiasCorrectionSettings(reduce_range=reduce_range)))
+        why = _applies(pass_, model)
+        if why is not None:
+            state.outcomes.append(PassOutcome(name, "skipped", why))
+            continue
+        before = model
+
+        def go(p: Any = pass_, m: Any = model) -> tuple[Any, PassOutcome]:
+            if p.name == "cross_layer_equalisation":
+                out: tuple[Any, PassOutcome] = p.run(m)
+                return out
+            res: tuple[Any, PassOutcome] = p.run(m, samples)
+            return res
+
+        model, outcome = run_guarded(name, go, before)
+        state.outcomes.append(outcome)
+        if outcome.status == "applied":
+            changed = True
+            if isinstance(pass_, SmoothQuant):
+                state.float_nodes.update(pass_.float_nodes)
+            if isinstance(pass_, BiasCorrection):
+                state.bias = pass_
+    if changed:
+        state.model = save_model(model, workdir / "prepared-passes.onnx")
+    return state
+
+
+def range_passes(state: EngineState, cache: Path, method: Any, samples: Any,
+                 workdir: Path, method_name: str = "minmax") -> Path:
+    """Ranges after the range passes, as an ORT calibration cache (``cache`` if none ran)."""
+    if "mse_ranges" not in state.passes:
+        return cache
+    if method_name != "minmax":
+        state.outcomes.append(PassOutcome("mse_ranges", "skipped",
+                                          f"--calibration-method {method_name} was asked for"))
+        return cache
+    import onnx
+
+    from converters.onnx_calibrate import calibrated_ranges
+
+    model = onnx.load(str(state.model), load_external_data=False)
+    pass_ = MseRanges()
+    ranges = calibrated_ranges(cache)
+
+    def go() -> tuple[Path, PassOutcome]:
+        new, outcome = pass_.run(model, ranges, samples)
+        return write_cache(new, method, workdir / "calibration-mse.json"), outcome
+
+    path, outcome = run_guarded(pass_.name, go, cache)
+    if outcome.status == "failed":
+        outcome = PassOutcome(outcome.name, "failed", outcome.detail + " (MinMax ranges used)")
+    else:
+        state.range_candidates = {"minmax": cache, "mse_ranges": path}
+    state.outcomes.append(outcome)
+    return path
+
+
+def _applies(pass_: Any, model: Any) -> str | None:
+    """The pass's own verdict; a check that raises counts as "cannot apply", with the reason."""
+    try:
+        why: str | None = pass_.applies(model)
+    except Exception as exc:  # the check is advisory: report it, never fail the build
+        return f"applicability check failed ({type(exc).__name__}: {exc})"
+    return why

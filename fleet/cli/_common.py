@@ -1,0 +1,39 @@
+"""What every ``edgeops fleet`` command that talks to a manager shares: ``--fleet``/``--token``,
+the API client, durations like ``30s`` or ``2h``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from edgeops.errors import UsageError
+
+__all__ = ["api_client", "fleet_options", "parse_duration"]
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise UsageError(f"duration {text!r} is not like 30s, 5m, 2h or 3d")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def fleet_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--token", envvar="EDGEOPS_TOKEN", show_envvar=True,
+                     help="API token (Bearer).")(f)
+    return click.option("--fleet", "fleet_url", envvar="EDGEOPS_FLEET", show_envvar=True,
+                        default="http://127.0.0.1:8080", show_default=True,
+                        help="Fleet manager URL.")(f)
+
+
+def api_client(fleet_url: str, token: str | None) -> Any:
+    from fleet.client import FleetClient
+
+    return FleetClient(fleet_url, token)
+
