@@ -42,7 +42,6 @@ def test_help_has_an_example() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.broker
 def test_bounded_sim_run_enrols_connects_and_reports_json(
         tmp_path: Path, keystore: KeyStore, mosquitto: Any) -> None:
     with live_fleet(keystore, tmp_path / "mgr", broker=mosquitto.url) as lf:
@@ -60,7 +59,6 @@ def test_bounded_sim_run_enrols_connects_and_reports_json(
 
 
 @pytest.mark.slow
-@pytest.mark.broker
 def test_more_devices_than_per_process_run_as_shard_processes(
         tmp_path: Path, keystore: KeyStore, mosquitto: Any) -> None:
     with live_fleet(keystore, tmp_path / "mgr", broker=mosquitto.url) as lf:
