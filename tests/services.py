@@ -7,7 +7,9 @@ When ``EDGEOPS_REQUIRE_SERVICES=1`` (CI), a missing service is a test failure, n
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import random
 import resource
 import socket
 import time
@@ -31,7 +33,29 @@ def need(what: str, available: bool, how: str) -> None:
     pytest.skip(msg)
 
 
+# Under pytest-xdist each worker takes ports from its own block, below the kernel's ephemeral
+# range (32768-60999 by default): a port handed out here and bound a moment later by a broker
+# or server cannot be taken meanwhile by another worker's, or by any client socket the kernel
+# numbers itself. Without xdist the kernel picks (port 0), as before.
+_PORT_BLOCK_BASE = 20000
+_PORT_BLOCK_SIZE = 1000
+_PORT_BLOCKS = 12                     # 20000-31999
+_port_offset = itertools.count(random.randrange(_PORT_BLOCK_SIZE))
+
+
 def free_port() -> int:
+    """A loopback port free right now (this worker's block under xdist, else the kernel's)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        base = _PORT_BLOCK_BASE + (int(worker[2:]) % _PORT_BLOCKS) * _PORT_BLOCK_SIZE
+        for _ in range(_PORT_BLOCK_SIZE):
+            port = base + next(_port_offset) % _PORT_BLOCK_SIZE
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

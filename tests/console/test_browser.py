@@ -21,8 +21,6 @@ import pytest
 from tests.console.conftest import ConsoleFleet
 from tests.services import need
 
-pytestmark = pytest.mark.browser
-
 CHROMIUM = os.environ.get("EDGEOPS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

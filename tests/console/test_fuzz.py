@@ -39,7 +39,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory, console_keys: KeyStore
     server.stop()
 
 
-
+@pytest.mark.slow           # a fuzzer: its cost is in the body, which no fixture shows
 def test_no_route_answers_5xx(fuzz_server: FleetServer) -> None:
     from hypothesis import given
 

@@ -195,11 +195,10 @@ def test_accuracy_gate_failure_writes_nothing(cli, keys_home: Path, tmp_path: Pa
     _assert_refused(res, out, 1, "target x86-cpu", "cosine", "most sensitive: mm1+mm2 (tensor m1")
 
 
-def test_source_model_that_outputs_nan_is_refused(cli, keys_home: Path, tmp_path: Path) -> None:
+def test_source_model_that_outputs_nan_is_refused(cli, keys_home: Path, tmp_path: Path,
+                                                  broken_example_model) -> None:
     """A model with corrupted weights (here: the demo's broken classifier) is not built at all."""
-    from edgeops.examples import make_vehicle_classifier
-
-    ex = make_vehicle_classifier(tmp_path / "broken", broken=True)
+    ex = broken_example_model
     out = tmp_path / "out"
     res = _build(cli, ex.model, out, "--target", "x86-cpu", "--precision", "fp32",
                  "--validation", ex.validation)

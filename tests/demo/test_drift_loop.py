@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker]
+pytestmark = [pytest.mark.slow, pytest.mark.broker]   # the script starts its broker out of sight
 
 SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "examples" / "drift_loop.py"
 

@@ -1,11 +1,12 @@
-"""`edgeops agent ...` as a user runs it: real processes, exit codes, one-line errors."""
+"""`edgeops agent ...` as a user runs it: exit codes, one-line errors. Commands run in this
+process through click's CliRunner (tests/clirun.py); ``agent run`` as a long-lived process that
+stops on SIGTERM, and the ``edgeops-agent`` entry point, run as real processes."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,20 +20,15 @@ from device_agent.config import CONFIG_SCHEMA
 from device_agent.local_api import LocalClient
 from edgeops.keys import KeyStore
 from edgeops.trust import root_path
+from tests.clirun import CliResult, run_edgeops
 from tests.device_agent.bundles import FEATURES, Fleet, build_bundle, traversal_bundle
+from tests.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def edgeops(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgeops.cli.main", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def edgeops(*args: str) -> CliResult:
+    return run_edgeops(*args)
 
 
 @pytest.fixture
@@ -159,6 +155,8 @@ def test_run_through_the_daemon_fails_in_one_line_without_a_root(tmp_path: Path,
     p = tmp_path / "agent.json"
     p.write_text(json.dumps({"schema": CONFIG_SCHEMA, "device_id": "cam-1", "target": "x86-cpu",
                              "trust": {"root": "missing-root.json", "manager_keys": []}}))
+    # real processes: the daemon's error reaches the user through its logging set-up on the
+    # process's stderr (the edgeops-agent entry point's smoke test)
     if entry == "edgeops-agent":
         cmd = [sys.executable, "-c", "import sys; from device_agent.cli import agent_main; "
                "sys.argv[0] = 'edgeops-agent'; agent_main()", "--config", str(p)]

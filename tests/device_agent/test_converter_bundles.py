@@ -6,9 +6,6 @@ tolerance and latency metric names, runtime and providers, I/O adapters for loca
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +17,12 @@ from device_agent.inference import InferenceService
 from device_agent.installer import Installer, InstallRequest
 from device_agent.slots import SlotStore
 from edgeops.protocol.messages import DevicePhase
+from tests.clirun import run_edgeops
 from tests.device_agent.bundles import PASSPHRASE, Fleet, bundle_parts
 from tests.device_agent.test_io_adapter import SHAPE, conv_model
 
-REPO = Path(__file__).resolve().parents[2]
+# one worker builds the bundle once for every target (make test: -n N --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("converter-bundles")
 TARGETS = {"x86-cpu": "fp32", "tflite-cpu": "fp32", "edgetpu": "int8"}
 
 
@@ -34,16 +33,14 @@ def built(tmp_path_factory: pytest.TempPathFactory, fleet: Fleet) -> tuple[Path,
     (work / "model.onnx").write_bytes(model)
     rng = np.random.default_rng(3)
     np.savez(work / "cal.npz", x=rng.standard_normal((32, *SHAPE[1:]), dtype=np.float32))
-    cmd = [sys.executable, "-m", "edgeops.cli.main", "build", str(work / "model.onnx"),
-           "--name", "conv", "--version", "1.0.0", "--calibration", str(work / "cal.npz"),
-           "--max-accuracy-drop", "0.5", "--out", str(work / "out"), "--sign-latency",
-           "--precision", ",".join(f"{t}={p}" for t, p in TARGETS.items())]
+    args = ["build", str(work / "model.onnx"),
+            "--name", "conv", "--version", "1.0.0", "--calibration", str(work / "cal.npz"),
+            "--max-accuracy-drop", "0.5", "--out", str(work / "out"), "--sign-latency",
+            "--precision", ",".join(f"{t}={p}" for t, p in TARGETS.items())]
     for t in TARGETS:
-        cmd += ["--target", t]
-    env = {**os.environ, "EDGEOPS_HOME": str(fleet.home),
-           "EDGEOPS_KEY_PASSPHRASE": PASSPHRASE.decode()}
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-                       check=False)
+        args += ["--target", t]
+    r = run_edgeops(*args, env={"EDGEOPS_HOME": str(fleet.home),
+                                "EDGEOPS_KEY_PASSPHRASE": PASSPHRASE.decode()})
     if r.returncode != 0:
         pytest.fail(f"edgeops build failed: {r.stderr[-2000:]}")
     return work / "out" / "conv-1.0.0.edgebundle", model

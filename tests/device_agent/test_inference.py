@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -117,7 +118,8 @@ def test_stats_periods_add_up_while_threads_record() -> None:
 def test_socket_api_json_and_npz(tmp_path: Path, models: tuple[LoadedModel, LoadedModel],
                                  transport: str) -> None:
     svc = InferenceService()
-    sock = Path(f"/tmp/edgeops-test-{tmp_path.name[-12:]}.sock")
+    # short (sun_path limit) and unique per process: xdist workers run beside each other
+    sock = Path(f"/tmp/edgeops-test-{os.getpid()}-{tmp_path.name[-12:]}.sock")
     kw = {"http": ("127.0.0.1", 0)} if transport == "http" else {"unix_socket": sock}
     with LocalApiServer(svc, limits=InferenceLimits(max_request_bytes=4096), **kw) as srv:
         client = LocalClient(http=srv.http_address) if transport == "http" \

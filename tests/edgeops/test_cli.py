@@ -1,28 +1,23 @@
-"""The CLI as a user runs it: a real subprocess, exit codes, one-line errors, --json."""
+"""The CLI as a user runs it: exit codes, one-line errors, --json (in this process through
+click's CliRunner; the subprocess smoke test of the entry point is tests/test_entry_points.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edgeops.keys import KeyStore
+from tests.clirun import CliResult, run_edgeops
 from tests.edgeops.bundles import make_bundle
 
 PASS = "cli test passphrase"
 
 
-def run(home: Path, *args: str, passphrase: str | None = PASS) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEOPS_")}
-    env["EDGEOPS_HOME"] = str(home)
-    if passphrase is not None:
-        env["EDGEOPS_KEY_PASSPHRASE"] = passphrase
-    return subprocess.run([sys.executable, "-m", "edgeops.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+def run(home: Path, *args: str, passphrase: str | None = PASS) -> CliResult:
+    return run_edgeops(*args, clear_env_prefix="EDGEOPS_",
+                       env={"EDGEOPS_HOME": str(home), "EDGEOPS_KEY_PASSPHRASE": passphrase})
 
 
 @pytest.fixture(scope="module")

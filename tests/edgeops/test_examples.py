@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgeops.examples import make_vehicle_classifier
+from edgeops.examples import ExampleModel, make_vehicle_classifier
 
 
 def test_vehicle_classifier_is_trained_and_deterministic(tmp_path: Path) -> None:
@@ -22,8 +22,8 @@ def test_vehicle_classifier_is_trained_and_deterministic(tmp_path: Path) -> None
     assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
 
 
-def test_broken_variant_produces_nan(tmp_path: Path) -> None:
-    m = make_vehicle_classifier(tmp_path, broken=True)
+def test_broken_variant_produces_nan(broken_example_model: ExampleModel) -> None:
+    m = broken_example_model
     data = np.load(m.validation)
     sess = ort.InferenceSession(str(m.model), providers=["CPUExecutionProvider"])
     assert np.isnan(sess.run(None, {"features": data["features"][:8]})[0]).any()

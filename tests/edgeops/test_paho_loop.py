@@ -21,8 +21,6 @@ from edgeops.netloop import NetLoop
 from edgeops.paho_loop import PahoMember
 from tests.mosquitto import MosquittoBroker, free_port
 
-pytestmark = pytest.mark.broker
-
 
 class Owner:
     """What MqttConnection is to the member, reduced to recording its hooks."""

@@ -5,12 +5,10 @@ from __future__ import annotations
 import queue
 
 import paho.mqtt.client as mqtt
-import pytest
 
 from tests.mosquitto import MosquittoBroker
 
 
-@pytest.mark.broker
 def test_private_broker_round_trip(mosquitto: MosquittoBroker) -> None:
     got: queue.Queue[bytes] = queue.Queue()
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sub")
@@ -33,7 +31,6 @@ def test_private_broker_round_trip(mosquitto: MosquittoBroker) -> None:
             c.disconnect()
 
 
-@pytest.mark.postgres
 def test_temporary_postgres_database(pg_url: str) -> None:
     import psycopg
 

@@ -27,7 +27,7 @@ from tests.mosquitto import MosquittoBroker, running_broker
 if TYPE_CHECKING:
     from device_agent.daemon import Agent
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from tests.mosquitto import MosquittoBroker, running_broker
 if TYPE_CHECKING:
     from device_agent.daemon import Agent
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -62,7 +62,6 @@ def test_enrol_publish_deploy_upgrade_and_roll_back_real_agents(
         wait_until("devices offline", lambda: c.devices(online="false")["total"] == 3, 30)
 
 
-@pytest.mark.postgres
 def test_two_managers_on_one_postgresql_and_one_broker_roll_out_together(
         keystore: KeyStore, bundles: dict[str, Path], tmp_path: Path,
         broker: MosquittoBroker) -> None:

@@ -30,7 +30,7 @@ from tests.services import free_port
 if TYPE_CHECKING:
     from device_agent.daemon import Agent
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker]
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = 8
@@ -157,7 +157,6 @@ def test_manager_restarted_mid_rollout_finishes_it(
     _rollout(keystore, bundles["1.0.0"], tmp_path, [m], interrupt, 60 + 2 * BAKE_S)
 
 
-@pytest.mark.postgres
 def test_two_managers_one_killed_for_good_the_other_finishes(
         keystore: KeyStore, bundles: dict[str, Path], tmp_path: Path,
         broker: MosquittoBroker) -> None:

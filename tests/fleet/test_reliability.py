@@ -34,7 +34,7 @@ from tests.mosquitto import MosquittoBroker, running_broker
 if TYPE_CHECKING:
     from device_agent.daemon import Agent
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker]
+pytestmark = pytest.mark.slow
 
 OUTAGE_S = 30.0
 ROOT = Path(__file__).resolve().parents[2]

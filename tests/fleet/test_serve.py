@@ -96,7 +96,6 @@ def test_a_port_in_use_is_one_error_line(keystore: KeyStore, tmp_path: Path) -> 
     assert "Traceback" not in err and err.count("\n") == 1
 
 
-@pytest.mark.broker
 def test_killed_mid_rollout_resumes_with_nobody_skipped_or_repeated(
         keystore: KeyStore, bundles: dict[str, Path], tmp_path: Path) -> None:
     import paho.mqtt.client as mqtt

@@ -8,7 +8,6 @@ passing report; the suite runs on the bundle, `edgeops fleet bless` uploads its 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,21 +16,23 @@ import pytest
 
 from edgeops.errors import BadContentError
 from fleet.client import FleetClient
+from tests.clirun import CliResult, run_edgeops
 from tests.fleet.live import live_fleet
 from tests.hardware_tests.bundles import PASSPHRASE, build_bundle, make_keystore
 from tests.hardware_tests.conftest import FAST, SUITE_DIR
 
 
-def _edgeops(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgeops.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+def _edgeops(env: dict[str, str], *args: str) -> CliResult:
+    """``edgeops ARGS`` in this process (tests/clirun.py); the suite itself runs as a device
+    runs it, in a subprocess."""
+    return run_edgeops(*args, env=env)
 
 
 def test_suite_report_blesses_and_unlocks_deploy(tmp_path: Path) -> None:
     store = make_keystore(tmp_path / "home", full=True)
     bundle = build_bundle(tmp_path / "b", store, name="vc", version="3.0.0")
     with live_fleet(store, tmp_path / "fleet", require_blessing=True) as live:
-        env = {**os.environ, "EDGEOPS_FLEET": live.url, "EDGEOPS_TOKEN": live.admin,
+        env = {"EDGEOPS_FLEET": live.url, "EDGEOPS_TOKEN": live.admin,
                "EDGEOPS_HOME": str(store.home), "EDGEOPS_KEY_PASSPHRASE": PASSPHRASE.decode()}
         published = _edgeops(env, "publish", str(bundle), "--json")
         assert published.returncode == 0, published.stderr

@@ -201,23 +201,20 @@ def test_python_m_entry_point(good_bundle: Path, run_suite: Runner) -> None:
 
 @pytest.fixture(scope="module")
 def built_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle made by the real pipeline (`edgeops build`) for both CPU profiles of CI."""
-    import os
-    import subprocess
-    import sys
-
+    """A bundle made by the real pipeline (`edgeops build`) for both CPU profiles of CI (the
+    CLI in this process: tests/clirun.py)."""
+    from tests.clirun import run_edgeops
     from tests.hardware_tests.bundles import mlp_model
 
     tmp = tmp_path_factory.mktemp("built")
-    env = {**os.environ, "EDGEOPS_HOME": str(tmp / "home"), "EDGEOPS_KEY_PASSPHRASE": "pw"}
-    edgeops = [sys.executable, "-m", "edgeops.cli.main"]
-    subprocess.run([*edgeops, "keys", "init"], env=env, check=True, capture_output=True)
+    env = {"EDGEOPS_HOME": str(tmp / "home"), "EDGEOPS_KEY_PASSPHRASE": "pw"}
+    r = run_edgeops("keys", "init", env=env)
+    assert r.returncode == 0, r.stderr
     model = mlp_model(tmp / "model.onnx")
-    proc = subprocess.run([*edgeops, "build", str(model), "--name", "mlp-built", "--version",
-                           "2.0.0", "--target", "x86-cpu", "--target", "tflite-cpu",
-                           "--sign-latency", "--out", str(tmp / "out"), "--json"],
-                          env=env, capture_output=True, text=True, check=False, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    r = run_edgeops("build", model, "--name", "mlp-built", "--version", "2.0.0",
+                    "--target", "x86-cpu", "--target", "tflite-cpu", "--sign-latency",
+                    "--out", tmp / "out", "--json", env=env)
+    assert r.returncode == 0, r.stderr
     return tmp / "out" / "mlp-built-2.0.0.edgebundle"
 
 

@@ -21,7 +21,7 @@ from tests.converters import zoo
 from tests.converters.conftest import listing
 from tests.registry.conftest import log_onnx
 
-pytestmark = [pytest.mark.mlflow, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 _BUILD = ("--version", "1.0.0", "--target", "x86-cpu", "--precision", "fp32")
 

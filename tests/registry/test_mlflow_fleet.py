@@ -24,7 +24,7 @@ from tests.fleet.fakes import FakeDeviceChannel
 from tests.fleet.helpers import enrol
 from tests.registry.conftest import log_onnx
 
-pytestmark = [pytest.mark.mlflow, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def _report(store: Store, dev: str, dep: str, phase: DevicePhase) -> StateReport:

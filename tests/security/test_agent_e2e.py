@@ -42,7 +42,7 @@ from tests.security._services import Identity, MqttProbe, SecureBroker, serve_ap
 from tests.security.bundles import build_bundle
 from tests.tuf_repo import TufRepo
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DEVICE = "cam-e2e"
 X = np.random.default_rng(3).standard_normal((1, 4)).astype(np.float32)

@@ -19,8 +19,6 @@ from edgeops.protocol import topics
 from fleet.pki import MANAGER_IDENTITY, FleetCA
 from tests.security._services import Identity, MqttProbe, SecureBroker, tls_alert
 
-pytestmark = pytest.mark.broker
-
 _ids = itertools.count()
 
 

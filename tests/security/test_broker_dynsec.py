@@ -23,8 +23,6 @@ from edgeops.protocol import topics
 from fleet.pki import FleetCA
 from tests.security._services import Identity, MqttProbe, SecureBroker, serve_app, tls_alert
 
-pytestmark = pytest.mark.broker
-
 N_MESSAGES = 40
 _DELIVERED = ("Success", "No matching subscribers")   # MQTT 5 PUBACK 0x00 / 0x10: accepted
 _ids = itertools.count()

@@ -107,7 +107,6 @@ def test_malformed_command_is_one_message_error(manager_key: CryptoSigner) -> No
         SignedCommand.from_bytes(b" " * (64 * 1024 + 1))
 
 
-@pytest.mark.broker
 def test_full_broker_access_cannot_push_a_command(
         manager_key: CryptoSigner, secure_broker: SecureBroker, ident, attack,
         tmp_path: Path) -> None:

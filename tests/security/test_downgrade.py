@@ -19,7 +19,7 @@ from tests.security import test_agent_e2e as e2e
 from tests.security.bundles import build_bundle
 from tests.security.test_agent_e2e import ChunkResponder, Rig, _publish_metadata
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 # the enrolled device running the real daemon, its own instance in this module (fixture "rig")
 rig = e2e.rig

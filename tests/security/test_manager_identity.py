@@ -19,7 +19,6 @@ from securesystemslib.signer import CryptoSigner
 from edgeops.protocol import Command, SignedCommand, StateReport, topics
 from tests.security._services import Identity, MqttProbe, SecureBroker
 
-pytestmark = pytest.mark.broker
 _ids = itertools.count()
 
 

@@ -19,14 +19,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from edgeops.protocol import topics
 from tests.edgeops.bundles import make_keystore
 from tests.security._services import Identity, MqttProbe, SecureBroker
 from tests.services import free_port
 
-pytestmark = pytest.mark.broker
 _ids = itertools.count()
 
 

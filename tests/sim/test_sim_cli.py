@@ -61,7 +61,6 @@ def test_bad_drift_is_a_usage_error(capsys: pytest.CaptureFixture[str], drift: s
 
 
 @pytest.mark.slow
-@pytest.mark.broker
 def test_bounded_sim_run_enrols_connects_and_reports_json(
         tmp_path: Path, keystore: KeyStore, mosquitto: Any) -> None:
     with live_fleet(keystore, tmp_path / "mgr", broker=mosquitto.url) as lf:
@@ -81,7 +80,6 @@ def test_bounded_sim_run_enrols_connects_and_reports_json(
 
 
 @pytest.mark.slow
-@pytest.mark.broker
 def test_more_devices_than_per_process_run_as_shard_processes(
         tmp_path: Path, keystore: KeyStore, mosquitto: Any) -> None:
     with live_fleet(keystore, tmp_path / "mgr", broker=mosquitto.url) as lf:

@@ -17,7 +17,7 @@ from edgeops_sim.streams import DeviceSpec
 from fleet.client import FleetClient
 from tests.fleet.live import live_fleet, publish_bundle, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker]
+pytestmark = pytest.mark.slow
 
 
 def _cameras(n: int) -> list[DeviceSpec]:

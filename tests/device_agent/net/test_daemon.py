@@ -34,7 +34,7 @@ from tests.device_agent.net.fake_manager import FakeManager
 from tests.device_agent.net.observer import Observer
 from tests.mosquitto import MosquittoBroker, start_or_skip
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DEV = "cam-17"
 X = np.ones((1, 4), dtype=np.float32)

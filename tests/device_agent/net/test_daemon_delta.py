@@ -24,7 +24,7 @@ from tests.device_agent.net.fake_manager import FakeManager
 from tests.mosquitto import MosquittoBroker
 from tests.tuf_repo import TufRepo
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DEV = "cam-20"
 

@@ -175,7 +175,6 @@ def test_delta_altered_in_transit_is_refused_by_tuf_then_full(
     assert "delta failed" in str(fb.delivery.reason)
 
 
-@pytest.mark.broker
 def test_delta_over_mqtt_chunks(tmp_path: Path, broker: MosquittoBroker, keys: KeyStore,
                                 versions: tuple[bytes, bytes, Path],
                                 base: ActiveArtifact) -> None:

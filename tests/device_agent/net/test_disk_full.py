@@ -27,7 +27,7 @@ from tests.device_agent.net.fake_manager import FakeManager
 from tests.device_agent.smalldisk import fill, small_disk
 from tests.mosquitto import MosquittoBroker
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DEV = "cam-disk"
 X = np.ones((1, 4), dtype=np.float32)

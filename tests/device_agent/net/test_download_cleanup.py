@@ -101,7 +101,6 @@ def test_assembler_ignores_frames_after_discard(tmp_path: Path) -> None:
     assert not (tmp_path / "dl" / "x").exists()
 
 
-@pytest.mark.broker
 def test_endless_data_download_leaves_nothing_on_disk(env: Env, bundle: Path) -> None:
     sha = _artifact_sha(bundle)
     env.repo.by_sha[sha] = env.repo.by_sha[sha] + b"\0" * 20_000   # ~300 frames too many
@@ -111,7 +110,6 @@ def test_endless_data_download_leaves_nothing_on_disk(env: Env, bundle: Path) ->
     assert env.leftovers() == []
 
 
-@pytest.mark.broker
 def test_tampered_chunks_download_leaves_nothing_on_disk(env: Env) -> None:
     env.mgr.corrupt = lambda _i, frame: frame[:-1] + bytes([frame[-1] ^ 1])
     with pytest.raises(VerificationError, match="SHA-256"):
@@ -120,7 +118,6 @@ def test_tampered_chunks_download_leaves_nothing_on_disk(env: Env) -> None:
     assert env.leftovers() == []
 
 
-@pytest.mark.broker
 def test_wrong_bytes_download_leaves_nothing_on_disk(env: Env, bundle: Path) -> None:
     sha = _artifact_sha(bundle)
     good = env.repo.by_sha[sha]

@@ -19,8 +19,6 @@ from tests.device_agent.net.observer import Observer
 from tests.device_agent.net.tlsfiles import make_tls
 from tests.mosquitto import MosquittoBroker, start_or_skip
 
-pytestmark = pytest.mark.broker
-
 DEV = "cam-17"
 STATUS = topics.device_topic(DEV, "status")
 

@@ -16,15 +16,12 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
-import pytest
 
 from device_agent.mqtt import Backoff, BrokerSettings, MqttConnection, TlsFiles
 from edgeops.protocol import StatusMessage
 from tests.device_agent.net.observer import Observer
 from tests.device_agent.net.tlsfiles import make_tls
 from tests.mosquitto import MosquittoBroker, start_or_skip
-
-pytestmark = pytest.mark.broker
 
 DEV = "cam-stress"
 TOPIC = "test/stress/echo"   # the stress test owns this topic; nothing in the protocol uses it

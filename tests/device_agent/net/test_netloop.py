@@ -25,8 +25,6 @@ from tests.device_agent.net.observer import Observer
 from tests.mosquitto import MosquittoBroker, free_port
 from tests.services import many_open_fds
 
-pytestmark = pytest.mark.broker
-
 FILLER_FDS = 1100
 
 

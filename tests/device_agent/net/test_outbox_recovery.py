@@ -20,7 +20,7 @@ from tests.device_agent.net.agents import FAST, FleetRepo, agent_config, new_age
 from tests.device_agent.net.fake_manager import FakeManager
 from tests.mosquitto import MosquittoBroker
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DEV = "cam-outbox"
 

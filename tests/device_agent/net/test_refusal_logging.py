@@ -21,7 +21,7 @@ from tests.device_agent.net.agents import FAST, FleetRepo, agent_config
 from tests.device_agent.net.fake_manager import FakeManager
 from tests.mosquitto import MosquittoBroker, free_port
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DEV = "cam-log"
 MQTT_PASSWORD = "mqtt-pw-5e3c7e7"

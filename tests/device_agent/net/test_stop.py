@@ -26,7 +26,7 @@ from tests.device_agent.net.agents import FleetRepo, agent_config, new_agent
 from tests.device_agent.net.fake_manager import FakeManager
 from tests.mosquitto import MosquittoBroker
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DEV = "cam-17"
 TERMINAL = {"healthy", "failed", "rolled-back"}

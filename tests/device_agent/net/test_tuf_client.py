@@ -286,7 +286,6 @@ def mqtt_env(tmp_path: Path, broker: MosquittoBroker, repo: TufRepo, keys: KeySt
     mgr.close()
 
 
-@pytest.mark.broker
 def test_mqtt_fetch_resumes_missing_ranges(mqtt_env: tuple[FakeManager, MqttTufTransport,
                                                            TufClient], bundle: Path) -> None:
     mgr, transport, client = mqtt_env
@@ -302,7 +301,6 @@ def test_mqtt_fetch_resumes_missing_ranges(mqtt_env: tuple[FakeManager, MqttTufT
     assert arm.file.sha256 not in {p.name for p in transport.download_dir.glob("*")}
 
 
-@pytest.mark.broker
 def test_mqtt_corrupted_chunks_are_rejected(mqtt_env: tuple[FakeManager, MqttTufTransport,
                                                             TufClient]) -> None:
     mgr, _, client = mqtt_env
@@ -311,7 +309,6 @@ def test_mqtt_corrupted_chunks_are_rejected(mqtt_env: tuple[FakeManager, MqttTuf
         fetch_bundle(client, "tiny", "1.0.0", "x86-cpu")
 
 
-@pytest.mark.broker
 def test_mqtt_oversized_chunks_are_rejected(mqtt_env: tuple[FakeManager, MqttTufTransport,
                                                             TufClient]) -> None:
     mgr, _, client = mqtt_env
@@ -320,7 +317,6 @@ def test_mqtt_oversized_chunks_are_rejected(mqtt_env: tuple[FakeManager, MqttTuf
         fetch_bundle(client, "tiny", "1.0.0", "x86-cpu")
 
 
-@pytest.mark.broker
 def test_mqtt_endless_and_wrong_artifact_bytes_are_rejected(
         mqtt_env: tuple[FakeManager, MqttTufTransport, TufClient], repo: TufRepo,
         bundle: Path) -> None:
@@ -336,7 +332,6 @@ def test_mqtt_endless_and_wrong_artifact_bytes_are_rejected(
         fetch_bundle(client, "tiny", "1.0.0", "x86-cpu")
 
 
-@pytest.mark.broker
 def test_mqtt_silent_manager_is_a_transport_error(
         mqtt_env: tuple[FakeManager, MqttTufTransport, TufClient]) -> None:
     mgr, _, client = mqtt_env
@@ -346,7 +341,6 @@ def test_mqtt_silent_manager_is_a_transport_error(
     assert len(mgr.fetches) == 3
 
 
-@pytest.mark.broker
 def test_mqtt_metadata_published_after_the_command_is_waited_for(
         mqtt_env: tuple[FakeManager, MqttTufTransport, TufClient], repo: TufRepo,
         keys: KeyStore, tmp_path: Path) -> None:
@@ -389,7 +383,6 @@ def test_signed_manifest_with_traversal_path_is_rejected(tmp_path: Path, keys: K
         fetch_bundle(_client(tmp_path, keys, http), "tiny", "7.0.0", "x86-cpu")
 
 
-@pytest.mark.broker
 def test_mqtt_fetch_asks_for_missing_ranges_after_a_reconnect(
         tmp_path: Path, broker: MosquittoBroker, repo: TufRepo, keys: KeyStore,
         bundle: Path) -> None:

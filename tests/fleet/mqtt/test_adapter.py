@@ -65,7 +65,6 @@ class FailingTelemetryStore:
         return getattr(self.inner, name)
 
 
-@pytest.mark.broker
 def test_unpersisted_telemetry_is_redelivered_to_the_next_worker(
         store: Store, broker: MosquittoBroker) -> None:
     """Acks follow persistence: a worker that cannot write acknowledges nothing, and the
@@ -123,7 +122,6 @@ def _session_present(broker: Any, client_id: str) -> bool | None:
         c.loop_stop()
 
 
-@pytest.mark.broker
 def test_clean_stop_leaves_the_share_group_and_ends_the_session(
         store: Store, broker: MosquittoBroker) -> None:
     """After stop() no session of the worker is left: the broker hands it nothing, and a
@@ -143,7 +141,6 @@ def test_clean_stop_leaves_the_share_group_and_ends_the_session(
     assert _session_present(broker, "mgr-keep") is True
 
 
-@pytest.mark.broker
 def test_receive_path_delivers_what_was_sent_and_ack_all_acknowledges(
         broker: MosquittoBroker) -> None:
     """Properties of any length, empty and large payloads, QoS 0 and 1, many packets per read

@@ -27,7 +27,6 @@ def test_a_missing_binary_skips_through_start_or_skip(monkeypatch: pytest.Monkey
         broker_mod.start_or_skip(MosquittoBroker())
 
 
-@pytest.mark.broker
 def test_a_broker_that_does_not_start_is_an_error_not_a_skip() -> None:
     if broker_mod.find_mosquitto() is None:
         pytest.skip("mosquitto not installed")

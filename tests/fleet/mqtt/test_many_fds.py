@@ -26,8 +26,6 @@ from tests.fleet.mqtt.conftest import Acks, receive
 from tests.fleet.mqtt.test_tls import pki, tls_broker  # noqa: F401  (fixtures)
 from tests.services import many_open_fds
 
-pytestmark = pytest.mark.broker
-
 FILLER_FDS = 1100
 
 

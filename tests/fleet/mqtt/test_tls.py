@@ -25,8 +25,6 @@ from fleet.worker import ManagerWorker, WorkerConfig
 from tests.fleet.mqtt.conftest import enroll
 from tests.mosquitto import MosquittoBroker, start_or_skip
 
-pytestmark = pytest.mark.broker
-
 
 def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer_key: ec.EllipticCurvePrivateKey,
           issuer: str, ca: bool) -> x509.Certificate:

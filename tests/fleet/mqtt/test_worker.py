@@ -31,8 +31,6 @@ from tests.fleet.mqtt.devices import SimDevice
 from tests.fleet.services import pg_available, require_or_skip, temporary_database
 from tests.mosquitto import MosquittoBroker
 
-pytestmark = pytest.mark.broker
-
 
 def wait_for(pred: Callable[[], bool], timeout_s: float = 15.0, what: str = "condition"
              ) -> None:
@@ -262,7 +260,6 @@ def test_broker_errors_are_one_line_errors(store: Store) -> None:
         w.start()
 
 
-@pytest.mark.postgres
 @pytest.mark.slow
 def test_two_workers_split_the_load_over_one_postgresql(broker: MosquittoBroker,
                                                         tmp_path: Path) -> None:
