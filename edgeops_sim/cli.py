@@ -39,6 +39,12 @@ __all__ = ["sim"]
               help="Faults to inject: drop,slow,powercut,skew (each hits --fault-share).")
 @click.option("--fault-share", type=float, default=0.1, show_default=True,
               help="Fraction of devices affected by each fault.")
+@click.option("--drift", "drift_text", default="", metavar="LIST",
+              help="Drift to inject into every device's roadside observations: "
+                   "KIND:MAGNITUDE[@START] items, comma-separated; KIND calibration (noise "
+                   "sensor reads +15 dB x M), spread (inputs (1+M) times as wide) or classmix "
+                   "(a share M of bicycles: the predictions move); START in s, m or h after "
+                   "the start (default 0), e.g. calibration:0.3@10m.")
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False),
               default=Path("edgeops-sim"), show_default=True,
               help="Enrolment folders and agent state (reused on the next run).")
@@ -55,9 +61,9 @@ __all__ = ["sim"]
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="No progress; JSON summary on stdout.")
 def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, profile: str,
-        faults: str, fault_share: float, workdir: Path, prefix: str, hours_per_s: float,
-        sensor_interval: float, duration: float | None, per_process: int, seed: int,
-        as_json: bool) -> None:
+        faults: str, fault_share: float, drift_text: str, workdir: Path, prefix: str,
+        hours_per_s: float, sensor_interval: float, duration: float | None, per_process: int,
+        seed: int, as_json: bool) -> None:
     """Simulate a fleet of devices that run the real agent, many per process.
 
     Devices are enrolled with the manager, connect to the broker and behave like a city:
@@ -69,7 +75,10 @@ def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, prof
     Example:
       edgeops sim --devices 200 --fleet http://127.0.0.1:8080 --token $TOKEN \\
           --broker mqtt://127.0.0.1:1883 --faults drop,slow,powercut,skew --duration 600
+      edgeops sim --devices 50 --fleet http://127.0.0.1:8080 --token $TOKEN \\
+          --broker mqtt://127.0.0.1:1883 --drift calibration:0.3@10m,spread:0.5@1h
     """
+    from edgeops_sim.drift import parse_drift
     from edgeops_sim.faults import FaultPlan, parse_faults
     from edgeops_sim.fleet import SimFleet, SimOptions
     from edgeops_sim.streams import smart_city
@@ -80,11 +89,12 @@ def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, prof
     if sensor_interval <= 0:
         raise UsageError("--sensor-interval must be positive")
     plan = FaultPlan(parse_faults(faults), share=fault_share)
+    drift = parse_drift(drift_text)
     specs = smart_city(n, seed, prefix)
     mqtt_v = 5 if mqtt_version == "5" else 4
     sim_fleet = SimFleet(specs, workdir, broker, SimOptions(
         mqtt_version=mqtt_v, hours_per_s=hours_per_s, faults=plan,
-        sensor_interval_s=sensor_interval, seed=seed))
+        sensor_interval_s=sensor_interval, drift=drift, seed=seed))
     fleet: Any = sim_fleet
     if n > per_process:
         from edgeops_sim.shards import ShardedFleet
@@ -93,7 +103,8 @@ def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, prof
                              prefix=prefix, per_process=per_process, options={
                                  "mqtt_version": mqtt_v, "hours_per_s": hours_per_s,
                                  "sensor_interval_s": sensor_interval, "seed": seed,
-                                 "faults": sorted(plan.faults), "fault_share": fault_share})
+                                 "faults": sorted(plan.faults), "fault_share": fault_share,
+                                 "drift": ",".join(str(d) for d in drift)})
 
     def say(text: str) -> None:
         if not as_json:
@@ -121,6 +132,7 @@ def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, prof
     summary = fleet.snapshot()
     fleet.stop()
     summary.update({"faults": sorted(plan.faults), "fault_share": fault_share,
+                    "drift": [str(d) for d in drift],
                     "elapsed_s": round(time.monotonic() - t0, 1)})
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))

@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from edgeops_sim.drift import DriftSpec, active_drift, drifted_observations
 from edgeops_sim.faults import FaultPlan, SlowLink
 from edgeops_sim.streams import (
     DeviceSpec,
     air_quality,
     bin_level,
     drift_level,
-    observations,
     traffic_rate,
     vehicle_driving,
     vehicle_online,
@@ -65,6 +65,7 @@ class SimOptions:
     drive_for_s: float | None = None      # demo: vehicles drive this long, then park
     vehicles_roam: bool = True            # vehicles drop off the network and come back
     faults: FaultPlan = field(default_factory=FaultPlan)
+    drift: tuple[DriftSpec, ...] = ()     # injected drift (edgeops_sim/drift.py, --drift)
     seed: int = 0
 
 
@@ -270,7 +271,8 @@ class SimFleet:
         drift = drift_level(hour, spec.seed) if spec.kind == "air-quality" else 0.0
         rate = traffic_rate(hour % 24.0) / 60.0 * opt.tick_s * 5     # scaled for a short demo
         n = min(opt.max_predict_per_tick, int(self._np.poisson(rate)))
-        self._predict(dev, observations(self._np, n, hour % 24.0, drift))
+        active = active_drift(opt.drift, time.monotonic() - self._t0, drift)
+        self._predict(dev, drifted_observations(self._np, n, hour % 24.0, active))
         due = dev.next_sensor <= time.monotonic()
         if spec.kind in ("air-quality", "bin-level") and due:
             # staggered by device so 1,000 sensors do not write their queues in one burst

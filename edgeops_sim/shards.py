@@ -102,6 +102,7 @@ class ShardedFleet:
 
 
 def _shard_main(spec_json: str) -> int:
+    from edgeops_sim.drift import parse_drift
     from edgeops_sim.faults import FaultPlan
     from edgeops_sim.fleet import SimFleet, SimOptions
     from edgeops_sim.streams import smart_city
@@ -109,10 +110,11 @@ def _shard_main(spec_json: str) -> int:
     spec = json.loads(spec_json)
     opts = dict(spec["options"])
     faults = FaultPlan(frozenset(opts.pop("faults", [])), share=opts.pop("fault_share", 0.1))
+    drift = parse_drift(opts.pop("drift", ""))
     ids = set(spec["ids"])
     specs = [s for s in smart_city(spec["n"], spec["seed"], spec["prefix"]) if s.id in ids]
     fleet = SimFleet(specs, Path(spec["workdir"]), spec["broker"],
-                     SimOptions(**opts, faults=faults))
+                     SimOptions(**opts, faults=faults, drift=drift))
     fleet.attach()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

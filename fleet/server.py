@@ -32,6 +32,7 @@ from fleet.api import Services, create_app
 from fleet.api.auth import create_token
 from fleet.drift.alert_service import AlertIntervals, AlertService
 from fleet.drift.alerts import DriftAlerts, alert_store
+from fleet.drift.drift_capture import CaptureOpener
 from fleet.drift.webhook_sender import WebhookSender
 from fleet.enroll import EnrolSettings
 from fleet.ports import CommandSigner, DeviceChannel
@@ -183,7 +184,8 @@ class FleetServer:
                                             tls=self._broker_tls())
             self.app.state.broker_admin = self.broker_admin
         self.host, self.port = host, port
-        self.alerts = _alert_service(self.store, opts)
+        self.alerts = _alert_service(self.store, opts, CaptureOpener(
+            self.store, lambda: (self.engine.signer, self.engine.channel)))
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
 
@@ -301,11 +303,13 @@ class FleetServer:
             sock.close()
 
 
-def _alert_service(store: Store, opts: ServeOptions) -> AlertService:
+def _alert_service(store: Store, opts: ServeOptions,
+                   opener: CaptureOpener | None = None) -> AlertService:
     """Drift monitors' evaluation and webhook delivery threads (fleet/drift/alert_service.py);
-    events name this manager's public URL as their CloudEvents source."""
+    events name this manager's public URL as their CloudEvents source; ``opener`` opens the
+    capture of a monitor with capture_on_drift (fleet/drift/drift_capture.py)."""
     base = (opts.public_url or f"http://{opts.listen}").rstrip("/")
-    return AlertService(DriftAlerts(store, source=f"{base}/api/v1/drift"),
+    return AlertService(DriftAlerts(store, source=f"{base}/api/v1/drift", open_capture=opener),
                         WebhookSender(alert_store(store)),
                         AlertIntervals(evaluate_s=opts.drift_evaluate_s))
 

@@ -5,8 +5,10 @@ Run: ``python docs/examples/drift_loop.py [--workdir edgeops-drift-loop] [--devi
 Everything real: the example sensor model (``edgeops.examples``), ``edgeops build``, a broker
 (mosquitto if installed, else amqtt), the fleet manager on SQLite with its HTTP API and MQTT
 worker, real device agents. The roadside readings come from the fleet simulator's world
-(``edgeops_sim.streams.observations``, what ``edgeops sim`` feeds its devices) with its sensor
-calibration drift injected (``noise_db`` reads +15 dB x d, here d = 1) on every device.
+(``edgeops_sim.drift.drifted_observations``, what ``edgeops sim`` feeds its devices) with the
+drift ``edgeops sim --drift calibration:1`` injects (``noise_db`` reads +15 dB x d, here d = 1)
+on every device. The example drives the readings itself, through that same function, because
+closing a sketch window takes 10,000 requests per device, a rate ``edgeops sim`` does not reach.
 
 Time is compressed: a sketch window closes after the bundle's ``window_inferences`` (10,000)
 requests instead of 15 minutes, so each device is sent that many requests per window; the
@@ -62,9 +64,10 @@ def wait(what: str, check: Callable[[], Any], timeout_s: float = 120.0) -> Any:
 def readings(rng: np.random.Generator, n: int, drift: float) -> np.ndarray:
     """The simulator's roadside observations, hours spread over the day (the reference's
     time-of-day features cover the whole day; one pinned hour would read as drift)."""
-    from edgeops_sim.streams import observations
+    from edgeops_sim.drift import DriftSpec, active_drift, drifted_observations
 
-    x = observations(rng, n, 12.0, drift)
+    # the injection `edgeops sim --drift calibration:D` applies (edgeops_sim/drift.py)
+    x = drifted_observations(rng, n, 12.0, active_drift((DriftSpec("calibration", drift),), 0.0))
     hours = rng.uniform(0, 24, n)
     x[:, 7], x[:, 8] = np.sin(hours / 24 * 2 * np.pi), np.cos(hours / 24 * 2 * np.pi)
     return x

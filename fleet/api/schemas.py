@@ -150,6 +150,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                        "alpha": _NUM, "correction": {"enum": ["bh", "bonferroni"]},
                        "test": {"enum": ["chi2", "g"]}, "persistence": _INT,
                        "min_samples": _INT, "retrain": _BOOL,
+                       "capture_on_drift": {
+                           "type": ["object", "null"], "additionalProperties": False,
+                           "description": "open a bounded capture on the cohort when an "
+                                          "alarm starts (off: null); missing keys take "
+                                          "their defaults",
+                           "properties": {"sample_rate": _NUM, "max_bytes_per_device": _INT,
+                                          "max_bytes_per_day": _INT, "hours": _NUM}},
                        "webhooks": {"type": "array", "maxItems": 5, "items": {
                            "type": "object", "required": ["url"],
                            "properties": {"url": _STR, "secret": {
@@ -159,6 +166,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "DriftMonitor": {"type": "object", "required": ["name", "cohort", "policy", "webhooks"],
                      "properties": {"name": _STR, "cohort": _STR, "policy": _OBJ,
                                     "retrain": _BOOL, "created_at": _NUM,
+                                    "capture_on_drift": {"type": ["object", "null"]},
                                     "created_by": _NULLABLE_STR,
                                     "webhooks": {"type": "array", "items": _OBJ},
                                     "alarms": {"type": "array", "items": _OBJ}}},

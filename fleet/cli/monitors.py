@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from edgeops.cli.common import emit, json_option
 from edgeops.errors import UsageError
+from fleet.capture.cli import parse_bytes
 from fleet.cli._common import api_client as _client
 from fleet.cli._common import fleet_options as _fleet_options
 
@@ -48,6 +50,17 @@ def monitor() -> None:
                    "the manager generates one per webhook and shows it once.")
 @click.option("--retrain", is_flag=True,
               help="Also send io.edgeops.model.retrain when an alarm starts.")
+@click.option("--capture-on-drift", is_flag=True,
+              help="When an alarm starts, open a bounded data capture on the cohort (signed "
+                   "capture commands; once per alarm; its id goes in the retrain event).")
+@click.option("--capture-sample-rate", type=float, default=None,
+              help="Share of requests captured, in (0, 1] (default 0.05).")
+@click.option("--capture-max-bytes-per-device", default=None,
+              help="Bytes per device over the capture, e.g. 64M (default 64M).")
+@click.option("--capture-max-bytes-per-day", default=None,
+              help="Bytes per device per UTC day, e.g. 16M (default 16M).")
+@click.option("--capture-hours", type=float, default=None,
+              help="How long the capture stays open, in hours (default 24, at most 720).")
 @click.option("--alpha", type=float, default=0.01, show_default=True)
 @click.option("--correction", type=click.Choice(["bh", "bonferroni"]), default="bh",
               show_default=True)
@@ -59,7 +72,9 @@ def monitor() -> None:
 @_fleet_options
 @json_option
 def add(name: str, cohort: str, webhooks: tuple[str, ...], secret_file: Path | None,
-        retrain: bool, alpha: float, correction: str, test_name: str, persistence: int,
+        retrain: bool, capture_on_drift: bool, capture_sample_rate: float | None,
+        capture_max_bytes_per_device: str | None, capture_max_bytes_per_day: str | None,
+        capture_hours: float | None, alpha: float, correction: str, test_name: str, persistence: int,
         min_samples: int, fleet_url: str, token: str | None, as_json: bool) -> None:
     """Create a monitor (secrets never go on the command line: use --secret-file).
 
@@ -67,7 +82,13 @@ def add(name: str, cohort: str, webhooks: tuple[str, ...], secret_file: Path | N
     Example:
       edgeops fleet monitor add lyon-cams --cohort city=lyon,class=camera \\
           --webhook https://hooks.example.com/edgeops --secret-file hook.secret --retrain
+      edgeops fleet monitor add lyon-cams --cohort city=lyon --retrain --capture-on-drift \\
+          --capture-sample-rate 0.05 --capture-max-bytes-per-device 64M \\
+          --capture-max-bytes-per-day 16M --capture-hours 24
     """
+    capture = _capture_body(capture_on_drift, capture_sample_rate,
+                            capture_max_bytes_per_device, capture_max_bytes_per_day,
+                            capture_hours)
     secret = None
     if secret_file is not None:
         try:
@@ -78,12 +99,15 @@ def add(name: str, cohort: str, webhooks: tuple[str, ...], secret_file: Path | N
     body = {"name": name, "cohort": cohort, "webhooks": hooks, "retrain": retrain,
             "alpha": alpha, "correction": correction, "test": test_name,
             "persistence": persistence, "min_samples": min_samples}
+    if capture is not None:
+        body["capture_on_drift"] = capture
     out = _client(fleet_url, token).request("POST", "/api/v1/drift/monitors", body=body)
 
     def text() -> str:
         m = out["monitor"]
         lines = [f"monitor {m['name']} on cohort {m['cohort']}: "
-                 f"{len(m['webhooks'])} webhook(s){', retrain events' if m['retrain'] else ''}"]
+                 f"{len(m['webhooks'])} webhook(s){', retrain events' if m['retrain'] else ''}"
+                 f"{', capture on drift' if m.get('capture_on_drift') else ''}"]
         for w in m["webhooks"]:
             s = out["secrets"].get(w["id"])
             lines.append(f"  {w['id']}  {w['url']}" + (f"\n    secret (shown once): {s}"
@@ -91,6 +115,23 @@ def add(name: str, cohort: str, webhooks: tuple[str, ...], secret_file: Path | N
         return "\n".join(lines)
 
     emit(as_json, out, text)
+
+
+def _capture_body(on: bool, rate: float | None, per_device: str | None,
+                  per_day: str | None, hours: float | None) -> dict[str, Any] | None:
+    """The API's capture_on_drift object; sizes take K/M/G; the manager checks the bounds."""
+    given = {"sample_rate": rate, "max_bytes_per_device": per_device,
+             "max_bytes_per_day": per_day, "hours": hours}
+    if not on:
+        if any(v is not None for v in given.values()):
+            raise UsageError("--capture-* bounds need --capture-on-drift",
+                             hint="add --capture-on-drift, or leave the --capture-* options out")
+        return None
+    out: dict[str, Any] = {}
+    for key, v in given.items():
+        if v is not None:
+            out[key] = parse_bytes(v) if isinstance(v, str) else v
+    return out
 
 
 @monitor.command("list")

@@ -11,19 +11,22 @@ it is announced once; the sender (fleet/drift/webhook_sender.py) delivers them l
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from edgeops.drift.reference import DriftReference
-from edgeops.errors import ConfigError, UsageError
+from edgeops.errors import ConfigError, EdgeOpsError, UsageError
+from fleet.drift.drift_capture import DriftCapture, parse_drift_capture
 from fleet.drift.monitor import GroupVerdict, MonitorPolicy, SideVerdict
-from fleet.drift.service import MAX_DEVICES, cohort_verdicts
+from fleet.drift.service import MAX_DEVICES, cohort_concept, cohort_verdicts
 from fleet.drift.webhooks import (
     TYPE_DETECTED,
     TYPE_RESOLVED,
@@ -53,8 +56,13 @@ MAX_BUNDLES = 4                 # per monitor and evaluation: the bundles with t
 MAX_EVENT_FEATURES = 32         # drifting features listed in one event (lowest p first)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _POLICY_KEYS = ("alpha", "correction", "test", "persistence", "min_samples")
-_KEYS = frozenset(("name", "cohort", "retrain", "webhooks", *_POLICY_KEYS))
+_KEYS = frozenset(("name", "cohort", "retrain", "webhooks", "capture_on_drift", *_POLICY_KEYS))
 SIDES = (("data", "data"), ("prediction", "prediction"))
+CAPTURE_KEY = "capture_on_drift"    # kept in the stored policy JSON (no schema change)
+
+log = logging.getLogger(__name__)
+# (cohort, settings, now, created_by) -> the opened capture's id (fleet/drift/drift_capture.py)
+OpenCapture = Callable[[str, DriftCapture, float, str], str]
 
 
 def alert_store(store: Store) -> DriftAlertStore:
@@ -108,6 +116,7 @@ def parse_monitor(body: Any, *, now: float, created_by: str | None
     retrain = body.get("retrain", False)
     if not isinstance(retrain, bool):
         raise UsageError("monitor retrain must be true or false")
+    capture = parse_drift_capture(body.get("capture_on_drift"))
     hooks_in = body.get("webhooks", [])
     if not isinstance(hooks_in, list) or len(hooks_in) > MAX_WEBHOOKS:
         raise UsageError(f"monitor webhooks must be a list of at most {MAX_WEBHOOKS}")
@@ -122,20 +131,37 @@ def parse_monitor(body: Any, *, now: float, created_by: str | None
         else:
             secret = check_secret(h["secret"])
         hooks.append(WebhookRecord(wid, url, secret, now))
-    return MonitorRecord(name, cohort, {k: getattr(policy, k) for k in _POLICY_KEYS}, retrain,
-                         now, created_by, tuple(hooks)), generated
+    stored: dict[str, Any] = {k: getattr(policy, k) for k in _POLICY_KEYS}
+    if capture is not None:
+        stored[CAPTURE_KEY] = capture.to_dict()
+    return MonitorRecord(name, cohort, stored, retrain, now, created_by, tuple(hooks)), generated
 
 
 def monitor_policy(m: MonitorRecord) -> MonitorPolicy:
     return MonitorPolicy(**{k: m.policy[k] for k in _POLICY_KEYS if k in m.policy})
 
 
+def monitor_capture(m: MonitorRecord) -> DriftCapture | None:
+    """The monitor's capture-on-drift bounds, or None (off)."""
+    v = m.policy.get(CAPTURE_KEY)
+    return DriftCapture(**v) if isinstance(v, dict) else None
+
+
 def monitor_view(m: MonitorRecord) -> dict[str, Any]:
     """A monitor as the API shows it: never a secret."""
     return {"name": m.name, "cohort": m.cohort, "policy": monitor_policy(m).to_dict(),
-            "retrain": m.retrain, "created_at": m.created_at, "created_by": m.created_by,
+            "retrain": m.retrain, "capture_on_drift": m.policy.get(CAPTURE_KEY),
+            "created_at": m.created_at, "created_by": m.created_by,
             "webhooks": [{"id": w.id, "url": w.url, "created_at": w.created_at}
                          for w in m.webhooks]}
+
+
+@dataclass(frozen=True)
+class _Concept:
+    """What :meth:`DriftAlerts._events` reads of a verdict, for a concept-drift verdict."""
+
+    bundle: str
+    devices: int
 
 
 def _finite(v: Any) -> Any:
@@ -153,7 +179,8 @@ class DriftAlerts:
 
     def __init__(self, store: Store, *, source: str = "/edgeops/fleet",
                  lookback_s: float = 7200.0, clock: Callable[[], float] = time.time,
-                 capture_for: Callable[[str, str], str | None] | None = None) -> None:
+                 capture_for: Callable[[str, str], str | None] | None = None,
+                 open_capture: OpenCapture | None = None) -> None:
         self.store = store
         self.alerts = alert_store(store)
         self.source = source.rstrip("/")
@@ -162,6 +189,9 @@ class DriftAlerts:
         # the capture id to suggest in the retrain event: (cohort, bundle) -> id or None;
         # default: an open capture on exactly the monitor's cohort (fleet/capture)
         self.capture_for = capture_for if capture_for is not None else self._open_capture
+        # opens a capture when a monitor with capture_on_drift starts an alarm; None: the
+        # manager cannot sign commands here (the option is then recorded as not done)
+        self.open_capture = open_capture
 
     def _open_capture(self, cohort: str, bundle: str) -> str | None:
         """The newest open capture whose selector is the monitor's cohort, if any."""
@@ -169,8 +199,9 @@ class DriftAlerts:
         if list_captures is None:
             return None
         now = self.clock()
+        wanted = {cohort, str(parse_selector(cohort))}     # start_capture stores it normalised
         for c in list_captures(100):
-            if c.selector == cohort and c.is_open(now):
+            if c.selector in wanted and c.is_open(now):
                 return str(c.id)
         return None
 
@@ -191,6 +222,7 @@ class DriftAlerts:
                                    lookback_s=self.lookback_s, devices=devices)
         verdicts.sort(key=lambda v: -(v[0].latest_window_end or 0.0))
         n = 0
+        opened: list[str | None] = []         # at most one capture per monitor and round
         for verdict, ref in verdicts[:MAX_BUNDLES]:
             for side, attr in SIDES:
                 sv: SideVerdict = getattr(verdict, attr)
@@ -202,13 +234,85 @@ class DriftAlerts:
                 # have written since ``prior`` was read), so events are built either way
                 in_alarm = {"alarm": True, "ok": False}.get(sv.status)
                 detail = self._detail(m, verdict, ref, side, sv)
+                capture_id = None
+                if in_alarm and not prior.get((verdict.bundle, side), False):
+                    capture_id = self._capture_on_drift(m, verdict.bundle, now, detail, opened)
                 events = [] if in_alarm is None else self._events(m, verdict, side, in_alarm,
-                                                                  detail, now)
+                                                                  detail, now, capture_id)
                 state = AlarmState(m.name, verdict.bundle, side, in_alarm, now, sv.status,
                                    sv.drifting_windows, list(sv.features), now)
                 if self.alerts.update_alarm(state, events, detail):
                     n += 1
+        return n + self._evaluate_concept(m, now, devices, policy, prior, opened)
+
+    def _evaluate_concept(self, m: MonitorRecord, now: float, devices: Sequence[Device] | None,
+                          policy: MonitorPolicy, prior: Mapping[tuple[str, str], bool | None],
+                          opened: list[str | None]) -> int:
+        """Concept drift (live accuracy against the build's, fleet/drift/concept.py) on the
+        same alarm path, side ``concept``: the same start/end rules, events and capture."""
+        verdicts = cohort_concept(self.store, m.cohort, now=now, policy=policy,
+                                  lookback_s=self.lookback_s, devices=devices)
+        verdicts.sort(key=lambda v: -((v.get("latest") or {}).get("window_end") or 0.0))
+        n = 0
+        for v in verdicts[:MAX_BUNDLES]:
+            bundle, status = str(v["bundle"]), str(v["status"])
+            if status in ("no-reference", "no-data") and (bundle, "concept") not in prior:
+                continue            # no accuracy to compare with: nothing to watch
+            run = 0
+            for row in reversed(v.get("recent") or []):
+                if row["status"] != "drifting":
+                    break
+                run += 1
+            latest = v.get("latest") or {}
+            end = latest.get("window_end")
+            detail: dict[str, Any] = {
+                "monitor": m.name, "cohort": m.cohort, "bundle": bundle, "side": "concept",
+                "status": status, "drifting_windows": run, "devices": v.get("devices"),
+                "window": {"start": None if end is None else end - run * 900.0, "end": end},
+                "features": [], "reference_accuracy": v.get("reference_accuracy"),
+                "accuracy": _finite(latest.get("accuracy")),
+                "p_value": _finite(latest.get("p_value")), "answers": latest.get("total")}
+            in_alarm = {"alarm": True, "ok": False}.get(status)
+            capture_id = None
+            if in_alarm and not prior.get((bundle, "concept"), False):
+                capture_id = self._capture_on_drift(m, bundle, now, detail, opened)
+            events = [] if in_alarm is None else self._events(
+                m, _Concept(bundle, v.get("devices") or 0), "concept", in_alarm, detail, now,
+                capture_id)
+            state = AlarmState(m.name, bundle, "concept", in_alarm, now, status, run, [], now)
+            if self.alerts.update_alarm(state, events, detail):
+                n += 1
         return n
+
+    def _capture_on_drift(self, m: MonitorRecord, bundle: str, now: float,
+                          detail: dict[str, Any], opened: list[str | None]) -> str | None:
+        """On an alarm start of a monitor with capture_on_drift: the open capture on its
+        cohort, else a new one (once per round); recorded in ``detail`` (the alarm history).
+        A capture that cannot be opened is recorded, never blocks the alarm."""
+        settings = monitor_capture(m)
+        if settings is None:
+            return None
+        if opened:
+            detail["capture"] = {"id": opened[0], "opened": False}
+            return opened[0]
+        existing = self.capture_for(m.cohort, bundle)
+        if existing is not None:
+            detail["capture"] = {"id": existing, "opened": False}
+            opened.append(existing)
+            return existing
+        if self.open_capture is None:
+            detail["capture"] = {"id": None, "error": "this manager cannot open captures"}
+            return None
+        try:
+            cid: str | None = self.open_capture(m.cohort, settings, now, f"monitor:{m.name}")
+        except EdgeOpsError as exc:
+            log.warning("monitor %s: capture on drift not opened: %s", m.name, exc)
+            detail["capture"] = {"id": None, "error": str(exc)}
+            opened.append(None)
+            return None
+        detail["capture"] = {"id": cid, "opened": True} | settings.to_dict()
+        opened.append(cid)
+        return cid
 
     def _detail(self, m: MonitorRecord, v: GroupVerdict, ref: DriftReference, side: str,
                 sv: SideVerdict) -> dict[str, Any]:
@@ -226,8 +330,9 @@ class DriftAlerts:
                                                              "js", "ks", "n_live")}
                              for f in drifting]}
 
-    def _events(self, m: MonitorRecord, v: GroupVerdict, side: str, in_alarm: bool,
-                detail: dict[str, Any], now: float) -> list[OutgoingEvent]:
+    def _events(self, m: MonitorRecord, v: GroupVerdict | _Concept, side: str, in_alarm: bool,
+                detail: dict[str, Any], now: float,
+                capture_id: str | None = None) -> list[OutgoingEvent]:
         name, _, version = v.bundle.partition("@")
         subject = f"{v.bundle}/{side}"
         source = f"{self.source}/monitors/{m.name}"
@@ -240,7 +345,8 @@ class DriftAlerts:
                                                      data=data))]
         if in_alarm and m.retrain:
             rid = uuid.uuid4().hex
-            capture = self.capture_for(m.cohort, v.bundle)
+            capture = capture_id if capture_id is not None else self.capture_for(m.cohort,
+                                                                                  v.bundle)
             retrain = {"model": name, "bundle_version": version, "bundle": v.bundle,
                        "cohort": m.cohort, "monitor": m.name, "side": side,
                        "drifting_features": [f["feature"] for f in detail["features"]],

@@ -22,7 +22,7 @@ from fleet.selector import parse_selector
 from fleet.store import DeviceFilter, Store
 from fleet.store.models import Device
 
-__all__ = ["cohort_verdicts", "drift_status", "group_histograms"]
+__all__ = ["cohort_concept", "cohort_verdicts", "drift_status", "group_histograms"]
 
 MAX_DEVICES = 10_000           # per request; a larger fleet is asked per cohort
 ROWS_PER_DEVICE = 1000
@@ -194,6 +194,19 @@ def cohort_verdicts(store: Store, cohort: str, *, now: float, policy: MonitorPol
         if ref is not None and sketches:
             out.append((evaluate(f"cohort:{cohort}", b, sketches, ref, policy), ref))
     return out
+
+
+def cohort_concept(store: Store, cohort: str, *, now: float, policy: MonitorPolicy,
+                   lookback_s: float = 8 * DEFAULT_WINDOW_S,
+                   devices: Sequence[Device] | None = None) -> list[dict[str, Any]]:
+    """One cohort's concept-drift verdict per bundle (fleet/drift/concept.py), for a stored
+    monitor: the same members as :func:`cohort_verdicts`, no per-device verdicts."""
+    sel = parse_selector(cohort)
+    fleet = store.select_devices(DeviceFilter())[:MAX_DEVICES] if devices is None else devices
+    members = [d for d in fleet if sel.matches(d)]
+    return [v for v in _concept(store, members, {d.id: d for d in members}, [sel], [cohort],
+                                None, policy, now - lookback_s, None)
+            if str(v["group"]).startswith("cohort:")]
 
 
 def group_histograms(store: Store, *, now: float, cohort: str | None = None,

@@ -52,7 +52,7 @@ class AlarmState:
 
     monitor: str
     bundle: str
-    side: str                            # "data" | "prediction"
+    side: str                            # "data" | "prediction" | "concept"
     in_alarm: bool | None                # written as None: keep the stored state
     since: float                         # when in_alarm last changed
     status: str                          # the monitor's status at the last evaluation
@@ -206,7 +206,7 @@ class DriftAlertRecords(SqlBase):
         and queue ``events`` for every webhook of the monitor, in one transaction, decided on
         the stored state under a row lock, never on what the caller read earlier. True: a
         transition."""
-        if state.side not in ("data", "prediction"):
+        if state.side not in ("data", "prediction", "concept"):
             raise UsageError(f"drift side {state.side!r}")
         with self._tx() as cur:
             self._exec(cur, "SELECT 1 FROM drift_monitors WHERE name = ?"

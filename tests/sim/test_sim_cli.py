@@ -39,6 +39,25 @@ def test_missing_fleet_url_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> 
 def test_help_has_an_example() -> None:
     r = _run(["sim", "--help"])
     assert r.exit_code == 0 and "Example:" in r.output
+    assert "--drift calibration:0.3@10m" in r.output
+
+
+@pytest.mark.parametrize(("drift", "words"), [
+    ("meteor:1", "unknown drift kind 'meteor'"),
+    ("calibration", "is not KIND:MAGNITUDE[@START]"),
+    ("calibration:lots", "is not a number"),
+    ("classmix:2", "not in 0..1"),
+])
+def test_bad_drift_is_a_usage_error(capsys: pytest.CaptureFixture[str], drift: str,
+                                    words: str) -> None:
+    from edgeops.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["sim", "--fleet", "http://127.0.0.1:9", "--token", "t", "--broker",
+              "mqtt://127.0.0.1:9", "--drift", drift])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
 
 
 @pytest.mark.slow
@@ -47,10 +66,12 @@ def test_bounded_sim_run_enrols_connects_and_reports_json(
     with live_fleet(keystore, tmp_path / "mgr", broker=mosquitto.url) as lf:
         r = _run(["sim", "--devices", "4", "--fleet", lf.url, "--token", lf.admin, "--broker",
                   mosquitto.url, "--workdir", str(tmp_path / "sim"), "--duration", "6",
-                  "--sensor-interval", "1", "--faults", "skew", "--json"])
+                  "--sensor-interval", "1", "--faults", "skew", "--drift",
+                  "calibration:0.3@2s,classmix:0.5", "--json"])
         assert r.exit_code == 0, r.output
         s = json.loads(r.output)
         assert s["devices"] == 4 and s["faults"] == ["skew"]
+        assert s["drift"] == ["calibration:0.3@2s", "classmix:0.5@0s"]
         assert s["sensor_records"] > 0                 # the two sensors reported readings
         c = FleetClient(lf.url, lf.admin)
         kinds = {d["tags"]["kind"] for d in c.devices()["items"]}
@@ -64,7 +85,8 @@ def test_more_devices_than_per_process_run_as_shard_processes(
     with live_fleet(keystore, tmp_path / "mgr", broker=mosquitto.url) as lf:
         r = _run(["sim", "--devices", "6", "--per-process", "3", "--fleet", lf.url, "--token",
                   lf.admin, "--broker", mosquitto.url, "--workdir", str(tmp_path / "sim"),
-                  "--duration", "12", "--sensor-interval", "1", "--json"])
+                  "--duration", "12", "--sensor-interval", "1", "--drift", "spread:0.5@1m",
+                  "--json"])
         assert r.exit_code == 0, r.output
         s = json.loads(r.output)
         assert s["processes"] == 2
