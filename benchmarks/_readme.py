@@ -63,6 +63,8 @@ _BASELINES = {
     "delta": "full artifact, zstd -19, bsdiff4 and zstd --patch-from of the same pair",
     "drift": "Alibi Detect's KSDrift and Evidently's DataDriftPreset on the raw windows (own "
              "venv) and the agent's standardised mean shift, on the same windows",
+    "drift_alerts": "on-demand `drift_status` for the same cohort; the rest of /metrics; plain "
+                    "urllib POSTs to the same receiver",
     "fleet_delivery": "unicast (one publication per fetch) in the same run",
     "fleet_ingest": "naive ingest (one transaction per message) in the same run",
     "fleet_store": "SQLite executemany vs PostgreSQL executemany vs COPY",

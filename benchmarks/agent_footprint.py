@@ -102,7 +102,7 @@ def _bundle(work: Path, store: Any, kind: str, fmt: str = "onnx") -> dict[str, A
     (src / "model.onnx").write_bytes(data)
     x = np.random.default_rng(1).standard_normal((2, width)).astype(np.float32)
     if fmt == "tflite":
-        from device_agent.runtime import load_runner
+        from edgeops.runtime import load_runner
 
         (src / f"model.{fmt}").write_bytes(_tflite(data, width))
         runner = load_runner(src / f"model.{fmt}", runtime="litert")

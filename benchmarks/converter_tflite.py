@@ -65,7 +65,7 @@ VARIANTS = [  # (label, precision, per_channel, int8 I/O, target it stands for)
 
 def _goal(precision: str, row: dict[str, Any]) -> bool | None:
     """The issue's bars. Cosine is the mean over samples, as the build's accuracy gate reads
-    it (converters/metrics.py); the table shows the minimum beside it."""
+    it (edgeops/compare.py); the table shows the minimum beside it."""
     if precision == "fp32":
         return bool(row["max_rel_error"] <= 1e-4)
     if precision == "int8":

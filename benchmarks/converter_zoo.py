@@ -72,7 +72,7 @@ def _feeds(data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
 
 
 def _run(sess: Any, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    from converters.validate import stack_outputs
+    from edgeops.golden import stack_outputs
 
     names = [o.name for o in sess.get_outputs()]
     per: dict[str, list[np.ndarray]] = {n: [] for n in names}

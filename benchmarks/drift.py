@@ -6,7 +6,7 @@ Alibi Detect and Evidently test the raw data; this measures, side by side in one
 windows, what each detects, how fast, how often it cries wolf and what a device sends:
 
 * tabular streams: the example vehicle classifier (`edgeops.examples`, 12 roadside-sensor
-  features, 5 classes) fed with `edgeops sim`'s observation generator (`fleet.sim.streams`),
+  features, 5 classes) fed with `edgeops sim`'s observation generator (`edgeops_sim.streams`),
   hours spread over the day within a window (the simulator pins one hour per batch, a row below
   shows what that does); drifts: the simulator's calibration drift (`noise_db += 15 * d`, three
   magnitudes abrupt, and ramped), a mean-preserving spread change (speed 1.5x around its mean),
@@ -216,7 +216,7 @@ World = Tabular | Images
 def _sample(rng: np.random.Generator, n: int, drift: float, kind: str,
             pinned_hour: float | None = None) -> np.ndarray:
     from edgeops.examples import FEATURES, vehicle_data
-    from fleet.sim.streams import observations
+    from edgeops_sim.streams import observations
 
     if pinned_hour is not None:            # exactly what the simulator feeds its agents
         return observations(rng, n, pinned_hour, drift if kind == "calibration" else 0.0)

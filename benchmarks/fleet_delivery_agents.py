@@ -8,7 +8,7 @@ one runs the whole chain, nothing simulated:
   rollout engine, TUF repository and the :class:`fleet.worker.ManagerWorker`), the same one
   ``edgeops fleet serve`` runs (``tests/fleet/live.py`` starts it);
 * N real agents (:class:`device_agent.daemon.Agent`, many per process) started by the fleet
-  simulator :class:`fleet.sim.SimFleet` (enrolment through the fleet API, one agent config and
+  simulator :class:`edgeops_sim.SimFleet` (enrolment through the fleet API, one agent config and
   credentials folder per device), its driver idle (no inference load, no roaming);
 * real keys (``tests.edgeops.bundles.make_keystore``), a real signed bundle built with
   :func:`edgeops.bundle.write_bundle` around a real ~10 MB ONNX model (Gemm → Relu → Gemm whose
@@ -124,11 +124,11 @@ one GIL, so two processes of 100 keep both cores busy without more interpreters'
 
 def _agent_host(specs: list[Any], workdir: str, broker_url: str, fleet_url: str, token: str,
                 ready: Any, stop: Any, out: Any) -> None:
-    """One process running a slice of the fleet's real agents (fleet.sim.SimFleet)."""
+    """One process running a slice of the fleet's real agents (edgeops_sim.SimFleet)."""
     import psutil
 
+    from edgeops_sim import SimFleet, SimOptions
     from fleet.client import FleetClient
-    from fleet.sim import SimFleet, SimOptions
 
     logging.basicConfig(level=logging.ERROR)
     proc = psutil.Process()
@@ -215,8 +215,8 @@ def run(devices: int, size_bytes: int, timeout_s: float,
     import psutil
 
     from edgeops.bundle import read_bundle
+    from edgeops_sim.streams import DeviceSpec
     from fleet.client import FleetClient
-    from fleet.sim.streams import DeviceSpec
     from tests.edgeops.bundles import make_keystore
     from tests.fleet.live import live_fleet, publish_bundle
     from tests.mosquitto import MosquittoBroker
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(r)
     data = {"benchmark": "fleet_delivery_agents", "machine": machine(), "versions": versions(),
             "device_side": f"real device_agent.daemon.Agent instances, up to "
-                           f"{args.per_process} per process (fleet.sim.SimFleet, driver idle)",
+                           f"{args.per_process} per process (edgeops_sim.SimFleet, driver idle)",
             "parameters": vars(args), "goals": {"seconds": 60, "egress_ratio": 1.2},
             "runs": runs}
 
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = ["## fleet_delivery_agents: real device agents, real manager, real Mosquitto", "",
              f"Real `device_agent.daemon.Agent`s ({args.per_process} per process, started by "
-             f"`fleet.sim.SimFleet`), the real manager (`FleetServer`: HTTP API, SQLite, "
+             f"`edgeops_sim.SimFleet`), the real manager (`FleetServer`: HTTP API, SQLite, "
              f"rollout engine, TUF repository, ManagerWorker), a signed bundle with a "
              f"{args.size_mb:g} MB ONNX model, Mosquitto {data['versions']['mosquitto']}, "
              f"{os.cpu_count()} cores shared by broker, manager, agents and other jobs. Clock: "

@@ -1,6 +1,6 @@
 """What the hardware suite's latency figure costs over the bare runtime, per target.
 
-The suite times inference through the agent's own loader (``device_agent.runtime``) plus the
+The suite times inference through the agent's own loader (``edgeops.runtime``) plus the
 manifest-name mapping in ``hardware_tests.runtime``, because that is the code path a device
 runs. This measures how far that figure sits above a bare runtime call on the same artifact
 (the baseline): ONNX Runtime ``session.run`` and LiteRT ``set_tensor``/``invoke``/``get_tensor``.

@@ -1,13 +1,13 @@
 """Simulator scale: resident memory and CPU of N real agents in one process (issue 9: 1,000).
 
 Why: ``edgeops sim`` promises that 1,000 devices running the real agent fit on this machine.
-One process holds at most ~100 agents (paho's select() loop, see ``fleet/sim/shards.py``), so
+One process holds at most ~100 agents (paho's select() loop, see ``edgeops_sim/shards.py``), so
 the simulator runs 80 per process; this measures one such process and a sharded 1,000. Each
 in-process size runs in a fresh child process connected to a real mosquitto:
 
 * baseline, same process, before any agent: the interpreter with every import the simulator
   needs (agent, paho, TUF, ONNX Runtime, numpy) — RSS, threads, idle CPU over the window;
-* N agents started through :class:`fleet.sim.SimFleet` (its driver loop running: sensor
+* N agents started through :class:`edgeops_sim.SimFleet` (its driver loop running: sensor
   readings into every agent's telemetry queue, telemetry sent every 10 s), no model yet:
   time until all are connected, RSS and threads per agent, CPU of the whole process;
 * model sessions: ONNX Runtime sessions of the project's example vehicle classifier loaded
@@ -16,7 +16,7 @@ in-process size runs in a fresh child process connected to a real mosquitto:
 Side by side, the reference for "one agent per process" is the single-agent RSS measured by
 ``benchmarks/agent_footprint.py`` (read from its results when present).
 
-* sharded N (default 1,000): ``fleet.sim.shards.ShardedFleet`` processes; time until every
+* sharded N (default 1,000): ``edgeops_sim.shards.ShardedFleet`` processes; time until every
   agent is connected, total RSS and CPU of all shard processes over the window.
 
 Run: ``python -m benchmarks.sim_scale [--sizes 80] [--sharded 1000] [--idle-s 20]
@@ -47,8 +47,8 @@ import numpy as np
 import onnxruntime as ort
 import paho.mqtt, tuf
 from device_agent.daemon import Agent
-from fleet.sim import SimFleet, SimOptions, smart_city
-from fleet.sim.fleet import SimDevice
+from edgeops_sim import SimFleet, SimOptions, smart_city
+from edgeops_sim.fleet import SimDevice
 
 paths, idle_s, sessions, model = sys.argv[1].split(","), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 p = psutil.Process()
@@ -121,8 +121,8 @@ def _sharded(work: Path, store: Any, port: int, n: int, idle_s: float) -> dict[s
     import psutil
 
     from benchmarks.agent_footprint import _config
-    from fleet.sim.shards import PER_PROCESS, ShardedFleet
-    from fleet.sim.streams import smart_city
+    from edgeops_sim.shards import PER_PROCESS, ShardedFleet
+    from edgeops_sim.streams import smart_city
 
     specs = smart_city(n)
     for spec in specs:

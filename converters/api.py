@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from converters.profiles import CPU_PROVIDERS, TargetProfile
+from converters.context import SourceData
+from edgeops.targets import CPU_PROVIDERS, TargetProfile
 
 __all__ = [
     "BACKENDS",
@@ -83,16 +84,17 @@ def timed_on_target(runtime: str, providers: tuple[str, ...], measured: str | No
     return measured == intended or (measured in providers and measured not in CPU_PROVIDERS)
 
 
-@dataclass
+@dataclass(frozen=True)
 class BackendContext:
-    """What a backend gets: the request, its profile, a scratch dir and shared helpers."""
+    """What a backend gets: the request, its profile, a scratch dir, and the source model with
+    its data and FP32 reference (the same :class:`SourceData` for every target of a build)."""
 
     request: BuildRequest
     profile: TargetProfile
     precision: str
     workdir: Path
     progress: ProgressFn
-    shared: dict[str, Any] = field(default_factory=dict)  # cached FP32 model, data, ref outputs
+    data: SourceData
 
 
 class Backend(Protocol):

@@ -5,27 +5,12 @@ model is loaded and checked (every offending node named at once), calibration an
 data are loaded and matched against the inputs, and the FP32 reference is computed, all before
 a single backend runs. Backends work in a scratch directory; only accepted artifacts leave it.
 
-What a backend finds in ``ctx.shared`` (documented contract, also used by converters/tflite):
-
-``"model"``        onnx.ModelProto of the checked source (original opset; backends that need a
-                   newer one call :func:`converters.onnx_utils.upgraded`)
-``"model_path"``   Path of the source model on disk (use it for models over 2 GB)
-``"source"``       :class:`converters.model_check.SourceModel`
-``"inputs"``       list[InputSpec] with ``--input-shape`` applied
-``"calibration"``  converters.feeds.Samples: a SampleSet (files, or seeded synthetic samples),
-                   spooled Python feeds, or for a sequence the same with carried states;
-                   read it with ``iter_samples()`` in order (``sample(0)``, ``len()`` work)
-``"validation"``   SampleSet (for a sequence: the states FP32 carried, step by step)
-``"prequantised"`` dict[str, int]: quantised op counts when the source is already quantised
-``"states"``       dict[str, str]: a streaming model's state output → input pairs ({} if none);
-                   pass to ``run_onnx(..., states=)`` so a candidate runs on its own states
-``"labels"``       np.ndarray | None, class index per validation sample
-``"reference"``    dict[str, np.ndarray]: FP32 source outputs on the validation samples
-``"synthetic"``    bool: True when no data was given and samples were generated
-``"classifier_outputs"`` list[str]: outputs holding class scores (pass to accuracy_report)
-``"gate_metric"``  "auto" | "top1" | "cosine" (pass to check_gate / gate_drop)
-``"task"``         :class:`converters.tasks.TaskSpec`: what the gate measures (pass to
-                   accuracy_report)
+What a backend finds in ``ctx.data`` (also used by converters/tflite) is a
+:class:`converters.context.SourceData`: the checked source (``model``, ``model_path``,
+``source``), ``inputs`` with ``--input-shape`` applied, ``calibration`` and ``validation``
+samples, the FP32 ``reference`` on the validation samples, ``labels``, the ``task`` the gate
+measures, ``classifier_outputs``, ``gate_metric``, a sequence's ``states``, ``prequantised``
+op counts and whether the data is ``synthetic``; each field is documented there.
 """
 
 from __future__ import annotations
@@ -39,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from converters.api import BackendContext, BuildRequest, BuiltArtifact, ProgressFn, get_backend
+from converters.context import SourceData
 from converters.data import InputSpec, Preprocessing, SampleSet, load_labels, load_samples
 from converters.drift_baseline import drift_reference_for
 from converters.feeds import CarriedSamples, Samples, is_feed_source, spool
 from converters.io_layout import parse_states, state_pairs
 from converters.model_check import SourceModel, load_source
-from converters.profiles import TargetProfile, get_profile
 from converters.tasks import TaskSpec
 from converters.validate import (
     classifier_outputs,
@@ -55,6 +40,7 @@ from converters.validate import (
 )
 from edgeops.drift.reference import DriftReference
 from edgeops.errors import BadContentError, EdgeOpsError, UnsupportedModelError, UsageError
+from edgeops.targets import TargetProfile, get_profile
 
 __all__ = ["BuildOutcome", "build", "build_artifacts", "check_artifacts_fit", "check_one_file",
            "resolve_targets"]
@@ -442,14 +428,11 @@ def _build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildO
     task = task_for(request, source.model, reference, val, frozenset(classifier_outputs(
         source.model)), labels is not None)
     progress(f"task: {task.task} ({'inferred' if task.inferred else 'requested'}: {task.why})")
-    shared: dict[str, Any] = {
-        "task": task,
-        "classifier_outputs": classes, "gate_metric": gate_metric,
-        "model": source.model, "model_path": source.path, "source": source, "inputs": inputs,
-        "calibration": cal, "validation": val, "labels": labels, "reference": reference,
-        "synthetic": bool(info.get("synthetic")), "states": states,
-        "prequantised": prequantised,
-    }
+    data = SourceData(source=source, inputs=tuple(inputs), calibration=cal, validation=val,
+                      reference=reference, task=task, labels=labels,
+                      classifier_outputs=tuple(classes), gate_metric=gate_metric,
+                      states=states, prequantised=prequantised,
+                      synthetic=bool(info.get("synthetic")))
     warnings: list[str] = []
     artifacts = []
     for profile, precision in targets:
@@ -460,7 +443,7 @@ def _build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildO
         tdir = workdir / profile.name
         tdir.mkdir(parents=True, exist_ok=True)
         ctx = BackendContext(request=request, profile=profile, precision=precision,
-                             workdir=tdir, progress=progress, shared=shared)
+                             workdir=tdir, progress=progress, data=data)
         artifacts.append(get_backend(profile.format)(ctx))
         check_one_file(artifacts[-1])
         if artifacts[-1].precision != precision and warnings and \

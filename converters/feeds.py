@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from converters.data import DataError, InputSpec, SampleSet, to_sample, validate_samples
+from converters.ort_session import open_session
 
 __all__ = ["SPOOL_CHUNK", "CarriedSamples", "FeedSource", "Samples", "SpooledSamples", "carry",
            "is_feed_source", "spool"]
@@ -185,10 +186,8 @@ class CarriedSamples:
 
     def _run(self, feed: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         if self._session is None:
-            from converters.validate import _session
-
-            self._session = _session(self.model if isinstance(self.model, bytes)
-                                     else Path(self.model), ("CPUExecutionProvider",), 1)
+            self._session = open_session(self.model if isinstance(self.model, bytes)
+                                         else Path(self.model), ("CPUExecutionProvider",), 1)
         names = list(self.states)
         return dict(zip(names, self._session.run(names, feed), strict=True))
 

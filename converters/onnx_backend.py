@@ -1,239 +1,24 @@
 """The ``onnx`` backend: one ONNX artifact per target, accepted only after ONNX Runtime runs it.
 
-Precision picks the pass (FP32 graph optimisation, FP16, static QDQ INT8/INT16, dynamic INT8);
-every pass hands back a model file and :func:`accept` does the rest the same way for all:
-load and run it on the validation samples, compare with the FP32 reference, apply the accuracy
-gate, measure latency against the FP32 source, derive the golden-check tolerance from measured
-run-to-run behaviour, and write the golden file.
+Precision picks the pass (FP32 graph optimisation in converters/onnx_fp32, FP16 in onnx_fp16,
+static QDQ INT8/INT16 and dynamic INT8 in onnx_quant, a prequantised source shipped as it is);
+every pass hands back a model file and :func:`converters.onnx_accept.accept` does the rest the
+same way for all. This module only dispatches: nothing below it imports it.
 """
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-from typing import Any
+from converters.api import BackendContext, BuiltArtifact, register_backend
+from converters.onnx_accept import accept
+from converters.onnx_fp32 import optimise_fp32
 
-import numpy as np
-
-from converters.api import BackendContext, BuiltArtifact, register_backend, timed_on_target
-from converters.onnx_perf import MIN_GAIN
-from converters.validate import (
-    _session,
-    accuracy_report,
-    check_gate,
-    gate_drop,
-    latency_ms,
-    run_onnx,
-    sample_output,
-    write_golden,
-)
-from edgeops.errors import ConversionError
-
-__all__ = ["accept", "onnx_backend", "optimise_fp32", "tolerance_for"]
-
-LATENCY_RUNS = 30
-LATENCY_WARMUP = 3
-# Floors of the on-device golden tolerance, relative to the largest golden output magnitude:
-# another CPU/ISA legitimately differs by float rounding (fp32), half-precision rounding (fp16)
-# or one requantisation step (int).
-_TOLERANCE_FLOOR = {"fp32": 1e-5, "fp16": 1e-3, "int8": 1e-2, "int8-dynamic": 1e-2,
-                    "int16": 1e-3}
-_RTOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 2e-2, "int8-dynamic": 2e-2, "int16": 5e-3}
-
-
-def optimise_fp32(ctx: BackendContext) -> tuple[Path, dict[str, Any]]:
-    """ORT offline graph optimisation, saved. Extended level only on CPU targets.
-
-    The layout level (NCHWc) is specific to the build machine's ISA, so it is never saved;
-    GPU/NPU providers get basic (provider-independent) optimisations only.
-    """
-    import onnxruntime as ort
-
-    cpu_only = ctx.profile.providers == ("CPUExecutionProvider",)
-    level = (ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if cpu_only
-             else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
-    out = ctx.workdir / "model.onnx"
-    so = ort.SessionOptions()
-    so.graph_optimization_level = level
-    so.optimized_model_filepath = str(out)
-    so.log_severity_level = 3
-    source = ctx.shared["source"]
-    if source.external_data:
-        if source.large:
-            raise ConversionError(
-                f"target {ctx.profile.name}: the model's weights exceed what one artifact file "
-                "holds (2 GB protobuf limit); bundles carry one file per target",
-                hint="quantise it (--precision int8 / fp16) so the artifact fits")
-        # Fed from memory, ORT writes a self-contained artifact (no reference to the .data).
-        ort.InferenceSession(source.model.SerializeToString(), so,
-                             providers=["CPUExecutionProvider"])
-    else:
-        ort.InferenceSession(str(ctx.shared["model_path"]), so,
-                             providers=["CPUExecutionProvider"])
-    return out, {"graph_optimization": "extended" if cpu_only else "basic"}
-
-
-def _nice_ceil(x: float) -> float:
-    """Round up to 1, 2 or 5 times a power of ten (stable across rebuilds)."""
-    if x <= 0:
-        return 0.0
-    p = 10 ** math.floor(math.log10(x))
-    return float(f"{next(m * p for m in (1, 2, 5, 10) if m * p >= x * (1 - 1e-12)):.1g}")
-
-
-def tolerance_for(path: Path, ctx: BackendContext, golden_in: Any,
-                  golden_out: dict[str, np.ndarray]) -> dict[str, float]:
-    """atol/rtol for the device's golden check, from measured run-to-run differences.
-
-    The artifact is re-run with another thread count and with graph optimisations off (what a
-    different CPU effectively does: other kernels, other summation order); the largest
-    difference, doubled, or the precision's floor, whichever is larger, rounded up to 1-2-5.
-    """
-    import onnxruntime as ort
-
-    diffs = [0.0]
-    for threads, level in ((2, None), (1, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.log_severity_level = 3
-        if level is not None:
-            so.graph_optimization_level = level
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        names = [o.name for o in sess.get_outputs()]
-        for i in range(len(golden_in)):
-            got = sess.run(names, golden_in.sample(i))
-            for n, g in zip(names, got, strict=True):
-                a = sample_output(np.asarray(g), golden_out[n], i)
-                if np.issubdtype(a.dtype, np.number):
-                    diffs.append(float(np.abs(a.astype(np.float64)
-                                              - golden_out[n][i].astype(np.float64)).max()))
-    scale = max((float(np.abs(v.astype(np.float64)).max()) for v in golden_out.values()
-                 if v.size and np.issubdtype(v.dtype, np.number)), default=1.0)
-    floor = _TOLERANCE_FLOOR.get(ctx.precision, 1e-3) * max(scale, 1e-6)
-    return {"atol": _nice_ceil(max(2 * max(diffs), floor)),
-            "rtol": _RTOL.get(ctx.precision, 1e-2)}
-
-
-def _fp32_latency(ctx: BackendContext) -> dict[str, Any]:
-    key = f"fp32_latency@{ctx.request.threads}@{','.join(ctx.profile.providers)}"
-    if key not in ctx.shared:
-        ctx.shared[key] = measure_latency(ctx.shared["model_path"], ctx)
-    lat: dict[str, Any] = ctx.shared[key]
-    return lat
-
-
-def measure_latency(path: Path, ctx: BackendContext) -> dict[str, Any]:
-    """p50/p95 on the best of the profile's providers this machine has, and which one that was.
-
-    A cuda-gpu artifact timed on a CPU-only build machine runs on CPUExecutionProvider: that
-    figure describes the build machine, not the target, and is never signed as the target's
-    budget (converters/package.py); the recorded ``provider`` says which it is.
-    """
-    sess = _session(Path(path), ctx.profile.providers, ctx.request.threads)
-    feed = ctx.shared["validation"].sample(0)
-    lat: dict[str, Any] = dict(latency_ms(lambda: sess.run(None, feed), warmup=LATENCY_WARMUP,
-                                          runs=LATENCY_RUNS))
-    lat["provider"] = sess.get_providers()[0]
-    return lat
-
-
-def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
-           gate: bool = True) -> BuiltArtifact:
-    """Load, run, compare, gate, time and golden-check an artifact; raise if it is not fit."""
-    val = ctx.shared["validation"]
-    try:
-        outputs = run_onnx(path, val, providers=ctx.profile.providers,
-                           states=ctx.shared.get("states"))
-    except Exception as exc:
-        # An artifact ONNX Runtime cannot load or run is a converter bug, never an output.
-        raise ConversionError(f"target {ctx.profile.name}: the {ctx.precision} artifact does not "
-                              f"run in ONNX Runtime ({str(exc).splitlines()[0]})",
-                              hint="report this as an edgeops bug; use --precision fp32 meanwhile"
-                              ) from None
-    report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"),
-                             ctx.shared.get("classifier_outputs"),
-                             ctx.shared.get("task"))
-    gate_metric = ctx.shared.get("gate_metric", "auto")
-    if gate:
-        check_gate(report, ctx.request.max_accuracy_drop, ctx.profile.name, gate_metric)
-    metric, drop = gate_drop(report, gate_metric)
-    n_golden = min(ctx.request.golden_samples, len(val))
-    golden_in = _carried_golden(path, val.head(n_golden), ctx.shared.get("states") or {})
-    golden_out = {k: v[:n_golden] if v.shape[0] == len(val) else v for k, v in outputs.items()}
-    golden_path = ctx.workdir / "golden.npz"
-    write_golden(golden_path, golden_in.arrays, golden_out)
-    tolerance = tolerance_for(path, ctx, golden_in, golden_out)
-    lat = measure_latency(path, ctx)
-    base = _fp32_latency(ctx)
-    size = path.stat().st_size
-    metrics = {
-        "size_bytes": size,
-        "source_size_bytes": ctx.shared["source"].size,
-        "accuracy": {"gate_metric": metric, "drop": round(drop, 6),
-                     "summary": _rounded(report["summary"]),
-                     **({"task": _rounded(report["task"])} if "task" in report else {}),
-                     "outputs": _rounded(report["outputs"])},
-        "validation_samples": len(val),
-        "latency": {"p50_ms": round(lat["p50"], 4), "p95_ms": round(lat["p95"], 4),
-                    "fp32_p50_ms": round(base["p50"], 4), "fp32_p95_ms": round(base["p95"], 4),
-                    "speedup_vs_fp32": round(base["p50"] / lat["p50"], 3) if lat["p50"] else None,
-                    "threads": ctx.request.threads, "runs": LATENCY_RUNS,
-                    "provider": lat["provider"]},
-    }
-    if not timed_on_target(ctx.profile.runtime, ctx.profile.providers, lat["provider"]):
-        metrics["latency"]["warnings"] = [
-            f"{ctx.profile.name}: latency measured on {lat['provider']} (this machine has no "
-            f"{' or '.join(p for p in ctx.profile.providers if p != 'CPUExecutionProvider')}): "
-            "a build-machine figure for the report only, never signed into the manifest; run "
-            "the hardware suite on the device for the target's figure"]
-    speedup = metrics["latency"]["speedup_vs_fp32"]
-    # Warn past the perf pass's own noise margin only, and never for an artifact that the pass
-    # left all float (it *is* the FP32 graph: any gap there is timing noise).
-    if ctx.precision != "fp32" and speedup is not None and speedup < 1 / (1 + MIN_GAIN) \
-            and details.get("quantised_nodes", 1) > 0 \
-            and ctx.profile.providers == ("CPUExecutionProvider",):
-        # Measured on the build machine: the user must know before shipping a slower model.
-        # Kept with the latency (report only), as it varies run to run.
-        metrics["latency"]["warnings"] = [
-            f"{ctx.profile.name}: the {ctx.precision} artifact ran {1 / speedup:.2f}x slower "
-            "than FP32 on the build machine (too little compute for INT8 to pay off); "
-            "consider --precision fp32"]
-    return BuiltArtifact(target=ctx.profile.name, path=path, format="onnx",
-                         runtime=ctx.profile.runtime, providers=ctx.profile.providers,
-                         precision=ctx.precision, golden_path=golden_path, metrics=metrics,
-                         tolerance=tolerance, details=details)
-
-
-def _carried_golden(path: Path, golden: Any, states: dict[str, str]) -> Any:
-    """Golden inputs of a sequence hold the states the artifact itself carried, so the device
-    gets the same outputs replaying them in order (carrying its own) or one by one."""
-    if not states:
-        return golden
-    from converters.data import SampleSet, to_sample
-    from converters.feeds import carry
-
-    sess = _session(Path(path), ("CPUExecutionProvider",), 1)
-    names = list(states)
-    fed = [f for f, _ in carry(lambda f: dict(zip(names, sess.run(names, f), strict=True)),
-                               golden, states)]
-    arrays = dict(golden.arrays)
-    for i in states.values():
-        arrays[i] = np.stack([to_sample(f[i], golden.batch_axes.get(i, 0)) for f in fed])
-    return SampleSet(arrays, dict(golden.batch_axes))
-
-
-def _rounded(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return float(f"{obj:.6g}")
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    return obj
+__all__ = ["onnx_backend"]
 
 
 def onnx_backend(ctx: BackendContext) -> BuiltArtifact:
     from converters.prequantised import INT8_PRECISIONS, ship_as_is
 
-    if ctx.shared.get("prequantised") and ctx.precision in INT8_PRECISIONS:
+    if ctx.data.prequantised and ctx.precision in INT8_PRECISIONS:
         return ship_as_is(ctx)
     if ctx.precision == "fp32":
         path, details = optimise_fp32(ctx)

@@ -25,7 +25,7 @@ import numpy as np
 from converters.feeds import Samples
 from edgeops.errors import ConversionError
 
-__all__ = ["CHUNK_SAMPLES", "METHODS", "calibrate"]
+__all__ = ["CHUNK_SAMPLES", "METHODS", "calibrate", "calibrated_ranges"]
 
 CHUNK_SAMPLES = 16
 PERCENTILE = 99.999
@@ -90,3 +90,15 @@ def calibrate(model_path: Path, samples: Samples, method: str, workdir: Path,
     cache = workdir / f"calibration-{method}.json"
     save_tensors_data(ranges, cache)
     return cache, cal_method
+
+
+def calibrated_ranges(cache: Path) -> dict[str, tuple[float, float]]:
+    """(min, max) per tensor from an ORT calibration cache."""
+    import numpy as np
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    out = {}
+    for name, td in load_tensors_data(cache).items():
+        lo, hi = td.range_value
+        out[name] = (float(np.ravel(lo)[0]), float(np.ravel(hi)[0]))
+    return out

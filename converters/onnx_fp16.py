@@ -26,17 +26,17 @@ def convert_fp16(ctx: BackendContext) -> tuple[Path, dict[str, Any]]:
 
     keep_io = bool(ctx.profile.options.get("keep_io_types", True))
     block = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(UNSAFE_FP16_OPS))
-    source = ctx.shared["source"]
+    source = ctx.data.source
     # ONNX shape inference in memory serialises the model, which fails over 2 GB: such a model
     # is shape-inferred from its file instead, then converted.
     model = convert_float_to_float16(
-        _shapes_from_disk(source.path, ctx.workdir) if source.large else ctx.shared["model"],
+        _shapes_from_disk(source.path, ctx.workdir) if source.large else ctx.data.model,
         keep_io_types=keep_io, op_block_list=block, disable_shape_infer=source.large)
-    kept = sorted({n.op_type for n in ctx.shared["model"].graph.node if n.op_type in block})
+    kept = sorted({n.op_type for n in ctx.data.model.graph.node if n.op_type in block})
     out = save_model(model, ctx.workdir / "model.onnx")
     return out, {"pass": "fp16", "io_types": "fp32" if keep_io else "fp16",
                  "float_nodes": {n.name or f"{n.op_type}#{i}": "numerically unsafe in fp16"
-                                 for i, n in enumerate(ctx.shared["model"].graph.node)
+                                 for i, n in enumerate(ctx.data.model.graph.node)
                                  if n.op_type in kept},
                  "fp32_op_types": kept}
 

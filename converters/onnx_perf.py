@@ -228,14 +228,14 @@ class OrtTimer:
         self._sessions: dict[frozenset[str] | None, Any] = {}
 
     def _session(self, floated: frozenset[str] | None) -> Any:
-        from converters.validate import _session
+        from converters.ort_session import open_session
 
         if floated not in self._sessions:
             if len(self._sessions) >= 4:
                 self._sessions.pop(next(k for k in self._sessions if k is not None))
             src: Path | bytes = self._fp32 if floated is None \
                 else self._make(set(floated)).read_bytes()
-            self._sessions[floated] = _session(src, ("CPUExecutionProvider",), self._threads)
+            self._sessions[floated] = open_session(src, ("CPUExecutionProvider",), self._threads)
         return self._sessions[floated]
 
     def compare(self, floated: frozenset[str], reference: frozenset[str] | None) -> Timing:
@@ -270,7 +270,7 @@ def _cache_path(ctx: BackendContext, facts: dict[str, Any], groups: dict[str, li
 
     from converters._machine import cpu_name
 
-    key = json.dumps({"v": CACHE_VERSION, "source": ctx.shared["source"].sha256,
+    key = json.dumps({"v": CACHE_VERSION, "source": ctx.data.source.sha256,
                       "target": ctx.profile.name, "precision": ctx.precision,
                       "ort": onnxruntime.__version__, "cpu": cpu_name(),
                       "facts": facts, "threads": ctx.request.threads, "groups": groups},
@@ -297,7 +297,7 @@ def slower_groups(ctx: BackendContext, prepared: Path, make: Callable[[set[str]]
         except (OSError, ValueError, KeyError, TypeError):
             pass
     t0 = time.perf_counter()
-    timer = OrtTimer(make, Path(ctx.shared["model_path"]), ctx.shared["validation"].sample(0),
+    timer = OrtTimer(make, ctx.data.model_path, ctx.data.validation.sample(0),
                      ctx.request.threads)
     d = decide(groups, timer)
     summary = {**d.vs_fp32, "groups": len(groups), "comparisons": d.comparisons,

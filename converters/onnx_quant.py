@@ -18,26 +18,26 @@ The pipeline for static precisions:
 5. accuracy-aware: while the gate fails, keep the most sensitive nodes in float
    (converters/onnx_sensitivity) doubling their number; give up naming them.
 
-Every candidate is written, loaded and run by :func:`converters.onnx_backend.accept`.
+Every candidate is written, loaded and run by :func:`converters.onnx_accept.accept`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from converters.api import BackendContext, BuiltArtifact
+from converters.onnx_calibrate import calibrated_ranges
 from converters.onnx_utils import (
     fix_batch,
     has_external_data,
     inline_if_fits,
     model_opset,
     save_model,
-    upgraded,
 )
 from edgeops.errors import AccuracyGateError
 
@@ -122,11 +122,11 @@ def prepare(ctx: BackendContext, min_opset: int) -> Path:
     """Opset-upgraded, shape-inferred, basic-optimised source with every node named."""
     import onnx
 
-    model = upgraded(ctx.shared, min_opset)
+    model = ctx.data.upgraded(min_opset)
     if ctx.profile.static_shapes:
         from converters.validate import concrete_shape
 
-        model = fix_batch(model, {s.name: concrete_shape(s) for s in ctx.shared["inputs"]})
+        model = fix_batch(model, {s.name: concrete_shape(s) for s in ctx.data.inputs})
     named = onnx.ModelProto()
     named.CopyFrom(model)
     seen: set[str] = set()
@@ -231,18 +231,6 @@ def rewrite_for_cpu(prepared: Path, workdir: Path) -> tuple[Path, list[str]]:
     return save_model(model, workdir / "prepared-cpu.onnx"), rewritten
 
 
-def calibrated_ranges(cache: Path) -> dict[str, tuple[float, float]]:
-    """(min, max) per tensor from an ORT calibration cache."""
-    import numpy as np
-    from onnxruntime.quantization.calibrate import load_tensors_data
-
-    out = {}
-    for name, td in load_tensors_data(cache).items():
-        lo, hi = td.range_value
-        out[name] = (float(np.ravel(lo)[0]), float(np.ravel(hi)[0]))
-    return out
-
-
 def model_opset_path(path: Path) -> int:
     import onnx
 
@@ -266,21 +254,21 @@ def _quantised_nodes(path: Path) -> set[str]:
 
 
 def quantise(ctx: BackendContext) -> BuiltArtifact:
-    from converters.onnx_backend import accept
+    from converters.onnx_accept import accept
 
     if ctx.precision == "int8-dynamic":
         return _dynamic(ctx, accept)
     facts = cpu_facts()
     plan = plan_for(ctx.profile.name, dict(ctx.profile.options), ctx.precision, facts)
     min_opset = QNN_INT16_OPSET if plan.activation_type == "uint16" else MIN_QDQ_OPSET
-    source_opset = model_opset(ctx.shared["model"])
+    source_opset = model_opset(ctx.data.model)
     ctx.progress(f"{ctx.profile.name}: preparing (opset {source_opset} → "
                  f"{max(source_opset, min_opset)})")
     prepared = prepare(ctx, min_opset)
     from converters.onnx_unquantisable import type_ml_outputs
 
     if not has_external_data(prepared):
-        type_ml_outputs(prepared, ctx.shared["calibration"].sample(0))
+        type_ml_outputs(prepared, ctx.data.calibration.sample(0))
     cpu_passes = not plan.qnn and not has_external_data(prepared)
     rewritten: list[str] = []
     if cpu_passes:
@@ -288,15 +276,15 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     engine = _engine(ctx, prepared, plan) if cpu_passes else None   # converters/quant
     prepared = engine.model if engine else prepared
     ctx.progress(f"{ctx.profile.name}: calibrating ({ctx.request.calibration_method}, "
-                 f"{len(ctx.shared['calibration'])} samples, streamed)")
+                 f"{len(ctx.data.calibration)} samples, streamed)")
     from converters.onnx_calibrate import calibrate
 
-    cache, method = calibrate(prepared, ctx.shared["calibration"], ctx.request.calibration_method,
+    cache, method = calibrate(prepared, ctx.data.calibration, ctx.request.calibration_method,
                               ctx.workdir)
     if engine:
         from converters.quant import range_passes
 
-        cache = range_passes(engine, cache, method, ctx.shared["calibration"], ctx.workdir,
+        cache = range_passes(engine, cache, method, ctx.data.calibration, ctx.workdir,
                              ctx.request.calibration_method)
     float_nodes: dict[str, str] = dict(engine.float_nodes) if engine else {}
     perf_summary: dict[str, Any] = {}
@@ -346,11 +334,11 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     from converters.onnx_unquantisable import any_quantised, ship_fp32, unquantisable_nodes
 
     if not any_quantised(out):                  # e.g. a scikit-learn tree ensemble
-        return ship_fp32(ctx, ctx.shared["model"])
+        return ship_fp32(ctx, ctx.data.model)
     import onnx
 
     float_nodes.update(unquantisable_nodes(onnx.load(str(prepared), load_external_data=False)))
-    float_nodes.update(_recurrent(prepared, ctx.shared.get("states") or {}))
+    float_nodes.update(_recurrent(prepared, ctx.data.states))
     native = _native(ctx, facts)
     perf_aware = bool(ctx.request.options.get("perf_aware", True))
     large = has_external_data(prepared)   # over 2 GB: each trial would re-quantise it all
@@ -375,23 +363,21 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                                 if not quantise_tail else
                                 {"float": [], "quantised_on_request": sorted(tail)}),
         "calibration": {"method": ctx.request.calibration_method,
-                        "samples": len(ctx.shared["calibration"]),
-                        "synthetic": ctx.shared.get("synthetic", False),
+                        "samples": len(ctx.data.calibration),
+                        "synthetic": ctx.data.synthetic,
                         "streamed_chunk": 16},
     }
-    from converters.validate import accuracy_report, gate_drop, run_onnx, task_note
+    from converters.validate import gate_drop, run_onnx, task_note
 
-    val = ctx.shared["validation"]
+    val = ctx.data.validation
     sensitive: list[tuple[str, tuple[str, ...], float]] | None = None
     # A forced-quantised tail (--quantise-tail) stays quantised: the gate must see it.
     candidates = _quantised_nodes(out) - (set(tail) if quantise_tail else set())
     tried = 0
     while True:
-        outputs = run_onnx(out, val, states=ctx.shared.get("states"))
-        report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"),
-                                 ctx.shared.get("classifier_outputs"),
-                                 ctx.shared.get("task"))
-        metric, drop = gate_drop(report, ctx.shared.get("gate_metric", "auto"))
+        outputs = run_onnx(out, val, states=ctx.data.states)
+        report = ctx.data.accuracy_report(outputs)
+        metric, drop = gate_drop(report, ctx.data.gate_metric)
         if drop <= ctx.request.max_accuracy_drop:
             break
         if sensitive is None:
@@ -430,14 +416,11 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
 
 def _validation_drop(ctx: BackendContext, model: Path) -> float:
     """The gate's relative drop of the task metric for ``model`` on the validation data."""
-    from converters.validate import accuracy_report, gate_drop, run_onnx
+    from converters.validate import gate_drop, run_onnx
 
-    report = accuracy_report(ctx.shared["reference"],
-                             run_onnx(model, ctx.shared["validation"],
-                                      states=ctx.shared.get("states")),
-                             ctx.shared.get("labels"), ctx.shared.get("classifier_outputs"),
-                             ctx.shared.get("task"))
-    return float(gate_drop(report, ctx.shared.get("gate_metric", "auto"))[1])
+    report = ctx.data.accuracy_report(run_onnx(model, ctx.data.validation,
+                                               states=ctx.data.states))
+    return float(gate_drop(report, ctx.data.gate_metric)[1])
 
 
 def _engine(ctx: BackendContext, prepared: Path, plan: QuantPlan) -> Any:
@@ -446,12 +429,12 @@ def _engine(ctx: BackendContext, prepared: Path, plan: QuantPlan) -> Any:
 
     effort = str(ctx.request.options.get("effort") or "default")
     ctx.progress(f"{ctx.profile.name}: quantisation passes (effort {effort})")
-    return graph_passes(prepared, ctx.shared["calibration"], effort=effort,
+    return graph_passes(prepared, ctx.data.calibration, effort=effort,
                         reduce_range=plan.reduce_range, workdir=ctx.workdir,
                         override=ctx.request.options.get("quant_passes"))
 
 
-def _recurrent(prepared: Path, states: dict[str, str]) -> dict[str, str]:
+def _recurrent(prepared: Path, states: Mapping[str, str]) -> dict[str, str]:
     """A streaming model's state path stays float: its error would compound step by step."""
     if not states:
         return {}
@@ -486,7 +469,7 @@ def _dynamic(ctx: BackendContext, accept: Any) -> BuiltArtifact:
     facts = cpu_facts()
     isa = ctx.profile.options.get("isa", facts["machine"])
     reduce_range = isa in ("x86_64",) and not facts["vnni"]
-    model = upgraded(ctx.shared, MIN_QDQ_OPSET)
+    model = ctx.data.upgraded(MIN_QDQ_OPSET)
     src = save_model(model, ctx.workdir / "source.onnx")
     out = ctx.workdir / "model.onnx"
     with _quiet():

@@ -57,7 +57,8 @@ def any_quantised(path: Path) -> bool:
 
 def ship_fp32(ctx: BackendContext, model: Any) -> BuiltArtifact:
     """The FP32 artifact in place of an INT8 one that quantised nothing (see module doc)."""
-    from converters.onnx_backend import accept, optimise_fp32
+    from converters.onnx_accept import accept
+    from converters.onnx_fp32 import optimise_fp32
 
     reasons = unquantisable_nodes(model)
     ops = sorted({f"{n.domain or 'ai.onnx'}::{n.op_type}" if n.domain else n.op_type

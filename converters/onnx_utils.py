@@ -2,8 +2,8 @@
 
 ONNX Runtime's stock ``quantize_static`` emits an invalid model when fed an opset-11/12 model
 with per-channel weights (DequantizeLinear only has ``axis`` from opset 13), so quantisation
-passes call :func:`upgraded` first. The result is cached in the build's shared context so
-several targets upgrade once.
+passes call :func:`upgraded` first. The result is kept in the build's typed cache
+(:class:`converters.context.SourceCache`) so several targets upgrade once.
 
 Models over 2 GB (external data) cannot be serialised as one protobuf, which is what the version
 converter, the checker and ``ModelProto.ByteSize`` do in memory; :func:`proto_bytes` says how
@@ -13,6 +13,7 @@ big a model is without failing, and :func:`upgraded` converts such a model's wei
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -72,31 +73,36 @@ def model_opset(model: Any) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def upgraded(shared: dict[str, Any], min_opset: int) -> Any:
-    """The source model at opset ``min_opset`` or newer (cached in ``shared``)."""
+def upgraded(model: Any, min_opset: int, *, path: Path | None = None,
+             cache: MutableMapping[int, Any] | None = None) -> Any:
+    """``model`` at opset ``min_opset`` or newer.
+
+    ``path`` is where ``model`` lives on disk (read from there when it is over 2 GB); ``cache``
+    (opset -> model, e.g. :class:`converters.context.SourceCache`'s) keeps the conversion for
+    the build's other targets.
+    """
     import onnx
     from onnx import version_converter
 
-    model = shared["model"]
     if model_opset(model) >= min_opset:
         return model
-    key = f"model@opset{min_opset}"
-    if key not in shared:
-        path = shared.get("model_path")
-        try:
-            if path is not None and proto_bytes(model) > PROTOBUF_SAFE_BYTES:
-                up = _upgraded_from_disk(Path(path), min_opset)
-            else:
-                up = version_converter.convert_version(model, min_opset)
-                onnx.checker.check_model(up)
-        except Exception as exc:  # the converter raises bare RuntimeErrors on unsupported ops
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UnsupportedModelError(
-                f"cannot upgrade the model from opset {model_opset(model)} to {min_opset} "
-                f"(needed for per-channel quantisation): {msg}",
-                hint="re-export at opset 13+ or use --precision fp32") from None
-        shared[key] = up
-    return shared[key]
+    if cache is not None and min_opset in cache:
+        return cache[min_opset]
+    try:
+        if path is not None and proto_bytes(model) > PROTOBUF_SAFE_BYTES:
+            up = _upgraded_from_disk(Path(path), min_opset)
+        else:
+            up = version_converter.convert_version(model, min_opset)
+            onnx.checker.check_model(up)
+    except Exception as exc:  # the converter raises bare RuntimeErrors on unsupported ops
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedModelError(
+            f"cannot upgrade the model from opset {model_opset(model)} to {min_opset} "
+            f"(needed for per-channel quantisation): {msg}",
+            hint="re-export at opset 13+ or use --precision fp32") from None
+    if cache is not None:
+        cache[min_opset] = up
+    return up
 
 
 def _upgraded_from_disk(path: Path, min_opset: int) -> Any:

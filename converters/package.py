@@ -19,7 +19,7 @@ from typing import Any
 
 from converters.api import BuildRequest, BuiltArtifact, timed_on_target
 from converters.build import BuildOutcome
-from converters.onnx_backend import _nice_ceil
+from converters.onnx_accept import nice_ceil
 from edgeops.bundle import ArtifactEntry, Lineage, Manifest, TensorSpec, file_ref, write_bundle
 from edgeops.fsutil import atomic_write
 
@@ -63,7 +63,7 @@ def _manifest_metrics(a: BuiltArtifact, sign_latency: bool) -> dict[str, Any]:
     m = {k: v for k, v in a.metrics.items() if k != "latency"}
     lat = a.metrics.get("latency")
     if sign_latency and lat and latency_signable(a, lat):
-        m["latency_budget_ms"] = _nice_ceil(2 * lat["p95_ms"])
+        m["latency_budget_ms"] = nice_ceil(2 * lat["p95_ms"])
         m["latency_threads"] = lat["threads"]
     return m
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from converters.api import BackendContext, BuiltArtifact
 from converters.model_check import iter_nodes
-from converters.profiles import TargetProfile
 from edgeops.errors import UnsupportedModelError
+from edgeops.targets import TargetProfile
 
 __all__ = ["INT8_PRECISIONS", "check_prequantised_targets", "quantised_ops", "ship_as_is"]
 
@@ -73,18 +73,18 @@ def ship_as_is(ctx: BackendContext) -> BuiltArtifact:
     """The source model, unchanged, as the INT8 artifact, once it passes validation."""
     import shutil
 
-    from converters.onnx_backend import accept
+    from converters.onnx_accept import accept
 
-    ops = ctx.shared["prequantised"]
+    ops = dict(ctx.data.prequantised)
     ctx.progress(f"{ctx.profile.name}: the model is already quantised ({_summary(ops)}); "
                  "shipping it as-is")
     out = ctx.workdir / "model.onnx"
-    if ctx.shared["source"].external_data:
+    if ctx.data.source.external_data:
         import onnx
 
-        onnx.save_model(ctx.shared["model"], str(out))
+        onnx.save_model(ctx.data.model, str(out))
     else:
-        shutil.copyfile(ctx.shared["model_path"], out)
+        shutil.copyfile(ctx.data.model_path, out)
     return accept(ctx, out, {"pass": "prequantised", "quantised_ops": ops,
                              "requested_precision": ctx.precision,
                              "reason": "the source model is already quantised; re-quantising "

@@ -6,11 +6,9 @@ These helpers are that common ground, so both backends measure and gate the same
 
 Golden files (``write_golden``) are what devices replay after install. Layout of the npz:
 ``input/<name>`` holds the samples (first axis = samples, each fed as a batch of one), and
-``output/<name>`` the artifact's outputs on them, stacked with :func:`stack_outputs`: when each
-sample's output has a leading batch axis of 1 the outputs are concatenated on it (so
-``output[i]`` is sample i's output without its batch axis), otherwise they are stacked on a new
-first axis (``output[i]`` is sample i's whole output). :func:`sample_output` applies that rule to
-one run's output so a device can compare like with like.
+``output/<name>`` the artifact's outputs on them, stacked with
+:func:`edgeops.golden.stack_outputs` (the layout is a contract the agent and the hardware tests
+share, so it is stated in :mod:`edgeops.golden`).
 """
 
 from __future__ import annotations
@@ -27,11 +25,14 @@ from typing import Any
 import numpy as np
 
 from converters.data import InputSpec, SampleSet
-from converters.metrics import compare_outputs, relative_drop
+from converters.feeds import carry
+from converters.ort_session import open_session
 from converters.tasks import TaskSpec
 from converters.tasks import evaluate as evaluate_task
+from edgeops.compare import compare_outputs, relative_drop
 from edgeops.errors import AccuracyGateError, UsageError
 from edgeops.fsutil import atomic_open
+from edgeops.golden import stack_outputs
 
 __all__ = [
     "DEFAULT_DYNAMIC_DIM",
@@ -43,8 +44,6 @@ __all__ = [
     "latency_ms",
     "model_inputs",
     "run_onnx",
-    "sample_output",
-    "stack_outputs",
     "synthetic_samples",
     "task_note",
     "tensor_decls",
@@ -169,33 +168,6 @@ def synthetic_samples(inputs: Sequence[InputSpec], n: int, seed: int = 0,
     return SampleSet(arrays, {s.name: s.batch_axis for s in inputs})
 
 
-def stack_outputs(per_sample: Sequence[np.ndarray]) -> np.ndarray:
-    """Stack one output over samples (see the module docstring for the rule)."""
-    if all(a.ndim >= 1 and a.shape[0] == 1 for a in per_sample):
-        return np.concatenate(per_sample, axis=0)
-    return np.stack(per_sample, axis=0)
-
-
-def sample_output(run_output: np.ndarray, golden: np.ndarray, index: int) -> np.ndarray:
-    """What of one run's output matches ``golden[index]`` under :func:`stack_outputs`."""
-    if run_output.ndim >= 1 and run_output.shape[0] == 1 \
-            and golden[index].shape == run_output.shape[1:]:
-        out: np.ndarray = run_output[0]
-        return out
-    return run_output
-
-
-def _session(model: Path | bytes, providers: Sequence[str], threads: int) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    available = set(ort.get_available_providers())
-    use = [p for p in providers if p in available] or ["CPUExecutionProvider"]
-    src = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(src, so, providers=use)
 
 
 def run_onnx(model: Path | bytes, samples: Any,
@@ -209,10 +181,9 @@ def run_onnx(model: Path | bytes, samples: Any,
     Providers missing from this onnxruntime build are skipped (CPU is the fallback), so a CUDA
     profile's artifact is still loaded and checked on a CPU-only build machine.
     """
-    sess = _session(model, providers, threads)
+    sess = open_session(model, providers, threads)
     names = [o.name for o in sess.get_outputs()]
     per: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    from converters.feeds import carry
 
     def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(names, sess.run(names, feed), strict=True))

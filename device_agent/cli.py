@@ -9,7 +9,6 @@ policy and health-check path as a fleet deployment.
 
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
 import threading
@@ -62,16 +61,8 @@ def run(config_path: Path, local_only: bool) -> None:
 
     config = AgentConfig.from_file(config_path)
     if not local_only:
-        try:
-            daemon = importlib.import_module("device_agent.daemon")
-        except ModuleNotFoundError as exc:
-            if exc.name != "device_agent.daemon":
-                raise
-            from edgeops.errors import ConfigError
+        from device_agent import daemon  # paho, python-tuf: only when connecting
 
-            raise ConfigError("this agent build has no fleet connection (device_agent.daemon)",
-                              hint="use --local-only to serve the active model without it"
-                              ) from None
         rc = daemon.run(config)
         if rc:
             sys.exit(int(rc))

@@ -1,7 +1,7 @@
 """``edgeops agent enroll``: the device-side enrolment command (key made here, CSR sent).
 
-A thin click shell over :mod:`device_agent.enroll`, kept in the agent package so devices need
-nothing from ``fleet/``. ``fleet.cli.pki.device_enroll`` is this same command.
+A thin click shell over :mod:`edgeops.enrolment`, kept in the agent package so devices need
+nothing from ``fleet/``. The edgeops CLI mounts it under ``edgeops agent``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def enroll(fleet_url: str, device_id: str | None, token: str | None, out: Path, 
       EDGEOPS_ENROLL_TOKEN=... edgeops agent enroll --fleet http://mgr:8080 \\
           --device-id cam-17 --out /etc/edgeops
     """
-    from device_agent.enroll import renew_certificate, request_certificate
+    from edgeops.enrolment import renew_certificate, request_certificate
 
     if renew:
         files = renew_certificate(fleet_url, out)

@@ -2,7 +2,7 @@
 
 Why: a signed, untampered artifact can still be wrong for *this* device (a runtime that crashes
 on it, a delegate that returns NaN, a CPU too slow for it). The bundle carries golden inputs and
-the artifact's own outputs (``golden.npz``, layout in converters/validate.py: ``input/<name>``
+the artifact's own outputs (``golden.npz``, layout in edgeops/golden.py: ``input/<name>``
 has samples on the first axis, each fed as a batch of one; ``output/<name>`` the stacked
 outputs), the tolerance to compare them with and the latency measured at build time. Any
 failure becomes a one-line ``reason`` the fleet sees.
@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.runtime import ModelRunner, load_runner
 from edgeops.bundle.manifest import ArtifactEntry, Manifest, TensorSpec
 from edgeops.errors import EdgeOpsError
+from edgeops.golden import golden_feeds, sample_output
+from edgeops.runtime import ModelRunner, load_runner
 
 __all__ = [
     "DEFAULT_HEALTH",
@@ -43,7 +44,6 @@ __all__ = [
     "check_health",
     "check_slot",
     "check_slot_isolated",
-    "golden_feeds",
     "latency_reference_ms",
     "load_golden",
 ]
@@ -150,39 +150,6 @@ class _Fail(Exception):
     """A health failure with its reason; internal, turned into HealthResult(ok=False)."""
 
 
-def _sample_output(run_output: np.ndarray, golden: np.ndarray, index: int) -> np.ndarray:
-    # Same rule as converters.validate.sample_output (not imported: the agent never imports
-    # the converter toolchain).
-    if run_output.ndim >= 1 and run_output.shape[0] == 1 \
-            and golden[index].shape == run_output.shape[1:]:
-        return np.asarray(run_output[0])
-    return run_output
-
-
-def golden_feeds(inputs: Mapping[str, np.ndarray], signature: Sequence[TensorSpec] = ()
-                 ) -> list[dict[str, np.ndarray]]:
-    """One feed per golden sample, each input given its batch of one where the manifest says.
-
-    Golden inputs are stored samples first, with the samples axis in place of the input's
-    batch axis (``TensorSpec.batch_axis``, 0 for manifests that do not say); a stored sample
-    that already has the input's full rank (no batch axis, or an artifact that stores whole
-    inputs) is fed as it is.
-    """
-    specs = {t.name: t for t in signature}
-    count = next(iter(inputs.values())).shape[0]
-    feeds: list[dict[str, np.ndarray]] = []
-    for i in range(count):
-        feed: dict[str, np.ndarray] = {}
-        for k, v in inputs.items():
-            spec = specs.get(k)
-            x = np.asarray(v[i])
-            axis = spec.batch_axis if spec is not None else 0
-            full = spec is not None and x.ndim == len(spec.shape)
-            feed[k] = x if axis is None or full else np.expand_dims(x, min(axis, x.ndim))
-        feeds.append(feed)
-    return feeds
-
-
 def check_health(runner: ModelRunner, entry: ArtifactEntry, golden: bytes,
                  settings: HealthSettings = DEFAULT_HEALTH,
                  signature: Sequence[TensorSpec] = ()) -> HealthResult:
@@ -225,7 +192,7 @@ def check_health(runner: ModelRunner, entry: ArtifactEntry, golden: bytes,
                     raise _Fail(f"model has no output {name!r} that the golden file expects")
                 if want.shape[0] <= i:
                     raise _Fail(f"golden output {name!r} has fewer samples than its inputs")
-                actual = _sample_output(np.asarray(got[name]), want, i)
+                actual = sample_output(np.asarray(got[name]), want, i)
                 expected = want[i]
                 if actual.shape != expected.shape:
                     raise _Fail(f"output {name!r} has shape {actual.shape}, golden "

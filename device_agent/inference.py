@@ -27,10 +27,10 @@ import numpy as np
 
 from device_agent.io_adapter import IoAdapter
 from device_agent.memory import release_free_memory
-from device_agent.runtime import ModelRunner, load_runner
 from device_agent.slots import SlotInfo, SlotStore
 from edgeops.bundle.manifest import Manifest, TensorSpec
 from edgeops.errors import BadContentError, EdgeOpsError
+from edgeops.runtime import ModelRunner, load_runner
 
 if TYPE_CHECKING:
     from device_agent.feedback import PredictionLog

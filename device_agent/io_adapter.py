@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from device_agent.runtime import TensorInfo
+from edgeops.runtime import TensorInfo
 
 __all__ = ["IoAdapter"]
 

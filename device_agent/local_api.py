@@ -35,8 +35,8 @@ import numpy as np
 
 from device_agent.feedback import FeedbackRefused
 from device_agent.inference import InferenceService, NoModelError, PredictInputError
-from device_agent.runtime import ModelRunError
 from edgeops.errors import EdgeOpsError, TransportError
+from edgeops.runtime import ModelRunError
 
 __all__ = [
     "NPZ",

@@ -20,6 +20,7 @@ from typing import Any
 from edgeops.errors import UsageError
 from edgeops.fsutil import atomic_write
 from edgeops.protocol import topics
+from edgeops.targets import PROFILES
 from fleet.store import DEVICE_CLASSES, Device
 
 __all__ = ["AGENT_CONFIG_SCHEMA", "TLS_FILES", "EnrolSettings", "agent_config", "new_device",
@@ -29,7 +30,7 @@ AGENT_CONFIG_SCHEMA = "edgeops.agent-config/v1"
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _RESERVED_TAGS = ("class", "target", "id", "version")
 TLS_FILES = {"ca": "ca.pem", "cert": "device.crt", "key": "device.key"}
-"""Mutual-TLS files beside agent.json, as device_agent.enroll writes them."""
+"""Mutual-TLS files beside agent.json, as edgeops.enrolment writes them."""
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,7 @@ def new_device(device_id: str, device_class: str, target: str,
     if device_class not in DEVICE_CLASSES:
         raise UsageError(f"unknown device class {device_class!r}",
                          hint=f"classes: {', '.join(DEVICE_CLASSES)}")
-    try:
-        from converters.profiles import PROFILES
-    except ImportError:  # converters not installed: accept any target name
-        PROFILES = {}  # noqa: N806
-    if PROFILES and target not in PROFILES:
+    if target not in PROFILES:
         raise UsageError(f"unknown target {target!r}",
                          hint=f"targets: {', '.join(sorted(PROFILES))} (see `edgeops targets`)")
     return Device(device_id, device_class, target, parse_tags(tags), enrolled_at=time.time())

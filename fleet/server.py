@@ -30,6 +30,9 @@ from edgeops.protocol import SignedCommand
 from edgeops.trust import root_path
 from fleet.api import Services, create_app
 from fleet.api.auth import create_token
+from fleet.drift.alert_service import AlertIntervals, AlertService
+from fleet.drift.alerts import DriftAlerts, alert_store
+from fleet.drift.webhook_sender import WebhookSender
 from fleet.enroll import EnrolSettings
 from fleet.ports import CommandSigner, DeviceChannel
 from fleet.repository import Repository
@@ -39,6 +42,7 @@ from fleet.store import Store, open_store
 if TYPE_CHECKING:
     from fleet.broker_admin import BrokerAdmin
     from fleet.mqtt import TlsOptions
+    from fleet.worker import ManagerWorker
 
 __all__ = ["FleetServer", "OfflineChannel", "ServeOptions", "ensure_admin_token", "parse_listen",
            "remove_stale_uploads"]
@@ -68,6 +72,7 @@ class ServeOptions:
     refresh_s: float = 60.0
     upload_ttl_s: float = 3600.0            # uploads never published are removed after this
     mlflow_tracking_uri: str | None = None  # tag deployment outcomes on MLflow model versions
+    drift_evaluate_s: float = 60.0          # stored drift monitors are evaluated this often
 
 
 class OfflineChannel:
@@ -95,11 +100,9 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def _fleet_ca(keys: KeyStore) -> Any:
-    """The fleet CA under the key store's home, if the PKI part is installed and set up."""
-    try:
-        from fleet.pki import FleetCA
-    except ImportError:  # PKI is optional
-        return None
+    """The fleet CA under the key store's home, if it has been set up (`edgeops fleet ca init`)."""
+    from fleet.pki import FleetCA
+
     ca = FleetCA(keys.home / "ca")
     return ca if ca.exists() else None
 
@@ -180,39 +183,32 @@ class FleetServer:
                                             tls=self._broker_tls())
             self.app.state.broker_admin = self.broker_admin
         self.host, self.port = host, port
+        self.alerts = _alert_service(self.store, opts)
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
 
     def start_background(self) -> None:
         """Connect MQTT (if configured), recover, start the rollout loop."""
         if self.opts.broker:
-            try:
-                from fleet.mqtt import MqttOptions
-                from fleet.pki import MANAGER_IDENTITY
-                from fleet.worker import ManagerWorker, WorkerConfig, persistent_client_id
-            except ImportError:
-                log.warning("fleet.worker is not available: running without MQTT")
-            else:
-                # stable across restarts (a restart resumes its own session), distinct per
-                # HTTP port (several managers sharing one data directory)
-                cid = persistent_client_id(self.opts.data, str(self.port))
-                # short: a worker killed for good leaves the shared-subscription group soon
-                # (messages the broker hands its session meanwhile are re-sent by devices,
-                # which keep them until a manager acks); a quick restart still resumes it
-                password = self.broker_password     # the manager listener's login, if any
-                config = WorkerConfig(mqtt=MqttOptions(
-                    client_id=cid, session_expiry_s=MANAGER_SESSION_EXPIRY_S,
-                    username=MANAGER_IDENTITY if password is not None else None,
-                    password=password))
-                self.worker = ManagerWorker(self.store, self.opts.broker, self.opts.data,
-                                            tls=self._broker_tls(), client_id=cid,
-                                            on_state=self.engine.on_state,
-                                            on_status=self.engine.on_status, config=config)
-                self.worker.start()
-                self.channel = self.worker
-                self.engine.channel = self.worker
-                self.repository.channel = self.worker
-                self.repository.republish_all()
+            from fleet.mqtt import MqttOptions
+            from fleet.pki import MANAGER_IDENTITY
+            from fleet.worker import ManagerWorker, WorkerConfig, persistent_client_id
+
+            # stable across restarts (a restart resumes its own session), distinct per
+            # HTTP port (several managers sharing one data directory)
+            cid = persistent_client_id(self.opts.data, str(self.port))
+            # short: a worker killed for good leaves the shared-subscription group soon
+            # (messages the broker hands its session meanwhile are re-sent by devices,
+            # which keep them until a manager acks); a quick restart still resumes it
+            password = self.broker_password     # the manager listener's login, if any
+            config = WorkerConfig(mqtt=MqttOptions(
+                client_id=cid, session_expiry_s=MANAGER_SESSION_EXPIRY_S,
+                username=MANAGER_IDENTITY if password is not None else None,
+                password=password))
+            self.attach_worker(ManagerWorker(self.store, self.opts.broker, self.opts.data,
+                                             tls=self._broker_tls(), client_id=cid,
+                                             on_state=self.engine.on_state,
+                                             on_status=self.engine.on_status, config=config))
         else:
             log.warning("no --broker given: running without MQTT (commands are kept and sent "
                         "once a broker is configured)")
@@ -223,6 +219,22 @@ class FleetServer:
             self.engine.reconcile()
         self._loop = threading.Thread(target=self._run_loop, name="rollout", daemon=True)
         self._loop.start()
+        self.alerts.start()
+
+    def attach_worker(self, worker: ManagerWorker) -> None:
+        """Start ``worker`` and make it the server's device channel (engine and repository too).
+
+        ``start_background`` does this for ``--broker``; an embedder that builds its own worker
+        (the demo: its own broker, MQTT version and client id) calls it after starting the
+        server, instead of assigning the attributes itself.
+        """
+        worker.start()
+        self.worker = worker
+        self.services.ingest_counts = worker.ingest_counts     # sketch refusals in /metrics
+        self.channel = worker
+        self.engine.channel = worker
+        self.repository.channel = worker
+        self.repository.republish_all()
 
     def _run_loop(self) -> None:
         last_refresh = 0.0
@@ -248,6 +260,7 @@ class FleetServer:
         self._stop.set()
         if self._loop is not None:
             self._loop.join(timeout=10)
+        self.alerts.stop()
         if self.broker_admin is not None:
             self.broker_admin.close()
         if self.worker is not None:
@@ -286,6 +299,15 @@ class FleetServer:
         finally:
             self.stop()
             sock.close()
+
+
+def _alert_service(store: Store, opts: ServeOptions) -> AlertService:
+    """Drift monitors' evaluation and webhook delivery threads (fleet/drift/alert_service.py);
+    events name this manager's public URL as their CloudEvents source."""
+    base = (opts.public_url or f"http://{opts.listen}").rstrip("/")
+    return AlertService(DriftAlerts(store, source=f"{base}/api/v1/drift"),
+                        WebhookSender(alert_store(store)),
+                        AlertIntervals(evaluate_s=opts.drift_evaluate_s))
 
 
 def announce(server: FleetServer, out: Any = None) -> None:

@@ -256,6 +256,15 @@ class ManagerWorker:
                              "bytes_published": d.bytes_published},
                 "acks_sent": self.acks_sent, "errors": self.errors}
 
+    def ingest_counts(self) -> dict[str, int]:
+        """A copy of the ingest counters (read from another thread: /metrics)."""
+        for _ in range(5):
+            try:
+                return dict(self.ingest.stats.counts)
+            except RuntimeError:    # the consumer added a key while we copied: try again
+                continue
+        return {}
+
     # -- internals -------------------------------------------------------------------------
     def _publish_chunk(self, topic: str, frame: bytes) -> int:
         return self.chunks.publish(topic, frame, qos=1)

@@ -4,11 +4,11 @@ Run on the device itself: ``pytest hardware_tests --bundle FILE [--target PROFIL
 ``python -m hardware_tests --bundle FILE``). The suite loads the artifact for this machine's
 target in its intended runtime and provider, compares golden outputs, latency and memory with
 the manifest's figures and checks repeated runs are stable; the JSON report it writes is what
-``edgeops fleet bless`` uploads (:func:`hardware_tests.bless.upload_blessing`). See
+``edgeops fleet bless`` uploads (:func:`fleet.bless.upload_blessing`). See
 docs/HARDWARE_TESTS.md.
 """
 
-from hardware_tests.report import CheckResult, HardwareReport, render_markdown, write_report
+from edgeops.blessing import CheckResult, HardwareReport, render_markdown, write_report
 from hardware_tests.settings import DEFAULT_SETTINGS, HardwareSettings, default_target
 
 __all__ = [

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from converters.metrics import compare_outputs
+from edgeops.compare import compare_outputs
 
 __all__ = [
     "DEFAULT_TOLERANCE",

@@ -4,7 +4,7 @@
 the directory named on the command line), so the options exist before collection. The fixtures
 turn every bad input into a one-line failure (``pytrace=False``); hardware this machine lacks
 becomes a skip that names it. At the end, the verdicts and figures become the
-:class:`~hardware_tests.report.HardwareReport` (``--report``/``--report-md``) and JUnit
+:class:`~edgeops.blessing.HardwareReport` (``--report``/``--report-md``) and JUnit
 properties (``--junitxml``).
 """
 
@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from edgeops.blessing import CheckResult, HardwareReport, write_report
 from edgeops.bundle import ArtifactEntry
 from edgeops.errors import EdgeOpsError
 from hardware_tests.machine import machine_info, thermal_state
-from hardware_tests.report import CheckResult, HardwareReport, write_report
 from hardware_tests.runtime import HardwareMissing, LoadedModel, load_model, runtime_versions
 from hardware_tests.settings import HardwareSettings
 from hardware_tests.suite import (
@@ -130,7 +130,7 @@ def pytest_configure(config: pytest.Config) -> None:
                      provider=config.getoption("hw_provider"),
                      trusted_key=Path(key) if key else None)
     if ctx.target is not None:
-        from converters.profiles import PROFILES
+        from edgeops.targets import PROFILES
 
         if ctx.target not in PROFILES:
             raise pytest.UsageError(f"hardware_tests: unknown target '{ctx.target}' (known: "

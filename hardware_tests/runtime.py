@@ -1,6 +1,6 @@
 """Load one bundle artifact the way the device agent does, and prove which provider runs it.
 
-Loading itself is the agent's (:func:`device_agent.runtime.load_runner`), so a blessing vouches
+Loading itself is the agent's loader (:func:`edgeops.runtime.load_runner`), so a blessing vouches
 for the exact code path the device will use. What this module adds is the on-device proof the
 agent does not need: ONNX Runtime falls back to CPU without an error when a provider cannot
 start, which is exactly what an on-device check exists to catch. So the requested provider is
@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from converters.profiles import CPU_PROVIDERS
-from device_agent.runtime import ModelLoadError, ModelRunner, load_runner
 from edgeops.bundle import ArtifactEntry
 from edgeops.errors import BadContentError
+from edgeops.runtime import ModelLoadError, ModelRunner, load_runner
+from edgeops.targets import CPU_PROVIDERS
 
 __all__ = [
     "CPU_PROVIDERS",
@@ -128,7 +128,8 @@ def _load_delegates(intended: str) -> list[Any]:
     try:
         from ai_edge_litert.interpreter import load_delegate
     except ImportError:
-        raise HardwareMissing("the LiteRT runtime (ai-edge-litert) is not installed") from None
+        raise HardwareMissing("the LiteRT runtime is not installed: "
+                              "pip install 'edgeops[tflite]'") from None
     try:
         return [load_delegate(lib)]
     except (ValueError, OSError) as exc:
@@ -174,10 +175,7 @@ def runtime_versions() -> dict[str, str]:
             continue
     # What runs is the module Python imports, which need not be the "onnxruntime" distribution:
     # a GPU box can hold onnxruntime 1.30 (CPU) beside an onnxruntime-gpu 1.31 found first.
-    try:
-        import onnxruntime
+    import onnxruntime  # a base dependency
 
-        out["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
+    out["onnxruntime"] = onnxruntime.__version__
     return out

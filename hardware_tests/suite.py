@@ -22,6 +22,8 @@ import psutil
 from edgeops.bundle import ArtifactEntry, Bundle, TensorSpec, read_bundle
 from edgeops.config import DEFAULT_LIMITS
 from edgeops.errors import BadContentError, EdgeOpsError, InvalidBundleError, UsageError
+from edgeops.golden import golden_feeds, stack_outputs
+from edgeops.targets import hardware_class as _profile_hardware
 from hardware_tests.settings import HardwareSettings, default_target
 
 __all__ = [
@@ -39,19 +41,16 @@ __all__ = [
 
 def hardware_class(target: str) -> str:
     """The hardware class a target's blessing applies to (``TargetProfile.hardware``)."""
-    from converters.profiles import PROFILES
-
-    profile = PROFILES.get(target)
-    return profile.hardware if profile is not None else f"unknown:{target}"
+    return _profile_hardware(target) or f"unknown:{target}"
 
 
 @dataclass(frozen=True)
 class Golden:
     """Golden inputs and the artifact's own outputs for them, as the build machine recorded.
 
-    Layout (converters/validate.py): ``inputs[name][i]`` is sample ``i``, fed as a batch of
+    Layout (edgeops/golden.py): ``inputs[name][i]`` is sample ``i``, fed as a batch of
     one; ``outputs`` are the per-sample outputs stacked with
-    :func:`converters.validate.stack_outputs`.
+    :func:`edgeops.golden.stack_outputs`.
     """
 
     inputs: dict[str, np.ndarray]
@@ -62,8 +61,6 @@ class Golden:
         return min(len(v) for v in self.inputs.values()) if self.inputs else 0
 
     def sample(self, i: int) -> dict[str, np.ndarray]:
-        from device_agent.health import golden_feeds
-
         return golden_feeds({k: v[i : i + 1] for k, v in self.inputs.items()}, self.signature)[0]
 
     @property
@@ -75,8 +72,6 @@ class Golden:
 def replay_golden(run: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]],
                   golden: Golden) -> dict[str, np.ndarray]:
     """Run every golden sample as the build machine did and stack outputs the same way."""
-    from converters.validate import stack_outputs
-
     per_output: dict[str, list[np.ndarray]] = {}
     prev: Mapping[str, np.ndarray] = {}
     for i in range(len(golden)):
@@ -245,12 +240,9 @@ def open_suite(bundle_path: Path, settings: HardwareSettings, target: str | None
         return ctx
     ctx.manifest_sha256 = hashlib.sha256(ctx.bundle.manifest_bytes).hexdigest()
     if target is None:
-        try:
-            import onnxruntime as ort
+        import onnxruntime as ort  # a base dependency
 
-            available: Sequence[str] = ort.get_available_providers()
-        except ImportError:
-            available = ()
+        available: Sequence[str] = ort.get_available_providers()
         ctx.target = default_target(platform.machine(), available,
                                     [a.target for a in ctx.bundle.manifest.artifacts])
         ctx.notes.append(f"target {ctx.target} chosen for this {platform.machine()} machine")

@@ -85,7 +85,7 @@ class EngineState:
         """
         options = [False, True] if self.bias is not None else [self.bias_enabled]
         drops: dict[tuple[str, bool], float] = {}
-        for ranges in self.range_candidates or {"minmax": None}:
+        for ranges in list(self.range_candidates) or ["minmax"]:
             for bias in options:
                 self.bias_enabled = bias
                 drops[(ranges, bias)] = gate_drop(self.range_candidates.get(ranges))
@@ -175,7 +175,7 @@ def range_passes(state: EngineState, cache: Path, method: Any, samples: Any,
         return cache
     import onnx
 
-    from converters.onnx_quant import calibrated_ranges
+    from converters.onnx_calibrate import calibrated_ranges
 
     model = onnx.load(str(state.model), load_external_data=False)
     pass_ = MseRanges()

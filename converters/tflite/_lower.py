@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 import onnx
-from onnx import helper
 
+from converters.tflite._attrs import Attrs, node_attrs
 from converters.tflite._ir import Graph
 from converters.tflite._layout import Perm, channels_last, identity, layout_record
 from converters.tflite._lower_logic import LOGIC_ANY_DTYPE, LOGIC_OPS, LogicOps, logic_problem
@@ -51,30 +51,23 @@ _SAME_LOWERING = {"Dropout": "Identity", "Flatten": "Reshape", "Squeeze": "Resha
                   "Unsqueeze": "Reshape"}
 
 
-def _attrs(node: onnx.NodeProto) -> dict[str, object]:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _s(v: object) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
 
 def check_supported(prep: Prepared) -> None:
     """One error naming every node the TFLite lowering cannot take, before anything is built."""
     bad: list[str] = []
     dynamic = False
     for n in prep.graph.node:
-        a = _attrs(n)
+        a = node_attrs(n)
         why = ""
         if n.domain not in ("", "ai.onnx") or n.op_type not in SUPPORTED_OPS:
             why = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
             if n.op_type == "Erf" and n.domain in ("", "ai.onnx"):
                 why = _ERF_HINT
-        elif n.op_type == "Resize" and _s(a.get("mode", "nearest")) not in ("nearest", "linear"):
-            why = f"Resize mode={_s(a.get('mode'))}"
-        elif n.op_type == "Pad" and _s(a.get("mode", "constant")) not in ("constant", "reflect"):
-            why = f"Pad mode={_s(a.get('mode'))}"
-        elif n.op_type == "ConvTranspose" and int(a.get("group", 1)) != 1:  # type: ignore[call-overload]
+        elif n.op_type == "Resize" and a.s("mode", "nearest") not in ("nearest", "linear"):
+            why = f"Resize mode={a.s('mode', None)}"
+        elif n.op_type == "Pad" and a.s("mode", "constant") not in ("constant", "reflect"):
+            why = f"Pad mode={a.s('mode', None)}"
+        elif n.op_type == "ConvTranspose" and a.i("group", 1) != 1:
             why = "ConvTranspose group>1"
         elif n.op_type in ("Conv", "ConvTranspose") and n.input[1] not in prep.consts:
             why = f"{n.op_type} with non-constant weights"
@@ -87,15 +80,15 @@ def check_supported(prep: Prepared) -> None:
             why = f"{n.op_type} on {prep.dtypes.get(n.input[0])} data (float32 only)"
         elif n.op_type == "Resize" and len(prep.shapes.get(n.input[0], ())) != 4:
             why = "Resize of a non-4D tensor"
-        elif n.op_type == "Gemm" and (int(a.get("transA", 0))  # type: ignore[call-overload]
+        elif n.op_type == "Gemm" and (a.i("transA", 0)
                                       or n.input[1] not in prep.consts):
             why = "Gemm with transA or non-constant B"
-        elif n.op_type == "ConvTranspose" and any(d != 1 for d in a.get("dilations", [1])):  # type: ignore[attr-defined]
+        elif n.op_type == "ConvTranspose" and any(d != 1 for d in a.ints("dilations", [1])):
             why = "ConvTranspose with dilations"
         elif n.op_type == "MaxPool" and len(n.output) > 1 and n.output[1]:
             why = "MaxPool with indices output"
         elif n.op_type in ("MaxPool", "AveragePool") and \
-                any(d != 1 for d in a.get("dilations", [1])):  # type: ignore[attr-defined]
+                any(d != 1 for d in a.ints("dilations", [1])):
             why = f"{n.op_type} with dilations"
         elif any(o and o not in prep.shapes for o in n.output):
             why = f"{n.op_type} with an output shape that is not static"
@@ -123,7 +116,7 @@ _CAST_FROM = {np.dtype(t) for t in (np.float32, np.float64, np.int32, np.int64, 
 _ERF_HINT = "Erf outside GELU x*0.5*(1+erf(x/sqrt(2)))"
 
 
-def _attribute_problem(n: onnx.NodeProto, a: dict[str, object], prep: Prepared) -> str:
+def _attribute_problem(n: onnx.NodeProto, a: Attrs, prep: Prepared) -> str:
     """Why a supported op type cannot be lowered with these attributes/inputs ("" if it can)."""
     def const(i: int) -> bool:
         return len(n.input) > i and bool(n.input[i]) and n.input[i] in prep.consts
@@ -133,19 +126,19 @@ def _attribute_problem(n: onnx.NodeProto, a: dict[str, object], prep: Prepared) 
         return "Pow with a non-constant exponent"
     if t == "Pow" and np.asarray(prep.consts[n.input[1]]).size != 1:
         return "Pow with a non-scalar exponent"
-    if t == "Cast" and int(a.get("to", 0)) not in _CAST_TO:  # type: ignore[call-overload]
-        return f"Cast to {onnx.TensorProto.DataType.Name(int(a.get('to', 0)))}"  # type: ignore[call-overload]
+    if t == "Cast" and a.i("to", 0) not in _CAST_TO:
+        return f"Cast to {onnx.TensorProto.DataType.Name(a.i('to', 0))}"
     if t == "Cast" and prep.dtypes.get(n.input[0], np.dtype(np.float32)) not in _CAST_FROM:
         return f"Cast from {prep.dtypes.get(n.input[0])}"
     if t == "LayerNormalization" and len(n.output) > 1 and any(n.output[1:]):
         return "LayerNormalization with Mean/InvStdDev outputs"
-    if t == "LayerNormalization" and int(a.get("stash_type", 1)) != 1:  # type: ignore[call-overload]
+    if t == "LayerNormalization" and a.i("stash_type", 1) != 1:
         return "LayerNormalization stash_type!=1"
     if t == "MatMul" and any(len(prep.shapes.get(i, ())) < 2 for i in n.input[:2]):
         return "MatMul with a 1D operand"
-    if t.startswith("Reduce") and int(a.get("noop_with_empty_axes", 0)) \
+    if t.startswith("Reduce") and a.i("noop_with_empty_axes", 0) \
             and not (const(1) and np.asarray(prep.consts[n.input[1]]).size) \
-            and not a.get("axes"):  # type: ignore[call-overload]
+            and not a.get("axes"):
         return f"{t} noop_with_empty_axes=1"
     if t in ("GRU", "LSTM"):
         return gru_problem(n, a, prep.consts, prep.shapes)
@@ -188,7 +181,7 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
                 self.g.inputs.append(self.new(vi.name, perm))
             self.io_layout[vi.name] = layout_record(perm)
         for n in g.node:
-            getattr(self, "op_" + _SAME_LOWERING.get(n.op_type, n.op_type))(n, _attrs(n))
+            getattr(self, "op_" + _SAME_LOWERING.get(n.op_type, n.op_type))(n, node_attrs(n))
         for o in g.output:
             perm = self.perm_of(o.name)
             if self.keep_io or not (len(perm) == 4 and perm == channels_last(4)):
@@ -211,13 +204,13 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
             self.g.rename(t, o.name)
         return self.g
 
-    def op_Cast(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
-        if int(a.get("to", 0)) == onnx.TensorProto.BOOL:  # type: ignore[call-overload]
+    def op_Cast(self, n: onnx.NodeProto, a: Attrs) -> None:
+        if a.i("to", 0) == onnx.TensorProto.BOOL:
             self.cast_to_bool(n)
         else:
             super().op_Cast(n, a)
 
-    def op_Identity(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Identity(self, n: onnx.NodeProto, a: Attrs) -> None:
         if n.input[0] in self.p.consts:
             self.p.consts[n.output[0]] = self.p.consts[n.input[0]]
         else:
@@ -243,28 +236,28 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
                                                  if kind in ("ADD", "SUB", "MUL", "DIV")
                                                  else {}))
 
-    def op_Equal(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Equal(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._binary(n, "EQUAL")
 
-    def op_Less(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Less(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._binary(n, "LESS")
 
-    def op_Greater(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Greater(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._binary(n, "GREATER")
 
-    def op_Not(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Not(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._unary(n, "LOGICAL_NOT")
 
-    def op_Add(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Add(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._binary(n, "ADD")
 
-    def op_Sub(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Sub(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._binary(n, "SUB")
 
-    def op_Mul(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Mul(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._binary(n, "MUL")
 
-    def op_Div(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Div(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._binary(n, "DIV")
 
     def _unary(self, n: onnx.NodeProto, kind: str, **opts: object) -> None:
@@ -273,20 +266,20 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
         y = self.new(n.output[0], perm)
         self.g.add_op(kind, [x], [y], n.name, **opts)
 
-    def op_Relu(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Relu(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._unary(n, "RELU")
 
-    def op_Sigmoid(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Sigmoid(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._unary(n, "LOGISTIC")
 
-    def op_Tanh(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Tanh(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._unary(n, "TANH")
 
-    def op_HardSwish(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_HardSwish(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._unary(n, "HARD_SWISH")
 
-    def op_LeakyRelu(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
-        self._unary(n, "LEAKY_RELU", alpha=float(a.get("alpha", 0.01)))  # type: ignore[arg-type]
+    def op_LeakyRelu(self, n: onnx.NodeProto, a: Attrs) -> None:
+        self._unary(n, "LEAKY_RELU", alpha=a.f("alpha", 0.01))
 
     def _clamp(self, n: onnx.NodeProto, x: str, lo: float | None, hi: float | None,
                perm: Perm) -> None:
@@ -303,7 +296,7 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
             self.g.add_op(kind, [cur, c], [out], n.name)
             cur = out
 
-    def op_Clip(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Clip(self, n: onnx.NodeProto, a: Attrs) -> None:
         lo_v = self.const(n.input[1]) if len(n.input) > 1 and n.input[1] else a.get("min")
         hi_v = self.const(n.input[2]) if len(n.input) > 2 and n.input[2] else a.get("max")
         lo = None if lo_v is None else float(np.asarray(lo_v))
@@ -318,9 +311,9 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
             perm = self.perm_of(n.input[0])
             self._clamp(n, self.get(n.input[0], perm), lo, hi, perm)
 
-    def op_HardSigmoid(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
-        alpha = float(a.get("alpha", 0.2))  # type: ignore[arg-type]
-        beta = float(a.get("beta", 0.5))  # type: ignore[arg-type]
+    def op_HardSigmoid(self, n: onnx.NodeProto, a: Attrs) -> None:
+        alpha = a.f("alpha", 0.2)
+        beta = a.f("beta", 0.5)
         perm = self.perm_of(n.input[0])
         x = self.get(n.input[0], perm)
         rank = len(perm)
@@ -335,17 +328,17 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
                       n.name, fusedActivationFunction=0)
         self._clamp(n, t2, 0.0, 1.0, perm)
 
-    def op_PRelu(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_PRelu(self, n: onnx.NodeProto, a: Attrs) -> None:
         perm = self.perm_of(n.input[0])
         x = self.get(n.input[0], perm)
         slope = self.get(n.input[1], perm, rank=len(perm))
         y = self.new(n.output[0], perm)
         self.g.add_op("PRELU", [x, slope], [y], n.name)
 
-    def op_Softmax(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Softmax(self, n: onnx.NodeProto, a: Attrs) -> None:
         rank = len(self.shape(n.input[0]))
         default = -1 if self.p.opset >= 13 else 1
-        axis = int(a.get("axis", default)) % rank  # type: ignore[call-overload]
+        axis = a.i("axis", default) % rank
         if self.p.opset < 13 and axis != rank - 1:
             raise UnsupportedModelError(f"Softmax {n.name}: opset<13 softmax over axes "
                                         f"{axis}.. of a rank-{rank} tensor")
@@ -356,8 +349,8 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
         y = self.new(n.output[0], perm)
         self.g.add_op("SOFTMAX", [x], [y], n.name, beta=1.0)
 
-    def op_BatchNormalization(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
-        eps = float(a.get("epsilon", 1e-5))  # type: ignore[arg-type]
+    def op_BatchNormalization(self, n: onnx.NodeProto, a: Attrs) -> None:
+        eps = a.f("epsilon", 1e-5)
         gamma, beta, mean, var = (np.asarray(self.p.consts[i], np.float64) for i in n.input[1:5])
         k = gamma / np.sqrt(var + eps)
         rank = len(self.shape(n.input[0]))
@@ -372,9 +365,9 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
         y = self.new(n.output[0], perm)
         self.g.add_op("ADD", [t, self.get(bs, perm)], [y], n.name, fusedActivationFunction=0)
 
-    def op_Concat(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Concat(self, n: onnx.NodeProto, a: Attrs) -> None:
         rank = len(self.shape(n.output[0]))
-        axis = int(a["axis"]) % rank  # type: ignore[call-overload]
+        axis = a.i("axis") % rank
         perm = identity(rank)
         for i in n.input:
             if self.const(i) is None:
@@ -425,12 +418,12 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
         y = self.new(n.output[0], identity(len(shp)))
         self._reshape(x, y, shp)
 
-    def op_Reshape(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Reshape(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._reshape_node(n)
 
-    def op_Transpose(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Transpose(self, n: onnx.NodeProto, a: Attrs) -> None:
         rank = len(self.shape(n.input[0]))
-        t = list(a.get("perm", list(reversed(range(rank)))))  # type: ignore[call-overload]
+        t = a.ints("perm", list(reversed(range(rank))))
         ir, cur = self.val[n.input[0]]
         inv_t = [t.index(i) for i in range(rank)]
         # ir = in.transpose(cur) and out = in.transpose(t)  =>  ir = out.transpose(inv_t∘cur)
@@ -469,7 +462,7 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
                     votes.add("other")
         return votes == {"onnx"}
 
-    def op_Pad(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Pad(self, n: onnx.NodeProto, a: Attrs) -> None:
         rank = len(self.shape(n.input[0]))
         pads_v = self.const(n.input[1]) if len(n.input) > 1 and n.input[1] else a.get("pads")
         pads = [int(v) for v in np.asarray(pads_v).ravel()]
@@ -485,12 +478,12 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
         if len(n.input) > 2 and n.input[2]:
             value = float(np.asarray(self.p.consts[n.input[2]]).ravel()[0])
         elif "value" in a:
-            value = float(a["value"])  # type: ignore[arg-type]
+            value = a.f("value")
         perm = self.perm_of(n.input[0])
         x = self.get(n.input[0], perm)
         y = self.new(n.output[0], perm)
         pc = self.g.add_const("pads", np.array([full[p] for p in perm], np.int32))
-        mode = _s(a.get("mode", "constant"))
+        mode = a.s("mode", "constant")
         if mode == "reflect":
             self.g.add_op("MIRROR_PAD", [x, pc], [y], n.name, mode=0)
         elif value == 0.0:
@@ -500,17 +493,17 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
                                                                              np.float32))],
                           [y], n.name)
 
-    def op_Resize(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Resize(self, n: onnx.NodeProto, a: Attrs) -> None:
         ins, outs = self.shape(n.input[0]), self.shape(n.output[0])
         if len(ins) != 4 or ins[:2] != outs[:2]:
             raise UnsupportedModelError(f"Resize {n.name}: only the spatial dims of a 4D "
                                         "tensor may be resized")
-        mode = _s(a.get("mode", "nearest"))
-        ctm = _s(a.get("coordinate_transformation_mode", "half_pixel"))
+        mode = a.s("mode", "nearest")
+        ctm = a.s("coordinate_transformation_mode", "half_pixel")
         align = ctm == "align_corners"
         half = ctm in ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn")
         if mode == "nearest" and ctm == "asymmetric":
-            nm = _s(a.get("nearest_mode", "round_prefer_floor"))
+            nm = a.s("nearest_mode", "round_prefer_floor")
             if nm != "floor" and any(o % i for i, o in zip(ins[2:], outs[2:], strict=True)):
                 raise UnsupportedModelError(f"Resize {n.name}: nearest_mode {nm} with a "
                                             "non-integer scale")
@@ -520,15 +513,14 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
         self.g.add_op(kind, [x, self.i32("size", list(outs[2:]))], [y], n.name,
                       alignCorners=align, halfPixelCenters=half)
 
-    def op_Slice(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Slice(self, n: onnx.NodeProto, a: Attrs) -> None:
         shp = self.shape(n.input[0])
         rank = len(shp)
 
         def arg(i: int, key: str) -> list[int] | None:
             if len(n.input) > i and n.input[i]:
                 return [int(v) for v in np.asarray(self.p.consts[n.input[i]]).ravel()]
-            v = a.get(key)
-            return None if v is None else [int(x) for x in v]  # type: ignore[attr-defined]
+            return a.ints(key) if key in a else None
 
         starts, ends = arg(1, "starts") or [], arg(2, "ends") or []
         axes = [x % rank for x in (arg(3, "axes") or list(range(len(starts))))]
@@ -567,13 +559,13 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
                                                            bias.astype(np.float32))], [y],
                       n.name, keepNumDims=len(xs) > 2, fusedActivationFunction=0)
 
-    def op_Gemm(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
-        alpha = float(a.get("alpha", 1.0))  # type: ignore[arg-type]
-        beta = float(a.get("beta", 1.0))  # type: ignore[arg-type]
-        if int(a.get("transA", 0)) or self.const(n.input[1]) is None:  # type: ignore[call-overload]
+    def op_Gemm(self, n: onnx.NodeProto, a: Attrs) -> None:
+        alpha = a.f("alpha", 1.0)
+        beta = a.f("beta", 1.0)
+        if a.i("transA", 0) or self.const(n.input[1]) is None:
             raise UnsupportedModelError(f"Gemm {n.name}: transA or non-constant B")
         b = np.asarray(self.p.consts[n.input[1]], np.float64)
-        w = b if int(a.get("transB", 0)) else b.T  # type: ignore[call-overload]
+        w = b if a.i("transB", 0) else b.T
         w = w * alpha
         nout = w.shape[0]
         c = self.const(n.input[2]) if len(n.input) > 2 and n.input[2] else None
@@ -586,7 +578,7 @@ class _Lowering(MoreOps, RnnOps, LogicOps):
             bias = cb[0]
         self._fc(n, n.input[0], w, bias)
 
-    def op_MatMul(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_MatMul(self, n: onnx.NodeProto, a: Attrs) -> None:
         b = self.const(n.input[1])
         if b is not None and np.asarray(b).ndim == 2:
             bb = np.asarray(b, np.float32)

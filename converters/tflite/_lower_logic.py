@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from converters.tflite._attrs import Attrs
 from converters.tflite._layout import LayoutTracker, channels_last, identity
 
 __all__ = ["LOGIC_ANY_DTYPE", "LOGIC_OPS", "LogicOps", "logic_problem"]
@@ -23,19 +24,16 @@ LOGIC_OPS = frozenset({*_LOGICAL, "IsNaN", "GatherND", "DepthToSpace"})
 LOGIC_ANY_DTYPE = frozenset({*_LOGICAL, "GatherND"})
 
 
-def _s(v: object) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
-
-def logic_problem(n: onnx.NodeProto, a: dict[str, object], shapes: dict[str, tuple[int, ...]],
+def logic_problem(n: onnx.NodeProto, a: Attrs, shapes: dict[str, tuple[int, ...]],
                   consts: dict[str, np.ndarray]) -> str:
     """Why a node of LOGIC_OPS cannot be lowered with these attributes ("" if it can)."""
     t = n.op_type
-    if t == "DepthToSpace" and _s(a.get("mode", "DCR")) not in ("DCR", "CRD"):
-        return f"DepthToSpace mode={_s(a.get('mode'))}"
+    if t == "DepthToSpace" and a.s("mode", "DCR") not in ("DCR", "CRD"):
+        return f"DepthToSpace mode={a.s('mode', None)}"
     if t == "DepthToSpace" and len(shapes.get(n.input[0], ())) != 4:
         return "DepthToSpace of a non-4D tensor"
-    if t == "GatherND" and int(a.get("batch_dims", 0)) != 0:  # type: ignore[call-overload]
+    if t == "GatherND" and a.i("batch_dims", 0) != 0:
         return "GatherND batch_dims!=0"
     return ""
 
@@ -55,16 +53,16 @@ class LogicOps(LayoutTracker):
         y = self.new(n.output[0], perm)
         self.g.add_op(kind, xs, [y], n.name)
 
-    def op_And(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_And(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._logic("LOGICAL_AND", n, list(n.input[:2]))
 
-    def op_Or(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Or(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._logic("LOGICAL_OR", n, list(n.input[:2]))
 
-    def op_Xor(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Xor(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._logic("NOT_EQUAL", n, list(n.input[:2]))
 
-    def op_IsNaN(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_IsNaN(self, n: onnx.NodeProto, a: Attrs) -> None:
         perm = self.perm_of(n.input[0])
         x = self.get(n.input[0], perm)
         y = self.new(n.output[0], perm)
@@ -81,7 +79,7 @@ class LogicOps(LayoutTracker):
         y = self.new(n.output[0], perm)
         self.g.add_op("NOT_EQUAL", [x, zero], [y], n.name)
 
-    def op_GatherND(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_GatherND(self, n: onnx.NodeProto, a: Attrs) -> None:
         x = self.get(n.input[0])
         c = self.const(n.input[1])
         if c is None:
@@ -94,10 +92,10 @@ class LogicOps(LayoutTracker):
         y = self.new(n.output[0], identity(len(self.shape(n.output[0]))))
         self.g.add_op("GATHER_ND", [x, idx], [y], n.name)
 
-    def op_DepthToSpace(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
-        b = int(a["blocksize"])  # type: ignore[call-overload]
+    def op_DepthToSpace(self, n: onnx.NodeProto, a: Attrs) -> None:
+        b = a.i("blocksize")
         x = self.get(n.input[0], channels_last(4))
-        if _s(a.get("mode", "DCR")) == "CRD":         # channel c*b*b + k -> k*C + c
+        if a.s("mode", "DCR") == "CRD":         # channel c*b*b + k -> k*C + c
             nn, hh, ww, cc = self.g.tensors[x].shape
             c = cc // (b * b)
             split = self.g.add_tensor(n.output[0] + "__crd", (nn, hh, ww, c, b * b),

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
+from converters.tflite._attrs import Attrs
 from converters.tflite._layout import Perm, channels_last, identity, ir_dtype
 from converters.tflite._lower_spatial import SpatialOps
 from edgeops.errors import UnsupportedModelError
@@ -43,9 +44,9 @@ class MoreOps(SpatialOps):
         return self.g.add_const(base, np.full((1,) * rank, value, np.float32))
 
     # -- split / broadcast / select -------------------------------------------------------------
-    def op_Split(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Split(self, n: onnx.NodeProto, a: Attrs) -> None:
         rank = len(self.shape(n.input[0]))
-        axis = int(a.get("axis", 0)) % rank  # type: ignore[call-overload]
+        axis = a.i("axis", 0) % rank
         # sizes come from shape inference, which covers the `split` input (opset 13+), the
         # `split` attribute (opset <13), even splits and `num_outputs` (opset 18)
         sizes = [self.shape(o)[axis] for o in n.output]
@@ -59,7 +60,7 @@ class MoreOps(SpatialOps):
             self.g.add_op("SPLIT_V", [x, self.i32("size_splits", sizes), self.i32("axis", [ax])],
                           ys, n.name, numSplits=len(ys))
 
-    def op_Expand(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Expand(self, n: onnx.NodeProto, a: Attrs) -> None:
         out = self.shape(n.output[0])
         rank = len(out)
         perm = self.perm_of(n.input[0]) if len(self.shape(n.input[0])) == rank else identity(rank)
@@ -70,7 +71,7 @@ class MoreOps(SpatialOps):
         y = self.new(n.output[0], perm)
         self.g.add_op("BROADCAST_TO", [x, self.i32("shape", [out[p] for p in perm])], [y], n.name)
 
-    def op_Where(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Where(self, n: onnx.NodeProto, a: Attrs) -> None:
         rank = len(self.shape(n.output[0]))
         perm = identity(rank)
         for name in n.input[1:]:
@@ -88,9 +89,9 @@ class MoreOps(SpatialOps):
         y = self.new(n.output[0], perm)
         self.g.add_op("SELECT_V2", ins, [y], n.name)
 
-    def op_Gather(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Gather(self, n: onnx.NodeProto, a: Attrs) -> None:
         rank = len(self.shape(n.input[0]))
-        axis = int(a.get("axis", 0)) % rank  # type: ignore[call-overload]
+        axis = a.i("axis", 0) % rank
         if self.const(n.input[1]) is None:
             self._gather_computed(n, axis)
             return
@@ -124,7 +125,7 @@ class MoreOps(SpatialOps):
         y = self.new(n.output[0], identity(len(self.shape(n.output[0]))))
         self.g.add_op("GATHER", [x, idx], [y], n.name, axis=axis, batchDims=0)
 
-    def op_Cast(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Cast(self, n: onnx.NodeProto, a: Attrs) -> None:
         # float->float and int64<->int32 keep the graph's type (integers are int32 inside)
         src = self.g.tensors[self.val[n.input[0]][0]].dtype
         perm = self.perm_of(n.input[0])
@@ -136,7 +137,7 @@ class MoreOps(SpatialOps):
         self.g.add_op("CAST", [x], [y], n.name)
 
     # -- reductions -----------------------------------------------------------------------------
-    def _reduce(self, n: onnx.NodeProto, a: dict[str, object], kind: str) -> None:
+    def _reduce(self, n: onnx.NodeProto, a: Attrs, kind: str) -> None:
         rank = len(self.shape(n.input[0]))
         axes_v = self.const(n.input[1]) if len(n.input) > 1 and n.input[1] else a.get("axes")
         axes = sorted(int(v) % rank for v in (np.asarray(axes_v).ravel()
@@ -151,22 +152,22 @@ class MoreOps(SpatialOps):
             return
         self.g.add_op(kind, [x, self.i32("axes", ir_axes)], [y], n.name, keepDims=keep)
 
-    def op_ReduceMean(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_ReduceMean(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._reduce(n, a, "MEAN")
 
-    def op_ReduceSum(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_ReduceSum(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._reduce(n, a, "SUM")
 
-    def op_ReduceMax(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_ReduceMax(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._reduce(n, a, "REDUCE_MAX")
 
-    def op_ReduceMin(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_ReduceMin(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._reduce(n, a, "REDUCE_MIN")
 
-    def op_ReduceProd(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_ReduceProd(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._reduce(n, a, "REDUCE_PROD")
 
-    def op_GlobalMaxPool(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_GlobalMaxPool(self, n: onnx.NodeProto, a: Attrs) -> None:
         rank = len(self.shape(n.input[0]))
         x = self.get(n.input[0], channels_last(rank))
         y = self.new(n.output[0], channels_last(rank))
@@ -197,10 +198,10 @@ class MoreOps(SpatialOps):
             self.g.add_op(kind, [cur, other], [y], n.name)
             cur = y
 
-    def op_Max(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Max(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._nary(n, "MAXIMUM")
 
-    def op_Min(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Min(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._nary(n, "MINIMUM")
 
     def _simple(self, n: onnx.NodeProto, kind: str) -> None:
@@ -209,28 +210,28 @@ class MoreOps(SpatialOps):
         y = self.new(n.output[0], perm)
         self.g.add_op(kind, [x], [y], n.name)
 
-    def op_Sqrt(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Sqrt(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._simple(n, "SQRT")
 
-    def op_Exp(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Exp(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._simple(n, "EXP")
 
-    def op_Log(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Log(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._simple(n, "LOG")
 
-    def op_Neg(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Neg(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._simple(n, "NEG")
 
-    def op_Abs(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Abs(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._simple(n, "ABS")
 
-    def op_Sin(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Sin(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._simple(n, "SIN")
 
-    def op_Cos(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Cos(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._simple(n, "COS")
 
-    def op_Gelu(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Gelu(self, n: onnx.NodeProto, a: Attrs) -> None:
         approx = a.get("approximate", b"none")
         perm = self.perm_of(n.input[0])
         x = self.get(n.input[0], perm)
@@ -239,7 +240,7 @@ class MoreOps(SpatialOps):
                       approximate=(approx.decode() if isinstance(approx, bytes)
                                    else str(approx)) == "tanh")
 
-    def op_Softplus(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Softplus(self, n: onnx.NodeProto, a: Attrs) -> None:
         # log(1 + exp(x)); no TFLite builtin
         perm = self.perm_of(n.input[0])
         x = self.get(n.input[0], perm)
@@ -252,14 +253,14 @@ class MoreOps(SpatialOps):
         y = self.new(n.output[0], perm)
         self.g.add_op("LOG", [e1], [y], n.name)
 
-    def op_Reciprocal(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Reciprocal(self, n: onnx.NodeProto, a: Attrs) -> None:
         perm = self.perm_of(n.input[0])
         x = self.get(n.input[0], perm)
         y = self.new(n.output[0], perm)
         self.g.add_op("DIV", [self._full(1.0, len(perm), "one"), x], [y], n.name,
                       fusedActivationFunction=0)
 
-    def op_Pow(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Pow(self, n: onnx.NodeProto, a: Attrs) -> None:
         e = float(np.asarray(self.p.consts[n.input[1]]).ravel()[0])
         perm = self.perm_of(n.input[0])
         x = self.get(n.input[0], perm)
@@ -277,14 +278,14 @@ class MoreOps(SpatialOps):
             self.g.add_op("POW", [x, self._full(e, len(perm), "exponent")], [y], n.name)
 
     # -- normalisation --------------------------------------------------------------------------
-    def op_LayerNormalization(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_LayerNormalization(self, n: onnx.NodeProto, a: Attrs) -> None:
         """mean, squared difference, mean, +eps, rsqrt, scale, shift: LiteRT's fast kernels."""
         if len(n.output) > 1 and any(n.output[1:]):
             raise UnsupportedModelError(f"LayerNormalization {n.name}: Mean/InvStdDev outputs")
         shp = self.shape(n.input[0])
         rank = len(shp)
-        axis = int(a.get("axis", -1)) % rank  # type: ignore[call-overload]
-        eps = float(a.get("epsilon", 1e-5))  # type: ignore[arg-type]
+        axis = a.i("axis", -1) % rank
+        eps = a.f("epsilon", 1e-5)
         perm = self.perm_of(n.input[0])
         x = self.get(n.input[0], perm)
         ir_axes = sorted(perm.index(ax) for ax in range(axis, rank))

@@ -15,28 +15,26 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from converters.tflite._attrs import Attrs
 from converters.tflite._layout import LayoutTracker, identity
 
 __all__ = ["RnnOps", "gru_problem"]
 
 
-def _s(v: object) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
-
-def gru_problem(n: onnx.NodeProto, a: dict[str, object], consts: dict[str, np.ndarray],
+def gru_problem(n: onnx.NodeProto, a: Attrs, consts: dict[str, np.ndarray],
                 shapes: dict[str, tuple[int, ...]]) -> str:
     """Why this GRU or LSTM node is not lowered ("" if it is)."""
     t = n.op_type
-    acts = [_s(v).lower() for v in a.get("activations", []) or []]  # type: ignore[attr-defined]
+    acts = [v.lower() for v in a.strings("activations", [])]
     want = ["sigmoid", "tanh"] if t == "GRU" else ["sigmoid", "tanh", "tanh"]
     if acts and any(x != y for x, y in zip(acts, want * 2, strict=False)):
         return f"{t} activations={','.join(acts)} ({','.join(w.title() for w in want)} only)"
     if "clip" in a:
         return f"{t} with clip"
-    if int(a.get("layout", 0)):  # type: ignore[call-overload]
+    if a.i("layout", 0):
         return f"{t} layout=1 (batch-first)"
-    if t == "LSTM" and int(a.get("input_forget", 0)):  # type: ignore[call-overload]
+    if t == "LSTM" and a.i("input_forget", 0):
         return "LSTM input_forget=1"
     if t == "LSTM" and len(n.input) > 7 and n.input[7]:
         return "LSTM with peepholes"
@@ -75,10 +73,10 @@ class RnnOps(LayoutTracker):
         self.g.add_op(kind, ins, [out], src, **opts)
         return out
 
-    def op_GRU(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
-        hid = int(a["hidden_size"])  # type: ignore[call-overload]
-        lbr = bool(int(a.get("linear_before_reset", 0)))  # type: ignore[call-overload]
-        direction = _s(a.get("direction", "forward"))
+    def op_GRU(self, n: onnx.NodeProto, a: Attrs) -> None:
+        hid = a.i("hidden_size")
+        lbr = bool(a.i("linear_before_reset", 0))
+        direction = a.s("direction", "forward")
         seq, batch, _ = self.shape(n.input[0])
         w_all = np.asarray(self.p.consts[n.input[1]], np.float64)
         r_all = np.asarray(self.p.consts[n.input[2]], np.float64)
@@ -147,11 +145,11 @@ class RnnOps(LayoutTracker):
         zd = self._op("MUL", [z, diff], f"{base}_zd", shp, n.name)
         return self._op("ADD", [cand, zd], f"{base}_h", shp, n.name)
 
-    def op_LSTM(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_LSTM(self, n: onnx.NodeProto, a: Attrs) -> None:
         """Gates i, o, f, c (ONNX order): one ADD of the projections, LOGISTIC over i/o/f
         together, TANH of the cell candidate, c' = f*c + i*g, h' = o*tanh(c')."""
-        hid = int(a["hidden_size"])  # type: ignore[call-overload]
-        direction = _s(a.get("direction", "forward"))
+        hid = a.i("hidden_size")
+        direction = a.s("direction", "forward")
         seq, batch, _ = self.shape(n.input[0])
         w_all = np.asarray(self.p.consts[n.input[1]], np.float64)
         r_all = np.asarray(self.p.consts[n.input[2]], np.float64)

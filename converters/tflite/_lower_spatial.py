@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
+from converters.tflite._attrs import Attrs
 from converters.tflite._layout import LayoutTracker, channels_last
 from edgeops.errors import UnsupportedModelError
 
@@ -20,9 +21,6 @@ __all__ = ["SpatialOps"]
 _PAD_MIN = -3.4e38          # max-pool padding: below any activation
 _LONG_SUM = 4096            # a MEAN over more values is split axis by axis (see _mean)
 
-
-def _s(v: object) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class SpatialOps(LayoutTracker):
@@ -47,14 +45,14 @@ class SpatialOps(LayoutTracker):
         out = self.new(onnx_out, channels_last(3))
         self._reshape(t4, out, (n, t, c))
 
-    def _spatial_params(self, a: dict[str, object], k: Sequence[int], in_hw: Sequence[int],
+    def _spatial_params(self, a: Attrs, k: Sequence[int], in_hw: Sequence[int],
                         out_hw: Sequence[int], was1d: bool) -> tuple[list[int], list[int],
                                                                      list[int], list[int]]:
         nd = len(k)
-        strides = list(a.get("strides", [1] * nd))  # type: ignore[call-overload]
-        dil = list(a.get("dilations", [1] * nd))  # type: ignore[call-overload]
-        pads = list(a.get("pads", [0] * 2 * nd))  # type: ignore[call-overload]
-        auto = _s(a.get("auto_pad", "NOTSET"))
+        strides = a.ints("strides", [1] * nd)
+        dil = a.ints("dilations", [1] * nd)
+        pads = a.ints("pads", [0] * 2 * nd)
+        auto = a.s("auto_pad", "NOTSET")
         if auto in ("SAME_UPPER", "SAME_LOWER"):
             pads = [0] * 2 * nd
             for i in range(nd):
@@ -117,7 +115,7 @@ class SpatialOps(LayoutTracker):
 
     # -- ops -----------------------------------------------------------------------------------
 
-    def op_Conv(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_Conv(self, n: onnx.NodeProto, a: Attrs) -> None:
         x, was1d = self._to4d(n.input[0])
         w = np.asarray(self.p.consts[n.input[1]], np.float32)
         if was1d:
@@ -126,7 +124,7 @@ class SpatialOps(LayoutTracker):
         bias = np.asarray(self.const(n.input[2]) if len(n.input) > 2 and n.input[2]
                           else np.zeros(o), np.float32)
         _, h, wd, cin = self.g.tensors[x].shape
-        groups = int(a.get("group", 1))  # type: ignore[call-overload]
+        groups = a.i("group", 1)
         s, d, pb, pe = self._spatial_params(a, (kh, kw) if not was1d else (kw,), (h, wd)
                                             if not was1d else (wd,), (), was1d)
         mode = self._padding_mode((kh, kw), (h, wd), s, d, pb, pe)
@@ -168,7 +166,7 @@ class SpatialOps(LayoutTracker):
             self.g.add_op("CONCATENATION", outs, [y], n.name, axis=3)
         self._from4d(n.output[0], y, was1d)
 
-    def op_ConvTranspose(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_ConvTranspose(self, n: onnx.NodeProto, a: Attrs) -> None:
         x, was1d = self._to4d(n.input[0])
         w = np.asarray(self.p.consts[n.input[1]], np.float32)   # [C_in, C_out, kh, kw]
         if was1d:
@@ -178,9 +176,9 @@ class SpatialOps(LayoutTracker):
                           else np.zeros(o), np.float32)
         nb, h, wd, _ = self.g.tensors[x].shape
         nd = 1 if was1d else 2
-        strides = list(a.get("strides", [1] * nd))  # type: ignore[call-overload]
-        dil = list(a.get("dilations", [1] * nd))  # type: ignore[call-overload]
-        pads = list(a.get("pads", [0] * 2 * nd))  # type: ignore[call-overload]
+        strides = a.ints("strides", [1] * nd)
+        dil = a.ints("dilations", [1] * nd)
+        pads = a.ints("pads", [0] * 2 * nd)
         if any(v != 1 for v in dil):
             raise UnsupportedModelError(f"ConvTranspose {n.name} has dilations {dil}",
                                         hint="TFLite TRANSPOSE_CONV takes no dilation")
@@ -189,7 +187,7 @@ class SpatialOps(LayoutTracker):
         full = ((h - 1) * s[0] + kh, (wd - 1) * s[1] + kw)
         out_shape = self.shape(n.output[0])
         ohw = (1, out_shape[2]) if was1d else tuple(out_shape[2:])
-        auto = _s(a.get("auto_pad", "NOTSET"))
+        auto = a.s("auto_pad", "NOTSET")
         if auto in ("SAME_UPPER", "SAME_LOWER"):
             tot = [full[i] - ohw[i] for i in range(2)]
             begin = [t // 2 if auto == "SAME_LOWER" else t - t // 2 for t in tot]
@@ -213,10 +211,10 @@ class SpatialOps(LayoutTracker):
                                             self.i32("strides", [1, 1, 1, 1])], [y], n.name)
         self._from4d(n.output[0], y, was1d)
 
-    def _pool(self, n: onnx.NodeProto, a: dict[str, object], kind: str) -> None:
+    def _pool(self, n: onnx.NodeProto, a: Attrs, kind: str) -> None:
         x, was1d = self._to4d(n.input[0])
         _, h, wd, c = self.g.tensors[x].shape
-        k = list(a["kernel_shape"])  # type: ignore[call-overload]
+        k = a.ints("kernel_shape")
         k2 = [1, k[0]] if was1d else k
         s, d, pb, pe = self._spatial_params(a, k, (wd,) if was1d else (h, wd), (), was1d)
         if any(v != 1 for v in d):
@@ -225,12 +223,12 @@ class SpatialOps(LayoutTracker):
         out_shape = self.shape(n.output[0])
         ohw = (1, out_shape[2]) if was1d else tuple(out_shape[2:])
         mode = self._padding_mode(k2, (h, wd), s, d, pb, pe)
-        if mode == "SAME" and kind == "AVERAGE_POOL_2D" and int(a.get("count_include_pad", 0)):  # type: ignore[call-overload]
+        if mode == "SAME" and kind == "AVERAGE_POOL_2D" and a.i("count_include_pad", 0):
             mode = "EXPLICIT"
         if mode == "EXPLICIT":
             x = self._pad4d(x, pb, pe, _PAD_MIN if kind == "MAX_POOL_2D" else 0.0)
             mode = "VALID"
-            if kind == "AVERAGE_POOL_2D" and not int(a.get("count_include_pad", 0)):  # type: ignore[call-overload]
+            if kind == "AVERAGE_POOL_2D" and not a.i("count_include_pad", 0):
                 raise UnsupportedModelError(
                     f"AveragePool {n.name}: asymmetric padding that excludes pad cells",
                     hint="use symmetric 'same' padding or count_include_pad=1")
@@ -247,15 +245,15 @@ class SpatialOps(LayoutTracker):
                       strideH=s[0], strideW=s[1], filterHeight=k2[0], filterWidth=k2[1])
         self._from4d(n.output[0], y, was1d)
 
-    def op_MaxPool(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_MaxPool(self, n: onnx.NodeProto, a: Attrs) -> None:
         if len(n.output) > 1 and n.output[1]:
             raise UnsupportedModelError(f"MaxPool {n.name} with indices output")
         self._pool(n, a, "MAX_POOL_2D")
 
-    def op_AveragePool(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_AveragePool(self, n: onnx.NodeProto, a: Attrs) -> None:
         self._pool(n, a, "AVERAGE_POOL_2D")
 
-    def op_GlobalAveragePool(self, n: onnx.NodeProto, a: dict[str, object]) -> None:
+    def op_GlobalAveragePool(self, n: onnx.NodeProto, a: Attrs) -> None:
         rank = len(self.shape(n.input[0]))
         x = self.get(n.input[0], channels_last(rank))
         y = self.new(n.output[0], channels_last(rank))

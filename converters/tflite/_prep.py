@@ -242,8 +242,10 @@ def prepare(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]],
     dtypes: dict[str, np.dtype[np.generic]] = {}
     for vi in list(g.input) + list(g.value_info) + list(g.output):
         d = _dims(vi)
-        if d is not None and all(x is not None for x in d):
-            shapes[vi.name] = tuple(int(x) for x in d)  # type: ignore[arg-type]
+        if d is not None:
+            static = [x for x in d if x is not None]
+            if len(static) == len(d):
+                shapes[vi.name] = tuple(static)
         et = vi.type.tensor_type.elem_type
         if et:
             dtypes[vi.name] = np.dtype(helper.tensor_dtype_to_np_dtype(et))

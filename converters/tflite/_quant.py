@@ -213,11 +213,10 @@ def to_full_int8(g: Graph, ranges: Ranges, st: FullIntSettings) -> dict[str, obj
     if not st.io_int8:
         _float_io(g)
     g.prune()
+    io_quant = {n: iq for n in g.inputs + g.outputs if (iq := g.tensors[n].quant) is not None}
     return {"float_ops": sorted(set(float_ops)),
-            "io_quantization": {n: {"scale": float(g.tensors[n].quant.scale[0]),  # type: ignore[union-attr]
-                                    "zero_point": int(g.tensors[n].quant.zero_point[0])}  # type: ignore[union-attr]
-                                for n in g.inputs + g.outputs
-                                if g.tensors[n].quant is not None}}
+            "io_quantization": {n: {"scale": float(iq.scale[0]), "zero_point": int(iq.zero_point[0])}
+                                for n, iq in io_quant.items()}}
 
 
 def _same(a: Quant, b: Quant) -> bool:

@@ -22,7 +22,7 @@ def _interpreter_module() -> Any:
             return importlib.import_module(mod)
         except ImportError:
             continue
-    raise ImportError("no LiteRT interpreter: install ai-edge-litert")
+    raise ImportError("no LiteRT interpreter (ai-edge-litert): pip install 'edgeops[tflite]'")
 
 
 def litert_version() -> str:

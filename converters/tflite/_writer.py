@@ -82,7 +82,7 @@ def schema() -> ModuleType:
             return importlib.import_module(mod)
         except ImportError:
             continue
-    raise ImportError("no TFLite schema module: install ai-edge-litert")
+    raise ImportError("no TFLite schema module (ai-edge-litert): pip install 'edgeops[tflite]'")
 
 
 def _quant(s: ModuleType, q: Quant) -> Any:

@@ -24,15 +24,14 @@ from converters.tflite._runtime import LiteRT, litert_version
 from converters.tflite.convert import ConversionResult, convert, to_artifact_layout, to_onnx_layout
 from converters.tflite.npu import compatibility_report
 from converters.validate import (
-    accuracy_report,
     check_gate,
     gate_drop,
     latency_ms,
-    stack_outputs,
     write_golden,
 )
 from edgeops.errors import ConversionError, EdgeOpsError
 from edgeops.fsutil import atomic_write
+from edgeops.golden import stack_outputs
 
 __all__ = ["LATENCY_RUNS", "tflite_backend"]
 
@@ -84,12 +83,12 @@ def _rewrites_for(ctx: BackendContext) -> tuple[tuple[str, ...], dict[str, Any]]
 def tflite_backend(ctx: BackendContext) -> BuiltArtifact:
     opts = ctx.profile.options
     full_int = ctx.precision == "int8"
-    cal = ctx.shared["calibration"]
+    cal = ctx.data.calibration
     ctx.progress(f"{ctx.profile.name}: lowering ONNX to TFLite ({ctx.precision})"
                  + (f", calibrating on {len(cal)} samples" if full_int else ""))
     rewrites, fusion_info = _rewrites_for(ctx)
     res = convert(
-        ctx.shared["model"], precision=ctx.precision, input_shapes=ctx.request.input_shapes,
+        ctx.data.model, precision=ctx.precision, input_shapes=ctx.request.input_shapes,
         keep_io_layout=ctx.request.keep_io_layout, require_static=ctx.profile.static_shapes,
         calibration=cal.iter_samples() if full_int else None,
         calibration_method=ctx.request.calibration_method,
@@ -108,7 +107,7 @@ def tflite_backend(ctx: BackendContext) -> BuiltArtifact:
 
 
 def _accept(ctx: BackendContext, path: Path, res: ConversionResult) -> BuiltArtifact:
-    val = ctx.shared["validation"]
+    val = ctx.data.validation
     threads = ctx.request.threads
     ctx.progress(f"{ctx.profile.name}: running the artifact in LiteRT on {len(val)} "
                  "validation samples")
@@ -124,10 +123,8 @@ def _accept(ctx: BackendContext, path: Path, res: ConversionResult) -> BuiltArti
                                    "meanwhile") from None
     # the build decides which outputs are class scores and which metric gates (as for the
     # ONNX targets), so a [n, k] regression output is not gated on top-1 agreement
-    report = accuracy_report(ctx.shared["reference"], outputs, ctx.shared.get("labels"),
-                             ctx.shared.get("classifier_outputs"),
-                             ctx.shared.get("task"))
-    gate_metric = ctx.shared.get("gate_metric", "auto")
+    report = ctx.data.accuracy_report(outputs)
+    gate_metric = ctx.data.gate_metric
     check_gate(report, ctx.request.max_accuracy_drop, ctx.profile.name, gate_metric)
     metric, drop = gate_drop(report, gate_metric)
     n_golden = min(ctx.request.golden_samples, len(val))
@@ -153,7 +150,7 @@ def _accept(ctx: BackendContext, path: Path, res: ConversionResult) -> BuiltArti
         tolerance = {"atol": rtol * peak, "rtol": rtol}
     metrics: dict[str, Any] = {
         "size_bytes": path.stat().st_size,
-        "source_size_bytes": ctx.shared["source"].size if "source" in ctx.shared else None,
+        "source_size_bytes": ctx.data.source.size,
         "accuracy": {"gate_metric": metric, "drop": round(drop, 6),
                      "summary": _rounded(report["summary"]),
                      **({"task": _rounded(report["task"])} if "task" in report else {}),

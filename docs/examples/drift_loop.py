@@ -5,7 +5,7 @@ Run: ``python docs/examples/drift_loop.py [--workdir edgeops-drift-loop] [--devi
 Everything real: the example sensor model (``edgeops.examples``), ``edgeops build``, a broker
 (mosquitto if installed, else amqtt), the fleet manager on SQLite with its HTTP API and MQTT
 worker, real device agents. The roadside readings come from the fleet simulator's world
-(``fleet.sim.streams.observations``, what ``edgeops sim`` feeds its devices) with its sensor
+(``edgeops_sim.streams.observations``, what ``edgeops sim`` feeds its devices) with its sensor
 calibration drift injected (``noise_db`` reads +15 dB x d, here d = 1) on every device.
 
 Time is compressed: a sketch window closes after the bundle's ``window_inferences`` (10,000)
@@ -62,7 +62,7 @@ def wait(what: str, check: Callable[[], Any], timeout_s: float = 120.0) -> Any:
 def readings(rng: np.random.Generator, n: int, drift: float) -> np.ndarray:
     """The simulator's roadside observations, hours spread over the day (the reference's
     time-of-day features cover the whole day; one pinned hour would read as drift)."""
-    from fleet.sim.streams import observations
+    from edgeops_sim.streams import observations
 
     x = observations(rng, n, 12.0, drift)
     hours = rng.uniform(0, 24, n)

@@ -1,8 +1,10 @@
 """Entry point: the root ``edgeops`` group, lazy subcommands, and error-to-exit-code mapping.
 
-Subcommands load lazily (``module:attribute``) so ``edgeops --help`` stays fast and a package's
-heavy imports (ONNX Runtime, paho) happen only when its command runs. Exit codes: 0 success,
-1 the operation failed for a reason the user must act on, 2 usage errors.
+Subcommands load lazily (``module:attribute``) from the package that owns each, so a package's
+heavy imports (ONNX Runtime, paho) happen only when its command runs and edgeops, the bottom
+layer, never imports the parts above it (docs/ARCHITECTURE.md, "Layers"). A group that fails to
+import is an error naming it and the reason, never a command that silently vanishes. Exit
+codes: 0 success, 1 the operation failed for a reason the user must act on, 2 usage errors.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from typing import Any
 import click
 
 from edgeops import __version__
-from edgeops.errors import EdgeOpsError
+from edgeops.errors import ConfigError, EdgeOpsError
 
-__all__ = ["cli", "main"]
+__all__ = ["CommandLoadError", "cli", "main"]
 
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "targets": ("edgeops.cli.build_cmds:targets", "List target profiles and what each produces."),
-    "build": ("edgeops.cli.build_cmds:build", "Convert a model into a signed bundle."),
+    "targets": ("converters.cli:targets", "List target profiles and what each produces."),
+    "build": ("converters.cli:build", "Convert a model into a signed bundle."),
     "bundle": ("edgeops.cli.bundle_cmds:bundle", "Inspect, verify or unpack a bundle."),
     "report": ("edgeops.cli.report_cmds:report", "Write a pull-request comment for a bundle."),
     "keys": ("edgeops.cli.keys_cmds:keys", "Create, list and rotate signing keys."),
@@ -29,14 +31,24 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "sign-targets": ("fleet.cli.release:sign_targets", "Add your targets signature to a targets update."),
     "fleet": ("fleet.cli:fleet", "Run and steer the fleet manager."),
     "agent": ("device_agent.cli:agent", "Run the device agent."),
-    "demo": ("edgeops.demo:demo", "Run the whole story on this machine."),
-    "sim": ("fleet.sim.cli:sim", "Simulate a fleet of devices with the real agent code."),
+    "demo": ("edgeops_sim.demo:demo", "Run the whole story on this machine."),
+    "sim": ("edgeops_sim.cli:sim", "Simulate a fleet of devices with the real agent code."),
 }
+
+
+# A module of an optional extra that a command group may need: the hint names the extra.
+_EXTRAS = {"ai_edge_litert": "tflite", "psycopg": "postgres", "mlflow": "mlflow", "amqtt": "demo"}
+
+
+class CommandLoadError(ConfigError):
+    """A command group of this installation does not import: the install is broken."""
+
+    default_hint = "reinstall edgeops (pip install --force-reinstall edgeops), or rerun with --debug"
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name in _COMMANDS if self._load(name) is not None)
+        return sorted(_COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name)
@@ -49,13 +61,15 @@ class LazyGroup(click.Group):
         try:
             cmd = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
-            # A group whose issue has not landed yet is simply absent.
-            if isinstance(exc, ModuleNotFoundError) and exc.name and module.startswith(exc.name):
-                return None
-            if isinstance(exc, AttributeError):
-                return None
-            raise
-        assert isinstance(cmd, click.Command)
+            missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+            extra = _EXTRAS.get((missing or "").partition(".")[0])
+            raise CommandLoadError(
+                f"the '{name}' command cannot be loaded: {module}:{attr} failed "
+                f"({type(exc).__name__}: {exc})",
+                hint=f"pip install 'edgeops[{extra}]'" if extra else None) from exc
+        if not isinstance(cmd, click.Command):
+            raise CommandLoadError(f"the '{name}' command cannot be loaded: {module}:{attr} "
+                                   "is not a click command")
         return cmd
 
 

@@ -25,12 +25,13 @@ from starlette.routing import BaseRoute, Route
 from edgeops import __version__
 from edgeops.errors import EdgeOpsError, UsageError
 from edgeops.fsutil import atomic_open
+from fleet.api.alert_routes import ENDPOINTS as ALERT_ENDPOINTS
 from fleet.api.auth import ROLES, authenticate
+from fleet.api.capture_routes import ENDPOINTS as CAPTURE_ENDPOINTS
 from fleet.api.drift_routes import ENDPOINTS as DRIFT_ENDPOINTS
 from fleet.api.routes import ENDPOINTS, Call, Endpoint
 from fleet.api.schemas import SCHEMAS, ref
 from fleet.api.services import Services
-from fleet.capture.routes import ENDPOINTS as CAPTURE_ENDPOINTS
 from fleet.errors import http_status
 
 __all__ = ["create_app", "openapi_document"]
@@ -106,17 +107,16 @@ def _wrap(ep: Endpoint, svc: Services) -> Callable[[Request], Awaitable[Response
 
 
 def _console_endpoints() -> tuple[Endpoint, ...]:
-    try:
-        from fleet.api.console_routes import ENDPOINTS as CONSOLE_ENDPOINTS
-    except ImportError:  # the console is optional
-        return ()
+    from fleet.api.console_routes import ENDPOINTS as CONSOLE_ENDPOINTS
+
     return CONSOLE_ENDPOINTS
 
 
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 for every route in the table (plus the PKI routes when mounted)."""
     paths: dict[str, dict[str, Any]] = {}
-    for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *CAPTURE_ENDPOINTS, *_console_endpoints()):
+    for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *CAPTURE_ENDPOINTS, *ALERT_ENDPOINTS,
+               *_console_endpoints()):
         path = re.sub(r"\{(\w+):path\}", r"{\1}", ep.path)
         params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
                   for n in re.findall(r"\{(\w+)(?::path)?\}", ep.path)]
@@ -159,26 +159,20 @@ def openapi_document() -> dict[str, Any]:
 
 
 def _pki_openapi() -> dict[str, dict[str, Any]]:
-    try:
-        from fleet.api.pki_routes import OPENAPI_PATHS
-    except ImportError:  # the PKI part of the fleet is optional
-        return {}
+    from fleet.api.pki_routes import OPENAPI_PATHS
+
     return OPENAPI_PATHS
 
 
 def _pki_routes() -> list[BaseRoute]:
-    try:
-        from fleet.api.pki_routes import routes
-    except ImportError:  # the PKI part of the fleet is optional
-        return []
+    from fleet.api.pki_routes import routes
+
     return list(routes)
 
 
 def _console_pages() -> list[BaseRoute]:
-    try:
-        from fleet.console.web import routes
-    except ImportError:  # the console is optional
-        return []
+    from fleet.console.web import routes
+
     return list(routes)
 
 
@@ -191,7 +185,7 @@ def create_app(svc: Services, fleet_ca: Any = None) -> Starlette:
 
     routes: list[BaseRoute] = [Route(ep.path, _wrap(ep, svc), methods=[ep.method])
                                for ep in (*ENDPOINTS, *DRIFT_ENDPOINTS, *CAPTURE_ENDPOINTS,
-                                          *_console_endpoints())]
+                                          *ALERT_ENDPOINTS, *_console_endpoints())]
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
     routes += _pki_routes()
     routes += _console_pages()

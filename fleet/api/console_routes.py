@@ -24,8 +24,9 @@ from fleet.api.routes import Call, Endpoint, _int
 from fleet.api.services import Services
 from fleet.console.digest import TelemetryDigest
 from fleet.console.queries import FleetQueries
+from fleet.drift.metrics import drift_alarm_alerts, drift_families
 from fleet.errors import NotFoundError
-from fleet.metrics import CONTENT_TYPE, MetricsCollector
+from fleet.metrics import CONTENT_TYPE, MetricsCollector, render
 
 __all__ = ["ENDPOINTS", "collector_for", "digest_for", "queries_for"]
 
@@ -94,6 +95,7 @@ def overview(svc: Services, call: Call) -> Any:
         alerts.append({"severity": "critical", "kind": "deployment", "subject": a["id"],
                        "message": f"deployment of {a['bundle']} {a['status']}: "
                                   f"{a['reason'] or 'no reason given'}", "ts": a["updated_at"]})
+    alerts += drift_alarm_alerts(svc.store)          # stored monitors in alarm (docs/DRIFT.md)
     for c in devices["by_city"]:
         n = c["online"] + c["offline"]
         if n >= lim.offline_alert_min_devices and c["offline"] / n >= lim.offline_alert_fraction:
@@ -247,7 +249,8 @@ def _published(item: dict[str, Any]) -> float:
 
 
 def metrics(svc: Services, call: Call) -> Any:
-    return Response(collector_for(svc).text(), media_type=CONTENT_TYPE)
+    families = collector_for(svc).collect() + drift_families(svc.store, svc.ingest_counts)
+    return Response(render(families), media_type=CONTENT_TYPE)
 
 
 # -- route table -----------------------------------------------------------------------------
@@ -297,6 +300,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              {"type": "object", "properties": {"items": {"type": "array", "items": _OBJ}}},
              query=(("name", "string", "only this bundle name"),), tag="console"),
     Endpoint("GET", "/metrics", metrics, "viewer",
-             "Prometheus metrics: devices, deployments, telemetry ingest, inference latency",
+             "Prometheus metrics: devices, deployments, telemetry ingest, inference latency, "
+             "drift monitors",
              {"type": "string"}, tag="meta", produces="text/plain"),
 )

@@ -291,17 +291,11 @@ def post_blessing(svc: Services, call: Call) -> Any:
 
 def _check_report(body: dict[str, Any], name: str, version: str, manifest: bytes
                   ) -> tuple[bool, str]:
-    """Validate a hardware_tests report for this bundle; its verdict is recomputed here."""
+    """Validate a hardware report for this bundle; its verdict is recomputed here, always."""
     import hashlib
 
-    try:
-        from hardware_tests.report import HardwareReport
-    except ImportError:  # hardware_tests absent: accept the minimal form
-        hw, passed = body.get("hardware"), body.get("passed")
-        if not isinstance(hw, str) or not isinstance(passed, bool):
-            raise BadContentError("a blessing needs 'hardware' (string) and 'passed' (bool)"
-                                  ) from None
-        return passed, hw
+    from edgeops.blessing import HardwareReport
+
     report = HardwareReport.from_dict(body)
     if (report.bundle, report.version) != (name, version):
         raise BadContentError(f"the report is for {report.bundle}@{report.version}, not "

@@ -143,4 +143,23 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                              "revoked": _BOOL,
                              "token": {"type": "string", "description": "only when created"}}},
     "Health": {"type": "object", "properties": {"ok": _BOOL, "schema_version": _INT}},
+    # drift monitors and their webhooks (fleet/api/alert_routes.py, docs/DRIFT.md)
+    "DriftMonitorRequest": {
+        "type": "object", "required": ["name"], "additionalProperties": False,
+        "properties": {"name": _STR, "cohort": {"type": "string", "default": "all"},
+                       "alpha": _NUM, "correction": {"enum": ["bh", "bonferroni"]},
+                       "test": {"enum": ["chi2", "g"]}, "persistence": _INT,
+                       "min_samples": _INT, "retrain": _BOOL,
+                       "webhooks": {"type": "array", "maxItems": 5, "items": {
+                           "type": "object", "required": ["url"],
+                           "properties": {"url": _STR, "secret": {
+                               "type": "string", "description": "16-256 printable ASCII; "
+                                                                "left out: generated, shown "
+                                                                "once"}}}}}},
+    "DriftMonitor": {"type": "object", "required": ["name", "cohort", "policy", "webhooks"],
+                     "properties": {"name": _STR, "cohort": _STR, "policy": _OBJ,
+                                    "retrain": _BOOL, "created_at": _NUM,
+                                    "created_by": _NULLABLE_STR,
+                                    "webhooks": {"type": "array", "items": _OBJ},
+                                    "alarms": {"type": "array", "items": _OBJ}}},
 }

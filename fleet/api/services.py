@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,3 +26,6 @@ class Services:
     limits: Limits = DEFAULT_LIMITS
     max_json_bytes: int = 8 * 1024 * 1024
     ca: Any = None          # fleet.pki.FleetCA when the fleet runs its own CA (mTLS)
+    # this process's ingest counters (fleet/ingest.py IngestStats.counts) for /metrics; None
+    # when the manager runs without an MQTT worker
+    ingest_counts: Callable[[], Mapping[str, int]] | None = None

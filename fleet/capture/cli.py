@@ -1,6 +1,6 @@
 """``edgeops fleet capture start|list|stop|export``: the operator's side of data capture.
 
-A thin shell over the ``/api/v1/captures`` routes (fleet/capture/routes.py). Sizes take
+A thin shell over the ``/api/v1/captures`` routes (fleet/api/capture_routes.py). Sizes take
 ``K``/``M``/``G`` suffixes (powers of 1024), ``--until`` a duration (``30m``, ``24h``, ``7d``)
 or an ISO 8601 time.
 """

@@ -1,10 +1,10 @@
 """The ``edgeops fleet`` command group, assembled from one module per command group.
 
 ``serve`` (:mod:`.serve`), devices (:mod:`.devices`), deployments (:mod:`.deployments`),
-telemetry and drift (:mod:`.telemetry`), bundles and blessings (:mod:`.bundles`), aliases
-(:mod:`.aliases`), API tokens (:mod:`.tokens`), data capture (:mod:`fleet.capture.cli`), the
-PKI (:mod:`.pki`: ``ca``, ``broker-config``); the top-level ``edgeops publish`` and
-``sign-targets`` are in :mod:`.release`.
+telemetry and drift (:mod:`.telemetry`), stored drift monitors (:mod:`.monitors`), bundles and
+blessings (:mod:`.bundles`), aliases (:mod:`.aliases`), API tokens (:mod:`.tokens`), data
+capture (:mod:`fleet.capture.cli`), the PKI (:mod:`.pki`: ``ca``, ``broker-config``); the
+top-level ``edgeops publish`` and ``sign-targets`` are in :mod:`.release`.
 
 A thin shell: ``serve`` wires :mod:`fleet.server`; every other command talks to the HTTP API
 through :class:`fleet.client.FleetClient` with ``--fleet URL`` / ``EDGEOPS_FLEET`` and
@@ -17,7 +17,17 @@ from __future__ import annotations
 import click
 
 from fleet.capture.cli import capture
-from fleet.cli import aliases, bundles, deployments, devices, pki, serve, telemetry, tokens
+from fleet.cli import (
+    aliases,
+    bundles,
+    deployments,
+    devices,
+    monitors,
+    pki,
+    serve,
+    telemetry,
+    tokens,
+)
 from fleet.cli._common import parse_duration
 from fleet.cli.release import publish, sign_targets
 
@@ -47,6 +57,7 @@ _COMMANDS: tuple[click.Command, ...] = (
     devices.enroll, devices.devices, devices.device,
     deployments.deploy, deployments.deployments, deployments.status, *deployments.ACTIONS,
     telemetry.telemetry, telemetry.drift,
+    monitors.monitor,         # stored drift monitors and their webhooks (docs/DRIFT.md)
     bundles.bundles, bundles.bless,
     aliases.alias,
     tokens.token,

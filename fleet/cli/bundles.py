@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from edgeops.cli.common import emit, json_option
-from edgeops.errors import UsageError
 from fleet.cli._common import api_client, fleet_options
 
 __all__ = ["bless", "bundles"]
@@ -57,11 +56,8 @@ def bless(bundle_path: Path, report_path: Path, fleet_url: str, token: str | Non
     Example:
       edgeops fleet bless out/vc-2.1.0.edgebundle --report hardware-report.json
     """
-    try:
-        from hardware_tests.bless import upload_blessing
-    except ImportError:
-        raise UsageError("hardware_tests is not installed here",
-                         hint="install edgeops with the hardware_tests package") from None
+    from fleet.bless import upload_blessing
+
     out = upload_blessing(fleet_url, token or "", bundle_path, report_path)
     emit(as_json, out, lambda: f"blessed {out.get('name')}@{out.get('version')} for "
                                f"{out.get('hardware')} (passed: {out.get('passed')})")

@@ -52,7 +52,7 @@ def enroll(device_id: str, device_class: str, target: str, tags: tuple[str, ...]
         extra["enroll.token"] = one_time.encode() + b"\n"
     written = write_enrollment(out, answer["agent_config"], answer["root_json"].encode(), extra)
     if one_time and not no_certificate:
-        from device_agent.enroll import request_certificate
+        from edgeops.enrolment import request_certificate
 
         files = request_certificate(fleet_url, one_time, out, device.id)
         written += [files.key, files.cert, files.ca]

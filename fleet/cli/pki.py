@@ -1,9 +1,8 @@
-"""Command line for the fleet PKI: ``edgeops fleet ca ...``, ``broker-config``, device enrol.
+"""Command line for the fleet PKI: ``edgeops fleet ca ...`` and ``broker-config``.
 
-A thin shell over :mod:`fleet.pki`, :mod:`fleet.broker_config` and
-:mod:`device_agent.enroll`; the fleet group adds ``ca`` and ``broker-config``, and
-``device_enroll`` is the device-side command (exposed as ``edgeops agent enroll`` or
-``edgeops fleet device-enroll``). Tokens are printed once, on stdout, and never logged.
+A thin shell over :mod:`fleet.pki` and :mod:`fleet.broker_config`; the fleet group adds ``ca``
+and ``broker-config``. The device-side command is the agent's (``edgeops agent enroll``,
+device_agent/enroll_cli.py). Tokens are printed once, on stdout, and never logged.
 """
 
 from __future__ import annotations
@@ -14,15 +13,12 @@ from pathlib import Path
 
 import click
 
-# The device-side command lives with the agent (devices need nothing from fleet/); it is
-# re-exported here as ``device_enroll``.
-from device_agent.enroll_cli import enroll as device_enroll
 from edgeops.cli.common import emit, json_option
 from edgeops.errors import EdgeOpsError, TransportError, UsageError
 from edgeops.protocol.topics import valid_device_id
 from fleet.pki import MANAGER_IDENTITY, FleetCA
 
-__all__ = ["broker_config", "ca", "device_enroll"]
+__all__ = ["broker_config", "ca"]
 
 _CA_DIR = click.option("--ca-dir", type=click.Path(file_okay=False, path_type=Path),
                        envvar="EDGEOPS_CA_DIR", default=None,

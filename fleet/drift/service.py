@@ -16,13 +16,13 @@ from edgeops.bundle.manifest import Manifest
 from edgeops.drift.reference import DEFAULT_WINDOW_S, DriftReference
 from edgeops.errors import EdgeOpsError
 from fleet.drift.concept import AccuracyWindow, evaluate_accuracy, reference_accuracy
-from fleet.drift.monitor import GroupVerdict, MonitorPolicy, Sketch, evaluate
+from fleet.drift.monitor import GroupVerdict, MonitorPolicy, Sketch, evaluate, merge_windows
 from fleet.errors import NotFoundError
 from fleet.selector import parse_selector
 from fleet.store import DeviceFilter, Store
 from fleet.store.models import Device
 
-__all__ = ["drift_status"]
+__all__ = ["cohort_verdicts", "drift_status", "group_histograms"]
 
 MAX_DEVICES = 10_000           # per request; a larger fleet is asked per cohort
 ROWS_PER_DEVICE = 1000
@@ -174,3 +174,70 @@ def _concept(store: Store, devices: Sequence[Device], by_device: dict[str, Devic
         groups.append((f"deployment:{deployment}", merged))
     return [evaluate_accuracy(name, b, w, ref(b), policy)
             for name, per_bundle in groups for b, w in sorted(per_bundle.items()) if w]
+
+
+def cohort_verdicts(store: Store, cohort: str, *, now: float, policy: MonitorPolicy,
+                    lookback_s: float = 8 * DEFAULT_WINDOW_S,
+                    devices: Sequence[Device] | None = None
+                    ) -> list[tuple[GroupVerdict, DriftReference]]:
+    """One cohort's verdict per bundle, with the bundle's reference (a stored monitor's view:
+    no per-device verdicts computed). ``devices``: the fleet, when the caller already read it
+    (one read for every monitor of an evaluation round)."""
+    sel = parse_selector(cohort)
+    fleet = store.select_devices(DeviceFilter())[:MAX_DEVICES] if devices is None else devices
+    members = [d for d in fleet if sel.matches(d)]
+    merged = _sketches(store, members, now - lookback_s)
+    refs: dict[str, DriftReference | None] = {}
+    out = []
+    for b, sketches in sorted(merged.items()):
+        ref = _reference(store, b, refs)
+        if ref is not None and sketches:
+            out.append((evaluate(f"cohort:{cohort}", b, sketches, ref, policy), ref))
+    return out
+
+
+def group_histograms(store: Store, *, now: float, cohort: str | None = None,
+                     device: str | None = None, policy: MonitorPolicy | None = None,
+                     lookback_s: float = 8 * DEFAULT_WINDOW_S) -> dict[str, Any]:
+    """Reference vs live counts per feature for one cohort or device (the console's drift
+    page): per bundle, the latest window's merged counts beside the signed reference, with
+    that window's verdict."""
+    policy = policy or MonitorPolicy()
+    if device is not None:
+        d = store.get_device(device)
+        if d is None:
+            raise NotFoundError(f"no device {device!r}")
+        members, group = [d], f"device:{device}"
+    else:
+        text = cohort or "all"
+        sel = parse_selector(text)
+        members = [d for d in store.select_devices(DeviceFilter())[:MAX_DEVICES]
+                   if sel.matches(d)]
+        group = f"cohort:{text}"
+    refs: dict[str, DriftReference | None] = {}
+    items = []
+    for b, sketches in sorted(_sketches(store, members, now - lookback_s).items()):
+        ref = _reference(store, b, refs)
+        if ref is None or not sketches:
+            continue
+        verdict = evaluate(group, b, sketches, ref, policy)
+        windows = merge_windows(sketches, ref)
+        latest = windows[max(windows)] if windows else {}
+        tested = {f["feature"]: f for side in (verdict.data, verdict.prediction)
+                  for f in side.features}
+        feats = []
+        for fb in ref.features:
+            live = latest.get(fb.name)
+            t = tested.get(fb.name, {})
+            feats.append({"feature": fb.name, "side": fb.side, "kind": fb.kind,
+                          "edges": list(fb.edges), "reference": list(fb.counts),
+                          "live": [int(c) for c in live] if live is not None else None,
+                          "drift": bool(t.get("drift", False)),
+                          "p_adjusted": t.get("p_adjusted"), "psi": t.get("psi")})
+        items.append({"bundle": b, "status": verdict.status,
+                      "data_status": verdict.data.status,
+                      "prediction_status": verdict.prediction.status,
+                      "devices": verdict.devices, "windows": verdict.windows,
+                      "latest_window_end": verdict.latest_window_end,
+                      "window_s": ref.window_s, "features": feats})
+    return {"group": group, "now": now, "items": items}

@@ -28,6 +28,7 @@ from edgeops.protocol import (
     StateReport,
     StatusMessage,
 )
+from edgeops.targets import hardware_class
 from fleet.errors import ConflictError, DeploymentRejected, NotFoundError
 from fleet.ports import CommandSigner, DeviceChannel
 from fleet.rollout.plan import Health, Plan, decide
@@ -51,16 +52,6 @@ log = logging.getLogger(__name__)
 _NOTIFY_BATCH = 200      # devices per store transaction when notifying
 REPORT_STATE_TTL_S = 600.0   # a report-state command is only worth answering this long
 _CANCELLABLE = ("notified", "downloading", "verifying", "installing", "deferred")
-
-
-def hardware_class(target: str) -> str | None:
-    """The hardware class a target profile belongs to (for blessings), if known."""
-    try:
-        from converters.profiles import PROFILES
-    except ImportError:  # converters not installed: blessing lookups cannot be made
-        return None
-    p = PROFILES.get(target)
-    return p.hardware if p else None
 
 
 class RolloutStore(DeploymentStore, DeviceStore, BundleStore, BlessingStore, TelemetryStore,

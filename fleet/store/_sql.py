@@ -24,6 +24,7 @@ from fleet.store._base import Dialect, SqlBase, StoreConflict
 from fleet.store._captures import CaptureRecords
 from fleet.store._deployments import DeploymentRows
 from fleet.store._devices import DeviceRows
+from fleet.store._drift_alerts import DriftAlertRecords
 from fleet.store._repository import RepositoryRows
 from fleet.store._telemetry import TelemetryRows
 from fleet.store.blobs import BlobStore
@@ -33,7 +34,7 @@ __all__ = ["Dialect", "SqlStore", "StoreConflict"]
 
 
 class SqlStore(DeviceRows, TelemetryRows, RepositoryRows, DeploymentRows, TokenRows, SettingRows,
-               AliasRecords, AggregateReads, CaptureRecords, SqlBase):
+               AliasRecords, AggregateReads, CaptureRecords, DriftAlertRecords, SqlBase):
     """The :class:`fleet.store.Store` implementation shared by both backends."""
 
     def __init__(self, conn: Any, data_dir: Path | None) -> None:

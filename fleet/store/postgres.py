@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeops.errors import TransportError
+from edgeops.errors import ConfigError, TransportError
 from fleet.store._sql import Dialect, SqlStore
 from fleet.store.models import TelemetryRow
 
@@ -27,8 +27,11 @@ class PostgresStore(SqlStore):
     dialect = _DIALECT
 
     def __init__(self, url: str, data_dir: Path | None = None, *, use_copy: bool = True) -> None:
-        import psycopg
-
+        try:
+            import psycopg
+        except ImportError:     # an optional extra: say which
+            raise ConfigError("a postgresql:// --db needs the PostgreSQL driver (psycopg)",
+                              hint="install the extra: pip install 'edgeops[postgres]'") from None
         try:
             conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.OperationalError as exc:

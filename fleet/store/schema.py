@@ -200,6 +200,74 @@ CREATE TABLE capture_samples (
 CREATE INDEX capture_samples_day ON capture_samples (capture_id, device_id, day)
 """
 
+# Drift monitors and their webhooks (issue 18, fleet/store/_drift_alerts.py): the alarm state
+# per monitor, bundle and side guards transitions, so each is announced once; deliveries and
+# every attempt are kept, pending ones survive a restart.
+_V5_DRIFT_ALERTS = """
+CREATE TABLE drift_monitors (
+    name TEXT PRIMARY KEY,
+    cohort TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    retrain INTEGER NOT NULL DEFAULT 0,
+    created_at {real} NOT NULL,
+    created_by TEXT
+);
+CREATE TABLE drift_webhooks (
+    id TEXT PRIMARY KEY,
+    monitor TEXT NOT NULL REFERENCES drift_monitors(name) ON DELETE CASCADE,
+    url TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_at {real} NOT NULL
+);
+CREATE TABLE drift_alarms (
+    monitor TEXT NOT NULL REFERENCES drift_monitors(name) ON DELETE CASCADE,
+    bundle TEXT NOT NULL,
+    side TEXT NOT NULL,
+    in_alarm INTEGER NOT NULL,
+    since {real} NOT NULL,
+    status TEXT NOT NULL,
+    drifting_windows INTEGER NOT NULL,
+    features TEXT NOT NULL,
+    evaluated_at {real} NOT NULL,
+    PRIMARY KEY (monitor, bundle, side)
+);
+CREATE TABLE drift_alarm_events (
+    id {serial_pk},
+    event_id TEXT NOT NULL,
+    monitor TEXT NOT NULL,
+    bundle TEXT NOT NULL,
+    side TEXT NOT NULL,
+    in_alarm INTEGER NOT NULL,
+    at {real} NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX drift_alarm_events_monitor ON drift_alarm_events (monitor, id);
+CREATE TABLE webhook_deliveries (
+    id {serial_pk},
+    webhook_id TEXT NOT NULL REFERENCES drift_webhooks(id) ON DELETE CASCADE,
+    monitor TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    body {blob} NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at {real} NOT NULL,
+    created_at {real} NOT NULL,
+    updated_at {real} NOT NULL,
+    UNIQUE (webhook_id, event_id)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_at);
+CREATE TABLE webhook_attempts (
+    delivery_id BIGINT NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+    attempt INTEGER NOT NULL,
+    at {real} NOT NULL,
+    status_code INTEGER,
+    error TEXT,
+    duration_ms {real} NOT NULL,
+    PRIMARY KEY (delivery_id, attempt)
+)
+"""
+
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2_ALIASES), (3, _V3_TELEMETRY_BATCHES),
-                                           (4, _V4_CAPTURES))
+                                           (4, _V4_CAPTURES), (5, _V5_DRIFT_ALERTS))
 SCHEMA_VERSION = MIGRATIONS[-1][0]

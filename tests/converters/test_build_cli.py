@@ -10,8 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from converters.validate import sample_output
 from edgeops.bundle import read_bundle
+from edgeops.golden import sample_output
 from edgeops.keys import KeyStore
 from tests.converters import zoo
 
@@ -23,7 +23,7 @@ def _verify(bundle: Path, home: Path):  # type: ignore[no-untyped-def]
 
 
 def test_targets_lists_every_profile_as_json(cli) -> None:
-    from converters.profiles import PROFILES
+    from edgeops.targets import PROFILES
 
     res = cli("targets", "--json")
     assert res.code == 0

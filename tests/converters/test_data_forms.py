@@ -292,8 +292,8 @@ def _device_replays_in_order(artifact: Path, golden: bytes, bundle: Path) -> Non
     from dataclasses import replace
 
     from device_agent.health import check_health, load_golden
-    from device_agent.runtime import load_runner
     from edgeops.bundle import read_bundle
+    from edgeops.runtime import load_runner
 
     manifest = read_bundle(bundle).manifest
     entry = manifest.artifacts[0]

@@ -18,10 +18,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from converters.metrics import compare_outputs
 from converters.model_check import load_source
 from converters.validate import accuracy_report, gate_drop
 from edgeops.bundle import read_bundle
+from edgeops.compare import compare_outputs
 from edgeops.errors import BadContentError
 from tests.converters import zoo
 from tests.converters.conftest import listing

@@ -19,12 +19,11 @@ from converters.validate import (
     gate_drop,
     latency_ms,
     model_inputs,
-    sample_output,
-    stack_outputs,
     synthetic_samples,
     write_golden,
 )
 from edgeops.errors import AccuracyGateError, UsageError
+from edgeops.golden import sample_output, stack_outputs
 from tests.converters import zoo
 
 _arrays = hnp.arrays(dtype=st.sampled_from([np.float32, np.int64, np.uint8, np.bool_]),

@@ -21,8 +21,8 @@ import onnxruntime as ort
 import pytest
 
 from converters.tasks import infer_task
-from converters.validate import stack_outputs
 from edgeops.bundle import read_bundle
+from edgeops.golden import stack_outputs
 from tests.converters.conftest import listing
 from tests.realzoo import model_path
 from tests.zoo_inputs import INPUTS

@@ -17,10 +17,10 @@ from device_agent.health import (
     latency_reference_ms,
     load_golden,
 )
-from device_agent.runtime import ModelLoadError, load_runner
 from device_agent.slots import SlotStore
 from edgeops.bundle import read_bundle
 from edgeops.bundle.manifest import ArtifactEntry
+from edgeops.runtime import ModelLoadError, load_runner
 from tests.device_agent.bundles import Fleet, build_bundle, bundle_parts
 
 FAST = HealthSettings(warmup_runs=1, timed_runs=5)

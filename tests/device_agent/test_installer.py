@@ -268,8 +268,8 @@ def test_installer_killed_at_random_instants_restarts_healthy(tmp_path: Path, fl
 
     import numpy as np
 
-    from device_agent.runtime import load_runner
     from edgeops.keys import KeyStore
+    from edgeops.runtime import load_runner
     from edgeops.trust import root_path
     from tests.device_agent.bundles import FEATURES
 
@@ -335,7 +335,7 @@ def test_not_enough_disk_is_refused_before_writing(tmp_path: Path, fleet: Fleet,
 def test_serving_side_load_failure_rolls_back(tmp_path: Path, fleet: Fleet,
                                               bundle_dir: Path) -> None:
     """Healthy in the checker, but the serving process cannot load it: back to the old one."""
-    from device_agent.runtime import ModelLoadError
+    from edgeops.runtime import ModelLoadError
 
     served: list[str | None] = []
 

@@ -13,8 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from device_agent.inference import InferenceService, LoadedModel, PredictInputError
 from device_agent.io_adapter import IoAdapter
-from device_agent.runtime import load_runner
 from edgeops.bundle import TensorSpec
+from edgeops.runtime import load_runner
 from tests.device_agent.bundles import onnx_model
 
 SHAPE = (1, 3, 8, 8)
@@ -92,7 +92,7 @@ def test_float_nchw_free_model_needs_no_adapter(tmp_path: Path) -> None:
 
 
 def test_malformed_details_are_ignored() -> None:
-    from device_agent.runtime import TensorInfo
+    from edgeops.runtime import TensorInfo
 
     t = (TensorInfo("x", "int8", (1, 4)),)
     a = IoAdapter.from_details({"io_layout": {"x": {"perm_from_onnx": [0, 0]}},

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from device_agent.runtime import ModelRunError, load_runner
+from edgeops.runtime import ModelRunError, load_runner
 from tests.device_agent.bundles import FEATURES, onnx_model
 
 X = np.arange(FEATURES, dtype=np.float32).reshape(1, FEATURES)

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device_agent.runtime import load_runner
 from device_agent.slots import SlotPointer, SlotStore
 from edgeops.errors import BadContentError, ConfigError
+from edgeops.runtime import load_runner
 from tests.device_agent.bundles import FEATURES, onnx_model
 
 REPO = Path(__file__).resolve().parents[2]

@@ -159,12 +159,14 @@ def test_blessing_gate_over_http(keystore: KeyStore, bundles: dict[str, Path],
             c.deploy("tiny", "1.0.0", "all", {})
         with pytest.raises(BadContentError):
             c.bless("tiny", "1.0.0", {"schema": "nope"})
+        with pytest.raises(BadContentError):          # never a blessing on the caller's word
+            c.bless("tiny", "1.0.0", {"hardware": "x86_64", "passed": True})
         with pytest.raises(NotFoundError):
             c.bless("tiny", "9.0.0", {})
         assert c.request("GET", "/api/v1/bundles/tiny/1.0.0/blessings")["items"] == []
         import hashlib
 
-        from hardware_tests.report import REQUIRED_CHECKS, CheckResult, HardwareReport
+        from edgeops.blessing import REQUIRED_CHECKS, CheckResult, HardwareReport
 
         manifest_sha = hashlib.sha256(read_bundle(bundles["1.0.0"]).manifest_bytes).hexdigest()
 

@@ -171,8 +171,8 @@ def test_bless_uploads_a_hardware_report(live: LiveFleet, bundles: dict[str, Pat
                                          capsys: pytest.CaptureFixture[str]) -> None:
     import hashlib
 
+    from edgeops.blessing import REQUIRED_CHECKS, CheckResult, HardwareReport
     from edgeops.bundle import read_bundle
-    from hardware_tests.report import REQUIRED_CHECKS, CheckResult, HardwareReport
 
     assert run(capsys, "publish", str(bundles["1.0.0"]))[0] == 0
     sha = hashlib.sha256(read_bundle(bundles["1.0.0"]).manifest_bytes).hexdigest()

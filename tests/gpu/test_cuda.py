@@ -86,8 +86,8 @@ def test_fp16_artifact_runs_on_the_cuda_provider_and_matches_fp32(tmp_path: Path
 def test_agent_loader_never_silently_lands_on_cpu_for_cuda_gpu(tmp_path: Path) -> None:
     """With the profile's providers (TensorRT, CUDA, CPU) the agent runs on TensorRT or CUDA."""
     _require_cuda()
-    from converters.profiles import get_profile
-    from device_agent.runtime import load_runner
+    from edgeops.runtime import load_runner
+    from edgeops.targets import get_profile
 
     profile = get_profile("cuda-gpu")
     runner = load_runner(_convnet(tmp_path / "m.onnx"), runtime="onnxruntime",

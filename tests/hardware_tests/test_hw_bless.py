@@ -3,7 +3,7 @@
 The manager here is ``FakeFleet``: a real HTTP server on 127.0.0.1 that answers the way
 fleet/api does (``{"error", "hint"}`` bodies, status codes), recording what it received. It is
 a fake because this suite must be testable without the fleet package's database; the real
-endpoint validates the same report with :class:`hardware_tests.report.HardwareReport`.
+endpoint validates the same report with :class:`edgeops.blessing.HardwareReport`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from edgeops.blessing import InvalidReportError
 from edgeops.errors import BadContentError, ConfigError, TransportError, UsageError
 from edgeops.keys import KeyStore
-from hardware_tests.bless import BlessingRejectedError, blessing_url, upload_blessing
-from hardware_tests.report import InvalidReportError
+from fleet.bless import BlessingRejectedError, blessing_url, upload_blessing
 from tests.hardware_tests.bundles import build_bundle
 from tests.hardware_tests.conftest import SuiteRun
 

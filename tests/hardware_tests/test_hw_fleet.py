@@ -2,7 +2,7 @@
 
 A manager started with ``--require-blessing`` refuses to deploy to a hardware class without a
 passing report; the suite runs on the bundle, `edgeops fleet bless` uploads its report through
-:func:`hardware_tests.bless.upload_blessing`, and the same deploy then goes through.
+:func:`fleet.bless.upload_blessing`, and the same deploy then goes through.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hardware_tests.report import (
+from edgeops.blessing import (
     REQUIRED_CHECKS,
     CheckResult,
     HardwareReport,

@@ -63,7 +63,7 @@ class Device:
             expect_name=name, expect_version=version))
 
     def serving(self) -> Serving:
-        from device_agent.runtime import OnnxRunner
+        from edgeops.runtime import OnnxRunner
 
         pointer = self.slots.pointer()
         active = self.slots.active()

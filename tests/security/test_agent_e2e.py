@@ -27,11 +27,11 @@ from starlette.applications import Starlette
 
 from device_agent.config import AgentConfig
 from device_agent.daemon import Agent, DaemonSettings
-from device_agent.enroll import request_certificate
 from device_agent.installer import InstallRequest
 from device_agent.mqtt import Backoff
 from device_agent.tuf_client import DownloadLimits
 from edgeops.bundle import read_bundle
+from edgeops.enrolment import request_certificate
 from edgeops.keys import KeyStore
 from edgeops.protocol import Chunk, Command, DevicePhase, SignedCommand, StateReport, topics
 from edgeops.protocol.messages import decode_json, encode_chunk

@@ -38,7 +38,7 @@ def enrolled(fleet_ca: FleetCA, secure_broker: SecureBroker,
     """rogue and victim, enrolled over HTTP as `edgeops agent enroll` does."""
     from starlette.applications import Starlette
 
-    from device_agent.enroll import request_certificate
+    from edgeops.enrolment import request_certificate
     from fleet.api.pki_routes import routes
 
     app = Starlette(routes=routes)

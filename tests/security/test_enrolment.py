@@ -1,7 +1,7 @@
 """Enrolment and renewal over the real HTTP routes: the device keeps its key, tokens are one-time.
 
 A real uvicorn serves ``fleet.api.pki_routes.routes``; the device side is
-``device_agent.enroll``. Each refusal path has its own test.
+``edgeops.enrolment``. Each refusal path has its own test.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.applications import Starlette
 
-from device_agent.enroll import due_for_renewal, renew_certificate, request_certificate
+from edgeops.enrolment import due_for_renewal, renew_certificate, request_certificate
 from edgeops.errors import UsageError, VerificationError
 from fleet.api.pki_routes import routes
 from fleet.certs import certificate_identity, make_csr

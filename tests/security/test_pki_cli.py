@@ -11,9 +11,10 @@ from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from device_agent.enroll_cli import enroll as device_enroll
 from edgeops.errors import EdgeOpsError
 from fleet.certs import make_csr
-from fleet.cli.pki import broker_config, ca, device_enroll
+from fleet.cli.pki import broker_config, ca
 from fleet.pki import MANAGER_IDENTITY
 
 

@@ -77,4 +77,4 @@ def test_more_devices_than_per_process_run_as_shard_processes(
     import psutil
 
     assert not [p for p in psutil.process_iter(["cmdline"])
-                if "fleet.sim.shards" in " ".join(p.info["cmdline"] or [])]
+                if "edgeops_sim.shards" in " ".join(p.info["cmdline"] or [])]

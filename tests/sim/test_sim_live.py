@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from edgeops.keys import KeyStore
+from edgeops_sim import FaultPlan, SimFleet, SimOptions
+from edgeops_sim.streams import DeviceSpec
 from fleet.client import FleetClient
-from fleet.sim import FaultPlan, SimFleet, SimOptions
-from fleet.sim.streams import DeviceSpec
 from tests.fleet.live import live_fleet, publish_bundle, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from fleet.sim.faults import SlowLink
+from edgeops_sim.faults import SlowLink
 
 
 def _echo_server() -> tuple[socket.socket, threading.Thread]:

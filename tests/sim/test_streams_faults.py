@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from edgeops.errors import UsageError
 from edgeops.examples import FEATURES
-from fleet.sim.faults import FAULTS, FaultPlan, parse_faults
-from fleet.sim.streams import (
+from edgeops_sim.faults import FAULTS, FaultPlan, parse_faults
+from edgeops_sim.streams import (
     KINDS,
     air_quality,
     bin_level,

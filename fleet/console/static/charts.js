@@ -1,6 +1,7 @@
 /* Small SVG charts for the fleet console (no library, no network).
  * EdgeCharts.line(series, opts) -> <svg>: time series with gaps for nulls.
  * EdgeCharts.hbars(rows, parts, opts) -> <svg>: horizontal stacked bars.
+ * EdgeCharts.hist(reference, live, opts) -> <svg>: two histograms over the same bins, as shares.
  * Every label is set with textContent, never parsed as markup.
  */
 "use strict";
@@ -123,5 +124,45 @@
     return svg;
   }
 
-  window.EdgeCharts = { line, hbars, fmt };
+  /** reference, live: counts per bin (live may be null); opts: {edges, label, liveColor}.
+   * Bars are shares of each histogram's total, so a cohort's live window and a reference of
+   * another size compare directly. */
+  function hist(reference, live, opts) {
+    opts = opts || {};
+    const W = 280, H = 120, L = 36, R = 6, T = 8, B = 20;
+    const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart hist", role: "img",
+      "aria-label": opts.label || "histogram" });
+    const share = (c) => { const t = (c || []).reduce((a, b) => a + b, 0); return (c || []).map((v) => (t ? v / t : 0)); };
+    const ref = share(reference), cur = live ? share(live) : null;
+    const n = ref.length;
+    const ymax = niceMax(Math.max(...ref, ...(cur || [0])) * 1.05);
+    const bw = (W - L - R) / Math.max(n, 1);
+    const sy = (y) => T + (1 - y / ymax) * (H - T - B);
+    const grid = el("g", { class: "grid" });
+    for (let i = 0; i <= 2; i++) {
+      const v = (ymax * i) / 2, y = sy(v);
+      grid.appendChild(el("line", { x1: L, x2: W - R, y1: y, y2: y }));
+      grid.appendChild(el("text", { x: L - 4, y: y + 4, "text-anchor": "end" }, Math.round(v * 100) + "%"));
+    }
+    svg.appendChild(grid);
+    const bar = (i, v, part, color, off) => {
+      const y = sy(v), r = el("rect", { x: L + i * bw + off, y, width: Math.max(bw / 2 - 1, 1),
+        height: Math.max(sy(0) - y, 0), fill: color, "data-part": part, "data-bin": i });
+      r.appendChild(el("title", {}, `bin ${i + 1}: ${part} ${(v * 100).toFixed(1)}%`));
+      svg.appendChild(r);
+    };
+    ref.forEach((v, i) => bar(i, v, "reference", "#b4bccb", 0));
+    if (cur) cur.forEach((v, i) => bar(i, v, "live", opts.liveColor || "#2f6fed", bw / 2));
+    else svg.appendChild(el("text", { x: (L + W) / 2, y: H / 2, "text-anchor": "middle" }, "no live counts"));
+    const edges = opts.edges || [];
+    if (edges.length) {
+      svg.appendChild(el("text", { x: L + bw, y: H - 6, "text-anchor": "middle" }, fmt(edges[0])));
+      svg.appendChild(el("text", { x: W - R - bw, y: H - 6, "text-anchor": "middle" }, fmt(edges[edges.length - 1])));
+    } else {
+      svg.appendChild(el("text", { x: L, y: H - 6 }, "categories 1–" + n));
+    }
+    return svg;
+  }
+
+  window.EdgeCharts = { line, hbars, hist, fmt };
 })();

@@ -109,7 +109,7 @@
     try {
       if (!me) me = await api("/api/v1/console/whoami");
       showWho();
-      const pages = { overview, devices, deployments, bundles };
+      const pages = { overview, devices, deployments, bundles, drift };
       const fn = pages[page];
       if (!fn) { view.replaceChildren(h("p", { class: "empty" }, "No such page.")); return; }
       view.setAttribute("aria-busy", "true");
@@ -430,6 +430,63 @@
         h("td", { title: b.signature.detail || "" }, badge(b.signature.status), b.signature.keyids ? h("div", { class: "muted small mono" }, b.signature.keyids.join(", ")) : null),
         h("td", {}, b.blessings.length ? b.blessings.map((x) => badge(x.hardware + (x.passed ? " ✓" : " ✗"), x.passed ? "ok" : "failed")) : h("span", { class: "muted" }, "none"))))))
       : h("p", { class: "empty" }, "No bundle published yet.")));
+  }
+
+  // -- drift -------------------------------------------------------------------------------
+  // One cohort (tag selector) or one device: status per group, then per feature the signed
+  // reference histogram beside the latest live window's merged counts, then monitors' alarms.
+  async function drift(rest, params) {
+    setTitle("Drift");
+    const target = params.device ? { device: params.device } : { cohort: params.cohort || "all" };
+    const [hist, status, monitors, alarms] = await Promise.all([
+      api("/api/v1/console/drift" + qs(target)),
+      api("/api/v1/drift" + qs(params.device ? { device: params.device } : { cohort: target.cohort })),
+      api("/api/v1/drift/monitors"),
+      api("/api/v1/drift/alarms?limit=30")]);
+    const cohortIn = h("input", { type: "search", name: "cohort", "data-filter": "cohort", placeholder: "city=lyon,class=camera", value: params.device ? "" : target.cohort });
+    const deviceIn = h("input", { type: "search", name: "device", "data-filter": "device", placeholder: "device id", value: params.device || "" });
+    const form = h("form", { class: "filters", onsubmit: (ev) => {
+      ev.preventDefault();
+      go(["drift"], deviceIn.value ? { device: deviceIn.value } : { cohort: cohortIn.value || "all" });
+    } }, h("label", {}, "Cohort", cohortIn), h("label", {}, "or device", deviceIn),
+    h("button", { class: "btn", type: "submit" }, "Show"));
+    const groups = status.cohorts.concat(status.devices).slice(0, 60);
+    const statusTable = groups.length ? h("table", { "data-testid": "drift-status" },
+      h("thead", {}, h("tr", {}, ["Group", "Bundle", "Status", "Data", "Prediction", "Devices", "Windows"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, groups.map((g) => h("tr", { class: "clickable", "data-group": g.group, onclick: () => {
+        const [kind, name] = [g.group.split(":")[0], g.group.slice(g.group.indexOf(":") + 1)];
+        go(["drift"], kind === "device" ? { device: name } : { cohort: name });
+      } }, h("td", {}, h("code", {}, g.group)), h("td", {}, g.bundle), h("td", {}, badge(g.status)),
+      h("td", {}, badge(g.data_drift.status)), h("td", {}, badge(g.prediction_drift.status)),
+      h("td", { class: "num" }, g.devices), h("td", { class: "num" }, g.windows)))))
+      : h("p", { class: "empty" }, "No drift sketches from these devices yet.");
+    const bundleCards = hist.items.map((b) => card("Features · " + b.bundle + " · latest window " + when(b.latest_window_end),
+      h("p", { class: "muted small" }, "grey: reference (signed in the bundle) · colour: live, " + b.devices + " device(s) merged · status ",
+        badge(b.status), " data ", badge(b.data_status), " prediction ", badge(b.prediction_status)),
+      h("div", { class: "hists", "data-testid": "drift-hists", "data-bundle": b.bundle }, b.features.map((f) =>
+        h("div", { class: "hist-cell", "data-feature": f.feature },
+          h("h3", {}, h("code", {}, f.feature), f.drift ? badge("drift", "alarm") : null,
+            f.p_adjusted === null || f.p_adjusted === undefined ? null : h("span", { class: "muted small" }, "p=" + Number(f.p_adjusted).toExponential(1) + " psi=" + fmt(f.psi))),
+          window.EdgeCharts.hist(f.reference, f.live, { edges: f.edges, label: "hist " + f.feature, liveColor: f.drift ? "#d64045" : "#2f6fed" }))))));
+    const monTable = monitors.items.length ? h("table", { "data-testid": "drift-monitors" },
+      h("thead", {}, h("tr", {}, ["Monitor", "Cohort", "Policy", "Webhooks", "Alarms"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, monitors.items.map((m) => h("tr", { class: "clickable", onclick: () => go(["drift"], { cohort: m.cohort }) },
+        h("td", {}, h("strong", {}, m.name)), h("td", {}, h("code", {}, m.cohort)),
+        h("td", { class: "small" }, "alpha " + m.policy.alpha + " (" + m.policy.correction + "), k=" + m.policy.persistence),
+        h("td", { class: "num" }, m.webhooks.length),
+        h("td", {}, alarms.current.filter((a) => a.monitor === m.name && a.in_alarm).map((a) => badge(a.bundle + " " + a.side, "alarm")))))))
+      : h("p", { class: "empty" }, "No stored monitors (edgeops fleet monitor add).");
+    const history = alarms.history.length ? h("table", { "data-testid": "alarm-history" },
+      h("thead", {}, h("tr", {}, ["When", "Monitor", "Bundle", "Side", "Event", "Drifting features"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, alarms.history.map((e) => h("tr", {}, h("td", {}, when(e.at)), h("td", {}, e.monitor), h("td", {}, e.bundle),
+        h("td", {}, e.side), h("td", {}, badge(e.in_alarm ? "alarm started" : "alarm ended", e.in_alarm ? "alarm" : "ok")),
+        h("td", { class: "small" }, (e.detail.features || []).map((f) => f.feature).join(", "))))))
+      : h("p", { class: "empty" }, "No alarm yet.");
+    view.replaceChildren(h("div", { class: "grid stack" },
+      card(null, form, h("p", { class: "muted", "data-testid": "drift-group" }, hist.group)),
+      card("Status", statusTable),
+      ...(bundleCards.length ? bundleCards : [card("Features", h("p", { class: "empty" }, "No sketches for " + hist.group + " in the last 2 hours."))]),
+      h("div", { class: "grid cols2" }, card("Monitors", monTable), card("Alarm history", history))));
   }
 
   // -- wiring ------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ import pytest
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from converters.metrics import compare_outputs
 from converters.tflite import convert
 from converters.tflite._runtime import LiteRT
 from converters.tflite.convert import to_artifact_layout, to_onnx_layout
+from edgeops.compare import compare_outputs
 from tests.converters.tflite.models import (
     OP_CASES,
     W,

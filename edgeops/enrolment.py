@@ -3,7 +3,9 @@
 Why it exists: the device's TLS identity must be its own. The private key is generated here,
 written 0600 and never sent anywhere; the fleet manager sees a certificate signing request and a
 one-time enrolment token (``POST /pki/enroll``), and later a renewal request signed with the
-current key (``POST /pki/renew``). The token is never logged.
+current key (``POST /pki/renew``). The token is never logged. It is the client half of the
+enrolment protocol, in edgeops because two parts run it: the agent (``edgeops agent enroll``) and
+the operator's ``edgeops fleet enroll``, which provisions a device's files in one step.
 
 Files written to ``out_dir``: ``device.key`` (0600), ``device.crt``, ``ca.pem``, matching the
 ``broker.tls`` block of ``agent.json`` ({"ca": "ca.pem", "cert": "device.crt",

@@ -1,6 +1,8 @@
-"""Accuracy metrics of a candidate's outputs against the FP32 reference, and the gate.
+"""Accuracy metrics of a candidate's outputs against a reference.
 
-Pure numpy. Per output: cosine similarity, max absolute error, SNR in dB; for classifier-shaped
+Pure numpy, in edgeops because two parts measure the same way: the converters gate an artifact
+against the FP32 source with it, and the hardware tests compare a device's outputs with the
+golden ones. Per output: cosine similarity, max absolute error, SNR in dB; for classifier-shaped
 outputs (``[n, classes]``) also top-1 agreement, and top-1 accuracy when labels are given; for
 integer outputs (a classifier's predicted label, e.g. skl2onnx's ``label``) label agreement: the
 fraction of samples whose values are all equal, as cosine says nothing about class indices.

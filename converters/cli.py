@@ -34,7 +34,7 @@ def targets(as_json: bool) -> None:
       edgeops targets
       edgeops targets --json
     """
-    from converters.profiles import PROFILES
+    from edgeops.targets import PROFILES
 
     rows: list[dict[str, Any]] = [{"name": p.name, "format": p.format, "runtime": p.runtime,
              "providers": list(p.providers), "precisions": list(p.precisions),

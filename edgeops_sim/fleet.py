@@ -4,9 +4,9 @@ Why it exists: ``edgeops sim`` and ``edgeops demo`` need a fleet without owning 
 simulated device is a real :class:`device_agent.daemon.Agent` (real MQTT session, signed
 command checks, TUF download, A/B slots, health check, telemetry) enrolled through the real
 API; this module only adds what the world would do: one driver thread turns the streams of
-``fleet.sim.streams`` into inference requests on each agent's model and sensor telemetry,
+``edgeops_sim.streams`` into inference requests on each agent's model and sensor telemetry,
 flips vehicles' driving signal and takes them off the network now and then, and applies the
-faults of ``fleet.sim.faults``. Simulated time runs ``hours_per_s`` faster than the clock so
+faults of ``edgeops_sim.faults``. Simulated time runs ``hours_per_s`` faster than the clock so
 a daily cycle fits in a demo.
 """
 
@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from fleet.sim.faults import FaultPlan, SlowLink
-from fleet.sim.streams import (
+from edgeops_sim.faults import FaultPlan, SlowLink
+from edgeops_sim.streams import (
     DeviceSpec,
     air_quality,
     bin_level,
@@ -194,7 +194,7 @@ class SimFleet:
     def _start_device(self, dev: SimDevice) -> None:
         if self.options.faults.has(dev.spec.id, "powercut"):
             dev.proc = subprocess.Popen(
-                [sys.executable, "-m", "fleet.sim.agent_proc", str(dev.config_path),
+                [sys.executable, "-m", "edgeops_sim.agent_proc", str(dev.config_path),
                  str(self.options.mqtt_version), str(self.options.deferred_retry_s)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             dev.online = True

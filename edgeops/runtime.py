@@ -1,9 +1,11 @@
 """One small runner interface over ONNX Runtime and LiteRT, so the rest of the agent is runtime-blind.
 
-Why it exists: the health check, the inference service and the benchmarks must load a model the
-same way the manifest says it should be loaded (runtime, providers, threads) and run it with a
-``{name: array}`` feed. Runtimes import lazily inside the loaders: a camera with only ONNX
-Runtime never imports LiteRT, and nothing here imports the (large) ``onnx`` package.
+Why it exists: the agent's health check and inference service, the hardware tests and the
+benchmarks must load a model the same way the manifest says it should be loaded (runtime,
+providers, threads) and run it with a ``{name: array}`` feed; it sits in edgeops because a
+blessing vouches for the agent's own loader, and hardware_tests may not import the agent.
+Runtimes import lazily inside the loaders: a camera with only ONNX Runtime never imports LiteRT,
+and nothing here imports the (large) ``onnx`` package.
 """
 
 from __future__ import annotations
@@ -92,11 +94,7 @@ class OnnxRunner:
 
     def __init__(self, path: Path, providers: Sequence[str] = ("CPUExecutionProvider",),
                  threads: int = 1) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - onnxruntime is a base dependency
-            raise ModelLoadError("ONNX Runtime is not installed on this device",
-                                 hint="pip install onnxruntime") from exc
+        import onnxruntime as ort  # a base dependency: a broken install fails loudly
         available = set(ort.get_available_providers())
         chosen = [p for p in providers if p in available]
         # The profile lists accelerators first; CPU is always the last resort.
@@ -166,7 +164,7 @@ def _tflite_interpreter_class() -> Any:
             from tflite_runtime.interpreter import Interpreter
         except ImportError:
             raise ModelLoadError("neither ai-edge-litert nor tflite-runtime is installed",
-                                 hint="pip install ai-edge-litert (or tflite-runtime)") from None
+                                 hint="pip install 'edgeops[tflite]' (or tflite-runtime)") from None
     return Interpreter
 
 

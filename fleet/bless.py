@@ -1,6 +1,8 @@
 """Upload a passing hardware report to the fleet manager as the blessing of a hardware class.
 
-``edgeops fleet bless BUNDLE --report FILE`` (fleet/cli/bundles.py) calls :func:`upload_blessing`. Before a
+``edgeops fleet bless BUNDLE --report FILE`` (fleet/cli/bundles.py) calls :func:`upload_blessing`
+with the report the hardware suite wrote (:class:`edgeops.blessing.HardwareReport`, the contract
+the two parts share). Before a
 byte leaves this machine the report is checked against the bundle: it must be a valid hardware
 report, it must pass, and its name, version and manifest digest must be this bundle's, so a
 report for another build can never bless this one. The fleet then stores it and, with
@@ -22,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeops.blessing import HardwareReport, InvalidReportError
 from edgeops.bundle import read_bundle
 from edgeops.errors import BadContentError, ConfigError, TransportError, UsageError
-from hardware_tests.report import HardwareReport, InvalidReportError
-from hardware_tests.suite import hardware_class
+from edgeops.targets import hardware_class
 
 __all__ = [
     "BlessLimits",
@@ -96,7 +98,7 @@ def check_report_for_bundle(report: HardwareReport, bundle_path: Path) -> None:
             hint="run the hardware suite on this exact bundle file")
     if m.artifact_for(report.target) is None:
         raise BadContentError(f"report tested target {report.target}, which this bundle lacks")
-    expected = hardware_class(report.target)
+    expected = hardware_class(report.target) or f"unknown:{report.target}"
     if report.hardware != expected:
         raise BadContentError(f"report names hardware class {report.hardware!r} but target "
                               f"{report.target} belongs to {expected!r}")

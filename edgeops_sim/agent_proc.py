@@ -1,6 +1,6 @@
 """One agent in its own process, so the simulator can cut its power (SIGKILL) mid-install.
 
-``python -m fleet.sim.agent_proc CONFIG MQTT_VERSION DEFERRED_RETRY_S``: the real
+``python -m edgeops_sim.agent_proc CONFIG MQTT_VERSION DEFERRED_RETRY_S``: the real
 :func:`device_agent.daemon.run` with the simulator's settings (MQTT 3.1.1 for amqtt).
 """
 

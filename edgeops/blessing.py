@@ -1,5 +1,8 @@
 """The hardware report: what ran on which device, each check's verdict and figures.
 
+It is the blessing contract between two parts that may not import each other: the hardware
+tests write it, the fleet validates it and stores it as the blessing of a hardware class.
+
 One typed model with a JSON form (what ``edgeops fleet bless`` uploads and the fleet stores as
 the blessing of a hardware class) and a Markdown rendering for people. JUnit XML comes from
 pytest itself (``--junitxml``), with the same figures attached as test properties. Parsing

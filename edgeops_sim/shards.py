@@ -2,7 +2,7 @@
 
 Why it exists: the agents of one process share one interpreter lock, so one process uses at
 most one core however many agents it runs. A large fleet therefore runs as shard processes
-(``python -m fleet.sim.shards SPEC``), each a :class:`fleet.sim.fleet.SimFleet` over its part
+(``python -m edgeops_sim.shards SPEC``), each a :class:`edgeops_sim.fleet.SimFleet` over its part
 of the enrolled devices, reporting its snapshot as one JSON line every couple of seconds.
 (Until the agent's MQTT adapter moved to one epoll loop per process, paho's ``select()`` also
 capped a process at ~100 agents: descriptors numbered 1024 or above lost their connections for
@@ -60,7 +60,7 @@ class ShardedFleet:
         self._latest = [{} for _ in self.groups]
         for i, ids in enumerate(self.groups):
             spec = json.dumps({**self.common, "ids": ids})
-            p = subprocess.Popen([sys.executable, "-m", "fleet.sim.shards", spec],
+            p = subprocess.Popen([sys.executable, "-m", "edgeops_sim.shards", spec],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                  start_new_session=True)
             self.procs.append(p)
@@ -102,9 +102,9 @@ class ShardedFleet:
 
 
 def _shard_main(spec_json: str) -> int:
-    from fleet.sim.faults import FaultPlan
-    from fleet.sim.fleet import SimFleet, SimOptions
-    from fleet.sim.streams import smart_city
+    from edgeops_sim.faults import FaultPlan
+    from edgeops_sim.fleet import SimFleet, SimOptions
+    from edgeops_sim.streams import smart_city
 
     spec = json.loads(spec_json)
     opts = dict(spec["options"])

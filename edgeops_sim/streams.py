@@ -4,7 +4,7 @@ Why it exists: a load test is only as good as its traffic. These signals give th
 realistic work: traffic counts with a daily cycle (morning and evening peaks), air quality
 with slow drift episodes (a sensor going out of calibration), bin levels filling and being
 emptied, and vehicles that drive, park and drop off the network. No I/O and no threads here:
-``fleet.sim.fleet`` calls them with the simulated hour, so they are easy to test.
+``edgeops_sim.fleet`` calls them with the simulated hour, so they are easy to test.
 """
 
 from __future__ import annotations

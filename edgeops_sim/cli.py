@@ -1,6 +1,6 @@
 """``edgeops sim``: run N simulated devices (real agent code, many per process) against a fleet.
 
-A thin shell over :class:`fleet.sim.fleet.SimFleet`: enrol the devices through the manager's
+A thin shell over :class:`edgeops_sim.fleet.SimFleet`: enrol the devices through the manager's
 API (token from ``--token``/``EDGEOPS_TOKEN``), start them, print a progress line on stderr
 every few seconds until ``--duration`` passes or Ctrl-C, then stop every agent and print a
 summary (``--json``: JSON on stdout, no progress).
@@ -70,10 +70,10 @@ def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, prof
       edgeops sim --devices 200 --fleet http://127.0.0.1:8080 --token $TOKEN \\
           --broker mqtt://127.0.0.1:1883 --faults drop,slow,powercut,skew --duration 600
     """
+    from edgeops_sim.faults import FaultPlan, parse_faults
+    from edgeops_sim.fleet import SimFleet, SimOptions
+    from edgeops_sim.streams import smart_city
     from fleet.client import FleetClient
-    from fleet.sim.faults import FaultPlan, parse_faults
-    from fleet.sim.fleet import SimFleet, SimOptions
-    from fleet.sim.streams import smart_city
 
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be positive")
@@ -87,7 +87,7 @@ def sim(n: int, fleet_url: str, token: str, broker: str, mqtt_version: str, prof
         sensor_interval_s=sensor_interval, seed=seed))
     fleet: Any = sim_fleet
     if n > per_process:
-        from fleet.sim.shards import ShardedFleet
+        from edgeops_sim.shards import ShardedFleet
 
         fleet = ShardedFleet(workdir, broker, [s.id for s in specs], n=n, seed=seed,
                              prefix=prefix, per_process=per_process, options={

@@ -4,7 +4,7 @@ Act 1 (toolchain): train an example model, create keys, build and sign a bundle 
 targets of the smart-city fleet, inspect and verify it offline. Act 2 (fleet): start an MQTT
 broker (mosquitto if installed, else the embedded amqtt broker; or ``--broker``), a fleet
 manager on SQLite with its HTTP API and console, and a simulated fleet of real device agents
-(``fleet.sim``); publish the bundle, roll it out in phases with live progress, show telemetry.
+(``edgeops_sim``); publish the bundle, roll it out in phases with live progress, show telemetry.
 Act 3 (safety): ship a deliberately broken version (a corrupted export that yields NaN) and
 watch the canary phase catch it: the devices' health checks fail and roll back, the deployment
 aborts and rolls back automatically (``Strategy.auto_rollback``). Then a summary.
@@ -51,7 +51,7 @@ class DemoOptions:
     listen: str = "127.0.0.1:0"
     quiet: bool = False                  # --json: no progress, only the summary on stdout
     timeout_s: float = 170.0             # per rollout wait
-    mlflow: bool = False                 # go through a local MLflow registry (edgeops.demo_mlflow)
+    mlflow: bool = False                 # go through a local MLflow registry (edgeops_sim.demo_mlflow)
 
 
 @dataclass
@@ -211,7 +211,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
                            str(model_dir / "validation.npz"))
     registry = None
     if opts.mlflow:
-        from edgeops.demo_mlflow import start_registry
+        from edgeops_sim.demo_mlflow import start_registry
 
         out.step("Starting an MLflow tracking server; logging the model with "
                  "mlflow.onnx.log_model, registering it, alias @champion")
@@ -262,7 +262,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         stack.start()
         summary.update(stack.story(good, bad, timings))
         if registry is not None:
-            from edgeops.demo_mlflow import read_back
+            from edgeops_sim.demo_mlflow import read_back
 
             out.step("Reading back from MLflow: the build's metrics and the fleet's outcomes")
             summary["mlflow"] = read_back(registry, deployments=2)
@@ -384,16 +384,11 @@ class _Stack:
         cfg = WorkerConfig(mqtt=MqttOptions(client_id=f"{default_client_id()}-{port}",
                                             protocol_version=mqtt_version),
                            share_group="" if mqtt_version != 5 else WorkerConfig().share_group)
-        worker = ManagerWorker(self.server.store, self.broker_url, data,
-                               client_id=f"{default_client_id()}-{port}",
-                               on_state=self.server.engine.on_state,
-                               on_status=self.server.engine.on_status, config=cfg)
-        worker.start()
-        self.server.worker = worker
-        self.server.channel = worker
-        self.server.engine.channel = worker
-        self.server.repository.channel = worker
-        self.server.repository.republish_all()
+        # our own broker, MQTT version and client id: the server wires the worker in
+        self.server.attach_worker(ManagerWorker(
+            self.server.store, self.broker_url, data, client_id=f"{default_client_id()}-{port}",
+            on_state=self.server.engine.on_state, on_status=self.server.engine.on_status,
+            config=cfg))
         sock = self.server.bind()
         self.uv = uvicorn.Server(uvicorn.Config(self.server.app, log_level="warning",
                                                 access_log=False, lifespan="off"))
@@ -412,7 +407,7 @@ class _Stack:
 
     def story(self, good: Path, bad: Path, timings: dict[str, float]) -> dict[str, Any]:
         from edgeops.keys import KeyStore
-        from fleet.sim import FaultPlan, SimFleet, SimOptions, smart_city
+        from edgeops_sim import FaultPlan, SimFleet, SimOptions, smart_city
 
         out, opts, c = self.out, self.opts, self.admin
         keys = KeyStore(self.work / "home")

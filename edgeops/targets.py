@@ -1,5 +1,9 @@
 """Target profiles as data: what each hardware class gets, in one documented registry.
 
+It lives in edgeops (the contracts layer) because the converters build for a profile, the fleet
+checks a device's target name and blessing hardware class against it, and the hardware tests
+pick providers from it; none of those parts may import another.
+
 A profile names the artifact format, the runtime and execution providers that load it, the
 precisions it accepts (the first is the default) and the facts about the hardware that the
 passes read (ISA features, whether shapes must be static). Adding a target means adding a
@@ -15,7 +19,7 @@ from typing import Any
 
 from edgeops.errors import UsageError
 
-__all__ = ["CPU_PROVIDERS", "PROFILES", "TargetProfile", "get_profile", "register"]
+__all__ = ["CPU_PROVIDERS", "PROFILES", "TargetProfile", "get_profile", "hardware_class", "register"]
 
 # Providers that run on the machine's own CPU: a latency measured on one of them is a target's
 # own figure only when the target's first provider is one of them too (converters.api
@@ -60,6 +64,12 @@ def get_profile(name: str) -> TargetProfile:
 
 
 PROFILES: Mapping[str, TargetProfile] = MappingProxyType(_REGISTRY)
+
+
+def hardware_class(target: str) -> str | None:
+    """The hardware class a target's blessing applies to (``TargetProfile.hardware``), if known."""
+    profile = _REGISTRY.get(target)
+    return profile.hardware if profile is not None else None
 
 register(TargetProfile(
     name="x86-cpu", format="onnx", runtime="onnxruntime", providers=("CPUExecutionProvider",),
