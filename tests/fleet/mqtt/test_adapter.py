@@ -274,7 +274,11 @@ def test_publishing_threads_survive_broker_restarts(broker: MosquittoBroker) -> 
         everything = {m for ms in mids for m in ms} | set(final)
         missing = acks.missing(everything, 20)
         assert not missing, f"{len(missing)} of {len(everything)} publishes never acknowledged"
-        assert len(connects) == restarts + 1, f"{len(connects)} connections for {restarts} restarts"
+        # A PUBLISH queued ahead of CONNECT makes the broker drop the session: more connections
+        # than restarts. Fewer is fine: under load paho may not notice one restart before the
+        # next, and two outages become one reconnect (seen on a loaded 2-core machine).
+        assert 2 <= len(connects) <= restarts + 1, \
+            f"{len(connects)} connections for {restarts} restarts"
     finally:
         sub.close()
         pub.close()
