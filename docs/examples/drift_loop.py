@@ -156,7 +156,7 @@ def run(work: Path, devices: int = 3, log: Callable[[str], None] = print) -> dic
             for a, b in zip(agents, before, strict=True):
                 wait("a sketch", lambda a=a, b=b: len(c.request(
                     "GET", f"/api/v1/devices/{a.device_id}/telemetry",
-                    query={"kind": "drift_sketch"})["items"]) > b, 60)
+                    query={"kind": "drift_sketch"})["items"]) > b, 180)
 
         deploy("1.0.0")
 
