@@ -23,7 +23,7 @@ from fleet.capture.service import (
     MAX_BYTES_PER_DEVICE,
     MAX_DURATION_S,
     CaptureBounds,
-    as_capture_store,
+    CaptureFleetStore,
     start_capture,
 )
 from fleet.ports import CommandSigner, DeviceChannel
@@ -95,7 +95,7 @@ class CaptureOpener:
     ``channel`` is a getter: the manager swaps its device channel when the broker connects.
     """
 
-    def __init__(self, store: object,
+    def __init__(self, store: CaptureFleetStore,
                  signer_channel: Callable[[], tuple[CommandSigner, DeviceChannel]]) -> None:
         self.store = store
         self.signer_channel = signer_channel
@@ -103,6 +103,6 @@ class CaptureOpener:
     def __call__(self, cohort: str, settings: DriftCapture, now: float, created_by: str
                  ) -> str:
         signer, channel = self.signer_channel()
-        rec = start_capture(as_capture_store(self.store), signer, channel, selector=cohort,
+        rec = start_capture(self.store, signer, channel, selector=cohort,
                             bounds=settings.bounds(now), now=now, created_by=created_by)
         return rec.id
