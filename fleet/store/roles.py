@@ -52,14 +52,17 @@ __all__ = [
     "CommandSeqStore",
     "ConsoleReads",
     "DeploymentStore",
+    "DeviceReports",
     "DeviceStore",
     "DriftAlertStore",
+    "IngestStore",
     "MetadataStore",
     "MonitorStore",
     "RepositoryStore",
     "SettingsStore",
     "StoreLifecycle",
     "TelemetryStore",
+    "TelemetryWrites",
     "TokenStore",
     "WebhookDeliveryStore",
 ]
@@ -77,14 +80,11 @@ class StoreLifecycle(Protocol):
 
 
 @runtime_checkable
-class DeviceStore(Protocol):
-    """The registry: enrolled devices, their online status and last reported state."""
+class DeviceReports(Protocol):
+    """What devices' own messages change in the registry: online status, last seen, reported
+    state (written by the ingest, which looks a device up to know its target)."""
 
-    def upsert_device(self, device: Device) -> None: ...
     def get_device(self, device_id: str) -> Device | None: ...
-    def list_devices(self, f: DeviceFilter | None = None, limit: int = 100,
-                     cursor: str | None = None) -> Page: ...
-    def select_devices(self, f: DeviceFilter) -> list[Device]: ...
     def set_status(self, device_id: str, online: bool, ts: float,
                    agent_version: str = "") -> bool: ...
     def mark_seen(self, seen: Mapping[str, float]) -> None: ...
@@ -92,11 +92,27 @@ class DeviceStore(Protocol):
 
 
 @runtime_checkable
-class TelemetryStore(Protocol):
-    """Telemetry records: written in batches by the ingest, read raw or aggregated."""
+class DeviceStore(DeviceReports, Protocol):
+    """The registry: enrolled devices, their online status and last reported state."""
+
+    def upsert_device(self, device: Device) -> None: ...
+    def list_devices(self, f: DeviceFilter | None = None, limit: int = 100,
+                     cursor: str | None = None) -> Page: ...
+    def select_devices(self, f: DeviceFilter) -> list[Device]: ...
+
+
+@runtime_checkable
+class TelemetryWrites(Protocol):
+    """Telemetry records written in batches (the ingest); ``_once`` drops redelivered rows."""
 
     def insert_telemetry(self, rows: Sequence[TelemetryRow]) -> int: ...
     def insert_telemetry_once(self, rows: Sequence[TelemetryRow]) -> int: ...
+
+
+@runtime_checkable
+class TelemetryStore(TelemetryWrites, Protocol):
+    """Telemetry records: written in batches by the ingest, read raw or aggregated."""
+
     def query_telemetry(self, device_id: str, kind: str | None = None,
                         since: float | None = None, until: float | None = None,
                         limit: int = 1000) -> list[TelemetryRow]: ...
@@ -105,6 +121,11 @@ class TelemetryStore(Protocol):
                             since: float | None = None) -> dict[str, Any]: ...
     def aggregate_deployment(self, deployment_id: str, since: float | None = None,
                              states: Sequence[str] | None = None) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class IngestStore(DeviceReports, TelemetryWrites, Protocol):
+    """What the MQTT ingest (:mod:`fleet.ingest`) writes: device reports and telemetry."""
 
 
 @runtime_checkable
