@@ -36,6 +36,7 @@ from fleet.drift.webhooks import (
     cloudevent,
     new_secret,
 )
+from fleet.fields import known_fields
 from fleet.selector import parse_selector
 from fleet.store import (
     AlarmState,
@@ -99,14 +100,10 @@ def parse_monitor(body: Any, *, now: float, created_by: str | None
                   ) -> tuple[MonitorRecord, dict[str, str]]:
     """Validate a monitor as the API receives it; returns the record and the secrets the
     manager generated (webhook id -> secret), which are shown once."""
-    if not isinstance(body, dict):
-        raise UsageError("monitor body must be a JSON object",
-                         hint='e.g. {"name": "lyon-cams", "cohort": "city=lyon", '
-                              '"webhooks": [{"url": "https://..."}]}')
-    unknown = sorted(set(body) - _KEYS)
-    if unknown:
-        raise UsageError(f"unknown monitor field {unknown[0]!r}",
-                         hint=f"fields: {', '.join(sorted(_KEYS))}")
+    body = known_fields(body, _KEYS, what="monitor",
+                        not_object="monitor body must be a JSON object",
+                        example='e.g. {"name": "lyon-cams", "cohort": "city=lyon", '
+                                '"webhooks": [{"url": "https://..."}]}')
     name = body.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise UsageError("monitor name must be 1-63 of a-z 0-9 _ . - starting with a letter "
