@@ -229,6 +229,24 @@ def test_x86_weights_have_the_range_the_target_can_run(tmp_path: Path, target: s
     assert art.details["plan"]["target_isa"] == ("x86_64" if peak == 64 else "x86_64+vnni")
 
 
+def test_a_vnni_build_on_a_machine_without_vnni_says_its_gate_is_not_the_targets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine has VNNI, so the AVX2 build machine is its cpuinfo facts: the plan stays
+    8-bit (the target's), and the build warns that the gate here ran saturating kernels."""
+    import converters.onnx_quant as q
+
+    monkeypatch.setattr(q, "cpu_facts", lambda cpuinfo=None: dict(_AVX2_MACHINE))
+    p = zoo.save(zoo.convnet(13), tmp_path / "m.onnx")
+    out = _build(p, tmp_path, target="x86-cpu-vnni", precision="int8",
+                 options={"perf_aware": False, "effort": "fast"})
+    (art,) = out.artifacts
+    assert _int8_weight_peak(art.path) == 127
+    (warning,) = [w for w in out.warnings if "VNNI" in w]
+    assert warning.startswith("x86-cpu-vnni: this build machine has no VNNI")
+    assert art.details["warnings"] == [warning]
+    assert art.details["build_machine"]["vnni"] is False
+
+
 def test_cpu_facts_parses_flags() -> None:
     info = "processor: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
     assert cpu_facts(info)["vnni"] and cpu_facts(info)["avx512"]
