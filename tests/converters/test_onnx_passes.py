@@ -247,6 +247,20 @@ def test_a_vnni_build_on_a_machine_without_vnni_says_its_gate_is_not_the_targets
     assert art.details["build_machine"]["vnni"] is False
 
 
+@pytest.mark.parametrize(("reduce_range", "saturates"), [(True, False), (False, True)])
+def test_weight_range_against_vpmaddubsw(reduce_range: bool, saturates: bool) -> None:
+    """Why x86-cpu's 7-bit weights are exact everywhere: vpmaddubsw (AVX2, AVX-512 without
+    VNNI) adds two u8*s8 products into a saturating int16. With the weight range ORT's quantiser
+    really uses (reduce_range or not), the worst pair of products fits int16 or does not."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+
+    qmin, qmax = (int(v) for v in get_qmin_qmax_for_qType(TensorProto.INT8, reduce_range,
+                                                           symmetric=True))
+    worst = max(abs(2 * 255 * qmin), abs(2 * 255 * qmax))
+    assert (worst > np.iinfo(np.int16).max) is saturates
+
+
 def test_cpu_facts_parses_flags() -> None:
     info = "processor: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
     assert cpu_facts(info)["vnni"] and cpu_facts(info)["avx512"]
