@@ -262,13 +262,18 @@ class NetLoop:
         self._wake_w.close()
 
     def _drain_wake(self) -> None:
-        with self._lock:
-            self._woken = False
+        # Read first, then clear the flag. The other order lost wake-ups for good: a thread
+        # that set the flag and sent its byte between the clear and the read had its byte read
+        # here, the flag stayed set with nothing left to read, and no thread ever woke the
+        # loop again (every cross-thread call then waited for the tick). In this order a byte
+        # sent after the read is still there: the next select returns at once.
         try:
             while self._wake_r.recv(4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        with self._lock:
+            self._woken = False
 
     def _run_calls(self) -> None:
         with self._lock:

@@ -244,3 +244,48 @@ def test_an_agent_restarted_after_the_shared_loop_stopped_connects_again(
         finally:
             conn.stop()
         assert NetLoop.close_shared_if_idle() is True
+
+
+class _RacingWake:
+    """The loop's wake socket, with another thread's ``call_soon`` landing inside the first
+    drain: exactly between the loop taking the wake-up and reading the bytes."""
+
+    def __init__(self, loop: NetLoop) -> None:
+        self.loop = loop
+        self.sock = loop._wake_r
+        self.raced = False
+
+    def recv(self, n: int) -> bytes:
+        if not self.raced:
+            self.raced = True
+            t = threading.Thread(target=self.loop.call_soon, args=(lambda: None,))
+            t.start()
+            t.join()
+        return self.sock.recv(n)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_wake_up_during_a_drain_is_not_lost() -> None:
+    """A call from another thread runs at once, not at the next tick, after a wake-up raced
+    the drain. The drain used to clear the flag before reading: the racing thread's byte was
+    read with the rest, its flag stayed set, and from then on no thread woke the loop, so every
+    publish, subscribe and stop of every agent in the process waited for the tick (1 s)."""
+    loop = NetLoop("race", tick_s=30.0)
+    racing = _RacingWake(loop)
+    loop._wake_r = racing  # type: ignore[assignment]
+    try:
+        first = threading.Event()
+        loop.call_soon(first.set)
+        assert first.wait(5)
+        deadline = time.monotonic() + 5        # the loop may run the call before it drains
+        while not racing.raced and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert racing.raced
+        for _ in range(3):
+            later = threading.Event()
+            loop.call_soon(later.set)
+            assert later.wait(5), "the loop was not woken: the call waited for the tick"
+    finally:
+        loop.close()
