@@ -25,9 +25,8 @@ from device_agent.health import DEFAULT_HEALTH, HealthSettings
 from device_agent.inference import InferenceService
 from device_agent.installer import DeltaArtifact, Installer, InstallOutcome, InstallRequest
 from device_agent.policy import InstallPolicy
-from device_agent.slots import SLOT_FILES, SlotInfo, SlotStore
-from edgeops.bundle.manifest import Manifest
-from edgeops.cpu import CpuFacts, isa_shortfall, read_cpu_facts, target_shortfall
+from device_agent.slots import SlotInfo, SlotStore
+from edgeops.cpu import CpuFacts, read_cpu_facts, target_shortfall
 from edgeops.errors import ConfigError, EdgeOpsError
 from edgeops.protocol.messages import DevicePhase
 from edgeops.trust import trusted_targets_keys
@@ -134,7 +133,7 @@ class AgentCore:
                 log.warning("%s; enrol this device as x86-cpu", enrolment)
             resumed = self.installer.resume()
             active = self.store.active()
-            wrong = self._shortfall(active) if active is not None else None
+            wrong = self.installer.shortfall(active) if active is not None else None
             if wrong is not None and active is not None:
                 # Installed before the agent checked the CPU: serving nothing is a clear
                 # "no model" answer, serving it would be silently wrong outputs.
@@ -213,13 +212,3 @@ class AgentCore:
 
     def _activate(self, info: SlotInfo | None) -> None:
         self.inference.load_slot(self.store, info)
-
-    def _shortfall(self, info: SlotInfo) -> str | None:
-        """Why this CPU would compute the slot's artifact wrongly (None: it would not)."""
-        try:
-            manifest = Manifest.from_bytes(
-                self.store.path(info.slot, SLOT_FILES["manifest"]).read_bytes())
-        except (OSError, EdgeOpsError):
-            return None     # the load below reports an unreadable slot
-        entry = manifest.artifact_for(info.target)
-        return isa_shortfall(entry, self.cpu) if entry is not None else None

@@ -298,9 +298,27 @@ class Installer:
                     return info
         return None
 
+    def shortfall(self, info: SlotInfo) -> str | None:
+        """Why this CPU would compute a committed slot's artifact wrongly (None: it would not,
+        or the slot's manifest cannot be read, which loading it reports)."""
+        try:
+            manifest = Manifest.from_bytes(
+                self.store.path(info.slot, SLOT_FILES["manifest"]).read_bytes())
+        except (OSError, EdgeOpsError):
+            return None
+        entry = manifest.artifact_for(info.target)
+        return isa_shortfall(entry, self.cpu) if entry is not None else None
+
     def _rollback(self, reason: str = "rollback requested by the fleet",
                  deployment_id: str | None = None) -> InstallOutcome:
         before = self.store.active()
+        previous = self.store.pointer().previous
+        back = self.store.info(previous) if previous else None
+        wrong = self.shortfall(back) if back is not None else None
+        if wrong is not None:      # installed before the CPU check: never serve it again
+            return self._finish(DevicePhase.FAILED, _label(before),
+                                f"will not roll back to {_label(back)}: {wrong}; enrol this "
+                                "device as x86-cpu", deployment_id)
         if self.store.rollback() is None:
             return self._finish(DevicePhase.FAILED, _label(before),
                                 "no previous model to roll back to", deployment_id)

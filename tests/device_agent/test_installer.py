@@ -458,3 +458,25 @@ def test_seven_bit_x86_artifact_installs_on_any_x86_cpu(tmp_path: Path, fleet: F
     out = inst.install(request(build_bundle(bundle_dir, fleet, precision="int8",
                                             details={"plan": plan})))
     assert out.phase is DevicePhase.HEALTHY, out.reason
+
+
+def test_rollback_to_a_vnni_model_is_refused_on_a_cpu_without_vnni(tmp_path: Path, fleet: Fleet,
+                                                                   bundle_dir: Path) -> None:
+    # 1.0.0 (8-bit) was installed where it was exact, or by an agent that did not check; the
+    # slots now sit on a CPU without VNNI, serving the FP32 2.0.0.
+    vnni = build_bundle(bundle_dir, fleet, target="x86-cpu-vnni", precision="int8",
+                        details={"plan": VNNI_PLAN})
+    fp32 = build_bundle(bundle_dir, fleet, version="2.0.0", target="x86-cpu-vnni")
+    before = make_installer(tmp_path, fleet, target="x86-cpu-vnni", cpu=cpu(AVX512_VNNI))
+    for b in (vnni, fp32):
+        assert before.install(request(b, "x86-cpu-vnni")).phase is DevicePhase.HEALTHY
+    inst = make_installer(tmp_path, fleet, target="x86-cpu-vnni", cpu=cpu(AVX2))
+    pointer = inst.store.pointer()
+    out = inst.rollback(deployment_id="d-back")
+    assert out.phase is DevicePhase.FAILED
+    assert out.reason is not None and out.reason.startswith(
+        "will not roll back to classifier@1.0.0: the x86-cpu-vnni int8 artifact has 8-bit "
+        "weights that need VNNI")
+    assert out.reason.endswith("; enrol this device as x86-cpu")
+    assert inst.store.pointer() == pointer
+    assert out.active is not None and out.active["version"] == "2.0.0"
