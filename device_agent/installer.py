@@ -309,16 +309,22 @@ class Installer:
         entry = manifest.artifact_for(info.target)
         return isa_shortfall(entry, self.cpu) if entry is not None else None
 
-    def _rollback(self, reason: str = "rollback requested by the fleet",
-                 deployment_id: str | None = None) -> InstallOutcome:
-        before = self.store.active()
+    def _previous_shortfall(self) -> str | None:
+        """Why the rollback slot must not serve on this CPU: installed before the agent checked
+        the CPU (or found wanting at start and never served), it would give wrong outputs."""
         previous = self.store.pointer().previous
         back = self.store.info(previous) if previous else None
         wrong = self.shortfall(back) if back is not None else None
-        if wrong is not None:      # installed before the CPU check: never serve it again
-            return self._finish(DevicePhase.FAILED, _label(before),
-                                f"will not roll back to {_label(back)}: {wrong}; enrol this "
-                                "device as x86-cpu", deployment_id)
+        if wrong is None:
+            return None
+        return f"will not roll back to {_label(back)}: {wrong}; enrol this device as x86-cpu"
+
+    def _rollback(self, reason: str = "rollback requested by the fleet",
+                 deployment_id: str | None = None) -> InstallOutcome:
+        before = self.store.active()
+        wrong = self._previous_shortfall()
+        if wrong is not None:
+            return self._finish(DevicePhase.FAILED, _label(before), wrong, deployment_id)
         if self.store.rollback() is None:
             return self._finish(DevicePhase.FAILED, _label(before),
                                 "no previous model to roll back to", deployment_id)
@@ -431,12 +437,13 @@ class Installer:
             else:
                 return self._finish(DevicePhase.HEALTHY, label, None, deployment_id, result)
         reason = f"health check failed: {result.reason}"
-        if self.store.rollback() is None:
+        wrong = self._previous_shortfall()
+        if wrong is not None or self.store.rollback() is None:
             self.store.deactivate()
             self._on_activate(None)
             return self._finish(DevicePhase.FAILED, label,
-                                reason + "; no previous model to go back to", deployment_id,
-                                result)
+                                f"{reason}; {wrong or 'no previous model to go back to'}",
+                                deployment_id, result)
         self._on_activate(self.store.active())
         return self._finish(DevicePhase.ROLLED_BACK, label, reason, deployment_id, result)
 

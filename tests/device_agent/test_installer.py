@@ -480,3 +480,19 @@ def test_rollback_to_a_vnni_model_is_refused_on_a_cpu_without_vnni(tmp_path: Pat
     assert out.reason.endswith("; enrol this device as x86-cpu")
     assert inst.store.pointer() == pointer
     assert out.active is not None and out.active["version"] == "2.0.0"
+
+
+def test_failed_health_check_does_not_fall_back_onto_a_vnni_model(tmp_path: Path, fleet: Fleet,
+                                                                  bundle_dir: Path) -> None:
+    vnni = build_bundle(bundle_dir, fleet, target="x86-cpu-vnni", precision="int8",
+                        details={"plan": VNNI_PLAN})
+    before = make_installer(tmp_path, fleet, target="x86-cpu-vnni", cpu=cpu(AVX512_VNNI))
+    assert before.install(request(vnni, "x86-cpu-vnni")).phase is DevicePhase.HEALTHY
+    rec = Recorder()
+    inst = make_installer(tmp_path, fleet, rec, target="x86-cpu-vnni", cpu=cpu(AVX2))
+    nan = build_bundle(bundle_dir, fleet, version="2.0.0", target="x86-cpu-vnni", kind="nan")
+    out = inst.install(request(nan, "x86-cpu-vnni"))
+    assert out.phase is DevicePhase.FAILED and out.reason is not None
+    assert out.reason.startswith("health check failed: ")
+    assert "; will not roll back to classifier@1.0.0: the x86-cpu-vnni int8 artifact" in out.reason
+    assert out.active is None and inst.store.active() is None and rec.activated[-1] is None
