@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgeops.drift.sketch_codec import PACKED_FIELD
 from edgeops.errors import UsageError
 from edgeops.keys import KeyStore
 from fleet.api import openapi_document
@@ -426,7 +427,8 @@ def test_metrics_report_alarm_state_statistics_and_refusals(fleet: Store,
     DriftAlerts(fleet, clock=lambda: NOW).evaluate()
     ing = Ingest(fleet, sketches=SketchIntake(fleet, clock=lambda: NOW))
     bad = _sketch("cam-1", NOW - 10, np.zeros((10, 2))) | {"counts": {"input:nope": [1]}}
-    _send(ing, "cam-1", [bad, bad | {"device_id": "cam-2"}], seq=999)
+    packed = {k: v for k, v in bad.items() if k != "counts"} | {PACKED_FIELD: "not base64!"}
+    _send(ing, "cam-1", [bad, bad | {"device_id": "cam-2"}, packed], seq=999)
     ing.flush()
     samples = parse(render(drift_families(fleet, lambda: ing.stats.counts)))
     got = {(n, tuple(sorted(lab.items()))): v for n, lab, v in samples}
@@ -443,7 +445,8 @@ def test_metrics_report_alarm_state_statistics_and_refusals(fleet: Store,
     refused = {dict(lab)["reason"]: v for n, lab, v in samples
                if n == "edgeops_drift_sketches_refused_total"}
     assert refused["unknown-feature"] == 1 and refused["device-mismatch"] == 1
-    assert refused["stale-window"] == 0 and len(refused) == 9     # every reason, bounded
+    assert refused["bad-encoding"] == 1                            # packed counts, undecodable
+    assert refused["stale-window"] == 0 and len(refused) == 10    # every reason, bounded
     per_side = [s for s in samples if s[0] == "edgeops_drift_feature_drift"]
     assert len(per_side) <= 2 * MAX_FEATURES
     # without an alert store or ingest counters: the families are there, empty or zero
