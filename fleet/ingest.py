@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -42,12 +42,12 @@ from edgeops.protocol import (
 from fleet.delivery import DeliveryRejected
 from fleet.drift.concept import check_accuracy
 from fleet.drift.intake import SketchRefusal
+from fleet.store import IngestStore
 
 __all__ = [
     "FetchSink",
     "Ingest",
     "IngestConfig",
-    "IngestStore",
     "Outcome",
 ]
 
@@ -64,28 +64,6 @@ class Outcome(StrEnum):
     MISMATCH = "mismatch"          # device id in topic and payload differ
     REFUSED = "refused"            # a fetch the delivery refused (unknown artifact, target)
     IGNORED = "ignored"            # not a topic the manager consumes
-
-
-class _Device(Protocol):
-    @property
-    def target(self) -> str: ...
-
-
-class IngestStore(Protocol):
-    """The slice of :class:`fleet.store.Store` that ingest writes to."""
-
-    def get_device(self, device_id: str) -> Any: ...
-
-    def set_status(self, device_id: str, online: bool, ts: float,
-                   agent_version: str = "") -> bool: ...
-
-    def record_state(self, report: StateReport) -> bool: ...
-
-    def insert_telemetry(self, rows: Sequence[Any]) -> int: ...
-
-    def insert_telemetry_once(self, rows: Sequence[Any]) -> int: ...
-
-    def mark_seen(self, seen: Mapping[str, float]) -> None: ...
 
 
 class SketchCheck(Protocol):

@@ -15,9 +15,9 @@ import click
 
 from edgeops.cli.common import emit, json_option
 from edgeops.errors import UsageError
-from fleet.capture.cli import parse_bytes
 from fleet.cli._common import api_client as _client
 from fleet.cli._common import fleet_options as _fleet_options
+from fleet.cli._common import parse_bytes
 
 __all__ = ["monitor"]
 
