@@ -110,3 +110,32 @@ def test_without_the_driftref_venv_the_raw_columns_say_not_installed(tmp_path: P
     assert "| not installed | not installed |" in md
     assert "delay within 1.5x of the raw detectors: not checked (not installed)" in md
     assert goals(copy.deepcopy(r))["rows_compared_with_raw"] == 0
+
+
+def test_bytes_show_each_encoding_and_the_record_before_the_packed_form() -> None:
+    r = _result(raw=True)
+    r["bytes"][0] |= {"sketch_bytes_per_day": 38_496, "raw_output_bytes_per_request": 20,
+                      "record_bytes_by_encoding": {
+                          "json_before": 1187, "json": 1146, "json_zlib": 669, "varint": 505,
+                          "varint_zlib_default": 409, "varint_zlib": 401}}
+    r["goals"] = goals(r)
+    assert r["goals"]["sketch_share_of_raw_before"] == {
+        "tabular 1 req/s 15 min": 1187 * 96 / 4_147_200}
+    md = markdown(r)
+    assert "| tabular | 1 | 15 min | 1,187 (2.75%) | 1,146 (2.65%) | 669 (1.55%) | 505 (1.17%) " \
+           "| 409 (0.95%) | 401 (0.93%) |" in md
+    assert "tabular 1 req/s 15 min 0.93% (met; JSON record before: 2.75%)" in md
+    assert "would add 20 B per request (tabular)" in md
+
+
+def test_the_one_window_policy_at_0_0003_is_judged_when_the_run_has_it() -> None:
+    r = _result(raw=True)
+    for row in r["detection"]:
+        row["delays"]["ours_fast3"] = row["delays"]["ours_fast"]
+    for fa in r["false_alarms"].values():
+        fa["per_1000"]["ours_fast3"] = 0.0
+    r["goals"] = goals(r)
+    assert r["goals"]["delay_over_1_5x_ks_same_budget"]["ours_fast3"] == []
+    md = markdown(r)
+    assert "one-window policy at alpha 0.0003: tabular device met (0.0)" in md
+    assert "one-window policy at alpha 0.0003 per side: 3 of 3 rows where it alarmed" in md
