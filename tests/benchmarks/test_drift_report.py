@@ -128,14 +128,19 @@ def test_bytes_show_each_encoding_and_the_record_before_the_packed_form() -> Non
     assert "would add 20 B per request (tabular)" in md
 
 
-def test_the_one_window_policy_at_0_0003_is_judged_when_the_run_has_it() -> None:
+def test_the_previous_default_policy_is_the_second_column_when_the_run_has_it() -> None:
     r = _result(raw=True)
     for row in r["detection"]:
-        row["delays"]["ours_fast3"] = row["delays"]["ours_fast"]
+        row["delays"]["ours_slow"] = [3] * len(row["delays"]["ours"])
+        row["judged"]["ours_slow"] = [3] * len(row["delays"]["ours"])
     for fa in r["false_alarms"].values():
-        fa["per_1000"]["ours_fast3"] = 0.0
+        fa["per_1000"]["ours_slow"], fa["in_alarm_pct"]["ours_slow"] = 0.5, 0.1
+    r["settings"] |= {"slow_alpha": 0.01, "slow_persistence": 2}
     r["goals"] = goals(r)
-    assert r["goals"]["delay_over_1_5x_ks_same_budget"]["ours_fast3"] == []
+    assert r["goals"]["delay_over_1_5x_raw"]["ours_slow"] == ["tabular spread 1 device: 3 vs 1"]
+    assert r["goals"]["delay_over_1_5x_ks_same_budget"]["ours_slow"] == []
     md = markdown(r)
-    assert "one-window policy at alpha 0.0003: tabular device met (0.0)" in md
-    assert "one-window policy at alpha 0.0003 per side: 3 of 3 rows where it alarmed" in md
+    assert "| ours | ours, alpha 0.01 x 2 windows | mean shift |" in md
+    assert "| 3 (3/3) |" in md and "| 0.5 (0.1 %) |" in md
+    assert "before: alpha 0.01, 2 windows" in md
+    assert "alpha 0.01 and 2 windows (the previous default): tabular device met (0.5)" in md

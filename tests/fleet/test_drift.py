@@ -262,7 +262,7 @@ def test_cohort_merges_devices_that_alone_are_too_small(ingest: Ingest, store: S
     assert lyon["devices"] == 2 and lyon["data_drift"]["status"] == "alarm"
     assert lyon["prediction_drift"]["status"] == "alarm"    # y follows x0: its spread too
     assert cohorts["cohort:city=paris"]["data_drift"]["status"] == "insufficient-data"
-    assert out["policy"]["false_alarm_rate_per_window"] == pytest.approx(1e-4)
+    assert out["policy"]["false_alarm_rate_per_window"] == pytest.approx(MonitorPolicy().alpha)
     text = render(out)
     assert "cohort:city=lyon" in text and "input:x[0]" in text
 
@@ -322,3 +322,16 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     from tests.fleet.live import run_cli
 
     return run_cli(capsys, *argv)
+
+
+def test_cli_defaults_are_the_monitor_policys() -> None:
+    """The CLI states its defaults without importing the monitor (numpy); they must not drift
+    from MonitorPolicy's, which the API and stored monitors use."""
+    from fleet.cli.monitors import add
+    from fleet.cli.telemetry import drift
+
+    d = MonitorPolicy()
+    for cmd in (drift, add):
+        opts = {p.name: p.default for p in cmd.params}
+        assert (opts["alpha"], opts["persistence"], opts["min_samples"]) == (
+            d.alpha, d.persistence, d.min_samples), cmd.name

@@ -22,6 +22,7 @@ from fleet.api import openapi_document
 from fleet.client import FleetClient
 from fleet.drift.alerts import DriftAlerts, alert_store, monitor_view, parse_monitor
 from fleet.drift.intake import SketchIntake
+from fleet.drift.monitor import MonitorPolicy
 from fleet.drift.webhook_sender import WebhookSender
 from fleet.drift.webhooks import (
     SIGNATURE_HEADER,
@@ -327,7 +328,7 @@ def test_monitor_crud_and_view_hides_secrets(fleet: Store) -> None:
     with pytest.raises(ConflictError):
         a.add_monitor(rec)
     view = monitor_view(a.list_monitors()[0])
-    assert view["cohort"] == "all" and view["policy"]["alpha"] == 0.01
+    assert view["cohort"] == "all" and view["policy"]["alpha"] == MonitorPolicy().alpha
     assert "secret" not in json.dumps(view) and generated[wid] not in json.dumps(view)
     assert a.remove_monitor("m") and not a.remove_monitor("m")
     assert a.list_monitors() == []
