@@ -139,6 +139,8 @@ class AgentCore:
                 # "no model" answer, serving it would be silently wrong outputs.
                 log.error("active model %s@%s is not served: %s; enrol this device as x86-cpu",
                           active.name, active.version, wrong)
+                if self.inference.model is not None:     # a resumed trial loaded it
+                    self.inference.load_slot(self.store, None)
             elif active is not None and self.inference.model is None:
                 try:
                     self.inference.load_slot(self.store, active)
