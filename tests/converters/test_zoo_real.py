@@ -40,8 +40,10 @@ from tests.realzoo import model_path
 from tests.zoo_inputs import INPUTS
 
 
-def _reference(name: str, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    sess = ort.InferenceSession(str(model_path(name)), providers=["CPUExecutionProvider"])
+def _reference(name: str | Path, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """FP32 outputs of zoo model ``name`` (or the model at a path) on ``data``, per sample."""
+    path = name if isinstance(name, Path) else model_path(name)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     per: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for i in range(len(next(iter(data.values())))):
@@ -210,6 +212,11 @@ def test_segmentation_net_is_judged_by_mask_iou(cli, keys_home: Path, tmp_path: 
     if form == "whole":
         _assert_forms_read_alike(nucleus_seg(), data, tmp_path)
         return
+    # What the gate will read, checked on FP32 alone: the build below may be refused (today it
+    # is: issue 16), and a refusal line names the metric, not how the map was laid out.
+    spec = infer_task(onnx.load(str(nucleus_seg())), _reference(nucleus_seg(), data),
+                      {k: (1, *v.shape[1:]) for k, v in data.items()}, "segmentation")
+    assert spec.channels_last and "channels-last" in spec.why, spec.why
     np.savez(tmp_path / "data.npz", **data)
     res = cli("build", nucleus_seg(), "--name", "zoo", "--version", "1.0.0", "--target",
               "x86-cpu", "--calibration", tmp_path / "data.npz", "--no-perf-aware",
