@@ -262,13 +262,18 @@ class NetLoop:
         self._wake_w.close()
 
     def _drain_wake(self) -> None:
-        with self._lock:
-            self._woken = False
+        # Read first, then clear the flag. The other order loses wake-ups: a call_soon() between
+        # the two sets the flag again and sends a byte that the read then swallows, leaving the
+        # flag set with no byte pending, so no later call_soon() wakes the loop and every call
+        # from another thread (a publish, an ack) waited for the next tick, for good. Cleared
+        # after the read, a call queued meanwhile is run by this turn's _run_calls().
         try:
             while self._wake_r.recv(4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        with self._lock:
+            self._woken = False
 
     def _run_calls(self) -> None:
         with self._lock:
