@@ -12,9 +12,8 @@ connect, how long to back off, what to record when something fails.
 What the member does, on the loop thread unless said otherwise:
 
 - connect on the loop's pool (the ``connect`` hook, blocking), then watch the socket;
-- read (packet after packet while bytes are waiting, also what TLS decrypted but the selector
-  cannot see), write while paho has packets queued (corked, so a batch of small packets such
-  as PUBACKs leaves in full segments), send keepalives, and notice a socket paho gave up on;
+- read (also what TLS decrypted but the selector cannot see), write while paho has packets
+  queued, send keepalives, and notice a socket paho gave up on;
 - after a lost connection, wait the ``next_delay`` hook's backoff and connect again, until
   :meth:`PahoMember.stop`, which sends DISCONNECT and waits for the socket to close.
 
@@ -29,12 +28,8 @@ loop thread; the member holds it for its DISCONNECT.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import socket
 import ssl
-import struct
-import termios
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -50,42 +45,8 @@ __all__ = ["PahoMember"]
 log = logging.getLogger(__name__)
 
 _OK = MQTTErrorCode.MQTT_ERR_SUCCESS
-# packets read in one go before the rest of the loop gets a turn (the rest are read right after)
-_READ_ROUNDS = 64
-_FIONREAD_BUF = bytes(4)
-
-
-def _more_to_read(sock: Any, tls: bool) -> bool:
-    """Whether a read would find bytes now: what OpenSSL holds decrypted (TLS), else the
-    kernel's receive queue (FIONREAD: one ioctl, cheaper than a trip through the selector)."""
-    if tls:
-        return bool(sock.pending())
-    try:
-        waiting = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, _FIONREAD_BUF))
-    except OSError:
-        return False
-    return bool(waiting[0] > 0)
-
-
-def _corked_write(client: paho.Client, sock: Any) -> MQTTErrorCode:
-    """paho's ``loop_write()`` with the socket corked while it runs.
-
-    paho sends each queued packet with its own ``send()`` (a batch of acknowledgements is one
-    4-byte PUBACK per call), and with TCP_NODELAY each would leave as a segment of its own,
-    which the broker then reads one by one. Corked, the kernel packs them into full segments;
-    uncorking sends what is left at once, so nothing waits.
-    """
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-    except (OSError, AttributeError):    # not a TCP socket
-        return client.loop_write()
-    try:
-        return client.loop_write()
-    finally:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
-        except OSError:
-            pass                         # closed by paho meanwhile: nothing left to send
+# TLS reads in one go before the rest of the loop gets a turn (the rest are read right after)
+_TLS_ROUNDS = 64
 
 
 class PahoMember:
@@ -197,22 +158,19 @@ class PahoMember:
         rc = _OK
         if readable:
             rc = c.loop_read()
-            tls = isinstance(sock, ssl.SSLSocket)
-            # paho reads one packet per loop_read(): read on while bytes are already here
-            # rather than going back to the selector per packet (a burst of small PUBLISH
-            # packets is one readiness event). TLS may hold decrypted bytes the selector cannot
-            # see: if many remain, come back after the loop's other work (the selector will not
-            # report them: a burst could otherwise wait in OpenSSL for the next keepalive).
+            # TLS may hold decrypted bytes the selector cannot see: read them too, and if many
+            # remain come back after the loop's other work (the selector will not report them:
+            # a burst could otherwise wait in OpenSSL for the next keepalive)
             rounds = 0
-            while rc == _OK and c.socket() is sock and _more_to_read(sock, tls):
-                if rounds == _READ_ROUNDS:
-                    if tls:
-                        self._net_().call_soon(lambda: self.on_io(True, False))
+            while rc == _OK and c.socket() is sock and isinstance(sock, ssl.SSLSocket) and \
+                    sock.pending():
+                if rounds == _TLS_ROUNDS:
+                    self._net_().call_soon(lambda: self.on_io(True, False))
                     break
                 rc = c.loop_read()
                 rounds += 1
         if rc == _OK and writable and c.socket() is sock:
-            rc = _corked_write(c, sock)
+            rc = c.loop_write()
         if rc != _OK or c.socket() is not sock:
             self._lost()
 
