@@ -290,3 +290,12 @@ def test_a_call_from_another_thread_during_a_wake_up_does_not_silence_later_ones
         if isinstance(net._wake_r, _WakeSocketThatRaces):
             net._wake_r = net._wake_r.real
         net.close()
+
+
+def test_a_loop_closed_before_it_ever_ran_releases_its_descriptors() -> None:
+    """Left to the garbage collector, they are freed at a random moment: a later test that
+    needs every low descriptor number taken (the 1,100-descriptor tests) then fails."""
+    net = NetLoop("test-never-ran")
+    wake_r, wake_w = net._wake_r, net._wake_w
+    net.close()
+    assert wake_r.fileno() == -1 and wake_w.fileno() == -1
