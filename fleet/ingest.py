@@ -22,12 +22,13 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
 from edgeops.config import DEFAULT_LIMITS
+from edgeops.drift.sketch_codec import PACKED_FIELD
 from edgeops.protocol import (
     Ack,
     FetchRequest,
@@ -41,12 +42,12 @@ from edgeops.protocol import (
 from fleet.delivery import DeliveryRejected
 from fleet.drift.concept import check_accuracy
 from fleet.drift.intake import SketchRefusal
+from fleet.store import IngestStore
 
 __all__ = [
     "FetchSink",
     "Ingest",
     "IngestConfig",
-    "IngestStore",
     "Outcome",
 ]
 
@@ -65,32 +66,12 @@ class Outcome(StrEnum):
     IGNORED = "ignored"            # not a topic the manager consumes
 
 
-class _Device(Protocol):
-    @property
-    def target(self) -> str: ...
-
-
-class IngestStore(Protocol):
-    """The slice of :class:`fleet.store.Store` that ingest writes to."""
-
-    def get_device(self, device_id: str) -> Any: ...
-
-    def set_status(self, device_id: str, online: bool, ts: float,
-                   agent_version: str = "") -> bool: ...
-
-    def record_state(self, report: StateReport) -> bool: ...
-
-    def insert_telemetry(self, rows: Sequence[Any]) -> int: ...
-
-    def insert_telemetry_once(self, rows: Sequence[Any]) -> int: ...
-
-    def mark_seen(self, seen: Mapping[str, float]) -> None: ...
-
-
 class SketchCheck(Protocol):
-    """fleet.drift.intake.SketchIntake: why a drift_sketch record must not be stored, or None."""
+    """fleet.drift.intake.SketchIntake: the counts of a drift_sketch record to store (unpacked),
+    or why it must not be stored."""
 
-    def check(self, device_id: str, record: Mapping[str, Any]) -> SketchRefusal | None: ...
+    def read(self, device_id: str, record: Mapping[str, Any]
+             ) -> SketchRefusal | dict[str, list[int]]: ...
 
 
 class CaptureSink(Protocol):
@@ -297,8 +278,12 @@ class Ingest:
         for rec in batch.records:
             data = dict(rec)             # the record is ours: decoded from this payload
             kind = data.pop("kind")
-            if kind == "drift_sketch" and not self._sketch_ok(device_id, rec):
-                continue
+            if kind == "drift_sketch":
+                counts = self._sketch_counts(device_id, rec)
+                if counts is None:
+                    continue
+                data.pop(PACKED_FIELD, None)     # stored unpacked: one form for every reader
+                data["counts"] = counts
             if kind == "capture":
                 self._capture(device_id, rec)
                 continue
@@ -320,15 +305,16 @@ class Ingest:
             self._first_buffered = self._clock()
         return Outcome.BUFFERED
 
-    def _sketch_ok(self, device_id: str, rec: Mapping[str, Any]) -> bool:
-        refusal = (self.sketches.check(device_id, rec) if self.sketches is not None
-                   else _NO_SKETCH_CHECK)
-        if refusal is None:
-            return True
-        key = f"drift_sketch:refused:{refusal.reason}"
+    def _sketch_counts(self, device_id: str, rec: Mapping[str, Any]
+                       ) -> dict[str, list[int]] | None:
+        got = (self.sketches.read(device_id, rec) if self.sketches is not None
+               else _NO_SKETCH_CHECK)
+        if not isinstance(got, SketchRefusal):
+            return got
+        key = f"drift_sketch:refused:{got.reason}"
         self.stats.counts[key] = self.stats.counts.get(key, 0) + 1
-        log.warning("refused drift sketch from %s: %s", device_id, refusal.message)
-        return False
+        log.warning("refused drift sketch from %s: %s", device_id, got.message)
+        return None
 
     def _refused(self, kind: str, device_id: str, reason: str, message: str) -> None:
         key = f"{kind}:refused:{reason}"

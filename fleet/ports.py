@@ -16,8 +16,9 @@ from typing import Any, Protocol, runtime_checkable
 from securesystemslib.signer import Signer
 
 from edgeops.protocol import Command, SignedCommand
+from fleet.store import CommandSeqStore
 
-__all__ = ["DEFAULT_COMMAND_TTL_S", "CommandSigner", "DeviceChannel", "SeqSource"]
+__all__ = ["DEFAULT_COMMAND_TTL_S", "CommandSigner", "DeviceChannel"]
 
 DEFAULT_COMMAND_TTL_S = 7 * 24 * 3600.0
 """A desired-state command stays valid a week; it is re-signed when the device returns."""
@@ -37,15 +38,10 @@ class DeviceChannel(Protocol):
         """Retained TUF metadata on ``tuf/metadata/<filename>``."""
 
 
-class SeqSource(Protocol):
-    def next_command_seq(self, device_id: str) -> int: ...
-    def next_command_seqs(self, device_ids: Sequence[str]) -> dict[str, int]: ...
-
-
 class CommandSigner:
     """Signs commands for devices: fresh persisted ``seq``, ``issued``/``expires`` from a clock."""
 
-    def __init__(self, signer: Signer, seqs: SeqSource, *,
+    def __init__(self, signer: Signer, seqs: CommandSeqStore, *,
                  ttl_s: float = DEFAULT_COMMAND_TTL_S,
                  clock: Callable[[], float] = time.time) -> None:
         self.signer = signer

@@ -23,12 +23,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from edgeops.fsutil import atomic_write
 from edgeops.protocol.capture import MAX_SAMPLE_BYTES, read_sample
 from edgeops.protocol.messages import MessageError
-from fleet.store._captures import CaptureRecord, CaptureSampleRow
+from fleet.store import CaptureRecord, CaptureSampleRow, CaptureStore
 
 __all__ = ["REASONS", "CaptureIntake", "CaptureRefusal", "blob_path", "check_capture"]
 
@@ -102,14 +102,6 @@ def check_capture(record: Mapping[str, Any], device_id: str, capture: CaptureRec
     return AcceptedSample(cid, seq, float(ts), raw, bundle)
 
 
-class _Captures(Protocol):
-    data_dir: Path | None
-
-    def get_capture(self, capture_id: str) -> CaptureRecord | None: ...
-    def capture_usage(self, capture_id: str, device_id: str, day: int) -> tuple[int, int]: ...
-    def add_capture_sample(self, row: CaptureSampleRow) -> bool: ...
-
-
 def blob_path(data_dir: Path | None, sha256: str) -> Path:
     """Where a sample's bytes live: the store's data directory, by SHA-256."""
     if data_dir is None:
@@ -120,7 +112,7 @@ def blob_path(data_dir: Path | None, sha256: str) -> Path:
 class CaptureIntake:
     """:func:`check_capture` against the store, then the bytes to disk and a row in the index."""
 
-    def __init__(self, store: _Captures, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: CaptureStore, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self._clock = clock
 

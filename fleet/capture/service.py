@@ -16,7 +16,6 @@ import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -28,10 +27,9 @@ from fleet.capture.intake import blob_path
 from fleet.errors import ConflictError, NotFoundError
 from fleet.ports import CommandSigner, DeviceChannel
 from fleet.selector import parse_selector
-from fleet.store import Device, DeviceFilter
-from fleet.store._captures import CaptureRecord, CaptureSampleRow
+from fleet.store import CaptureRecord, CaptureStore, DeviceStore
 
-__all__ = ["CaptureBounds", "CaptureStore", "as_capture_store", "export_npz", "start_capture",
+__all__ = ["CaptureBounds", "CaptureFleetStore", "as_capture_store", "export_npz", "start_capture",
            "stop_capture"]
 
 MAX_DURATION_S = 30 * 86_400.0
@@ -39,25 +37,15 @@ MAX_BYTES_PER_DEVICE = 1024**3
 
 
 @runtime_checkable
-class CaptureStore(Protocol):
-    data_dir: Path | None
-
-    def select_devices(self, f: DeviceFilter) -> list[Device]: ...
-    def create_capture(self, c: CaptureRecord) -> None: ...
-    def get_capture(self, capture_id: str) -> CaptureRecord | None: ...
-    def stop_capture(self, capture_id: str, now: float) -> bool: ...
-    def capture_samples(self, capture_id: str) -> list[CaptureSampleRow]: ...
-    def list_captures(self, limit: int = 100) -> list[CaptureRecord]: ...
-    def capture_totals(self, capture_id: str) -> tuple[int, int, int]: ...
-    def capture_usage(self, capture_id: str, device_id: str, day: int) -> tuple[int, int]: ...
-    def add_capture_sample(self, row: CaptureSampleRow) -> bool: ...
+class CaptureFleetStore(CaptureStore, DeviceStore, Protocol):
+    """What opening a capture needs: its tables, and the registry the selector picks from."""
 
 
-def as_capture_store(store: object) -> CaptureStore:
+def as_capture_store(store: object) -> CaptureFleetStore:
     """The store with its capture tables (the SQL stores mix them in), or a ConfigError.
 
     Checked by the methods it has (a wrapper that delegates to a SQL store has them too)."""
-    if not isinstance(store, CaptureStore):
+    if not isinstance(store, CaptureFleetStore):
         raise ConfigError(f"{type(store).__name__} keeps no data captures",
                           hint="serve the fleet with a SQLite or PostgreSQL store")
     return store
@@ -93,7 +81,7 @@ def _order(c: CaptureRecord, is_open: bool) -> dict[str, Any]:
                         c.max_bytes_per_day, c.until, c.max_sample_bytes).to_dict()
 
 
-def start_capture(store: CaptureStore, signer: CommandSigner, channel: DeviceChannel, *,
+def start_capture(store: CaptureFleetStore, signer: CommandSigner, channel: DeviceChannel, *,
                   selector: str, bounds: CaptureBounds, now: float,
                   created_by: str | None = None) -> CaptureRecord:
     """Persist the capture, then send each selected device its signed ``capture`` command."""

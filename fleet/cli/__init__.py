@@ -3,7 +3,7 @@
 ``serve`` (:mod:`.serve`), devices (:mod:`.devices`), deployments (:mod:`.deployments`),
 telemetry and drift (:mod:`.telemetry`), stored drift monitors (:mod:`.monitors`), bundles and
 blessings (:mod:`.bundles`), aliases (:mod:`.aliases`), API tokens (:mod:`.tokens`), data
-capture (:mod:`fleet.capture.cli`), the PKI (:mod:`.pki`: ``ca``, ``broker-config``); the
+capture (:mod:`.capture`), the PKI (:mod:`.pki`: ``ca``, ``broker-config``); the
 top-level ``edgeops publish`` and ``sign-targets`` are in :mod:`.release`.
 
 A thin shell: ``serve`` wires :mod:`fleet.server`; every other command talks to the HTTP API
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import click
 
-from fleet.capture.cli import capture
 from fleet.cli import (
     aliases,
     bundles,
+    capture,
     deployments,
     devices,
     monitors,
@@ -61,7 +61,7 @@ _COMMANDS: tuple[click.Command, ...] = (
     bundles.bundles, bundles.bless,
     aliases.alias,
     tokens.token,
-    capture,                  # data capture (issue 18): lives with fleet.capture
+    capture.capture,          # data capture (docs/DRIFT.md)
     pki.ca, pki.broker_config,
 )
 for _cmd in _COMMANDS:

@@ -1,5 +1,5 @@
 """What every ``edgeops fleet`` command that talks to a manager shares: ``--fleet``/``--token``,
-the API client, durations like ``30s`` or ``2h``."""
+the API client, durations like ``30s`` or ``2h``, sizes like ``512K`` or ``20M``."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import click
 
 from edgeops.errors import UsageError
 
-__all__ = ["api_client", "fleet_options", "parse_duration"]
+__all__ = ["api_client", "fleet_options", "parse_bytes", "parse_duration"]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^(\d+)\s*([kmg]i?b?)?$", re.IGNORECASE)
 
 
 def parse_duration(text: str) -> float:
@@ -22,6 +23,15 @@ def parse_duration(text: str) -> float:
     if not m:
         raise UsageError(f"duration {text!r} is not like 30s, 5m, 2h or 3d")
     return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_bytes(text: str) -> int:
+    """``65536``, ``512K``, ``20M``, ``1GiB``: bytes, the suffixes powers of 1024."""
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise UsageError(f"{text!r} is not a size", hint="e.g. 65536, 512K, 20M or 1G")
+    unit = (m.group(2) or " ")[0].lower()
+    return int(m.group(1)) * {"k": 1024, "m": 1024**2, "g": 1024**3}.get(unit, 1)
 
 
 def fleet_options(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -20,13 +20,13 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from edgeops.drift.reference import DriftReference
 from edgeops.errors import ConfigError, EdgeOpsError, UsageError
 from fleet.drift.drift_capture import DriftCapture, parse_drift_capture
 from fleet.drift.monitor import GroupVerdict, MonitorPolicy, SideVerdict
-from fleet.drift.service import MAX_DEVICES, cohort_concept, cohort_verdicts
+from fleet.drift.service import MAX_DEVICES, DriftReads, cohort_concept, cohort_verdicts
 from fleet.drift.webhooks import (
     TYPE_DETECTED,
     TYPE_RESOLVED,
@@ -36,19 +36,23 @@ from fleet.drift.webhooks import (
     cloudevent,
     new_secret,
 )
+from fleet.fields import known_fields
 from fleet.selector import parse_selector
-from fleet.store import DeviceFilter, Store
-from fleet.store._drift_alerts import (
+from fleet.store import (
     AlarmState,
+    AlarmStore,
+    CaptureStore,
+    Device,
+    DeviceFilter,
     DriftAlertStore,
     MonitorRecord,
+    MonitorStore,
     OutgoingEvent,
     WebhookRecord,
 )
-from fleet.store.models import Device
 
-__all__ = ["MAX_MONITORS", "MAX_WEBHOOKS", "DriftAlerts", "alert_store", "monitor_view",
-           "parse_monitor"]
+__all__ = ["MAX_MONITORS", "MAX_WEBHOOKS", "DriftAlerts", "MonitorEvaluationStore", "alert_store",
+           "monitor_view", "parse_monitor"]
 
 MAX_MONITORS = 50               # bounds evaluation work and /metrics label cardinality
 MAX_WEBHOOKS = 5                # per monitor
@@ -65,7 +69,12 @@ log = logging.getLogger(__name__)
 OpenCapture = Callable[[str, DriftCapture, float, str], str]
 
 
-def alert_store(store: Store) -> DriftAlertStore:
+class MonitorEvaluationStore(DriftReads, MonitorStore, AlarmStore, CaptureStore, Protocol):
+    """What evaluating monitors needs: drift status reads, the monitors and their alarms, and
+    the captures a retrain event may name."""
+
+
+def alert_store(store: object) -> DriftAlertStore:
     """The store's monitor/alarm/delivery role (every SQL store has it)."""
     if not isinstance(store, DriftAlertStore):
         raise ConfigError(f"{type(store).__name__} keeps no drift monitors",
@@ -91,14 +100,10 @@ def parse_monitor(body: Any, *, now: float, created_by: str | None
                   ) -> tuple[MonitorRecord, dict[str, str]]:
     """Validate a monitor as the API receives it; returns the record and the secrets the
     manager generated (webhook id -> secret), which are shown once."""
-    if not isinstance(body, dict):
-        raise UsageError("monitor body must be a JSON object",
-                         hint='e.g. {"name": "lyon-cams", "cohort": "city=lyon", '
-                              '"webhooks": [{"url": "https://..."}]}')
-    unknown = sorted(set(body) - _KEYS)
-    if unknown:
-        raise UsageError(f"unknown monitor field {unknown[0]!r}",
-                         hint=f"fields: {', '.join(sorted(_KEYS))}")
+    body = known_fields(body, _KEYS, what="monitor",
+                        not_object="monitor body must be a JSON object",
+                        example='e.g. {"name": "lyon-cams", "cohort": "city=lyon", '
+                                '"webhooks": [{"url": "https://..."}]}')
     name = body.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise UsageError("monitor name must be 1-63 of a-z 0-9 _ . - starting with a letter "
@@ -110,9 +115,12 @@ def parse_monitor(body: Any, *, now: float, created_by: str | None
     correction, test = body.get("correction", "bh"), body.get("test", "chi2")
     if not isinstance(correction, str) or not isinstance(test, str):
         raise UsageError("monitor correction and test must be strings (bh|bonferroni, chi2|g)")
-    policy = MonitorPolicy(alpha=_number(body, "alpha", 0.01), correction=correction,
-                           test=test, persistence=_integer(body, "persistence", 2, 100),
-                           min_samples=_integer(body, "min_samples", 200, 10_000_000))
+    d = MonitorPolicy()
+    policy = MonitorPolicy(alpha=_number(body, "alpha", d.alpha), correction=correction,
+                           test=test, persistence=_integer(body, "persistence", d.persistence,
+                                                           100),
+                           min_samples=_integer(body, "min_samples", d.min_samples,
+                                                10_000_000))
     retrain = body.get("retrain", False)
     if not isinstance(retrain, bool):
         raise UsageError("monitor retrain must be true or false")
@@ -177,12 +185,11 @@ def _iso(ts: float) -> str:
 class DriftAlerts:
     """Evaluates stored monitors and records alarm transitions with their events."""
 
-    def __init__(self, store: Store, *, source: str = "/edgeops/fleet",
+    def __init__(self, store: MonitorEvaluationStore, *, source: str = "/edgeops/fleet",
                  lookback_s: float = 7200.0, clock: Callable[[], float] = time.time,
                  capture_for: Callable[[str, str], str | None] | None = None,
                  open_capture: OpenCapture | None = None) -> None:
         self.store = store
-        self.alerts = alert_store(store)
         self.source = source.rstrip("/")
         self.lookback_s = lookback_s
         self.clock = clock
@@ -195,12 +202,9 @@ class DriftAlerts:
 
     def _open_capture(self, cohort: str, bundle: str) -> str | None:
         """The newest open capture whose selector is the monitor's cohort, if any."""
-        list_captures = getattr(self.store, "list_captures", None)
-        if list_captures is None:
-            return None
         now = self.clock()
         wanted = {cohort, str(parse_selector(cohort))}     # start_capture stores it normalised
-        for c in list_captures(100):
+        for c in self.store.list_captures(100):
             if c.selector in wanted and c.is_open(now):
                 return str(c.id)
         return None
@@ -208,7 +212,7 @@ class DriftAlerts:
     def evaluate(self) -> int:
         """Evaluate every monitor once; the number of alarm transitions recorded."""
         now = self.clock()
-        monitors = self.alerts.list_monitors()[:MAX_MONITORS]
+        monitors = self.store.list_monitors()[:MAX_MONITORS]
         if not monitors:
             return 0
         fleet = self.store.select_devices(DeviceFilter())[:MAX_DEVICES]   # once per round
@@ -217,7 +221,7 @@ class DriftAlerts:
     def evaluate_monitor(self, m: MonitorRecord, now: float,
                          devices: Sequence[Device] | None = None) -> int:
         policy = monitor_policy(m)
-        prior = {(a.bundle, a.side): a.in_alarm for a in self.alerts.alarm_states(m.name)}
+        prior = {(a.bundle, a.side): a.in_alarm for a in self.store.alarm_states(m.name)}
         verdicts = cohort_verdicts(self.store, m.cohort, now=now, policy=policy,
                                    lookback_s=self.lookback_s, devices=devices)
         verdicts.sort(key=lambda v: -(v[0].latest_window_end or 0.0))
@@ -241,7 +245,7 @@ class DriftAlerts:
                                                                   detail, now, capture_id)
                 state = AlarmState(m.name, verdict.bundle, side, in_alarm, now, sv.status,
                                    sv.drifting_windows, list(sv.features), now)
-                if self.alerts.update_alarm(state, events, detail):
+                if self.store.update_alarm(state, events, detail):
                     n += 1
         return n + self._evaluate_concept(m, now, devices, policy, prior, opened)
 
@@ -280,7 +284,7 @@ class DriftAlerts:
                 m, _Concept(bundle, v.get("devices") or 0), "concept", in_alarm, detail, now,
                 capture_id)
             state = AlarmState(m.name, bundle, "concept", in_alarm, now, status, run, [], now)
-            if self.alerts.update_alarm(state, events, detail):
+            if self.store.update_alarm(state, events, detail):
                 n += 1
         return n
 

@@ -14,7 +14,7 @@ Off by default: capture moves live inputs off devices, so an operator opts in wi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,9 +23,10 @@ from fleet.capture.service import (
     MAX_BYTES_PER_DEVICE,
     MAX_DURATION_S,
     CaptureBounds,
-    as_capture_store,
+    CaptureFleetStore,
     start_capture,
 )
+from fleet.fields import known_fields
 from fleet.ports import CommandSigner, DeviceChannel
 
 __all__ = ["CaptureOpener", "DriftCapture", "parse_drift_capture"]
@@ -72,14 +73,10 @@ def parse_drift_capture(v: Any) -> DriftCapture | None:
         return None
     if v is True:
         return DriftCapture()
-    if not isinstance(v, Mapping):
-        raise UsageError("monitor capture_on_drift must be null or an object",
-                         hint='e.g. {"sample_rate": 0.05, "max_bytes_per_device": 67108864, '
-                              '"max_bytes_per_day": 16777216, "hours": 24}')
-    unknown = sorted(set(v) - _KEYS)
-    if unknown:
-        raise UsageError(f"unknown capture_on_drift field {unknown[0]!r}",
-                         hint=f"fields: {', '.join(sorted(_KEYS))}")
+    v = known_fields(v, _KEYS, what="capture_on_drift",
+                     not_object="monitor capture_on_drift must be null or an object",
+                     example='e.g. {"sample_rate": 0.05, "max_bytes_per_device": 67108864, '
+                             '"max_bytes_per_day": 16777216, "hours": 24}')
     for key in ("max_bytes_per_device", "max_bytes_per_day"):
         if key in v and (isinstance(v[key], bool) or not isinstance(v[key], int)):
             raise UsageError(f"capture_on_drift {key} must be an integer")
@@ -95,7 +92,7 @@ class CaptureOpener:
     ``channel`` is a getter: the manager swaps its device channel when the broker connects.
     """
 
-    def __init__(self, store: object,
+    def __init__(self, store: CaptureFleetStore,
                  signer_channel: Callable[[], tuple[CommandSigner, DeviceChannel]]) -> None:
         self.store = store
         self.signer_channel = signer_channel
@@ -103,6 +100,6 @@ class CaptureOpener:
     def __call__(self, cohort: str, settings: DriftCapture, now: float, created_by: str
                  ) -> str:
         signer, channel = self.signer_channel()
-        rec = start_capture(as_capture_store(self.store), signer, channel, selector=cohort,
+        rec = start_capture(self.store, signer, channel, selector=cohort,
                             bounds=settings.bounds(now), now=now, created_by=created_by)
         return rec.id

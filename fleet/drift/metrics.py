@@ -8,7 +8,7 @@ Label cardinality is bounded: monitors are capped (:data:`fleet.drift.alerts.MAX
 each reports its :data:`MAX_BUNDLES` most recently evaluated bundles, two sides, and per side
 the :data:`MAX_FEATURES` features with the lowest corrected p-value; refusal reasons are the
 fixed :data:`fleet.drift.intake.REASONS`. At most 50 x 4 x 2 x (3 + 4 x 10) = 17,200 series;
-one monitor on one bundle with 10 features is 46 (plus 9 counters).
+one monitor on one bundle with 10 features is 46 (plus 10 counters).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from fleet.drift.intake import REASONS
 from fleet.metrics import Family
-from fleet.store._drift_alerts import AlarmState, DriftAlertStore
+from fleet.store import AlarmState, AlarmStore
 
 __all__ = ["MAX_BUNDLES", "MAX_FEATURES", "drift_alarm_alerts", "drift_families"]
 
@@ -44,7 +44,7 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
-def drift_families(store: Any, ingest_counts: Callable[[], Mapping[str, int]] | None
+def drift_families(store: object, ingest_counts: Callable[[], Mapping[str, int]] | None
                    ) -> list[Family]:
     alarm = Family("edgeops_drift_alarm", "gauge",
                    "1 while a drift monitor is in alarm for a bundle and side (data, prediction).")
@@ -55,7 +55,7 @@ def drift_families(store: Any, ingest_counts: Callable[[], Mapping[str, int]] | 
     feature = Family("edgeops_drift_feature_drift", "gauge",
                      "1 when the feature drifted in the latest window (corrected p < alpha).")
     stats = {key: Family(name, "gauge", help_) for key, name, help_ in _STATS}
-    if isinstance(store, DriftAlertStore):
+    if isinstance(store, AlarmStore):
         for a in _kept(store.alarm_states()):
             labels = {"monitor": a.monitor, "bundle": a.bundle, "side": a.side}
             alarm.add(1.0 if a.in_alarm else 0.0, **labels)
@@ -79,9 +79,9 @@ def drift_families(store: Any, ingest_counts: Callable[[], Mapping[str, int]] | 
     return [alarm, windows, evaluated, feature, *stats.values(), refused]
 
 
-def drift_alarm_alerts(store: Any) -> list[dict[str, Any]]:
+def drift_alarm_alerts(store: object) -> list[dict[str, Any]]:
     """The console overview's alerts for stored monitors in alarm (kind ``drift-alarm``)."""
-    if not isinstance(store, DriftAlertStore):
+    if not isinstance(store, AlarmStore):
         return []
     out = []
     for a in store.alarm_states():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from edgeops.bundle.manifest import Manifest
 from edgeops.drift.reference import DEFAULT_WINDOW_S, DriftReference
@@ -19,16 +19,28 @@ from fleet.drift.concept import AccuracyWindow, evaluate_accuracy, reference_acc
 from fleet.drift.monitor import GroupVerdict, MonitorPolicy, Sketch, evaluate, merge_windows
 from fleet.errors import NotFoundError
 from fleet.selector import parse_selector
-from fleet.store import DeviceFilter, Store
-from fleet.store.models import Device
+from fleet.store import (
+    BundleStore,
+    DeploymentStore,
+    Device,
+    DeviceFilter,
+    DeviceStore,
+    TelemetryStore,
+)
 
-__all__ = ["cohort_concept", "cohort_verdicts", "drift_status", "group_histograms"]
+__all__ = ["DriftReads", "cohort_concept", "cohort_verdicts", "drift_status",
+           "group_histograms"]
 
 MAX_DEVICES = 10_000           # per request; a larger fleet is asked per cohort
 ROWS_PER_DEVICE = 1000
 
 
-def _reference(store: Store, bundle: str, cache: dict[str, DriftReference | None]
+class DriftReads(DeviceStore, TelemetryStore, BundleStore, DeploymentStore, Protocol):
+    """What drift status reads: devices, their sketch and accuracy telemetry, the bundles'
+    references, and a deployment's members."""
+
+
+def _reference(store: DriftReads, bundle: str, cache: dict[str, DriftReference | None]
                ) -> DriftReference | None:
     if bundle not in cache:
         name, _, version = bundle.partition("@")
@@ -43,7 +55,7 @@ def _reference(store: Store, bundle: str, cache: dict[str, DriftReference | None
     return cache[bundle]
 
 
-def _sketches(store: Store, devices: Sequence[Device], since: float) -> dict[str, list[Sketch]]:
+def _sketches(store: DriftReads, devices: Sequence[Device], since: float) -> dict[str, list[Sketch]]:
     """bundle -> accepted sketches of these devices since ``since``."""
     out: dict[str, list[Sketch]] = defaultdict(list)
     for d in devices:
@@ -56,7 +68,7 @@ def _sketches(store: Store, devices: Sequence[Device], since: float) -> dict[str
     return out
 
 
-def _groups(name: str, per_bundle: dict[str, list[Sketch]], store: Store,
+def _groups(name: str, per_bundle: dict[str, list[Sketch]], store: DriftReads,
             refs: dict[str, DriftReference | None], policy: MonitorPolicy,
             bundle: str | None = None) -> list[GroupVerdict]:
     out = []
@@ -69,7 +81,7 @@ def _groups(name: str, per_bundle: dict[str, list[Sketch]], store: Store,
     return out
 
 
-def drift_status(store: Store, *, now: float, cohorts: Sequence[str] = (),
+def drift_status(store: DriftReads, *, now: float, cohorts: Sequence[str] = (),
                  deployment: str | None = None, device: str | None = None,
                  policy: MonitorPolicy | None = None,
                  lookback_s: float = 8 * DEFAULT_WINDOW_S,
@@ -121,7 +133,7 @@ def drift_status(store: Store, *, now: float, cohorts: Sequence[str] = (),
     return result
 
 
-def _accuracy(store: Store, device_id: str, since: float) -> dict[str, list[AccuracyWindow]]:
+def _accuracy(store: DriftReads, device_id: str, since: float) -> dict[str, list[AccuracyWindow]]:
     """bundle -> classification accuracy windows of one device (accepted on intake)."""
     out: dict[str, list[AccuracyWindow]] = defaultdict(list)
     for r in store.query_telemetry(device_id, "accuracy", since=since, limit=ROWS_PER_DEVICE):
@@ -132,7 +144,7 @@ def _accuracy(store: Store, device_id: str, since: float) -> dict[str, list[Accu
     return out
 
 
-def _concept(store: Store, devices: Sequence[Device], by_device: dict[str, Device],
+def _concept(store: DriftReads, devices: Sequence[Device], by_device: dict[str, Device],
              selectors: Sequence[Any], cohorts: Sequence[str], deployment: str | None,
              policy: MonitorPolicy, since: float, override: float | None
              ) -> list[dict[str, Any]]:
@@ -176,7 +188,7 @@ def _concept(store: Store, devices: Sequence[Device], by_device: dict[str, Devic
             for name, per_bundle in groups for b, w in sorted(per_bundle.items()) if w]
 
 
-def cohort_verdicts(store: Store, cohort: str, *, now: float, policy: MonitorPolicy,
+def cohort_verdicts(store: DriftReads, cohort: str, *, now: float, policy: MonitorPolicy,
                     lookback_s: float = 8 * DEFAULT_WINDOW_S,
                     devices: Sequence[Device] | None = None
                     ) -> list[tuple[GroupVerdict, DriftReference]]:
@@ -196,7 +208,7 @@ def cohort_verdicts(store: Store, cohort: str, *, now: float, policy: MonitorPol
     return out
 
 
-def cohort_concept(store: Store, cohort: str, *, now: float, policy: MonitorPolicy,
+def cohort_concept(store: DriftReads, cohort: str, *, now: float, policy: MonitorPolicy,
                    lookback_s: float = 8 * DEFAULT_WINDOW_S,
                    devices: Sequence[Device] | None = None) -> list[dict[str, Any]]:
     """One cohort's concept-drift verdict per bundle (fleet/drift/concept.py), for a stored
@@ -209,7 +221,7 @@ def cohort_concept(store: Store, cohort: str, *, now: float, policy: MonitorPoli
             if str(v["group"]).startswith("cohort:")]
 
 
-def group_histograms(store: Store, *, now: float, cohort: str | None = None,
+def group_histograms(store: DriftReads, *, now: float, cohort: str | None = None,
                      device: str | None = None, policy: MonitorPolicy | None = None,
                      lookback_s: float = 8 * DEFAULT_WINDOW_S) -> dict[str, Any]:
     """Reference vs live counts per feature for one cohort or device (the console's drift

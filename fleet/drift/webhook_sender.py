@@ -23,7 +23,7 @@ from typing import Protocol
 
 from edgeops.errors import TransportError
 from fleet.drift.webhooks import RetryPolicy, signed_headers
-from fleet.store._drift_alerts import DeliveryAttempt, DeliveryJob, DriftAlertStore
+from fleet.store import DeliveryAttempt, DeliveryJob, WebhookDeliveryStore
 
 __all__ = ["UrllibTransport", "WebhookSender", "WebhookTransport", "WebhookTransportError"]
 
@@ -69,7 +69,7 @@ class UrllibTransport:
 class WebhookSender:
     """Claims due deliveries and makes one attempt each (call :meth:`run_once` in a loop)."""
 
-    def __init__(self, store: DriftAlertStore, *, transport: WebhookTransport | None = None,
+    def __init__(self, store: WebhookDeliveryStore, *, transport: WebhookTransport | None = None,
                  policy: RetryPolicy | None = None, clock: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random, batch: int = 20) -> None:
         self.store = store

@@ -16,6 +16,17 @@ from typing import Protocol, runtime_checkable
 from edgeops.errors import UsageError
 from fleet.store._aggregates import DeviceField
 from fleet.store._base import StoreConflict
+from fleet.store._captures import CaptureRecord, CaptureSampleRow
+from fleet.store._drift_alerts import (
+    AlarmEvent,
+    AlarmState,
+    DeliveryAttempt,
+    DeliveryJob,
+    DeliveryRecord,
+    MonitorRecord,
+    OutgoingEvent,
+    WebhookRecord,
+)
 from fleet.store.blobs import BlobStore
 from fleet.store.models import (
     DEPLOYMENT_STATUSES,
@@ -36,20 +47,28 @@ from fleet.store.models import (
     ValueCount,
 )
 from fleet.store.roles import (
+    AlarmStore,
     AliasStore,
     ArtifactStore,
     BlessingStore,
     BundleStore,
+    CaptureStore,
     CommandSeqStore,
     ConsoleReads,
     DeploymentStore,
+    DeviceReports,
     DeviceStore,
+    DriftAlertStore,
+    IngestStore,
     MetadataStore,
+    MonitorStore,
     RepositoryStore,
     SettingsStore,
     StoreLifecycle,
     TelemetryStore,
+    TelemetryWrites,
     TokenStore,
+    WebhookDeliveryStore,
 )
 from fleet.store.schema import SCHEMA_VERSION
 
@@ -57,6 +76,9 @@ __all__ = [
     "DEPLOYMENT_STATUSES",
     "DEVICE_CLASSES",
     "SCHEMA_VERSION",
+    "AlarmEvent",
+    "AlarmState",
+    "AlarmStore",
     "AliasRecord",
     "AliasStore",
     "ArtifactStore",
@@ -65,17 +87,29 @@ __all__ = [
     "BlobStore",
     "BundleRecord",
     "BundleStore",
+    "CaptureRecord",
+    "CaptureSampleRow",
+    "CaptureStore",
     "CommandSeqStore",
     "ConsoleReads",
+    "DeliveryAttempt",
+    "DeliveryJob",
+    "DeliveryRecord",
     "Deployment",
     "DeploymentDevice",
     "DeploymentStore",
     "Device",
     "DeviceField",
     "DeviceFilter",
+    "DeviceReports",
     "DeviceStore",
+    "DriftAlertStore",
+    "IngestStore",
     "MetadataStore",
+    "MonitorRecord",
+    "MonitorStore",
     "OnlineCount",
+    "OutgoingEvent",
     "Page",
     "RepositoryStore",
     "SettingsStore",
@@ -86,9 +120,12 @@ __all__ = [
     "TelemetryDigestRow",
     "TelemetryRow",
     "TelemetryStore",
+    "TelemetryWrites",
     "TokenRecord",
     "TokenStore",
     "ValueCount",
+    "WebhookDeliveryStore",
+    "WebhookRecord",
     "open_store",
 ]
 
@@ -96,12 +133,13 @@ __all__ = [
 @runtime_checkable
 class Store(StoreLifecycle, DeviceStore, TelemetryStore, RepositoryStore, BlessingStore,
             AliasStore, DeploymentStore, CommandSeqStore, ConsoleReads, TokenStore,
-            SettingsStore, Protocol):
+            SettingsStore, CaptureStore, DriftAlertStore, Protocol):
     """Everything the fleet manager persists: every role of :mod:`fleet.store.roles`.
 
     Only the parts that wire the manager together (the server, the worker) need all of it;
     the rest type against the role they use (the TUF repository a ``RepositoryStore``, the
-    API's auth a ``TokenStore``, the console ``ConsoleReads``, ...).
+    API's auth a ``TokenStore``, the console ``ConsoleReads``, data capture a
+    ``CaptureStore``, the webhook sender a ``WebhookDeliveryStore``, ...).
     """
 
 

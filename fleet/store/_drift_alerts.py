@@ -4,8 +4,8 @@ Why in the store: an alarm transition and the deliveries it causes are written i
 transaction, guarded by the stored state (``drift_alarms``), so a transition seen by two
 manager processes, or twice by one, is announced once; and pending deliveries outlive a manager
 restart. Written once in the same portable ``?`` SQL as the other role modules
-(fleet/store/_base.py); :mod:`fleet.store._sql` composes it. The role protocol
-:class:`DriftAlertStore` names what fleet/drift/alerts.py needs.
+(fleet/store/_base.py); :mod:`fleet.store._sql` composes it. Its role protocols are
+:mod:`fleet.store.roles`' ``MonitorStore``, ``AlarmStore`` and ``WebhookDeliveryStore``.
 """
 
 # ruff: noqa: S608 - SQL text is assembled only from constant fragments and "?" placeholders.
@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from edgeops.errors import UsageError
 from fleet.errors import ConflictError
 from fleet.store._base import SqlBase
 
 __all__ = ["AlarmEvent", "AlarmState", "DeliveryAttempt", "DeliveryJob", "DeliveryRecord",
-           "DriftAlertRecords", "DriftAlertStore", "MonitorRecord", "OutgoingEvent",
+           "DriftAlertRecords", "MonitorRecord", "OutgoingEvent",
            "WebhookRecord"]
 
 DELIVERY_STATES = ("pending", "delivered", "failed")
@@ -116,24 +116,6 @@ class DeliveryJob:
     secret: str
     body: bytes
     attempts: int                       # attempts made before this one
-
-
-@runtime_checkable
-class DriftAlertStore(Protocol):
-    def add_monitor(self, monitor: MonitorRecord) -> None: ...
-    def get_monitor(self, name: str) -> MonitorRecord | None: ...
-    def list_monitors(self) -> list[MonitorRecord]: ...
-    def remove_monitor(self, name: str) -> bool: ...
-    def update_alarm(self, state: AlarmState, events: Sequence[OutgoingEvent],
-                     detail: dict[str, Any]) -> bool: ...
-    def alarm_states(self, monitor: str | None = None) -> list[AlarmState]: ...
-    def alarm_history(self, monitor: str | None = None, limit: int = 100
-                      ) -> list[AlarmEvent]: ...
-    def claim_deliveries(self, now: float, lease_s: float, limit: int) -> list[DeliveryJob]: ...
-    def record_attempt(self, delivery_id: int, attempt: DeliveryAttempt, state: str,
-                       next_at: float) -> None: ...
-    def list_deliveries(self, monitor: str | None = None, state: str | None = None,
-                        limit: int = 100) -> list[DeliveryRecord]: ...
 
 
 _DCOLS = ("d.id, d.webhook_id, w.url, d.monitor, d.event_id, d.event_type, d.state, d.attempts, "

@@ -4,8 +4,9 @@ Every public method is one short transaction under a lock (the API's thread pool
 worker and the rollout loop share one store). SQL uses ``?`` placeholders and never a literal
 ``?`` or ``%``; the PostgreSQL backend rewrites placeholders for psycopg. Each role's SQL is in
 its own module (:mod:`._devices`, :mod:`._telemetry`, :mod:`._repository`, :mod:`._deployments`,
-:mod:`._access`, :mod:`._aliases`, :mod:`._aggregates`, :mod:`._captures`); a new role is a
-new mixin listed here and a new Protocol in :mod:`fleet.store.roles`. Artifact bytes are in the
+:mod:`._access`, :mod:`._aliases`, :mod:`._aggregates`, :mod:`._captures`,
+:mod:`._drift_alerts`); a new role is a new mixin listed here and a new Protocol in
+:mod:`fleet.store.roles`. Artifact bytes are in the
 :class:`fleet.store.blobs.BlobStore` under ``data_dir/blobs``, not in the database.
 """
 

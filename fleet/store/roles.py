@@ -15,6 +15,16 @@ from typing import Any, Protocol, runtime_checkable
 
 from edgeops.protocol import StateReport
 from fleet.store._aggregates import DeviceField
+from fleet.store._captures import CaptureRecord, CaptureSampleRow
+from fleet.store._drift_alerts import (
+    AlarmEvent,
+    AlarmState,
+    DeliveryAttempt,
+    DeliveryJob,
+    DeliveryRecord,
+    MonitorRecord,
+    OutgoingEvent,
+)
 from fleet.store.models import (
     AliasRecord,
     Blessing,
@@ -33,20 +43,28 @@ from fleet.store.models import (
 )
 
 __all__ = [
+    "AlarmStore",
     "AliasStore",
     "ArtifactStore",
     "BlessingStore",
     "BundleStore",
+    "CaptureStore",
     "CommandSeqStore",
     "ConsoleReads",
     "DeploymentStore",
+    "DeviceReports",
     "DeviceStore",
+    "DriftAlertStore",
+    "IngestStore",
     "MetadataStore",
+    "MonitorStore",
     "RepositoryStore",
     "SettingsStore",
     "StoreLifecycle",
     "TelemetryStore",
+    "TelemetryWrites",
     "TokenStore",
+    "WebhookDeliveryStore",
 ]
 
 
@@ -62,14 +80,11 @@ class StoreLifecycle(Protocol):
 
 
 @runtime_checkable
-class DeviceStore(Protocol):
-    """The registry: enrolled devices, their online status and last reported state."""
+class DeviceReports(Protocol):
+    """What devices' own messages change in the registry: online status, last seen, reported
+    state (written by the ingest, which looks a device up to know its target)."""
 
-    def upsert_device(self, device: Device) -> None: ...
     def get_device(self, device_id: str) -> Device | None: ...
-    def list_devices(self, f: DeviceFilter | None = None, limit: int = 100,
-                     cursor: str | None = None) -> Page: ...
-    def select_devices(self, f: DeviceFilter) -> list[Device]: ...
     def set_status(self, device_id: str, online: bool, ts: float,
                    agent_version: str = "") -> bool: ...
     def mark_seen(self, seen: Mapping[str, float]) -> None: ...
@@ -77,11 +92,27 @@ class DeviceStore(Protocol):
 
 
 @runtime_checkable
-class TelemetryStore(Protocol):
-    """Telemetry records: written in batches by the ingest, read raw or aggregated."""
+class DeviceStore(DeviceReports, Protocol):
+    """The registry: enrolled devices, their online status and last reported state."""
+
+    def upsert_device(self, device: Device) -> None: ...
+    def list_devices(self, f: DeviceFilter | None = None, limit: int = 100,
+                     cursor: str | None = None) -> Page: ...
+    def select_devices(self, f: DeviceFilter) -> list[Device]: ...
+
+
+@runtime_checkable
+class TelemetryWrites(Protocol):
+    """Telemetry records written in batches (the ingest); ``_once`` drops redelivered rows."""
 
     def insert_telemetry(self, rows: Sequence[TelemetryRow]) -> int: ...
     def insert_telemetry_once(self, rows: Sequence[TelemetryRow]) -> int: ...
+
+
+@runtime_checkable
+class TelemetryStore(TelemetryWrites, Protocol):
+    """Telemetry records: written in batches by the ingest, read raw or aggregated."""
+
     def query_telemetry(self, device_id: str, kind: str | None = None,
                         since: float | None = None, until: float | None = None,
                         limit: int = 1000) -> list[TelemetryRow]: ...
@@ -90,6 +121,11 @@ class TelemetryStore(Protocol):
                             since: float | None = None) -> dict[str, Any]: ...
     def aggregate_deployment(self, deployment_id: str, since: float | None = None,
                              states: Sequence[str] | None = None) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class IngestStore(DeviceReports, TelemetryWrites, Protocol):
+    """What the MQTT ingest (:mod:`fleet.ingest`) writes: device reports and telemetry."""
 
 
 @runtime_checkable
@@ -220,3 +256,58 @@ class SettingsStore(Protocol):
 
     def get_setting(self, key: str) -> str | None: ...
     def set_setting(self, key: str, value: str) -> None: ...
+
+
+@runtime_checkable
+class CaptureStore(Protocol):
+    """Data captures and the index of their samples (:mod:`fleet.store._captures`); the sample
+    bytes are files under ``data_dir`` (fleet/capture/intake.py)."""
+
+    data_dir: Path | None
+
+    def create_capture(self, c: CaptureRecord) -> None: ...
+    def get_capture(self, capture_id: str) -> CaptureRecord | None: ...
+    def list_captures(self, limit: int = 100) -> list[CaptureRecord]: ...
+    def stop_capture(self, capture_id: str, now: float) -> bool: ...
+    def capture_usage(self, capture_id: str, device_id: str, day: int) -> tuple[int, int]: ...
+    def add_capture_sample(self, row: CaptureSampleRow) -> bool: ...
+    def capture_samples(self, capture_id: str) -> list[CaptureSampleRow]: ...
+    def capture_totals(self, capture_id: str) -> tuple[int, int, int]: ...
+
+
+@runtime_checkable
+class MonitorStore(Protocol):
+    """Stored drift monitors with their webhooks (:mod:`fleet.store._drift_alerts`)."""
+
+    def add_monitor(self, monitor: MonitorRecord) -> None: ...
+    def get_monitor(self, name: str) -> MonitorRecord | None: ...
+    def list_monitors(self) -> list[MonitorRecord]: ...
+    def remove_monitor(self, name: str) -> bool: ...
+
+
+@runtime_checkable
+class AlarmStore(Protocol):
+    """Each monitor's alarm state per bundle and side, and its history; a transition queues
+    its webhook deliveries in the same transaction."""
+
+    def update_alarm(self, state: AlarmState, events: Sequence[OutgoingEvent],
+                     detail: dict[str, Any]) -> bool: ...
+    def alarm_states(self, monitor: str | None = None) -> list[AlarmState]: ...
+    def alarm_history(self, monitor: str | None = None, limit: int = 100
+                      ) -> list[AlarmEvent]: ...
+
+
+@runtime_checkable
+class WebhookDeliveryStore(Protocol):
+    """The webhook delivery log: due deliveries claimed under a lease, every attempt kept."""
+
+    def claim_deliveries(self, now: float, lease_s: float, limit: int) -> list[DeliveryJob]: ...
+    def record_attempt(self, delivery_id: int, attempt: DeliveryAttempt, state: str,
+                       next_at: float) -> None: ...
+    def list_deliveries(self, monitor: str | None = None, state: str | None = None,
+                        limit: int = 100) -> list[DeliveryRecord]: ...
+
+
+@runtime_checkable
+class DriftAlertStore(MonitorStore, AlarmStore, WebhookDeliveryStore, Protocol):
+    """What drift alerting persists (fleet/drift/alerts.py, the API's monitor routes)."""

@@ -21,7 +21,6 @@ from edgeops.protocol import TelemetryBatch, check_command, topics
 from edgeops.protocol.capture import CaptureOrder, read_sample, sample_bytes
 from edgeops.protocol.messages import MessageError
 from fleet.api import openapi_document
-from fleet.capture.cli import parse_bytes, parse_until
 from fleet.capture.intake import CaptureIntake, check_capture
 from fleet.capture.service import (
     CaptureBounds,
@@ -30,11 +29,12 @@ from fleet.capture.service import (
     start_capture,
     stop_capture,
 )
+from fleet.cli._common import parse_bytes
+from fleet.cli.capture import parse_until
 from fleet.errors import ConflictError
 from fleet.ingest import Ingest
 from fleet.ports import CommandSigner
-from fleet.store import Device, Store
-from fleet.store._captures import CaptureRecord
+from fleet.store import CaptureRecord, Device, Store
 from tests.fleet.fakes import FakeDeviceChannel
 from tests.fleet.live import LiveFleet, live_fleet, run_cli
 

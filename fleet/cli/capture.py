@@ -1,8 +1,8 @@
 """``edgeops fleet capture start|list|stop|export``: the operator's side of data capture.
 
 A thin shell over the ``/api/v1/captures`` routes (fleet/api/capture_routes.py). Sizes take
-``K``/``M``/``G`` suffixes (powers of 1024), ``--until`` a duration (``30m``, ``24h``, ``7d``)
-or an ISO 8601 time.
+``K``/``M``/``G`` suffixes (powers of 1024, :func:`fleet.cli._common.parse_bytes`), ``--until``
+a duration (``30m``, ``24h``, ``7d``) or an ISO 8601 time.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +18,12 @@ import click
 from edgeops.cli.common import emit, json_option
 from edgeops.errors import UsageError
 from edgeops.fsutil import atomic_write
+from fleet.cli._common import api_client, fleet_options, parse_bytes
 
-__all__ = ["capture", "parse_bytes", "parse_until"]
+__all__ = ["capture", "parse_until"]
 
-_SIZE = re.compile(r"^(\d+)\s*([kmg]i?b?)?$", re.IGNORECASE)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
-
-
-def parse_bytes(text: str) -> int:
-    m = _SIZE.match(text.strip())
-    if not m:
-        raise UsageError(f"{text!r} is not a size", hint="e.g. 65536, 512K, 20M or 1G")
-    unit = (m.group(2) or " ")[0].lower()
-    return int(m.group(1)) * {"k": 1024, "m": 1024**2, "g": 1024**3}.get(unit, 1)
 
 
 def parse_until(text: str, now: float) -> float:
@@ -47,20 +38,6 @@ def parse_until(text: str, now: float) -> float:
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
     return t.timestamp()
-
-
-def _fleet_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--token", envvar="EDGEOPS_TOKEN", show_envvar=True,
-                     help="API token (Bearer).")(f)
-    return click.option("--fleet", "fleet_url", envvar="EDGEOPS_FLEET", show_envvar=True,
-                        default="http://127.0.0.1:8080", show_default=True,
-                        help="Fleet manager URL.")(f)
-
-
-def _client(fleet_url: str, token: str | None) -> Any:
-    from fleet.client import FleetClient
-
-    return FleetClient(fleet_url, token)
 
 
 def _line(c: dict[str, Any]) -> str:
@@ -94,7 +71,7 @@ def capture() -> None:
 @click.option("--max-sample-bytes", default="64K", show_default=True,
               help="A request larger than this is skipped.")
 @click.option("--until", "until_text", required=True, help="Duration (24h) or ISO time.")
-@_fleet_options
+@fleet_options
 @json_option
 def start(selector: str, sample_rate: float, max_bytes_per_device: str, max_bytes_per_day: str,
           max_sample_bytes: str, until_text: str, fleet_url: str, token: str | None,
@@ -111,12 +88,12 @@ def start(selector: str, sample_rate: float, max_bytes_per_device: str, max_byte
             "max_bytes_per_day": parse_bytes(max_bytes_per_day),
             "max_sample_bytes": parse_bytes(max_sample_bytes),
             "until": parse_until(until_text, time.time())}
-    out = _client(fleet_url, token).request("POST", "/api/v1/captures", body=body)
+    out = api_client(fleet_url, token).request("POST", "/api/v1/captures", body=body)
     emit(as_json, out, lambda: f"opened {_line(out)}")
 
 
 @capture.command("list")
-@_fleet_options
+@fleet_options
 @json_option
 def list_(fleet_url: str, token: str | None, as_json: bool) -> None:
     """Captures, newest first, with samples and bytes received.
@@ -125,13 +102,13 @@ def list_(fleet_url: str, token: str | None, as_json: bool) -> None:
     Example:
       edgeops fleet capture list --json
     """
-    out = _client(fleet_url, token).request("GET", "/api/v1/captures")
+    out = api_client(fleet_url, token).request("GET", "/api/v1/captures")
     emit(as_json, out, lambda: "\n".join(_line(c) for c in out["items"]) or "no captures")
 
 
 @capture.command("stop")
 @click.argument("capture_id")
-@_fleet_options
+@fleet_options
 @json_option
 def stop(capture_id: str, fleet_url: str, token: str | None, as_json: bool) -> None:
     """Stop a capture now; devices stop sampling, later uploads are refused.
@@ -140,7 +117,7 @@ def stop(capture_id: str, fleet_url: str, token: str | None, as_json: bool) -> N
     Example:
       edgeops fleet capture stop c-1a2b3c4d5e6f7a8b
     """
-    out = _client(fleet_url, token).request("POST", f"/api/v1/captures/{capture_id}/stop")
+    out = api_client(fleet_url, token).request("POST", f"/api/v1/captures/{capture_id}/stop")
     emit(as_json, out, lambda: f"stopped {_line(out)}")
 
 
@@ -148,7 +125,7 @@ def stop(capture_id: str, fleet_url: str, token: str | None, as_json: bool) -> N
 @click.argument("capture_id")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The .npz to write (inputs keyed by name, samples first).")
-@_fleet_options
+@fleet_options
 @json_option
 def export(capture_id: str, output: Path, fleet_url: str, token: str | None,
            as_json: bool) -> None:
@@ -163,7 +140,7 @@ def export(capture_id: str, output: Path, fleet_url: str, token: str | None,
 
     import numpy as np
 
-    data = _client(fleet_url, token).request("GET", f"/api/v1/captures/{capture_id}/export",
+    data = api_client(fleet_url, token).request("GET", f"/api/v1/captures/{capture_id}/export",
                                              raw=True)
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         shapes = {k: list(z[k].shape) for k in z.files}
