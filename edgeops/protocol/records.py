@@ -30,7 +30,7 @@ from edgeops.protocol.messages import MessageError
 __all__ = [
     "KNOWN_KINDS",
     "AccuracyRecord",
-    "CaptureRecord",
+    "CaptureSampleRecord",
     "DeliveryRecord",
     "DriftFeature",
     "DriftRecord",
@@ -423,7 +423,7 @@ class DeliveryRecord:
 
 
 @dataclass(frozen=True)
-class CaptureRecord:
+class CaptureSampleRecord:
     """One captured request under an open capture: ``data`` is the base64 of its sample frame
     (:func:`edgeops.protocol.capture.sample_bytes`), ``bytes`` the frame's length.
 
@@ -456,7 +456,7 @@ class CaptureRecord:
                                                 "bytes", "data"))
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> CaptureRecord:
+    def from_dict(cls, d: Mapping[str, Any]) -> CaptureSampleRecord:
         return cls(d.get("ts"), d.get("device_id"), d.get("capture_id"),  # type: ignore[arg-type]
                    d.get("bundle"), d.get("seq"), d.get("bytes"),  # type: ignore[arg-type]
                    d.get("data"))  # type: ignore[arg-type]
@@ -600,10 +600,10 @@ class UnknownRecord:
 
 
 TelemetryRecord = (HeartbeatRecord | SystemRecord | InferenceRecord | DriftRecord
-                   | DeliveryRecord | CaptureRecord | AccuracyRecord)
+                   | DeliveryRecord | CaptureSampleRecord | AccuracyRecord)
 
 _RECORDS: dict[str, Any] = {c.KIND: c for c in (HeartbeatRecord, SystemRecord, InferenceRecord,
-                                                 DriftRecord, DeliveryRecord, CaptureRecord,
+                                                 DriftRecord, DeliveryRecord, CaptureSampleRecord,
                                                  AccuracyRecord)}
 KNOWN_KINDS: frozenset[str] = frozenset(_RECORDS)
 

@@ -19,7 +19,7 @@ from device_agent.local_api import LocalApiServer, LocalClient
 from device_agent.slots import SlotStore
 from edgeops.protocol.capture import CaptureOrder, read_sample
 from edgeops.protocol.messages import MessageError
-from edgeops.protocol.records import CaptureRecord
+from edgeops.protocol.records import CaptureSampleRecord
 from tests.device_agent.bundles import FEATURES, Fleet, build_bundle
 from tests.device_agent.test_inference import installed
 
@@ -171,7 +171,7 @@ def test_capture_is_off_until_an_order_and_keeps_to_its_caps(tmp_path: Path) -> 
     inputs, _ = read_sample(base64.b64decode(recs[0].data))
     assert np.array_equal(inputs["x"], X)
     assert [r.seq for r in recs] == list(range(len(recs)))
-    more: list[CaptureRecord] = []
+    more: list[CaptureSampleRecord] = []
     for _ in range(2):
         clock.t += 86_400                                  # next UTC day: room again
         _serve(s, 50)

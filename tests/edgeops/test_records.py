@@ -15,7 +15,7 @@ from edgeops.protocol import MessageError
 from edgeops.protocol.records import (
     KNOWN_KINDS,
     AccuracyRecord,
-    CaptureRecord,
+    CaptureSampleRecord,
     DeliveryRecord,
     DriftRecord,
     HeartbeatRecord,
@@ -71,7 +71,7 @@ ACCURACY_REG = {"kind": "accuracy", "ts": NOW, "device_id": "cam-1", "bundle": "
 TODAY = [HEARTBEAT, HEARTBEAT_IDLE, SYSTEM, SYSTEM_NO_DISK, INFERENCE, INFERENCE_IDLE, DRIFT,
          DELIVERY, DELIVERY_FULL, CAPTURE, ACCURACY, ACCURACY_REG]
 CLASSES = {"heartbeat": HeartbeatRecord, "system": SystemRecord, "inference": InferenceRecord,
-           "drift": DriftRecord, "delivery": DeliveryRecord, "capture": CaptureRecord,
+           "drift": DriftRecord, "delivery": DeliveryRecord, "capture": CaptureSampleRecord,
            "accuracy": AccuracyRecord}
 
 
