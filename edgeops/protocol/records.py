@@ -49,6 +49,8 @@ _MAX_BUCKETS = 64
 _MAX_FEATURES = 4096           # an agent keeps 64 by default (TelemetryLimits.max_features)
 _MAX_CLASSES = 4096            # an agent keeps 64 (device_agent/feedback.py)
 _MAX_SEQ = 2**62
+_REAL = frozenset({int, float})      # types exactly: bool is not a number here
+_INT = frozenset({int})
 
 
 class RecordError(MessageError):
@@ -234,26 +236,37 @@ class LatencyHistogram:
 
     def __post_init__(self) -> None:
         k = InferenceRecord.KIND
-        if not isinstance(self.le_ms, tuple) or not isinstance(self.counts, tuple):
+        if type(self.le_ms) is not tuple or type(self.counts) is not tuple:
             raise RecordError(f"{k} record: 'histogram' must hold two lists")
         if len(self.le_ms) != len(self.counts) or len(self.counts) > _MAX_BUCKETS:
             raise RecordError(f"{k} record: 'histogram' needs as many counts as bounds "
                               f"(at most {_MAX_BUCKETS})")
-        for b in self.le_ms:
-            _number(k, "histogram.le_ms", b, optional=True, lo=0)
-        for c in self.counts:
-            _count(k, "histogram.counts", c)
+        # The manager reads every inference row's histogram (the /metrics scan), so a good one
+        # is passed in a few C-level calls; the per-field checks, which name what is wrong,
+        # run only when that quick look fails (it never passes a bad histogram).
+        bounds = [b for b in self.le_ms if b is not None]
+        if not (set(map(type, bounds)) <= _REAL and (not bounds or (
+                min(bounds) >= 0 and math.isfinite(sum(bounds))))):
+            for b in self.le_ms:
+                _number(k, "histogram.le_ms", b, optional=True, lo=0)
+        if not (set(map(type, self.counts)) <= _INT and (not self.counts
+                                                          or min(self.counts) >= 0)):
+            for c in self.counts:
+                _count(k, "histogram.counts", c)
 
     def to_dict(self) -> dict[str, Any]:
         return {"le_ms": list(self.le_ms), "counts": list(self.counts)}
 
     @classmethod
     def from_dict(cls, d: object) -> LatencyHistogram:
-        h = _object(InferenceRecord.KIND, "histogram", d)
-        return cls(tuple(_list(InferenceRecord.KIND, "histogram.le_ms", h.get("le_ms"),
-                               _MAX_BUCKETS)),
-                   tuple(_list(InferenceRecord.KIND, "histogram.counts", h.get("counts"),
-                               _MAX_BUCKETS)))
+        k = InferenceRecord.KIND
+        h = d if type(d) is dict else _object(k, "histogram", d)    # (the ABC check is slow)
+        le, counts = h.get("le_ms"), h.get("counts")
+        if type(le) is not list and not isinstance(le, list | tuple):
+            raise _bad(k, "histogram.le_ms", "a list", le)
+        if type(counts) is not list and not isinstance(counts, list | tuple):
+            raise _bad(k, "histogram.counts", "a list", counts)
+        return cls(tuple(le), tuple(counts))
 
 
 @dataclass(frozen=True)
