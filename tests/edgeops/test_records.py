@@ -274,3 +274,45 @@ def test_accuracy_records_round_trip(total: int, data: st.DataObject) -> None:
     wire = ACCURACY | {"total": total, "correct": correct,
                        "per_class": {k: list(v) for k, v in per_class.items()}}
     assert canonical_json(parse_record(wire).to_dict()) == canonical_json(wire)
+
+
+names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
+maybe = st.none() | finite
+
+
+@st.composite
+def drift_features(draw: st.DrawFn) -> dict[str, Any]:
+    f = {k: draw(maybe) for k in ("count", "mean", "min", "max", "std")}
+    if draw(st.booleans()):
+        f |= {"baseline_mean": draw(finite), "baseline_std": draw(finite),
+              "shift": draw(maybe)}
+    return f
+
+
+WIRE = {
+    "system": st.fixed_dictionaries({
+        "kind": st.just("system"), "ts": finite, "cpu_pct": st.floats(0, 100),
+        "mem_mb": finite, "mem_pct": st.floats(0, 100), "agent_rss_mb": finite,
+        "disk_free_mb": maybe, "temp_c": st.none() | st.floats(-50, 150)}),
+    "drift": st.fixed_dictionaries({
+        "kind": st.just("drift"), "ts": finite, "bundle": st.none() | names,
+        "features": st.dictionaries(names, drift_features(), max_size=5)}),
+    "delivery": st.fixed_dictionaries({
+        "kind": st.just("delivery"), "ts": finite, "deployment_id": st.none() | names,
+        "bundle": names, "method": st.sampled_from(["delta", "full", "cached"]),
+        "fetched_bytes": counts, "full_bytes": counts, "reason": st.none() | st.text()}),
+    "capture": st.fixed_dictionaries({
+        "kind": st.just("capture"), "ts": finite, "device_id": names, "capture_id": names,
+        "bundle": st.none() | names, "seq": st.integers(0, 2**62 - 1), "bytes": counts,
+        "data": st.text(max_size=40)}),
+    "heartbeat": st.fixed_dictionaries({
+        "kind": st.just("heartbeat"), "ts": finite, "agent_version": st.text(max_size=10),
+        "uptime_s": finite, "active": st.none() | st.dictionaries(names, names, max_size=4),
+        "deferred": st.booleans(), "rejected_commands": counts,
+        "mqtt_dropped_inbound": counts}),
+}
+
+
+@given(st.one_of(*WIRE.values()))
+def test_generated_records_of_every_kind_round_trip(wire: dict[str, Any]) -> None:
+    assert canonical_json(parse_record(wire).to_dict()) == canonical_json(wire)
