@@ -7,7 +7,8 @@ the batch (QoS 1 PUBACK), so neither an outage nor an agent restart loses any; w
 is hit the oldest go first and ``dropped`` says how many.
 
 Record kinds (docs/PROTOCOL.md ``telemetry``): ``heartbeat``, ``system``, ``inference``,
-``drift``. Pure builders here; the daemon decides when to call them.
+``drift``, each a typed class of :mod:`edgeops.protocol.records`. The ``system`` and ``drift``
+builders are here; the collector (device_agent/collector.py) decides when to call them.
 """
 
 from __future__ import annotations
