@@ -32,6 +32,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from edgeops.config import DEFAULT_LIMITS
+from edgeops.drift.sketch_codec import PACKED_FIELD
 from edgeops.protocol import (
     Ack,
     FetchRequest,
@@ -71,9 +72,11 @@ class Outcome(StrEnum):
 
 
 class SketchCheck(Protocol):
-    """fleet.drift.intake.SketchIntake: why a drift_sketch record must not be stored, or None."""
+    """fleet.drift.intake.SketchIntake: the counts of a drift_sketch record to store (unpacked),
+    or why it must not be stored."""
 
-    def check(self, device_id: str, record: Mapping[str, Any]) -> SketchRefusal | None: ...
+    def read(self, device_id: str, record: Mapping[str, Any]
+             ) -> SketchRefusal | dict[str, list[int]]: ...
 
 
 class CaptureSink(Protocol):
@@ -280,8 +283,12 @@ class Ingest:
         for rec in batch.records:
             data = dict(rec)             # the record is ours: decoded from this payload
             kind = data.pop("kind")
-            if kind == "drift_sketch" and not self._sketch_ok(device_id, rec):
-                continue
+            if kind == "drift_sketch":
+                counts = self._sketch_counts(device_id, rec)
+                if counts is None:
+                    continue
+                data.pop(PACKED_FIELD, None)     # stored unpacked: one form for every reader
+                data["counts"] = counts
             if kind == "capture":
                 self._capture(device_id, rec)
                 continue
@@ -306,15 +313,16 @@ class Ingest:
             self._first_buffered = self._clock()
         return Outcome.BUFFERED
 
-    def _sketch_ok(self, device_id: str, rec: Mapping[str, Any]) -> bool:
-        refusal = (self.sketches.check(device_id, rec) if self.sketches is not None
-                   else _NO_SKETCH_CHECK)
-        if refusal is None:
-            return True
-        key = f"drift_sketch:refused:{refusal.reason}"
+    def _sketch_counts(self, device_id: str, rec: Mapping[str, Any]
+                       ) -> dict[str, list[int]] | None:
+        got = (self.sketches.read(device_id, rec) if self.sketches is not None
+               else _NO_SKETCH_CHECK)
+        if not isinstance(got, SketchRefusal):
+            return got
+        key = f"drift_sketch:refused:{got.reason}"
         self.stats.counts[key] = self.stats.counts.get(key, 0) + 1
-        log.warning("refused drift sketch from %s: %s", device_id, refusal.message)
-        return False
+        log.warning("refused drift sketch from %s: %s", device_id, got.message)
+        return None
 
     def _refused(self, kind: str, device_id: str, reason: str, message: str) -> None:
         key = f"{kind}:refused:{reason}"

@@ -202,3 +202,12 @@ def drift_reference(scale: float = 2.0, window_inferences: int = 16) -> DriftRef
                           sample_every=1)
     assert ref is not None
     return ref
+
+
+def sketch_counts(rec: dict[str, Any], ref: DriftReference) -> dict[str, list[int]]:
+    """A ``drift_sketch`` record's packed counts by feature name, features without a count left
+    out: what the manager's intake stores (edgeops/drift/sketch_codec.py)."""
+    from edgeops.drift.sketch_codec import PACKED_FIELD, unpack_counts
+
+    per = unpack_counts(rec[PACKED_FIELD], [f.bins for f in ref.features])
+    return {f.name: c for f, c in zip(ref.features, per, strict=True) if any(c)}

@@ -24,6 +24,7 @@ from device_agent.daemon import Agent
 from device_agent.tuf_client import DownloadLimits
 from edgeops.bundle import read_bundle
 from edgeops.protocol import DevicePhase, topics
+from tests.device_agent.bundles import drift_reference, sketch_counts
 from tests.device_agent.net.agents import (
     FAST,
     FleetRepo,
@@ -318,9 +319,10 @@ def test_drift_sketch_counts_live_requests_into_the_signed_bins(
                                  if r["kind"] == "drift_sketch"), None), timeout_s=60.0)
     assert rec["device_id"] == DEV and rec["bundle"] == "classifier@1.0.0"
     assert rec["requests"] == 16 and rec["sampled"] == 16
-    x0 = rec["counts"]["input:x[0]"]
+    counts = sketch_counts(rec, drift_reference())        # the bundle's reference
+    x0 = counts["input:x[0]"]
     assert len(x0) == 20 and sum(x0) == 16 and x0[-1] == 16     # 5.0 is above every edge
-    assert sum(rec["counts"]["output:y/class"]) == 16
+    assert sum(counts["output:y/class"]) == 16
 
 
 def test_many_agents_share_one_process(mgr: FakeManager, tmp_path: Path, fr: FleetRepo,
