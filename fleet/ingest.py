@@ -294,9 +294,9 @@ class Ingest:
                 continue
             if kind == "accuracy" and not self._accuracy_ok(device_id, rec):
                 continue
-            if kind not in _KNOWN_KINDS:       # a newer agent's: stored as it came, counted
-                counts = self.stats.counts
-                counts[_UNKNOWN_KIND] = counts.get(_UNKNOWN_KIND, 0) + 1
+            if kind not in KNOWN_KINDS:       # a newer agent's: stored as it came, counted
+                stats = self.stats.counts
+                stats[_UNKNOWN_KIND] = stats.get(_UNKNOWN_KIND, 0) + 1
             ts = float(data.pop("ts"))
             dep = data.pop("deployment_id", None)
             if ts > last_ts:
@@ -457,8 +457,6 @@ _NUMERIC_KEYS_ORDERED = ("count", "errors", "p50_ms", "p95_ms", "p99_ms")
 _NUMERIC_KEYS = frozenset(_NUMERIC_KEYS_ORDERED)
 
 
-# drift_sketch is checked by fleet/drift/intake.py and not typed in edgeops yet
-_KNOWN_KINDS = KNOWN_KINDS | {"drift_sketch"}
 _UNKNOWN_KIND = "telemetry:unknown-kind"
 _NO_SKETCH_CHECK = SketchRefusal("no-reference", "this manager checks no drift sketches")
 

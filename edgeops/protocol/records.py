@@ -14,8 +14,10 @@ ignored on parse (an older manager still reads what a newer agent sends; the sto
 record as it came). A kind this version does not know is not an error: :func:`parse_record`
 returns an :class:`UnknownRecord`, which the manager stores as it came and counts.
 
-``drift_sketch`` records are not modelled here yet (their encoding is being changed); they
-parse as :class:`UnknownRecord` and are checked by ``fleet/drift/intake.py``.
+Each class checks its own record: types, required fields, ranges, counts that contradict each
+other. What needs the manager's state or clock (whose record it is, whether a window is current,
+whether a sketch fits its bundle's signed bins, a capture's caps) is the manager's intake
+(fleet/drift/concept.py, fleet/drift/intake.py, fleet/capture/intake.py).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, ClassVar
 
+from edgeops.drift.sketch_codec import PACKED_FIELD
 from edgeops.protocol.messages import MessageError
 
 __all__ = [
@@ -34,6 +38,7 @@ __all__ = [
     "DeliveryRecord",
     "DriftFeature",
     "DriftRecord",
+    "DriftSketchRecord",
     "HeartbeatRecord",
     "InferenceRecord",
     "LatencyHistogram",
@@ -48,9 +53,13 @@ _MAX_KIND = 64                 # the manager's telemetry.kind column
 _MAX_BUCKETS = 64
 _MAX_FEATURES = 4096           # an agent keeps 64 by default (TelemetryLimits.max_features)
 _MAX_CLASSES = 4096            # an agent keeps 64 (device_agent/feedback.py)
+_MAX_BINS = 4096               # per feature of a drift reference
 _MAX_SEQ = 2**62
 _REAL = frozenset({int, float})      # types exactly: bool is not a number here
 _INT = frozenset({int})
+_TUPLE = frozenset({tuple})
+_LISTS = frozenset({list, tuple})
+_STR = frozenset({str})
 
 
 class RecordError(MessageError):
@@ -591,6 +600,99 @@ class AccuracyRecord:
 
 
 @dataclass(frozen=True)
+class DriftSketchRecord:
+    """One closed window's counts in the bins of the bundle's signed drift reference.
+
+    Agents send the counts packed (``counts_z``: every feature in the reference's order,
+    edgeops/drift/sketch_codec.py); agents before that sent ``counts`` (feature → list) and
+    ``sample_every``, and the manager stores every sketch with ``counts`` unpacked. Exactly one
+    of the two is set. Whether the counts fit the reference (features, bins, plausible sums),
+    and whether the window is current, is the manager's intake (fleet/drift/intake.py).
+    """
+
+    KIND: ClassVar[str] = "drift_sketch"
+    ts: float
+    device_id: str
+    bundle: str
+    window_start: float
+    window_end: float
+    requests: int
+    sampled: int
+    counts: Mapping[str, tuple[int, ...]] | None = None
+    counts_z: str | None = None
+    sample_every: int | None = None
+
+    def __post_init__(self) -> None:
+        k = self.KIND
+        _number(k, "ts", self.ts)
+        _text(k, "device_id", self.device_id)
+        _text(k, "bundle", self.bundle)
+        _number(k, "window_start", self.window_start)
+        _number(k, "window_end", self.window_end)
+        if self.window_start > self.window_end:
+            raise RecordError(f"{k} record: the window ends before it starts")
+        _count(k, "requests", self.requests)
+        _count(k, "sampled", self.sampled)
+        if self.sampled > self.requests:
+            raise RecordError(f"{k} record: {self.sampled} sampled of {self.requests} requests",
+                              "absurd-count")
+        _count(k, "sample_every", self.sample_every, optional=True)
+        if self.sample_every == 0:
+            raise _bad(k, "sample_every", "1 or more", 0)
+        if (self.counts is None) == (self.counts_z is None):
+            raise RecordError(f"{k} record: needs one of 'counts' or '{PACKED_FIELD}'")
+        if self.counts_z is not None and not isinstance(self.counts_z, str):
+            raise _bad(k, PACKED_FIELD, "base64 text", self.counts_z)
+        if self.counts is not None:
+            _object(k, "counts", self.counts)
+            if len(self.counts) > _MAX_FEATURES:
+                raise RecordError(f"{k} record: 'counts' holds over {_MAX_FEATURES} features")
+            # every count at once in C-level calls (the manager reads every stored sketch);
+            # the per-feature checks, which name the feature, only when that look fails
+            lists = self.counts.values()
+            flat = list(chain.from_iterable(lists)) if set(map(type, lists)) <= _TUPLE else []
+            if not (set(map(type, lists)) <= _TUPLE
+                    and max(map(len, lists), default=0) <= _MAX_BINS
+                    and set(map(type, flat)) <= _INT and min(flat, default=0) >= 0):
+                for name, c in self.counts.items():
+                    if type(c) is not tuple or len(c) > _MAX_BINS:
+                        raise _bad(k, f"counts[{name!r}]",
+                                   f"a list of at most {_MAX_BINS} counts", c)
+                    for x in c:
+                        _count(k, f"counts[{name!r}]", x)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = _put({"kind": self.KIND}, self, ("ts", "device_id", "bundle", "window_start",
+                                             "window_end", "requests", "sampled"),
+                 ("sample_every",))
+        if self.counts is not None:
+            d["counts"] = {n: list(c) for n, c in self.counts.items()}
+        if self.counts_z is not None:
+            d[PACKED_FIELD] = self.counts_z
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DriftSketchRecord:
+        k = cls.KIND
+        counts = d.get("counts")
+        if counts is not None:
+            counts = _object(k, "counts", counts)
+            if len(counts) > _MAX_FEATURES:
+                raise RecordError(f"{k} record: 'counts' holds over {_MAX_FEATURES} features")
+            # the manager reads every stored sketch through here (drift status, monitors):
+            # messages are only built for a feature that is wrong
+            if not set(map(type, counts.values())) <= _LISTS:
+                for n, c in counts.items():
+                    if not isinstance(c, list | tuple):
+                        raise _bad(k, f"counts[{n!r}]", "a list", c)
+            names = counts.keys() if set(map(type, counts)) <= _STR else map(str, counts)
+            counts = dict(zip(names, map(tuple, counts.values()), strict=True))
+        return cls(d.get("ts"), d.get("device_id"), d.get("bundle"),  # type: ignore[arg-type]
+                   d.get("window_start"), d.get("window_end"), d.get("requests"),  # type: ignore[arg-type]
+                   d.get("sampled"), counts, d.get(PACKED_FIELD), d.get("sample_every"))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class UnknownRecord:
     """A record of a kind this version does not know (a newer agent's): kept as it came.
 
@@ -613,11 +715,11 @@ class UnknownRecord:
 
 
 TelemetryRecord = (HeartbeatRecord | SystemRecord | InferenceRecord | DriftRecord
-                   | DeliveryRecord | CaptureSampleRecord | AccuracyRecord)
+                   | DriftSketchRecord | DeliveryRecord | CaptureSampleRecord | AccuracyRecord)
 
 _RECORDS: dict[str, Any] = {c.KIND: c for c in (HeartbeatRecord, SystemRecord, InferenceRecord,
-                                                 DriftRecord, DeliveryRecord, CaptureSampleRecord,
-                                                 AccuracyRecord)}
+                                                 DriftRecord, DriftSketchRecord, DeliveryRecord,
+                                                 CaptureSampleRecord, AccuracyRecord)}
 KNOWN_KINDS: frozenset[str] = frozenset(_RECORDS)
 
 

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgeops.bundle.manifest import canonical_json
+from edgeops.drift.sketch_codec import PACKED_FIELD, pack_counts
 from edgeops.protocol import MessageError
 from edgeops.protocol.records import (
     KNOWN_KINDS,
@@ -18,6 +19,7 @@ from edgeops.protocol.records import (
     CaptureSampleRecord,
     DeliveryRecord,
     DriftRecord,
+    DriftSketchRecord,
     HeartbeatRecord,
     InferenceRecord,
     RecordError,
@@ -68,11 +70,20 @@ ACCURACY_REG = {"kind": "accuracy", "ts": NOW, "device_id": "cam-1", "bundle": "
                 "task": "regression", "window_start": NOW - 900, "window_end": NOW,
                 "total": 3, "abs_error": [1, 0, 2, 0]}
 
+# packed counts, whole seconds (device_agent/drift_sketch.py since the packed form) ...
+SKETCH = {"kind": "drift_sketch", "ts": 1_800_000_000, "device_id": "cam-1",
+          "bundle": "vc@1.0.0", "window_start": 1_799_999_100, "window_end": 1_800_000_000,
+          "requests": 900, "sampled": 112, PACKED_FIELD: pack_counts([[3, 0, 109], [112, 0]])}
+# ... the JSON form agents sent before it, still accepted, and how the manager stores both
+SKETCH_JSON = {"kind": "drift_sketch", "ts": NOW, "device_id": "cam-1", "bundle": "vc@1.0.0",
+               "window_start": NOW - 900, "window_end": NOW, "requests": 900, "sampled": 112,
+               "sample_every": 8, "counts": {"x.mean": [3, 0, 109], "x.std": [112, 0]}}
+
 TODAY = [HEARTBEAT, HEARTBEAT_IDLE, SYSTEM, SYSTEM_NO_DISK, INFERENCE, INFERENCE_IDLE, DRIFT,
-         DELIVERY, DELIVERY_FULL, CAPTURE, ACCURACY, ACCURACY_REG]
+         SKETCH, SKETCH_JSON, DELIVERY, DELIVERY_FULL, CAPTURE, ACCURACY, ACCURACY_REG]
 CLASSES = {"heartbeat": HeartbeatRecord, "system": SystemRecord, "inference": InferenceRecord,
-           "drift": DriftRecord, "delivery": DeliveryRecord, "capture": CaptureSampleRecord,
-           "accuracy": AccuracyRecord}
+           "drift": DriftRecord, "drift_sketch": DriftSketchRecord, "delivery": DeliveryRecord,
+           "capture": CaptureSampleRecord, "accuracy": AccuracyRecord}
 
 
 @pytest.mark.parametrize("wire", TODAY, ids=lambda d: str(d["kind"]))
@@ -171,6 +182,21 @@ BAD: list[tuple[dict[str, Any], dict[str, Any], str, str]] = [
     (DRIFT, {"features": {"x": {"count": 1, "mean": 0, "std": 0, "min": 0, "max": 0,
                                 "shift": 2.0}}}, "malformed", "baseline_mean"),
     (DRIFT, {"features": {f"f{i}": {} for i in range(4097)}}, "malformed", "4096"),
+    (SKETCH, {"device_id": ""}, "malformed", "'device_id'"),
+    (SKETCH, {"bundle": None}, "malformed", "'bundle'"),
+    (SKETCH, {"window_start": "then"}, "malformed", "'window_start'"),
+    (SKETCH, {"window_start": 1_800_000_001}, "malformed", "ends before it starts"),
+    (SKETCH, {"requests": -5, "sampled": -5}, "negative-count", "'requests'"),
+    (SKETCH, {"sampled": 901}, "absurd-count", "901 sampled of 900"),
+    (SKETCH, {PACKED_FIELD: None}, "malformed", "one of 'counts' or 'counts_z'"),
+    (SKETCH, {PACKED_FIELD: 5}, "malformed", "'counts_z'"),
+    (SKETCH, {"counts": {"x": [1]}}, "malformed", "one of 'counts' or 'counts_z'"),
+    (SKETCH_JSON, {"counts": [1, 2]}, "malformed", "'counts'"),
+    (SKETCH_JSON, {"counts": {"x": 3}}, "malformed", "counts['x']"),
+    (SKETCH_JSON, {"counts": {"x": [1, -1]}}, "negative-count", "counts['x']"),
+    (SKETCH_JSON, {"counts": {"x": [1, 0.5]}}, "malformed", "counts['x']"),
+    (SKETCH_JSON, {"counts": {"x": [0] * 4097}}, "malformed", "counts['x']"),
+    (SKETCH_JSON, {"sample_every": 0}, "malformed", "'sample_every'"),
     (DELIVERY, {"method": "carrier-pigeon"}, "malformed", "'method'"),
     (DELIVERY, {"fetched_bytes": -5}, "negative-count", "'fetched_bytes'"),
     (DELIVERY, {"full_bytes": None}, "malformed", "'full_bytes'"),
@@ -235,7 +261,8 @@ _OPTIONAL = {"heartbeat": {"active", "deferred", "rejected_commands", "mqtt_drop
                            "captured"},
              "system": {"mem_pct", "agent_rss_mb", "disk_free_mb", "temp_c"},
              "inference": {"bundle", "p50_ms", "p95_ms", "p99_ms", "histogram"},
-             "drift": {"bundle"}, "delivery": {"deployment_id", "reason"},
+             "drift": {"bundle"}, "drift_sketch": {"sample_every"},
+             "delivery": {"deployment_id", "reason"},
              "capture": {"bundle"}, "accuracy": {"per_class"}}
 
 
