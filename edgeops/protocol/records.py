@@ -88,7 +88,7 @@ def _number(kind: str, name: str, value: object, *, optional: bool = False,
     if value is None and optional:
         return
     if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value)):
+            or (isinstance(value, float) and not math.isfinite(value))):
         raise _bad(kind, name, "a finite number" + (" or null" if optional else ""), value)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         span = f"from {lo:g}" if hi is None else f"between {lo:g} and {hi:g}"
@@ -254,8 +254,12 @@ class LatencyHistogram:
         # is passed in a few C-level calls; the per-field checks, which name what is wrong,
         # run only when that quick look fails (it never passes a bad histogram).
         bounds = [b for b in self.le_ms if b is not None]
-        if not (set(map(type, bounds)) <= _REAL and (not bounds or (
-                min(bounds) >= 0 and math.isfinite(sum(bounds))))):
+        try:        # (a sum over huge integers does not fit a float: the slow path says so)
+            quick = set(map(type, bounds)) <= _REAL and (not bounds or (
+                min(bounds) >= 0 and math.isfinite(sum(bounds))))
+        except OverflowError:
+            quick = False
+        if not quick:
             for b in self.le_ms:
                 _number(k, "histogram.le_ms", b, optional=True, lo=0)
         if not (set(map(type, self.counts)) <= _INT and (not self.counts

@@ -343,3 +343,32 @@ WIRE = {
 @given(st.one_of(*WIRE.values()))
 def test_generated_records_of_every_kind_round_trip(wire: dict[str, Any]) -> None:
     assert canonical_json(parse_record(wire).to_dict()) == canonical_json(wire)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12)
+
+
+@given(st.sampled_from(TODAY), st.dictionaries(st.text(max_size=12), json_values, max_size=4),
+       st.data())
+def test_any_damage_to_a_record_is_a_record_error_or_parses(wire: dict[str, Any],
+                                                           over: dict[str, Any],
+                                                           data: st.DataObject) -> None:
+    # replace some of the record's own fields too, not only add others
+    own = data.draw(st.lists(st.sampled_from(sorted(wire)), max_size=3))
+    damaged = wire | {k: data.draw(json_values) for k in own} | over
+    try:
+        rec = parse_record(damaged)
+    except RecordError as exc:
+        assert exc.message and "\n" not in exc.message
+        return
+    assert rec.to_dict()["kind"] == wire["kind"] or isinstance(rec, UnknownRecord)
+
+
+def test_huge_integers_are_refused_or_kept_not_a_crash() -> None:
+    with pytest.raises(RecordError, match="histogram"):
+        parse_record(INFERENCE | {"histogram": {"le_ms": [10**400, -1], "counts": [0, 0]}})
+    assert parse_record(SYSTEM | {"mem_mb": 10**400}).to_dict()["mem_mb"] == 10**400
