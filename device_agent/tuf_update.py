@@ -261,10 +261,6 @@ class Delivery:
     reason: str | None = None
     delta_failed: bool = False     # a published delta was tried and failed (worth a report)
 
-    def to_dict(self) -> dict[str, object]:
-        return {"method": self.method, "fetched_bytes": self.fetched_bytes,
-                "full_bytes": self.full_bytes, "reason": self.reason}
-
 
 @dataclass(frozen=True)
 class FetchedBundle:
