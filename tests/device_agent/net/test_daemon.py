@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from device_agent.core import AgentCore
 from device_agent.daemon import Agent
 from device_agent.tuf_client import DownloadLimits
 from edgeops.bundle import read_bundle
 from edgeops.protocol import DevicePhase, topics
+from tests.cpuinfo import AVX2, cpu
 from tests.device_agent.bundles import drift_reference, sketch_counts
 from tests.device_agent.net.agents import (
     FAST,
@@ -210,6 +212,27 @@ def test_wrong_target_and_rollback_command(mgr: FakeManager, agent: Agent) -> No
     rb = mgr.wait(lambda: next((s for s in mgr.states if s["phase"] == "rolled-back"), None))
     assert rb["active"]["version"] == "1.0.0"
     assert _serving(agent) == "1.0.0"
+
+
+def test_vnni_artifact_on_a_cpu_without_vnni_is_refused_and_reported(
+        mgr: FakeManager, tmp_path: Path, fr: FleetRepo, broker: MosquittoBroker) -> None:
+    dev = "vnni-1"
+    cfg = agent_config(fr, tmp_path, dev, broker.url, target="x86-cpu-vnni")
+    a = Agent(cfg, settings=FAST,
+              core_factory=lambda c, cb: AgentCore(c, on_phase=cb, cpu=cpu(AVX2)))
+    a.start()
+    try:
+        assert a.conn.wait_connected(10)
+        mgr.command(dev, "deploy", {"deployment_id": "v", "name": "classifier",
+                                    "version": "7.0.0", "target": "x86-cpu-vnni"})
+        final = _final(mgr, "v")
+        assert final["phase"] == "failed" and final["device_id"] == dev
+        assert "has 8-bit weights that need VNNI" in final["reason"]
+        assert final["reason"].endswith("; enrol this device as x86-cpu")
+        assert _phases(mgr, "v") == ["notified", "downloading", "verifying", "failed"]
+        assert final["active"] is None and a.core.inference.model is None
+    finally:
+        a.stop()
 
 
 def test_deferred_while_driving_then_installed(mgr: FakeManager, tmp_path: Path,
