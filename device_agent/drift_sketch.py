@@ -25,7 +25,8 @@ import numpy as np
 
 from edgeops.drift.features import extract
 from edgeops.drift.reference import DriftReference, TensorRule
-from edgeops.drift.sketch_codec import PACKED_FIELD, pack_counts
+from edgeops.drift.sketch_codec import pack_counts
+from edgeops.protocol.records import DriftSketchRecord
 
 __all__ = ["DEFER_MAX_BYTES", "DEFER_MAX_REQUESTS", "DriftSketch"]
 
@@ -186,9 +187,9 @@ class DriftSketch:
         with self._lock:
             self._count_pending()
             ref, plan, counts, start = self._ref, self._plan, self._counts, self._start
-            requests, sampled = self._requests, self._sampled
+            requests, sampled, bundle = self._requests, self._sampled, self._key
             self._reset()
-        if ref is None or plan is None or sampled == 0:
+        if ref is None or plan is None or sampled == 0 or bundle is None:
             return None
         table = counts.reshape(len(plan.names), plan.width)
         # every feature, in the reference's order, packed (edgeops/drift/sketch_codec.py): the
@@ -198,6 +199,5 @@ class DriftSketch:
         # its length; the clock's full-precision floats cost ~24 bytes a record. No
         # ``sample_every``: the signed reference states it.
         end = math.floor(now)
-        return {"kind": "drift_sketch", "ts": end, "device_id": device_id, "bundle": self._key,
-                "window_start": math.floor(start), "window_end": end, "requests": requests,
-                "sampled": sampled, PACKED_FIELD: packed}
+        return DriftSketchRecord(end, device_id, bundle, math.floor(start), end,
+                                 requests, sampled, counts_z=packed).to_dict()

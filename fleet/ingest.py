@@ -6,7 +6,11 @@ manager must survive whatever arrives. Every message goes through :mod:`edgeops.
 (size limit, JSON schema, version, the type the topic allows), the device id in the topic must
 equal the one in the payload, unknown devices are logged and dropped, replayed and out-of-order
 state reports are ignored (the store compares ``seq``), and exact redeliveries of a telemetry
-batch (QoS 1 is at-least-once) are dropped. Nothing here raises for bad input: each message
+batch (QoS 1 is at-least-once) are dropped. Telemetry records are stored as they came
+(:mod:`edgeops.protocol.records` types them for the readers); ``capture``, ``accuracy`` and
+``drift_sketch`` records are checked first and refused with a counted reason, and a record of
+a kind this version does not know (a newer agent's) is stored all the same and counted as
+``telemetry:unknown-kind``. Nothing here raises for bad input: each message
 yields an :class:`Outcome` and is logged; the caller acknowledges it either way.
 
 Telemetry is buffered and written in batches (one transaction per ``telemetry_batch_rows`` or
@@ -39,6 +43,7 @@ from edgeops.protocol import (
     decode_json,
     topics,
 )
+from edgeops.protocol.records import KNOWN_KINDS
 from fleet.delivery import DeliveryRejected
 from fleet.drift.concept import check_accuracy
 from fleet.drift.intake import SketchRefusal
@@ -289,6 +294,9 @@ class Ingest:
                 continue
             if kind == "accuracy" and not self._accuracy_ok(device_id, rec):
                 continue
+            if kind not in KNOWN_KINDS:       # a newer agent's: stored as it came, counted
+                stats = self.stats.counts
+                stats[_UNKNOWN_KIND] = stats.get(_UNKNOWN_KIND, 0) + 1
             ts = float(data.pop("ts"))
             dep = data.pop("deployment_id", None)
             if ts > last_ts:
@@ -449,6 +457,7 @@ _NUMERIC_KEYS_ORDERED = ("count", "errors", "p50_ms", "p95_ms", "p99_ms")
 _NUMERIC_KEYS = frozenset(_NUMERIC_KEYS_ORDERED)
 
 
+_UNKNOWN_KIND = "telemetry:unknown-kind"
 _NO_SKETCH_CHECK = SketchRefusal("no-reference", "this manager checks no drift sketches")
 
 

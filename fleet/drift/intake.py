@@ -13,7 +13,6 @@ or a :class:`SketchRefusal` out.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,8 +20,9 @@ from typing import Any, Protocol
 
 from edgeops.bundle.manifest import Manifest
 from edgeops.drift.reference import DriftReference
-from edgeops.drift.sketch_codec import PACKED_FIELD, SketchEncodingError, unpack_counts
+from edgeops.drift.sketch_codec import SketchEncodingError, unpack_counts
 from edgeops.errors import EdgeOpsError
+from edgeops.protocol.records import DriftSketchRecord, RecordError
 
 __all__ = ["REASONS", "SketchIntake", "SketchLimits", "SketchRefusal", "check_sketch",
            "read_sketch"]
@@ -48,10 +48,6 @@ class SketchRefusal:
     message: str
 
 
-def _num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def read_sketch(record: Mapping[str, Any], device_id: str, reference: DriftReference | None,
                 now: float, limits: SketchLimits = SketchLimits()
                 ) -> SketchRefusal | dict[str, list[int]]:
@@ -64,46 +60,37 @@ def read_sketch(record: Mapping[str, Any], device_id: str, reference: DriftRefer
     if claimed != device_id:
         return SketchRefusal("device-mismatch",
                              f"sketch from {device_id} claims to come from {claimed!r}")
-    start, end = record.get("window_start"), record.get("window_end")
-    requests, sampled = record.get("requests"), record.get("sampled")
-    counts, packed = record.get("counts"), record.get(PACKED_FIELD)
-    if not (isinstance(start, int | float) and isinstance(end, int | float) and _num(start)
-            and _num(end) and isinstance(requests, int) and isinstance(sampled, int)
-            and (isinstance(counts, dict) != isinstance(packed, str))
-            and (counts is None or packed is None) and isinstance(record.get("bundle"), str)):
-        return SketchRefusal("malformed", "sketch needs bundle, window_start, window_end, "
-                             f"requests, sampled and one of counts or {PACKED_FIELD}")
+    try:        # the record's own checks: fields, types, counts (edgeops/protocol/records.py)
+        rec = DriftSketchRecord.from_dict(record)
+    except RecordError as exc:
+        return SketchRefusal(exc.reason, exc.message)
+    start, end, sampled = rec.window_start, rec.window_end, rec.sampled
     if end > now + limits.max_clock_skew_s:
         return SketchRefusal("future-window", f"window ends {end - now:.0f} s in the future")
     if end < now - limits.max_age_s:
         return SketchRefusal("stale-window", f"window ended {now - end:.0f} s ago "
                              f"(older than {limits.max_age_s:.0f} s)")
-    if not 0 <= end - start <= limits.max_window_s:
+    if end - start > limits.max_window_s:
         return SketchRefusal("malformed", f"window of {end - start:.0f} s")
     if reference is None:
-        return SketchRefusal("no-reference", f"bundle {record['bundle']} has no drift reference")
-    if requests < 0 or sampled < 0:
-        return SketchRefusal("negative-count", "requests/sampled below zero")
-    if sampled > requests or sampled > limits.max_samples_per_window:
-        return SketchRefusal("absurd-count", f"{sampled} sampled of {requests} requests")
-    if isinstance(packed, str):
+        return SketchRefusal("no-reference", f"bundle {rec.bundle} has no drift reference")
+    if sampled > limits.max_samples_per_window:
+        return SketchRefusal("absurd-count", f"{sampled} sampled of {rec.requests} requests")
+    if rec.counts_z is not None:
         try:
-            per = unpack_counts(packed, [fb.bins for fb in reference.features])
+            per = unpack_counts(rec.counts_z, [fb.bins for fb in reference.features])
         except SketchEncodingError as e:
             return SketchRefusal(e.reason, str(e))
         counts = {fb.name: c for fb, c in zip(reference.features, per, strict=True) if any(c)}
-    assert isinstance(counts, dict)
+    else:
+        assert rec.counts is not None
+        counts = {name: list(c) for name, c in rec.counts.items()}
     for name, c in counts.items():
         fb = reference.feature(name)
         if fb is None:
             return SketchRefusal("unknown-feature", f"feature {name!r} is not in the reference")
-        if not isinstance(c, list) or len(c) != fb.bins:
-            got = len(c) if isinstance(c, list) else type(c).__name__
-            return SketchRefusal("bins-mismatch", f"{name}: {got} counts for {fb.bins} bins")
-        if any(isinstance(x, bool) or not isinstance(x, int) for x in c):
-            return SketchRefusal("malformed", f"{name}: counts must be integers")
-        if any(x < 0 for x in c):
-            return SketchRefusal("negative-count", f"{name}: a count below zero")
+        if len(c) != fb.bins:
+            return SketchRefusal("bins-mismatch", f"{name}: {len(c)} counts for {fb.bins} bins")
         if sum(c) > sampled * _max_per_sample(name):
             return SketchRefusal("absurd-count", f"{name}: {sum(c)} counts from {sampled} "
                                  "sampled requests")

@@ -41,7 +41,10 @@ GOOD = {"kind": "accuracy", "ts": NOW - 5, "device_id": "cam-1", "bundle": "vc@1
     ({"per_class": {"0": [10, 11]}}, "absurd-count"),
     ({"total": 10**9}, "absurd-count"),
     ({"window_end": NOW + 3600}, "future-window"),
-    ({"window_end": NOW - 30 * 86_400}, "stale-window"),
+    ({"window_start": NOW - 30 * 86_400 - 900, "window_end": NOW - 30 * 86_400},
+     "stale-window"),
+    ({"window_start": NOW, "window_end": NOW - 5}, "malformed"),         # ends before it starts
+    ({"window_start": None}, "malformed"),
     ({"task": "regression", "abs_error": [1, 2]}, "absurd-count"),
     ({"task": "regression", "abs_error": [-1, 301]}, "negative-count"),
 ])
