@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from edgeops.cpu import X86_VNNI_ISA, CpuFacts, read_cpu_facts
 from edgeops.errors import ConfigError
 
 __all__ = ["QuantPlan", "build_machine_caveat", "cpu_facts", "plan_for", "target_isa"]
@@ -51,24 +51,13 @@ class QuantPlan:
 
 
 def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
-    """ISA facts of this (build) machine, from /proc/cpuinfo flags.
+    """ISA facts of this (build) machine, from /proc/cpuinfo flags (:mod:`edgeops.cpu` parses).
 
     They key measured choices (timings) and say whether the gate here is faithful to the
     target; they never choose the plan.
     """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-    return {"machine": platform.machine(),
-            "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}),
-            "avx512": "avx512f" in flags, "avx2": "avx2" in flags,
-            "arm_dotprod": "asimddp" in flags}
+    facts = read_cpu_facts() if cpuinfo is None else CpuFacts.parse(cpuinfo, platform.machine())
+    return facts.to_dict()
 
 
 def target_isa(profile_name: str, options: dict[str, Any]) -> str:
@@ -83,7 +72,7 @@ def target_isa(profile_name: str, options: dict[str, Any]) -> str:
     if isa in _ARM:
         return "arm64"
     if isa in _X86:
-        return "x86_64+vnni" if options.get("vnni") is True else "x86_64"
+        return X86_VNNI_ISA if options.get("vnni") is True else "x86_64"
     raise ConfigError(f"target profile {profile_name} declares no CPU ISA for INT8 "
                       f"(options['isa'] is {isa!r})",
                       hint="declare options={'isa': 'x86_64' | 'arm64'} (and 'vnni': True only "
@@ -105,7 +94,7 @@ def plan_for(profile_name: str, options: dict[str, Any], precision: str) -> Quan
                          activation_symmetric=False, qnn=False, target_isa=isa,
                          reason="ARM64: s8s8 QDQ maps onto sdot/smmla dot-product kernels; "
                                 "no saturation, full 8-bit range")
-    if isa == "x86_64+vnni":
+    if isa == X86_VNNI_ISA:
         return QuantPlan("uint8", "int8", per_channel=True, reduce_range=False,
                          activation_symmetric=False, qnn=False, target_isa=isa,
                          reason=f"{profile_name} declares VNNI: u8s8 runs on vpdpbusd without "
@@ -132,7 +121,7 @@ def build_machine_caveat(plan: QuantPlan, facts: dict[str, Any]) -> str | None:
     An ARM64 build machine adds each 16-bit product into 32 bits (umull/smull + sadalp, or
     sdot), so its gate sees no saturation either; it skips the timings (recorded).
     """
-    if plan.target_isa != "x86_64+vnni":
+    if plan.target_isa != X86_VNNI_ISA:
         return None
     if facts.get("machine", "") in _X86 and not facts.get("vnni"):
         return ("this build machine has no VNNI: ONNX Runtime runs the 8-bit weights here on "
