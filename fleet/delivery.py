@@ -263,6 +263,7 @@ class ChunkDelivery:
         self._window = threading.Condition()
         self._inflight: dict[int, float] = {}
         self._early: set[int] = set()
+        self._in_hand = False        # a chunk taken from the schedule is being sent
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._files: OrderedDict[str, BinaryIO] = OrderedDict()
@@ -322,7 +323,8 @@ class ChunkDelivery:
 
     def idle(self) -> bool:
         with self._cond, self._window:
-            return self._fanout.wait_s(self._clock()) is None and not self._inflight
+            return (self._fanout.wait_s(self._clock()) is None and not self._inflight
+                    and not self._in_hand)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -356,24 +358,30 @@ class ChunkDelivery:
                     wait = self._fanout.wait_s(now)
                     self._cond.wait(timeout=1.0 if wait is None else max(wait, 0.001))
                     continue
+                self._in_hand = True     # off the schedule, not yet in flight: not idle
             info, index = item
             try:
                 frame = read_chunk(self._file(info), info, index, self.config.chunk_bytes)
             except (OSError, DeliveryRejected) as exc:
                 log.error("cannot read chunk %d of %s: %s", index, info.sha256[:12], exc)
+                with self._window:
+                    self._in_hand = False
                 continue
             if not self._take_tokens(len(frame)):
                 return
+            # Counted before it goes out: a device can receive the last chunk and finish
+            # before this thread runs again, and its reader must find the chunk counted.
+            self.stats.chunks_published += 1
+            self.stats.bytes_published += len(frame)
+            per = self.stats.per_artifact_bytes
+            per[info.sha256] = per.get(info.sha256, 0) + len(frame)
             mid = self._publish(topics.artifact_chunks(info.sha256), frame)
             with self._window:
                 if mid in self._early:
                     self._early.discard(mid)
                 else:
                     self._inflight[mid] = self._clock()
-            self.stats.chunks_published += 1
-            self.stats.bytes_published += len(frame)
-            per = self.stats.per_artifact_bytes
-            per[info.sha256] = per.get(info.sha256, 0) + len(frame)
+                self._in_hand = False
 
     def _acquire_window(self) -> bool:
         with self._window:

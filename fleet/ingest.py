@@ -228,7 +228,8 @@ class Ingest:
         return self._fetch(msg, target)
 
     def _state(self, report: StateReport) -> Outcome:
-        stored = self.store.record_state(report)
+        # dated by this clock, not the device's: bake times must not move with a device's skew
+        stored = self.store.record_state(report, received_at=time.time())
         # stored now, or a seq at or below the last stored one (a re-send whose first copy
         # made it): either way the device may forget it
         self._ack(self._acks, Ack(report.device_id, state=report.seq))

@@ -28,7 +28,7 @@ SERVICE_NAMES: dict[str, frozenset[str]] = {
     "postgres": frozenset({"postgres_database", "temporary_database", "pg_database"}),
     "mlflow": frozenset({"LocalMlflowServer"}),
     "browser": frozenset({"sync_playwright"}),
-    "subprocess": frozenset({"subprocess", "Popen"}),
+    "subprocess": frozenset({"subprocess", "Popen", "Zygote"}),   # Zygote: forked kill-test children
 }
 
 # Fixtures whose service runs out of sight (inside a child process), so no name shows it.

@@ -287,7 +287,7 @@ class RolloutEngine:
 
     def record_state(self, report: StateReport) -> bool:
         """Persist a state report; False if it was replayed, stale or from an unknown device."""
-        ok = self.store.record_state(report)
+        ok = self.store.record_state(report, received_at=self.clock())
         if ok:
             self.on_state(report)
         else:

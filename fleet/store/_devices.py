@@ -131,8 +131,12 @@ class DeviceRows(SqlBase):
                 self._exec(cur, "UPDATE devices SET last_seen = ? WHERE id = ? AND "
                                 "(last_seen IS NULL OR last_seen < ?)", (ts, device_id, ts))
 
-    def record_state(self, report: StateReport) -> bool:
-        """Persist a state report; False (nothing changed) for unknown devices and stale seq."""
+    def record_state(self, report: StateReport, received_at: float | None = None) -> bool:
+        """Persist a state report; False (nothing changed) for unknown devices and stale seq.
+
+        ``received_at`` (the manager's clock) dates the deployment row's change, which bake
+        times are counted from; without it the report's own ``ts`` does, and a device whose
+        clock runs ahead would hold its rollout's next phase back by that much."""
         with self._tx() as cur:
             self._exec(cur, f"SELECT last_state_seq FROM devices WHERE id = ?"
                             f"{self.dialect.for_update}", (report.device_id,))
@@ -155,6 +159,7 @@ class DeviceRows(SqlBase):
                 if new is not None:
                     self._exec(cur, "UPDATE deployment_devices SET state = ?, reason = ?, "
                                     "updated_at = ? WHERE deployment_id = ? AND device_id = ?",
-                               (new, report.reason, report.ts, report.deployment_id,
-                                report.device_id))
+                               (new, report.reason,
+                                report.ts if received_at is None else received_at,
+                                report.deployment_id, report.device_id))
             return True

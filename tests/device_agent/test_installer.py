@@ -18,6 +18,7 @@ from edgeops.errors import BadContentError
 from edgeops.protocol.messages import DevicePhase
 from tests.cpuinfo import ARM64, AVX2, AVX512_NO_VNNI, AVX512_VNNI, AVX_VNNI, VNNI_PLAN, cpu
 from tests.device_agent.bundles import Fleet, build_bundle, bundle_parts
+from tests.device_agent.forked_child import Zygote
 
 FAST = HealthSettings(warmup_runs=1, timed_runs=5)
 
@@ -262,9 +263,6 @@ def test_installer_killed_at_random_instants_restarts_healthy(tmp_path: Path, fl
     on a whole model that passes its health check and computes one of the good functions."""
     import os
     import random
-    import signal
-    import subprocess
-    import sys
     import time
 
     import numpy as np
@@ -274,7 +272,6 @@ def test_installer_killed_at_random_instants_restarts_healthy(tmp_path: Path, fl
     from edgeops.trust import root_path
     from tests.device_agent.bundles import FEATURES
 
-    repo = Path(__file__).resolve().parents[2]
     bundles = [build_bundle(bundle_dir, fleet, version="1.0.0", scale=2.0),
                build_bundle(bundle_dir, fleet, version="2.0.0", scale=3.0),
                build_bundle(bundle_dir, fleet, version="3.0.0", kind="nan")]
@@ -287,36 +284,33 @@ def test_installer_killed_at_random_instants_restarts_healthy(tmp_path: Path, fl
     # never fewer than min_kills, and every kill that ran is checked in full.
     deadline = time.monotonic() + 240
     min_kills = min(iterations, 8)
-    for i in range(iterations):
-        if i >= min_kills and time.monotonic() > deadline:
-            break
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tests.device_agent.install_crash_child",
-             str(tmp_path / "slots"), str(root_path(KeyStore(fleet.home))),
-             *map(str, bundles)], cwd=repo, stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(repo)})
-        assert child.stdout is not None
-        assert child.stdout.readline() == b"ready\n"
-        time.sleep(rng.uniform(0.0, 1.0))
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=10)
-        child.stdout.close()
-        inst = make_installer(tmp_path, fleet)       # same slots dir as the child
-        resumed = inst.resume()
-        if resumed is not None:
-            assert resumed.phase in (DevicePhase.HEALTHY, DevicePhase.ROLLED_BACK,
-                                     DevicePhase.FAILED)
-        p = inst.store.pointer()
-        if p.active is None:
-            assert not served, f"iteration {i}: lost the model after a kill"
-            continue
-        assert not p.trial
-        info = inst.store.info(p.active, check_digests=True)
-        assert info is not None and info.version in good, info
-        y = load_runner(inst.store.path(p.active, info.model_file),
-                        runtime="onnxruntime").run({"x": x})["y"]
-        np.testing.assert_allclose(y, x * good[info.version] + 1)
-        served.add(info.version)
+    # each child is a fork of one process that has imported it already (a real process,
+    # killed for real): a kill costs the random wait, not an interpreter start and its imports
+    with Zygote("tests.device_agent.install_crash_child") as zygote:
+        args = [str(tmp_path / "slots"), str(root_path(KeyStore(fleet.home))), *map(str, bundles)]
+        for i in range(iterations):
+            if i >= min_kills and time.monotonic() > deadline:
+                break
+            child = zygote.start(*args)
+            assert child.readline() == b"ready\n"
+            time.sleep(rng.uniform(0.0, 1.0))
+            child.kill()
+            inst = make_installer(tmp_path, fleet)       # same slots dir as the child
+            resumed = inst.resume()
+            if resumed is not None:
+                assert resumed.phase in (DevicePhase.HEALTHY, DevicePhase.ROLLED_BACK,
+                                         DevicePhase.FAILED)
+            p = inst.store.pointer()
+            if p.active is None:
+                assert not served, f"iteration {i}: lost the model after a kill"
+                continue
+            assert not p.trial
+            info = inst.store.info(p.active, check_digests=True)
+            assert info is not None and info.version in good, info
+            y = load_runner(inst.store.path(p.active, info.model_file),
+                            runtime="onnxruntime").run({"x": x})["y"]
+            np.testing.assert_allclose(y, x * good[info.version] + 1)
+            served.add(info.version)
     assert served == set(good)
 
 
@@ -364,15 +358,11 @@ def test_killed_while_rebuilding_from_a_delta_serves_the_old_model(
     healthy."""
     import os
     import random
-    import signal
-    import subprocess
-    import sys
 
     from edgeops.delta import diff_artifacts
     from edgeops.keys import KeyStore
     from edgeops.trust import root_path
 
-    repo = Path(__file__).resolve().parents[2]
     v1 = build_bundle(bundle_dir, fleet, version="1.0.0", scale=2.0)
     v2 = build_bundle(bundle_dir, fleet, version="2.0.0", scale=3.0)
     a1, a2 = bundle_parts(v1).artifact, bundle_parts(v2).artifact
@@ -380,35 +370,30 @@ def test_killed_while_rebuilding_from_a_delta_serves_the_old_model(
     (tmp_path / "d21").write_bytes(diff_artifacts(a2, a1).to_bytes())
     rng = random.Random(20)
     mid_rebuild = 0
-    for i in range(int(os.environ.get("EDGEOPS_DELTA_KILL_ITERATIONS", "6"))):
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tests.device_agent.delta_crash_child",
-             str(tmp_path / "slots"), str(root_path(KeyStore(fleet.home))),
-             str(v1), str(v2), str(tmp_path / "d12"),
-             str(tmp_path / "d21")], cwd=repo, stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(repo)})
-        assert child.stdout is not None
-        assert child.stdout.readline() == b"ready\n"
-        for _ in range(rng.randrange(1, 3)):            # let a round or two complete first
-            line = child.stdout.readline()
-            while line != b"rebuilt\n":
-                line = child.stdout.readline()
-        line = child.stdout.readline()
-        assert line.startswith(b"rebuild ")
-        serving = line.split()[1].decode()
-        child.send_signal(signal.SIGKILL)               # reads are slowed: mid-reconstruction
-        child.wait(timeout=10)
-        rest = child.stdout.read()
-        child.stdout.close()
-        inst = make_installer(tmp_path, fleet)
-        inst.resume()
-        p = inst.store.pointer()
-        assert p.active is not None and not p.trial, f"iteration {i}: lost the model"
-        info = inst.store.info(p.active, check_digests=True)
-        assert info is not None
-        if b"rebuilt" not in rest:
-            mid_rebuild += 1
-            assert info.version == serving, f"iteration {i}: not the model it was serving"
+    with Zygote("tests.device_agent.delta_crash_child") as zygote:  # forks, as in the test above
+        args = [str(tmp_path / "slots"), str(root_path(KeyStore(fleet.home))), str(v1), str(v2),
+                str(tmp_path / "d12"), str(tmp_path / "d21")]
+        for i in range(int(os.environ.get("EDGEOPS_DELTA_KILL_ITERATIONS", "6"))):
+            child = zygote.start(*args)
+            assert child.readline() == b"ready\n"
+            for _ in range(rng.randrange(1, 3)):            # let a round or two complete first
+                line = child.readline()
+                while line != b"rebuilt\n":
+                    assert line, "the child died"
+                    line = child.readline()
+            line = child.readline()
+            assert line.startswith(b"rebuild ")
+            serving = line.split()[1].decode()
+            rest = child.kill()                             # reads are slowed: mid-reconstruction
+            inst = make_installer(tmp_path, fleet)
+            inst.resume()
+            p = inst.store.pointer()
+            assert p.active is not None and not p.trial, f"iteration {i}: lost the model"
+            info = inst.store.info(p.active, check_digests=True)
+            assert info is not None
+            if b"rebuilt" not in rest:
+                mid_rebuild += 1
+                assert info.version == serving, f"iteration {i}: not the model it was serving"
     assert mid_rebuild >= 3       # most kills landed mid-reconstruction, as intended
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,8 +16,7 @@ from device_agent.slots import SlotPointer, SlotStore
 from edgeops.errors import BadContentError, ConfigError
 from edgeops.runtime import load_runner
 from tests.device_agent.bundles import FEATURES, onnx_model
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.device_agent.forked_child import Zygote
 
 
 def install(store: SlotStore, version: int) -> str:
@@ -126,42 +122,42 @@ def test_killed_at_random_instants_always_restarts_on_a_whole_model(tmp_path: Pa
     """SIGKILL a real installer process at random points; every restart serves old or new."""
     iterations = int(os.environ.get("EDGEOPS_KILL_ITERATIONS", "60"))
     rng = random.Random(1234)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     store = SlotStore(tmp_path)
     x = np.arange(FEATURES, dtype=np.float32).reshape(1, FEATURES)
     seen_versions: set[int] = set()
     last = 0
+    kills = 0
     # Bounded in time without being a timed assertion: on a loaded machine fewer kills fit, but
     # never fewer than MIN_KILLS, and every kill that ran is checked in full.
     deadline = time.monotonic() + 240
     min_kills = min(iterations, 20)
-    for i in range(iterations):
-        if i >= min_kills and time.monotonic() > deadline:
-            break
-        child = subprocess.Popen([sys.executable, "-m", "tests.device_agent.slot_crash_child",
-                                  str(tmp_path), str(i)], cwd=REPO, env=env,
-                                 stdout=subprocess.PIPE)
-        assert child.stdout is not None
-        assert child.stdout.readline() == b"ready\n"
-        time.sleep(rng.uniform(0.0, 0.25))
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=10)
-        child.stdout.close()
-        p = store.recover(check_digests=True)
-        if i == 0 and p.active is None:
-            continue   # killed before the very first install completed: nothing to serve yet
-        assert p.active is not None, f"iteration {i}: no model after a kill"
-        info = store.info(p.active, check_digests=True)
-        assert info is not None
-        version = int(info.version.split(".")[0])
-        assert version >= last - 1, "went back further than the previous model"
-        runner = load_runner(store.path(p.active, info.model_file), runtime="onnxruntime")
-        y = runner.run({"x": x})["y"]
-        np.testing.assert_allclose(y, x * version + 1, rtol=1e-6)
-        seen_versions.add(version)
-        last = version
-    # the kills landed at different points: many distinct versions were served
-    assert len(seen_versions) > iterations // 4
+    # Each child is a fork of one process that has imported it already (a real process, killed
+    # for real), so a kill costs the random wait, not an interpreter start and its imports.
+    with Zygote("tests.device_agent.slot_crash_child") as zygote:
+        for i in range(iterations):
+            if i >= min_kills and time.monotonic() > deadline:
+                break
+            child = zygote.start(str(tmp_path), str(i))
+            assert child.readline() == b"ready\n"
+            time.sleep(rng.uniform(0.0, 0.25))
+            child.kill()
+            kills += 1
+            p = store.recover(check_digests=True)
+            if i == 0 and p.active is None:
+                continue   # killed before the very first install completed: nothing to serve
+            assert p.active is not None, f"iteration {i}: no model after a kill"
+            info = store.info(p.active, check_digests=True)
+            assert info is not None
+            version = int(info.version.split(".")[0])
+            assert version >= last - 1, "went back further than the previous model"
+            runner = load_runner(store.path(p.active, info.model_file), runtime="onnxruntime")
+            y = runner.run({"x": x})["y"]
+            np.testing.assert_allclose(y, x * version + 1, rtol=1e-6)
+            seen_versions.add(version)
+            last = version
+    # the kills landed at different points: many distinct versions were served (counted
+    # against the kills that ran, which are fewer than asked when the time bound cut in)
+    assert len(seen_versions) > kills // 4, (len(seen_versions), kills)
 
 
 @given(st.sampled_from(["a", "b", None]), st.sampled_from(["a", "b", None]), st.booleans(),

@@ -27,10 +27,10 @@ from tests.edgeops.bundles import PASSPHRASE
 from tests.services import free_port
 
 if TYPE_CHECKING:
-    from device_agent.daemon import Agent
+    from device_agent.daemon import Agent, DaemonSettings
 
 __all__ = ["LiveFleet", "cli_fleet", "enrol_and_start_agents", "free_port", "live_fleet",
-           "publish_bundle", "run_cli", "wait_until"]
+           "publish_bundle", "run_cli", "stop_agents", "wait_until"]
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -114,17 +114,30 @@ def wait_until(what: str, check: Callable[[], Any], timeout_s: float = 120.0) ->
     raise AssertionError(f"timed out waiting for {what} (last: {last})")
 
 
-def enrol_and_start_agents(c: FleetClient, tmp: Path, n: int, agents: list[Agent]) -> None:
+def enrol_and_start_agents(c: FleetClient, tmp: Path, n: int, agents: list[Agent],
+                           settings: DaemonSettings | None = None) -> None:
     """Enrol cameras ``cam-0``..``cam-{n-1}`` (district 4) through the API and start the real
-    daemon on the config enrolment wrote; each started agent is appended to ``agents`` at once,
-    so the caller's ``finally`` stops it even when a later one fails."""
+    daemon on the config enrolment wrote (with ``settings``, else the defaults); each started
+    agent is appended to ``agents`` at once, so the caller's ``finally`` stops it even when a
+    later one fails."""
     from device_agent.config import AgentConfig
-    from device_agent.daemon import Agent
+    from device_agent.daemon import Agent, DaemonSettings
 
     for i in range(n):
         ans = c.enrol(f"cam-{i}", "camera", "x86-cpu", {"district": "4"})
         d = tmp / f"cam-{i}"
         write_enrollment(d, ans["agent_config"], ans["root_json"].encode())
-        agent = Agent(AgentConfig.from_file(d / "agent.json"))
+        agent = Agent(AgentConfig.from_file(d / "agent.json"),
+                      settings=settings or DaemonSettings())
         agent.start()
         agents.append(agent)
+
+
+def stop_agents(agents: list[Agent]) -> None:
+    """Stop every agent at once: each stop waits a second or two for its threads and its last
+    acknowledgements, and eight of them one after another took 15 s."""
+    threads = [threading.Thread(target=a.stop, name=f"stop-{a.device_id}") for a in agents]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

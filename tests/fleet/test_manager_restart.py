@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from device_agent.daemon import DaemonSettings
+from device_agent.outbox import AckSettings
 from edgeops.keys import KeyStore
 from fleet.client import FleetClient
-from tests.fleet.live import enrol_and_start_agents, publish_bundle, wait_until
+from tests.fleet.live import enrol_and_start_agents, publish_bundle, stop_agents, wait_until
 from tests.mosquitto import MosquittoBroker, running_broker
 from tests.services import free_port
 
@@ -107,15 +109,16 @@ def _count_notified(agents: list[Agent]) -> dict[str, int]:
 
 
 def _rollout(keystore: KeyStore, bundle: Path, tmp: Path, managers: list[Serve],
-             interrupt: Any, bound_s: float) -> None:
+             interrupt: Any, bound_s: float, settings: DaemonSettings | None = None) -> None:
     """Roll out to AGENTS agents, ``interrupt()`` once the second phase is notified (it
-    returns the manager that carries on), then the rollout must complete within ``bound_s``."""
+    returns the manager that carries on), then the rollout must complete within ``bound_s``.
+    The agents run with ``settings`` (the product's defaults unless given)."""
     agents: list[Agent] = []
     try:
         for m in managers:
             m.start()
         c = managers[0].client()
-        enrol_and_start_agents(c, tmp, AGENTS, agents)
+        enrol_and_start_agents(c, tmp, AGENTS, agents, settings)
         counts = _count_notified(agents)
         wait_until("devices online", lambda: c.devices(online="true")["total"] == AGENTS, 60)
         publish_bundle(c, keystore, bundle)
@@ -133,8 +136,7 @@ def _rollout(keystore: KeyStore, bundle: Path, tmp: Path, managers: list[Serve],
         assert counts == {a.device_id: 1 for a in agents}, counts     # none notified twice
         assert elapsed < bound_s, elapsed
     finally:
-        for a in agents:
-            a.stop()
+        stop_agents(agents)
         for m in managers:
             m.close()
 
@@ -173,5 +175,7 @@ def test_two_managers_one_killed_for_good_the_other_finishes(
             return b
 
         # no time bar in the issue: devices re-send what the dead session swallowed until its
-        # session expires (10 s), each after its ack timeout (5 s, doubling up to 30 s)
-        _rollout(keystore, bundles["1.0.0"], tmp_path, [a, b], interrupt, 120)
+        # session expires (10 s), each after its ack timeout, here 1 s doubling up to 2 s (the
+        # defaults, 5 s up to 30 s, only add waiting: the re-send path is the same)
+        _rollout(keystore, bundles["1.0.0"], tmp_path, [a, b], interrupt, 120,
+                 DaemonSettings(acks=AckSettings(timeout_s=1.0, max_timeout_s=2.0)))

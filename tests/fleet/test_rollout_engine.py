@@ -81,6 +81,24 @@ def test_phases_are_respected_one_wave_at_a_time(published: Store, keystore) -> 
     assert len(ch.desired) == 5
 
 
+def test_a_device_clock_running_ahead_does_not_hold_the_next_phase_back(
+        published: Store, keystore) -> None:  # type: ignore[no-untyped-def]
+    """Bake time counts on the manager's clock: the canary's report says it is an hour later
+    (a skewed device), and the next wave still goes out once the bake has passed here."""
+    store, ch, clock = published, FakeDeviceChannel(), Clock()
+    enrol(store, 10)
+    eng = engine(store, keystore, ch, clock)
+    dep = eng.create("tiny", "1.0.0", "all", Strategy(parse_phases("1%,50%"), bake_s=10))
+    eng.step(dep.id)
+    (canary,) = ch.desired
+    assert eng.record_state(_report(store, canary, dep.id, DevicePhase.HEALTHY,
+                                    clock() + 3600))
+    clock.t += 11
+    eng.step(dep.id)                                       # advance
+    eng.step(dep.id)                                       # notify wave 1
+    assert len(ch.desired) == 5
+
+
 def test_abort_on_failures_stops_notifying(published: Store, keystore) -> None:  # type: ignore[no-untyped-def]
     store, ch, clock = published, FakeDeviceChannel(), Clock()
     enrol(store, 10)

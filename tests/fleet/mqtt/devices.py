@@ -152,8 +152,12 @@ class SimDevice:
 
     def start_download(self, sha256: str, missing: list[tuple[int, int]] | None = None
                        ) -> Download:
-        dl = self.downloads.setdefault(sha256, Download(sha256))
         self.subscribe(topics.artifact_chunks(sha256))
+        return self.fetch(sha256, missing)
+
+    def fetch(self, sha256: str, missing: list[tuple[int, int]] | None = None) -> Download:
+        """Ask for the artifact (already subscribed to its chunks); no round trip waited for."""
+        dl = self.downloads.setdefault(sha256, Download(sha256))
         self.publish("fetch", FetchRequest(self.device_id, sha256,
                                            tuple(missing) if missing is not None else None
                                            ).to_bytes())

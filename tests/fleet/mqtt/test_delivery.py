@@ -269,3 +269,34 @@ def test_large_artifacts_wait_longer_for_requests_to_pause() -> None:
     assert f.next(4.6) == (big, 0)
     unpaced = FanOut(batch_window_s=0.5, batch_window_max_s=5.0)
     assert unpaced.window_s(big) == 0.5
+
+
+def test_a_chunk_is_counted_and_busy_before_any_device_can_receive_it(tmp_path: Path) -> None:
+    """What a device receives is already in the stats, and delivery is not idle meanwhile.
+
+    A device may receive the last chunk, finish, and have its stats read before the delivery
+    thread runs again; counting after the publish call made a worker test read 16 chunks
+    published for 17 received (tests/fleet/mqtt/test_worker.py, under load)."""
+    data = bytes(range(256)) * 12   # 3 KiB → 3 chunks of 1 KiB
+    path = tmp_path / "art"
+    path.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    seen: list[tuple[int, int, bool]] = []
+    d: ChunkDelivery
+
+    def publish(topic: str, frame: bytes) -> int:
+        # what a device's reader would find the moment the frame is on its way
+        seen.append((d.stats.chunks_published, d.stats.bytes_published, d.idle()))
+        d.published(len(seen))
+        return len(seen)
+
+    d = ChunkDelivery(_Catalog({sha: ArtifactInfo(sha, len(data), path)}), publish,
+                      DeliveryConfig(chunk_bytes=1024, batch_window_s=0.0, max_bytes_per_s=0))
+    d.start()
+    try:
+        d.submit(FetchRequest("cam-1", sha), "x86-cpu")
+        _wait(lambda: len(seen) == 3 and d.idle())
+        assert [(n, idle) for n, _, idle in seen] == [(1, False), (2, False), (3, False)]
+        assert seen[-1][1] == d.stats.bytes_published
+    finally:
+        d.stop()

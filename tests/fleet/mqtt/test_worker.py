@@ -162,7 +162,11 @@ def test_one_publication_serves_every_device_fetching_together(
     sha = add_artifact(store, data, "x86-cpu")
     devs = [device(broker, f"cam-{i}") for i in (1, 2, 3)]
     try:
-        downloads = [d.start_download(sha) for d in devs]
+        # "together": every device listens first, then the three fetches go out back to back
+        # (no subscribe round trip between them), well inside one batching window
+        for d in devs:
+            d.subscribe(topics.artifact_chunks(sha))
+        downloads = [d.fetch(sha) for d in devs]
         for dl in downloads:
             assert dl.done.wait(20), "download did not finish"
         assert all(dl.data() == data and dl.bad == 0 for dl in downloads)
