@@ -43,6 +43,14 @@ def edgeops_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
+def example_model(tmp_path_factory: pytest.TempPathFactory) -> ExampleModel:
+    """The demo's vehicle classifier, really trained, once per session."""
+    from edgeops.examples import make_vehicle_classifier
+
+    return make_vehicle_classifier(tmp_path_factory.mktemp("example"))
+
+
+@pytest.fixture(scope="session")
 def broken_example_model(tmp_path_factory: pytest.TempPathFactory) -> ExampleModel:
     """The demo's broken classifier (really trained, first layer corrupted to Inf), trained
     once per session: training is the expensive part of the tests that use it."""
