@@ -9,7 +9,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["LABELS", "goals", "markdown"]
+__all__ = ["LABELS", "POLICIES", "goals", "markdown"]
+
+# our detectors in the goals: the default policy, one window at 0.0005 per side (two sides
+# within 1e-3) and the previous default (alpha 0.01, 2 windows), when the run has them
+POLICIES = {"ours": "default policy", "ours_fast": "one window at alpha 0.0005",
+            "ours_slow": "alpha 0.01 and 2 windows (the previous default)"}
 
 LABELS = {"calibration": "sim calibration drift (noise_db +15 x d)",
           "spread": "speed spread x1.5, mean kept",
@@ -53,10 +58,14 @@ def goals(r: dict[str, Any]) -> dict[str, Any]:
              for k in ("tabular_device", "tabular_cohort", "images_device", "images_cohort")}
     fa_fast = {k: fa[k]["per_1000"]["ours_fast"] <= rate
                for k in ("tabular_device", "tabular_cohort", "images_device", "images_cohort")}
-    delay: dict[str, list[str]] = {"ours": [], "ours_fast": []}
+    policies = [k for k in POLICIES if all(k in row["delays"] for row in r["detection"])]
+    fa_slow = {k: fa[k]["per_1000"]["ours_slow"] <= rate
+               for k in ("tabular_device", "tabular_cohort", "images_device", "images_cohort")
+               if "ours_slow" in policies}
+    delay: dict[str, list[str]] = {k: [] for k in policies}
     chance: list[str] = []
     compared = same_budget_rows = 0
-    same_budget: dict[str, list[str]] = {"ours": [], "ours_fast": []}
+    same_budget: dict[str, list[str]] = {k: [] for k in policies}
     raw_on = r["versions"]["alibi_detect"] != "not installed"
     for row in r["detection"] if raw_on else []:
         d = {k: _median(v) for k, v in row["delays"].items()}
@@ -96,11 +105,26 @@ def goals(r: dict[str, Any]) -> dict[str, Any]:
                                       "mean_shift": _median(row["delays"]["mean_shift"])}
     b = {f"{x['stream']} {x['requests_per_s']:g} req/s {x['window_s'] / 60:.0f} min":
          x["sketch_bytes_per_day"] / x["raw_input_bytes_per_day"] for x in r["bytes"]}
+    before = {f"{x['stream']} {x['requests_per_s']:g} req/s {x['window_s'] / 60:.0f} min":
+              x["record_bytes_by_encoding"]["json_before"] * 86_400.0 / x["window_s"]
+              / x["raw_input_bytes_per_day"]
+              for x in r["bytes"] if "record_bytes_by_encoding" in x}
     return {"false_alarms_at_most_1_per_1000": fa_ok, "fast_policy_false_alarms": fa_fast,
+            "slow_policy_false_alarms": fa_slow,
             "rows_compared_with_raw": compared, "delay_over_1_5x_raw": delay,
             "raw_alarms_at_chance": chance, "rows_compared_with_ks_same_budget": same_budget_rows,
             "delay_over_1_5x_ks_same_budget": same_budget,
-            "mean_shift_misses": special, "sketch_share_of_raw": b}
+            "mean_shift_misses": special, "sketch_share_of_raw": b,
+            "sketch_share_of_raw_before": before}
+
+
+_ENC = {"json_before": "JSON, before", "json": "JSON", "json_zlib": "JSON + zlib",
+        "varint": "varints", "varint_zlib_default": "varints + zlib",
+        "varint_zlib": "varints + zlib, Huffman only (sent)"}
+
+
+def _pct(share: float) -> str:
+    return f"{share:.2%}" if share >= 0.001 else f"{share:.4%}"
 
 
 def _name(row: dict[str, Any]) -> str:
@@ -129,6 +153,11 @@ def markdown(r: dict[str, Any]) -> str:
     s, v, g = r["settings"], r["versions"], r["goals"]
     labels = _labels()
     raw_on = v["alibi_detect"] != "not installed"
+    # the second column of ours: the previous default policy when the run has it
+    slow = all("ours_slow" in row["delays"] for row in r["detection"]) and "slow_alpha" in s
+    col2 = "ours_slow" if slow else "ours_fast"
+    second = (f"ours, alpha {s['slow_alpha']} x {s['slow_persistence']} windows" if slow
+              else "ours, 1 window")
     tools = (f"Alibi Detect {v['alibi_detect']}, Evidently {v['evidently']} (own venv, Python "
              f"{v.get('driftref_python')}, scipy {v.get('driftref_scipy')}, pandas "
              f"{v.get('driftref_pandas')})" if raw_on else
@@ -142,8 +171,11 @@ def markdown(r: dict[str, Any]) -> str:
            f"{s['features_watched']['tabular']} features; images "
            f"{s['reference_samples']['images']} frames, {s['features_watched']['images']} "
            f"features. Ours: alpha {s['alpha']} per side ({s['correction']}, {s['test']}), alarm "
-           f"after {s['persistence']} windows; one-window policy: alpha {s['fast_alpha']} per "
-           f"side, persistence 1. Mean shift: alarm when a feature's shift > "
+           f"after {s['persistence']} window(s); " + (
+               f"before: alpha {s['slow_alpha']}, {s['slow_persistence']} windows; one window "
+               f"at alpha {s['fast_alpha']} in the goals" if slow else
+               f"one-window policy: alpha {s['fast_alpha']} per side, persistence 1") +
+           ". Mean shift: alarm when a feature's shift > "
            f"{s['mean_shift_alert']}. KSDrift p_val 0.05 Bonferroni; Evidently DataDriftPreset "
            f"defaults. Wall {r['wall_s']} s.", "",
            "Detection delay: drifted windows seen until the alarm (median over seeds, 1 = the "
@@ -152,7 +184,7 @@ def markdown(r: dict[str, Any]) -> str:
            f"windows. Seeds: tabular {s['seeds']['tabular']}, images {s['seeds']['images']}; "
            f"cohorts: {s['cohort_devices']['tabular']} devices (tabular), "
            f"{s['cohort_devices']['images']} cameras (images).", "",
-           "| stream | drift | d | onset | scope | ours | ours, 1 window | mean shift | "
+           f"| stream | drift | d | onset | scope | ours | {second} | mean shift | "
            "KSDrift (raw): p 0.05 / p 0.001 | Evidently (raw): dataset / any column |",
            "|---|---|---:|---|---|---:|---:|---:|---:|---:|"]
     ni = "not installed"
@@ -161,14 +193,14 @@ def markdown(r: dict[str, Any]) -> str:
         ks = f"{_cell(row, 'ks')} / {_cell(row, 'ks_strict')}"
         out.append(f"| {row['stream']} | {labels.get(row['drift'], row['drift'])} | "
                    f"{row['magnitude']:g} | {'gradual' if row['gradual'] else 'abrupt'} | "
-                   f"{row['scope']} | {_cell(row, 'ours')} | {_cell(row, 'ours_fast')} | "
+                   f"{row['scope']} | {_cell(row, 'ours')} | {_cell(row, col2)} | "
                    f"{_cell(row, 'mean_shift')} | {ks if raw_on else ni} | {ev} |")
     fa = r["false_alarms"]
     out += ["", "False alarms (alarm onsets) per 1,000 no-drift windows; in brackets the share "
             "of windows in alarm (ours: the share of windows a side flagged, inputs/outputs). "
             "Image streams resample a pool of 6,000 no-drift frames; the raw detectors judge "
             "the first windows only (count stated):", "",
-            "| stream | windows | ours | ours, 1 window | mean shift | windows KSDrift / "
+            f"| stream | windows | ours | {second} | mean shift | windows KSDrift / "
             "Evidently | KSDrift p 0.05 / p 0.001 | Evidently dataset | Evidently any column |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k, label in (("tabular_device", "tabular, one device"),
@@ -186,13 +218,13 @@ def markdown(r: dict[str, Any]) -> str:
         flags = f"{pct['flag_input']:.1f} / {pct['flag_output']:.1f} % flagged"
         rawn = f"{f['windows'].get('ks', 0)} / {f['windows'].get('evidently', 0)}"
         out.append(f"| {label} | {f['windows']['ours']} | {p['ours']:.1f} ({flags}) | "
-                   f"{c('ours_fast')} | {c('mean_shift')} | {rawn if raw_on else ni} | "
+                   f"{c(col2)} | {c('mean_shift')} | {rawn if raw_on else ni} | "
                    f"{c('ks') + ' / ' + c('ks_strict') if raw_on else ni} | "
                    f"{c('evidently') if raw_on else ni} | "
                    f"{c('evidently_any') if raw_on else ni} |")
-    out += ["", "Bytes per device per day (one sketch record per window, compact JSON as sent; "
-            "raw = the model's float32 inputs; today's mean-shift `drift` record is sent every "
-            "10 s telemetry interval):", "",
+    out += ["", "Bytes per device per day (one sketch record per window, compact JSON as the "
+            "agent sends it, counts packed; raw = the model's float32 inputs; today's "
+            "mean-shift `drift` record is sent every 10 s telemetry interval):", "",
             "| stream | requests/s | window | features | sketch B per feature per window | "
             "sketch B/day | mean-shift B/day | raw inputs B/day | sketch / raw | under 1 % from |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -202,8 +234,28 @@ def markdown(r: dict[str, Any]) -> str:
                    f"{b['features']} | {b['sketch_bytes_per_feature_window']} | "
                    f"{b['sketch_bytes_per_day']:,} | {'-' if ms is None else f'{ms:,}'} | "
                    f"{b['raw_input_bytes_per_day']:,} | "
-                   f"{b['sketch_bytes_per_day'] / b['raw_input_bytes_per_day']:.2%} | "
+                   f"{_pct(b['sketch_bytes_per_day'] / b['raw_input_bytes_per_day'])} | "
                    f"{b['under_1pct_from_requests_per_s']:g} req/s |")
+    enc = [b for b in r["bytes"] if "record_bytes_by_encoding" in b]
+    if enc:
+        out += ["", "The record's counts encoded each way (bytes of the whole record, compact "
+                "JSON, and its share of the raw inputs; the agent sends varints + zlib, Huffman "
+                "only: edgeops/drift/sketch_codec.py; \"before\": the record agents sent before "
+                "it, counts as JSON, the clock's float timestamps and `sample_every`):", "",
+                "| stream | requests/s | window | " + " | ".join(_ENC.values()) + " |",
+                "|---|---:|---:|" + "---:|" * len(_ENC)]
+        for b in enc:
+            per_day = 86_400.0 / b["window_s"]
+            raw = b["raw_input_bytes_per_day"]
+            cells = [f"{v:,} ({_pct(v * per_day / raw)})" if v is not None else "-"
+                     for v in (b["record_bytes_by_encoding"].get(k) for k in _ENC)]
+            out.append(f"| {b['stream']} | {b['requests_per_s']:g} | "
+                       f"{b['window_s'] / 60:.0f} min | " + " | ".join(cells) + " |")
+        outs = {b["stream"]: b["raw_output_bytes_per_request"] for b in enc}
+        out += ["", "Raw = the model's inputs only (what the raw-data detectors test; the "
+                "manager could rerun the model on them for prediction drift). Shipping the "
+                "outputs too would add " + ", ".join(f"{v} B per request ({k})"
+                                                     for k, v in outs.items()) + "."]
     cpu, hot = r["manager_cpu"], r["agent_us_per_request"]
     out += ["", "Manager CPU (process time, median of 3), tabular "
             "(14 features), 1,000 devices x 3 windows, merge + tests of both sides: one cohort "
@@ -217,19 +269,24 @@ def markdown(r: dict[str, Any]) -> str:
     fa_ok = g["false_alarms_at_most_1_per_1000"]
     out.append("- false alarms <= 1 per 1,000 windows (default policy): " + ", ".join(
         f"{k.replace('_', ' ')} {'met' if ok else 'MISSED'} ({fa[k]['per_1000']['ours']:.1f})"
-        for k, ok in fa_ok.items()) + "; one-window policy: " + ", ".join(
+        for k, ok in fa_ok.items()) + f"; {POLICIES['ours_fast']}: " + ", ".join(
         f"{k.replace('_', ' ')} {'met' if ok else 'MISSED'} "
         f"({fa[k]['per_1000']['ours_fast']:.1f})"
-        for k, ok in g["fast_policy_false_alarms"].items()) + ";")
+        for k, ok in g["fast_policy_false_alarms"].items()) + (
+        "; alpha 0.01 and 2 windows (the previous default): " + ", ".join(
+            f"{k.replace('_', ' ')} {'met' if ok else 'MISSED'} "
+            f"({fa[k]['per_1000']['ours_slow']:.1f})"
+            for k, ok in g["slow_policy_false_alarms"].items())
+        if g.get("slow_policy_false_alarms") else "") + ";")
     if raw_on:
-        for name, label in (("ours", "default policy"), ("ours_fast", "one-window policy")):
-            miss = g["delay_over_1_5x_raw"][name]
+        for name, miss in g["delay_over_1_5x_raw"].items():
+            label = POLICIES[name]
             out.append(f"- delay within 1.5x of the faster raw detector (KSDrift, Evidently "
                        f"dataset drift), {label}: {g['rows_compared_with_raw'] - len(miss)} of "
                        f"{g['rows_compared_with_raw']} rows where a raw detector alarmed"
                        + (f"; missed: {'; '.join(miss)}" if miss else "") + ";")
-        for name, label in (("ours", "default policy"), ("ours_fast", "one-window policy")):
-            miss = g.get("delay_over_1_5x_ks_same_budget", {}).get(name, [])
+        for name, miss in g.get("delay_over_1_5x_ks_same_budget", {}).items():
+            label = POLICIES[name]
             n = g.get("rows_compared_with_ks_same_budget", 0)
             out.append(f"- delay within 1.5x of KSDrift at the same false-alarm budget (p_val "
                        f"0.001), {label}: {n - len(miss)} of {n} rows where it alarmed"
@@ -240,8 +297,10 @@ def markdown(r: dict[str, Any]) -> str:
                        + "; ".join(g["raw_alarms_at_chance"]) + ";")
     else:
         out.append("- delay within 1.5x of the raw detectors: not checked (not installed);")
+    before = g.get("sketch_share_of_raw_before", {})
     out.append("- sketch under 1 % of the raw inputs: " + ", ".join(
-        f"{k} {v:.2%} ({'met' if v < 0.01 else 'MISSED'})"
+        f"{k} {_pct(v)} ({'met' if v < 0.01 else 'MISSED'}"
+        + (f"; JSON record before: {_pct(before[k])}" if k in before else "") + ")"
         for k, v in g["sketch_share_of_raw"].items()) + ";")
     out.append("- detected by ours, missed by the mean shift (median delay, ours / mean "
                "shift): " + ", ".join(f"{k} {_fmt(v['ours'])} / {_fmt(v['mean_shift'])}"

@@ -56,7 +56,8 @@ _BASELINES = {
     "console": "plain API paging / first scrape in the same run",
     "converter_large": "FP32 source (external data) in the same run; opt-in, run by hand",
     "converter_gpu": "FP32 source on the same CUDA provider, interleaved",
-    "converter_onnx": "FP32 model and stock `quantize_static`",
+    "converter_onnx": "FP32 model and stock `quantize_static`; the 8-bit `x86-cpu-vnni` build "
+                      "beside the 7-bit `x86-cpu` one",
     "converter_tflite": "ONNX Runtime FP32 and ORT static INT8",
     "converter_zoo": "FP32 source and stock `quantize_static`, interleaved",
     "fleet_delivery_agents": "none in the same run: the 60 s goal beside each size",

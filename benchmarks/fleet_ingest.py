@@ -29,17 +29,26 @@ Variants, side by side in one run on the same machine:
   queues it in the workers' sessions), then the workers come back and the clock measures only
   broker → worker → database, without the publishers competing for the same two cores.
 
-Run: ``python -m benchmarks.fleet_ingest [--quick]``; writes results/fleet_ingest.{json,md}.
+Before/after a change of the worker's code: ``--against LABEL=PATH`` (repeatable) also runs every
+tuned variant with the code of another checkout (``git worktree add ../old <commit>``), in a
+subprocess whose imports come from PATH, alternating with this tree's run of the same variant
+in every repeat; the rows say which code ran (the baseline runs with this tree only).
+
+Run: ``python -m benchmarks.fleet_ingest [--quick]``; writes results/fleet_ingest.{json,md}
+(``--only``/``--against`` runs: results/fleet_ingest.only-<variants>[-vs-<labels>].{json,md}).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import multiprocessing as mp
 import os
 import re
 import resource
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -313,6 +322,49 @@ def run_variant(v: Variant, publishers: int = 2) -> dict[str, Any]:
             "publisher_processes": publishers, "load_avg_1m_at_start": round(load, 2)}
 
 
+_ELSEWHERE = """
+import json, sys
+from benchmarks.fleet_ingest import Variant, run_variant
+print("RESULT " + json.dumps(run_variant(Variant(**json.loads(sys.argv[1])))))
+"""
+
+
+def _revision(path: Path) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return out.stdout.strip()
+
+
+def run_variant_elsewhere(path: Path, v: Variant) -> dict[str, Any]:
+    """``run_variant(v)`` with the code of the checkout at ``path`` (its own worker, adapter and
+    benchmark), in a subprocess; that checkout's ``Variant`` must accept this one's fields."""
+    env = dict(os.environ, PYTHONPATH=str(path))
+    proc = subprocess.run([sys.executable, "-c", _ELSEWHERE, json.dumps(dataclasses.asdict(v))],
+                          cwd=path, env=env, capture_output=True, text=True, timeout=1800)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"fleet_ingest: {v.name} ({v.db}) with the code in {path} failed: {tail}")
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+    return result
+
+
+def _arms(against: list[str]) -> list[tuple[str, Path | None]]:
+    """This tree first, then each ``LABEL=PATH`` of ``--against``."""
+    arms: list[tuple[str, Path | None]] = [(f"this tree ({_revision(ROOT)})", None)]
+    for spec in against:
+        label, sep, path = spec.partition("=")
+        where = Path(path).resolve()
+        if not sep or not label or not (where / "fleet" / "worker.py").is_file():
+            raise SystemExit(f"fleet_ingest: --against {spec!r} is not LABEL=PATH of a checkout "
+                             "of this repository (e.g. before=../ingest-old)")
+        arms.append((f"{label} ({_revision(where)})", where))
+    return arms
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -324,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-postgres", action="store_true")
     ap.add_argument("--only", default=None,
                     help="run only variants whose name contains this (plus the baseline)")
+    ap.add_argument("--against", action="append", default=[], metavar="LABEL=PATH",
+                    help="also run each tuned variant with another checkout's code, "
+                         "alternating with this tree (repeatable)")
     args = ap.parse_args(argv)
+    arms = _arms(args.against)
     if args.quick:
         args.devices, args.messages, args.naive_messages, args.repeats = 4, 200, 10, 1
     variants = [Variant("naive (baseline)", "sqlite", False, args.devices, args.naive_messages,
@@ -354,17 +410,21 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     for r in range(args.repeats):
         for v in variants:
-            res = run_variant(v)
-            res["repeat"] = r
-            print(f"  {v.name:17} {v.db:10} {res['persisted_msgs_per_s']:>9.1f} msg/s "
-                  f"lost {res['lost']}", file=sys.stderr, flush=True)
-            runs.append(res)
+            for code, path in (arms if v.tuned else arms[:1]):
+                res = run_variant(v) if path is None else run_variant_elsewhere(path, v)
+                res["repeat"] = r
+                res["code"] = code
+                print(f"  {v.name:17} {v.db:10} {code:24} {res['persisted_msgs_per_s']:>9.1f} "
+                      f"msg/s lost {res['lost']}", file=sys.stderr, flush=True)
+                runs.append(res)
     summary = []
-    for v in variants:
-        mine = [x for x in runs if x["variant"] == v.name and x["db"] == v.db]
+    groups = [(v, code) for v in variants for code, _ in (arms if v.tuned else arms[:1])]
+    for v, code in groups:
+        mine = [x for x in runs
+                if x["variant"] == v.name and x["db"] == v.db and x["code"] == code]
         rates = sorted(x["persisted_msgs_per_s"] for x in mine)
         median = rates[len(rates) // 2]
-        summary.append({"variant": v.name, "db": v.db, "median_msgs_per_s": median,
+        summary.append({"variant": v.name, "db": v.db, "code": code, "median_msgs_per_s": median,
                          "runs": len(mine), "messages_per_run": mine[0]["messages_sent"],
                          "max_lost": max(x["lost"] for x in mine),
                          "max_duplicates": max(x["duplicates"] for x in mine),
@@ -385,20 +445,24 @@ def main(argv: list[str] | None = None) -> int:
                            "records_per_message": 1, "qos": 1, "repeats": args.repeats,
                            "worker_threads": "per worker process: 1 paho network thread + "
                                              "1 ingest consumer (+ idle chunk session)",
-                           "publisher_processes": 2, "goal_msgs_per_s": 5000},
+                           "publisher_processes": 2, "goal_msgs_per_s": 5000,
+                           "code": [code for code, _ in arms]},
             "summary": summary, "runs": runs}
     lines = ["## fleet_ingest: telemetry persisted end to end at QoS 1", "",
              f"{args.devices} devices in 2 publisher processes, 1 record per message, real "
              f"Mosquitto {data['versions']['mosquitto']}, paho {data['versions']['paho-mqtt']}, "
              f"ManagerWorker processes (1 network + 1 ingest thread each), {os.cpu_count()} "
              f"cores shared by broker, publishers, workers and the database. Median of "
-             f"{args.repeats}. The machine is shared with other jobs: see the load average.", "",
-             "| variant | store | messages/run | median msg/s | × baseline | max lost | "
-             "max dup | broker dropped | CPU µs/msg worker / broker / publishers | "
-             "load avg at start |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+             f"{args.repeats}. The machine is shared with other jobs: see the load average.", ""]
+    if len(arms) > 1:
+        lines += ["Code: this tree's and that of " + ", ".join(c for c, _ in arms[1:]) +
+                  ", run alternately (same variant, one after the other, in every repeat).", ""]
+    lines += ["| variant | store | code | messages/run | median msg/s | × baseline | max lost | "
+              "max dup | broker dropped | CPU µs/msg worker / broker / publishers | "
+              "load avg at start |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for s in summary:
-        lines.append(f"| {s['variant']} | {s['db']} | {s['messages_per_run']} | "
+        lines.append(f"| {s['variant']} | {s['db']} | {s['code']} | {s['messages_per_run']} | "
                      f"{s['median_msgs_per_s']:.0f} | {s['ratio_vs_baseline']} | "
                      f"{s['max_lost']} | {s['max_duplicates']} | {s['max_broker_dropped']} | "
                      f"{s['median_worker_cpu_us_per_msg']} / "
@@ -413,8 +477,13 @@ def main(argv: list[str] | None = None) -> int:
     # a partial run (--only) gets its own files, next to the full run's, shown beside them in
     # benchmarks/README.md (results/fleet_ingest.only-<variants>.md)
     only = "-".join(re.findall(r"[a-z0-9]+", args.only.lower())) if args.only else ""
-    write_results(f"fleet_ingest.only-{only}" if only else "fleet_ingest", data,
-                  "\n".join(lines) + "\n")
+    if only and all(v.name in ("tuned", "tuned, 2 workers") for v in variants[1:]):
+        only = "tuned"        # --only matched nothing beyond the variants it always keeps
+    name = f"fleet_ingest.only-{only}" if only else "fleet_ingest"
+    if len(arms) > 1:
+        labels = [spec.partition("=")[0] for spec in args.against]
+        name += "-vs-" + "-".join(re.findall(r"[a-z0-9]+", "-".join(labels).lower()))
+    write_results(name, data, "\n".join(lines) + "\n")
     return 0
 
 

@@ -99,7 +99,10 @@ def _signers() -> list[Any]:
 @click.option("--name", required=True, help="Bundle name (lower-case, e.g. vehicle-classifier).")
 @click.option("--version", "version", required=True, help="Semantic version, e.g. 1.0.0.")
 @click.option("--target", "target_names", multiple=True, required=True,
-              help="Target profile (repeatable); see `edgeops targets`.")
+              help="Target profile (repeatable); see `edgeops targets`. INT8 is planned for "
+                   "the target's CPU, never this machine's: x86-cpu (7-bit weights) runs on any "
+                   "x86-64 CPU, x86-cpu-vnni (8-bit) only on CPUs with AVX-512 VNNI or "
+                   "AVX-VNNI.")
 @click.option("--precision", default=None,
               help="Precision for every target, or per target: x86-cpu=fp32,cuda-gpu=fp16 "
                    "(default: each profile's first).")

@@ -2,8 +2,9 @@
 
 The pipeline for static precisions:
 
-1. plan (pure, :func:`plan_for`): activation/weight types, per-channel, ``reduce_range`` from
-   the target's ISA facts (VNNI or not on x86, dot-product on ARM, QNN's uint8/uint16);
+1. plan (pure, :func:`converters.onnx_plan.plan_for`): activation/weight types, per-channel,
+   ``reduce_range`` from the TARGET profile's ISA (x86 with or without declared VNNI, ARM64,
+   QNN's uint8/uint16), never from the build machine's CPU;
 2. prepare: upgrade to opset 13+ (DequantizeLinear ``axis``), shape inference and basic graph
    optimisation, name every node; on CPU plans, rewrite upsampling ConvTranspose into the 1x1
    Conv + pixel shuffle it is, which ORT's CPU EP runs in INT8 (converters/onnx_int8_graph);
@@ -26,12 +27,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from converters.api import BackendContext, BuiltArtifact
 from converters.onnx_calibrate import calibrated_ranges
+from converters.onnx_plan import QuantPlan, build_machine_caveat, cpu_facts, plan_for
 from converters.onnx_utils import (
     fix_batch,
     has_external_data,
@@ -50,65 +52,6 @@ QNN_INT16_OPSET = 21          # uint16 QuantizeLinear in the default domain
 SENSITIVITY_SAMPLES = 8
 MAX_FLOAT_FRACTION = 0.5      # beyond this, INT8 is not worth shipping: fail the gate instead
 _COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-
-
-@dataclass(frozen=True)
-class QuantPlan:
-    """How a target is quantised, and why (recorded in the manifest's details)."""
-
-    activation_type: str          # "uint8" | "int8" | "uint16"
-    weight_type: str              # "int8" | "uint8"
-    per_channel: bool
-    reduce_range: bool
-    activation_symmetric: bool
-    qnn: bool
-    reason: str
-
-
-def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
-    """ISA facts of this (build) machine, from /proc/cpuinfo flags."""
-    import platform
-
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-    return {"machine": platform.machine(),
-            "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}),
-            "avx512": "avx512f" in flags, "avx2": "avx2" in flags,
-            "arm_dotprod": "asimddp" in flags}
-
-
-def plan_for(profile_name: str, options: dict[str, Any], precision: str,
-             facts: dict[str, Any]) -> QuantPlan:
-    """Pure: the quantisation plan for a profile, precision and ISA facts."""
-    if options.get("activation_type") or profile_name.startswith("qnn"):
-        act = "uint16" if precision == "int16" else "uint8"
-        return QuantPlan(act, "uint8", per_channel=True, reduce_range=False,
-                         activation_symmetric=False, qnn=True,
-                         reason=f"QNN HTP runs asymmetric {act} activations with uint8 "
-                                "weights; ORT's QNN overrides applied")
-    isa = options.get("isa", facts.get("machine"))
-    if isa in ("arm64", "aarch64"):
-        return QuantPlan("int8", "int8", per_channel=True, reduce_range=False,
-                         activation_symmetric=False, qnn=False,
-                         reason="ARM64: s8s8 QDQ maps onto sdot/smmla dot-product kernels; "
-                                "no saturation, full 8-bit range")
-    vnni = bool(options.get("vnni", facts.get("vnni")))
-    if vnni:
-        return QuantPlan("uint8", "int8", per_channel=True, reduce_range=False,
-                         activation_symmetric=False, qnn=False,
-                         reason="x86 with VNNI: u8s8 runs on vpdpbusd without intermediate "
-                                "saturation; full 8-bit weights")
-    return QuantPlan("uint8", "int8", per_channel=True, reduce_range=True,
-                     activation_symmetric=False, qnn=False,
-                     reason="x86 without VNNI: u8s8 uses vpmaddubsw, whose int16 pairs can "
-                            "saturate; weights kept to 7 bits (reduce_range)")
 
 
 def _qtype(name: str) -> Any:
@@ -259,7 +202,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     if ctx.precision == "int8-dynamic":
         return _dynamic(ctx, accept)
     facts = cpu_facts()
-    plan = plan_for(ctx.profile.name, dict(ctx.profile.options), ctx.precision, facts)
+    plan = plan_for(ctx.profile.name, dict(ctx.profile.options), ctx.precision)
+    caveat = _announce(ctx, plan, facts)
     min_opset = QNN_INT16_OPSET if plan.activation_type == "uint16" else MIN_QDQ_OPSET
     source_opset = model_opset(ctx.data.model)
     ctx.progress(f"{ctx.profile.name}: preparing (opset {source_opset} → "
@@ -357,7 +301,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         else "measured on the build machine" if native and not plan.qnn
         else "skipped: the build machine cannot run this target's kernels",
         **({"performance": perf_summary} if perf_summary else {}),
-        "plan": asdict(plan), "isa": facts,
+        "plan": asdict(plan), "build_machine": facts,
+        **({"warnings": [f"{ctx.profile.name}: {caveat}"]} if caveat else {}),
         "opset": {"source": source_opset, "artifact": model_opset_path(out)},
         "postprocessing_tail": ({"float": sorted(tail), "outputs_unquantised": freed_outputs}
                                 if not quantise_tail else
@@ -463,12 +408,24 @@ def rank_nodes(model: Any, qdq: Path, samples: Any, candidates: set[str]
     return rank_sensitive_nodes(model, qdq, samples, sorted(candidates))
 
 
+def _announce(ctx: BackendContext, plan: QuantPlan, facts: dict[str, Any]) -> str | None:
+    """Say which ISA the artifact is for, and whether this machine's gate is faithful to it."""
+    ctx.progress(f"{ctx.profile.name}: {ctx.precision} for {plan.target_isa} "
+                 f"({'7-bit' if plan.reduce_range else '8-bit'} weights): {plan.reason}")
+    caveat = build_machine_caveat(plan, facts)
+    if caveat:
+        ctx.progress(f"{ctx.profile.name}: {caveat}")
+    return caveat
+
+
 def _dynamic(ctx: BackendContext, accept: Any) -> BuiltArtifact:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     facts = cpu_facts()
-    isa = ctx.profile.options.get("isa", facts["machine"])
-    reduce_range = isa in ("x86_64",) and not facts["vnni"]
+    # The same rule as static INT8: dynamic MatMulInteger runs the same u8s8 kernels.
+    plan = plan_for(ctx.profile.name, dict(ctx.profile.options), ctx.precision)
+    caveat = _announce(ctx, plan, facts)
+    reduce_range = plan.reduce_range
     model = ctx.data.upgraded(MIN_QDQ_OPSET)
     src = save_model(model, ctx.workdir / "source.onnx")
     out = ctx.workdir / "model.onnx"
@@ -481,9 +438,11 @@ def _dynamic(ctx: BackendContext, accept: Any) -> BuiltArtifact:
 
     if not any_quantised(out):
         return ship_fp32(ctx, model)
-    built: BuiltArtifact = accept(ctx, out, {"pass": "dynamic-int8", "isa": facts,
-                             "plan": {"weight_type": "int8", "per_channel": True,
-                                      "reduce_range": reduce_range,
-                                      "reason": "dynamic: activations quantised at run time; "
-                                                "no calibration"}})
+    built: BuiltArtifact = accept(ctx, out, {
+        "pass": "dynamic-int8", "build_machine": facts,
+        "plan": {"weight_type": "int8", "per_channel": True, "reduce_range": reduce_range,
+                 "target_isa": plan.target_isa,
+                 "reason": "dynamic: activations quantised at run time; no calibration; "
+                           + plan.reason},
+        **({"warnings": [f"{ctx.profile.name}: {caveat}"]} if caveat else {})})
     return built

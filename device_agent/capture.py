@@ -34,6 +34,7 @@ import numpy as np
 from edgeops.fsutil import atomic_write
 from edgeops.protocol.capture import CaptureOrder, sample_bytes
 from edgeops.protocol.messages import MessageError
+from edgeops.protocol.records import CaptureSampleRecord
 
 __all__ = ["CaptureSampler"]
 
@@ -127,7 +128,7 @@ class CaptureSampler:
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
     # -- the telemetry tick ------------------------------------------------------------------
-    def take(self, device_id: str, bundle: str | None) -> list[dict[str, Any]]:
+    def take(self, device_id: str, bundle: str | None) -> list[CaptureSampleRecord]:
         """Buffered samples as ``capture`` records (the byte counts are saved first)."""
         with self._lock:
             order = self.order
@@ -139,9 +140,8 @@ class CaptureSampler:
             first = self.next_seq
             self.next_seq += len(items)
             self._save()
-        return [{"kind": "capture", "ts": ts, "device_id": device_id,
-                 "capture_id": order.capture_id, "bundle": bundle, "seq": first + i,
-                 "bytes": len(data), "data": base64.b64encode(data).decode("ascii")}
+        return [CaptureSampleRecord(ts, device_id, order.capture_id, bundle, first + i, len(data),
+                              base64.b64encode(data).decode("ascii"))
                 for i, (ts, data) in enumerate(items)]
 
     # -- persistence -------------------------------------------------------------------------

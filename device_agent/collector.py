@@ -29,6 +29,12 @@ from device_agent.telemetry import (
 )
 from edgeops.bundle.manifest import Manifest
 from edgeops.errors import EdgeOpsError
+from edgeops.protocol.records import (
+    HeartbeatRecord,
+    InferenceRecord,
+    LatencyHistogram,
+    TelemetryRecord,
+)
 
 __all__ = ["TelemetryCollector"]
 
@@ -58,7 +64,7 @@ class TelemetryCollector(AgentPart):
         self._drift_ref_key: str | None = None
         self._baseline: tuple[str | None, dict[str, Any]] = (None, {})
         # more records per interval from other parts (ground truth, capture): (now, bundle) in
-        self.sources: list[Callable[[float, str | None], list[dict[str, Any]]]] = []
+        self.sources: list[Callable[[float, str | None], list[TelemetryRecord]]] = []
 
     def tick(self, now: float) -> None:
         """The I/O loop's pass: collect when the interval is up."""
@@ -71,31 +77,32 @@ class TelemetryCollector(AgentPart):
         st = self.core.store.status()
         active = st.get("active")
         label = f"{active['name']}@{active['version']}" if active else None
-        records: list[dict[str, Any]] = [
-            {"kind": "heartbeat", "ts": now, "agent_version": AGENT_VERSION,
-             "uptime_s": round(now - self.started_at, 1), "active": active,
-             **self.agent_heartbeat()},
+        records: list[TelemetryRecord] = [
+            HeartbeatRecord.from_dict({**self.agent_heartbeat(), "ts": now,
+                                       "agent_version": AGENT_VERSION,
+                                       "uptime_s": round(now - self.started_at, 1),
+                                       "active": active}),
             system_record(now, self.data_dir),
-            {"kind": "inference", "ts": now, "bundle": label,
-             **self.core.inference.stats.snapshot(reset=True)}]
+            _inference_record(now, label, self.core.inference.stats.snapshot(reset=True))]
         drift = drift_record(now, self.features.drain(), self._baseline_for(active), label)
         if drift is not None:
             records.append(drift)
+        wire = [r.to_dict() for r in records]
         sketch = self._drift_sketch_record(now, active, label)
-        if sketch is not None:
-            records.append(sketch)
+        if sketch is not None:          # not typed yet (edgeops/protocol/records.py)
+            wire.append(sketch)
         for source in self.sources:
-            records += source(now, label)
+            wire += [r.to_dict() for r in source(now, label)]
         try:
             self.queue.push_many([json.dumps(r, sort_keys=True, separators=(",", ":"),
-                                             default=str).encode() for r in records])
+                                             default=str).encode() for r in wire])
         except Exception as exc:
             if not is_disk_full(exc):
                 raise
             # Measurements are let go; the disk reserve is kept for state reports.
             if not self.lost:
                 log.error("disk full: telemetry is not queued until there is room (%s)", exc)
-            self.lost += len(records)
+            self.lost += len(wire)
             return
         if self.lost:
             log.info("telemetry queued again; %d records were lost to a full disk", self.lost)
@@ -130,3 +137,11 @@ class TelemetryCollector(AgentPart):
             except (OSError, EdgeOpsError, KeyError):
                 self._baseline = (key, {})
         return self._baseline[1]
+
+
+def _inference_record(now: float, bundle: str | None, snap: dict[str, Any]) -> InferenceRecord:
+    """The inference service's figures since the last record (``InferenceStats.snapshot``)."""
+    h = snap["histogram"]
+    return InferenceRecord(now, bundle, snap["count"], snap["errors"], snap["p50_ms"],
+                           snap["p95_ms"], snap["p99_ms"],
+                           LatencyHistogram(tuple(h["le_ms"]), tuple(h["counts"])))

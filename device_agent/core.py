@@ -26,6 +26,7 @@ from device_agent.inference import InferenceService
 from device_agent.installer import DeltaArtifact, Installer, InstallOutcome, InstallRequest
 from device_agent.policy import InstallPolicy
 from device_agent.slots import SlotInfo, SlotStore
+from edgeops.cpu import CpuFacts, read_cpu_facts, target_shortfall
 from edgeops.errors import ConfigError, EdgeOpsError
 from edgeops.protocol.messages import DevicePhase
 from edgeops.trust import trusted_targets_keys
@@ -97,8 +98,10 @@ class AgentCore:
 
     def __init__(self, config: AgentConfig, *, on_phase: PhaseCallback | None = None,
                  health_settings: HealthSettings = DEFAULT_HEALTH,
-                 inference_threads: int = 1) -> None:
+                 inference_threads: int = 1, cpu: CpuFacts | None = None) -> None:
         self.config = config
+        # This CPU's flags decide which INT8 artifacts it computes correctly (edgeops.cpu).
+        self.cpu = cpu if cpu is not None else read_cpu_facts()
         self.store = SlotStore(config.slots_dir)
         self.policy = InstallPolicy.from_config(config.policy)
         self.inference = InferenceService(threads=inference_threads)
@@ -109,7 +112,8 @@ class AgentCore:
             self.store, target=config.target, trusted=keys,  # type: ignore[arg-type]
             threshold=threshold, agent_version=AGENT_VERSION, policy=self.policy,
             health_settings=health_settings, on_phase=self._phase,
-            on_activate=self._activate, state_file=config.data_dir / "install_state.json")
+            on_activate=self._activate, state_file=config.data_dir / "install_state.json",
+            cpu=self.cpu)
         self.api: Any = None            # device_agent.local_api.LocalApiServer when serving
         self._lock = AgentLock(config.data_dir)
 
@@ -121,9 +125,23 @@ class AgentCore:
         """
         self._lock.acquire()
         try:
+            enrolment = target_shortfall(self.config.target, self.cpu)
+            if enrolment is not None:
+                # A warning, not a refusal: FP32 artifacts of the target still run correctly,
+                # every INT8 one is refused at install and reported to the fleet, and a
+                # running agent is one the fleet can see (docs/AGENT.md).
+                log.warning("%s; enrol this device as x86-cpu", enrolment)
             resumed = self.installer.resume()
             active = self.store.active()
-            if active is not None and self.inference.model is None:
+            wrong = self.installer.shortfall(active) if active is not None else None
+            if wrong is not None and active is not None:
+                # Installed before the agent checked the CPU: serving nothing is a clear
+                # "no model" answer, serving it would be silently wrong outputs.
+                log.error("active model %s@%s is not served: %s; enrol this device as x86-cpu",
+                          active.name, active.version, wrong)
+                if self.inference.model is not None:     # a resumed trial loaded it
+                    self.inference.load_slot(self.store, None)
+            elif active is not None and self.inference.model is None:
                 try:
                     self.inference.load_slot(self.store, active)
                 except EdgeOpsError as exc:

@@ -77,6 +77,7 @@ from edgeops.protocol import (
 )
 from edgeops.protocol.bodies import raw_deployment_id
 from edgeops.protocol.capture import CaptureOrder
+from edgeops.protocol.records import TelemetryRecord
 
 __all__ = ["Agent", "DaemonSettings", "run"]
 
@@ -421,13 +422,15 @@ class Agent:
         self.report(None, reason=f"capture {order.capture_id} "
                                  f"{'opened' if order.open else 'closed'}")
 
-    def _accuracy_records(self, now: float, label: str | None) -> list[dict[str, Any]]:
+    def _accuracy_records(self, now: float, label: str | None) -> list[TelemetryRecord]:
         """Closed ground-truth windows (device_agent/feedback.py)."""
-        return self.predictions.take(now, self.device_id) if self.predictions.due(now) else []
+        if not self.predictions.due(now):
+            return []
+        return list(self.predictions.take(now, self.device_id))
 
-    def _capture_records(self, now: float, label: str | None) -> list[dict[str, Any]]:
+    def _capture_records(self, now: float, label: str | None) -> list[TelemetryRecord]:
         """Captured samples waiting to be sent (device_agent/capture.py)."""
-        return self.capture.take(self.device_id, label)
+        return list(self.capture.take(self.device_id, label))
 
     def _on_ack(self, payload: bytes) -> None:
         try:

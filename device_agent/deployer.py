@@ -202,7 +202,8 @@ class Deployer:
         d = fetched.final_delivery()
         if d is not None:
             rec = delivery_record(self.clock(), dep, label, d)
-            self.telemetry.push(json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
+            self.telemetry.push(json.dumps(rec.to_dict(), sort_keys=True,
+                                           separators=(",", ":")).encode())
 
     def _check_cancel(self, dep: str | None) -> None:
         if self.stopping.is_set():

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from edgeops.errors import BadContentError
+from edgeops.protocol.records import AccuracyRecord
 
 __all__ = ["ABS_ERROR_EDGES", "FeedbackRefused", "PredictionLog"]
 
@@ -141,14 +142,17 @@ class PredictionLog:
     def due(self, now: float) -> bool:
         return bool(self._windows) and now - self._start >= self.window_s
 
-    def take(self, now: float, device_id: str) -> list[dict[str, Any]]:
+    def take(self, now: float, device_id: str) -> list[AccuracyRecord]:
         """Close the window into ``accuracy`` records (one per bundle and task)."""
         with self._lock:
             windows, start = self._windows, self._start
             self._reset(now)
-        return [{"kind": "accuracy", "ts": now, "device_id": device_id, "bundle": bundle,
-                 "task": task, "window_start": start, "window_end": now, **counts}
-                for (bundle, task), counts in windows.items() if bundle is not None]
+        return [AccuracyRecord(now, device_id, bundle, task, start, now, c["total"],
+                               c.get("correct"),
+                               {k: (v[0], v[1]) for k, v in c["per_class"].items()}
+                               if "per_class" in c else None,
+                               tuple(c["abs_error"]) if "abs_error" in c else None)
+                for (bundle, task), c in windows.items() if bundle is not None]
 
 
 def _rows(x: Any, n: int, what: str) -> list[Any]:

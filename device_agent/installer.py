@@ -10,8 +10,9 @@ Order and why:
 
 1. ``verifying`` — the bundle signature against the fleet's targets keys (from the TUF root),
    the manifest's name/version against what the deploy asked for (no mix-and-match), our
-   target's artifact and golden digests and sizes, ``min_agent_version``. Nothing is written
-   until all of this passes.
+   target's artifact and golden digests and sizes, ``min_agent_version``, and whether this CPU
+   computes the artifact as built (8-bit x86 weights need VNNI: :mod:`edgeops.cpu`). Nothing
+   is written until all of this passes.
 2. ``installing`` — into the inactive slot (fixed file names: nothing can escape the slot).
    An artifact that came as a delta is rebuilt here, from the active slot's model straight
    into the inactive slot; if that fails, the request's ``fallback`` (the daemon's TUF
@@ -47,6 +48,7 @@ from device_agent.policy import InstallPolicy, PolicyDecision
 from device_agent.slots import SLOT_FILES, SlotInfo, SlotStore, SlotWriter
 from edgeops.bundle.manifest import ArtifactEntry, Manifest, parse_version
 from edgeops.bundle.signing import SignatureSet, verify_signatures
+from edgeops.cpu import CpuFacts, isa_shortfall, read_cpu_facts
 from edgeops.errors import BadContentError, EdgeOpsError, VerificationError
 from edgeops.fsutil import atomic_write
 from edgeops.protocol.messages import DevicePhase
@@ -141,8 +143,14 @@ def _digest_and_size(data: bytes | Path) -> tuple[str, int]:
 
 
 def verify_update(req: InstallRequest, *, target: str, trusted: Sequence[Key], threshold: int,
-                  agent_version: str = AGENT_VERSION) -> VerifiedUpdate:
-    """Every check that needs no disk writes. Raises a BadContentError naming the first failure."""
+                  agent_version: str = AGENT_VERSION,
+                  cpu: CpuFacts | None = None) -> VerifiedUpdate:
+    """Every check that needs no disk writes. Raises a BadContentError naming the first failure.
+
+    With ``cpu``, an artifact this CPU would compute wrongly (8-bit x86 weights without VNNI:
+    :func:`edgeops.cpu.isa_shortfall`) is refused too; the reason says what to do in the same
+    line, since a device's report carries the message alone.
+    """
     sigs = SignatureSet.from_bytes(req.signatures)
     signed_by = verify_signatures(req.manifest, sigs, trusted, threshold)
     manifest = Manifest.from_bytes(req.manifest)
@@ -177,6 +185,12 @@ def verify_update(req: InstallRequest, *, target: str, trusted: Sequence[Key], t
     if entry.format not in ("onnx", "tflite"):
         raise IncompatibleBundleError(f"artifact format {entry.format!r} is not one this "
                                       "agent runs")
+    shortfall = isa_shortfall(entry, cpu) if cpu is not None else None
+    if shortfall is not None:
+        raise IncompatibleBundleError(
+            f"{label}: {shortfall}; enrol this device as x86-cpu",
+            hint="re-enrol it with `edgeops fleet enroll ... --target x86-cpu` and deploy a "
+                 "bundle that has an x86-cpu artifact")
     return VerifiedUpdate(manifest, entry, tuple(signed_by))
 
 
@@ -192,9 +206,12 @@ class Installer:
                  on_activate: Callable[[SlotInfo | None], None] | None = None,
                  clock: Callable[[], float] = time.time,
                  state_file: Path | None = None,
-                 reserve_free_bytes: int = 64 * 1024**2) -> None:
+                 reserve_free_bytes: int = 64 * 1024**2,
+                 cpu: CpuFacts | None = None) -> None:
         self.store = store
         self.target = target
+        # What this CPU computes correctly (VNNI or not); read from /proc/cpuinfo unless given.
+        self.cpu = cpu if cpu is not None else read_cpu_facts()
         self.trusted = list(trusted)
         self.threshold = threshold
         self.agent_version = agent_version
@@ -236,7 +253,8 @@ class Installer:
         self._phase(DevicePhase.VERIFYING, None, None)
         try:
             update = verify_update(req, target=self.target, trusted=self.trusted,
-                                   threshold=self.threshold, agent_version=self.agent_version)
+                                   threshold=self.threshold, agent_version=self.agent_version,
+                                   cpu=self.cpu)
         except EdgeOpsError as exc:
             return self._finish(DevicePhase.FAILED, None, f"rejected: {exc.message}",
                                 req.deployment_id)
@@ -280,9 +298,33 @@ class Installer:
                     return info
         return None
 
+    def shortfall(self, info: SlotInfo) -> str | None:
+        """Why this CPU would compute a committed slot's artifact wrongly (None: it would not,
+        or the slot's manifest cannot be read, which loading it reports)."""
+        try:
+            manifest = Manifest.from_bytes(
+                self.store.path(info.slot, SLOT_FILES["manifest"]).read_bytes())
+        except (OSError, EdgeOpsError):
+            return None
+        entry = manifest.artifact_for(info.target)
+        return isa_shortfall(entry, self.cpu) if entry is not None else None
+
+    def _previous_shortfall(self) -> str | None:
+        """Why the rollback slot must not serve on this CPU: installed before the agent checked
+        the CPU (or found wanting at start and never served), it would give wrong outputs."""
+        previous = self.store.pointer().previous
+        back = self.store.info(previous) if previous else None
+        wrong = self.shortfall(back) if back is not None else None
+        if wrong is None:
+            return None
+        return f"will not roll back to {_label(back)}: {wrong}; enrol this device as x86-cpu"
+
     def _rollback(self, reason: str = "rollback requested by the fleet",
                  deployment_id: str | None = None) -> InstallOutcome:
         before = self.store.active()
+        wrong = self._previous_shortfall()
+        if wrong is not None:
+            return self._finish(DevicePhase.FAILED, _label(before), wrong, deployment_id)
         if self.store.rollback() is None:
             return self._finish(DevicePhase.FAILED, _label(before),
                                 "no previous model to roll back to", deployment_id)
@@ -395,12 +437,13 @@ class Installer:
             else:
                 return self._finish(DevicePhase.HEALTHY, label, None, deployment_id, result)
         reason = f"health check failed: {result.reason}"
-        if self.store.rollback() is None:
+        wrong = self._previous_shortfall()
+        if wrong is not None or self.store.rollback() is None:
             self.store.deactivate()
             self._on_activate(None)
             return self._finish(DevicePhase.FAILED, label,
-                                reason + "; no previous model to go back to", deployment_id,
-                                result)
+                                f"{reason}; {wrong or 'no previous model to go back to'}",
+                                deployment_id, result)
         self._on_activate(self.store.active())
         return self._finish(DevicePhase.ROLLED_BACK, label, reason, deployment_id, result)
 

@@ -30,7 +30,8 @@ class AgentPart:
         """Once per pass of the I/O loop (at least every ``idle_poll_s``)."""
 
     def heartbeat(self) -> dict[str, Any]:
-        """Fields this part adds to the heartbeat telemetry record."""
+        """Fields this part adds to the heartbeat telemetry record (``HeartbeatRecord.parts``,
+        sent flat beside the agent's own; a name of the record's own fields is refused)."""
         return {}
 
     def close(self) -> None:

@@ -7,7 +7,8 @@ the batch (QoS 1 PUBACK), so neither an outage nor an agent restart loses any; w
 is hit the oldest go first and ``dropped`` says how many.
 
 Record kinds (docs/PROTOCOL.md ``telemetry``): ``heartbeat``, ``system``, ``inference``,
-``drift``. Pure builders here; the daemon decides when to call them.
+``drift``, each a typed class of :mod:`edgeops.protocol.records`. The ``system`` and ``drift``
+builders are here; the collector (device_agent/collector.py) decides when to call them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from device_agent.diskspace import is_disk_full
+from edgeops.protocol.records import DriftFeature, DriftRecord, SystemRecord
 
 __all__ = [
     "DurableQueue",
@@ -270,7 +272,7 @@ def _summary(a: np.ndarray) -> tuple[float, float, float, float, float] | None:
 
 
 def drift_record(ts: float, live: Mapping[str, Mapping[str, float]],
-                 baseline: Mapping[str, Any], bundle: str | None) -> dict[str, Any] | None:
+                 baseline: Mapping[str, Any], bundle: str | None) -> DriftRecord | None:
     """Live summaries beside the manifest baseline, with a standardised mean shift per feature.
 
     ``shift = |mean_live - mean_base| / std_base``: the fleet can alert on it without knowing
@@ -278,38 +280,39 @@ def drift_record(ts: float, live: Mapping[str, Mapping[str, float]],
     """
     if not live:
         return None
-    features: dict[str, Any] = {}
+    features: dict[str, DriftFeature] = {}
     for name, cur in live.items():
-        f = {k: _finite(v) for k, v in cur.items()}
+        f = (_finite(cur["count"]), _finite(cur["mean"]), _finite(cur["std"]),
+             _finite(cur["min"]), _finite(cur["max"]))
         base = baseline.get(name)
-        if isinstance(base, Mapping):
-            bmean, bstd = base.get("mean"), base.get("std")
-            if isinstance(bmean, int | float) and isinstance(bstd, int | float):
-                f["baseline_mean"], f["baseline_std"] = float(bmean), float(bstd)
-                f["shift"] = _finite(abs(cur["mean"] - bmean) / bstd) if bstd > 0 else None
-        features[name] = f
-    return {"kind": "drift", "ts": ts, "bundle": bundle, "features": features}
+        bmean, bstd = (base.get("mean"), base.get("std")) if isinstance(base, Mapping) else (
+            None, None)
+        if (isinstance(bmean, int | float) and isinstance(bstd, int | float)
+                and math.isfinite(bmean) and math.isfinite(bstd)):
+            shift = _finite(abs(cur["mean"] - bmean) / bstd) if bstd > 0 else None
+            features[name] = DriftFeature(*f, float(bmean), float(bstd), shift)
+        else:
+            features[name] = DriftFeature(*f)
+    return DriftRecord(ts, bundle, features)
 
 
 def _finite(v: float) -> float | None:
     return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
 
 
-def system_record(ts: float, disk_path: Path) -> dict[str, Any]:
+def system_record(ts: float, disk_path: Path) -> SystemRecord:
     """CPU, memory, disk and (where the OS exposes it) temperature, via psutil."""
     import psutil
 
-    rec: dict[str, Any] = {"kind": "system", "ts": ts,
-                           "cpu_pct": psutil.cpu_percent(interval=None),
-                           "mem_mb": round(psutil.virtual_memory().used / 2**20, 1),
-                           "mem_pct": psutil.virtual_memory().percent,
-                           "agent_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1)}
+    mem = psutil.virtual_memory()
     try:
-        rec["disk_free_mb"] = round(psutil.disk_usage(str(disk_path)).free / 2**20, 1)
+        disk_free: float | None = round(psutil.disk_usage(str(disk_path)).free / 2**20, 1)
     except OSError:
-        rec["disk_free_mb"] = None
-    rec["temp_c"] = _temperature()
-    return rec
+        disk_free = None
+    return SystemRecord(ts, cpu_pct=psutil.cpu_percent(interval=None),
+                        mem_mb=round(mem.used / 2**20, 1), mem_pct=mem.percent,
+                        agent_rss_mb=round(psutil.Process().memory_info().rss / 2**20, 1),
+                        disk_free_mb=disk_free, temp_c=_temperature())
 
 
 def _temperature() -> float | None:

@@ -46,6 +46,7 @@ from edgeops.delta import (
 from edgeops.errors import EdgeOpsError, TransportError, VerificationError
 from edgeops.floors import check_install, floors_from_file
 from edgeops.fsutil import atomic_write
+from edgeops.protocol.records import DeliveryRecord
 from edgeops.trust import trusted_targets_keys
 
 __all__ = ["ActiveArtifact", "Delivery", "FetchedBundle", "HttpFetcher", "MqttFetcher",
@@ -260,10 +261,6 @@ class Delivery:
     reason: str | None = None
     delta_failed: bool = False     # a published delta was tried and failed (worth a report)
 
-    def to_dict(self) -> dict[str, object]:
-        return {"method": self.method, "fetched_bytes": self.fetched_bytes,
-                "full_bytes": self.full_bytes, "reason": self.reason}
-
 
 @dataclass(frozen=True)
 class FetchedBundle:
@@ -360,10 +357,10 @@ def active_artifact(store: SlotStore) -> ActiveArtifact | None:
 
 
 def delivery_record(ts: float, deployment_id: str | None, bundle: str,
-                    delivery: Delivery) -> dict[str, object]:
+                    delivery: Delivery) -> DeliveryRecord:
     """A ``delivery`` telemetry record: the fleet sums these into bytes saved per deployment."""
-    return {"kind": "delivery", "ts": ts, "deployment_id": deployment_id, "bundle": bundle,
-            **delivery.to_dict()}
+    return DeliveryRecord(ts, deployment_id, bundle, delivery.method, delivery.fetched_bytes,
+                          delivery.full_bytes, delivery.reason)
 
 
 def _artifact(client: TufClient, name: str, version: str, target: str, tinfo: TargetFile,

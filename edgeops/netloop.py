@@ -187,6 +187,15 @@ class NetLoop:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if thread is None:
+            # the thread closes these as it ends; a loop that never ran must do it here, or its
+            # descriptors stay open until a garbage collection frees them at a random moment
+            self._release()
+
+    def _release(self) -> None:
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     # -- loop thread only --------------------------------------------------------------------
     def watch(self, sock: Any, member: Member, *, write: bool) -> None:
@@ -257,18 +266,21 @@ class NetLoop:
                     members = list(self._members.values())
                 for m in members:
                     self._guard(m, m.on_tick)
-        self._sel.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._release()
 
     def _drain_wake(self) -> None:
-        with self._lock:
-            self._woken = False
+        # Read first, then clear the flag. The other order loses wake-ups: a call_soon() between
+        # the two sets the flag again and sends a byte that the read then swallows, leaving the
+        # flag set with no byte pending, so no later call_soon() wakes the loop and every call
+        # from another thread (a publish, an ack) waited for the next tick, for good. Cleared
+        # after the read, a call queued meanwhile is run by this turn's _run_calls().
         try:
             while self._wake_r.recv(4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        with self._lock:
+            self._woken = False
 
     def _run_calls(self) -> None:
         with self._lock:

@@ -187,10 +187,23 @@ class PahoMember:
         self._drop()
 
     def _drop(self) -> None:
+        """Give up on the socket without reading from it again, and without a DISCONNECT.
+
+        paho has no public call that abandons a socket (its own close runs only when a read or
+        write fails, and a read could hand the packet whose callback just raised to that callback
+        again), so the member closes the socket it was given by ``socket()``, after unwatching
+        it: its number may be reused at once. paho keeps the closed object until the next
+        ``connect()``/``reconnect()``, whose own close of it does nothing; meanwhile nothing
+        touches it (the loop has forgotten it; what other threads queue waits, and a QoS > 0
+        message is sent again after the reconnect, as for any lost connection).
+        """
         sock = self.client.socket()
         if sock is not None:
             self._net_().unwatch(sock)
-            self.client._sock_close()    # paho's own close: forgets the socket, no on_disconnect
+            try:
+                sock.close()
+            except OSError as exc:       # the kernel's complaint; the descriptor is released anyway
+                log.debug("%s: closing the dropped socket: %s", self.name, exc)
         self._lost()
 
     def _lost(self) -> None:
@@ -251,10 +264,19 @@ class PahoMember:
             # paho also "registers" for writing with nothing queued (paho 2.2: when a TLS read
             # raises SSLWantWriteError). Left set, its flag keeps the next publish or ack from
             # calling this hook, so the loop would not select the socket for writing and the
-            # packet would wait. Clear it, then look at the queue again (a packet queued by
-            # another thread meanwhile is seen here or calls the hook itself).
-            client._registered_write = False
+            # packet would wait. paho clears the flag itself when loop_write() finds nothing
+            # left to write, so call that once the current read is over (not inside it): it
+            # also writes a packet another thread queued meanwhile, whose hook the flag skipped.
+            net.call_soon(lambda: self._write_now(sock))
         self._sync_write(sock)
+
+    def _write_now(self, sock: Any) -> None:
+        """Loop thread: write what paho has queued for ``sock`` (if still ours), which also
+        makes paho forget a stale "registered for writing" flag."""
+        if self._sock is None or sock is not self._sock or self.client.socket() is not sock:
+            return
+        if self.client.loop_write() != _OK or self.client.socket() is not sock:
+            self._lost()
 
     def _on_unregister_write(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         # loop_write on the loop thread may see an empty queue just before another thread

@@ -71,11 +71,25 @@ def hardware_class(target: str) -> str | None:
     profile = _REGISTRY.get(target)
     return profile.hardware if profile is not None else None
 
+# The INT8 plan comes from what the target's CPUs have, never from the build machine: an x86
+# device without VNNI (AVX2, AVX-512 without VNNI) saturates on 8-bit weights, so x86-cpu gets
+# 7-bit weights, exact on every x86 CPU, and only a target that declares VNNI gets 8-bit ones
+# (converters/onnx_plan.py). A separate target rather than a build flag: devices enrol with
+# a target name, the agent picks the artifact by it and blessings are per hardware class, so a
+# VNNI-only artifact can never reach a device that did not say it has VNNI.
 register(TargetProfile(
     name="x86-cpu", format="onnx", runtime="onnxruntime", providers=("CPUExecutionProvider",),
     precisions=("int8", "fp32", "int8-dynamic"), hardware="x86_64",
-    description="ONNX for ONNX Runtime's CPU provider on x86-64 (INT8 QDQ, VNNI-aware)",
-    options={"isa": "x86_64"}))
+    description="ONNX for ONNX Runtime's CPU provider on any x86-64 CPU (INT8 QDQ, 7-bit "
+                "weights: exact with or without VNNI)",
+    options={"isa": "x86_64", "vnni": False}))
+register(TargetProfile(
+    name="x86-cpu-vnni", format="onnx", runtime="onnxruntime",
+    providers=("CPUExecutionProvider",), precisions=("int8", "fp32", "int8-dynamic"),
+    hardware="x86_64-vnni",
+    description="ONNX for ONNX Runtime's CPU provider on x86-64 CPUs with AVX-512 VNNI or "
+                "AVX-VNNI only (INT8 QDQ, full 8-bit weights: wrong on CPUs without VNNI)",
+    options={"isa": "x86_64", "vnni": True}))
 register(TargetProfile(
     name="arm64-cpu", format="onnx", runtime="onnxruntime", providers=("CPUExecutionProvider",),
     precisions=("int8", "fp32", "int8-dynamic"), hardware="aarch64",

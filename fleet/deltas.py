@@ -26,6 +26,9 @@ from edgeops.bundle.manifest import Manifest
 from edgeops.delta import DEFAULT_LEVEL, diff_artifacts
 from edgeops.delta import delta_target_path as _delta_target_path
 from edgeops.errors import EdgeOpsError, VerificationError
+from edgeops.protocol.messages import MessageError
+from edgeops.protocol.records import DeliveryRecord
+from fleet.store.models import stored_record
 
 __all__ = ["DEFAULT_MAX_DELTAS", "DeltaBase", "MadeDelta", "make_deltas", "plan_bases",
            "summarise_deliveries"]
@@ -128,29 +131,28 @@ def make_deltas(source: PublishSource, bundle: Bundle, workdir: Path, *, k: int,
     return out
 
 
-def summarise_deliveries(rows: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def summarise_deliveries(rows: Sequence[tuple[str, float, str]],
+                         deployment_id: str | None = None) -> dict[str, Any]:
     """A deployment's bytes saved from its devices' ``delivery`` records (last one per device).
 
-    ``rows`` are (device id, record JSON) oldest first. Pure.
+    ``rows`` are (device id, ts, stored record JSON) oldest first; a record that does not
+    parse (:class:`~edgeops.protocol.records.DeliveryRecord`) is skipped. Pure.
     """
-    last: dict[str, dict[str, Any]] = {}
-    for device, data in rows:
+    last: dict[str, DeliveryRecord] = {}
+    for device, ts, data in rows:
         try:
-            rec = json.loads(data)
-        except ValueError:
+            rec = stored_record("delivery", ts, json.loads(data), deployment_id)
+        except (ValueError, MessageError):
             continue
-        if isinstance(rec, dict):
+        if isinstance(rec, DeliveryRecord):
             last[device] = rec
     fetched = full = by_delta = fell_back = 0
     for rec in last.values():
-        f, n = rec.get("fetched_bytes"), rec.get("full_bytes")
-        if not isinstance(f, int) or not isinstance(n, int):
-            continue
-        fetched += f
-        full += n
-        if rec.get("method") == "delta":
+        fetched += rec.fetched_bytes
+        full += rec.full_bytes
+        if rec.method == "delta":
             by_delta += 1
-        elif rec.get("reason"):
+        elif rec.reason:
             fell_back += 1
     return {"devices_reported": len(last), "devices_by_delta": by_delta,
             "devices_fell_back_to_full": fell_back, "bytes_fetched": fetched,

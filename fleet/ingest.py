@@ -6,7 +6,11 @@ manager must survive whatever arrives. Every message goes through :mod:`edgeops.
 (size limit, JSON schema, version, the type the topic allows), the device id in the topic must
 equal the one in the payload, unknown devices are logged and dropped, replayed and out-of-order
 state reports are ignored (the store compares ``seq``), and exact redeliveries of a telemetry
-batch (QoS 1 is at-least-once) are dropped. Nothing here raises for bad input: each message
+batch (QoS 1 is at-least-once) are dropped. Telemetry records are stored as they came
+(:mod:`edgeops.protocol.records` types them for the readers); ``capture``, ``accuracy`` and
+``drift_sketch`` records are checked first and refused with a counted reason, and a record of
+a kind this version does not know (a newer agent's) is stored all the same and counted as
+``telemetry:unknown-kind``. Nothing here raises for bad input: each message
 yields an :class:`Outcome` and is logged; the caller acknowledges it either way.
 
 Telemetry is buffered and written in batches (one transaction per ``telemetry_batch_rows`` or
@@ -28,6 +32,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from edgeops.config import DEFAULT_LIMITS
+from edgeops.drift.sketch_codec import PACKED_FIELD
 from edgeops.protocol import (
     Ack,
     FetchRequest,
@@ -38,6 +43,7 @@ from edgeops.protocol import (
     decode_json,
     topics,
 )
+from edgeops.protocol.records import KNOWN_KINDS
 from fleet.delivery import DeliveryRejected
 from fleet.drift.concept import check_accuracy
 from fleet.drift.intake import SketchRefusal
@@ -66,9 +72,11 @@ class Outcome(StrEnum):
 
 
 class SketchCheck(Protocol):
-    """fleet.drift.intake.SketchIntake: why a drift_sketch record must not be stored, or None."""
+    """fleet.drift.intake.SketchIntake: the counts of a drift_sketch record to store (unpacked),
+    or why it must not be stored."""
 
-    def check(self, device_id: str, record: Mapping[str, Any]) -> SketchRefusal | None: ...
+    def read(self, device_id: str, record: Mapping[str, Any]
+             ) -> SketchRefusal | dict[str, list[int]]: ...
 
 
 class CaptureSink(Protocol):
@@ -275,13 +283,20 @@ class Ingest:
         for rec in batch.records:
             data = dict(rec)             # the record is ours: decoded from this payload
             kind = data.pop("kind")
-            if kind == "drift_sketch" and not self._sketch_ok(device_id, rec):
-                continue
+            if kind == "drift_sketch":
+                counts = self._sketch_counts(device_id, rec)
+                if counts is None:
+                    continue
+                data.pop(PACKED_FIELD, None)     # stored unpacked: one form for every reader
+                data["counts"] = counts
             if kind == "capture":
                 self._capture(device_id, rec)
                 continue
             if kind == "accuracy" and not self._accuracy_ok(device_id, rec):
                 continue
+            if kind not in KNOWN_KINDS:       # a newer agent's: stored as it came, counted
+                stats = self.stats.counts
+                stats[_UNKNOWN_KIND] = stats.get(_UNKNOWN_KIND, 0) + 1
             ts = float(data.pop("ts"))
             dep = data.pop("deployment_id", None)
             if ts > last_ts:
@@ -298,15 +313,16 @@ class Ingest:
             self._first_buffered = self._clock()
         return Outcome.BUFFERED
 
-    def _sketch_ok(self, device_id: str, rec: Mapping[str, Any]) -> bool:
-        refusal = (self.sketches.check(device_id, rec) if self.sketches is not None
-                   else _NO_SKETCH_CHECK)
-        if refusal is None:
-            return True
-        key = f"drift_sketch:refused:{refusal.reason}"
+    def _sketch_counts(self, device_id: str, rec: Mapping[str, Any]
+                       ) -> dict[str, list[int]] | None:
+        got = (self.sketches.read(device_id, rec) if self.sketches is not None
+               else _NO_SKETCH_CHECK)
+        if not isinstance(got, SketchRefusal):
+            return got
+        key = f"drift_sketch:refused:{got.reason}"
         self.stats.counts[key] = self.stats.counts.get(key, 0) + 1
-        log.warning("refused drift sketch from %s: %s", device_id, refusal.message)
-        return False
+        log.warning("refused drift sketch from %s: %s", device_id, got.message)
+        return None
 
     def _refused(self, kind: str, device_id: str, reason: str, message: str) -> None:
         key = f"{kind}:refused:{reason}"
@@ -441,6 +457,7 @@ _NUMERIC_KEYS_ORDERED = ("count", "errors", "p50_ms", "p95_ms", "p99_ms")
 _NUMERIC_KEYS = frozenset(_NUMERIC_KEYS_ORDERED)
 
 
+_UNKNOWN_KIND = "telemetry:unknown-kind"
 _NO_SKETCH_CHECK = SketchRefusal("no-reference", "this manager checks no drift sketches")
 
 

@@ -5,7 +5,9 @@ for the exact code path the device will use. What this module adds is the on-dev
 agent does not need: ONNX Runtime falls back to CPU without an error when a provider cannot
 start, which is exactly what an on-device check exists to catch. So the requested provider is
 compared with the session's real one, and "hardware absent here" (skip, naming it) is told
-apart from "present but fell back" (fail).
+apart from "present but fell back" (fail). A CPU that lacks the ISA an artifact was built for
+(8-bit x86 weights without VNNI: :mod:`edgeops.cpu`) is hardware absent too: ONNX Runtime
+would run it without an error and give wrong outputs, and a blessing must never vouch for that.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeops.bundle import ArtifactEntry
+from edgeops.cpu import CpuFacts, isa_shortfall, read_cpu_facts
 from edgeops.errors import BadContentError
 from edgeops.runtime import ModelLoadError, ModelRunner, load_runner
 from edgeops.targets import CPU_PROVIDERS
@@ -34,6 +37,7 @@ __all__ = [
     "load_model",
     "require_active",
     "require_available",
+    "require_isa",
     "runtime_versions",
 ]
 
@@ -137,11 +141,23 @@ def _load_delegates(intended: str) -> list[Any]:
         raise HardwareMissing(f"{intended} delegate {lib} cannot be loaded: {first}") from None
 
 
+def require_isa(artifact: ArtifactEntry, cpu: CpuFacts) -> None:
+    """Raise :class:`HardwareMissing` (skip, naming it) when ``cpu`` would compute the artifact
+    wrongly: an ``x86-cpu-vnni`` INT8 artifact on an x86 CPU without VNNI."""
+    shortfall = isa_shortfall(artifact, cpu)
+    if shortfall is not None:
+        raise HardwareMissing(f"{shortfall}; bless it on a unit with AVX-512 VNNI or AVX-VNNI "
+                              "(or test the x86-cpu artifact here)")
+
+
 def load_model(path: Path, artifact: ArtifactEntry, output_names: Sequence[str],
-               threads: int = 1, provider: str | None = None) -> LoadedModel:
+               threads: int = 1, provider: str | None = None,
+               cpu: CpuFacts | None = None) -> LoadedModel:
     """Load ``path`` as ``artifact`` says; raise :class:`HardwareMissing` when this machine
-    lacks the provider, :class:`ProviderFallbackError` when it silently falls back and
-    :class:`ModelLoadError` when the runtime rejects the file."""
+    lacks the provider or the CPU features the artifact was built for (``cpu``: this
+    machine's /proc/cpuinfo unless given), :class:`ProviderFallbackError` when it silently
+    falls back and :class:`ModelLoadError` when the runtime rejects the file."""
+    require_isa(artifact, cpu if cpu is not None else read_cpu_facts())
     intended = intended_provider(artifact, provider)
     if artifact.runtime == "onnxruntime":
         import onnxruntime as ort

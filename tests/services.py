@@ -7,6 +7,7 @@ When ``EDGEOPS_REQUIRE_SERVICES=1`` (CI), a missing service is a test failure, n
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import os
 import random
@@ -83,6 +84,10 @@ def many_open_fds(n: int) -> Iterator[None]:
                     "(raise it with ulimit -Hn)")
     if soft != resource.RLIM_INFINITY and soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    # Earlier tests leave paho clients and loops in reference cycles, holding low-numbered
+    # sockets until a garbage collection; one running mid-test would free numbers below the
+    # fillers and hand them to the socket under test. Collect them now, before filling.
+    gc.collect()
     fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(n)]
     try:
         yield

@@ -12,9 +12,9 @@ closing a sketch window takes 10,000 requests per device, a rate ``edgeops sim``
 
 Time is compressed: a sketch window closes after the bundle's ``window_inferences`` (10,000)
 requests instead of 15 minutes, so each device is sent that many requests per window; the
-monitor sums windows per 15-minute slot, so the windows of this run share one slot and
-``edgeops fleet drift`` is asked with ``--persistence 1`` (a real fleet keeps the default 2,
-which needs two slots).
+monitor sums windows per 15-minute slot, so the windows of this run share one slot, which the
+default policy (one drifting window alarms) judges alone; ``--persistence 2`` (the slower
+policy) would need two slots.
 
 The rebuild re-uses the same network with the capture as calibration data and as the new drift
 reference (``--reference``): the bundle then describes what its devices now see. A real loop
@@ -162,7 +162,7 @@ def run(work: Path, devices: int = 3, log: Callable[[str], None] = print) -> dic
 
         def drift_status() -> dict[str, Any]:
             status: dict[str, Any] = json.loads(edgeops(
-                "fleet", "drift", "--cohort", "city=lyon", "--persistence", "1", "--json"))
+                "fleet", "drift", "--cohort", "city=lyon", "--json"))
             (cohort,) = [g for g in status["cohorts"] if g["bundle"].endswith(
                 status_bundle[0])]
             return cohort

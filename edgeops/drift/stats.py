@@ -251,5 +251,6 @@ def persistent(flags: Sequence[bool], k: int) -> bool:
 
 def false_alarm_rate(alpha: float, k: int) -> float:
     """Upper bound on alarms per window on a stable stream: a run of ``k`` drifting windows
-    starts with probability at most ``alpha ** k`` (independent windows)."""
+    starts with probability at most ``alpha ** k`` (for k > 1: independent windows; for k = 1
+    the test's own level, whatever the windows' dependence)."""
     return float(alpha ** max(1, k))

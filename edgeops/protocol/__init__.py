@@ -36,6 +36,7 @@ from edgeops.protocol.messages import (
     decode_json,
     encode_chunk,
 )
+from edgeops.protocol.records import RecordError, TelemetryRecord, UnknownRecord, parse_record
 
 __all__ = [
     "COMMAND_KINDS",
@@ -53,16 +54,20 @@ __all__ = [
     "DevicePhase",
     "FetchRequest",
     "MessageError",
+    "RecordError",
     "ReportStateCommand",
     "RollbackCommand",
     "SignedCommand",
     "StateReport",
     "StatusMessage",
     "TelemetryBatch",
+    "TelemetryRecord",
+    "UnknownRecord",
     "check_command",
     "decode_chunk",
     "decode_json",
     "encode_chunk",
     "parse_body",
+    "parse_record",
     "topics",
 ]

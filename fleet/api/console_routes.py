@@ -19,6 +19,8 @@ from starlette.responses import Response
 
 from edgeops.bundle.signing import SignatureSet, verify_signatures
 from edgeops.errors import EdgeOpsError, UsageError
+from edgeops.protocol.messages import MessageError
+from edgeops.protocol.records import DriftRecord, InferenceRecord, SystemRecord
 from edgeops.trust import trusted_targets_keys
 from fleet.api.routes import Call, Endpoint, _int
 from fleet.api.services import Services
@@ -128,28 +130,26 @@ def _series_of(rows: list[Any]) -> dict[str, Any]:
     drift: dict[str, list[Any]] = {"ts": [], "max_shift": []}
     features: dict[str, list[Any]] = {}
     for r in sorted(rows, key=lambda r: r.ts):
-        d = r.data
-        if r.kind == "inference":
+        try:
+            rec = r.record()
+        except MessageError:        # a record that does not parse is not charted
+            continue
+        if isinstance(rec, InferenceRecord):
             lat["ts"].append(r.ts)
             for k in ("p50_ms", "p95_ms", "p99_ms", "count", "errors"):
-                v = d.get(k)
-                lat[k].append(v if isinstance(v, int | float) else None)
-        elif r.kind == "system":
+                lat[k].append(getattr(rec, k))
+        elif isinstance(rec, SystemRecord):
             sysm["ts"].append(r.ts)
             for k in ("cpu_pct", "mem_mb", "temp_c"):
-                v = d.get(k)
-                sysm[k].append(v if isinstance(v, int | float) else None)
-        elif r.kind == "drift":
+                sysm[k].append(getattr(rec, k))
+        elif isinstance(rec, DriftRecord):
             drift["ts"].append(r.ts)
-            shifts = {}
-            for name, f in (d.get("features") or {}).items():
-                s = f.get("shift") if isinstance(f, dict) else None
-                shifts[name] = s if isinstance(s, int | float) else None
+            shifts = {name: f.shift for name, f in rec.features.items()}
             for name in shifts.keys() | features.keys():
                 features.setdefault(name, [None] * (len(drift["ts"]) - 1)).append(
                     shifts.get(name))
-            vals = [s for s in shifts.values() if s is not None]
-            drift["max_shift"].append(max(vals) if vals else None)
+            top = rec.max_shift()
+            drift["max_shift"].append(top[1] if top else None)
     return {"latency": lat, "system": sysm, "drift": {**drift, "features": features}}
 
 

@@ -28,12 +28,16 @@ def _num(call: Call, name: str, default: float, cast: type = float) -> Any:
         raise UsageError(f"query parameter {name}={raw!r} is not a number") from None
 
 
+_DEFAULT = MonitorPolicy()
+
+
 def get_drift(svc: Services, call: Call) -> Any:
     q = call.query
-    policy = MonitorPolicy(alpha=_num(call, "alpha", 0.01),
-                           correction=q.get("correction", "bh"), test=q.get("test", "chi2"),
-                           persistence=_num(call, "persistence", 2, int),
-                           min_samples=_num(call, "min_samples", 200, int))
+    policy = MonitorPolicy(alpha=_num(call, "alpha", _DEFAULT.alpha),
+                           correction=q.get("correction", _DEFAULT.correction),
+                           test=q.get("test", _DEFAULT.test),
+                           persistence=_num(call, "persistence", _DEFAULT.persistence, int),
+                           min_samples=_num(call, "min_samples", _DEFAULT.min_samples, int))
     return drift_status(svc.store, now=time.time(), cohorts=q.getlist("cohort"),
                         deployment=q.get("deployment"), device=q.get("device"), policy=policy,
                         lookback_s=_lookback(_num(call, "lookback_s", 7200.0)),
@@ -81,10 +85,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              query=(("cohort", "string", "tag selector, repeatable (city=lyon,class=camera)"),
                     ("deployment", "string", "deployment id"),
                     ("device", "string", "only this device"),
-                    ("alpha", "number", "per-window error rate after correction (0.01)"),
+                    ("alpha", "number", "per-window error rate after correction "
+                     f"({_DEFAULT.alpha})"),
                     ("correction", "string", "bh|bonferroni"),
                     ("test", "string", "chi2|g"),
-                    ("persistence", "integer", "consecutive drifting windows for an alarm (2)"),
+                    ("persistence", "integer", "consecutive drifting windows for an alarm "
+                     f"({_DEFAULT.persistence})"),
                     ("min_samples", "integer", "live samples per feature before a verdict (200)"),
                     ("lookback_s", "number", "how far back sketches are read (7200)"),
                     ("reference_accuracy", "number",

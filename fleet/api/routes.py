@@ -345,7 +345,7 @@ def get_deployment(svc: Services, call: Call) -> Any:
 
     out = svc.engine.status(call.path["deployment_id"])
     rows = svc.store.deployment_deliveries(out["id"], float(out.get("created_at") or 0.0))
-    return out | {"delivery": summarise_deliveries(rows)}
+    return out | {"delivery": summarise_deliveries(rows, out["id"])}
 
 
 def deployed_versions(svc: Services, call: Call) -> Any:

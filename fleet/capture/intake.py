@@ -28,6 +28,7 @@ from typing import Any
 from edgeops.fsutil import atomic_write
 from edgeops.protocol.capture import MAX_SAMPLE_BYTES, read_sample
 from edgeops.protocol.messages import MessageError
+from edgeops.protocol.records import CaptureSampleRecord, RecordError
 from fleet.store import CaptureRecord, CaptureSampleRow, CaptureStore
 
 __all__ = ["REASONS", "CaptureIntake", "CaptureRefusal", "blob_path", "check_capture"]
@@ -62,13 +63,11 @@ def check_capture(record: Mapping[str, Any], device_id: str, capture: CaptureRec
     if claimed != device_id:
         return CaptureRefusal("device-mismatch",
                               f"sample from {device_id} claims to come from {claimed!r}")
-    cid, seq, data, ts = (record.get("capture_id"), record.get("seq"), record.get("data"),
-                          record.get("ts"))
-    bundle = record.get("bundle")
-    if not (isinstance(cid, str) and isinstance(seq, int) and not isinstance(seq, bool)
-            and 0 <= seq < 2**62 and isinstance(data, str) and isinstance(ts, int | float)
-            and (bundle is None or isinstance(bundle, str))):
-        return CaptureRefusal("malformed", "sample needs capture_id, seq, ts and data")
+    try:
+        rec = CaptureSampleRecord.from_dict(record)
+    except RecordError as exc:
+        return CaptureRefusal("malformed", exc.message)
+    cid, data = rec.capture_id, rec.data
     if capture is None:
         return CaptureRefusal("no-capture", f"no capture {cid!r} on this manager")
     if not capture.is_open(now):
@@ -99,7 +98,7 @@ def check_capture(record: Mapping[str, Any], device_id: str, capture: CaptureRec
         read_sample(raw, cap)
     except MessageError as exc:
         return CaptureRefusal("bad-arrays", exc.message)
-    return AcceptedSample(cid, seq, float(ts), raw, bundle)
+    return AcceptedSample(cid, rec.seq, float(rec.ts), raw, rec.bundle)
 
 
 def blob_path(data_dir: Path | None, sha256: str) -> Path:

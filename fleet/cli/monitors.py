@@ -61,12 +61,14 @@ def monitor() -> None:
               help="Bytes per device per UTC day, e.g. 16M (default 16M).")
 @click.option("--capture-hours", type=float, default=None,
               help="How long the capture stays open, in hours (default 24, at most 720).")
-@click.option("--alpha", type=float, default=0.01, show_default=True)
+@click.option("--alpha", type=float, default=0.0003, show_default=True,
+              help="Per-window error rate per side after correction (0.01 with "
+                   "--persistence 2: the slower policy).")
 @click.option("--correction", type=click.Choice(["bh", "bonferroni"]), default="bh",
               show_default=True)
 @click.option("--test", "test_name", type=click.Choice(["chi2", "g"]), default="chi2",
               show_default=True)
-@click.option("--persistence", type=int, default=2, show_default=True,
+@click.option("--persistence", type=int, default=1, show_default=True,
               help="Consecutive drifting windows before an alarm.")
 @click.option("--min-samples", type=int, default=200, show_default=True)
 @_fleet_options

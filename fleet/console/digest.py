@@ -72,7 +72,7 @@ class TelemetryDigest:
             if p95 is not None:
                 m[3] = max(m[3], float(p95))
             return
-        found = shifts(data)
+        found = shifts(ts, data)
         if not found:
             return
         feature, shift = max(found, key=lambda f: f[1])

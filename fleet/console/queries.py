@@ -13,7 +13,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edgeops.protocol.messages import MessageError
+from edgeops.protocol.records import DriftRecord, LatencyHistogram
 from fleet.store import ConsoleReads, DeploymentStore, DeviceField, OnlineCount, TelemetryDigestRow
+from fleet.store.models import stored_record
 
 __all__ = ["DEFAULT_CONSOLE_LIMITS", "ConsoleLimits", "FleetQueries", "TelemetryScan"]
 
@@ -163,26 +166,26 @@ def _pivot(rows: list[OnlineCount], cap: int) -> list[dict[str, Any]]:
     return items[:cap]
 
 
-def shifts(data: Any) -> list[tuple[str, float]]:
+def shifts(ts: float, data: Any) -> list[tuple[str, float]]:
+    """(feature, shift) of a stored ``drift`` record's features that have one; none when the
+    record does not parse (:class:`~edgeops.protocol.records.DriftRecord`)."""
     try:
-        features = json.loads(data).get("features") or {}
-    except (ValueError, AttributeError):
+        rec = stored_record("drift", ts, json.loads(data))
+    except (ValueError, TypeError, MessageError):
         return []
-    out = []
-    for name, f in features.items() if isinstance(features, dict) else ():
-        shift = f.get("shift") if isinstance(f, dict) else None
-        if isinstance(shift, int | float) and not isinstance(shift, bool):
-            out.append((str(name), float(shift)))
-    return out
+    if not isinstance(rec, DriftRecord):
+        return []
+    return [(name, float(f.shift)) for name, f in rec.features.items() if f.shift is not None]
 
 
 def _histogram(data: Any) -> tuple[tuple[float | None, ...], list[int]] | None:
+    """A stored ``inference`` record's latency histogram (None when it has none or it does
+    not parse): only the histogram is read, this runs over every inference row."""
     try:
         h = json.loads(data).get("histogram")
-        le = tuple(None if b is None else float(b) for b in h["le_ms"])
-        counts = [int(c) for c in h["counts"]]
-    except (ValueError, AttributeError, KeyError, TypeError):
+        hist = LatencyHistogram.from_dict(h)
+    except (ValueError, TypeError, AttributeError, MessageError):
         return None
-    if len(le) != len(counts) or not le or any(c < 0 for c in counts):
+    if not hist.le_ms:
         return None
-    return le, counts
+    return hist.le_ms, list(hist.counts)

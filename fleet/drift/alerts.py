@@ -115,9 +115,12 @@ def parse_monitor(body: Any, *, now: float, created_by: str | None
     correction, test = body.get("correction", "bh"), body.get("test", "chi2")
     if not isinstance(correction, str) or not isinstance(test, str):
         raise UsageError("monitor correction and test must be strings (bh|bonferroni, chi2|g)")
-    policy = MonitorPolicy(alpha=_number(body, "alpha", 0.01), correction=correction,
-                           test=test, persistence=_integer(body, "persistence", 2, 100),
-                           min_samples=_integer(body, "min_samples", 200, 10_000_000))
+    d = MonitorPolicy()
+    policy = MonitorPolicy(alpha=_number(body, "alpha", d.alpha), correction=correction,
+                           test=test, persistence=_integer(body, "persistence", d.persistence,
+                                                           100),
+                           min_samples=_integer(body, "min_samples", d.min_samples,
+                                                10_000_000))
     retrain = body.get("retrain", False)
     if not isinstance(retrain, bool):
         raise UsageError("monitor retrain must be true or false")

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edgeops.protocol.records import AccuracyRecord, RecordError
 from fleet.drift.monitor import MonitorPolicy
 
 __all__ = ["AccuracyRefusal", "AccuracyWindow", "check_accuracy", "evaluate_accuracy",
@@ -40,56 +41,30 @@ class AccuracyRefusal:
     message: str
 
 
-def _count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def check_accuracy(record: Mapping[str, Any], device_id: str, now: float, *,
                    max_clock_skew_s: float = 300.0, max_age_s: float = 7 * 86_400.0
                    ) -> AccuracyRefusal | None:
-    """None when an ``accuracy`` record may be stored; else why not (pure)."""
+    """None when an ``accuracy`` record may be stored; else why not (pure).
+
+    The record's own shape and counts are :class:`~edgeops.protocol.records.AccuracyRecord`'s
+    checks (their reasons: ``malformed``, ``negative-count``, ``absurd-count``); the rest is
+    the manager's policy: whose record it is, how far its window is from now, how many answers
+    one window may plausibly hold.
+    """
     if record.get("device_id") != device_id:
         return AccuracyRefusal("device-mismatch", f"accuracy from {device_id} claims to come "
                                f"from {record.get('device_id')!r}")
-    task, total, end = record.get("task"), record.get("total"), record.get("window_end")
-    if (task not in ("classification", "regression") or not _count(total)
-            or not isinstance(record.get("bundle"), str) or isinstance(end, bool)
-            or not isinstance(end, int | float) or not math.isfinite(end)):
-        return AccuracyRefusal("malformed", "accuracy needs bundle, task, total, window_end")
-    assert isinstance(total, int) and isinstance(end, int | float)
-    if end > now + max_clock_skew_s:
-        return AccuracyRefusal("future-window", f"window ends {end - now:.0f} s in the future")
-    if end < now - max_age_s:
-        return AccuracyRefusal("stale-window", f"window ended {now - end:.0f} s ago")
-    if total < 0:
-        return AccuracyRefusal("negative-count", "total below zero")
-    if total > _MAX_TOTAL:
-        return AccuracyRefusal("absurd-count", f"{total} answers in one window")
-    if task == "classification":
-        correct, per_class = record.get("correct"), record.get("per_class", {})
-        if not isinstance(correct, int) or isinstance(correct, bool) or not isinstance(
-                per_class, dict):
-            return AccuracyRefusal("malformed", "classification needs correct and per_class")
-        if correct < 0:
-            return AccuracyRefusal("negative-count", "correct below zero")
-        if correct > total:
-            return AccuracyRefusal("absurd-count", f"{correct} correct of {total}")
-        for k, v in per_class.items():
-            if not (isinstance(v, list) and len(v) == 2 and all(_count(x) for x in v)):
-                return AccuracyRefusal("malformed", f"per_class[{k!r}] is not [total, correct]")
-            if v[0] < 0 or v[1] < 0:
-                return AccuracyRefusal("negative-count", f"per_class[{k!r}] below zero")
-            if v[1] > v[0] or v[0] > total:
-                return AccuracyRefusal("absurd-count", f"per_class[{k!r}] = {v}")
-    else:
-        hist = record.get("abs_error")
-        if not isinstance(hist, list) or not all(_count(x) for x in hist):
-            return AccuracyRefusal("malformed", "regression needs an abs_error histogram")
-        if any(x < 0 for x in hist):
-            return AccuracyRefusal("negative-count", "abs_error count below zero")
-        if sum(hist) != total:
-            return AccuracyRefusal("absurd-count", f"abs_error counts sum to {sum(hist)}, "
-                                   f"not total {total}")
+    try:
+        rec = AccuracyRecord.from_dict(record)
+    except RecordError as exc:
+        return AccuracyRefusal(exc.reason, exc.message)
+    if rec.window_end > now + max_clock_skew_s:
+        return AccuracyRefusal("future-window",
+                               f"window ends {rec.window_end - now:.0f} s in the future")
+    if rec.window_end < now - max_age_s:
+        return AccuracyRefusal("stale-window", f"window ended {now - rec.window_end:.0f} s ago")
+    if rec.total > _MAX_TOTAL:
+        return AccuracyRefusal("absurd-count", f"{rec.total} answers in one window")
     return None
 
 

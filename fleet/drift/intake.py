@@ -4,13 +4,15 @@ Why it exists: a sketch is counts a device claims to have seen, and the fleet tu
 alerts. Counts that do not fit the bundle's signed bins, negative or impossible counts, windows
 from the future or the far past and a record naming another device are refused here, with a
 reason that ingest counts (``IngestStats.counts["drift_sketch:refused:<reason>"]``), so one
-broken or hostile device cannot raise or mask an alarm. Pure: the record, the device id from the
-topic, the reference and the clock in; a :class:`SketchRefusal` or None out.
+broken or hostile device cannot raise or mask an alarm. Packed counts (what agents send,
+edgeops/drift/sketch_codec.py) are unpacked here against the reference's bins, bounded, and
+stored in the JSON form older agents send, so everything after intake reads one form. Pure:
+the record, the device id from the topic, the reference and the clock in; the counts to store
+or a :class:`SketchRefusal` out.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,12 +20,16 @@ from typing import Any, Protocol
 
 from edgeops.bundle.manifest import Manifest
 from edgeops.drift.reference import DriftReference
+from edgeops.drift.sketch_codec import SketchEncodingError, unpack_counts
 from edgeops.errors import EdgeOpsError
+from edgeops.protocol.records import DriftSketchRecord, RecordError
 
-__all__ = ["REASONS", "SketchIntake", "SketchLimits", "SketchRefusal", "check_sketch"]
+__all__ = ["REASONS", "SketchIntake", "SketchLimits", "SketchRefusal", "check_sketch",
+           "read_sketch"]
 
 REASONS = ("malformed", "device-mismatch", "no-reference", "unknown-feature",
-           "bins-mismatch", "negative-count", "absurd-count", "future-window", "stale-window")
+           "bins-mismatch", "negative-count", "absurd-count", "future-window", "stale-window",
+           "bad-encoding")
 
 
 @dataclass(frozen=True)
@@ -42,54 +48,60 @@ class SketchRefusal:
     message: str
 
 
-def _num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def check_sketch(record: Mapping[str, Any], device_id: str, reference: DriftReference | None,
-                 now: float, limits: SketchLimits = SketchLimits()) -> SketchRefusal | None:
-    """None when the record may be stored; else why not. ``reference`` is the drift reference
-    of the bundle the record names (None: bundle unknown or without one)."""
+def read_sketch(record: Mapping[str, Any], device_id: str, reference: DriftReference | None,
+                now: float, limits: SketchLimits = SketchLimits()
+                ) -> SketchRefusal | dict[str, list[int]]:
+    """The counts to store, by feature name, or why the record must not be stored.
+    ``reference`` is the drift reference of the bundle the record names (None: bundle unknown
+    or without one). Counts come packed (``counts_z``, edgeops/drift/sketch_codec.py: what
+    agents send) or, from agents already in the field, as JSON (``counts``: name -> list);
+    either way the result is the JSON form, features without a count left out."""
     claimed = record.get("device_id")
     if claimed != device_id:
         return SketchRefusal("device-mismatch",
                              f"sketch from {device_id} claims to come from {claimed!r}")
-    start, end = record.get("window_start"), record.get("window_end")
-    requests, sampled = record.get("requests"), record.get("sampled")
-    counts = record.get("counts")
-    if not (isinstance(start, int | float) and isinstance(end, int | float) and _num(start)
-            and _num(end) and isinstance(requests, int) and isinstance(sampled, int)
-            and isinstance(counts, dict) and isinstance(record.get("bundle"), str)):
-        return SketchRefusal("malformed", "sketch needs bundle, window_start, window_end, "
-                             "requests, sampled and counts")
+    try:        # the record's own checks: fields, types, counts (edgeops/protocol/records.py)
+        rec = DriftSketchRecord.from_dict(record)
+    except RecordError as exc:
+        return SketchRefusal(exc.reason, exc.message)
+    start, end, sampled = rec.window_start, rec.window_end, rec.sampled
     if end > now + limits.max_clock_skew_s:
         return SketchRefusal("future-window", f"window ends {end - now:.0f} s in the future")
     if end < now - limits.max_age_s:
         return SketchRefusal("stale-window", f"window ended {now - end:.0f} s ago "
                              f"(older than {limits.max_age_s:.0f} s)")
-    if not 0 <= end - start <= limits.max_window_s:
+    if end - start > limits.max_window_s:
         return SketchRefusal("malformed", f"window of {end - start:.0f} s")
     if reference is None:
-        return SketchRefusal("no-reference", f"bundle {record['bundle']} has no drift reference")
-    if requests < 0 or sampled < 0:
-        return SketchRefusal("negative-count", "requests/sampled below zero")
-    if sampled > requests or sampled > limits.max_samples_per_window:
-        return SketchRefusal("absurd-count", f"{sampled} sampled of {requests} requests")
+        return SketchRefusal("no-reference", f"bundle {rec.bundle} has no drift reference")
+    if sampled > limits.max_samples_per_window:
+        return SketchRefusal("absurd-count", f"{sampled} sampled of {rec.requests} requests")
+    if rec.counts_z is not None:
+        try:
+            per = unpack_counts(rec.counts_z, [fb.bins for fb in reference.features])
+        except SketchEncodingError as e:
+            return SketchRefusal(e.reason, str(e))
+        counts = {fb.name: c for fb, c in zip(reference.features, per, strict=True) if any(c)}
+    else:
+        assert rec.counts is not None
+        counts = {name: list(c) for name, c in rec.counts.items()}
     for name, c in counts.items():
         fb = reference.feature(name)
         if fb is None:
             return SketchRefusal("unknown-feature", f"feature {name!r} is not in the reference")
-        if not isinstance(c, list) or len(c) != fb.bins:
-            got = len(c) if isinstance(c, list) else type(c).__name__
-            return SketchRefusal("bins-mismatch", f"{name}: {got} counts for {fb.bins} bins")
-        if any(isinstance(x, bool) or not isinstance(x, int) for x in c):
-            return SketchRefusal("malformed", f"{name}: counts must be integers")
-        if any(x < 0 for x in c):
-            return SketchRefusal("negative-count", f"{name}: a count below zero")
+        if len(c) != fb.bins:
+            return SketchRefusal("bins-mismatch", f"{name}: {len(c)} counts for {fb.bins} bins")
         if sum(c) > sampled * _max_per_sample(name):
             return SketchRefusal("absurd-count", f"{name}: {sum(c)} counts from {sampled} "
                                  "sampled requests")
-    return None
+    return counts
+
+
+def check_sketch(record: Mapping[str, Any], device_id: str, reference: DriftReference | None,
+                 now: float, limits: SketchLimits = SketchLimits()) -> SketchRefusal | None:
+    """None when the record may be stored; else why not (:func:`read_sketch`)."""
+    got = read_sketch(record, device_id, reference, now, limits)
+    return got if isinstance(got, SketchRefusal) else None
 
 
 def _max_per_sample(_name: str) -> int:
@@ -135,7 +147,13 @@ class SketchIntake:
         self._refs[bundle] = (ref, self._clock() + self._unknown_ttl_s)
         return ref
 
-    def check(self, device_id: str, record: Mapping[str, Any]) -> SketchRefusal | None:
+    def read(self, device_id: str, record: Mapping[str, Any]
+             ) -> SketchRefusal | dict[str, list[int]]:
+        """:func:`read_sketch`: the counts to store, or why not."""
         bundle = record.get("bundle")
         ref = self.reference(bundle) if isinstance(bundle, str) else None
-        return check_sketch(record, device_id, ref, self._clock(), self.limits)
+        return read_sketch(record, device_id, ref, self._clock(), self.limits)
+
+    def check(self, device_id: str, record: Mapping[str, Any]) -> SketchRefusal | None:
+        got = self.read(device_id, record)
+        return got if isinstance(got, SketchRefusal) else None

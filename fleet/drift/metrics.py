@@ -8,7 +8,7 @@ Label cardinality is bounded: monitors are capped (:data:`fleet.drift.alerts.MAX
 each reports its :data:`MAX_BUNDLES` most recently evaluated bundles, two sides, and per side
 the :data:`MAX_FEATURES` features with the lowest corrected p-value; refusal reasons are the
 fixed :data:`fleet.drift.intake.REASONS`. At most 50 x 4 x 2 x (3 + 4 x 10) = 17,200 series;
-one monitor on one bundle with 10 features is 46 (plus 9 counters).
+one monitor on one bundle with 10 features is 46 (plus 10 counters).
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ def _side(name: str, side: Mapping[str, Any]) -> list[str]:
 def render(status: Mapping[str, Any]) -> str:
     p = status.get("policy", {})
     lines = [f"policy: alpha={p.get('alpha')} ({p.get('correction')}, {p.get('test')}), "
-             f"alarm after {p.get('persistence')} windows, min {p.get('min_samples')} samples; "
-             f"false alarms <= {p.get('false_alarm_rate_per_window', 0):.1e} per window"]
+             f"alarm after {p.get('persistence')} window{'' if p.get('persistence') == 1 else 's'}"
+             f", min {p.get('min_samples')} samples; false alarms <= "
+             f"{p.get('false_alarm_rate_per_window', 0):.1e} per window and side"]
     groups = [g for key in ("deployments", "cohorts", "devices") for g in status.get(key, [])]
     if not groups:
         lines.append("no drift sketches yet (bundles built with real validation data send "

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 from edgeops.bundle.manifest import Manifest
 from edgeops.drift.reference import DEFAULT_WINDOW_S, DriftReference
 from edgeops.errors import EdgeOpsError
+from edgeops.protocol.messages import MessageError
+from edgeops.protocol.records import AccuracyRecord, DriftSketchRecord
 from fleet.drift.concept import AccuracyWindow, evaluate_accuracy, reference_accuracy
 from fleet.drift.monitor import GroupVerdict, MonitorPolicy, Sketch, evaluate, merge_windows
 from fleet.errors import NotFoundError
@@ -60,11 +62,12 @@ def _sketches(store: DriftReads, devices: Sequence[Device], since: float) -> dic
     out: dict[str, list[Sketch]] = defaultdict(list)
     for d in devices:
         for r in store.query_telemetry(d.id, "drift_sketch", since=since, limit=ROWS_PER_DEVICE):
-            bundle, counts, end = r.data.get("bundle"), r.data.get("counts"), r.data.get(
-                "window_end", r.ts)
-            if isinstance(bundle, str) and isinstance(counts, dict) and isinstance(
-                    end, int | float):
-                out[bundle].append(Sketch(d.id, float(end), counts))
+            try:         # stored with its counts unpacked (fleet/drift/intake.py)
+                rec = r.record()
+            except MessageError:
+                continue
+            if isinstance(rec, DriftSketchRecord) and rec.counts is not None:
+                out[rec.bundle].append(Sketch(d.id, float(rec.window_end), rec.counts))
     return out
 
 
@@ -137,10 +140,13 @@ def _accuracy(store: DriftReads, device_id: str, since: float) -> dict[str, list
     """bundle -> classification accuracy windows of one device (accepted on intake)."""
     out: dict[str, list[AccuracyWindow]] = defaultdict(list)
     for r in store.query_telemetry(device_id, "accuracy", since=since, limit=ROWS_PER_DEVICE):
-        d = r.data
-        if d.get("task") == "classification" and isinstance(d.get("bundle"), str):
-            out[d["bundle"]].append(AccuracyWindow(device_id, float(d.get("window_end", r.ts)),
-                                                   int(d["total"]), int(d["correct"])))
+        try:
+            rec = r.record()
+        except MessageError:         # checked on intake; a row from before that is skipped
+            continue
+        if isinstance(rec, AccuracyRecord) and rec.correct is not None:
+            out[rec.bundle].append(AccuracyWindow(device_id, float(rec.window_end), rec.total,
+                                                  rec.correct))
     return out
 
 

@@ -78,11 +78,13 @@ class AggregateReads(SqlBase):
                           "target LIMIT ?", (name, max(1, limit)))
         return [(str(v), str(t), int(n)) for v, t, n in rows]
 
-    def deployment_deliveries(self, deployment_id: str, since: float) -> list[tuple[str, str]]:
-        """(device, delivery record JSON) of a deployment's devices since ``since``, oldest
-        first: the agents' ``delivery`` telemetry, read through the (device_id, ts) index."""
-        return [(str(d), str(data)) for d, data in self._read(
-            "SELECT device_id, data FROM telemetry WHERE device_id IN (SELECT device_id FROM "
+    def deployment_deliveries(self, deployment_id: str,
+                              since: float) -> list[tuple[str, float, str]]:
+        """(device, ts, stored delivery record JSON) of a deployment's devices since ``since``,
+        oldest first: the agents' ``delivery`` telemetry, read through the (device_id, ts)
+        index."""
+        return [(str(d), float(ts), str(data)) for d, ts, data in self._read(
+            "SELECT device_id, ts, data FROM telemetry WHERE device_id IN (SELECT device_id FROM "
             "deployment_devices WHERE deployment_id = ?) AND ts >= ? AND kind = 'delivery' "
             "AND deployment_id = ? ORDER BY ts", (deployment_id, since, deployment_id))]
 

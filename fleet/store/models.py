@@ -6,8 +6,11 @@ never see rows or dialect quirks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from edgeops.protocol.records import RecordError, TelemetryRecord, UnknownRecord, parse_record
 
 __all__ = [
     "DEPLOYMENT_STATUSES",
@@ -26,6 +29,7 @@ __all__ = [
     "TelemetryRow",
     "TokenRecord",
     "ValueCount",
+    "stored_record",
 ]
 
 DEVICE_CLASSES = ("sensor", "camera", "vehicle", "gateway")
@@ -99,6 +103,22 @@ class TelemetryRow:
     def to_dict(self) -> dict[str, Any]:
         return {"device_id": self.device_id, "ts": self.ts, "kind": self.kind,
                 "seq": self.seq, "deployment_id": self.deployment_id, **self.data}
+
+    def record(self) -> TelemetryRecord | UnknownRecord:
+        """The typed record this row holds; :class:`RecordError` if it does not parse."""
+        return stored_record(self.kind, self.ts, self.data, self.deployment_id)
+
+
+def stored_record(kind: str, ts: float, data: object, deployment_id: str | None = None
+                  ) -> TelemetryRecord | UnknownRecord:
+    """The typed record of a stored telemetry row (ingest keeps the record as it came, less
+    ``kind``, ``ts`` and ``deployment_id``, which have columns of their own)."""
+    if not isinstance(data, Mapping):
+        raise RecordError(f"the stored {kind} record is not an object")
+    d = {**data, "kind": kind, "ts": ts}
+    if deployment_id is not None:
+        d["deployment_id"] = deployment_id
+    return parse_record(d)
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,37 @@ def test_without_the_driftref_venv_the_raw_columns_say_not_installed(tmp_path: P
     assert "| not installed | not installed |" in md
     assert "delay within 1.5x of the raw detectors: not checked (not installed)" in md
     assert goals(copy.deepcopy(r))["rows_compared_with_raw"] == 0
+
+
+def test_bytes_show_each_encoding_and_the_record_before_the_packed_form() -> None:
+    r = _result(raw=True)
+    r["bytes"][0] |= {"sketch_bytes_per_day": 38_496, "raw_output_bytes_per_request": 20,
+                      "record_bytes_by_encoding": {
+                          "json_before": 1187, "json": 1146, "json_zlib": 669, "varint": 505,
+                          "varint_zlib_default": 409, "varint_zlib": 401}}
+    r["goals"] = goals(r)
+    assert r["goals"]["sketch_share_of_raw_before"] == {
+        "tabular 1 req/s 15 min": 1187 * 96 / 4_147_200}
+    md = markdown(r)
+    assert "| tabular | 1 | 15 min | 1,187 (2.75%) | 1,146 (2.65%) | 669 (1.55%) | 505 (1.17%) " \
+           "| 409 (0.95%) | 401 (0.93%) |" in md
+    assert "tabular 1 req/s 15 min 0.93% (met; JSON record before: 2.75%)" in md
+    assert "would add 20 B per request (tabular)" in md
+
+
+def test_the_previous_default_policy_is_the_second_column_when_the_run_has_it() -> None:
+    r = _result(raw=True)
+    for row in r["detection"]:
+        row["delays"]["ours_slow"] = [3] * len(row["delays"]["ours"])
+        row["judged"]["ours_slow"] = [3] * len(row["delays"]["ours"])
+    for fa in r["false_alarms"].values():
+        fa["per_1000"]["ours_slow"], fa["in_alarm_pct"]["ours_slow"] = 0.5, 0.1
+    r["settings"] |= {"slow_alpha": 0.01, "slow_persistence": 2}
+    r["goals"] = goals(r)
+    assert r["goals"]["delay_over_1_5x_raw"]["ours_slow"] == ["tabular spread 1 device: 3 vs 1"]
+    assert r["goals"]["delay_over_1_5x_ks_same_budget"]["ours_slow"] == []
+    md = markdown(r)
+    assert "| ours | ours, alpha 0.01 x 2 windows | mean shift |" in md
+    assert "| 3 (3/3) |" in md and "| 0.5 (0.1 %) |" in md
+    assert "before: alpha 0.01, 2 windows" in md
+    assert "alpha 0.01 and 2 windows (the previous default): tabular device met (0.5)" in md

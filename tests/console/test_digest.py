@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,8 +33,11 @@ def inference(device: str, ts: float, count: int, errors: int, p95: float) -> Te
 
 
 def drift(device: str, ts: float, shift: float) -> TelemetryRow:
-    return TelemetryRow(device, ts, "drift", {"features": {"x": {"shift": shift},
-                                                           "y": {"shift": shift / 2}}})
+    def feature(s: float) -> dict[str, Any]:
+        return {"count": 100.0, "mean": 1.0 + s, "std": 1.0, "min": 0.0, "max": 9.0,
+                "baseline_mean": 1.0, "baseline_std": 1.0, "shift": s}
+    return TelemetryRow(device, ts, "drift", {"bundle": "m@1", "features": {
+        "x": feature(shift), "y": feature(shift / 2)}})
 
 
 def test_each_row_is_read_once_and_totals_follow(store: Store) -> None:

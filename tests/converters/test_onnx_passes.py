@@ -11,7 +11,7 @@ import pytest
 from converters.api import BuildRequest
 from converters.build import build
 from converters.data import SampleSet
-from converters.onnx_quant import cpu_facts, plan_for
+from converters.onnx_plan import build_machine_caveat, cpu_facts, plan_for
 from tests.converters import zoo
 
 
@@ -133,18 +133,132 @@ def test_fp16_keeps_io_fp32_and_unsafe_ops_float(tmp_path: Path) -> None:
     assert art.precision == "fp16"
 
 
-@pytest.mark.parametrize(("name", "opts", "prec", "facts", "expect"), [
-    ("x86-cpu", {"isa": "x86_64"}, "int8", {"vnni": True}, ("uint8", "int8", False)),
-    ("x86-cpu", {"isa": "x86_64"}, "int8", {"vnni": False}, ("uint8", "int8", True)),
-    ("arm64-cpu", {"isa": "arm64"}, "int8", {"vnni": False}, ("int8", "int8", False)),
-    ("qnn-npu", {"activation_type": "uint8"}, "int8", {}, ("uint8", "uint8", False)),
-    ("qnn-npu", {"activation_type": "uint8"}, "int16", {}, ("uint16", "uint8", False)),
+_VNNI_MACHINE = {"machine": "x86_64", "vnni": True, "avx512": True, "avx2": True}
+_AVX2_MACHINE = {"machine": "x86_64", "vnni": False, "avx512": False, "avx2": True}
+_ARM_MACHINE = {"machine": "aarch64", "vnni": False, "arm_dotprod": True}
+
+
+def _options(target: str) -> dict[str, object]:
+    from edgeops.targets import get_profile
+
+    return dict(get_profile(target).options)
+
+
+@pytest.mark.parametrize(("target", "prec", "expect"), [
+    # x86 without declared VNNI: 7-bit weights, exact on AVX2 and AVX-512 without VNNI too
+    ("x86-cpu", "int8", ("uint8", "int8", True, "x86_64")),
+    ("x86-cpu-vnni", "int8", ("uint8", "int8", False, "x86_64+vnni")),
+    ("arm64-cpu", "int8", ("int8", "int8", False, "arm64")),
+    ("qnn-npu", "int8", ("uint8", "uint8", False, "qnn-htp")),
+    ("qnn-npu", "int16", ("uint16", "uint8", False, "qnn-htp")),
 ])
-def test_quant_plan_per_isa(name: str, opts: dict[str, str], prec: str,
-                            facts: dict[str, bool], expect: tuple[str, str, bool]) -> None:
-    plan = plan_for(name, opts, prec, facts)
-    assert (plan.activation_type, plan.weight_type, plan.reduce_range) == expect
+def test_quant_plan_comes_from_the_target(target: str, prec: str,
+                                          expect: tuple[str, str, bool, str]) -> None:
+    plan = plan_for(target, _options(target), prec)
+    assert (plan.activation_type, plan.weight_type, plan.reduce_range, plan.target_isa) == expect
     assert plan.per_channel and plan.reason
+
+
+@pytest.mark.parametrize("target", ["x86-cpu", "x86-cpu-vnni", "arm64-cpu", "qnn-npu"])
+@pytest.mark.parametrize("machine", [_VNNI_MACHINE, _AVX2_MACHINE, _ARM_MACHINE],
+                         ids=["vnni-build", "avx2-build", "arm-build"])
+def test_quant_plan_ignores_the_build_machine(monkeypatch: pytest.MonkeyPatch, target: str,
+                                              machine: dict[str, object]) -> None:
+    """The regression: an x86-cpu artifact built on a VNNI machine got 8-bit weights, which
+    saturate on an AVX2 device. Whatever the build machine's CPU, the plan is the same."""
+    import converters.onnx_plan as p
+
+    expected = plan_for(target, _options(target), "int8")
+    monkeypatch.setattr(p, "cpu_facts", lambda cpuinfo=None: dict(machine))
+    monkeypatch.setattr(p.platform, "machine", lambda: str(machine["machine"]))
+    assert plan_for(target, _options(target), "int8") == expected
+
+
+def test_the_vnni_option_must_be_true_not_truthy() -> None:
+    """Only an explicit True buys 8-bit weights: "no" or 1 in a plug-in's options do not."""
+    for value in ("no", 1, None):
+        assert plan_for("x", {"isa": "x86_64", "vnni": value}, "int8").reduce_range
+
+
+def test_a_cpu_profile_without_an_isa_is_refused_not_guessed() -> None:
+    from edgeops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="declares no CPU ISA"):
+        plan_for("plugin-cpu", {}, "int8")
+
+
+@pytest.mark.parametrize(("target", "machine", "caveat"), [
+    ("x86-cpu-vnni", _AVX2_MACHINE, "has no VNNI"),
+    ("x86-cpu-vnni", _VNNI_MACHINE, None),
+    ("x86-cpu-vnni", _ARM_MACHINE, None),
+    ("x86-cpu", _AVX2_MACHINE, None),          # 7-bit weights: exact everywhere
+    ("x86-cpu", _VNNI_MACHINE, None),
+    ("arm64-cpu", _AVX2_MACHINE, None),
+])
+def test_build_machine_caveat(target: str, machine: dict[str, object],
+                              caveat: str | None) -> None:
+    got = build_machine_caveat(plan_for(target, _options(target), "int8"), machine)
+    assert (got is None) if caveat is None else (got is not None and caveat in got)
+
+
+def _int8_weight_peak(path: Path) -> int:
+    """The largest |q| among the artifact's INT8 initializers (quantised weights)."""
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    return max(int(np.abs(numpy_helper.to_array(i).astype(np.int32)).max())
+               for i in m.graph.initializer if i.data_type == onnx.TensorProto.INT8 and i.dims)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("target", "precision", "peak"), [
+    ("x86-cpu", "int8", 64), ("x86-cpu", "int8-dynamic", 64),
+    ("x86-cpu-vnni", "int8", 127), ("x86-cpu-vnni", "int8-dynamic", 127)])
+def test_x86_weights_have_the_range_the_target_can_run(tmp_path: Path, target: str,
+                                                       precision: str, peak: int) -> None:
+    """Built here (a VNNI machine in CI's reference runs), the default x86 target still writes
+    7-bit weights (|q| <= 64: vpmaddubsw on an AVX2 device cannot saturate); only the target
+    that declares VNNI gets the full 8-bit range. Read from the artifact, not from its report."""
+    p = zoo.save(zoo.outlier_mlp() if precision == "int8-dynamic" else zoo.convnet(13),
+                 tmp_path / "m.onnx")
+    (art,) = _build(p, tmp_path, target=target, precision=precision,
+                    options={"perf_aware": False, "effort": "fast"}).artifacts
+    assert art.precision == precision
+    assert _int8_weight_peak(art.path) == peak
+    assert art.details["plan"]["reduce_range"] is (peak == 64)
+    assert art.details["plan"]["target_isa"] == ("x86_64" if peak == 64 else "x86_64+vnni")
+
+
+def test_a_vnni_build_on_a_machine_without_vnni_says_its_gate_is_not_the_targets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine has VNNI, so the AVX2 build machine is its cpuinfo facts: the plan stays
+    8-bit (the target's), and the build warns that the gate here ran saturating kernels."""
+    import converters.onnx_quant as q
+
+    monkeypatch.setattr(q, "cpu_facts", lambda cpuinfo=None: dict(_AVX2_MACHINE))
+    p = zoo.save(zoo.convnet(13), tmp_path / "m.onnx")
+    out = _build(p, tmp_path, target="x86-cpu-vnni", precision="int8",
+                 options={"perf_aware": False, "effort": "fast"})
+    (art,) = out.artifacts
+    assert _int8_weight_peak(art.path) == 127
+    (warning,) = [w for w in out.warnings if "VNNI" in w]
+    assert warning.startswith("x86-cpu-vnni: this build machine has no VNNI")
+    assert art.details["warnings"] == [warning]
+    assert art.details["build_machine"]["vnni"] is False
+
+
+@pytest.mark.parametrize(("reduce_range", "saturates"), [(True, False), (False, True)])
+def test_weight_range_against_vpmaddubsw(reduce_range: bool, saturates: bool) -> None:
+    """Why x86-cpu's 7-bit weights are exact everywhere: vpmaddubsw (AVX2, AVX-512 without
+    VNNI) adds two u8*s8 products into a saturating int16. With the weight range ORT's quantiser
+    really uses (reduce_range or not), the worst pair of products fits int16 or does not."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+
+    qmin, qmax = (int(v) for v in get_qmin_qmax_for_qType(TensorProto.INT8, reduce_range,
+                                                           symmetric=True))
+    worst = max(abs(2 * 255 * qmin), abs(2 * 255 * qmax))
+    assert (worst > np.iinfo(np.int16).max) is saturates
 
 
 def test_cpu_facts_parses_flags() -> None:

@@ -130,8 +130,12 @@ def build_bundle(out_dir: Path, fleet: Fleet, *, name: str = "classifier",
                  scale: float = 2.0, signer: CryptoSigner | None = None,
                  metrics: dict[str, Any] | None = None, min_agent_version: str = "0.1.0",
                  tolerance: dict[str, float] | None = None,
-                 drift: DriftReference | None = None) -> Path:
-    """A real signed bundle holding one artifact of the given ``kind``."""
+                 drift: DriftReference | None = None, precision: str = "fp32",
+                 details: dict[str, Any] | None = None) -> Path:
+    """A real signed bundle holding one artifact of the given ``kind``.
+
+    ``precision`` and ``details`` are only what the manifest claims (the model stays the FP32
+    affine one): enough for the checks that read the claim, such as the CPU's ISA."""
     uniq = uuid.uuid4().hex[:8]
     work = out_dir / f"src-{name}-{version}-{uniq}"
     (work / "artifacts" / target).mkdir(parents=True, exist_ok=True)
@@ -148,12 +152,12 @@ def build_bundle(out_dir: Path, fleet: Fleet, *, name: str = "classifier",
         file=FileRef(f"artifacts/{target}/model.onnx", hashlib.sha256(model_bytes).hexdigest(),
                      len(model_bytes)),
         format="onnx", runtime="onnxruntime", providers=("CPUExecutionProvider",),
-        precision="fp32",
+        precision=precision,
         golden=FileRef(f"artifacts/{target}/golden.npz",
                        hashlib.sha256(golden_path.read_bytes()).hexdigest(),
                        golden_path.stat().st_size),
         metrics=metrics, tolerance=tolerance if tolerance is not None else
-        {"atol": 1e-5, "rtol": 1e-4})
+        {"atol": 1e-5, "rtol": 1e-4}, details=dict(details or {}))
     spec = (TensorSpec("x", "float32", ("n", FEATURES)),)
     manifest = Manifest(name=name, version=version,
                         source_sha256=hashlib.sha256(model_bytes).hexdigest(),
@@ -202,3 +206,12 @@ def drift_reference(scale: float = 2.0, window_inferences: int = 16) -> DriftRef
                           sample_every=1)
     assert ref is not None
     return ref
+
+
+def sketch_counts(rec: dict[str, Any], ref: DriftReference) -> dict[str, list[int]]:
+    """A ``drift_sketch`` record's packed counts by feature name, features without a count left
+    out: what the manager's intake stores (edgeops/drift/sketch_codec.py)."""
+    from edgeops.drift.sketch_codec import PACKED_FIELD, unpack_counts
+
+    per = unpack_counts(rec[PACKED_FIELD], [f.bins for f in ref.features])
+    return {f.name: c for f, c in zip(ref.features, per, strict=True) if any(c)}

@@ -17,7 +17,15 @@ from device_agent.config import AgentConfig
 from device_agent.daemon import Agent
 from device_agent.parts import AgentPart
 from edgeops.keys import KeyStore
-from edgeops.protocol import Command, DevicePhase, SignedCommand, StateReport, topics
+from edgeops.protocol import (
+    Command,
+    DevicePhase,
+    SignedCommand,
+    StateReport,
+    UnknownRecord,
+    parse_record,
+    topics,
+)
 from tests.edgeops.bundles import make_keystore
 
 
@@ -88,6 +96,15 @@ def test_the_parts_are_wired_and_a_feature_part_gets_its_hooks(agent: Agent) -> 
     assert beat["deferred"] is False
     agent._close()
     assert part.closed and agent.closed.is_set()
+
+
+def test_every_record_the_collector_queues_parses_as_its_typed_record(agent: Agent) -> None:
+    agent.collector.collect(1_000.0)
+    records = [json.loads(body) for _, body in agent.telemetry_q.peek(100)]
+    assert {r["kind"] for r in records} >= {"heartbeat", "system", "inference"}
+    for r in records:
+        rec = parse_record(r)
+        assert not isinstance(rec, UnknownRecord) and rec.to_dict() == r
 
 
 def test_a_report_goes_through_the_reporter_with_a_persisted_seq(agent: Agent) -> None:

@@ -17,6 +17,7 @@ from edgeops.errors import ConfigError
 from edgeops.keys import KeyStore
 from edgeops.protocol.messages import DevicePhase
 from edgeops.trust import root_path
+from tests.cpuinfo import AVX2, AVX512_VNNI, VNNI_PLAN, cpu
 from tests.device_agent.bundles import FEATURES, Fleet, build_bundle, bundle_parts, make_fleet
 
 FAST = HealthSettings(warmup_runs=1, timed_runs=5)
@@ -137,3 +138,43 @@ def test_request_from_fetched(tmp_path: Path, fleet: Fleet, bundle_dir: Path) ->
     r = request_from_fetched(fetched, "d-3")
     assert (r.expect_name, r.expect_version, r.deployment_id) == ("classifier", "1.0.0", "d-3")
     assert r.artifact == art and r.golden is None and r.manifest == parts.manifest
+
+
+def test_enrolled_as_vnni_on_a_cpu_without_it_warns_at_start(
+        tmp_path: Path, fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = make_config(tmp_path, root_path(KeyStore(fleet.home)), target="x86-cpu-vnni")
+    with caplog.at_level("WARNING", logger="device_agent.core"):
+        core = AgentCore(cfg, cpu=cpu(AVX2))
+        core.start(serve_api=False)       # a warning, not a refusal: the agent runs
+        core.close()
+        assert [r.getMessage() for r in caplog.records] == [
+            "target x86-cpu-vnni declares VNNI but this x86_64 CPU has neither avx512_vnni nor "
+            "avx_vnni: its INT8 artifacts would give wrong outputs here and will be refused; "
+            "enrol this device as x86-cpu"]
+        caplog.clear()
+        core = AgentCore(cfg, cpu=cpu(AVX512_VNNI))
+        core.start(serve_api=False)
+        core.close()
+        assert caplog.records == []
+
+
+def test_active_vnni_model_is_not_served_once_the_cpu_lacks_vnni(
+        tmp_path: Path, fleet: Fleet, bundle_dir: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Installed where it was exact (or by an agent that did not check), then found on a CPU
+    # without VNNI: "no model" is a clear answer, its outputs would be silently wrong.
+    cfg = make_config(tmp_path, root_path(KeyStore(fleet.home)), target="x86-cpu-vnni")
+    p = bundle_parts(build_bundle(bundle_dir, fleet, target="x86-cpu-vnni", precision="int8",
+                                  details={"plan": VNNI_PLAN}), "x86-cpu-vnni")
+    with AgentCore(cfg, health_settings=FAST, cpu=cpu(AVX512_VNNI)) as core:
+        out = core.install(InstallRequest(p.manifest, p.signatures, p.artifact, p.golden))
+        assert out.phase is DevicePhase.HEALTHY, out.reason
+        assert core.inference.model is not None
+    with caplog.at_level("ERROR", logger="device_agent.core"), \
+            AgentCore(cfg, health_settings=FAST, cpu=cpu(AVX2)) as core:
+        assert core.inference.model is None
+        assert core.store.active() is not None          # kept: the fleet decides what next
+        assert any(r.getMessage().startswith("active model classifier@1.0.0 is not served: "
+                                             "the x86-cpu-vnni int8 artifact has 8-bit weights")
+                   and r.getMessage().endswith("enrol this device as x86-cpu")
+                   for r in caplog.records)

@@ -19,6 +19,7 @@ from device_agent.local_api import LocalApiServer, LocalClient
 from device_agent.slots import SlotStore
 from edgeops.protocol.capture import CaptureOrder, read_sample
 from edgeops.protocol.messages import MessageError
+from edgeops.protocol.records import CaptureSampleRecord
 from tests.device_agent.bundles import FEATURES, Fleet, build_bundle
 from tests.device_agent.test_inference import installed
 
@@ -44,9 +45,9 @@ def test_classification_feedback_is_scored_and_windowed() -> None:
     assert not log.due(NOW + 10)
     clock.t += 901
     (rec,) = log.take(clock.t, "cam-1")
-    assert rec["kind"] == "accuracy" and rec["bundle"] == "m@1"
-    assert (rec["total"], rec["correct"]) == (2, 1)
-    assert rec["per_class"] == {"1": [2, 1]}
+    assert rec.KIND == "accuracy" and rec.bundle == "m@1" and rec.device_id == "cam-1"
+    assert (rec.total, rec.correct) == (2, 1)
+    assert rec.to_dict()["per_class"] == {"1": [2, 1]}
     assert log.take(clock.t, "cam-1") == []
 
 
@@ -56,7 +57,8 @@ def test_regression_feedback_counts_absolute_errors() -> None:
     got = log.feedback(pid, value=[1.0, 2.5])
     assert got["abs_errors"] == [0.0, 0.5]
     (rec,) = log.take(NOW + 1000, "cam-1")
-    assert rec["task"] == "regression" and rec["total"] == 2 and sum(rec["abs_error"]) == 2
+    assert rec.task == "regression" and rec.total == 2 and rec.abs_error is not None
+    assert sum(rec.abs_error) == 2 and "correct" not in rec.to_dict()
 
 
 @pytest.mark.parametrize(("setup", "kwargs", "reason"), [
@@ -93,7 +95,7 @@ def test_bad_feedback_is_refused_with_a_reason_and_not_counted(setup: str,
         log.feedback(pid, **kwargs)
     assert exc.value.reason == reason
     recs = log.take(NOW + 1000, "cam-1")
-    assert sum(r["total"] for r in recs) == (1 if setup == "twice" else 0)
+    assert sum(r.total for r in recs) == (1 if setup == "twice" else 0)
 
 
 # -- over the local API ----------------------------------------------------------------------
@@ -163,13 +165,13 @@ def test_capture_is_off_until_an_order_and_keeps_to_its_caps(tmp_path: Path) -> 
     s.apply(_order())
     _serve(s, 50)
     recs = s.take("cam-1", "m@1")
-    size = recs[0]["bytes"]
+    size = recs[0].bytes
     assert len(recs) == 1000 // size                       # the per-day cap
     assert s.skipped["day-cap"] > 0
-    inputs, _ = read_sample(base64.b64decode(recs[0]["data"]))
+    inputs, _ = read_sample(base64.b64decode(recs[0].data))
     assert np.array_equal(inputs["x"], X)
-    assert [r["seq"] for r in recs] == list(range(len(recs)))
-    more: list[dict[str, Any]] = []
+    assert [r.seq for r in recs] == list(range(len(recs)))
+    more: list[CaptureSampleRecord] = []
     for _ in range(2):
         clock.t += 86_400                                  # next UTC day: room again
         _serve(s, 50)

@@ -16,6 +16,7 @@ from device_agent.policy import DrivingState, InstallPolicy
 from device_agent.slots import SlotInfo, SlotStore
 from edgeops.errors import BadContentError
 from edgeops.protocol.messages import DevicePhase
+from tests.cpuinfo import ARM64, AVX2, AVX512_NO_VNNI, AVX512_VNNI, AVX_VNNI, VNNI_PLAN, cpu
 from tests.device_agent.bundles import Fleet, build_bundle, bundle_parts
 
 FAST = HealthSettings(warmup_runs=1, timed_runs=5)
@@ -39,10 +40,10 @@ class Recorder:
 
 
 def make_installer(tmp_path: Path, fleet: Fleet, rec: Recorder | None = None,
-                   **kw: Any) -> Installer:
+                   target: str = "x86-cpu", **kw: Any) -> Installer:
     keys, threshold = fleet.trusted
     rec = rec or Recorder()
-    return Installer(SlotStore(tmp_path / "slots"), target="x86-cpu", trusted=keys,
+    return Installer(SlotStore(tmp_path / "slots"), target=target, trusted=keys,
                      threshold=threshold, health=lambda d, t: check_slot(d, t, FAST),
                      on_phase=rec.phase, on_activate=rec.activate, **kw)
 
@@ -409,3 +410,89 @@ def test_killed_while_rebuilding_from_a_delta_serves_the_old_model(
             mid_rebuild += 1
             assert info.version == serving, f"iteration {i}: not the model it was serving"
     assert mid_rebuild >= 3       # most kills landed mid-reconstruction, as intended
+
+
+@pytest.mark.parametrize("cpuinfo", [AVX2, AVX512_NO_VNNI], ids=["avx2", "avx512-no-vnni"])
+def test_vnni_artifact_is_refused_on_a_cpu_without_vnni(tmp_path: Path, fleet: Fleet,
+                                                         bundle_dir: Path, cpuinfo: str) -> None:
+    rec = Recorder()
+    inst = make_installer(tmp_path, fleet, rec, target="x86-cpu-vnni", cpu=cpu(cpuinfo))
+    # FP32 artifacts of the VNNI target run correctly anywhere: installed as usual.
+    fp32 = request(build_bundle(bundle_dir, fleet, target="x86-cpu-vnni"), "x86-cpu-vnni")
+    assert inst.install(fp32).phase is DevicePhase.HEALTHY
+    before = inst.store.pointer()
+    vnni = build_bundle(bundle_dir, fleet, version="2.0.0", target="x86-cpu-vnni",
+                        precision="int8", details={"plan": VNNI_PLAN})
+    rec.phases.clear()
+    out = inst.install(request(vnni, "x86-cpu-vnni", deployment_id="d-vnni"))
+    assert out.phase is DevicePhase.FAILED
+    assert out.reason == (
+        "rejected: classifier@2.0.0: the x86-cpu-vnni int8 artifact has 8-bit weights that "
+        "need VNNI, and this x86_64 CPU has neither avx512_vnni nor avx_vnni: ONNX Runtime "
+        "would saturate them and give wrong outputs without an error; enrol this device as "
+        "x86-cpu")
+    # refused while verifying, reported like any refusal, before a byte of the slot was written
+    assert [p for p, _, _ in rec.phases] == [DevicePhase.VERIFYING, DevicePhase.FAILED]
+    assert rec.phases[-1][2] == out.reason
+    assert inst.store.pointer() == before and not (inst.store.root / "b").exists()
+    assert out.active is not None and out.active["version"] == "1.0.0"
+    assert json.loads(inst.state_file.read_bytes())["deployment_id"] == "d-vnni"
+
+
+@pytest.mark.parametrize("cpuinfo", [AVX512_VNNI, AVX_VNNI, ARM64],
+                         ids=["avx512_vnni", "avx_vnni", "arm64"])
+def test_vnni_artifact_installs_where_its_weights_are_exact(tmp_path: Path, fleet: Fleet,
+                                                            bundle_dir: Path,
+                                                            cpuinfo: str) -> None:
+    inst = make_installer(tmp_path, fleet, target="x86-cpu-vnni", cpu=cpu(cpuinfo))
+    vnni = build_bundle(bundle_dir, fleet, target="x86-cpu-vnni", precision="int8",
+                        details={"plan": VNNI_PLAN})
+    out = inst.install(request(vnni, "x86-cpu-vnni"))
+    assert out.phase is DevicePhase.HEALTHY, out.reason
+
+
+def test_seven_bit_x86_artifact_installs_on_any_x86_cpu(tmp_path: Path, fleet: Fleet,
+                                                        bundle_dir: Path) -> None:
+    inst = make_installer(tmp_path, fleet, cpu=cpu(AVX2))
+    plan = {**VNNI_PLAN, "reduce_range": True, "target_isa": "x86_64"}
+    out = inst.install(request(build_bundle(bundle_dir, fleet, precision="int8",
+                                            details={"plan": plan})))
+    assert out.phase is DevicePhase.HEALTHY, out.reason
+
+
+def test_rollback_to_a_vnni_model_is_refused_on_a_cpu_without_vnni(tmp_path: Path, fleet: Fleet,
+                                                                   bundle_dir: Path) -> None:
+    # 1.0.0 (8-bit) was installed where it was exact, or by an agent that did not check; the
+    # slots now sit on a CPU without VNNI, serving the FP32 2.0.0.
+    vnni = build_bundle(bundle_dir, fleet, target="x86-cpu-vnni", precision="int8",
+                        details={"plan": VNNI_PLAN})
+    fp32 = build_bundle(bundle_dir, fleet, version="2.0.0", target="x86-cpu-vnni")
+    before = make_installer(tmp_path, fleet, target="x86-cpu-vnni", cpu=cpu(AVX512_VNNI))
+    for b in (vnni, fp32):
+        assert before.install(request(b, "x86-cpu-vnni")).phase is DevicePhase.HEALTHY
+    inst = make_installer(tmp_path, fleet, target="x86-cpu-vnni", cpu=cpu(AVX2))
+    pointer = inst.store.pointer()
+    out = inst.rollback(deployment_id="d-back")
+    assert out.phase is DevicePhase.FAILED
+    assert out.reason is not None and out.reason.startswith(
+        "will not roll back to classifier@1.0.0: the x86-cpu-vnni int8 artifact has 8-bit "
+        "weights that need VNNI")
+    assert out.reason.endswith("; enrol this device as x86-cpu")
+    assert inst.store.pointer() == pointer
+    assert out.active is not None and out.active["version"] == "2.0.0"
+
+
+def test_failed_health_check_does_not_fall_back_onto_a_vnni_model(tmp_path: Path, fleet: Fleet,
+                                                                  bundle_dir: Path) -> None:
+    vnni = build_bundle(bundle_dir, fleet, target="x86-cpu-vnni", precision="int8",
+                        details={"plan": VNNI_PLAN})
+    before = make_installer(tmp_path, fleet, target="x86-cpu-vnni", cpu=cpu(AVX512_VNNI))
+    assert before.install(request(vnni, "x86-cpu-vnni")).phase is DevicePhase.HEALTHY
+    rec = Recorder()
+    inst = make_installer(tmp_path, fleet, rec, target="x86-cpu-vnni", cpu=cpu(AVX2))
+    nan = build_bundle(bundle_dir, fleet, version="2.0.0", target="x86-cpu-vnni", kind="nan")
+    out = inst.install(request(nan, "x86-cpu-vnni"))
+    assert out.phase is DevicePhase.FAILED and out.reason is not None
+    assert out.reason.startswith("health check failed: ")
+    assert "; will not roll back to classifier@1.0.0: the x86-cpu-vnni int8 artifact" in out.reason
+    assert out.active is None and inst.store.active() is None and rec.activated[-1] is None

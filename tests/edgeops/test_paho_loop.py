@@ -163,6 +163,37 @@ def test_a_callback_that_raises_drops_the_connection_and_reconnects(
     assert o.member.idle.is_set()
 
 
+def test_a_dropped_socket_is_closed_at_once_and_what_was_queued_meanwhile_goes_out(
+        mosquitto: MosquittoBroker, net: NetLoop) -> None:
+    """The drop closes paho's socket itself (no private close): its descriptor is released at
+    once, nothing reads it again, and a QoS 1 publish queued during the backoff is sent after
+    the reconnect."""
+    o = Owner(mosquitto.port, net, delay_s=0.5)
+    o.client.suppress_exceptions = False
+
+    def boom_once(_c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        o.client.on_message = o._on_message   # only the first delivery raises
+        raise RuntimeError("handler bug")
+    o.client.on_message = boom_once
+    o.member.start(net)
+    assert o.connected.wait(10)
+    time.sleep(0.2)
+    first = o.client.socket()
+    assert first is not None
+    o.publish(b"x")
+    # closed by the member, not left to paho; connected cleared; the backoff (0.5 s) running
+    _wait(lambda: first.fileno() == -1 and not o.connected.is_set(), 10, "the drop")
+    assert isinstance(o.loop_errors[0], RuntimeError) and o.connects == 1
+    info = o.publish(b"during the backoff")  # paho queues it on the dead socket's connection
+    _wait(lambda: o.connects >= 2 and o.connected.is_set(), 10, "the reconnect")
+    info.wait_for_publish(5)
+    assert info.is_published()
+    _wait(lambda: b"during the backoff" in o.received, 5, "the queued publish")
+    assert o.client.socket() is not first and o.loop_errors[1:] == []
+    o.member.stop(3.0)
+    assert o.member.idle.is_set() and o.client.socket() is None
+
+
 def test_a_stale_write_registration_does_not_hold_back_the_next_publish(
         mosquitto: MosquittoBroker, net: NetLoop) -> None:
     """paho "registers" for writing when a TLS read wants to write, with nothing queued. Its flag

@@ -41,7 +41,10 @@ GOOD = {"kind": "accuracy", "ts": NOW - 5, "device_id": "cam-1", "bundle": "vc@1
     ({"per_class": {"0": [10, 11]}}, "absurd-count"),
     ({"total": 10**9}, "absurd-count"),
     ({"window_end": NOW + 3600}, "future-window"),
-    ({"window_end": NOW - 30 * 86_400}, "stale-window"),
+    ({"window_start": NOW - 30 * 86_400 - 900, "window_end": NOW - 30 * 86_400},
+     "stale-window"),
+    ({"window_start": NOW, "window_end": NOW - 5}, "malformed"),         # ends before it starts
+    ({"window_start": None}, "malformed"),
     ({"task": "regression", "abs_error": [1, 2]}, "absurd-count"),
     ({"task": "regression", "abs_error": [-1, 301]}, "negative-count"),
 ])
@@ -63,7 +66,7 @@ def _windows(acc: list[float], n: int = 400) -> list[AccuracyWindow]:
 
 
 def test_accuracy_drop_alarms_after_persistence_and_not_before() -> None:
-    pol = MonitorPolicy()
+    pol = MonitorPolicy(alpha=0.01, persistence=2)
     ok = evaluate_accuracy("device:cam-1", "vc@1", _windows([0.91, 0.90, 0.92]), 0.91, pol)
     assert ok["status"] == "ok"
     one = evaluate_accuracy("device:cam-1", "vc@1", _windows([0.91, 0.91, 0.80]), 0.91, pol)
@@ -74,6 +77,10 @@ def test_accuracy_drop_alarms_after_persistence_and_not_before() -> None:
     assert few["status"] == "insufficient-data"
     none = evaluate_accuracy("device:cam-1", "vc@1", _windows([0.5, 0.5]), None, pol)
     assert none["status"] == "no-reference"
+    # the default policy: the one window that drops alarms
+    one = evaluate_accuracy("device:cam-1", "vc@1", _windows([0.91, 0.91, 0.80]), 0.91,
+                            MonitorPolicy())
+    assert one["status"] == "alarm"
 
 
 def test_reference_accuracy_is_read_from_the_builds_metrics() -> None:

@@ -51,12 +51,15 @@ def test_plan_bases_takes_the_k_most_deployed_older_versions_per_target(
 
 def test_summarise_deliveries_keeps_the_last_record_per_device() -> None:
     def rec(method: str, fetched: int, reason: str | None = None) -> str:
-        return json.dumps({"method": method, "fetched_bytes": fetched, "full_bytes": 1000,
-                           "reason": reason})
-    s = summarise_deliveries([("a", rec("full", 1000, "delta failed (corrupt)")),
-                              ("a", rec("delta", 40)), ("b", rec("delta", 60)),
-                              ("c", rec("full", 1000, "no delta from the active model")),
-                              ("d", "not json")])
+        # as ingest stores it: the record less kind, ts and deployment_id
+        return json.dumps({"bundle": "mlp@1.1.0", "method": method, "fetched_bytes": fetched,
+                           "full_bytes": 1000, "reason": reason})
+    s = summarise_deliveries([("a", 1.0, rec("full", 1000, "delta failed (corrupt)")),
+                              ("a", 2.0, rec("delta", 40)), ("b", 3.0, rec("delta", 60)),
+                              ("c", 4.0, rec("full", 1000, "no delta from the active model")),
+                              ("d", 5.0, "not json"), ("e", 6.0, '["a list"]'),
+                              ("b", 7.0, rec("delta", -60)),        # does not parse: skipped
+                              ("f", 8.0, rec("by-post", 10))], "d-1")
     assert s == {"devices_reported": 3, "devices_by_delta": 2, "devices_fell_back_to_full": 1,
                  "bytes_fetched": 1100, "bytes_full": 3000, "bytes_saved": 1900}
 

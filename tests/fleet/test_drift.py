@@ -3,8 +3,10 @@ the HTTP route and the CLI. SQLite and PostgreSQL through the ``store`` fixture.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,13 @@ import pytest
 from edgeops.bundle import ArtifactEntry, FileRef, Manifest, TensorSpec
 from edgeops.drift.features import build_reference, extract
 from edgeops.drift.reference import DriftReference
+from edgeops.drift.sketch_codec import PACKED_FIELD, pack_counts
 from edgeops.errors import UsageError
 from edgeops.keys import KeyStore
 from edgeops.protocol import TelemetryBatch, topics
 from fleet.api import openapi_document
 from fleet.client import FleetClient
-from fleet.drift.intake import SketchIntake, SketchLimits, check_sketch
+from fleet.drift.intake import SketchIntake, SketchLimits, check_sketch, read_sketch
 from fleet.drift.monitor import MonitorPolicy
 from fleet.drift.report import render
 from fleet.drift.service import drift_status
@@ -136,6 +139,39 @@ def _send(ing: Ingest, device: str, records: list[dict[str, Any]], seq: int = 1,
     return ing.handle(topics.device_topic(topic_device or device, "telemetry"), payload)
 
 
+def _packed(rec: dict[str, Any], flat: list[int] | None = None) -> dict[str, Any]:
+    """The record as agents send it: counts packed in the reference's order
+    (edgeops/drift/sketch_codec.py); ``flat`` replaces the counts, bins ignored."""
+    counts = rec["counts"]
+    per = [counts.get(f.name, [0] * f.bins) for f in REF.features]
+    if flat is not None:
+        per = [flat]
+    out = {k: v for k, v in rec.items() if k != "counts"}
+    return out | {PACKED_FIELD: pack_counts(per)}
+
+
+PACKED = _packed(GOOD)
+_FLAT = [v for f in REF.features for v in GOOD["counts"].get(f.name, [0] * f.bins)]
+
+
+@pytest.mark.parametrize(("over", "reason"), [
+    ({PACKED_FIELD: "%%% not base64"}, "bad-encoding"),
+    ({PACKED_FIELD: base64.b64encode(b"not zlib at all").decode()}, "bad-encoding"),
+    ({PACKED_FIELD: base64.b64encode(zlib.compress(b"\x00" * 10_000_000)).decode()},
+     "bad-encoding"),                                     # a zlib bomb: stops at the cap
+    ({PACKED_FIELD: _packed(GOOD, _FLAT[:-1])[PACKED_FIELD]}, "bins-mismatch"),
+    ({PACKED_FIELD: _packed(GOOD, [*_FLAT, 3])[PACKED_FIELD]}, "bins-mismatch"),
+    ({PACKED_FIELD: _packed(GOOD, [10**9, *_FLAT[1:]])[PACKED_FIELD]}, "absurd-count"),
+    ({"counts": GOOD["counts"]}, "malformed"),            # both forms at once
+    ({PACKED_FIELD: 7}, "malformed"),
+    ({"device_id": "cam-2"}, "device-mismatch"),
+])
+def test_bad_packed_sketches_are_refused_with_a_reason(over: dict[str, Any], reason: str) -> None:
+    got = check_sketch(PACKED | over, "cam-1", REF, NOW, SketchLimits())
+    assert got is not None and got.reason == reason, got
+    assert read_sketch(PACKED, "cam-1", REF, NOW) == GOOD["counts"]
+
+
 def test_good_sketch_is_stored_and_bad_ones_are_counted_not_stored(ingest: Ingest,
                                                                     store: Store) -> None:
     bad = [GOOD | {"device_id": "cam-2"}, GOOD | {"counts": _bins_off()},
@@ -151,6 +187,25 @@ def test_good_sketch_is_stored_and_bad_ones_are_counted_not_stored(ingest: Inges
     assert c["drift_sketch:refused:future-window"] == 1
     assert c["drift_sketch:refused:no-reference"] == 1
     assert c["drift_sketch:refused:negative-count"] == 1
+
+
+def test_packed_sketches_are_stored_unpacked_and_old_ones_still_accepted(
+        ingest: Ingest, store: Store) -> None:
+    """Agents send packed counts; agents already in the field send JSON counts; both are
+    stored in the JSON form, bad packed ones counted and not stored."""
+    old = GOOD | {"window_end": NOW - 20, "ts": NOW - 20}
+    bomb = base64.b64encode(zlib.compress(b"\x00" * 10_000_000)).decode()
+    bad = [PACKED | {PACKED_FIELD: "%%%"}, PACKED | {PACKED_FIELD: bomb},
+           PACKED | {PACKED_FIELD: _packed(GOOD, _FLAT[:-1])[PACKED_FIELD]}]
+    assert _send(ingest, "cam-1", [PACKED, old, *bad]) is Outcome.BUFFERED
+    ingest.flush()
+    rows = store.query_telemetry("cam-1", "drift_sketch")
+    assert len(rows) == 2
+    for r in rows:
+        assert r.data["counts"] == GOOD["counts"] and PACKED_FIELD not in r.data
+    c = ingest.stats.counts
+    assert c["drift_sketch:refused:bad-encoding"] == 2
+    assert c["drift_sketch:refused:bins-mismatch"] == 1
 
 
 def test_a_batch_on_another_devices_topic_is_refused_whole(ingest: Ingest, store: Store) -> None:
@@ -207,7 +262,7 @@ def test_cohort_merges_devices_that_alone_are_too_small(ingest: Ingest, store: S
     assert lyon["devices"] == 2 and lyon["data_drift"]["status"] == "alarm"
     assert lyon["prediction_drift"]["status"] == "alarm"    # y follows x0: its spread too
     assert cohorts["cohort:city=paris"]["data_drift"]["status"] == "insufficient-data"
-    assert out["policy"]["false_alarm_rate_per_window"] == pytest.approx(1e-4)
+    assert out["policy"]["false_alarm_rate_per_window"] == pytest.approx(MonitorPolicy().alpha)
     text = render(out)
     assert "cohort:city=lyon" in text and "input:x[0]" in text
 
@@ -267,3 +322,16 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     from tests.fleet.live import run_cli
 
     return run_cli(capsys, *argv)
+
+
+def test_cli_defaults_are_the_monitor_policys() -> None:
+    """The CLI states its defaults without importing the monitor (numpy); they must not drift
+    from MonitorPolicy's, which the API and stored monitors use."""
+    from fleet.cli.monitors import add
+    from fleet.cli.telemetry import drift
+
+    d = MonitorPolicy()
+    for cmd in (drift, add):
+        opts = {p.name: p.default for p in cmd.params}
+        assert (opts["alpha"], opts["persistence"], opts["min_samples"]) == (
+            d.alpha, d.persistence, d.min_samples), cmd.name

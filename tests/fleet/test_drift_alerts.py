@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgeops.drift.sketch_codec import PACKED_FIELD
 from edgeops.errors import UsageError
 from edgeops.keys import KeyStore
 from fleet.api import openapi_document
 from fleet.client import FleetClient
 from fleet.drift.alerts import DriftAlerts, alert_store, monitor_view, parse_monitor
 from fleet.drift.intake import SketchIntake
+from fleet.drift.monitor import MonitorPolicy
 from fleet.drift.webhook_sender import WebhookSender
 from fleet.drift.webhooks import (
     SIGNATURE_HEADER,
@@ -326,7 +328,7 @@ def test_monitor_crud_and_view_hides_secrets(fleet: Store) -> None:
     with pytest.raises(ConflictError):
         a.add_monitor(rec)
     view = monitor_view(a.list_monitors()[0])
-    assert view["cohort"] == "all" and view["policy"]["alpha"] == 0.01
+    assert view["cohort"] == "all" and view["policy"]["alpha"] == MonitorPolicy().alpha
     assert "secret" not in json.dumps(view) and generated[wid] not in json.dumps(view)
     assert a.remove_monitor("m") and not a.remove_monitor("m")
     assert a.list_monitors() == []
@@ -426,7 +428,8 @@ def test_metrics_report_alarm_state_statistics_and_refusals(fleet: Store,
     DriftAlerts(fleet, clock=lambda: NOW).evaluate()
     ing = Ingest(fleet, sketches=SketchIntake(fleet, clock=lambda: NOW))
     bad = _sketch("cam-1", NOW - 10, np.zeros((10, 2))) | {"counts": {"input:nope": [1]}}
-    _send(ing, "cam-1", [bad, bad | {"device_id": "cam-2"}], seq=999)
+    packed = {k: v for k, v in bad.items() if k != "counts"} | {PACKED_FIELD: "not base64!"}
+    _send(ing, "cam-1", [bad, bad | {"device_id": "cam-2"}, packed], seq=999)
     ing.flush()
     samples = parse(render(drift_families(fleet, lambda: ing.stats.counts)))
     got = {(n, tuple(sorted(lab.items()))): v for n, lab, v in samples}
@@ -443,7 +446,8 @@ def test_metrics_report_alarm_state_statistics_and_refusals(fleet: Store,
     refused = {dict(lab)["reason"]: v for n, lab, v in samples
                if n == "edgeops_drift_sketches_refused_total"}
     assert refused["unknown-feature"] == 1 and refused["device-mismatch"] == 1
-    assert refused["stale-window"] == 0 and len(refused) == 9     # every reason, bounded
+    assert refused["bad-encoding"] == 1                            # packed counts, undecodable
+    assert refused["stale-window"] == 0 and len(refused) == 10    # every reason, bounded
     per_side = [s for s in samples if s[0] == "edgeops_drift_feature_drift"]
     assert len(per_side) <= 2 * MAX_FEATURES
     # without an alert store or ingest counters: the families are there, empty or zero

@@ -22,3 +22,10 @@ def test_enrolment_accepts_a_profiled_target() -> None:
 def test_blessing_hardware_class_comes_from_the_profile() -> None:
     assert hardware_class("x86-cpu") == "x86_64"
     assert hardware_class("z80-cpu") is None
+
+
+def test_a_vnni_device_needs_its_own_blessing() -> None:
+    """x86-cpu-vnni ships 8-bit weights that only VNNI CPUs run correctly: a blessing of the
+    7-bit x86-cpu artifact must not let it roll out, so its hardware class differs."""
+    assert new_device("srv-1", "gateway", "x86-cpu-vnni", {}).target == "x86-cpu-vnni"
+    assert hardware_class("x86-cpu-vnni") == "x86_64-vnni" != hardware_class("x86-cpu")

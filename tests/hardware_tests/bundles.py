@@ -60,8 +60,12 @@ def build_bundle(tmp: Path, store: KeyStore, *, target: str = "x86-cpu",
                  metrics: Mapping[str, Any] | None = None,
                  tolerance: Mapping[str, float] | None = None,
                  with_golden: bool = True, golden_offset: float = 0.0,
-                 name: str = "mlp", version: str = "1.0.0") -> Path:
-    """A signed single-artifact bundle; ``golden_offset`` shifts the recorded outputs."""
+                 name: str = "mlp", version: str = "1.0.0", precision: str = "fp32",
+                 details: Mapping[str, Any] | None = None) -> Path:
+    """A signed single-artifact bundle; ``golden_offset`` shifts the recorded outputs.
+
+    ``precision`` and ``details`` are what the manifest claims (the model stays the FP32 MLP),
+    for the checks that read the claim, such as the CPU's ISA."""
     work = tmp / f"src-{name}-{version}-{target}"
     work.mkdir(parents=True, exist_ok=True)
     model = mlp_model(work / "model.onnx")
@@ -78,10 +82,11 @@ def build_bundle(tmp: Path, store: KeyStore, *, target: str = "x86-cpu",
         golden_ref = file_ref(f"artifacts/{target}/golden.npz", golden)
     entry = ArtifactEntry(
         target=target, file=file_ref(f"artifacts/{target}/model.onnx", model), format="onnx",
-        runtime="onnxruntime", providers=providers, precision="fp32", golden=golden_ref,
+        runtime="onnxruntime", providers=providers, precision=precision, golden=golden_ref,
         metrics=dict(metrics if metrics is not None else
                      {"latency_ms_p50": 50.0, "latency_ms_p95": 80.0, "peak_memory_mib": 64.0}),
-        tolerance=dict(tolerance if tolerance is not None else {"atol": 1e-5, "rtol": 1e-4}))
+        tolerance=dict(tolerance if tolerance is not None else {"atol": 1e-5, "rtol": 1e-4}),
+        details=dict(details or {}))
     manifest = Manifest(
         name=name, version=version, source_sha256=hashlib.sha256(model.read_bytes()).hexdigest(),
         inputs=(TensorSpec("x", "float32", ("N", 8)),),

@@ -29,9 +29,12 @@ from hardware_tests.runtime import (
     load_model,
     require_active,
     require_available,
+    require_isa,
 )
 from hardware_tests.settings import HardwareSettings, default_target
 from hardware_tests.suite import Golden, load_golden, replay_golden
+from tests.cpuinfo import ARM64, AVX2, AVX512_NO_VNNI, AVX512_VNNI, AVX_VNNI, VNNI_PLAN, cpu
+from tests.hardware_tests.bundles import mlp_model
 
 FLOATS = hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
                     elements=st.floats(-100, 100, width=32))
@@ -217,6 +220,40 @@ def test_absent_npu_delegate_is_hardware_missing(tmp_path: Path,
     with pytest.raises(HardwareMissing, match="EdgeTPUDelegate delegate .*libedgetpu-absent"):
         load_model(tmp_path / "m.tflite", _entry("litert", ("EdgeTPUDelegate", "XNNPACK"),
                                                  "tflite"), ["y"])
+
+
+def _cpu_entry(target: str, plan: dict[str, object]) -> ArtifactEntry:
+    return ArtifactEntry(target=target, file=FileRef("artifacts/t/model.onnx", "0" * 64, 1),
+                         format="onnx", runtime="onnxruntime",
+                         providers=("CPUExecutionProvider",), precision="int8",
+                         details={"plan": plan})
+
+
+@pytest.mark.parametrize("cpuinfo", [AVX2, AVX512_NO_VNNI], ids=["avx2", "avx512-no-vnni"])
+def test_vnni_artifact_on_a_cpu_without_vnni_is_hardware_missing(tmp_path: Path,
+                                                                 cpuinfo: str) -> None:
+    vnni = _cpu_entry("x86-cpu-vnni", VNNI_PLAN)
+    with pytest.raises(HardwareMissing) as missing:
+        load_model(mlp_model(tmp_path / "m.onnx"), vnni, ["y"], cpu=cpu(cpuinfo))
+    assert str(missing.value) == (
+        "the x86-cpu-vnni int8 artifact has 8-bit weights that need VNNI, and this x86_64 CPU "
+        "has neither avx512_vnni nor avx_vnni: ONNX Runtime would saturate them and give wrong "
+        "outputs without an error; bless it on a unit with AVX-512 VNNI or AVX-VNNI (or test "
+        "the x86-cpu artifact here)")
+
+
+@pytest.mark.parametrize("cpuinfo", [AVX512_VNNI, AVX_VNNI, ARM64],
+                         ids=["avx512_vnni", "avx_vnni", "arm64"])
+def test_vnni_artifact_loads_where_its_weights_are_exact(tmp_path: Path, cpuinfo: str) -> None:
+    model = load_model(mlp_model(tmp_path / "m.onnx"), _cpu_entry("x86-cpu-vnni", VNNI_PLAN),
+                       ["y"], cpu=cpu(cpuinfo))
+    assert model.active_providers[0] == "CPUExecutionProvider"
+
+
+def test_seven_bit_x86_artifact_is_never_refused() -> None:
+    plan = {**VNNI_PLAN, "reduce_range": True, "target_isa": "x86_64"}
+    for cpuinfo in (AVX2, AVX512_NO_VNNI, AVX512_VNNI, ARM64):
+        require_isa(_cpu_entry("x86-cpu", plan), cpu(cpuinfo))
 
 
 # -- settings and machine ---------------------------------------------------------------------

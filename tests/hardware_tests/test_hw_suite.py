@@ -80,6 +80,29 @@ def test_explicit_target_is_tested(tmp_path: Path, store: KeyStore, run_suite: R
     assert (run.report["target"], run.report["hardware"]) == ("arm64-cpu", "aarch64")
 
 
+def test_vnni_artifact_is_blessed_only_on_a_vnni_cpu(tmp_path: Path, store: KeyStore,
+                                                     run_suite: Runner) -> None:
+    # The run takes this machine's own /proc/cpuinfo, so one branch runs per machine; the
+    # other is covered with injected CPU facts in test_hw_checks.
+    from edgeops.cpu import read_cpu_facts
+    from tests.cpuinfo import VNNI_PLAN
+
+    bundle = build_bundle(tmp_path, store, target="x86-cpu-vnni", precision="int8",
+                          details={"plan": VNNI_PLAN})
+    run = run_suite(bundle, "--target", "x86-cpu-vnni")
+    _no_traceback(run)
+    assert (run.report["target"], run.report["hardware"]) == ("x86-cpu-vnni", "x86_64-vnni")
+    if read_cpu_facts().vnni:
+        assert run.returncode == 0, run.output
+        assert run.report["passed"] is True
+    else:
+        load = run.check("load")
+        assert load["outcome"] == "skipped"
+        assert load["message"].startswith("hardware missing: the x86-cpu-vnni int8 artifact "
+                                          "has 8-bit weights that need VNNI")
+        assert run.report["passed"] is False
+
+
 def test_corrupted_artifact_fails_clearly(good_bundle: Path, tmp_path: Path,
                                           run_suite: Runner) -> None:
     bad = corrupt_member(good_bundle, "artifacts/x86-cpu/model.onnx", tmp_path / "bad.edgebundle")

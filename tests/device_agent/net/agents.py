@@ -11,6 +11,7 @@ from device_agent.daemon import Agent, DaemonSettings
 from device_agent.mqtt import Backoff
 from device_agent.tuf_client import DownloadLimits
 from edgeops.keys import KeyStore
+from tests.cpuinfo import VNNI_PLAN
 from tests.device_agent.bundles import (
     PASSPHRASE,
     Fleet,
@@ -38,7 +39,8 @@ class FleetRepo:
 
 def make_fleet_repo(tmp: Path) -> FleetRepo:
     """Keys, a TUF repo and published bundles: 1.0.0/2.0.0 good, 3.0.0 NaN, 4.0.0 broken,
-    5.0.0 wrong golden, 6.0.0 signed by a foreign key."""
+    5.0.0 wrong golden, 6.0.0 signed by a foreign key, 7.0.0 an x86-cpu-vnni INT8 artifact
+    (8-bit weights: refused on a CPU without VNNI)."""
     fleet = make_fleet(tmp / "fleet")
     repo = TufRepo(KeyStore(fleet.home), PASSPHRASE)
     out = tmp / "bundles"
@@ -50,6 +52,8 @@ def make_fleet_repo(tmp: Path) -> FleetRepo:
         "4.0.0": build_bundle(out, fleet, version="4.0.0", kind="broken"),
         "5.0.0": build_bundle(out, fleet, version="5.0.0", kind="wrong"),
         "6.0.0": build_bundle(out, fleet, version="6.0.0", signer=fleet.foreign),
+        "7.0.0": build_bundle(out, fleet, version="7.0.0", target="x86-cpu-vnni",
+                              precision="int8", details={"plan": VNNI_PLAN}),
     }
     for b in bundles.values():
         repo.add_bundle(b)

@@ -20,10 +20,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from device_agent.core import AgentCore
 from device_agent.daemon import Agent
 from device_agent.tuf_client import DownloadLimits
 from edgeops.bundle import read_bundle
 from edgeops.protocol import DevicePhase, topics
+from tests.cpuinfo import AVX2, cpu
+from tests.device_agent.bundles import drift_reference, sketch_counts
 from tests.device_agent.net.agents import (
     FAST,
     FleetRepo,
@@ -211,6 +214,27 @@ def test_wrong_target_and_rollback_command(mgr: FakeManager, agent: Agent) -> No
     assert _serving(agent) == "1.0.0"
 
 
+def test_vnni_artifact_on_a_cpu_without_vnni_is_refused_and_reported(
+        mgr: FakeManager, tmp_path: Path, fr: FleetRepo, broker: MosquittoBroker) -> None:
+    dev = "vnni-1"
+    cfg = agent_config(fr, tmp_path, dev, broker.url, target="x86-cpu-vnni")
+    a = Agent(cfg, settings=FAST,
+              core_factory=lambda c, cb: AgentCore(c, on_phase=cb, cpu=cpu(AVX2)))
+    a.start()
+    try:
+        assert a.conn.wait_connected(10)
+        mgr.command(dev, "deploy", {"deployment_id": "v", "name": "classifier",
+                                    "version": "7.0.0", "target": "x86-cpu-vnni"})
+        final = _final(mgr, "v")
+        assert final["phase"] == "failed" and final["device_id"] == dev
+        assert "has 8-bit weights that need VNNI" in final["reason"]
+        assert final["reason"].endswith("; enrol this device as x86-cpu")
+        assert _phases(mgr, "v") == ["notified", "downloading", "verifying", "failed"]
+        assert final["active"] is None and a.core.inference.model is None
+    finally:
+        a.stop()
+
+
 def test_deferred_while_driving_then_installed(mgr: FakeManager, tmp_path: Path,
                                                fr: FleetRepo, broker: MosquittoBroker) -> None:
     flag = tmp_path / "driving"
@@ -318,9 +342,10 @@ def test_drift_sketch_counts_live_requests_into_the_signed_bins(
                                  if r["kind"] == "drift_sketch"), None), timeout_s=60.0)
     assert rec["device_id"] == DEV and rec["bundle"] == "classifier@1.0.0"
     assert rec["requests"] == 16 and rec["sampled"] == 16
-    x0 = rec["counts"]["input:x[0]"]
+    counts = sketch_counts(rec, drift_reference())        # the bundle's reference
+    x0 = counts["input:x[0]"]
     assert len(x0) == 20 and sum(x0) == 16 and x0[-1] == 16     # 5.0 is above every edge
-    assert sum(rec["counts"]["output:y/class"]) == 16
+    assert sum(counts["output:y/class"]) == 16
 
 
 def test_many_agents_share_one_process(mgr: FakeManager, tmp_path: Path, fr: FleetRepo,

@@ -244,3 +244,58 @@ def test_an_agent_restarted_after_the_shared_loop_stopped_connects_again(
         finally:
             conn.stop()
         assert NetLoop.close_shared_if_idle() is True
+
+
+class _WakeSocketThatRaces:
+    """The loop's wake socket, with another thread's call_soon() landing inside the first read
+    (where a real thread can land: the read releases the GIL)."""
+
+    def __init__(self, real: socket.socket, net: NetLoop) -> None:
+        self.real = real
+        self.net = net
+        self.raced = threading.Event()
+
+    def recv(self, n: int) -> bytes:
+        if not self.raced.is_set():
+            self.raced.set()
+            t = threading.Thread(target=self.net.call_soon, args=(lambda: None,))
+            t.start()
+            t.join()
+        return self.real.recv(n)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_a_call_from_another_thread_during_a_wake_up_does_not_silence_later_ones() -> None:
+    """Draining the wake socket must not swallow a wake-up and leave the loop deaf: every
+    later call_soon() from another thread would then wait for the next tick (here 5 s)."""
+    net = NetLoop("test-wake", tick_s=5.0)
+    try:
+        first = threading.Event()
+        net.call_soon(first.set)                    # starts the thread
+        assert first.wait(2)
+        raced = _WakeSocketThatRaces(net._wake_r, net)
+        net._wake_r = raced                         # type: ignore[assignment]
+        woke = threading.Event()
+        net.call_soon(woke.set)                     # its wake-up drains through the racing read
+        assert woke.wait(2) and raced.raced.is_set()
+        for i in range(3):                          # and later calls still wake the loop at once
+            done = threading.Event()
+            t0 = time.monotonic()
+            net.call_soon(done.set)
+            assert done.wait(2), f"call {i} waited for the tick"
+            assert time.monotonic() - t0 < 1.0
+    finally:
+        if isinstance(net._wake_r, _WakeSocketThatRaces):
+            net._wake_r = net._wake_r.real
+        net.close()
+
+
+def test_a_loop_closed_before_it_ever_ran_releases_its_descriptors() -> None:
+    """Left to the garbage collector, they are freed at a random moment: a later test that
+    needs every low descriptor number taken (the 1,100-descriptor tests) then fails."""
+    net = NetLoop("test-never-ran")
+    wake_r, wake_w = net._wake_r, net._wake_w
+    net.close()
+    assert wake_r.fileno() == -1 and wake_w.fileno() == -1

@@ -108,16 +108,17 @@ def test_feature_stats_sample_every_nth_request() -> None:
 def test_drift_record_standardises_the_mean_shift() -> None:
     rec = drift_record(1.0, {"x": {"count": 10, "mean": 3.0, "std": 1.0, "min": 0, "max": 5}},
                        {"x": {"mean": 1.0, "std": 0.5}}, "m@1.0.0")
-    assert rec is not None and rec["kind"] == "drift"
-    assert rec["features"]["x"]["shift"] == pytest.approx(4.0)
+    assert rec is not None and rec.to_dict()["kind"] == "drift"
+    assert rec.features["x"].shift == pytest.approx(4.0)
+    assert rec.to_dict()["features"]["x"]["count"] == 10.0
     assert drift_record(1.0, {}, {}, None) is None
     no_base = drift_record(1.0, {"z": {"count": 1, "mean": 0.0, "std": 0.0, "min": 0.0,
                                        "max": 0.0}}, {}, None)
-    assert no_base is not None and "shift" not in no_base["features"]["z"]
+    assert no_base is not None and "shift" not in no_base.to_dict()["features"]["z"]
 
 
 def test_system_record_has_the_protocol_fields(tmp_path: Path) -> None:
-    rec = system_record(5.0, tmp_path)
+    rec = system_record(5.0, tmp_path).to_dict()
     assert rec["kind"] == "system" and rec["ts"] == 5.0
     for k in ("cpu_pct", "mem_mb", "disk_free_mb", "temp_c"):
         assert k in rec

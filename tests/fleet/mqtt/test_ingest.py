@@ -16,6 +16,7 @@ from edgeops.protocol import (
     StateReport,
     StatusMessage,
     TelemetryBatch,
+    UnknownRecord,
     topics,
 )
 from fleet.delivery import DeliveryRejected
@@ -67,6 +68,19 @@ def test_telemetry_is_buffered_then_persisted_in_one_flush(ingest: Ingest, store
     rows = store.query_telemetry("cam-1", kind="heartbeat")
     assert {r.seq for r in rows} == set(range(5))
     assert store.get_device("cam-1").last_seen == pytest.approx(1004.02)  # type: ignore[union-attr]
+
+
+def test_a_record_of_a_kind_this_version_does_not_know_is_stored_and_counted(
+        ingest: Ingest, store: Store) -> None:
+    recs = ({"kind": "gpu", "ts": 1000.0, "util_pct": 80}, {"kind": "heartbeat", "ts": 1000.5})
+    batch = TelemetryBatch("cam-1", 1, recs).to_bytes()
+    assert ingest.handle(t("cam-1", "telemetry"), batch) is Outcome.BUFFERED
+    assert ingest.flush() == 2
+    (row,) = store.query_telemetry("cam-1", kind="gpu")
+    assert row.data == {"util_pct": 80}
+    rec = row.record()
+    assert isinstance(rec, UnknownRecord) and rec.to_dict() == recs[0]
+    assert ingest.stats.counts["telemetry:unknown-kind"] == 1
 
 
 def test_flush_is_due_by_rows_or_age(store: Store) -> None:
