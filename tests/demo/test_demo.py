@@ -69,6 +69,14 @@ class DemoRun:
     stderr: str
 
 
+# `python -m edgeops.cli.main` with Ctrl-C as a terminal gives it. A suite started in the
+# background (`make test &`, nohup, some CI runners) has SIGINT ignored, children inherit that,
+# and Python then leaves it ignored: the demo would never see the test's Ctrl-C.
+_WITH_CTRL_C = [sys.executable, "-c",
+                "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler);"
+                " runpy.run_module('edgeops.cli.main', run_name='__main__', alter_sys=True)"]
+
+
 def _read_lines(stream: Any, lines: list[str], ready: threading.Event) -> None:
     for line in iter(stream.readline, ""):
         lines.append(line)
@@ -116,9 +124,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     env = {**os.environ, **PASSPHRASE_ENV, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
            "MLFLOW_REGISTRY_URI": "http://127.0.0.1:9", "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgeops.cli.main", "demo", "--workdir", str(workdir),
-         "--devices", str(DEVICES), "--fast", "--keep", "--json", "--broker-kind", "amqtt",
-         "--mlflow"],
+        [*_WITH_CTRL_C, "demo", "--workdir", str(workdir), "--devices", str(DEVICES), "--fast",
+         "--keep", "--json", "--broker-kind", "amqtt", "--mlflow"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     assert proc.stderr is not None and proc.stdout is not None
     lines: list[str] = []
