@@ -37,7 +37,7 @@ from fleet.embedded_broker import find_mosquitto
 from tests.clirun import run_edgeops
 
 PASSPHRASE_ENV = {"EDGEOPS_KEY_PASSPHRASE": "edgeops-demo-passphrase"}
-DEVICES = 8
+DEVICES = 4
 RUN_TIMEOUT_S = 290          # the demo up to "Press Ctrl-C" (about 90 s on a busy 2-core box)
 STOP_TIMEOUT_S = 60          # Ctrl-C to exit
 
