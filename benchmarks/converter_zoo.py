@@ -19,6 +19,9 @@ text the test suite uses), side by side in one run on one machine:
 
 Accuracy vs FP32 on the validation samples: the task metric the build's gate reads (the task
 ``auto`` infers, or the one named per model below), computed the same way for stock and ours,
+what else that metric measured (``task_details``; for a dense detection head the cosine of
+its class-score channels, shown in the table: it was a ``> 0.9`` assertion on YOLOv8n in
+tests/converters/test_zoo_real.py, a quality figure, so it is measured here),
 and the raw cosine (over each sample's whole first output, mean over samples) that a naive gate
 would have read. Latency: batch 1, ``threads`` intra-op threads, ``rounds`` interleaved rounds
 of ``runs`` runs each, medians. Results go to benchmarks/results/converter_zoo.{json,md}.
@@ -185,7 +188,8 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
             score = task_score(spec, ref, out)
             entry.setdefault(k, {}).update({
                 "task_metric": score.metric, "task_value": score.value,
-                "task_drop": score.drop, "raw_cosine": _raw_cosine(ref[first], out[first])})
+                "task_drop": score.drop, "task_details": score.details,
+                "raw_cosine": _raw_cosine(ref[first], out[first])})
         lat = _latency(sessions, feeds[0], rounds, runs)
         for k, v in lat.items():
             entry[k].update({"p50_ms": v, "speedup_vs_fp32": lat["fp32"] / v})
@@ -217,11 +221,13 @@ def _cell(v: dict[str, Any], key: str, fmt: str) -> str:
 
 
 _RUN_KEYS = ("threads", "rounds", "runs_per_round", "samples", "perf_aware", "loadavg_start",
-             "loadavg_end", "versions")
+             "loadavg_end", "versions", "cpu")
 
 
 def _earlier(run: dict[str, Any]) -> str:
-    return (f"[earlier run: perf-aware {'on' if run['perf_aware'] else 'off'}, "
+    # The header states this run's ISA; a row from a run on another CPU must say its own.
+    isa = "" if "cpu" not in run else "VNNI, " if run["cpu"].get("vnni") else "no VNNI, "
+    return (f"[earlier run: {isa}perf-aware {'on' if run['perf_aware'] else 'off'}, "
             f"{run['samples']} samples, {run['rounds']}×{run['runs_per_round']} runs]")
 
 
@@ -258,6 +264,8 @@ def markdown(r: dict[str, Any]) -> str:
         for k in ("fp32", "stock", "edgeops"):
             v = e.get(k, {})
             metric = (f"{v['task_metric']} {v['task_value']:.4f}" if "task_value" in v else "-")
+            if "class_score_cosine" in v.get("task_details", {}):   # detection: the class scores
+                metric += f", class-score cosine {v['task_details']['class_score_cosine']:.4f}"
             note = v.get("error", "").split("; most sensitive")[0].split(" (hint:")[0]
             note = (f"{'refused' if ' dropped ' in note else 'failed'}: {note}" if note
                     else "")

@@ -1,13 +1,23 @@
 """The converter on pretrained models from PyPI wheels (tests/realzoo.py), fed real inputs.
 
-Each model builds for x86-cpu INT8 with default settings, judged by its task's metric, or
-stops with one line that names that metric and the task (or, failing inside a library, the node
-it was on); never a traceback, nothing written; from batch-stacked data and from whole inputs
-per sample alike.
+Each model builds for x86-cpu INT8, judged by its task's metric, or stops with one line that
+names that metric and the task (or, failing inside a library, the node it was on); never a
+traceback, nothing written; from batch-stacked data and from whole inputs per sample alike.
 ``--no-perf-aware`` keeps the builds short (the performance pass only moves nodes to float,
 which never hurts accuracy; it is covered in test_onnx_perf.py), and the models with dynamic
-H/W get small inputs. Quantisation quality on the OCR models is issue 16: here they must be
-measured as their users measure them and stop cleanly when the budget is missed.
+H/W get small inputs. The four models whose builds run longest (the OCR detectors and
+recogniser, MiniLM) build with ``--effort fast`` (MinMax ranges, no engine pass): what they
+prove here is intake (the task read, the metric named, the one-line stop), not which ranges
+win; the default engine is built here on the cheap models, the nucleus U-Net and YOLOv8, its
+mechanics are tested in tests/converters/quant/ and its quality on every zoo model is measured
+by benchmarks/converter_zoo.py. Quantisation quality on the OCR models is issue 16: here they
+must be measured as their users measure them and stop cleanly when the budget is missed.
+
+The data form changes only how the calibration file lays the samples out. The ``whole``
+variants read both layouts through the converter's own intake and require the same samples,
+array for array; a build reads its calibration file nowhere else and builds are
+deterministic (test_build_twice_is_byte_identical), so the same samples make the same artifact.
+The cheap models (:data:`_WHOLE_BUILDS`) also build from whole inputs end to end.
 """
 
 from __future__ import annotations
@@ -20,7 +30,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from converters.data import load_samples
 from converters.tasks import infer_task
+from converters.validate import model_inputs
 from edgeops.bundle import read_bundle
 from edgeops.golden import stack_outputs
 from tests.converters.conftest import listing
@@ -28,8 +40,10 @@ from tests.realzoo import model_path
 from tests.zoo_inputs import INPUTS
 
 
-def _reference(name: str, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    sess = ort.InferenceSession(str(model_path(name)), providers=["CPUExecutionProvider"])
+def _reference(name: str | Path, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """FP32 outputs of zoo model ``name`` (or the model at a path) on ``data``, per sample."""
+    path = name if isinstance(name, Path) else model_path(name)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     per: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for i in range(len(next(iter(data.values())))):
@@ -69,14 +83,36 @@ def test_auto_task_of_the_streaming_vad_is_vad() -> None:
     assert "stateN" in spec.why
 
 
+def _laid_out(data: dict[str, np.ndarray], form: str) -> dict[str, np.ndarray]:
+    """``stacked``: ``(N, *input shape without batch)`` per input (rank = model rank);
+    ``whole``: one whole model input per sample, ``(N, 1, ...)`` (rank = model rank + 1), as
+    ORT's CalibrationDataReader and TFLite's representative_dataset hand it over."""
+    return data if form == "stacked" else {k: v[:, None] for k, v in data.items()}
+
+
+def _assert_forms_read_alike(model: Path, data: dict[str, np.ndarray], tmp_path: Path) -> None:
+    """Both layouts of ``data`` through the build's own intake (the model's inputs as `edgeops
+    build` reads them, then the calibration loader): the same samples, array for array."""
+    inputs = model_inputs(onnx.load(str(model), load_external_data=False))
+    read = {}
+    for form in ("stacked", "whole"):
+        np.savez(tmp_path / f"{form}.npz", **_laid_out(data, form))
+        read[form] = load_samples(tmp_path / f"{form}.npz", inputs)
+    stacked, whole = read["stacked"], read["whole"]
+    assert len(whole) == len(stacked) == len(next(iter(data.values())))
+    assert whole.batch_axes == stacked.batch_axes
+    assert list(whole.arrays) == list(stacked.arrays) == [s.name for s in inputs]
+    for k, a in stacked.arrays.items():
+        b = whole.arrays[k]
+        assert (b.dtype, b.shape) == (a.dtype, a.shape), (k, b.dtype, b.shape, a.dtype, a.shape)
+        assert np.array_equal(a, b), k
+
+
 def _build(cli, name: str, samples: int, tmp_path: Path, *extra: str,  # type: ignore[no-untyped-def]
            form: str = "stacked"):
-    """``form``: ``stacked`` gives ``(N, *input shape without batch)`` per input (rank = model
-    rank), ``whole`` one whole model input per sample, ``(N, 1, ...)`` (rank = model rank + 1),
-    as ORT's CalibrationDataReader and TFLite's representative_dataset hand it over."""
-    data = INPUTS[name](samples)
-    np.savez(tmp_path / "data.npz",
-             **(data if form == "stacked" else {k: v[:, None] for k, v in data.items()}))
+    """``edgeops build`` of zoo model ``name`` on ``samples`` real inputs laid out in ``form``
+    (:func:`_laid_out`)."""
+    np.savez(tmp_path / "data.npz", **_laid_out(INPUTS[name](samples), form))
     return cli("build", model_path(name), "--name", "zoo", "--version", "1.0.0",
                "--target", "x86-cpu", "--calibration", tmp_path / "data.npz",
                "--no-perf-aware", "--out", tmp_path / "out", "--json", *extra)
@@ -103,6 +139,11 @@ def _built_or_refused(res, out: Path, task: str, metric: str) -> dict | None:  #
     return None
 
 
+# Builds of seconds: their ``whole`` variant also builds from whole inputs, end to end.
+_WHOLE_BUILDS = frozenset({"ocr-cls", "magika", "name-encoder", "quantised-encoder"})
+_FAST = ("--effort", "fast")      # intake, not range choice: see the module docstring
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("form", ["stacked", "whole"])
@@ -110,16 +151,20 @@ def _built_or_refused(res, out: Path, task: str, metric: str) -> dict | None:  #
     ("ocr-cls", 12, (), "classification", "top1_agreement"),
     ("magika", 12, (), "classification", "top1_agreement"),
     ("name-encoder", 8, (), "embedding", "channel_cosine_min"),
-    ("minilm", 8, (), "embedding", "channel_cosine_min"),
+    ("minilm", 8, _FAST, "embedding", "channel_cosine_min"),
     ("quantised-encoder", 6, (), "embedding", "channel_cosine_min"),
-    ("ocr-det", 6, ("--task", "text-detection"), "text-detection", "mask_iou"),
-    ("ocr-det-small", 6, (), "segmentation", "mask_iou"),
-    ("ocr-rec", 6, (), "ctc", "one_minus_cer"),
+    ("ocr-det", 6, ("--task", "text-detection", *_FAST), "text-detection", "mask_iou"),
+    ("ocr-det-small", 6, _FAST, "segmentation", "mask_iou"),
+    ("ocr-rec", 6, _FAST, "ctc", "one_minus_cer"),
 ])
 def test_zoo_model_builds_or_stops_with_one_line(cli, keys_home: Path, tmp_path: Path,
                                                  name: str, samples: int,
                                                  extra: tuple[str, ...], task: str,
                                                  metric: str, form: str) -> None:
+    if form == "whole":
+        _assert_forms_read_alike(model_path(name), INPUTS[name](samples), tmp_path)
+        if name not in _WHOLE_BUILDS:
+            return              # same samples, deterministic build: the stacked build's verdict
     res = _build(cli, name, samples, tmp_path, *extra, form=form)
     _built_or_refused(res, tmp_path / "out", task, metric)
     if res.code == 0:                                      # the data form was read as given
@@ -136,15 +181,17 @@ def test_yolov8_builds_by_default_and_is_refused_with_its_head_quantised(
     assert acc is not None, res.err                       # built: the tail stayed float
     details = acc["task"]["details"]
     assert details["detections_reference"] >= 4          # real photos: real detections
-    assert acc["task"]["value"] >= 0.99
-    assert details["class_score_cosine"] > 0.9
+    assert acc["task"]["value"] >= 0.99                  # (its class-score cosine, a quality
+    #                                                      figure, is benchmarks/converter_zoo's)
     art = read_bundle(Path(json.loads(res.out)["bundle"])).manifest.artifact_for("x86-cpu")
     assert art is not None and art.precision == "int8" and art.details["quantised_nodes"] > 50
     assert any(n.endswith("Sigmoid") or "Concat" in n
                for n in art.details["postprocessing_tail"]["float"])
 
+    # The head quantised is what the gate refuses, whatever the ranges and however many
+    # samples: one sample and MinMax ranges stop it in a third of the default's time.
     (tmp_path / "forced").mkdir()
-    forced = _build(cli, "yolov8-doc", 4, tmp_path / "forced", "--quantise-tail")
+    forced = _build(cli, "yolov8-doc", 1, tmp_path / "forced", "--quantise-tail", *_FAST)
     assert _built_or_refused(forced, tmp_path / "forced" / "out", "detection",
                              "detection_f1") is None
 
@@ -157,12 +204,20 @@ def test_segmentation_net_is_judged_by_mask_iou(cli, keys_home: Path, tmp_path: 
     """The nucleus U-Net (TensorFlow export: channels-last (N, H, W, 2) softmax written as
     Exp/ReduceSum/Div, so ``auto`` does not guess it) at a 256x256 tile (tests/realzoo_made.py:
     at its package's 1024x1024 the calibration outgrows a CI machine's memory):
-    ``--task segmentation`` reads the per-pixel class argmax mask."""
+    ``--task segmentation`` reads the per-pixel class argmax mask. ``whole``: the same samples
+    from whole inputs (see the module docstring)."""
     from tests.realzoo_made import nucleus_seg
 
     data = INPUTS["nucleus-seg-256"](4)
-    np.savez(tmp_path / "data.npz",
-             **(data if form == "stacked" else {k: v[:, None] for k, v in data.items()}))
+    if form == "whole":
+        _assert_forms_read_alike(nucleus_seg(), data, tmp_path)
+        return
+    # What the gate will read, checked on FP32 alone: the build below may be refused (today it
+    # is: issue 16), and a refusal line names the metric, not how the map was laid out.
+    spec = infer_task(onnx.load(str(nucleus_seg())), _reference(nucleus_seg(), data),
+                      {k: (1, *v.shape[1:]) for k, v in data.items()}, "segmentation")
+    assert spec.channels_last and "channels-last" in spec.why, spec.why
+    np.savez(tmp_path / "data.npz", **data)
     res = cli("build", nucleus_seg(), "--name", "zoo", "--version", "1.0.0", "--target",
               "x86-cpu", "--calibration", tmp_path / "data.npz", "--no-perf-aware",
               "--task", "segmentation", "--out", tmp_path / "out", "--json")
