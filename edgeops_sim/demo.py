@@ -281,19 +281,25 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         summary["operator_token"] = stack.operator_token
         summary["kept_running"] = True
         summary["elapsed_s"] = round(time.monotonic() - t0, 1)
-        _print_summary(out, summary)
-        if opts.quiet:
-            click.echo(json.dumps(summary, indent=2, sort_keys=True))
-        click.echo(f"\nconsole: {stack.url}/console/  (operator token: "
-                   f"{stack.operator_token})\nPress Ctrl-C to stop.", err=True)
         try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-        stack.stop()
-        if registry is not None:
-            registry.stop()
+            _print_summary(out, summary)
+            if opts.quiet:
+                click.echo(json.dumps(summary, indent=2, sort_keys=True))
+            try:
+                click.echo(f"\nconsole: {stack.url}/console/  (operator token: "
+                           f"{stack.operator_token})\nPress Ctrl-C to stop.", err=True)
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass     # the stop this asks for, also when it lands before the line is out
+        finally:         # whatever ends the wait, nothing is left running
+            stack.stop()
+            if registry is not None:
+                registry.stop()
+        summary["stray_threads"] = stack.stray_threads()
+        click.echo("stopped; " + (f"threads still running: {', '.join(summary['stray_threads'])}"
+                                  if summary["stray_threads"] else "nothing left running"),
+                   err=True)
         return summary
     stack.stop()
     if registry is not None:

@@ -15,6 +15,7 @@ hardware suite run as a device runs it).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,8 @@ def run_main(main: Callable[[list[str]], Any], args: list[str], *,
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             if isinstance(exc.code, str):
                 err.write(exc.code.encode() + b"\n")
+        sys.stdout.flush()      # what was written without a flush (print, pytest's terminal)
+        sys.stderr.flush()
         return CliResult(code, out.getvalue().decode(errors="replace"),
                          err.getvalue().decode(errors="replace"))
 

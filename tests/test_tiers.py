@@ -60,7 +60,7 @@ def test_an_expensive_call_is_slow_wherever_it_is_imported() -> None:
 
 
 def test_expensive_fixtures_make_slow_tests_grouped_on_one_worker() -> None:
-    assert markers_for(_pure, ("demo_summary",), ()) == {"slow", "mlflow"}
+    assert markers_for(_pure, ("demo_run",), ()) == {"slow", "mlflow"}
     assert "postgres" in markers_for(_pure, ("pg_database",), ())
     assert xdist_group_for(("tmp_path", "good_run")) == "hw-suite-good-run"
     assert xdist_group_for(("tmp_path",)) is None

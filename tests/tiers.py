@@ -24,7 +24,8 @@ __all__ = ["FIXTURE_MARKS", "SERVICE_NAMES", "SLOW_CALLS", "SLOW_FIXTURES", "TIE
 # What a test's code names when it starts each service (the starters in tests/ and product code).
 SERVICE_NAMES: dict[str, frozenset[str]] = {
     "broker": frozenset({"MosquittoBroker", "running_broker", "start_or_skip", "EmbeddedBroker",
-                         "SecureBroker", "AmqttBroker"}),
+                         "SecureBroker", "AmqttBroker",
+                         "_Stack"}),         # the demo's broker, manager and fleet, in-process
     "postgres": frozenset({"postgres_database", "temporary_database", "pg_database"}),
     "mlflow": frozenset({"LocalMlflowServer"}),
     "browser": frozenset({"sync_playwright"}),
@@ -33,12 +34,12 @@ SERVICE_NAMES: dict[str, frozenset[str]] = {
 
 # Fixtures whose service runs out of sight (inside a child process), so no name shows it.
 FIXTURE_MARKS: dict[str, frozenset[str]] = {
-    "demo_summary": frozenset({"mlflow"}),     # `edgeops demo --mlflow` starts its own server
+    "demo_run": frozenset({"mlflow"}),         # `edgeops demo --mlflow` starts its own server
 }
 
 # Session or module fixtures whose first use costs seconds (a trained model, a suite run).
-SLOW_FIXTURES = frozenset({"good_run", "demo_summary", "kept_demo", "broken_example_model",
-                           "exported"})
+SLOW_FIXTURES = frozenset({"good_run", "demo_run", "example_model", "broken_example_model",
+                           "exported", "mlflow_server"})
 
 # Functions whose call costs seconds: training the example model, fetching (PyPI, on first
 # use) and loading the real-model zoo.
@@ -49,12 +50,13 @@ SLOW_CALLS = frozenset({"edgeops.examples.make_vehicle_classifier", "tests.realz
 # Session fixtures worth computing once: under ``pytest -n N --dist loadgroup`` every test
 # using one goes to the same worker (xdist would otherwise build it once per worker).
 XDIST_GROUPS: dict[str, str] = {
-    "demo_summary": "demo-full",
-    "kept_demo": "demo-keep",
+    "demo_run": "demo",
     "good_run": "hw-suite-good-run",
     "built_bundle": "hw-suite-built-bundle",
+    "example_model": "example-model",
     "broken_example_model": "example-model",
     "exported": "skl2onnx-exports",          # tests/converters/test_exporters.py
+    "mlflow_server": "mlflow-server",        # tests/registry: `mlflow server` starts in ~20 s
 }
 
 TIERS = ("broker", "postgres", "mlflow", "browser", "subprocess", "slow")

@@ -1,8 +1,17 @@
 """Fixtures for testing the hardware suite: a real key store, real bundles, a suite runner.
 
-The suite is run the way a device runs it, in a subprocess (``python -m pytest hardware_tests
---bundle FILE ...``), so what is tested is the exit code, the one-line messages, the JUnit XML
-and the JSON/Markdown report a person or ``edgeops fleet bless`` would get.
+What is tested is what a person or ``edgeops fleet bless`` gets from ``pytest hardware_tests
+--bundle FILE ...``: the exit code, the one-line messages, the JUnit XML and the JSON/Markdown
+report. The suite's own work on a test bundle takes a fraction of a second; a child process
+costs seconds of interpreter start and imports, so ``run_suite`` runs it in this process
+(``pytest.main`` on the suite's directory with the device's arguments, streams and environment
+isolated as in tests/clirun.py). Run as a device runs it, in a child process: ``good_run`` (the
+``pytest hardware_tests`` entry point, session-scoped), ``run_suite(..., module=True)`` (the
+``python -m hardware_tests`` entry point) and ``run_suite(..., process=True)`` where the figure
+is per process (peak memory grows from a fresh process's baseline). The children start without
+this checkout's dev plugins (hypothesis, schemathesis, xdist; ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``),
+as on a device, where only the suite's own dependencies are installed: importing them was most
+of each child's start.
 """
 
 from __future__ import annotations
@@ -54,27 +63,54 @@ class SuiteRun:
         return found
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("EDGEOPS_BUNDLE", "EDGEOPS_TARGET", "PYTEST_ADDOPTS"))}
+# Variables that would change what the suite tests, or how pytest runs, if inherited.
+_INHERITED = ("EDGEOPS_BUNDLE", "EDGEOPS_TARGET", "PYTEST_ADDOPTS")
+
+
+def suite_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED)}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"    # a device has none of the dev plugins ...
+    env["PYTEST_PLUGINS"] = "pytest_timeout"        # ... and this checkout's ini names `timeout`
     return env
+
+
+def _in_process(args: list[str], cwd: Path) -> tuple[int, str]:
+    """``pytest.main(args)`` here: exit code and stdout + stderr.
+
+    The inner run must not touch the outer test's alarm (``-p no:timeout``: pytest-timeout's
+    signal timer is per process); its own pytest state lives in its own ``Config``."""
+    from tests.clirun import run_main
+
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(_INHERITED)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        res = run_main(pytest.main, [*args, "-p", "no:timeout",   # so its ini key is unknown
+                                     "-W", "ignore:Unknown config option"], env=env)
+    return res.returncode, res.stdout + res.stderr
 
 
 @pytest.fixture
 def run_suite(tmp_path: Path) -> Callable[..., SuiteRun]:
+    """The suite on ``bundle`` with ``args``: in this process, or (``process``, ``module``) in a
+    child process, through ``pytest`` or (``module``) ``python -m hardware_tests``."""
     counter = iter(range(1000))
 
-    def run(bundle: Path | None, *args: str, module: bool = False) -> SuiteRun:
+    def run(bundle: Path | None, *args: str, module: bool = False,
+            process: bool = False) -> SuiteRun:
         n = next(counter)
         report, junit = tmp_path / f"report{n}.json", tmp_path / f"junit{n}.xml"
+        tail = ["-q", "--report", str(report), f"--junitxml={junit}", *FAST, *args]
+        if bundle is not None:
+            tail += ["--bundle", str(bundle)]
+        if not (module or process):
+            code, output = _in_process([str(SUITE_DIR), "-p", "no:cacheprovider", *tail],
+                                       tmp_path)
+            return SuiteRun(code, output, report, junit)
         head = ([sys.executable, "-m", "hardware_tests"] if module
                 else [sys.executable, "-m", "pytest", str(SUITE_DIR), "-p", "no:cacheprovider"])
-        cmd = [*head, "-q", "--report", str(report), f"--junitxml={junit}", *FAST, *args]
-        if bundle is not None:
-            cmd += ["--bundle", str(bundle)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path,
-                              env=_env(), check=False)
+        proc = subprocess.run([*head, *tail], capture_output=True, text=True, timeout=240,
+                              cwd=tmp_path, env=suite_env(), check=False)
         return SuiteRun(proc.returncode, proc.stdout + proc.stderr, report, junit)
 
     return run
@@ -99,6 +135,6 @@ def good_run(tmp_path_factory: pytest.TempPathFactory, good_bundle: Path, store:
     cmd = [sys.executable, "-m", "pytest", str(SUITE_DIR), "-p", "no:cacheprovider", "-q",
            "--bundle", str(good_bundle), "--report", str(report), f"--junitxml={junit}",
            "--key", str(store.dir / "targets.pub.json"), *FAST]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp, env=_env(),
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp, env=suite_env(),
                           check=False)
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, report, junit)

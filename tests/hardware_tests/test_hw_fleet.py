@@ -19,7 +19,7 @@ from fleet.client import FleetClient
 from tests.clirun import CliResult, run_edgeops
 from tests.fleet.live import live_fleet
 from tests.hardware_tests.bundles import PASSPHRASE, build_bundle, make_keystore
-from tests.hardware_tests.conftest import FAST, SUITE_DIR
+from tests.hardware_tests.conftest import FAST, SUITE_DIR, suite_env
 
 
 def _edgeops(env: dict[str, str], *args: str) -> CliResult:
@@ -45,7 +45,7 @@ def test_suite_report_blesses_and_unlocks_deploy(tmp_path: Path) -> None:
         suite = subprocess.run(
             [sys.executable, "-m", "pytest", str(SUITE_DIR), "-p", "no:cacheprovider", "-q",
              "--bundle", str(bundle), "--report", str(report), *FAST],
-            capture_output=True, text=True, timeout=240, cwd=tmp_path, check=False)
+            capture_output=True, text=True, timeout=240, cwd=tmp_path, env=suite_env(), check=False)
         assert suite.returncode == 0, suite.stdout + suite.stderr
 
         failing = tmp_path / "failing.json"

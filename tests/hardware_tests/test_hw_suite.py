@@ -159,7 +159,7 @@ def test_no_latency_figure_is_reported_not_passed(tmp_path: Path, store: KeyStor
 def test_memory_over_the_manifest_figure(tmp_path: Path, store: KeyStore,
                                          run_suite: Runner) -> None:
     bundle = build_bundle(tmp_path, store, metrics={"peak_memory_mib": 0.001})
-    run = run_suite(bundle)
+    run = run_suite(bundle, process=True)     # growth from a fresh process's baseline
     assert run.returncode == 1
     assert run.check("memory")["outcome"] == "failed"
     assert "peak memory" in run.check("memory")["message"]
