@@ -39,11 +39,17 @@ from converters.validate import (
     tensor_decls,
 )
 from edgeops.drift.reference import DriftReference
-from edgeops.errors import BadContentError, EdgeOpsError, UnsupportedModelError, UsageError
+from edgeops.errors import (
+    AccuracyGateError,
+    BadContentError,
+    EdgeOpsError,
+    UnsupportedModelError,
+    UsageError,
+)
 from edgeops.targets import TargetProfile, get_profile
 
-__all__ = ["BuildOutcome", "build", "build_artifacts", "check_artifacts_fit", "check_one_file",
-           "resolve_targets"]
+__all__ = ["BuildOutcome", "build", "build_artifacts", "check_artifacts_fit", "check_evidence",
+           "check_one_file", "resolve_targets"]
 
 SYNTHETIC_CALIBRATION_SAMPLES = 32
 SYNTHETIC_VALIDATION_SAMPLES = 16
@@ -363,6 +369,36 @@ def task_for(request: BuildRequest, model: Any, reference: Mapping[str, np.ndarr
                    why=spec.why + f"; gated on the user metric {name}")
 
 
+# What validation data must show for each task's metric to judge anything (the refusal's hint).
+_EVIDENCE_WANTED = {"detection": "with objects the model detects",
+                    "segmentation": "with the classes the model segments",
+                    "text-detection": "with text in it", "ctc": "with text in it",
+                    "vad": "in which the decision changes, e.g. speech and silence",
+                    "classification": "in which the model takes both decisions"}
+
+
+def check_evidence(task: TaskSpec, reference: Mapping[str, np.ndarray],
+                   labels: np.ndarray | None, targets: list[str], samples: int, *,
+                   synthetic: bool = False) -> None:
+    """Refuse (:class:`AccuracyGateError`, before anything is built) when FP32's own outputs on
+    the validation data give the task metric nothing to judge: every artifact would pass it (or
+    fail it at 100 %) without proving anything about its accuracy."""
+    from converters.tasks import missing_evidence
+
+    data = f"the {samples} {'synthetic ' if synthetic else ''}validation sample" \
+           f"{'' if samples == 1 else 's'}"
+    found = missing_evidence(task, reference, data, labels)
+    if found is None:
+        return
+    metric, why = found
+    names = ("target " if len(targets) == 1 else "targets ") + ", ".join(targets)
+    wanted = _EVIDENCE_WANTED.get(task.task, "in which the model finds what it is for")
+    raise AccuracyGateError(
+        f"{names}: {metric} cannot judge this artifact: {why}",
+        hint=f"give --validation (or --calibration) data {wanted}, or choose the gate metric "
+             "with --gate-metric cosine; nothing was built")
+
+
 def build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildOutcome:
     """Check everything, then run each target's backend; artifacts land under ``workdir``.
 
@@ -428,6 +464,9 @@ def _build(request: BuildRequest, progress: ProgressFn, workdir: Path) -> BuildO
     task = task_for(request, source.model, reference, val, frozenset(classifier_outputs(
         source.model)), labels is not None)
     progress(f"task: {task.task} ({'inferred' if task.inferred else 'requested'}: {task.why})")
+    if gate_metric == "auto":
+        check_evidence(task, reference, labels, [p.name for p, _ in targets], len(val),
+                       synthetic=bool(info.get("synthetic")))
     data = SourceData(source=source, inputs=tuple(inputs), calibration=cal, validation=val,
                       reference=reference, task=task, labels=labels,
                       classifier_outputs=tuple(classes), gate_metric=gate_metric,

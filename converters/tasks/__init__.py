@@ -6,9 +6,9 @@ accuracy), :mod:`.detection` (decode, NMS, F1 vs FP32), :mod:`.masks` (mask IoU)
 cosine and SNR); :mod:`.infer` reads the task from the graph, :mod:`.evaluate` scores it.
 """
 
-from converters.tasks.evaluate import evaluate, load_user_metric, task_score
+from converters.tasks.evaluate import evaluate, load_user_metric, missing_evidence, task_score
 from converters.tasks.infer import TASKS, TaskSpec, infer_task
-from converters.tasks.score import TaskScore, relative_drop
+from converters.tasks.score import Evidence, TaskScore, relative_drop
 
-__all__ = ["TASKS", "TaskScore", "TaskSpec", "evaluate", "infer_task", "load_user_metric",
-           "relative_drop", "task_score"]
+__all__ = ["TASKS", "Evidence", "TaskScore", "TaskSpec", "evaluate", "infer_task",
+           "load_user_metric", "missing_evidence", "relative_drop", "task_score"]

@@ -2,12 +2,17 @@
 
 ``scores``: ``(samples, classes)`` (logits or probabilities, any monotonic scale). One class
 column is a binary classifier: the decision is ``score > threshold``.
+
+Evidence: top-1 agreement always has FP32's top-1 to judge. A binary decision without labels has
+evidence only where FP32 takes both decisions (see :mod:`.decisions`); with labels, the labels
+judge.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from converters.tasks.decisions import decision_evidence
 from converters.tasks.score import TaskScore
 
 __all__ = ["classification_score", "topk_agreement"]
@@ -39,7 +44,11 @@ def classification_score(ref: np.ndarray, got: np.ndarray, labels: np.ndarray | 
             lab = np.asarray(labels).reshape(-1).astype(bool)
             ref_acc, acc = float((rd == lab).mean()), float((gd == lab).mean())
             return TaskScore("accuracy", acc, ref_acc, {**details, "accuracy_reference": ref_acc})
-        return TaskScore("decision_agreement", agree, 1.0, details)
+        pos = int(np.count_nonzero(rd))
+        rarer = min(pos, len(rd) - pos)
+        details["rarer_decision_samples_reference"] = rarer
+        return TaskScore("decision_agreement", agree, 1.0, details,
+                         decision_evidence(rarer, pos > 0, threshold, "one"))
     top1 = topk_agreement(r, g, 1)
     details = {"top1_agreement": top1, "top5_agreement": topk_agreement(r, g, 5)}
     if labels is not None:

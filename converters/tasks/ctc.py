@@ -2,6 +2,9 @@
 
 One sample: ``(T, C)`` scores per time step (or ``(C, T)`` with ``time_axis=1``). Greedy
 decoding takes the argmax per step, merges repeats and drops the blank class.
+
+Evidence: the characters FP32 reads. When it reads none, CER has no denominator: any candidate
+that also reads nothing scores 1.0, one that reads a character 0.0.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from converters.tasks.score import TaskScore
+from converters.tasks.score import Evidence, TaskScore
 
 __all__ = ["ctc_score", "edit_distance", "greedy_decode"]
 
@@ -57,4 +60,6 @@ def ctc_score(ref: np.ndarray, got: np.ndarray, blank: int = 0, time_axis: int =
     cer = edits / chars if chars else float(edits > 0)
     return TaskScore("one_minus_cer", max(0.0, 1.0 - cer), 1.0,
                      {"cer": cer, "argmax_agreement": steps, "characters_reference": chars,
-                      "blank": blank})
+                      "blank": blank},
+                     Evidence(chars, "the FP32 model reads no character in {samples} "
+                                     f"(greedy decode, blank class {blank})"))

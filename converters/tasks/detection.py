@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from converters.tasks.channels import channel_metrics
-from converters.tasks.score import TaskScore
+from converters.tasks.score import Evidence, TaskScore
 
 
 def _area(x: np.ndarray) -> np.ndarray:
@@ -140,8 +140,13 @@ def _f1(tp: int, n_ref: int, n_got: int) -> float:
 
 
 def detection_score(ref: list[Detections], got: list[Detections], match_iou: float = 0.5,
-                    class_cosine: tuple[float, float] | None = None) -> TaskScore:
-    """F1 of the candidate's detections vs FP32's, over all samples (micro)."""
+                    class_cosine: tuple[float, float] | None = None,
+                    score_threshold: float | None = None) -> TaskScore:
+    """F1 of the candidate's detections vs FP32's, over all samples (micro).
+
+    Evidence: FP32's detections. With none, F1 is 1.0 for a candidate that finds nothing too and
+    0.0 for one that finds anything: it says nothing about the artifact either way.
+    """
     tp = n_ref = n_got = 0
     for r, g in zip(ref, got, strict=True):
         t, a, b = match_f1(r, g, match_iou)
@@ -153,7 +158,9 @@ def detection_score(ref: list[Detections], got: list[Detections], match_iou: flo
     if class_cosine is not None:
         details["class_score_cosine"] = class_cosine[0]
         details["class_score_cosine_worst_class"] = class_cosine[1]
-    return TaskScore("detection_f1", _f1(tp, n_ref, n_got), 1.0, details)
+    at = f" (score threshold {score_threshold:g})" if score_threshold is not None else ""
+    return TaskScore("detection_f1", _f1(tp, n_ref, n_got), 1.0, details,
+                     Evidence(n_ref, "the FP32 model detects nothing in {samples}" + at))
 
 
 def class_channels_cosine(ref: np.ndarray, got: np.ndarray, layout: DenseLayout
@@ -175,7 +182,8 @@ def dense_detection_score(ref: np.ndarray, got: np.ndarray, layout: DenseLayout,
     """:func:`detection_score` of stacked dense heads ``(samples, K, A)`` or ``(samples, A, K)``."""
     rd = [decode_dense(r, layout, threshold, nms_iou) for r in ref]
     gd = [decode_dense(g, layout, threshold, nms_iou) for g in got]
-    score = detection_score(rd, gd, match_iou, class_channels_cosine(ref, got, layout))
+    score = detection_score(rd, gd, match_iou, class_channels_cosine(ref, got, layout),
+                            threshold)
     score.details.update({"score_threshold": threshold, "nms_iou": nms_iou,
                           "head": f"{'5' if layout.objectness else '4'}+C per anchor, "
                                   f"{'(K, anchors)' if layout.anchors_last else '(anchors, K)'}"})

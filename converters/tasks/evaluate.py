@@ -20,7 +20,7 @@ from converters.tasks.infer import TaskSpec, UserMetric
 from converters.tasks.masks import mask_score
 from converters.tasks.score import TaskScore
 
-__all__ = ["evaluate", "load_user_metric", "task_score"]
+__all__ = ["evaluate", "load_user_metric", "missing_evidence", "task_score"]
 
 
 def _end_to_end(spec: TaskSpec, ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]
@@ -31,7 +31,7 @@ def _end_to_end(spec: TaskSpec, ref: Mapping[str, np.ndarray], got: Mapping[str,
         return [decode_end_to_end(out[b][i], out[s][i], out[c[0]][i] if c else None,
                                   spec.threshold) for i in range(len(out[b]))]
 
-    score = detection_score(dets(ref), dets(got))
+    score = detection_score(dets(ref), dets(got), score_threshold=spec.threshold)
     score.details["score_threshold"] = spec.threshold
     return score
 
@@ -77,6 +77,21 @@ def task_score(spec: TaskSpec, reference: Mapping[str, np.ndarray],
     names = spec.outputs or tuple(reference)
     return channel_score({n: reference[n] for n in names}, {n: candidate[n] for n in names},
                          dict(spec.channel_axes))
+
+
+def missing_evidence(spec: TaskSpec, reference: Mapping[str, np.ndarray], samples: str,
+                     labels: np.ndarray | None = None) -> tuple[str, str] | None:
+    """``(metric, why)`` when FP32's own outputs give ``spec``'s metric nothing to judge (no
+    detections, empty masks, no characters, a decision that never changes), else None.
+
+    ``samples`` names the data in the phrase ("the 6 validation samples"). A user's metric is
+    theirs to judge; the per-channel cosine and top-1 agreement always have something.
+    """
+    if spec.user_metric is not None:
+        return None
+    score = task_score(spec, reference, reference, labels)
+    why = score.evidence.missing(samples) if score.evidence is not None else None
+    return (score.metric, why) if why is not None else None
 
 
 def evaluate(spec: TaskSpec, reference: Mapping[str, np.ndarray],

@@ -143,7 +143,12 @@ def test_detection_f1_catches_class_scores_crushed_by_a_shared_range() -> None:
     assert good.value == 1.0 and good.details["class_score_cosine"] > 0.9999
     assert bad.details["class_score_cosine"] < good.details["class_score_cosine"]
     none = dense_detection_score(ref * 0, ref * 0, layout)
-    assert none.value == 1.0                                 # nothing detected by either
+    assert none.value == 1.0                                 # nothing detected by either...
+    assert none.evidence is not None and none.evidence.count == 0  # ...so it proves nothing
+    assert none.evidence.missing("the 3 samples") == \
+        "the FP32 model detects nothing in the 3 samples (score threshold 0.25)"
+    assert bad.evidence is not None and bad.evidence.count == 30
+    assert bad.evidence.missing("the 3 samples") is None
 
 
 # masks, CTC, decisions ------------------------------------------------------------------
@@ -271,3 +276,52 @@ def test_end_to_end_detection_outputs() -> None:
     worse = {**outs, "scores": np.array([[0.9, 0.1]] * 2)}          # one detection lost
     s = task_score(spec, outs, worse)
     assert s.value == pytest.approx(2 * 2 / (4 + 2)) and s.details["detections"] == 2
+
+
+# evidence: what FP32 gives each metric to judge ------------------------------------------
+
+def test_each_metric_counts_what_fp32_gives_it_to_judge() -> None:
+    from converters.tasks import Evidence
+
+    mask = np.zeros((2, 1, 8, 8))
+    mask[:, :, 2:4, 2:4] = 0.9
+    assert mask_score(mask, mask).evidence == mask_score(mask, mask * 0).evidence
+    assert mask_score(mask, mask).evidence.count == 8                     # type: ignore[union-attr]
+    assert mask_score(mask * 0, mask).evidence.count == 0                 # type: ignore[union-attr]
+    assert mask_score(mask * 0, mask * 0).details["mask_pixels_reference"] == 0
+    one_class = np.stack([np.ones((2, 8, 8)), np.zeros((2, 8, 8))], axis=1)
+    empty = mask_score(one_class, one_class)
+    assert empty.value == 1.0 and empty.evidence is not None and empty.evidence.count == 0
+    assert "labels every pixel class 0 (of 2)" in str(empty.evidence.missing("x"))
+    two = np.stack([1 - mask[:, 0], mask[:, 0]], axis=1)
+    assert mask_score(two, two).details["pixels_outside_top_class_reference"] == 8
+
+    blank = np.eye(6)[[0] * 8][None]
+    text = np.eye(6)[[0, 3, 3, 0, 5, 0, 0, 0]][None]
+    silent = ctc_score(blank, blank)
+    assert silent.value == 1.0 and silent.evidence == Evidence(0, silent.evidence.nothing)  # type: ignore[union-attr]
+    assert ctc_score(text, blank).evidence.count == 2                     # type: ignore[union-attr]
+
+    quiet = decision_score(np.full((5, 1), 0.1), np.full((5, 1), 0.1))
+    assert quiet.evidence is not None and quiet.evidence.count == 0
+    assert "at or below 0.5 at every step of s" in str(quiet.evidence.missing("s"))
+    loud = decision_score(np.full((5, 1), 0.9), np.full((5, 1), 0.9))
+    assert "above 0.5" in str(loud.evidence.missing("s"))                 # type: ignore[union-attr]
+    mixed = decision_score(np.array([[0.1], [0.9], [0.8]]), np.zeros((3, 1)))
+    assert mixed.evidence is not None and mixed.evidence.count == 1
+
+    binary = classification_score(np.full((4, 1), 0.2), np.full((4, 1), 0.2))
+    assert binary.evidence is not None and binary.evidence.count == 0
+    labelled = classification_score(np.full((4, 1), 0.2), np.full((4, 1), 0.2),
+                                    labels=np.array([0, 1, 0, 1]))
+    assert labelled.evidence is None                        # the labels judge
+    assert classification_score(np.eye(3), np.eye(3)).evidence is None   # always a top-1
+
+
+def test_evidence_phrase_must_leave_room_for_the_samples() -> None:
+    from converters.tasks import Evidence
+
+    with pytest.raises(ValueError, match="no {samples} slot"):
+        Evidence(0, "the FP32 model detects nothing")
+    with pytest.raises(ValueError, match="negative"):
+        Evidence(-1, "nothing in {samples}")
