@@ -176,6 +176,14 @@ class DriftSketch:
             if self._pending_n >= DEFER_MAX_REQUESTS:
                 self._count_pending()
 
+    @property
+    def bundle(self) -> str | None:
+        """The bundle label whose reference bins the open window counts in (None: not counting).
+
+        Set by the collector at its next pass after a model switch: requests served before
+        that are counted in the previous bundle's bins and discarded with its window."""
+        return self._key
+
     def due(self, now: float) -> bool:
         """The open window is complete (time or request count reached)."""
         ref = self._ref
