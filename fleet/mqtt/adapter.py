@@ -180,6 +180,8 @@ class MqttConnection:
         self._attempts = 0              # consecutive failed connects (backoff exponent)
         self._end_session = False       # end_session() was called: close() ends the session
         self._unsub_mid: int | None = None
+        self._unsub_acked: int | None = None   # the last UNSUBACK's mid (under _unsub_lock)
+        self._unsub_lock = threading.Lock()
         self._unsubscribed = threading.Event()
 
         if options.network_loop not in ("selector", "paho"):
@@ -272,7 +274,10 @@ class MqttConnection:
         with self._client.write_lock:
             rc, mid = self._client.unsubscribe([f for f, _ in self.subscriptions])
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._unsub_mid = mid
+            with self._unsub_lock:       # the UNSUBACK may have been read before unsubscribe()
+                self._unsub_mid = mid    # returned here: the loop thread noted its mid
+                if self._unsub_acked == mid:
+                    self._unsubscribed.set()
             if not self._unsubscribed.wait(timeout_s):
                 log.warning("no UNSUBACK from %s within %.1f s; ending the session anyway",
                             self.address.url, timeout_s)
@@ -411,8 +416,10 @@ class MqttConnection:
 
     def _on_unsubscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any,
                         properties: Any) -> None:
-        if mid == self._unsub_mid:
-            self._unsubscribed.set()
+        with self._unsub_lock:
+            self._unsub_acked = mid
+            if mid == self._unsub_mid:
+                self._unsubscribed.set()
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:
