@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from device_agent import AGENT_VERSION
 from device_agent.core import AgentCore
 from device_agent.diskspace import is_disk_full
 from device_agent.drift_sketch import DriftSketch
+from device_agent.inference import LoadedModel
 from device_agent.parts import AgentPart
 from device_agent.telemetry import (
     DurableQueue,
@@ -61,7 +63,9 @@ class TelemetryCollector(AgentPart):
         core.inference.observers.append(self.features.observe)
         self.drift_sketch = DriftSketch(clock)
         core.inference.output_observers.append(self.drift_sketch.observe)
+        core.inference.model_listeners.append(self._sketch_bins_for)
         self._drift_ref_key: str | None = None
+        self._sketch_key_lock = threading.Lock()   # swap (installer thread) vs collector pass
         self._baseline: tuple[str | None, dict[str, Any]] = (None, {})
         # more records per interval from other parts (ground truth, capture): (now, bundle) in
         self.sources: list[Callable[[float, str | None], list[TelemetryRecord]]] = []
@@ -88,7 +92,7 @@ class TelemetryCollector(AgentPart):
         if drift is not None:
             records.append(drift)
         wire = [r.to_dict() for r in records]
-        sketch = self._drift_sketch_record(now, active, label)
+        sketch = self._drift_sketch_record(now)
         if sketch is not None:          # not typed yet (edgeops/protocol/records.py)
             wire.append(sketch)
         for source in self.sources:
@@ -112,20 +116,30 @@ class TelemetryCollector(AgentPart):
         return Manifest.from_bytes(self.core.store.path(str(active["slot"]),
                                                         "manifest.json").read_bytes())
 
-    def _drift_sketch_record(self, now: float, active: dict[str, Any] | None,
-                             label: str | None) -> dict[str, Any] | None:
+    def _drift_sketch_record(self, now: float) -> dict[str, Any] | None:
         """The closed sketch window, if due (device_agent/drift_sketch.py)."""
-        key = None if active is None else f"{active.get('slot')}:{label}"
-        if key != self._drift_ref_key:
+        self._sketch_bins_for(self.core.inference.model)
+        return self.drift_sketch.take(now, self.device_id) if self.drift_sketch.due(now) else None
+
+    def _sketch_bins_for(self, model: LoadedModel | None) -> None:
+        """Count in the bins of the model inference serves (called at each swap, and at each
+        pass in case a swap came before this collector existed). The served model, not the
+        store's active slot: during a trial the pointer already names the new slot while the
+        old model still serves."""
+        key = None if model is None else f"{model.slot}:{model.name}@{model.version}"
+        with self._sketch_key_lock:
+            if key == self._drift_ref_key:
+                return
             self._drift_ref_key = key
             ref = None
-            if active is not None:
+            if model is not None and model.slot is not None:
                 try:
-                    ref = self._manifest(active).drift
+                    ref = Manifest.from_bytes(self.core.store.path(
+                        model.slot, "manifest.json").read_bytes()).drift
                 except (OSError, EdgeOpsError, KeyError):
                     ref = None
-            self.drift_sketch.set_reference(label, ref)
-        return self.drift_sketch.take(now, self.device_id) if self.drift_sketch.due(now) else None
+            self.drift_sketch.set_reference(
+                None if model is None else f"{model.name}@{model.version}", ref)
 
     def _baseline_for(self, active: dict[str, Any] | None) -> dict[str, Any]:
         if active is None:

@@ -180,8 +180,8 @@ class DriftSketch:
     def bundle(self) -> str | None:
         """The bundle label whose reference bins the open window counts in (None: not counting).
 
-        Set by the collector at its next pass after a model switch: requests served before
-        that are counted in the previous bundle's bins and discarded with its window."""
+        Set by the collector when inference swaps models (device_agent/collector.py), so every
+        request is counted in the bins of the model that served it."""
         return self._key
 
     def due(self, now: float) -> bool:

@@ -182,6 +182,9 @@ class InferenceService:
         self.stats = InferenceStats()
         self.observers = list(observers)
         self.output_observers: list[OutputObserver] = []
+        # called with the model now served, right after each swap (the drift sketch takes the
+        # new bundle's bins here, so no request of one model is counted in another's bins)
+        self.model_listeners: list[Callable[[LoadedModel | None], None]] = []
         # ground truth per prediction id (device_agent/feedback.py); None: no ids handed out
         self.predictions: PredictionLog | None = None
 
@@ -196,6 +199,11 @@ class InferenceService:
             old, self._model = self._model, model
         if model is not None:
             log.info("serving %s@%s (slot %s)", model.name, model.version, model.slot)
+        for listener in self.model_listeners:
+            try:
+                listener(model)
+            except Exception:  # a listener must never fail a swap
+                log.exception("inference model listener failed")
         return old
 
     def load_slot(self, store: SlotStore, info: SlotInfo | None) -> None:

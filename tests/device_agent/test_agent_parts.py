@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from device_agent.config import AgentConfig
@@ -26,6 +27,8 @@ from edgeops.protocol import (
     parse_record,
     topics,
 )
+from tests.device_agent.bundles import FEATURES, Fleet, build_bundle, drift_reference
+from tests.device_agent.test_inference import installed
 from tests.edgeops.bundles import make_keystore
 
 
@@ -135,3 +138,33 @@ def test_a_genuine_command_with_a_bad_body_fails_its_deployment_once(
     n = len(_states(agent))
     agent._route(topics.device_topic("cam-1", "desired"), payload)
     assert len(_states(agent)) == n
+
+
+def test_the_drift_sketch_counts_in_the_bins_of_the_model_being_served(
+        agent: Agent, fleet: Fleet, bundle_dir: Path) -> None:
+    """The bins switch at the model swap, not at the collector's next pass (requests between
+    the two were discarded), and follow the model served, not the slot pointer (during a trial
+    the pointer already names the new slot while the old model serves)."""
+    store, inference = agent.core.store, agent.core.inference
+    sketch = agent.collector.drift_sketch
+    ref = drift_reference(window_inferences=3)
+    inference.swap(installed(store, build_bundle(bundle_dir, fleet, version="1.0.0", drift=ref)))
+    assert sketch.bundle == "classifier@1.0.0"          # at the swap, before any collector pass
+    installed(store, build_bundle(bundle_dir, fleet, version="2.0.0", drift=ref))
+    agent.collector.collect(1_000.0)                    # the pointer names 2.0.0; 1.0.0 serves
+    assert sketch.bundle == "classifier@1.0.0"
+    for _ in range(3):
+        inference.predict({"x": np.zeros((1, FEATURES), dtype=np.float32)})
+    agent.collector.collect(1_001.0)
+    sent = [json.loads(body) for _, body in agent.telemetry_q.peek(100)]
+    assert [(r["bundle"], r["requests"]) for r in sent if r["kind"] == "drift_sketch"] == [
+        ("classifier@1.0.0", 3)]
+
+
+def test_a_model_listener_that_raises_does_not_fail_the_swap(agent: Agent) -> None:
+    def broken(_model: object) -> None:
+        raise RuntimeError("listener bug")
+
+    agent.core.inference.model_listeners.insert(0, broken)
+    assert agent.core.inference.swap(None) is None
+    assert agent.collector.drift_sketch.bundle is None
