@@ -42,6 +42,26 @@ def fleet_options(f: Callable[..., Any]) -> Callable[..., Any]:
                         help="Fleet manager URL.")(f)
 
 
+def drift_policy_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """A drift test's policy (``fleet drift``, ``fleet monitor add``). The defaults are
+    fleet.drift.monitor.MonitorPolicy's, stated here so the CLI does not import numpy
+    (tests/fleet/test_drift.py::test_cli_defaults_are_the_monitor_policys keeps them equal)."""
+    for option in reversed((
+            click.option("--alpha", type=float, default=0.0003, show_default=True,
+                         help="Per-window error rate per side after correction (0.01 with "
+                              "--persistence 2: the slower policy)."),
+            click.option("--correction", type=click.Choice(["bh", "bonferroni"]), default="bh",
+                         show_default=True),
+            click.option("--test", "test_name", type=click.Choice(["chi2", "g"]),
+                         default="chi2", show_default=True),
+            click.option("--persistence", type=int, default=1, show_default=True,
+                         help="Consecutive drifting windows before an alarm."),
+            click.option("--min-samples", type=int, default=200, show_default=True,
+                         help="Live samples per feature before any verdict."))):
+        f = option(f)
+    return f
+
+
 def api_client(fleet_url: str, token: str | None) -> Any:
     from fleet.client import FleetClient
 

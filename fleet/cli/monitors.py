@@ -16,8 +16,8 @@ import click
 from edgeops.cli.common import emit, json_option
 from edgeops.errors import UsageError
 from fleet.cli._common import api_client as _client
+from fleet.cli._common import drift_policy_options, parse_bytes
 from fleet.cli._common import fleet_options as _fleet_options
-from fleet.cli._common import parse_bytes
 
 __all__ = ["monitor"]
 
@@ -61,16 +61,7 @@ def monitor() -> None:
               help="Bytes per device per UTC day, e.g. 16M (default 16M).")
 @click.option("--capture-hours", type=float, default=None,
               help="How long the capture stays open, in hours (default 24, at most 720).")
-@click.option("--alpha", type=float, default=0.0003, show_default=True,
-              help="Per-window error rate per side after correction (0.01 with "
-                   "--persistence 2: the slower policy).")
-@click.option("--correction", type=click.Choice(["bh", "bonferroni"]), default="bh",
-              show_default=True)
-@click.option("--test", "test_name", type=click.Choice(["chi2", "g"]), default="chi2",
-              show_default=True)
-@click.option("--persistence", type=int, default=1, show_default=True,
-              help="Consecutive drifting windows before an alarm.")
-@click.option("--min-samples", type=int, default=200, show_default=True)
+@drift_policy_options
 @_fleet_options
 @json_option
 def add(name: str, cohort: str, webhooks: tuple[str, ...], secret_file: Path | None,

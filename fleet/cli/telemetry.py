@@ -9,7 +9,7 @@ import time
 import click
 
 from edgeops.cli.common import emit, json_option
-from fleet.cli._common import api_client, fleet_options, parse_duration
+from fleet.cli._common import api_client, drift_policy_options, fleet_options, parse_duration
 
 __all__ = ["drift", "telemetry"]
 
@@ -51,17 +51,7 @@ def telemetry(device_id: str | None, deployment: str | None, tags: tuple[str, ..
               help="Tag selector merged as one group (repeatable), e.g. city=lyon.")
 @click.option("--deployment", default=None, help="Merge the devices of this deployment.")
 @click.option("--device", "device_id", default=None, help="Only this device.")
-@click.option("--alpha", type=float, default=0.0003, show_default=True,
-              help="Per-window error rate per side after correction (0.01 with "
-                   "--persistence 2: the slower policy).")
-@click.option("--correction", type=click.Choice(["bh", "bonferroni"]), default="bh",
-              show_default=True)
-@click.option("--test", "test_name", type=click.Choice(["chi2", "g"]), default="chi2",
-              show_default=True)
-@click.option("--persistence", type=int, default=1, show_default=True,
-              help="Consecutive drifting windows before an alarm.")
-@click.option("--min-samples", type=int, default=200, show_default=True,
-              help="Live samples per feature before any verdict.")
+@drift_policy_options
 @fleet_options
 @json_option
 def drift(cohorts: tuple[str, ...], deployment: str | None, device_id: str | None, alpha: float,
