@@ -24,6 +24,7 @@ from converters.data import SampleSet
 from converters.onnx_perf import MIN_GAIN
 from converters.ort_session import open_session
 from converters.validate import (
+    accuracy_section,
     check_gate,
     gate_drop,
     latency_ms,
@@ -144,10 +145,7 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
     metrics: dict[str, Any] = {
         "size_bytes": size,
         "source_size_bytes": ctx.data.source.size,
-        "accuracy": {"gate_metric": metric, "drop": round(drop, 6),
-                     "summary": _rounded(report["summary"]),
-                     **({"task": _rounded(report["task"])} if "task" in report else {}),
-                     "outputs": _rounded(report["outputs"])},
+        "accuracy": accuracy_section(report, metric, drop),
         "validation_samples": len(val),
         "latency": latency,
     }
@@ -191,11 +189,3 @@ def _carried_golden(path: Path, golden: SampleSet, states: Mapping[str, str]) ->
     for i in states.values():
         arrays[i] = np.stack([to_sample(f[i], golden.batch_axes.get(i, 0)) for f in fed])
     return SampleSet(arrays, dict(golden.batch_axes))
-
-
-def _rounded(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return float(f"{obj:.6g}")
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    return obj

@@ -37,6 +37,7 @@ from edgeops.golden import stack_outputs
 __all__ = [
     "DEFAULT_DYNAMIC_DIM",
     "accuracy_report",
+    "accuracy_section",
     "check_gate",
     "classifier_outputs",
     "concrete_shape",
@@ -333,6 +334,23 @@ def check_gate(report: Mapping[str, Any], max_drop: float, target: str,
         raise AccuracyGateError(
             f"target {target}: {metric} dropped {drop:.2%} vs FP32{task_note(report, metric)}, "
             f"over the {max_drop:.2%} budget")
+
+
+def accuracy_section(report: Mapping[str, Any], metric: str, drop: float) -> dict[str, Any]:
+    """An artifact's ``metrics["accuracy"]``: the gate's metric and drop, and the accuracy
+    report's summary, task and per-output figures to 6 significant digits."""
+    return {"gate_metric": metric, "drop": round(drop, 6),
+            "summary": _rounded(report["summary"]),
+            **({"task": _rounded(report["task"])} if "task" in report else {}),
+            "outputs": _rounded(report["outputs"])}
+
+
+def _rounded(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return float(f"{obj:.6g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    return obj
 
 
 def task_note(report: Mapping[str, Any], metric: str) -> str:

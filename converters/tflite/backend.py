@@ -24,6 +24,7 @@ from converters.tflite._runtime import LiteRT, litert_version
 from converters.tflite.convert import ConversionResult, convert, to_artifact_layout, to_onnx_layout
 from converters.tflite.npu import compatibility_report
 from converters.validate import (
+    accuracy_section,
     check_gate,
     gate_drop,
     latency_ms,
@@ -60,14 +61,6 @@ def _run_all(rt: LiteRT, res: ConversionResult, samples: Any) -> tuple[dict[str,
         for n, y in zip(res.output_names, rt.dequantise_outputs(out), strict=True):
             per[n].append(to_onnx_layout(y, res.io_layout[n]))
     return {n: stack_outputs(v) for n, v in per.items()}, raw_in, raw_out
-
-
-def _rounded(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return float(f"{obj:.6g}")
-    if isinstance(obj, dict):
-        return {k: _rounded(v) for k, v in obj.items()}
-    return obj
 
 
 def _rewrites_for(ctx: BackendContext) -> tuple[tuple[str, ...], dict[str, Any]]:
@@ -151,10 +144,7 @@ def _accept(ctx: BackendContext, path: Path, res: ConversionResult) -> BuiltArti
     metrics: dict[str, Any] = {
         "size_bytes": path.stat().st_size,
         "source_size_bytes": ctx.data.source.size,
-        "accuracy": {"gate_metric": metric, "drop": round(drop, 6),
-                     "summary": _rounded(report["summary"]),
-                     **({"task": _rounded(report["task"])} if "task" in report else {}),
-                     "outputs": _rounded(report["outputs"])},
+        "accuracy": accuracy_section(report, metric, drop),
         "validation_samples": len(val),
         "latency": {"p50_ms": round(lat["p50"], 4), "p95_ms": round(lat["p95"], 4),
                     "threads": threads, "runs": LATENCY_RUNS, "runtime": litert_version(),
