@@ -121,9 +121,17 @@ def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
+# numpy reads each .npy header with ast.literal_eval, and CPython 3.11's AST constructor keeps
+# its recursion-depth count in state the server's request threads share: two requests parsing at
+# once can fail a valid body with "SystemError: AST constructor recursion depth mismatch"
+# (python/cpython#106905; seen once in five full runs of
+# test_swap_under_concurrent_load_fails_no_request). The parse is small; it runs one at a time.
+_NPZ_PARSE = threading.Lock()
+
+
 def _read_npz(data: bytes) -> dict[str, np.ndarray]:
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        with _NPZ_PARSE, np.load(io.BytesIO(data), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except Exception as exc:  # numpy raises many kinds for a bad archive
         raise PredictInputError(f"request body is not a readable npz ({exc})") from None
