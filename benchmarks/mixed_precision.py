@@ -1,0 +1,104 @@
+"""Build time and outcome of ``edgeops build`` on pretrained models, per CPU target.
+
+    python -m benchmarks.mixed_precision [--models ocr-rec,ocr-cls,nucleus-seg-256]
+        [--targets x86-cpu,x86-cpu-vnni] [--samples 8] [--threads 1] [--out FILE]
+
+What issue 16's "mixed precision by measurement" changes is the accuracy loop's cost and what it
+settles on: one build per (model, target), default settings, a fresh ``$EDGEOPS_HOME`` per run
+(so no per-machine perf cache from an earlier build is reused), and for each: wall time of the
+build, accepted or the refusal line, the gate's metric and drop, how many nodes went float (and
+why), uint16, the accuracy details the build recorded, and the artifact's speed-up over FP32
+as the build's own acceptance measured it (p50, ``threads`` threads). The script uses only
+``converters.build``'s public API, so the same file measures an older tree (run it with that
+tree first on ``PYTHONPATH``) for the before/after table in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = "ocr-rec,ocr-cls,nucleus-seg-256"
+TASKS: dict[str, str | None] = {"nucleus-seg-256": "segmentation"}
+
+
+def one(name: str, target: str, samples: int, threads: int) -> dict[str, Any]:
+    from benchmarks.converter_zoo import _source
+    from converters.api import BuildRequest
+    from converters.build import build
+    from edgeops.errors import EdgeOpsError
+    from tests.zoo_inputs import INPUTS
+
+    src = _source(name)
+    data = INPUTS[name](samples)
+    with tempfile.TemporaryDirectory(prefix="edgeops-mixprec-") as tmp:
+        os.environ["EDGEOPS_HOME"] = str(Path(tmp) / "home")
+        cal = Path(tmp) / "cal.npz"
+        np.savez(cal, **data)
+        task = TASKS.get(name)
+        req = BuildRequest(model=src, name="zoo", version="1.0.0", targets=(target,),
+                           calibration=cal, threads=threads,
+                           options={**({"task": task} if task else {})})
+        t0 = time.perf_counter()
+        try:
+            (art,) = build(req, lambda m: print(f"    {m}", file=sys.stderr),
+                           Path(tmp) / "work").artifacts
+        except EdgeOpsError as exc:
+            return {"build_s": round(time.perf_counter() - t0, 1), "outcome": "refused",
+                    "error": exc.diagnostics()}
+        secs = time.perf_counter() - t0
+        floats = art.details.get("float_nodes", {})
+        acc = art.metrics["accuracy"]
+        return {"build_s": round(secs, 1), "outcome": "accepted",
+                "metric": acc["gate_metric"], "drop": acc["drop"],
+                "task": acc.get("task"),
+                "float_nodes": len(floats),
+                "float_reasons": sorted({v.split(":")[0] for v in floats.values()}),
+                "accuracy_float": sum(v.startswith("accuracy") for v in floats.values()),
+                "quantised_nodes": art.details.get("quantised_nodes"),
+                "mixed_precision": art.details.get("mixed_precision"),
+                "speedup_vs_fp32": art.metrics["latency"].get("speedup_vs_fp32")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.path.insert(0, str(ROOT))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=DEFAULT_MODELS)
+    ap.add_argument("--targets", default="x86-cpu,x86-cpu-vnni")
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results"
+                    / "mixed_precision.json")
+    a = ap.parse_args(argv)
+    import onnxruntime
+
+    from converters.onnx_plan import cpu_facts
+
+    result: dict[str, Any] = {
+        "threads": a.threads, "samples": a.samples, "cpu": cpu_facts(),
+        "versions": {"onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+        "loadavg_start": list(os.getloadavg()), "builds": {}}
+    for name in a.models.split(","):
+        for target in a.targets.split(","):
+            print(f"== {name} {target}", file=sys.stderr)
+            result["builds"][f"{name} {target}"] = one(name, target, a.samples, a.threads)
+            print(json.dumps(result["builds"][f"{name} {target}"], default=str)[:600],
+                  file=sys.stderr)
+    result["loadavg_end"] = list(os.getloadavg())
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
