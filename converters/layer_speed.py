@@ -10,8 +10,8 @@ output of an activation fused into the convolution). :func:`attribute` undoes th
 graph alone (names and outputs, never op names or model names): a kernel named after a node is
 that node's; one named after a tensor belongs to its producer, walked back through the
 single-input activations ORT fuses into the layer before it. A layer none of whose kernels
-can be attributed on one side gets the median float/INT8 ratio of the layers that could, and
-is listed as estimated.
+can be attributed on one side gets the median float/INT8 ratio of the layers that could (on
+neither side: their median times), and is listed as estimated.
 
 Like the performance-aware pass (converters/onnx_perf), timings vary run to run and builds must
 be reproducible, so the table is cached per machine under ``$EDGEOPS_HOME/cache/perf``, keyed
@@ -138,9 +138,13 @@ def layer_times(float_model: Path, qdq_model: Path, layers: Iterable[str],
 def fill_missing(layers: Sequence[str], f_ms: Mapping[str, float], q_ms: Mapping[str, float]
                  ) -> LayerTimes:
     """Pure: the table for ``layers``; a side not attributed is estimated from the others'
-    median float/INT8 ratio (1.0 when no layer has both)."""
-    both = [f_ms[n] / q_ms[n] for n in layers if n in f_ms and n in q_ms and q_ms[n] > 0]
-    ratio = statistics.median(both) if both else 1.0
+    median float/INT8 ratio (1.0 when no layer has both), a layer with neither side gets
+    the medians of the layers that have both (0 when none: then nothing is known)."""
+    both = [n for n in layers if n in f_ms and n in q_ms and q_ms[n] > 0]
+    ratio = statistics.median(f_ms[n] / q_ms[n] for n in both) if both else 1.0
+    # a layer with no kernel attributed on either side: the typical measured layer
+    typical = (statistics.median(f_ms[n] for n in both), statistics.median(q_ms[n] for n in both)
+               ) if both else (0.0, 0.0)
     fl: dict[str, float] = {}
     q8: dict[str, float] = {}
     estimated = []
@@ -150,6 +154,8 @@ def fill_missing(layers: Sequence[str], f_ms: Mapping[str, float], q_ms: Mapping
             f = q * ratio
         elif q is None and f is not None:
             q = f / ratio
+        elif f is None:
+            f, q = typical
         if n not in f_ms or n not in q_ms:
             estimated.append(n)
         fl[n] = round(f if f is not None else 0.0, 6)

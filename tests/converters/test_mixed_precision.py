@@ -194,7 +194,7 @@ def test_bypass_of_a_missing_layer_is_an_error(tmp_path: Path) -> None:
 # ---- whole builds ----------------------------------------------------------------------
 
 
-def _outlier_build(tmp_path: Path, target: str, budget: float) -> object:
+def _outlier_build(tmp_path: Path, target: str, budget: float, work: str = "work") -> object:
     from converters.api import BuildRequest
     from converters.build import build
 
@@ -205,7 +205,7 @@ def _outlier_build(tmp_path: Path, target: str, budget: float) -> object:
                        calibration=tmp_path / "cal.npz", max_accuracy_drop=budget,
                        input_shapes={"x": (1, 4, 16)} if target == "qnn-npu" else {},
                        options={"perf_aware": False})
-    (art,) = build(req, lambda _m: None, tmp_path / "work").artifacts
+    (art,) = build(req, lambda _m: None, tmp_path / work).artifacts
     return art
 
 
@@ -219,6 +219,16 @@ def test_cpu_build_floats_the_measured_layer_and_records_why(tmp_path: Path) -> 
     assert art.details["float_nodes"]["mm2"].startswith(  # type: ignore[attr-defined]
         "accuracy: lifting it alone recovered")
     assert "ONNX Runtime profiler" in mp["speed_model"]
+
+
+@pytest.mark.slow
+def test_same_inputs_give_the_same_artifact(tmp_path: Path) -> None:
+    """The speed table is cached per machine, measurements are deterministic: a rebuild
+    chooses the same layers and writes the same bytes."""
+    a = _outlier_build(tmp_path, "x86-cpu", 0.01, "work-a")
+    b = _outlier_build(tmp_path, "x86-cpu", 0.01, "work-b")
+    assert a.details["mixed_precision"] == b.details["mixed_precision"]  # type: ignore[attr-defined]
+    assert a.path.read_bytes() == b.path.read_bytes()                  # type: ignore[attr-defined]
 
 
 @pytest.mark.slow
@@ -254,3 +264,34 @@ def test_refused_build_names_the_layers_and_the_budget(tmp_path: Path) -> None:
     assert "\n" not in msg
     assert "limited by mm2 (recovers " in msg
     assert "a budget of at least " in msg and msg.endswith("would be needed")
+
+
+# ---- the speed model's attribution (pure) ----------------------------------------------
+
+
+def test_kernels_are_attributed_to_layers_from_the_graph() -> None:
+    from converters.layer_speed import attribute
+
+    graph = [("conv1", "Conv", ["x", "w1"], ["c1"]), ("act", "Relu", ["c1"], ["a1"]),
+             ("dw", "Conv", ["a1", "w2"], ["c2"]), ("mm", "MatMul", ["c2", "w3"], ["y"])]
+    kernels = {"conv1_token_1_kernel_time": 0.5,        # fused QDQ kernel: the node's name
+               "a1_nchwc_kernel_time": 1.0,             # float NCHWc kernel: its output, whose
+               #                                          Relu was fused into conv1
+               "c2_nchwc_kernel_time": 0.25,            # dw's own output
+               "mm_kernel_time": 0.125,
+               "ReorderOutput_kernel_time": 9.0,        # layout: no layer's choice
+               "Transpose_token_6_kernel_time": 9.0}
+    assert attribute(kernels, graph) == {"conv1": 1.5, "dw": 0.25, "mm": 0.125}
+
+
+def test_unattributed_layers_are_estimated_from_the_measured_ones() -> None:
+    from converters.layer_speed import fill_missing
+
+    t = fill_missing(["a", "b", "c", "d"], {"a": 4.0, "b": 2.0, "c": 6.0},
+                     {"a": 1.0, "b": 1.0, "d": 0.5})
+    assert t.saving_ms("a") == 3.0 and t.saving_ms("b") == 1.0
+    assert t.int8_ms["c"] == pytest.approx(6.0 / 3.0)    # median float/INT8 ratio of a, b
+    assert t.float_ms["d"] == pytest.approx(0.5 * 3.0)
+    assert t.estimated == ("c", "d")
+    none = fill_missing(["e"], {}, {})
+    assert none.saving_ms("e") == 0.0 and none.estimated == ("e",)
