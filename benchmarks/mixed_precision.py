@@ -79,7 +79,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results"
                     / "mixed_precision.json")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="results JSON of the same script run on the tree before the change "
+                         "(same machine, alongside): shown as the 'before' rows")
+    ap.add_argument("--markdown-only", action="store_true",
+                    help="rewrite the .md from --out (and --against) without building")
     a = ap.parse_args(argv)
+    if a.markdown_only:
+        _write_md(a.out, json.loads(a.out.read_text()), a.against)
+        return
     import onnxruntime
 
     from converters.onnx_plan import cpu_facts
@@ -98,6 +106,45 @@ def main(argv: list[str] | None = None) -> None:
     result["loadavg_end"] = list(os.getloadavg())
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    _write_md(a.out, result, a.against)
+
+
+def _write_md(out: Path, after: dict[str, Any], against: Path | None) -> None:
+    before = json.loads(against.read_text()) if against else None
+    v = after["versions"]
+    lines = [
+        "## Accuracy-aware step: mixed precision by measurement vs the doubling loop", "",
+        f"`edgeops build`, default settings, {after['samples']} real samples per model "
+        f"(calibration = validation), speed-up = the build's own p50 vs FP32, "
+        f"{after['threads']} thread(s); onnxruntime {v['onnxruntime']}, numpy {v['numpy']}, "
+        f"Python {v['python']}; {'VNNI' if after['cpu'].get('vnni') else 'no VNNI'}. "
+        f"Load average {after['loadavg_start'][0]:.1f} → {after['loadavg_end'][0]:.1f} "
+        "(2 shared cores; before and after ran at the same time, so build times share the "
+        "load; compare them as a ratio).", "",
+        "| model | target | tree | build s | outcome | gate drop | float (accuracy) | "
+        "measured layers | speed-up | note |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
+    for key in after["builds"]:
+        model, target = key.split(" ")
+        for tree, run in (("before", before), ("after", after)):
+            if run is None or key not in run["builds"]:
+                continue
+            b = run["builds"][key]
+            mp = b.get("mixed_precision") or {}
+            note = b.get("error", "").split(" (hint:")[0]
+            if b["outcome"] == "accepted" and mp:
+                note = (f"estimated {mp.get('first', {}).get('estimated_drop', 0):.2%}, "
+                        f"verified {mp.get('verified_drop', 0):.2%}"
+                        + ("; corrected once" if "correction" in mp else ""))
+            measured = mp.get("measured_layers", "-") if tree == "after" else "-"
+            lines.append(
+                f"| {model} | {target} | {tree} | {b['build_s']:.1f} | {b['outcome']} | "
+                f"{b['drop']:.2%} | {b['float_nodes']} ({b['accuracy_float']}) | {measured} | "
+                f"{b['speedup_vs_fp32']:.2f}× | {note.replace('|', '/')} |"
+                if b["outcome"] == "accepted" else
+                f"| {model} | {target} | {tree} | {b['build_s']:.1f} | refused | - | - | "
+                f"{measured} | - | {note.replace('|', '/')} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

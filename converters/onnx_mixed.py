@@ -132,7 +132,7 @@ def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, candidates: set
                                 "lifted_cost_ms": round(sum(speed[n] for n in high), 4)}
     unit = "(proxy: output elements)" if not timed_here or wide else "ms"
     reasons = {n: (f"accuracy: lifting it alone recovered {recovered[n]:.2%} of {metric} "
-                   f"(measured); keeping it INT8 saves {speed[n]:.3f} {unit} (knapsack under "
+                   f"(measured); keeping it 8-bit saves {speed[n]:.3f} {unit} (knapsack under "
                    f"the {budget:.2%} budget)") for n in sorted(high)}
     record["float" if not wide else "uint16"] = sorted(high)
     ctx.progress(f"{name}: {len(high)} layer(s) to {record['lift_to']}; {metric} drop "
