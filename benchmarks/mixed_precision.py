@@ -32,7 +32,15 @@ DEFAULT_MODELS = "ocr-rec,ocr-cls,nucleus-seg-256"
 TASKS: dict[str, str | None] = {"nucleus-seg-256": "segmentation"}
 
 
-def one(name: str, target: str, samples: int, threads: int) -> dict[str, Any]:
+def _accuracy_step_s(stages: list[tuple[float, str]], end: float) -> float | None:
+    """Seconds from the progress line that opens the accuracy step ("... dropped X%; ...")
+    to the end of the build: the step the change replaces (both trees print that line)."""
+    start = next((t for t, m in stages if " dropped " in m), None)
+    return None if start is None else round(end - start, 1)
+
+
+def one(name: str, target: str, samples: int, threads: int, perf_aware: bool = True
+        ) -> dict[str, Any]:
     from benchmarks.converter_zoo import _source
     from converters.api import BuildRequest
     from converters.build import build
@@ -48,18 +56,27 @@ def one(name: str, target: str, samples: int, threads: int) -> dict[str, Any]:
         task = TASKS.get(name)
         req = BuildRequest(model=src, name="zoo", version="1.0.0", targets=(target,),
                            calibration=cal, threads=threads,
-                           options={**({"task": task} if task else {})})
+                           options={"perf_aware": perf_aware,
+                                    **({"task": task} if task else {})})
         t0 = time.perf_counter()
+        stages: list[tuple[float, str]] = []
+
+        def progress(m: str) -> None:
+            stages.append((time.perf_counter() - t0, m))
+            print(f"    {stages[-1][0]:7.1f}s {m}", file=sys.stderr)
+
         try:
-            (art,) = build(req, lambda m: print(f"    {m}", file=sys.stderr),
-                           Path(tmp) / "work").artifacts
+            (art,) = build(req, progress, Path(tmp) / "work").artifacts
         except EdgeOpsError as exc:
-            return {"build_s": round(time.perf_counter() - t0, 1), "outcome": "refused",
+            end = time.perf_counter() - t0
+            return {"build_s": round(end, 1), "outcome": "refused",
+                    "accuracy_step_s": _accuracy_step_s(stages, end),
                     "error": exc.diagnostics()}
         secs = time.perf_counter() - t0
         floats = art.details.get("float_nodes", {})
         acc = art.metrics["accuracy"]
         return {"build_s": round(secs, 1), "outcome": "accepted",
+                "accuracy_step_s": _accuracy_step_s(stages, secs),
                 "metric": acc["gate_metric"], "drop": acc["drop"],
                 "task": acc.get("task"),
                 "float_nodes": len(floats),
@@ -77,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--targets", default="x86-cpu,x86-cpu-vnni")
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-perf-aware", dest="perf_aware", action="store_false",
+                    help="skip the performance-aware pass (isolates the accuracy step)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results"
                     / "mixed_precision.json")
     ap.add_argument("--against", type=Path, default=None,
@@ -94,13 +113,15 @@ def main(argv: list[str] | None = None) -> None:
 
     result: dict[str, Any] = {
         "threads": a.threads, "samples": a.samples, "cpu": cpu_facts(),
+        "perf_aware": a.perf_aware,
         "versions": {"onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
         "loadavg_start": list(os.getloadavg()), "builds": {}}
     for name in a.models.split(","):
         for target in a.targets.split(","):
             print(f"== {name} {target}", file=sys.stderr)
-            result["builds"][f"{name} {target}"] = one(name, target, a.samples, a.threads)
+            result["builds"][f"{name} {target}"] = one(name, target, a.samples, a.threads,
+                                                          a.perf_aware)
             print(json.dumps(result["builds"][f"{name} {target}"], default=str)[:600],
                   file=sys.stderr)
     result["loadavg_end"] = list(os.getloadavg())
