@@ -124,9 +124,9 @@ def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, candidates: set
             tried.append((len(high), verified))
     limit = max(1, int(len(pool) * settings.max_high_fraction))
     if verified > budget or (not wide and len(high) > limit):
-        needed = min(d for _, d in tried)
+        lifted, needed = min(tried, key=lambda t: (t[1], t[0]))    # the best verified try
         raise AccuracyGateError(refusal(name, metric, base, budget, costs, needed, len(layers),
-                                        note, lifted=max(k for k, _ in tried)))
+                                        note, lifted=lifted))
     record["verified_drop"] = round(verified, 6)
     record["speed_estimate"] = {"int8_saves_ms": round(sel.saved_ms, 4),
                                 "lifted_cost_ms": round(sum(speed[n] for n in high), 4)}
