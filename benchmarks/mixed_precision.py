@@ -134,7 +134,8 @@ def _write_md(out: Path, after: dict[str, Any], against: Path | None) -> None:
     before = json.loads(against.read_text()) if against else None
     v = after["versions"]
     lines = [
-        "## Accuracy-aware step: mixed precision by measurement vs the doubling loop", "",
+        "## Accuracy-aware step: mixed precision by measurement vs the doubling loop"
+        + ("" if after.get("perf_aware", True) else " (performance-aware pass off)"), "",
         f"`edgeops build`, default settings, {after['samples']} real samples per model "
         f"(calibration = validation), speed-up = the build's own p50 vs FP32, "
         f"{after['threads']} thread(s); onnxruntime {v['onnxruntime']}, numpy {v['numpy']}, "
@@ -142,9 +143,9 @@ def _write_md(out: Path, after: dict[str, Any], against: Path | None) -> None:
         f"Load average {after['loadavg_start'][0]:.1f} → {after['loadavg_end'][0]:.1f} "
         "(2 shared cores; before and after ran at the same time, so build times share the "
         "load; compare them as a ratio).", "",
-        "| model | target | tree | build s | outcome | gate drop | float (accuracy) | "
-        "measured layers | speed-up | note |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
+        "| model | target | tree | build s | accuracy step s | outcome | gate drop | "
+        "float (accuracy) | measured layers | speed-up | note |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---|"]
     for key in after["builds"]:
         model, target = key.split(" ")
         for tree, run in (("before", before), ("after", after)):
@@ -158,12 +159,14 @@ def _write_md(out: Path, after: dict[str, Any], against: Path | None) -> None:
                         f"verified {mp.get('verified_drop', 0):.2%}"
                         + ("; corrected once" if "correction" in mp else ""))
             measured = mp.get("measured_layers", "-") if tree == "after" else "-"
+            step = b.get("accuracy_step_s")
+            step_s = "-" if step is None else f"{step:.1f}"
             lines.append(
-                f"| {model} | {target} | {tree} | {b['build_s']:.1f} | {b['outcome']} | "
+                f"| {model} | {target} | {tree} | {b['build_s']:.1f} | {step_s} | {b['outcome']} | "
                 f"{b['drop']:.2%} | {b['float_nodes']} ({b['accuracy_float']}) | {measured} | "
                 f"{b['speedup_vs_fp32']:.2f}× | {note.replace('|', '/')} |"
                 if b["outcome"] == "accepted" else
-                f"| {model} | {target} | {tree} | {b['build_s']:.1f} | refused | - | - | "
+                f"| {model} | {target} | {tree} | {b['build_s']:.1f} | {step_s} | refused | - | - | "
                 f"{measured} | - | {note.replace('|', '/')} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
