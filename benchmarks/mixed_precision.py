@@ -141,8 +141,8 @@ def _write_md(out: Path, after: dict[str, Any], against: Path | None) -> None:
         f"{after['threads']} thread(s); onnxruntime {v['onnxruntime']}, numpy {v['numpy']}, "
         f"Python {v['python']}; {'VNNI' if after['cpu'].get('vnni') else 'no VNNI'}. "
         f"Load average {after['loadavg_start'][0]:.1f} → {after['loadavg_end'][0]:.1f} "
-        "(2 shared cores; before and after ran at the same time, so build times share the "
-        "load; compare them as a ratio).", "",
+        "(2 shared cores; the 'before' rows come from `--against`, a run of the older tree: "
+        "build seconds compare only between runs started together).", "",
         "| model | target | tree | build s | accuracy step s | outcome | gate drop | "
         "float (accuracy) | measured layers | speed-up | note |",
         "|---|---|---|---:|---:|---|---:|---:|---:|---:|---|"]
