@@ -500,6 +500,8 @@ def test_int8_unet_keeps_convtranspose_and_concat_in_int8(tmp_path: Path) -> Non
     p = zoo.save(_unet(), tmp_path / "m.onnx")
     (art,) = _build(p, tmp_path, precision="int8").artifacts
     assert art.details["graph_passes"] == {"convtranspose_as_conv": ["up"],
+                                           "hard_swish_fused": [],
+                                           "affine_folded_into_conv": [],
                                            "concat_shared_range_tensors": ["cat", "r1", "ur"]}
     m = onnx.load(str(art.path))
     assert "ConvTranspose" not in {n.op_type for n in m.graph.node}
