@@ -6,10 +6,12 @@ theory and costly on ONNX Runtime's CPU EP once quantised: each op becomes a QLi
 each of its outputs is one more 8-bit rounding. Two shapes of it, found from the graph only:
 
 * **Constant affine next to a Conv** (:func:`fold_affine`): a Mul/Div/Add/Sub by a constant that
-  broadcasts per channel (a scalar, or ``[1, C, 1, 1]``), right after a Conv whose only consumer it
-  is, goes into the Conv's weights and bias; a Mul/Div by such a constant right before a Conv
-  (its only consumer) goes into the Conv's weights (zero padding scales to zero, so this is exact
-  for any padding), and so does an Add/Sub before a Conv without padding. Before a padded Conv,
+  broadcasts per channel (a scalar, or ``[1, C, 1, 1]``), or an inference BatchNormalization,
+  right after a Conv (or group-1 ConvTranspose, which ORT's optimiser does not fuse with a
+  BatchNormalization) whose only consumer it is, goes into its weights and bias; a Mul/Div by
+  such a constant right before a Conv (its only consumer) goes into the Conv's weights (zero
+  padding scales to zero, so this is exact for any padding), and so does an Add/Sub before a
+  Conv without padding. Before a padded Conv,
   ``k * x + b`` becomes ``(x + b / k)`` with ``k`` in the weights (``k`` non-zero), one op less.
   Exact in real arithmetic; in float32 the outputs move by rounding only (tests: 1e-5).
 * **Decomposed hard-swish** (:func:`fuse_hard_swish`): ``x * Clip(x + 3, 0, 6) / 6`` (any order
@@ -92,8 +94,10 @@ def _per_channel(a: np.ndarray, rank: int, channels: int) -> np.ndarray | None:
     return np.broadcast_to(a.reshape(-1), (channels,)).astype(np.float64)
 
 
-def _conv_parts(g: _Graph, conv: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    if conv.op_type != "Conv" or len(conv.input) < 2:
+def _conv_parts(g: _Graph, conv: Any, transposed: bool = False
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(weights, bias) of a Conv (or ConvTranspose) with constant ones; bias zeros if absent."""
+    if conv.op_type != ("ConvTranspose" if transposed else "Conv") or len(conv.input) < 2:
         return None
     w = g.const(conv.input[1])
     if w is None or w.ndim < 3:
@@ -101,8 +105,8 @@ def _conv_parts(g: _Graph, conv: Any) -> tuple[np.ndarray, np.ndarray] | None:
     b = g.const(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
     if len(conv.input) > 2 and conv.input[2] and b is None:
         return None
-    return w.astype(np.float64), (b if b is not None else np.zeros(w.shape[0])).astype(
-        np.float64)
+    cout = w.shape[1] if transposed else w.shape[0]
+    return w.astype(np.float64), (b if b is not None else np.zeros(cout)).astype(np.float64)
 
 
 def _set_conv(g: _Graph, conv: Any, w: np.ndarray, b: np.ndarray) -> None:
@@ -133,22 +137,51 @@ def _affine_const(g: _Graph, op: Any, data: str) -> tuple[str, np.ndarray] | Non
     return ("mul" if op.op_type == "Mul" else "add"), c.astype(np.float64)
 
 
+def _batch_norm(g: _Graph, op: Any, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel (scale, shift) of an inference BatchNormalization with constant statistics."""
+    if op.op_type != "BatchNormalization" or len(op.input) != 5 or len(op.output) != 1:
+        return None
+    params = [g.const(i) for i in op.input[1:]]
+    if any(p is None or p.shape != (channels,) for p in params):
+        return None
+    gamma, beta, mean, var = (np.asarray(p, np.float64) for p in params)
+    k = gamma / np.sqrt(var + float(_attr(op, "epsilon", 1e-5)))
+    return k, beta - mean * k
+
+
+def _after_parts(g: _Graph, conv: Any) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(weights, bias, output-channel axis of the weights) of a Conv or group-1 ConvTranspose."""
+    if conv.op_type == "ConvTranspose":
+        parts = _conv_parts(g, conv, transposed=True)
+        return (*parts, 1) if parts is not None and int(_attr(conv, "group", 1)) == 1 else None
+    parts = _conv_parts(g, conv)
+    return (*parts, 0) if parts is not None else None
+
+
 def _fold_after(g: _Graph) -> str | None:
-    """Conv -> (Mul|Div|Add|Sub by a per-channel constant): into the Conv. One rewrite."""
+    """Conv/ConvTranspose -> per-channel affine (Mul|Div|Add|Sub, BatchNormalization): folded."""
     for conv in g.model.graph.node:
-        parts = _conv_parts(g, conv)
+        if conv.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        parts = _after_parts(g, conv)
         op = g.only_consumer(conv.output[0]) if parts else None
-        found = _affine_const(g, op, conv.output[0]) if op is not None else None
-        if parts is None or op is None or found is None:
+        if parts is None or op is None:
             continue
-        w, b = parts
-        k = _per_channel(found[1], w.ndim, w.shape[0])
-        if k is None:
+        w, b, axis = parts
+        cout = w.shape[axis]
+        if len(b) != cout:
             continue
-        if found[0] == "mul":
-            w, b = w * k.reshape((-1,) + (1,) * (w.ndim - 1)), b * k
-        else:
-            b = b + k
+        affine = _batch_norm(g, op, cout)
+        if affine is None:
+            found = _affine_const(g, op, conv.output[0])
+            k = _per_channel(found[1], w.ndim, cout) if found is not None else None
+            if found is None or k is None:
+                continue
+            affine = (k, np.zeros(cout)) if found[0] == "mul" else (np.ones(cout), k)
+        scale, shift = affine
+        shape = [1] * w.ndim
+        shape[axis] = cout
+        w, b = w * scale.reshape(shape), b * scale + shift
         _set_conv(g, conv, w, b)
         conv.output[0] = op.output[0]
         g.model.graph.node.remove(op)

@@ -172,8 +172,10 @@ def rewrite_for_cpu(prepared: Path, workdir: Path) -> tuple[Path, dict[str, list
     from converters.onnx_fold import fold_elementwise
     from converters.onnx_int8_graph import convtranspose_as_conv
 
-    model, rewritten = convtranspose_as_conv(onnx.load(str(prepared)))
-    model, folded = fold_elementwise(model)
+    # Folding first: a BatchNormalization after a ConvTranspose goes into its weights before
+    # the ConvTranspose becomes a Conv and a shuffle (which the BatchNormalization would follow).
+    model, folded = fold_elementwise(onnx.load(str(prepared)))
+    model, rewritten = convtranspose_as_conv(model)
     passes = {"convtranspose_as_conv": rewritten, **folded}
     if not any(passes.values()):
         return prepared, passes

@@ -159,3 +159,31 @@ def test_affine_fold_leaves_what_is_not_per_channel_or_is_shared() -> None:
                    h.make_node("Conv", ["a", "w", "b"], ["y"], pads=[1, 1, 1, 1],
                                name="conv3x3")], [w3, *inits[1:], _const("z", [0.0])])
     assert fold_affine(zero)[1] == []
+
+
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose"])
+def test_batch_norm_after_a_conv_or_conv_transpose_folds(op: str) -> None:
+    rng = np.random.default_rng(4)
+    cout = 6
+    shape = (C, cout, 2, 2) if op == "ConvTranspose" else (cout, C, 3, 3)
+    inits = [_const("w", rng.standard_normal(shape)), _const("b", rng.standard_normal(cout)),
+             _const("gamma", rng.uniform(0.5, 2, cout)), _const("beta", rng.standard_normal(cout)),
+             _const("mean", rng.standard_normal(cout)), _const("var", rng.uniform(0.1, 3, cout))]
+    kw = {"strides": [2, 2]} if op == "ConvTranspose" else {"pads": [1, 1, 1, 1]}
+    g = h.make_graph([h.make_node(op, ["x", "w", "b"], ["c"], name="conv", **kw),
+                      h.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"],
+                                  ["y"], epsilon=1e-3, name="bn")], "bn",
+                     [h.make_tensor_value_info("x", T.FLOAT, [1, C, 10, 10])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], inits)
+    src = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    src.ir_version = 8
+    out, done = fold_affine(src)
+    assert done == ["bn"] and _ops(out) == [op]
+    np.testing.assert_allclose(_run(out), _run(src), rtol=1e-5, atol=1e-5)
+    # A ConvTranspose with groups keeps its BatchNormalization (its channel layout differs).
+    if op == "ConvTranspose":
+        grouped = onnx.ModelProto()
+        grouped.CopyFrom(src)
+        grouped.graph.node[0].attribute.append(h.make_attribute("group", 2))
+        grouped.graph.initializer[0].CopyFrom(_const("w", rng.standard_normal((C, cout // 2, 2, 2))))
+        assert fold_affine(grouped)[1] == []
