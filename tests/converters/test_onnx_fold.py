@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -187,3 +188,28 @@ def test_batch_norm_after_a_conv_or_conv_transpose_folds(op: str) -> None:
         grouped.graph.node[0].attribute.append(h.make_attribute("group", 2))
         grouped.graph.initializer[0].CopyFrom(_const("w", rng.standard_normal((C, cout // 2, 2, 2))))
         assert fold_affine(grouped)[1] == []
+
+
+def test_int8_build_quantises_the_folded_graph(tmp_path: Path) -> None:
+    """Through a real build: the rewrites are recorded and the artifact has no Clip/Div left."""
+    import onnxruntime as ort
+
+    from converters.api import BuildRequest
+    from converters.build import build
+
+    src = tmp_path / "m.onnx"
+    onnx.save_model(_affine_chain(1, 1), str(src))
+    req = BuildRequest(model=src, name="m", version="1.0.0", targets=("x86-cpu",),
+                       precision="int8", max_accuracy_drop=0.5,
+                       options={"perf_aware": False, "effort": "fast"})
+    (art,) = build(req, lambda _m: None, tmp_path / "work").artifacts
+    passes = art.details["graph_passes"]
+    assert len(passes["hard_swish_fused"]) == 1
+    assert sorted(passes["affine_folded_into_conv"]) == ["scale1", "scale2", "shift1"]
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(art.path), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert "QLinearConv" in ops and "QLinearMul" in ops, ops      # x * HardSigmoid(x) in int8
+    assert not {"Clip", "Div"} & set(ops), ops
+    assert art.metrics["accuracy"]["summary"]["cosine_min"] > 0.99
