@@ -245,6 +245,10 @@ def merged(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _sizes(sizes: dict[str, dict[str, int]]) -> str:
+    return "".join(f"; {k} input {v['size']}x{v['size']}" for k, v in sizes.items())
+
+
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         "## Converter on pretrained models: FP32 vs stock quantize_static vs edgeops "
@@ -257,7 +261,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{'VNNI' if r['cpu'].get('vnni') else 'no VNNI'}; "
         f"perf-aware pass {'on' if r['perf_aware'] else 'off'}"
         f"{'; edgeops effort ' + r['effort'] if 'effort' in r else ''}"
-        f"{''.join(f'; {k} input size {v}' for k, v in r.get('input_sizes', {}).items())}"
+        f"{_sizes(r.get('input_sizes', {}))}"
         ". Load average "
         f"{r['loadavg_start'][0]:.1f} → {r['loadavg_end'][0]:.1f} (shared cores).", "",
         "| model | task (how chosen) | variant | p50 ms | speedup | task metric vs FP32 "
