@@ -50,7 +50,8 @@ class _Graph:
             for i in n.input:
                 if i:
                     self.consumers.setdefault(i, []).append(n)
-        self.outputs = {o.name for o in g.output}
+        # Tensors a subgraph (If/Loop/Scan body) reads from this graph: a reader we cannot fold.
+        self.outputs = {o.name for o in g.output} | _subgraph_reads(g)
         self._np = numpy_helper
 
     def const(self, name: str) -> np.ndarray | None:
@@ -73,6 +74,21 @@ class _Graph:
         self.model.graph.initializer.append(t)
         self.inits[name] = t
         return name
+
+
+def _subgraph_reads(graph: Any) -> set[str]:
+    """Every tensor name read inside the subgraphs of ``graph``'s nodes, at any depth."""
+    from onnx import AttributeProto
+
+    reads: set[str] = set()
+    for n in graph.node:
+        for a in n.attribute:
+            subs = [a.g] if a.type == AttributeProto.GRAPH else \
+                list(a.graphs) if a.type == AttributeProto.GRAPHS else []
+            for sub in subs:
+                reads.update(i for m in sub.node for i in m.input if i)
+                reads |= _subgraph_reads(sub)
+    return reads
 
 
 def _attr(node: Any, name: str, default: Any) -> Any:

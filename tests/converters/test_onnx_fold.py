@@ -213,3 +213,18 @@ def test_int8_build_quantises_the_folded_graph(tmp_path: Path) -> None:
     assert "QLinearConv" in ops and "QLinearMul" in ops, ops      # x * HardSigmoid(x) in int8
     assert not {"Clip", "Div"} & set(ops), ops
     assert art.metrics["accuracy"]["summary"]["cosine_min"] > 0.99
+
+
+def test_a_tensor_a_subgraph_reads_is_not_folded_away() -> None:
+    """An If branch reading the Conv's output sees it unscaled: the Mul must stay."""
+    rng = np.random.default_rng(2)
+    branch = h.make_graph([h.make_node("Identity", ["c"], ["r"])], "branch", [],
+                          [h.make_tensor_value_info("r", T.FLOAT, None)])
+    inits = [_const("w", rng.standard_normal((C, C, 1, 1))), _const("k", [2.0]),
+             nh.from_array(np.array(True), "cond")]
+    m = _model([h.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+                h.make_node("Mul", ["c", "k"], ["m"], name="scale"),
+                h.make_node("If", ["cond"], ["y0"], then_branch=branch, else_branch=branch,
+                            name="if"),
+                h.make_node("Add", ["m", "y0"], ["y"], name="sum")], inits)
+    assert fold_affine(m)[1] == []
