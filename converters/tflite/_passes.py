@@ -41,6 +41,7 @@ class GraphPassResult:
     """What the graph passes did; ``original_biases`` undoes bias correction (by const name)."""
 
     outcomes: list[PassOutcome] = field(default_factory=list)
+    bias_adds_folded: int = 0
     original_biases: dict[str, np.ndarray] = field(default_factory=dict)
     bias: BiasCorrection | None = None
 
@@ -57,6 +58,7 @@ def run_graph_passes(prep: Prepared, opset_imports: Any, names: tuple[str, ...],
         return res
     model = onnx.helper.make_model(prep.graph, opset_imports=list(opset_imports))
     _name_nodes(model)
+    res.bias_adds_folded = fold_bias_adds(model)
     privatise_params(model)
     for name in wanted:
         if name in NOT_FED:
@@ -82,6 +84,60 @@ def run_graph_passes(prep: Prepared, opset_imports: Any, names: tuple[str, ...],
             res.original_biases = {t.bias: t.original for t in pass_.targets}
     _write_back(prep, model)
     return res
+
+
+def fold_bias_adds(model: Any) -> int:
+    """``Conv -> Add(per-channel constant)`` becomes one Conv with that bias.
+
+    Exporters (Paddle's among them) write a convolution's bias as a separate Add; the TFLite
+    lowering folds it later (the ``affine`` rewrite), but the engine's passes look for a Conv
+    with a constant bias: without this, equalisation cannot see the pair through the Add and
+    bias correction leaves the layer alone. Exact (the same sum). Returns how many folded.
+    """
+    from converters.quant._graph import Graph
+
+    g = Graph(model)
+    folded = 0
+    drop: set[int] = set()
+    for add in list(model.graph.node):
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        for k in (0, 1):
+            conv = g.producer.get(add.input[k])
+            bias = g.const(add.input[1 - k])
+            if conv is None or conv.op_type != "Conv" or bias is None or len(conv.input) < 2:
+                continue
+            w = g.const(conv.input[1])
+            if w is None or bias.dtype != np.float32:
+                continue
+            c = w.shape[0]
+            rank = len(w.shape)              # the conv output's rank
+            shape = bias.shape
+            # broadcast from the right: the bias's axis under the output's channel axis holds c
+            sole: Any = g.sole_consumer(conv.output[0])
+            if (sole is not add or bias.size != c
+                    or len(shape) > rank or len(shape) < rank - 1
+                    or shape[len(shape) - (rank - 1)] != c):
+                continue
+            old = (g.const(conv.input[2]) if len(conv.input) > 2 and conv.input[2]
+                   else np.zeros(c, np.float32))
+            if old is None:
+                continue
+            name = f"{conv.name}__bias"
+            model.graph.initializer.append(
+                numpy_helper.from_array((old + bias.reshape(c)).astype(np.float32), name))
+            inputs = [conv.input[0], conv.input[1], name]
+            del conv.input[:]
+            conv.input.extend(inputs)
+            conv.output[0] = add.output[0]
+            drop.add(id(add))
+            folded += 1
+            break
+    if drop:
+        keep = [n for n in model.graph.node if id(n) not in drop]
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    return folded
 
 
 def _name_nodes(model: Any) -> None:

@@ -82,6 +82,7 @@ class Candidates:
         done = run_graph_passes(prep, model.opset_import, plan.passes, calibration,
                                 plan.per_channel)
         self.outcomes: list[PassOutcome] = list(done.outcomes)
+        self.bias_adds_folded = done.bias_adds_folded
         self.bias = done.bias
         plain = None
         if done.original_biases:
@@ -123,6 +124,8 @@ class Candidates:
         """The full-integer artifact with the named ranges and bias correction on or off."""
         low = copy.deepcopy(self.lowered[bias if bias in self.lowered else True])
         details = base_details(low, "int8")
+        if self.bias_adds_folded:
+            details["graph_passes"] = {"conv_bias_adds_folded": self.bias_adds_folded}
         return full_int8_result(low, self.ranges[ranges], per_channel=self.plan.per_channel,
                                 io_int8=self.plan.io_int8, method=self.plan.method,
                                 details=details)

@@ -235,3 +235,37 @@ def test_refusal_names_layers_and_the_budget_that_would_pass(tmp_path: Path) -> 
     art = _build(tmp_path, m, "edgetpu", max_accuracy_drop=float(named.group(3)),
                  options={"gate_metric": "cosine"})
     assert art.metrics["accuracy"]["drop"] <= float(named.group(3))
+
+
+def _bias_add_model(bias_shape: tuple[int, ...]) -> onnx.ModelProto:
+    """Conv without bias -> Add(constant) -> Relu -> Conv, as Paddle exports a conv bias."""
+    r = np.random.default_rng(4)
+    n = h.make_node
+    spread = np.logspace(-2, 1, 4).astype(np.float32)[:, None, None, None]
+    return graph([n("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+                  n("Add", ["c1", "b1"], ["s1"], name="bias1"),
+                  n("Relu", ["s1"], ["a1"], name="relu1"),
+                  n("Conv", ["a1", "w2", "b2"], ["y"], name="conv2")],
+                 {"x": [1, 3, 4, 4]}, ["y"],
+                 [nh.from_array(r.standard_normal((4, 3, 3, 3)).astype(np.float32) * spread, "w1"),
+                  nh.from_array(r.standard_normal(bias_shape).astype(np.float32), "b1"),
+                  nh.from_array(r.standard_normal((2, 4, 1, 1)).astype(np.float32), "w2"),
+                  nh.from_array(np.zeros(2, np.float32), "b2")], opset=13)
+
+
+@pytest.mark.parametrize(("bias_shape", "folds"), [((1, 4, 1, 1), True), ((4, 1, 1), True),
+                                                   ((4,), False)])
+def test_conv_bias_add_folds_only_when_per_channel(bias_shape: tuple[int, ...],
+                                                   folds: bool) -> None:
+    # (4,) broadcasts along the width (also 4), not the channels: folding it would be wrong
+    m = _bias_add_model(bias_shape)
+    data = samples(m, n=3)
+    prep = prepare(m, {}, require_static=False, target="edgetpu")
+    done = run_graph_passes(prep, m.opset_import, ("cross_layer_equalisation",), data, False)
+    assert done.bias_adds_folded == (1 if folds else 0)
+    assert done.outcomes[0].status == ("applied" if folds else "skipped")   # the pair is seen
+    low = lower_prepared(prep)
+    for s in data.iter_samples():
+        (ref,) = ort_run(m, s)
+        got = np.transpose(_float_out(low, s), (0, 3, 1, 2))
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
