@@ -152,7 +152,10 @@ def choose(cands: Candidates, evaluate: Callable[[ConversionResult], tuple[float
     state = EngineState(cands.plan.effort, cands.plan.passes, Path("prepared.onnx"))
     state.outcomes = list(cands.outcomes)
     state.bias = cands.bias
-    seen: dict[tuple[str, bool], tuple[ConversionResult, Any, float]] = {}
+    state.bias_enabled = cands.bias is not None   # no correction to toggle: say so in the table
+    # only the best so far is kept (the evidence can be every validation output): the engine
+    # keeps the smallest drop, the earliest on ties, so a strictly smaller drop replaces it
+    best: list[tuple[float, tuple[str, bool], ConversionResult, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edgeops-ranges-") as tmp:
         # the engine chooses between range *files* (ORT calibration caches on the ONNX path)
         paths = {}
@@ -168,12 +171,16 @@ def choose(cands: Candidates, evaluate: Callable[[ConversionResult], tuple[float
             name = by_path.get(path, "minmax") if path is not None else "minmax"
             res = cands.build(name, state.bias_enabled)
             drop, evidence = evaluate(res)
-            seen[(name, state.bias_enabled)] = (res, evidence, drop)
+            if not best or drop < best[0][0]:
+                best[:] = [(drop, (name, state.bias_enabled), res, evidence)]
             return drop
 
         picked = state.choose(gate_drop)
     name = by_path.get(picked, "minmax") if picked is not None else "minmax"
-    res, evidence, drop = seen[(name, state.bias_enabled)]
+    drop, key, res, evidence = best[0]
+    if key != (name, state.bias_enabled):     # the engine's rule changed: follow its choice
+        res = cands.build(name, state.bias_enabled)
+        drop, evidence = evaluate(res)
     report = state.report()
     res.details["quantisation_passes"] = report
     return Chosen(res, state.bias_enabled, name, evidence, drop, report)

@@ -269,3 +269,37 @@ def test_conv_bias_add_folds_only_when_per_channel(bias_shape: tuple[int, ...],
         (ref,) = ort_run(m, s)
         got = np.transpose(_float_out(low, s), (0, 3, 1, 2))
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+
+
+class _FakeCandidates:
+    """Two range sets, no bias correction: what :func:`choose` reads of a Candidates."""
+
+    def __init__(self) -> None:
+        from converters.quant import PassOutcome
+        from converters.tflite.fullint import FullIntPlan
+
+        self.plan = FullIntPlan(passes=("mse_ranges",))
+        self.outcomes = [PassOutcome("mse_ranges", "applied", "2 clipped")]
+        self.bias = None
+        self.ranges = {"minmax": {"t": (0.0, 1.0)}, "mse_ranges": {"t": (0.0, 0.5)}}
+        self.built: list[str] = []
+
+    def build(self, ranges: str, bias: bool) -> object:
+        from converters.tflite.convert import ConversionResult
+
+        self.built.append(ranges)
+        return ConversionResult(ranges.encode(), None, {}, [], [], {})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("drops", "kept"), [({"minmax": 0.3, "mse_ranges": 0.1}, "mse_ranges"),
+                                             ({"minmax": 0.2, "mse_ranges": 0.2}, "minmax")])
+def test_choose_keeps_the_smallest_drop_and_the_simplest_on_ties(drops: dict[str, float],
+                                                                 kept: str) -> None:
+    from converters.tflite.fullint import choose
+
+    cands = _FakeCandidates()
+    chosen = choose(cands, lambda res: (drops[res.model.decode()], res.model))  # type: ignore[arg-type]
+    assert chosen.ranges == kept and chosen.evidence == kept.encode()
+    assert chosen.drop == drops[kept] and cands.built == ["minmax", "mse_ranges"]  # once each
+    o = chosen.report["mse_ranges"]
+    assert o["used"] is (kept == "mse_ranges") and o["gate_drop_by_choice"] == drops

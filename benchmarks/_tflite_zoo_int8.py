@@ -1,0 +1,134 @@
+"""Full-integer TFLite builds of zoo models, before vs after the quantisation engine (issue 16).
+
+    python -m benchmarks.converter_tflite --zoo-int8 [MODEL ...] [--zoo-int8-samples N]
+
+Per model and target (``edgetpu``: per-tensor weights; ``ethos-u``: per-channel conv weights),
+in one run on one machine, ``edgeops build`` twice with the same data:
+
+* ``before``: ``--effort fast``: MinMax ranges from the float graph in LiteRT and plain
+  symmetric int8 weights, exactly the full-integer path before the engine fed it;
+* ``after``: the default effort: conv-bias folding, equalisation and bias correction on the
+  prepared ONNX graph, MSE ranges, every candidate validated and the best kept on the task
+  metric.
+
+Calibration and validation are disjoint halves of the model's real inputs
+(tests/zoo_inputs.py); the task metric (top-1 agreement for the direction classifier, mask
+IoU at the DB threshold for the detectors) is read in LiteRT against FP32 in ONNX Runtime, as
+the build's gate reads it. The budget is set to 0.99 so that every artifact is measured; the
+``gate at 1%`` column says whether the default budget would have accepted it. Issue 16's
+goals: hard-swish classifier top-1 agreement >= 0.97, DBNet-style detector mask IoU >= 0.85.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["INT8_ZOO", "bench_fullint", "markdown"]
+
+# model -> (input name, spatial size fed to tests/zoo_inputs or None, --task, samples per half)
+INT8_ZOO: dict[str, tuple[str, int | None, str | None, int]] = {
+    "ocr-cls": ("x", None, None, 48),
+    "ocr-det-small": ("x", 320, "text-detection", 8),
+    "ocr-det": ("x", 320, "text-detection", 8),
+}
+TARGETS = ("edgetpu", "ethos-u")
+
+
+def _data(name: str, n: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    from tests.zoo_inputs import INPUTS
+
+    _, size, _, _ = INT8_ZOO[name]
+    both = INPUTS[name](2 * n, size) if size else INPUTS[name](2 * n)
+    # interleaved halves: the classifier's inputs alternate upright / upside down
+    return ({k: v[0::2] for k, v in both.items()}, {k: v[1::2] for k, v in both.items()})
+
+
+def _one(name: str, target: str, effort: str, cal: Path, val: Path, shape: tuple[int, ...],
+         work: Path) -> dict[str, Any]:
+    from converters.api import BuildRequest
+    from converters.build import build
+    from edgeops.errors import EdgeOpsError
+    from tests.realzoo import model_path
+
+    inp, _, task, _ = INT8_ZOO[name]
+    req = BuildRequest(model=model_path(name), name="zoo", version="1.0.0", targets=(target,),
+                       calibration=cal, validation=val, input_shapes={inp: shape},
+                       max_accuracy_drop=0.99, threads=1,
+                       options={"effort": effort, **({"task": task} if task else {})})
+    t0 = time.perf_counter()
+    try:
+        (art,) = build(req, lambda m: print(f"    {m}", file=sys.stderr), work).artifacts
+    except EdgeOpsError as exc:
+        return {"error": exc.diagnostics(), "build_s": time.perf_counter() - t0}
+    acc = art.metrics["accuracy"]
+    passes = art.details.get("quantisation_passes", {})
+    used = [k for k, o in passes.items()
+            if isinstance(o, dict) and o.get("status") == "applied" and o.get("used", True)]
+    return {"build_s": round(time.perf_counter() - t0, 1), "metric": acc["gate_metric"],
+            "value": acc.get("task", {}).get("value"), "drop": acc["drop"],
+            "gate_1pct": acc["drop"] <= 0.01, "used": used,
+            "choices": {k: o.get("gate_drop_by_choice") for k, o in passes.items()
+                        if isinstance(o, dict) and "gate_drop_by_choice" in o},
+            "graph_passes": art.details.get("graph_passes", {})}
+
+
+def bench_fullint(names: list[str], samples: int | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for name in names:
+        n_default = INT8_ZOO[name][3]
+        n = samples or n_default
+        cal_data, val_data = _data(name, n)
+        shape = (1, *next(iter(cal_data.values())).shape[1:])
+        with tempfile.TemporaryDirectory(prefix="edgeops-int8-zoo-") as tmp:
+            cal, val = Path(tmp) / "cal.npz", Path(tmp) / "val.npz"
+            np.savez(cal, **cal_data)
+            np.savez(val, **val_data)
+            for target in TARGETS:
+                row: dict[str, Any] = {"model": name, "target": target, "input": list(shape),
+                                       "samples": {"calibration": n, "validation": n}}
+                for label, effort in (("before", "fast"), ("after", "default")):
+                    print(f"== {name} {target} {label}", file=sys.stderr)
+                    row[label] = _one(name, target, effort, cal, val, shape,
+                                      Path(tmp) / f"{target}-{label}")
+                rows.append(row)
+    return rows
+
+
+def _cell(v: dict[str, Any]) -> str:
+    if "error" in v:
+        return f"error: {v['error'][:80]}"
+    return f"{v['metric']} {v['value']:.4f}" if v.get("value") is not None else "-"
+
+
+def markdown(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
+    lines = ["## Full-integer TFLite on zoo models: before vs after the quantisation engine", "",
+             f"{machine.get('processor')}, {machine.get('cpus')} CPUs (shared), "
+             f"{machine.get('litert')}, onnxruntime {machine.get('onnxruntime')}; LiteRT 1 thread; "
+             f"load average {machine.get('load_before')} -> {machine.get('load_after')}. "
+             "Before = `--effort fast` (MinMax, plain int8 weights: the path before issue 16); "
+             "after = default effort. Calibration and validation disjoint, real inputs.", "",
+             "| model (input) | target | samples cal/val | before | after | gate at 1% "
+             "before/after | after: chosen | build s before/after |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        b, a = r["before"], r["after"]
+        lines.append(
+            f"| {r['model']} ({'x'.join(map(str, r['input'][2:]))}) | {r['target']} | "
+            f"{r['samples']['calibration']}/{r['samples']['validation']} | {_cell(b)} | "
+            f"{_cell(a)} | {'pass' if b.get('gate_1pct') else 'fail'}/"
+            f"{'pass' if a.get('gate_1pct') else 'fail'} | {', '.join(a.get('used', [])) or '-'}"
+            f" | {b.get('build_s')}/{a.get('build_s')} |")
+    lines += ["", "Every candidate's drop (after), as recorded in the artifact's "
+              "`details.quantisation_passes`:", ""]
+    for r in rows:
+        ch = r["after"].get("choices", {})
+        table = {**ch.get("cross_layer_equalisation", {}), **ch.get("mse_ranges", {})}
+        lines.append(f"* {r['model']} {r['target']}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in table.items()))
+    return "\n".join(lines) + "\n"
