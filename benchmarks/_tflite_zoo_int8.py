@@ -45,8 +45,10 @@ def _data(name: str, n: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarra
 
     _, size, _, _ = INT8_ZOO[name]
     both = INPUTS[name](2 * n, size) if size else INPUTS[name](2 * n)
-    # interleaved halves: the classifier's inputs alternate upright / upside down
-    return ({k: v[0::2] for k, v in both.items()}, {k: v[1::2] for k, v in both.items()})
+    # pairs alternate between the halves: the classifier's inputs alternate upright / upside
+    # down, so each half gets both classes
+    cal = (np.arange(2 * n) // 2) % 2 == 0
+    return ({k: v[cal] for k, v in both.items()}, {k: v[~cal] for k, v in both.items()})
 
 
 def _one(name: str, target: str, effort: str, cal: Path, val: Path, shape: tuple[int, ...],
@@ -118,8 +120,9 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         b, a = r["before"], r["after"]
+        note = " [earlier run]" if "earlier_run" in r else ""
         lines.append(
-            f"| {r['model']} ({'x'.join(map(str, r['input'][2:]))}) | {r['target']} | "
+            f"| {r['model']} ({'x'.join(map(str, r['input'][2:]))}){note} | {r['target']} | "
             f"{r['samples']['calibration']}/{r['samples']['validation']} | {_cell(b)} | "
             f"{_cell(a)} | {'pass' if b.get('gate_1pct') else 'fail'}/"
             f"{'pass' if a.get('gate_1pct') else 'fail'} | {', '.join(a.get('used', [])) or '-'}"

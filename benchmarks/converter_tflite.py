@@ -382,6 +382,12 @@ def _zoo_int8_main(names: list[str], samples: int | None) -> int:
     rows = bench_fullint(names or list(INT8_ZOO), samples)
     machine["load_after"] = round(os.getloadavg()[0], 2)
     RESULTS.mkdir(exist_ok=True)
+    old = RESULTS / "converter_tflite.zoo_int8.json"
+    if names and old.exists():                  # keep the other models' rows, marked as such
+        prev = json.loads(old.read_text())
+        kept = [{**r, "earlier_run": r.get("earlier_run", prev["machine"])}
+                for r in prev.get("results", []) if r["model"] not in names]
+        rows = [r for m in INT8_ZOO for r in kept + rows if r["model"] == m]
     doc = {"benchmark": "converter_tflite --zoo-int8", "machine": machine, "results": rows}
     (RESULTS / "converter_tflite.zoo_int8.json").write_text(json.dumps(doc, indent=2) + "\n")
     md = markdown(rows, machine)

@@ -118,19 +118,13 @@ def tflite_backend(ctx: BackendContext) -> BuiltArtifact:
     plan = _full_int_plan(ctx) if full_int else None
     evidence: _Run | None = None
     limits: Callable[[], str] | None = None
-    if plan is not None and plan.passes:
+    if plan is not None:        # full integer, also at --effort fast (one candidate, MinMax)
         res, evidence, limits = _engine_build(ctx, plan, rewrites)
     else:
-        opts = ctx.profile.options
         res = convert(
             ctx.data.model, precision=ctx.precision, input_shapes=ctx.request.input_shapes,
             keep_io_layout=ctx.request.keep_io_layout, require_static=ctx.profile.static_shapes,
-            calibration=cal.iter_samples() if full_int else None,
-            calibration_method=ctx.request.calibration_method,
-            per_channel=opts.get("per_channel", True), io_int8=opts.get("io_dtype") == "int8",
             target=ctx.profile.name, rewrites=rewrites)
-        if plan is not None:
-            res.details["quantisation_passes"] = {"effort": plan.effort, "passes": []}
     res.details["fusion_decision"] = fusion_info
     path = ctx.workdir / "model.tflite"
     atomic_write(path, res.model)
@@ -158,7 +152,7 @@ def _engine_build(ctx: BackendContext, plan: FullIntPlan, rewrites: tuple[str, .
                   ) -> tuple[ConversionResult, _Run, Callable[[], str]]:
     """Quantise every candidate, validate each in LiteRT, keep the best on the task metric."""
     ctx.progress(f"{ctx.profile.name}: quantisation passes (effort {plan.effort}): "
-                 f"{', '.join(plan.passes)}")
+                 f"{', '.join(plan.passes) or 'none (MinMax ranges)'}")
 
     def evaluate(res: ConversionResult) -> tuple[float, _Run]:
         run = _validate(ctx, res)

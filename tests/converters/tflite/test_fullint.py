@@ -218,11 +218,13 @@ def test_a_failing_pass_is_recorded_and_the_build_goes_on(tmp_path: Path,
     assert "quantisation pass mse_ranges failed" in caplog.text
 
 
-def test_refusal_names_layers_and_the_budget_that_would_pass(tmp_path: Path) -> None:
+@pytest.mark.parametrize("effort", ["default", "fast"])
+def test_refusal_names_layers_and_the_budget_that_would_pass(tmp_path: Path,
+                                                              effort: str) -> None:
     m = mobilenet_block()
     with pytest.raises(AccuracyGateError) as err:
         _build(tmp_path, m, "edgetpu", max_accuracy_drop=1e-6,
-               options={"gate_metric": "cosine"})
+               options={"gate_metric": "cosine", "effort": effort})
     msg = str(err.value)
     assert "\n" not in msg and "with every layer in int8" in msg
     named = re.search(r"limited by (.+?); the budget would have to be ([0-9.]+)% "
@@ -233,7 +235,7 @@ def test_refusal_names_layers_and_the_budget_that_would_pass(tmp_path: Path) -> 
     assert layers and set(layers) <= outputs          # unnamed nodes: named by their output
     # the budget it names is one the same (deterministic) build passes
     art = _build(tmp_path, m, "edgetpu", max_accuracy_drop=float(named.group(3)),
-                 options={"gate_metric": "cosine"})
+                 options={"gate_metric": "cosine", "effort": effort})
     assert art.metrics["accuracy"]["drop"] <= float(named.group(3))
 
 
