@@ -11,8 +11,9 @@ in one run on one machine, ``edgeops build`` twice with the same data:
   prepared ONNX graph, MSE ranges, every candidate validated and the best kept on the task
   metric.
 
-Calibration and validation are disjoint halves of the model's real inputs
-(tests/zoo_inputs.py); the task metric (top-1 agreement for the direction classifier, mask
+Calibration and validation are disjoint: for the classifier, alternate pairs of its real
+inputs (tests/zoo_inputs.py); for the detectors, distinct random windows of the printed-text
+scans (two seeds); the task metric (top-1 agreement for the direction classifier, mask
 IoU at the DB threshold for the detectors) is read in LiteRT against FP32 in ONNX Runtime, as
 the build's gate reads it. The budget is set to 0.99 so that every artifact is measured; the
 ``gate at 1%`` column says whether the default budget would have accepted it. Issue 16's
@@ -40,10 +41,31 @@ INT8_ZOO: dict[str, tuple[str, int | None, str | None, int]] = {
 TARGETS = ("edgetpu", "ethos-u")
 
 
+def _text_windows(n: int, size: int, seed: int) -> dict[str, np.ndarray]:
+    """Square windows (40-80% of the short side, random offsets) of the two printed-text scans,
+    resized to ``size``, normalised as tests/zoo_inputs.ocr_det does. ``ocr_det`` itself crops
+    the full height of each scan, so its samples repeat two images; these do not."""
+    from tests.realdata import scans
+    from tests.zoo_inputs import _MEAN, _STD, _resize, _rgb
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        s = scans()[i % 2]
+        side = int(min(s.shape[:2]) * rng.uniform(0.4, 0.8))
+        y = int(rng.integers(0, s.shape[0] - side + 1))
+        x = int(rng.integers(0, s.shape[1] - side + 1))
+        out.append(_rgb(_resize(s[y:y + side, x:x + side], size, size)))
+    x_ = (np.stack(out) / 255.0 - _MEAN) / _STD
+    return {"x": x_.transpose(0, 3, 1, 2).astype(np.float32)}
+
+
 def _data(name: str, n: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     from tests.zoo_inputs import INPUTS
 
     _, size, _, _ = INT8_ZOO[name]
+    if size is not None:                       # the detectors: distinct windows per half
+        return _text_windows(n, size, seed=1), _text_windows(n, size, seed=2)
     both = INPUTS[name](2 * n, size) if size else INPUTS[name](2 * n)
     # pairs alternate between the halves: the classifier's inputs alternate upright / upside
     # down, so each half gets both classes
@@ -67,11 +89,14 @@ def _one(name: str, target: str, effort: str, cal: Path, val: Path, shape: tuple
     try:
         (art,) = build(req, lambda m: print(f"    {m}", file=sys.stderr), work).artifacts
     except EdgeOpsError as exc:
-        return {"error": exc.diagnostics(), "build_s": time.perf_counter() - t0}
+        return {"error": exc.diagnostics(), "build_s": round(time.perf_counter() - t0, 1)}
     acc = art.metrics["accuracy"]
     passes = art.details.get("quantisation_passes", {})
     used = [k for k, o in passes.items()
             if isinstance(o, dict) and o.get("status") == "applied" and o.get("used", True)]
+    folded = art.details.get("graph_passes", {}).get("conv_bias_adds_folded")
+    if folded:
+        used.insert(0, f"{folded} conv-bias Adds folded")
     return {"build_s": round(time.perf_counter() - t0, 1), "metric": acc["gate_metric"],
             "value": acc.get("task", {}).get("value"), "drop": acc["drop"],
             "gate_1pct": acc["drop"] <= 0.01, "used": used,
