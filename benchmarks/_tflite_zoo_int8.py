@@ -152,8 +152,11 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
             f"{_cell(a)} | {'pass' if b.get('gate_1pct') else 'fail'}/"
             f"{'pass' if a.get('gate_1pct') else 'fail'} | {', '.join(a.get('used', [])) or '-'}"
             f" | {b.get('build_s')}/{a.get('build_s')} |")
-    lines += ["", "Every candidate's drop (after), as recorded in the artifact's "
-              "`details.quantisation_passes`:", ""]
+    lines += ["", "Every candidate's gate drop (after), as recorded in the artifact's "
+              "`details.quantisation_passes`: the best with and without equalisation, then "
+              "ranges x bias correction within the equalisation variant kept. The `minmax` "
+              "candidate is not the `before` artifact: its ranges were calibrated on the "
+              "bias-corrected graph, as on the ONNX path.", ""]
     for r in rows:
         ch = r["after"].get("choices", {})
         table = {**ch.get("cross_layer_equalisation", {}), **ch.get("mse_ranges", {})}
