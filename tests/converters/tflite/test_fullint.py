@@ -305,3 +305,19 @@ def test_choose_keeps_the_smallest_drop_and_the_simplest_on_ties(drops: dict[str
     assert chosen.drop == drops[kept] and cands.built == ["minmax", "mse_ranges"]  # once each
     o = chosen.report["mse_ranges"]
     assert o["used"] is (kept == "mse_ranges") and o["gate_drop_by_choice"] == drops
+
+
+def test_a_failing_graph_pass_leaves_the_graph_as_it_was(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from converters.quant.bias_correction import BiasCorrection
+
+    def broken(self: object, model: object, samples: object) -> None:
+        raise ValueError("no mean today")
+
+    monkeypatch.setattr(BiasCorrection, "run", broken)
+    art = _build(tmp_path, mobilenet_block(), "edgetpu", max_accuracy_drop=0.99)
+    q = art.details["quantisation_passes"]
+    assert q["bias_correction"]["status"] == "failed"
+    assert "no mean today" in q["bias_correction"]["detail"]
+    # nothing to toggle: the choice is over ranges alone, labelled without bias correction
+    assert set(q["mse_ranges"]["gate_drop_by_choice"]) == {"minmax", "mse_ranges"}
