@@ -41,7 +41,8 @@ from converters.onnx_utils import (
     model_opset,
     save_model,
 )
-from edgeops.errors import AccuracyGateError
+from converters.x86_split import BitSplit
+from edgeops.errors import AccuracyGateError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -251,16 +252,31 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     float_tail = {} if quantise_tail else tail
     float_nodes.update(float_tail)
     freed_outputs: list[str] = []
+    # x86 without VNNI: 7-bit weights or 7-bit inputs per layer, every artifact proved exact
+    # (converters/x86_bits); the previous default (7-bit weights everywhere) until chosen.
+    split: BitSplit | None = BitSplit("w7a8") if cpu_passes and plan.exact_split else None
+    exactness: dict[str, Any] = {}
 
     def make(exclude: set[str]) -> Path:
+        nonlocal split, exactness
         exclude = exclude | set(float_tail) | set(engine.float_nodes if engine else ())
         shared.clear()
         if cpu_passes:
             shared.update(shared_concat_ranges(graph, ranges, exclude))
         src = engine.source_for(exclude, ctx.workdir) if engine else prepared
-        _quantise_static(src, cache, method, plan, exclude, out, shared)
-        if not quantise_tail and not has_external_data(out):
-            freed_outputs[:] = unquantise_outputs(out)
+
+        def quantise_with(overrides: dict[str, Any]) -> None:
+            _quantise_static(src, cache, method, plan, exclude, out, overrides)
+            if not quantise_tail and not has_external_data(out):
+                freed_outputs[:] = unquantise_outputs(out)
+
+        if split is None:
+            quantise_with(shared)
+        else:
+            from converters.x86_bits import enforce
+
+            split, exactness = enforce(out, split, ranges, shared, quantise_with,
+                                       f"target {ctx.profile.name}")
         return out
 
     if engine and (engine.range_candidates or engine.bias):  # chosen on the task metric
@@ -274,6 +290,26 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         chosen = engine.choose(drop_with)
         if chosen is not None:
             cache, ranges = chosen, calibrated_ranges(chosen)
+    split_drops: dict[str, float] = {}
+    if split is not None:
+        from converters.x86_bits import candidates as split_candidates
+        from converters.x86_bits import choose as choose_split
+
+        ctx.progress(f"{ctx.profile.name}: choosing 7-bit weights or 7-bit inputs per layer")
+
+        def drop_of(candidate: BitSplit) -> float:
+            nonlocal split
+            split = candidate
+            return _validation_drop(ctx, make(set()))
+
+        splits = split_candidates(prepared, ctx.data.calibration.iter_samples(), ranges)
+        forced = ctx.request.options.get("bit_split")     # experiments and benchmarks
+        if forced is not None:
+            if forced not in splits:
+                raise ConfigError(f"unknown bit split {forced!r}",
+                                  hint=f"use one of {', '.join(splits)}")
+            splits = {forced: splits[forced]}
+        split, split_drops = choose_split(splits, drop_of)
     make(set())
     from converters.onnx_unquantisable import any_quantised, ship_fp32, unquantisable_nodes
 
@@ -294,6 +330,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                                                   facts)
         float_nodes.update(perf_floats)
         make(set(float_nodes))
+    plan_details: dict[str, Any] = asdict(plan)
     details_base = {
         "pass": "static-qdq",
         "performance_aware": "skipped: turned off (--no-perf-aware)" if not perf_aware
@@ -301,7 +338,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         else "measured on the build machine" if native and not plan.qnn
         else "skipped: the build machine cannot run this target's kernels",
         **({"performance": perf_summary} if perf_summary else {}),
-        "plan": asdict(plan), "build_machine": facts,
+        "plan": plan_details, "build_machine": facts,
         **({"warnings": [f"{ctx.profile.name}: {caveat}"]} if caveat else {}),
         "opset": {"source": source_opset, "artifact": model_opset_path(out)},
         "postprocessing_tail": ({"float": sorted(tail), "outputs_unquantised": freed_outputs}
@@ -355,6 +392,11 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     } if cpu_passes else "skipped: " + ("QNN target" if plan.qnn else "the model is over 2 GB")
     details_base["quantisation_passes"] = engine.report() if engine else \
         details_base["graph_passes"]
+    if split is not None:
+        plan_details["bit_split"] = {
+            **split.to_dict(), "gate_drop_by_policy": {k: float(f"{v:.6g}")
+                                                       for k, v in split_drops.items()},
+            "exactness": exactness}
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
                              "quantised_nodes": len(_quantised_nodes(out))})
 
