@@ -480,11 +480,20 @@ def _dynamic(ctx: BackendContext, accept: Any) -> BuiltArtifact:
 
     if not any_quantised(out):
         return ship_fp32(ctx, model)
+    exactness: dict[str, Any] = {}
+    if plan.exact_split and not has_external_data(out):     # x86 without VNNI: prove it
+        import onnx
+
+        from converters.x86_bits import check_artifact
+
+        exactness = {"exactness": check_artifact(onnx.load(str(out)),
+                                                 f"target {ctx.profile.name}")}
     built: BuiltArtifact = accept(ctx, out, {
         "pass": "dynamic-int8", "build_machine": facts,
         "plan": {"weight_type": "int8", "per_channel": True, "reduce_range": reduce_range,
                  "target_isa": plan.target_isa,
                  "reason": "dynamic: activations quantised at run time; no calibration; "
-                           + plan.reason},
+                           "7-bit weights on every layer (no input range to hold at 127); "
+                           + plan.reason, **exactness},
         **({"warnings": [f"{ctx.profile.name}: {caveat}"]} if caveat else {})})
     return built
