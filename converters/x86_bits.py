@@ -103,7 +103,7 @@ def enforce(out: Path, split: BitSplit, ranges: Mapping[str, tuple[float, float]
         if clamped:
             onnx.save(model, str(out))
         bad = {p.node for p in saturation_violations(model)}
-        fixable = {lay.node for lay in split.layers if lay.bits == "w8a7"} & bad
+        fixable = {lay.node for lay in split.layers if lay.bits != "w7a8"} & bad
         if not bad or attempt or not fixable:
             break
         split = split.demote(fixable)

@@ -17,8 +17,10 @@ the kernel can be fed and the largest |w_q| it multiplies:
 :func:`u8s8_products` reads that bound for every Conv/MatMul/Gemm fed by DequantizeLinear
 (and the already-integer QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger), from the graph
 alone; :func:`saturation_violations` keeps the pairs that could saturate. Pure: a ModelProto in,
-facts out. It is conservative: any two products of a layer are assumed to be paired, and a
-depthwise convolution (which MLAS widens to int32) is checked like any other.
+facts out. It is conservative in that any two products of a layer are assumed to be paired;
+the one exception is a depthwise convolution, whose MLAS kernels never pair products
+(:func:`is_depthwise`, with the kernels that show it), so 8-bit weights on 8-bit activations
+are exact there.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["INT16_MAX", "U8S8Product", "exactness_summary", "saturation_violations",
-           "u8s8_products"]
+__all__ = ["INT16_MAX", "U8S8Product", "exactness_summary", "is_depthwise",
+           "saturation_violations", "u8s8_products"]
 
 INT16_MAX = 32767
 INT16_MIN = -32768
@@ -56,12 +58,14 @@ class U8S8Product:
     weight_max: int
     weight_min: int
     bound_by: str
+    products_per_int16: int = 2   # 1: a depthwise convolution (each product alone, see below)
 
     @property
     def worst_pair(self) -> tuple[int, int]:
-        """The most negative and most positive sum of two products the kernel can form."""
-        return (2 * self.activation_max * min(self.weight_min, 0),
-                2 * self.activation_max * max(self.weight_max, 0))
+        """The most negative and most positive int16 sum of products the kernel can form."""
+        n = self.products_per_int16
+        return (n * self.activation_max * min(self.weight_min, 0),
+                n * self.activation_max * max(self.weight_max, 0))
 
     @property
     def exact(self) -> bool:
@@ -159,8 +163,26 @@ def u8s8_products(model: Any) -> list[U8S8Product]:
             w_max, w_min = int(ints[w].max()), int(ints[w].min())
         else:
             w_max, w_min = 127, -128
-        out.append(U8S8Product(n.name, n.op_type, a, w, a_max, w_max, w_min, why))
+        per = 1 if w in ints and is_depthwise(n, ints[w].shape) else 2
+        out.append(U8S8Product(n.name, n.op_type, a, w, a_max, w_max, w_min, why, per))
     return out
+
+
+def is_depthwise(node: Any, weight_shape: tuple[int, ...]) -> bool:
+    """A convolution with one input and one output channel per group (MLAS's depthwise path).
+
+    ORT 1.32's QLinearConv sends exactly these to its depthwise kernels (qlinearconv.cc:
+    ``group_input_channels == 1 && group_output_channels == 1``), which never add two u8*s8
+    products in int16: MlasConvDepthwiseKernelAvx2 widens both operands to int16 and
+    multiplies into int32, ConvSymKernelAvx2's depthwise kernel zero-/sign-extends to int32
+    before vpmaddwd, and ConvSymKernelAvx512Core's zero-extends each byte into its own dword
+    before vpmaddubsw, so each int16 holds one product (|255*-128| < 32768). 8-bit weights on
+    8-bit activations are exact there.
+    """
+    if node.op_type not in ("Conv", "QLinearConv", "ConvInteger") or len(weight_shape) < 3:
+        return False
+    group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
+    return group > 1 and weight_shape[1] == 1 and weight_shape[0] == group
 
 
 def saturation_violations(model: Any) -> list[U8S8Product]:
@@ -170,8 +192,13 @@ def saturation_violations(model: Any) -> list[U8S8Product]:
 
 def exactness_summary(products: list[U8S8Product]) -> dict[str, Any]:
     """What the manifest records: how many u8s8 layers were proved exact, and by which split."""
-    seven_bit_w = sum(max(p.weight_max, -p.weight_min) <= 64 for p in products)
+    def eight(p: U8S8Product) -> bool:
+        return p.exact and max(p.weight_max, -p.weight_min) > 64
+
     return {"u8s8_layers": len(products), "proved_exact": sum(p.exact for p in products),
-            "weights_7bit": seven_bit_w, "weights_8bit_activation_7bit":
-                sum(p.exact and max(p.weight_max, -p.weight_min) > 64 for p in products),
+            "weights_7bit": sum(max(p.weight_max, -p.weight_min) <= 64 for p in products),
+            "weights_8bit_depthwise": sum(eight(p) and p.products_per_int16 == 1
+                                          for p in products),
+            "weights_8bit_activation_7bit": sum(eight(p) and p.products_per_int16 == 2
+                                                for p in products),
             "violations": [asdict(p) for p in products if not p.exact]}

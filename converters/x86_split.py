@@ -16,8 +16,11 @@ each layer, so it is chosen per layer:
   may take 8-bit weights for free, and every other reader pays for the coarser grid, so the
   tensor goes 7-bit when the sum over its readers says so.
 
-Three candidates (all 7-bit weights, per layer, all 7-bit activations) are then verified on the
-task metric by the caller, which ships the best.
+A depthwise convolution needs neither: MLAS never adds two of its products in int16
+(:func:`converters.x86_exact.is_depthwise`), so it takes 8-bit weights on its 8-bit input
+(``w8a8``) in every policy but the old default. Four candidates (all 7-bit weights; 8-bit
+depthwise only; per layer; all 7-bit inputs) are then verified on the task metric by the
+caller, which ships the best.
 
 What makes a 7-bit activation 7-bit at run time: its QuantizeLinear gets a scale that maps the
 calibrated range onto 0..127 (``TensorQuantOverrides`` ``scale``/``zero_point``: ORT 1.32
@@ -40,11 +43,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from converters.x86_exact import is_depthwise
+
 __all__ = ["POLICIES", "BitSplit", "LayerBits", "clamp_seven_bit", "compute_layers",
            "measure", "seven_bit_params", "split_for", "tie_chains"]
 
-Bits = Literal["w7a8", "w8a7"]
-POLICIES = ("w7a8", "per-layer", "w8a7")       # cheapest (the previous default) first
+Bits = Literal["w7a8", "w8a7", "w8a8"]
+# cheapest first: the previous default, then depthwise 8-bit only (no 7-bit input anywhere)
+POLICIES = ("w7a8", "depthwise", "per-layer", "w8a7")
 STAT_SAMPLES = 8
 # noise power of halving the levels: (127/64)^2 for symmetric weights, (255/127)^2 for u8
 _W7_PENALTY = (127 / 64) ** 2
@@ -62,6 +68,7 @@ class LayerBits:
     weight: str
     axis: int                 # the weight's per-channel axis, as ORT would pick it
     bits: Bits = "w7a8"
+    depthwise: bool = False   # MLAS never pairs its products: 8-bit weights, 8-bit input exact
     weight_nsr: float = 0.0   # relative noise power from 8-bit weights
     activation_nsr: float = 0.0   # relative noise power from an 8-bit input
     reason: str = ""
@@ -85,7 +92,7 @@ class BitSplit:
         by_weight: dict[str, set[str]] = {}
         for lay in self.layers:
             by_weight.setdefault(lay.weight, set()).add(lay.bits)
-        return frozenset(w for w, bits in by_weight.items() if bits == {"w8a7"})
+        return frozenset(w for w, bits in by_weight.items() if "w7a8" not in bits)
 
     def weight_bits(self, node: str) -> int:
         """7 or 8: the bits of ``node``'s weights in the artifact (for AdaRound's weight grid)."""
@@ -100,7 +107,7 @@ class BitSplit:
         names = set(nodes)
         return replace(self, layers=tuple(
             replace(lay, bits="w7a8", reason="checker: its input was not proved 7-bit")
-            if lay.node in names and lay.bits == "w8a7" else lay for lay in self.layers),
+            if lay.node in names and lay.bits != "w7a8" else lay for lay in self.layers),
             demoted=tuple(sorted({*self.demoted, *names})))
 
     def overrides(self, ranges: Mapping[str, tuple[float, float]],
@@ -195,7 +202,8 @@ def compute_layers(model: Any) -> list[LayerBits]:
         a, w = n.input[0], n.input[1]
         if a in inits or w not in inits or len(inits[w].dims) < 2:
             continue
-        out.append(LayerBits(n.name, a, w, _weight_axis(n, len(inits[w].dims))))
+        out.append(LayerBits(n.name, a, w, _weight_axis(n, len(inits[w].dims)),
+                             depthwise=is_depthwise(n, tuple(inits[w].dims))))
     return out
 
 
@@ -255,9 +263,12 @@ def split_for(policy: str, layers: list[LayerBits], readers: Mapping[str, int],
     if policy not in POLICIES:
         raise ValueError(f"unknown bit-split policy {policy!r}; use one of {', '.join(POLICIES)}")
     by_tensor: dict[str, list[LayerBits]] = {}
-    for lay in layers:
-        by_tensor.setdefault(lay.activation, []).append(lay)
     chosen: list[LayerBits] = []
+    for lay in layers:
+        if lay.depthwise:       # never paired: 8-bit weights cost nothing but the w7a8 baseline
+            chosen.append(replace(lay, bits="w7a8" if policy == "w7a8" else "w8a8"))
+        else:
+            by_tensor.setdefault(lay.activation, []).append(lay)
     chains = dict(ties or {})
     for t, group in by_tensor.items():
         if seven_bit_params(*ranges.get(chains.get(t, (t,))[0], (np.nan, np.nan))) is None:
@@ -269,7 +280,7 @@ def split_for(policy: str, layers: list[LayerBits], readers: Mapping[str, int],
         others = max(readers.get(t, len(group)) - len(group), 0)
         a7 = sum(lay.weight_nsr + _A7_PENALTY * lay.activation_nsr for lay in group) \
             + others * (_A7_PENALTY - 1) * a_nsr
-        bits: Bits = ("w7a8" if policy == "w7a8" else "w8a7" if policy == "w8a7"
+        bits: Bits = ("w7a8" if policy in ("w7a8", "depthwise") else "w8a7" if policy == "w8a7"
                       else "w8a7" if a7 < w7 else "w7a8")
         chosen += [replace(lay, bits=bits) for lay in group]
     order = {lay.node: i for i, lay in enumerate(layers)}

@@ -376,3 +376,61 @@ def test_a_dynamic_x86_build_is_proved_exact_too(tmp_path: Path) -> None:
     (art,) = build(req, lambda _m: None, tmp_path / "w").artifacts
     exact = art.details["plan"]["exactness"]
     assert exact["u8s8_layers"] >= 1 and exact["proved_exact"] == exact["u8s8_layers"]
+
+
+# --- depthwise convolutions: MLAS never pairs their products ---------------------------------
+
+def qdq_grouped_conv(channels: int, group: int, peak: int = 127) -> onnx.ModelProto:
+    """x (u8, unbounded) -> Conv(group) with 8-bit weights, in QDQ form."""
+    per = channels // group
+    w = np.random.default_rng(2).integers(-peak, peak + 1, (channels, per, 3, 3))
+    w[:, :, 0, 0] = peak
+    inits = [nh.from_array(w.astype(np.int8), "w_quantized"),
+             nh.from_array(np.array(0.01, np.float32), "w_scale"),
+             nh.from_array(np.array(0, np.int8), "w_zero_point"),
+             nh.from_array(np.array(1 / 255, np.float32), "x_scale"),
+             nh.from_array(np.array(0, np.uint8), "x_zero_point")]
+    nodes = [h.make_node("QuantizeLinear", ["x", "x_scale", "x_zero_point"], ["xq"]),
+             h.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero_point"], ["xd"]),
+             h.make_node("DequantizeLinear", ["w_quantized", "w_scale", "w_zero_point"], ["wd"]),
+             h.make_node("Conv", ["xd", "wd"], ["y"], group=group, name="conv")]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [1, channels, 3, 3])],
+                     [h.make_tensor_value_info("y", T.FLOAT, None)], inits)
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+
+
+def test_a_depthwise_conv_is_exact_with_8_bit_weights_and_8_bit_activations() -> None:
+    (dw,) = u8s8_products(qdq_grouped_conv(16, 16))
+    assert dw.products_per_int16 == 1 and dw.exact and dw.weight_max == 127
+    # what its kernels compute: each u8*s8 product alone in int16 (never two added)
+    a, w = np.full(9, 255, np.int64), np.full(9, -128, np.int64)
+    assert np.array_equal(np.clip(a * w, -32768, 32767), a * w)
+    # two input channels per group is no depthwise conv: pairs form, the checker refuses it
+    (grouped,) = saturation_violations(qdq_grouped_conv(16, 8))
+    assert grouped.products_per_int16 == 2 and grouped.node == "conv"
+
+
+def test_depthwise_layers_take_8_bit_weights_in_every_policy_but_the_old_default() -> None:
+    layers = [LayerBits("dw", "a", "w_dw", 0, depthwise=True, weight_nsr=1e-3,
+                        activation_nsr=1e-5), layer("pw", "b", 1e-5, 1e-3)]
+    for policy in ("depthwise", "per-layer", "w8a7"):
+        s = split_for(policy, layers, {"a": 1, "b": 1}, RANGES)
+        assert s.layers[0].bits == "w8a8" and s.weight_bits("dw") == 8, policy
+        assert "a" not in s.seven_bit_activations(), policy      # its input stays 8-bit
+    assert split_for("depthwise", layers, {}, RANGES).layers[1].bits == "w7a8"
+    assert split_for("w7a8", layers, {}, RANGES).weight_bits("dw") == 7
+
+
+def test_a_depthwise_build_gets_8_bit_depthwise_weights_without_clamps(tmp_path: Path) -> None:
+    from tests.converters.quant.tiny import conv_chain
+
+    p = tmp_path / "m.onnx"
+    m = conv_chain()
+    m.graph.output[0].CopyFrom(h.make_tensor_value_info("y", T.FLOAT, [1, 4, 12, 12]))
+    onnx.save(m, str(p))
+    art = _build(p, tmp_path / "a", bit_split="depthwise", effort="fast")
+    split = art.details["plan"]["bit_split"]
+    assert split["layers"]["dw"]["bits"] == "w8a8" and split["seven_bit_activations"] == []
+    assert _max_weight(onnx.load(str(art.path)), "dw") > 64
+    assert split["exactness"]["weights_8bit_depthwise"] == 1
+    assert split["exactness"]["clamped_7bit_activations"] == []
