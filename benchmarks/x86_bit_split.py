@@ -70,7 +70,7 @@ def _row(art: Any, refused: str, secs: float) -> dict[str, Any]:
             "float_nodes": sum(str(v).startswith("accuracy")
                                for v in art.details["float_nodes"].values()),
             "policy": split.get("policy"),
-            "gate_drop_by_policy": split.get("gate_drop_by_policy"),
+            "score_by_policy": split.get("score_by_policy"),
             "layers_8bit_weights": sum(v["weight_bits"] == 8 for v in layers.values()),
             "layers": len(layers),
             "checker_violations": len(saturation_violations(onnx.load(str(art.path))))}

@@ -290,17 +290,17 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         chosen = engine.choose(drop_with)
         if chosen is not None:
             cache, ranges = chosen, calibrated_ranges(chosen)
-    split_drops: dict[str, float] = {}
+    split_drops: dict[str, dict[str, float]] = {}
     if split is not None:
         from converters.x86_bits import candidates as split_candidates
         from converters.x86_bits import choose as choose_split
 
         ctx.progress(f"{ctx.profile.name}: choosing 7-bit weights or 7-bit inputs per layer")
 
-        def drop_of(candidate: BitSplit) -> float:
+        def score_of(candidate: BitSplit) -> tuple[float, float]:
             nonlocal split
             split = candidate
-            return _validation_drop(ctx, make(set()))
+            return _validation_score(ctx, make(set()))
 
         splits = split_candidates(prepared, ctx.data.calibration.iter_samples(), ranges)
         forced = ctx.request.options.get("bit_split")     # experiments and benchmarks
@@ -309,7 +309,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                 raise ConfigError(f"unknown bit split {forced!r}",
                                   hint=f"use one of {', '.join(splits)}")
             splits = {forced: splits[forced]}
-        split, split_drops = choose_split(splits, drop_of)
+        split, split_drops = choose_split(splits, score_of)
     make(set())
     from converters.onnx_unquantisable import any_quantised, ship_fp32, unquantisable_nodes
 
@@ -394,8 +394,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         details_base["graph_passes"]
     if split is not None:
         plan_details["bit_split"] = {
-            **split.to_dict(), "gate_drop_by_policy": {k: float(f"{v:.6g}")
-                                                       for k, v in split_drops.items()},
+            **split.to_dict(), "score_by_policy": {
+                k: {m: float(f"{x:.6g}") for m, x in v.items()} for k, v in split_drops.items()},
             "exactness": exactness}
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
                              "quantised_nodes": len(_quantised_nodes(out))})
@@ -408,6 +408,17 @@ def _validation_drop(ctx: BackendContext, model: Path) -> float:
     report = ctx.data.accuracy_report(run_onnx(model, ctx.data.validation,
                                                states=ctx.data.states))
     return float(gate_drop(report, ctx.data.gate_metric)[1])
+
+
+def _validation_score(ctx: BackendContext, model: Path) -> tuple[float, float]:
+    """The gate's drop for ``model`` and, to break its ties, the worst output's -SNR (dB)."""
+    from converters.validate import gate_drop, run_onnx
+
+    report = ctx.data.accuracy_report(run_onnx(model, ctx.data.validation,
+                                               states=ctx.data.states))
+    snr = report["summary"].get("snr_db_min")        # None: identical outputs
+    return (float(gate_drop(report, ctx.data.gate_metric)[1]),
+            -float(snr) if snr is not None else -float("inf"))
 
 
 def _engine(ctx: BackendContext, prepared: Path, plan: QuantPlan) -> Any:

@@ -244,19 +244,23 @@ def test_tied_tensors_take_the_7_bit_scale_from_their_root() -> None:
     assert set(params) == {"r", "p", "f"} and params["f"] == pytest.approx((0.01, 0))
 
 
-def test_choose_keeps_the_least_drop_and_the_cheapest_on_a_tie() -> None:
+def test_choose_keeps_the_least_drop_then_the_least_error_then_the_cheapest() -> None:
     base = [layer("x", "a", 1e-3, 1e-5)]
     splits = {p: split_for(p, base, {}, RANGES) for p in ("w7a8", "per-layer", "w8a7")}
     measured: list[str] = []
 
-    def drop(s: BitSplit) -> float:
+    def score(s: BitSplit) -> tuple[float, float]:
         measured.append(s.policy)
-        return {"w7a8": 0.02, "per-layer": 0.0}[s.policy]
+        return {"w7a8": (0.02, -30.0), "per-layer": (0.0, -20.0)}[s.policy]
 
-    best, drops = choose(splits, drop)
+    best, scores = choose(splits, score)
     assert best.policy == "per-layer" and measured == ["w7a8", "per-layer"]  # w8a7 == per-layer
-    assert drops == {"w7a8": 0.02, "per-layer": 0.0}
-    best, _ = choose(splits, lambda s: 0.0)
+    assert scores == {"w7a8": {"drop": 0.02, "output_error": -30.0},
+                      "per-layer": {"drop": 0.0, "output_error": -20.0}}
+    # the task metric ties (one sample of a few flips either way): the output error decides
+    best, _ = choose(splits, lambda s: (0.08, -25.0 if s.policy == "per-layer" else -20.0))
+    assert best.policy == "per-layer"
+    best, _ = choose(splits, lambda s: (0.0, -20.0))
     assert best.policy == "w7a8"
 
 
@@ -333,7 +337,7 @@ def test_a_forced_8_bit_weight_build_is_recorded_clamped_and_proved(tmp_path: Pa
     p = zoo.save(zoo.convnet(13), tmp_path / "m.onnx")
     art = _build(p, tmp_path / "a", bit_split="w8a7")
     split = art.details["plan"]["bit_split"]
-    assert split["policy"] == "w8a7" and list(split["gate_drop_by_policy"]) == ["w8a7"]
+    assert split["policy"] == "w8a7" and list(split["score_by_policy"]) == ["w8a7"]
     assert art.details["plan"]["target_isa"] == "x86_64"       # the guard: exact everywhere
     model = onnx.load(str(art.path))
     eight = [n for n, v in split["layers"].items() if v["weight_bits"] == 8]
@@ -350,9 +354,8 @@ def test_the_default_build_chooses_on_the_task_metric_and_records_why(tmp_path: 
     p = zoo.save(zoo.convnet(13), tmp_path / "m.onnx")
     art = _build(p, tmp_path / "a", effort="fast")
     split = art.details["plan"]["bit_split"]
-    assert split["policy"] in split["gate_drop_by_policy"]
-    assert split["gate_drop_by_policy"][split["policy"]] == min(
-        split["gate_drop_by_policy"].values())
+    scores = {k: (v["drop"], v["output_error"]) for k, v in split["score_by_policy"].items()}
+    assert split["policy"] in scores and scores[split["policy"]] == min(scores.values())
     assert all({"bits", "weight_bits", "weight_nsr", "activation_nsr"} <= set(v)
                for v in split["layers"].values())
     assert all(_max_weight(onnx.load(str(art.path)), n) <= 64
