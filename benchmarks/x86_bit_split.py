@@ -3,7 +3,9 @@
     python -m benchmarks.x86_bit_split [--models ocr-cls,ocr-rec] [--threads 1]
                                        [--rounds 5] [--runs 5]
 
-For each model of the real-model zoo (tests/realzoo.py, inputs from tests/zoo_inputs.py), in
+For each model of the real-model zoo (tests/realzoo.py, inputs from tests/zoo_inputs.py:
+calibration on the test suite's sample count, validation on the samples after those, held out),
+in
 one run on one machine, ``edgeops build --target x86-cpu`` with ``--no-perf-aware`` and:
 
 * ``before``: option ``bit_split="w7a8"`` (7-bit weights on every layer: the previous default);
@@ -33,18 +35,19 @@ import numpy as np
 from benchmarks.converter_zoo import _feeds, _latency, _session, _source
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SAMPLES = {"ocr-cls": 12, "ocr-rec": 6}          # as tests/converters/test_zoo_real.py
+SAMPLES = {"ocr-cls": 12, "ocr-rec": 6}          # calibration, as tests/converters/test_zoo_real.py
+HELD_OUT = {"ocr-cls": 48, "ocr-rec": 24}        # validation: the samples after those
 EFFORT = {"ocr-cls": "default", "ocr-rec": "fast"}
 
 
-def _build(src: Path, cal: Path, work: Path, budget: float, effort: str,
+def _build(src: Path, cal: Path, val: Path, work: Path, budget: float, effort: str,
            split: str | None) -> tuple[Any, str, float]:
     from converters.api import BuildRequest
     from converters.build import build
     from edgeops.errors import EdgeOpsError
 
     req = BuildRequest(model=src, name="zoo", version="1.0.0", targets=("x86-cpu",),
-                       calibration=cal, max_accuracy_drop=budget, threads=1,
+                       calibration=cal, validation=val, max_accuracy_drop=budget, threads=1,
                        options={"perf_aware": False, "effort": effort,
                                 **({"bit_split": split} if split else {})})
     t0 = time.perf_counter()
@@ -80,18 +83,22 @@ def one(name: str, threads: int, rounds: int, runs: int) -> dict[str, Any]:
     from tests.zoo_inputs import INPUTS
 
     src = _source(name)
-    data = INPUTS[name](SAMPLES[name])
-    out: dict[str, Any] = {"samples": SAMPLES[name], "effort": EFFORT[name]}
+    every = INPUTS[name](SAMPLES[name] + HELD_OUT[name])
+    data = {k: v[:SAMPLES[name]] for k, v in every.items()}
+    held = {k: v[SAMPLES[name]:] for k, v in every.items()}
+    out: dict[str, Any] = {"calibration_samples": SAMPLES[name],
+                           "validation_samples": HELD_OUT[name], "effort": EFFORT[name]}
     with tempfile.TemporaryDirectory() as tmp:
-        cal = Path(tmp) / "data.npz"
+        cal, val = Path(tmp) / "data.npz", Path(tmp) / "val.npz"
         np.savez(cal, **data)
+        np.savez(val, **held)
         sessions: dict[str, Any] = {"fp32": _session(src, threads)}
         for label, split in (("before", "w7a8"), ("after", None)):
             for budget in (0.99, 0.01):
                 key = f"{label}@{budget:.0%}"
                 print(f"  {name} {key}", file=sys.stderr)
-                art, refused, secs = _build(src, cal, Path(tmp) / key, budget, EFFORT[name],
-                                            split)
+                art, refused, secs = _build(src, cal, val, Path(tmp) / key, budget,
+                                            EFFORT[name], split)
                 out[key] = _row(art, refused, secs)
                 if art is not None:
                     sessions[key] = _session(art.path, threads)

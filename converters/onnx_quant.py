@@ -263,7 +263,9 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         shared.clear()
         if cpu_passes:
             shared.update(shared_concat_ranges(graph, ranges, exclude))
-        src = engine.source_for(exclude, ctx.workdir) if engine else prepared
+        # bias correction measured 7-bit weights: a layer given 8-bit ones keeps its own bias
+        eight = split.eight_bit_nodes() if split is not None else frozenset()
+        src = engine.source_for(exclude | eight, ctx.workdir) if engine else prepared
 
         def quantise_with(overrides: dict[str, Any]) -> None:
             _quantise_static(src, cache, method, plan, exclude, out, overrides)

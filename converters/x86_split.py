@@ -94,6 +94,10 @@ class BitSplit:
             by_weight.setdefault(lay.weight, set()).add(lay.bits)
         return frozenset(w for w, bits in by_weight.items() if "w7a8" not in bits)
 
+    def eight_bit_nodes(self) -> frozenset[str]:
+        eight = self.eight_bit_weights()
+        return frozenset(lay.node for lay in self.layers if lay.weight in eight)
+
     def weight_bits(self, node: str) -> int:
         """7 or 8: the bits of ``node``'s weights in the artifact (for AdaRound's weight grid)."""
         eight = self.eight_bit_weights()

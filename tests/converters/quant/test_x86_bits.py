@@ -220,8 +220,9 @@ def test_overrides_give_8_bit_weights_per_channel_and_7_bit_scales() -> None:
 
 def test_a_weight_shared_with_a_7_bit_layer_stays_7_bit() -> None:
     s = BitSplit("per-layer", (
-        LayerBits("x", "a", "w", 0, "w8a7"), LayerBits("y", "c", "w", 0, "w7a8")))
-    assert s.eight_bit_weights() == frozenset()
+        LayerBits("x", "a", "w", 0, "w8a7"), LayerBits("y", "c", "w", 0, "w7a8"),
+        LayerBits("z", "c", "wz", 0, "w8a8")))
+    assert s.eight_bit_weights() == {"wz"} and s.eight_bit_nodes() == {"z"}
     assert s.weight_bits("x") == 7 and s.weight_bits("absent") == 7
 
 
