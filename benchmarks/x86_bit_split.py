@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -110,18 +111,25 @@ def one(name: str, threads: int, rounds: int, runs: int) -> dict[str, Any]:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    lines = [f"threads {r['threads']}, ORT {r['onnxruntime']}, {r['machine']}", "",
-             "| model | build | metric | drop vs FP32 | nodes float (gate) | 8-bit-weight "
-             "layers | speed vs FP32 |", "|---|---|---|---|---|---|---|"]
+    lines = [f"{r['threads']} intra-op thread(s), batch 1, latency = median of interleaved runs; "
+             f"onnxruntime {r['onnxruntime']}, {r['machine']}; perf-aware pass off. "
+             f"Load average: {r.get('load', 'not recorded')}.", "",
+             "| model | samples (calibration + held-out validation) | effort | build | policy chosen "
+             "| task-metric drop vs FP32 | drop by policy | nodes float | 8-bit-weight layers "
+             "| speed vs FP32 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in r["models"].items():
         for key in ("before@99%", "after@99%", "before@1%", "after@1%"):
             row = m[key]
+            head = (f"| {name} | {m.get('calibration_samples')} + {m.get('validation_samples')} "
+                    f"| {m['effort']} | {key} |")
             if not row["built"]:
-                lines.append(f"| {name} | {key} | | refused: {row['refused'][:90]} | | | |")
+                lines.append(f"{head} | refused: {row['refused'][:110]} | | | | |")
                 continue
-            lines.append(f"| {name} | {key} | {row['gate_metric']} | {row['drop']:+.2%} | "
-                         f"{row['float_nodes']} | {row['layers_8bit_weights']}/{row['layers']}"
-                         f" | {m['speedup_vs_fp32'].get(key, '')}x |")
+            by = ", ".join(f"{p} {v['drop']:.2%}" for p, v in
+                           (row.get("score_by_policy") or {}).items())
+            lines.append(f"{head} {row['policy']} | {row['gate_metric']} {row['drop']:.2%} | "
+                         f"{by} | {row['float_nodes']} | {row['layers_8bit_weights']}/"
+                         f"{row['layers']} | {m['speedup_vs_fp32'].get(key, '')}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -134,9 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=5)
     a = ap.parse_args(argv)
+    load = os.getloadavg()
     r = {"threads": a.threads, "onnxruntime": ort.__version__,
          "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
          "models": {m: one(m, a.threads, a.rounds, a.runs) for m in a.models.split(",")}}
+    r["load"] = f"{load[0]:.1f} → {os.getloadavg()[0]:.1f} (shared cores)"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "x86_bit_split.json").write_text(json.dumps(r, indent=1))
     (RESULTS / "x86_bit_split.md").write_text(markdown(r))
