@@ -349,6 +349,14 @@ def test_a_forced_8_bit_weight_build_is_recorded_clamped_and_proved(tmp_path: Pa
     assert set(split["seven_bit_activations"]) <= set(
         split["exactness"]["clamped_7bit_activations"])
     assert saturation_violations(model) == []
+    # what the device runs: ORT keeps the clamps (uint8 Clip) between fused integer convs
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(art.path), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimised.onnx")).graph.node]
+    assert ops.count("Clip") == len(split["exactness"]["clamped_7bit_activations"])
+    assert ops.count("QLinearConv") == 2, ops
 
 
 def test_the_default_build_chooses_on_the_task_metric_and_records_why(tmp_path: Path) -> None:
