@@ -162,17 +162,26 @@ class _NullReader:
         return None
 
 
-def rewrite_for_cpu(prepared: Path, workdir: Path) -> tuple[Path, list[str]]:
-    """The prepared model with upsampling ConvTranspose as 1x1 Conv + shuffle (exact), if any."""
+def rewrite_for_cpu(prepared: Path, workdir: Path) -> tuple[Path, dict[str, list[str]]]:
+    """The prepared model with its exact CPU rewrites, and what each rewrote (node names).
+
+    Upsampling ConvTranspose as 1x1 Conv + shuffle (converters/onnx_int8_graph); decomposed
+    hard-swish as one op and constant affine ops folded into Convs (converters/onnx_fold).
+    """
     import onnx
 
+    from converters.onnx_fold import fold_elementwise
     from converters.onnx_int8_graph import convtranspose_as_conv
 
-    model, rewritten = convtranspose_as_conv(onnx.load(str(prepared)))
-    if not rewritten:
-        return prepared, []
+    # Folding first: a BatchNormalization after a ConvTranspose goes into its weights before
+    # the ConvTranspose becomes a Conv and a shuffle (which the BatchNormalization would follow).
+    model, folded = fold_elementwise(onnx.load(str(prepared)))
+    model, rewritten = convtranspose_as_conv(model)
+    passes = {"convtranspose_as_conv": rewritten, **folded}
+    if not any(passes.values()):
+        return prepared, passes
     model = onnx.shape_inference.infer_shapes(model)
-    return save_model(model, workdir / "prepared-cpu.onnx"), rewritten
+    return save_model(model, workdir / "prepared-cpu.onnx"), passes
 
 
 def model_opset_path(path: Path) -> int:
@@ -215,7 +224,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     if not has_external_data(prepared):
         type_ml_outputs(prepared, ctx.data.calibration.sample(0))
     cpu_passes = not plan.qnn and not has_external_data(prepared)
-    rewritten: list[str] = []
+    rewritten: dict[str, list[str]] = {}
     if cpu_passes:
         prepared, rewritten = rewrite_for_cpu(prepared, ctx.workdir)
     engine = _engine(ctx, prepared, plan) if cpu_passes else None   # converters/quant
@@ -390,7 +399,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         ctx.progress(f"{ctx.profile.name}: keeping {len(floated)} sensitive node(s) in float")
         make(set(float_nodes))
     details_base["graph_passes"] = {
-        "convtranspose_as_conv": rewritten, "concat_shared_range_tensors": sorted(shared)
+        **rewritten, "concat_shared_range_tensors": sorted(shared)
     } if cpu_passes else "skipped: " + ("QNN target" if plan.qnn else "the model is over 2 GB")
     details_base["quantisation_passes"] = engine.report() if engine else \
         details_base["graph_passes"]
