@@ -27,13 +27,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from converters.api import BackendContext, BuiltArtifact
 from converters.onnx_calibrate import calibrated_ranges
 from converters.onnx_plan import QuantPlan, build_machine_caveat, cpu_facts, plan_for
+from converters.onnx_qdq_fallback import QdqConfig, QuantiserFallback, runs_as_written
 from converters.onnx_utils import (
     fix_batch,
     has_external_data,
@@ -115,9 +116,13 @@ def prepare(ctx: BackendContext, min_opset: int) -> Path:
 
 
 def _quantise_static(src: Path, cache: Path, method: Any, plan: QuantPlan, exclude: set[str],
-                     out: Path, overrides: dict[str, Any] | None = None) -> Path:
+                     out: Path, overrides: dict[str, Any] | None = None,
+                     config: QdqConfig | None = None) -> Path:
+    """``quantize_static`` with the plan, our ranges and ``config`` (a fallback's changes)."""
     from onnxruntime.quantization import QuantFormat, quantize_static
 
+    if config is not None and config.per_channel is not None:
+        plan = replace(plan, per_channel=config.per_channel)
     extra: dict[str, Any] = {"ActivationSymmetric": plan.activation_symmetric,
                              "WeightSymmetric": plan.weight_type == "int8"}
     if overrides:
@@ -130,10 +135,12 @@ def _quantise_static(src: Path, cache: Path, method: Any, plan: QuantPlan, exclu
 
         cfg = get_qnn_qdq_config(str(src), _NullReader(), calibrate_method=method,
                                  activation_type=_qtype(plan.activation_type),
-                                 weight_type=_qtype(plan.weight_type), per_channel=True,
-                                 nodes_to_exclude=sorted(exclude))
+                                 weight_type=_qtype(plan.weight_type),
+                                 per_channel=plan.per_channel, nodes_to_exclude=sorted(exclude))
         extra = dict(cfg.extra_options)
         op_types = cfg.op_types_to_quantize
+    if config is not None:
+        extra.update(config.extra_options)
     with _quiet():
         quantize_static(str(src), str(out), calibration_data_reader=None,
                         quant_format=QuantFormat.QDQ, per_channel=plan.per_channel,
@@ -172,6 +179,20 @@ def rewrite_for_cpu(prepared: Path, workdir: Path) -> tuple[Path, list[str]]:
         return prepared, []
     model = onnx.shape_inference.infer_shapes(model)
     return save_model(model, workdir / "prepared-cpu.onnx"), rewritten
+
+
+def vector_biases(prepared: Path, workdir: Path) -> tuple[Path, dict[str, str]]:
+    """The prepared model with every constant Gemm bias as a vector (converters/onnx_bias)."""
+    if has_external_data(prepared):
+        return prepared, {}
+    import onnx
+
+    from converters.onnx_bias import vector_gemm_biases
+
+    model, done = vector_gemm_biases(onnx.load(str(prepared)))
+    if not done:
+        return prepared, {}
+    return save_model(model, workdir / "prepared-bias-vectors.onnx"), done
 
 
 def model_opset_path(path: Path) -> int:
@@ -217,6 +238,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     rewritten: list[str] = []
     if cpu_passes:
         prepared, rewritten = rewrite_for_cpu(prepared, ctx.workdir)
+    prepared, bias_vectors = vector_biases(prepared, ctx.workdir)
     engine = _engine(ctx, prepared, plan) if cpu_passes else None   # converters/quant
     prepared = engine.model if engine else prepared
     ctx.progress(f"{ctx.profile.name}: calibrating ({ctx.request.calibration_method}, "
@@ -251,6 +273,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     float_tail = {} if quantise_tail else tail
     float_nodes.update(float_tail)
     freed_outputs: list[str] = []
+    fallback = QuantiserFallback(ctx.profile.name, ctx.progress)
 
     def make(exclude: set[str]) -> Path:
         exclude = exclude | set(float_tail) | set(engine.float_nodes if engine else ())
@@ -258,12 +281,16 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         if cpu_passes:
             shared.update(shared_concat_ranges(graph, ranges, exclude))
         src = engine.source_for(exclude, ctx.workdir) if engine else prepared
-        _quantise_static(src, cache, method, plan, exclude, out, shared)
+        fallback.run(src, lambda cfg: _quantise_static(src, cache, method, plan, exclude, out,
+                                                       shared, cfg),
+                     check=lambda model: runs_as_written(model, ctx.data.calibration.sample(0)))
         if not quantise_tail and not has_external_data(out):
             freed_outputs[:] = unquantise_outputs(out)
         return out
 
     if engine and (engine.range_candidates or engine.bias):  # chosen on the task metric
+        ctx.progress(f"{ctx.profile.name}: choosing ranges on the task metric (quantising "
+                     "and validating each candidate)")
 
         def drop_with(candidate: Path | None) -> float:
             nonlocal cache, ranges
@@ -274,6 +301,9 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         chosen = engine.choose(drop_with)
         if chosen is not None:
             cache, ranges = chosen, calibrated_ranges(chosen)
+    per = "per channel" if plan.per_channel else "per tensor"
+    ctx.progress(f"{ctx.profile.name}: quantising (QDQ, {plan.activation_type} activations, "
+                 f"{plan.weight_type} weights {per})")
     make(set())
     from converters.onnx_unquantisable import any_quantised, ship_fp32, unquantisable_nodes
 
@@ -353,6 +383,11 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     details_base["graph_passes"] = {
         "convtranspose_as_conv": rewritten, "concat_shared_range_tensors": sorted(shared)
     } if cpu_passes else "skipped: " + ("QNN target" if plan.qnn else "the model is over 2 GB")
+    if bias_vectors:    # on every static plan: QNN's quantiser has the same per-channel code
+        details_base["gemm_bias_as_vector"] = bias_vectors
+    if fallback.warnings:
+        details_base["warnings"] = [*details_base.get("warnings", []), *fallback.warnings]
+        details_base["quantiser_configuration"] = fallback.config.name
     details_base["quantisation_passes"] = engine.report() if engine else \
         details_base["graph_passes"]
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
