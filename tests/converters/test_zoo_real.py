@@ -191,6 +191,24 @@ def test_classifier_with_keras_style_dense_bias_builds_int8(cli, keys_home: Path
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_prequantised_encoder_records_that_its_weights_need_vnni(cli, keys_home: Path,
+                                                                 tmp_path: Path) -> None:
+    """Its MatMulIntegers take int8 weights up to 127 against uint8 activations: shipped as
+    it is, it is recorded as needing VNNI and AVX2 devices refuse it."""
+    from edgeops.cpu import CpuFacts, isa_shortfall
+    from tests.cpuinfo import AVX2
+
+    res = _build(cli, "quantised-encoder", 6, tmp_path)
+    assert res.code == 0, res.err
+    art = read_bundle(Path(json.loads(res.out)["bundle"])).manifest.artifact_for("x86-cpu")
+    assert art is not None and art.details["pass"] == "prequantised"
+    assert art.details["plan"]["target_isa"] == "x86_64+vnni"
+    assert art.details["plan"]["u8s8_weight_peak"] == 127
+    assert isa_shortfall(art, CpuFacts.parse(AVX2, "x86_64")) is not None
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_yolov8_builds_by_default_and_is_refused_with_its_head_quantised(
         cli, keys_home: Path, tmp_path: Path) -> None:
