@@ -7,8 +7,9 @@ which the device agent checks (edgeops/cpu.py). A model that arrives quantised
 Runtime's x86 u8s8 kernels without VNNI add pairs of uint8 x int8 products in a *saturating*
 int16 (``vpmaddubsw``), exact only while ``2 * 255 * |w| <= 32767``, i.e. ``|w| <= 64``
 (:data:`SATURATION_FREE_PEAK`). A weight beyond that, met by uint8 activations, needs VNNI.
-uint8 weights run on u8u8 kernels, which widen to 16 bits first and never saturate; int8
-activations bound a pair by ``2 * 128 * 127 = 32512``, which fits.
+uint8 weights run on u8u8 kernels, which widen to 16 bits first and never saturate. int8
+activations go to ORT's s8s8 kernels, which this rule does not describe (a pair of int8
+products stays within ``2 * 128 * 127 = 32512`` in any case), so they are not counted.
 
 Which input of which operator is the weight and which the activation is a table over the
 operator types (QOperator, integer, dynamic and QDQ forms); pure on ``onnx.ModelProto``.
