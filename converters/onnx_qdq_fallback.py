@@ -56,11 +56,13 @@ LADDER: tuple[QdqConfig, ...] = (
 class QuantiserFallback:
     """Runs a quantisation down :data:`LADDER` until one configuration succeeds (sticky)."""
 
-    def __init__(self, target: str, progress: Callable[[str], None],
+    def __init__(self, target: str, model: Path, progress: Callable[[str], None],
                  ladder: tuple[QdqConfig, ...] = LADDER) -> None:
+        """``model``: the user's model, which a failure's line names."""
         if not ladder:
             raise ValueError("a fallback ladder needs at least one configuration")
-        self._target, self._progress, self._ladder = target, progress, ladder
+        self._target, self._model, self._progress = target, model, progress
+        self._ladder = ladder
         self._level = 0
         self._checked = -1          # the last level whose model passed ``check``
         self.warnings: list[str] = []
@@ -70,12 +72,11 @@ class QuantiserFallback:
         """The configuration the next quantisation starts from."""
         return self._ladder[min(self._level, len(self._ladder) - 1)]
 
-    def run(self, model: Path, quantise: Callable[[QdqConfig], T],
+    def run(self, quantise: Callable[[QdqConfig], T],
             check: Callable[[T], object] | None = None) -> T:
         """``quantise(config)`` from the current configuration down, the first result of each
         configuration passed to ``check`` (which raises when it is unusable); on the last
-        failure, a :class:`converters.failures.BuildFailure` line for ``model`` naming the
-        first one."""
+        failure, a :class:`converters.failures.BuildFailure` line naming the first one."""
         first: Exception | None = None
         while self._level < len(self._ladder):
             cfg = self._ladder[self._level]
@@ -96,7 +97,7 @@ class QuantiserFallback:
 
         assert first is not None
         tried = ", ".join(c.name for c in self._ladder)
-        raise explain(first, model, f"'{self._target}: quantising' ({tried}: all failed)"
+        raise explain(first, self._model, f"'{self._target}: quantising' ({tried}: all failed)"
                       ) from first
 
     def _warn(self, failed: QdqConfig, exc: Exception, nxt: QdqConfig) -> None:

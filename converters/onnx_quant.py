@@ -273,7 +273,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     float_tail = {} if quantise_tail else tail
     float_nodes.update(float_tail)
     freed_outputs: list[str] = []
-    fallback = QuantiserFallback(ctx.profile.name, ctx.progress)
+    fallback = QuantiserFallback(ctx.profile.name, ctx.request.model, ctx.progress)
 
     def make(exclude: set[str]) -> Path:
         exclude = exclude | set(float_tail) | set(engine.float_nodes if engine else ())
@@ -281,8 +281,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         if cpu_passes:
             shared.update(shared_concat_ranges(graph, ranges, exclude))
         src = engine.source_for(exclude, ctx.workdir) if engine else prepared
-        fallback.run(src, lambda cfg: _quantise_static(src, cache, method, plan, exclude, out,
-                                                       shared, cfg),
+        fallback.run(lambda cfg: _quantise_static(src, cache, method, plan, exclude, out,
+                                                  shared, cfg),
                      check=lambda model: runs_as_written(model, ctx.data.calibration.sample(0)))
         if not quantise_tail and not has_external_data(out):
             freed_outputs[:] = unquantise_outputs(out)

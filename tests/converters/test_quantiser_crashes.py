@@ -145,8 +145,8 @@ def test_fallback_takes_the_next_cheaper_configuration_and_stays_there(tmp_path:
     """A [1] bias crashes both per-channel configurations (IndexError, then a reshape)."""
     src = _fused(tmp_path, (1,))
     said: list[str] = []
-    fb = QuantiserFallback("x86-cpu", said.append)
-    out = fb.run(src, lambda cfg: _quantise(src, tmp_path / "q.onnx", cfg), _check)
+    fb = QuantiserFallback("x86-cpu", src, said.append)
+    out = fb.run(lambda cfg: _quantise(src, tmp_path / "q.onnx", cfg), _check)
     assert fb.config == LADDER[2] and len(fb.warnings) == 2 and said == fb.warnings
     assert fb.warnings[0].startswith(
         "x86-cpu: quantising without the int32-bias weight-scale adjustment (ONNX Runtime's "
@@ -159,7 +159,7 @@ def test_fallback_takes_the_next_cheaper_configuration_and_stays_there(tmp_path:
     assert axes == []                                                   # per tensor
     np.testing.assert_allclose(_run(out, _X[:1]), _run(src, _X[:1]), atol=0.1)
     tried: list[QdqConfig] = []
-    fb.run(src, lambda cfg: tried.append(cfg) or _quantise(src, tmp_path / "q2.onnx", cfg),
+    fb.run(lambda cfg: tried.append(cfg) or _quantise(src, tmp_path / "q2.onnx", cfg),
            _check)
     assert tried == [LADDER[2]] and len(fb.warnings) == 2        # sticky: no second crash
 
@@ -172,17 +172,17 @@ def test_a_configuration_whose_model_cannot_run_is_passed_over(tmp_path: Path) -
     _run(q, _X[:1])                                          # optimised: runs
     with pytest.raises(Exception, match="scale must be 1D tensor with size 1"):
         _check(q)
-    fb = QuantiserFallback("x86-cpu", lambda _m: None)
-    out = fb.run(src, lambda cfg: _quantise(src, tmp_path / "q.onnx", cfg), _check)
+    fb = QuantiserFallback("x86-cpu", src, lambda _m: None)
+    out = fb.run(lambda cfg: _quantise(src, tmp_path / "q.onnx", cfg), _check)
     assert fb.config == LADDER[2] and "DequantizeLinear" in fb.warnings[1], fb.warnings
     np.testing.assert_allclose(_run(out, _X[:1]), _run(src, _X[:1]), atol=0.1)
 
 
 def test_fallback_when_every_configuration_fails_is_one_line(tmp_path: Path) -> None:
     src = _fused(tmp_path, (12,))
-    fb = QuantiserFallback("x86-cpu", lambda _m: None)
+    fb = QuantiserFallback("x86-cpu", src, lambda _m: None)
     with pytest.raises(BuildFailure) as err:      # calibration data for an input it lacks
-        fb.run(src, lambda cfg: _quantise(src, tmp_path / "q.onnx", cfg, feed="y"))
+        fb.run(lambda cfg: _quantise(src, tmp_path / "q.onnx", cfg, feed="y"))
     msg = err.value.message
     assert msg.startswith("dense.onnx: 'x86-cpu: quantising' (as planned, without the int32-"
                           "bias weight-scale adjustment, with per-tensor weights: all failed)")
@@ -191,7 +191,7 @@ def test_fallback_when_every_configuration_fails_is_one_line(tmp_path: Path) -> 
 
 
 def test_fallback_does_not_retry_our_own_errors(tmp_path: Path) -> None:
-    fb = QuantiserFallback("x86-cpu", lambda _m: None)
+    fb = QuantiserFallback("x86-cpu", tmp_path / "m.onnx", lambda _m: None)
     tried: list[QdqConfig] = []
 
     def refuse(cfg: QdqConfig) -> None:
@@ -199,5 +199,5 @@ def test_fallback_does_not_retry_our_own_errors(tmp_path: Path) -> None:
         raise ConversionError("calibration failed: bad data")
 
     with pytest.raises(ConversionError):
-        fb.run(tmp_path / "m.onnx", refuse)
+        fb.run(refuse)
     assert tried == [LADDER[0]] and fb.warnings == []
