@@ -48,6 +48,8 @@ MODELS: dict[str, str | None] = {"ocr-cls": None, "magika": None, "ocr-det": "te
                                  "ocr-det-small": None, "ocr-rec": None, "name-encoder": None,
                                  "yolov8-doc": None, "quantised-encoder": None,
                                  "nucleus-seg-256": "segmentation"}
+# model -> input size where the zoo's default is not the one issue 16 measures at
+SIZES: dict[str, dict[str, int]] = {"ocr-det": {"size": 640}}
 
 
 def _source(name: str) -> Path:
@@ -113,11 +115,11 @@ def _stock(src: Path, feeds: list[dict[str, np.ndarray]], out: Path) -> Path:
 
 
 def _ours(src: Path, cal: Path, task: str | None, work: Path, threads: int, perf_aware: bool,
-          effort: str = "default") -> tuple[Any, float]:
+          effort: str = "default", target: str = "x86-cpu") -> tuple[Any, float]:
     from converters.api import BuildRequest
     from converters.build import build
 
-    req = BuildRequest(model=src, name="zoo", version="1.0.0", targets=("x86-cpu",),
+    req = BuildRequest(model=src, name="zoo", version="1.0.0", targets=(target,),
                        calibration=cal, threads=threads,
                        options={"perf_aware": perf_aware, "effort": effort,
                                 **({"task": task} if task else {})})
@@ -141,7 +143,7 @@ def _latency(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int,
 
 
 def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_aware: bool,
-        effort: str = "default") -> dict[str, Any]:
+        effort: str = "default", target: str = "x86-cpu") -> dict[str, Any]:
     import onnx
 
     from converters.tasks import infer_task, task_score
@@ -149,7 +151,7 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
     from tests.zoo_inputs import INPUTS
 
     src = _source(name)
-    data = INPUTS[name](samples)
+    data = INPUTS[name](samples, **SIZES.get(name, {}))
     feeds = _feeds(data)
     entry: dict[str, Any] = {"samples": samples}
     with tempfile.TemporaryDirectory(prefix="edgeops-zoo-") as tmp:
@@ -169,7 +171,7 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
             entry["stock"] = {"error": str(exc).splitlines()[0][:200]}
         try:
             art, secs = _ours(src, cal, MODELS.get(name), Path(tmp) / "work", threads,
-                              perf_aware, effort)
+                              perf_aware, effort, target)
             entry["edgeops"] = {"build_s": secs, "precision": art.precision,
                                 "float_nodes": len(art.details.get("float_nodes", {})),
                                 "quantised_nodes": art.details.get("quantised_nodes"),
@@ -197,7 +199,7 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
 
 
 def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
-        perf_aware: bool, effort: str = "default") -> dict[str, Any]:
+        perf_aware: bool, effort: str = "default", target: str = "x86-cpu") -> dict[str, Any]:
     import onnx
     import onnxruntime
 
@@ -205,13 +207,15 @@ def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
 
     result: dict[str, Any] = {
         "threads": threads, "rounds": rounds, "runs_per_round": runs, "samples": samples,
-        "perf_aware": perf_aware, "effort": effort, "cpu": cpu_facts(),
+        "perf_aware": perf_aware, "effort": effort, "target": target, "cpu": cpu_facts(),
+        "input_sizes": SIZES,
         "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "loadavg_start": list(os.getloadavg()), "models": {}}
     for name in models:
         print(f"== {name}", file=sys.stderr)
-        result["models"][name] = one(name, samples, threads, rounds, runs, perf_aware, effort)
+        result["models"][name] = one(name, samples, threads, rounds, runs, perf_aware, effort,
+                                     target)
     result["loadavg_end"] = list(os.getloadavg())
     return result
 
@@ -241,10 +245,19 @@ def merged(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _sizes(sizes: dict[str, dict[str, int]]) -> str:
+    return "".join(f"; {k} input {v['size']}x{v['size']}" for k, v in sizes.items())
+
+
+def _short(error: str) -> str:
+    """A refusal without the layers it names (either wording) or its hint."""
+    return error.split("; most sensitive")[0].split("; limited by")[0].split(" (hint:")[0]
+
+
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         "## Converter on pretrained models: FP32 vs stock quantize_static vs edgeops "
-        "(x86-cpu INT8)", "",
+        f"({r.get('target', 'x86-cpu')} INT8)", "",
         f"{r['threads']} intra-op thread(s), batch 1, latency = median of {r['rounds']}×"
         f"{r['runs_per_round']} interleaved runs; {r['samples']} real samples per model "
         "(calibration = validation); onnxruntime "
@@ -252,7 +265,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['versions']['numpy']}, Python {r['versions']['python']}; "
         f"{'VNNI' if r['cpu'].get('vnni') else 'no VNNI'}; "
         f"perf-aware pass {'on' if r['perf_aware'] else 'off'}"
-        f"{'; edgeops effort ' + r['effort'] if 'effort' in r else ''}. Load average "
+        f"{'; edgeops effort ' + r['effort'] if 'effort' in r else ''}"
+        f"{_sizes(r.get('input_sizes', {}))}"
+        ". Load average "
         f"{r['loadavg_start'][0]:.1f} → {r['loadavg_end'][0]:.1f} (shared cores).", "",
         "| model | task (how chosen) | variant | p50 ms | speedup | task metric vs FP32 "
         "| raw cosine | build s | note |",
@@ -266,7 +281,7 @@ def markdown(r: dict[str, Any]) -> str:
             metric = (f"{v['task_metric']} {v['task_value']:.4f}" if "task_value" in v else "-")
             if "class_score_cosine" in v.get("task_details", {}):   # detection: the class scores
                 metric += f", class-score cosine {v['task_details']['class_score_cosine']:.4f}"
-            note = v.get("error", "").split("; most sensitive")[0].split(" (hint:")[0]
+            note = _short(v.get("error", ""))
             note = (f"{'refused' if ' dropped ' in note else 'failed'}: {note}" if note
                     else "")
             if k == "edgeops" and "float_nodes" in v:
@@ -282,7 +297,7 @@ def markdown(r: dict[str, Any]) -> str:
     if fast:   # the same models built with --effort fast (no pass) in a parallel run
         lines += ["", "Same machine, same settings, `--effort fast` (MinMax, no engine pass), "
                   "run alongside: " + "; ".join(
-                      f"{k}: {v.get('error', '').split('; most sensitive')[0] or 'built'}"
+                      f"{k}: {_short(v.get('error', '')) or 'built'}"
                       for k, v in fast.items())]
     return "\n".join(lines) + "\n"
 
@@ -298,25 +313,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-perf-aware", dest="perf_aware", action="store_false")
     ap.add_argument("--effort", choices=("fast", "default", "max"), default="default",
                     help="edgeops' quantisation effort (fast: MinMax only, no passes)")
+    ap.add_argument("--target", default="x86-cpu", choices=("x86-cpu", "x86-cpu-vnni"),
+                    help="edgeops' target (x86-cpu-vnni: 8-bit weights, VNNI CPUs only)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the last results' models that this run does not measure")
     ap.add_argument("--markdown-only", action="store_true",
                     help="rewrite converter_zoo.md from the last converter_zoo.json")
     args = ap.parse_args(argv)
+    # Another target's table is a variant of this benchmark (benchmarks/README.md shows both).
+    stem = "converter_zoo" if args.target == "x86-cpu" else f"converter_zoo.{args.target}"
     if args.markdown_only:
-        md = markdown(json.loads((RESULTS / "converter_zoo.json").read_text()))
-        (RESULTS / "converter_zoo.md").write_text(md)
+        md = markdown(json.loads((RESULTS / f"{stem}.json").read_text()))
+        (RESULTS / f"{stem}.md").write_text(md)
         print(md)
         return
     r = run(args.models.split(","), args.samples, args.threads, args.rounds, args.runs,
-            args.perf_aware, args.effort)
+            args.perf_aware, args.effort, args.target)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if args.merge and (RESULTS / "converter_zoo.json").exists():
-        r = merged(r, json.loads((RESULTS / "converter_zoo.json").read_text()))
-    (RESULTS / "converter_zoo.json").write_text(json.dumps(r, indent=2, sort_keys=True,
-                                                           default=str) + "\n")
+    if args.merge and (RESULTS / f"{stem}.json").exists():
+        r = merged(r, json.loads((RESULTS / f"{stem}.json").read_text()))
+    (RESULTS / f"{stem}.json").write_text(json.dumps(r, indent=2, sort_keys=True,
+                                                     default=str) + "\n")
     md = markdown(r)
-    (RESULTS / "converter_zoo.md").write_text(md)
+    (RESULTS / f"{stem}.md").write_text(md)
     print(md)
 
 
