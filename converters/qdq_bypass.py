@@ -6,7 +6,8 @@ layer out of INT8. Re-running ``quantize_static`` per layer is what made the acc
 float between its DequantizeLinear inputs and the QuantizeLinear of its output, so lifting a
 layer is an edit of its inputs only:
 
-* an activation input read through ``Q -> DQ`` reads the float tensor the ``Q`` quantised;
+* an activation input read through ``Q -> DQ`` (or ``Q -> Clip -> DQ``, a 7-bit activation)
+  reads the float tensor the ``Q`` quantised;
 * a weight or bias read through ``DQ(initializer)`` reads the float initializer the quantiser
   started from (taken from the model that was quantised, node by node and input by input, so
   graph passes that rewrote weights, such as equalisation, stay consistent).
@@ -22,6 +23,8 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["bypass_layers"]
+
+_ON_QUANTISED = ("Clip", "Identity")
 
 
 def bypass_layers(qdq: Any, float_model: Any, nodes: Iterable[str]) -> Any:
@@ -49,6 +52,10 @@ def bypass_layers(qdq: Any, float_model: Any, nodes: Iterable[str]) -> Any:
             if dq is None or dq.op_type != "DequantizeLinear":
                 continue
             q = producer.get(dq.input[0])
+            # a uint8 Clip between Q and DQ (7-bit activations, converters/x86_split) or an
+            # Identity leaves the tensor a quantised copy of the same float tensor
+            while q is not None and q.op_type in _ON_QUANTISED and q.input:
+                q = producer.get(q.input[0])
             if q is not None and q.op_type == "QuantizeLinear":
                 node.input[k] = q.input[0]              # the float activation Q quantised
                 continue

@@ -184,6 +184,24 @@ def test_bypass_makes_exactly_that_layer_float(tmp_path: Path) -> None:
     assert _run(qdq, x[:1])["yc"].tobytes() == q_out["yc"].tobytes()
 
 
+def test_bypass_sees_through_a_seven_bit_clamp(tmp_path: Path) -> None:
+    """x86 without VNNI clamps 7-bit activations with a uint8 Clip between Q and DQ."""
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    model = _two_branches()
+    qdq = _qdq(model, tmp_path, x)
+    q = next(n for n in qdq.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
+    for n in qdq.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0]:
+            n.input[0] = "x_clamped"
+    qdq.graph.initializer.append(nh.from_array(np.array(127, np.uint8), "c127"))
+    qdq.graph.node.insert(list(qdq.graph.node).index(q) + 1, h.make_node(
+        "Clip", [q.output[0], "", "c127"], ["x_clamped"], name="clamp"))
+    lifted = bypass_layers(qdq, model, {"conv_b"})
+    node = {n.name: n for n in lifted.graph.node}
+    assert node["conv_b"].input[0] == "x"
+    assert node["conv_a"].input[0] != "x" and "clamp" in node
+
+
 def test_bypass_of_a_missing_layer_is_an_error(tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     model = _two_branches()
