@@ -25,7 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["LayerCost", "MixedPrecisionSettings", "Selection", "refusal", "select"]
+__all__ = ["LayerCost", "MixedPrecisionSettings", "Selection", "refusal", "select",
+           "too_many_lifted"]
 
 _EPS = 1e-12
 
@@ -152,6 +153,16 @@ def refusal(target: str, metric: str, drop: float, budget: float, limiting: Sequ
             f"{budget:.2%}); limited by {names}; with {lifted} of the {measured} measured "
             f"layer(s) out of INT8 it still drops {needed:.2%}: a budget of at least "
             f"{_ceil_pct(needed)} would be needed")
+
+
+def too_many_lifted(target: str, metric: str, drop: float, budget: float, lifted: Sequence[str],
+                    quantised: int, fraction: float) -> str:
+    """One line: the budget is met only with too many layers out of INT8 to be worth it."""
+    names = ", ".join(sorted(lifted)[:6]) + (", ..." if len(lifted) > 6 else "")
+    return (f"target {target}: {metric} meets the {budget:.2%} budget ({drop:.2%}) only with "
+            f"{len(lifted)} of {quantised} quantised layers out of INT8 ({names}), more than "
+            f"{fraction:.0%}: INT8 is not worth shipping; use --precision fp32 or raise "
+            f"--max-accuracy-drop")
 
 
 def _ceil_pct(x: float) -> str:

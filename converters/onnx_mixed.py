@@ -32,6 +32,7 @@ from converters.mixed_precision import (
     Selection,
     refusal,
     select,
+    too_many_lifted,
 )
 from edgeops.errors import AccuracyGateError
 
@@ -123,7 +124,10 @@ def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, candidates: set
             record["correction"] = {**_summary(sel2, verified), "added": list(sel2.high)}
             tried.append((len(high), verified))
     limit = max(1, int(len(pool) * settings.max_high_fraction))
-    if verified > budget or (not wide and len(high) > limit):
+    if verified <= budget and not wide and len(high) > limit:
+        raise AccuracyGateError(too_many_lifted(name, metric, verified, budget, sorted(high),
+                                                len(pool), settings.max_high_fraction))
+    if verified > budget:
         lifted, needed = min(tried, key=lambda t: (t[1], t[0]))    # the best verified try
         raise AccuracyGateError(refusal(name, metric, base, budget, costs, needed, len(layers),
                                         note, lifted=lifted))

@@ -12,7 +12,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from converters.mixed_precision import LayerCost, refusal, select
+from converters.mixed_precision import LayerCost, refusal, select, too_many_lifted
 from converters.qdq_bypass import bypass_layers
 from tests.converters import zoo
 
@@ -100,6 +100,15 @@ def test_refusal_names_limiting_layers_and_needed_budget() -> None:
     assert "dw3" not in line
     assert "with 2 of the 3 measured layer(s) out of INT8 it still drops 4.17%" in line
     assert line.endswith("a budget of at least 4.17% would be needed")
+
+
+def test_too_many_lifted_layers_is_one_line_naming_them() -> None:
+    line = too_many_lifted("arm64-cpu", "mask_iou", 0.008, 0.01,
+                           [f"conv{i}" for i in range(8)], 10, 0.5)
+    assert "\n" not in line
+    assert line.startswith("target arm64-cpu: mask_iou meets the 1.00% budget (0.80%) only "
+                           "with 8 of 10 quantised layers out of INT8 (conv0, conv1,")
+    assert "conv5, ...), more than 50%" in line and "--precision fp32" in line
 
 
 # ---- the Q/DQ bypass -------------------------------------------------------------------
