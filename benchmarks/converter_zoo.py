@@ -113,11 +113,11 @@ def _stock(src: Path, feeds: list[dict[str, np.ndarray]], out: Path) -> Path:
 
 
 def _ours(src: Path, cal: Path, task: str | None, work: Path, threads: int, perf_aware: bool,
-          effort: str = "default") -> tuple[Any, float]:
+          effort: str = "default", target: str = "x86-cpu") -> tuple[Any, float]:
     from converters.api import BuildRequest
     from converters.build import build
 
-    req = BuildRequest(model=src, name="zoo", version="1.0.0", targets=("x86-cpu",),
+    req = BuildRequest(model=src, name="zoo", version="1.0.0", targets=(target,),
                        calibration=cal, threads=threads,
                        options={"perf_aware": perf_aware, "effort": effort,
                                 **({"task": task} if task else {})})
@@ -141,7 +141,7 @@ def _latency(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int,
 
 
 def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_aware: bool,
-        effort: str = "default") -> dict[str, Any]:
+        effort: str = "default", target: str = "x86-cpu") -> dict[str, Any]:
     import onnx
 
     from converters.tasks import infer_task, task_score
@@ -169,7 +169,7 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
             entry["stock"] = {"error": str(exc).splitlines()[0][:200]}
         try:
             art, secs = _ours(src, cal, MODELS.get(name), Path(tmp) / "work", threads,
-                              perf_aware, effort)
+                              perf_aware, effort, target)
             entry["edgeops"] = {"build_s": secs, "precision": art.precision,
                                 "float_nodes": len(art.details.get("float_nodes", {})),
                                 "quantised_nodes": art.details.get("quantised_nodes"),
@@ -197,7 +197,7 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
 
 
 def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
-        perf_aware: bool, effort: str = "default") -> dict[str, Any]:
+        perf_aware: bool, effort: str = "default", target: str = "x86-cpu") -> dict[str, Any]:
     import onnx
     import onnxruntime
 
@@ -205,13 +205,14 @@ def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
 
     result: dict[str, Any] = {
         "threads": threads, "rounds": rounds, "runs_per_round": runs, "samples": samples,
-        "perf_aware": perf_aware, "effort": effort, "cpu": cpu_facts(),
+        "perf_aware": perf_aware, "effort": effort, "target": target, "cpu": cpu_facts(),
         "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "loadavg_start": list(os.getloadavg()), "models": {}}
     for name in models:
         print(f"== {name}", file=sys.stderr)
-        result["models"][name] = one(name, samples, threads, rounds, runs, perf_aware, effort)
+        result["models"][name] = one(name, samples, threads, rounds, runs, perf_aware, effort,
+                                     target)
     result["loadavg_end"] = list(os.getloadavg())
     return result
 
@@ -244,7 +245,7 @@ def merged(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         "## Converter on pretrained models: FP32 vs stock quantize_static vs edgeops "
-        "(x86-cpu INT8)", "",
+        f"({r.get('target', 'x86-cpu')} INT8)", "",
         f"{r['threads']} intra-op thread(s), batch 1, latency = median of {r['rounds']}×"
         f"{r['runs_per_round']} interleaved runs; {r['samples']} real samples per model "
         "(calibration = validation); onnxruntime "
@@ -298,6 +299,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-perf-aware", dest="perf_aware", action="store_false")
     ap.add_argument("--effort", choices=("fast", "default", "max"), default="default",
                     help="edgeops' quantisation effort (fast: MinMax only, no passes)")
+    ap.add_argument("--target", default="x86-cpu",
+                    help="the edgeops target profile built (x86-cpu: 7-bit weights; "
+                         "x86-cpu-vnni: 8-bit)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the last results' models that this run does not measure")
     ap.add_argument("--markdown-only", action="store_true",
@@ -309,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         print(md)
         return
     r = run(args.models.split(","), args.samples, args.threads, args.rounds, args.runs,
-            args.perf_aware, args.effort)
+            args.perf_aware, args.effort, args.target)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.merge and (RESULTS / "converter_zoo.json").exists():
         r = merged(r, json.loads((RESULTS / "converter_zoo.json").read_text()))

@@ -76,8 +76,12 @@ def _targets(model: Any) -> tuple[list[_Target], int]:
 class BiasCorrection:
     name = "bias_correction"
 
-    def __init__(self, settings: BiasCorrectionSettings | None = None) -> None:
+    def __init__(self, settings: BiasCorrectionSettings | None = None,
+                 reference: dict[str, np.ndarray] | None = None) -> None:
+        """``reference``: the FP32 weights (by initialiser) of layers an earlier pass already
+        put on the quantiser's grid (AdaRound): their shift is measured against those."""
         self.settings = settings or BiasCorrectionSettings()
+        self.reference = reference or {}
         self.targets: list[_Target] = []
 
     def applies(self, model: Any) -> str | None:
@@ -104,7 +108,8 @@ class BiasCorrection:
             axis = 0
             if t.kind == "Gemm" and int(attr(n, "transB", 0)) == 0:
                 axis = 1
-            dw = (fake_quant_weight(w, self.settings.reduce_range, axis) - w).astype(np.float32)
+            ref = self.reference.get(n.input[1], w)
+            dw = (fake_quant_weight(w, self.settings.reduce_range, axis) - ref).astype(np.float32)
             wname, out = f"{t.node}__bc_dw", f"{t.node}__bc_shift"
             probe.graph.initializer.append(numpy_helper.from_array(dw, wname))
             op = helper.make_node(t.kind, [n.input[0], wname], [out + "_map"],
@@ -143,14 +148,19 @@ class BiasCorrection:
 
         from converters.onnx_utils import save_model
 
-        back = [t for t in self.targets if t.node in exclude]
-        if not back:
+        if not any(t.node in exclude for t in self.targets):
             return model_path
         m = onnx.load(str(model_path))
-        g = Graph(m)
+        self.restore_into(m, exclude)
+        return save_model(m, out)
+
+    def restore_into(self, model: Any, exclude: set[str]) -> bool:
+        """Put back the original bias of every corrected layer in ``exclude`` (in place)."""
+        back = [t for t in self.targets if t.node in exclude]
+        g = Graph(model)
         for t in back:
             g.set_const(t.bias, t.original)
-        return save_model(m, out)
+        return bool(back)
 
 
 def _reduce_mean(model: Any, src: str, out: str, axes: list[int]) -> Any:

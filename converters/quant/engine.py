@@ -11,8 +11,9 @@ Effort levels (``--effort``, recorded in the manifest):
 
 * ``fast``: MinMax ranges only (the quantiser of the previous issue);
 * ``default``: the passes in :data:`DEFAULT_PASSES`;
-* ``max``: ``default`` for now; the slot where weight-rounding optimisation (AdaRound /
-  block reconstruction) plugs in.
+* ``max``: ``default`` plus AdaRound (:mod:`converters.quant.adaround`: weight rounding
+  optimised on calibration data, in numpy; no torch), between SmoothQuant and bias correction
+  (bias correction then measures the rounded weights).
 
 ``options["quant_passes"]`` (a comma-separated string or a sequence of pass names) overrides
 the effort's list, for experiments and benchmarks.
@@ -26,21 +27,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from converters.quant.adaround import AdaRound, AdaRoundSettings
 from converters.quant.base import PassOutcome, run_guarded
 from converters.quant.bias_correction import BiasCorrection, BiasCorrectionSettings
 from converters.quant.equalise import CrossLayerEqualisation
 from converters.quant.mse_ranges import MseRanges, write_cache
 from converters.quant.smoothquant import SmoothQuant
 
-__all__ = ["ALL_PASSES", "DEFAULT_PASSES", "EFFORTS", "EngineState", "graph_passes",
+__all__ = ["ALL_PASSES", "DEFAULT_PASSES", "EFFORTS", "MAX_PASSES", "EngineState", "graph_passes",
            "passes_for", "range_passes"]
 
 log = logging.getLogger(__name__)
 
-ALL_PASSES = ("cross_layer_equalisation", "smoothquant", "bias_correction", "mse_ranges")
+ALL_PASSES = ("cross_layer_equalisation", "smoothquant", "adaround", "bias_correction",
+              "mse_ranges")
 DEFAULT_PASSES = ("cross_layer_equalisation", "smoothquant", "bias_correction", "mse_ranges")
+MAX_PASSES = ("cross_layer_equalisation", "smoothquant", "adaround", "bias_correction",
+              "mse_ranges")
 EFFORTS: dict[str, tuple[str, ...]] = {"fast": (), "default": DEFAULT_PASSES,
-                                       "max": DEFAULT_PASSES}
+                                       "max": MAX_PASSES}
 
 
 def passes_for(effort: str, override: str | Sequence[str] | None = None) -> tuple[str, ...]:
@@ -68,6 +73,7 @@ class EngineState:
     outcomes: list[PassOutcome] = field(default_factory=list)
     float_nodes: dict[str, str] = field(default_factory=dict)
     bias: BiasCorrection | None = None
+    adaround: AdaRound | None = None
     # ranges to choose between on the task metric, cheapest first: {"minmax": cache, ...}
     range_candidates: dict[str, Path] = field(default_factory=dict)
     bias_enabled: bool = True
@@ -106,12 +112,25 @@ class EngineState:
         return self.range_candidates.get(best[0])
 
     def source_for(self, exclude: set[str], workdir: Path) -> Path:
-        """The model to quantise when ``exclude`` stays float (their biases uncorrected)."""
-        if self.bias is None:
+        """The model to quantise when ``exclude`` stays float: their biases uncorrected, their
+        weights as they were before AdaRound put them on the quantiser's grid."""
+        bias_back = set(exclude)
+        if self.bias is not None and not self.bias_enabled:
+            bias_back |= {t.node for t in self.bias.targets}
+        if not ((self.bias and any(t.node in bias_back for t in self.bias.targets))
+                or (self.adaround and any(d.layer.node in exclude
+                                          for d in self.adaround.done))):
             return self.model
-        if not self.bias_enabled:
-            exclude = exclude | {t.node for t in self.bias.targets}
-        return self.bias.restore(self.model, exclude, workdir / "prepared-bias-restored.onnx")
+        import onnx
+
+        from converters.onnx_utils import save_model
+
+        m = onnx.load(str(self.model))
+        if self.bias is not None:
+            self.bias.restore_into(m, bias_back)
+        if self.adaround is not None:
+            self.adaround.restore(m, exclude)
+        return save_model(m, workdir / "prepared-restored.onnx")
 
     def report(self) -> dict[str, Any]:
         return {"effort": self.effort, "passes": list(self.passes),
@@ -137,7 +156,10 @@ def graph_passes(prepared: Path, samples: Any, *, effort: str, reduce_range: boo
     for name in graph:
         pass_: Any = (CrossLayerEqualisation() if name == "cross_layer_equalisation"
                       else SmoothQuant() if name == "smoothquant"
-                      else BiasCorrection(BiasCorrectionSettings(reduce_range=reduce_range)))
+                      else AdaRound(AdaRoundSettings(reduce_range=reduce_range))
+                      if name == "adaround"
+                      else BiasCorrection(BiasCorrectionSettings(reduce_range=reduce_range),
+                                          state.adaround.originals if state.adaround else None))
         why = _applies(pass_, model)
         if why is not None:
             state.outcomes.append(PassOutcome(name, "skipped", why))
@@ -159,6 +181,8 @@ def graph_passes(prepared: Path, samples: Any, *, effort: str, reduce_range: boo
                 state.float_nodes.update(pass_.float_nodes)
             if isinstance(pass_, BiasCorrection):
                 state.bias = pass_
+            if isinstance(pass_, AdaRound):
+                state.adaround = pass_
     if changed:
         state.model = save_model(model, workdir / "prepared-passes.onnx")
     return state
