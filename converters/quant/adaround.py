@@ -36,7 +36,7 @@ from converters.quant._gram import Layer, accumulate, layers
 from converters.quant._graph import Graph
 from converters.quant.base import PassOutcome, setting
 
-__all__ = ["AdaRound", "AdaRoundSettings", "Grid", "Rounded", "grid", "on_grid",
+__all__ = ["AdaRound", "AdaRoundSettings", "Grid", "Rounded", "grid", "low_rank", "on_grid",
            "optimise_rounding", "reconstruction_error"]
 
 ZETA, GAMMA = 1.1, -0.1
@@ -52,13 +52,16 @@ class AdaRoundSettings:
                                     "larger layer keeps round-to-nearest")
     max_total_h_mb: float = setting(512.0, "all layers' H together, MiB; layers past it (graph "
                                            "order) keep round-to-nearest")
-    iterations: int = setting(1000, "Adam iterations per layer (fewer when the budget says so)")
+    iterations: int = setting(500, "Adam iterations per layer (fewer when the budget says so)")
     min_iterations: int = setting(100, "a layer that cannot get this many within its budget "
                                        "keeps round-to-nearest")
     layer_seconds: float = setting(20.0, "budget of one layer's optimisation (at nominal_gflops)")
     pass_seconds: float = setting(600.0, "budget of all layers' optimisation (at nominal_gflops)")
     nominal_gflops: float = setting(4.0, "assumed float64 matrix-product speed turning the "
                                          "budgets into iteration counts (deterministic)")
+    h_energy: float = setting(0.9999, "share of H's trace its low-rank factor keeps in the "
+                                      "optimisation loop (the final choice against "
+                                      "round-to-nearest uses the full H)")
     learning_rate: float = setting(0.02, "Adam step size on V")
     regulariser: float = setting(5.0, "lambda: weight of the round-to-0/1 regulariser (its mean "
                                       "over weights; the loss is relative to round-to-nearest)")
@@ -103,9 +106,26 @@ def _h(v: np.ndarray) -> np.ndarray:
     return out
 
 
+def low_rank(h: np.ndarray, energy: float) -> np.ndarray | None:
+    """``F`` [groups, K, r] with ``F F^T`` keeping ``energy`` of ``H``'s trace, when that
+    halves the work of each iteration (``H`` from few columns, as in deep layers); else None."""
+    k = h.shape[1]
+    if k < 64:
+        return None
+    vals, vecs = np.linalg.eigh(h)                                 # ascending
+    vals = np.clip(vals, 0.0, None)
+    share = np.cumsum(vals[:, ::-1], axis=1) / np.maximum(vals.sum(1, keepdims=True), 1e-300)
+    r = int(max(1, (share < energy).sum(1).max() + 1))
+    if 2 * r >= k:
+        return None
+    top = vecs[:, :, ::-1][:, :, :r] * np.sqrt(vals[:, ::-1][:, None, :r])
+    return np.ascontiguousarray(top)
+
+
 def optimise_rounding(w: np.ndarray, h: np.ndarray, g: Grid, iterations: int,
-                      s: AdaRoundSettings) -> np.ndarray:
-    """AdaRound's integers ``q`` [outputs, K] for float32 ``w`` (fixed weights: ORT's)."""
+                      s: AdaRoundSettings, factor: np.ndarray | None = None) -> np.ndarray:
+    """AdaRound's integers ``q`` [outputs, K] for float32 ``w`` (fixed weights: ORT's);
+    ``factor`` (from :func:`low_rank`) stands in for ``h`` in the loop when given."""
     w64 = w.astype(np.float64)
     sc = g.scale.astype(np.float64)[:, None]
     base = np.floor(w64 / sc)
@@ -115,6 +135,10 @@ def optimise_rounding(w: np.ndarray, h: np.ndarray, g: Grid, iterations: int,
     free = ~g.fixed
     groups, k = h.shape[0], h.shape[1]
     norm = max(reconstruction_error((_rtn(w, g) * sc) - w64, h), 1e-30)
+    # float32 products in the loop (the gradient need not be exact; the errors reported and
+    # compared are float64)
+    h32 = h.astype(np.float32)
+    f32 = None if factor is None else factor.astype(np.float32)
     m = np.zeros_like(v)
     u = np.zeros_like(v)
     b1, b2, eps = 0.9, 0.999, 1e-8
@@ -125,8 +149,10 @@ def optimise_rounding(w: np.ndarray, h: np.ndarray, g: Grid, iterations: int,
         hv = np.clip(raw, 0.0, 1.0)
         dh = np.where((raw > 0) & (raw < 1), sg * (1 - sg) * (ZETA - GAMMA), 0.0)
         dw = sc * (base + hv) - w64
-        d = dw.reshape(groups, -1, k)
-        grad = (2.0 / norm) * np.matmul(d, h).reshape(dw.shape) * sc
+        d = dw.reshape(groups, -1, k).astype(np.float32)
+        dh_ = (np.matmul(np.matmul(d, f32), f32.transpose(0, 2, 1)) if f32 is not None
+               else np.matmul(d, h32))
+        grad = (2.0 / norm) * dh_.reshape(dw.shape) * sc
         if t > warm:
             frac = (t - warm) / max(1, iterations - warm)
             beta = s.beta[0] + (s.beta[1] - s.beta[0]) * frac
@@ -205,7 +231,10 @@ class AdaRound:
         per_layer: dict[str, dict[str, Any]] = {}
         budget = s.pass_seconds * s.nominal_gflops * 1e9
         for la in chosen:
-            cost = 2.0 * la.shape[0] * la.k * la.k + 12.0 * la.shape[0] * la.k
+            h = hs[la.node]
+            f = low_rank(h, s.h_energy)
+            inner = la.k if f is None else 2 * f.shape[2]
+            cost = 2.0 * la.shape[0] * la.k * inner + 12.0 * la.shape[0] * la.k
             iters = int(min(s.iterations, s.layer_seconds * s.nominal_gflops * 1e9 / cost,
                             budget / cost))
             if iters < s.min_iterations:
@@ -217,17 +246,17 @@ class AdaRound:
             w0 = g.const(la.weight)
             assert w0 is not None
             w = la.matrix(w0.astype(np.float32))
-            h = hs[la.node]
             gr = grid(w, s.reduce_range)
             t1 = time.perf_counter()
             q_rtn = _rtn(w, gr)
             sc = gr.scale.astype(np.float64)[:, None]
             e_w = reconstruction_error(w.astype(np.float64), h)
             e_rtn = reconstruction_error(q_rtn * sc - w, h)
-            q = optimise_rounding(w, h, gr, iters, s)
+            q = optimise_rounding(w, h, gr, iters, s, f)
             e_ada = reconstruction_error(q * sc - w, h)
             kept = e_ada < e_rtn
-            entry = {"iterations": iters, "rel_error_nearest": _g(e_rtn / max(e_w, 1e-30)),
+            entry = {"iterations": iters, "h_rank": la.k if f is None else f.shape[2],
+                     "rel_error_nearest": _g(e_rtn / max(e_w, 1e-30)),
                      "rel_error_adaround": _g(e_ada / max(e_w, 1e-30)),
                      "seconds": round(time.perf_counter() - t1, 2)}
             if not kept:

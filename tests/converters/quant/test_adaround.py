@@ -242,7 +242,7 @@ def test_settings_are_typed_and_described() -> None:
     from converters.quant import describe_settings
 
     d = describe_settings(AdaRoundSettings())
-    assert d["max_h_mb"]["type"] == "float" and d["iterations"]["value"] == 1000
+    assert d["max_h_mb"]["type"] == "float" and d["iterations"]["value"] == 500
     assert all(v["description"] for v in d.values())
 
 
@@ -268,3 +268,19 @@ def test_effort_max_build_records_adaround_and_is_byte_identical(tmp_path: Path)
     assert rep["adaround"]["status"] == "applied" and rep["adaround"]["grid"] == "7-bit"
     assert all(v["rel_error_adaround"] <= v["rel_error_nearest"]
                for v in rep["adaround"]["layers"].values())
+
+
+def test_low_rank_factor_keeps_the_asked_share_of_h_and_only_when_it_pays() -> None:
+    from converters.quant.adaround import low_rank
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((100, 40)) @ rng.standard_normal((40, 128))   # rank 40 of 128
+    h = (x.T @ x / 100)[None]
+    f = low_rank(h, 0.9999)
+    assert f is not None and f.shape[:2] == (1, 128) and f.shape[2] <= 40
+    approx = f[0] @ f[0].T
+    assert np.trace(approx) >= 0.9999 * np.trace(h[0]) - 1e-9
+    assert np.abs(approx - h[0]).max() < 0.02 * np.abs(h[0]).max()
+    full = rng.standard_normal((500, 128))
+    assert low_rank((full.T @ full / 500)[None], 0.9999) is None       # full rank: no gain
+    assert low_rank(h[:, :32, :32], 0.5) is None                       # small K: no gain
