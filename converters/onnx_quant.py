@@ -330,7 +330,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                          "activation error vs FP32")
             import onnx
 
-            sensitive = rank_nodes(onnx.load(str(prepared)), out,
+            reference = engine.fp32_model(ctx.workdir) if engine else prepared
+            sensitive = rank_nodes(onnx.load(str(reference)), out,
                                    val.spread(SENSITIVITY_SAMPLES), candidates)
         tried = max(1, tried * 2)
         floated = {n for _, nodes, _ in sensitive[:tried] for n in nodes}

@@ -111,6 +111,21 @@ class EngineState:
                     {**o.data, "used": kept, "gate_drop_by_choice": table})
         return self.range_candidates.get(best[0])
 
+    def fp32_model(self, workdir: Path) -> Path:
+        """The prepared model with AdaRound's layers back at their FP32 weights: the reference
+        for ranking sensitive tensors (against the rounded weights, a layer's rounding error
+        would be invisible to the ranking). Corrected biases stay: they are meant to cancel
+        the mean shift, and the ranking should see what they cannot cancel."""
+        if self.adaround is None or not self.adaround.done:
+            return self.model
+        import onnx
+
+        from converters.onnx_utils import save_model
+
+        m = onnx.load(str(self.model))
+        self.adaround.restore(m, {d.layer.node for d in self.adaround.done})
+        return save_model(m, workdir / "prepared-fp32.onnx")
+
     def source_for(self, exclude: set[str], workdir: Path) -> Path:
         """The model to quantise when ``exclude`` stays float: their biases uncorrected, their
         weights as they were before AdaRound put them on the quantiser's grid."""

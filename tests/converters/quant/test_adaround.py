@@ -190,6 +190,10 @@ def test_a_floated_layer_gets_its_original_weights_and_bias_back(tmp_path: Path)
     assert np.array_equal(back["w1"], orig["w1"]) and np.array_equal(back["b1"], orig["b1"])
     assert np.array_equal(back["w2"], passed["w2"])       # the others stay rounded
     assert state.source_for(set(), tmp_path) == state.model
+    ref = _inits(onnx.load(str(state.fp32_model(tmp_path))))   # the ranking's reference
+    assert all(np.array_equal(ref[d.layer.weight], orig[d.layer.weight])
+               for d in state.adaround.done)                        # type: ignore[union-attr]
+    assert np.array_equal(ref["b1"], passed["b1"])                   # corrected bias stays
 
 
 def test_bias_correction_after_adaround_measures_the_shift_from_the_original_weights(
