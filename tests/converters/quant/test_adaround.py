@@ -288,3 +288,16 @@ def test_low_rank_factor_keeps_the_asked_share_of_h_and_only_when_it_pays() -> N
     full = rng.standard_normal((500, 128))
     assert low_rank((full.T @ full / 500)[None], 0.9999) is None       # full rank: no gain
     assert low_rank(h[:, :32, :32], 0.5) is None                       # small K: no gain
+
+
+def test_integers_that_orts_rounding_would_not_reproduce_are_refused() -> None:
+    from converters.quant.adaround import grid, on_grid
+
+    w = np.array([[0.5, -0.11, 0.27], [0.02, 0.03, -0.04]], np.float32)
+    g = grid(w, reduce_range=False)
+    q = np.round(w / g.scale[:, None])
+    np.testing.assert_array_equal(np.round(on_grid(w, q, g) / g.scale[:, None]), q)
+    bad = q.copy()
+    bad[0, 0] -= 1            # the channel's max-|w| weight must keep ORT's scale: refused
+    with pytest.raises(ArithmeticError, match="do not reproduce"):
+        on_grid(w, bad, g)
