@@ -263,7 +263,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
             freed_outputs[:] = unquantise_outputs(out)
         return out
 
-    if engine and (engine.range_candidates or engine.bias):  # chosen on the task metric
+    if engine and (engine.range_candidates or engine.bias or engine.adaround):  # on the metric
 
         def drop_with(candidate: Path | None) -> float:
             nonlocal cache, ranges

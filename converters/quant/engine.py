@@ -77,30 +77,41 @@ class EngineState:
     # ranges to choose between on the task metric, cheapest first: {"minmax": cache, ...}
     range_candidates: dict[str, Path] = field(default_factory=dict)
     bias_enabled: bool = True
+    adaround_enabled: bool = True
 
     def choose(self, gate_drop: Callable[[Path | None], float]) -> Path | None:
-        """Ranges (and bias correction on or off) whose quantised model drops the metric least.
+        """Ranges (and bias correction, AdaRound on or off) whose quantised model drops the
+        metric least.
 
         Per-tensor error is not the user's metric, and measured on the zoo neither MSE ranges
         nor bias correction helps every model (both raised DBNet-small's mask IoU together,
-        bias correction alone cost the CTC recogniser characters). Both are cheap to toggle
-        after calibration (the bias of a layer is restored, ranges are a file), so each
+        bias correction alone cost the CTC recogniser characters); AdaRound lowers each
+        layer's output error, which is not the task metric either. All are cheap to toggle
+        after calibration (a layer's bias or weights are restored, ranges are a file), so each
         combination is quantised and validated once and the simplest wins ties. ``gate_drop``
         quantises with the given ranges (``None``: those it has) under the current
-        :attr:`bias_enabled`; returns the chosen ranges (``None`` when there was no choice).
+        :attr:`bias_enabled` and :attr:`adaround_enabled`; returns the chosen ranges (``None``
+        when there was no choice).
         """
-        options = [False, True] if self.bias is not None else [self.bias_enabled]
-        drops: dict[tuple[str, bool], float] = {}
+        biases = [False, True] if self.bias is not None else [self.bias_enabled]
+        roundings = ([False, True] if self.adaround is not None and self.adaround.done
+                     else [self.adaround_enabled])
+        drops: dict[tuple[str, bool, bool], float] = {}
         for ranges in list(self.range_candidates) or ["minmax"]:
-            for bias in options:
-                self.bias_enabled = bias
-                drops[(ranges, bias)] = gate_drop(self.range_candidates.get(ranges))
+            for ada in roundings:
+                for bias in biases:
+                    self.bias_enabled, self.adaround_enabled = bias, ada
+                    drops[(ranges, bias, ada)] = gate_drop(self.range_candidates.get(ranges))
         order = list(drops)
         best = min(order, key=lambda k: (drops[k], order.index(k)))
-        self.bias_enabled = best[1]
-        table = {f"{r}{' + bias correction' if b else ''}": float(f"{d:.6g}")
-                 for (r, b), d in drops.items()}
-        verdicts = {"mse_ranges": best[0] == "mse_ranges", "bias_correction": best[1]}
+        self.bias_enabled, self.adaround_enabled = best[1], best[2]
+        def label(r: str, b: bool, a: bool) -> str:
+            return (r + (" + adaround" if a and len(roundings) > 1 else "")
+                    + (" + bias correction" if b and self.bias is not None else ""))
+
+        table = {label(*k): float(f"{d:.6g}") for k, d in drops.items()}
+        verdicts = {"mse_ranges": best[0] == "mse_ranges", "bias_correction": best[1],
+                    "adaround": best[2]}
         for i, o in enumerate(self.outcomes):
             if o.name in verdicts and o.status == "applied":
                 kept = verdicts[o.name]
@@ -128,13 +139,17 @@ class EngineState:
 
     def source_for(self, exclude: set[str], workdir: Path) -> Path:
         """The model to quantise when ``exclude`` stays float: their biases uncorrected, their
-        weights as they were before AdaRound put them on the quantiser's grid."""
+        weights as they were before AdaRound put them on the quantiser's grid (every
+        re-rounded layer's when AdaRound is not used, with its bias corrected for
+        round-to-nearest when bias correction is)."""
         bias_back = set(exclude)
         if self.bias is not None and not self.bias_enabled:
             bias_back |= {t.node for t in self.bias.targets}
+        rounded = {d.layer.node for d in self.adaround.done} if self.adaround else set()
+        weights_back = rounded & (exclude if self.adaround_enabled else rounded)
+        nearest = (weights_back - bias_back) if self.bias_enabled else set()
         if not ((self.bias and any(t.node in bias_back for t in self.bias.targets))
-                or (self.adaround and any(d.layer.node in exclude
-                                          for d in self.adaround.done))):
+                or weights_back):
             return self.model
         import onnx
 
@@ -143,8 +158,9 @@ class EngineState:
         m = onnx.load(str(self.model))
         if self.bias is not None:
             self.bias.restore_into(m, bias_back)
+            self.bias.nearest_into(m, nearest)
         if self.adaround is not None:
-            self.adaround.restore(m, exclude)
+            self.adaround.restore(m, weights_back)
         return save_model(m, workdir / "prepared-restored.onnx")
 
     def report(self) -> dict[str, Any]:

@@ -301,3 +301,52 @@ def test_integers_that_orts_rounding_would_not_reproduce_are_refused() -> None:
     bad[0, 0] -= 1            # the channel's max-|w| weight must keep ORT's scale: refused
     with pytest.raises(ArithmeticError, match="do not reproduce"):
         on_grid(w, bad, g)
+
+
+def test_without_adaround_the_build_gets_nearest_weights_with_their_own_bias_correction(
+        tmp_path: Path) -> None:
+    m = tiny.rounding_net()
+    src = tmp_path / "m.onnx"
+    onnx.save(m, str(src))
+    data = tiny.smooth_samples(m)
+    state = graph_passes(src, data, effort="max", reduce_range=False, workdir=tmp_path,
+                         override="adaround,bias_correction")
+    plain = graph_passes(src, data, effort="default", reduce_range=False,
+                         workdir=tmp_path / "plain", override="bias_correction")
+    state.adaround_enabled = False
+    got = _inits(onnx.load(str(state.source_for(set(), tmp_path))))
+    want = _inits(onnx.load(str(plain.model)))          # bias correction alone, no AdaRound
+    orig = _inits(m)
+    for k in ("w1", "w2", "w3", "w4", "w5"):
+        assert np.array_equal(got[k], orig[k]), k
+    for k in ("b1", "b2", "b5"):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=k)
+        assert not np.allclose(got[k], orig[k]), k
+    state.bias_enabled = False                           # neither: the FP32 parameters
+    got = _inits(onnx.load(str(state.source_for(set(), tmp_path))))
+    assert all(np.array_equal(got[k], v) for k, v in orig.items())
+
+
+def test_adaround_is_kept_only_where_it_scores_better_on_the_task_metric(tmp_path: Path) -> None:
+    from converters.quant import EngineState, PassOutcome
+    from converters.quant.adaround import Rounded
+
+    def state() -> EngineState:
+        st = EngineState("max", ("adaround",), tmp_path / "m.onnx")
+        st.outcomes.append(PassOutcome("adaround", "applied", "re-rounded"))
+        st.adaround = AdaRound()
+        la = layers(tiny.rounding_net())[0][0]
+        st.adaround.done.append(Rounded(la, np.zeros(la.shape, np.float32),
+                                        np.zeros((la.shape[0], la.k), np.int8)))
+        return st
+
+    st = state()
+    assert st.choose(lambda p: 0.01 if st.adaround_enabled else 0.02) is None
+    by = {o.name: o for o in st.outcomes}
+    assert st.adaround_enabled and by["adaround"].data["used"]
+    assert by["adaround"].data["gate_drop_by_choice"] == {"minmax": 0.02,
+                                                          "minmax + adaround": 0.01}
+    st = state()
+    st.choose(lambda p: 0.01)                       # a tie: the simpler build wins
+    assert not st.adaround_enabled
+    assert "not used" in {o.name: o for o in st.outcomes}["adaround"].detail
