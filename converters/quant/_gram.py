@@ -161,8 +161,12 @@ def _pads(layer: Layer, spatial: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def accumulate(model: Any, chosen: list[Layer], samples: Iterable[Mapping[str, Any]],
-               max_positions: int, seed: int) -> tuple[dict[str, np.ndarray], int]:
-    """``{node: H [groups, K, K]}`` (float64, mean over the columns seen) and samples seen."""
+               max_positions: int, seed: int, max_patch_bytes: int = 32 * 2**20
+               ) -> tuple[dict[str, np.ndarray], int]:
+    """``{node: H [groups, K, K]}`` (float64, mean over the columns seen) and samples seen.
+
+    Per layer and sample at most ``max_positions`` columns, and fewer where their float32
+    copy would pass ``max_patch_bytes`` (``groups * K`` values per column)."""
     from converters.quant._stats import stream_tensors
 
     names = list(dict.fromkeys(la.input for la in chosen))
@@ -173,7 +177,8 @@ def accumulate(model: Any, chosen: list[Layer], samples: Iterable[Mapping[str, A
     def add(arrays: dict[str, np.ndarray]) -> None:
         for i, la in enumerate(chosen):
             rng = np.random.default_rng([seed, i, step[0]])
-            p = patches(la, np.asarray(arrays[la.input], np.float32), max_positions, rng)
+            cap = max(1, min(max_positions, max_patch_bytes // (4 * la.groups * la.k)))
+            p = patches(la, np.asarray(arrays[la.input], np.float32), cap, rng)
             # float32 products (half the time of float64; one sample's columns at a time),
             # summed over samples in float64
             sums[la.node] += np.matmul(p, p.transpose(0, 2, 1))

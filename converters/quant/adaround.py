@@ -48,6 +48,9 @@ class AdaRoundSettings:
     samples: int = setting(16, "calibration samples that H is accumulated over (from the start)")
     max_positions: int = setting(4096, "output positions per sample and layer feeding H "
                                        "(drawn with a fixed seed when there are more)")
+    max_patch_mb: float = setting(32.0, "im2col columns of one layer and sample, MiB; fewer "
+                                        "positions are drawn where they would pass it (wide "
+                                        "depthwise layers)")
     max_h_mb: float = setting(64.0, "largest H (float64, all groups) of one layer, MiB; a "
                                     "larger layer keeps round-to-nearest")
     max_total_h_mb: float = setting(512.0, "all layers' H together, MiB; layers past it (graph "
@@ -225,7 +228,8 @@ class AdaRound:
                 chosen.append(la)
                 total += mb
         t0 = time.perf_counter()
-        hs, seen = accumulate(m, chosen, _head(samples, s.samples), s.max_positions, s.seed)
+        hs, seen = accumulate(m, chosen, _head(samples, s.samples), s.max_positions, s.seed,
+                              int(s.max_patch_mb * 2**20))
         gram_s = time.perf_counter() - t0
         g = Graph(m)
         per_layer: dict[str, dict[str, Any]] = {}

@@ -350,3 +350,29 @@ def test_adaround_is_kept_only_where_it_scores_better_on_the_task_metric(tmp_pat
     st.choose(lambda p: 0.01)                       # a tie: the simpler build wins
     assert not st.adaround_enabled
     assert "not used" in {o.name: o for o in st.outcomes}["adaround"].detail
+
+
+def test_im2col_columns_per_layer_and_sample_stay_under_the_memory_cap(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import converters.quant._gram as gram
+
+    m = tiny.rounding_net()
+    sizes: list[int] = []
+    real = gram.patches
+
+    def spy(*a: object) -> np.ndarray:
+        p = real(*a)  # type: ignore[arg-type]
+        sizes.append(p.nbytes)
+        return p
+
+    monkeypatch.setattr(gram, "patches", spy)
+    cap = 2048                                   # bytes: 512 float32 values
+    hs, _ = gram.accumulate(m, layers(m)[0], tiny.smooth_samples(m).iter_samples(),
+                            max_positions=10**6, seed=0, max_patch_bytes=cap)
+    assert sizes and max(sizes) <= cap
+    assert all(np.isfinite(h).all() and (np.trace(h, axis1=1, axis2=2) > 0).all()
+               for h in hs.values())
+    sizes.clear()
+    gram.accumulate(m, layers(m)[0], tiny.smooth_samples(m).iter_samples(),
+                    max_positions=10**6, seed=0)
+    assert max(sizes) > cap                      # without the cap the conv columns are larger
