@@ -41,7 +41,8 @@ from converters.onnx_utils import (
     model_opset,
     save_model,
 )
-from edgeops.errors import AccuracyGateError
+from converters.x86_split import BitSplit
+from edgeops.errors import AccuracyGateError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -251,16 +252,33 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     float_tail = {} if quantise_tail else tail
     float_nodes.update(float_tail)
     freed_outputs: list[str] = []
+    # x86 without VNNI: 7-bit weights or 7-bit inputs per layer, every artifact proved exact
+    # (converters/x86_bits); the previous default (7-bit weights everywhere) until chosen.
+    split: BitSplit | None = BitSplit("w7a8") if cpu_passes and plan.exact_split else None
+    exactness: dict[str, Any] = {}
 
     def make(exclude: set[str]) -> Path:
+        nonlocal split, exactness
         exclude = exclude | set(float_tail) | set(engine.float_nodes if engine else ())
         shared.clear()
         if cpu_passes:
             shared.update(shared_concat_ranges(graph, ranges, exclude))
-        src = engine.source_for(exclude, ctx.workdir) if engine else prepared
-        _quantise_static(src, cache, method, plan, exclude, out, shared)
-        if not quantise_tail and not has_external_data(out):
-            freed_outputs[:] = unquantise_outputs(out)
+        # bias correction measured 7-bit weights: a layer given 8-bit ones keeps its own bias
+        eight = split.eight_bit_nodes() if split is not None else frozenset()
+        src = engine.source_for(exclude | eight, ctx.workdir) if engine else prepared
+
+        def quantise_with(overrides: dict[str, Any]) -> None:
+            _quantise_static(src, cache, method, plan, exclude, out, overrides)
+            if not quantise_tail and not has_external_data(out):
+                freed_outputs[:] = unquantise_outputs(out)
+
+        if split is None:
+            quantise_with(shared)
+        else:
+            from converters.x86_bits import enforce
+
+            split, exactness = enforce(out, split, ranges, shared, quantise_with,
+                                       f"target {ctx.profile.name}")
         return out
 
     if engine and (engine.range_candidates or engine.bias or engine.adaround):  # on the metric
@@ -274,6 +292,26 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         chosen = engine.choose(drop_with)
         if chosen is not None:
             cache, ranges = chosen, calibrated_ranges(chosen)
+    split_drops: dict[str, dict[str, float]] = {}
+    if split is not None:
+        from converters.x86_bits import candidates as split_candidates
+        from converters.x86_bits import choose as choose_split
+
+        ctx.progress(f"{ctx.profile.name}: choosing 7-bit weights or 7-bit inputs per layer")
+
+        def score_of(candidate: BitSplit) -> tuple[float, float]:
+            nonlocal split
+            split = candidate
+            return _validation_score(ctx, make(set()))
+
+        splits = split_candidates(prepared, ctx.data.calibration.iter_samples(), ranges)
+        forced = ctx.request.options.get("bit_split")     # experiments and benchmarks
+        if forced is not None:
+            if forced not in splits:
+                raise ConfigError(f"unknown bit split {forced!r}",
+                                  hint=f"use one of {', '.join(splits)}")
+            splits = {forced: splits[forced]}
+        split, split_drops = choose_split(splits, score_of)
     make(set())
     from converters.onnx_unquantisable import any_quantised, ship_fp32, unquantisable_nodes
 
@@ -294,6 +332,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                                                   facts)
         float_nodes.update(perf_floats)
         make(set(float_nodes))
+    plan_details: dict[str, Any] = asdict(plan)
     details_base = {
         "pass": "static-qdq",
         "performance_aware": "skipped: turned off (--no-perf-aware)" if not perf_aware
@@ -301,7 +340,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         else "measured on the build machine" if native and not plan.qnn
         else "skipped: the build machine cannot run this target's kernels",
         **({"performance": perf_summary} if perf_summary else {}),
-        "plan": asdict(plan), "build_machine": facts,
+        "plan": plan_details, "build_machine": facts,
         **({"warnings": [f"{ctx.profile.name}: {caveat}"]} if caveat else {}),
         "opset": {"source": source_opset, "artifact": model_opset_path(out)},
         "postprocessing_tail": ({"float": sorted(tail), "outputs_unquantised": freed_outputs}
@@ -356,6 +395,11 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     } if cpu_passes else "skipped: " + ("QNN target" if plan.qnn else "the model is over 2 GB")
     details_base["quantisation_passes"] = engine.report() if engine else \
         details_base["graph_passes"]
+    if split is not None:
+        plan_details["bit_split"] = {
+            **split.to_dict(), "score_by_policy": {
+                k: {m: float(f"{x:.6g}") for m, x in v.items()} for k, v in split_drops.items()},
+            "exactness": exactness}
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
                              "quantised_nodes": len(_quantised_nodes(out))})
 
@@ -367,6 +411,17 @@ def _validation_drop(ctx: BackendContext, model: Path) -> float:
     report = ctx.data.accuracy_report(run_onnx(model, ctx.data.validation,
                                                states=ctx.data.states))
     return float(gate_drop(report, ctx.data.gate_metric)[1])
+
+
+def _validation_score(ctx: BackendContext, model: Path) -> tuple[float, float]:
+    """The gate's drop for ``model`` and, to break its ties, the worst output's -SNR (dB)."""
+    from converters.validate import gate_drop, run_onnx
+
+    report = ctx.data.accuracy_report(run_onnx(model, ctx.data.validation,
+                                               states=ctx.data.states))
+    snr = report["summary"].get("snr_db_min")        # None: identical outputs
+    return (float(gate_drop(report, ctx.data.gate_metric)[1]),
+            -float(snr) if snr is not None else -float("inf"))
 
 
 def _engine(ctx: BackendContext, prepared: Path, plan: QuantPlan) -> Any:
@@ -439,11 +494,20 @@ def _dynamic(ctx: BackendContext, accept: Any) -> BuiltArtifact:
 
     if not any_quantised(out):
         return ship_fp32(ctx, model)
+    exactness: dict[str, Any] = {}
+    if plan.exact_split and not has_external_data(out):     # x86 without VNNI: prove it
+        import onnx
+
+        from converters.x86_bits import check_artifact
+
+        exactness = {"exactness": check_artifact(onnx.load(str(out)),
+                                                 f"target {ctx.profile.name}")}
     built: BuiltArtifact = accept(ctx, out, {
         "pass": "dynamic-int8", "build_machine": facts,
         "plan": {"weight_type": "int8", "per_channel": True, "reduce_range": reduce_range,
                  "target_isa": plan.target_isa,
                  "reason": "dynamic: activations quantised at run time; no calibration; "
-                           + plan.reason},
+                           "7-bit weights on every layer (no input range to hold at 127); "
+                           + plan.reason, **exactness},
         **({"warnings": [f"{ctx.profile.name}: {caveat}"]} if caveat else {})})
     return built
