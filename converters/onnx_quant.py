@@ -27,13 +27,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from converters.api import BackendContext, BuiltArtifact
 from converters.onnx_calibrate import calibrated_ranges
 from converters.onnx_plan import QuantPlan, build_machine_caveat, cpu_facts, plan_for
+from converters.onnx_qdq_fallback import QdqConfig, QuantiserFallback, runs_as_written
 from converters.onnx_utils import (
     fix_batch,
     has_external_data,
@@ -116,9 +117,13 @@ def prepare(ctx: BackendContext, min_opset: int) -> Path:
 
 
 def _quantise_static(src: Path, cache: Path, method: Any, plan: QuantPlan, exclude: set[str],
-                     out: Path, overrides: dict[str, Any] | None = None) -> Path:
+                     out: Path, overrides: dict[str, Any] | None = None,
+                     config: QdqConfig | None = None) -> Path:
+    """``quantize_static`` with the plan, our ranges and ``config`` (a fallback's changes)."""
     from onnxruntime.quantization import QuantFormat, quantize_static
 
+    if config is not None and config.per_channel is not None:
+        plan = replace(plan, per_channel=config.per_channel)
     extra: dict[str, Any] = {"ActivationSymmetric": plan.activation_symmetric,
                              "WeightSymmetric": plan.weight_type == "int8"}
     if overrides:
@@ -131,10 +136,12 @@ def _quantise_static(src: Path, cache: Path, method: Any, plan: QuantPlan, exclu
 
         cfg = get_qnn_qdq_config(str(src), _NullReader(), calibrate_method=method,
                                  activation_type=_qtype(plan.activation_type),
-                                 weight_type=_qtype(plan.weight_type), per_channel=True,
-                                 nodes_to_exclude=sorted(exclude))
+                                 weight_type=_qtype(plan.weight_type),
+                                 per_channel=plan.per_channel, nodes_to_exclude=sorted(exclude))
         extra = dict(cfg.extra_options)
         op_types = cfg.op_types_to_quantize
+    if config is not None:
+        extra.update(config.extra_options)
     with _quiet():
         quantize_static(str(src), str(out), calibration_data_reader=None,
                         quant_format=QuantFormat.QDQ, per_channel=plan.per_channel,
@@ -162,17 +169,40 @@ class _NullReader:
         return None
 
 
-def rewrite_for_cpu(prepared: Path, workdir: Path) -> tuple[Path, list[str]]:
-    """The prepared model with upsampling ConvTranspose as 1x1 Conv + shuffle (exact), if any."""
+def rewrite_for_cpu(prepared: Path, workdir: Path) -> tuple[Path, dict[str, list[str]]]:
+    """The prepared model with its exact CPU rewrites, and what each rewrote (node names).
+
+    Upsampling ConvTranspose as 1x1 Conv + shuffle (converters/onnx_int8_graph); decomposed
+    hard-swish as one op and constant affine ops folded into Convs (converters/onnx_fold).
+    """
     import onnx
 
+    from converters.onnx_fold import fold_elementwise
     from converters.onnx_int8_graph import convtranspose_as_conv
 
-    model, rewritten = convtranspose_as_conv(onnx.load(str(prepared)))
-    if not rewritten:
-        return prepared, []
+    # Folding first: a BatchNormalization after a ConvTranspose goes into its weights before
+    # the ConvTranspose becomes a Conv and a shuffle (which the BatchNormalization would follow).
+    model, folded = fold_elementwise(onnx.load(str(prepared)))
+    model, rewritten = convtranspose_as_conv(model)
+    passes = {"convtranspose_as_conv": rewritten, **folded}
+    if not any(passes.values()):
+        return prepared, passes
     model = onnx.shape_inference.infer_shapes(model)
-    return save_model(model, workdir / "prepared-cpu.onnx"), rewritten
+    return save_model(model, workdir / "prepared-cpu.onnx"), passes
+
+
+def vector_biases(prepared: Path, workdir: Path) -> tuple[Path, dict[str, str]]:
+    """The prepared model with every constant Gemm bias as a vector (converters/onnx_bias)."""
+    if has_external_data(prepared):
+        return prepared, {}
+    import onnx
+
+    from converters.onnx_bias import vector_gemm_biases
+
+    model, done = vector_gemm_biases(onnx.load(str(prepared)))
+    if not done:
+        return prepared, {}
+    return save_model(model, workdir / "prepared-bias-vectors.onnx"), done
 
 
 def model_opset_path(path: Path) -> int:
@@ -215,9 +245,10 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     if not has_external_data(prepared):
         type_ml_outputs(prepared, ctx.data.calibration.sample(0))
     cpu_passes = not plan.qnn and not has_external_data(prepared)
-    rewritten: list[str] = []
+    rewritten: dict[str, list[str]] = {}
     if cpu_passes:
         prepared, rewritten = rewrite_for_cpu(prepared, ctx.workdir)
+    prepared, bias_vectors = vector_biases(prepared, ctx.workdir)
     engine = _engine(ctx, prepared, plan) if cpu_passes else None   # converters/quant
     prepared = engine.model if engine else prepared
     ctx.progress(f"{ctx.profile.name}: calibrating ({ctx.request.calibration_method}, "
@@ -252,6 +283,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     float_tail = {} if quantise_tail else tail
     float_nodes.update(float_tail)
     freed_outputs: list[str] = []
+    fallback = QuantiserFallback(ctx.profile.name, ctx.request.model, ctx.progress)
     # x86 without VNNI: 7-bit weights or 7-bit inputs per layer, every artifact proved exact
     # (converters/x86_bits); the previous default (7-bit weights everywhere) until chosen.
     split: BitSplit | None = BitSplit("w7a8") if cpu_passes and plan.exact_split else None
@@ -268,7 +300,10 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         src = engine.source_for(exclude | eight, ctx.workdir) if engine else prepared
 
         def quantise_with(overrides: dict[str, Any]) -> None:
-            _quantise_static(src, cache, method, plan, exclude, out, overrides)
+            fallback.run(lambda cfg: _quantise_static(src, cache, method, plan, exclude, out,
+                                                      overrides, cfg),
+                         check=lambda model: runs_as_written(model,
+                                                             ctx.data.calibration.sample(0)))
             if not quantise_tail and not has_external_data(out):
                 freed_outputs[:] = unquantise_outputs(out)
 
@@ -282,6 +317,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         return out
 
     if engine and (engine.range_candidates or engine.bias or engine.adaround):  # on the metric
+        ctx.progress(f"{ctx.profile.name}: choosing ranges on the task metric (quantising "
+                     "and validating each candidate)")
 
         def drop_with(candidate: Path | None) -> float:
             nonlocal cache, ranges
@@ -312,6 +349,9 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                                   hint=f"use one of {', '.join(splits)}")
             splits = {forced: splits[forced]}
         split, split_drops = choose_split(splits, score_of)
+    per = "per channel" if plan.per_channel else "per tensor"
+    ctx.progress(f"{ctx.profile.name}: quantising (QDQ, {plan.activation_type} activations, "
+                 f"{plan.weight_type} weights {per})")
     make(set())
     from converters.onnx_unquantisable import any_quantised, ship_fp32, unquantisable_nodes
 
@@ -391,8 +431,13 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         ctx.progress(f"{ctx.profile.name}: keeping {len(floated)} sensitive node(s) in float")
         make(set(float_nodes))
     details_base["graph_passes"] = {
-        "convtranspose_as_conv": rewritten, "concat_shared_range_tensors": sorted(shared)
+        **rewritten, "concat_shared_range_tensors": sorted(shared)
     } if cpu_passes else "skipped: " + ("QNN target" if plan.qnn else "the model is over 2 GB")
+    if bias_vectors:    # on every static plan: QNN's quantiser has the same per-channel code
+        details_base["gemm_bias_as_vector"] = bias_vectors
+    if fallback.warnings:
+        details_base["warnings"] = [*details_base.get("warnings", []), *fallback.warnings]
+        details_base["quantiser_configuration"] = fallback.config.name
     details_base["quantisation_passes"] = engine.report() if engine else \
         details_base["graph_passes"]
     if split is not None:
