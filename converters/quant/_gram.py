@@ -47,6 +47,11 @@ class Layer:
             return int(np.prod(self.shape[1:]))
         return self.shape[1] if self.axis == 0 else self.shape[0]
 
+    @property
+    def outputs(self) -> int:
+        """Output channels (ORT's per-channel scales)."""
+        return self.shape[self.axis]
+
     def h_bytes(self) -> int:
         return self.groups * self.k * self.k * 8
 

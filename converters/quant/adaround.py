@@ -238,7 +238,7 @@ class AdaRound:
             h = hs[la.node]
             f = low_rank(h, s.h_energy)
             inner = la.k if f is None else 2 * f.shape[2]
-            cost = 2.0 * la.shape[0] * la.k * inner + 12.0 * la.shape[0] * la.k
+            cost = 2.0 * la.outputs * la.k * inner + 12.0 * la.outputs * la.k
             iters = int(min(s.iterations, s.layer_seconds * s.nominal_gflops * 1e9 / cost,
                             budget / cost))
             if iters < s.min_iterations:

@@ -64,7 +64,7 @@ def test_h_predicts_the_output_error_ort_measures_for_every_layer_shape() -> Non
         sizes: list[int] = []
         stream_tensors(m, [out], data.iter_samples(),
                        lambda a, o=out, into=sizes: into.append(a[o].size))
-        columns = sum(sizes) // la.shape[0 if la.axis == 0 else 1]
+        columns = sum(sizes) // la.outputs
         predicted = reconstruction_error(la.matrix(dw).astype(np.float64), hs[la.node]) * columns
         assert predicted == pytest.approx(measured, rel=2e-3), la.node
 
