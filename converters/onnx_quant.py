@@ -316,7 +316,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                                        f"target {ctx.profile.name}")
         return out
 
-    if engine and (engine.range_candidates or engine.bias):  # chosen on the task metric
+    if engine and (engine.range_candidates or engine.bias or engine.adaround):  # on the metric
         ctx.progress(f"{ctx.profile.name}: choosing ranges on the task metric (quantising "
                      "and validating each candidate)")
 
@@ -409,7 +409,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                          "activation error vs FP32")
             import onnx
 
-            sensitive = rank_nodes(onnx.load(str(prepared)), out,
+            reference = engine.fp32_model(ctx.workdir) if engine else prepared
+            sensitive = rank_nodes(onnx.load(str(reference)), out,
                                    val.spread(SENSITIVITY_SAMPLES), candidates)
         tried = max(1, tried * 2)
         floated = {n for _, nodes, _ in sensitive[:tried] for n in nodes}
