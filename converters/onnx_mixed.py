@@ -51,10 +51,15 @@ class MixedOutcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, candidates: set[str],
+def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, reference: Any,
+            candidates: set[str],
             already_float: set[str], make: Make, wide: bool, timed_here: bool,
             settings: MixedPrecisionSettings | None = None) -> MixedOutcome:
-    """Lift the fewest-cost layers out of INT8 until the gate passes, or refuse (one line)."""
+    """Lift the fewest-cost layers out of INT8 until the gate passes, or refuse (one line).
+
+    ``float_model`` gives a lifted layer its float weights and bias (the model quantised with
+    every candidate excluded); ``reference`` is what the activation-error ranking compares with.
+    """
     settings = settings or MixedPrecisionSettings()
     from converters.onnx_sensitivity import rank_sensitive_nodes
     from converters.validate import gate_drop, run_onnx, task_note
@@ -72,7 +77,7 @@ def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, candidates: set
     pool = sorted(candidates - already_float)
     ctx.progress(f"{name}: {metric} dropped {base:.2%}; measuring the task-metric effect of "
                  f"up to {settings.max_measured_layers} layers (activation-error ranking)")
-    ranked = rank_sensitive_nodes(float_model, qdq, val.spread(settings.sensitivity_samples),
+    ranked = rank_sensitive_nodes(reference, qdq, val.spread(settings.sensitivity_samples),
                                   pool)
     layers: list[str] = []
     for _, nodes, _ in ranked:

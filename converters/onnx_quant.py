@@ -320,7 +320,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                                        f"target {ctx.profile.name}")
         return out
 
-    if engine and (engine.range_candidates or engine.bias):  # chosen on the task metric
+    if engine and (engine.range_candidates or engine.bias or engine.adaround):  # on the metric
         ctx.progress(f"{ctx.profile.name}: choosing ranges on the task metric (quantising "
                      "and validating each candidate)")
 
@@ -435,9 +435,14 @@ def _mixed_precision(ctx: BackendContext, plan: QuantPlan, out: Path, candidates
     from converters.mixed_precision import MixedPrecisionSettings
     from converters.onnx_mixed import recover
 
-    # Biases of the layers that may be lifted uncorrected, as quantize_static leaves them.
+    # Ranked against FP32 weights (AdaRound's layers too: their rounding error must show),
+    # corrected biases kept: the ranking should see what correction cannot cancel.
+    reference = engine.fp32_model(ctx.workdir) if engine else prepared
+    # A lifted layer computes on the float weight and uncorrected bias quantize_static would
+    # leave it when excluded.
     src = engine.source_for(set(float_nodes) | candidates, ctx.workdir) if engine else prepared
-    return recover(ctx, qdq=out, float_model=onnx.load(str(src)), candidates=candidates,
+    return recover(ctx, qdq=out, float_model=onnx.load(str(src)),
+                   reference=onnx.load(str(reference)), candidates=candidates,
                    already_float=set(float_nodes), make=make,
                    wide=plan.qnn and plan.activation_type == "uint8",
                    timed_here=native and not plan.qnn,
