@@ -249,6 +249,11 @@ def _sizes(sizes: dict[str, dict[str, int]]) -> str:
     return "".join(f"; {k} input {v['size']}x{v['size']}" for k, v in sizes.items())
 
 
+def _short(error: str) -> str:
+    """A refusal without the layers it names (either wording) or its hint."""
+    return error.split("; most sensitive")[0].split("; limited by")[0].split(" (hint:")[0]
+
+
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         "## Converter on pretrained models: FP32 vs stock quantize_static vs edgeops "
@@ -276,7 +281,7 @@ def markdown(r: dict[str, Any]) -> str:
             metric = (f"{v['task_metric']} {v['task_value']:.4f}" if "task_value" in v else "-")
             if "class_score_cosine" in v.get("task_details", {}):   # detection: the class scores
                 metric += f", class-score cosine {v['task_details']['class_score_cosine']:.4f}"
-            note = v.get("error", "").split("; most sensitive")[0].split(" (hint:")[0]
+            note = _short(v.get("error", ""))
             note = (f"{'refused' if ' dropped ' in note else 'failed'}: {note}" if note
                     else "")
             if k == "edgeops" and "float_nodes" in v:
@@ -292,7 +297,7 @@ def markdown(r: dict[str, Any]) -> str:
     if fast:   # the same models built with --effort fast (no pass) in a parallel run
         lines += ["", "Same machine, same settings, `--effort fast` (MinMax, no engine pass), "
                   "run alongside: " + "; ".join(
-                      f"{k}: {v.get('error', '').split('; most sensitive')[0] or 'built'}"
+                      f"{k}: {_short(v.get('error', '')) or 'built'}"
                       for k, v in fast.items())]
     return "\n".join(lines) + "\n"
 

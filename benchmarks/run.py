@@ -22,8 +22,9 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SKIP = {"__init__", "run", "common"}
 # Run only when named (``python -m benchmarks.run converter_large``): too heavy for `make bench`.
-# converter_zoo: ~15 min (YOLO at 1024); x86_bit_split: ~12 min (eight builds of the OCR models)
-OPT_IN = {"converter_large", "converter_zoo", "x86_bit_split"}
+# converter_zoo: ~15 min (YOLO at 1024); x86_bit_split: ~12 min (eight builds of the OCR models);
+# mixed_precision: six real-model builds, ~20 min
+OPT_IN = {"converter_large", "converter_zoo", "mixed_precision", "x86_bit_split"}
 
 
 def discover(opt_in: bool = False) -> list[str]:
