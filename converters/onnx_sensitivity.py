@@ -34,7 +34,8 @@ def _exposed(model: Any, names: Sequence[str]) -> Any:
     return m
 
 
-def _run(model: Any, samples: SampleSet, names: Sequence[str]) -> dict[str, list[Any]]:
+def _session(model: Any) -> Any:
+    """A one-thread CPU session for ``model`` (a ModelProto; over 2 GB via a temporary file)."""
     import tempfile
 
     import onnxruntime as ort
@@ -52,54 +53,57 @@ def _run(model: Any, samples: SampleSet, names: Sequence[str]) -> dict[str, list
     else:
         sess = ort.InferenceSession(model.SerializeToString(), so,
                                     providers=["CPUExecutionProvider"])
-    out: dict[str, list[Any]] = {n: [] for n in names}
-    for feed in samples.iter_samples():
-        for n, v in zip(names, sess.run(list(names), feed), strict=True):
-            out[n].append(np.asarray(v))
-    return out
+    return sess
 
 
 _SLICE_ENERGY_FLOOR = 1e-6   # slices below this share of the mean slice energy are all but zero
 
 
-def _worst_slice_error(fp32: Sequence[Any], quantised: Sequence[Any]) -> float:
-    """Relative error of the worst slice along any axis (the whole tensor included).
+class _SliceError:
+    """Relative error of the worst slice along any axis (the whole tensor included), streamed.
 
     The gate reads the worst channel (converters/tasks/channels). A tensor whose one channel is
     far larger than the rest, quantised per tensor, crushes the small channels while its
     whole-tensor error stays tiny (the large channel holds the energy); ranked on that, the
     culprit can come after harmless tensors and the search give up. Every axis is tried, as the
     channel axis of an inner tensor is not known (axis 1 in NCHW, the last in [N, T, C]).
+    Samples are added one at a time and reduced to per-slice sums at once, so memory is one
+    sample's activations, not every sample's (a 640x640 detector held about 10 GB that way).
     """
-    num = den = 0.0
-    per_axis: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    shape: tuple[int, ...] | None = None
-    for f, q in zip(fp32, quantised, strict=True):
+
+    def __init__(self) -> None:
+        self.num = self.den = 0.0
+        self.per_axis: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.shape: tuple[int, ...] | None = None
+
+    def add(self, f: Any, q: Any) -> None:
         f64, q64 = np.asarray(f, np.float64), np.asarray(q, np.float64)
         if f64.shape != q64.shape:
-            continue
+            return
         err, sig = (q64 - f64) ** 2, f64**2
-        num += float(err.sum())
-        den += float(sig.sum())
-        if shape is None:
-            shape = f64.shape
-        if f64.shape != shape:      # dynamic shapes: slices do not line up across samples
-            per_axis.clear()
-            shape = ()
-            continue
+        self.num += float(err.sum())
+        self.den += float(sig.sum())
+        if self.shape is None:
+            self.shape = f64.shape
+        if f64.shape != self.shape:      # dynamic shapes: slices do not line up across samples
+            self.per_axis.clear()
+            self.shape = ()
+            return
         for ax in range(f64.ndim):
             if f64.shape[ax] < 2:
                 continue
             rest = tuple(i for i in range(f64.ndim) if i != ax)
             e, s = err.sum(axis=rest), sig.sum(axis=rest)
-            pe, ps = per_axis.get(ax, (0.0 * e, 0.0 * s))
-            per_axis[ax] = (pe + e, ps + s)
-    worst = num / den if den > 0 else 0.0
-    for e, s in per_axis.values():
-        live = s > _SLICE_ENERGY_FLOOR * float(s.mean())
-        if live.any():
-            worst = max(worst, float((e[live] / s[live]).max()))
-    return worst
+            pe, ps = self.per_axis.get(ax, (0.0 * e, 0.0 * s))
+            self.per_axis[ax] = (pe + e, ps + s)
+
+    def value(self) -> float:
+        worst = self.num / self.den if self.den > 0 else 0.0
+        for e, s in self.per_axis.values():
+            live = s > _SLICE_ENERGY_FLOOR * float(s.mean())
+            if live.any():
+                worst = max(worst, float((e[live] / s[live]).max()))
+        return worst
 
 
 def rank_sensitive_nodes(fp32_model: Any, qdq_path: Path, samples: SampleSet,
@@ -125,16 +129,24 @@ def rank_sensitive_nodes(fp32_model: Any, qdq_path: Path, samples: SampleSet,
     if not tensors:
         return []
     produced = [t for t in tensors if t not in graph_inputs]
-    f_out = _run(_exposed(fp32_model, produced), samples, produced) if produced else {}
     q_names = sorted({t + _DQ_SUFFIX for t in tensors} | {t for t in produced if t in q_tensors})
-    q_out = _run(_exposed(qdq, q_names), samples, q_names)
-    if any(t in graph_inputs for t in tensors):
-        for t in tensors:
-            if t in graph_inputs:
-                f_out[t] = [feed[t] for feed in samples.iter_samples()]
+    # (fp32 tensor, quantised tensor) pairs whose error is measured: after each pair's
+    # DequantizeLinear, and before its QuantizeLinear where the QDQ model has the tensor
+    pairs = {(t, t + _DQ_SUFFIX) for t in tensors} | {
+        (t, t) for t in tensors if t not in graph_inputs and t in q_tensors}
+    acc = {pair: _SliceError() for pair in pairs}
+    f_sess = _session(_exposed(fp32_model, produced)) if produced else None
+    q_sess = _session(_exposed(qdq, q_names))
+    for feed in samples.iter_samples():     # one sample's activations in memory at a time
+        f_val = dict(zip(produced, f_sess.run(produced, feed), strict=True)) if f_sess else {}
+        f_val.update({t: feed[t] for t in tensors if t in graph_inputs})
+        q_val = dict(zip(q_names, q_sess.run(q_names, feed), strict=True))
+        for f_name, q_name in pairs:
+            acc[(f_name, q_name)].add(f_val[f_name], q_val[q_name])
+        del f_val, q_val
 
     def rel_err(t: str, qname: str) -> float:
-        return _worst_slice_error(f_out[t], q_out[qname])
+        return acc[(t, qname)].value()
 
     ranked = []
     for t in tensors:
