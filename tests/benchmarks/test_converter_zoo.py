@@ -1,0 +1,191 @@
+"""benchmarks/converter_zoo's reading of its rows: issue 16's goal checks, the figures a user
+checks (per-timestep argmax agreement of a CTC recogniser), merging runs, the table, and the
+NNCF column without its venv (as on CI)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks import _nncf
+from benchmarks._zoo_goals import GoalCheck, check_goals, figures
+from benchmarks._zoo_report import markdown, merged, variants_of
+
+
+def _row(metric: str, value: float, speed: float | None, **details: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"task_metric": metric, "task_value": value, "task_details": details}
+    if speed is not None:
+        row["speedup_vs_fp32"] = speed
+        row["p50_ms"] = 10.0 / speed
+    return row
+
+
+def _entry(task: str, rows: dict[str, Any]) -> dict[str, Any]:
+    return {"task": {"task": task, "inferred": True, "why": ""}, "samples": 4,
+            "variants": {"fp32": _row(*_FP32[task], 1.0), **rows}}
+
+
+_FP32 = {"text-detection": ("mask_iou", 1.0), "ctc": ("one_minus_cer", 1.0),
+         "detection": ("detection_f1", 1.0), "classification": ("top1_agreement", 1.0)}
+
+
+def _result(models: dict[str, Any]) -> dict[str, Any]:
+    return {"threads": 1, "rounds": 3, "runs_per_round": 3, "samples": 4, "perf_aware": True,
+            "cpu": {"vnni": True}, "loadavg_start": [1.0], "loadavg_end": [1.0],
+            "versions": {"onnxruntime": "1.32.0", "onnx": "1.23.2", "numpy": "2.4.6",
+                         "python": "3.11.7"}, "models": models}
+
+
+def _verdicts(result: dict[str, Any], goal_start: str) -> dict[str, GoalCheck]:
+    return {c.subject: c for c in check_goals(result, variants_of)
+            if c.goal.startswith(goal_start)}
+
+
+def test_ctc_goal_reads_the_per_timestep_argmax_agreement_not_the_cer() -> None:
+    from converters.tasks.ctc import ctc_score
+
+    # 20 steps, 4 classes, blank (0) everywhere but two "2"s; the candidate reads one more
+    # step differently: 19 of 20 steps agree
+    ref = np.full((1, 20, 4), -5.0)
+    ref[0, :, 0] = 5.0
+    ref[0, [3, 9], 2] = 9.0
+    same = ctc_score(ref, ref.copy())
+    assert figures({"task_metric": same.metric, "task_value": same.value,
+                    "task_details": same.details})["argmax_agreement"] == 1.0
+    one = ref.copy()
+    one[0, 4, 2] = 9.0          # the "2" of step 3 now lasts two steps: same text, CER 0
+    s = ctc_score(ref, one)
+    row = {"task_metric": s.metric, "task_value": s.value, "task_details": s.details,
+           "speedup_vs_fp32": 1.5}
+    fig = figures(row)
+    assert fig["argmax_agreement"] == pytest.approx(19 / 20)
+    assert fig["one_minus_cer"] == 1.0            # the text alone would pass the goal
+    res = _result({"ocr-rec": _entry("ctc", {"edgeops-vnni-default": row})})
+    c = _verdicts(res, "CTC")["ocr-rec / edgeops-vnni-default"]
+    assert c.met is False and "argmax_agreement 0.9500" in c.figures
+    ok = copy.deepcopy(res)
+    ok["models"]["ocr-rec"]["variants"]["edgeops-vnni-default"]["task_details"][
+        "argmax_agreement"] = 0.996
+    assert _verdicts(ok, "CTC")["ocr-rec / edgeops-vnni-default"].met is True
+
+
+@pytest.mark.parametrize(("iou", "speed", "met"), [(0.91, 1.31, True), (0.91, 1.29, False),
+                                                    (0.89, 2.0, False)])
+def test_dbnet_goal_needs_both_the_iou_and_the_speed(iou: float, speed: float, met: bool) -> None:
+    res = _result({"ocr-det-640": _entry("text-detection", {
+        "edgeops-vnni-default": _row("mask_iou", iou, speed)})})
+    v = _verdicts(res, "DBNet text detector: mask IoU >= 0.90")
+    assert v["ocr-det-640 / edgeops-vnni-default"].met is met
+    # the x86-cpu row was not measured: said so, not passed
+    assert v["ocr-det-640 / edgeops-x86-default"].met is None
+
+
+def test_yolo_goal_needs_cosine_and_f1() -> None:
+    res = _result({"yolov8-doc": _entry("detection", {
+        "edgeops-vnni-default": _row("detection_f1", 0.99, 2.0, class_score_cosine=0.96),
+        "edgeops-x86-default": _row("detection_f1", 0.99, 2.0, class_score_cosine=0.98)})})
+    v = _verdicts(res, "YOLO")
+    assert v["yolov8-doc / edgeops-vnni-default"].met is False
+    assert v["yolov8-doc / edgeops-x86-default"].met is True
+    assert "class_score_cosine 0.9600" in v["yolov8-doc / edgeops-vnni-default"].figures
+
+
+def test_a_refused_build_misses_the_goals_with_its_reason() -> None:
+    refused = {"error": "target x86-cpu: mask_iou dropped 30% vs FP32; most sensitive: x",
+               "refused": True, "build_s": 40.0}
+    res = _result({"ocr-det-640": _entry("text-detection", {
+        "edgeops-vnni-default": refused})})
+    slower = _verdicts(res, "never slower")["ocr-det-640 / edgeops-vnni-default"]
+    assert slower.met is False and slower.figures.startswith("refused: ")
+    assert "most sensitive" not in slower.figures
+    dbnet = _verdicts(res, "DBNet text detector: mask IoU >= 0.90")
+    assert dbnet["ocr-det-640 / edgeops-vnni-default"].met is False
+    # a model the result lacks is "not measured", never met
+    assert all(c.met is None for c in _verdicts(res, "CTC").values())
+
+
+def test_every_model_goals_compare_with_fp32_and_stock() -> None:
+    res = _result({"magika": _entry("classification", {
+        "ort-stock": _row("top1_agreement", 1.0, 1.6),
+        "edgeops-vnni-default": _row("top1_agreement", 1.0, 1.5),
+        "edgeops-x86-default": _row("top1_agreement", 0.9, 0.95)})})
+    slower = _verdicts(res, "never slower")
+    assert slower["magika / edgeops-vnni-default"].met is True
+    assert slower["magika / edgeops-x86-default"].met is False
+    stock = _verdicts(res, "not below ORT stock")
+    assert stock["magika / edgeops-vnni-default"].met is False
+    assert "below on speed" in stock["magika / edgeops-vnni-default"].figures
+    assert "below on speed and metric" in stock["magika / edgeops-x86-default"].figures
+    # stock failed: nothing to compare with, not a pass
+    failed = copy.deepcopy(res)
+    failed["models"]["magika"]["variants"]["ort-stock"] = {"error": "KeyError: 'x'"}
+    assert _verdicts(failed, "not below ORT stock")["magika / edgeops-vnni-default"].met is None
+
+
+def test_full_integer_goals_have_no_speed_bar() -> None:
+    res = _result({"ocr-cls": _entry("classification", {
+        "edgeops-edgetpu-default": _row("top1_agreement", 0.98, None),
+        "edgeops-ethos-u-default": _row("top1_agreement", 0.5, None)})})
+    v = _verdicts(res, "full-integer Edge TPU / Ethos-U, hard-swish")
+    assert v["ocr-cls / edgeops-edgetpu-default"].met is True
+    assert v["ocr-cls / edgeops-ethos-u-default"].met is False
+
+
+def test_merge_keeps_models_and_rows_the_new_run_did_not_measure() -> None:
+    old = _result({"ocr-cls": _entry("classification", {
+        "ort-stock": _row("top1_agreement", 0.8, 0.4),
+        "nncf-mixed": _row("top1_agreement", 0.9, 0.7)}),
+        "magika": _entry("classification", {})})
+    old["samples"] = 6
+    new = _result({"ocr-cls": _entry("classification", {
+        "ort-stock": _row("top1_agreement", 0.85, 0.5)})})
+    m = merged(new, old)
+    rows = m["models"]["ocr-cls"]["variants"]
+    assert rows["ort-stock"]["task_value"] == 0.85 and "earlier_run" not in rows["ort-stock"]
+    assert rows["nncf-mixed"]["task_value"] == 0.9
+    assert rows["nncf-mixed"]["earlier_run"]["samples"] == 6
+    assert m["models"]["magika"]["earlier_run"]["samples"] == 6
+    assert "earlier_run" not in new["models"]["ocr-cls"]        # inputs left alone
+    md = markdown(m)
+    assert "[earlier run: VNNI, 6 samples" in md
+
+
+def test_results_of_the_three_row_format_still_read() -> None:
+    legacy = {"task": {"task": "classification", "inferred": True, "why": ""},
+              "fp32": _row("top1_agreement", 1.0, 1.0),
+              "stock": _row("top1_agreement", 0.8, 0.4),
+              "edgeops": {"error": "target x86-cpu: top1 dropped 3%", "build_s": 2.0}}
+    assert set(variants_of(legacy)) == {"fp32", "ort-stock", "edgeops-x86-default"}
+    # an old run built with --effort fast: its edgeops row is that effort's
+    m = merged(_result({}), {**_result({"ocr-cls": legacy}), "effort": "fast"})
+    assert set(variants_of(m["models"]["ocr-cls"])) == {"fp32", "ort-stock", "edgeops-x86-fast"}
+    assert "refused: target x86-cpu: top1 dropped 3%" in markdown(m)
+
+
+def test_table_marks_best_nncf_and_the_goals_under_it() -> None:
+    res = _result({"ocr-cls": _entry("classification", {
+        "nncf-performance": _row("top1_agreement", 0.9, 0.8),
+        "nncf-mixed": _row("top1_agreement", 0.95, 0.7),
+        "edgeops-vnni-default": _row("top1_agreement", 1.0, 1.2)})})
+    res["nncf_missing"] = None
+    md = markdown(res)
+    mixed = next(ln for ln in md.splitlines() if "`nncf-mixed`" in ln)
+    assert "best NNCF setting here" in mixed
+    assert "best NNCF" not in next(ln for ln in md.splitlines() if "`nncf-performance`" in ln)
+    assert "- met: never slower than FP32: ocr-cls / edgeops-vnni-default: 1.20x FP32" in md
+    assert "- not measured: CTC recogniser" in md
+
+
+def test_nncf_absent_says_how_to_install(tmp_path: Path) -> None:
+    python, why = _nncf.find(tmp_path / "no-venv")
+    assert python is None
+    assert why == f"not installed: {_nncf.SETUP}"
+    broken = tmp_path / "broken"
+    (broken / "bin").mkdir(parents=True)
+    (broken / "bin" / "python").symlink_to("/bin/false")
+    python, why = _nncf.find(broken)
+    assert python is None and why.startswith("not installed (") and _nncf.SETUP in why
