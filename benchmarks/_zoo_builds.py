@@ -17,7 +17,6 @@ instead of ending the run. ``build_s`` is the build alone, imports excluded.
 from __future__ import annotations
 
 import multiprocessing
-import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -28,7 +27,12 @@ __all__ = ["in_child", "ort_child", "ours_child"]
 
 
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak RSS (VmHWM). Not ``ru_maxrss``: Linux carries that across
+    fork and exec, so a child started from a large parent reports the parent's RSS."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 class _Reader:
@@ -56,10 +60,15 @@ def ort_child(src: str, calibration: str, out: str, tuned: bool) -> dict[str, An
 
         pre = str(Path(out).with_suffix(".pre.onnx"))
         try:
-            quant_pre_process(src, pre)
+            try:
+                quant_pre_process(src, pre)
+            except ImportError:        # its symbolic shape inference needs sympy
+                quant_pre_process(src, pre, skip_symbolic_shape=True)
+                note = "quant_pre_process without symbolic shape inference (no sympy)"
             model = pre
         except Exception as exc:       # noted in the row; the quantiser runs on the source
-            note = f"quant_pre_process failed ({type(exc).__name__}), skipped"
+            note = (f"quant_pre_process failed ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:80] if str(exc) else ''}), skipped")
     kwargs: dict[str, Any] = {"quant_format": QuantFormat.QDQ, "per_channel": True,
                               "calibrate_method": CalibrationMethod.MinMax}
     if tuned:

@@ -113,7 +113,7 @@ def _note(key: str, v: Mapping[str, Any], best_nncf: str | None) -> str:
     if "error" in v:
         err = str(v["error"]).split("; most sensitive")[0].split(" (hint:")[0]
         notes.append(f"{'refused' if refused(v) else 'failed'}: {err[:220]}")
-    if "float_nodes" in v and "error" not in v:
+    if v.get("quantised_nodes") is not None and "error" not in v:
         notes.append(f"{v['float_nodes']} node(s) float, {v.get('quantised_nodes')} quantised")
     if v.get("pass") == "prequantised":
         notes.append("already quantised: shipped as it is")
@@ -166,9 +166,10 @@ def markdown(r: Mapping[str, Any]) -> str:
     lines = [
         "## Converter on pretrained models: FP32, ORT stock and tuned, NNCF, edgeops per "
         "effort and target", "",
-        f"{r['threads']} intra-op thread(s), batch 1; speed = FP32 p50 / variant p50, medians "
-        f"of {r['rounds']}×{r['runs_per_round']} interleaved runs of every ONNX variant of a "
-        f"model in one process; {r['samples']} real samples per model (calibration = "
+        f"{r['threads']} intra-op thread(s), batch 1; {r['rounds']} interleaved rounds (order "
+        f"reversed every other round) of {r['runs_per_round']} runs of every ONNX variant of "
+        "a model in one process; speed = median over rounds of FP32's round median / the "
+        "variant's; p50 over all runs; {r['samples']} real samples per model (calibration = "
         f"validation). onnxruntime {vers['onnxruntime']}, onnx {vers['onnx']}, numpy "
         f"{vers['numpy']}, Python {vers['python']}, NNCF {vers.get('nncf', 'absent')}, "
         f"LiteRT {vers.get('litert', '?')}; "

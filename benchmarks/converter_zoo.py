@@ -35,13 +35,15 @@ by side in one run on one machine (the catalogue: ``benchmarks/_zoo_report.VARIA
   would have accepted it.
 
 Every build runs in a fresh process (benchmarks/_zoo_builds.py): build time without imports,
-peak memory = that process's peak RSS. Accuracy vs FP32 on the validation samples: the task
+peak memory = that process's own peak RSS (VmHWM). Accuracy vs FP32 on the validation samples: the task
 metric the build's gate reads (the task ``auto`` infers, or the one named per model below) and
 what else it measured (per-timestep argmax agreement for the CTC recogniser, class-score cosine
 for the YOLO head). Latency: batch 1, ``threads`` intra-op threads, ``rounds`` interleaved
-rounds of ``runs`` runs of every ONNX variant, medians. Issue 16's goals are checked from the
-rows and printed under the table (benchmarks/_zoo_goals.py). A variant that fails is a row
-saying why. Results go to benchmarks/results/converter_zoo.{json,md}.
+rounds of ``runs`` runs of every ONNX variant; speed vs FP32 = the median over rounds of each
+round's ratio of medians (the load of shared cores drifts between rounds). Issue 16's goals
+are checked from the rows and printed under the table (benchmarks/_zoo_goals.py). A variant
+that fails is a row saying why. Results go to benchmarks/results/converter_zoo.{json,md}
+(``--out STEM``: another file, for a partial run), rewritten after every model.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,19 +124,27 @@ def _raw_cosine(ref: np.ndarray, got: np.ndarray) -> float:
 
 
 def _latency(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, runs: int
-             ) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in sessions}
+             ) -> dict[str, dict[str, float]]:
+    """p50 over all runs, and speed vs FP32 as the median over rounds of the round's FP32
+    median / the variant's: on shared cores the load drifts between rounds, a round's ratio
+    compares like with like. Every other round runs the variants in reverse order."""
+    per: dict[str, list[list[float]]] = {k: [] for k in sessions}
     for s in sessions.values():
         s.run(None, feed)
-    for _ in range(rounds):
-        for k, s in sessions.items():
+    keys = list(sessions)
+    for r in range(rounds):
+        for k in keys if r % 2 == 0 else reversed(keys):
+            ts = []
             for _ in range(runs):
                 t0 = time.perf_counter()
-                s.run(None, feed)
-                times[k].append((time.perf_counter() - t0) * 1000)
-    return {k: float(np.median(v)) for k, v in times.items()}
-
-
+                sessions[k].run(None, feed)
+                ts.append((time.perf_counter() - t0) * 1000)
+            per[k].append(ts)
+    fp32 = [float(np.median(t)) for t in per["fp32"]]
+    return {k: {"p50_ms": float(np.median(np.concatenate(v))),
+                "speedup_vs_fp32": float(np.median([f / float(np.median(t))
+                                                    for f, t in zip(fp32, v, strict=True)]))}
+            for k, v in per.items()}
 
 
 def _opset13(src: Path, out: Path) -> Path:
@@ -255,15 +266,16 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
             rows[k].update({"task_metric": score.metric, "task_value": score.value,
                             "task_drop": score.drop, "task_details": score.details,
                             "raw_cosine": _raw_cosine(ref[first], out[first])})
-        lat = _latency(sessions, feeds[0], rounds, runs)
-        for k, v in lat.items():
-            rows[k].update({"p50_ms": v, "speedup_vs_fp32": lat["fp32"] / v})
+        for k, v in _latency(sessions, feeds[0], rounds, runs).items():
+            rows[k].update(v)
     entry["wall_s"] = time.perf_counter() - t_start
     return entry
 
 
 def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
-        perf_aware: bool, variants: list[Variant], nncf_venv: Path) -> dict[str, Any]:
+        perf_aware: bool, variants: list[Variant], nncf_venv: Path,
+        progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every model in turn; ``progress`` gets the result so far after each model."""
     import onnx
     import onnxruntime
 
@@ -284,7 +296,9 @@ def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
         print(f"== {name}", file=sys.stderr, flush=True)
         result["models"][name] = one(name, samples, threads, rounds, runs, perf_aware,
                                      variants, nncf, missing)
-    result["loadavg_end"] = list(os.getloadavg())
+        result["loadavg_end"] = list(os.getloadavg())
+        if progress is not None:
+            progress(result)
     return result
 
 
@@ -314,15 +328,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--merge", action="store_true",
                     help="keep the last results' models and rows that this run does not measure")
     ap.add_argument("--markdown-only", action="store_true",
-                    help="rewrite converter_zoo.md from the last converter_zoo.json")
+                    help="rewrite the .md from the last .json")
+    ap.add_argument("--out", default="converter_zoo",
+                    help="results file stem under benchmarks/results (a partial run's own)")
     args = ap.parse_args(argv)
-    last_path = RESULTS / "converter_zoo.json"
+    last_path = RESULTS / f"{args.out}.json"
     last = json.loads(last_path.read_text()) if last_path.exists() else None
     if args.markdown_only:
         if last is None:
             sys.exit(f"no {last_path}: run the benchmark first")
         md = markdown(last)
-        (RESULTS / "converter_zoo.md").write_text(md)
+        last_path.with_suffix(".md").write_text(md)
         print(md)
         return
     models = [m for m in args.models.split(",") if m]
@@ -336,15 +352,19 @@ def main(argv: list[str] | None = None) -> None:
           f"duration ~{expected_s(models, last) / 60:.0f} min on this machine (last run's "
           f"per-model wall times, {_GUESS_S / 60:.0f} min for a model without one)",
           file=sys.stderr, flush=True)
-    r = run(models, args.samples, args.threads, args.rounds, args.runs, args.perf_aware,
-            variants, args.nncf_venv)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if args.merge and last is not None:
-        r = merged(r, last)
-    last_path.write_text(json.dumps(r, indent=2, sort_keys=True, default=str) + "\n")
-    md = markdown(r)
-    (RESULTS / "converter_zoo.md").write_text(md)
-    print(md)
+
+    def save(r: dict[str, Any]) -> str:        # after every model: a stopped run keeps them
+        if args.merge and last is not None:
+            r = merged(r, last)
+        last_path.write_text(json.dumps(r, indent=2, sort_keys=True, default=str) + "\n")
+        md = markdown(r)
+        last_path.with_suffix(".md").write_text(md)
+        return md
+
+    r = run(models, args.samples, args.threads, args.rounds, args.runs, args.perf_aware,
+            variants, args.nncf_venv, save)
+    print(save(r))
 
 
 if __name__ == "__main__":

@@ -180,6 +180,7 @@ def test_table_marks_best_nncf_and_the_goals_under_it() -> None:
     assert "- not measured: CTC recogniser" in md
 
 
+@pytest.mark.subprocess    # the probe runs the venv's python
 def test_nncf_absent_says_how_to_install(tmp_path: Path) -> None:
     python, why = _nncf.find(tmp_path / "no-venv")
     assert python is None
@@ -189,3 +190,89 @@ def test_nncf_absent_says_how_to_install(tmp_path: Path) -> None:
     (broken / "bin" / "python").symlink_to("/bin/false")
     python, why = _nncf.find(broken)
     assert python is None and why.startswith("not installed (") and _nncf.SETUP in why
+
+
+def _die() -> dict[str, Any]:
+    import os
+
+    os._exit(3)
+
+
+def _raise() -> dict[str, Any]:
+    raise ValueError("bad model\nsecond line")
+
+
+@pytest.mark.slow          # two spawned interpreters
+@pytest.mark.subprocess
+def test_a_builder_that_dies_or_raises_is_a_row_not_a_crash() -> None:
+    from benchmarks._zoo_builds import in_child
+
+    assert in_child(_die) == {"error": "the build process died (killed or crashed)"}
+    assert in_child(_raise) == {"error": "ValueError: bad model"}
+
+
+@pytest.mark.slow          # the converter's imports and first checks
+def test_our_build_refusing_is_recorded_as_a_refusal(tmp_path: Path) -> None:
+    from benchmarks._zoo_builds import ours_child
+
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not an onnx model")
+    cal = tmp_path / "cal.npz"
+    np.savez(cal, x=np.zeros((2, 3), np.float32))
+    row = ours_child(str(bad), str(cal), str(tmp_path / "work"), "x86-cpu", "default", {}, {},
+                     0.01)
+    assert row["refused"] is True and "model.onnx" in row["error"]
+    assert row["peak_rss_mib"] > 0 and "path" not in row
+
+
+def test_nncf_worker_reports_its_failure_as_one_json_line(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str],
+                                                          tmp_path: Path) -> None:
+    import json
+    import sys
+
+    from benchmarks import _nncf_worker
+
+    # the project's venv has no NNCF: the worker's import fails, and says so on its last line
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    monkeypatch.setattr(sys, "argv", ["w", json.dumps({
+        "model": str(tmp_path / "m.onnx"), "calibration": str(tmp_path / "c.npz"),
+        "out": str(tmp_path / "q.onnx"), "preset": "mixed"})])
+    assert _nncf_worker.main() == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["error"].startswith("ModuleNotFoundError") and "nncf" in last["error"]
+
+
+@pytest.mark.subprocess    # the worker is a child process (here a shell script)
+def test_nncf_launcher_turns_a_silent_or_slow_worker_into_an_error(tmp_path: Path) -> None:
+    silent = tmp_path / "silent"
+    silent.write_text("#!/bin/sh\necho 'Traceback: boom' >&2\nexit 2\n")
+    silent.chmod(0o755)
+    res = _nncf.quantise(silent, tmp_path / "m.onnx", tmp_path / "c.npz", tmp_path / "q.onnx",
+                         {"preset": "mixed"})
+    assert res == {"error": "NNCF worker exited 2: Traceback: boom"}
+    slow = tmp_path / "slow"
+    slow.write_text("#!/bin/sh\nsleep 5\n")
+    slow.chmod(0o755)
+    res = _nncf.quantise(slow, tmp_path / "m.onnx", tmp_path / "c.npz", tmp_path / "q.onnx",
+                         {"preset": "mixed"}, timeout_s=0.3)
+    assert res == {"error": "NNCF did not finish in 0 s"}
+
+
+def test_unknown_model_or_variant_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.converter_zoo import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--models", "ocr-cls,nope", "--variants", "fp32,ort-bogus"])
+    msg = str(exc.value.code)
+    assert msg.startswith("unknown model(s) or variant(s): nope, ort-bogus; models: ocr-cls")
+    assert "\n" not in msg
+
+
+def test_expected_duration_reads_the_last_runs_wall_times() -> None:
+    from benchmarks.converter_zoo import _GUESS_S, expected_s
+
+    last = {"models": {"a": {"wall_s": 100.0}, "b": {"wall_s": 50.0, "earlier_run": {}}}}
+    assert expected_s(["a"], last) == 100.0
+    assert expected_s(["a", "b", "c"], last) == 100.0 + 2 * _GUESS_S   # merged / absent: guess
+    assert expected_s(["a"], None) == _GUESS_S
