@@ -144,7 +144,9 @@ def _best_nncf(rows: Mapping[str, Any]) -> str | None:
 def _row(name: str, key: str, v: Mapping[str, Any], best: str | None) -> str:
     var = _BY_KEY.get(key)
     label = f"`{key}`" + (f": {var.label}" if var else "")
-    speed = f"{v['speedup_vs_fp32']:.2f}×" if "speedup_vs_fp32" in v else (
+    quart = v.get("speedup_quartiles")
+    spread = f" ({quart[0]:.2f}–{quart[1]:.2f})" if quart else ""
+    speed = f"{v['speedup_vs_fp32']:.2f}×{spread}" if "speedup_vs_fp32" in v else (
         "n/a (NPU)" if var is not None and var.full_integer and "task_value" in v else "-")
     p50 = f"{v['p50_ms']:.2f}" if "p50_ms" in v else "-"
     build = f"{v['build_s']:.1f}" if "build_s" in v else "-"
@@ -169,7 +171,8 @@ def markdown(r: Mapping[str, Any]) -> str:
         f"{r['threads']} intra-op thread(s), batch 1; {r['rounds']} interleaved rounds (order "
         f"reversed every other round) of {r['runs_per_round']} runs of every ONNX variant of "
         "a model in one process; speed = median over rounds of FP32's round median / the "
-        "variant's; p50 over all runs; {r['samples']} real samples per model (calibration = "
+        "variant's (in brackets: quartiles of those round ratios, the noise); p50 over all "
+        "runs; {r['samples']} real samples per model (calibration = "
         f"validation). onnxruntime {vers['onnxruntime']}, onnx {vers['onnx']}, numpy "
         f"{vers['numpy']}, Python {vers['python']}, NNCF {vers.get('nncf', 'absent')}, "
         f"LiteRT {vers.get('litert', '?')}; "

@@ -123,8 +123,8 @@ def _raw_cosine(ref: np.ndarray, got: np.ndarray) -> float:
     return float(np.where(den > 0, (r * g).sum(1) / np.where(den > 0, den, 1), 0.0).mean())
 
 
-def _latency(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, runs: int
-             ) -> dict[str, dict[str, float]]:
+def _latency(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, runs: int,
+             clock: Callable[[], float] = time.perf_counter) -> dict[str, dict[str, Any]]:
     """p50 over all runs, and speed vs FP32 as the median over rounds of the round's FP32
     median / the variant's: on shared cores the load drifts between rounds, a round's ratio
     compares like with like. Every other round runs the variants in reverse order."""
@@ -136,15 +136,19 @@ def _latency(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int,
         for k in keys if r % 2 == 0 else reversed(keys):
             ts = []
             for _ in range(runs):
-                t0 = time.perf_counter()
+                t0 = clock()
                 sessions[k].run(None, feed)
-                ts.append((time.perf_counter() - t0) * 1000)
+                ts.append((clock() - t0) * 1000)
             per[k].append(ts)
     fp32 = [float(np.median(t)) for t in per["fp32"]]
-    return {k: {"p50_ms": float(np.median(np.concatenate(v))),
-                "speedup_vs_fp32": float(np.median([f / float(np.median(t))
-                                                    for f, t in zip(fp32, v, strict=True)]))}
-            for k, v in per.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for k, v in per.items():
+        ratios = [f / float(np.median(t)) for f, t in zip(fp32, v, strict=True)]
+        out[k] = {"p50_ms": float(np.median(np.concatenate(v))),
+                  "speedup_vs_fp32": float(np.median(ratios)),
+                  # the spread of the round ratios: how far apart noise alone puts them
+                  "speedup_quartiles": [float(q) for q in np.percentile(ratios, (25, 75))]}
+    return out
 
 
 def _opset13(src: Path, out: Path) -> Path:

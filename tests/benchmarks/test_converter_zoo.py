@@ -276,3 +276,29 @@ def test_expected_duration_reads_the_last_runs_wall_times() -> None:
     assert expected_s(["a"], last) == 100.0
     assert expected_s(["a", "b", "c"], last) == 100.0 + 2 * _GUESS_S   # merged / absent: guess
     assert expected_s(["a"], None) == _GUESS_S
+
+
+def test_speed_is_the_median_of_round_ratios_with_their_spread() -> None:
+    from benchmarks.converter_zoo import _latency
+
+    now = [0.0]
+    # FP32 costs 8 ms a run; the candidate 4 ms, but one round of three is disturbed (20 ms):
+    # the median round ratio stays 2.0, the quartiles show the disturbed round
+    costs = {"fp32": iter([8.0] * 7), "fast": iter([4.0] * 3 + [20.0] * 2 + [4.0] * 2)}
+
+    class Session:
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def run(self, _names: object, _feed: object) -> None:
+            now[0] += next(costs[self.key]) / 1000
+
+    lat = _latency({"fp32": Session("fp32"), "fast": Session("fast")}, {}, rounds=3, runs=2,
+                   clock=lambda: now[0])
+    assert lat["fp32"]["speedup_vs_fp32"] == pytest.approx(1.0)
+    assert lat["fast"]["speedup_vs_fp32"] == pytest.approx(2.0)
+    q1, q3 = lat["fast"]["speedup_quartiles"]
+    assert q1 == pytest.approx(1.2) and q3 == pytest.approx(2.0)
+    md = markdown(_result({"m": _entry("classification", {
+        "ort-stock": {**_row("top1_agreement", 1.0, 1.5), "speedup_quartiles": [1.4, 1.6]}})}))
+    assert "| 1.50× (1.40–1.60) |" in md
