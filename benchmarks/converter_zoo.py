@@ -306,13 +306,18 @@ def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
     return result
 
 
-def expected_s(models: list[str], last: dict[str, Any] | None) -> float:
-    """The run's expected wall time (all variants): each model's from the last results file,
-    a first guess for a model it lacks or only has from an earlier merged run."""
+def expected_s(models: list[str], last: dict[str, Any] | None, variants: int) -> float:
+    """The run's expected wall time: each model's from the last results file, scaled from the
+    rows that run built to the ``variants`` this one builds (the builds dominate); a first
+    guess for a model it lacks or only has from an earlier merged run."""
     total = 0.0
     for name in models:
         e = (last or {}).get("models", {}).get(name, {})
-        total += float(e["wall_s"]) if "wall_s" in e and "earlier_run" not in e else _GUESS_S
+        if "wall_s" not in e or "earlier_run" in e:
+            total += _GUESS_S
+            continue
+        built = max(1, len(e.get("variants", {})))
+        total += float(e["wall_s"]) * variants / built
     return total
 
 
@@ -353,8 +358,8 @@ def main(argv: list[str] | None = None) -> None:
                  f"{', '.join(MODELS)}; variants: {', '.join(keys)}")
     variants = [v for v in VARIANTS if v.key in wanted or v.key == "fp32"]
     print(f"converter_zoo: {len(models)} model(s) x {len(variants)} variant(s); expected "
-          f"duration ~{expected_s(models, last) / 60:.0f} min on this machine (last run's "
-          f"per-model wall times, {_GUESS_S / 60:.0f} min for a model without one)",
+          f"duration ~{expected_s(models, last, len(variants)) / 60:.0f} min on this machine "
+          f"(last run's per-model wall times, {_GUESS_S / 60:.0f} min for a model without one)",
           file=sys.stderr, flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
 

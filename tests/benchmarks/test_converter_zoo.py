@@ -272,10 +272,12 @@ def test_unknown_model_or_variant_is_one_line(capsys: pytest.CaptureFixture[str]
 def test_expected_duration_reads_the_last_runs_wall_times() -> None:
     from benchmarks.converter_zoo import _GUESS_S, expected_s
 
-    last = {"models": {"a": {"wall_s": 100.0}, "b": {"wall_s": 50.0, "earlier_run": {}}}}
-    assert expected_s(["a"], last) == 100.0
-    assert expected_s(["a", "b", "c"], last) == 100.0 + 2 * _GUESS_S   # merged / absent: guess
-    assert expected_s(["a"], None) == _GUESS_S
+    last = {"models": {"a": {"wall_s": 100.0, "variants": dict.fromkeys("pq")},
+                       "b": {"wall_s": 50.0, "earlier_run": {}}}}
+    assert expected_s(["a"], last, 2) == 100.0
+    assert expected_s(["a"], last, 4) == 200.0          # twice the rows it built then
+    assert expected_s(["a", "b", "c"], last, 2) == 100.0 + 2 * _GUESS_S   # merged / absent
+    assert expected_s(["a"], None, 2) == _GUESS_S
 
 
 def test_speed_is_the_median_of_round_ratios_with_their_spread() -> None:
