@@ -106,9 +106,11 @@ def _fmt(fig: Mapping[str, float], speed: float | None) -> str:
 
 def _never_slower(name: str, key: str, v: Mapping[str, Any]) -> GoalCheck:
     s = v.get("speedup_vs_fp32")
+    q = v.get("speedup_quartiles")
+    noise = f" (round ratios {q[0]:.2f}-{q[1]:.2f})" if q else ""
     return GoalCheck("never slower than FP32", f"{name} / {key}",
                      None if s is None else bool(s >= 1.0),
-                     "no latency" if s is None else f"{s:.2f}x FP32")
+                     "no latency" if s is None else f"{s:.2f}x FP32{noise}")
 
 
 def _vs_stock(name: str, key: str, v: Mapping[str, Any], stock: Mapping[str, Any] | None
