@@ -17,9 +17,8 @@ instead of ending the run. ``build_s`` is the build alone, imports excluded.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +112,30 @@ def ours_child(src: str, calibration: str, work: str, target: str, effort: str,
             **({"pass": d["pass"]} if "pass" in d else {})}
 
 
-def in_child(fn: Any, *args: Any) -> dict[str, Any]:
-    """``fn(*args)`` in a fresh spawned process; a crash or an exception is an ``error``."""
+def _call(conn: Any, fn: Any, args: tuple[Any, ...]) -> None:
     try:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
-            res: dict[str, Any] = ex.submit(fn, *args).result()
-            return res
-    except BrokenProcessPool:
-        return {"error": "the build process died (killed or crashed)"}
+        conn.send(fn(*args))
     except Exception as exc:            # ORT's quantiser raising: recorded in the row
-        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                if str(exc) else type(exc).__name__}
+        conn.send({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                   if str(exc) else type(exc).__name__})
+
+
+def in_child(fn: Any, *args: Any) -> dict[str, Any]:
+    """``fn(*args)`` in a fresh spawned process; an exception, or a process that dies (the
+    kernel's OOM killer ends it with SIGKILL), is an ``error``."""
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_call, args=(send, fn, args))
+    proc.start()
+    send.close()
+    try:
+        res: dict[str, Any] = recv.recv()
+    except EOFError:                    # it died before answering
+        proc.join()
+        code = proc.exitcode
+        why = ("killed by SIGKILL (out of memory? see dmesg)" if code == -signal.SIGKILL
+               else f"killed by signal {-code}" if code is not None and code < 0
+               else f"exited {code}")
+        return {"error": f"the build process died: {why}"}
+    proc.join()
+    return res

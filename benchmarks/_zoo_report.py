@@ -172,7 +172,7 @@ def markdown(r: Mapping[str, Any]) -> str:
         f"reversed every other round) of {r['runs_per_round']} runs of every ONNX variant of "
         "a model in one process; speed = median over rounds of FP32's round median / the "
         "variant's (in brackets: quartiles of those round ratios, the noise); p50 over all "
-        "runs; {r['samples']} real samples per model (calibration = "
+        f"runs; {r['samples']} real samples per model (calibration = "
         f"validation). onnxruntime {vers['onnxruntime']}, onnx {vers['onnx']}, numpy "
         f"{vers['numpy']}, Python {vers['python']}, NNCF {vers.get('nncf', 'absent')}, "
         f"LiteRT {vers.get('litert', '?')}; "

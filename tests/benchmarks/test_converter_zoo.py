@@ -183,6 +183,7 @@ def test_table_marks_best_nncf_and_the_goals_under_it() -> None:
     assert "best NNCF" not in next(ln for ln in md.splitlines() if "`nncf-performance`" in ln)
     assert "- met: never slower than FP32: ocr-cls / edgeops-vnni-default: 1.20x FP32" in md
     assert "- not measured: CTC recogniser" in md
+    assert "; 4 real samples per model" in md and "{" not in md.split("| model |")[0]
 
 
 @pytest.mark.subprocess    # the probe runs the venv's python
@@ -203,16 +204,26 @@ def _die() -> dict[str, Any]:
     os._exit(3)
 
 
+def _killed() -> dict[str, Any]:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)      # what the OOM killer does
+    return {}
+
+
 def _raise() -> dict[str, Any]:
     raise ValueError("bad model\nsecond line")
 
 
-@pytest.mark.slow          # two spawned interpreters
+@pytest.mark.slow          # three spawned interpreters
 @pytest.mark.subprocess
 def test_a_builder_that_dies_or_raises_is_a_row_not_a_crash() -> None:
     from benchmarks._zoo_builds import in_child
 
-    assert in_child(_die) == {"error": "the build process died (killed or crashed)"}
+    assert in_child(_die) == {"error": "the build process died: exited 3"}
+    assert in_child(_killed) == {
+        "error": "the build process died: killed by SIGKILL (out of memory? see dmesg)"}
     assert in_child(_raise) == {"error": "ValueError: bad model"}
 
 
