@@ -22,7 +22,9 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SKIP = {"__init__", "run", "common"}
 # Run only when named (``python -m benchmarks.run converter_large``): too heavy for `make bench`.
-OPT_IN = {"converter_large", "converter_zoo"}   # converter_zoo: ~15 min (YOLO at 1024)
+# converter_zoo: 15 variants x 10 models, each build in its own process: hours on 2 shared
+# cores (it prints its own estimate first); ocr-det-640's builds peak near 15 GB RSS
+OPT_IN = {"converter_large", "converter_zoo"}
 
 
 def discover(opt_in: bool = False) -> list[str]:
