@@ -74,6 +74,8 @@ _BASELINES = {
     "fleet_store": "SQLite executemany vs PostgreSQL executemany vs COPY",
     "hardware_tests": "bare runtime call of the same artifact",
     "quant_passes": "effort `fast` (MinMax, no pass) on the same model, data and run",
+    "x86_bit_split": "7-bit weights on every layer (`bit_split=\"w7a8\"`, the previous "
+                     "default) and the FP32 source, same run; opt-in, run by name",
     "registry_build": "the same build from the local .onnx file, interleaved",
     "security": "the previous ACL-file config and plain TCP, interleaved (wall and broker CPU)",
     "sim_scale": "same process before any agent; N × one-agent-per-process RSS",

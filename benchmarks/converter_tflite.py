@@ -24,6 +24,10 @@ Issue 23's goals: every model onnx2tf converts, edgeops converts; LiteRT latency
 (goal 10% below); conversion >= 4x faster without TensorFlow; FP32 error <= 1e-4.
 ``--zoo NAME ...`` re-runs only those models (``--zoo-rounds``: latency rounds, default 7)
 and keeps the other rows of the results file.
+
+``--zoo-int8 [MODEL ...]``: full-integer Edge TPU / Ethos-U builds of the OCR zoo models, before
+(``--effort fast``) vs after the quantisation engine, on the task metric (issue 16; see
+``_tflite_zoo_int8.py``); results in ``results/converter_tflite.zoo_int8.{json,md}``.
 """
 
 from __future__ import annotations
@@ -320,7 +324,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="interleaved latency rounds per zoo model (default 7)")
     ap.add_argument("--onnx2tf-venv", type=Path, default=Path("/work/onnx2tf-venv"),
                     help="venv with onnx2tf + TensorFlow; absent = onnx2tf columns skipped")
+    ap.add_argument("--zoo-int8", nargs="*", default=None, metavar="MODEL",
+                    help="instead: full-integer edgetpu/ethos-u builds of zoo models before vs "
+                         "after the quantisation engine (issue 16; _tflite_zoo_int8.py)")
+    ap.add_argument("--zoo-int8-samples", type=int, default=None,
+                    help="calibration (= validation) samples per model (default: per model)")
     args = ap.parse_args(argv)
+    if args.zoo_int8 is not None:
+        return _zoo_int8_main(args.zoo_int8, args.zoo_int8_samples)
     if args.zoo is not None:
         return _zoo_main(args.zoo, args.onnx2tf_venv, args.zoo_rounds)
     # import the converter's lazy dependencies up front so the first conversion is not charged
@@ -353,6 +364,35 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "converter_tflite.json").write_text(json.dumps(doc, indent=2) + "\n")
     (RESULTS / "converter_tflite.md").write_text(_markdown(doc))
+    return 0
+
+
+def _zoo_int8_main(names: list[str], samples: int | None) -> int:
+    import os
+    import sys
+
+    from benchmarks._tflite_zoo_int8 import INT8_ZOO, bench_fullint, markdown
+
+    sys.path.insert(0, str(HERE.parent))          # tests.realzoo / tests.zoo_inputs
+    machine: dict[str, Any] = {"processor": platform.processor() or platform.machine(),
+                               "cpus": os.cpu_count(),
+                               "litert": f"ai-edge-litert {version('ai-edge-litert')}",
+                               "onnxruntime": version("onnxruntime"),
+                               "load_before": round(os.getloadavg()[0], 2)}
+    rows = bench_fullint(names or list(INT8_ZOO), samples)
+    machine["load_after"] = round(os.getloadavg()[0], 2)
+    RESULTS.mkdir(exist_ok=True)
+    old = RESULTS / "converter_tflite.zoo_int8.json"
+    if names and old.exists():                  # keep the other models' rows, marked as such
+        prev = json.loads(old.read_text())
+        kept = [{**r, "earlier_run": r.get("earlier_run", prev["machine"])}
+                for r in prev.get("results", []) if r["model"] not in names]
+        rows = [r for m in INT8_ZOO for r in kept + rows if r["model"] == m]
+    doc = {"benchmark": "converter_tflite --zoo-int8", "machine": machine, "results": rows}
+    (RESULTS / "converter_tflite.zoo_int8.json").write_text(json.dumps(doc, indent=2) + "\n")
+    md = markdown(rows, machine)
+    (RESULTS / "converter_tflite.zoo_int8.md").write_text(md)
+    print(md)
     return 0
 
 

@@ -123,8 +123,14 @@ def _raw_cosine(ref: np.ndarray, got: np.ndarray) -> float:
     return float(np.where(den > 0, (r * g).sum(1) / np.where(den > 0, den, 1), 0.0).mean())
 
 
-def _latency(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, runs: int,
-             clock: Callable[[], float] = time.perf_counter) -> dict[str, dict[str, Any]]:
+def _latency(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, runs: int
+             ) -> dict[str, float]:
+    """p50 ms per session over interleaved rounds (benchmarks/x86_bit_split.py reads it)."""
+    return {k: v["p50_ms"] for k, v in _interleaved(sessions, feed, rounds, runs).items()}
+
+
+def _interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, runs: int,
+                 clock: Callable[[], float] = time.perf_counter) -> dict[str, dict[str, Any]]:
     """p50 over all runs, and speed vs FP32 as the median over rounds of the round's FP32
     median / the variant's: on shared cores the load drifts between rounds, a round's ratio
     compares like with like. Every other round runs the variants in reverse order."""
@@ -270,7 +276,7 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
             rows[k].update({"task_metric": score.metric, "task_value": score.value,
                             "task_drop": score.drop, "task_details": score.details,
                             "raw_cosine": _raw_cosine(ref[first], out[first])})
-        for k, v in _latency(sessions, feeds[0], rounds, runs).items():
+        for k, v in _interleaved(sessions, feeds[0], rounds, runs).items():
             rows[k].update(v)
     entry["wall_s"] = time.perf_counter() - t_start
     return entry

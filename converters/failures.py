@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgeops.errors import BadContentError
 
-__all__ = ["BuildFailure", "explain"]
+__all__ = ["BuildFailure", "cause", "explain"]
 
 _NODE = re.compile(r"running (\w+) node\. Name:\s*'([^']*)'")
 _BAD_DIMS = re.compile(r"invalid dimensions for input: (\S+) for the following indices\s*"
@@ -102,6 +102,11 @@ def explain(exc: BaseException, model: Path | str, stage: str) -> BuildFailure:
                             hint="the data or shapes do not suit this node; check --input-shape "
                                  "and the data (whole inputs, samples first); --debug shows "
                                  "the trace")
+    return BuildFailure(f"{name}: {stage} failed {cause(exc)}")
+
+
+def cause(exc: BaseException) -> str:
+    """``in FILE:FUNCTION at node 'N': first line`` of a library's exception: where it failed
+    and why, without the model or the step (the caller says those)."""
     found = _node_in_frames(exc)
-    return BuildFailure(f"{name}: {stage} failed in {_where(exc)}"
-                        f"{f' at {found}' if found else ''}: {_first_line(exc)}")
+    return f"in {_where(exc)}{f' at {found}' if found else ''}: {_first_line(exc)}"

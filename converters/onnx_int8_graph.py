@@ -10,7 +10,9 @@ ORT's QDQ fusions leave parts of such decoders in float or requantising on the C
   ``kh * kw`` times the output channels, followed by a pixel shuffle written as
   Transpose/Reshape/Transpose/Reshape/Transpose in NHWC order. The Conv becomes a QLinearConv;
   the shuffle's data-movement ops run on uint8 (ORT drops their Q/DQ) and their leading
-  transpose cancels the one ORT's NHWC layout pass puts after the QLinearConv.
+  transpose cancels the one ORT's NHWC layout pass puts after the QLinearConv. Where the
+  input's height and width are unknown (dynamic inputs) and the kernel is square, the shuffle
+  is one DepthToSpace in DCR order instead, which needs no static shape.
 * **Concat requantisation**: QLinearConcat copies an input whose scale and zero point equal the
   output's, and requantises (a table lookup per element) any other. :func:`shared_concat_ranges`
   gives every tensor of a Concat (inputs and output, and the tensors ORT ties to them) the union
@@ -116,8 +118,9 @@ def convtranspose_as_conv(model: Any) -> tuple[Any, list[str]]:
     """Exact rewrite of upsampling ConvTranspose (kernel == stride) into 1x1 Conv + shuffle.
 
     Applies to 2-D ConvTranspose with constant weights (and bias), group 1, no padding, output
-    padding, output shape or dilation, whose input height/width are known. Returns a new model
-    and the names of the rewritten nodes (each name stays on its Conv).
+    padding, output shape or dilation, whose input height/width are known, or whose kernel is
+    square (then the shuffle is one DepthToSpace, which needs no static shape). Returns a new
+    model and the names of the rewritten nodes (each name stays on its Conv).
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -139,7 +142,8 @@ def convtranspose_as_conv(model: Any) -> tuple[Any, list[str]]:
               and "output_shape" not in a and a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
               and all(d == 1 for d in a.get("dilations", [1, 1])))
         hw = _static_hw(m, n.input[0]) if ok else None
-        if not ok or hw is None or w is None:
+        square = ok and len(k) == 2 and k[0] == k[1]
+        if not ok or (hw is None and not square) or w is None:
             new_nodes.append(n)
             continue
         kh, kw = k
@@ -156,6 +160,18 @@ def convtranspose_as_conv(model: Any) -> tuple[Any, list[str]]:
             m.graph.initializer.append(numpy_helper.from_array(
                 np.tile(numpy_helper.to_array(b), kh * kw), names["b"]))
             conv_in.append(names["b"])
+        if hw is None:
+            # Height and width unknown (dynamic input): the shuffle cannot be written with
+            # static Reshapes, but for a square kernel it is exactly DepthToSpace in DCR order
+            # (channel (i * k + j) * cout + co -> pixel (i, j) of channel co), which ORT also
+            # runs on uint8 between its dropped Q/DQ.
+            new_nodes += [
+                helper.make_node("Conv", conv_in, [names["conv"]], name=n.name,
+                                 kernel_shape=[1, 1], strides=[1, 1], pads=[0, 0, 0, 0]),
+                helper.make_node("DepthToSpace", [names["conv"]], [base],
+                                 name=f"{n.name}_shuffle", blocksize=kh, mode="DCR")]
+            done.append(n.name)
+            continue
         h, wd = hw
         m.graph.initializer.append(numpy_helper.from_array(
             np.array([0, 0, 0, kh, kw * cout], np.int64), names["shape1"]))

@@ -11,7 +11,9 @@ about the device. ONNX Runtime's x86 u8s8 kernels differ by ISA (MLAS, ``qgemm_k
   saturation, full 8-bit weights are exact.
 
 7-bit weights (``reduce_range``) cannot saturate (2*255*64 < 32767), so they are exact on every
-x86 CPU; that is what the ``x86-cpu`` target gets. The ``x86-cpu-vnni`` target declares VNNI
+x86 CPU; neither can 8-bit weights on an input held to 0..127 (2*127*127 < 32767). The
+``x86-cpu`` target gets one of the two per layer (``exact_split``: converters/x86_split chooses,
+converters/x86_exact proves every artifact). The ``x86-cpu-vnni`` target declares VNNI
 (``options["vnni"] = True``) and gets full 8-bit weights, which only a VNNI CPU runs correctly.
 Before this module, the build machine's ``/proc/cpuinfo`` decided, so an artifact built on a VNNI
 machine saturated on AVX2 devices while the build's accuracy gate (run on the build machine)
@@ -48,6 +50,9 @@ class QuantPlan:
     qnn: bool
     reason: str
     target_isa: str = ""          # what the artifact's kernels need: see target_isa()
+    # x86 without VNNI: per layer, 8-bit weights may replace 7-bit ones where the layer's input
+    # is made 7-bit (0..127, clamped) instead; converters/x86_split chooses, x86_exact proves
+    exact_split: bool = False
 
 
 def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
@@ -101,10 +106,12 @@ def plan_for(profile_name: str, options: dict[str, Any], precision: str) -> Quan
                                 "intermediate saturation; full 8-bit weights (wrong on x86 "
                                 "CPUs without VNNI)")
     return QuantPlan("uint8", "int8", per_channel=True, reduce_range=True,
-                     activation_symmetric=False, qnn=False, target_isa=isa,
+                     activation_symmetric=False, qnn=False, target_isa=isa, exact_split=True,
                      reason=f"{profile_name} does not declare VNNI: on AVX2 and AVX-512 without "
                             "VNNI u8s8 uses vpmaddubsw, whose int16 pairs saturate with 8-bit "
-                            "weights; 7-bit weights (reduce_range) are exact on every x86 CPU")
+                            "weights and 8-bit activations; per layer, 7-bit weights "
+                            "(reduce_range) or 8-bit weights with a 7-bit input (clamped to "
+                            "127) are exact on every x86 CPU")
 
 
 def build_machine_caveat(plan: QuantPlan, facts: dict[str, Any]) -> str | None:

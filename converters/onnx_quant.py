@@ -27,13 +27,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from converters.api import BackendContext, BuiltArtifact
 from converters.onnx_calibrate import calibrated_ranges
 from converters.onnx_plan import QuantPlan, build_machine_caveat, cpu_facts, plan_for
+from converters.onnx_qdq_fallback import QdqConfig, QuantiserFallback, runs_as_written
 from converters.onnx_utils import (
     fix_batch,
     has_external_data,
@@ -41,7 +42,8 @@ from converters.onnx_utils import (
     model_opset,
     save_model,
 )
-from edgeops.errors import AccuracyGateError
+from converters.x86_split import BitSplit
+from edgeops.errors import AccuracyGateError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +117,13 @@ def prepare(ctx: BackendContext, min_opset: int) -> Path:
 
 
 def _quantise_static(src: Path, cache: Path, method: Any, plan: QuantPlan, exclude: set[str],
-                     out: Path, overrides: dict[str, Any] | None = None) -> Path:
+                     out: Path, overrides: dict[str, Any] | None = None,
+                     config: QdqConfig | None = None) -> Path:
+    """``quantize_static`` with the plan, our ranges and ``config`` (a fallback's changes)."""
     from onnxruntime.quantization import QuantFormat, quantize_static
 
+    if config is not None and config.per_channel is not None:
+        plan = replace(plan, per_channel=config.per_channel)
     extra: dict[str, Any] = {"ActivationSymmetric": plan.activation_symmetric,
                              "WeightSymmetric": plan.weight_type == "int8"}
     if overrides:
@@ -130,10 +136,12 @@ def _quantise_static(src: Path, cache: Path, method: Any, plan: QuantPlan, exclu
 
         cfg = get_qnn_qdq_config(str(src), _NullReader(), calibrate_method=method,
                                  activation_type=_qtype(plan.activation_type),
-                                 weight_type=_qtype(plan.weight_type), per_channel=True,
-                                 nodes_to_exclude=sorted(exclude))
+                                 weight_type=_qtype(plan.weight_type),
+                                 per_channel=plan.per_channel, nodes_to_exclude=sorted(exclude))
         extra = dict(cfg.extra_options)
         op_types = cfg.op_types_to_quantize
+    if config is not None:
+        extra.update(config.extra_options)
     with _quiet():
         quantize_static(str(src), str(out), calibration_data_reader=None,
                         quant_format=QuantFormat.QDQ, per_channel=plan.per_channel,
@@ -161,17 +169,40 @@ class _NullReader:
         return None
 
 
-def rewrite_for_cpu(prepared: Path, workdir: Path) -> tuple[Path, list[str]]:
-    """The prepared model with upsampling ConvTranspose as 1x1 Conv + shuffle (exact), if any."""
+def rewrite_for_cpu(prepared: Path, workdir: Path) -> tuple[Path, dict[str, list[str]]]:
+    """The prepared model with its exact CPU rewrites, and what each rewrote (node names).
+
+    Upsampling ConvTranspose as 1x1 Conv + shuffle (converters/onnx_int8_graph); decomposed
+    hard-swish as one op and constant affine ops folded into Convs (converters/onnx_fold).
+    """
     import onnx
 
+    from converters.onnx_fold import fold_elementwise
     from converters.onnx_int8_graph import convtranspose_as_conv
 
-    model, rewritten = convtranspose_as_conv(onnx.load(str(prepared)))
-    if not rewritten:
-        return prepared, []
+    # Folding first: a BatchNormalization after a ConvTranspose goes into its weights before
+    # the ConvTranspose becomes a Conv and a shuffle (which the BatchNormalization would follow).
+    model, folded = fold_elementwise(onnx.load(str(prepared)))
+    model, rewritten = convtranspose_as_conv(model)
+    passes = {"convtranspose_as_conv": rewritten, **folded}
+    if not any(passes.values()):
+        return prepared, passes
     model = onnx.shape_inference.infer_shapes(model)
-    return save_model(model, workdir / "prepared-cpu.onnx"), rewritten
+    return save_model(model, workdir / "prepared-cpu.onnx"), passes
+
+
+def vector_biases(prepared: Path, workdir: Path) -> tuple[Path, dict[str, str]]:
+    """The prepared model with every constant Gemm bias as a vector (converters/onnx_bias)."""
+    if has_external_data(prepared):
+        return prepared, {}
+    import onnx
+
+    from converters.onnx_bias import vector_gemm_biases
+
+    model, done = vector_gemm_biases(onnx.load(str(prepared)))
+    if not done:
+        return prepared, {}
+    return save_model(model, workdir / "prepared-bias-vectors.onnx"), done
 
 
 def model_opset_path(path: Path) -> int:
@@ -214,9 +245,10 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     if not has_external_data(prepared):
         type_ml_outputs(prepared, ctx.data.calibration.sample(0))
     cpu_passes = not plan.qnn and not has_external_data(prepared)
-    rewritten: list[str] = []
+    rewritten: dict[str, list[str]] = {}
     if cpu_passes:
         prepared, rewritten = rewrite_for_cpu(prepared, ctx.workdir)
+    prepared, bias_vectors = vector_biases(prepared, ctx.workdir)
     engine = _engine(ctx, prepared, plan) if cpu_passes else None   # converters/quant
     prepared = engine.model if engine else prepared
     ctx.progress(f"{ctx.profile.name}: calibrating ({ctx.request.calibration_method}, "
@@ -251,19 +283,42 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     float_tail = {} if quantise_tail else tail
     float_nodes.update(float_tail)
     freed_outputs: list[str] = []
+    fallback = QuantiserFallback(ctx.profile.name, ctx.request.model, ctx.progress)
+    # x86 without VNNI: 7-bit weights or 7-bit inputs per layer, every artifact proved exact
+    # (converters/x86_bits); the previous default (7-bit weights everywhere) until chosen.
+    split: BitSplit | None = BitSplit("w7a8") if cpu_passes and plan.exact_split else None
+    exactness: dict[str, Any] = {}
 
     def make(exclude: set[str]) -> Path:
+        nonlocal split, exactness
         exclude = exclude | set(float_tail) | set(engine.float_nodes if engine else ())
         shared.clear()
         if cpu_passes:
             shared.update(shared_concat_ranges(graph, ranges, exclude))
-        src = engine.source_for(exclude, ctx.workdir) if engine else prepared
-        _quantise_static(src, cache, method, plan, exclude, out, shared)
-        if not quantise_tail and not has_external_data(out):
-            freed_outputs[:] = unquantise_outputs(out)
+        # bias correction measured 7-bit weights: a layer given 8-bit ones keeps its own bias
+        eight = split.eight_bit_nodes() if split is not None else frozenset()
+        src = engine.source_for(exclude | eight, ctx.workdir) if engine else prepared
+
+        def quantise_with(overrides: dict[str, Any]) -> None:
+            fallback.run(lambda cfg: _quantise_static(src, cache, method, plan, exclude, out,
+                                                      overrides, cfg),
+                         check=lambda model: runs_as_written(model,
+                                                             ctx.data.calibration.sample(0)))
+            if not quantise_tail and not has_external_data(out):
+                freed_outputs[:] = unquantise_outputs(out)
+
+        if split is None:
+            quantise_with(shared)
+        else:
+            from converters.x86_bits import enforce
+
+            split, exactness = enforce(out, split, ranges, shared, quantise_with,
+                                       f"target {ctx.profile.name}")
         return out
 
     if engine and (engine.range_candidates or engine.bias):  # chosen on the task metric
+        ctx.progress(f"{ctx.profile.name}: choosing ranges on the task metric (quantising "
+                     "and validating each candidate)")
 
         def drop_with(candidate: Path | None) -> float:
             nonlocal cache, ranges
@@ -274,6 +329,29 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         chosen = engine.choose(drop_with)
         if chosen is not None:
             cache, ranges = chosen, calibrated_ranges(chosen)
+    split_drops: dict[str, dict[str, float]] = {}
+    if split is not None:
+        from converters.x86_bits import candidates as split_candidates
+        from converters.x86_bits import choose as choose_split
+
+        ctx.progress(f"{ctx.profile.name}: choosing 7-bit weights or 7-bit inputs per layer")
+
+        def score_of(candidate: BitSplit) -> tuple[float, float]:
+            nonlocal split
+            split = candidate
+            return _validation_score(ctx, make(set()))
+
+        splits = split_candidates(prepared, ctx.data.calibration.iter_samples(), ranges)
+        forced = ctx.request.options.get("bit_split")     # experiments and benchmarks
+        if forced is not None:
+            if forced not in splits:
+                raise ConfigError(f"unknown bit split {forced!r}",
+                                  hint=f"use one of {', '.join(splits)}")
+            splits = {forced: splits[forced]}
+        split, split_drops = choose_split(splits, score_of)
+    per = "per channel" if plan.per_channel else "per tensor"
+    ctx.progress(f"{ctx.profile.name}: quantising (QDQ, {plan.activation_type} activations, "
+                 f"{plan.weight_type} weights {per})")
     make(set())
     from converters.onnx_unquantisable import any_quantised, ship_fp32, unquantisable_nodes
 
@@ -294,6 +372,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                                                   facts)
         float_nodes.update(perf_floats)
         make(set(float_nodes))
+    plan_details: dict[str, Any] = asdict(plan)
     details_base = {
         "pass": "static-qdq",
         "performance_aware": "skipped: turned off (--no-perf-aware)" if not perf_aware
@@ -301,7 +380,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         else "measured on the build machine" if native and not plan.qnn
         else "skipped: the build machine cannot run this target's kernels",
         **({"performance": perf_summary} if perf_summary else {}),
-        "plan": asdict(plan), "build_machine": facts,
+        "plan": plan_details, "build_machine": facts,
         **({"warnings": [f"{ctx.profile.name}: {caveat}"]} if caveat else {}),
         "opset": {"source": source_opset, "artifact": model_opset_path(out)},
         "postprocessing_tail": ({"float": sorted(tail), "outputs_unquantised": freed_outputs}
@@ -351,10 +430,20 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         ctx.progress(f"{ctx.profile.name}: keeping {len(floated)} sensitive node(s) in float")
         make(set(float_nodes))
     details_base["graph_passes"] = {
-        "convtranspose_as_conv": rewritten, "concat_shared_range_tensors": sorted(shared)
+        **rewritten, "concat_shared_range_tensors": sorted(shared)
     } if cpu_passes else "skipped: " + ("QNN target" if plan.qnn else "the model is over 2 GB")
+    if bias_vectors:    # on every static plan: QNN's quantiser has the same per-channel code
+        details_base["gemm_bias_as_vector"] = bias_vectors
+    if fallback.warnings:
+        details_base["warnings"] = [*details_base.get("warnings", []), *fallback.warnings]
+        details_base["quantiser_configuration"] = fallback.config.name
     details_base["quantisation_passes"] = engine.report() if engine else \
         details_base["graph_passes"]
+    if split is not None:
+        plan_details["bit_split"] = {
+            **split.to_dict(), "score_by_policy": {
+                k: {m: float(f"{x:.6g}") for m, x in v.items()} for k, v in split_drops.items()},
+            "exactness": exactness}
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
                              "quantised_nodes": len(_quantised_nodes(out))})
 
@@ -366,6 +455,17 @@ def _validation_drop(ctx: BackendContext, model: Path) -> float:
     report = ctx.data.accuracy_report(run_onnx(model, ctx.data.validation,
                                                states=ctx.data.states))
     return float(gate_drop(report, ctx.data.gate_metric)[1])
+
+
+def _validation_score(ctx: BackendContext, model: Path) -> tuple[float, float]:
+    """The gate's drop for ``model`` and, to break its ties, the worst output's -SNR (dB)."""
+    from converters.validate import gate_drop, run_onnx
+
+    report = ctx.data.accuracy_report(run_onnx(model, ctx.data.validation,
+                                               states=ctx.data.states))
+    snr = report["summary"].get("snr_db_min")        # None: identical outputs
+    return (float(gate_drop(report, ctx.data.gate_metric)[1]),
+            -float(snr) if snr is not None else -float("inf"))
 
 
 def _engine(ctx: BackendContext, prepared: Path, plan: QuantPlan) -> Any:
@@ -438,11 +538,20 @@ def _dynamic(ctx: BackendContext, accept: Any) -> BuiltArtifact:
 
     if not any_quantised(out):
         return ship_fp32(ctx, model)
+    exactness: dict[str, Any] = {}
+    if plan.exact_split and not has_external_data(out):     # x86 without VNNI: prove it
+        import onnx
+
+        from converters.x86_bits import check_artifact
+
+        exactness = {"exactness": check_artifact(onnx.load(str(out)),
+                                                 f"target {ctx.profile.name}")}
     built: BuiltArtifact = accept(ctx, out, {
         "pass": "dynamic-int8", "build_machine": facts,
         "plan": {"weight_type": "int8", "per_channel": True, "reduce_range": reduce_range,
                  "target_isa": plan.target_isa,
                  "reason": "dynamic: activations quantised at run time; no calibration; "
-                           + plan.reason},
+                           "7-bit weights on every layer (no input range to hold at 127); "
+                           + plan.reason, **exactness},
         **({"warnings": [f"{ctx.profile.name}: {caveat}"]} if caveat else {})})
     return built

@@ -6,6 +6,9 @@ QDQ graphs). Fed to a quantiser again they fail deep inside it (a ``KeyError`` f
 that the calibrator never saw) or quantise twice. The quantised operators are found from the
 graph, subgraphs included; the INT8 precisions ship the model as it is, after the usual
 validation (``pass: prequantised``), and what the others cannot do is said in one line.
+What the shipped weights need from the device's CPU is read from them (converters/int8_weights)
+and recorded as ``plan.target_isa``, as our own builds record it, so the device agent refuses
+8-bit u8s8 weights on an x86 CPU without VNNI (edgeops/cpu.py) instead of saturating them.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from collections import Counter
 from typing import Any
 
 from converters.api import BackendContext, BuiltArtifact
+from converters.int8_weights import SATURATION_FREE_PEAK, U8S8Weights, u8s8_weights
 from converters.model_check import iter_nodes
-from edgeops.errors import UnsupportedModelError
+from edgeops.cpu import X86_VNNI_ISA
+from edgeops.errors import ConfigError, UnsupportedModelError
 from edgeops.targets import TargetProfile
 
-__all__ = ["INT8_PRECISIONS", "check_prequantised_targets", "quantised_ops", "ship_as_is"]
+__all__ = ["INT8_PRECISIONS", "check_prequantised_targets", "quantised_ops", "ship_as_is",
+           "shipped_plan"]
 
 INT8_PRECISIONS = ("int8", "int8-dynamic", "int16")
 _DYNAMIC = {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul",
@@ -69,6 +75,37 @@ def check_prequantised_targets(ops: dict[str, int],
                      "float model to fp16")
 
 
+def shipped_plan(profile: TargetProfile, weights: U8S8Weights) -> tuple[dict[str, Any], str]:
+    """``details.plan`` for shipping weights as they are to ``profile`` (empty when the
+    profile names no CPU), and a warning ("" for none) when only VNNI CPUs compute them."""
+    from converters.onnx_plan import target_isa
+
+    try:
+        isa = target_isa(profile.name, dict(profile.options))
+    except ConfigError:             # not a CPU profile (a GPU's): no CPU kernels to match
+        return {}, ""
+    plan: dict[str, Any] = {"target_isa": isa, "u8s8_weight_peak": weights.peak,
+                            "reason": "shipped as it is: read from its weights"}
+    if isa not in ("x86_64", X86_VNNI_ISA):
+        return plan, ""
+    if not weights.needs_vnni:
+        plan.update(target_isa="x86_64", reason=(
+            f"shipped as it is: no int8 weight above |q| {SATURATION_FREE_PEAK} meets uint8 "
+            "activations, exact on every x86 CPU"))
+        return plan, ""
+    where = ", ".join(weights.nodes[:3]) + (", ..." if len(weights.nodes) > 3 else "")
+    plan.update(target_isa=X86_VNNI_ISA, reason=(
+        f"shipped as it is: int8 weights up to |q| {weights.peak} meet uint8 activations "
+        f"({len(weights.nodes)} node(s): {where}); without VNNI, x86 u8s8 kernels saturate "
+        f"above |q| {SATURATION_FREE_PEAK}"))
+    if profile.options.get("vnni") is True:
+        return plan, ""
+    return plan, (f"{profile.name}: the shipped model's int8 weights (up to |q| {weights.peak}"
+                  " against uint8 activations) are exact only on x86 CPUs with VNNI; devices "
+                  "without it refuse this artifact (build the float model with edgeops for "
+                  "7-bit weights that every x86 CPU runs)")
+
+
 def ship_as_is(ctx: BackendContext) -> BuiltArtifact:
     """The source model, unchanged, as the INT8 artifact, once it passes validation."""
     import shutil
@@ -85,7 +122,12 @@ def ship_as_is(ctx: BackendContext) -> BuiltArtifact:
         onnx.save_model(ctx.data.model, str(out))
     else:
         shutil.copyfile(ctx.data.model_path, out)
+    plan, warning = shipped_plan(ctx.profile, u8s8_weights(ctx.data.model))
+    if warning:
+        ctx.progress(warning)
     return accept(ctx, out, {"pass": "prequantised", "quantised_ops": ops,
                              "requested_precision": ctx.precision,
                              "reason": "the source model is already quantised; re-quantising "
-                                       "would fail or quantise twice"})
+                                       "would fail or quantise twice",
+                             **({"plan": plan} if plan else {}),
+                             **({"warnings": [warning]} if warning else {})})

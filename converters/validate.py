@@ -309,12 +309,17 @@ def gate_drop(report: Mapping[str, Any], metric: str = "auto") -> tuple[str, flo
     top-1 accuracy; classifier outputs or integer (label) outputs,
     the worse of top-1 agreement and label agreement; otherwise cosine similarity (a drop of
     0.01 means cosine 0.99). ``top1`` or ``cosine`` force one.
+
+    A task metric that could not be computed (not a finite number: ``None`` in the report) is
+    refused with :class:`AccuracyGateError` saying why, never read as a 100% drop, which would
+    make the accuracy-aware pass float nodes against a number that means nothing.
     """
     s = report["summary"]
     task = report.get("task")
     if metric == "auto" and task is not None:
-        value = task["value"]
-        return task["metric"], 1.0 if value is None else float(task["drop"])
+        if task["value"] is None or task.get("drop") is None:
+            raise _uncomputable(task)
+        return task["metric"], float(task["drop"])
     if metric == "cosine":
         return "cosine", relative_drop(1.0, s["cosine_min"])
     if "top1_accuracy" in s:
@@ -324,6 +329,23 @@ def gate_drop(report: Mapping[str, Any], metric: str = "auto") -> tuple[str, flo
     if agreements:
         return max(agreements, key=lambda kv: kv[1])
     return "cosine", relative_drop(1.0, s["cosine_min"])
+
+
+def _uncomputable(task: Mapping[str, Any]) -> AccuracyGateError:
+    """Why the task metric in a report's ``task`` section has no value, as a refusal."""
+    metric = task["metric"]
+    note = f" (task {task['task']}, {'inferred' if task.get('inferred') else 'requested'})"
+    if task.get("reference") is None:
+        return AccuracyGateError(
+            f"{metric} cannot be computed{note}: the FP32 model's own score on the validation "
+            "data is not a finite number (NaN or infinite), so no artifact can be judged by it",
+            hint="a --metric function must return a finite number for FP32's outputs; check "
+                 "that the validation data give FP32 finite outputs, or choose another --task")
+    return AccuracyGateError(
+        f"{metric} cannot be computed{note}: the artifact's score on the validation data is "
+        f"not a finite number (NaN or infinite; FP32 scores {task['reference']:.6g})",
+        hint="a --metric function must return a finite number for any outputs, a quantised "
+             "model's too; or build this target with --precision fp32")
 
 
 def check_gate(report: Mapping[str, Any], max_drop: float, target: str,

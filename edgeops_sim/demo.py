@@ -16,9 +16,11 @@ stopped before the command returns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -168,6 +170,29 @@ def _counts_line(st: dict[str, Any]) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(st["counts"].items()))
     return (f"phase {st['phase_index'] + 1}/{st['phases']} · {st['status']} · "
             f"{st['progress']:.0%} · {counts}")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Any:
+    """SIGTERM (``kill``, a service manager, a CI timeout) stops like Ctrl-C.
+
+    Python's default SIGTERM ends the process at once, skipping every ``finally``: the demo's
+    MLflow server (a child process) and its broker would be left running. Raised as
+    KeyboardInterrupt, it takes the same stop path as Ctrl-C. Only the main thread can set a
+    handler; elsewhere (a test calling the demo from a thread) nothing changes.
+    """
+    def _interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:          # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_demo(opts: DemoOptions) -> dict[str, Any]:
@@ -618,7 +643,8 @@ def demo(workdir: Path, devices: int, fast: bool, keep: bool, broker: str | None
     opts = DemoOptions(workdir=workdir, devices=devices, fast=fast, keep=keep, broker=broker,
                        broker_kind=broker_kind, listen=listen, quiet=as_json, mlflow=use_mlflow)
     try:
-        summary = run_demo(opts)
+        with sigterm_as_interrupt():
+            summary = run_demo(opts)
     except EdgeOpsError:
         raise
     if keep:

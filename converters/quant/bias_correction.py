@@ -32,13 +32,20 @@ __all__ = ["BiasCorrection", "BiasCorrectionSettings", "fake_quant_weight"]
 class BiasCorrectionSettings:
     samples: int = setting(16, "calibration samples used to measure the mean shift (from the start)")
     reduce_range: bool = setting(False, "weights use 7 bits (x86 without VNNI), as the plan says")
+    per_tensor_ops: tuple[str, ...] = setting(
+        (), "op types (Conv, Gemm) whose weights the target rounds per tensor, not per channel "
+            "(full-integer TFLite: every one on Edge TPU, Gemm as FULLY_CONNECTED elsewhere)")
 
 
-def fake_quant_weight(w: np.ndarray, reduce_range: bool = False, axis: int = 0) -> np.ndarray:
-    """Per-channel symmetric int8 quantise-dequantise, as ORT's quantiser rounds weights."""
+def fake_quant_weight(w: np.ndarray, reduce_range: bool = False, axis: int = 0,
+                      per_tensor: bool = False) -> np.ndarray:
+    """Per-channel (or per-tensor) symmetric int8 quantise-dequantise, as ORT's quantiser and
+    the TFLite writer round weights."""
     qmax = 64.0 if reduce_range else 127.0
     moved = np.moveaxis(w.astype(np.float64), axis, 0)
     amax = np.abs(moved.reshape(moved.shape[0], -1)).max(1)
+    if per_tensor:
+        amax = np.full_like(amax, amax.max(initial=0.0))
     scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32).astype(np.float64)
     shape = (-1, *[1] * (moved.ndim - 1))
     q = np.clip(np.round(moved / scale.reshape(shape)), -qmax, qmax) * scale.reshape(shape)
@@ -104,7 +111,9 @@ class BiasCorrection:
             axis = 0
             if t.kind == "Gemm" and int(attr(n, "transB", 0)) == 0:
                 axis = 1
-            dw = (fake_quant_weight(w, self.settings.reduce_range, axis) - w).astype(np.float32)
+            dw = (fake_quant_weight(w, self.settings.reduce_range, axis,
+                                    t.kind in self.settings.per_tensor_ops) - w
+                  ).astype(np.float32)
             wname, out = f"{t.node}__bc_dw", f"{t.node}__bc_shift"
             probe.graph.initializer.append(numpy_helper.from_array(dw, wname))
             op = helper.make_node(t.kind, [n.input[0], wname], [out + "_map"],

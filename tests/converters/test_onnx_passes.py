@@ -224,9 +224,16 @@ def test_x86_weights_have_the_range_the_target_can_run(tmp_path: Path, target: s
     (art,) = _build(p, tmp_path, target=target, precision=precision,
                     options={"perf_aware": False, "effort": "fast"}).artifacts
     assert art.precision == precision
-    assert _int8_weight_peak(art.path) == peak
     assert art.details["plan"]["reduce_range"] is (peak == 64)
     assert art.details["plan"]["target_isa"] == ("x86_64" if peak == 64 else "x86_64+vnni")
+    split = art.details["plan"].get("bit_split")
+    if split is None or split["policy"] == "w7a8":
+        assert _int8_weight_peak(art.path) == peak
+    else:       # issue 16: 8-bit weights only where the checker proved the layer exact
+        from converters.x86_exact import saturation_violations
+
+        assert saturation_violations(onnx.load(str(art.path))) == []
+        assert split["exactness"]["proved_exact"] == split["exactness"]["u8s8_layers"]
 
 
 def test_a_vnni_build_on_a_machine_without_vnni_says_its_gate_is_not_the_targets(
@@ -466,7 +473,7 @@ def test_convtranspose_as_conv_is_exact_and_keeps_the_name() -> None:
 
 
 @pytest.mark.parametrize("kw", [{"kernel": 3, "stride": 2}, {"pads": (1, 1, 1, 1)},
-                                {"group": 2}, {"hw": "H"}])
+                                {"group": 2}])
 def test_convtranspose_as_conv_leaves_other_forms(kw: dict[str, object]) -> None:
     from converters.onnx_int8_graph import convtranspose_as_conv
 
@@ -474,6 +481,24 @@ def test_convtranspose_as_conv_leaves_other_forms(kw: dict[str, object]) -> None
     out, done = convtranspose_as_conv(src)
     assert done == []
     assert out == src
+
+
+def test_convtranspose_with_dynamic_size_becomes_conv_and_depth_to_space() -> None:
+    from converters.onnx_int8_graph import convtranspose_as_conv
+
+    src = _unet(hw="H")                       # height and width unknown: no static Reshape
+    out, done = convtranspose_as_conv(src)
+    assert done == ["up"]
+    ops = [n.op_type for n in out.graph.node]
+    assert "ConvTranspose" not in ops and ops.count("DepthToSpace") == 1
+    assert "Reshape" not in ops and "Transpose" not in ops
+    d2s = next(n for n in out.graph.node if n.op_type == "DepthToSpace")
+    assert onnx.helper.get_attribute_value(d2s.attribute[[a.name for a in d2s.attribute]
+                                                        .index("mode")]) == b"DCR"
+    onnx.checker.check_model(out)
+    for hw in ((16, 16), (12, 20)):          # any size the model is later fed
+        x = np.random.default_rng(3).standard_normal((1, 3, *hw)).astype(np.float32)
+        np.testing.assert_allclose(_run(out, x), _run(src, x), rtol=1e-5, atol=1e-5)
 
 
 def test_shared_concat_ranges_union_and_sign_rule() -> None:
@@ -500,6 +525,8 @@ def test_int8_unet_keeps_convtranspose_and_concat_in_int8(tmp_path: Path) -> Non
     p = zoo.save(_unet(), tmp_path / "m.onnx")
     (art,) = _build(p, tmp_path, precision="int8").artifacts
     assert art.details["graph_passes"] == {"convtranspose_as_conv": ["up"],
+                                           "hard_swish_fused": [],
+                                           "affine_folded_into_conv": [],
                                            "concat_shared_range_tensors": ["cat", "r1", "ur"]}
     m = onnx.load(str(art.path))
     assert "ConvTranspose" not in {n.op_type for n in m.graph.node}

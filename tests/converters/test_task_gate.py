@@ -157,7 +157,9 @@ def test_user_metric_gates_the_build(cli, keys_home: Path, tmp_path: Path,
         "def close(ref, got):\n"
         "    return float(np.abs(ref['y'] - got['y']).max() < 10.0)\n"
         "def exact(ref, got):\n"
-        "    return float(np.array_equal(ref['y'], got['y']))\n")
+        "    return float(np.array_equal(ref['y'], got['y']))\n"
+        "def nan_unless_exact(ref, got):\n"
+        "    return 1.0 if np.array_equal(ref['y'], got['y']) else float('nan')\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     model = _save(_gemm_regressor(), tmp_path / "reg.onnx")
@@ -173,6 +175,11 @@ def test_user_metric_gates_the_build(cli, keys_home: Path, tmp_path: Path,
     _assert_refused(bad, tmp_path / "b", 1, "mymetrics:exact dropped 100.00%")
     missing = cli(*common, "--metric", "mymetrics:nope", "--out", tmp_path / "c")
     _assert_refused(missing, tmp_path / "c", 2, "'mymetrics' has no function 'nope'")
+    nan = cli(*common, "--metric", "mymetrics:nan_unless_exact", "--out", tmp_path / "d")
+    _assert_refused(nan, tmp_path / "d", 1, "mymetrics:nan_unless_exact cannot be computed "
+                    "(task regression, inferred): the artifact's score", "hint: a --metric "
+                    "function must return a finite number")
+    assert "dropped" not in nan.err
 
 
 def test_task_that_fits_no_output_is_a_usage_error(cli, keys_home: Path,

@@ -83,6 +83,31 @@ def test_accuracy_report_and_gate_on_classifier_outputs() -> None:
         check_gate(rep, 0.01, "x86-cpu")
 
 
+def test_gate_refuses_a_task_metric_that_could_not_be_computed() -> None:
+    """Was: a task value of None (not finite) read as "dropped 100%"."""
+    from converters.tasks import TaskSpec
+
+    ref = {"y": np.ones((4, 3))}
+    nan_metric = TaskSpec("regression", inferred=False, why="", outputs=("y",),
+                          user_metric=lambda _r, got: float(np.nanmax(got["y"])) if np.isfinite(
+                              got["y"]).all() else float("nan"), user_metric_name="mine:peak")
+    ok = accuracy_report(ref, ref, task=nan_metric)
+    assert gate_drop(ok) == ("mine:peak", 0.0)
+    got = {"y": np.where(np.eye(4, 3) > 0, np.nan, 1.0)}
+    with pytest.raises(AccuracyGateError) as err:
+        gate_drop(accuracy_report(ref, got, task=nan_metric))
+    assert err.value.message == (
+        "mine:peak cannot be computed (task regression, requested): the artifact's score on the "
+        "validation data is not a finite number (NaN or infinite; FP32 scores 1)")
+    assert "--metric function must return a finite number" in err.value.hint
+    always_nan = TaskSpec("regression", inferred=True, why="", outputs=("y",),
+                          user_metric=lambda _r, _g: float("inf"), user_metric_name="mine:inf")
+    with pytest.raises(AccuracyGateError, match=r"^mine:inf cannot be computed \(task "
+                       r"regression, inferred\): the FP32 model's own score"):
+        gate_drop(accuracy_report(ref, ref, task=always_nan))
+    assert gate_drop(accuracy_report(ref, got, task=nan_metric), "cosine")[0] == "cosine"
+
+
 def test_gate_reads_labels_then_cosine() -> None:
     ref = {"y": np.ones((4, 2, 3))}
     noisy = {"y": ref["y"] + np.array([0.0, 0.0, 1.0])}

@@ -173,6 +173,42 @@ def test_zoo_model_builds_or_stops_with_one_line(cli, keys_home: Path, tmp_path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_classifier_with_keras_style_dense_bias_builds_int8(cli, keys_home: Path,
+                                                            tmp_path: Path) -> None:
+    """magika's last dense layer, fused by ORT into a Gemm with a [1, 214] bias, crashed ORT's
+    per-channel quantiser ("truth value of an array ... is ambiguous"); the stock per-tensor
+    quantiser built it. Now it builds as planned (no fallback) and keeps its top-1."""
+    res = _build(cli, "magika", 12, tmp_path)
+    acc = _built_or_refused(res, tmp_path / "out", "classification", "top1_agreement")
+    assert acc is not None, res.err
+    art = read_bundle(Path(json.loads(res.out)["bundle"])).manifest.artifact_for("x86-cpu")
+    assert art is not None and art.precision == "int8"
+    vectors = art.details["gemm_bias_as_vector"]
+    assert any("[1, 214] as its [214] vector" in v for v in vectors.values()), vectors
+    assert "quantiser_configuration" not in art.details        # as planned: per channel
+    assert art.details["quantised_nodes"] >= 2 and acc["drop"] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_prequantised_encoder_records_that_its_weights_need_vnni(cli, keys_home: Path,
+                                                                 tmp_path: Path) -> None:
+    """Its MatMulIntegers take int8 weights up to 127 against uint8 activations: shipped as
+    it is, it is recorded as needing VNNI and AVX2 devices refuse it."""
+    from edgeops.cpu import CpuFacts, isa_shortfall
+    from tests.cpuinfo import AVX2
+
+    res = _build(cli, "quantised-encoder", 6, tmp_path)
+    assert res.code == 0, res.err
+    art = read_bundle(Path(json.loads(res.out)["bundle"])).manifest.artifact_for("x86-cpu")
+    assert art is not None and art.details["pass"] == "prequantised"
+    assert art.details["plan"]["target_isa"] == "x86_64+vnni"
+    assert art.details["plan"]["u8s8_weight_peak"] == 127
+    assert isa_shortfall(art, CpuFacts.parse(AVX2, "x86_64")) is not None
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_yolov8_builds_by_default_and_is_refused_with_its_head_quantised(
         cli, keys_home: Path, tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-__all__ = ["convnet", "external_data", "gru_stateful", "if_model", "loop_model", "outlier_mlp",
-           "paddle2onnx_mobilenet_block", "save", "tf2onnx_convnet", "unsupported_ops"]
+__all__ = ["convnet", "dense_biases", "external_data", "gru_stateful", "if_model", "loop_model",
+           "outlier_mlp", "paddle2onnx_mobilenet_block", "save", "tf2onnx_convnet",
+           "unsupported_ops"]
 
 
 def _w(rng: np.random.Generator, shape: tuple[int, ...], name: str, scale: float = 0.3
@@ -148,6 +149,35 @@ def outlier_mlp(depth: int = 4, width: int = 16, outlier: float = 300.0) -> onnx
                          [h.make_tensor_value_info(prev, T.FLOAT, ["N", 4, width])], inits)
     m = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
     m.ir_version = 8
+    return m
+
+
+def dense_biases(bias_shape: tuple[int, ...] = (1, 12), batch: int | str = "N", *,
+                 fused: bool = False, opset: int = 13) -> onnx.ModelProto:
+    """Two dense layers (MatMul + Add) whose first bias has ``bias_shape``, as Keras/JAX export
+    a dense layer's bias (``[1, N]``); ORT's optimiser fuses each pair into a Gemm that keeps
+    the bias' shape. ``fused`` writes the Gemms directly (``bias_shape`` may then vary along
+    rows: ``(batch, 12)``). Input ``x`` is ``[batch, 16]``, output ``logits`` ``[batch, 5]``."""
+    rng = np.random.default_rng(16)
+    inits = [_w(rng, (16, 12), "w1"), _w(rng, bias_shape, "b1", 1.0), _w(rng, (12, 5), "w2"),
+             _w(rng, (1, 5), "b2", 1.0)]
+    if fused:
+        nodes = [h.make_node("Gemm", ["x", "w1", "b1"], ["d1"], name="dense1"),
+                 h.make_node("Relu", ["d1"], ["r1"], name="relu1"),
+                 h.make_node("Gemm", ["r1", "w2", "b2"], ["logits"], name="dense2")]
+    else:
+        nodes = [h.make_node("MatMul", ["x", "w1"], ["m1"], name="dense1"),
+                 h.make_node("Add", ["m1", "b1"], ["d1"], name="dense1_bias"),
+                 h.make_node("Relu", ["d1"], ["r1"], name="relu1"),
+                 h.make_node("MatMul", ["r1", "w2"], ["m2"], name="dense2"),
+                 h.make_node("Add", ["m2", "b2"], ["logits"], name="dense2_bias")]
+    graph = h.make_graph(nodes, "dense_biases",
+                         [h.make_tensor_value_info("x", T.FLOAT, [batch, 16])],
+                         [h.make_tensor_value_info("logits", T.FLOAT, [batch, 5])], inits)
+    m = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)],
+                     producer_name="edgeops-zoo")
+    m.ir_version = 7
+    onnx.checker.check_model(m)
     return m
 
 

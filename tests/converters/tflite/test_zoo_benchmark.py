@@ -95,3 +95,28 @@ def test_channels_last_grey_input_gets_a_scan_in_unit_range() -> None:
     x = zoo_bench._feeds(m, zoo_bench.ZOO_SHAPES["nucleus-seg-256"], 0)["input:0"]
     assert x.shape == (1, 256, 256, 1) and x.dtype.name == "float32"
     assert 0.0 <= float(x.min()) < float(x.max()) <= 1.0
+
+
+def test_zoo_int8_run_of_one_model_keeps_the_others_marked(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import benchmarks._tflite_zoo_int8 as int8_bench
+
+    def row(model: str, value: float) -> dict[str, Any]:
+        built = {"build_s": 1.0, "metric": "mask_iou", "value": value, "drop": 1 - value,
+                 "gate_1pct": False, "used": ["bias_correction"],
+                 "choices": {"mse_ranges": {"minmax": 0.2, "mse_ranges": 1 - value}}}
+        return {"model": model, "target": "edgetpu", "input": [1, 3, 320, 320],
+                "samples": {"calibration": 8, "validation": 8}, "before": built, "after": built}
+
+    monkeypatch.setattr(int8_bench, "bench_fullint", lambda names, samples: [row("ocr-cls", 0.9)])
+    monkeypatch.setattr(converter_tflite, "RESULTS", tmp_path)
+    (tmp_path / "converter_tflite.zoo_int8.json").write_text(json.dumps(
+        {"machine": {"load_before": 1.0}, "results": [row("ocr-det", 0.8), row("ocr-cls", 0.5)]}))
+    assert converter_tflite.main(["--zoo-int8", "ocr-cls"]) == 0
+    rows = json.loads((tmp_path / "converter_tflite.zoo_int8.json").read_text())["results"]
+    assert [(r["model"], r["after"]["value"], "earlier_run" in r) for r in rows] == [
+        ("ocr-cls", 0.9, False), ("ocr-det", 0.8, True)]
+    md = (tmp_path / "converter_tflite.zoo_int8.md").read_text()
+    assert "| ocr-det (320x320) [earlier run] | edgetpu |" in md and "mask_iou 0.9000" in md
