@@ -63,6 +63,8 @@ _BASELINES = {
     "converter_tflite": "ONNX Runtime FP32 and ORT static INT8",
     "converter_zoo": "FP32 source, ORT `quantize_static` stock and tuned, NNCF 3.4 presets "
                      "(own venv), interleaved in one run per model",
+    "mixed_precision": "the same builds on the tree before the change (the doubling loop), "
+                       "run alongside; opt-in, run by hand",
     "fleet_delivery_agents": "none in the same run: the 60 s goal beside each size",
     "delta": "full artifact, zstd -19, bsdiff4 and zstd --patch-from of the same pair",
     "drift": "Alibi Detect's KSDrift and Evidently's DataDriftPreset on the raw windows (own "

@@ -93,7 +93,7 @@ def _why_not(v: Mapping[str, Any] | None) -> str | None:
         return "not measured in this result"
     if "error" in v:
         return ("refused: " if refused(v) else "failed: ") + str(v["error"]).split(
-            "; most sensitive")[0][:160]
+            "; most sensitive")[0].split("; limited by")[0][:160]
     if "task_value" not in v:
         return "no task metric"
     return None

@@ -111,7 +111,8 @@ def _metric(v: Mapping[str, Any]) -> str:
 def _note(key: str, v: Mapping[str, Any], best_nncf: str | None) -> str:
     notes = []
     if "error" in v:
-        err = str(v["error"]).split("; most sensitive")[0].split(" (hint:")[0]
+        err = str(v["error"]).split("; most sensitive")[0].split("; limited by")[0].split(
+            " (hint:")[0]
         notes.append(f"{'refused' if refused(v) else 'failed'}: {err[:220]}")
     if v.get("quantised_nodes") is not None and "error" not in v:
         notes.append(f"{v['float_nodes']} node(s) float, {v.get('quantised_nodes')} quantised")

@@ -8,8 +8,9 @@ For each real zoo model (tests/realzoo.py, inputs from tests/zoo_inputs.py), ``e
 and the performance-aware pass off, so nothing goes float except the post-processing tail:
 what is measured is what the pass itself does to accuracy, not what the fallback loops hide.
 Variants: ``fast`` (MinMax, no pass: the baseline, same run), each pass alone, ``default``
-(all passes). Metric: the task metric the build's gate reads, on the same samples
-(calibration = validation, as in converter_zoo). Results in benchmarks/results/quant_passes.*.
+and ``max`` (the efforts' pass lists); ``--target x86-cpu-vnni`` for 8-bit weights. Metric:
+the task metric the build's gate reads, on the same samples (calibration = validation, as in
+converter_zoo). Results in benchmarks/results/quant_passes.*.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("fast", "mse_ranges", "cross_layer_equalisation", "bias_correction", "smoothquant",
-            "default")
+            "adaround", "default", "max")
 
 
-def one(name: str, samples: int, variants: list[str]) -> dict[str, Any]:
+def one(name: str, samples: int, variants: list[str], target: str = "x86-cpu"
+        ) -> dict[str, Any]:
     import onnx
 
     from benchmarks.converter_zoo import MODELS, _feeds, _run, _session, _source
@@ -56,7 +58,7 @@ def one(name: str, samples: int, variants: list[str]) -> dict[str, Any]:
             opts: dict[str, Any] = {"perf_aware": False, **({"task": task} if task else {})}
             opts.update({"effort": v} if v in ("fast", "default", "max")
                         else {"quant_passes": v})
-            req = BuildRequest(model=src, name="qp", version="1.0.0", targets=("x86-cpu",),
+            req = BuildRequest(model=src, name="qp", version="1.0.0", targets=(target,),
                                calibration=cal, max_accuracy_drop=0.99, options=opts)
             work = Path(tmp) / v
             t0 = time.perf_counter()
@@ -79,7 +81,8 @@ def one(name: str, samples: int, variants: list[str]) -> dict[str, Any]:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    lines = ["## INT8 engine passes one at a time (x86-cpu, everything but the tail quantised)",
+    lines = [f"## INT8 engine passes one at a time ({r.get('target', 'x86-cpu')}, everything "
+             "but the tail quantised)",
              "",
              f"{r['samples']} real samples per model (calibration = validation); gate opened, "
              "performance-aware pass off; onnxruntime "
@@ -108,17 +111,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default="ocr-rec,ocr-det-small")
     ap.add_argument("--samples", type=int, default=6)
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--target", default="x86-cpu",
+                    help="target profile built (x86-cpu: 7-bit weights; x86-cpu-vnni: 8-bit)")
     args = ap.parse_args(argv)
     import onnxruntime
 
-    r: dict[str, Any] = {"samples": args.samples, "loadavg_start": list(os.getloadavg()),
+    r: dict[str, Any] = {"samples": args.samples, "target": args.target,
+                         "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+                         "loadavg_start": list(os.getloadavg()),
                          "versions": {"onnxruntime": onnxruntime.__version__,
                                       "numpy": np.__version__,
                                       "python": platform.python_version()},
                          "models": {}}
     for name in args.models.split(","):
         print(f"== {name}", file=sys.stderr)
-        r["models"][name] = one(name, args.samples, args.variants.split(","))
+        r["models"][name] = one(name, args.samples, args.variants.split(","), args.target)
     r["loadavg_end"] = list(os.getloadavg())
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "quant_passes.json").write_text(json.dumps(r, indent=2, sort_keys=True) + "\n")

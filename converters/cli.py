@@ -157,7 +157,9 @@ def _signers() -> list[Any]:
 @click.option("--effort", type=click.Choice(["fast", "default", "max"]), default="default",
               show_default=True,
               help="INT8 quantisation passes: fast = MinMax ranges only; default = "
-                   "equalisation, SmoothQuant, bias correction and MSE ranges (docs/CONVERTERS.md).")
+                   "equalisation, SmoothQuant, bias correction and MSE ranges; max = default "
+                   "plus AdaRound weight rounding (numpy, no extra to install; slower builds) "
+                   "(docs/CONVERTERS.md).")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="Threads for latency measurement.")
 @click.option("--keep-io-layout", is_flag=True, envvar="EDGEOPS_KEEP_IO_LAYOUT",

@@ -16,8 +16,11 @@ The pipeline for static precisions:
 4. performance-aware: node groups whose quantisation makes the model slower *on this machine*
    stay float, and more go float until the INT8 model is at least as fast as FP32 (all float
    if need be) (converters/onnx_perf, measured, cached per machine so rebuilds are identical);
-5. accuracy-aware: while the gate fails, keep the most sensitive nodes in float
-   (converters/onnx_sensitivity) doubling their number; give up naming them.
+5. accuracy-aware, when the gate fails: mixed precision by measurement (converters/onnx_mixed):
+   the task-metric effect of the top layers of the activation-error ranking, measured by
+   bypassing each one's Q/DQ; a per-layer speed model; an exact knapsack picks the layers to
+   lift (float, or uint16 activations on QNN), verified by one real quantisation, corrected
+   once, else refused naming the layers that limit it and the budget it would need.
 
 Every candidate is written, loaded and run by :func:`converters.onnx_accept.accept`.
 """
@@ -43,7 +46,7 @@ from converters.onnx_utils import (
     save_model,
 )
 from converters.x86_split import BitSplit
-from edgeops.errors import AccuracyGateError, ConfigError
+from edgeops.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,6 @@ __all__ = ["QuantPlan", "cpu_facts", "plan_for", "quantise"]
 
 MIN_QDQ_OPSET = 13
 QNN_INT16_OPSET = 21          # uint16 QuantizeLinear in the default domain
-SENSITIVITY_SAMPLES = 8
-MAX_FLOAT_FRACTION = 0.5      # beyond this, INT8 is not worth shipping: fail the gate instead
 _COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
@@ -137,7 +138,9 @@ def _quantise_static(src: Path, cache: Path, method: Any, plan: QuantPlan, exclu
         cfg = get_qnn_qdq_config(str(src), _NullReader(), calibrate_method=method,
                                  activation_type=_qtype(plan.activation_type),
                                  weight_type=_qtype(plan.weight_type),
-                                 per_channel=plan.per_channel, nodes_to_exclude=sorted(exclude))
+                                 per_channel=plan.per_channel,
+                                 init_overrides=overrides or None,
+                                 nodes_to_exclude=sorted(exclude))
         extra = dict(cfg.extra_options)
         op_types = cfg.op_types_to_quantize
     if config is not None:
@@ -289,7 +292,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     split: BitSplit | None = BitSplit("w7a8") if cpu_passes and plan.exact_split else None
     exactness: dict[str, Any] = {}
 
-    def make(exclude: set[str]) -> Path:
+    def make(exclude: set[str], wide: set[str] | None = None) -> Path:
         nonlocal split, exactness
         exclude = exclude | set(float_tail) | set(engine.float_nodes if engine else ())
         shared.clear()
@@ -308,7 +311,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                 freed_outputs[:] = unquantise_outputs(out)
 
         if split is None:
-            quantise_with(shared)
+            # QNN: the lifted layers' activations in uint16 (converters/onnx_mixed)
+            quantise_with({**shared, **_uint16_overrides(src, wide)} if wide else shared)
         else:
             from converters.x86_bits import enforce
 
@@ -316,7 +320,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                                        f"target {ctx.profile.name}")
         return out
 
-    if engine and (engine.range_candidates or engine.bias):  # chosen on the task metric
+    if engine and (engine.range_candidates or engine.bias or engine.adaround):  # on the metric
         ctx.progress(f"{ctx.profile.name}: choosing ranges on the task metric (quantising "
                      "and validating each candidate)")
 
@@ -391,44 +395,18 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                         "synthetic": ctx.data.synthetic,
                         "streamed_chunk": 16},
     }
-    from converters.validate import gate_drop, run_onnx, task_note
+    from converters.validate import gate_drop, run_onnx
 
-    val = ctx.data.validation
-    sensitive: list[tuple[str, tuple[str, ...], float]] | None = None
-    # A forced-quantised tail (--quantise-tail) stays quantised: the gate must see it.
-    candidates = _quantised_nodes(out) - (set(tail) if quantise_tail else set())
-    tried = 0
-    while True:
-        outputs = run_onnx(out, val, states=ctx.data.states)
-        report = ctx.data.accuracy_report(outputs)
-        metric, drop = gate_drop(report, ctx.data.gate_metric)
-        if drop <= ctx.request.max_accuracy_drop:
-            break
-        if sensitive is None:
-            ctx.progress(f"{ctx.profile.name}: {metric} dropped {drop:.2%}; ranking tensors by "
-                         "activation error vs FP32")
-            import onnx
-
-            sensitive = rank_nodes(onnx.load(str(prepared)), out,
-                                   val.spread(SENSITIVITY_SAMPLES), candidates)
-        tried = max(1, tried * 2)
-        floated = {n for _, nodes, _ in sensitive[:tried] for n in nodes}
-        if not sensitive or tried // 2 >= len(sensitive) \
-                or len(floated) > max(1, int(len(candidates) * MAX_FLOAT_FRACTION)):
-            top = ", ".join(f"{'+'.join(nodes)} (tensor {t}, {e:+.2e})"
-                            for t, nodes, e in sensitive[:6])
-            raise AccuracyGateError(
-                f"target {ctx.profile.name}: {metric} dropped {drop:.2%} vs FP32"
-                f"{task_note(report, metric)} (budget "
-                f"{ctx.request.max_accuracy_drop:.2%}) with "
-                f"{sum(v.startswith('accuracy') for v in float_nodes.values())} node(s) in float;"
-                f" most sensitive: {top or 'none found'}")
-        for t, nodes, e in sensitive[:tried]:
-            for n in nodes:
-                float_nodes.setdefault(n, f"accuracy: keeps tensor '{t}' float (quantising it "
-                                          f"adds relative error {e:.2e})")
-        ctx.progress(f"{ctx.profile.name}: keeping {len(floated)} sensitive node(s) in float")
-        make(set(float_nodes))
+    report = ctx.data.accuracy_report(run_onnx(out, ctx.data.validation,
+                                               states=ctx.data.states))
+    if gate_drop(report, ctx.data.gate_metric)[1] > ctx.request.max_accuracy_drop:
+        # A forced-quantised tail (--quantise-tail) stays quantised: the gate must see it.
+        candidates = _quantised_nodes(out) - (set(tail) if quantise_tail else set())
+        mixed = _mixed_precision(ctx, plan, out, candidates, float_nodes, engine, prepared,
+                                 make, native)
+        float_nodes.update(mixed.float_nodes)
+        details_base["mixed_precision"] = {
+            **mixed.details, "uint16_nodes": dict(sorted(mixed.uint16_nodes.items()))}
     details_base["graph_passes"] = {
         **rewritten, "concat_shared_range_tensors": sorted(shared)
     } if cpu_passes else "skipped: " + ("QNN target" if plan.qnn else "the model is over 2 GB")
@@ -446,6 +424,41 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
             "exactness": exactness}
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
                              "quantised_nodes": len(_quantised_nodes(out))})
+
+
+def _mixed_precision(ctx: BackendContext, plan: QuantPlan, out: Path, candidates: set[str],
+                     float_nodes: dict[str, str], engine: Any, prepared: Path,
+                     make: Any, native: bool) -> Any:
+    """The accuracy-aware step (converters/onnx_mixed): lift measured layers out of INT8."""
+    import onnx
+
+    from converters.mixed_precision import MixedPrecisionSettings
+    from converters.onnx_mixed import recover
+
+    # Ranked against FP32 weights (AdaRound's layers too: their rounding error must show),
+    # corrected biases kept: the ranking should see what correction cannot cancel.
+    reference = engine.fp32_model(ctx.workdir) if engine else prepared
+    # A lifted layer computes on the float weight and uncorrected bias quantize_static would
+    # leave it when excluded.
+    src = engine.source_for(set(float_nodes) | candidates, ctx.workdir) if engine else prepared
+    return recover(ctx, qdq=out, float_model=onnx.load(str(src)),
+                   reference=onnx.load(str(reference)), candidates=candidates,
+                   already_float=set(float_nodes), make=make,
+                   wide=plan.qnn and plan.activation_type == "uint8",
+                   timed_here=native and not plan.qnn,
+                   settings=MixedPrecisionSettings(max_measured_layers=int(
+                       ctx.request.options.get("mixed_precision_layers", 16))))
+
+
+def _uint16_overrides(src: Path, layers: set[str]) -> dict[str, Any]:
+    """TensorQuantOverrides putting the activations around ``layers`` in uint16 (QNN)."""
+    import onnx
+
+    m = onnx.load(str(src), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    tensors = sorted({t for n in m.graph.node if n.name in layers
+                      for t in (*n.input, *n.output) if t and t not in inits})
+    return {t: [{"quant_type": _qtype("uint16")}] for t in tensors}
 
 
 def _validation_drop(ctx: BackendContext, model: Path) -> float:
@@ -499,13 +512,6 @@ def _native(ctx: BackendContext, facts: dict[str, Any]) -> bool:
     machine = facts.get("machine", "")
     return (isa == "x86_64" and machine in ("x86_64", "AMD64")) or \
         (isa == "arm64" and machine in ("aarch64", "arm64"))
-
-
-def rank_nodes(model: Any, qdq: Path, samples: Any, candidates: set[str]
-               ) -> list[tuple[str, tuple[str, ...], float]]:
-    from converters.onnx_sensitivity import rank_sensitive_nodes
-
-    return rank_sensitive_nodes(model, qdq, samples, sorted(candidates))
 
 
 def _announce(ctx: BackendContext, plan: QuantPlan, facts: dict[str, Any]) -> str | None:

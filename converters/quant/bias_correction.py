@@ -58,6 +58,7 @@ class _Target:
     bias: str
     kind: str                      # "Conv" | "Gemm"
     original: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    nearest: np.ndarray | None = None    # corrected for round-to-nearest (AdaRound's layers)
 
 
 def _targets(model: Any) -> tuple[list[_Target], int]:
@@ -83,8 +84,12 @@ def _targets(model: Any) -> tuple[list[_Target], int]:
 class BiasCorrection:
     name = "bias_correction"
 
-    def __init__(self, settings: BiasCorrectionSettings | None = None) -> None:
+    def __init__(self, settings: BiasCorrectionSettings | None = None,
+                 reference: dict[str, np.ndarray] | None = None) -> None:
+        """``reference``: the FP32 weights (by initialiser) of layers an earlier pass already
+        put on the quantiser's grid (AdaRound): their shift is measured against those."""
         self.settings = settings or BiasCorrectionSettings()
+        self.reference = reference or {}
         self.targets: list[_Target] = []
 
     def applies(self, model: Any) -> str | None:
@@ -92,7 +97,6 @@ class BiasCorrection:
 
     def run(self, model: Any, samples: Any) -> tuple[Any, PassOutcome]:
         import onnx
-        from onnx import helper, numpy_helper
 
         from converters.quant._stats import stream_tensors
 
@@ -111,18 +115,14 @@ class BiasCorrection:
             axis = 0
             if t.kind == "Gemm" and int(attr(n, "transB", 0)) == 0:
                 axis = 1
-            dw = (fake_quant_weight(w, self.settings.reduce_range, axis,
-                                    t.kind in self.settings.per_tensor_ops) - w
-                  ).astype(np.float32)
-            wname, out = f"{t.node}__bc_dw", f"{t.node}__bc_shift"
-            probe.graph.initializer.append(numpy_helper.from_array(dw, wname))
-            op = helper.make_node(t.kind, [n.input[0], wname], [out + "_map"],
-                                  name=f"{t.node}__bc_{t.kind.lower()}")
-            keep = None if t.kind == "Conv" else ("transA", "transB")
-            op.attribute.extend([a for a in n.attribute if keep is None or a.name in keep])
-            axes = [0, *range(2, w.ndim)] if t.kind == "Conv" else [0]
-            probe.graph.node.extend([op, _reduce_mean(probe, out + "_map", out, axes)])
-            names.append(out)
+            ref = self.reference.get(n.input[1])
+            per_tensor = t.kind in self.settings.per_tensor_ops
+            rounded = fake_quant_weight(w, self.settings.reduce_range, axis, per_tensor)
+            names.append(_probe(probe, n, t, rounded - (w if ref is None else ref), ""))
+            if ref is not None:     # the same layer rounded to nearest, should AdaRound be dropped
+                _probe(probe, n, t, fake_quant_weight(ref, self.settings.reduce_range, axis,
+                                                      per_tensor) - ref, "_nearest")
+                names.append(f"{t.node}__bc_shift_nearest")
         sums: dict[str, np.ndarray] = {}
 
         def add(arrays: dict[str, np.ndarray]) -> None:
@@ -131,11 +131,14 @@ class BiasCorrection:
 
         seen = stream_tensors(probe, names, _head(samples, self.settings.samples), add)
         rel: list[float] = []
-        for t, out in zip(targets, names, strict=True):
+        for t in targets:
             b = g.const(t.bias)
             assert b is not None
             t.original = b.copy()
-            shift = sums[out] / max(1, seen)
+            shift = sums[f"{t.node}__bc_shift"] / max(1, seen)
+            near = sums.get(f"{t.node}__bc_shift_nearest")
+            if near is not None:
+                t.nearest = (b.astype(np.float64) - near / max(1, seen)).astype(b.dtype)
             g.set_const(t.bias, b.astype(np.float64) - shift)
             rel.append(float(np.abs(shift).mean()))
         self.targets = targets
@@ -152,14 +155,42 @@ class BiasCorrection:
 
         from converters.onnx_utils import save_model
 
-        back = [t for t in self.targets if t.node in exclude]
-        if not back:
+        if not any(t.node in exclude for t in self.targets):
             return model_path
         m = onnx.load(str(model_path))
-        g = Graph(m)
+        self.restore_into(m, exclude)
+        return save_model(m, out)
+
+    def nearest_into(self, model: Any, nodes: set[str]) -> None:
+        """Biases corrected for round-to-nearest weights, for layers in ``nodes`` whose
+        weights AdaRound had re-rounded (used when the build drops AdaRound's rounding)."""
+        g = Graph(model)
+        for t in self.targets:
+            if t.node in nodes and t.nearest is not None:
+                g.set_const(t.bias, t.nearest)
+
+    def restore_into(self, model: Any, exclude: set[str]) -> bool:
+        """Put back the original bias of every corrected layer in ``exclude`` (in place)."""
+        back = [t for t in self.targets if t.node in exclude]
+        g = Graph(model)
         for t in back:
             g.set_const(t.bias, t.original)
-        return save_model(m, out)
+        return bool(back)
+
+
+def _probe(probe: Any, n: Any, t: _Target, dw: np.ndarray, suffix: str) -> str:
+    """Add ``ReduceMean(op(x, dw))`` per output channel to ``probe``; returns its output."""
+    from onnx import helper, numpy_helper
+
+    wname, out = f"{t.node}__bc_dw{suffix}", f"{t.node}__bc_shift{suffix}"
+    probe.graph.initializer.append(numpy_helper.from_array(dw.astype(np.float32), wname))
+    op = helper.make_node(t.kind, [n.input[0], wname], [out + "_map"],
+                          name=f"{t.node}__bc_{t.kind.lower()}{suffix}")
+    keep = None if t.kind == "Conv" else ("transA", "transB")
+    op.attribute.extend([a for a in n.attribute if keep is None or a.name in keep])
+    axes = [0, *range(2, dw.ndim)] if t.kind == "Conv" else [0]
+    probe.graph.node.extend([op, _reduce_mean(probe, out + "_map", out, axes)])
+    return out
 
 
 def _reduce_mean(model: Any, src: str, out: str, axes: list[int]) -> Any:

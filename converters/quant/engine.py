@@ -11,8 +11,9 @@ Effort levels (``--effort``, recorded in the manifest):
 
 * ``fast``: MinMax ranges only (the quantiser of the previous issue);
 * ``default``: the passes in :data:`DEFAULT_PASSES`;
-* ``max``: ``default`` for now; the slot where weight-rounding optimisation (AdaRound /
-  block reconstruction) plugs in.
+* ``max``: ``default`` plus AdaRound (:mod:`converters.quant.adaround`: weight rounding
+  optimised on calibration data, in numpy; no torch), between SmoothQuant and bias correction
+  (bias correction then measures the rounded weights).
 
 ``options["quant_passes"]`` (a comma-separated string or a sequence of pass names) overrides
 the effort's list, for experiments and benchmarks.
@@ -26,21 +27,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from converters.quant.adaround import AdaRound, AdaRoundSettings
 from converters.quant.base import PassOutcome, run_guarded
 from converters.quant.bias_correction import BiasCorrection, BiasCorrectionSettings
 from converters.quant.equalise import CrossLayerEqualisation
 from converters.quant.mse_ranges import MseRanges, write_cache
 from converters.quant.smoothquant import SmoothQuant
 
-__all__ = ["ALL_PASSES", "DEFAULT_PASSES", "EFFORTS", "EngineState", "graph_passes",
+__all__ = ["ALL_PASSES", "DEFAULT_PASSES", "EFFORTS", "MAX_PASSES", "EngineState", "graph_passes",
            "passes_for", "range_passes"]
 
 log = logging.getLogger(__name__)
 
-ALL_PASSES = ("cross_layer_equalisation", "smoothquant", "bias_correction", "mse_ranges")
+ALL_PASSES = ("cross_layer_equalisation", "smoothquant", "adaround", "bias_correction",
+              "mse_ranges")
 DEFAULT_PASSES = ("cross_layer_equalisation", "smoothquant", "bias_correction", "mse_ranges")
+MAX_PASSES = ("cross_layer_equalisation", "smoothquant", "adaround", "bias_correction",
+              "mse_ranges")
 EFFORTS: dict[str, tuple[str, ...]] = {"fast": (), "default": DEFAULT_PASSES,
-                                       "max": DEFAULT_PASSES}
+                                       "max": MAX_PASSES}
 
 
 def passes_for(effort: str, override: str | Sequence[str] | None = None) -> tuple[str, ...]:
@@ -68,33 +73,45 @@ class EngineState:
     outcomes: list[PassOutcome] = field(default_factory=list)
     float_nodes: dict[str, str] = field(default_factory=dict)
     bias: BiasCorrection | None = None
+    adaround: AdaRound | None = None
     # ranges to choose between on the task metric, cheapest first: {"minmax": cache, ...}
     range_candidates: dict[str, Path] = field(default_factory=dict)
     bias_enabled: bool = True
+    adaround_enabled: bool = True
 
     def choose(self, gate_drop: Callable[[Path | None], float]) -> Path | None:
-        """Ranges (and bias correction on or off) whose quantised model drops the metric least.
+        """Ranges (and bias correction, AdaRound on or off) whose quantised model drops the
+        metric least.
 
         Per-tensor error is not the user's metric, and measured on the zoo neither MSE ranges
         nor bias correction helps every model (both raised DBNet-small's mask IoU together,
-        bias correction alone cost the CTC recogniser characters). Both are cheap to toggle
-        after calibration (the bias of a layer is restored, ranges are a file), so each
+        bias correction alone cost the CTC recogniser characters); AdaRound lowers each
+        layer's output error, which is not the task metric either. All are cheap to toggle
+        after calibration (a layer's bias or weights are restored, ranges are a file), so each
         combination is quantised and validated once and the simplest wins ties. ``gate_drop``
         quantises with the given ranges (``None``: those it has) under the current
-        :attr:`bias_enabled`; returns the chosen ranges (``None`` when there was no choice).
+        :attr:`bias_enabled` and :attr:`adaround_enabled`; returns the chosen ranges (``None``
+        when there was no choice).
         """
-        options = [False, True] if self.bias is not None else [self.bias_enabled]
-        drops: dict[tuple[str, bool], float] = {}
+        biases = [False, True] if self.bias is not None else [self.bias_enabled]
+        roundings = ([False, True] if self.adaround is not None and self.adaround.done
+                     else [self.adaround_enabled])
+        drops: dict[tuple[str, bool, bool], float] = {}
         for ranges in list(self.range_candidates) or ["minmax"]:
-            for bias in options:
-                self.bias_enabled = bias
-                drops[(ranges, bias)] = gate_drop(self.range_candidates.get(ranges))
+            for ada in roundings:
+                for bias in biases:
+                    self.bias_enabled, self.adaround_enabled = bias, ada
+                    drops[(ranges, bias, ada)] = gate_drop(self.range_candidates.get(ranges))
         order = list(drops)
         best = min(order, key=lambda k: (drops[k], order.index(k)))
-        self.bias_enabled = best[1]
-        table = {f"{r}{' + bias correction' if b else ''}": float(f"{d:.6g}")
-                 for (r, b), d in drops.items()}
-        verdicts = {"mse_ranges": best[0] == "mse_ranges", "bias_correction": best[1]}
+        self.bias_enabled, self.adaround_enabled = best[1], best[2]
+        def label(r: str, b: bool, a: bool) -> str:
+            return (r + (" + adaround" if a and len(roundings) > 1 else "")
+                    + (" + bias correction" if b and self.bias is not None else ""))
+
+        table = {label(*k): float(f"{d:.6g}") for k, d in drops.items()}
+        verdicts = {"mse_ranges": best[0] == "mse_ranges", "bias_correction": best[1],
+                    "adaround": best[2]}
         for i, o in enumerate(self.outcomes):
             if o.name in verdicts and o.status == "applied":
                 kept = verdicts[o.name]
@@ -105,13 +122,46 @@ class EngineState:
                     {**o.data, "used": kept, "gate_drop_by_choice": table})
         return self.range_candidates.get(best[0])
 
-    def source_for(self, exclude: set[str], workdir: Path) -> Path:
-        """The model to quantise when ``exclude`` stays float (their biases uncorrected)."""
-        if self.bias is None:
+    def fp32_model(self, workdir: Path) -> Path:
+        """The prepared model with AdaRound's layers back at their FP32 weights: the reference
+        for ranking sensitive tensors (against the rounded weights, a layer's rounding error
+        would be invisible to the ranking). Corrected biases stay: they are meant to cancel
+        the mean shift, and the ranking should see what they cannot cancel."""
+        if self.adaround is None or not self.adaround.done:
             return self.model
-        if not self.bias_enabled:
-            exclude = exclude | {t.node for t in self.bias.targets}
-        return self.bias.restore(self.model, exclude, workdir / "prepared-bias-restored.onnx")
+        import onnx
+
+        from converters.onnx_utils import save_model
+
+        m = onnx.load(str(self.model))
+        self.adaround.restore(m, {d.layer.node for d in self.adaround.done})
+        return save_model(m, workdir / "prepared-fp32.onnx")
+
+    def source_for(self, exclude: set[str], workdir: Path) -> Path:
+        """The model to quantise when ``exclude`` stays float: their biases uncorrected, their
+        weights as they were before AdaRound put them on the quantiser's grid (every
+        re-rounded layer's when AdaRound is not used, with its bias corrected for
+        round-to-nearest when bias correction is)."""
+        bias_back = set(exclude)
+        if self.bias is not None and not self.bias_enabled:
+            bias_back |= {t.node for t in self.bias.targets}
+        rounded = {d.layer.node for d in self.adaround.done} if self.adaround else set()
+        weights_back = rounded & (exclude if self.adaround_enabled else rounded)
+        nearest = (weights_back - bias_back) if self.bias_enabled else set()
+        if not ((self.bias and any(t.node in bias_back for t in self.bias.targets))
+                or weights_back):
+            return self.model
+        import onnx
+
+        from converters.onnx_utils import save_model
+
+        m = onnx.load(str(self.model))
+        if self.bias is not None:
+            self.bias.restore_into(m, bias_back)
+            self.bias.nearest_into(m, nearest)
+        if self.adaround is not None:
+            self.adaround.restore(m, weights_back)
+        return save_model(m, workdir / "prepared-restored.onnx")
 
     def report(self) -> dict[str, Any]:
         return {"effort": self.effort, "passes": list(self.passes),
@@ -137,7 +187,10 @@ def graph_passes(prepared: Path, samples: Any, *, effort: str, reduce_range: boo
     for name in graph:
         pass_: Any = (CrossLayerEqualisation() if name == "cross_layer_equalisation"
                       else SmoothQuant() if name == "smoothquant"
-                      else BiasCorrection(BiasCorrectionSettings(reduce_range=reduce_range)))
+                      else AdaRound(AdaRoundSettings(reduce_range=reduce_range))
+                      if name == "adaround"
+                      else BiasCorrection(BiasCorrectionSettings(reduce_range=reduce_range),
+                                          state.adaround.originals if state.adaround else None))
         why = _applies(pass_, model)
         if why is not None:
             state.outcomes.append(PassOutcome(name, "skipped", why))
@@ -159,6 +212,8 @@ def graph_passes(prepared: Path, samples: Any, *, effort: str, reduce_range: boo
                 state.float_nodes.update(pass_.float_nodes)
             if isinstance(pass_, BiasCorrection):
                 state.bias = pass_
+            if isinstance(pass_, AdaRound):
+                state.adaround = pass_
     if changed:
         state.model = save_model(model, workdir / "prepared-passes.onnx")
     return state

@@ -28,7 +28,9 @@ __all__ = ["GraphPassResult", "per_tensor_ops", "run_graph_passes"]
 
 # engine passes the full-integer TFLite path does not run, and why (recorded as skipped)
 NOT_FED = {"smoothquant": "not fed to the full-integer TFLite path: its Mul folds into a "
-                          "LayerNormalization that the TFLite lowering decomposes"}
+                          "LayerNormalization that the TFLite lowering decomposes",
+           "adaround": "not fed to the full-integer TFLite path: it rounds onto ONNX Runtime's "
+                       "per-channel grid, not the TFLite writer's (per-tensor weights included)"}
 
 
 def per_tensor_ops(per_channel: bool | str) -> tuple[str, ...]:

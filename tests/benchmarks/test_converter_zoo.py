@@ -102,6 +102,12 @@ def test_a_refused_build_misses_the_goals_with_its_reason() -> None:
     slower = _verdicts(res, "never slower")["ocr-det-640 / edgeops-vnni-default"]
     assert slower.met is False and slower.figures.startswith("refused: ")
     assert "most sensitive" not in slower.figures
+    limited = copy.deepcopy(res)      # the refusal's other wording names its layers too
+    limited["models"]["ocr-det-640"]["variants"]["edgeops-vnni-default"]["error"] = \
+        "target x86-cpu: mask_iou dropped 30% vs FP32; limited by conv_1 (2%)"
+    assert "limited by" not in _verdicts(limited, "never slower")[
+        "ocr-det-640 / edgeops-vnni-default"].figures
+    assert "limited by" not in markdown(limited).split("### Goals")[0]
     dbnet = _verdicts(res, "DBNet text detector: mask IoU >= 0.90")
     assert dbnet["ocr-det-640 / edgeops-vnni-default"].met is False
     # a model the result lacks is "not measured", never met

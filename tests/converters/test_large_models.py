@@ -92,7 +92,7 @@ def test_accuracy_aware_pass_ranks_nodes_of_a_large_model(small_limit: Path,
     try:
         (art,) = build(req, lambda _m: None, tmp_path / "work").artifacts
     except AccuracyGateError as exc:
-        assert "most sensitive: " in exc.message and "none found" not in exc.message
+        assert "limited by " in exc.message and "none found" not in exc.message
     else:
         assert any(v.startswith("accuracy") for v in art.details["float_nodes"].values())
 

@@ -72,7 +72,7 @@ def test_mse_failure_falls_back_to_minmax_ranges(tmp_path: Path,
 
 @pytest.mark.parametrize(("options", "needle"), [
     ({"effort": "turbo"}, "unknown effort 'turbo'"),
-    ({"quant_passes": "adaround"}, "unknown quantisation pass(es) adaround"),
+    ({"quant_passes": "brecq"}, "unknown quantisation pass(es) brecq"),
 ])
 def test_unknown_effort_or_pass_is_a_usage_error(tmp_path: Path, options: dict[str, str],
                                                  needle: str) -> None:

@@ -216,7 +216,7 @@ def test_effort_levels_and_unknown_names() -> None:
     with pytest.raises(ValueError, match="unknown effort 'turbo'"):
         passes_for("turbo")
     with pytest.raises(ValueError, match="unknown quantisation pass"):
-        passes_for("default", "adaround")
+        passes_for("default", "brecq")
 
 
 def test_settings_are_typed_and_described() -> None:

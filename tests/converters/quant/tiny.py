@@ -12,7 +12,7 @@ from onnx import numpy_helper as nh
 
 from converters.data import SampleSet
 
-__all__ = ["conv_chain", "matmul_outliers", "run", "samples"]
+__all__ = ["conv_chain", "matmul_outliers", "rounding_net", "run", "samples", "smooth_samples"]
 
 
 def _model(nodes: list[Any], inits: list[Any], x_shape: list[int], y: str,
@@ -76,6 +76,49 @@ def matmul_outliers(layernorm: bool) -> onnx.ModelProto:
               h.make_node("MatMul", ["t", "wb"], ["yb"], name="qb"),
               h.make_node("Add", ["ya", "yb"], ["y"], name="sum")]
     return _model(nodes, inits, [1, 6, k], "y", opset=17)
+
+
+def rounding_net() -> onnx.ModelProto:
+    """Every layer shape the rounding pass handles: strided/padded, dilated depthwise, grouped
+    with SAME padding, 1-D, Gemm (transB) and MatMul; correlated weights per channel."""
+    rng = np.random.default_rng(11)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    inits = [nh.from_array(w(8, 3, 3, 3), "w1"), nh.from_array(w(8), "b1"),
+             nh.from_array(w(8, 1, 3, 3), "w2"), nh.from_array(w(8), "b2"),
+             nh.from_array(w(8, 4, 3, 3), "w3"),
+             nh.from_array(w(6, 8, 3), "w4"),
+             nh.from_array(w(5, 6), "w5"), nh.from_array(w(5), "b5"),
+             nh.from_array(w(5, 4), "w6"),
+             nh.from_array(np.array([1, 8, -1], np.int64), "shape3"),
+             nh.from_array(np.array([1, -1], np.int64), "shape2")]
+    nodes = [h.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2],
+                         name="conv_strided"),
+             h.make_node("Relu", ["c1"], ["a1"], name="r1"),
+             h.make_node("Conv", ["a1", "w2", "b2"], ["c2"], pads=[2, 2, 2, 2], dilations=[2, 2],
+                         group=8, name="conv_depthwise"),
+             h.make_node("Relu", ["c2"], ["a2"], name="r2"),
+             h.make_node("Conv", ["a2", "w3"], ["c3"], group=2, auto_pad="SAME_UPPER",
+                         strides=[2, 2], name="conv_grouped"),
+             h.make_node("Reshape", ["c3", "shape3"], ["t3"], name="to1d"),
+             h.make_node("Conv", ["t3", "w4"], ["c4"], pads=[1, 1], name="conv_1d"),
+             h.make_node("ReduceMean", ["c4"], ["p4"], axes=[2], keepdims=0, name="pool"),
+             h.make_node("Gemm", ["p4", "w5", "b5"], ["g5"], transB=1, name="dense"),
+             h.make_node("Relu", ["g5"], ["a5"], name="r5"),
+             h.make_node("Reshape", ["a5", "shape2"], ["f5"], name="flat"),
+             h.make_node("MatMul", ["f5", "w6"], ["y"], name="head")]
+    return _model(nodes, inits, [1, 3, 16, 16], "y")
+
+
+def smooth_samples(model: onnx.ModelProto, n: int = 8, seed: int = 0) -> SampleSet:
+    """Spatially correlated inputs (neighbouring pixels alike, as in photos)."""
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(seed).standard_normal((n, *shape[1:])).astype(np.float32)
+    for ax in range(2, x.ndim):
+        x = (x + np.roll(x, 1, ax) + np.roll(x, 2, ax)) / 3
+    return SampleSet({"x": x.astype(np.float32)})
 
 
 def samples(model: onnx.ModelProto, n: int = 6, seed: int = 0) -> SampleSet:

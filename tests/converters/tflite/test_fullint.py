@@ -201,6 +201,16 @@ def test_details_record_every_pass_and_the_choice(tmp_path: Path) -> None:
     assert fast.details["quantisation_passes"] == {"effort": "fast", "passes": []}
 
 
+def test_effort_max_does_not_feed_adaround_to_the_full_integer_path(tmp_path: Path) -> None:
+    # AdaRound rounds onto ORT's per-channel grid; the TFLite writer rounds on its own
+    art = _build(tmp_path, mobilenet_block(), "edgetpu", max_accuracy_drop=0.99,
+                 options={"effort": "max"})
+    q = art.details["quantisation_passes"]
+    assert "adaround" in q["passes"]
+    assert q["adaround"]["status"] == "skipped" and "TFLite" in q["adaround"]["detail"]
+    assert q["bias_correction"]["status"] == "applied"
+
+
 def test_a_failing_pass_is_recorded_and_the_build_goes_on(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture

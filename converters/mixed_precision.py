@@ -1,0 +1,172 @@
+"""Mixed precision by measurement: which layers leave INT8, chosen as a knapsack (pure).
+
+The accuracy-aware step used to float the top 1, 2, 4, 8... nodes of an activation-error
+ranking, re-quantising the whole model each time, and refused naming tensors. This module holds
+the decision instead, from two measured tables (converters/onnx_mixed measures them):
+
+* per layer, the **task-metric drop recovered** when that layer alone leaves INT8 (its Q/DQ
+  bypassed in the fully quantised graph, converters/qdq_bypass), for the top few layers of the
+  activation-error ranking;
+* per layer, the **time saved** by keeping it INT8 on the build machine (its float kernel time
+  minus its INT8 kernel time, converters/layer_speed).
+
+Keeping layer ``i`` INT8 is worth ``saving_ms[i]`` and costs ``recovered[i]`` of the accuracy
+budget; the budget left is what remains after the drop that lifting every candidate would
+still leave (the additive estimate: lifting a set leaves the base drop minus what its layers
+recover). :func:`select` solves that 0/1 knapsack exactly (branch
+and bound on the value/weight order; the candidate count is bounded by a setting), so the set
+that leaves INT8 is the cheapest in time that the estimate says meets the budget, not the
+first prefix of a ranking that does. When no set meets it, :func:`refusal` is the one line
+that names the layers that limit the build and the budget it would need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["LayerCost", "MixedPrecisionSettings", "Selection", "refusal", "select",
+           "too_many_lifted"]
+
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class MixedPrecisionSettings:
+    """Bounds of the measurement (counts, not seconds: builds must be reproducible)."""
+
+    max_measured_layers: int = 16
+    """Layers, from the top of the activation-error ranking, whose task-metric drop is
+    measured one by one (one validation run each)."""
+    sensitivity_samples: int = 8
+    """Validation samples the activation-error ranking runs (it only orders candidates)."""
+    profile_runs: int = 20
+    """Profiled inferences per model (FP32 and INT8) for the per-layer speed model."""
+    max_high_fraction: float = 0.5
+    """Beyond this share of the quantised layers out of INT8, INT8 is not worth shipping."""
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One candidate layer's measured row: what lifting it recovers and what INT8 saves."""
+
+    node: str
+    recovered: float      # relative metric drop recovered when this layer alone leaves INT8
+    saving_ms: float      # time saved by keeping it INT8 (float - INT8 kernel time), per run
+
+    def __post_init__(self) -> None:
+        if not self.node:
+            raise ValueError("a layer cost needs the node's name")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What :func:`select` decided, with the additive estimate it decided from."""
+
+    high: tuple[str, ...]         # leave INT8 (float, or uint16 where the target runs it)
+    kept: tuple[str, ...]         # stay INT8
+    estimated_drop: float         # base drop minus what the lifted layers recover
+    best_drop: float              # the estimate with every useful candidate lifted
+    saved_ms: float               # time the kept layers save over float
+    lost_ms: float                # time the lifted layers cost over INT8
+    feasible: bool
+
+
+def select(layers: Sequence[LayerCost], base_drop: float, budget: float) -> Selection:
+    """The layers to lift out of INT8 so the estimated drop meets ``budget``, losing least time.
+
+    A layer whose lifting recovers nothing (or makes it worse) stays INT8 for free; one that is
+    no faster in INT8 is lifted for free when it helps. The rest is an exact 0/1 knapsack: keep
+    INT8 the set of largest total saving whose recoveries fit in the budget left once every
+    useful layer is lifted. Infeasible (even lifting them all leaves the drop over budget):
+    every useful layer is lifted and ``feasible`` is False. Ties go to the earlier layer in
+    ``layers`` order, so the same table gives the same answer.
+    """
+    names = [c.node for c in layers]
+    if len(set(names)) != len(names):
+        raise ValueError("each layer may appear once in the table")
+    useful = [c for c in layers if c.recovered > 0]
+    # Lifting set H leaves base - sum(H) (additive); it must be <= budget, so what the kept
+    # layers may recover together is at most sum(useful) - (base - budget). Measured
+    # recoveries can add up to more than the drop (they overlap): no clamping before this.
+    total = sum(c.recovered for c in useful)
+    items = [c for c in useful if c.saving_ms > 0]
+    capacity = budget - (base_drop - total)
+    if capacity < -_EPS:
+        keep: set[str] = set()
+        feasible = False
+    else:
+        keep = _knapsack(items, capacity)
+        feasible = True
+    high = tuple(c.node for c in layers if c.recovered > 0 and c.node not in keep)
+    kept = tuple(c.node for c in layers if c.node not in high)
+    est = max(0.0, base_drop - sum(c.recovered for c in useful if c.node in high))
+    best_drop = max(0.0, base_drop - total)
+    return Selection(high=high, kept=kept, estimated_drop=est, best_drop=best_drop,
+                     saved_ms=sum(c.saving_ms for c in layers if c.node in kept),
+                     lost_ms=sum(c.saving_ms for c in layers if c.node in high),
+                     feasible=feasible)
+
+
+def _knapsack(items: Sequence[LayerCost], capacity: float) -> set[str]:
+    """Exact 0/1 knapsack (value ``saving_ms``, weight ``recovered``), branch and bound."""
+    order = sorted(range(len(items)),
+                   key=lambda i: (-items[i].saving_ms / items[i].recovered, i))
+    best_value = -1.0
+    best: tuple[int, ...] = ()
+
+    def bound(k: int, value: float, room: float) -> float:
+        for i in order[k:]:
+            c = items[i]
+            if c.recovered <= room:
+                room -= c.recovered
+                value += c.saving_ms
+            else:
+                return value + c.saving_ms * room / c.recovered
+        return value
+
+    def dfs(k: int, value: float, room: float, chosen: tuple[int, ...]) -> None:
+        nonlocal best_value, best
+        if value > best_value + _EPS:
+            best_value, best = value, chosen
+        if k == len(order) or bound(k, value, room) <= best_value + _EPS:
+            return
+        c = items[order[k]]
+        if c.recovered <= room + _EPS:
+            dfs(k + 1, value + c.saving_ms, room - c.recovered, (*chosen, order[k]))
+        dfs(k + 1, value, room, chosen)
+
+    dfs(0, 0.0, capacity, ())
+    return {items[i].node for i in best}
+
+
+def refusal(target: str, metric: str, drop: float, budget: float, limiting: Sequence[LayerCost],
+            needed: float, measured: int, note: str = "", *, lifted: int = 0) -> str:
+    """One line: what dropped, which layers limit it, and the budget the build would need.
+
+    ``needed`` is the smallest drop reached with ``lifted`` layers out of INT8 (measured).
+    """
+    top = sorted((c for c in limiting if c.recovered > 0),
+                 key=lambda c: (-c.recovered, c.node))[:6]
+    names = ", ".join(f"{c.node} (recovers {c.recovered:.2%})" for c in top) or "none found"
+    return (f"target {target}: {metric} dropped {drop:.2%} vs FP32{note} (budget "
+            f"{budget:.2%}); limited by {names}; with {lifted} of the {measured} measured "
+            f"layer(s) out of INT8 it still drops {needed:.2%}: a budget of at least "
+            f"{_ceil_pct(needed)} would be needed")
+
+
+def too_many_lifted(target: str, metric: str, drop: float, budget: float, lifted: Sequence[str],
+                    quantised: int, fraction: float) -> str:
+    """One line: the budget is met only with too many layers out of INT8 to be worth it."""
+    names = ", ".join(sorted(lifted)[:6]) + (", ..." if len(lifted) > 6 else "")
+    return (f"target {target}: {metric} meets the {budget:.2%} budget ({drop:.2%}) only with "
+            f"{len(lifted)} of {quantised} quantised layers out of INT8 ({names}), more than "
+            f"{fraction:.0%}: INT8 is not worth shipping; use --precision fp32 or raise "
+            f"--max-accuracy-drop")
+
+
+def _ceil_pct(x: float) -> str:
+    """``x`` as a percentage rounded up to 0.01 %, so the named budget really passes."""
+    import math
+
+    return f"{math.ceil(x * 10000 - 1e-9) / 100:.2f}%"

@@ -1,0 +1,324 @@
+"""Mixed precision by measurement: the knapsack, the Q/DQ bypass, the refusal, uint16 on QNN."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from converters.mixed_precision import LayerCost, refusal, select, too_many_lifted
+from converters.qdq_bypass import bypass_layers
+from tests.converters import zoo
+
+# ---- the knapsack on hand-made tables ----------------------------------------------------
+
+
+def _brute(layers: list[LayerCost], base: float, budget: float) -> float:
+    """Most time kept INT8 over every subset the additive estimate accepts (the oracle)."""
+    useful = [c for c in layers if c.recovered > 0]
+    best = -1.0
+    for k in range(len(useful) + 1):
+        for keep in itertools.combinations(useful, k):
+            lifted = sum(c.recovered for c in useful if c not in keep)
+            if base - lifted <= budget + 1e-12:
+                best = max(best, sum(c.saving_ms for c in keep if c.saving_ms > 0))
+    return best
+
+
+def test_knapsack_keeps_the_fast_layer_a_ranking_prefix_would_float() -> None:
+    # b is the most sensitive but also by far the fastest in INT8: a ranking prefix floats b
+    # then a (0.03 - 0.012 = 0.018 is over budget, - 0.010 = 0.008), losing 5.1 ms; the
+    # knapsack floats a and c (0.03 - 0.014 = 0.016 within 0.017) and loses 0.3 ms.
+    table = [LayerCost("a", 0.010, 0.1), LayerCost("b", 0.012, 5.0), LayerCost("c", 0.004, 0.2)]
+    sel = select(table, base_drop=0.03, budget=0.017)
+    assert sel.feasible
+    assert sel.high == ("a", "c") and sel.kept == ("b",)
+    assert sel.estimated_drop == pytest.approx(0.016)
+    assert sel.saved_ms == pytest.approx(5.0) and sel.lost_ms == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_knapsack_matches_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    table = [LayerCost(f"n{i}", float(rng.uniform(-0.002, 0.02)),
+                       float(rng.uniform(-0.5, 3.0))) for i in range(9)]
+    base = 0.08
+    sel = select(table, base, budget=0.02)
+    assert sel.feasible
+    assert sel.estimated_drop <= 0.02 + 1e-9
+    assert sum(c.saving_ms for c in table if c.node in sel.kept and c.saving_ms > 0
+               and c.recovered > 0) == pytest.approx(_brute(table, base, 0.02))
+    # layers that recover nothing stay INT8; helpful layers no faster in INT8 are lifted
+    for c in table:
+        if c.recovered <= 0:
+            assert c.node in sel.kept
+        elif c.saving_ms <= 0:
+            assert c.node in sel.high
+
+
+def test_knapsack_infeasible_lifts_every_useful_layer() -> None:
+    table = [LayerCost("a", 0.01, 1.0), LayerCost("b", 0.0, 1.0), LayerCost("c", 0.02, 1.0)]
+    sel = select(table, base_drop=0.10, budget=0.01)
+    assert not sel.feasible
+    assert sel.high == ("a", "c") and sel.kept == ("b",)
+    assert sel.best_drop == pytest.approx(0.07)
+
+
+def test_knapsack_nothing_to_lift_when_the_budget_is_met() -> None:
+    table = [LayerCost("a", 0.01, 1.0), LayerCost("b", 0.02, 2.0)]
+    sel = select(table, base_drop=0.005, budget=0.01)
+    assert sel.high == () and sel.kept == ("a", "b")
+
+
+def test_knapsack_is_deterministic_on_ties() -> None:
+    table = [LayerCost("a", 0.01, 1.0), LayerCost("b", 0.01, 1.0)]
+    sels = {select(table, 0.02, 0.01).high for _ in range(3)}
+    assert len(sels) == 1 and len(next(iter(sels))) == 1
+
+
+def test_a_table_naming_a_layer_twice_is_an_error() -> None:
+    with pytest.raises(ValueError, match="once"):
+        select([LayerCost("a", 0.1, 1.0), LayerCost("a", 0.1, 1.0)], 0.1, 0.01)
+
+
+# ---- the refusal line ------------------------------------------------------------------
+
+
+def test_refusal_names_limiting_layers_and_needed_budget() -> None:
+    line = refusal("x86-cpu", "top1_agreement", 0.083, 0.01,
+                   [LayerCost("conv7", 0.03, 1.0), LayerCost("mm2", 0.05, 0.5),
+                    LayerCost("dw3", 0.0, 0.2)], needed=0.04167, measured=3, lifted=2)
+    assert "\n" not in line
+    assert line.startswith("target x86-cpu: top1_agreement dropped 8.30%")
+    assert "limited by mm2 (recovers 5.00%), conv7 (recovers 3.00%);" in line
+    assert "dw3" not in line
+    assert "with 2 of the 3 measured layer(s) out of INT8 it still drops 4.17%" in line
+    assert line.endswith("a budget of at least 4.17% would be needed")
+
+
+def test_too_many_lifted_layers_is_one_line_naming_them() -> None:
+    line = too_many_lifted("arm64-cpu", "mask_iou", 0.008, 0.01,
+                           [f"conv{i}" for i in range(8)], 10, 0.5)
+    assert "\n" not in line
+    assert line.startswith("target arm64-cpu: mask_iou meets the 1.00% budget (0.80%) only "
+                           "with 8 of 10 quantised layers out of INT8 (conv0, conv1,")
+    assert "conv5, ...), more than 50%" in line and "--precision fp32" in line
+
+
+# ---- the Q/DQ bypass -------------------------------------------------------------------
+
+
+def _two_branches() -> onnx.ModelProto:
+    """x -> conv_a -> ya ; x -> conv_b -> relu -> conv_c -> yc (b's weights badly scaled)."""
+    rng = np.random.default_rng(3)
+    wb = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
+    wb[0] *= 50.0
+    inits = [nh.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "wa"),
+             nh.from_array(rng.standard_normal(4).astype(np.float32), "ba"),
+             nh.from_array(wb, "wb"), nh.from_array(rng.standard_normal(6).astype(np.float32),
+                                                    "bb"),
+             nh.from_array(rng.standard_normal((2, 6, 1, 1)).astype(np.float32), "wc")]
+    nodes = [h.make_node("Conv", ["x", "wa", "ba"], ["ya"], pads=[1, 1, 1, 1], name="conv_a"),
+             h.make_node("Conv", ["x", "wb", "bb"], ["b"], pads=[1, 1, 1, 1], name="conv_b"),
+             h.make_node("Relu", ["b"], ["r"], name="relu"),
+             h.make_node("Conv", ["r", "wc"], ["yc"], name="conv_c")]
+    g = h.make_graph(nodes, "two", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+                     [h.make_tensor_value_info("ya", T.FLOAT, None),
+                      h.make_tensor_value_info("yc", T.FLOAT, None)], inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def _qdq(model: onnx.ModelProto, tmp: Path, x: np.ndarray) -> onnx.ModelProto:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    src = zoo.save(model, tmp / "f.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{"x": v[None]} for v in x])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.it, None)
+
+    quantize_static(str(src), str(tmp / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=False, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    return onnx.load(str(tmp / "q.onnx"))
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in s.get_outputs()]
+    return dict(zip(names, s.run(names, {"x": x}), strict=True))
+
+
+def test_bypass_makes_exactly_that_layer_float(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    model = _two_branches()
+    qdq = _qdq(model, tmp_path, x)
+    lifted = bypass_layers(qdq, model, {"conv_b"})
+    onnx.checker.check_model(lifted)
+    producer = {o: n for n in lifted.graph.node for o in n.output}
+    inits = {i.name: nh.to_array(i) for i in lifted.graph.initializer}
+    node = {n.name: n for n in lifted.graph.node}
+    # conv_b: float input x and its own float weight and bias, bit for bit
+    b = node["conv_b"]
+    assert b.input[0] == "x"
+    assert np.array_equal(inits[b.input[1]], nh.to_array(model.graph.initializer[2]))
+    assert np.array_equal(inits[b.input[2]], nh.to_array(model.graph.initializer[3]))
+    # every other layer still reads dequantised inputs
+    for other in ("conv_a", "conv_c"):
+        assert all(producer[i].op_type == "DequantizeLinear" for i in node[other].input)
+    # the untouched branch computes exactly what it did; the lifted one moves towards FP32
+    q_out, l_out, f_out = _run(qdq, x[:1]), _run(lifted, x[:1]), _run(model, x[:1])
+    assert np.array_equal(q_out["ya"], l_out["ya"])
+    assert not np.array_equal(q_out["yc"], l_out["yc"])
+    assert np.abs(l_out["yc"] - f_out["yc"]).mean() < np.abs(q_out["yc"] - f_out["yc"]).mean()
+    # the source QDQ model is left as it was
+    assert _run(qdq, x[:1])["yc"].tobytes() == q_out["yc"].tobytes()
+
+
+def test_bypass_sees_through_a_seven_bit_clamp(tmp_path: Path) -> None:
+    """x86 without VNNI clamps 7-bit activations with a uint8 Clip between Q and DQ."""
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    model = _two_branches()
+    qdq = _qdq(model, tmp_path, x)
+    q = next(n for n in qdq.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
+    for n in qdq.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0]:
+            n.input[0] = "x_clamped"
+    qdq.graph.initializer.append(nh.from_array(np.array(127, np.uint8), "c127"))
+    qdq.graph.node.insert(list(qdq.graph.node).index(q) + 1, h.make_node(
+        "Clip", [q.output[0], "", "c127"], ["x_clamped"], name="clamp"))
+    lifted = bypass_layers(qdq, model, {"conv_b"})
+    node = {n.name: n for n in lifted.graph.node}
+    assert node["conv_b"].input[0] == "x"
+    assert node["conv_a"].input[0] != "x" and "clamp" in node
+
+
+def test_bypass_of_a_missing_layer_is_an_error(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    model = _two_branches()
+    with pytest.raises(ValueError, match="'nope' is not a node"):
+        bypass_layers(_qdq(model, tmp_path, x), model, {"nope"})
+
+
+# ---- whole builds ----------------------------------------------------------------------
+
+
+def _outlier_build(tmp_path: Path, target: str, budget: float, work: str = "work") -> object:
+    from converters.api import BuildRequest
+    from converters.build import build
+
+    p = zoo.save(zoo.outlier_mlp(), tmp_path / "mlp.onnx")
+    x = np.random.default_rng(0).standard_normal((32, 4, 16)).astype(np.float32)
+    np.savez(tmp_path / "cal.npz", x=x)
+    req = BuildRequest(model=p, name="m", version="1.0.0", targets=(target,),
+                       calibration=tmp_path / "cal.npz", max_accuracy_drop=budget,
+                       input_shapes={"x": (1, 4, 16)} if target == "qnn-npu" else {},
+                       options={"perf_aware": False})
+    (art,) = build(req, lambda _m: None, tmp_path / work).artifacts
+    return art
+
+
+@pytest.mark.slow
+def test_cpu_build_floats_the_measured_layer_and_records_why(tmp_path: Path) -> None:
+    art = _outlier_build(tmp_path, "x86-cpu", 0.01)
+    mp = art.details["mixed_precision"]                  # type: ignore[attr-defined]
+    assert mp["float"] == ["mm2"] and mp["uint16_nodes"] == {}
+    assert mp["measured_layers"] == 4 and mp["verified_drop"] <= 0.01
+    assert "correction" not in mp                         # the estimate held
+    assert art.details["float_nodes"]["mm2"].startswith(  # type: ignore[attr-defined]
+        "accuracy: lifting it alone recovered")
+    assert "ONNX Runtime profiler" in mp["speed_model"]
+
+
+@pytest.mark.slow
+def test_same_inputs_give_the_same_artifact(tmp_path: Path) -> None:
+    """The speed table is cached per machine, measurements are deterministic: a rebuild
+    chooses the same layers and writes the same bytes."""
+    a = _outlier_build(tmp_path, "x86-cpu", 0.01, "work-a")
+    b = _outlier_build(tmp_path, "x86-cpu", 0.01, "work-b")
+    assert a.details["mixed_precision"] == b.details["mixed_precision"]  # type: ignore[attr-defined]
+    assert a.path.read_bytes() == b.path.read_bytes()                  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_qnn_build_puts_the_sensitive_layer_in_uint16(tmp_path: Path) -> None:
+    # On QNN uint8 per-tensor activations crush m1's small channels; the weights (uint8, per
+    # tensor for MatMul) cost more still, so the budget here is what uint16 on mm2 reaches.
+    art = _outlier_build(tmp_path, "qnn-npu", 0.6)
+    mp = art.details["mixed_precision"]                  # type: ignore[attr-defined]
+    assert mp["uint16"] == ["mm2"] and list(mp["uint16_nodes"]) == ["mm2"]
+    assert not any(v.startswith("accuracy") for v in
+                   art.details["float_nodes"].values())  # type: ignore[attr-defined]
+    q = onnx.load(str(art.path))                         # type: ignore[attr-defined]
+    producer = {o: n for n in q.graph.node for o in n.output}
+    mm2 = next(n for n in q.graph.node if n.name == "mm2")
+    dq = producer[mm2.input[0]]
+    assert dq.op_type == "DequantizeLinear"
+    zp = next(i for i in q.graph.initializer if i.name == dq.input[2])
+    assert zp.data_type == T.UINT16
+    # ORT converts at the boundary (mm1 writes m1, so it runs 16-bit from a convert of m0);
+    # the layers away from it stay uint8
+    mm0 = next(n for n in q.graph.node if n.name == "mm0")
+    zp0 = next(i for i in q.graph.initializer if i.name == producer[mm0.input[0]].input[2])
+    assert zp0.data_type == T.UINT8
+
+
+@pytest.mark.slow
+def test_refused_build_names_the_layers_and_the_budget(tmp_path: Path) -> None:
+    from edgeops.errors import AccuracyGateError
+
+    with pytest.raises(AccuracyGateError) as exc:
+        _outlier_build(tmp_path, "qnn-npu", 0.01)
+    msg = exc.value.message
+    assert "\n" not in msg
+    assert "limited by mm2 (recovers " in msg
+    assert "a budget of at least " in msg and msg.endswith("would be needed")
+
+
+# ---- the speed model's attribution (pure) ----------------------------------------------
+
+
+def test_kernels_are_attributed_to_layers_from_the_graph() -> None:
+    from converters.layer_speed import attribute
+
+    graph = [("conv1", "Conv", ["x", "w1"], ["c1"]), ("act", "Relu", ["c1"], ["a1"]),
+             ("dw", "Conv", ["a1", "w2"], ["c2"]), ("mm", "MatMul", ["c2", "w3"], ["y"])]
+    kernels = {"conv1_token_1_kernel_time": 0.5,        # fused QDQ kernel: the node's name
+               "a1_nchwc_kernel_time": 1.0,             # float NCHWc kernel: its output, whose
+               #                                          Relu was fused into conv1
+               "c2_nchwc_kernel_time": 0.25,            # dw's own output
+               "mm_kernel_time": 0.125,
+               "ReorderOutput_kernel_time": 9.0,        # layout: no layer's choice
+               "Transpose_token_6_kernel_time": 9.0}
+    assert attribute(kernels, graph) == {"conv1": 1.5, "dw": 0.25, "mm": 0.125}
+
+
+def test_unattributed_layers_are_estimated_from_the_measured_ones() -> None:
+    from converters.layer_speed import fill_missing
+
+    t = fill_missing(["a", "b", "c", "d"], {"a": 4.0, "b": 2.0, "c": 6.0},
+                     {"a": 1.0, "b": 1.0, "d": 0.5})
+    assert t.saving_ms("a") == 3.0 and t.saving_ms("b") == 1.0
+    assert t.int8_ms["c"] == pytest.approx(6.0 / 3.0)    # median float/INT8 ratio of a, b
+    assert t.float_ms["d"] == pytest.approx(0.5 * 3.0)
+    assert t.estimated == ("c", "d")
+    none = fill_missing(["e"], {}, {})
+    assert none.saving_ms("e") == 0.0 and none.estimated == ("e",)
