@@ -1,30 +1,49 @@
-"""Pretrained models from PyPI wheels: FP32 vs ONNX Runtime's stock quantize_static vs ours.
+"""Pretrained models from PyPI wheels: FP32, ORT stock and tuned, NNCF and ours, side by side.
 
-    python -m benchmarks.converter_zoo [--models ocr-cls,magika] [--samples 8] [--rounds 5]
-                                       [--runs 5] [--threads 1] [--no-perf-aware] [--merge]
+    python -m benchmarks.converter_zoo [--models ocr-cls,magika] [--variants fp32,ort-stock,...]
+        [--samples 8] [--rounds 5] [--runs 5] [--threads 1] [--no-perf-aware] [--merge]
+        [--nncf-venv /work/venvs/nncf] [--markdown-only]
 
-``--merge`` keeps the models of the last results file that this run does not measure (each
-row marked with the settings of the run that measured it), so a slow model need not be rerun
-with every table.
+The whole table, as the issue-16 goals are judged (every model, every variant; it prints its
+expected duration, taken from the last results file's per-model wall times, before it starts)::
+
+    PYTHONPATH=. .venv/bin/python -m benchmarks.converter_zoo
+
+``--merge`` keeps what the last results file measured and this run does not: whole models,
+and the rows of a model rerun with fewer ``--variants`` (each kept row marked with the
+settings of the run that measured it), so a slow model or one variant can be rerun alone.
 
 For each model of the real-model zoo (tests/realzoo.py: pinned wheels, cached under
 ~/.cache/edgeops-test-models; inputs from tests/zoo_inputs.py, made of the photos, scans and
-text the test suite uses), side by side in one run on one machine:
+text the test suite uses; ``ocr-det-640`` is the DBNet detector at the issue's 640x640), side
+by side in one run on one machine (the catalogue: ``benchmarks/_zoo_report.VARIANTS``):
 
 * ``fp32``: the source model in ONNX Runtime (default session optimisations);
-* ``stock``: ``quantize_static`` with QDQ + per-channel (the stock recommendation) after the
-  opset-13 upgrade it needs, MinMax, the same calibration samples;
-* ``edgeops``: what ``edgeops build --target x86-cpu`` (default settings) accepts, or the one
-  line it refuses with, and how long the build took.
+* ``ort-stock``: ``quantize_static``, QDQ, per-channel, MinMax, its default S8S8 types, after
+  the opset-13 upgrade it needs; ``ort-tuned``: the stock quantiser's best x86 settings
+  (``quant_pre_process``, u8s8) - see benchmarks/_zoo_builds.py;
+* ``nncf-*``: NNCF 3.4's ``nncf.quantize`` (ONNX backend) from its own venv
+  (benchmarks/_nncf.py), each preset (performance, mixed) and what else its ONNX backend
+  offers (full bias correction, the transformer model type); the best of them is marked;
+* ``edgeops-vnni-<effort>`` / ``edgeops-x86-<effort>``: ``edgeops build`` for x86-cpu-vnni
+  (8-bit weights, as stock, tuned and NNCF write; this machine has AVX-512 VNNI) and for
+  x86-cpu (7-bit weights, what non-VNNI CPUs need) at each ``--effort``, default gate: what it
+  accepts, or the line it refuses with;
+* ``edgeops-edgetpu-default`` / ``edgeops-ethos-u-default`` (ocr-cls and ocr-det-640 only):
+  full-integer builds, gate opened (``max_accuracy_drop`` 0.99) so the artifact exists to be
+  measured, run in LiteRT against FP32 in ONNX Runtime; the row says whether the default gate
+  would have accepted it.
 
-Accuracy vs FP32 on the validation samples: the task metric the build's gate reads (the task
-``auto`` infers, or the one named per model below), computed the same way for stock and ours,
-what else that metric measured (``task_details``; for a dense detection head the cosine of
-its class-score channels, shown in the table: it was a ``> 0.9`` assertion on YOLOv8n in
-tests/converters/test_zoo_real.py, a quality figure, so it is measured here),
-and the raw cosine (over each sample's whole first output, mean over samples) that a naive gate
-would have read. Latency: batch 1, ``threads`` intra-op threads, ``rounds`` interleaved rounds
-of ``runs`` runs each, medians. Results go to benchmarks/results/converter_zoo.{json,md}.
+Every build runs in a fresh process (benchmarks/_zoo_builds.py): build time without imports,
+peak memory = that process's own peak RSS (VmHWM). Accuracy vs FP32 on the validation samples: the task
+metric the build's gate reads (the task ``auto`` infers, or the one named per model below) and
+what else it measured (per-timestep argmax agreement for the CTC recogniser, class-score cosine
+for the YOLO head). Latency: batch 1, ``threads`` intra-op threads, ``rounds`` interleaved
+rounds of ``runs`` runs of every ONNX variant; speed vs FP32 = the median over rounds of each
+round's ratio of medians (the load of shared cores drifts between rounds). Issue 16's goals
+are checked from the rows and printed under the table (benchmarks/_zoo_goals.py). A variant
+that fails is a row saying why. Results go to benchmarks/results/converter_zoo.{json,md}
+(``--out STEM``: another file, for a partial run), rewritten after every model.
 """
 
 from __future__ import annotations
@@ -36,10 +55,15 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks import _nncf
+from benchmarks._zoo_builds import in_child, ort_child, ours_child
+from benchmarks._zoo_report import FULLINT_MODELS, VARIANTS, Variant, markdown, merged
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,9 +71,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MODELS: dict[str, str | None] = {"ocr-cls": None, "magika": None, "ocr-det": "text-detection",
                                  "ocr-det-small": None, "ocr-rec": None, "name-encoder": None,
                                  "yolov8-doc": None, "quantised-encoder": None,
-                                 "nucleus-seg-256": "segmentation"}
-# model -> input size where the zoo's default is not the one issue 16 measures at
-SIZES: dict[str, dict[str, int]] = {"ocr-det": {"size": 640}}
+                                 "nucleus-seg-256": "segmentation",
+                                 "ocr-det-640": "text-detection"}
+# a zoo model measured at another input size: the model file it is made of
+_SAME_FILE = {"ocr-det-640": "ocr-det"}
+# per-model wall time when the last results file has none (a first run)
+_GUESS_S = 900.0
 
 
 def _source(name: str) -> Path:
@@ -57,7 +84,9 @@ def _source(name: str) -> Path:
     from tests.realzoo import model_path
     from tests.realzoo_made import nucleus_seg
 
-    return nucleus_seg(256) if name == "nucleus-seg-256" else model_path(name)
+    if name == "nucleus-seg-256":
+        return nucleus_seg(256)
+    return model_path(_SAME_FILE.get(name, name))
 
 
 def _session(path: Path | bytes, threads: int) -> Any:
@@ -94,249 +123,263 @@ def _raw_cosine(ref: np.ndarray, got: np.ndarray) -> float:
     return float(np.where(den > 0, (r * g).sum(1) / np.where(den > 0, den, 1), 0.0).mean())
 
 
-def _stock(src: Path, feeds: list[dict[str, np.ndarray]], out: Path) -> Path:
-    import onnx
-    from onnxruntime.quantization import QuantFormat, quantize_static
+def _latency(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, runs: int
+             ) -> dict[str, float]:
+    """p50 ms per session over interleaved rounds (benchmarks/x86_bit_split.py reads it)."""
+    return {k: v["p50_ms"] for k, v in _interleaved(sessions, feed, rounds, runs).items()}
 
-    m = onnx.load(str(src))
-    opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
-    if opset < 13:
-        m = onnx.version_converter.convert_version(m, 13)
-    up = out.with_suffix(".src.onnx")
-    onnx.save_model(m, str(up))
-    it = iter(feeds)
 
-    class Reader:
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(it, None)
-
-    quantize_static(str(up), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+def _interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, runs: int,
+                 clock: Callable[[], float] = time.perf_counter) -> dict[str, dict[str, Any]]:
+    """p50 over all runs, and speed vs FP32 as the median over rounds of the round's FP32
+    median / the variant's: on shared cores the load drifts between rounds, a round's ratio
+    compares like with like. Every other round runs the variants in reverse order."""
+    per: dict[str, list[list[float]]] = {k: [] for k in sessions}
+    for s in sessions.values():
+        s.run(None, feed)
+    keys = list(sessions)
+    for r in range(rounds):
+        for k in keys if r % 2 == 0 else reversed(keys):
+            ts = []
+            for _ in range(runs):
+                t0 = clock()
+                sessions[k].run(None, feed)
+                ts.append((clock() - t0) * 1000)
+            per[k].append(ts)
+    fp32 = [float(np.median(t)) for t in per["fp32"]]
+    out: dict[str, dict[str, Any]] = {}
+    for k, v in per.items():
+        ratios = [f / float(np.median(t)) for f, t in zip(fp32, v, strict=True)]
+        out[k] = {"p50_ms": float(np.median(np.concatenate(v))),
+                  "speedup_vs_fp32": float(np.median(ratios)),
+                  # the spread of the round ratios: how far apart noise alone puts them
+                  "speedup_quartiles": [float(q) for q in np.percentile(ratios, (25, 75))]}
     return out
 
 
-def _ours(src: Path, cal: Path, task: str | None, work: Path, threads: int, perf_aware: bool,
-          effort: str = "default", target: str = "x86-cpu") -> tuple[Any, float]:
-    from converters.api import BuildRequest
-    from converters.build import build
+def _opset13(src: Path, out: Path) -> Path:
+    """The copy ORT's quantiser and NNCF get: opset 13 at least (``quantize_static`` needs it
+    for per-channel QDQ); the source itself when it already is."""
+    import onnx
 
-    req = BuildRequest(model=src, name="zoo", version="1.0.0", targets=(target,),
-                       calibration=cal, threads=threads,
-                       options={"perf_aware": perf_aware, "effort": effort,
-                                **({"task": task} if task else {})})
-    t0 = time.perf_counter()
-    (art,) = build(req, lambda m: print(f"    {m}", file=sys.stderr), work).artifacts
-    return art, time.perf_counter() - t0
+    m = onnx.load(str(src))
+    opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+    if opset >= 13:
+        return src
+    onnx.save_model(onnx.version_converter.convert_version(m, 13), str(out))
+    return out
 
 
-def _latency(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, runs: int
-             ) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for s in sessions.values():
-        s.run(None, feed)
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run(None, feed)
-                times[k].append((time.perf_counter() - t0) * 1000)
-    return {k: float(np.median(v)) for k, v in times.items()}
+def _build(var: Variant, name: str, up: Path, src: Path, cal: Path, tmp: Path, threads: int,
+           perf_aware: bool, shapes: dict[str, tuple[int, ...]], nncf: Path | None,
+           nncf_missing: str) -> dict[str, Any]:
+    """One variant's build (in its own process): its row so far, with ``path`` when built."""
+    out = tmp / f"{var.key}.onnx"
+    if var.tool == "ort":
+        res = in_child(ort_child, str(up), str(cal), str(out), bool(var.settings["tuned"]))
+        return res if "error" in res else {**res, "path": str(out)}
+    if var.tool == "nncf":
+        if nncf is None:
+            return {"error": nncf_missing}
+        res = _nncf.quantise(nncf, up, cal, out, dict(var.settings))
+        res.pop("versions", None)
+        return res if "error" in res else {**res, "path": str(out)}
+    task = MODELS.get(name)
+    opts: dict[str, Any] = {"perf_aware": perf_aware, **({"task": task} if task else {})}
+    assert var.target is not None and var.effort is not None
+    return in_child(ours_child, str(src), str(cal), str(tmp / var.key), var.target, var.effort,
+                    opts, shapes if var.full_integer else {},
+                    0.99 if var.full_integer else 0.01)
+
+
+def _litert(v: dict[str, Any], output_names: list[str], feeds: list[dict[str, np.ndarray]],
+            runs: int) -> tuple[dict[str, np.ndarray], float]:
+    """A full-integer artifact's float outputs in ONNX layout (stacked), and its median ms."""
+    from converters.tflite._runtime import LiteRT
+    from converters.tflite.convert import to_artifact_layout, to_onnx_layout
+    from edgeops.golden import stack_outputs
+
+    rt = LiteRT(Path(v["path"]).read_bytes())
+    lay = v["io_layout"]
+    ins = [str(d["name"]) for d in rt.inputs]
+    if not all(n in feeds[0] for n in ins):       # names not kept: the ONNX graph's order
+        ins = list(feeds[0])
+    outs = [str(d["name"]) for d in rt.outputs]
+    if not all(n in output_names for n in outs):
+        outs = output_names
+    per: dict[str, list[np.ndarray]] = {n: [] for n in outs}
+    for f in feeds:
+        for n, y in zip(outs, rt.run_float([to_artifact_layout(f[k], lay[k]) for k in ins]),
+                        strict=True):
+            per[n].append(to_onnx_layout(y, lay[n]))
+    x = rt.quantise_inputs([to_artifact_layout(feeds[0][k], lay[k]) for k in ins])
+    times = []
+    for _ in range(runs + 1):
+        t0 = time.perf_counter()
+        rt.run(x)
+        times.append((time.perf_counter() - t0) * 1000)
+    return {n: stack_outputs(v) for n, v in per.items()}, float(np.median(times[1:]))
 
 
 def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_aware: bool,
-        effort: str = "default", target: str = "x86-cpu") -> dict[str, Any]:
+        variants: list[Variant], nncf: Path | None, nncf_missing: str) -> dict[str, Any]:
     import onnx
 
     from converters.tasks import infer_task, task_score
-    from edgeops.errors import EdgeOpsError
     from tests.zoo_inputs import INPUTS
 
+    t_start = time.perf_counter()
     src = _source(name)
-    data = INPUTS[name](samples, **SIZES.get(name, {}))
+    data = INPUTS[name](samples)
     feeds = _feeds(data)
-    entry: dict[str, Any] = {"samples": samples}
-    with tempfile.TemporaryDirectory(prefix="edgeops-zoo-") as tmp:
-        cal = Path(tmp) / "cal.npz"
+    shapes = {k: tuple(int(d) for d in v.shape) for k, v in feeds[0].items()}
+    entry: dict[str, Any] = {"samples": samples, "input_shapes": shapes, "variants": {}}
+    rows: dict[str, dict[str, Any]] = entry["variants"]
+    with tempfile.TemporaryDirectory(prefix="edgeops-zoo-") as tmp_s:
+        tmp = Path(tmp_s)
+        cal = tmp / "cal.npz"
         np.savez(cal, **data)
         sessions: dict[str, Any] = {"fp32": _session(src, threads)}
         ref = _run(sessions["fp32"], feeds)
-        spec = infer_task(onnx.load(str(src)), ref, {k: v.shape for k, v in feeds[0].items()},
-                          MODELS.get(name) or "auto")
+        spec = infer_task(onnx.load(str(src)), ref, shapes, MODELS.get(name) or "auto")
         entry["task"] = {"task": spec.task, "inferred": spec.inferred, "why": spec.why}
-        try:
-            t0 = time.perf_counter()
-            stock = _stock(src, feeds, Path(tmp) / "stock.onnx")
-            entry["stock"] = {"build_s": time.perf_counter() - t0}
-            sessions["stock"] = _session(stock, threads)
-        except Exception as exc:            # recorded: the stock quantiser fails on some
-            entry["stock"] = {"error": str(exc).splitlines()[0][:200]}
-        try:
-            art, secs = _ours(src, cal, MODELS.get(name), Path(tmp) / "work", threads,
-                              perf_aware, effort, target)
-            entry["edgeops"] = {"build_s": secs, "precision": art.precision,
-                                "float_nodes": len(art.details.get("float_nodes", {})),
-                                "quantised_nodes": art.details.get("quantised_nodes"),
-                                "quantisation_passes": art.details.get("quantisation_passes"),
-                                **({"pass": art.details["pass"]} if "pass" in art.details
-                                   else {})}
-            sessions["edgeops"] = _session(art.path, threads)
-        except EdgeOpsError as exc:          # the gate refused: recorded, not hidden
-            entry["edgeops"] = {"error": exc.diagnostics()}
-        except Exception as exc:            # a converter bug: recorded too
-            entry["edgeops"] = {"error": f"{type(exc).__name__}: "
-                                         f"{str(exc).splitlines()[0][:200]}"}
+        up = _opset13(src, tmp / "src13.onnx")
+        outputs: dict[str, dict[str, np.ndarray]] = {"fp32": ref}
+        rows["fp32"] = {}
+        for var in variants:
+            if var.tool == "fp32" or (var.full_integer and name not in FULLINT_MODELS):
+                continue
+            print(f"  {name}: {var.key}", file=sys.stderr, flush=True)
+            row = _build(var, name, up, src, cal, tmp, threads, perf_aware, shapes, nncf,
+                         nncf_missing)
+            rows[var.key] = row
+            path = row.pop("path", None)
+            if path is None:
+                continue
+            try:
+                if var.full_integer:
+                    row["path"] = path
+                    outputs[var.key], row["litert_p50_ms"] = _litert(row, list(ref), feeds,
+                                                                     runs)
+                else:
+                    sessions[var.key] = _session(Path(path), threads)
+                    outputs[var.key] = _run(sessions[var.key], feeds)
+            except Exception as exc:       # built but does not run: the row says so
+                sessions.pop(var.key, None)
+                row["error"] = f"built, but does not run: {type(exc).__name__}: " \
+                               f"{str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            row.pop("path", None)
+            row.pop("io_layout", None)
         first = next(iter(ref))
-        for k, s in sessions.items():
-            out = ref if k == "fp32" else _run(s, feeds)
+        for k, out in outputs.items():
             score = task_score(spec, ref, out)
-            entry.setdefault(k, {}).update({
-                "task_metric": score.metric, "task_value": score.value,
-                "task_drop": score.drop, "task_details": score.details,
-                "raw_cosine": _raw_cosine(ref[first], out[first])})
-        lat = _latency(sessions, feeds[0], rounds, runs)
-        for k, v in lat.items():
-            entry[k].update({"p50_ms": v, "speedup_vs_fp32": lat["fp32"] / v})
+            rows[k].update({"task_metric": score.metric, "task_value": score.value,
+                            "task_drop": score.drop, "task_details": score.details,
+                            "raw_cosine": _raw_cosine(ref[first], out[first])})
+        for k, v in _interleaved(sessions, feeds[0], rounds, runs).items():
+            rows[k].update(v)
+    entry["wall_s"] = time.perf_counter() - t_start
     return entry
 
 
 def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
-        perf_aware: bool, effort: str = "default", target: str = "x86-cpu") -> dict[str, Any]:
+        perf_aware: bool, variants: list[Variant], nncf_venv: Path,
+        progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every model in turn; ``progress`` gets the result so far after each model."""
     import onnx
     import onnxruntime
 
     from converters.onnx_quant import cpu_facts
+    from converters.tflite._runtime import litert_version
 
+    nncf, missing = _nncf.find(nncf_venv)
     result: dict[str, Any] = {
         "threads": threads, "rounds": rounds, "runs_per_round": runs, "samples": samples,
-        "perf_aware": perf_aware, "effort": effort, "target": target, "cpu": cpu_facts(),
-        "input_sizes": SIZES,
+        "perf_aware": perf_aware, "cpu": cpu_facts(), "variants": [v.key for v in variants],
         "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
-                     "numpy": np.__version__, "python": platform.python_version()},
+                     "numpy": np.__version__, "python": platform.python_version(),
+                     "litert": litert_version(),
+                     **({"nncf": "3.4.0 (" + str(nncf_venv) + ")"} if nncf else {})},
+        **({"nncf_missing": missing} if missing else {}),
         "loadavg_start": list(os.getloadavg()), "models": {}}
     for name in models:
-        print(f"== {name}", file=sys.stderr)
-        result["models"][name] = one(name, samples, threads, rounds, runs, perf_aware, effort,
-                                     target)
-    result["loadavg_end"] = list(os.getloadavg())
+        print(f"== {name}", file=sys.stderr, flush=True)
+        result["models"][name] = one(name, samples, threads, rounds, runs, perf_aware,
+                                     variants, nncf, missing)
+        result["loadavg_end"] = list(os.getloadavg())
+        if progress is not None:
+            progress(result)
     return result
 
 
-def _cell(v: dict[str, Any], key: str, fmt: str) -> str:
-    return "-" if key not in v else format(v[key], fmt)
-
-
-_RUN_KEYS = ("threads", "rounds", "runs_per_round", "samples", "perf_aware", "loadavg_start",
-             "loadavg_end", "versions", "cpu")
-
-
-def _earlier(run: dict[str, Any]) -> str:
-    # The header states this run's ISA; a row from a run on another CPU must say its own.
-    isa = "" if "cpu" not in run else "VNNI, " if run["cpu"].get("vnni") else "no VNNI, "
-    return (f"[earlier run: {isa}perf-aware {'on' if run['perf_aware'] else 'off'}, "
-            f"{run['samples']} samples, {run['rounds']}×{run['runs_per_round']} runs]")
-
-
-def merged(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
-    """``new`` plus the models only ``old`` measured, each tagged with ``old``'s settings."""
-    out = {**new, "models": dict(new["models"])}
-    for name, e in old.get("models", {}).items():
-        if name not in out["models"]:
-            out["models"][name] = {**e, "earlier_run": e.get("earlier_run") or {
-                k: old[k] for k in _RUN_KEYS if k in old}}
-    return out
-
-
-def _sizes(sizes: dict[str, dict[str, int]]) -> str:
-    return "".join(f"; {k} input {v['size']}x{v['size']}" for k, v in sizes.items())
-
-
-def _short(error: str) -> str:
-    """A refusal without the layers it names (either wording) or its hint."""
-    return error.split("; most sensitive")[0].split("; limited by")[0].split(" (hint:")[0]
-
-
-def markdown(r: dict[str, Any]) -> str:
-    lines = [
-        "## Converter on pretrained models: FP32 vs stock quantize_static vs edgeops "
-        f"({r.get('target', 'x86-cpu')} INT8)", "",
-        f"{r['threads']} intra-op thread(s), batch 1, latency = median of {r['rounds']}×"
-        f"{r['runs_per_round']} interleaved runs; {r['samples']} real samples per model "
-        "(calibration = validation); onnxruntime "
-        f"{r['versions']['onnxruntime']}, onnx {r['versions']['onnx']}, numpy "
-        f"{r['versions']['numpy']}, Python {r['versions']['python']}; "
-        f"{'VNNI' if r['cpu'].get('vnni') else 'no VNNI'}; "
-        f"perf-aware pass {'on' if r['perf_aware'] else 'off'}"
-        f"{'; edgeops effort ' + r['effort'] if 'effort' in r else ''}"
-        f"{_sizes(r.get('input_sizes', {}))}"
-        ". Load average "
-        f"{r['loadavg_start'][0]:.1f} → {r['loadavg_end'][0]:.1f} (shared cores).", "",
-        "| model | task (how chosen) | variant | p50 ms | speedup | task metric vs FP32 "
-        "| raw cosine | build s | note |",
-        "|---|---|---|---:|---:|---|---:|---:|---|"]
-    for name, e in r["models"].items():
-        task = f"{e['task']['task']} ({'auto' if e['task']['inferred'] else '--task'})"
-        if "earlier_run" in e:
-            task += " " + _earlier(e["earlier_run"])
-        for k in ("fp32", "stock", "edgeops"):
-            v = e.get(k, {})
-            metric = (f"{v['task_metric']} {v['task_value']:.4f}" if "task_value" in v else "-")
-            if "class_score_cosine" in v.get("task_details", {}):   # detection: the class scores
-                metric += f", class-score cosine {v['task_details']['class_score_cosine']:.4f}"
-            note = _short(v.get("error", ""))
-            note = (f"{'refused' if ' dropped ' in note else 'failed'}: {note}" if note
-                    else "")
-            if k == "edgeops" and "float_nodes" in v:
-                note = f"{v['float_nodes']} node(s) float, {v['quantised_nodes']} quantised"
-            if k == "edgeops" and v.get("pass") == "prequantised":
-                note = "already quantised: shipped as it is (pass: prequantised)"
-            lines.append(f"| {name} | {task} | {k} | {_cell(v, 'p50_ms', '.2f')} | "
-                         f"{_cell(v, 'speedup_vs_fp32', '.2f')}"
-                         f"{'×' if 'speedup_vs_fp32' in v else ''} | {metric} | "
-                         f"{_cell(v, 'raw_cosine', '.4f')} | {_cell(v, 'build_s', '.1f')} | "
-                         f"{note.replace('|', '/')} |")
-    fast = r.get("effort_fast_same_machine")
-    if fast:   # the same models built with --effort fast (no pass) in a parallel run
-        lines += ["", "Same machine, same settings, `--effort fast` (MinMax, no engine pass), "
-                  "run alongside: " + "; ".join(
-                      f"{k}: {_short(v.get('error', '')) or 'built'}"
-                      for k, v in fast.items())]
-    return "\n".join(lines) + "\n"
+def expected_s(models: list[str], last: dict[str, Any] | None, variants: int) -> float:
+    """The run's expected wall time: each model's from the last results file, scaled from the
+    rows that run built to the ``variants`` this one builds (the builds dominate); a first
+    guess for a model it lacks or only has from an earlier merged run."""
+    total = 0.0
+    for name in models:
+        e = (last or {}).get("models", {}).get(name, {})
+        if "wall_s" not in e or "earlier_run" in e:
+            total += _GUESS_S
+            continue
+        built = max(1, len(e.get("variants", {})))
+        total += float(e["wall_s"]) * variants / built
+    return total
 
 
 def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(ROOT))             # tests.realzoo / tests.zoo_inputs
+    keys = [v.key for v in VARIANTS]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--variants", default=",".join(keys),
+                    help=f"comma-separated, of: {', '.join(keys)}")
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-perf-aware", dest="perf_aware", action="store_false")
-    ap.add_argument("--effort", choices=("fast", "default", "max"), default="default",
-                    help="edgeops' quantisation effort (fast: MinMax only, no passes)")
-    ap.add_argument("--target", default="x86-cpu", choices=("x86-cpu", "x86-cpu-vnni"),
-                    help="edgeops' target (x86-cpu-vnni: 8-bit weights, VNNI CPUs only)")
+    ap.add_argument("--nncf-venv", type=Path, default=_nncf.DEFAULT_VENV)
     ap.add_argument("--merge", action="store_true",
-                    help="keep the last results' models that this run does not measure")
+                    help="keep the last results' models and rows that this run does not measure")
     ap.add_argument("--markdown-only", action="store_true",
-                    help="rewrite converter_zoo.md from the last converter_zoo.json")
+                    help="rewrite the .md from the last .json")
+    ap.add_argument("--out", default="converter_zoo",
+                    help="results file stem under benchmarks/results (a partial run's own)")
     args = ap.parse_args(argv)
-    # Another target's table is a variant of this benchmark (benchmarks/README.md shows both).
-    stem = "converter_zoo" if args.target == "x86-cpu" else f"converter_zoo.{args.target}"
+    last_path = RESULTS / f"{args.out}.json"
+    last = json.loads(last_path.read_text()) if last_path.exists() else None
     if args.markdown_only:
-        md = markdown(json.loads((RESULTS / f"{stem}.json").read_text()))
-        (RESULTS / f"{stem}.md").write_text(md)
+        if last is None:
+            sys.exit(f"no {last_path}: run the benchmark first")
+        md = markdown(last)
+        last_path.with_suffix(".md").write_text(md)
         print(md)
         return
-    r = run(args.models.split(","), args.samples, args.threads, args.rounds, args.runs,
-            args.perf_aware, args.effort, args.target)
+    models = [m for m in args.models.split(",") if m]
+    wanted = [k for k in args.variants.split(",") if k]
+    unknown = sorted(set(models) - set(MODELS)) + sorted(set(wanted) - set(keys))
+    if unknown:
+        sys.exit(f"unknown model(s) or variant(s): {', '.join(unknown)}; models: "
+                 f"{', '.join(MODELS)}; variants: {', '.join(keys)}")
+    variants = [v for v in VARIANTS if v.key in wanted or v.key == "fp32"]
+    print(f"converter_zoo: {len(models)} model(s) x {len(variants)} variant(s); expected "
+          f"duration ~{expected_s(models, last, len(variants)) / 60:.0f} min on this machine "
+          f"(last run's per-model wall times, {_GUESS_S / 60:.0f} min for a model without one)",
+          file=sys.stderr, flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if args.merge and (RESULTS / f"{stem}.json").exists():
-        r = merged(r, json.loads((RESULTS / f"{stem}.json").read_text()))
-    (RESULTS / f"{stem}.json").write_text(json.dumps(r, indent=2, sort_keys=True,
-                                                     default=str) + "\n")
-    md = markdown(r)
-    (RESULTS / f"{stem}.md").write_text(md)
-    print(md)
+
+    def save(r: dict[str, Any]) -> str:        # after every model: a stopped run keeps them
+        if args.merge and last is not None:
+            r = merged(r, last)
+        last_path.write_text(json.dumps(r, indent=2, sort_keys=True, default=str) + "\n")
+        md = markdown(r)
+        last_path.with_suffix(".md").write_text(md)
+        return md
+
+    r = run(models, args.samples, args.threads, args.rounds, args.runs, args.perf_aware,
+            variants, args.nncf_venv, save)
+    print(save(r))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SKIP = {"__init__", "run", "common"}
 # Run only when named (``python -m benchmarks.run converter_large``): too heavy for `make bench`.
-# converter_zoo: ~15 min (YOLO at 1024); x86_bit_split: ~12 min (eight builds of the OCR models);
-# mixed_precision: six real-model builds, ~20 min
+# converter_zoo: 15 variants x 10 models, each build in its own process: hours on 2 shared
+# cores (it prints its own estimate first); ocr-det-640's builds peak near 15 GB RSS.
+# x86_bit_split: ~12 min (eight builds of the OCR models); mixed_precision: six real-model
+# builds, ~20 min
 OPT_IN = {"converter_large", "converter_zoo", "mixed_precision", "x86_bit_split"}
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from tests.realdata import PHRASES, photos, scans
 
 __all__ = ["INPUTS", "bert_tokens", "magika_bytes", "micrographs", "name_tokens", "ocr_cls",
-           "ocr_det", "ocr_rec", "t5_tokens", "yolo"]
+           "ocr_det", "ocr_det_640", "ocr_rec", "t5_tokens", "yolo"]
 
 _MEAN = np.array((0.485, 0.456, 0.406))
 _STD = np.array((0.229, 0.224, 0.225))
@@ -47,6 +47,12 @@ def ocr_det(n: int, size: int = 96) -> dict[str, np.ndarray]:
     """DBNet input: ImageNet-normalised NCHW text crops (size a multiple of 32)."""
     x = (_text_crops(n, size, size, seed=0) / 255.0 - _MEAN) / _STD
     return {"x": x.transpose(0, 3, 1, 2).astype(np.float32)}
+
+
+def ocr_det_640(n: int) -> dict[str, np.ndarray]:
+    """DBNet input at 640x640, the size issue 16 measures the detector at: the same scan
+    crops as :func:`ocr_det`, resized to 640."""
+    return ocr_det(n, 640)
 
 
 def _text_lines(n: int, width: int) -> np.ndarray:
@@ -133,7 +139,8 @@ def t5_tokens(n: int, length: int = 16) -> dict[str, np.ndarray]:
     return {"input_ids": ids.astype(np.int64), "attention_mask": np.ones((n, length), np.int64)}
 
 
-INPUTS = {"ocr-det": ocr_det, "ocr-det-small": ocr_det, "ocr-rec": ocr_rec, "ocr-cls": ocr_cls,
+INPUTS = {"ocr-det": ocr_det, "ocr-det-640": ocr_det_640, "ocr-det-small": ocr_det,
+          "ocr-rec": ocr_rec, "ocr-cls": ocr_cls,
           "yolov8-doc": yolo, "magika": magika_bytes, "name-encoder": name_tokens,
           "minilm": bert_tokens, "quantised-encoder": t5_tokens,
           "nucleus-seg-256": micrographs}
