@@ -198,8 +198,10 @@ def test_accuracy_aware_fallback_keeps_the_culprit_in_float(cli, keys_home: Path
     art = read_bundle(Path(json.loads(res.out)["bundle"])).manifest.artifact_for("x86-cpu")
     assert art is not None
     floats = art.details["float_nodes"]
-    assert {"mm1", "mm2"} <= set(floats)
-    assert "tensor 'm1'" in floats["mm2"]
+    # mm2 reads the outlier tensor m1: lifting it alone recovers the metric (measured per
+    # layer by the mixed-precision step), so it is the one float layer; mm0 and mm3 stay INT8
+    assert "mm2" in floats and "recovered" in floats["mm2"]
+    assert not {"mm0", "mm3"} & set(floats)
     assert art.metrics["accuracy"]["gate_metric"] == "channel_cosine_min"  # per channel, worst counts
     assert art.metrics["accuracy"]["summary"]["cosine_min"] >= 0.99
     assert art.details["quantised_nodes"] >= 1          # the rest stayed INT8
