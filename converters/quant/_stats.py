@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["exposed", "stream_tensors"]
+__all__ = ["exposed", "head_samples", "stream_tensors"]
 
 
 def exposed(model: Any, names: Sequence[str]) -> Any:
@@ -48,3 +48,13 @@ def stream_tensors(model: Any, names: Sequence[str], samples: Iterable[Mapping[s
         fn({n: np.asarray(v) for n, v in zip(names, outs, strict=True)})
         seen += 1
     return seen
+
+
+def head_samples(samples: Any, n: int) -> Any:
+    """The first ``n`` samples of a SampleSet, one at a time (fewer if it has fewer)."""
+    it = samples.iter_samples()
+    for _ in range(min(n, len(samples))):
+        s = next(it, None)
+        if s is None:
+            return
+        yield s

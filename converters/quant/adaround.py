@@ -34,6 +34,7 @@ import numpy as np
 
 from converters.quant._gram import Layer, accumulate, layers
 from converters.quant._graph import Graph
+from converters.quant._stats import head_samples
 from converters.quant.base import PassOutcome, setting
 
 __all__ = ["AdaRound", "AdaRoundSettings", "Grid", "Rounded", "grid", "low_rank", "on_grid",
@@ -228,7 +229,7 @@ class AdaRound:
                 chosen.append(la)
                 total += mb
         t0 = time.perf_counter()
-        hs, seen = accumulate(m, chosen, _head(samples, s.samples), s.max_positions, s.seed,
+        hs, seen = accumulate(m, chosen, head_samples(samples, s.samples), s.max_positions, s.seed,
                               int(s.max_patch_mb * 2**20))
         gram_s = time.perf_counter() - t0
         g = Graph(m)
@@ -304,12 +305,3 @@ class AdaRound:
 
 def _g(x: float) -> float:
     return float(f"{x:.4g}")
-
-
-def _head(samples: Any, n: int) -> Any:
-    it = samples.iter_samples()
-    for _ in range(min(n, len(samples))):
-        s = next(it, None)
-        if s is None:
-            return
-        yield s

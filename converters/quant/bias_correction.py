@@ -98,7 +98,7 @@ class BiasCorrection:
     def run(self, model: Any, samples: Any) -> tuple[Any, PassOutcome]:
         import onnx
 
-        from converters.quant._stats import stream_tensors
+        from converters.quant._stats import head_samples, stream_tensors
 
         m = onnx.ModelProto()
         m.CopyFrom(model)
@@ -129,7 +129,7 @@ class BiasCorrection:
             for k, v in arrays.items():
                 sums[k] = sums.get(k, 0) + np.asarray(v, np.float64)
 
-        seen = stream_tensors(probe, names, _head(samples, self.settings.samples), add)
+        seen = stream_tensors(probe, names, head_samples(samples, self.settings.samples), add)
         rel: list[float] = []
         for t in targets:
             b = g.const(t.bias)
@@ -208,12 +208,3 @@ def _reduce_mean(model: Any, src: str, out: str, axes: list[int]) -> Any:
 
 def _opset(model: Any) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-
-
-def _head(samples: Any, n: int) -> Any:
-    it = samples.iter_samples()
-    for _ in range(min(n, len(samples))):
-        s = next(it, None)
-        if s is None:
-            return
-        yield s

@@ -104,36 +104,60 @@ class MseRanges:
         produced = {o for n in model.graph.node for o in n.output}
         names = sorted(t for t, (lo, hi) in ranges.items()
                        if t in produced and np.isfinite(lo) and np.isfinite(hi) and hi > lo)
-        bounds = {t: (min(ranges[t][0], 0.0), max(ranges[t][1], 0.0)) for t in names}
-        hists = {t: np.zeros(s.bins, np.int64) for t in names}
+        hists = RangeHistograms(names, ranges, s)
 
         def add(arrays: dict[str, np.ndarray]) -> None:
             for t, v in arrays.items():
-                lo, hi = bounds[t]
-                x = np.asarray(v, np.float32).ravel()
-                x = x[np.isfinite(x)]
-                k = ((x - lo) * (s.bins / (hi - lo))).astype(np.int64)
-                hists[t] += np.bincount(np.clip(k, 0, s.bins - 1), minlength=s.bins)
+                hists.add(t, v)
 
         stream_tensors(model, names, samples.iter_samples(), add)
+        return hists.clipped(ranges, self.name)
+
+
+class RangeHistograms:
+    """One histogram per tensor over its MinMax range (0 included), and the MSE clip of each.
+
+    Shared by the ONNX range pass (tensors from ONNX Runtime) and the full-integer TFLite path
+    (tensors from LiteRT): only where the values come from differs.
+    """
+
+    def __init__(self, names: list[str], ranges: dict[str, tuple[float, float]],
+                 settings: MseRangesSettings) -> None:
+        self.names, self.settings = names, settings
+        self.bounds = {t: (min(ranges[t][0], 0.0), max(ranges[t][1], 0.0)) for t in names}
+        self.hists = {t: np.zeros(settings.bins, np.int64) for t in names}
+
+    def add(self, t: str, v: np.ndarray) -> None:
+        lo, hi = self.bounds[t]
+        bins = self.settings.bins
+        x = np.asarray(v, np.float32).ravel()
+        x = x[np.isfinite(x)]
+        k = ((x - lo) * (bins / (hi - lo))).astype(np.int64)
+        self.hists[t] += np.bincount(np.clip(k, 0, bins - 1), minlength=bins)
+
+    def clipped(self, ranges: dict[str, tuple[float, float]], name: str,
+                **data: Any) -> tuple[dict[str, tuple[float, float]], PassOutcome]:
+        """``ranges`` with each histogrammed tensor's MSE-optimal clip, and the pass report."""
+        s = self.settings
         out = dict(ranges)
         gains: list[float] = []
         clipped = 0
-        for t in names:
-            lo, hi = bounds[t]
-            a, b, e, full = mse_clip(hists[t], lo, hi, s)
+        for t in self.names:
+            lo, hi = self.bounds[t]
+            a, b, e, full = mse_clip(self.hists[t], lo, hi, s)
             if (a, b) != (lo, hi):
                 out[t] = (a, b)
                 clipped += 1
                 if full > 0:
                     gains.append(e / full)
         med = float(np.median(gains)) if gains else 1.0
-        return out, PassOutcome(self.name, "applied",
-                                f"{clipped} of {len(names)} activation ranges clipped; median "
-                                f"quantisation MSE {med:.2f}x MinMax's on calibration data",
-                                {"tensors": len(names), "clipped": clipped,
+        return out, PassOutcome(name, "applied",
+                                f"{clipped} of {len(self.names)} activation ranges clipped; "
+                                f"median quantisation MSE {med:.2f}x MinMax's on calibration "
+                                "data",
+                                {"tensors": len(self.names), "clipped": clipped,
                                  "median_mse_ratio_vs_minmax": round(med, 4),
-                                 "bins": s.bins})
+                                 "bins": s.bins, **data})
 
 
 def write_cache(ranges: dict[str, tuple[float, float]], method: Any, path: Path) -> Path:

@@ -93,8 +93,7 @@ class SmoothQuant:
         import onnx
         from onnx import helper, numpy_helper
 
-        from converters.quant._stats import stream_tensors
-        from converters.quant.bias_correction import _head
+        from converters.quant._stats import head_samples, stream_tensors
 
         m = onnx.ModelProto()
         m.CopyFrom(model)
@@ -106,7 +105,8 @@ class SmoothQuant:
                 a = np.abs(np.asarray(v, np.float32)).reshape(-1, v.shape[-1]).max(0)
                 amax[k] = np.maximum(amax[k], a) if k in amax else a
 
-        stream_tensors(m, [s.tensor for s in sites], _head(samples, self.settings.samples), add)
+        stream_tensors(m, [s.tensor for s in sites],
+                       head_samples(samples, self.settings.samples), add)
         g = Graph(m)
         nodes = {n.name: n for n in m.graph.node}
         a = self.settings.alpha
