@@ -61,7 +61,7 @@ _BY_KEY = {v.key: v for v in VARIANTS}
 # rows of results written before the variant catalogue existed
 _LEGACY = {"fp32": "fp32", "stock": "ort-stock", "edgeops": "edgeops-x86-{effort}"}
 _RUN_KEYS = ("threads", "rounds", "runs_per_round", "samples", "perf_aware", "loadavg_start",
-             "loadavg_end", "versions", "cpu", "effort")
+             "loadavg_end", "versions", "cpu", "effort", "budget")
 
 
 def variants_of(entry: Mapping[str, Any], effort: str = "default") -> dict[str, Any]:
@@ -178,7 +178,9 @@ def markdown(r: Mapping[str, Any]) -> str:
         f"{vers['numpy']}, Python {vers['python']}, NNCF {vers.get('nncf', 'absent')}, "
         f"LiteRT {vers.get('litert', '?')}; "
         f"{'VNNI' if r['cpu'].get('vnni') else 'no VNNI'}; perf-aware pass "
-        f"{'on' if r['perf_aware'] else 'off'}. Build s: the build alone; peak MiB: peak RSS "
+        f"{'on' if r['perf_aware'] else 'off'}"
+        f"{'; our ONNX builds at --max-accuracy-drop ' + str(r['budget']) if 'budget' in r else ''}"
+        f". Build s: the build alone; peak MiB: peak RSS "
         "of the fresh process that built it (imports included). Full-integer rows: built with "
         "the gate opened, run in LiteRT, scored against FP32 in ONNX Runtime. Load average "
         f"{r['loadavg_start'][0]:.1f} → {r['loadavg_end'][0]:.1f} (shared cores).", ""]
