@@ -94,7 +94,7 @@ class _SliceError:
                 continue
             rest = tuple(i for i in range(f64.ndim) if i != ax)
             e, s = err.sum(axis=rest), sig.sum(axis=rest)
-            pe, ps = self.per_axis.get(ax, (0.0 * e, 0.0 * s))
+            pe, ps = self.per_axis.get(ax, (np.zeros_like(e), np.zeros_like(s)))
             self.per_axis[ax] = (pe + e, ps + s)
 
     def value(self) -> float:
