@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from converters.onnx_utils import replace_nodes
+
 __all__ = ["vector_gemm_biases"]
 
 
@@ -95,12 +97,7 @@ def vector_gemm_biases(model: Any) -> tuple[Any, dict[str, str]]:
         done[n.name] = (f"bias {dims} varies along rows: moved into an Add after the Gemm "
                         "(no per-channel form)")
     if done:
-        del m.graph.node[:]
-        m.graph.node.extend(nodes)
-        used = {i for n in m.graph.node for i in n.input}
-        keep = [i for i in m.graph.initializer if i.name in used]
-        del m.graph.initializer[:]
-        m.graph.initializer.extend(keep)
+        replace_nodes(m, nodes)
     return m, done
 
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from converters.onnx_utils import replace_nodes
+
 __all__ = ["TIED_OPS", "convtranspose_as_conv", "shared_concat_ranges"]
 
 # Ops whose quantised output ORT's QDQ quantiser ties to their input's scale and zero point.
@@ -193,10 +195,5 @@ def convtranspose_as_conv(model: Any) -> tuple[Any, list[str]]:
         ]
         done.append(n.name)
     if done:
-        del m.graph.node[:]
-        m.graph.node.extend(new_nodes)
-        used = {i for n in m.graph.node for i in n.input}
-        keep = [i for i in m.graph.initializer if i.name in used]
-        del m.graph.initializer[:]
-        m.graph.initializer.extend(keep)
+        replace_nodes(m, new_nodes)
     return m, done

@@ -19,8 +19,17 @@ from typing import Any
 
 from edgeops.errors import UnsupportedModelError
 
-__all__ = ["PROTOBUF_SAFE_BYTES", "fix_batch", "has_external_data", "inline_if_fits",
-           "model_opset", "proto_bytes", "save_model", "upgraded"]
+__all__ = [
+    "PROTOBUF_SAFE_BYTES",
+    "fix_batch",
+    "has_external_data",
+    "inline_if_fits",
+    "model_opset",
+    "proto_bytes",
+    "replace_nodes",
+    "save_model",
+    "upgraded",
+]
 
 PROTOBUF_SAFE_BYTES = 1_800_000_000   # below protobuf's 2 GiB hard limit
 _OVER_LIMIT = 2**31
@@ -172,3 +181,13 @@ def fix_batch(model: Any, shapes: dict[str, tuple[int, ...]]) -> Any:
                 d.Clear()
                 d.dim_value = int(v)
     return m
+
+
+def replace_nodes(model: Any, nodes: list[Any]) -> None:
+    """Give ``model``'s graph the node list ``nodes`` and drop initializers nothing reads."""
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)

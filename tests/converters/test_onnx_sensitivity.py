@@ -52,29 +52,34 @@ def test_samples_of_different_shapes_fall_back_to_the_whole_tensor() -> None:
     assert got == pytest.approx(float(((qa - a) ** 2).sum()) / float((a**2).sum() + (b**2).sum()))
 
 
-@pytest.mark.parametrize("reduce_range", [False, True], ids=["vnni-plan", "avx2-plan"])
-def test_outlier_culprit_ranks_first_on_either_x86_plan(tmp_path: Path,
-                                                        reduce_range: bool) -> None:
+def _qdq(src: Path, x: np.ndarray, out: Path, reduce_range: bool = False) -> Path:
+    """ORT's QDQ u8s8 per-channel quantisation of ``src``, calibrated on the samples of ``x``."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from converters.data import SampleSet
-
-    model = zoo.outlier_mlp()
-    src = zoo.save(model, tmp_path / "mlp.onnx")
-    x = np.random.default_rng(0).standard_normal((32, 4, 16)).astype(np.float32)
-
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
             self.it = iter([{"x": x[i:i + 1]} for i in range(len(x))])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.it, None)
 
-    qdq = tmp_path / "qdq.onnx"
-    quantize_static(str(src), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ,
                     per_channel=True, reduce_range=reduce_range,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    return out
+
+
+@pytest.mark.parametrize("reduce_range", [False, True], ids=["vnni-plan", "avx2-plan"])
+def test_outlier_culprit_ranks_first_on_either_x86_plan(tmp_path: Path,
+                                                        reduce_range: bool) -> None:
+    from converters.data import SampleSet
+
+    model = zoo.outlier_mlp()
+    src = zoo.save(model, tmp_path / "mlp.onnx")
+    x = np.random.default_rng(0).standard_normal((32, 4, 16)).astype(np.float32)
+
+    qdq = _qdq(src, x, tmp_path / "qdq.onnx", reduce_range=reduce_range)
     ranked = rank_sensitive_nodes(model, qdq, SampleSet({"x": x[:8]}, {"x": 0}),
                                   ["mm0", "mm1", "mm2", "mm3"])
     assert ranked[0][:2] == ("m1", ("mm1", "mm2"))
@@ -111,8 +116,6 @@ def test_ranking_memory_does_not_grow_with_the_sample_count(tmp_path: Path) -> N
     import sys
 
     from onnx import TensorProto, helper
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
     rng = np.random.default_rng(1)
     w = [helper.make_tensor(f"w{i}", TensorProto.FLOAT, [8, 8, 1, 1],
                             rng.standard_normal(64).astype(np.float32).tolist()) for i in (0, 1)]
@@ -126,17 +129,7 @@ def test_ranking_memory_does_not_grow_with_the_sample_count(tmp_path: Path) -> N
     src = zoo.save(model, tmp_path / "big.onnx")
     x = rng.standard_normal((4, 8, 256, 256)).astype(np.float32)
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{"x": x[i:i + 1]} for i in range(len(x))])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.it, None)
-
-    qdq = tmp_path / "qdq.onnx"
-    quantize_static(str(src), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+    qdq = _qdq(src, x, tmp_path / "qdq.onnx")
 
     def peak_kib(n: int) -> int:
         out = subprocess.run([sys.executable, "-c", _PEAK_CHILD, str(n), str(src), str(qdq)],
