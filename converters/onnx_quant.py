@@ -328,7 +328,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
             nonlocal cache, ranges
             if candidate is not None:
                 cache, ranges = candidate, calibrated_ranges(candidate)
-            return _validation_drop(ctx, make(set()))
+            return _validation_score(ctx, make(set()))[0]
 
         chosen = engine.choose(drop_with)
         if chosen is not None:
@@ -395,11 +395,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                         "synthetic": ctx.data.synthetic,
                         "streamed_chunk": 16},
     }
-    from converters.validate import gate_drop, run_onnx
-
-    report = ctx.data.accuracy_report(run_onnx(out, ctx.data.validation,
-                                               states=ctx.data.states))
-    if gate_drop(report, ctx.data.gate_metric)[1] > ctx.request.max_accuracy_drop:
+    if _validation_score(ctx, out)[0] > ctx.request.max_accuracy_drop:
         # A forced-quantised tail (--quantise-tail) stays quantised: the gate must see it.
         candidates = _quantised_nodes(out) - (set(tail) if quantise_tail else set())
         mixed = _mixed_precision(ctx, plan, out, candidates, float_nodes, engine, prepared,
@@ -461,17 +457,9 @@ def _uint16_overrides(src: Path, layers: set[str]) -> dict[str, Any]:
     return {t: [{"quant_type": _qtype("uint16")}] for t in tensors}
 
 
-def _validation_drop(ctx: BackendContext, model: Path) -> float:
-    """The gate's relative drop of the task metric for ``model`` on the validation data."""
-    from converters.validate import gate_drop, run_onnx
-
-    report = ctx.data.accuracy_report(run_onnx(model, ctx.data.validation,
-                                               states=ctx.data.states))
-    return float(gate_drop(report, ctx.data.gate_metric)[1])
-
-
 def _validation_score(ctx: BackendContext, model: Path) -> tuple[float, float]:
-    """The gate's drop for ``model`` and, to break its ties, the worst output's -SNR (dB)."""
+    """The gate's relative drop of the task metric for ``model`` on the validation data and,
+    to break its ties, the worst output's -SNR (dB)."""
     from converters.validate import gate_drop, run_onnx
 
     report = ctx.data.accuracy_report(run_onnx(model, ctx.data.validation,
