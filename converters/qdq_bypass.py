@@ -7,7 +7,12 @@ float between its DequantizeLinear inputs and the QuantizeLinear of its output, 
 layer is an edit of its inputs only:
 
 * an activation input read through ``Q -> DQ`` (or ``Q -> Clip -> DQ``, a 7-bit activation)
-  reads the float tensor the ``Q`` quantised;
+  reads the float tensor the ``Q`` quantised. Where the quantiser removed a Relu or Clip and
+  left the ``Q``'s saturation to do its work (ORT renames the producer's output to the
+  activation's, so that tensor is the *pre-activation* value, negatives included), the
+  activation is applied again on the lifted path: reading the tensor bare fed a lifted layer
+  values its float model never sees (on a DBNet, lifting the 17 layers of the eight worst
+  tensors took mask IoU from 7.8 % down to 38 % down);
 * a weight or bias read through ``DQ(initializer)`` reads the float initializer the quantiser
   started from (taken from the model that was quantised, node by node and input by input, so
   graph passes that rewrote weights, such as equalisation, stay consistent).
@@ -25,6 +30,8 @@ from typing import Any
 __all__ = ["bypass_layers"]
 
 _ON_QUANTISED = ("Clip", "Identity")
+# activations ORT's QDQ quantiser removes, leaving the Q's clamp to do their work
+_REMOVABLE = ("Relu", "Clip")
 
 
 def bypass_layers(qdq: Any, float_model: Any, nodes: Iterable[str]) -> Any:
@@ -43,6 +50,7 @@ def bypass_layers(qdq: Any, float_model: Any, nodes: Iterable[str]) -> Any:
     src_inits = {i.name: i for i in float_model.graph.initializer}
     producer = {o: n for n in g.node for o in n.output}
     have = {i.name for i in g.initializer}
+    removed = _removed_activations(g, float_model)
     for name in sorted(set(nodes)):
         node, src = by_name.get(name), src_nodes.get(name)
         if node is None or src is None or node.op_type != src.op_type:
@@ -57,7 +65,10 @@ def bypass_layers(qdq: Any, float_model: Any, nodes: Iterable[str]) -> Any:
             while q is not None and q.op_type in _ON_QUANTISED and q.input:
                 q = producer.get(q.input[0])
             if q is not None and q.op_type == "QuantizeLinear":
-                node.input[k] = q.input[0]              # the float activation Q quantised
+                # the float activation Q quantised, with any activation the quantiser removed
+                value = _float_value(g, float_model, q.input[0], removed, have)
+                if value is not None:
+                    node.input[k] = value
                 continue
             original = src.input[k] if k < len(src.input) else ""
             if original in src_inits:                   # a quantised weight or bias
@@ -72,6 +83,49 @@ def bypass_layers(qdq: Any, float_model: Any, nodes: Iterable[str]) -> Any:
                 node.input[k] = name
     _drop_unread(g)
     return m
+
+
+def _removed_activations(g: Any, float_model: Any) -> dict[str, Any]:
+    """Float-model Relu/Clip nodes the quantiser removed, by the tensor that now stands for
+    their output in ``g`` (written by their producer instead)."""
+    present = {n.name for n in g.node}
+    written = {o for n in g.node for o in n.output}
+    return {n.output[0]: n for n in float_model.graph.node
+            if n.op_type in _REMOVABLE and n.name not in present and n.output
+            and n.output[0] in written}
+
+
+def _float_value(g: Any, float_model: Any, tensor: str, removed: dict[str, Any],
+                 have: set[str]) -> str | None:
+    """``tensor`` as the float model computes it: itself, or, where the quantiser folded a
+    Relu/Clip into the Q's saturation, a copy of that activation applied to it; None when
+    that copy cannot be made (bounds that are not constants): the input stays dequantised."""
+    import onnx
+
+    act = removed.get(tensor)
+    if act is None:
+        return tensor
+    out = f"{tensor}_float"
+    if any(out in n.output for n in g.node):
+        return out
+    src_inits = {i.name: i for i in float_model.graph.initializer}
+    if any(e and e not in have and e not in src_inits for e in act.input[1:]):
+        return None
+    for extra in act.input[1:]:             # Clip's min and max
+        if extra and extra not in have:
+            init = onnx.TensorProto()
+            init.CopyFrom(src_inits[extra])
+            g.initializer.append(init)
+            have.add(extra)
+    copy = onnx.NodeProto()
+    copy.CopyFrom(act)
+    copy.name = f"{act.name}_float"
+    copy.input[0] = tensor
+    del copy.output[:]
+    copy.output.append(out)
+    at = next(i for i, n in enumerate(g.node) if tensor in n.output)
+    g.node.insert(at + 1, copy)
+    return out
 
 
 def _drop_unread(g: Any) -> None:
