@@ -34,7 +34,7 @@ import onnx
 from converters.quant import DEFAULT_PASSES, EngineState, PassOutcome
 from converters.quant.base import run_guarded
 from converters.tflite._passes import run_graph_passes
-from converters.tflite._prep import prepare
+from converters.tflite._prep import Prepared, prepare
 from converters.tflite._quant import Ranges, calibrate_ranges
 from converters.tflite._ranges import mse_ranges
 from converters.tflite._writer import write_flatbuffer
@@ -84,17 +84,28 @@ class Candidates:
         self.outcomes: list[PassOutcome] = list(done.outcomes)
         self.bias_adds_folded = done.bias_adds_folded
         self.bias = done.bias
-        plain = None
-        if done.original_biases:
-            plain = copy.deepcopy(prep)
-            for name, value in done.original_biases.items():
-                plain.consts[name] = value
-        self.lowered: dict[bool, Lowered] = {
-            True: lower_prepared(prep, keep_io_layout=keep_io_layout, rewrites=rewrites)}
-        if plain is not None:
-            self.lowered[False] = lower_prepared(plain, keep_io_layout=keep_io_layout,
-                                                 rewrites=rewrites)
-        low = self.lowered[True]
+        self.adaround = done.adaround
+        # (bias correction, AdaRound) -> the prepared graph with them on or off; the first
+        # (both on where they applied) is the one calibrated
+        variants: dict[tuple[bool, bool], Prepared] = {}
+        for bias in ([True, False] if done.original_biases else [True]):
+            for ada in ([True, False] if done.original_weights else [True]):
+                if (bias, ada) == (True, True):
+                    continue
+                v = copy.deepcopy(prep)
+                if not bias:
+                    v.consts.update(done.original_biases)
+                if not ada:
+                    v.consts.update(done.original_weights)
+                    if bias:      # corrected for round-to-nearest, not for AdaRound's rounding
+                        v.consts.update(done.nearest_biases)
+                variants[(bias, ada)] = v
+        self.lowered: dict[tuple[bool, bool], Lowered] = {
+            (True, True): lower_prepared(prep, keep_io_layout=keep_io_layout, rewrites=rewrites)}
+        for key, v in variants.items():
+            self.lowered[key] = lower_prepared(v, keep_io_layout=keep_io_layout,
+                                               rewrites=rewrites)
+        low = self.lowered[(True, True)]
         minmax = calibrate_ranges(low.graph, low.feeds(calibration.iter_samples()),
                                   method=plan.method)
         if not minmax:
@@ -108,7 +119,7 @@ class Candidates:
             self.outcomes.append(PassOutcome(
                 "mse_ranges", "skipped", f"--calibration-method {self.plan.method} was asked for"))
             return
-        low = self.lowered[True]
+        low = self.lowered[(True, True)]
 
         def go() -> tuple[Ranges | None, PassOutcome]:
             return mse_ranges(low.graph, low.feeds(calibration.iter_samples()), minmax)
@@ -120,9 +131,18 @@ class Candidates:
             outcome = PassOutcome(outcome.name, "failed", outcome.detail + " (MinMax ranges used)")
         self.outcomes.append(outcome)
 
-    def build(self, ranges: str, bias: bool) -> ConversionResult:
-        """The full-integer artifact with the named ranges and bias correction on or off."""
-        low = copy.deepcopy(self.lowered[bias if bias in self.lowered else True])
+    def _variant(self, bias: bool, ada: bool) -> Lowered:
+        """A pass that did not apply has one variant, keyed as on."""
+        if (bias, ada) not in self.lowered:
+            bias = bias or (False, ada) not in self.lowered
+        if (bias, ada) not in self.lowered:
+            ada = True
+        return self.lowered.get((bias, ada), self.lowered[(True, True)])
+
+    def build(self, ranges: str, bias: bool, ada: bool = True) -> ConversionResult:
+        """The full-integer artifact with the named ranges, and bias correction and AdaRound's
+        rounding on or off (a pass that did not apply has nothing to turn off)."""
+        low = copy.deepcopy(self._variant(bias, ada))
         details = base_details(low, "int8")
         if self.bias_adds_folded:
             details["graph_passes"] = {"conv_bias_adds_folded": self.bias_adds_folded}
@@ -130,9 +150,9 @@ class Candidates:
                                 io_int8=self.plan.io_int8, method=self.plan.method,
                                 details=details)
 
-    def float_model(self, bias: bool) -> bytes:
+    def float_model(self, bias: bool, ada: bool = True) -> bytes:
         """The float TFLite graph a candidate was quantised from (for per-layer error)."""
-        return write_flatbuffer(self.lowered[bias if bias in self.lowered else True].graph)
+        return write_flatbuffer(self._variant(bias, ada).graph)
 
 
 @dataclass
@@ -143,6 +163,7 @@ class Chosen:
     evidence: Any                          # what ``evaluate`` returned for it
     drop: float                            # its gate drop
     report: dict[str, Any]                 # details["quantisation_passes"]
+    adaround: bool = True                  # AdaRound's rounding used (where it applied)
 
 
 def choose(cands: Candidates, evaluate: Callable[[ConversionResult], tuple[float, Any]]
@@ -153,9 +174,10 @@ def choose(cands: Candidates, evaluate: Callable[[ConversionResult], tuple[float
     state.outcomes = list(cands.outcomes)
     state.bias = cands.bias
     state.bias_enabled = cands.bias is not None   # no correction to toggle: say so in the table
+    state.adaround = cands.adaround
     # only the best so far is kept (the evidence can be every validation output): the engine
     # keeps the smallest drop, the earliest on ties, so a strictly smaller drop replaces it
-    best: list[tuple[float, tuple[str, bool], ConversionResult, Any]] = []
+    best: list[tuple[float, tuple[str, bool, bool], ConversionResult, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edgeops-ranges-") as tmp:
         # the engine chooses between range *files* (ORT calibration caches on the ONNX path)
         paths = {}
@@ -169,21 +191,24 @@ def choose(cands: Candidates, evaluate: Callable[[ConversionResult], tuple[float
 
         def gate_drop(path: Path | None) -> float:
             name = by_path.get(path, "minmax") if path is not None else "minmax"
-            res = cands.build(name, state.bias_enabled)
+            res = cands.build(name, state.bias_enabled, state.adaround_enabled)
             drop, evidence = evaluate(res)
             if not best or drop < best[0][0]:
-                best[:] = [(drop, (name, state.bias_enabled), res, evidence)]
+                best[:] = [(drop, (name, state.bias_enabled, state.adaround_enabled), res,
+                            evidence)]
             return drop
 
         picked = state.choose(gate_drop)
     name = by_path.get(picked, "minmax") if picked is not None else "minmax"
     drop, key, res, evidence = best[0]
-    if key != (name, state.bias_enabled):     # the engine's rule changed: follow its choice
-        res = cands.build(name, state.bias_enabled)
+    if key != (name, state.bias_enabled, state.adaround_enabled):
+        # the engine's rule changed: follow its choice
+        res = cands.build(name, state.bias_enabled, state.adaround_enabled)
         drop, evidence = evaluate(res)
     report = state.report()
     res.details["quantisation_passes"] = report
-    return Chosen(res, state.bias_enabled, name, evidence, drop, report)
+    return Chosen(res, state.bias_enabled, name, evidence, drop, report,
+                  state.adaround_enabled)
 
 
 CLE = "cross_layer_equalisation"
