@@ -4,12 +4,13 @@ Edge TPU, Ethos-U and ``tflite-cpu`` int8 cannot keep a layer float, so the engi
 (converters/quant) feed this path as they feed the ONNX CPU one:
 
 1. the prepared ONNX graph (BatchNormalization folded) goes through the engine's graph passes,
-   cross-layer equalisation and bias correction, with the TFLite writer's weight rounding
-   (:mod:`converters.tflite._passes`);
-2. it is lowered once with bias correction and, when that applied, once without;
+   cross-layer equalisation, AdaRound (effort ``max``) and bias correction, with the TFLite
+   writer's weight rounding (:mod:`converters.tflite._passes`);
+2. it is lowered once with every pass that applied and once per pass turned off (bias
+   correction, AdaRound's rounding, both);
 3. activation ranges are calibrated in LiteRT on the float graph (MinMax, or percentile), and
    the MSE range pass (:mod:`converters.tflite._ranges`) searches clipping ranges on the same
-   samples;
+   samples (the candidates without AdaRound on their own graph);
 4. every combination of ranges and bias correction is quantised, run in LiteRT on the
    validation samples and scored on the build's task metric by the caller; the engine's own
    :meth:`converters.quant.EngineState.choose` keeps the one with the smallest gate drop (the
@@ -105,31 +106,42 @@ class Candidates:
         for key, v in variants.items():
             self.lowered[key] = lower_prepared(v, keep_io_layout=keep_io_layout,
                                                rewrites=rewrites)
-        low = self.lowered[(True, True)]
+        self.ranges: dict[str, Ranges] = self._calibrate(self.lowered[(True, True)],
+                                                         calibration, record=True)
+        # the candidates without AdaRound get ranges of their own graph, so that --effort max
+        # offers the very candidates the default effort does (its ranges are calibrated on
+        # the graph without AdaRound's rounding), plus AdaRound's
+        self.plain_ranges: dict[str, Ranges] = (
+            self._calibrate(self.lowered[(True, False)], calibration, record=False)
+            if (True, False) in self.lowered else self.ranges)
+
+    def _calibrate(self, low: Lowered, calibration: SampleSource, record: bool
+                   ) -> dict[str, Ranges]:
         minmax = calibrate_ranges(low.graph, low.feeds(calibration.iter_samples()),
-                                  method=plan.method)
+                                  method=self.plan.method)
         if not minmax:
             raise UsageError("no calibration samples were given")
-        self.ranges: dict[str, Ranges] = {"minmax": minmax}
-        if "mse_ranges" in plan.passes:
-            self._mse(calibration, minmax)
-
-    def _mse(self, calibration: SampleSource, minmax: Ranges) -> None:
+        out = {"minmax": minmax}
+        if "mse_ranges" not in self.plan.passes:
+            return out
         if self.plan.method != "minmax":
-            self.outcomes.append(PassOutcome(
-                "mse_ranges", "skipped", f"--calibration-method {self.plan.method} was asked for"))
-            return
-        low = self.lowered[(True, True)]
+            if record:
+                self.outcomes.append(PassOutcome(
+                    "mse_ranges", "skipped",
+                    f"--calibration-method {self.plan.method} was asked for"))
+            return out
 
         def go() -> tuple[Ranges | None, PassOutcome]:
             return mse_ranges(low.graph, low.feeds(calibration.iter_samples()), minmax)
 
         ranges, outcome = run_guarded("mse_ranges", go, None)
         if ranges is not None:
-            self.ranges["mse_ranges"] = ranges
+            out["mse_ranges"] = ranges
         else:
             outcome = PassOutcome(outcome.name, "failed", outcome.detail + " (MinMax ranges used)")
-        self.outcomes.append(outcome)
+        if record:
+            self.outcomes.append(outcome)
+        return out
 
     def _variant(self, bias: bool, ada: bool) -> Lowered:
         """A pass that did not apply has one variant, keyed as on."""
@@ -146,7 +158,9 @@ class Candidates:
         details = base_details(low, "int8")
         if self.bias_adds_folded:
             details["graph_passes"] = {"conv_bias_adds_folded": self.bias_adds_folded}
-        return full_int8_result(low, self.ranges[ranges], per_channel=self.plan.per_channel,
+        table = self.ranges if ada or not self.adaround else self.plain_ranges
+        return full_int8_result(low, table.get(ranges, self.ranges[ranges]),
+                                per_channel=self.plan.per_channel,
                                 io_int8=self.plan.io_int8, method=self.plan.method,
                                 details=details)
 

@@ -113,3 +113,18 @@ def test_writer_grid_refuses_integers_its_rounding_would_not_reproduce() -> None
     bad[~g.fixed] = np.clip(bad[~g.fixed] + 200, -127, 127)   # past the largest weight
     with pytest.raises(ArithmeticError):
         wg.on_grid(la, w, bad, Grid(g.scale * 0.5, 127, g.fixed))
+
+
+def test_without_adaround_max_offers_the_default_efforts_very_candidates() -> None:
+    """The candidates without AdaRound are calibrated on their own graph: --effort max is the
+    default's choice plus AdaRound's, never a worse version of the same candidate."""
+    from converters.tflite.fullint import Candidates, FullIntPlan
+
+    m = tiny.conv_chain("Relu")
+    data = tiny.smooth_samples(m, n=8)
+    plain = Candidates(m, data, FullIntPlan(per_channel=False, passes=("mse_ranges",)))
+    ada = Candidates(m, data, FullIntPlan(per_channel=False, passes=("adaround", "mse_ranges")))
+    assert ada.adaround is not None and ada.adaround.done
+    for ranges in ("minmax", "mse_ranges"):
+        assert ada.build(ranges, True, False).model == plain.build(ranges, True).model
+        assert ada.build(ranges, True, True).model != plain.build(ranges, True).model
