@@ -15,7 +15,9 @@ settings of the run that measured it), so a slow model or one variant can be rer
 
 For each model of the real-model zoo (tests/realzoo.py: pinned wheels, cached under
 ~/.cache/edgeops-test-models; inputs from tests/zoo_inputs.py, made of the photos, scans and
-text the test suite uses; ``ocr-det-640`` is the DBNet detector at the issue's 640x640), side
+text the test suite uses - the CTC recogniser reads single detected words and runs of words
+of a printed line, aspect kept and zero-padded to 48x320 as PaddleOCR feeds it; ``ocr-det-640``
+is the DBNet detector at the issue's 640x640), side
 by side in one run on one machine (the catalogue: ``benchmarks/_zoo_report.VARIANTS``):
 
 * ``fp32``: the source model in ONNX Runtime (default session optimisations);
