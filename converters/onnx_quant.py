@@ -373,9 +373,15 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
 
         ctx.progress(f"{ctx.profile.name}: measuring which node groups are faster in float")
         perf_floats, perf_summary = slower_groups(ctx, prepared, make, _quantised_nodes(out),
-                                                  facts)
+                                                  facts, out)
         float_nodes.update(perf_floats)
         make(set(float_nodes))
+        from converters.onnx_perf import all_float_verdict
+
+        verdict = all_float_verdict(perf_summary) if not _quantised_nodes(out) else None
+        if verdict is not None:
+            ctx.progress(f"{ctx.profile.name}: {verdict}")
+            perf_summary = {**perf_summary, "verdict": verdict}
     plan_details: dict[str, Any] = asdict(plan)
     details_base = {
         "pass": "static-qdq",
@@ -385,7 +391,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         else "skipped: the build machine cannot run this target's kernels",
         **({"performance": perf_summary} if perf_summary else {}),
         "plan": plan_details, "build_machine": facts,
-        **({"warnings": [f"{ctx.profile.name}: {caveat}"]} if caveat else {}),
+        **({"warnings": [f"{ctx.profile.name}: {w}" for w in (caveat, perf_summary.get(
+            "verdict")) if w]} if caveat or perf_summary.get("verdict") else {}),
         "opset": {"source": source_opset, "artifact": model_opset_path(out)},
         "postprocessing_tail": ({"float": sorted(tail), "outputs_unquantised": freed_outputs}
                                 if not quantise_tail else
