@@ -298,9 +298,12 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         shared.clear()
         if cpu_passes:
             shared.update(shared_concat_ranges(graph, ranges, exclude))
-        # bias correction measured 7-bit weights: a layer given 8-bit ones keeps its own bias
+        # bias correction measured 7-bit weights: a layer given 8-bit ones keeps its own bias,
+        # and AdaRound's rounding is redone on the 8-bit grid it gets
         eight = split.eight_bit_nodes() if split is not None else frozenset()
-        src = engine.source_for(exclude | eight, ctx.workdir) if engine else prepared
+        if engine and eight:
+            engine.round_eight_bit(eight - exclude, ctx.data.calibration)
+        src = engine.source_for(exclude, ctx.workdir, eight) if engine else prepared
 
         def quantise_with(overrides: dict[str, Any]) -> None:
             fallback.run(lambda cfg: _quantise_static(src, cache, method, plan, exclude, out,
