@@ -16,13 +16,16 @@ decision (:func:`decide`, pure: timing is injected) has two steps:
    in step 1 first, re-timed against FP32 after each, until it is; every group in float is the
    FP32 graph. Step 1 alone cannot see this: a model whose every group costs a little (each
    gain inside the noise margin) can still be slower than FP32 in sum, and a model with one
-   group has nothing to compare it with.
+   group has nothing to compare it with. When every group ends float, the float graph (with
+   the exact CPU rewrites) is timed against the source once: unless it is faster by more than
+   the margin, the source model itself ships (``ships``: ``fp32 source``).
 
 Every comparison is paired (:class:`OrtTimer`): both models loaded, timed in interleaved rounds
 (order alternating), the per-round median ratio taken and its median used, so load from other
 processes hits both alike. A result within ``MIN_GAIN`` of a threshold is measured once more and
 the rounds pooled. Cost, for ``G`` groups: at most ``2 G`` comparisons (``G`` in step 1, one
-against FP32, at most ``G - 1`` fallback steps: all float is not timed), each confirmed at most
+against FP32, at most ``G - 1`` fallback steps, the last of which, all float, is timed once
+as the float graph against the source), each confirmed at most
 once, and at most ``2 G`` candidates quantised; a comparison is ``ROUNDS`` rounds of about
 ``ROUND_BUDGET_S`` per model (``MIN_RUNS`` to ``MAX_RUNS`` inferences), so about 0.4 s for a
 model under 0.4 ms and ``2 * ROUNDS * MIN_RUNS`` inferences for a large one. The wall time
@@ -190,8 +193,10 @@ def decide(groups: dict[str, list[str]], timer: Timer) -> Decision:
         return all(x in kept for g in groups.values() for x in g)
 
     if floated_all():                   # the FP32 graph: nothing left to compare
+        every, k = _float_graph(timer, kept, trials)
         return Decision(kept, {"outcome": "all float: every group measured faster in float",
-                               "first_speedup": None, "final_speedup": None}, trials, n)
+                               "first_speedup": None, "final_speedup": None, **every},
+                        trials, n + k)
     first, k = _measure(timer, frozenset(kept), None, SHIP_AT)
     n += k
     trials.append({"step": "vs-fp32", "floated": len(kept), "int8_ms": first.candidate_ms,
@@ -223,10 +228,26 @@ def decide(groups: dict[str, list[str]], timer: Timer) -> Decision:
     outcome = ("all float: int8 not faster than fp32 beyond the noise margin" if floated_all()
                else "int8 at least as fast as fp32" if step == 0
                else f"partly float: at least as fast as fp32 after {step} fallback step(s)")
+    graph: dict[str, Any] = {}
+    if floated_all():
+        graph, k = _float_graph(timer, kept, trials)
+        n += k
     return Decision(kept, {"outcome": outcome, "first_speedup": round(first.speedup, 3),
                            "final_speedup": None if final is None else round(final, 3),
                            "int8_ms": round(first.candidate_ms, 4),
-                           "fp32_ms": round(first.reference_ms, 4)}, trials, n)
+                           "fp32_ms": round(first.reference_ms, 4), **graph}, trials, n)
+
+
+def _float_graph(timer: Timer, kept: dict[str, str], trials: list[dict[str, Any]]
+                 ) -> tuple[dict[str, Any], int]:
+    """Every node float: is the rewritten float graph (folds, fused hard-swish, ...) faster
+    than the source? If not by more than the noise margin, the source itself ships: the user's
+    own model, exact, and "never slower than FP32" by construction."""
+    t, k = _measure(timer, frozenset(kept), None, SHIP_AT)
+    trials.append({"step": "float-graph", "float_ms": t.candidate_ms, "fp32_ms": t.reference_ms,
+                   "speedup": t.speedup, "rounds": len(t.ratios)})
+    return {"float_graph_speedup": round(t.speedup, 3),
+            "ships": "float graph" if t.speedup > SHIP_AT else "fp32 source"}, k
 
 
 def all_float_verdict(summary: dict[str, Any]) -> str | None:
@@ -240,8 +261,13 @@ def all_float_verdict(summary: dict[str, Any]) -> str | None:
     why = ("every quantised node group measured faster in float" if first is None
            else f"INT8 measured {first:.2f}x FP32's speed, and not more than {MIN_GAIN:.0%} "
                 "faster with any part of it quantised")
-    return (f"INT8 is not faster than FP32 on this CPU for this model ({why}): shipped the "
-            "FP32 graph; every node is float")
+    graph = summary.get("float_graph_speedup")
+    what = ("the FP32 graph; every node is float" if graph is None
+            else "the FP32 source model as it is (the rewritten float graph measured "
+                 f"{graph:.2f}x it)" if summary.get("ships") == "fp32 source"
+            else f"the FP32 graph with its exact CPU rewrites ({graph:.2f}x the source's "
+                 "speed); every node is float")
+    return f"INT8 is not faster than FP32 on this CPU for this model ({why}): shipped {what}"
 
 
 class OrtTimer:

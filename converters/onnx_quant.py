@@ -14,8 +14,9 @@ The pipeline for static precisions:
    only rearrange, decode or normalise) stays float and no graph output is quantised
    (converters/onnx_tail), unless ``quantise_tail`` is set;
 4. performance-aware: node groups whose quantisation makes the model slower *on this machine*
-   stay float, and more go float until the INT8 model is at least as fast as FP32 (all float
-   if need be) (converters/onnx_perf, measured, cached per machine so rebuilds are identical);
+   stay float, and more go float until the INT8 model is faster than FP32 by more than the
+   noise margin (all float if need be: the FP32 graph, said in plain words in the progress and
+   the manifest) (converters/onnx_perf, measured, cached per machine so rebuilds are identical);
 5. accuracy-aware, when the gate fails: mixed precision by measurement (converters/onnx_mixed):
    the task-metric effect of the top layers of the activation-error ranking, measured by
    bypassing each one's Q/DQ; a per-layer speed model; an exact knapsack picks the layers to
@@ -385,6 +386,15 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         if verdict is not None:
             ctx.progress(f"{ctx.profile.name}: {verdict}")
             perf_summary = {**perf_summary, "verdict": verdict}
+            if perf_summary.get("ships") == "fp32 source" and "fp32" in ctx.profile.precisions \
+                    and not ctx.profile.static_shapes and not ctx.data.source.external_data:
+                from converters.onnx_unquantisable import ship_source
+
+                return ship_source(ctx, verdict, {
+                    "performance_aware": "measured on the build machine",
+                    "performance": perf_summary, "build_machine": facts,
+                    "float_nodes": dict(sorted(float_nodes.items())),
+                    **({"warnings": [f"{ctx.profile.name}: {caveat}"]} if caveat else {})})
     plan_details: dict[str, Any] = asdict(plan)
     details_base = {
         "pass": "static-qdq",

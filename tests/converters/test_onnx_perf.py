@@ -114,17 +114,45 @@ def test_single_group_gru_head_slower_than_fp32_ends_all_float() -> None:
     assert all(v.startswith("performance:") for v in d.float_nodes.values())
     assert d.vs_fp32["outcome"] == "all float: int8 not faster than fp32 beyond the noise margin"
     assert d.vs_fp32["final_speedup"] is None
-    # the all-float graph is FP32: never timed
-    assert (frozenset({"gemm0", "gemm2"}), None) not in timer.calls
+    # the all-float graph is timed once against the source: no faster, so the source ships
+    assert timer.calls.count((frozenset({"gemm0", "gemm2"}), None)) == 1
+    assert d.vs_fp32["ships"] == "fp32 source"
+    assert d.vs_fp32["float_graph_speedup"] == pytest.approx(1.0)
 
 
 def test_every_group_faster_in_float_is_not_timed_against_fp32() -> None:
     timer = CostTimer(GROUPS, dict.fromkeys(GROUPS, 0.5))
     d = decide(GROUPS, timer)
-    assert set(d.float_nodes) == {n for g in GROUPS.values() for n in g}
+    everything = frozenset(n for g in GROUPS.values() for n in g)
+    assert set(d.float_nodes) == everything
     assert d.vs_fp32["outcome"] == "all float: every group measured faster in float"
-    assert all(ref is not None for _, ref in timer.calls)
-    assert len(timer.calls) == len(GROUPS)
+    # only the float graph against the source, once
+    assert [c for c in timer.calls if c[1] is None] == [(everything, None)]
+    assert len(timer.calls) == len(GROUPS) + 1
+
+
+class RewrittenTimer(CostTimer):
+    """The all-float graph runs ``gain`` times the source's speed (exact CPU rewrites: folded
+    affine ops, one fused hard-swish)."""
+
+    def __init__(self, groups: dict[str, list[str]], cost: dict[str, float], gain: float
+                 ) -> None:
+        super().__init__(groups, cost)
+        self.gain = gain
+
+    def latency(self, floated: frozenset[str] | None) -> float:
+        every = frozenset(n for g in self.groups.values() for n in g)
+        return self.fp32 / self.gain if floated == every else super().latency(floated)
+
+
+@pytest.mark.parametrize(("gain", "ships"), [(1.42, "float graph"), (1.03, "fp32 source"),
+                                             (0.97, "fp32 source")])
+def test_all_float_ships_the_rewritten_graph_only_when_it_beats_the_source(
+        gain: float, ships: str) -> None:
+    groups = {"op:Gemm": ["gemm0", "gemm2"]}
+    d = decide(groups, RewrittenTimer(groups, {"op:Gemm": 0.2}, gain))
+    assert d.vs_fp32["ships"] == ships
+    assert d.vs_fp32["float_graph_speedup"] == pytest.approx(gain, abs=1e-3)
 
 
 def test_noisy_rounds_decide_on_the_median() -> None:
@@ -287,7 +315,10 @@ def test_all_float_outcome_says_in_plain_words_that_the_fp32_graph_shipped(
     assert art.details["quantised_nodes"] == 0
     line = "INT8 is not faster than FP32 on this CPU for this model"
     assert art.details["performance"]["verdict"].startswith(line)
-    assert "shipped the FP32 graph" in art.details["performance"]["verdict"]
+    # the float graph costs what FP32 costs here: the source itself ships, byte for byte
+    assert "shipped the FP32 source model as it is" in art.details["performance"]["verdict"]
+    assert art.path.read_bytes() == p.read_bytes()
+    assert art.precision == "fp32" and art.details["requested_precision"] == "int8"
     assert any(line in m for m in said), said
     assert any(line in w for w in art.details["warnings"])
 
@@ -295,9 +326,11 @@ def test_all_float_outcome_says_in_plain_words_that_the_fp32_graph_shipped(
 def test_the_verdict_names_only_the_all_float_outcome() -> None:
     from converters.onnx_perf import all_float_verdict
 
-    slower = all_float_verdict({"outcome": "all float: int8 not faster than fp32 beyond the noise margin",
-                                "first_speedup": 0.93})
+    slower = all_float_verdict({"outcome": "all float: int8 not faster than fp32 beyond the "
+                                           "noise margin", "first_speedup": 0.93,
+                                "float_graph_speedup": 1.42, "ships": "float graph"})
     assert slower is not None and "0.93x" in slower
+    assert "shipped the FP32 graph with its exact CPU rewrites (1.42x" in slower
     every = all_float_verdict({"outcome": "all float: every group measured faster in float",
                                "first_speedup": None})
     assert every is not None and "every quantised node group" in every
