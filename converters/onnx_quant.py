@@ -300,10 +300,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         if cpu_passes:
             shared.update(shared_concat_ranges(graph, ranges, exclude))
         # bias correction measured 7-bit weights: a layer given 8-bit ones keeps its own bias,
-        # and AdaRound's rounding is redone on the 8-bit grid it gets
+        # and AdaRound's rounding on the 8-bit grid once made (after the split is chosen)
         eight = split.eight_bit_nodes() if split is not None else frozenset()
-        if engine and eight:
-            engine.round_eight_bit(eight - exclude, ctx.data.calibration)
         src = engine.source_for(exclude, ctx.workdir, eight) if engine else prepared
 
         def quantise_with(overrides: dict[str, Any]) -> None:
@@ -359,6 +357,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                                   hint=f"use one of {', '.join(splits)}")
             splits = {forced: splits[forced]}
         split, split_drops = choose_split(splits, score_of)
+        if engine and engine.adaround_enabled:
+            _round_eight_bit_on_the_metric(ctx, engine, split, split_drops, make)
     per = "per channel" if plan.per_channel else "per tensor"
     ctx.progress(f"{ctx.profile.name}: quantising (QDQ, {plan.activation_type} activations, "
                  f"{plan.weight_type} weights {per})")
@@ -444,6 +444,26 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         _check_runs_as_declared(ctx, out)
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
                              "quantised_nodes": len(_quantised_nodes(out))})
+
+
+def _round_eight_bit_on_the_metric(ctx: BackendContext, engine: Any, split: BitSplit,
+                                   drops: dict[str, dict[str, float]], make: Any) -> None:
+    """AdaRound again on the 8-bit grid for the layers the chosen split gives 8-bit weights
+    (it rounded them on the 7-bit one), kept only when the build scores at least as well with
+    it (gate drop, then output error): lower layer error is not the task metric."""
+    engine.round_eight_bit(split.eight_bit_nodes(), ctx.data.calibration)
+    if not engine.eight_bit:
+        return
+    chosen = drops.get(split.policy)
+    if chosen is None:
+        return
+    ctx.progress(f"{ctx.profile.name}: AdaRound again on the 8-bit grid for "
+                 f"{len(engine.eight_bit)} layer(s) the bit split gave 8-bit weights")
+    without = (chosen["drop"], chosen["output_error"])
+    with_it = _validation_score(ctx, make(set()))
+    engine.eight_bit_enabled = with_it <= without
+    engine.eight_bit_choice = {"gate_drop_with": float(f"{with_it[0]:.6g}"),
+                               "gate_drop_without": float(f"{without[0]:.6g}")}
 
 
 def _mixed_precision(ctx: BackendContext, plan: QuantPlan, out: Path, candidates: set[str],

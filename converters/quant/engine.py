@@ -19,8 +19,10 @@ AdaRound runs before calibration, on the plan's weight grid; on x86 without VNNI
 7-bit grid, and the exact bit split (converters/x86_split.py), chosen later on the task metric,
 gives some layers 8-bit weights. Integers chosen on the 7-bit grid are no rounding at all on
 the 8-bit one (its step is about half), so such a layer is rounded again on the grid it gets
-(:meth:`EngineState.round_eight_bit`, asked for by the quantiser before each candidate split is
-quantised, so every candidate is scored with the rounding it would ship).
+(:meth:`EngineState.round_eight_bit`, asked for by the quantiser once the split is chosen), and
+that rounding is kept only when the build scores at least as well with it on the task metric
+(:attr:`EngineState.eight_bit_enabled`): lower layer error is not the metric, and measured on
+DBNet-small scoring every candidate split with it lowered mask IoU 0.9738 -> 0.9690.
 
 ``options["quant_passes"]`` (a comma-separated string or a sequence of pass names) overrides
 the effort's list, for experiments and benchmarks.
@@ -89,6 +91,8 @@ class EngineState:
     # node -> its FP32 weight and the integers chosen on that grid
     eight_bit: dict[str, Rounded] = field(default_factory=dict)
     eight_bit_report: dict[str, dict[str, Any]] = field(default_factory=dict)
+    eight_bit_enabled: bool = True
+    eight_bit_choice: dict[str, Any] = field(default_factory=dict)
 
     def choose(self, gate_drop: Callable[[Path | None], float]) -> Path | None:
         """Ranges (and bias correction, AdaRound on or off) whose quantised model drops the
@@ -221,7 +225,8 @@ class EngineState:
         rounded = {d.layer.node for d in self.adaround.done} if self.adaround else set()
         weights_back = rounded & ((exclude | eight_bit) if self.adaround_enabled else rounded)
         regrid = {n: self.eight_bit[n] for n in (weights_back & eight_bit) - exclude
-                  if n in self.eight_bit} if self.adaround_enabled else {}
+                  if n in self.eight_bit} if self.adaround_enabled and self.eight_bit_enabled \
+            else {}
         nearest = (weights_back - bias_back) if self.bias_enabled else set()
         if not ((self.bias and any(t.node in bias_back for t in self.bias.targets))
                 or weights_back):
@@ -251,8 +256,14 @@ class EngineState:
         return {"effort": self.effort, "passes": list(self.passes),
                 **{o.name: o.to_dict() for o in self.outcomes},
                 **({"adaround_8bit_grid": {
-                    "detail": "layers a bit-split candidate gave 8-bit weights, rounded again on "
-                              "that grid (the first pass rounded on the 7-bit one)",
+                    "detail": "layers the bit split gave 8-bit weights, rounded again on that "
+                              "grid (the first pass rounded on the 7-bit one)"
+                              + ("" if not self.eight_bit_choice else
+                                 "; kept: it scored at least as well on the task metric"
+                                 if self.eight_bit_enabled else
+                                 "; not used: the build scored better on the task metric "
+                                 "without it"),
+                    "used": self.eight_bit_enabled, **self.eight_bit_choice,
                     "layers": dict(sorted(self.eight_bit_report.items()))}}
                    if self.eight_bit_report else {})}
 
