@@ -1,7 +1,8 @@
 """Pretrained models from PyPI wheels: FP32, ORT stock and tuned, NNCF and ours, side by side.
 
     python -m benchmarks.converter_zoo [--models ocr-cls,magika] [--variants fp32,ort-stock,...]
-        [--samples 8] [--rounds 5] [--runs 5] [--threads 1] [--no-perf-aware] [--merge]
+        [--samples 8] [--rounds 5] [--runs 5] [--round-budget-s 0.25] [--threads 1]
+        [--no-perf-aware] [--merge]
         [--nncf-venv /work/venvs/nncf] [--markdown-only]
 
 The whole table, as the issue-16 goals are judged (every model, every variant; it prints its
@@ -41,8 +42,12 @@ peak memory = that process's own peak RSS (VmHWM). Accuracy vs FP32 on the valid
 metric the build's gate reads (the task ``auto`` infers, or the one named per model below) and
 what else it measured (per-timestep argmax agreement for the CTC recogniser, class-score cosine
 for the YOLO head). Latency: batch 1, ``threads`` intra-op threads, ``rounds`` interleaved
-rounds of ``runs`` runs of every ONNX variant; speed vs FP32 = the median over rounds of each
-round's ratio of medians (the load of shared cores drifts between rounds). Issue 16's goals
+rounds of every ONNX variant, each round of each variant as many runs as fill
+``round_budget_s`` of FP32's time (at least ``runs``: a 0.3 ms model gets hundreds, a 100 ms
+one ``runs``; the count is recorded per model); speed vs FP32 = the median over rounds of each
+round's ratio of medians (the load of shared cores drifts between rounds). An artifact that is
+the source byte for byte (sha256, e.g. a pre-quantised model passed through) is marked: it is
+FP32's own model, and its speed gap is noise. Issue 16's goals
 are checked from the rows and printed under the table (benchmarks/_zoo_goals.py). A variant
 that fails is a row saying why. Results go to benchmarks/results/converter_zoo.{json,md}
 (``--out STEM``: another file, for a partial run), rewritten after every model.
@@ -51,6 +56,7 @@ that fails is a row saying why. Results go to benchmarks/results/converter_zoo.{
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -79,6 +85,11 @@ MODELS: dict[str, str | None] = {"ocr-cls": None, "magika": None, "ocr-det": "te
 _SAME_FILE = {"ocr-det-640": "ocr-det"}
 # per-model wall time when the last results file has none (a first run)
 _GUESS_S = 900.0
+# timing: FP32 time each variant gets per round (runs = this / FP32's latency, at least
+# --runs), the warm-up runs that measure that latency, and the most runs a round may take
+ROUND_BUDGET_S = 0.25
+WARMUP = 3
+MAX_RUNS = 2000
 
 
 def _source(name: str) -> Path:
@@ -132,13 +143,28 @@ def _latency(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int,
 
 
 def _interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, runs: int,
-                 clock: Callable[[], float] = time.perf_counter) -> dict[str, dict[str, Any]]:
+                 clock: Callable[[], float] = time.perf_counter, round_budget_s: float = 0.0
+                 ) -> dict[str, dict[str, Any]]:
     """p50 over all runs, and speed vs FP32 as the median over rounds of the round's FP32
     median / the variant's: on shared cores the load drifts between rounds, a round's ratio
-    compares like with like. Every other round runs the variants in reverse order."""
+    compares like with like. Every other round runs the variants in reverse order.
+
+    ``runs`` is the least number of runs per variant and round; with ``round_budget_s`` a
+    round gets enough runs to fill that much of FP32's time (timed over ``WARMUP`` runs,
+    clamped to ``MAX_RUNS``): 5 runs of a 0.3 ms model are 1.5 ms of timing, which the
+    scheduler's hiccups decide. Each row carries the ``runs_per_round`` used."""
+    from converters.onnx_perf import runs_per_round
+
     per: dict[str, list[list[float]]] = {k: [] for k in sessions}
     for s in sessions.values():
         s.run(None, feed)
+    if round_budget_s > 0:
+        probe = []
+        for _ in range(WARMUP):
+            t0 = clock()
+            sessions["fp32"].run(None, feed)
+            probe.append(clock() - t0)
+        runs = runs_per_round(min(probe), round_budget_s, runs, MAX_RUNS)
     keys = list(sessions)
     for r in range(rounds):
         for k in keys if r % 2 == 0 else reversed(keys):
@@ -155,7 +181,8 @@ def _interleaved(sessions: dict[str, Any], feed: dict[str, np.ndarray], rounds: 
         out[k] = {"p50_ms": float(np.median(np.concatenate(v))),
                   "speedup_vs_fp32": float(np.median(ratios)),
                   # the spread of the round ratios: how far apart noise alone puts them
-                  "speedup_quartiles": [float(q) for q in np.percentile(ratios, (25, 75))]}
+                  "speedup_quartiles": [float(q) for q in np.percentile(ratios, (25, 75))],
+                  "runs_per_round": runs}
     return out
 
 
@@ -225,7 +252,7 @@ def _litert(v: dict[str, Any], output_names: list[str], feeds: list[dict[str, np
 
 def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_aware: bool,
         variants: list[Variant], nncf: Path | None, nncf_missing: str,
-        budget: float = 0.01) -> dict[str, Any]:
+        budget: float = 0.01, round_budget_s: float = ROUND_BUDGET_S) -> dict[str, Any]:
     import onnx
 
     from converters.tasks import infer_task, task_score
@@ -233,6 +260,7 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
 
     t_start = time.perf_counter()
     src = _source(name)
+    src_sha = hashlib.sha256(src.read_bytes()).hexdigest()
     data = INPUTS[name](samples)
     feeds = _feeds(data)
     shapes = {k: tuple(int(d) for d in v.shape) for k, v in feeds[0].items()}
@@ -259,6 +287,9 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
             path = row.pop("path", None)
             if path is None:
                 continue
+            row["sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            if row["sha256"] == src_sha:       # the source passed through: FP32's own model
+                row["same_as_source"] = True
             try:
                 if var.full_integer:
                     row["path"] = path
@@ -279,7 +310,9 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
             rows[k].update({"task_metric": score.metric, "task_value": score.value,
                             "task_drop": score.drop, "task_details": score.details,
                             "raw_cosine": _raw_cosine(ref[first], out[first])})
-        for k, v in _interleaved(sessions, feeds[0], rounds, runs).items():
+        for k, v in _interleaved(sessions, feeds[0], rounds, runs,
+                                 round_budget_s=round_budget_s).items():
+            entry["runs_per_round"] = v.pop("runs_per_round")
             rows[k].update(v)
     entry["wall_s"] = time.perf_counter() - t_start
     return entry
@@ -288,7 +321,7 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
 def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
         perf_aware: bool, variants: list[Variant], nncf_venv: Path,
         progress: Callable[[dict[str, Any]], None] | None = None,
-        budget: float = 0.01) -> dict[str, Any]:
+        budget: float = 0.01, round_budget_s: float = ROUND_BUDGET_S) -> dict[str, Any]:
     """Every model in turn; ``progress`` gets the result so far after each model."""
     import onnx
     import onnxruntime
@@ -298,7 +331,8 @@ def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
 
     nncf, missing = _nncf.find(nncf_venv)
     result: dict[str, Any] = {
-        "threads": threads, "rounds": rounds, "runs_per_round": runs, "samples": samples,
+        "threads": threads, "rounds": rounds, "runs_per_round": runs,
+        "round_budget_s": round_budget_s, "samples": samples,
         "perf_aware": perf_aware, "cpu": cpu_facts(), "variants": [v.key for v in variants],
         **({"budget": budget} if budget != 0.01 else {}),
         "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
@@ -310,7 +344,7 @@ def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
     for name in models:
         print(f"== {name}", file=sys.stderr, flush=True)
         result["models"][name] = one(name, samples, threads, rounds, runs, perf_aware,
-                                     variants, nncf, missing, budget)
+                                     variants, nncf, missing, budget, round_budget_s)
         result["loadavg_end"] = list(os.getloadavg())
         if progress is not None:
             progress(result)
@@ -342,7 +376,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=5,
+                    help="the least runs per variant and round (more for a fast model: "
+                         "--round-budget-s)")
+    ap.add_argument("--round-budget-s", type=float, default=ROUND_BUDGET_S,
+                    help="FP32 time per variant and round, seconds: runs per round = this / "
+                         "FP32's latency, at least --runs (0: exactly --runs)")
     ap.add_argument("--no-perf-aware", dest="perf_aware", action="store_false")
     ap.add_argument("--budget", type=float, default=0.01,
                     help="--max-accuracy-drop of our ONNX builds (default 0.01, the product's "
@@ -386,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
         return md
 
     r = run(models, args.samples, args.threads, args.rounds, args.runs, args.perf_aware,
-            variants, args.nncf_venv, save, args.budget)
+            variants, args.nncf_venv, save, args.budget, args.round_budget_s)
     print(save(r))
 
 

@@ -14,8 +14,9 @@ The pipeline for static precisions:
    only rearrange, decode or normalise) stays float and no graph output is quantised
    (converters/onnx_tail), unless ``quantise_tail`` is set;
 4. performance-aware: node groups whose quantisation makes the model slower *on this machine*
-   stay float, and more go float until the INT8 model is at least as fast as FP32 (all float
-   if need be) (converters/onnx_perf, measured, cached per machine so rebuilds are identical);
+   stay float, and more go float until the INT8 model is faster than FP32 by more than the
+   noise margin (all float if need be: the FP32 graph, said in plain words in the progress and
+   the manifest) (converters/onnx_perf, measured, cached per machine so rebuilds are identical);
 5. accuracy-aware, when the gate fails: mixed precision by measurement (converters/onnx_mixed):
    the task-metric effect of the top layers of the activation-error ranking, measured by
    bypassing each one's Q/DQ; a per-layer speed model; an exact knapsack picks the layers to
@@ -298,9 +299,10 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         shared.clear()
         if cpu_passes:
             shared.update(shared_concat_ranges(graph, ranges, exclude))
-        # bias correction measured 7-bit weights: a layer given 8-bit ones keeps its own bias
+        # bias correction measured 7-bit weights: a layer given 8-bit ones keeps its own bias,
+        # and AdaRound's rounding on the 8-bit grid once made (after the split is chosen)
         eight = split.eight_bit_nodes() if split is not None else frozenset()
-        src = engine.source_for(exclude | eight, ctx.workdir) if engine else prepared
+        src = engine.source_for(exclude, ctx.workdir, eight) if engine else prepared
 
         def quantise_with(overrides: dict[str, Any]) -> None:
             fallback.run(lambda cfg: _quantise_static(src, cache, method, plan, exclude, out,
@@ -355,6 +357,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                                   hint=f"use one of {', '.join(splits)}")
             splits = {forced: splits[forced]}
         split, split_drops = choose_split(splits, score_of)
+        if engine and engine.adaround_enabled:
+            _round_eight_bit_on_the_metric(ctx, engine, split, split_drops, make)
     per = "per channel" if plan.per_channel else "per tensor"
     ctx.progress(f"{ctx.profile.name}: quantising (QDQ, {plan.activation_type} activations, "
                  f"{plan.weight_type} weights {per})")
@@ -375,9 +379,24 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
 
         ctx.progress(f"{ctx.profile.name}: measuring which node groups are faster in float")
         perf_floats, perf_summary = slower_groups(ctx, prepared, make, _quantised_nodes(out),
-                                                  facts)
+                                                  facts, out)
         float_nodes.update(perf_floats)
         make(set(float_nodes))
+        from converters.onnx_perf import all_float_verdict
+
+        verdict = all_float_verdict(perf_summary) if not _quantised_nodes(out) else None
+        if verdict is not None:
+            ctx.progress(f"{ctx.profile.name}: {verdict}")
+            perf_summary = {**perf_summary, "verdict": verdict}
+            if perf_summary.get("ships") == "fp32 source" and "fp32" in ctx.profile.precisions \
+                    and not ctx.profile.static_shapes and not ctx.data.source.external_data:
+                from converters.onnx_unquantisable import ship_source
+
+                return ship_source(ctx, verdict, {
+                    "performance_aware": "measured on the build machine",
+                    "performance": perf_summary, "build_machine": facts,
+                    "float_nodes": dict(sorted(float_nodes.items())),
+                    **({"warnings": [f"{ctx.profile.name}: {caveat}"]} if caveat else {})})
     plan_details: dict[str, Any] = asdict(plan)
     details_base = {
         "pass": "static-qdq",
@@ -387,7 +406,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         else "skipped: the build machine cannot run this target's kernels",
         **({"performance": perf_summary} if perf_summary else {}),
         "plan": plan_details, "build_machine": facts,
-        **({"warnings": [f"{ctx.profile.name}: {caveat}"]} if caveat else {}),
+        **({"warnings": [f"{ctx.profile.name}: {w}" for w in (caveat, perf_summary.get(
+            "verdict")) if w]} if caveat or perf_summary.get("verdict") else {}),
         "opset": {"source": source_opset, "artifact": model_opset_path(out)},
         "postprocessing_tail": ({"float": sorted(tail), "outputs_unquantised": freed_outputs}
                                 if not quantise_tail else
@@ -424,6 +444,26 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         _check_runs_as_declared(ctx, out)
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
                              "quantised_nodes": len(_quantised_nodes(out))})
+
+
+def _round_eight_bit_on_the_metric(ctx: BackendContext, engine: Any, split: BitSplit,
+                                   drops: dict[str, dict[str, float]], make: Any) -> None:
+    """AdaRound again on the 8-bit grid for the layers the chosen split gives 8-bit weights
+    (it rounded them on the 7-bit one), kept only when the build scores at least as well with
+    it (gate drop, then output error): lower layer error is not the task metric."""
+    engine.round_eight_bit(split.eight_bit_nodes(), ctx.data.calibration)
+    if not engine.eight_bit:
+        return
+    chosen = drops.get(split.policy)
+    if chosen is None:
+        return
+    ctx.progress(f"{ctx.profile.name}: AdaRound again on the 8-bit grid for "
+                 f"{len(engine.eight_bit)} layer(s) the bit split gave 8-bit weights")
+    without = (chosen["drop"], chosen["output_error"])
+    with_it = _validation_score(ctx, make(set()))
+    engine.eight_bit_enabled = with_it <= without
+    engine.eight_bit_choice = {"gate_drop_with": float(f"{with_it[0]:.6g}"),
+                               "gate_drop_without": float(f"{without[0]:.6g}")}
 
 
 def _mixed_precision(ctx: BackendContext, plan: QuantPlan, out: Path, candidates: set[str],

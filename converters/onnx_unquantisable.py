@@ -10,6 +10,10 @@ When quantisation leaves *no* node quantised (a tree ensemble, a linear model), 
 artifact would be the float graph under a false name. The build ships the FP32 artifact instead,
 recorded as ``fp32`` with the requested precision, the reason per node and a warning; a target
 that offers no FP32 (an NPU that runs quantised graphs only) refuses the model, naming the nodes.
+
+The performance-aware pass can leave every node float too (INT8 not faster on this CPU); when
+the rewritten float graph is not faster than the source either, :func:`ship_source` ships the
+source model byte for byte, recorded the same way (``fp32``, the requested precision, why).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Any
 from converters.api import BackendContext, BuiltArtifact
 from edgeops.errors import UnsupportedModelError
 
-__all__ = ["ML_DOMAIN", "any_quantised", "ship_fp32", "type_ml_outputs", "unquantisable_nodes"]
+__all__ = ["ML_DOMAIN", "any_quantised", "ship_fp32", "ship_source", "type_ml_outputs",
+           "unquantisable_nodes"]
 
 ML_DOMAIN = "ai.onnx.ml"
 # What ORT's dynamic quantiser leaves in a model where it quantised something.
@@ -78,6 +83,21 @@ def ship_fp32(ctx: BackendContext, model: Any) -> BuiltArtifact:
                                "reason": f"nothing to quantise: {why}",
                                "float_nodes": dict(sorted(reasons.items())),
                                "quantised_nodes": 0, "warnings": [warning]})
+
+
+def ship_source(ctx: BackendContext, why: str, details: dict[str, Any]) -> BuiltArtifact:
+    """The source model, byte for byte, as the artifact (validated and timed like any other):
+    the user's own model, exact, never slower than itself."""
+    import shutil
+
+    from converters.onnx_accept import accept
+
+    out = ctx.workdir / "model.onnx"
+    shutil.copyfile(ctx.data.model_path, out)
+    warning = f"{ctx.profile.name}: {ctx.precision} requested, FP32 shipped: {why}"
+    return accept(replace(ctx, precision="fp32"), out, {
+        **details, "pass": "fp32-source", "requested_precision": ctx.precision, "reason": why,
+        "quantised_nodes": 0, "warnings": [*details.get("warnings", []), warning]})
 
 
 def type_ml_outputs(path: Path, sample: dict[str, Any]) -> bool:

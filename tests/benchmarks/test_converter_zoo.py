@@ -330,3 +330,66 @@ def test_speed_is_the_median_of_round_ratios_with_their_spread() -> None:
     costs.update(fp32=iter([8.0] * 7), fast=iter([4.0] * 7))
     lat2 = _latency({"fp32": Session("fp32"), "fast": Session("fast")}, {}, 3, 2)
     assert set(lat2) == {"fp32", "fast"} and all(isinstance(v, float) for v in lat2.values())
+
+
+def test_rounds_of_a_fast_model_get_enough_runs_to_fill_the_budget() -> None:
+    from benchmarks.converter_zoo import MAX_RUNS, _interleaved
+
+    now = [0.0]
+    counts = {"fp32": 0, "int8": 0}
+
+    class Session:
+        def __init__(self, key: str, ms: float) -> None:
+            self.key, self.ms = key, ms
+
+        def run(self, _names: object, _feed: object) -> None:
+            counts[self.key] += 1
+            now[0] += self.ms / 1000
+
+    # a 0.3 ms model: 0.25 s of FP32 per round is 833 runs, not the 5 asked as a minimum
+    sessions = {"fp32": Session("fp32", 0.3), "int8": Session("int8", 0.2)}
+    lat = _interleaved(sessions, {}, rounds=3, runs=5, clock=lambda: now[0],
+                       round_budget_s=0.25)
+    assert lat["fp32"]["runs_per_round"] == lat["int8"]["runs_per_round"] == 833
+    assert counts["int8"] == 1 + 3 * 833
+    assert lat["int8"]["speedup_vs_fp32"] == pytest.approx(1.5)
+    # a 200 ms model keeps the minimum; a 1 us one is capped
+    slow = _interleaved({"fp32": Session("fp32", 200.0)}, {}, rounds=1, runs=5,
+                        clock=lambda: now[0], round_budget_s=0.25)
+    assert slow["fp32"]["runs_per_round"] == 5
+    tiny = _interleaved({"fp32": Session("fp32", 0.001)}, {}, rounds=1, runs=5,
+                        clock=lambda: now[0], round_budget_s=0.25)
+    assert tiny["fp32"]["runs_per_round"] == MAX_RUNS
+
+
+def test_the_runs_per_round_are_in_the_header_and_each_model() -> None:
+    res = _result({"magika": {**_entry("classification", {}), "runs_per_round": 833}})
+    res["round_budget_s"] = 0.25
+    md = markdown(res)
+    head = md.split("| model |")[0]
+    assert "fill 0.25 s of FP32's time, at least 3 (runs per round: magika 833)" in head
+    assert "magika (classification, auto) [833 runs/round]" in md
+    # results of fixed runs per round still read
+    assert "of 3 runs of every ONNX variant" in markdown(_result({"m": _entry(
+        "classification", {})}))
+
+
+def test_an_artifact_that_is_the_source_byte_for_byte_is_fp32s_own_model() -> None:
+    # a pre-quantised model passed through: the timing noise put it at 0.91x
+    same = {**_row("top1_agreement", 1.0, 0.91), "speedup_quartiles": [0.73, 1.14],
+            "same_as_source": True, "sha256": "a" * 64}
+    res = _result({"quantised-encoder": _entry("classification", {
+        "ort-stock": _row("top1_agreement", 0.9, 0.95),
+        "edgeops-vnni-default": same,
+        "edgeops-x86-default": {**same, "same_as_source": False}})})
+    slower = _verdicts(res, "never slower")
+    assert slower["quantised-encoder / edgeops-vnni-default"].met is True
+    assert "same model as FP32" in slower["quantised-encoder / edgeops-vnni-default"].figures
+    assert slower["quantised-encoder / edgeops-x86-default"].met is False    # same speed, no flag
+    # against stock it counts as 1.0x: above stock's 0.95x
+    stock = _verdicts(res, "not below ORT stock")
+    assert stock["quantised-encoder / edgeops-vnni-default"].met is True
+    md = markdown(res)
+    assert "the source byte for byte (sha256)" in md
+    assert "the same bytes as `edgeops-vnni-default`" in md           # the x86 row's note
+    assert "byte for byte" in md.split("### Goals")[1].splitlines()[2]  # the rule is stated

@@ -78,17 +78,30 @@ def test_group_clearly_slower_quantised_goes_float_in_step_one() -> None:
 
 
 def test_small_losses_that_add_up_fall_back_most_gain_first() -> None:
-    # Each group is below MIN_GAIN alone, so step 1 floats none, but in sum INT8 is 6.5% slower
-    # than FP32: Relu (4.5%) goes float first, then Add (4%); the convs (-2%) stay INT8.
-    cost = {"op:Add": 0.04, "op:Relu": 0.045, "conv": -0.02}
+    # Each group is below MIN_GAIN alone, so step 1 floats none, but in sum INT8 is 3.6% slower
+    # than FP32: Relu (4.5%) goes float first (then 1.01x: inside the noise margin), then Add
+    # (4%); the convs (-4.9%) stay INT8, 1.05x faster than FP32.
+    cost = {"op:Add": 0.04, "op:Relu": 0.045, "conv": -0.049}
     assert all(abs(c) < MIN_GAIN for c in cost.values())
     timer = CostTimer(GROUPS, cost)
     d = decide(GROUPS, timer)
     assert set(d.float_nodes) == {"add1", "add2", "relu"}
     assert "step 1" in d.float_nodes["relu"] and "step 2" in d.float_nodes["add1"]
-    assert d.float_nodes["relu"].startswith("performance: the INT8 model measured 0.94x FP32")
+    assert d.float_nodes["relu"].startswith("performance: the INT8 model measured 0.97x FP32")
     assert d.vs_fp32["outcome"] == "partly float: at least as fast as fp32 after 2 fallback step(s)"
-    assert d.vs_fp32["final_speedup"] >= 1.0
+    assert d.vs_fp32["final_speedup"] > 1 + MIN_GAIN
+
+
+@pytest.mark.parametrize("cost", [-0.01, -0.03, 0.0])
+def test_int8_faster_only_within_the_noise_margin_ships_the_fp32_graph(cost: float) -> None:
+    # 1.00x-1.03x faster than FP32: a gain timing noise makes as easily (a 0.3 ms GRU encoder
+    # measured 1.03x here and 0.98x in the benchmark's 900-run rounds); INT8 would cost
+    # accuracy for nothing measurable, so every group goes float
+    groups = {"op:Gemm": ["gemm0", "gemm2"]}
+    d = decide(groups, CostTimer(groups, {"op:Gemm": cost}))
+    assert set(d.float_nodes) == {"gemm0", "gemm2"}
+    assert d.vs_fp32["outcome"] == "all float: int8 not faster than fp32 beyond the noise margin"
+    assert "noise margin" in d.float_nodes["gemm0"]
 
 
 def test_single_group_gru_head_slower_than_fp32_ends_all_float() -> None:
@@ -99,19 +112,47 @@ def test_single_group_gru_head_slower_than_fp32_ends_all_float() -> None:
     d = decide(groups, timer)
     assert set(d.float_nodes) == {"gemm0", "gemm2"}
     assert all(v.startswith("performance:") for v in d.float_nodes.values())
-    assert d.vs_fp32["outcome"] == "all float: int8 measured slower than fp32"
+    assert d.vs_fp32["outcome"] == "all float: int8 not faster than fp32 beyond the noise margin"
     assert d.vs_fp32["final_speedup"] is None
-    # the all-float graph is FP32: never timed
-    assert (frozenset({"gemm0", "gemm2"}), None) not in timer.calls
+    # the all-float graph is timed once against the source: no faster, so the source ships
+    assert timer.calls.count((frozenset({"gemm0", "gemm2"}), None)) == 1
+    assert d.vs_fp32["ships"] == "fp32 source"
+    assert d.vs_fp32["float_graph_speedup"] == pytest.approx(1.0)
 
 
 def test_every_group_faster_in_float_is_not_timed_against_fp32() -> None:
     timer = CostTimer(GROUPS, dict.fromkeys(GROUPS, 0.5))
     d = decide(GROUPS, timer)
-    assert set(d.float_nodes) == {n for g in GROUPS.values() for n in g}
+    everything = frozenset(n for g in GROUPS.values() for n in g)
+    assert set(d.float_nodes) == everything
     assert d.vs_fp32["outcome"] == "all float: every group measured faster in float"
-    assert all(ref is not None for _, ref in timer.calls)
-    assert len(timer.calls) == len(GROUPS)
+    # only the float graph against the source, once
+    assert [c for c in timer.calls if c[1] is None] == [(everything, None)]
+    assert len(timer.calls) == len(GROUPS) + 1
+
+
+class RewrittenTimer(CostTimer):
+    """The all-float graph runs ``gain`` times the source's speed (exact CPU rewrites: folded
+    affine ops, one fused hard-swish)."""
+
+    def __init__(self, groups: dict[str, list[str]], cost: dict[str, float], gain: float
+                 ) -> None:
+        super().__init__(groups, cost)
+        self.gain = gain
+
+    def latency(self, floated: frozenset[str] | None) -> float:
+        every = frozenset(n for g in self.groups.values() for n in g)
+        return self.fp32 / self.gain if floated == every else super().latency(floated)
+
+
+@pytest.mark.parametrize(("gain", "ships"), [(1.42, "float graph"), (1.03, "fp32 source"),
+                                             (0.97, "fp32 source")])
+def test_all_float_ships_the_rewritten_graph_only_when_it_beats_the_source(
+        gain: float, ships: str) -> None:
+    groups = {"op:Gemm": ["gemm0", "gemm2"]}
+    d = decide(groups, RewrittenTimer(groups, {"op:Gemm": 0.2}, gain))
+    assert d.vs_fp32["ships"] == ships
+    assert d.vs_fp32["float_graph_speedup"] == pytest.approx(gain, abs=1e-3)
 
 
 def test_noisy_rounds_decide_on_the_median() -> None:
@@ -258,6 +299,44 @@ def test_tiny_matmul_chain_slower_in_int8_ends_float(tmp_path: Path,
     if art.details["quantised_nodes"] == 0:
         # the artifact is the FP32 graph: no "INT8 ran slower" warning from timing noise
         assert not art.metrics["latency"].get("warnings"), art.metrics["latency"]
+
+
+@needs_x86
+def test_all_float_outcome_says_in_plain_words_that_the_fp32_graph_shipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # one MatMul quantised in isolation (a single group): INT8 costs 20% against FP32, so the
+    # comparison with FP32 floats it and the artifact is the FP32 graph
+    _inject_costs(monkeypatch, lambda _n: 0.2)
+    p = zoo.save(_tiny_matmul_chain(depth=1), tmp_path / "m.onnx")
+    req = BuildRequest(model=p, name="m", version="1.0.0", targets=("x86-cpu",),
+                       max_accuracy_drop=0.5, options={"perf_cache": False})
+    said: list[str] = []
+    (art,) = build(req, said.append, tmp_path / "work").artifacts
+    assert art.details["quantised_nodes"] == 0
+    line = "INT8 is not faster than FP32 on this CPU for this model"
+    assert art.details["performance"]["verdict"].startswith(line)
+    # the float graph costs what FP32 costs here: the source itself ships, byte for byte
+    assert "shipped the FP32 source model as it is" in art.details["performance"]["verdict"]
+    assert art.path.read_bytes() == p.read_bytes()
+    assert art.precision == "fp32" and art.details["requested_precision"] == "int8"
+    assert any(line in m for m in said), said
+    assert any(line in w for w in art.details["warnings"])
+
+
+def test_the_verdict_names_only_the_all_float_outcome() -> None:
+    from converters.onnx_perf import all_float_verdict
+
+    slower = all_float_verdict({"outcome": "all float: int8 not faster than fp32 beyond the "
+                                           "noise margin", "first_speedup": 0.93,
+                                "float_graph_speedup": 1.42, "ships": "float graph"})
+    assert slower is not None and "0.93x" in slower
+    assert "shipped the FP32 graph with its exact CPU rewrites (1.42x" in slower
+    every = all_float_verdict({"outcome": "all float: every group measured faster in float",
+                               "first_speedup": None})
+    assert every is not None and "every quantised node group" in every
+    assert all_float_verdict({"outcome": "int8 at least as fast as fp32"}) is None
+    assert all_float_verdict({"outcome": "partly float: at least as fast as fp32 after 1 "
+                                         "fallback step(s)"}) is None
 
 
 @needs_x86
