@@ -22,11 +22,11 @@ that names the layers that limit the build and the budget it would need.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["LayerCost", "MixedPrecisionSettings", "Selection", "refusal", "select",
-           "too_many_lifted"]
+__all__ = ["LayerCost", "MixedPrecisionSettings", "PrefixTry", "Selection", "prefix_search",
+           "refusal", "select", "too_many_lifted"]
 
 _EPS = 1e-12
 
@@ -44,6 +44,9 @@ class MixedPrecisionSettings:
     """Profiled inferences per model (FP32 and INT8) for the per-layer speed model."""
     max_high_fraction: float = 0.5
     """Beyond this share of the quantised layers out of INT8, INT8 is not worth shipping."""
+    prefix_bisections: int = 3
+    """Last resort: once a prefix of the ranking's tensors meets the budget, how many more
+    quantisations may bisect towards a shorter one (fewer layers in float, a faster model)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,59 @@ def _knapsack(items: Sequence[LayerCost], capacity: float) -> set[str]:
     return {items[i].node for i in best}
 
 
+@dataclass(frozen=True)
+class PrefixTry:
+    """One verified prefix: the first ``groups`` tensors, ``lifted`` layers, the drop."""
+
+    groups: int
+    lifted: int
+    drop: float
+
+
+def prefix_search(sizes: Sequence[int], budget: float, limit: int,
+                  drop_of: Callable[[int], float], *, already: int = 0,
+                  bisections: int = 3) -> tuple[int | None, list[PrefixTry]]:
+    """The shortest prefix of ranked tensor groups found to meet ``budget``, and every try.
+
+    ``sizes[g - 1]`` is how many layers lifting the first ``g`` groups takes (non-decreasing);
+    ``drop_of(g)`` verifies that prefix (one real quantisation). Doubling from one group,
+    prefixes that lift no more than ``already`` layers skipped (verified before) and none over
+    ``limit`` tried (the last step is cut to the longest one within it); then at most
+    ``bisections`` tries between the last failing and the first passing prefix. Cost: at most
+    ``log2(len(sizes)) + 2 + bisections`` quantisations. Drops need not fall monotonically as
+    the prefix grows, so the result is a prefix *verified* to pass, not the shortest one.
+    """
+    tries: list[PrefixTry] = []
+
+    def attempt(g: int) -> bool:
+        drop = drop_of(g)
+        tries.append(PrefixTry(g, sizes[g - 1], drop))
+        return drop <= budget
+
+    allowed = sum(1 for s in sizes if s <= limit)      # sizes grow: a prefix of the groups
+    lo, hi, g = 0, None, 1
+    while g <= allowed:
+        if sizes[g - 1] > already:
+            if attempt(g):
+                hi = g
+                break
+            lo = g
+        if g == allowed:
+            break
+        g = min(2 * g, allowed)
+    if hi is None:
+        return None, tries
+    for _ in range(bisections):
+        mid = (lo + hi) // 2
+        if mid <= lo or sizes[mid - 1] <= already or sizes[mid - 1] == sizes[hi - 1]:
+            break
+        if attempt(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi, tries
+
+
 def refusal(target: str, metric: str, drop: float, budget: float, limiting: Sequence[LayerCost],
             needed: float, measured: int, note: str = "", *, lifted: int = 0) -> str:
     """One line: what dropped, which layers limit it, and the budget the build would need.
@@ -150,8 +206,8 @@ def refusal(target: str, metric: str, drop: float, budget: float, limiting: Sequ
                  key=lambda c: (-c.recovered, c.node))[:6]
     names = ", ".join(f"{c.node} (recovers {c.recovered:.2%})" for c in top) or "none found"
     return (f"target {target}: {metric} dropped {drop:.2%} vs FP32{note} (budget "
-            f"{budget:.2%}); limited by {names}; with {lifted} of the {measured} measured "
-            f"layer(s) out of INT8 it still drops {needed:.2%}: a budget of at least "
+            f"{budget:.2%}); limited by {names}; with {lifted} layer(s) out of INT8 ({measured} "
+            f"measured one by one) it still drops {needed:.2%}: a budget of at least "
             f"{_ceil_pct(needed)} would be needed")
 
 

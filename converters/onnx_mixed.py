@@ -14,8 +14,11 @@ doubling loop of ``quantize_static`` calls:
    activations where the target runs 16-bit activations well (QNN);
 4. one real ``quantize_static`` and gate verify it; if the additive estimate was wrong, one
    correction (the layers not yet lifted re-measured on the verified model, the knapsack run
-   again on what is left), then refuse with one line naming the layers that limit the build
-   and the budget it would need.
+   again on what is left);
+5. last resort, when per-layer recoveries do not add up: prefixes of the ranking's tensors
+   (producer and consumers together), doubling then bisecting, each verified by one real
+   quantisation (converters/mixed_precision ``prefix_search``); then refuse with one line
+   naming the layers that limit the build and the budget it would need.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from converters.mixed_precision import (
     LayerCost,
     MixedPrecisionSettings,
     Selection,
+    prefix_search,
     refusal,
     select,
     too_many_lifted,
@@ -131,30 +135,44 @@ def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, reference: Any,
     limit = max(1, int(len(pool) * settings.max_high_fraction))
     cumulative: set[str] = set()
     if verified > budget:
-        # Last resort, the previous search: lift whole prefixes of the activation-error ranking,
-        # doubling, each verified by one real quantisation. Per-layer recoveries overlap and
-        # do not add up (ocr-det-640: no single layer moves mask IoU by 0.1 %, the first 64
-        # together do), so the knapsack can miss a budget that a prefix meets.
-        order = list(dict.fromkeys(n for _, nodes, _ in ranked for n in nodes))
-        k = max(1, len(high))
-        while verified > budget and k < len(order):
-            k *= 2
-            lift = high | set(order[:k])
-            if len(lift) > limit:
-                break
-            ctx.progress(f"{name}: {metric} still {verified:.2%} down; lifting the first {k} "
-                         "layers of the activation-error ranking together")
-            path, drop = verify(lift)
-            tried.append((len(lift), drop))
-            if drop < verified:
-                checked, verified = path, drop
-                cumulative = lift - high
-        if cumulative:
+        # Last resort: lift whole prefixes of the activation-error ranking's tensors (each
+        # tensor's producer and consumers together, so its Q/DQ pair goes), doubling, then
+        # bisecting towards the shortest that passes, each verified by one real quantisation.
+        # Per-layer recoveries overlap and do not add up (ocr-det-640: no single layer moves
+        # mask IoU by 0.1 %, the first 32 tensors' 63 layers together recover 4.6 points).
+        groups = [set(nodes) for _, nodes, _ in ranked]
+        sizes: list[int] = []
+        acc = set(high)
+        for grp in groups:
+            acc |= grp
+            sizes.append(len(acc))
+
+        def prefix(g: int) -> set[str]:
+            return high.union(*groups[:g])
+
+        def drop_of(g: int) -> float:
+            lift = prefix(g)
+            ctx.progress(f"{name}: {metric} still over budget; lifting the first {g} tensor(s) "
+                         f"of the activation-error ranking together ({len(lift)} layers)")
+            drop = verify(lift)[1]
+            ctx.progress(f"{name}: {len(lift)} layers out of INT8: {metric} drop {drop:.2%}")
+            return drop
+
+        chosen, prefix_tries = prefix_search(sizes, budget, limit, drop_of, already=len(high),
+                                             bisections=settings.prefix_bisections)
+        tried += [(t.lifted, t.drop) for t in prefix_tries]
+        if chosen is not None:
+            cumulative = prefix(chosen) - high
             high |= cumulative
-            # every try writes the same file: quantise the best one again so it is what ships
-            checked, verified = verify(high)
-            record["cumulative"] = {"lifted": sorted(cumulative), "verified_drop":
-                                    round(verified, 6), "tries": [list(t) for t in tried]}
+            # every try writes the same file: quantise the chosen one again unless it was last
+            if prefix_tries[-1].groups == chosen:
+                verified = prefix_tries[-1].drop
+            else:
+                checked, verified = verify(high)
+            record["cumulative"] = {
+                "tensors": chosen, "lifted": sorted(cumulative), "verified_drop":
+                round(verified, 6), "tries": [[t.groups, t.lifted, round(t.drop, 6)]
+                                              for t in prefix_tries]}
     if verified <= budget and not wide and len(high) > limit:
         raise AccuracyGateError(too_many_lifted(name, metric, verified, budget, sorted(high),
                                                 len(pool), settings.max_high_fraction))
@@ -163,15 +181,18 @@ def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, reference: Any,
         raise AccuracyGateError(refusal(name, metric, base, budget, costs, needed, len(layers),
                                         note, lifted=lifted))
     record["verified_drop"] = round(verified, 6)
+    # prefix layers beyond the measured candidates have no timing: counted, not guessed
     record["speed_estimate"] = {"int8_saves_ms": round(sel.saved_ms, 4),
-                                "lifted_cost_ms": round(sum(speed[n] for n in high), 4)}
+                                "lifted_cost_ms": round(sum(speed.get(n, 0.0) for n in high), 4),
+                                "lifted_untimed": sum(n not in speed for n in high)}
     unit = "(proxy: output elements)" if not timed_here or wide else "ms"
     reasons = {n: (f"accuracy: lifting it alone recovered {recovered[n]:.2%} of {metric} "
                    f"(measured); keeping it 8-bit saves {speed[n]:.3f} {unit} (knapsack under "
                    f"the {budget:.2%} budget)") if n in recovered and n not in cumulative else
-               (f"accuracy: lifted with the first {len(cumulative)} layers of the "
-                f"activation-error ranking (the per-layer estimate could not meet the "
-                f"{budget:.2%} budget; the prefix, verified, did)") for n in sorted(high)}
+               (f"accuracy: lifted with the first {record['cumulative']['tensors']} tensors of "
+                f"the activation-error ranking ({len(cumulative)} layers; the per-layer "
+                f"estimate could not meet the {budget:.2%} budget; the prefix, verified, did)")
+               for n in sorted(high)}
     record["float" if not wide else "uint16"] = sorted(high)
     ctx.progress(f"{name}: {len(high)} layer(s) to {record['lift_to']}; {metric} drop "
                  f"{verified:.2%} (estimated {sel.estimated_drop:.2%})")

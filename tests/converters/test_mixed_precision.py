@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,13 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from converters.mixed_precision import LayerCost, refusal, select, too_many_lifted
+from converters.mixed_precision import (
+    LayerCost,
+    prefix_search,
+    refusal,
+    select,
+    too_many_lifted,
+)
 from converters.qdq_bypass import bypass_layers
 from tests.converters import zoo
 
@@ -98,8 +105,44 @@ def test_refusal_names_limiting_layers_and_needed_budget() -> None:
     assert line.startswith("target x86-cpu: top1_agreement dropped 8.30%")
     assert "limited by mm2 (recovers 5.00%), conv7 (recovers 3.00%);" in line
     assert "dw3" not in line
-    assert "with 2 of the 3 measured layer(s) out of INT8 it still drops 4.17%" in line
+    assert "with 2 layer(s) out of INT8 (3 measured one by one) it still drops 4.17%" in line
     assert line.endswith("a budget of at least 4.17% would be needed")
+
+
+def _drops(table: dict[int, float]) -> tuple[list[int], Callable[[int], float]]:
+    seen: list[int] = []
+
+    def drop_of(g: int) -> float:
+        seen.append(g)
+        return table[g]
+    return seen, drop_of
+
+
+def test_prefix_search_doubles_then_bisects_to_a_shorter_passing_prefix() -> None:
+    sizes = [2 * g for g in range(1, 41)]                 # two layers per tensor
+    table = {g: (0.08 if g < 20 else 0.03) for g in range(1, 41)}
+    seen, drop_of = _drops(table)
+    chosen, tries = prefix_search(sizes, 0.05, 80, drop_of, bisections=3)
+    assert seen[:6] == [1, 2, 4, 8, 16, 32]               # doubling until one passes
+    assert seen[6:] == [24, 20, 18]                       # then bisecting 16..32
+    assert chosen == 20 and tries[-1].groups == 18 and tries[-1].drop == 0.08
+    assert [t.lifted for t in tries[:2]] == [2, 4]
+
+
+def test_prefix_search_tries_the_longest_prefix_within_the_limit_then_gives_up() -> None:
+    sizes = [3 * g for g in range(1, 41)]
+    seen, drop_of = _drops(dict.fromkeys(range(1, 41), 0.08))
+    chosen, tries = prefix_search(sizes, 0.05, 60, drop_of)
+    assert chosen is None
+    assert seen == [1, 2, 4, 8, 16, 20]                   # 20 tensors = 60 layers, the limit
+    assert max(t.lifted for t in tries) == 60
+
+
+def test_prefix_search_skips_prefixes_already_verified() -> None:
+    sizes = [5, 5, 5, 6, 9, 12]           # the knapsack already lifted 5 layers
+    seen, drop_of = _drops(dict.fromkeys(range(1, 7), 0.01))
+    chosen, _ = prefix_search(sizes, 0.05, 100, drop_of, already=5)
+    assert seen == [4] and chosen == 4
 
 
 def test_too_many_lifted_layers_is_one_line_naming_them() -> None:
