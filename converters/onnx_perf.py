@@ -55,7 +55,8 @@ ROUND_BUDGET_S = 0.02         # time per model per round (runs = budget / latenc
 MIN_RUNS, MAX_RUNS = 2, 50    # inferences per model per round
 WARMUP = 3
 SMALL_CONV_WEIGHTS = 4096     # weight elements below which a conv counts as small
-CACHE_VERSION = 3             # bump when the decision's meaning changes: old caches are ignored
+CACHE_VERSION = 4             # bump when the decision's meaning changes: old caches are ignored
+# 4: "float" groups measured float (converters/ort_float), not ORT's per-tensor INT8 on load
 CHEAP_OPS = ("Add", "Mul", "Sub", "Div", "Concat", "Resize", "MaxPool", "AveragePool",
              "GlobalAveragePool", "Sigmoid", "Softmax", "Transpose", "Reshape", "Flatten",
              "Squeeze", "Unsqueeze", "Split", "Slice", "Pad", "LeakyRelu", "Clip", "Relu",

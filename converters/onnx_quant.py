@@ -46,7 +46,7 @@ from converters.onnx_utils import (
     save_model,
 )
 from converters.x86_split import BitSplit
-from edgeops.errors import ConfigError
+from edgeops.errors import ConfigError, ConversionError
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +309,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                                                              ctx.data.calibration.sample(0)))
             if not quantise_tail and not has_external_data(out):
                 freed_outputs[:] = unquantise_outputs(out)
+            if not has_external_data(out):
+                _keep_float(out)
 
         if split is None:
             # QNN: the lifted layers' activations in uint16 (converters/onnx_mixed)
@@ -418,6 +420,8 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
             **split.to_dict(), "score_by_policy": {
                 k: {m: float(f"{x:.6g}") for m, x in v.items()} for k, v in split_drops.items()},
             "exactness": exactness}
+    if not large:
+        _check_runs_as_declared(ctx, out)
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
                              "quantised_nodes": len(_quantised_nodes(out))})
 
@@ -444,6 +448,35 @@ def _mixed_precision(ctx: BackendContext, plan: QuantPlan, out: Path, candidates
                    timed_here=native and not plan.qnn,
                    settings=MixedPrecisionSettings(max_measured_layers=int(
                        ctx.request.options.get("mixed_precision_layers", 16))))
+
+
+def _keep_float(path: Path) -> None:
+    """Float layers stay float under ONNX Runtime's load-time weight quantisation
+    (converters/ort_float)."""
+    import onnx
+
+    from converters.onnx_utils import save_model
+    from converters.ort_float import keep_float
+
+    model = onnx.load(str(path))
+    if keep_float(model):
+        save_model(model, path)
+
+
+def _check_runs_as_declared(ctx: BackendContext, path: Path) -> None:
+    """Refuse an artifact whose float layers ONNX Runtime would run as INT8 anyway."""
+    import onnx
+
+    from converters.ort_float import runtime_quantised
+
+    leaked = runtime_quantised(onnx.load(str(path)))
+    if leaked:
+        raise ConversionError(
+            f"target {ctx.profile.name}: ONNX Runtime would quantise {len(leaked)} layer(s) "
+            f"this artifact keeps float ({', '.join(leaked[:5])}"
+            f"{', ...' if len(leaked) > 5 else ''}) with per-tensor weights on load",
+            hint="this is a converter bug: report it with the model; --precision fp32 "
+                 "builds meanwhile")
 
 
 def _uint16_overrides(src: Path, layers: set[str]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import numpy as np
 from tests.realdata import PHRASES, photos, scans
 
 __all__ = ["INPUTS", "bert_tokens", "magika_bytes", "micrographs", "name_tokens", "ocr_cls",
-           "ocr_det", "ocr_det_640", "ocr_rec", "t5_tokens", "yolo"]
+           "ocr_det", "ocr_det_640", "ocr_rec", "t5_tokens", "text_windows", "yolo"]
 
 _MEAN = np.array((0.485, 0.456, 0.406))
 _STD = np.array((0.229, 0.224, 0.225))
@@ -30,28 +30,34 @@ def _rgb(a: np.ndarray) -> np.ndarray:
     return a[..., :3] if a.ndim == 3 else np.stack([a] * 3, -1)
 
 
-def _text_crops(n: int, h: int, w: int, seed: int) -> np.ndarray:
-    """Crops of the printed-text scans with the model's aspect, resized to h x w, RGB 0..255."""
+def text_windows(n: int, size: int, seed: int = 0,
+                 scale: tuple[float, float] = (0.5, 1.0)) -> np.ndarray:
+    """``n`` square windows of the two printed-text scans, each a random fraction ``scale`` of
+    the scan's short side at a random offset, resized to ``size`` x ``size``, RGB 0..255.
+
+    Distinct samples: the scans are wider than tall, so a crop of their full height (what this
+    did before) repeated two images over and over, squashed to a square."""
     rng = np.random.default_rng(seed)
-    src = scans()[:2]
     out = []
     for i in range(n):
-        s = src[i % len(src)]
-        ch = min(s.shape[0], max(16, int(s.shape[1] * h / w)))
-        y = int(rng.integers(0, s.shape[0] - ch + 1))
-        out.append(_rgb(_resize(s[y:y + ch], h, w)))
+        s = scans()[i % 2]
+        side = int(min(s.shape[:2]) * rng.uniform(*scale))
+        y = int(rng.integers(0, s.shape[0] - side + 1))
+        x = int(rng.integers(0, s.shape[1] - side + 1))
+        out.append(_rgb(_resize(s[y:y + side, x:x + side], size, size)))
     return np.stack(out)
 
 
-def ocr_det(n: int, size: int = 96) -> dict[str, np.ndarray]:
-    """DBNet input: ImageNet-normalised NCHW text crops (size a multiple of 32)."""
-    x = (_text_crops(n, size, size, seed=0) / 255.0 - _MEAN) / _STD
+def ocr_det(n: int, size: int = 96, seed: int = 0) -> dict[str, np.ndarray]:
+    """DBNet input: ImageNet-normalised NCHW windows of the text scans (size a multiple of
+    32), every sample a different window (:func:`text_windows`)."""
+    x = (text_windows(n, size, seed) / 255.0 - _MEAN) / _STD
     return {"x": x.transpose(0, 3, 1, 2).astype(np.float32)}
 
 
 def ocr_det_640(n: int) -> dict[str, np.ndarray]:
     """DBNet input at 640x640, the size issue 16 measures the detector at: the same scan
-    crops as :func:`ocr_det`, resized to 640."""
+    windows as :func:`ocr_det`, resized to 640."""
     return ocr_det(n, 640)
 
 
