@@ -9,7 +9,9 @@ in one run on one machine, ``edgeops build`` twice with the same data:
   symmetric int8 weights, exactly the full-integer path before the engine fed it;
 * ``after``: the default effort: conv-bias folding, equalisation and bias correction on the
   prepared ONNX graph, MSE ranges, every candidate validated and the best kept on the task
-  metric.
+  metric;
+* ``max``: ``--effort max``: the default plus AdaRound's weight rounding on the TFLite
+  writer's own grid (per tensor on Edge TPU), itself kept only where it scores better.
 
 Calibration and validation are disjoint: for the classifier, alternate pairs of its real
 inputs (tests/zoo_inputs.py); for the detectors, distinct random windows of the printed-text
@@ -37,8 +39,13 @@ INT8_ZOO: dict[str, tuple[str, int | None, str | None, int]] = {
     "ocr-cls": ("x", None, None, 48),
     "ocr-det-small": ("x", 320, "text-detection", 8),
     "ocr-det": ("x", 320, "text-detection", 8),
+    "ocr-det-640": ("x", 640, "text-detection", 8),
 }
 TARGETS = ("edgetpu", "ethos-u")
+# a model measured at another input size: the zoo file it is made of
+_FILE = {"ocr-det-640": "ocr-det"}
+# row label -> --effort
+EFFORTS = (("before", "fast"), ("after", "default"), ("max", "max"))
 
 
 def _text_windows(n: int, size: int, seed: int) -> dict[str, np.ndarray]:
@@ -72,7 +79,8 @@ def _one(name: str, target: str, effort: str, cal: Path, val: Path, shape: tuple
     from tests.realzoo import model_path
 
     inp, _, task, _ = INT8_ZOO[name]
-    req = BuildRequest(model=model_path(name), name="zoo", version="1.0.0", targets=(target,),
+    req = BuildRequest(model=model_path(_FILE.get(name, name)), name="zoo", version="1.0.0",
+                       targets=(target,),
                        calibration=cal, validation=val, input_shapes={inp: shape},
                        max_accuracy_drop=0.99, threads=1,
                        options={"effort": effort, **({"task": task} if task else {})})
@@ -110,7 +118,7 @@ def bench_fullint(names: list[str], samples: int | None = None) -> list[dict[str
             for target in TARGETS:
                 row: dict[str, Any] = {"model": name, "target": target, "input": list(shape),
                                        "samples": {"calibration": n, "validation": n}}
-                for label, effort in (("before", "fast"), ("after", "default")):
+                for label, effort in EFFORTS:
                     print(f"== {name} {target} {label}", file=sys.stderr)
                     row[label] = _one(name, target, effort, cal, val, shape,
                                       Path(tmp) / f"{target}-{label}")
@@ -130,27 +138,35 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
              f"{machine.get('litert')}, onnxruntime {machine.get('onnxruntime')}; LiteRT 1 thread; "
              f"load average {machine.get('load_before')} -> {machine.get('load_after')}. "
              "Before = `--effort fast` (MinMax, plain int8 weights: the path before issue 16); "
-             "after = default effort. Calibration and validation disjoint, real inputs.", "",
-             "| model (input) | target | samples cal/val | before | after | gate at 1% "
-             "before/after | after: chosen | build s before/after |",
-             "|---|---|---|---|---|---|---|---|"]
+             "after = default effort; max = `--effort max` (AdaRound on the writer's grid). "
+             "Calibration and validation disjoint, real inputs.", "",
+             "| model (input) | target | samples cal/val | before | after | max | gate at 1% "
+             "before/after/max | after: chosen | max: chosen | build s before/after/max |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        b, a = r["before"], r["after"]
+        b, a, x = r["before"], r["after"], r.get("max", {})
         note = " [earlier run]" if "earlier_run" in r else ""
         lines.append(
             f"| {r['model']} ({'x'.join(map(str, r['input'][2:]))}){note} | {r['target']} | "
             f"{r['samples']['calibration']}/{r['samples']['validation']} | {_cell(b)} | "
-            f"{_cell(a)} | {'pass' if b.get('gate_1pct') else 'fail'}/"
-            f"{'pass' if a.get('gate_1pct') else 'fail'} | {', '.join(a.get('used', [])) or '-'}"
-            f" | {b.get('build_s')}/{a.get('build_s')} |")
+            f"{_cell(a)} | {_cell(x) if x else 'not run'} | "
+            f"{'/'.join(_gate(v) for v in (b, a, x))} | {', '.join(a.get('used', [])) or '-'} | "
+            f"{', '.join(x.get('used', [])) or '-'} | "
+            f"{b.get('build_s')}/{a.get('build_s')}/{x.get('build_s', '-')} |")
     lines += ["", "Every candidate's gate drop (after), as recorded in the artifact's "
               "`details.quantisation_passes`: the best with and without equalisation, then "
               "ranges x bias correction within the equalisation variant kept. The `minmax` "
               "candidate is not the `before` artifact: its ranges were calibrated on the "
               "bias-corrected graph, as on the ONNX path.", ""]
-    for r in rows:
-        ch = r["after"].get("choices", {})
-        table = {**ch.get("cross_layer_equalisation", {}), **ch.get("mse_ranges", {})}
-        lines.append(f"* {r['model']} {r['target']}: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in table.items()))
+    for label in ("after", "max"):
+        for r in rows:
+            ch = r.get(label, {}).get("choices", {})
+            table = {**ch.get("cross_layer_equalisation", {}), **ch.get("mse_ranges", {})}
+            if table:
+                lines.append(f"* {r['model']} {r['target']} ({label}): " + ", ".join(
+                    f"{k} {v:.4f}" for k, v in table.items()))
     return "\n".join(lines) + "\n"
+
+
+def _gate(v: dict[str, Any]) -> str:
+    return "-" if not v else "pass" if v.get("gate_1pct") else "fail"

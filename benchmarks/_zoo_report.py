@@ -52,8 +52,10 @@ VARIANTS: tuple[Variant, ...] = (
               target="x86-cpu-vnni", effort=e) for e in _EFFORTS),
     *(Variant(f"edgeops-x86-{e}", "edgeops", f"x86-cpu (7-bit weights, non-VNNI CPUs) "
               f"--effort {e}", target="x86-cpu", effort=e) for e in _EFFORTS),
-    *(Variant(f"edgeops-{t}-default", "edgeops", f"{t} full-integer int8, in LiteRT",
-              target=t, effort="default") for t in FULLINT_TARGETS),
+    *(Variant(f"edgeops-{t}-{e}", "edgeops", f"{t} full-integer int8"
+              + (", --effort max (AdaRound on the writer's grid)" if e == "max" else "")
+              + ", in LiteRT", target=t, effort=e)
+      for e in ("default", "max") for t in FULLINT_TARGETS),
 )
 # the full-integer rows are built for these models only (the two hard cases)
 FULLINT_MODELS = ("ocr-cls", "ocr-det-640")

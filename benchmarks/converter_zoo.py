@@ -15,7 +15,9 @@ settings of the run that measured it), so a slow model or one variant can be rer
 
 For each model of the real-model zoo (tests/realzoo.py: pinned wheels, cached under
 ~/.cache/edgeops-test-models; inputs from tests/zoo_inputs.py, made of the photos, scans and
-text the test suite uses; ``ocr-det-640`` is the DBNet detector at the issue's 640x640), side
+text the test suite uses - the CTC recogniser reads single detected words and runs of words
+of a printed line, aspect kept and zero-padded to 48x320 as PaddleOCR feeds it; ``ocr-det-640``
+is the DBNet detector at the issue's 640x640), side
 by side in one run on one machine (the catalogue: ``benchmarks/_zoo_report.VARIANTS``):
 
 * ``fp32``: the source model in ONNX Runtime (default session optimisations);
@@ -29,10 +31,10 @@ by side in one run on one machine (the catalogue: ``benchmarks/_zoo_report.VARIA
   (8-bit weights, as stock, tuned and NNCF write; this machine has AVX-512 VNNI) and for
   x86-cpu (7-bit weights, what non-VNNI CPUs need) at each ``--effort``, default gate: what it
   accepts, or the line it refuses with;
-* ``edgeops-edgetpu-default`` / ``edgeops-ethos-u-default`` (ocr-cls and ocr-det-640 only):
-  full-integer builds, gate opened (``max_accuracy_drop`` 0.99) so the artifact exists to be
-  measured, run in LiteRT against FP32 in ONNX Runtime; the row says whether the default gate
-  would have accepted it.
+* ``edgeops-edgetpu-<effort>`` / ``edgeops-ethos-u-<effort>``, effort ``default`` or ``max``
+  (ocr-cls and ocr-det-640 only): full-integer builds, gate opened (``max_accuracy_drop``
+  0.99) so the artifact exists to be measured, run in LiteRT against FP32 in ONNX Runtime;
+  the row says whether the default gate would have accepted it.
 
 Every build runs in a fresh process (benchmarks/_zoo_builds.py): build time without imports,
 peak memory = that process's own peak RSS (VmHWM). Accuracy vs FP32 on the validation samples: the task

@@ -12,6 +12,11 @@ layer is an edit of its inputs only:
   started from (taken from the model that was quantised, node by node and input by input, so
   graph passes that rewrote weights, such as equalisation, stay consistent).
 
+* an activation the quantiser dropped in front of a Q (ORT folds a Relu or Clip into the Q's
+  range and gives its output name to the tensor before it) is put back for the lifted layer:
+  without it every float layer after such a Relu read its input, and "all layers lifted" was
+  not the float model (the PP-OCR recogniser's SE blocks read 0.948 argmax agreement so).
+
 Its output keeps its Q/DQ when other quantised layers read it, as ``quantize_static`` with the
 layer excluded does. Every other node is left exactly as it was, so outputs that do not depend
 on the layer are unchanged; DequantizeLinear nodes no one reads any more are dropped.
@@ -57,7 +62,10 @@ def bypass_layers(qdq: Any, float_model: Any, nodes: Iterable[str]) -> Any:
             while q is not None and q.op_type in _ON_QUANTISED and q.input:
                 q = producer.get(q.input[0])
             if q is not None and q.op_type == "QuantizeLinear":
-                node.input[k] = q.input[0]              # the float activation Q quantised
+                # the float activation Q quantised, or what the float model computes from it
+                # where the quantiser folded an activation into Q's range
+                node.input[k] = _float_reading(g, float_model, q.input[0], src.input[k],
+                                               producer, have)
                 continue
             original = src.input[k] if k < len(src.input) else ""
             if original in src_inits:                   # a quantised weight or bias
@@ -72,6 +80,57 @@ def bypass_layers(qdq: Any, float_model: Any, nodes: Iterable[str]) -> Any:
                 node.input[k] = name
     _drop_unread(g)
     return m
+
+
+_FOLDABLE = ("Relu", "Clip")     # what ORT's QDQ quantiser folds into the Q after it
+
+
+def _float_reading(g: Any, float_model: Any, quantised: str, wanted: str,
+                   producer: dict[str, Any], have: set[str]) -> str:
+    """The float tensor a lifted node reads in place of ``Q(quantised)``: ``quantised``
+    itself, unless the quantiser dropped a Relu or Clip in front of that Q and let Q's range
+    clamp instead (ORT's QDQ quantiser does, giving the dropped node's output name to the
+    tensor before it). ``wanted`` is the node's input in the float model: when the float
+    model makes it with such nodes that ``g`` no longer has, after the node that made
+    ``quantised``, those nodes are copied back (once, under new output names, right after
+    that node) and their output is read."""
+    import onnx
+
+    kept = {n.name for n in g.node if n.name}
+    made = {o: n for n in float_model.graph.node for o in n.output}
+    chain: list[Any] = []
+    t = wanted
+    while (n := made.get(t)) is not None and n.name and n.name not in kept:
+        if n.op_type not in _FOLDABLE or len(chain) > 4:
+            return quantised
+        chain.append(n)
+        t = n.input[0]
+    source = producer.get(quantised)
+    if not chain or n is None or source is None or source.name != n.name:
+        return quantised
+    inits = {i.name: i for i in float_model.graph.initializer}
+    at = list(g.node).index(source) + 1
+    t = quantised
+    for n in reversed(chain):            # from the quantised tensor forwards
+        out = f"{n.output[0]}_bypass_float"
+        if out not in producer:
+            for name in n.input[1:]:     # Clip's bounds
+                if name and name in inits and name not in have:
+                    init = onnx.TensorProto()
+                    init.CopyFrom(inits[name])
+                    g.initializer.append(init)
+                    have.add(name)
+            copy = onnx.NodeProto()
+            copy.CopyFrom(n)
+            copy.name = f"{n.name}_bypass_float"
+            copy.input[0] = t
+            del copy.output[:]
+            copy.output.append(out)
+            g.node.insert(at, copy)
+            at += 1
+            producer[out] = copy
+        t = out
+    return t
 
 
 def _drop_unread(g: Any) -> None:

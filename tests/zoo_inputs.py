@@ -8,6 +8,9 @@ scans and speech of :mod:`tests.realdata`. Deterministic. Shared by the zoo test
 
 from __future__ import annotations
 
+import math
+from functools import cache
+
 import numpy as np
 
 from tests.realdata import PHRASES, photos, scans
@@ -75,10 +78,71 @@ def _text_lines(n: int, width: int) -> np.ndarray:
     return np.stack(out)
 
 
+def _runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
+    """The [start, end) runs of True in a 1-D mask at least ``min_len`` long."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)
+            if b - a >= min_len]
+
+
+@cache
+def _page_words() -> tuple[tuple[int, int, tuple[tuple[int, int], ...]], ...]:
+    """The printed lines of the page scan as (top, bottom, word x-spans): rows of ink by
+    horizontal projection of a Sauvola-binarised page (it has uneven lighting), then words by
+    the vertical projection of each line, letters closer than a third of the line's height
+    joined. The handwritten ``text`` scan has slanted lines that no projection separates."""
+    from skimage.filters import threshold_sauvola
+
+    page = scans()[0]
+    ink = page < threshold_sauvola(page, window_size=31, k=0.2)
+    out = []
+    for top, bottom in _runs(ink.mean(1) > 0.08, 6):
+        spans = _runs(ink[top:bottom].any(0), 1)
+        words = [list(spans[0])]
+        for a, b in spans[1:]:
+            if a - words[-1][1] < max(3, (bottom - top) // 3):
+                words[-1][1] = b
+            else:
+                words.append([a, b])
+        out.append((top, bottom, tuple((a, b) for a, b in words)))
+    return tuple(out)
+
+
+@cache
+def _line_crops(height: int, max_width: int) -> tuple[np.ndarray, ...]:
+    """Every run of consecutive words on one printed line of the page scan that fits
+    ``max_width`` at ``height`` pixels high, cropped with the margin a text detector's box
+    keeps (DBNet unclips its boxes), resized to ``height`` keeping the aspect ratio, RGB
+    0..255; in a fixed shuffled order (varied widths, lines and x offsets first)."""
+    page = scans()[0]
+    crops = []
+    for top, bottom, words in _page_words():
+        pad = max(3, (bottom - top) * 2 // 5)
+        y0, y1 = top - pad, bottom + pad
+        if y0 < 0 or y1 >= page.shape[0]:      # cut by the scan's edge: no whole line to box
+            continue
+        for i in range(len(words)):
+            for j in range(i, len(words)):
+                x0, x1 = max(0, words[i][0] - 4), min(page.shape[1], words[j][1] + 4)
+                w = math.ceil(height * (x1 - x0) / (y1 - y0))
+                if w > max_width:
+                    break
+                crops.append(_rgb(_resize(page[y0:y1, x0:x1], height, w)))
+    order = np.random.default_rng(0).permutation(len(crops))
+    return tuple(crops[k] for k in order)
+
+
 def ocr_rec(n: int, width: int = 320) -> dict[str, np.ndarray]:
-    """CTC recogniser input: 48-pixel-high lines of printed text, scaled to [-1, 1]."""
-    x = (_text_lines(n, width) / 255.0 - 0.5) / 0.5
-    return {"x": x.transpose(0, 3, 1, 2).astype(np.float32)}
+    """CTC recogniser input as a deployed OCR pipeline feeds it (PaddleOCR's
+    ``resize_norm_img``): one detected word or run of words of a printed line, 48 pixels high
+    with its aspect ratio kept, at most ``width`` wide, scaled to [-1, 1] and right-padded
+    with 0 (the pad is 0 in normalised space) to ``width``. Cycles after the distinct crops."""
+    crops = _line_crops(48, width)
+    x = np.zeros((n, 48, width, 3), np.float32)
+    for i in range(n):
+        c = crops[i % len(crops)]
+        x[i, :, :c.shape[1]] = (c / 255.0 - 0.5) / 0.5
+    return {"x": x.transpose(0, 3, 1, 2).copy()}
 
 
 def ocr_cls(n: int) -> dict[str, np.ndarray]:

@@ -7,14 +7,16 @@ or ceil on the quantiser's grid to minimise the layer's output error ``tr(dW H d
 to a continuous ``h(V)`` in [0, 1] pushed to 0/1 by an annealed regulariser, optimised with
 Adam, then rounded hard. No torch: the loss and its gradient are a few matrix products.
 
-The grid must be exactly ONNX Runtime's: per-channel symmetric int8 with scale
-``s = float32(2 * max|w| / (qmax - qmin))`` (``qmax - qmin`` = 254, or 128 for 7-bit
-``reduce_range`` weights; onnxruntime/quantization/quant_utils.py ``compute_scale_zp``). Each
-channel keeps its largest-magnitude weight unchanged (so ORT derives the same ``s``) and every
-other weight is written back as the float ``s * q``: ORT's round-to-nearest then reproduces
-``q``. The FP32 model is changed on purpose, like bias correction; a layer kept float later
-gets its original weights back (:meth:`AdaRound.restore`), and bias correction measures the
-shift from the original weights (:attr:`AdaRound.originals`).
+The grid must be exactly the quantiser's; by default ONNX Runtime's: per-channel symmetric
+int8 with scale ``s = float32(2 * max|w| / (qmax - qmin))`` (``qmax - qmin`` = 254, or 128 for
+7-bit ``reduce_range`` weights; onnxruntime/quantization/quant_utils.py ``compute_scale_zp``);
+the full-integer TFLite path passes its writer's grid instead (:class:`WeightGrid`). Each
+channel (each tensor, on a per-tensor grid) keeps its largest-magnitude weight unchanged (so
+the quantiser derives the same ``s``) and every other weight is written back as the float
+``s * q``: the quantiser's round-to-nearest then reproduces ``q``. The FP32 model is changed
+on purpose, like bias correction; a layer kept float later gets its original weights back
+(:meth:`AdaRound.restore`), and bias correction measures the shift from the original weights
+(:attr:`AdaRound.originals`).
 
 Budgets are deterministic (same inputs, same artifact): the per-layer and per-pass time
 budgets become iteration counts through an assumed matrix-product speed
@@ -28,7 +30,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,8 +39,8 @@ from converters.quant._graph import Graph
 from converters.quant._stats import head_samples
 from converters.quant.base import PassOutcome, setting
 
-__all__ = ["AdaRound", "AdaRoundSettings", "Grid", "Rounded", "grid", "low_rank", "on_grid",
-           "optimise_rounding", "reconstruction_error"]
+__all__ = ["AdaRound", "AdaRoundSettings", "Grid", "OrtGrid", "Rounded", "WeightGrid", "grid",
+           "low_rank", "on_grid", "optimise_rounding", "reconstruction_error"]
 
 ZETA, GAMMA = 1.1, -0.1
 
@@ -77,11 +79,50 @@ class AdaRoundSettings:
 
 @dataclass(frozen=True)
 class Grid:
-    """One weight matrix ``[outputs, K]`` on ORT's per-channel grid."""
+    """One weight matrix ``[outputs, K]`` on the quantiser's grid (one scale per row; a
+    per-tensor grid repeats its one scale)."""
 
-    scale: np.ndarray        # [outputs] float32, ORT's
+    scale: np.ndarray        # [outputs] float32, the quantiser's
     qmax: int
     fixed: np.ndarray        # bool [outputs, K]: weights that must keep their value (max |w|)
+
+
+class WeightGrid(Protocol):
+    """The quantiser's weight grid that AdaRound rounds onto: the integers it chooses are only
+    worth anything if the quantiser that writes the artifact derives the same scales and
+    reproduces them. :class:`OrtGrid` (ONNX Runtime's) by default; the full-integer TFLite
+    path passes its writer's (converters/tflite/_rounding.py)."""
+
+    @property
+    def label(self) -> str:
+        """The grid, as the pass's report names it."""
+        ...
+
+    def grid(self, layer: Layer, w: np.ndarray) -> Grid:
+        """Scales and fixed weights for ``w``, the layer's weight as ``[outputs, K]``."""
+        ...
+
+    def on_grid(self, layer: Layer, w: np.ndarray, q: np.ndarray, g: Grid) -> np.ndarray:
+        """Float32 ``[outputs, K]`` weights the quantiser turns into exactly ``q`` (with
+        ``g``'s scales); raises ArithmeticError when it cannot."""
+        ...
+
+
+@dataclass(frozen=True)
+class OrtGrid:
+    """ONNX Runtime's per-channel symmetric grid (:func:`grid`, :func:`on_grid`)."""
+
+    reduce_range: bool = False
+
+    @property
+    def label(self) -> str:
+        return "7-bit" if self.reduce_range else "8-bit"
+
+    def grid(self, layer: Layer, w: np.ndarray) -> Grid:
+        return grid(w, self.reduce_range)
+
+    def on_grid(self, layer: Layer, w: np.ndarray, q: np.ndarray, g: Grid) -> np.ndarray:
+        return on_grid(w, q, g)
 
 
 def grid(w: np.ndarray, reduce_range: bool) -> Grid:
@@ -190,14 +231,18 @@ class Rounded:
 
     layer: Layer
     original: np.ndarray     # the FP32 weight, its own shape
-    q: np.ndarray            # [outputs, K] integers on ORT's grid
+    q: np.ndarray            # [outputs, K] integers on the quantiser's grid
 
 
 class AdaRound:
     name = "adaround"
 
-    def __init__(self, settings: AdaRoundSettings | None = None) -> None:
+    def __init__(self, settings: AdaRoundSettings | None = None,
+                 weight_grid: WeightGrid | None = None) -> None:
+        """``weight_grid``: the quantiser's grid (ONNX Runtime's per-channel one by default,
+        7-bit when ``settings.reduce_range``)."""
         self.settings = settings or AdaRoundSettings()
+        self.weight_grid: WeightGrid = weight_grid or OrtGrid(self.settings.reduce_range)
         self.done: list[Rounded] = []
 
     @property
@@ -251,7 +296,7 @@ class AdaRound:
             w0 = g.const(la.weight)
             assert w0 is not None
             w = la.matrix(w0.astype(np.float32))
-            gr = grid(w, s.reduce_range)
+            gr = self.weight_grid.grid(la, w)
             t1 = time.perf_counter()
             q_rtn = _rtn(w, gr)
             sc = gr.scale.astype(np.float64)[:, None]
@@ -267,7 +312,7 @@ class AdaRound:
             if not kept:
                 per_layer[la.node] = {**entry, "kept": "nearest (AdaRound did not beat it)"}
                 continue
-            new = on_grid(w, q, gr)
+            new = self.weight_grid.on_grid(la, w, q, gr)
             g.set_const(la.weight, la.unmatrix(new))
             self.done.append(Rounded(la, w0, q.astype(np.int8)))
             per_layer[la.node] = {**entry, "kept": "adaround"}
@@ -281,7 +326,7 @@ class AdaRound:
             "layers": per_layer, "kept_nearest": dict(sorted(skipped.items())),
             "not_roundable": dict(sorted(left.items())), "samples": seen,
             "gram_seconds": round(gram_s, 2),
-            "grid": "7-bit" if s.reduce_range else "8-bit"})
+            "grid": self.weight_grid.label})
 
     def restore(self, model: Any, exclude: set[str]) -> bool:
         """Put back the original weights of rounded layers in ``exclude`` (in place)."""

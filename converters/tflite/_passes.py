@@ -6,8 +6,11 @@ matters more here: :mod:`converters.quant.equalise` (exact in FP32) and
 (static shapes, constants and BatchNormalization folded, so Conv pairs that a BatchNormalization
 separated in the source are adjacent), with the weight rounding the TFLite writer will use
 (per tensor on Edge TPU, per channel on convolutions elsewhere; FULLY_CONNECTED always per
-tensor). The passes are the engine's own modules, run guarded: one that raises is a
-``failed`` outcome and the graph stays as it was.
+tensor). :mod:`converters.quant.adaround` (effort ``max``) rounds onto that same grid
+(:class:`converters.tflite._rounding.WriterGrid`), and bias correction then measures the mean
+shift from the weights as they were before AdaRound, as on the ONNX path. The passes are the
+engine's own modules, run guarded: one that raises is a ``failed`` outcome and the graph stays
+as it was.
 """
 
 from __future__ import annotations
@@ -19,18 +22,18 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from converters.quant.adaround import AdaRound
 from converters.quant.base import PassOutcome, run_guarded
 from converters.quant.bias_correction import BiasCorrection, BiasCorrectionSettings
 from converters.quant.equalise import CrossLayerEqualisation
 from converters.tflite._prep import Prepared
+from converters.tflite._rounding import WriterGrid
 
-__all__ = ["GraphPassResult", "per_tensor_ops", "run_graph_passes"]
+__all__ = ["GraphPassResult", "per_tensor_ops", "run_graph_passes", "writer_grid"]
 
 # engine passes the full-integer TFLite path does not run, and why (recorded as skipped)
 NOT_FED = {"smoothquant": "not fed to the full-integer TFLite path: its Mul folds into a "
-                          "LayerNormalization that the TFLite lowering decomposes",
-           "adaround": "not fed to the full-integer TFLite path: it rounds onto ONNX Runtime's "
-                       "per-channel grid, not the TFLite writer's (per-tensor weights included)"}
+                          "LayerNormalization that the TFLite lowering decomposes"}
 
 
 def per_tensor_ops(per_channel: bool | str) -> tuple[str, ...]:
@@ -38,14 +41,24 @@ def per_tensor_ops(per_channel: bool | str) -> tuple[str, ...]:
     return ("Gemm",) if per_channel in (True, "conv-only") else ("Conv", "Gemm")
 
 
+def writer_grid(per_channel: bool | str) -> WriterGrid:
+    """The TFLite writer's weight grid for ``per_channel`` (MatMul lowers to FULLY_CONNECTED)."""
+    return WriterGrid((*per_tensor_ops(per_channel), "MatMul"))
+
+
 @dataclass
 class GraphPassResult:
-    """What the graph passes did; ``original_biases`` undoes bias correction (by const name)."""
+    """What the graph passes did; ``original_biases`` undoes bias correction and
+    ``original_weights`` AdaRound's rounding (by const name); ``nearest_biases``: the biases
+    corrected for round-to-nearest weights, for the layers AdaRound re-rounded."""
 
     outcomes: list[PassOutcome] = field(default_factory=list)
     bias_adds_folded: int = 0
     original_biases: dict[str, np.ndarray] = field(default_factory=dict)
+    original_weights: dict[str, np.ndarray] = field(default_factory=dict)
+    nearest_biases: dict[str, np.ndarray] = field(default_factory=dict)
     bias: BiasCorrection | None = None
+    adaround: AdaRound | None = None
 
 
 def run_graph_passes(prep: Prepared, opset_imports: Any, names: tuple[str, ...], samples: Any,
@@ -67,8 +80,10 @@ def run_graph_passes(prep: Prepared, opset_imports: Any, names: tuple[str, ...],
             res.outcomes.append(PassOutcome(name, "skipped", NOT_FED[name]))
             continue
         pass_: Any = (CrossLayerEqualisation() if name == "cross_layer_equalisation"
+                      else AdaRound(weight_grid=writer_grid(per_channel)) if name == "adaround"
                       else BiasCorrection(BiasCorrectionSettings(
-                          per_tensor_ops=per_tensor_ops(per_channel))))
+                          per_tensor_ops=per_tensor_ops(per_channel)),
+                          res.adaround.originals if res.adaround else None))
         why = pass_.applies(model)
         if why is not None:
             res.outcomes.append(PassOutcome(name, "skipped", why))
@@ -81,9 +96,14 @@ def run_graph_passes(prep: Prepared, opset_imports: Any, names: tuple[str, ...],
 
         model, outcome = run_guarded(name, go, model)
         res.outcomes.append(outcome)
+        if outcome.status == "applied" and isinstance(pass_, AdaRound):
+            res.adaround = pass_
+            res.original_weights = dict(pass_.originals)
         if outcome.status == "applied" and isinstance(pass_, BiasCorrection):
             res.bias = pass_
             res.original_biases = {t.bias: t.original for t in pass_.targets}
+            res.nearest_biases = {t.bias: t.nearest for t in pass_.targets
+                                  if t.nearest is not None}
     _write_back(prep, model)
     return res
 

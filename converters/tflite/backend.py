@@ -166,7 +166,7 @@ def _engine_build(ctx: BackendContext, plan: FullIntPlan, rewrites: tuple[str, .
     ctx.progress(f"{ctx.profile.name}: chose {describe(chosen)}")
 
     def limits() -> str:
-        float_model = cands.float_model(chosen.bias)
+        float_model = cands.float_model(chosen.bias, chosen.adaround)
         errors = layer_errors(float_model, chosen.result.model, chosen.result.graph,
                               chosen.evidence.float_inputs[:ATTRIBUTION_SAMPLES])
         return limiting_layers(errors)

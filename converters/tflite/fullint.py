@@ -4,12 +4,13 @@ Edge TPU, Ethos-U and ``tflite-cpu`` int8 cannot keep a layer float, so the engi
 (converters/quant) feed this path as they feed the ONNX CPU one:
 
 1. the prepared ONNX graph (BatchNormalization folded) goes through the engine's graph passes,
-   cross-layer equalisation and bias correction, with the TFLite writer's weight rounding
-   (:mod:`converters.tflite._passes`);
-2. it is lowered once with bias correction and, when that applied, once without;
+   cross-layer equalisation, AdaRound (effort ``max``) and bias correction, with the TFLite
+   writer's weight rounding (:mod:`converters.tflite._passes`);
+2. it is lowered once with every pass that applied and once per pass turned off (bias
+   correction, AdaRound's rounding, both);
 3. activation ranges are calibrated in LiteRT on the float graph (MinMax, or percentile), and
    the MSE range pass (:mod:`converters.tflite._ranges`) searches clipping ranges on the same
-   samples;
+   samples (the candidates without AdaRound on their own graph);
 4. every combination of ranges and bias correction is quantised, run in LiteRT on the
    validation samples and scored on the build's task metric by the caller; the engine's own
    :meth:`converters.quant.EngineState.choose` keeps the one with the smallest gate drop (the
@@ -34,7 +35,7 @@ import onnx
 from converters.quant import DEFAULT_PASSES, EngineState, PassOutcome
 from converters.quant.base import run_guarded
 from converters.tflite._passes import run_graph_passes
-from converters.tflite._prep import prepare
+from converters.tflite._prep import Prepared, prepare
 from converters.tflite._quant import Ranges, calibrate_ranges
 from converters.tflite._ranges import mse_ranges
 from converters.tflite._writer import write_flatbuffer
@@ -84,55 +85,88 @@ class Candidates:
         self.outcomes: list[PassOutcome] = list(done.outcomes)
         self.bias_adds_folded = done.bias_adds_folded
         self.bias = done.bias
-        plain = None
-        if done.original_biases:
-            plain = copy.deepcopy(prep)
-            for name, value in done.original_biases.items():
-                plain.consts[name] = value
-        self.lowered: dict[bool, Lowered] = {
-            True: lower_prepared(prep, keep_io_layout=keep_io_layout, rewrites=rewrites)}
-        if plain is not None:
-            self.lowered[False] = lower_prepared(plain, keep_io_layout=keep_io_layout,
-                                                 rewrites=rewrites)
-        low = self.lowered[True]
+        self.adaround = done.adaround
+        # (bias correction, AdaRound) -> the prepared graph with them on or off; the first
+        # (both on where they applied) is the one calibrated
+        variants: dict[tuple[bool, bool], Prepared] = {}
+        for bias in ([True, False] if done.original_biases else [True]):
+            for ada in ([True, False] if done.original_weights else [True]):
+                if (bias, ada) == (True, True):
+                    continue
+                v = copy.deepcopy(prep)
+                if not bias:
+                    v.consts.update(done.original_biases)
+                if not ada:
+                    v.consts.update(done.original_weights)
+                    if bias:      # corrected for round-to-nearest, not for AdaRound's rounding
+                        v.consts.update(done.nearest_biases)
+                variants[(bias, ada)] = v
+        self.lowered: dict[tuple[bool, bool], Lowered] = {
+            (True, True): lower_prepared(prep, keep_io_layout=keep_io_layout, rewrites=rewrites)}
+        for key, v in variants.items():
+            self.lowered[key] = lower_prepared(v, keep_io_layout=keep_io_layout,
+                                               rewrites=rewrites)
+        self.ranges: dict[str, Ranges] = self._calibrate(self.lowered[(True, True)],
+                                                         calibration, record=True)
+        # the candidates without AdaRound get ranges of their own graph, so that --effort max
+        # offers the very candidates the default effort does (its ranges are calibrated on
+        # the graph without AdaRound's rounding), plus AdaRound's
+        self.plain_ranges: dict[str, Ranges] = (
+            self._calibrate(self.lowered[(True, False)], calibration, record=False)
+            if (True, False) in self.lowered else self.ranges)
+
+    def _calibrate(self, low: Lowered, calibration: SampleSource, record: bool
+                   ) -> dict[str, Ranges]:
         minmax = calibrate_ranges(low.graph, low.feeds(calibration.iter_samples()),
-                                  method=plan.method)
+                                  method=self.plan.method)
         if not minmax:
             raise UsageError("no calibration samples were given")
-        self.ranges: dict[str, Ranges] = {"minmax": minmax}
-        if "mse_ranges" in plan.passes:
-            self._mse(calibration, minmax)
-
-    def _mse(self, calibration: SampleSource, minmax: Ranges) -> None:
+        out = {"minmax": minmax}
+        if "mse_ranges" not in self.plan.passes:
+            return out
         if self.plan.method != "minmax":
-            self.outcomes.append(PassOutcome(
-                "mse_ranges", "skipped", f"--calibration-method {self.plan.method} was asked for"))
-            return
-        low = self.lowered[True]
+            if record:
+                self.outcomes.append(PassOutcome(
+                    "mse_ranges", "skipped",
+                    f"--calibration-method {self.plan.method} was asked for"))
+            return out
 
         def go() -> tuple[Ranges | None, PassOutcome]:
             return mse_ranges(low.graph, low.feeds(calibration.iter_samples()), minmax)
 
         ranges, outcome = run_guarded("mse_ranges", go, None)
         if ranges is not None:
-            self.ranges["mse_ranges"] = ranges
+            out["mse_ranges"] = ranges
         else:
             outcome = PassOutcome(outcome.name, "failed", outcome.detail + " (MinMax ranges used)")
-        self.outcomes.append(outcome)
+        if record:
+            self.outcomes.append(outcome)
+        return out
 
-    def build(self, ranges: str, bias: bool) -> ConversionResult:
-        """The full-integer artifact with the named ranges and bias correction on or off."""
-        low = copy.deepcopy(self.lowered[bias if bias in self.lowered else True])
+    def _variant(self, bias: bool, ada: bool) -> Lowered:
+        """A pass that did not apply has one variant, keyed as on."""
+        if (bias, ada) not in self.lowered:
+            bias = bias or (False, ada) not in self.lowered
+        if (bias, ada) not in self.lowered:
+            ada = True
+        return self.lowered.get((bias, ada), self.lowered[(True, True)])
+
+    def build(self, ranges: str, bias: bool, ada: bool = True) -> ConversionResult:
+        """The full-integer artifact with the named ranges, and bias correction and AdaRound's
+        rounding on or off (a pass that did not apply has nothing to turn off)."""
+        low = copy.deepcopy(self._variant(bias, ada))
         details = base_details(low, "int8")
         if self.bias_adds_folded:
             details["graph_passes"] = {"conv_bias_adds_folded": self.bias_adds_folded}
-        return full_int8_result(low, self.ranges[ranges], per_channel=self.plan.per_channel,
+        table = self.ranges if ada or not self.adaround else self.plain_ranges
+        return full_int8_result(low, table.get(ranges, self.ranges[ranges]),
+                                per_channel=self.plan.per_channel,
                                 io_int8=self.plan.io_int8, method=self.plan.method,
                                 details=details)
 
-    def float_model(self, bias: bool) -> bytes:
+    def float_model(self, bias: bool, ada: bool = True) -> bytes:
         """The float TFLite graph a candidate was quantised from (for per-layer error)."""
-        return write_flatbuffer(self.lowered[bias if bias in self.lowered else True].graph)
+        return write_flatbuffer(self._variant(bias, ada).graph)
 
 
 @dataclass
@@ -143,6 +177,7 @@ class Chosen:
     evidence: Any                          # what ``evaluate`` returned for it
     drop: float                            # its gate drop
     report: dict[str, Any]                 # details["quantisation_passes"]
+    adaround: bool = True                  # AdaRound's rounding used (where it applied)
 
 
 def choose(cands: Candidates, evaluate: Callable[[ConversionResult], tuple[float, Any]]
@@ -153,9 +188,10 @@ def choose(cands: Candidates, evaluate: Callable[[ConversionResult], tuple[float
     state.outcomes = list(cands.outcomes)
     state.bias = cands.bias
     state.bias_enabled = cands.bias is not None   # no correction to toggle: say so in the table
+    state.adaround = cands.adaround
     # only the best so far is kept (the evidence can be every validation output): the engine
     # keeps the smallest drop, the earliest on ties, so a strictly smaller drop replaces it
-    best: list[tuple[float, tuple[str, bool], ConversionResult, Any]] = []
+    best: list[tuple[float, tuple[str, bool, bool], ConversionResult, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edgeops-ranges-") as tmp:
         # the engine chooses between range *files* (ORT calibration caches on the ONNX path)
         paths = {}
@@ -169,21 +205,24 @@ def choose(cands: Candidates, evaluate: Callable[[ConversionResult], tuple[float
 
         def gate_drop(path: Path | None) -> float:
             name = by_path.get(path, "minmax") if path is not None else "minmax"
-            res = cands.build(name, state.bias_enabled)
+            res = cands.build(name, state.bias_enabled, state.adaround_enabled)
             drop, evidence = evaluate(res)
             if not best or drop < best[0][0]:
-                best[:] = [(drop, (name, state.bias_enabled), res, evidence)]
+                best[:] = [(drop, (name, state.bias_enabled, state.adaround_enabled), res,
+                            evidence)]
             return drop
 
         picked = state.choose(gate_drop)
     name = by_path.get(picked, "minmax") if picked is not None else "minmax"
     drop, key, res, evidence = best[0]
-    if key != (name, state.bias_enabled):     # the engine's rule changed: follow its choice
-        res = cands.build(name, state.bias_enabled)
+    if key != (name, state.bias_enabled, state.adaround_enabled):
+        # the engine's rule changed: follow its choice
+        res = cands.build(name, state.bias_enabled, state.adaround_enabled)
         drop, evidence = evaluate(res)
     report = state.report()
     res.details["quantisation_passes"] = report
-    return Chosen(res, state.bias_enabled, name, evidence, drop, report)
+    return Chosen(res, state.bias_enabled, name, evidence, drop, report,
+                  state.adaround_enabled)
 
 
 CLE = "cross_layer_equalisation"

@@ -211,6 +211,30 @@ def test_bypass_sees_through_a_seven_bit_clamp(tmp_path: Path) -> None:
     assert node["conv_a"].input[0] != "x" and "clamp" in node
 
 
+def test_bypass_restores_an_activation_the_quantiser_folded_into_a_range(tmp_path: Path
+                                                                          ) -> None:
+    """ORT's QDQ quantiser drops a Relu that feeds a QuantizeLinear (the uint8 range starting
+    at 0 clamps instead), so the Q reads the Relu's input; a lifted reader of that tensor must
+    see the Relu's output, as in the float model. Every layer lifted is the float model."""
+    x = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    model = _two_branches()
+    qdq = _qdq(model, tmp_path, x)
+    assert "relu" not in {n.name for n in qdq.graph.node}          # folded by the quantiser
+    lifted = bypass_layers(qdq, model, {"conv_a", "conv_b", "conv_c"})
+    onnx.checker.check_model(lifted)
+    got, want = _run(lifted, x[:1]), _run(model, x[:1])
+    inits = {i.name: nh.to_array(i) for i in lifted.graph.initializer}
+    producer = {o: n for n in lifted.graph.node for o in n.output}
+    for k in ("ya", "yc"):           # only the outputs' own Q/DQ is left: half a step off
+        step = float(inits[producer[k].input[1]])
+        assert np.abs(got[k] - want[k]).max() <= step / 2 * 1.001, k
+    # conv_c alone: it reads the Relu's float output, not the Relu's input
+    alone = bypass_layers(qdq, model, {"conv_c"})
+    producer = {o: n for n in alone.graph.node for o in n.output}
+    c = next(n for n in alone.graph.node if n.name == "conv_c")
+    assert producer[c.input[0]].op_type == "Relu"
+
+
 def test_bypass_of_a_missing_layer_is_an_error(tmp_path: Path) -> None:
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     model = _two_branches()

@@ -73,6 +73,37 @@ def test_auto_task_is_read_from_the_graph(name: str, samples: int, task: str) ->
     assert spec.task == task and spec.inferred, spec.why
 
 
+# what the page scan (tests.realdata.scans()[0]) prints, down to its last whole line
+_PAGE_TEXT = ("Region-based segmentation Let us first determine markers of the coins and the "
+              "background. These markers are pixels that we can label unambiguously as either "
+              "object or background. Here, the markers are found at the two extreme parts of "
+              "the histogram of grey values:")
+
+
+def test_recogniser_is_fed_single_words_of_the_page_that_fp32_reads() -> None:
+    """ocr-rec's inputs are what a deployed OCR pipeline hands it: one detected run of words,
+    48 high with its aspect kept, right-padded with 0 to 320; and FP32 reads each of them as
+    a piece of the page's own text (with its dictionary, from the model's metadata)."""
+    from converters.tasks.ctc import greedy_decode
+    from tests.zoo_inputs import ocr_rec
+
+    path = model_path("ocr-rec")
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    chars = ["", *meta["character"].splitlines(), " "]        # PaddleOCR: blank, dict, space
+    x = ocr_rec(16)["x"]
+    assert x.shape == (16, 3, 48, 320)
+    widths = [int(np.flatnonzero(np.abs(s).sum(axis=(0, 1)) > 0).max()) + 1 for s in x]
+    for s, w in zip(x, widths, strict=True):
+        assert not s[:, :, w:].any() and np.abs(s[:, :, :w]).max() <= 1.0   # pad 0 in [-1, 1]
+    assert len(set(widths)) >= 8 and min(widths) < 160 < max(widths), widths
+    assert len({s.tobytes() for s in x}) == 16
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    page = _PAGE_TEXT.replace(" ", "").lower()
+    read = ["".join(chars[c] for c in greedy_decode(sess.run(None, {"x": s[None]})[0][0]))
+            for s in x]
+    assert all(t.strip() and t.replace(" ", "").lower() in page for t in read), read
+
+
 def test_auto_task_of_the_streaming_vad_is_vad() -> None:
     rng = np.random.default_rng(0)
     sess = ort.InferenceSession(str(model_path("vad")), providers=["CPUExecutionProvider"])

@@ -201,14 +201,18 @@ def test_details_record_every_pass_and_the_choice(tmp_path: Path) -> None:
     assert fast.details["quantisation_passes"] == {"effort": "fast", "passes": []}
 
 
-def test_effort_max_does_not_feed_adaround_to_the_full_integer_path(tmp_path: Path) -> None:
-    # AdaRound rounds onto ORT's per-channel grid; the TFLite writer rounds on its own
+def test_effort_max_feeds_adaround_to_the_writer_and_chooses_it_on_the_task_metric(
+        tmp_path: Path) -> None:
     art = _build(tmp_path, mobilenet_block(), "edgetpu", max_accuracy_drop=0.99,
                  options={"effort": "max"})
     q = art.details["quantisation_passes"]
     assert "adaround" in q["passes"]
-    assert q["adaround"]["status"] == "skipped" and "TFLite" in q["adaround"]["detail"]
+    assert q["adaround"]["status"] == "applied" and "TFLite writer" in q["adaround"]["grid"]
     assert q["bias_correction"]["status"] == "applied"
+    table = q["adaround"]["gate_drop_by_choice"]
+    # every combination of ranges, AdaRound and bias correction was validated once
+    assert len(table) == 8 and sum("adaround" in k for k in table) == 4
+    assert art.metrics["accuracy"]["drop"] == pytest.approx(min(table.values()), abs=1e-6)
 
 
 def test_a_failing_pass_is_recorded_and_the_build_goes_on(tmp_path: Path,
@@ -293,10 +297,11 @@ class _FakeCandidates:
         self.plan = FullIntPlan(passes=("mse_ranges",))
         self.outcomes = [PassOutcome("mse_ranges", "applied", "2 clipped")]
         self.bias = None
+        self.adaround = None
         self.ranges = {"minmax": {"t": (0.0, 1.0)}, "mse_ranges": {"t": (0.0, 0.5)}}
         self.built: list[str] = []
 
-    def build(self, ranges: str, bias: bool) -> object:
+    def build(self, ranges: str, bias: bool, ada: bool = True) -> object:
         from converters.tflite.convert import ConversionResult
 
         self.built.append(ranges)
