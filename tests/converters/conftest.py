@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,29 @@ def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@contextmanager
+def cheapest_bit_split() -> Iterator[None]:
+    """x86-cpu builds made inside try only the first bit-split policy (``POLICIES[0]``, the
+    previous default: 7-bit weights everywhere), still clamped and proved exact by the checker.
+
+    For tests whose subject is not the split choice (a real model's intake and one-line stop,
+    a refusal's wording): by default each of the four policies is quantised and validated,
+    about a fifth of a zoo build. The choice itself is tested in quant/test_x86_bits.py and
+    measured by benchmarks/x86_bit_split.py."""
+    from converters import x86_bits
+
+    every = x86_bits.candidates
+
+    def first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        splits = every(*args, **kwargs)
+        policy = next(iter(splits))
+        return {policy: splits[policy]}
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(x86_bits, "candidates", first)
+        yield
 
 
 def listing(directory: Path) -> list[str]:

@@ -26,25 +26,6 @@ def _axis(node: str, m: onnx.ModelProto) -> int:
     return next(la.axis for la in layers(m)[0] if la.node == node)
 
 
-def _layer_error(model: onnx.ModelProto, node: str, weight: str, value: np.ndarray,
-                 data: object) -> float:
-    """||y_layer(value) - y_layer(fp32)||^2 measured in ORT on ``data``, upstream in FP32."""
-    from converters.quant._stats import stream_tensors
-
-    out = next(n.output[0] for n in model.graph.node if n.name == node)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    for i in probe.graph.initializer:
-        if i.name == weight:
-            i.CopyFrom(nh.from_array(value.astype(np.float32), weight))
-    ref: list[np.ndarray] = []
-    got: list[np.ndarray] = []
-    stream_tensors(model, [out], data.iter_samples(), lambda a: ref.append(a[out]))  # type: ignore[attr-defined]
-    stream_tensors(probe, [out], data.iter_samples(), lambda a: got.append(a[out]))  # type: ignore[attr-defined]
-    return float(sum(np.sum((g.astype(np.float64) - r) ** 2) for g, r in zip(got, ref,
-                                                                          strict=True)))
-
-
 def test_h_predicts_the_output_error_ort_measures_for_every_layer_shape() -> None:
     """tr(dW H dW^T) x columns == ||conv(x, dW)||^2 in ORT: the im2col is ORT's convolution."""
     from converters.quant._gram import accumulate
@@ -60,7 +41,7 @@ def test_h_predicts_the_output_error_ort_measures_for_every_layer_shape() -> Non
     rng = np.random.default_rng(5)
     for la in found:
         dw = rng.standard_normal(la.shape).astype(np.float32) * 0.01
-        measured = _layer_error(m, la.node, la.weight, w[la.weight] + dw, data)
+        measured = tiny.layer_error(m, la.node, la.weight, w[la.weight] + dw, data)
         out = next(n.output[0] for n in m.graph.node if n.name == la.node)
         sizes: list[int] = []
         stream_tensors(m, [out], data.iter_samples(),
@@ -85,8 +66,8 @@ def test_rounding_lowers_each_layers_reconstruction_error_measured_in_ort(
     for node, d in rounded.items():
         w = d.original
         nearest = fake_quant_weight(w, reduce_range, _axis(node, m))
-        e_rtn = _layer_error(m, node, d.layer.weight, nearest, data)
-        e_ada = _layer_error(m, node, d.layer.weight, after[d.layer.weight], data)
+        e_rtn = tiny.layer_error(m, node, d.layer.weight, nearest, data)
+        e_ada = tiny.layer_error(m, node, d.layer.weight, after[d.layer.weight], data)
         # the convolutions and the Gemm see hundreds of correlated columns: a clear gain
         assert e_ada < (1.0 if node == "head" else 0.9) * e_rtn, (node, e_ada, e_rtn)
         rec = outcome.data["layers"][node]

@@ -12,7 +12,8 @@ from onnx import numpy_helper as nh
 
 from converters.data import SampleSet
 
-__all__ = ["conv_chain", "matmul_outliers", "rounding_net", "run", "samples", "smooth_samples"]
+__all__ = ["conv_chain", "layer_error", "matmul_outliers", "rounding_net", "run", "samples",
+           "smooth_samples"]
 
 
 def _model(nodes: list[Any], inits: list[Any], x_shape: list[int], y: str,
@@ -135,3 +136,23 @@ def run(model: onnx.ModelProto, data: SampleSet) -> np.ndarray:
     sess = ort.InferenceSession(model.SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
     return np.concatenate([sess.run(None, f)[0] for f in data.iter_samples()])
+
+
+def layer_error(model: onnx.ModelProto, node: str, weight: str, value: np.ndarray,
+                data: SampleSet) -> float:
+    """||y_layer(value) - y_layer(weight as in model)||^2 measured in ONNX Runtime on ``data``,
+    every other layer as it is in ``model``."""
+    from converters.quant._stats import stream_tensors
+
+    out = next(n.output[0] for n in model.graph.node if n.name == node)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for i in probe.graph.initializer:
+        if i.name == weight:
+            i.CopyFrom(nh.from_array(value.astype(np.float32), weight))
+    ref: list[np.ndarray] = []
+    got: list[np.ndarray] = []
+    stream_tensors(model, [out], data.iter_samples(), lambda a: ref.append(a[out]))
+    stream_tensors(probe, [out], data.iter_samples(), lambda a: got.append(a[out]))
+    return float(sum(np.sum((g.astype(np.float64) - r) ** 2)
+                     for g, r in zip(got, ref, strict=True)))

@@ -41,25 +41,6 @@ def _onnx_layout(w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
     return w if w.shape == shape else None
 
 
-def _layer_error(model: onnx.ModelProto, node: str, weight: str, value: np.ndarray,
-                 data: tiny.SampleSet) -> float:
-    """||y_layer(value) - y_layer(weight)||^2 in ONNX Runtime, every other layer as it is."""
-    from converters.quant._stats import stream_tensors
-
-    out = next(n.output[0] for n in model.graph.node if n.name == node)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    for i in probe.graph.initializer:
-        if i.name == weight:
-            i.CopyFrom(nh.from_array(value.astype(np.float32), weight))
-    ref: list[np.ndarray] = []
-    got: list[np.ndarray] = []
-    stream_tensors(model, [out], data.iter_samples(), lambda a: ref.append(a[out]))
-    stream_tensors(probe, [out], data.iter_samples(), lambda a: got.append(a[out]))
-    return float(sum(np.sum((g.astype(np.float64) - r) ** 2) for g, r in zip(got, ref,
-                                                                          strict=True)))
-
-
 @pytest.mark.parametrize("per_channel", [False, True], ids=["per-tensor", "per-channel"])
 def test_written_weights_are_adarounds_integers_and_beat_round_to_nearest(
         per_channel: bool) -> None:
@@ -96,8 +77,8 @@ def test_written_weights_are_adarounds_integers_and_beat_round_to_nearest(
         near_q, near = _sym_quant(d.original, axis)
         near_w = near_q * (near.scale.reshape((-1, *[1] * (q.ndim - 1))) if axis == 0
                            else near.scale[0])
-        e_ada = _layer_error(rounded, d.layer.node, d.layer.weight, q * sc, data)
-        e_near = _layer_error(rounded, d.layer.node, d.layer.weight, near_w, data)
+        e_ada = tiny.layer_error(rounded, d.layer.node, d.layer.weight, q * sc, data)
+        e_near = tiny.layer_error(rounded, d.layer.node, d.layer.weight, near_w, data)
         assert e_ada < e_near, (d.layer.node, e_ada, e_near)
 
 
