@@ -315,6 +315,75 @@ def test_cpu_build_floats_the_measured_layer_and_records_why(tmp_path: Path) -> 
     assert "ONNX Runtime profiler" in mp["speed_model"]
 
 
+def _weight_outlier_convnet() -> onnx.ModelProto:
+    """x -> conv1 -> relu -> conv2 -> relu -> conv3 -> y over [N, 8, 12, 12]. One weight of
+    each of conv2's output channels is 400x the rest, on an input channel conv1 all but
+    zeroes: per-channel INT8 weights crush the weights that matter, so conv2 must compute in
+    float; its input quantises well where it counts."""
+    rng = np.random.default_rng(5)
+    w1 = (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32)
+    w1[0] *= 1e-3
+    w2 = (rng.standard_normal((8, 8, 3, 3)) * 0.1).astype(np.float32)
+    w2[:, 0, 0, 0] *= 400.0
+    inits = [nh.from_array(w1, "w1"),
+             nh.from_array(w2, "w2"),
+             nh.from_array((rng.standard_normal((8, 8, 1, 1)) * 0.3).astype(np.float32), "w3")]
+    nodes = [h.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             h.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             h.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             h.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             h.make_node("Conv", ["r2", "w3"], ["y"], name="conv3")]
+    g = h.make_graph(nodes, "wout", [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, 12, 12])],
+                     [h.make_tensor_value_info("y", T.FLOAT, ["N", 8, 12, 12])], inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.slow
+def test_a_layer_lifted_by_exclusion_runs_float_and_its_producer_stays_int8(
+        tmp_path: Path) -> None:
+    """Exclusion is the lift when it meets the budget: the lifted conv reads its quantised
+    input dequantised (its producer keeps its Q, so ORT fuses it to an INT8 kernel), computes
+    with its float weight, and ORT does not re-quantise it on load."""
+    from converters.api import BuildRequest
+    from converters.build import build
+    from converters.ort_float import runtime_quantised
+
+    p = zoo.save(_weight_outlier_convnet(), tmp_path / "c.onnx")
+    x = np.abs(np.random.default_rng(0).standard_normal((16, 3, 12, 12))).astype(np.float32)
+    np.savez(tmp_path / "cal.npz", x=x)
+    req = BuildRequest(model=p, name="m", version="1.0.0", targets=("x86-cpu-vnni",),
+                       calibration=tmp_path / "cal.npz", max_accuracy_drop=0.01,
+                       options={"perf_aware": False, "effort": "fast"})  # no equalisation
+    (art,) = build(req, lambda _m: None, tmp_path / "work").artifacts
+    mp = art.details["mixed_precision"]
+    assert mp["base_drop"] > 0.01
+    assert "conv2" in mp["float"] and mp["lift"] == "exclusion", mp
+    assert mp["verified_drop"] <= 0.01
+    assert "excluded from quantize_static" in art.details["float_nodes"]["conv2"]
+    model = onnx.load(str(art.path))
+    made = {o: n for n in model.graph.node for o in n.output}
+    conv2 = next(n for n in model.graph.node if n.name == "conv2")
+    assert made[conv2.input[0]].op_type == "DequantizeLinear"        # not the float r1
+    conv1 = next(n for n in model.graph.node if n.name == "conv1")
+    assert made[conv1.input[1]].op_type == "DequantizeLinear"        # conv1 still INT8
+    assert runtime_quantised(model) == []                            # really float in ORT
+
+
+@pytest.mark.slow
+def test_the_bypass_is_the_lift_when_exclusion_misses_the_budget(tmp_path: Path) -> None:
+    """mm2's *input* is what INT8 crushes (mm1's outlier channel): excluded, mm2 still reads
+    it quantised and the budget is missed; the bypass (mm2 reads mm1's float output) meets it,
+    and the manifest says which was measured."""
+    art = _outlier_build(tmp_path, "x86-cpu-vnni", 0.01)
+    mp = art.details["mixed_precision"]                  # type: ignore[attr-defined]
+    assert mp["float"] == ["mm2"] and mp["lift"] == "bypass", mp
+    (_, excluded, bypassed), = mp["lift_tries"]
+    assert excluded > 0.01 >= bypassed
+    assert "bypassed" in art.details["float_nodes"]["mm2"]  # type: ignore[attr-defined]
+
+
 @pytest.mark.slow
 def test_same_inputs_give_the_same_artifact(tmp_path: Path) -> None:
     """The speed table is cached per machine, measurements are deterministic: a rebuild
