@@ -51,6 +51,12 @@ FP32's own model, and its speed gap is noise. Issue 16's goals
 are checked from the rows and printed under the table (benchmarks/_zoo_goals.py). A variant
 that fails is a row saying why. Results go to benchmarks/results/converter_zoo.{json,md}
 (``--out STEM``: another file, for a partial run), rewritten after every model.
+
+Inputs changed on 2026-12-07 (eighth session): the DBNet samples had been two scans repeated
+(four copies each, squashed to a square) and the recogniser's two-line strips; the whole-zoo
+file ``converter_zoo.md`` and ``.x86-cpu-vnni`` predate that for ocr-det, ocr-det-640 and
+ocr-rec (and predate the float-layer fix, converters/ort_float). For those models read the
+``issue16-*``, ``mixfix-*``, ``ctcdata`` and ``tfround`` files, which say their inputs.
 """
 
 from __future__ import annotations
