@@ -241,15 +241,19 @@ def refusal(target: str, metric: str, drop: float, budget: float, limiting: Sequ
     """One line: what dropped, which layers limit it, and the budget the build would need.
 
     ``needed`` is the smallest drop reached with ``lifted`` layers out of INT8 (measured);
-    ``stopped`` says why the search stopped early, when it did.
+    ``stopped`` says why the search stopped early, when it did: then ``needed`` bounds
+    nothing (a longer prefix might pass a smaller budget) and the line says so.
     """
     top = sorted((c for c in limiting if c.recovered > 0),
                  key=lambda c: (-c.recovered, c.node))[:6]
     names = ", ".join(f"{c.node} (recovers {c.recovered:.2%})" for c in top) or "none found"
     return (f"target {target}: {metric} dropped {drop:.2%} vs FP32{note} (budget "
             f"{budget:.2%}); limited by {names}; with {lifted} layer(s) out of INT8 ({measured} "
-            f"measured one by one) it still drops {needed:.2%}: a budget of at least "
-            f"{_ceil_pct(needed)} would be needed" + (f"; {stopped}" if stopped else ""))
+            f"measured one by one) it still drops {needed:.2%}" + (
+                f"; {stopped}, so the budget it would need was not searched for: raise "
+                f"--max-accuracy-drop well above {budget:.2%} or use --precision fp32"
+                if stopped else
+                f": a budget of at least {_ceil_pct(needed)} would be needed"))
 
 
 def too_many_lifted(target: str, metric: str, drop: float, budget: float, lifted: Sequence[str],

@@ -21,8 +21,11 @@ doubling loop of ``quantize_static`` calls:
    the lower drop kept;
 5. last resort, when per-layer recoveries do not add up: prefixes of the ranking's tensors
    (producer and consumers together), doubling then bisecting, each verified by one real
-   quantisation (converters/mixed_precision ``prefix_search``); then refuse with one line
-   naming the layers that limit the build and the budget it would need.
+   quantisation (converters/mixed_precision ``prefix_search``); a shorter prefix that passes
+   only bypassed does not replace one that passes excluded (the bypass costs its producers
+   their fused kernels), and a doubling still many times over budget that gains too little
+   stops early; then refuse with one line naming the layers that limit the build and the
+   budget it would need (or, after an early stop, what was tried).
 """
 
 from __future__ import annotations

@@ -182,7 +182,10 @@ def test_a_hopeless_doubling_stops_early_and_says_what_it_tried() -> None:
                        "little for the 4 doubling(s) left to reach it")
     line = refusal("x86-cpu-vnni", "mask_iou", 0.2385, 0.01, [LayerCost("c1", 0.01, 1.0)],
                    needed=min(t.drop for t in tries), measured=1, lifted=4, stopped=stopped)
-    assert "\n" not in line and line.endswith("would be needed; " + stopped)
+    assert "\n" not in line and "it still drops 23.90%; " + stopped in line
+    assert "would be needed" not in line                  # 23.90 % bounds nothing here
+    assert line.endswith("was not searched for: raise --max-accuracy-drop well above 1.00% "
+                         "or use --precision fp32")
     # without the early stop the same search tries every doubling up to the limit
     seen2, drop_of2 = _drops(table)
     assert prefix_search(sizes, 0.01, 128, drop_of2)[0] is None
