@@ -40,6 +40,7 @@ from converters.mixed_precision import (
     LayerCost,
     MixedPrecisionSettings,
     Selection,
+    may_replace,
     prefix_search,
     refusal,
     select,
@@ -186,12 +187,10 @@ def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, reference: Any,
         unfused: list[list[int]] = []
 
         def replaces(mid: int, hi: int) -> bool:
-            # Without timing both, a shorter set that passes only bypassed does not replace
-            # one that passes excluded: the bypass costs its producers their fused INT8
-            # kernels (ocr-det-640, x86-cpu, 0.10: 61 layers excluded 1.66x FP32, the 54
-            # bisection found, passing only bypassed, 1.30x).
-            if wide or lifted_by.get(frozenset(prefix(mid))) != "bypass" \
-                    or lifted_by.get(frozenset(prefix(hi))) != "exclusion":
+            # without timing both, fewer layers lifted is taken as faster unless the shorter
+            # set passes only bypassed and the longer one excluded (fusion lost)
+            if wide or may_replace(lifted_by.get(frozenset(prefix(mid))),
+                                   lifted_by.get(frozenset(prefix(hi)))):
                 return True
             unfused.append([mid, len(prefix(mid))])
             return False

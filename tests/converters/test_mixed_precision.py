@@ -15,6 +15,7 @@ from onnx import numpy_helper as nh
 
 from converters.mixed_precision import (
     LayerCost,
+    may_replace,
     prefix_search,
     refusal,
     select,
@@ -167,6 +168,12 @@ def test_a_refused_shorter_prefix_leaves_the_passing_one() -> None:
     chosen, tries, _ = prefix_search(sizes, 0.05, 80, drop_of, bisections=3,
                                      replaces=lambda mid, hi: False)
     assert seen[6:] == [24, 28, 30] and chosen == 32 and tries[-1].groups == 30
+
+
+def test_only_a_bypass_never_replaces_an_exclusion_that_passes() -> None:
+    assert not may_replace("bypass", "exclusion")         # would lose the fused producers
+    assert may_replace("exclusion", "exclusion") and may_replace("exclusion", "bypass")
+    assert may_replace("bypass", "bypass") and may_replace(None, None)
 
 
 def test_a_hopeless_doubling_stops_early_and_says_what_it_tried() -> None:
