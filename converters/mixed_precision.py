@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["LayerCost", "MixedPrecisionSettings", "PrefixTry", "Selection", "prefix_search",
-           "refusal", "select", "too_many_lifted"]
+__all__ = ["LayerCost", "MixedPrecisionSettings", "PrefixTry", "Selection", "may_replace",
+           "prefix_search", "refusal", "select", "too_many_lifted"]
 
 _EPS = 1e-12
 
@@ -47,6 +47,12 @@ class MixedPrecisionSettings:
     prefix_bisections: int = 3
     """Last resort: once a prefix of the ranking's tensors meets the budget, how many more
     quantisations may bisect towards a shorter one (fewer layers in float, a faster model)."""
+    prefix_hopeless_ratio: float = 5.0
+    """Last resort, early stop: after ``prefix_min_tries`` doubling tries, stop doubling when
+    the best verified drop is still over this many times the budget and even gaining what the
+    last doubling gained at every doubling left would not reach the budget."""
+    prefix_min_tries: int = 3
+    """Doubling tries made before the early stop may apply."""
 
 
 @dataclass(frozen=True)
@@ -154,8 +160,11 @@ class PrefixTry:
 
 def prefix_search(sizes: Sequence[int], budget: float, limit: int,
                   drop_of: Callable[[int], float], *, already: int = 0,
-                  bisections: int = 3) -> tuple[int | None, list[PrefixTry]]:
-    """The shortest prefix of ranked tensor groups found to meet ``budget``, and every try.
+                  bisections: int = 3, replaces: Callable[[int, int], bool] | None = None,
+                  hopeless_ratio: float = 0.0, min_tries: int = 3
+                  ) -> tuple[int | None, list[PrefixTry], str]:
+    """The shortest prefix of ranked tensor groups found to meet ``budget``, every try, and
+    why the doubling stopped early ("" when it did not).
 
     ``sizes[g - 1]`` is how many layers lifting the first ``g`` groups takes (non-decreasing);
     ``drop_of(g)`` verifies that prefix (one real quantisation). Doubling from one group,
@@ -164,7 +173,17 @@ def prefix_search(sizes: Sequence[int], budget: float, limit: int,
     ``bisections`` tries between the last failing and the first passing prefix. Cost: at most
     ``log2(len(sizes)) + 2 + bisections`` quantisations. Drops need not fall monotonically as
     the prefix grows, so the result is a prefix *verified* to pass, not the shortest one.
+
+    ``replaces(mid, hi)``: whether a shorter passing prefix ``mid`` may replace the passing
+    ``hi`` (default: always); one that may not (e.g. it passes only in a slower form) counts as
+    failing for the bisection, which goes on between it and ``hi``.
+
+    Early stop (``hopeless_ratio`` > 0): after ``min_tries`` doubling tries, when the best drop
+    is still over ``hopeless_ratio`` times the budget and the remaining doublings, each gaining
+    what the last one did, would not reach the budget, the doubling stops: no prefix passes.
     """
+    import math
+
     tries: list[PrefixTry] = []
 
     def attempt(g: int) -> bool:
@@ -174,41 +193,78 @@ def prefix_search(sizes: Sequence[int], budget: float, limit: int,
 
     allowed = sum(1 for s in sizes if s <= limit)      # sizes grow: a prefix of the groups
     lo, hi, g = 0, None, 1
+    stopped = ""
     while g <= allowed:
         if sizes[g - 1] > already:
             if attempt(g):
                 hi = g
                 break
             lo = g
+            stopped = _hopeless(tries, budget, hopeless_ratio, min_tries,
+                                math.ceil(math.log2(allowed / g)) if g < allowed else 0)
+            if stopped:
+                break
         if g == allowed:
             break
         g = min(2 * g, allowed)
     if hi is None:
-        return None, tries
+        return None, tries, stopped
     for _ in range(bisections):
         mid = (lo + hi) // 2
         if mid <= lo or sizes[mid - 1] <= already or sizes[mid - 1] == sizes[hi - 1]:
             break
-        if attempt(mid):
+        if attempt(mid) and (replaces is None or replaces(mid, hi)):
             hi = mid
         else:
             lo = mid
-    return hi, tries
+    return hi, tries, ""
+
+
+def may_replace(shorter: str | None, longer: str | None) -> bool:
+    """Whether a shorter passing set, lifted as ``shorter``, may replace a longer passing one
+    lifted as ``longer`` ("exclusion" or "bypass"; None where the lift has one form).
+
+    Not when only the bypass passes the shorter and the longer passes excluded: the bypass
+    costs the lifted layers' producers their fused INT8 kernels (ocr-det-640, x86-cpu, 10 %
+    budget: 61 layers excluded 1.66x FP32, the 54 passing only bypassed 1.30x).
+    """
+    return not (shorter == "bypass" and longer == "exclusion")
+
+
+def _hopeless(tries: Sequence[PrefixTry], budget: float, ratio: float, min_tries: int,
+              left: int) -> str:
+    """Why doubling further is hopeless ("" when it is not), from the tries so far."""
+    if ratio <= 0 or len(tries) < max(2, min_tries) or left <= 0:
+        return ""
+    best = min(t.drop for t in tries)
+    before = min(t.drop for t in tries[:-1])
+    gain = max(0.0, before - best)
+    if best <= ratio * budget or best - left * gain <= budget:
+        return ""
+    return (f"stopped doubling after {len(tries)} prefixes (up to {tries[-1].lifted} layers): "
+            f"the best drop {best:.2%} is over {ratio:g}x the budget and the last doubling "
+            f"gained {gain:.2%}, too little for the {left} doubling(s) left to reach it")
 
 
 def refusal(target: str, metric: str, drop: float, budget: float, limiting: Sequence[LayerCost],
-            needed: float, measured: int, note: str = "", *, lifted: int = 0) -> str:
+            needed: float, measured: int, note: str = "", *, lifted: int = 0,
+            stopped: str = "") -> str:
     """One line: what dropped, which layers limit it, and the budget the build would need.
 
-    ``needed`` is the smallest drop reached with ``lifted`` layers out of INT8 (measured).
+    ``needed`` is the smallest drop reached with ``lifted`` layers out of INT8 (measured);
+    ``stopped`` says why the search stopped early, when it did: then ``needed`` bounds
+    nothing (a longer prefix might pass a smaller budget) and the line says so.
     """
     top = sorted((c for c in limiting if c.recovered > 0),
                  key=lambda c: (-c.recovered, c.node))[:6]
     names = ", ".join(f"{c.node} (recovers {c.recovered:.2%})" for c in top) or "none found"
     return (f"target {target}: {metric} dropped {drop:.2%} vs FP32{note} (budget "
             f"{budget:.2%}); limited by {names}; with {lifted} layer(s) out of INT8 ({measured} "
-            f"measured one by one) it still drops {needed:.2%}: a budget of at least "
-            f"{_ceil_pct(needed)} would be needed")
+            f"measured one by one) it still drops {needed:.2%}" + (
+                f"; {stopped}, so the budget it would need was not searched for: raise "
+                f"--max-accuracy-drop well above {budget:.2%} or use --precision fp32"
+                if stopped else
+                f": a budget of at least {_ceil_pct(needed)} would be needed"))
 
 
 def too_many_lifted(target: str, metric: str, drop: float, budget: float, lifted: Sequence[str],

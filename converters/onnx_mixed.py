@@ -21,8 +21,11 @@ doubling loop of ``quantize_static`` calls:
    the lower drop kept;
 5. last resort, when per-layer recoveries do not add up: prefixes of the ranking's tensors
    (producer and consumers together), doubling then bisecting, each verified by one real
-   quantisation (converters/mixed_precision ``prefix_search``); then refuse with one line
-   naming the layers that limit the build and the budget it would need.
+   quantisation (converters/mixed_precision ``prefix_search``); a shorter prefix that passes
+   only bypassed does not replace one that passes excluded (the bypass costs its producers
+   their fused kernels), and a doubling still many times over budget that gains too little
+   stops early; then refuse with one line naming the layers that limit the build and the
+   budget it would need (or, after an early stop, what was tried).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from converters.mixed_precision import (
     LayerCost,
     MixedPrecisionSettings,
     Selection,
+    may_replace,
     prefix_search,
     refusal,
     select,
@@ -180,9 +184,24 @@ def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, reference: Any,
             ctx.progress(f"{name}: {len(lift)} layers out of INT8: {metric} drop {drop:.2%}")
             return drop
 
-        chosen, prefix_tries = prefix_search(sizes, budget, limit, drop_of, already=len(high),
-                                             bisections=settings.prefix_bisections)
+        unfused: list[list[int]] = []
+
+        def replaces(mid: int, hi: int) -> bool:
+            # without timing both, fewer layers lifted is taken as faster unless the shorter
+            # set passes only bypassed and the longer one excluded (fusion lost)
+            if wide or may_replace(lifted_by.get(frozenset(prefix(mid))),
+                                   lifted_by.get(frozenset(prefix(hi)))):
+                return True
+            unfused.append([mid, len(prefix(mid))])
+            return False
+
+        chosen, prefix_tries, stopped = prefix_search(
+            sizes, budget, limit, drop_of, already=len(high),
+            bisections=settings.prefix_bisections, replaces=replaces,
+            hopeless_ratio=settings.prefix_hopeless_ratio, min_tries=settings.prefix_min_tries)
         tried += [(t.lifted, t.drop) for t in prefix_tries]
+        if stopped:
+            record["stopped"] = stopped
         if chosen is not None:
             cumulative = prefix(chosen) - high
             high |= cumulative
@@ -194,14 +213,17 @@ def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, reference: Any,
             record["cumulative"] = {
                 "tensors": chosen, "lifted": sorted(cumulative), "verified_drop":
                 round(verified, 6), "tries": [[t.groups, t.lifted, round(t.drop, 6)]
-                                              for t in prefix_tries]}
+                                              for t in prefix_tries],
+                # [tensors, layers]: passed only bypassed, so the longer excluded set stayed
+                "not_shorter_unfused": unfused}
     if verified <= budget and not wide and len(high) > limit:
         raise AccuracyGateError(too_many_lifted(name, metric, verified, budget, sorted(high),
                                                 len(pool), settings.max_high_fraction))
     if verified > budget:
         lifted, needed = min(tried, key=lambda t: (t[1], t[0]))    # the best verified try
         raise AccuracyGateError(refusal(name, metric, base, budget, costs, needed, len(layers),
-                                        note, lifted=lifted))
+                                        note, lifted=lifted,
+                                        stopped=record.get("stopped", "")))
     record["verified_drop"] = round(verified, 6)
     how = "" if wide else lifted_by.get(frozenset(high), "exclusion")
     if not wide:

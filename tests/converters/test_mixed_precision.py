@@ -15,6 +15,7 @@ from onnx import numpy_helper as nh
 
 from converters.mixed_precision import (
     LayerCost,
+    may_replace,
     prefix_search,
     refusal,
     select,
@@ -122,17 +123,17 @@ def test_prefix_search_doubles_then_bisects_to_a_shorter_passing_prefix() -> Non
     sizes = [2 * g for g in range(1, 41)]                 # two layers per tensor
     table = {g: (0.08 if g < 20 else 0.03) for g in range(1, 41)}
     seen, drop_of = _drops(table)
-    chosen, tries = prefix_search(sizes, 0.05, 80, drop_of, bisections=3)
+    chosen, tries, stopped = prefix_search(sizes, 0.05, 80, drop_of, bisections=3)
     assert seen[:6] == [1, 2, 4, 8, 16, 32]               # doubling until one passes
     assert seen[6:] == [24, 20, 18]                       # then bisecting 16..32
     assert chosen == 20 and tries[-1].groups == 18 and tries[-1].drop == 0.08
-    assert [t.lifted for t in tries[:2]] == [2, 4]
+    assert [t.lifted for t in tries[:2]] == [2, 4] and stopped == ""
 
 
 def test_prefix_search_tries_the_longest_prefix_within_the_limit_then_gives_up() -> None:
     sizes = [3 * g for g in range(1, 41)]
     seen, drop_of = _drops(dict.fromkeys(range(1, 41), 0.08))
-    chosen, tries = prefix_search(sizes, 0.05, 60, drop_of)
+    chosen, tries, _ = prefix_search(sizes, 0.05, 60, drop_of)
     assert chosen is None
     assert seen == [1, 2, 4, 8, 16, 20]                   # 20 tensors = 60 layers, the limit
     assert max(t.lifted for t in tries) == 60
@@ -141,8 +142,73 @@ def test_prefix_search_tries_the_longest_prefix_within_the_limit_then_gives_up()
 def test_prefix_search_skips_prefixes_already_verified() -> None:
     sizes = [5, 5, 5, 6, 9, 12]           # the knapsack already lifted 5 layers
     seen, drop_of = _drops(dict.fromkeys(range(1, 7), 0.01))
-    chosen, _ = prefix_search(sizes, 0.05, 100, drop_of, already=5)
+    chosen, _, _ = prefix_search(sizes, 0.05, 100, drop_of, already=5)
     assert seen == [4] and chosen == 4
+
+
+def test_a_shorter_prefix_that_may_not_replace_the_passing_one_counts_as_failing() -> None:
+    # 24 passes only in the slower form (bypassed): 32 is kept, and the bisection goes on
+    # between 24 and 32 towards a shorter prefix that may replace it
+    sizes = [2 * g for g in range(1, 41)]
+    seen, drop_of = _drops({g: (0.08 if g < 20 else 0.03) for g in range(1, 41)})
+    asked: list[tuple[int, int]] = []
+
+    def replaces(mid: int, hi: int) -> bool:
+        asked.append((mid, hi))
+        return mid != 24
+
+    chosen, _, _ = prefix_search(sizes, 0.05, 80, drop_of, bisections=3, replaces=replaces)
+    assert seen == [1, 2, 4, 8, 16, 32, 24, 28, 26]
+    assert asked == [(24, 32), (28, 32), (26, 28)] and chosen == 26
+
+
+def test_a_refused_shorter_prefix_leaves_the_passing_one() -> None:
+    sizes = [2 * g for g in range(1, 41)]
+    seen, drop_of = _drops({g: (0.08 if g < 20 else 0.03) for g in range(1, 41)})
+    chosen, tries, _ = prefix_search(sizes, 0.05, 80, drop_of, bisections=3,
+                                     replaces=lambda mid, hi: False)
+    assert seen[6:] == [24, 28, 30] and chosen == 32 and tries[-1].groups == 30
+
+
+def test_only_a_bypass_never_replaces_an_exclusion_that_passes() -> None:
+    assert not may_replace("bypass", "exclusion")         # would lose the fused producers
+    assert may_replace("exclusion", "exclusion") and may_replace("exclusion", "bypass")
+    assert may_replace("bypass", "bypass") and may_replace(None, None)
+
+
+def test_a_hopeless_doubling_stops_early_and_says_what_it_tried() -> None:
+    # far over budget and the doublings gain nothing: 3 tries, not 7
+    sizes = [2 * g for g in range(1, 65)]
+    table = {g: 0.24 - 0.001 * (g > 1) for g in range(1, 65)}
+    seen, drop_of = _drops(table)
+    chosen, tries, stopped = prefix_search(sizes, 0.01, 128, drop_of, hopeless_ratio=5.0,
+                                           min_tries=3)
+    assert chosen is None and seen == [1, 2, 4]
+    assert stopped == ("stopped doubling after 3 prefixes (up to 8 layers): the best drop "
+                       "23.90% is over 5x the budget and the last doubling gained 0.00%, too "
+                       "little for the 4 doubling(s) left to reach it")
+    line = refusal("x86-cpu-vnni", "mask_iou", 0.2385, 0.01, [LayerCost("c1", 0.01, 1.0)],
+                   needed=min(t.drop for t in tries), measured=1, lifted=4, stopped=stopped)
+    assert "\n" not in line and "it still drops 23.90%; " + stopped in line
+    assert "would be needed" not in line                  # 23.90 % bounds nothing here
+    assert line.endswith("was not searched for: raise --max-accuracy-drop well above 1.00% "
+                         "or use --precision fp32")
+    # without the early stop the same search tries every doubling up to the limit
+    seen2, drop_of2 = _drops(table)
+    assert prefix_search(sizes, 0.01, 128, drop_of2)[0] is None
+    assert seen2 == [1, 2, 4, 8, 16, 32, 64]
+
+
+def test_the_early_stop_waits_while_doubling_still_gains_or_the_budget_is_near() -> None:
+    sizes = [2 * g for g in range(1, 65)]
+    falling = {g: max(0.5 - 0.1 * g.bit_length(), 0.005) for g in range(1, 65)}
+    seen, drop_of = _drops(falling)          # 0.4, 0.3, 0.2, 0.1, 0.005: gains 0.1 a doubling
+    chosen, _, stopped = prefix_search(sizes, 0.01, 128, drop_of, hopeless_ratio=5.0)
+    assert chosen is not None and stopped == "" and seen[:5] == [1, 2, 4, 8, 16]
+    flat = dict.fromkeys(range(1, 65), 0.24)   # flat, but under 5x a 5 % budget
+    seen, drop_of = _drops(flat)
+    assert prefix_search(sizes, 0.05, 128, drop_of, hopeless_ratio=5.0)[2] == ""
+    assert seen == [1, 2, 4, 8, 16, 32, 64]
 
 
 def test_too_many_lifted_layers_is_one_line_naming_them() -> None:
