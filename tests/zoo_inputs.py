@@ -64,20 +64,6 @@ def ocr_det_640(n: int) -> dict[str, np.ndarray]:
     return ocr_det(n, 640)
 
 
-def _text_lines(n: int, width: int) -> np.ndarray:
-    """Strips of printed lines from the page scan (28 rows high, one or two lines of text),
-    resized to 48 x width (the recogniser's input height), RGB 0..255. The FP32 recogniser
-    reads 15 to 25 characters from each."""
-    page = scans()[0]
-    out = []
-    for i in range(n):
-        y = 15 * (i % 9)
-        w = min(page.shape[1], 28 * width // 48)
-        x0 = (i // 9) * 37 % max(1, page.shape[1] - w + 1)
-        out.append(_rgb(_resize(page[y:y + 28, x0:x0 + w], 48, width)))
-    return np.stack(out)
-
-
 def _runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
     """The [start, end) runs of True in a 1-D mask at least ``min_len`` long."""
     edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
@@ -145,11 +131,18 @@ def ocr_rec(n: int, width: int = 320) -> dict[str, np.ndarray]:
     return {"x": x.transpose(0, 3, 1, 2).copy()}
 
 
-def ocr_cls(n: int) -> dict[str, np.ndarray]:
-    """Text-direction classifier input: 48x192 lines of text, every other one upside down."""
-    x = _text_lines(n, 192)
-    x[1::2] = x[1::2, ::-1, ::-1]
-    return {"x": ((x / 255.0 - 0.5) / 0.5).transpose(0, 3, 1, 2).astype(np.float32)}
+def ocr_cls(n: int, width: int = 192) -> dict[str, np.ndarray]:
+    """Text-direction classifier input as PaddleOCR's pipeline feeds it: the same detected
+    word runs as :func:`ocr_rec` (48 high, aspect kept, at most ``width`` wide), every other
+    one turned upside down (the crop itself, before padding), scaled to [-1, 1] and
+    right-padded with 0 to ``width``. Cycles after the distinct crops."""
+    crops = _line_crops(48, width)
+    x = np.zeros((n, 48, width, 3), np.float32)
+    for i in range(n):
+        c = crops[(i // 2) % len(crops)]         # each crop upright, then upside down
+        c = c[::-1, ::-1] if i % 2 else c
+        x[i, :, :c.shape[1]] = (c / 255.0 - 0.5) / 0.5
+    return {"x": x.transpose(0, 3, 1, 2).copy()}
 
 
 def yolo(n: int, size: int = 1024) -> dict[str, np.ndarray]:

@@ -104,6 +104,25 @@ def test_recogniser_is_fed_single_words_of_the_page_that_fp32_reads() -> None:
     assert all(t.strip() and t.replace(" ", "").lower() in page for t in read), read
 
 
+def test_direction_classifier_is_fed_detected_words_both_ways_up() -> None:
+    """ocr-cls's inputs are the recogniser's word runs (48 high, aspect kept, padded with 0 to
+    192), each upright and then turned upside down; FP32 tells the two apart on most of them
+    (short words are ambiguous upside down), so top-1 agreement judges a real decision."""
+    from tests.zoo_inputs import ocr_cls
+
+    x = ocr_cls(32)["x"]
+    assert x.shape == (32, 3, 48, 192)
+    widths = [int(np.flatnonzero(np.abs(s).sum(axis=(0, 1)) > 0).max()) + 1 for s in x]
+    for s, w in zip(x, widths, strict=True):
+        assert not s[:, :, w:].any() and np.abs(s[:, :, :w]).max() <= 1.0
+    assert len(set(widths)) >= 6, widths
+    for up, down, w in zip(x[0::2], x[1::2], widths[0::2], strict=True):
+        np.testing.assert_array_equal(down[:, :, :w], up[:, ::-1, w - 1::-1])
+    sess = ort.InferenceSession(str(model_path("ocr-cls")), providers=["CPUExecutionProvider"])
+    pred = np.array([int(sess.run(None, {"x": s[None]})[0].argmax()) for s in x])
+    assert (pred[0::2] == 0).mean() >= 0.75 and (pred[1::2] == 1).mean() >= 0.75, pred
+
+
 def test_auto_task_of_the_streaming_vad_is_vad() -> None:
     rng = np.random.default_rng(0)
     sess = ort.InferenceSession(str(model_path("vad")), providers=["CPUExecutionProvider"])

@@ -55,10 +55,12 @@ def test_edgetpu_ocr_cls_engine_choice_or_refusal_with_the_budget_that_passes(
     assert art.metrics["accuracy"]["gate_metric"] == "top1_agreement"
 
 
-def test_edgetpu_ocr_cls_at_effort_max_meets_the_issue_goal_with_adaround(
+def test_edgetpu_ocr_cls_at_effort_max_meets_the_issue_goal_with_adaround_tried(
         tmp_path: Path) -> None:
     """Issue 16's goal (top-1 agreement >= 0.97 on Edge TPU, every weight per tensor) on
-    held-out inputs, with AdaRound rounding on the writer's grid; measured 1.000 (48/48)."""
+    held-out inputs at ``--effort max``, AdaRound on the writer's grid among the candidates.
+    Whether it is kept depends on the data: on the old two-line strips it was (1.000 vs 0.958
+    without), on the detected words it is not (0.979; the default build reads 1.000)."""
     import dataclasses
 
     req = dataclasses.replace(_request(tmp_path, 0.03), options={"effort": "max"})
@@ -66,4 +68,5 @@ def test_edgetpu_ocr_cls_at_effort_max_meets_the_issue_goal_with_adaround(
     q = art.details["quantisation_passes"]
     assert art.metrics["accuracy"]["gate_metric"] == "top1_agreement"
     assert art.metrics["accuracy"]["drop"] <= 0.03
-    assert q["adaround"]["status"] == "applied" and q["adaround"]["used"] is True
+    assert q["adaround"]["status"] == "applied" and isinstance(q["adaround"]["used"], bool)
+    assert any("adaround" in k for k in q["mse_ranges"]["gate_drop_by_choice"])
