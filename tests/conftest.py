@@ -76,9 +76,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(group))
         if getattr(config.option, "loadgroup", False):      # an xdist worker, --dist loadgroup
             _group_suffix(item)
-    # The slow tier first (stable otherwise): xdist hands out work in collection order, and the
-    # zoo builds collected last left one worker busy long after the others had finished.
-    items.sort(key=lambda it: it.get_closest_marker("slow") is None)
 
 
 def _group_suffix(item: pytest.Item) -> None:
