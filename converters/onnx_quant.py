@@ -309,9 +309,9 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                                                       overrides, cfg),
                          check=lambda model: runs_as_written(model,
                                                              ctx.data.calibration.sample(0)))
-            if not quantise_tail and not has_external_data(out):
-                freed_outputs[:] = unquantise_outputs(out)
             if not has_external_data(out):
+                if not quantise_tail:
+                    freed_outputs[:] = unquantise_outputs(out)
                 _keep_float(out)
 
         if split is None:
