@@ -487,7 +487,13 @@ def _mixed_precision(ctx: BackendContext, plan: QuantPlan, out: Path, candidates
                    wide=plan.qnn and plan.activation_type == "uint8",
                    timed_here=native and not plan.qnn,
                    settings=MixedPrecisionSettings(max_measured_layers=int(
-                       ctx.request.options.get("mixed_precision_layers", 16))))
+                       ctx.request.options.get("mixed_precision_layers", 16)),
+                       max_prefixes=_optional_int(ctx.request.options.get(
+                           "mixed_precision_prefixes"))))
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _keep_float(path: Path) -> None:
