@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from converters.quant.adaround import AdaRound, AdaRoundSettings, Rounded
+from converters.quant.adaround import AdaRound, AdaRoundSettings, Rounded, blas_threads
 from converters.quant.base import PassOutcome, run_guarded
 from converters.quant.bias_correction import BiasCorrection, BiasCorrectionSettings
 from converters.quant.equalise import CrossLayerEqualisation
@@ -167,7 +167,10 @@ class EngineState:
         ada = self.adaround
         if ada is None or not ada.done or not ada.settings.reduce_range:
             return
-        wanted = set(nodes)
+        with blas_threads(ada.settings.blas_threads):
+            self._round_eight_bit(ada, set(nodes), samples)
+
+    def _round_eight_bit(self, ada: AdaRound, wanted: set[str], samples: Any) -> None:
         todo = [d for d in ada.done
                 if d.layer.node in wanted and d.layer.node not in self.eight_bit_report]
         if not todo:

@@ -436,3 +436,36 @@ def test_an_x86_build_rounds_its_8_bit_weight_layers_again_on_their_grid(
                if v["kept"] == "adaround")
     # kept only when the build scores at least as well with it on the task metric
     assert grid8["used"] == (grid8["gate_drop_with"] <= grid8["gate_drop_without"])
+
+
+def _blas_threads() -> set[int]:
+    import threadpoolctl
+
+    return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_numpys_blas_runs_on_the_settings_threads_inside_the_pass_and_is_restored(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: AdaRound's matrix products ran on one OpenBLAS thread per core."""
+    import threadpoolctl
+
+    import converters.quant.adaround as adaround
+
+    seen: list[set[int]] = []
+    real = adaround.optimise_rounding
+
+    def spy(*a: Any, **k: Any) -> Any:
+        seen.append(_blas_threads())
+        return real(*a, **k)
+
+    monkeypatch.setattr(adaround, "optimise_rounding", spy)
+    m = tiny.rounding_net()
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        outside = _blas_threads()
+        assert outside                                   # numpy's BLAS is visible
+        _, outcome = AdaRound().run(m, tiny.smooth_samples(m))
+        assert outcome.status == "applied"
+        assert _blas_threads() == outside                # put back as it was
+    assert seen and all(s == {1} for s in seen)
+    with pytest.raises(ValueError, match="blas_threads must be at least 1"):
+        AdaRoundSettings(blas_threads=0)
