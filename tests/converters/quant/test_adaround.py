@@ -334,6 +334,31 @@ def test_adaround_is_kept_only_where_it_scores_better_on_the_task_metric(tmp_pat
     assert "not used" in {o.name: o for o in st.outcomes}["adaround"].detail
 
 
+def test_a_tie_goes_to_the_candidate_without_adaround_whatever_its_ranges(
+        tmp_path: Path) -> None:
+    """``max`` keeps the default effort's choice unless AdaRound is strictly better: was,
+    MinMax + AdaRound won a tie against MSE ranges without it (ranges were the outer loop)."""
+    from converters.quant import EngineState, PassOutcome
+    from converters.quant.adaround import Rounded
+
+    st = EngineState("max", ("adaround", "mse_ranges"), tmp_path / "m.onnx")
+    st.outcomes.append(PassOutcome("adaround", "applied", "re-rounded"))
+    st.adaround = AdaRound()
+    la = layers(tiny.rounding_net())[0][0]
+    st.adaround.done.append(Rounded(la, np.zeros(la.shape, np.float32),
+                                    np.zeros((la.shape[0], la.k), np.int8)))
+    st.range_candidates = {"minmax": tmp_path / "minmax.json",
+                           "mse_ranges": tmp_path / "mse_ranges.json"}
+    best = {("minmax.json", True), ("mse_ranges.json", False)}
+
+    def drop(p: Path | None) -> float:
+        assert p is not None
+        return 0.01 if (p.name, st.adaround_enabled) in best else 0.02
+
+    assert st.choose(drop) == tmp_path / "mse_ranges.json"
+    assert not st.adaround_enabled
+
+
 def test_im2col_columns_per_layer_and_sample_stay_under_the_memory_cap(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import converters.quant._gram as gram
