@@ -551,3 +551,28 @@ def test_a_ranking_prefix_is_lifted_when_the_knapsack_finds_nothing(
     floats = art.details["float_nodes"]                 # type: ignore[attr-defined]
     assert "mm2" in floats and "activation-error ranking" in floats["mm2"]
     assert art.details["quantised_nodes"] >= 1          # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_layers_lifted_for_free_do_not_count_towards_not_worth_shipping(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where every layer times slower in INT8 (an AVX2 build machine on a tiny model), the
+    knapsack lifts each helpful layer for free; the budget needs conv2 alone, so "2 of 3 out of
+    INT8, not worth shipping" must not refuse the build (it did, on such a machine)."""
+    import converters.onnx_mixed as om
+    from converters.api import BuildRequest
+    from converters.build import build
+
+    monkeypatch.setattr(om, "_speed", lambda _c, _f, _q, layers, *_a: (
+        dict.fromkeys(layers, -0.002), "test: every layer slower in INT8"))
+    p = zoo.save(_weight_outlier_convnet(), tmp_path / "c.onnx")
+    x = np.abs(np.random.default_rng(0).standard_normal((16, 3, 12, 12))).astype(np.float32)
+    np.savez(tmp_path / "cal.npz", x=x)
+    req = BuildRequest(model=p, name="m", version="1.0.0", targets=("x86-cpu-vnni",),
+                       calibration=tmp_path / "cal.npz", max_accuracy_drop=0.01,
+                       options={"perf_aware": False, "effort": "fast"})
+    (art,) = build(req, lambda _m: None, tmp_path / "work").artifacts
+    mp = art.details["mixed_precision"]
+    assert "conv2" in mp["float"] and len(mp["float"]) >= 2, mp     # a free lift beside it
+    assert mp["verified_drop"] <= 0.01
+    assert art.details["quantised_nodes"] >= 1
