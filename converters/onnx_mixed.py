@@ -41,6 +41,7 @@ from converters.mixed_precision import (
     MixedPrecisionSettings,
     Selection,
     may_replace,
+    metric_step,
     prefix_search,
     refusal,
     select,
@@ -226,9 +227,12 @@ def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, reference: Any,
                                                 len(pool), settings.max_high_fraction))
     if verified > budget:
         lifted, needed = min(tried, key=lambda t: (t[1], t[0]))    # the best verified try
+        step = metric_step([base, *(t[1] for t in tried),
+                            *(base - c.recovered for c in costs)])
         raise AccuracyGateError(refusal(name, metric, base, budget, costs, needed, len(layers),
                                         note, lifted=lifted,
-                                        stopped=record.get("stopped", "")))
+                                        stopped=record.get("stopped", ""),
+                                        widest=max(t[0] for t in tried), step=step))
     record["verified_drop"] = round(verified, 6)
     how = "" if wide else lifted_by.get(frozenset(high), "exclusion")
     if not wide:

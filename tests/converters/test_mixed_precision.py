@@ -16,6 +16,7 @@ from onnx import numpy_helper as nh
 from converters.mixed_precision import (
     LayerCost,
     may_replace,
+    metric_step,
     prefix_search,
     refusal,
     select,
@@ -108,6 +109,36 @@ def test_refusal_names_limiting_layers_and_needed_budget() -> None:
     assert "dw3" not in line
     assert "with 2 layer(s) out of INT8 (3 measured one by one) it still drops 4.17%" in line
     assert line.endswith("a budget of at least 4.17% would be needed")
+
+
+def test_a_refusal_under_a_coarse_metric_says_lifting_more_did_not_help() -> None:
+    """ocr-rec, x86-cpu, 1 % budget: every table row and prefix (up to 115 of 233 layers)
+    dropped one character of 55 or two, and the line said only "with 0 layer(s) out of INT8
+    it still drops 1.82%", as though nothing had been lifted and a finer budget might pass."""
+    char = 1 / 55
+    table = [LayerCost("conv26", -char, 1.0), LayerCost("gap2", -2 * char, 1.0),
+             LayerCost("add230", 0.0, 1.0)]
+    tried = [(0, char), (2, 2 * char), (7, char), (115, char)]
+    step = metric_step([char, *(d for _, d in tried), *(char - c.recovered for c in table)])
+    assert step == pytest.approx(char)
+    lifted, needed = min(tried, key=lambda t: (t[1], t[0]))
+    line = refusal("x86-cpu", "one_minus_cer", char, 0.01, table, needed, measured=3,
+                   lifted=lifted, widest=max(n for n, _ in tried), step=step)
+    assert "\n" not in line and "limited by none found;" in line
+    assert ("with 0 layer(s) out of INT8 (3 measured one by one) it still drops 1.82% (no lower "
+            "with up to 115 layers out of INT8, the most tried); every drop measured is a "
+            "multiple of 1.82% (the metric's step on this validation data), over the 1.00% "
+            "budget: only a build that loses nothing passes it") in line
+    assert line.endswith("a budget of at least 1.82% would be needed")
+
+
+def test_a_fine_metric_or_a_step_within_the_budget_adds_nothing_to_the_refusal() -> None:
+    assert metric_step([0.0832, 0.0417, 0.0291]) == 0.0            # not multiples: continuous
+    assert metric_step([0.05, 0.05]) == 0.0                         # one drop: no evidence
+    assert metric_step([0.25, 0.125, 0.375]) == pytest.approx(0.125)
+    line = refusal("x86-cpu", "top1_agreement", 0.02, 0.05, [LayerCost("c", 0.0, 1.0)],
+                   0.02, measured=1, lifted=0, widest=0, step=0.01)
+    assert "the most tried" not in line and "multiple of" not in line
 
 
 def _drops(table: dict[int, float]) -> tuple[list[int], Callable[[int], float]]:
