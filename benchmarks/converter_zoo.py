@@ -1,7 +1,8 @@
 """Pretrained models from PyPI wheels: FP32, ORT stock and tuned, NNCF and ours, side by side.
 
     python -m benchmarks.converter_zoo [--models ocr-cls,magika] [--variants fp32,ort-stock,...]
-        [--samples 8] [--rounds 5] [--runs 5] [--round-budget-s 0.25] [--threads 1]
+        [--samples 8] [--holdout 0] [--rounds 5] [--runs 5] [--round-budget-s 0.25]
+        [--threads 1]
         [--no-perf-aware] [--merge]
         [--nncf-venv /work/venvs/nncf] [--markdown-only]
 
@@ -36,6 +37,16 @@ by side in one run on one machine (the catalogue: ``benchmarks/_zoo_report.VARIA
   (ocr-cls and ocr-det-640 only): full-integer builds, gate opened (``max_accuracy_drop``
   0.99) so the artifact exists to be measured, run in LiteRT against FP32 in ONNX Runtime;
   the row says whether the default gate would have accepted it.
+
+``--samples`` is what every build calibrates on, and by default also what the accuracy is
+measured on (calibration = validation, as the builds' own gates see it). ``--holdout N``
+measures it on ``N`` further samples instead (the model's inputs after the calibration ones:
+distinct inputs as far as tests/zoo_inputs.py has them, e.g. 102 word crops for the CTC
+recogniser), and keeps the calibration samples' figures beside them (``task_calibration``):
+a gap between the two is overfitting to the calibration set, and 8 samples' 320 time steps
+make one CTC step flip 0.3 % of argmax agreement. For the CTC recogniser each row also counts
+the held-out steps whose argmax differs from FP32's (``argmax_flips``, benchmarks/_zoo_ctc.py):
+on zero padding or on text, and FP32's top-1 minus top-2 probability at each.
 
 Every build runs in a fresh process (benchmarks/_zoo_builds.py): build time without imports,
 peak memory = that process's own peak RSS (VmHWM). Accuracy vs FP32 on the validation samples: the task
@@ -258,19 +269,23 @@ def _litert(v: dict[str, Any], output_names: list[str], feeds: list[dict[str, np
 
 def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_aware: bool,
         variants: list[Variant], nncf: Path | None, nncf_missing: str,
-        budget: float = 0.01, round_budget_s: float = ROUND_BUDGET_S) -> dict[str, Any]:
+        budget: float = 0.01, round_budget_s: float = ROUND_BUDGET_S, holdout: int = 0
+        ) -> dict[str, Any]:
     import onnx
 
+    from benchmarks._zoo_ctc import ctc_flips
     from converters.tasks import infer_task, task_score
     from tests.zoo_inputs import INPUTS
 
     t_start = time.perf_counter()
     src = _source(name)
     src_sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    data = INPUTS[name](samples)
-    feeds = _feeds(data)
+    both = INPUTS[name](samples + holdout)
+    data = {k: v[:samples] for k, v in both.items()}
+    feeds = _feeds(both)                      # calibration samples first, then held-out
     shapes = {k: tuple(int(d) for d in v.shape) for k, v in feeds[0].items()}
-    entry: dict[str, Any] = {"samples": samples, "input_shapes": shapes, "variants": {}}
+    entry: dict[str, Any] = {"samples": samples, "input_shapes": shapes, "variants": {},
+                             **({"holdout": holdout} if holdout else {})}
     rows: dict[str, dict[str, Any]] = entry["variants"]
     with tempfile.TemporaryDirectory(prefix="edgeops-zoo-") as tmp_s:
         tmp = Path(tmp_s)
@@ -311,11 +326,22 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
             row.pop("path", None)
             row.pop("io_layout", None)
         first = next(iter(ref))
+        cal_part, val_part = slice(0, samples), slice(samples if holdout else 0, None)
         for k, out in outputs.items():
-            score = task_score(spec, ref, out)
+            def part(o: dict[str, np.ndarray], s: slice) -> dict[str, np.ndarray]:
+                return {n: v[s] for n, v in o.items()}
+            score = task_score(spec, part(ref, val_part), part(out, val_part))
             rows[k].update({"task_metric": score.metric, "task_value": score.value,
                             "task_drop": score.drop, "task_details": score.details,
-                            "raw_cosine": _raw_cosine(ref[first], out[first])})
+                            "raw_cosine": _raw_cosine(ref[first][val_part],
+                                                      out[first][val_part])})
+            if holdout:
+                cs = task_score(spec, part(ref, cal_part), part(out, cal_part))
+                rows[k]["task_calibration"] = {"value": cs.value, "details": cs.details}
+            if spec.task == "ctc" and spec.outputs and k != "fp32":
+                o = spec.outputs[0]
+                rows[k]["argmax_flips"] = ctc_flips(ref[o][val_part], out[o][val_part],
+                                                    next(iter(both.values()))[val_part])
         for k, v in _interleaved(sessions, feeds[0], rounds, runs,
                                  round_budget_s=round_budget_s).items():
             entry["runs_per_round"] = v.pop("runs_per_round")
@@ -327,7 +353,8 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
 def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
         perf_aware: bool, variants: list[Variant], nncf_venv: Path,
         progress: Callable[[dict[str, Any]], None] | None = None,
-        budget: float = 0.01, round_budget_s: float = ROUND_BUDGET_S) -> dict[str, Any]:
+        budget: float = 0.01, round_budget_s: float = ROUND_BUDGET_S, holdout: int = 0
+        ) -> dict[str, Any]:
     """Every model in turn; ``progress`` gets the result so far after each model."""
     import onnx
     import onnxruntime
@@ -339,6 +366,7 @@ def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
     result: dict[str, Any] = {
         "threads": threads, "rounds": rounds, "runs_per_round": runs,
         "round_budget_s": round_budget_s, "samples": samples,
+        **({"holdout": holdout} if holdout else {}),
         "perf_aware": perf_aware, "cpu": cpu_facts(), "variants": [v.key for v in variants],
         **({"budget": budget} if budget != 0.01 else {}),
         "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
@@ -350,7 +378,8 @@ def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
     for name in models:
         print(f"== {name}", file=sys.stderr, flush=True)
         result["models"][name] = one(name, samples, threads, rounds, runs, perf_aware,
-                                     variants, nncf, missing, budget, round_budget_s)
+                                     variants, nncf, missing, budget, round_budget_s,
+                                     holdout)
         result["loadavg_end"] = list(os.getloadavg())
         if progress is not None:
             progress(result)
@@ -379,7 +408,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--variants", default=",".join(keys),
                     help=f"comma-separated, of: {', '.join(keys)}")
-    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--samples", type=int, default=8,
+                    help="calibration samples per model (also the validation ones, unless "
+                         "--holdout)")
+    ap.add_argument("--holdout", type=int, default=0,
+                    help="measure accuracy on this many further samples, not on the "
+                         "calibration ones (0: calibration = validation)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=5,
@@ -431,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
         return md
 
     r = run(models, args.samples, args.threads, args.rounds, args.runs, args.perf_aware,
-            variants, args.nncf_venv, save, args.budget, args.round_budget_s)
+            variants, args.nncf_venv, save, args.budget, args.round_budget_s, args.holdout)
     print(save(r))
 
 
