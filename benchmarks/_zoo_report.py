@@ -63,7 +63,7 @@ _BY_KEY = {v.key: v for v in VARIANTS}
 # rows of results written before the variant catalogue existed
 _LEGACY = {"fp32": "fp32", "stock": "ort-stock", "edgeops": "edgeops-x86-{effort}"}
 _RUN_KEYS = ("threads", "rounds", "runs_per_round", "samples", "perf_aware", "loadavg_start",
-             "loadavg_end", "versions", "cpu", "effort", "budget", "holdout")
+             "loadavg_end", "versions", "cpu", "effort", "budget", "holdout", "exact_u8s8")
 
 
 def variants_of(entry: Mapping[str, Any], effort: str = "default") -> dict[str, Any]:
@@ -203,6 +203,10 @@ def goals_text(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+_EXACT = (" (accuracy, and our builds' gates, on ORT's exact U8U8 kernels: what a VNNI CPU "
+          "computes; timings on this machine's default int8 kernels, not a VNNI CPU's)")
+
+
 def _samples(r: Mapping[str, Any]) -> str:
     if r.get("holdout"):
         return (f"{r['samples']} real samples per model to calibrate (the builds' gates read "
@@ -229,7 +233,8 @@ def markdown(r: Mapping[str, Any]) -> str:
         f"runs; {_samples(r)}. onnxruntime {vers['onnxruntime']}, onnx {vers['onnx']}, numpy "
         f"{vers['numpy']}, Python {vers['python']}, NNCF {vers.get('nncf', 'absent')}, "
         f"LiteRT {vers.get('litert', '?')}; "
-        f"{'VNNI' if r['cpu'].get('vnni') else 'no VNNI'}; perf-aware pass "
+        f"{'VNNI' if r['cpu'].get('vnni') else 'no VNNI'}"
+        f"{_EXACT if r.get('exact_u8s8') else ''}; perf-aware pass "
         f"{'on' if r['perf_aware'] else 'off'}"
         f"{'; our ONNX builds at --max-accuracy-drop ' + str(r['budget']) if 'budget' in r else ''}"
         f". Build s: the build alone; peak MiB: peak RSS "

@@ -257,6 +257,24 @@ def test_holdout_scores_on_samples_the_builds_never_saw(monkeypatch: pytest.Monk
     assert e["variants"]["fp32"]["task_calibration"]["value"] == 0.0
 
 
+def test_exact_u8s8_validation_opens_sessions_with_exact_kernels(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import converters.feeds
+    import converters.validate
+    from benchmarks._zoo_builds import EXACT_U8S8, _exact_validation, exact_session
+
+    # restored after the test: the patch is meant for a build's own process
+    monkeypatch.setattr(converters.validate, "open_session", converters.validate.open_session)
+    monkeypatch.setattr(converters.feeds, "open_session", converters.feeds.open_session)
+    model = _identity_model(tmp_path)
+    assert exact_session(model).get_session_options().get_session_config_entry(
+        EXACT_U8S8) == "1"
+    _exact_validation()
+    sess = converters.validate.open_session(model, ("CPUExecutionProvider",), 1)
+    assert sess.get_session_options().get_session_config_entry(EXACT_U8S8) == "1"
+    assert converters.feeds.open_session is exact_session
+
+
 def _identity_model(d: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
