@@ -98,16 +98,16 @@ def _paired_latency(fn_a: Any, fn_b: Any, runs: int) -> tuple[tuple[float, float
 
 def _convert_child(path: str, precision: str, per_channel: object, io_int8: bool,
                    cal: np.ndarray, inp: str, target: str) -> dict[str, Any]:
-    """Runs in a fresh process: conversion time, peak heap, and peak RSS over the imports."""
-    import resource
-
+    """Runs in a fresh process: conversion time, peak heap, and peak RSS over the imports
+    (this process's own, VmHWM: ``ru_maxrss`` would carry the parent's across the spawn)."""
     import onnx.reference
 
     import converters.tflite._quant  # noqa: F401 - imports before the baseline RSS
+    from benchmarks._rss import peak_rss_mib
     from converters.tflite import convert
 
     model = onnx.load(path)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = peak_rss_mib()
     tracemalloc.start()
     t0 = time.perf_counter()
     res = convert(model, precision=precision, per_channel=per_channel,  # type: ignore[arg-type]
@@ -116,9 +116,9 @@ def _convert_child(path: str, precision: str, per_channel: object, io_int8: bool
     conv_s = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss1 = peak_rss_mib()
     return {"model": res.model, "convert_s": conv_s, "peak_heap": peak,
-            "peak_rss_kib": rss1, "rss_before_kib": rss0}
+            "peak_rss_kib": round(rss1 * 1024), "rss_before_kib": round(rss0 * 1024)}
 
 
 def _agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
@@ -298,7 +298,8 @@ def _markdown(doc: dict[str, Any]) -> str:
             f"{'-' if top1 is None else f'{top1:.4f}'} | {goal} |")
     lines += ["", "convert s: cold conversion in a fresh process (imports excluded, first-use "
               "costs of onnx.reference and LiteRT included). peak heap: tracemalloc during the "
-              "conversion; process RSS: peak resident size of that process (imports included). "
+              "conversion; process RSS: peak resident size of that process (imports included; "
+              "VmHWM, its own). "
               "ratio = LiteRT p50 / ONNX Runtime FP32 p50 (same input, same threads, timed "
               "alternately run by run so both see the same machine load). "
               "Goals: fp32 max relative error <= 1e-4; int8 top-1 agreement >= 0.98 and "

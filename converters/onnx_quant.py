@@ -442,8 +442,14 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
             "exactness": exactness}
     if not large:
         _check_runs_as_declared(ctx, out)
+    quantised = len(_quantised_nodes(out))
+    if not quantised and perf_summary.get("verdict") and "fp32" in ctx.profile.precisions:
+        # The performance step left every node float: the artifact is the FP32 graph (with its
+        # exact rewrites), so the manifest says fp32, like a shipped source, not the request.
+        details_base["requested_precision"] = ctx.precision
+        ctx = replace(ctx, precision="fp32")
     return accept(ctx, out, {**details_base, "float_nodes": dict(sorted(float_nodes.items())),
-                             "quantised_nodes": len(_quantised_nodes(out))})
+                             "quantised_nodes": quantised})
 
 
 def _round_eight_bit_on_the_metric(ctx: BackendContext, engine: Any, split: BitSplit,
@@ -538,7 +544,7 @@ def _validation_score(ctx: BackendContext, model: Path) -> tuple[float, float]:
     report = ctx.data.accuracy_report(run_onnx(model, ctx.data.validation,
                                                states=ctx.data.states))
     snr = report["summary"].get("snr_db_min")        # None: identical outputs
-    return (float(gate_drop(report, ctx.data.gate_metric)[1]),
+    return (float(gate_drop(report, ctx.data.gate_metric, ctx.profile.name)[1]),
             -float(snr) if snr is not None else -float("inf"))
 
 

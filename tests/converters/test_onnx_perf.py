@@ -323,6 +323,25 @@ def test_all_float_outcome_says_in_plain_words_that_the_fp32_graph_shipped(
     assert any(line in w for w in art.details["warnings"])
 
 
+@needs_x86
+def test_all_float_rewritten_graph_is_labelled_fp32_not_the_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # INT8 costs 20% everywhere and the rewritten float graph measures faster than the source:
+    # that graph ships, and with no node quantised the manifest must not call it int8
+    import converters.onnx_perf as perf
+
+    _inject_costs(monkeypatch, lambda _n: 0.2)
+    monkeypatch.setattr(perf, "_float_graph", lambda _t, _k, trials: (
+        {"float_graph_speedup": 1.5, "ships": "float graph"}, 0))
+    p = zoo.save(_tiny_matmul_chain(depth=1), tmp_path / "m.onnx")
+    req = BuildRequest(model=p, name="m", version="1.0.0", targets=("x86-cpu",),
+                       max_accuracy_drop=0.5, options={"perf_cache": False})
+    (art,) = build(req, lambda _m: None, tmp_path / "work").artifacts
+    assert art.details["quantised_nodes"] == 0
+    assert "the FP32 graph with its exact CPU rewrites" in art.details["performance"]["verdict"]
+    assert art.precision == "fp32" and art.details["requested_precision"] == "int8"
+
+
 def test_the_verdict_names_only_the_all_float_outcome() -> None:
     from converters.onnx_perf import all_float_verdict
 
