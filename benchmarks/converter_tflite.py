@@ -28,6 +28,11 @@ and keeps the other rows of the results file.
 ``--zoo-int8 [MODEL ...]``: full-integer Edge TPU / Ethos-U builds of the OCR zoo models, before
 (``--effort fast``) vs after the quantisation engine, on the task metric (issue 16; see
 ``_tflite_zoo_int8.py``); results in ``results/converter_tflite.zoo_int8.{json,md}``.
+
+``--fullint-localise [MODEL]``: where a full-integer detector (default ``ocr-det-640``) loses
+its mask IoU, by simulated quantisation of one part at a time, and what 16-bit activations would
+buy (``_fullint_localise.py``); results in
+``results/converter_tflite.issue16-fullintdbnet.{json,md}``.
 """
 
 from __future__ import annotations
@@ -328,11 +333,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--zoo-int8", nargs="*", default=None, metavar="MODEL",
                     help="instead: full-integer edgetpu/ethos-u builds of zoo models before vs "
                          "after the quantisation engine (issue 16; _tflite_zoo_int8.py)")
+    ap.add_argument("--fullint-localise", nargs="?", const="ocr-det-640", default=None,
+                    metavar="MODEL",
+                    help="instead: where a full-integer detector loses its mask IoU "
+                         "(_fullint_localise.py)")
     ap.add_argument("--zoo-int8-samples", type=int, default=None,
                     help="calibration (= validation) samples per model (default: per model)")
     args = ap.parse_args(argv)
     if args.zoo_int8 is not None:
         return _zoo_int8_main(args.zoo_int8, args.zoo_int8_samples)
+    if args.fullint_localise is not None:
+        return _localise_main(args.fullint_localise, args.zoo_int8_samples)
     if args.zoo is not None:
         return _zoo_main(args.zoo, args.onnx2tf_venv, args.zoo_rounds)
     # import the converter's lazy dependencies up front so the first conversion is not charged
@@ -365,6 +376,31 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "converter_tflite.json").write_text(json.dumps(doc, indent=2) + "\n")
     (RESULTS / "converter_tflite.md").write_text(_markdown(doc))
+    return 0
+
+
+def _localise_main(name: str, samples: int | None) -> int:
+    import os
+    import sys
+
+    from benchmarks._fullint_localise import localise, markdown
+
+    sys.path.insert(0, str(HERE.parent))          # tests.realzoo / tests.zoo_inputs
+    machine: dict[str, Any] = {"processor": platform.processor() or platform.machine(),
+                               "cpus": os.cpu_count(),
+                               "litert": f"ai-edge-litert {version('ai-edge-litert')}",
+                               "onnxruntime": version("onnxruntime"),
+                               "load_before": round(os.getloadavg()[0], 2)}
+    res = localise(name, samples)
+    machine["load_after"] = round(os.getloadavg()[0], 2)
+    RESULTS.mkdir(exist_ok=True)
+    stem = "converter_tflite.issue16-fullintdbnet"       # not with_suffix: the name has a dot
+    doc = {"benchmark": f"converter_tflite --fullint-localise {name}", "machine": machine,
+           "results": res}
+    (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    md = markdown(res, machine)
+    (RESULTS / f"{stem}.md").write_text(md)
+    print(md)
     return 0
 
 
