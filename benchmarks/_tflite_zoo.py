@@ -123,10 +123,10 @@ def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarra
 
 def _ours_child(path: str, shapes: dict[str, tuple[int, ...]], rewrites: list[str],
                 out: str) -> dict[str, Any]:
-    """Fresh process: convert, record wall time and the process's peak RSS."""
-    import resource
-
+    """Fresh process: convert, record wall time and the process's own peak RSS (VmHWM:
+    ``ru_maxrss`` would carry the parent's across the spawn)."""
     t0 = time.perf_counter()              # a spawned process: imports counted, as for a CLI
+    from benchmarks._rss import peak_rss_mib
     from converters.tflite import convert
     from edgeops.errors import EdgeOpsError
 
@@ -139,7 +139,7 @@ def _ours_child(path: str, shapes: dict[str, tuple[int, ...]], rewrites: list[st
         return {"error": exc.message[:400]}
     Path(out).write_bytes(res.model)
     return {"convert_s": time.perf_counter() - t0, "convert_only_s": time.perf_counter() - t1,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mib": peak_rss_mib(),
             "io_layout": res.io_layout, "inputs": res.input_names,
             "outputs": res.output_names}
 

@@ -22,16 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._rss import peak_rss_mib
+
 __all__ = ["in_child", "ort_child", "ours_child"]
-
-
-def _peak_rss_mib() -> float:
-    """This process's own peak RSS (VmHWM). Not ``ru_maxrss``: Linux carries that across
-    fork and exec, so a child started from a large parent reports the parent's RSS."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 class _Reader:
@@ -73,7 +66,7 @@ def ort_child(src: str, calibration: str, out: str, tuned: bool) -> dict[str, An
     if tuned:
         kwargs |= {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8}
     quantize_static(model, out, _Reader(calibration), **kwargs)
-    return {"build_s": time.perf_counter() - t0, "peak_rss_mib": _peak_rss_mib(),
+    return {"build_s": time.perf_counter() - t0, "peak_rss_mib": peak_rss_mib(),
             **({"note": note} if note else {})}
 
 
@@ -95,13 +88,13 @@ def ours_child(src: str, calibration: str, work: str, target: str, effort: str,
         (art,) = build(req, lambda m: None, Path(work)).artifacts
     except EdgeOpsError as exc:
         return {"error": exc.diagnostics(), "refused": True,
-                "build_s": time.perf_counter() - t0, "peak_rss_mib": _peak_rss_mib()}
+                "build_s": time.perf_counter() - t0, "peak_rss_mib": peak_rss_mib()}
     except Exception as exc:           # a converter bug: recorded in the row
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-                "build_s": time.perf_counter() - t0, "peak_rss_mib": _peak_rss_mib()}
+                "build_s": time.perf_counter() - t0, "peak_rss_mib": peak_rss_mib()}
     d = art.details
     acc = art.metrics.get("accuracy", {})
-    return {"build_s": time.perf_counter() - t0, "peak_rss_mib": _peak_rss_mib(),
+    return {"build_s": time.perf_counter() - t0, "peak_rss_mib": peak_rss_mib(),
             "path": str(art.path), "precision": art.precision,
             "float_nodes": len(d.get("float_nodes", {})),
             "quantised_nodes": d.get("quantised_nodes"),

@@ -28,6 +28,11 @@ and keeps the other rows of the results file.
 ``--zoo-int8 [MODEL ...]``: full-integer Edge TPU / Ethos-U builds of the OCR zoo models, before
 (``--effort fast``) vs after the quantisation engine, on the task metric (issue 16; see
 ``_tflite_zoo_int8.py``); results in ``results/converter_tflite.zoo_int8.{json,md}``.
+
+``--fullint-localise [MODEL]``: where a full-integer detector (default ``ocr-det-640``) loses
+its mask IoU, by simulated quantisation of one part at a time, and what 16-bit activations would
+buy (``_fullint_localise.py``); results in
+``results/converter_tflite.issue16-fullintdbnet.{json,md}``.
 """
 
 from __future__ import annotations
@@ -98,16 +103,16 @@ def _paired_latency(fn_a: Any, fn_b: Any, runs: int) -> tuple[tuple[float, float
 
 def _convert_child(path: str, precision: str, per_channel: object, io_int8: bool,
                    cal: np.ndarray, inp: str, target: str) -> dict[str, Any]:
-    """Runs in a fresh process: conversion time, peak heap, and peak RSS over the imports."""
-    import resource
-
+    """Runs in a fresh process: conversion time, peak heap, and peak RSS over the imports
+    (this process's own, VmHWM: ``ru_maxrss`` would carry the parent's across the spawn)."""
     import onnx.reference
 
     import converters.tflite._quant  # noqa: F401 - imports before the baseline RSS
+    from benchmarks._rss import peak_rss_mib
     from converters.tflite import convert
 
     model = onnx.load(path)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = peak_rss_mib()
     tracemalloc.start()
     t0 = time.perf_counter()
     res = convert(model, precision=precision, per_channel=per_channel,  # type: ignore[arg-type]
@@ -116,9 +121,9 @@ def _convert_child(path: str, precision: str, per_channel: object, io_int8: bool
     conv_s = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss1 = peak_rss_mib()
     return {"model": res.model, "convert_s": conv_s, "peak_heap": peak,
-            "peak_rss_kib": rss1, "rss_before_kib": rss0}
+            "peak_rss_kib": round(rss1 * 1024), "rss_before_kib": round(rss0 * 1024)}
 
 
 def _agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
@@ -298,7 +303,8 @@ def _markdown(doc: dict[str, Any]) -> str:
             f"{'-' if top1 is None else f'{top1:.4f}'} | {goal} |")
     lines += ["", "convert s: cold conversion in a fresh process (imports excluded, first-use "
               "costs of onnx.reference and LiteRT included). peak heap: tracemalloc during the "
-              "conversion; process RSS: peak resident size of that process (imports included). "
+              "conversion; process RSS: peak resident size of that process (imports included; "
+              "VmHWM, its own). "
               "ratio = LiteRT p50 / ONNX Runtime FP32 p50 (same input, same threads, timed "
               "alternately run by run so both see the same machine load). "
               "Goals: fp32 max relative error <= 1e-4; int8 top-1 agreement >= 0.98 and "
@@ -327,11 +333,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--zoo-int8", nargs="*", default=None, metavar="MODEL",
                     help="instead: full-integer edgetpu/ethos-u builds of zoo models before vs "
                          "after the quantisation engine (issue 16; _tflite_zoo_int8.py)")
+    ap.add_argument("--fullint-localise", nargs="?", const="ocr-det-640", default=None,
+                    metavar="MODEL",
+                    help="instead: where a full-integer detector loses its mask IoU "
+                         "(_fullint_localise.py)")
     ap.add_argument("--zoo-int8-samples", type=int, default=None,
                     help="calibration (= validation) samples per model (default: per model)")
     args = ap.parse_args(argv)
     if args.zoo_int8 is not None:
         return _zoo_int8_main(args.zoo_int8, args.zoo_int8_samples)
+    if args.fullint_localise is not None:
+        return _localise_main(args.fullint_localise, args.zoo_int8_samples)
     if args.zoo is not None:
         return _zoo_main(args.zoo, args.onnx2tf_venv, args.zoo_rounds)
     # import the converter's lazy dependencies up front so the first conversion is not charged
@@ -364,6 +376,31 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "converter_tflite.json").write_text(json.dumps(doc, indent=2) + "\n")
     (RESULTS / "converter_tflite.md").write_text(_markdown(doc))
+    return 0
+
+
+def _localise_main(name: str, samples: int | None) -> int:
+    import os
+    import sys
+
+    from benchmarks._fullint_localise import localise, markdown
+
+    sys.path.insert(0, str(HERE.parent))          # tests.realzoo / tests.zoo_inputs
+    machine: dict[str, Any] = {"processor": platform.processor() or platform.machine(),
+                               "cpus": os.cpu_count(),
+                               "litert": f"ai-edge-litert {version('ai-edge-litert')}",
+                               "onnxruntime": version("onnxruntime"),
+                               "load_before": round(os.getloadavg()[0], 2)}
+    res = localise(name, samples)
+    machine["load_after"] = round(os.getloadavg()[0], 2)
+    RESULTS.mkdir(exist_ok=True)
+    stem = "converter_tflite.issue16-fullintdbnet"       # not with_suffix: the name has a dot
+    doc = {"benchmark": f"converter_tflite --fullint-localise {name}", "machine": machine,
+           "results": res}
+    (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    md = markdown(res, machine)
+    (RESULTS / f"{stem}.md").write_text(md)
+    print(md)
     return 0
 
 

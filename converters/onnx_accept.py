@@ -127,7 +127,7 @@ def accept(ctx: BackendContext, path: Path, details: dict[str, Any], *,
     gate_metric = ctx.data.gate_metric
     if gate:
         check_gate(report, ctx.request.max_accuracy_drop, ctx.profile.name, gate_metric)
-    metric, drop = gate_drop(report, gate_metric)
+    metric, drop = gate_drop(report, gate_metric, ctx.profile.name)
     n_golden = min(ctx.request.golden_samples, len(val))
     golden_in = _carried_golden(path, val.head(n_golden), ctx.data.states)
     golden_out = {k: v[:n_golden] if v.shape[0] == len(val) else v for k, v in outputs.items()}

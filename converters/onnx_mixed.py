@@ -82,7 +82,7 @@ def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, reference: Any,
 
     def measure(model: Path) -> tuple[str, float, str]:
         report = ctx.data.accuracy_report(run_onnx(model, val, states=ctx.data.states))
-        metric, drop = gate_drop(report, ctx.data.gate_metric)
+        metric, drop = gate_drop(report, ctx.data.gate_metric, name)
         return metric, float(drop), task_note(report, metric)
 
     metric, base, note = measure(qdq)

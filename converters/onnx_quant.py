@@ -544,7 +544,7 @@ def _validation_score(ctx: BackendContext, model: Path) -> tuple[float, float]:
     report = ctx.data.accuracy_report(run_onnx(model, ctx.data.validation,
                                                states=ctx.data.states))
     snr = report["summary"].get("snr_db_min")        # None: identical outputs
-    return (float(gate_drop(report, ctx.data.gate_metric)[1]),
+    return (float(gate_drop(report, ctx.data.gate_metric, ctx.profile.name)[1]),
             -float(snr) if snr is not None else -float("inf"))
 
 

@@ -302,7 +302,8 @@ def classifier_outputs(model: Any) -> list[str]:
     return out
 
 
-def gate_drop(report: Mapping[str, Any], metric: str = "auto") -> tuple[str, float]:
+def gate_drop(report: Mapping[str, Any], metric: str = "auto", target: str | None = None
+              ) -> tuple[str, float]:
     """The metric the gate reads and its relative drop vs FP32.
 
     ``auto``: the task metric when the report has one (converters/tasks); else labels given,
@@ -312,13 +313,14 @@ def gate_drop(report: Mapping[str, Any], metric: str = "auto") -> tuple[str, flo
 
     A task metric that could not be computed (not a finite number: ``None`` in the report) is
     refused with :class:`AccuracyGateError` saying why, never read as a 100% drop, which would
-    make the accuracy-aware pass float nodes against a number that means nothing.
+    make the accuracy-aware pass float nodes against a number that means nothing; the
+    refusal names ``target`` when given, as :func:`check_gate`'s does.
     """
     s = report["summary"]
     task = report.get("task")
     if metric == "auto" and task is not None:
         if task["value"] is None or task.get("drop") is None:
-            raise _uncomputable(task)
+            raise _uncomputable(task, target)
         return task["metric"], float(task["drop"])
     if metric == "cosine":
         return "cosine", relative_drop(1.0, s["cosine_min"])
@@ -331,9 +333,9 @@ def gate_drop(report: Mapping[str, Any], metric: str = "auto") -> tuple[str, flo
     return "cosine", relative_drop(1.0, s["cosine_min"])
 
 
-def _uncomputable(task: Mapping[str, Any]) -> AccuracyGateError:
+def _uncomputable(task: Mapping[str, Any], target: str | None) -> AccuracyGateError:
     """Why the task metric in a report's ``task`` section has no value, as a refusal."""
-    metric = task["metric"]
+    metric = (f"target {target}: " if target else "") + task["metric"]
     note = f" (task {task['task']}, {'inferred' if task.get('inferred') else 'requested'})"
     if task.get("reference") is None:
         return AccuracyGateError(
@@ -351,7 +353,7 @@ def _uncomputable(task: Mapping[str, Any]) -> AccuracyGateError:
 def check_gate(report: Mapping[str, Any], max_drop: float, target: str,
                metric: str = "auto") -> None:
     """Raise :class:`AccuracyGateError` naming the target and metric when the drop is too big."""
-    metric, drop = gate_drop(report, metric)
+    metric, drop = gate_drop(report, metric, target)
     if drop > max_drop:
         raise AccuracyGateError(
             f"target {target}: {metric} dropped {drop:.2%} vs FP32{task_note(report, metric)}, "

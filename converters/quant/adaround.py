@@ -28,6 +28,7 @@ round-to-nearest on its own calibration loss keeps round-to-nearest.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,8 +40,9 @@ from converters.quant._graph import Graph
 from converters.quant._stats import head_samples
 from converters.quant.base import PassOutcome, setting
 
-__all__ = ["AdaRound", "AdaRoundSettings", "Grid", "OrtGrid", "Rounded", "WeightGrid", "grid",
-           "low_rank", "on_grid", "optimise_rounding", "reconstruction_error"]
+__all__ = ["AdaRound", "AdaRoundSettings", "Grid", "OrtGrid", "Rounded", "WeightGrid",
+           "blas_threads", "grid", "low_rank", "on_grid", "optimise_rounding",
+           "reconstruction_error"]
 
 ZETA, GAMMA = 1.1, -0.1
 
@@ -75,6 +77,22 @@ class AdaRoundSettings:
                                                      "first to the second")
     warmup: float = setting(0.2, "fraction of iterations without the regulariser")
     seed: int = setting(0, "seed of the position sampling")
+    blas_threads: int = setting(1, "numpy BLAS threads while the pass runs (threadpoolctl): "
+                                   "bounded as the engine's ONNX Runtime sessions are (1 "
+                                   "thread), so a build does not take every core of a shared "
+                                   "machine (OpenBLAS starts one thread per core)")
+
+    def __post_init__(self) -> None:
+        if self.blas_threads < 1:
+            raise ValueError(f"blas_threads must be at least 1, got {self.blas_threads}")
+
+
+def blas_threads(n: int) -> AbstractContextManager[Any]:
+    """numpy's BLAS on at most ``n`` threads inside the block (restored on leaving it)."""
+    from threadpoolctl import threadpool_limits
+
+    limits: AbstractContextManager[Any] = threadpool_limits(limits=n, user_api="blas")
+    return limits
 
 
 @dataclass(frozen=True)
@@ -255,6 +273,10 @@ class AdaRound:
             "no Conv/Gemm/MatMul with a constant weight of its own to round"
 
     def run(self, model: Any, samples: Any) -> tuple[Any, PassOutcome]:
+        with blas_threads(self.settings.blas_threads):
+            return self._run(model, samples)
+
+    def _run(self, model: Any, samples: Any) -> tuple[Any, PassOutcome]:
         import onnx
 
         s = self.settings

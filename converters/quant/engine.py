@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from converters.quant.adaround import AdaRound, AdaRoundSettings, Rounded
+from converters.quant.adaround import AdaRound, AdaRoundSettings, Rounded, blas_threads
 from converters.quant.base import PassOutcome, run_guarded
 from converters.quant.bias_correction import BiasCorrection, BiasCorrectionSettings
 from converters.quant.equalise import CrossLayerEqualisation
@@ -103,7 +103,10 @@ class EngineState:
         bias correction alone cost the CTC recogniser characters); AdaRound lowers each
         layer's output error, which is not the task metric either. All are cheap to toggle
         after calibration (a layer's bias or weights are restored, ranges are a file), so each
-        combination is quantised and validated once and the simplest wins ties. ``gate_drop``
+        combination is quantised and validated once and the simplest wins ties: every
+        candidate without AdaRound comes before any with it, so where those are the default
+        effort's own candidates (the full-integer TFLite path, converters/tflite/fullint.py)
+        ``max`` keeps default's choice unless AdaRound scores strictly better. ``gate_drop``
         quantises with the given ranges (``None``: those it has) under the current
         :attr:`bias_enabled` and :attr:`adaround_enabled`; returns the chosen ranges (``None``
         when there was no choice).
@@ -112,8 +115,8 @@ class EngineState:
         roundings = ([False, True] if self.adaround is not None and self.adaround.done
                      else [self.adaround_enabled])
         drops: dict[tuple[str, bool, bool], float] = {}
-        for ranges in list(self.range_candidates) or ["minmax"]:
-            for ada in roundings:
+        for ada in roundings:
+            for ranges in list(self.range_candidates) or ["minmax"]:
                 for bias in biases:
                     self.bias_enabled, self.adaround_enabled = bias, ada
                     drops[(ranges, bias, ada)] = gate_drop(self.range_candidates.get(ranges))
@@ -164,7 +167,10 @@ class EngineState:
         ada = self.adaround
         if ada is None or not ada.done or not ada.settings.reduce_range:
             return
-        wanted = set(nodes)
+        with blas_threads(ada.settings.blas_threads):
+            self._round_eight_bit(ada, set(nodes), samples)
+
+    def _round_eight_bit(self, ada: AdaRound, wanted: set[str], samples: Any) -> None:
         todo = [d for d in ada.done
                 if d.layer.node in wanted and d.layer.node not in self.eight_bit_report]
         if not todo:

@@ -48,15 +48,14 @@ def writer_grid(per_channel: bool | str) -> WriterGrid:
 
 @dataclass
 class GraphPassResult:
-    """What the graph passes did; ``original_biases`` undoes bias correction and
-    ``original_weights`` AdaRound's rounding (by const name); ``nearest_biases``: the biases
-    corrected for round-to-nearest weights, for the layers AdaRound re-rounded."""
+    """What the graph passes did; ``original_biases`` undoes bias correction (by const
+    name). The candidates without AdaRound come from a run without it
+    (:class:`converters.tflite.fullint.Candidates`), not from this graph with its weights put
+    back."""
 
     outcomes: list[PassOutcome] = field(default_factory=list)
     bias_adds_folded: int = 0
     original_biases: dict[str, np.ndarray] = field(default_factory=dict)
-    original_weights: dict[str, np.ndarray] = field(default_factory=dict)
-    nearest_biases: dict[str, np.ndarray] = field(default_factory=dict)
     bias: BiasCorrection | None = None
     adaround: AdaRound | None = None
 
@@ -98,12 +97,9 @@ def run_graph_passes(prep: Prepared, opset_imports: Any, names: tuple[str, ...],
         res.outcomes.append(outcome)
         if outcome.status == "applied" and isinstance(pass_, AdaRound):
             res.adaround = pass_
-            res.original_weights = dict(pass_.originals)
         if outcome.status == "applied" and isinstance(pass_, BiasCorrection):
             res.bias = pass_
             res.original_biases = {t.bias: t.original for t in pass_.targets}
-            res.nearest_biases = {t.bias: t.nearest for t in pass_.targets
-                                  if t.nearest is not None}
     _write_back(prep, model)
     return res
 

@@ -156,7 +156,8 @@ def _engine_build(ctx: BackendContext, plan: FullIntPlan, rewrites: tuple[str, .
 
     def evaluate(res: ConversionResult) -> tuple[float, _Run]:
         run = _validate(ctx, res)
-        return gate_drop(ctx.data.accuracy_report(run.outputs), ctx.data.gate_metric)[1], run
+        report = ctx.data.accuracy_report(run.outputs)
+        return gate_drop(report, ctx.data.gate_metric, ctx.profile.name)[1], run
 
     chosen, cands = build_best(ctx.data.model, ctx.data.calibration, plan, evaluate,
                                input_shapes=ctx.request.input_shapes,
@@ -187,7 +188,7 @@ def _accept(ctx: BackendContext, path: Path, res: ConversionResult, run: _Run | 
     # ONNX targets), so a [n, k] regression output is not gated on top-1 agreement
     report = ctx.data.accuracy_report(outputs)
     gate_metric = ctx.data.gate_metric
-    metric, drop = gate_drop(report, gate_metric)
+    metric, drop = gate_drop(report, gate_metric, ctx.profile.name)
     if limits is not None and drop > ctx.request.max_accuracy_drop:
         # full integer: nothing can go float, so say what limits it and what it would take
         raise AccuracyGateError(

@@ -6,11 +6,11 @@ Edge TPU, Ethos-U and ``tflite-cpu`` int8 cannot keep a layer float, so the engi
 1. the prepared ONNX graph (BatchNormalization folded) goes through the engine's graph passes,
    cross-layer equalisation, AdaRound (effort ``max``) and bias correction, with the TFLite
    writer's weight rounding (:mod:`converters.tflite._passes`);
-2. it is lowered once with every pass that applied and once per pass turned off (bias
-   correction, AdaRound's rounding, both);
+2. it is lowered with every pass that applied and without bias correction; at ``max`` the
+   passes run twice, without AdaRound (the default effort's very graphs) and with it;
 3. activation ranges are calibrated in LiteRT on the float graph (MinMax, or percentile), and
    the MSE range pass (:mod:`converters.tflite._ranges`) searches clipping ranges on the same
-   samples (the candidates without AdaRound on their own graph);
+   samples (the candidates with and without AdaRound each on their own graph);
 4. every combination of ranges and bias correction is quantised, run in LiteRT on the
    validation samples and scored on the build's task metric by the caller; the engine's own
    :meth:`converters.quant.EngineState.choose` keeps the one with the smallest gate drop (the
@@ -33,8 +33,9 @@ from typing import Any, Protocol
 import onnx
 
 from converters.quant import DEFAULT_PASSES, EngineState, PassOutcome
+from converters.quant.adaround import AdaRound
 from converters.quant.base import run_guarded
-from converters.tflite._passes import run_graph_passes
+from converters.tflite._passes import GraphPassResult, run_graph_passes
 from converters.tflite._prep import Prepared, prepare
 from converters.tflite._quant import Ranges, calibrate_ranges
 from converters.tflite._ranges import mse_ranges
@@ -50,6 +51,9 @@ from edgeops.errors import UsageError
 
 __all__ = ["Candidates", "Chosen", "FullIntPlan", "SampleSource", "build_best", "choose",
            "describe"]
+
+
+ADAROUND = "adaround"
 
 
 class SampleSource(Protocol):
@@ -72,7 +76,16 @@ class FullIntPlan:
 
 
 class Candidates:
-    """The lowered graph variants and range sets one full-integer build chooses among."""
+    """The lowered graph variants and range sets one full-integer build chooses among.
+
+    At ``--effort max`` the candidates without AdaRound are the default effort's own, built
+    by the same code from the same graph (the engine's passes without AdaRound), not the
+    AdaRound graph with its weights put back: bias correction measured there sees AdaRound's
+    rounding upstream of each layer, and ranges calibrated there see those biases, so such
+    candidates scored differently from default's (ocr-cls, Edge TPU: top-1 agreement 0.979 at
+    max vs 1.000 at default). ``max`` is then default's candidates plus AdaRound's, chosen on
+    the task metric, and never scores below ``default`` on the validation samples.
+    """
 
     def __init__(self, model: onnx.ModelProto, calibration: SampleSource, plan: FullIntPlan, *,
                  input_shapes: Mapping[str, tuple[int, ...]] | None = None,
@@ -80,40 +93,54 @@ class Candidates:
                  target: str = "tflite", rewrites: tuple[str, ...] | None = None) -> None:
         self.plan = plan
         prep = prepare(model, input_shapes or {}, require_static=require_static, target=target)
-        done = run_graph_passes(prep, model.opset_import, plan.passes, calibration,
+        rounding = ADAROUND in plan.passes
+
+        def lower(p: Prepared) -> Lowered:
+            return lower_prepared(p, keep_io_layout=keep_io_layout, rewrites=rewrites)
+
+        # (bias correction, AdaRound) -> the lowered graph; a pass that did not apply has
+        # only its "on" key
+        self.lowered: dict[tuple[bool, bool], Lowered] = {}
+        base = copy.deepcopy(prep) if rounding else prep
+        done = run_graph_passes(base, model.opset_import,
+                                tuple(p for p in plan.passes if p != ADAROUND), calibration,
                                 plan.per_channel)
         self.outcomes: list[PassOutcome] = list(done.outcomes)
         self.bias_adds_folded = done.bias_adds_folded
         self.bias = done.bias
-        self.adaround = done.adaround
-        # (bias correction, AdaRound) -> the prepared graph with them on or off; the first
-        # (both on where they applied) is the one calibrated
-        variants: dict[tuple[bool, bool], Prepared] = {}
-        for bias in ([True, False] if done.original_biases else [True]):
-            for ada in ([True, False] if done.original_weights else [True]):
-                if (bias, ada) == (True, True):
-                    continue
-                v = copy.deepcopy(prep)
-                if not bias:
-                    v.consts.update(done.original_biases)
-                if not ada:
-                    v.consts.update(done.original_weights)
-                    if bias:      # corrected for round-to-nearest, not for AdaRound's rounding
-                        v.consts.update(done.nearest_biases)
-                variants[(bias, ada)] = v
-        self.lowered: dict[tuple[bool, bool], Lowered] = {
-            (True, True): lower_prepared(prep, keep_io_layout=keep_io_layout, rewrites=rewrites)}
-        for key, v in variants.items():
-            self.lowered[key] = lower_prepared(v, keep_io_layout=keep_io_layout,
-                                               rewrites=rewrites)
-        self.ranges: dict[str, Ranges] = self._calibrate(self.lowered[(True, True)],
-                                                         calibration, record=True)
-        # the candidates without AdaRound get ranges of their own graph, so that --effort max
-        # offers the very candidates the default effort does (its ranges are calibrated on
-        # the graph without AdaRound's rounding), plus AdaRound's
-        self.plain_ranges: dict[str, Ranges] = (
-            self._calibrate(self.lowered[(True, False)], calibration, record=False)
-            if (True, False) in self.lowered else self.ranges)
+        self.adaround: AdaRound | None = None
+        for key, low in self._variants(base, done, False, lower):
+            self.lowered[key] = low
+        # ranges by AdaRound off/on, each calibrated on its own bias-corrected graph
+        self.ranges_by_rounding: dict[bool, dict[str, Ranges]] = {
+            False: self._calibrate(self.lowered[(True, False)], calibration, record=True)}
+        if rounding:
+            ada = run_graph_passes(prep, model.opset_import, plan.passes, calibration,
+                                   plan.per_channel)
+            # the report is the AdaRound run's (equalisation, AdaRound, bias correction as
+            # measured after it); the ranges pass's outcome is the default candidates'
+            ranges_outcome = [o for o in self.outcomes if o.name == "mse_ranges"]
+            self.outcomes = [*ada.outcomes, *ranges_outcome]
+            if ada.adaround is not None and ada.adaround.done:
+                self.adaround = ada.adaround
+                for key, low in self._variants(prep, ada, True, lower):
+                    self.lowered[key] = low
+                self.ranges_by_rounding[True] = self._calibrate(
+                    self.lowered[(True, True)], calibration, record=False)
+        self.ranges: dict[str, Ranges] = self.ranges_by_rounding[False]
+
+    @staticmethod
+    def _variants(prep: Prepared, done: GraphPassResult, rounding: bool,
+                  lower: Callable[[Prepared], Lowered]) -> list[tuple[tuple[bool, bool], Lowered]]:
+        """The graph after the passes, and without bias correction where it applied."""
+        plain = None
+        if done.original_biases:      # copied before lowering, which may touch ``prep``
+            plain = copy.deepcopy(prep)
+            plain.consts.update(done.original_biases)
+        out = [((True, rounding), lower(prep))]
+        if plain is not None:
+            out.append(((False, rounding), lower(plain)))
+        return out
 
     def _calibrate(self, low: Lowered, calibration: SampleSource, record: bool
                    ) -> dict[str, Ranges]:
@@ -143,30 +170,31 @@ class Candidates:
             self.outcomes.append(outcome)
         return out
 
-    def _variant(self, bias: bool, ada: bool) -> Lowered:
-        """A pass that did not apply has one variant, keyed as on."""
+    def _variant(self, bias: bool, ada: bool) -> tuple[Lowered, bool]:
+        """The lowered graph for the switches, and whether it is AdaRound's (a pass that did
+        not apply has one variant: AdaRound's absent, bias correction's keyed as on)."""
+        ada = ada and self.adaround is not None
         if (bias, ada) not in self.lowered:
-            bias = bias or (False, ada) not in self.lowered
-        if (bias, ada) not in self.lowered:
-            ada = True
-        return self.lowered.get((bias, ada), self.lowered[(True, True)])
+            bias = True
+        return self.lowered[(bias, ada)], ada
 
     def build(self, ranges: str, bias: bool, ada: bool = True) -> ConversionResult:
         """The full-integer artifact with the named ranges, and bias correction and AdaRound's
         rounding on or off (a pass that did not apply has nothing to turn off)."""
-        low = copy.deepcopy(self._variant(bias, ada))
+        variant, ada = self._variant(bias, ada)
+        low = copy.deepcopy(variant)
         details = base_details(low, "int8")
         if self.bias_adds_folded:
             details["graph_passes"] = {"conv_bias_adds_folded": self.bias_adds_folded}
-        table = self.ranges if ada or not self.adaround else self.plain_ranges
-        return full_int8_result(low, table.get(ranges, self.ranges[ranges]),
+        table = self.ranges_by_rounding[ada]
+        return full_int8_result(low, table.get(ranges, table["minmax"]),
                                 per_channel=self.plan.per_channel,
                                 io_int8=self.plan.io_int8, method=self.plan.method,
                                 details=details)
 
     def float_model(self, bias: bool, ada: bool = True) -> bytes:
         """The float TFLite graph a candidate was quantised from (for per-layer error)."""
-        return write_flatbuffer(self._variant(bias, ada).graph)
+        return write_flatbuffer(self._variant(bias, ada)[0].graph)
 
 
 @dataclass
@@ -236,7 +264,9 @@ def build_best(model: onnx.ModelProto, calibration: SampleSource, plan: FullIntP
     Equalisation is exact in FP32 but not neutral in int8: it moves activation ranges too.
     Measured on the zoo's direction classifier it raised Edge TPU top-1 agreement (per-tensor
     weights) and lowered Ethos-U's (per-channel convolution weights), so it is chosen on the
-    task metric like the rest; without it wins ties (the simpler graph)."""
+    task metric like the rest; on ties the choice without AdaRound wins (as within
+    :func:`choose`: ``max`` keeps default's choice unless AdaRound is strictly better), then
+    the one without equalisation (the simpler graph)."""
     with_cle = Candidates(model, calibration, plan, **lowering)
     best = choose(with_cle, evaluate)
     outcome = next((o for o in with_cle.outcomes if o.name == CLE), None)
@@ -247,7 +277,8 @@ def build_best(model: onnx.ModelProto, calibration: SampleSource, plan: FullIntP
                        **lowering)
     other = choose(plain, evaluate)
     drops = {"with equalisation": _best_drop(best), "without": _best_drop(other)}
-    keep = drops["with equalisation"] < drops["without"]
+    keep = ((drops["with equalisation"], _rounded(best, with_cle))
+            < (drops["without"], _rounded(other, plain)))
     chosen, cands = (best, with_cle) if keep else (other, plain)
     report = dict(chosen.report)
     report["passes"] = list(plan.passes)
@@ -259,6 +290,11 @@ def build_best(model: onnx.ModelProto, calibration: SampleSource, plan: FullIntP
     chosen.result.details["quantisation_passes"] = report
     chosen.report = report
     return chosen, cands
+
+
+def _rounded(c: Chosen, cands: Candidates) -> bool:
+    """Whether the chosen candidate carries AdaRound's rounding."""
+    return c.adaround and cands.adaround is not None
 
 
 def _best_drop(c: Chosen) -> float:

@@ -181,7 +181,8 @@ def test_user_metric_gates_the_build(cli, keys_home: Path, tmp_path: Path,
     missing = cli(*common, "--metric", "mymetrics:nope", "--out", tmp_path / "c")
     _assert_refused(missing, tmp_path / "c", 2, "'mymetrics' has no function 'nope'")
     nan = cli(*common, "--metric", "mymetrics:nan_unless_exact", "--out", tmp_path / "d")
-    _assert_refused(nan, tmp_path / "d", 1, "mymetrics:nan_unless_exact cannot be computed "
+    _assert_refused(nan, tmp_path / "d", 1, "target x86-cpu: mymetrics:nan_unless_exact cannot "
+                    "be computed "
                     "(task regression, inferred): the artifact's score", "hint: a --metric "
                     "function must return a finite number")
     assert "dropped" not in nan.err

@@ -108,6 +108,23 @@ def test_gate_refuses_a_task_metric_that_could_not_be_computed() -> None:
     assert gate_drop(accuracy_report(ref, got, task=nan_metric), "cosine")[0] == "cosine"
 
 
+def test_the_uncomputable_metric_refusal_names_the_target() -> None:
+    """Was: "mine:peak cannot be computed ..." with no word of which target's artifact."""
+    from converters.tasks import TaskSpec
+    from converters.validate import check_gate
+
+    ref = {"y": np.ones((4, 3))}
+    nan_metric = TaskSpec("regression", inferred=False, why="", outputs=("y",),
+                          user_metric=lambda _r, got: 1.0 if np.array_equal(_r["y"], got["y"])
+                          else float("nan"), user_metric_name="mine:exact")
+    rep = accuracy_report(ref, {"y": np.zeros((4, 3))}, task=nan_metric)
+    with pytest.raises(AccuracyGateError, match=r"^target edgetpu: mine:exact cannot be "
+                       r"computed \(task regression, requested\): the artifact's score"):
+        gate_drop(rep, target="edgetpu")
+    with pytest.raises(AccuracyGateError, match=r"^target ethos-u: mine:exact cannot be "):
+        check_gate(rep, 0.5, "ethos-u")
+
+
 def test_gate_reads_labels_then_cosine() -> None:
     ref = {"y": np.ones((4, 2, 3))}
     noisy = {"y": ref["y"] + np.array([0.0, 0.0, 1.0])}

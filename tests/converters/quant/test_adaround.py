@@ -334,6 +334,31 @@ def test_adaround_is_kept_only_where_it_scores_better_on_the_task_metric(tmp_pat
     assert "not used" in {o.name: o for o in st.outcomes}["adaround"].detail
 
 
+def test_a_tie_goes_to_the_candidate_without_adaround_whatever_its_ranges(
+        tmp_path: Path) -> None:
+    """``max`` keeps the default effort's choice unless AdaRound is strictly better: was,
+    MinMax + AdaRound won a tie against MSE ranges without it (ranges were the outer loop)."""
+    from converters.quant import EngineState, PassOutcome
+    from converters.quant.adaround import Rounded
+
+    st = EngineState("max", ("adaround", "mse_ranges"), tmp_path / "m.onnx")
+    st.outcomes.append(PassOutcome("adaround", "applied", "re-rounded"))
+    st.adaround = AdaRound()
+    la = layers(tiny.rounding_net())[0][0]
+    st.adaround.done.append(Rounded(la, np.zeros(la.shape, np.float32),
+                                    np.zeros((la.shape[0], la.k), np.int8)))
+    st.range_candidates = {"minmax": tmp_path / "minmax.json",
+                           "mse_ranges": tmp_path / "mse_ranges.json"}
+    best = {("minmax.json", True), ("mse_ranges.json", False)}
+
+    def drop(p: Path | None) -> float:
+        assert p is not None
+        return 0.01 if (p.name, st.adaround_enabled) in best else 0.02
+
+    assert st.choose(drop) == tmp_path / "mse_ranges.json"
+    assert not st.adaround_enabled
+
+
 def test_im2col_columns_per_layer_and_sample_stay_under_the_memory_cap(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import converters.quant._gram as gram
@@ -436,3 +461,36 @@ def test_an_x86_build_rounds_its_8_bit_weight_layers_again_on_their_grid(
                if v["kept"] == "adaround")
     # kept only when the build scores at least as well with it on the task metric
     assert grid8["used"] == (grid8["gate_drop_with"] <= grid8["gate_drop_without"])
+
+
+def _blas_threads() -> set[int]:
+    import threadpoolctl
+
+    return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_numpys_blas_runs_on_the_settings_threads_inside_the_pass_and_is_restored(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: AdaRound's matrix products ran on one OpenBLAS thread per core."""
+    import threadpoolctl
+
+    import converters.quant.adaround as adaround
+
+    seen: list[set[int]] = []
+    real = adaround.optimise_rounding
+
+    def spy(*a: Any, **k: Any) -> Any:
+        seen.append(_blas_threads())
+        return real(*a, **k)
+
+    monkeypatch.setattr(adaround, "optimise_rounding", spy)
+    m = tiny.rounding_net()
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        outside = _blas_threads()
+        assert outside                                   # numpy's BLAS is visible
+        _, outcome = AdaRound().run(m, tiny.smooth_samples(m))
+        assert outcome.status == "applied"
+        assert _blas_threads() == outside                # put back as it was
+    assert seen and all(s == {1} for s in seen)
+    with pytest.raises(ValueError, match="blas_threads must be at least 1"):
+        AdaRoundSettings(blas_threads=0)

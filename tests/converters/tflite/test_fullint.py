@@ -215,6 +215,26 @@ def test_effort_max_feeds_adaround_to_the_writer_and_chooses_it_on_the_task_metr
     assert art.metrics["accuracy"]["drop"] == pytest.approx(min(table.values()), abs=1e-6)
 
 
+def test_effort_max_validates_defaults_candidates_and_never_scores_below_it(
+        tmp_path: Path) -> None:
+    """Was: max's candidates without AdaRound were not default's (ocr-cls Edge TPU: 0.979 at
+    max vs 1.000 at default). Max is default's candidates, scored the same, plus AdaRound's."""
+    # cosine: a continuous gate, so a candidate that is not default's scores differently
+    default = _build(tmp_path, mobilenet_block(), "edgetpu", max_accuracy_drop=0.99,
+                     options={"gate_metric": "cosine"})
+    best = _build(tmp_path, mobilenet_block(), "edgetpu", max_accuracy_drop=0.99,
+                  options={"gate_metric": "cosine", "effort": "max"})
+    d, m = (a.details["quantisation_passes"] for a in (default, best))
+    cle = "cross_layer_equalisation"
+    assert m[cle].get("used") is d[cle].get("used")
+    d_table = d["mse_ranges"]["gate_drop_by_choice"]
+    m_table = m["adaround"]["gate_drop_by_choice"]
+    assert {k: m_table[k] for k in d_table} == d_table and len(m_table) == 2 * len(d_table)
+    assert best.metrics["accuracy"]["drop"] <= default.metrics["accuracy"]["drop"]
+    for k, drop in d[cle].get("gate_drop_by_choice", {}).items():
+        assert m[cle]["gate_drop_by_choice"][k] <= drop
+
+
 def test_a_failing_pass_is_recorded_and_the_build_goes_on(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture
