@@ -94,7 +94,12 @@ _SETUP = {
         "command>\" and the rest runs. The whole table (issue 16's goals are checked "
         "from it): `PYTHONPATH=. .venv/bin/python -m benchmarks.converter_zoo`; it prints "
         "its expected duration first; one model or variant: `--models ocr-cls "
-        "--variants ort-tuned,nncf-mixed --merge`."),
+        "--variants ort-tuned,nncf-mixed --merge`. Accuracy on samples the builds never "
+        "saw: `--holdout 32` (the CTC recogniser's flipped steps counted on padding and "
+        "text); on an x86 machine without VNNI, `--exact-u8s8` scores the `x86-cpu-vnni` "
+        "rows (and gates our builds) as a VNNI CPU computes them. `converter_zoo."
+        "issue16-ctc`: `--models ocr-rec --variants fp32,ort-tuned,edgeops-vnni-default "
+        "--holdout 32 --exact-u8s8 --out converter_zoo.issue16-ctc`."),
 }
 
 

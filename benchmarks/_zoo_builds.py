@@ -11,7 +11,14 @@ instead of ending the run. ``build_s`` is the build alone, imports excluded.
   skipped with a note when it fails), uint8 activations and int8 weights (u8s8, the pair ORT's
   x86 kernels run fastest).
 * :func:`ours_child`: ``converters.build.build`` for one target and effort (``edgeops build``),
-  its gate at the request's budget.
+  its gate at the request's budget; with ``exact`` its validation runs (the gate, the
+  mixed-precision measurements) on :func:`exact_session`.
+
+:func:`exact_session`: ONNX Runtime's exact U8U8 kernels (``session.x64quantprecision=1``).
+On an x86 machine without VNNI the default u8s8 kernel (vpmaddubsw) saturates its int16 pair
+sums, so an 8-bit-weight (``x86-cpu-vnni``) model computes there what no VNNI CPU computes;
+the exact kernels compute what vpdpbusd does (converters/onnx_plan.build_machine_caveat), more
+slowly: for accuracy only, never for timing.
 """
 
 from __future__ import annotations
@@ -24,7 +31,33 @@ from typing import Any
 
 from benchmarks._rss import peak_rss_mib
 
-__all__ = ["in_child", "ort_child", "ours_child"]
+__all__ = ["exact_session", "in_child", "ort_child", "ours_child"]
+
+EXACT_U8S8 = "session.x64quantprecision"
+
+
+def exact_session(model: Path | bytes, providers: Any = ("CPUExecutionProvider",),
+                  threads: int = 1) -> Any:
+    """A CPU session whose u8s8 products are exact (what a VNNI CPU computes)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.add_session_config_entry(EXACT_U8S8, "1")
+    return ort.InferenceSession(str(model) if isinstance(model, Path) else model, so,
+                                providers=["CPUExecutionProvider"])
+
+
+def _exact_validation() -> None:
+    """This process's builds validate on :func:`exact_session` (the converter's timing
+    sessions are left alone: they open their own)."""
+    import converters.feeds
+    import converters.validate
+
+    converters.validate.open_session = exact_session
+    converters.feeds.open_session = exact_session
 
 
 class _Reader:
@@ -72,9 +105,11 @@ def ort_child(src: str, calibration: str, out: str, tuned: bool) -> dict[str, An
 
 def ours_child(src: str, calibration: str, work: str, target: str, effort: str,
                options: dict[str, Any], input_shapes: dict[str, tuple[int, ...]],
-               max_accuracy_drop: float) -> dict[str, Any]:
+               max_accuracy_drop: float, exact: bool = False) -> dict[str, Any]:
     """One ``edgeops build``: the artifact's path and what the manifest says of it, or the
     refusal (``refused``: the accuracy gate or a clear error) / failure (a converter bug)."""
+    if exact:
+        _exact_validation()
     from converters.api import BuildRequest
     from converters.build import build
     from edgeops.errors import EdgeOpsError

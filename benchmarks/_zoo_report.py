@@ -63,7 +63,7 @@ _BY_KEY = {v.key: v for v in VARIANTS}
 # rows of results written before the variant catalogue existed
 _LEGACY = {"fp32": "fp32", "stock": "ort-stock", "edgeops": "edgeops-x86-{effort}"}
 _RUN_KEYS = ("threads", "rounds", "runs_per_round", "samples", "perf_aware", "loadavg_start",
-             "loadavg_end", "versions", "cpu", "effort", "budget")
+             "loadavg_end", "versions", "cpu", "effort", "budget", "holdout", "exact_u8s8")
 
 
 def variants_of(entry: Mapping[str, Any], effort: str = "default") -> dict[str, Any]:
@@ -96,7 +96,8 @@ def merged(new: Mapping[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
 
 def _earlier(run: Mapping[str, Any]) -> str:
     isa = "" if "cpu" not in run else "VNNI, " if run["cpu"].get("vnni") else "no VNNI, "
-    return (f"[earlier run: {isa}{run.get('samples', '?')} samples, "
+    held = f" + {run['holdout']} held-out" if run.get("holdout") else ""
+    return (f"[earlier run: {isa}{run.get('samples', '?')}{held} samples, "
             f"{run.get('rounds', '?')}×{run.get('runs_per_round', '?')} runs]")
 
 
@@ -136,6 +137,17 @@ def _note(key: str, v: Mapping[str, Any], best_nncf: str | None, twin: str | Non
         notes.append(f"LiteRT XNNPACK {v['litert_p50_ms']:.2f} ms (CPU, not the NPU)")
     if v.get("note"):
         notes.append(str(v["note"]))
+    if "task_calibration" in v:
+        cal = v["task_calibration"]
+        arg = cal.get("details", {}).get("argmax_agreement")
+        notes.append(f"on the calibration samples {v.get('task_metric')} {cal['value']:.4f}"
+                     + (f", argmax agreement {arg:.4f}" if arg is not None else ""))
+    if v.get("argmax_flips"):
+        f = v["argmax_flips"]
+        notes.append(f"{f['flips']} of {f['steps']} steps flipped: {f['on_padding']} on "
+                     f"padding ({f['padding_steps']} padding steps), {f['on_text']} on text"
+                     + (f"; FP32 top-1 minus top-2 there: median {f['fp32_margin_median']:.3f}"
+                        f", max {f['fp32_margin_max']:.3f}" if f["flips"] else ""))
     if key == best_nncf:
         notes.append("best NNCF setting here")
     if "earlier_run" in v:
@@ -191,6 +203,17 @@ def goals_text(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+_EXACT = (" (accuracy, and our builds' gates, on ORT's exact U8U8 kernels: what a VNNI CPU "
+          "computes; timings on this machine's default int8 kernels, not a VNNI CPU's)")
+
+
+def _samples(r: Mapping[str, Any]) -> str:
+    if r.get("holdout"):
+        return (f"{r['samples']} real samples per model to calibrate (the builds' gates read "
+                f"them too); accuracy vs FP32 on {r['holdout']} further held-out samples")
+    return f"{r['samples']} real samples per model (calibration = validation)"
+
+
 def markdown(r: Mapping[str, Any]) -> str:
     vers = r["versions"]
     if "round_budget_s" in r:       # time-budgeted rounds: the runs differ per model
@@ -207,11 +230,11 @@ def markdown(r: Mapping[str, Any]) -> str:
         f"reversed every other round) of {runs} of "
         "a model in one process; speed = median over rounds of FP32's round median / the "
         "variant's (in brackets: quartiles of those round ratios, the noise); p50 over all "
-        f"runs; {r['samples']} real samples per model (calibration = "
-        f"validation). onnxruntime {vers['onnxruntime']}, onnx {vers['onnx']}, numpy "
+        f"runs; {_samples(r)}. onnxruntime {vers['onnxruntime']}, onnx {vers['onnx']}, numpy "
         f"{vers['numpy']}, Python {vers['python']}, NNCF {vers.get('nncf', 'absent')}, "
         f"LiteRT {vers.get('litert', '?')}; "
-        f"{'VNNI' if r['cpu'].get('vnni') else 'no VNNI'}; perf-aware pass "
+        f"{'VNNI' if r['cpu'].get('vnni') else 'no VNNI'}"
+        f"{_EXACT if r.get('exact_u8s8') else ''}; perf-aware pass "
         f"{'on' if r['perf_aware'] else 'off'}"
         f"{'; our ONNX builds at --max-accuracy-drop ' + str(r['budget']) if 'budget' in r else ''}"
         f". Build s: the build alone; peak MiB: peak RSS "

@@ -1,8 +1,9 @@
 """Pretrained models from PyPI wheels: FP32, ORT stock and tuned, NNCF and ours, side by side.
 
     python -m benchmarks.converter_zoo [--models ocr-cls,magika] [--variants fp32,ort-stock,...]
-        [--samples 8] [--rounds 5] [--runs 5] [--round-budget-s 0.25] [--threads 1]
-        [--no-perf-aware] [--merge]
+        [--samples 8] [--holdout 0] [--rounds 5] [--runs 5] [--round-budget-s 0.25]
+        [--threads 1]
+        [--no-perf-aware] [--exact-u8s8] [--merge]
         [--nncf-venv /work/venvs/nncf] [--markdown-only]
 
 The whole table, as the issue-16 goals are judged (every model, every variant; it prints its
@@ -36,6 +37,22 @@ by side in one run on one machine (the catalogue: ``benchmarks/_zoo_report.VARIA
   (ocr-cls and ocr-det-640 only): full-integer builds, gate opened (``max_accuracy_drop``
   0.99) so the artifact exists to be measured, run in LiteRT against FP32 in ONNX Runtime;
   the row says whether the default gate would have accepted it.
+
+``--samples`` is what every build calibrates on, and by default also what the accuracy is
+measured on (calibration = validation, as the builds' own gates see it). ``--holdout N``
+measures it on ``N`` further samples instead (the model's inputs after the calibration ones:
+distinct inputs as far as tests/zoo_inputs.py has them, e.g. 102 word crops for the CTC
+recogniser), and keeps the calibration samples' figures beside them (``task_calibration``):
+a gap between the two is overfitting to the calibration set, and 8 samples' 320 time steps
+make one CTC step flip 0.3 % of argmax agreement. For the CTC recogniser each row also counts
+the held-out steps whose argmax differs from FP32's (``argmax_flips``, benchmarks/_zoo_ctc.py):
+on zero padding or on text, and FP32's top-1 minus top-2 probability at each.
+
+``--exact-u8s8`` is for an x86 machine without VNNI measuring the ``x86-cpu-vnni`` rows: every
+variant is scored, and our builds' gates validate, on ONNX Runtime's exact U8U8 kernels
+(benchmarks/_zoo_builds.exact_session), which compute what a VNNI CPU computes (without it
+the saturating vpmaddubsw path scores, and gates, a model no VNNI CPU runs); the timings stay
+this machine's default kernels: speed-ups of AVX2 int8, not of a VNNI CPU.
 
 Every build runs in a fresh process (benchmarks/_zoo_builds.py): build time without imports,
 peak memory = that process's own peak RSS (VmHWM). Accuracy vs FP32 on the validation samples: the task
@@ -76,7 +93,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import _nncf
-from benchmarks._zoo_builds import in_child, ort_child, ours_child
+from benchmarks._zoo_builds import exact_session, in_child, ort_child, ours_child
 from benchmarks._zoo_report import FULLINT_MODELS, VARIANTS, Variant, markdown, merged
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,7 +224,7 @@ def _opset13(src: Path, out: Path) -> Path:
 
 def _build(var: Variant, name: str, up: Path, src: Path, cal: Path, tmp: Path, threads: int,
            perf_aware: bool, shapes: dict[str, tuple[int, ...]], nncf: Path | None,
-           nncf_missing: str, budget: float = 0.01) -> dict[str, Any]:
+           nncf_missing: str, budget: float = 0.01, exact: bool = False) -> dict[str, Any]:
     """One variant's build (in its own process): its row so far, with ``path`` when built."""
     out = tmp / f"{var.key}.onnx"
     if var.tool == "ort":
@@ -224,7 +241,7 @@ def _build(var: Variant, name: str, up: Path, src: Path, cal: Path, tmp: Path, t
     assert var.target is not None and var.effort is not None
     return in_child(ours_child, str(src), str(cal), str(tmp / var.key), var.target, var.effort,
                     opts, shapes if var.full_integer else {},
-                    0.99 if var.full_integer else budget)
+                    0.99 if var.full_integer else budget, exact and not var.full_integer)
 
 
 def _litert(v: dict[str, Any], output_names: list[str], feeds: list[dict[str, np.ndarray]],
@@ -258,19 +275,23 @@ def _litert(v: dict[str, Any], output_names: list[str], feeds: list[dict[str, np
 
 def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_aware: bool,
         variants: list[Variant], nncf: Path | None, nncf_missing: str,
-        budget: float = 0.01, round_budget_s: float = ROUND_BUDGET_S) -> dict[str, Any]:
+        budget: float = 0.01, round_budget_s: float = ROUND_BUDGET_S, holdout: int = 0,
+        exact: bool = False) -> dict[str, Any]:
     import onnx
 
+    from benchmarks._zoo_ctc import ctc_flips
     from converters.tasks import infer_task, task_score
     from tests.zoo_inputs import INPUTS
 
     t_start = time.perf_counter()
     src = _source(name)
     src_sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    data = INPUTS[name](samples)
-    feeds = _feeds(data)
+    both = INPUTS[name](samples + holdout)
+    data = {k: v[:samples] for k, v in both.items()}
+    feeds = _feeds(both)                      # calibration samples first, then held-out
     shapes = {k: tuple(int(d) for d in v.shape) for k, v in feeds[0].items()}
-    entry: dict[str, Any] = {"samples": samples, "input_shapes": shapes, "variants": {}}
+    entry: dict[str, Any] = {"samples": samples, "input_shapes": shapes, "variants": {},
+                             **({"holdout": holdout} if holdout else {})}
     rows: dict[str, dict[str, Any]] = entry["variants"]
     with tempfile.TemporaryDirectory(prefix="edgeops-zoo-") as tmp_s:
         tmp = Path(tmp_s)
@@ -288,7 +309,7 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
                 continue
             print(f"  {name}: {var.key}", file=sys.stderr, flush=True)
             row = _build(var, name, up, src, cal, tmp, threads, perf_aware, shapes, nncf,
-                         nncf_missing, budget)
+                         nncf_missing, budget, exact)
             rows[var.key] = row
             path = row.pop("path", None)
             if path is None:
@@ -303,7 +324,8 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
                                                                      runs)
                 else:
                     sessions[var.key] = _session(Path(path), threads)
-                    outputs[var.key] = _run(sessions[var.key], feeds)
+                    outputs[var.key] = _run(exact_session(Path(path), threads=threads)
+                                            if exact else sessions[var.key], feeds)
             except Exception as exc:       # built but does not run: the row says so
                 sessions.pop(var.key, None)
                 row["error"] = f"built, but does not run: {type(exc).__name__}: " \
@@ -311,11 +333,22 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
             row.pop("path", None)
             row.pop("io_layout", None)
         first = next(iter(ref))
+        cal_part, val_part = slice(0, samples), slice(samples if holdout else 0, None)
         for k, out in outputs.items():
-            score = task_score(spec, ref, out)
+            def part(o: dict[str, np.ndarray], s: slice) -> dict[str, np.ndarray]:
+                return {n: v[s] for n, v in o.items()}
+            score = task_score(spec, part(ref, val_part), part(out, val_part))
             rows[k].update({"task_metric": score.metric, "task_value": score.value,
                             "task_drop": score.drop, "task_details": score.details,
-                            "raw_cosine": _raw_cosine(ref[first], out[first])})
+                            "raw_cosine": _raw_cosine(ref[first][val_part],
+                                                      out[first][val_part])})
+            if holdout:
+                cs = task_score(spec, part(ref, cal_part), part(out, cal_part))
+                rows[k]["task_calibration"] = {"value": cs.value, "details": cs.details}
+            if spec.task == "ctc" and spec.outputs and k != "fp32":
+                o = spec.outputs[0]
+                rows[k]["argmax_flips"] = ctc_flips(ref[o][val_part], out[o][val_part],
+                                                    next(iter(both.values()))[val_part])
         for k, v in _interleaved(sessions, feeds[0], rounds, runs,
                                  round_budget_s=round_budget_s).items():
             entry["runs_per_round"] = v.pop("runs_per_round")
@@ -327,7 +360,8 @@ def one(name: str, samples: int, threads: int, rounds: int, runs: int, perf_awar
 def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
         perf_aware: bool, variants: list[Variant], nncf_venv: Path,
         progress: Callable[[dict[str, Any]], None] | None = None,
-        budget: float = 0.01, round_budget_s: float = ROUND_BUDGET_S) -> dict[str, Any]:
+        budget: float = 0.01, round_budget_s: float = ROUND_BUDGET_S, holdout: int = 0,
+        exact: bool = False) -> dict[str, Any]:
     """Every model in turn; ``progress`` gets the result so far after each model."""
     import onnx
     import onnxruntime
@@ -339,6 +373,8 @@ def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
     result: dict[str, Any] = {
         "threads": threads, "rounds": rounds, "runs_per_round": runs,
         "round_budget_s": round_budget_s, "samples": samples,
+        **({"holdout": holdout} if holdout else {}),
+        **({"exact_u8s8": True} if exact else {}),
         "perf_aware": perf_aware, "cpu": cpu_facts(), "variants": [v.key for v in variants],
         **({"budget": budget} if budget != 0.01 else {}),
         "versions": {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
@@ -350,7 +386,8 @@ def run(models: list[str], samples: int, threads: int, rounds: int, runs: int,
     for name in models:
         print(f"== {name}", file=sys.stderr, flush=True)
         result["models"][name] = one(name, samples, threads, rounds, runs, perf_aware,
-                                     variants, nncf, missing, budget, round_budget_s)
+                                     variants, nncf, missing, budget, round_budget_s,
+                                     holdout, exact)
         result["loadavg_end"] = list(os.getloadavg())
         if progress is not None:
             progress(result)
@@ -379,7 +416,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--variants", default=",".join(keys),
                     help=f"comma-separated, of: {', '.join(keys)}")
-    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--samples", type=int, default=8,
+                    help="calibration samples per model (also the validation ones, unless "
+                         "--holdout)")
+    ap.add_argument("--holdout", type=int, default=0,
+                    help="measure accuracy on this many further samples, not on the "
+                         "calibration ones (0: calibration = validation)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=5,
@@ -392,6 +434,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget", type=float, default=0.01,
                     help="--max-accuracy-drop of our ONNX builds (default 0.01, the product's "
                          "default; e.g. 0.10 for a goal of mask IoU >= 0.90)")
+    ap.add_argument("--exact-u8s8", action="store_true",
+                    help="score every variant, and validate our builds, on ORT's exact U8U8 "
+                         "kernels: what a VNNI CPU computes, on a machine without VNNI "
+                         "(timings stay this machine's)")
     ap.add_argument("--nncf-venv", type=Path, default=_nncf.DEFAULT_VENV)
     ap.add_argument("--merge", action="store_true",
                     help="keep the last results' models and rows that this run does not measure")
@@ -431,7 +477,8 @@ def main(argv: list[str] | None = None) -> None:
         return md
 
     r = run(models, args.samples, args.threads, args.rounds, args.runs, args.perf_aware,
-            variants, args.nncf_venv, save, args.budget, args.round_budget_s)
+            variants, args.nncf_venv, save, args.budget, args.round_budget_s, args.holdout,
+            args.exact_u8s8)
     print(save(r))
 
 

@@ -22,11 +22,12 @@ that names the layers that limit the build and the budget it would need.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["LayerCost", "MixedPrecisionSettings", "PrefixTry", "Selection", "may_replace",
-           "prefix_search", "refusal", "select", "too_many_lifted"]
+           "metric_step", "prefix_search", "refusal", "select", "too_many_lifted"]
 
 _EPS = 1e-12
 
@@ -262,21 +263,47 @@ def _hopeless(tries: Sequence[PrefixTry], budget: float, ratio: float, min_tries
             f"gained {gain:.2%}, too little for the {left} doubling(s) left to reach it")
 
 
+def metric_step(drops: Sequence[float], rel_tol: float = 1e-6) -> float:
+    """The step a discrete metric moved in: the smallest gap between distinct measured drops
+    (FP32's own, 0, included) when every drop is a whole multiple of it; 0.0 when they are not
+    (a continuous metric) or when fewer than two distinct drops above 0 were measured.
+
+    One character of 55 read by FP32 is 1.82 % of ``1 - CER``; one sample of 8, 12.5 % of
+    top-1: a budget under that step passes only a build that loses nothing at all.
+    """
+    levels = sorted({round(max(0.0, d), 12) for d in (0.0, *drops)})
+    if len(levels) < 3:         # 0 and one drop: any number is a multiple of itself
+        return 0.0
+    gaps = [b - a for a, b in itertools.pairwise(levels)]
+    q = min(gaps)
+    if all(abs(d / q - round(d / q)) <= rel_tol * max(1.0, d / q) for d in levels):
+        return q
+    return 0.0
+
+
 def refusal(target: str, metric: str, drop: float, budget: float, limiting: Sequence[LayerCost],
             needed: float, measured: int, note: str = "", *, lifted: int = 0,
-            stopped: str = "") -> str:
+            stopped: str = "", widest: int = 0, step: float = 0.0) -> str:
     """One line: what dropped, which layers limit it, and the budget the build would need.
 
     ``needed`` is the smallest drop reached with ``lifted`` layers out of INT8 (measured);
     ``stopped`` says why the search stopped early, when it did: then ``needed`` bounds
-    nothing (a longer prefix might pass a smaller budget) and the line says so.
+    nothing (a longer prefix might pass a smaller budget) and the line says so. ``widest``:
+    the most layers any verified try lifted (said when more than ``lifted``: lifting more
+    did not lower the drop). ``step``: the step the metric moved in (:func:`metric_step`),
+    said when it is over the budget: the budget then asks for no loss at all.
     """
     top = sorted((c for c in limiting if c.recovered > 0),
                  key=lambda c: (-c.recovered, c.node))[:6]
     names = ", ".join(f"{c.node} (recovers {c.recovered:.2%})" for c in top) or "none found"
+    wider = (f" (no lower with up to {widest} layers out of INT8, the most tried)"
+             if widest > lifted else "")
+    coarse = (f"; every drop measured is a multiple of {step:.2%} (the metric's step on this "
+              f"validation data), over the {budget:.2%} budget: only a build that loses "
+              f"nothing passes it" if step > budget else "")
     return (f"target {target}: {metric} dropped {drop:.2%} vs FP32{note} (budget "
             f"{budget:.2%}); limited by {names}; with {lifted} layer(s) out of INT8 ({measured} "
-            f"measured one by one) it still drops {needed:.2%}" + (
+            f"measured one by one) it still drops {needed:.2%}{wider}{coarse}" + (
                 f"; {stopped}, so the budget it would need was not searched for: raise "
                 f"--max-accuracy-drop well above {budget:.2%} or use --precision fp32"
                 if stopped else

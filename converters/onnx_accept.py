@@ -22,7 +22,7 @@ import numpy as np
 from converters.api import BackendContext, BuiltArtifact, timed_on_target
 from converters.data import SampleSet
 from converters.onnx_perf import MIN_GAIN
-from converters.ort_session import open_session
+from converters.ort_session import exact_products, open_session
 from converters.validate import (
     accuracy_section,
     check_gate,
@@ -71,6 +71,7 @@ def tolerance_for(path: Path, ctx: BackendContext, golden_in: SampleSet,
         so.log_severity_level = 3
         if level is not None:
             so.graph_optimization_level = level
+        exact_products(so)      # the golden outputs are exact (converters/ort_session)
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         names = [o.name for o in sess.get_outputs()]
         for i in range(len(golden_in)):
@@ -103,7 +104,7 @@ def measure_latency(path: Path, ctx: BackendContext) -> dict[str, Any]:
     figure describes the build machine, not the target, and is never signed as the target's
     budget (converters/package.py); the recorded ``provider`` says which it is.
     """
-    sess = open_session(Path(path), ctx.profile.providers, ctx.request.threads)
+    sess = open_session(Path(path), ctx.profile.providers, ctx.request.threads, timing=True)
     feed = ctx.data.validation.sample(0)
     lat: dict[str, Any] = dict(latency_ms(lambda: sess.run(None, feed), warmup=LATENCY_WARMUP,
                                           runs=LATENCY_RUNS))

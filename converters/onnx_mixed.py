@@ -41,6 +41,7 @@ from converters.mixed_precision import (
     MixedPrecisionSettings,
     Selection,
     may_replace,
+    metric_step,
     prefix_search,
     refusal,
     select,
@@ -217,14 +218,22 @@ def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, reference: Any,
                                               for t in prefix_tries],
                 # [tensors, layers]: passed only bypassed, so the longer excluded set stayed
                 "not_shorter_unfused": unfused}
-    if verified <= budget and not wide and len(high) > limit:
+    # A layer no faster in INT8 on this machine is lifted for free (select): it costs no speed,
+    # so it does not count towards "INT8 is not worth shipping" (an AVX2 build machine timed
+    # every layer of a 3-conv model slower in INT8, and the one layer the budget needed, plus
+    # a free one, refused the build as "2 of 3 out of INT8").
+    paid = {n for n in high if not (n in speed and speed[n] <= 0)}
+    if verified <= budget and not wide and len(paid) > limit:
         raise AccuracyGateError(too_many_lifted(name, metric, verified, budget, sorted(high),
                                                 len(pool), settings.max_high_fraction))
     if verified > budget:
         lifted, needed = min(tried, key=lambda t: (t[1], t[0]))    # the best verified try
+        step = metric_step([base, *(t[1] for t in tried),
+                            *(base - c.recovered for c in costs)])
         raise AccuracyGateError(refusal(name, metric, base, budget, costs, needed, len(layers),
                                         note, lifted=lifted,
-                                        stopped=record.get("stopped", "")))
+                                        stopped=record.get("stopped", ""),
+                                        widest=max(t[0] for t in tried), step=step))
     record["verified_drop"] = round(verified, 6)
     how = "" if wide else lifted_by.get(frozenset(high), "exclusion")
     if not wide:

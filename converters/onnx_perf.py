@@ -294,7 +294,8 @@ class OrtTimer:
                 self._sessions.pop(next(k for k in self._sessions if k is not None))
             src: Path | bytes = self._fp32 if floated is None \
                 else self._make(set(floated)).read_bytes()
-            self._sessions[floated] = open_session(src, ("CPUExecutionProvider",), self._threads)
+            self._sessions[floated] = open_session(src, ("CPUExecutionProvider",), self._threads,
+                                                   timing=True)
         return self._sessions[floated]
 
     def compare(self, floated: frozenset[str], reference: frozenset[str] | None) -> Timing:

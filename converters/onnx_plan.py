@@ -115,25 +115,22 @@ def plan_for(profile_name: str, options: dict[str, Any], precision: str) -> Quan
 
 
 def build_machine_caveat(plan: QuantPlan, facts: dict[str, Any]) -> str | None:
-    """Why the accuracy gate and timings taken on this build machine may not be the target's.
+    """Why what this build machine measured may not be the target's.
 
-    ``None`` when they are faithful. Building 7-bit weights anywhere, or 8-bit weights on a VNNI
+    ``None`` when it is faithful. Building 7-bit weights anywhere, or 8-bit weights on a VNNI
     machine, is: the build machine runs exactly what the target computes. Building for VNNI on
-    an x86 machine without it is not: by default ORT runs u8s8 here on the saturating
-    vpmaddubsw path, so the gate measures a worse model than the device runs (it may float nodes
-    or refuse a model the target would run well), and timings are this machine's kernels. (ORT's
-    session option ``session.x64quantprecision=1`` rewrites s8 weights to u8 and runs the exact,
-    slower U8U8 kernels; neither the gate nor the device agent sets it today. Measured with ORT
-    1.32 on an AMD EPYC with VNNI, it applies there too: same outputs, 1.8x the latency.)
+    an x86 machine without it, the accuracy gate is still faithful (every accuracy session sets
+    ORT's ``session.x64quantprecision=1`` there and runs the exact U8U8 kernels, what vpdpbusd
+    computes: converters/ort_session), but the performance choices and the latency are this
+    machine's kernels (the default u8s8 path, vpmaddubsw), not a VNNI CPU's.
     An ARM64 build machine adds each 16-bit product into 32 bits (umull/smull + sadalp, or
     sdot), so its gate sees no saturation either; it skips the timings (recorded).
     """
     if plan.target_isa != X86_VNNI_ISA:
         return None
     if facts.get("machine", "") in _X86 and not facts.get("vnni"):
-        return ("this build machine has no VNNI: ONNX Runtime runs the 8-bit weights here on "
-                "vpmaddubsw, which saturates, so the accuracy gate measured a worse model than "
-                "a VNNI device runs (ORT's session.x64quantprecision=1 would run exact U8U8 "
-                "kernels; the gate does not set it) and the timings are not a VNNI CPU's; "
-                "build on a VNNI machine for a faithful gate")
+        return ("this build machine has no VNNI: the accuracy gate ran ONNX Runtime's exact "
+                "U8U8 kernels (what a VNNI CPU computes), but the performance choices and the "
+                "latency were timed on this machine's u8s8 kernels, not a VNNI CPU's; build on "
+                "a VNNI machine for faithful timings")
     return None

@@ -41,10 +41,12 @@ def _session(model: Any) -> Any:
     import onnxruntime as ort
 
     from converters.onnx_utils import PROTOBUF_SAFE_BYTES, proto_bytes, save_model
+    from converters.ort_session import exact_products
 
     so = ort.SessionOptions()
     so.log_severity_level = 4
     so.intra_op_num_threads = 1
+    exact_products(so)          # the quantised model's activations as the target computes them
     if proto_bytes(model) > PROTOBUF_SAFE_BYTES:
         # Over 2 GB there are no bytes to hand over: ORT reads it from disk, weights external.
         with tempfile.TemporaryDirectory(prefix="edgeops-sensitivity-") as tmp:

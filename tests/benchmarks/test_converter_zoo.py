@@ -192,6 +192,101 @@ def test_table_marks_best_nncf_and_the_goals_under_it() -> None:
     assert "; 4 real samples per model" in md and "{" not in md.split("| model |")[0]
 
 
+def test_ctc_flips_split_padding_from_text_with_fp32s_margin() -> None:
+    from benchmarks._zoo_ctc import ctc_flips
+
+    # 1 sample, 4 steps of 2 input columns each; columns 0-3 hold text, 4-7 are zero padding
+    img = np.zeros((1, 3, 2, 8))
+    img[0, :, :, :4] = 0.5
+    ref = np.array([[[0.1, 0.9], [0.8, 0.2], [0.55, 0.45], [0.9, 0.1]]])
+    got = ref.copy()
+    got[0, 0] = [0.6, 0.4]            # text step, FP32 sure (margin 0.8)
+    got[0, 2] = [0.4, 0.6]            # padding step, FP32 unsure (margin 0.1)
+    f = ctc_flips(ref, got, img)
+    assert (f["flips"], f["on_text"], f["on_padding"], f["padding_steps"]) == (2, 1, 1, 2)
+    assert f["fp32_margin_max"] == pytest.approx(0.8)
+    assert f["fp32_margin_median"] == pytest.approx(0.45)
+    assert [(e["step"], e["padding"]) for e in f["each"]] == [(0, False), (2, True)]
+    assert ctc_flips(ref, ref, img)["flips"] == 0
+    with pytest.raises(ValueError, match="multiple of T"):
+        ctc_flips(ref, got, np.zeros((1, 3, 2, 7)))
+
+
+def test_holdout_run_says_so_and_keeps_the_calibration_figures() -> None:
+    row = _row("one_minus_cer", 0.99, 1.5, argmax_agreement=0.97)
+    row["task_calibration"] = {"value": 1.0, "details": {"argmax_agreement": 0.99}}
+    row["argmax_flips"] = {"steps": 40, "padding_steps": 10, "flips": 2, "on_padding": 1,
+                           "on_text": 1, "fp32_margin_median": 0.5, "fp32_margin_max": 0.9}
+    res = _result({"ocr-rec": _entry("ctc", {"edgeops-vnni-default": row})})
+    res["holdout"] = 32
+    md = markdown(res)
+    assert "4 real samples per model to calibrate" in md and "32 further held-out" in md
+    line = next(ln for ln in md.splitlines() if "`edgeops-vnni-default`" in ln)
+    assert "one_minus_cer 0.9900, argmax agreement 0.9700" in line
+    assert "on the calibration samples one_minus_cer 1.0000, argmax agreement 0.9900" in line
+    assert "2 of 40 steps flipped: 1 on padding (10 padding steps), 1 on text" in line
+    assert "(calibration = validation)" not in md
+
+
+def test_holdout_scores_on_samples_the_builds_never_saw(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    """``one`` calibrates on the first ``samples`` and scores the rest: the metric (here one
+    that scores the first value of the samples it is given) sees the held-out samples, the
+    calibration figure the calibration ones."""
+    from benchmarks import converter_zoo as cz
+    from converters.tasks.score import TaskScore
+
+    seen: dict[str, int] = {}
+
+    def first_value(spec: Any, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]
+                    ) -> TaskScore:
+        return TaskScore("first", float(got["y"].reshape(-1)[0]))
+
+    monkeypatch.setattr("converters.tasks.task_score", first_value)
+
+    def inputs(n: int) -> dict[str, np.ndarray]:
+        seen["n"] = n
+        return {"x": np.arange(n * 6, dtype=np.float32).reshape(n, 1, 6)}
+
+    monkeypatch.setattr("tests.zoo_inputs.INPUTS", {"tiny": inputs})
+    monkeypatch.setitem(cz.MODELS, "tiny", None)
+    monkeypatch.setattr(cz, "_source", lambda name: _identity_model(tmp_path))
+    e = cz.one("tiny", 3, 1, 1, 1, True, [], None, "", holdout=5, round_budget_s=0.0)
+    assert seen["n"] == 8 and e["holdout"] == 5 and e["samples"] == 3
+    assert e["variants"]["fp32"]["task_value"] == 18.0          # sample 3 starts at 3 * 6
+    assert e["variants"]["fp32"]["task_calibration"]["value"] == 0.0
+
+
+def test_exact_u8s8_validation_opens_sessions_with_exact_kernels(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import converters.feeds
+    import converters.validate
+    from benchmarks._zoo_builds import EXACT_U8S8, _exact_validation, exact_session
+
+    # restored after the test: the patch is meant for a build's own process
+    monkeypatch.setattr(converters.validate, "open_session", converters.validate.open_session)
+    monkeypatch.setattr(converters.feeds, "open_session", converters.feeds.open_session)
+    model = _identity_model(tmp_path)
+    assert exact_session(model).get_session_options().get_session_config_entry(
+        EXACT_U8S8) == "1"
+    _exact_validation()
+    sess = converters.validate.open_session(model, ("CPUExecutionProvider",), 1)
+    assert sess.get_session_options().get_session_config_entry(EXACT_U8S8) == "1"
+    assert converters.feeds.open_session is exact_session
+
+
+def _identity_model(d: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "tiny",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 6])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(m, str(d / "tiny.onnx"))
+    return d / "tiny.onnx"
+
+
 @pytest.mark.subprocess    # the probe runs the venv's python
 def test_nncf_absent_says_how_to_install(tmp_path: Path) -> None:
     python, why = _nncf.find(tmp_path / "no-venv")

@@ -17,6 +17,7 @@ from converters.mixed_precision import (
     LayerCost,
     MixedPrecisionSettings,
     may_replace,
+    metric_step,
     prefix_search,
     refusal,
     select,
@@ -109,6 +110,36 @@ def test_refusal_names_limiting_layers_and_needed_budget() -> None:
     assert "dw3" not in line
     assert "with 2 layer(s) out of INT8 (3 measured one by one) it still drops 4.17%" in line
     assert line.endswith("a budget of at least 4.17% would be needed")
+
+
+def test_a_refusal_under_a_coarse_metric_says_lifting_more_did_not_help() -> None:
+    """ocr-rec, x86-cpu, 1 % budget: every table row and prefix (up to 115 of 233 layers)
+    dropped one character of 55 or two, and the line said only "with 0 layer(s) out of INT8
+    it still drops 1.82%", as though nothing had been lifted and a finer budget might pass."""
+    char = 1 / 55
+    table = [LayerCost("conv26", -char, 1.0), LayerCost("gap2", -2 * char, 1.0),
+             LayerCost("add230", 0.0, 1.0)]
+    tried = [(0, char), (2, 2 * char), (7, char), (115, char)]
+    step = metric_step([char, *(d for _, d in tried), *(char - c.recovered for c in table)])
+    assert step == pytest.approx(char)
+    lifted, needed = min(tried, key=lambda t: (t[1], t[0]))
+    line = refusal("x86-cpu", "one_minus_cer", char, 0.01, table, needed, measured=3,
+                   lifted=lifted, widest=max(n for n, _ in tried), step=step)
+    assert "\n" not in line and "limited by none found;" in line
+    assert ("with 0 layer(s) out of INT8 (3 measured one by one) it still drops 1.82% (no lower "
+            "with up to 115 layers out of INT8, the most tried); every drop measured is a "
+            "multiple of 1.82% (the metric's step on this validation data), over the 1.00% "
+            "budget: only a build that loses nothing passes it") in line
+    assert line.endswith("a budget of at least 1.82% would be needed")
+
+
+def test_a_fine_metric_or_a_step_within_the_budget_adds_nothing_to_the_refusal() -> None:
+    assert metric_step([0.0832, 0.0417, 0.0291]) == 0.0            # not multiples: continuous
+    assert metric_step([0.05, 0.05]) == 0.0                         # one drop: no evidence
+    assert metric_step([0.25, 0.125, 0.375]) == pytest.approx(0.125)
+    line = refusal("x86-cpu", "top1_agreement", 0.02, 0.05, [LayerCost("c", 0.0, 1.0)],
+                   0.02, measured=1, lifted=0, widest=0, step=0.01)
+    assert "the most tried" not in line and "multiple of" not in line
 
 
 def _drops(table: dict[int, float]) -> tuple[list[int], Callable[[int], float]]:
@@ -579,3 +610,28 @@ def test_a_ranking_prefix_is_lifted_when_the_knapsack_finds_nothing(
     floats = art.details["float_nodes"]                 # type: ignore[attr-defined]
     assert "mm2" in floats and "activation-error ranking" in floats["mm2"]
     assert art.details["quantised_nodes"] >= 1          # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_layers_lifted_for_free_do_not_count_towards_not_worth_shipping(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where every layer times slower in INT8 (an AVX2 build machine on a tiny model), the
+    knapsack lifts each helpful layer for free; the budget needs conv2 alone, so "2 of 3 out of
+    INT8, not worth shipping" must not refuse the build (it did, on such a machine)."""
+    import converters.onnx_mixed as om
+    from converters.api import BuildRequest
+    from converters.build import build
+
+    monkeypatch.setattr(om, "_speed", lambda _c, _f, _q, layers, *_a: (
+        dict.fromkeys(layers, -0.002), "test: every layer slower in INT8"))
+    p = zoo.save(_weight_outlier_convnet(), tmp_path / "c.onnx")
+    x = np.abs(np.random.default_rng(0).standard_normal((16, 3, 12, 12))).astype(np.float32)
+    np.savez(tmp_path / "cal.npz", x=x)
+    req = BuildRequest(model=p, name="m", version="1.0.0", targets=("x86-cpu-vnni",),
+                       calibration=tmp_path / "cal.npz", max_accuracy_drop=0.01,
+                       options={"perf_aware": False, "effort": "fast"})
+    (art,) = build(req, lambda _m: None, tmp_path / "work").artifacts
+    mp = art.details["mixed_precision"]
+    assert "conv2" in mp["float"] and len(mp["float"]) >= 2, mp     # a free lift beside it
+    assert mp["verified_drop"] <= 0.01
+    assert art.details["quantised_nodes"] >= 1

@@ -126,7 +126,8 @@ def test_affine_ops_fold_into_the_convs_around_them(pads: int, group: int) -> No
     names = [n.name for n in out.graph.node if n.op_type == "Conv"]
     assert names == ["conv1", "conv2"]                    # the convs keep their names
     onnx.checker.check_model(out)
-    np.testing.assert_allclose(_run(out), _run(src), rtol=1e-5, atol=1e-5)
+    want = _run(src)        # exact up to float32 rounding, which differs by CPU (AVX2, AVX-512)
+    np.testing.assert_allclose(_run(out), want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
 
 
 def test_affine_fold_leaves_what_is_not_per_channel_or_is_shared() -> None:

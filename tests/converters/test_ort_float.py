@@ -70,8 +70,11 @@ def excluded(tmp_path_factory: pytest.TempPathFactory) -> onnx.ModelProto:
 
 
 def _run(model: onnx.ModelProto, level: ort.GraphOptimizationLevel) -> np.ndarray:
+    from converters.ort_session import exact_products
+
     so = ort.SessionOptions()
     so.graph_optimization_level = level
+    exact_products(so)      # full 8-bit weights: exact u8s8 products without VNNI too
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     return np.concatenate([sess.run(None, {"x": x})[0] for x in _data()])
 

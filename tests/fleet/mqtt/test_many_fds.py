@@ -36,8 +36,22 @@ def assert_above_select_limit(conn: MqttConnection) -> None:
         select.select([sock], [], [], 0)
 
 
+def until_subscribed(pub: MqttConnection, sub: MqttConnection, timeout_s: float = 15.0) -> None:
+    """Connected is not subscribed: the subscriber's SUBSCRIBE may reach the broker after the
+    publisher's first messages (lost under load: 26 of 200 once). Probe until one arrives,
+    then drain the probes still in flight."""
+    deadline = time.monotonic() + timeout_s
+    while not (got := receive(sub, 1, 0.2)):
+        assert time.monotonic() < deadline, "the subscription never took effect"
+        pub.publish("fd/probe/0", b"probe", qos=1)
+    while got:
+        sub.ack_all(got)
+        got = receive(sub, 1, 0.5)
+
+
 def round_trip(pub: MqttConnection, sub: MqttConnection, acks: Acks, tag: str,
                n: int = 200) -> None:
+    until_subscribed(pub, sub)
     mids = {pub.publish(f"fd/{tag}/{i % 7}", f"{tag}-{i}".encode(), qos=1) for i in range(n)}
     got = receive(sub, n)
     assert sorted(m.payload for m in got) == sorted(f"{tag}-{i}".encode() for i in range(n))
