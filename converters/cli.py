@@ -160,6 +160,16 @@ def _signers() -> list[Any]:
                    "equalisation, SmoothQuant, bias correction and MSE ranges; max = default "
                    "plus AdaRound weight rounding (numpy, no extra to install; slower builds) "
                    "(docs/CONVERTERS.md).")
+@click.option("--mixed-precision-layers", "mixed_layers", type=int, default=16,
+              show_default=True,
+              help="When INT8 misses the accuracy budget: layers whose effect on the task "
+                   "metric is measured one by one (one validation run each) before choosing "
+                   "which leave INT8 (docs/CONVERTERS.md, accuracy-aware step).")
+@click.option("--mixed-precision-prefixes", "mixed_prefixes", type=int, default=None,
+              help="Try budget of the accuracy-aware step's last resort: at most N prefixes "
+                   "of the sensitivity ranking quantised and verified before the build is "
+                   "refused (default: doubling up to half the layers). Bounds how long a "
+                   "build that will be refused takes.")
 @click.option("--threads", type=int, default=1, show_default=True,
               help="Threads for latency measurement.")
 @click.option("--keep-io-layout", is_flag=True, envvar="EDGEOPS_KEEP_IO_LAYOUT",
@@ -181,7 +191,8 @@ def build(model: str, name: str, version: str, target_names: tuple[str, ...],
           max_accuracy_drop: float,
           gate_metric: str, task: str, user_metric: str | None, quantise_tail: bool,
           perf_aware: bool, calibration_method: str, effort: str,
-          threads: int, keep_io_layout: bool, out_dir: Path, timestamp: str | None,
+          mixed_layers: int, mixed_prefixes: int | None, threads: int, keep_io_layout: bool,
+          out_dir: Path, timestamp: str | None,
           sign_latency: bool, mlflow_log: bool, as_json: bool,
           drift_reference: Path | None = None) -> None:
     """Convert a trained ONNX model into a signed bundle of per-target artifacts.
@@ -213,6 +224,10 @@ def build(model: str, name: str, version: str, target_names: tuple[str, ...],
         raise UsageError(exc.message, hint=exc.hint) from None
     if threads < 1:
         raise UsageError("--threads must be at least 1")
+    if mixed_layers < 1:
+        raise UsageError("--mixed-precision-layers must be at least 1")
+    if mixed_prefixes is not None and mixed_prefixes < 1:
+        raise UsageError("--mixed-precision-prefixes must be at least 1")
     from edgeops.registry import is_registry_uri
 
     if mlflow_log and not is_registry_uri(model):
@@ -223,6 +238,8 @@ def build(model: str, name: str, version: str, target_names: tuple[str, ...],
                "batch_axes": parse_batch_axes(batch_axes),
                "input_values": parse_input_values(input_values), "sequence": sequence,
                "states": states, "task": task, "quantise_tail": quantise_tail, "effort": effort,
+               "mixed_precision_layers": mixed_layers,
+               **({"mixed_precision_prefixes": mixed_prefixes} if mixed_prefixes else {}),
                **({"metric": user_metric} if user_metric else {}),
                **({"drift_reference": str(drift_reference)} if drift_reference else {})}
     shapes = _parse_shapes(input_shapes)

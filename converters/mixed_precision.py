@@ -54,6 +54,16 @@ class MixedPrecisionSettings:
     last doubling gained at every doubling left would not reach the budget."""
     prefix_min_tries: int = 3
     """Doubling tries made before the early stop may apply."""
+    max_prefixes: int | None = None
+    """Last resort, a try budget: at most this many doubling prefixes quantised and verified
+    before refusing (the refusal says the budget it would need was not searched for); None:
+    doubling goes on to half the layers. Bounds the time a build that will be refused takes."""
+
+    def __post_init__(self) -> None:
+        if self.max_measured_layers < 1:
+            raise ValueError("mixed precision measures at least 1 layer")
+        if self.max_prefixes is not None and self.max_prefixes < 1:
+            raise ValueError("mixed precision's try budget is at least 1 prefix")
 
 
 @dataclass(frozen=True)
@@ -162,8 +172,8 @@ class PrefixTry:
 def prefix_search(sizes: Sequence[int], budget: float, limit: int,
                   drop_of: Callable[[int], float], *, already: int = 0,
                   bisections: int = 3, replaces: Callable[[int, int], bool] | None = None,
-                  hopeless_ratio: float = 0.0, min_tries: int = 3
-                  ) -> tuple[int | None, list[PrefixTry], str]:
+                  hopeless_ratio: float = 0.0, min_tries: int = 3,
+                  max_tries: int | None = None) -> tuple[int | None, list[PrefixTry], str]:
     """The shortest prefix of ranked tensor groups found to meet ``budget``, every try, and
     why the doubling stopped early ("" when it did not).
 
@@ -182,6 +192,7 @@ def prefix_search(sizes: Sequence[int], budget: float, limit: int,
     Early stop (``hopeless_ratio`` > 0): after ``min_tries`` doubling tries, when the best drop
     is still over ``hopeless_ratio`` times the budget and the remaining doublings, each gaining
     what the last one did, would not reach the budget, the doubling stops: no prefix passes.
+    ``max_tries``: the doubling stops after that many failing tries, saying so.
     """
     import math
 
@@ -204,6 +215,11 @@ def prefix_search(sizes: Sequence[int], budget: float, limit: int,
             stopped = _hopeless(tries, budget, hopeless_ratio, min_tries,
                                 math.ceil(math.log2(allowed / g)) if g < allowed else 0)
             if stopped:
+                break
+            if max_tries is not None and len(tries) >= max_tries and g < allowed:
+                stopped = (f"stopped doubling after {len(tries)} prefix(es) (up to "
+                           f"{tries[-1].lifted} layers): the try budget "
+                           f"(--mixed-precision-prefixes {max_tries})")
                 break
         if g == allowed:
             break

@@ -199,7 +199,8 @@ def recover(ctx: BackendContext, *, qdq: Path, float_model: Any, reference: Any,
         chosen, prefix_tries, stopped = prefix_search(
             sizes, budget, limit, drop_of, already=len(high),
             bisections=settings.prefix_bisections, replaces=replaces,
-            hopeless_ratio=settings.prefix_hopeless_ratio, min_tries=settings.prefix_min_tries)
+            hopeless_ratio=settings.prefix_hopeless_ratio, min_tries=settings.prefix_min_tries,
+            max_tries=settings.max_prefixes)
         tried += [(t.lifted, t.drop) for t in prefix_tries]
         if stopped:
             record["stopped"] = stopped

@@ -269,6 +269,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
     float_nodes: dict[str, str] = dict(engine.float_nodes) if engine else {}
     perf_summary: dict[str, Any] = {}
     out = ctx.workdir / "model.onnx"
+    scores: dict[str, tuple[float, float]] = {}     # validation scores by the model's bytes
     shared: dict[str, Any] = {}
     if cpu_passes:
         import onnx
@@ -332,22 +333,28 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
             nonlocal cache, ranges
             if candidate is not None:
                 cache, ranges = candidate, calibrated_ranges(candidate)
-            return _validation_score(ctx, make(set()))[0]
+            return _validation_score(ctx, make(set()), scores)[0]
 
         chosen = engine.choose(drop_with)
         if chosen is not None:
             cache, ranges = chosen, calibrated_ranges(chosen)
     split_drops: dict[str, dict[str, float]] = {}
+    made = False
     if split is not None:
         from converters.x86_bits import candidates as split_candidates
         from converters.x86_bits import choose as choose_split
 
         ctx.progress(f"{ctx.profile.name}: choosing 7-bit weights or 7-bit inputs per layer")
 
+        # (candidate, split as made, its proof) of the quantisation ``out`` holds
+        last_scored: list[tuple[BitSplit, BitSplit, dict[str, Any]]] = []
+
         def score_of(candidate: BitSplit) -> tuple[float, float]:
             nonlocal split
             split = candidate
-            return _validation_score(ctx, make(set()))
+            score = _validation_score(ctx, make(set()), scores)
+            last_scored[:] = [(candidate, split, exactness)]
+            return score
 
         splits = split_candidates(prepared, ctx.data.calibration.iter_samples(), ranges)
         forced = ctx.request.options.get("bit_split")     # experiments and benchmarks
@@ -359,10 +366,19 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
         split, split_drops = choose_split(splits, score_of)
         if engine and engine.adaround_enabled:
             _round_eight_bit_on_the_metric(ctx, engine, split, split_drops, make)
+            if engine.eight_bit:        # the engine's weights changed since the split's scoring
+                last_scored.clear()
+        if last_scored and last_scored[0][0] is split:
+            # The split chosen was the last one quantised (always so with one candidate) and
+            # nothing changed since: ``out`` already holds what make(set()) would write again
+            # (builds are deterministic), so it is not quantised a third time.
+            split, exactness = last_scored[0][1], last_scored[0][2]
+            made = True
     per = "per channel" if plan.per_channel else "per tensor"
     ctx.progress(f"{ctx.profile.name}: quantising (QDQ, {plan.activation_type} activations, "
                  f"{plan.weight_type} weights {per})")
-    make(set())
+    if not made:
+        make(set())
     from converters.onnx_unquantisable import any_quantised, ship_fp32, unquantisable_nodes
 
     if not any_quantised(out):                  # e.g. a scikit-learn tree ensemble
@@ -417,7 +433,7 @@ def quantise(ctx: BackendContext) -> BuiltArtifact:
                         "synthetic": ctx.data.synthetic,
                         "streamed_chunk": 16},
     }
-    if _validation_score(ctx, out)[0] > ctx.request.max_accuracy_drop:
+    if _validation_score(ctx, out, scores)[0] > ctx.request.max_accuracy_drop:
         # A forced-quantised tail (--quantise-tail) stays quantised: the gate must see it.
         candidates = _quantised_nodes(out) - (set(tail) if quantise_tail else set())
         mixed = _mixed_precision(ctx, plan, out, candidates, float_nodes, engine, prepared,
@@ -493,7 +509,13 @@ def _mixed_precision(ctx: BackendContext, plan: QuantPlan, out: Path, candidates
                    wide=plan.qnn and plan.activation_type == "uint8",
                    timed_here=native and not plan.qnn,
                    settings=MixedPrecisionSettings(max_measured_layers=int(
-                       ctx.request.options.get("mixed_precision_layers", 16))))
+                       ctx.request.options.get("mixed_precision_layers", 16)),
+                       max_prefixes=_optional_int(ctx.request.options.get(
+                           "mixed_precision_prefixes"))))
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _keep_float(path: Path) -> None:
@@ -536,9 +558,19 @@ def _uint16_overrides(src: Path, layers: set[str]) -> dict[str, Any]:
     return {t: [{"quant_type": _qtype("uint16")}] for t in tensors}
 
 
-def _validation_score(ctx: BackendContext, model: Path) -> tuple[float, float]:
+def _validation_score(ctx: BackendContext, model: Path,
+                      memo: dict[str, tuple[float, float]] | None = None) -> tuple[float, float]:
     """The gate's relative drop of the task metric for ``model`` on the validation data and,
-    to break its ties, the worst output's -SNR (dB)."""
+    to break its ties, the worst output's -SNR (dB). ``memo``: scores by the model's bytes
+    (sha256), so the model the split's scoring validated is not run again for the gate; not
+    with external data, which the digest of the .onnx file would not cover."""
+    if memo is not None and not has_external_data(model):
+        import hashlib
+
+        digest = hashlib.sha256(model.read_bytes()).hexdigest()
+        if digest not in memo:
+            memo[digest] = _validation_score(ctx, model)
+        return memo[digest]
     from converters.validate import gate_drop, run_onnx
 
     report = ctx.data.accuracy_report(run_onnx(model, ctx.data.validation,

@@ -4,6 +4,8 @@ test's markers set from what it uses (tests/tiers.py), never by hand."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +18,71 @@ from tests.tiers import markers_for, xdist_group_for
 
 if TYPE_CHECKING:
     from edgeops.examples import ExampleModel
+
+
+# -- the user's ~/.edgeops stays out of the suite ----------------------------------------
+# Builds write perf decisions and layer-speed tables under $EDGEOPS_HOME/cache/perf. Shared
+# (the real ~/.edgeops, or one home for every xdist worker), a concurrent build of the same
+# model rewrote a cached decision between two builds of one test; and a run must not change
+# what the user's own builds read. Each session (each xdist worker) gets its own home; a test
+# that needs another sets it (edgeops_home, keys_home); cache hits within a worker stay.
+_REAL_HOME = os.path.join(os.path.expanduser("~"), ".edgeops")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_escaped: list[str] = []       # writes into the real home this process saw, for the test
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_edgeops_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("edgeops-home-session")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEOPS_HOME", str(home))
+        yield home
+
+
+def _in_real_home(path: object) -> bool:
+    if isinstance(path, int):                      # a file descriptor: opened elsewhere
+        return False
+    try:
+        full = os.path.abspath(os.fsdecode(path))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return full == _REAL_HOME or full.startswith(_REAL_HOME + os.sep)
+
+
+def _write_into_real_home(event: str, args: tuple[object, ...]) -> str | None:
+    """The path in the user's ~/.edgeops that audit ``event`` writes, else None (pure)."""
+    if event == "open":                            # (path, mode, flags): builtin and os.open
+        path, _, flags = args
+        wrote = isinstance(flags, int) and flags & _WRITE_FLAGS
+        return str(path) if wrote and _in_real_home(path) else None
+    if event in ("os.mkdir", "os.remove", "os.rmdir", "os.truncate", "os.chmod"):
+        return str(args[0]) if _in_real_home(args[0]) else None
+    if event == "os.rename":                       # os.rename and os.replace: (src, dst, ...)
+        return next((str(a) for a in args[:2] if _in_real_home(a)), None)
+    return None
+
+
+def _guard(event: str, args: tuple[object, ...]) -> None:
+    """Audit hook (sys.addaudithook): refuse, and remember, a write into ~/.edgeops; an
+    EDGEOPS_HOME a test forgot to set shows as its failure, never as the user's cache."""
+    if event[0] not in "o":                       # cheap: every hook call passes here
+        return
+    path = _write_into_real_home(event, args)
+    if path is not None:
+        _escaped.append(path)
+        raise PermissionError(f"tests may not write the user's {_REAL_HOME}: {path}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    sys.addaudithook(_guard)                       # per process: each xdist worker too
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    if _escaped:
+        paths = sorted(set(_escaped))
+        _escaped.clear()
+        pytest.fail(f"wrote into the user's {_REAL_HOME} (set EDGEOPS_HOME): "
+                    f"{', '.join(paths[:5])}", pytrace=False)
 
 
 @pytest.fixture()

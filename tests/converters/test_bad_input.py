@@ -184,6 +184,17 @@ def test_bad_name_or_version(cli, keys_home: Path, model: Path, tmp_path: Path, 
     _assert_refused(res, out, 2, needle)
 
 
+@pytest.mark.parametrize(("opt", "value"), [
+    ("--mixed-precision-layers", "0"), ("--mixed-precision-prefixes", "0"),
+    ("--mixed-precision-prefixes", "-2")])
+def test_mixed_precision_bounds_below_one_are_usage_errors(cli, keys_home: Path, model: Path,
+                                                           tmp_path: Path, opt: str,
+                                                           value: str) -> None:
+    out = tmp_path / "out"
+    _assert_refused(_build(cli, model, out, "--target", "x86-cpu", opt, value), out, 2,
+                    f"{opt} must be at least 1")
+
+
 @pytest.mark.slow
 def test_accuracy_gate_failure_writes_nothing(cli, keys_home: Path, tmp_path: Path) -> None:
     p = zoo.save(zoo.outlier_mlp(), tmp_path / "mlp.onnx")
@@ -194,6 +205,20 @@ def test_accuracy_gate_failure_writes_nothing(cli, keys_home: Path, tmp_path: Pa
                  "--max-accuracy-drop", "0", "--no-perf-aware")
     _assert_refused(res, out, 1, "target x86-cpu", "cosine",
                     "limited by mm2 (recovers", "a budget of at least")
+
+
+@pytest.mark.slow
+def test_a_bounded_search_is_refused_saying_what_it_did_not_search(cli, keys_home: Path,
+                                                                  tmp_path: Path) -> None:
+    p = zoo.save(zoo.outlier_mlp(depth=6), tmp_path / "mlp.onnx")
+    x = np.random.default_rng(0).standard_normal((32, 4, 16)).astype(np.float32)
+    cal = _npz(tmp_path / "cal.npz", x=x)
+    out = tmp_path / "out"
+    res = _build(cli, p, out, "--target", "x86-cpu", "--calibration", cal,
+                 "--max-accuracy-drop", "0", "--no-perf-aware",
+                 "--mixed-precision-layers", "1", "--mixed-precision-prefixes", "1")
+    _assert_refused(res, out, 1, "target x86-cpu", "cosine", "(1 measured one by one)",
+                    "the try budget (--mixed-precision-prefixes 1)", "was not searched for")
 
 
 def test_source_model_that_outputs_nan_is_refused(cli, keys_home: Path, tmp_path: Path,

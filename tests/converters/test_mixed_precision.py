@@ -15,6 +15,7 @@ from onnx import numpy_helper as nh
 
 from converters.mixed_precision import (
     LayerCost,
+    MixedPrecisionSettings,
     may_replace,
     metric_step,
     prefix_search,
@@ -228,6 +229,33 @@ def test_a_hopeless_doubling_stops_early_and_says_what_it_tried() -> None:
     seen2, drop_of2 = _drops(table)
     assert prefix_search(sizes, 0.01, 128, drop_of2)[0] is None
     assert seen2 == [1, 2, 4, 8, 16, 32, 64]
+
+
+def test_the_try_budget_stops_the_doubling_and_the_refusal_says_so() -> None:
+    sizes = [2 * g for g in range(1, 65)]
+    table = {g: 0.03 - 0.0001 * g for g in range(1, 65)}    # close to budget: never hopeless
+    seen, drop_of = _drops(table)
+    chosen, tries, stopped = prefix_search(sizes, 0.01, 128, drop_of, hopeless_ratio=5.0,
+                                           max_tries=2)
+    assert chosen is None and seen == [1, 2]
+    assert stopped == ("stopped doubling after 2 prefix(es) (up to 4 layers): the try budget "
+                       "(--mixed-precision-prefixes 2)")
+    line = refusal("x86-cpu", "one_minus_cer", 0.0435, 0.01, [LayerCost("c1", 0.01, 1.0)],
+                   needed=min(t.drop for t in tries), measured=1, lifted=4, stopped=stopped)
+    assert stopped + ", so the budget it would need was not searched for" in line
+    # a prefix that passes within the budget is kept (and bisected as usual)
+    seen, drop_of = _drops(dict.fromkeys(range(1, 65), 0.005))
+    assert prefix_search(sizes, 0.01, 128, drop_of, max_tries=1)[0:3:2] == (1, "")
+    # the last prefix within the limit tried: exhaustive, not stopped by the budget
+    seen, drop_of = _drops(dict.fromkeys(range(1, 65), 0.03))
+    assert prefix_search(sizes, 0.01, 4, drop_of, max_tries=2)[2] == ""
+    assert seen == [1, 2]
+
+
+@pytest.mark.parametrize("bad", [{"max_measured_layers": 0}, {"max_prefixes": 0}])
+def test_mixed_precision_settings_refuse_bounds_below_one(bad: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        MixedPrecisionSettings(**bad)
 
 
 def test_the_early_stop_waits_while_doubling_still_gains_or_the_budget_is_near() -> None:

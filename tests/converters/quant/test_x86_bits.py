@@ -453,3 +453,41 @@ def test_a_depthwise_build_gets_8_bit_depthwise_weights_without_clamps(tmp_path:
     assert _max_weight(onnx.load(str(art.path)), "dw") > 64
     assert split["exactness"]["weights_8bit_depthwise"] == 1
     assert split["exactness"]["clamped_7bit_activations"] == []
+
+
+@pytest.mark.parametrize(("options", "quantised"), [
+    ({"bit_split": "w8a7"}, 1),              # the one candidate scored is the artifact
+    ({"bit_split": "w8a7", "perf_aware": True}, None),    # perf trials: re-made as before
+])
+def test_the_split_scored_last_is_not_quantised_again(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      options: dict[str, object],
+                                                      quantised: int | None) -> None:
+    from converters import onnx_accept, onnx_quant
+    from converters import validate as validate_mod
+
+    assert onnx_accept.run_onnx is validate_mod.run_onnx   # bound before the patch: uncounted
+
+    calls = {"quantise": 0, "validate": 0}
+    real_quantise, real_run = onnx_quant._quantise_static, validate_mod.run_onnx
+
+    def counting_quantise(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["quantise"] += 1
+        return real_quantise(*args, **kwargs)
+
+    def counting_run(model, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["validate"] += Path(model).name == "model.onnx"     # the INT8 candidate
+        return real_run(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_quant, "_quantise_static", counting_quantise)
+    monkeypatch.setattr(validate_mod, "run_onnx", counting_run)
+    p = zoo.save(zoo.convnet(13), tmp_path / "m.onnx")
+    art = _build(p, tmp_path / "a", effort="fast", **options)
+    assert art.details["plan"]["bit_split"]["policy"] == "w8a7"
+    if quantised is not None:
+        assert calls["quantise"] == quantised, calls
+        # the split's score is the gate's: one validation run of the INT8 model before accept
+        # (accept runs it once more, on the target's providers, outside this count)
+        assert calls["validate"] == 1, calls
+    else:
+        assert calls["quantise"] >= 2, calls
