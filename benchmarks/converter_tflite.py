@@ -379,6 +379,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _litert_machine() -> dict[str, Any]:
+    """What a LiteRT-vs-ORT results file states about the machine, load before the run."""
+    import os
+
+    return {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "litert": f"ai-edge-litert {version('ai-edge-litert')}",
+            "onnxruntime": version("onnxruntime"), "load_before": round(os.getloadavg()[0], 2)}
+
+
 def _localise_main(name: str, samples: int | None) -> int:
     import os
     import sys
@@ -386,11 +395,7 @@ def _localise_main(name: str, samples: int | None) -> int:
     from benchmarks._fullint_localise import localise, markdown
 
     sys.path.insert(0, str(HERE.parent))          # tests.realzoo / tests.zoo_inputs
-    machine: dict[str, Any] = {"processor": platform.processor() or platform.machine(),
-                               "cpus": os.cpu_count(),
-                               "litert": f"ai-edge-litert {version('ai-edge-litert')}",
-                               "onnxruntime": version("onnxruntime"),
-                               "load_before": round(os.getloadavg()[0], 2)}
+    machine = _litert_machine()
     res = localise(name, samples)
     machine["load_after"] = round(os.getloadavg()[0], 2)
     RESULTS.mkdir(exist_ok=True)
@@ -411,11 +416,7 @@ def _zoo_int8_main(names: list[str], samples: int | None) -> int:
     from benchmarks._tflite_zoo_int8 import INT8_ZOO, bench_fullint, markdown
 
     sys.path.insert(0, str(HERE.parent))          # tests.realzoo / tests.zoo_inputs
-    machine: dict[str, Any] = {"processor": platform.processor() or platform.machine(),
-                               "cpus": os.cpu_count(),
-                               "litert": f"ai-edge-litert {version('ai-edge-litert')}",
-                               "onnxruntime": version("onnxruntime"),
-                               "load_before": round(os.getloadavg()[0], 2)}
+    machine = _litert_machine()
     rows = bench_fullint(names or list(INT8_ZOO), samples)
     machine["load_after"] = round(os.getloadavg()[0], 2)
     RESULTS.mkdir(exist_ok=True)
@@ -439,11 +440,7 @@ def _zoo_main(names: list[str], venv: Path, rounds: int = 7) -> int:
     from benchmarks._tflite_zoo import ZOO_SHAPES, bench_zoo, markdown
 
     o2t = venv if (venv / "bin" / "onnx2tf").exists() else None
-    machine: dict[str, Any] = {"processor": platform.processor() or platform.machine(),
-                               "cpus": os.cpu_count(),
-                               "litert": f"ai-edge-litert {version('ai-edge-litert')}",
-                               "onnxruntime": version("onnxruntime"),
-                               "load_before": round(os.getloadavg()[0], 2)}
+    machine = _litert_machine()
     if o2t is not None:
         import subprocess
 
