@@ -43,8 +43,12 @@ TensorRT, 16-core Intel Xeon with AVX-512 VNNI and AMX, Python 3.12); `h200-cpu`
 CPU. A partial run (`--only`) of a benchmark is kept the same way, as
 `results/<name>.only-<variants>.md`. The `cuda-gpu` figures (`converter_gpu`,
 `hardware_tests.h200`) come only from there: CI and this machine have no GPU. AVX-512 VNNI:
-this machine's AMD EPYC has it, so the converter's "2× over FP32 on a VNNI CPU" goal is
-measured here and on the Xeon.
+the AMD EPYC of the sessions up to 2026-12-07's eighth had it, so the converter's "2× over
+FP32 on a VNNI CPU" goal was measured there and on the Xeon; the machine of the ninth session
+(same day, also CI's) is an AMD EPYC with AVX2 only (no AVX-512, no VNNI): results files
+written in that session say "no VNNI" in their header, and their INT8 speed ratios are AVX2
+kernels' (not comparable with the VNNI ones); their accuracy of `x86-cpu-vnni` builds is
+exact (converters/ort_session: the gate runs ORT's exact U8U8 kernels there).
 
 | benchmark | what it measures | baseline beside it |
 |---|---|---|
