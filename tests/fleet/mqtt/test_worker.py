@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -245,10 +246,17 @@ def test_worker_survives_a_broker_restart(worker: ManagerWorker, store: Store,
     broker.restart()
     wait_for(lambda: worker.control.connected.is_set(), 20, "reconnect")
     d = device(broker, "cam-2")
+    batch = TelemetryBatch("cam-2", 1, ({"kind": "heartbeat", "ts": 5.0},)).to_bytes()
     try:
-        d.publish("telemetry", TelemetryBatch("cam-2", 1, ({"kind": "heartbeat",
-                                                             "ts": 5.0},)).to_bytes())
-        wait_for(lambda: store.count_telemetry("cam-2") == 1, 10, "telemetry after restart")
+        # Re-sent until stored, as an agent re-sends a batch no manager acknowledged: connected
+        # is not re-subscribed, and under load the worker's SUBSCRIBE reached the restarted
+        # broker after the first send, which no one received.
+        deadline = time.monotonic() + 20
+        while store.count_telemetry("cam-2") == 0:
+            assert time.monotonic() < deadline, "timed out waiting for telemetry after restart"
+            d.publish("telemetry", batch)
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: store.count_telemetry("cam-2") > 0, 1, "telemetry")
     finally:
         d.close()
 
