@@ -29,12 +29,12 @@ import platform
 from dataclasses import dataclass
 from typing import Any
 
+from converters.ort_session import X86_MACHINES
 from edgeops.cpu import X86_VNNI_ISA, CpuFacts, read_cpu_facts
 from edgeops.errors import ConfigError
 
 __all__ = ["QuantPlan", "build_machine_caveat", "cpu_facts", "plan_for", "target_isa"]
 
-_X86 = ("x86_64", "AMD64", "amd64")
 _ARM = ("arm64", "aarch64")
 
 
@@ -76,7 +76,7 @@ def target_isa(profile_name: str, options: dict[str, Any]) -> str:
     isa = options.get("isa")
     if isa in _ARM:
         return "arm64"
-    if isa in _X86:
+    if isa in X86_MACHINES:
         return X86_VNNI_ISA if options.get("vnni") is True else "x86_64"
     raise ConfigError(f"target profile {profile_name} declares no CPU ISA for INT8 "
                       f"(options['isa'] is {isa!r})",
@@ -128,7 +128,7 @@ def build_machine_caveat(plan: QuantPlan, facts: dict[str, Any]) -> str | None:
     """
     if plan.target_isa != X86_VNNI_ISA:
         return None
-    if facts.get("machine", "") in _X86 and not facts.get("vnni"):
+    if facts.get("machine", "") in X86_MACHINES and not facts.get("vnni"):
         return ("this build machine has no VNNI: the accuracy gate ran ONNX Runtime's exact "
                 "U8U8 kernels (what a VNNI CPU computes), but the performance choices and the "
                 "latency were timed on this machine's u8s8 kernels, not a VNNI CPU's; build on "

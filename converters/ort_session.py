@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXACT_U8S8", "exact_products", "open_session", "saturating_u8s8_here"]
+__all__ = ["EXACT_U8S8", "X86_MACHINES", "exact_products", "open_session", "saturating_u8s8_here"]
 
 EXACT_U8S8 = "session.x64quantprecision"
-_X86 = ("x86_64", "AMD64", "amd64")
+X86_MACHINES = ("x86_64", "AMD64", "amd64")     # what platform.machine() says on x86-64
 
 
 @functools.cache
@@ -37,7 +37,7 @@ def saturating_u8s8_here() -> bool:
     from edgeops.cpu import read_cpu_facts
 
     facts = read_cpu_facts()
-    return platform.machine() in _X86 and not facts.vnni
+    return platform.machine() in X86_MACHINES and not facts.vnni
 
 
 def exact_products(so: Any) -> None:
